@@ -1,0 +1,50 @@
+"""Celery settings, read from leadscore's environment settings (``LEADSCORE_*``).
+
+No broker configured (the embedded default) means tasks execute in process (eager). With
+``LEADSCORE_BROKER_URL=redis://...`` tasks go to real workers. Time limits stay below the Redis
+visibility timeout: a task still running when the timeout passes would be delivered twice.
+"""
+
+from __future__ import annotations
+
+from config.settings import get_settings
+from worker.queues import Queue, task_routes
+from worker.schedule import build_beat_schedule
+
+_settings = get_settings()
+
+broker_url = _settings.broker_url or "memory://"
+result_backend = _settings.result_backend or (
+    _settings.broker_url if (_settings.broker_url or "").startswith("redis") else None
+)
+broker_connection_retry_on_startup = True
+broker_transport_options = {"visibility_timeout": _settings.visibility_timeout}
+result_backend_transport_options = {"visibility_timeout": _settings.visibility_timeout}
+result_expires = 24 * 3600
+
+task_serializer = "json"
+result_serializer = "json"
+accept_content = ["json"]
+timezone = "UTC"
+enable_utc = True
+
+# Every task is idempotent (upserts keyed by CRM id, cursors after commit, outbox rows until
+# confirmed, routing actions keyed by lead + score + action), so late acks are safe: a worker
+# killed mid-task leaves the message to be redelivered, never lost.
+task_acks_late = True
+task_reject_on_worker_lost = True
+worker_prefetch_multiplier = 1
+task_soft_time_limit = _settings.task_soft_time_limit
+task_time_limit = _settings.task_time_limit
+task_track_started = True
+worker_send_task_events = True
+task_send_sent_event = True
+
+task_default_queue = Queue.MINUTE.value
+task_routes = task_routes()
+
+task_always_eager = _settings.eager
+task_eager_propagates = True
+
+beat_schedule = build_beat_schedule()
+beat_scheduler = "worker.beat:LockedScheduler"

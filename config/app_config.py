@@ -1,0 +1,269 @@
+"""The YAML file revops edit: connections (non-secret parts and field mappings), tier thresholds,
+routing rules, schedules, training and monitoring knobs. Validated whole at load: a bad file
+fails with one line naming the file, the key and what is wrong, and nothing starts half-configured.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from config.errors import ConfigError
+
+TIERS: tuple[str, ...] = ("A", "B", "C", "D")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SalesforceFields(_Strict):
+    """CRM field names leadscore writes on the Salesforce Lead."""
+
+    score: str = "Lead_Score__c"
+    tier: str = "Lead_Tier__c"
+    reasons: str = "Lead_Score_Reasons__c"
+    model: str = "Lead_Score_Model__c"
+    scored_at: str = "Lead_Scored_At__c"
+
+
+class HubSpotFields(_Strict):
+    """HubSpot contact properties leadscore writes (created by ``leadscore crm setup``)."""
+
+    score: str = "leadscore_score"
+    tier: str = "leadscore_tier"
+    reasons: str = "leadscore_reasons"
+    model: str = "leadscore_model"
+    scored_at: str = "leadscore_scored_at"
+
+
+class ConnectionConfig(_Strict):
+    """One CRM org/portal. Secrets are read from the environment variables named here."""
+
+    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,63}$")]
+    kind: Literal["salesforce", "hubspot"]
+    enabled: bool = True
+    # Salesforce
+    instance_url: str | None = None
+    api_version: str = "59.0"
+    domain: str | None = None  # My Domain for OAuth client-credentials, e.g. "acme.my"
+    client_id: str | None = None
+    ca_bundle: str | None = None  # a private CA (crmsim); None = system trust
+    login_via_instance: bool = False  # route *.salesforce.com login calls to instance_url (crmsim)
+    # HubSpot
+    host: str | None = None  # API base; None = https://api.hubapi.com
+    # Secrets by reference
+    session_id_env: str | None = None
+    client_secret_env: str | None = None
+    access_token_env: str | None = None
+    # Sync
+    page_size: Annotated[int, Field(ge=1, le=2000)] | None = None
+    overlap_seconds: Annotated[int, Field(ge=0, le=86_400)] = 300
+    api_budget_share: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
+    streams: list[str] | None = None  # None = every stream the connector knows
+    # Extra CRM fields to read into ``lead.attributes`` (CRM field/property -> feature name).
+    field_map: dict[str, str] = Field(default_factory=dict)
+    score_fields: SalesforceFields | HubSpotFields | None = None
+
+    @model_validator(mode="after")
+    def _kind_specific(self) -> ConnectionConfig:
+        if self.kind == "salesforce":
+            if not self.instance_url:
+                raise ValueError("instance_url is required for a salesforce connection")
+            if not self.instance_url.startswith("https://"):
+                raise ValueError("instance_url must start with https:// (Salesforce is HTTPS only)")
+            if self.score_fields is None:
+                self.score_fields = SalesforceFields()
+        else:
+            if self.score_fields is None:
+                self.score_fields = HubSpotFields()
+        return self
+
+
+class TierConfig(_Strict):
+    """Initial tier policy: score thresholds (A >= a, B >= b, C >= c, else D) or capacity shares."""
+
+    mode: Literal["score", "capacity"] = "score"
+    thresholds: dict[str, float] = Field(default_factory=lambda: {"A": 80.0, "B": 60.0, "C": 35.0})
+
+    @model_validator(mode="after")
+    def _valid(self) -> TierConfig:
+        validate_thresholds(self.mode, self.thresholds)
+        return self
+
+
+def validate_thresholds(mode: str, thresholds: dict[str, float]) -> None:
+    """Raise ValueError unless A, B, C are given, in range and leave every tier reachable."""
+    unknown = sorted(set(thresholds) - {"A", "B", "C"})
+    if unknown:
+        raise ValueError(f"unknown tier {unknown[0]!r} (set A, B and C; D is what remains)")
+    missing = [t for t in ("A", "B", "C") if t not in thresholds]
+    if missing:
+        raise ValueError(f"tier {missing[0]} has no threshold")
+    values = [float(thresholds[t]) for t in ("A", "B", "C")]
+    if mode == "score":
+        if any(not 0 < v <= 100 for v in values):
+            raise ValueError("score thresholds must be within (0, 100]")
+        if not values[0] > values[1] > values[2]:
+            raise ValueError(f"thresholds must be ordered A > B > C (got A={values[0]:g} B={values[1]:g} "
+                             f"C={values[2]:g})")
+    else:
+        if any(not 0 < v < 100 for v in values):
+            raise ValueError("capacity shares must be percentages within (0, 100)")
+        if sum(values) >= 100:
+            raise ValueError("capacity shares of A, B and C must leave room for D (sum < 100%)")
+
+
+class RoutingActionConfig(_Strict):
+    type: Literal["assign_owner", "create_task", "add_to_campaign", "enroll_workflow", "set_property",
+                  "pause_outreach"]
+    # assign_owner: a queue (by name) or round-robin over owners (CRM user ids or emails)
+    queue: str | None = None
+    round_robin: list[str] | None = None
+    # create_task
+    subject: str | None = None
+    due_hours: Annotated[float, Field(ge=0)] = 24
+    priority: str = "High"
+    # add_to_campaign (Salesforce) / enroll_workflow (HubSpot)
+    campaign: str | None = None
+    workflow_id: str | None = None
+    # set_property (HubSpot) / any field (Salesforce)
+    property: str | None = None
+    value: str | None = None
+    connections: list[str] | None = None  # None = every connection
+
+    @model_validator(mode="after")
+    def _needs(self) -> RoutingActionConfig:
+        required = {
+            "create_task": ("subject",),
+            "add_to_campaign": ("campaign",),
+            "enroll_workflow": ("workflow_id",),
+            "set_property": ("property", "value"),
+        }.get(self.type, ())
+        for key in required:
+            if getattr(self, key) is None:
+                raise ValueError(f"{self.type} needs {key!r}")
+        if self.type == "assign_owner" and not (self.queue or self.round_robin):
+            raise ValueError("assign_owner needs 'queue' or a non-empty 'round_robin' list")
+        return self
+
+
+class RoutingRule(_Strict):
+    """Actions for a tier change: ``to`` is the new tier; ``from`` narrows it (None = any)."""
+
+    to: str
+    from_: str | None = Field(default=None, alias="from")
+    actions: list[RoutingActionConfig]
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @field_validator("to", "from_")
+    @classmethod
+    def _tier(cls, value: str | None) -> str | None:
+        if value is not None and value not in TIERS:
+            raise ValueError(f"unknown tier {value!r} (tiers are A, B, C, D)")
+        return value
+
+
+class ScheduleConfig(_Strict):
+    sync_seconds: Annotated[int, Field(ge=10)] = 60
+    writeback_seconds: Annotated[int, Field(ge=10)] = 60
+    monitor_cron: str = "15 3 * * *"
+    retrain_days: Annotated[int, Field(ge=1)] = 10
+
+
+class TrainingConfig(_Strict):
+    horizon_days: Annotated[int, Field(ge=1, le=730)] = 90
+    min_per_class: Annotated[int, Field(ge=1)] = 500
+    on_insufficient: Literal["refuse", "rules"] = "refuse"
+    segment_by: str | None = None  # a feature name, e.g. "seniority"
+    min_segment_per_class: Annotated[int, Field(ge=1)] = 300
+    selection_metric: Literal["auc", "pr_auc", "brier"] = "auc"
+    promotion_tolerance: Annotated[float, Field(ge=0, le=0.2)] = 0.005
+
+
+class MonitoringConfig(_Strict):
+    psi_warn: Annotated[float, Field(gt=0)] = 0.1
+    psi_alert: Annotated[float, Field(gt=0)] = 0.25
+    auc_drop_alert: Annotated[float, Field(gt=0, le=1)] = 0.05
+    freshness_hours: Annotated[float, Field(gt=0)] = 6
+    webhook_url: str | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> MonitoringConfig:
+        if self.psi_warn >= self.psi_alert:
+            raise ValueError("psi_warn must be below psi_alert")
+        return self
+
+
+class AppConfig(_Strict):
+    connections: list[ConnectionConfig] = Field(default_factory=list)
+    tiers: TierConfig = Field(default_factory=TierConfig)
+    routing: list[RoutingRule] = Field(default_factory=list)
+    schedules: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> AppConfig:
+        seen: set[str] = set()
+        for index, conn in enumerate(self.connections):
+            if conn.name in seen:
+                raise ValueError(f"connections.{index}.name: duplicate connection name {conn.name!r}")
+            seen.add(conn.name)
+        for r_index, rule in enumerate(self.routing):
+            for a_index, action in enumerate(rule.actions):
+                for name in action.connections or []:
+                    if name not in seen:
+                        raise ValueError(
+                            f"routing.{r_index}.actions.{a_index}.connections: unknown connection {name!r}"
+                        )
+        return self
+
+    def connection(self, name: str) -> ConnectionConfig:
+        for conn in self.connections:
+            if conn.name == name:
+                return conn
+        known = ", ".join(c.name for c in self.connections) or "none configured"
+        raise ConfigError(f"unknown connection {name!r} (known: {known})")
+
+
+def _location(error: Any) -> str:
+    return ".".join(str(part) for part in error["loc"] if part not in ("function-after",)) or "(top level)"
+
+
+def parse_config(data: Any, source: str) -> AppConfig:
+    """Validate a parsed YAML document; ``source`` (a file name) is named in errors."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping, got {type(data).__name__}")
+    try:
+        return AppConfig.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        message = first["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"{source}: {_location(first)}: {message}") from exc
+
+
+def load_config(path: Path | str | None) -> AppConfig:
+    """Load and validate the YAML config; ``None`` gives the defaults (no connections)."""
+    if path is None:
+        return AppConfig()
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{file}: config file not found") from exc
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read config file ({exc.strerror})") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{file}: not valid YAML{where}") from exc
+    return parse_config(data, str(file))

@@ -1,0 +1,91 @@
+"""Process settings from the environment (prefix ``LEADSCORE_``); secrets are ``SecretStr``.
+
+What revops edit (connections' field mappings, tiers, routing, schedules) lives in the YAML
+file named by ``LEADSCORE_CONFIG_FILE`` (see :mod:`config.app_config`).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from config.errors import ConfigError
+
+# Celery with Redis redelivers a task not acked within the visibility timeout; time limits stay
+# below it so a long task is killed before it is duplicated.
+DEFAULT_VISIBILITY_TIMEOUT = 3600
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LEADSCORE_", extra="ignore")
+
+    # Storage and broker. No broker means tasks run in process (the embedded default).
+    var_dir: Path = Path("var")
+    database_url: str | None = None
+    broker_url: str | None = None
+    result_backend: str | None = None
+    config_file: Path | None = None
+
+    # Celery limits (seconds)
+    visibility_timeout: int = DEFAULT_VISIBILITY_TIMEOUT
+    task_soft_time_limit: int = 1500
+    task_time_limit: int = 1800
+
+    # Secrets: from the environment or a file, never the database or logs.
+    salesforce_session_id: SecretStr | None = None
+    salesforce_client_secret: SecretStr | None = None
+    hubspot_access_token: SecretStr | None = None
+    flower_basic_auth: SecretStr | None = None  # "user:password"
+    environment: str = Field(default="development")
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("sqlite", "postgresql")):
+            raise ValueError("must start with sqlite:// or postgresql+psycopg://")
+        return value
+
+    @model_validator(mode="after")
+    def _limits_below_visibility(self) -> Settings:
+        if not self.task_soft_time_limit < self.task_time_limit < self.visibility_timeout:
+            raise ValueError(
+                "need task_soft_time_limit < task_time_limit < visibility_timeout "
+                f"(got {self.task_soft_time_limit}, {self.task_time_limit}, {self.visibility_timeout})"
+            )
+        if self.environment == "production" and self.flower_basic_auth is not None:
+            secret = self.flower_basic_auth.get_secret_value()
+            if ":" not in secret or secret.split(":", 1)[1] in ("", "changeme", "password"):
+                raise ValueError("flower_basic_auth must be user:password with a real password")
+        return self
+
+    @property
+    def effective_database_url(self) -> str:
+        """The configured database, or SQLite under ``var_dir`` (the embedded default)."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.var_dir / 'leadscore.db').as_posix()}"
+
+    @property
+    def eager(self) -> bool:
+        """True when no broker is configured: tasks execute in process."""
+        return not self.broker_url
+
+
+def load_settings() -> Settings:
+    """Read settings from the environment; a bad value raises ConfigError naming the variable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(part) for part in first["loc"]) or "settings"
+        name = f"LEADSCORE_{loc.upper()}" if first["loc"] else "LEADSCORE_* settings"
+        raise ConfigError(f"environment: {name}: {first['msg']}") from exc
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (cached). Tests call ``get_settings.cache_clear()`` after changing env."""
+    return load_settings()

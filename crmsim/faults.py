@@ -1,0 +1,143 @@
+"""Seeded fault injection shared by the Salesforce and HubSpot servers.
+
+A fault spec is a comma-separated list of ``key=value`` pairs, optionally scoped to one API with
+a prefix: ``"rate_429=0.1,sf.rate_503=0.05,hs.drop=0.02,latency_ms=5"``. Unscoped keys apply to
+both APIs. Keys:
+
+===================  =====================================================================
+``rate_429``         share of requests answered 429 (HubSpot) / 403 REQUEST_LIMIT_EXCEEDED is
+                     *not* used for this: Salesforce answers 429-like pressure with 503
+                     ``SERVER_UNAVAILABLE``; see each server's docs for its mapping
+``no_retry_after``   share of injected 429s sent without a ``Retry-After`` header
+``retry_after``      seconds put in ``Retry-After`` (float, default 0.01: keeps tests fast)
+``rate_500``         share answered 500
+``rate_503``         share answered 503
+``drop``             share of requests whose connection is closed without a response
+``latency_ms``       added latency per request
+``expire_after``     the session/token expires after this many calls (once; 0 = never)
+``record_fail``      share of records in batch writes that fail on their own (partial success)
+``daily_limit``      the org's daily API allocation (Salesforce ``Sforce-Limit-Info`` max,
+                     HubSpot daily limit); exceeding it answers 403 REQUEST_LIMIT_EXCEEDED /
+                     429 policyName DAILY
+===================  =====================================================================
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from dataclasses import dataclass, fields
+
+
+class FaultSpecError(ValueError):
+    """A fault spec that cannot be parsed; the message names the offending key."""
+
+
+@dataclass
+class FaultPlan:
+    rate_429: float = 0.0
+    no_retry_after: float = 0.0
+    retry_after: float = 0.01
+    rate_500: float = 0.0
+    rate_503: float = 0.0
+    drop: float = 0.0
+    latency_ms: float = 0.0
+    expire_after: int = 0
+    record_fail: float = 0.0
+    daily_limit: int = 1_000_000
+
+    @property
+    def any_request_fault(self) -> bool:
+        return (self.rate_429 + self.rate_500 + self.rate_503 + self.drop) > 0
+
+
+_FLOAT_KEYS = {f.name for f in fields(FaultPlan) if f.type in ("float", float)}
+_INT_KEYS = {f.name for f in fields(FaultPlan) if f.type in ("int", int)}
+_SCOPES = {"sf": "salesforce", "hs": "hubspot", "salesforce": "salesforce", "hubspot": "hubspot"}
+
+
+def parse_fault_spec(spec: str | None) -> dict[str, FaultPlan]:
+    """Parse a spec into one plan per API (``{"salesforce": ..., "hubspot": ...}``)."""
+    plans = {"salesforce": FaultPlan(), "hubspot": FaultPlan()}
+    if not spec:
+        return plans
+    for raw in spec.split(","):
+        item = raw.strip()
+        if not item:
+            continue
+        if "=" not in item:
+            raise FaultSpecError(f"fault spec item {item!r} is not key=value")
+        key, value = (part.strip() for part in item.split("=", 1))
+        targets = list(plans)
+        if "." in key:
+            scope, key = key.split(".", 1)
+            if scope not in _SCOPES:
+                raise FaultSpecError(f"fault spec scope {scope!r} is not one of sf, hs")
+            targets = [_SCOPES[scope]]
+        if key in _FLOAT_KEYS:
+            try:
+                parsed: float | int = float(value)
+            except ValueError as exc:
+                raise FaultSpecError(f"fault spec key {key!r}: {value!r} is not a number") from exc
+            if key.startswith("rate_") or key in ("drop", "record_fail", "no_retry_after"):
+                if not 0.0 <= parsed <= 1.0:
+                    raise FaultSpecError(f"fault spec key {key!r}: {value} is not a share in [0, 1]")
+        elif key in _INT_KEYS:
+            try:
+                parsed = int(value)
+            except ValueError as exc:
+                raise FaultSpecError(f"fault spec key {key!r}: {value!r} is not a whole number") from exc
+        else:
+            known = ", ".join(sorted(_FLOAT_KEYS | _INT_KEYS))
+            raise FaultSpecError(f"fault spec key {key!r} is unknown (known: {known})")
+        for target in targets:
+            setattr(plans[target], key, parsed)
+    return plans
+
+
+class FaultInjector:
+    """Decides, per request, which fault (if any) to inject. Seeded, thread-safe."""
+
+    def __init__(self, plan: FaultPlan | None = None, seed: int = 0) -> None:
+        self.plan = plan or FaultPlan()
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+        self.injected: dict[str, int] = {}
+
+    def set_plan(self, plan: FaultPlan, seed: int | None = None) -> None:
+        with self._lock:
+            self.plan = plan
+            if seed is not None:
+                self._rng = random.Random(seed)
+
+    def _count(self, kind: str) -> None:
+        self.injected[kind] = self.injected.get(kind, 0) + 1
+
+    def request_fault(self) -> str | None:
+        """One of ``"drop"``, ``"429"``, ``"500"``, ``"503"`` or None."""
+        with self._lock:
+            plan = self.plan
+            if not plan.any_request_fault:
+                return None
+            roll = self._rng.random()
+            edge = 0.0
+            for kind, rate in (("drop", plan.drop), ("429", plan.rate_429),
+                               ("500", plan.rate_500), ("503", plan.rate_503)):
+                edge += rate
+                if roll < edge:
+                    self._count(kind)
+                    return kind
+            return None
+
+    def send_retry_after(self) -> bool:
+        with self._lock:
+            return self._rng.random() >= self.plan.no_retry_after
+
+    def record_fails(self) -> bool:
+        with self._lock:
+            if self.plan.record_fail <= 0:
+                return False
+            failed = self._rng.random() < self.plan.record_fail
+            if failed:
+                self._count("record_fail")
+            return failed

@@ -1,0 +1,308 @@
+"""SQLAlchemy 2 models: the only description of leadscore's schema (changed via Alembic only).
+
+Idempotency lives in the unique keys: a lead or activity is identified by (connection, CRM id);
+a routing action by (lead, score that caused it, action); a sync cursor by (connection, stream).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from store.types import JSONType, UTCDateTime
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# BIGINT on PostgreSQL, INTEGER on SQLite (so SQLite's rowid autoincrement still applies).
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Connection(Base):
+    """A configured CRM org/portal. Secrets are never stored here."""
+
+    __tablename__ = "connection"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))  # "salesforce" | "hubspot"
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Lead(Base):
+    """A lead/contact as last read from the CRM, normalised; ``raw`` keeps the CRM record."""
+
+    __tablename__ = "lead"
+    __table_args__ = (
+        UniqueConstraint("connection_id", "crm_id"),
+        Index("ix_lead_connection_modified", "connection_id", "crm_modified_at"),
+        Index("ix_lead_inputs_changed", "inputs_changed_at"),
+        Index("ix_lead_company_key", "company_key"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    connection_id: Mapped[int] = mapped_column(ForeignKey("connection.id"))
+    crm_id: Mapped[str] = mapped_column(String(64))
+    email: Mapped[str | None] = mapped_column(String(320))
+    first_name: Mapped[str | None] = mapped_column(String(255))
+    last_name: Mapped[str | None] = mapped_column(String(255))
+    title: Mapped[str | None] = mapped_column(String(255))
+    company: Mapped[str | None] = mapped_column(String(255))
+    company_key: Mapped[str | None] = mapped_column(String(255))  # normalised company or email domain
+    industry: Mapped[str | None] = mapped_column(String(128))
+    employees: Mapped[int | None] = mapped_column(Integer)
+    annual_revenue: Mapped[float | None] = mapped_column(Float)
+    country: Mapped[str | None] = mapped_column(String(128))
+    lead_source: Mapped[str | None] = mapped_column(String(128))
+    campaign: Mapped[str | None] = mapped_column(String(255))
+    status: Mapped[str | None] = mapped_column(String(64))
+    owner_crm_id: Mapped[str | None] = mapped_column(String(64))
+    is_converted: Mapped[bool] = mapped_column(Boolean, default=False)
+    converted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    crm_created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    crm_modified_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    is_deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    merged_into_crm_id: Mapped[str | None] = mapped_column(String(64))
+    # Customer-specific mapped fields (YAML field mapping) that feed the model as extra features.
+    attributes: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    raw: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    # Hash of the fields that feed the model; unchanged hash on resync = no rescoring needed.
+    inputs_hash: Mapped[str | None] = mapped_column(String(64))
+    inputs_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    synced_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Activity(Base):
+    """One engagement event of a lead, with a normalised type and a UTC time."""
+
+    __tablename__ = "activity"
+    __table_args__ = (
+        UniqueConstraint("connection_id", "crm_id"),
+        Index("ix_activity_lead_time", "lead_id", "occurred_at"),
+        Index("ix_activity_connection_lead_crm", "connection_id", "lead_crm_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    connection_id: Mapped[int] = mapped_column(ForeignKey("connection.id"))
+    crm_id: Mapped[str] = mapped_column(String(64))
+    lead_crm_id: Mapped[str | None] = mapped_column(String(64))
+    # Resolved after both the lead and the activity are synced (either may arrive first).
+    lead_id: Mapped[int | None] = mapped_column(ForeignKey("lead.id"))
+    type: Mapped[str] = mapped_column(String(32))  # email_open, web_visit, meeting, ...
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    detail: Mapped[str | None] = mapped_column(String(512))  # page path, content title, subject
+    campaign: Mapped[str | None] = mapped_column(String(255))
+    crm_modified_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    is_deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    raw: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    synced_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class SyncCursor(Base):
+    """Where a stream's incremental sync resumes: (modification stamp, CRM id) of the last record
+    committed. Moves only in the transaction that commits its page."""
+
+    __tablename__ = "sync_cursor"
+    __table_args__ = (UniqueConstraint("connection_id", "stream"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    connection_id: Mapped[int] = mapped_column(ForeignKey("connection.id"))
+    stream: Mapped[str] = mapped_column(String(64))
+    cursor_ts: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    cursor_id: Mapped[str | None] = mapped_column(String(64))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class SyncRun(Base):
+    __tablename__ = "sync_run"
+    __table_args__ = (Index("ix_sync_run_connection_started", "connection_id", "started_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    connection_id: Mapped[int] = mapped_column(ForeignKey("connection.id"))
+    stream: Mapped[str] = mapped_column(String(64))
+    full: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[str] = mapped_column(String(16), default="running")  # running|succeeded|failed|stopped
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The CRM's own clock when the sync started: the cursor never moves past it.
+    server_time: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    records: Mapped[int] = mapped_column(Integer, default=0)
+    quarantined: Mapped[int] = mapped_column(Integer, default=0)
+    api_calls: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class QuarantinedRecord(Base):
+    """A CRM record that could not be normalised: kept with the reason, never silently dropped."""
+
+    __tablename__ = "quarantined_record"
+    __table_args__ = (Index("ix_quarantined_record_connection_stream", "connection_id", "stream"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    connection_id: Mapped[int] = mapped_column(ForeignKey("connection.id"))
+    stream: Mapped[str] = mapped_column(String(64))
+    crm_id: Mapped[str | None] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(Text)
+    raw: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    sync_run_id: Mapped[int | None] = mapped_column(ForeignKey("sync_run.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ModelVersion(Base):
+    """A trained model: artifact, metrics, audit, features, window and card. Never deleted."""
+
+    __tablename__ = "model_version"
+    __table_args__ = (Index("ix_model_version_status_segment", "status", "segment"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[str] = mapped_column(String(64), unique=True)
+    status: Mapped[str] = mapped_column(String(16), default="candidate")  # candidate|champion|retired
+    segment: Mapped[str | None] = mapped_column(String(128))  # None = the global model
+    family: Mapped[str] = mapped_column(String(32))  # catboost | logistic_regression | random_forest | rules
+    artifact: Mapped[bytes] = mapped_column(LargeBinary)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    audit: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    features: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    params: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    train_start: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    train_end: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    card: Mapped[str] = mapped_column(Text, default="")
+    notes: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    promoted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class LeadScore(Base):
+    """Score history. ``is_current`` marks each lead's latest score (at most one, enforced)."""
+
+    __tablename__ = "lead_score"
+    __table_args__ = (
+        Index("ix_lead_score_lead_scored", "lead_id", "scored_at"),
+        Index(
+            "uq_lead_score_current",
+            "lead_id",
+            unique=True,
+            postgresql_where=text("is_current"),
+            sqlite_where=text("is_current"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    lead_id: Mapped[int] = mapped_column(ForeignKey("lead.id"))
+    model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_version.id"))
+    tier_policy_id: Mapped[int | None] = mapped_column(ForeignKey("tier_policy.id"))
+    probability: Mapped[float] = mapped_column(Float)
+    score: Mapped[int] = mapped_column(Integer)
+    tier: Mapped[str] = mapped_column(String(1))
+    reasons: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    inputs_hash: Mapped[str | None] = mapped_column(String(64))
+    is_current: Mapped[bool] = mapped_column(Boolean, default=True)
+    scored_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Outbox(Base):
+    """A write to the CRM, pending until the CRM confirmed it. Created in the scoring transaction."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        Index("ix_outbox_status_connection", "status", "connection_id", "next_attempt_at"),
+        Index("ix_outbox_lead", "lead_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    connection_id: Mapped[int] = mapped_column(ForeignKey("connection.id"))
+    lead_id: Mapped[int] = mapped_column(ForeignKey("lead.id"))
+    crm_id: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(32), default="score_fields")
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    payload_hash: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending|sent|failed|superseded
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    lead_score_id: Mapped[int | None] = mapped_column(ForeignKey("lead_score.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class RoutingAction(Base):
+    """One routing/nurture action for one lead and one tier change: runs once, whatever retries."""
+
+    __tablename__ = "routing_action"
+    __table_args__ = (
+        UniqueConstraint("lead_id", "lead_score_id", "action"),
+        Index("ix_routing_action_status", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    lead_id: Mapped[int] = mapped_column(ForeignKey("lead.id"))
+    lead_score_id: Mapped[int] = mapped_column(ForeignKey("lead_score.id"))
+    connection_id: Mapped[int] = mapped_column(ForeignKey("connection.id"))
+    from_tier: Mapped[str | None] = mapped_column(String(1))
+    to_tier: Mapped[str] = mapped_column(String(1))
+    # assign_owner | create_task | add_to_campaign | enroll_workflow | set_property | pause_outreach
+    action: Mapped[str] = mapped_column(String(32))
+    params: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending|done|failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    crm_ref: Mapped[str | None] = mapped_column(String(128))
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    done_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class TierPolicy(Base):
+    """Versioned tier thresholds; exactly one is active."""
+
+    __tablename__ = "tier_policy"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, unique=True)
+    mode: Mapped[str] = mapped_column(String(16))  # "score" | "capacity"
+    thresholds: Mapped[dict[str, float]] = mapped_column(JSONType)  # {"A": 80, "B": 60, "C": 35}
+    is_active: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_by: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class MonitorReport(Base):
+    __tablename__ = "monitor_report"
+    __table_args__ = (Index("ix_monitor_report_created", "created_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_version.id"))
+    as_of: Mapped[datetime] = mapped_column(UTCDateTime)
+    status: Mapped[str] = mapped_column(String(16), default="ok")  # ok|warn|alert
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    alerts: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -1,0 +1,98 @@
+"""Shared fixtures: a real PostgreSQL database per test session, SQLite per test, data paths.
+
+PostgreSQL tests create their own database (``leadscore_test_<pid>``) and drop it at the end;
+each test runs inside a transaction that is rolled back (savepoints for the code's own commits).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from store.db import make_engine
+from store.models import Base
+
+PG_ADMIN_DSN = os.environ.get("LEADSCORE_TEST_PG_ADMIN", "postgresql://root@127.0.0.1:5432/postgres")
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def _pg_url(dbname: str) -> str:
+    base = PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+    return f"{base}/{dbname}"
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for this test session; its SQLAlchemy URL."""
+    name = f"leadscore_test_{os.getpid()}"
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield _pg_url(name)
+    finally:
+        with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def pg_engine(pg_database: str) -> Iterator[Engine]:
+    """An engine on the session database with the schema created from the migrations."""
+    from store.migrate import upgrade
+
+    upgrade(pg_database)
+    engine = make_engine(pg_database)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def pg_session(pg_engine: Engine) -> Iterator[Session]:
+    """A session whose work is rolled back after the test, even if the code under test commits."""
+    connection = pg_engine.connect()
+    outer = connection.begin()
+    session = Session(bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False)
+    try:
+        yield session
+    finally:
+        session.close()
+        outer.rollback()
+        connection.close()
+
+
+@pytest.fixture
+def sqlite_engine(tmp_path: Path) -> Iterator[Engine]:
+    engine = make_engine(f"sqlite:///{tmp_path / 'leadscore.db'}")
+    Base.metadata.create_all(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def sqlite_session(sqlite_engine: Engine) -> Iterator[Session]:
+    session = Session(bind=sqlite_engine, expire_on_commit=False)
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_session(request: pytest.FixtureRequest) -> Session:
+    """The same test on both databases leadscore supports."""
+    fixture = "sqlite_session" if request.param == "sqlite" else "pg_session"
+    return request.getfixturevalue(fixture)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared data folder {SHARED_DATA} is absent (it ships beside the repo)")
+    return SHARED_DATA

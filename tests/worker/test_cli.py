@@ -1,0 +1,74 @@
+"""The CLI contract: help lists the command groups; errors are one line with the right exit code."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run(*args: str, env: dict[str, str] | None = None, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "worker.cli", *args], capture_output=True, text=True,
+                          env=full_env, cwd=cwd, timeout=120)
+
+
+def test_help_lists_the_command_groups() -> None:
+    result = run("--help")
+    assert result.returncode == 0
+    for name in ("demo", "db", "crmsim", "sync", "train", "score", "writeback", "evaluate", "tiers",
+                 "explain", "report"):
+        assert name in result.stdout
+
+
+def test_config_check_reads_the_yaml(tmp_path: Path) -> None:
+    path = tmp_path / "leadscore.yaml"
+    path.write_text("connections: [{name: hs, kind: hubspot}]\ntiers: {thresholds: {A: 90, B: 70, C: 40}}\n")
+    result = run("config", "check", env={"LEADSCORE_CONFIG_FILE": str(path)})
+    assert result.returncode == 0, result.stderr
+    assert "connection hs (hubspot)" in result.stdout
+    path.write_text("tiers: {thresholds: {A: 10, B: 70, C: 40}}\n")
+    result = run("config", "check", env={"LEADSCORE_CONFIG_FILE": str(path)})
+    assert result.returncode == 1
+    assert f"{path}: tiers: thresholds must be ordered" in result.stderr
+
+
+def test_unknown_command_is_usage_error() -> None:
+    result = run("frobnicate")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+
+
+def test_db_upgrade_creates_sqlite_schema(tmp_path: Path) -> None:
+    result = run("db", "upgrade", env={"LEADSCORE_VAR_DIR": str(tmp_path / "var")})
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "var" / "leadscore.db").exists()
+    assert "0001" in result.stdout
+
+
+def test_db_upgrade_on_postgresql(pg_database: str) -> None:
+    result = run("db", "upgrade", env={"LEADSCORE_DATABASE_URL": pg_database})
+    assert result.returncode == 0, result.stderr
+    assert run("db", "current", env={"LEADSCORE_DATABASE_URL": pg_database}).stdout.strip() != ""
+
+
+@pytest.mark.parametrize(
+    ("env", "fragment"),
+    [
+        ({"LEADSCORE_DATABASE_URL": "oracle://x"}, "LEADSCORE_DATABASE_URL"),
+        ({"LEADSCORE_CONFIG_FILE": "/nonexistent/leadscore.yaml"}, "config file not found"),
+    ],
+)
+def test_bad_configuration_is_one_line_exit_1(tmp_path: Path, env: dict[str, str], fragment: str) -> None:
+    env = {"LEADSCORE_VAR_DIR": str(tmp_path / "var"), **env}
+    result = run("config", "check", env=env)
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert fragment in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
