@@ -1,23 +1,172 @@
-"""Celery tasks: thin wrappers that take ids/names, open one unit of work, call one function.
+"""Celery tasks: thin wrappers that take names/ids, open one unit of work, call one function.
 
 Every task has a stable explicit name. Retries: only ``RetriableCRMError`` (the CRM may answer
-next time); never ``Exception`` (that would retry bugs).
+next time), with backoff and a ceiling; never ``Exception`` (that would retry bugs). Every task is
+safe to run twice: upserts keyed by CRM id, cursors after commit, outbox rows until confirmed,
+routing actions keyed by (lead, score, action) — which is why ``acks_late`` is on.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from typing import Any
 
 from worker.app import app
+from worker.locks import LockBusy, exclusive
+from worker.runtime import get_runtime
 
 logger = logging.getLogger(__name__)
+
+# A lock outlives the task's hard time limit, so a crashed holder frees it eventually.
+LOCK_TTL_SECONDS = 2 * 3600
 
 
 @app.task(name="leadscore.ping")
 def ping(value: str = "pong") -> dict[str, Any]:
     """Round-trip check used by ``leadscore status`` and the tests: echoes and names the worker."""
-    import os
-    import socket
-
     return {"value": value, "host": socket.gethostname(), "pid": os.getpid()}
+
+
+@app.task(name="leadscore.sync.all")
+def sync_all() -> list[str]:
+    """Fan out one sync per enabled connection (beat runs this every minute)."""
+    runtime = get_runtime()
+    names = [c.name for c in runtime.config.connections if c.enabled]
+    for name in names:
+        sync_connection.delay(name)
+    return names
+
+
+@app.task(name="leadscore.sync.connection", bind=True, max_retries=5, retry_backoff=True,
+          retry_backoff_max=600, retry_jitter=True)
+def sync_connection(self: Any, name: str, full: bool = False) -> dict[str, Any]:
+    """Incremental sync of one connection, then score what changed."""
+    from connectors.base import ConnectionSecrets
+    from connectors.errors import RetriableCRMError
+    from connectors.sync import sync_connection as run_sync
+
+    runtime = get_runtime()
+    conn = runtime.config.connection(name)
+    try:
+        with exclusive(f"sync:{name}", ttl_seconds=LOCK_TTL_SECONDS, redis_url=runtime.settings.broker_url):
+            report = run_sync(runtime.engine, conn, ConnectionSecrets.from_env(conn), full=full)
+    except LockBusy:
+        logger.info("sync of %s already running; skipped", name)
+        return {"connection": name, "skipped": "already running"}
+    except RetriableCRMError as exc:
+        raise self.retry(exc=exc) from exc
+    score_changed.delay()
+    return report.to_dict() if hasattr(report, "to_dict") else {"connection": name}
+
+
+@app.task(name="leadscore.score.changed")
+def score_changed() -> dict[str, Any]:
+    """Score leads whose inputs changed; queue the write-back and routing that follow."""
+    summary = _score(all_leads=False)
+    writeback_drain.delay()
+    routing_execute.delay()
+    return summary
+
+
+@app.task(name="leadscore.score.all")
+def score_all() -> dict[str, Any]:
+    """Rescore every lead (recency features decay with time even when nothing changes)."""
+    summary = _score(all_leads=True)
+    writeback_drain.delay()
+    routing_execute.delay()
+    return summary
+
+
+def _score(*, all_leads: bool) -> dict[str, Any]:
+    from connectors.routing import plan_routing
+    from scoring.service import score_leads
+    from store.db import unit_of_work
+
+    runtime = get_runtime()
+    try:
+        with exclusive("score", ttl_seconds=LOCK_TTL_SECONDS, redis_url=runtime.settings.broker_url), \
+                unit_of_work(runtime.engine) as session:
+            summary = score_leads(session, all=all_leads, tier_change_hook=plan_routing(runtime.config))
+    except LockBusy:
+        return {"skipped": "scoring already running"}
+    return summary.to_dict() if hasattr(summary, "to_dict") else {}
+
+
+@app.task(name="leadscore.writeback.drain", bind=True, max_retries=5, retry_backoff=True,
+          retry_backoff_max=600, retry_jitter=True)
+def writeback_drain(self: Any) -> dict[str, Any]:
+    """Send pending outbox rows to the CRMs (rows stay pending until the CRM confirms them)."""
+    from connectors.base import ConnectionSecrets
+    from connectors.errors import RetriableCRMError
+    from connectors.writeback import drain_outbox
+
+    runtime = get_runtime()
+    secrets = {c.name: ConnectionSecrets.from_env(c) for c in runtime.config.connections if c.enabled}
+    try:
+        with exclusive("writeback", ttl_seconds=LOCK_TTL_SECONDS, redis_url=runtime.settings.broker_url):
+            report = drain_outbox(runtime.engine, runtime.config, secrets)
+    except LockBusy:
+        return {"skipped": "write-back already running"}
+    except RetriableCRMError as exc:
+        raise self.retry(exc=exc) from exc
+    return report.to_dict() if hasattr(report, "to_dict") else {}
+
+
+@app.task(name="leadscore.routing.execute", bind=True, max_retries=5, retry_backoff=True,
+          retry_backoff_max=600, retry_jitter=True)
+def routing_execute(self: Any) -> dict[str, Any]:
+    """Run pending routing/nurture actions, each exactly once per lead and tier change."""
+    from connectors.base import ConnectionSecrets
+    from connectors.errors import RetriableCRMError
+    from connectors.routing import execute_routing
+
+    runtime = get_runtime()
+    secrets = {c.name: ConnectionSecrets.from_env(c) for c in runtime.config.connections if c.enabled}
+    try:
+        with exclusive("routing", ttl_seconds=LOCK_TTL_SECONDS, redis_url=runtime.settings.broker_url):
+            report = execute_routing(runtime.engine, runtime.config, secrets)
+    except LockBusy:
+        return {"skipped": "routing already running"}
+    except RetriableCRMError as exc:
+        raise self.retry(exc=exc) from exc
+    return report.to_dict() if hasattr(report, "to_dict") else {}
+
+
+@app.task(name="leadscore.train.model")
+def train_model() -> dict[str, Any]:
+    """Train and register a model version (the first one becomes champion)."""
+    from scoring.service import train_from_store
+    from store.db import unit_of_work
+
+    runtime = get_runtime()
+    with unit_of_work(runtime.engine) as session:
+        outcome = train_from_store(session, config=runtime.config.training)
+    return outcome.to_dict() if hasattr(outcome, "to_dict") else {}
+
+
+@app.task(name="leadscore.train.retrain_if_due")
+def retrain_if_due() -> dict[str, Any]:
+    """Train a challenger when due (schedule or alert); promote it only if it beats the champion."""
+    from scoring.retrain import retrain_if_due as run_retrain
+    from store.db import unit_of_work
+
+    runtime = get_runtime()
+    with exclusive("retrain", ttl_seconds=LOCK_TTL_SECONDS, redis_url=runtime.settings.broker_url), \
+            unit_of_work(runtime.engine) as session:
+        outcome = run_retrain(session, training=runtime.config.training,
+                              schedules=runtime.config.schedules, monitoring=runtime.config.monitoring)
+    return outcome.to_dict() if hasattr(outcome, "to_dict") else {}
+
+
+@app.task(name="leadscore.monitor.daily")
+def monitor_daily() -> dict[str, Any]:
+    """Write today's monitor report (drift, tier conversion, recent accuracy, freshness, alerts)."""
+    from scoring.monitor import run_monitor
+    from store.db import unit_of_work
+
+    runtime = get_runtime()
+    with unit_of_work(runtime.engine) as session:
+        report = run_monitor(session, config=runtime.config.monitoring)
+        return {"status": report.status, "alerts": report.alerts}

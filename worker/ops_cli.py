@@ -1,0 +1,139 @@
+"""Operations commands: ``demo``, ``worker``, ``beat``, ``flower``, ``status``."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from config.errors import ConfigError, LeadscoreError
+
+app = typer.Typer()
+console = Console()
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _celery(*args: str) -> None:
+    """Replace this process with ``celery -A worker.app ...`` (signals go straight to Celery)."""
+    from config.settings import get_settings
+
+    settings = get_settings()
+    if settings.eager:
+        raise ConfigError("environment: LEADSCORE_BROKER_URL is not set: workers, beat and Flower need "
+                          "a broker (e.g. redis://127.0.0.1:6379/0)")
+    argv = [sys.executable, "-m", "celery", "-A", "worker.app", *args]
+    os.execv(sys.executable, argv)  # noqa: S606 - fixed argv, no shell
+
+
+@app.command()
+def worker(
+    queues: str = typer.Option("minute,long", help="Queues to consume (minute: sync/score/write-back; "
+                                                   "long: training/monitoring)."),
+    concurrency: int = typer.Option(2, min=1, help="Worker processes."),
+    loglevel: str = typer.Option("info"),
+) -> None:
+    """Run a Celery worker (any number, on any number of machines)."""
+    _celery("worker", "-Q", queues, "--concurrency", str(concurrency), "-l", loglevel)
+
+
+@app.command()
+def beat(loglevel: str = typer.Option("info")) -> None:
+    """Run the beat scheduler. Extra beats stay on standby: a Redis lock lets only one schedule."""
+    from config.settings import get_settings
+
+    schedule_file = get_settings().var_dir / "celerybeat-schedule"
+    schedule_file.parent.mkdir(parents=True, exist_ok=True)
+    _celery("beat", "-l", loglevel, "-s", str(schedule_file))
+
+
+def flower_args(address: str, port: int, basic_auth: str | None, insecure_loopback: bool) -> list[str]:
+    """Flower's arguments, refusing an unauthenticated dashboard except on loopback when asked."""
+    if basic_auth is None:
+        if not insecure_loopback:
+            raise ConfigError("environment: LEADSCORE_FLOWER_BASIC_AUTH is not set: Flower refuses to start "
+                              "without authentication (or pass --insecure-loopback to bind 127.0.0.1 only)")
+        if address not in LOOPBACK:
+            raise ConfigError(f"--insecure-loopback binds loopback only, not {address!r}")
+    elif ":" not in basic_auth or not basic_auth.split(":", 1)[1]:
+        raise ConfigError("environment: LEADSCORE_FLOWER_BASIC_AUTH must be user:password")
+    args = ["flower", f"--address={address}", f"--port={port}"]
+    if basic_auth is not None:
+        args.append(f"--basic-auth={basic_auth}")
+    return args
+
+
+@app.command()
+def flower(
+    address: str = typer.Option("127.0.0.1", help="Address to bind."),
+    port: int = typer.Option(5555),
+    insecure_loopback: bool = typer.Option(False, "--insecure-loopback",
+                                           help="Allow no authentication when bound to loopback."),
+) -> None:
+    """Run the Flower dashboard (basic auth from LEADSCORE_FLOWER_BASIC_AUTH)."""
+    from config.settings import get_settings
+
+    secret = get_settings().flower_basic_auth
+    args = flower_args(address, port, secret.get_secret_value() if secret else None, insecure_loopback)
+    _celery(*args)
+
+
+@app.command()
+def status() -> None:
+    """Last sync per connection, outbox backlog, model in use, latest alerts."""
+    from sqlalchemy import func, select
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
+    from store.db import unit_of_work
+    from store.models import Connection, ModelVersion, MonitorReport, Outbox, SyncRun
+    from worker.runtime import get_runtime
+
+    runtime = get_runtime()
+    try:
+        with unit_of_work(runtime.engine) as session:
+            table = Table("connection", "stream", "last sync", "status", "records", "error", title="Sync")
+            runs = session.execute(
+                select(Connection.name, SyncRun.stream, func.max(SyncRun.started_at))
+                .join(SyncRun, SyncRun.connection_id == Connection.id)
+                .group_by(Connection.name, SyncRun.stream).order_by(Connection.name, SyncRun.stream)
+            ).all()
+            for name, stream, started in runs:
+                run = session.scalars(select(SyncRun).join(Connection).where(
+                    Connection.name == name, SyncRun.stream == stream, SyncRun.started_at == started)).first()
+                if run is not None:
+                    table.add_row(name, stream, f"{started:%Y-%m-%d %H:%M:%S}", run.status, str(run.records),
+                                  (run.error or "")[:60])
+            console.print(table)
+            backlog = session.execute(select(Outbox.status, func.count()).group_by(Outbox.status)).all()
+            console.print("outbox: " + (", ".join(f"{s} {n}" for s, n in backlog) or "empty"))
+            champions = session.scalars(select(ModelVersion).where(ModelVersion.status == "champion")).all()
+            for mv in champions:
+                console.print(f"model: {mv.version} ({mv.family}, segment {mv.segment or 'global'}, "
+                              f"trained {mv.created_at:%Y-%m-%d})")
+            if not champions:
+                console.print("model: none trained yet (leadscore train)")
+            report = session.scalars(select(MonitorReport).order_by(MonitorReport.created_at.desc())).first()
+            if report is None:
+                console.print("monitor: no report yet")
+            else:
+                console.print(f"monitor: {report.status} as of {report.as_of:%Y-%m-%d}")
+                for alert in report.alerts:
+                    console.print(f"  alert: {alert.get('message', alert)}")
+    except (OperationalError, ProgrammingError) as exc:
+        raise LeadscoreError("the database has no leadscore schema yet (run: leadscore db upgrade)") from exc
+
+
+@app.command()
+def demo(
+    leads: int = typer.Option(12000, min=500, help="Leads in the simulated CRMs."),
+    seed: int = typer.Option(0, help="Seed: the same seed gives the same CRM and the same numbers."),
+    json_path: Path | None = typer.Option(None, "--json", help="Write the summary as JSON here."),
+    report: Path | None = typer.Option(None, "--report", help="Write an HTML report with plots here."),
+) -> None:
+    """The main job on the embedded default: crmsim, sync, train, score, write back, route."""
+    from worker.demo import run_demo
+
+    run_demo(leads=leads, seed=seed, json_path=json_path, report_path=report)
