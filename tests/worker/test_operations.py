@@ -1,0 +1,106 @@
+"""Operations: one beat schedules at a time; Flower never runs without authentication."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis
+import requests
+
+from config.errors import ConfigError
+from worker.ops_cli import flower_args
+
+REPO = Path(__file__).resolve().parents[2]
+# A database of its own, so counting queued messages sees only this test's beats.
+BEAT_REDIS = "redis://127.0.0.1:6379/13"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_flower_refuses_to_start_without_authentication() -> None:
+    with pytest.raises(ConfigError, match="refuses to start without authentication"):
+        flower_args("0.0.0.0", 5555, None, insecure_loopback=False)  # noqa: S104
+    with pytest.raises(ConfigError, match="binds loopback only"):
+        flower_args("0.0.0.0", 5555, None, insecure_loopback=True)  # noqa: S104
+    with pytest.raises(ConfigError, match="user:password"):
+        flower_args("127.0.0.1", 5555, "admin", insecure_loopback=False)
+    assert flower_args("127.0.0.1", 5555, None, insecure_loopback=True)[-1] == "--port=5555"
+    assert "--basic-auth=admin:s3cret" in flower_args("0.0.0.0", 5555, "admin:s3cret", False)  # noqa: S104
+
+
+def test_flower_command_without_auth_exits_1(tmp_path: Path, redis_url: str) -> None:
+    env = dict(os.environ, LEADSCORE_BROKER_URL=redis_url, LEADSCORE_VAR_DIR=str(tmp_path))
+    env.pop("LEADSCORE_FLOWER_BASIC_AUTH", None)
+    result = subprocess.run([sys.executable, "-m", "worker.cli", "flower"], capture_output=True, text=True,
+                            env=env, cwd=REPO, timeout=60)
+    assert result.returncode == 1
+    assert "LEADSCORE_FLOWER_BASIC_AUTH" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_flower_with_basic_auth_rejects_anonymous_requests(tmp_path: Path, redis_url: str) -> None:
+    port = free_port()
+    env = dict(os.environ, LEADSCORE_BROKER_URL=redis_url, LEADSCORE_VAR_DIR=str(tmp_path),
+               LEADSCORE_FLOWER_BASIC_AUTH="admin:s3cret-pass")
+    proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "flower", "--port", str(port)],
+                            env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        deadline = time.monotonic() + 60
+        anonymous = None
+        while time.monotonic() < deadline:
+            try:
+                anonymous = requests.get(url, timeout=5)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.5)
+        assert anonymous is not None, "flower did not start"
+        assert anonymous.status_code == 401
+        assert requests.get(url, auth=("admin", "wrong"), timeout=5).status_code == 401
+        assert requests.get(url, auth=("admin", "s3cret-pass"), timeout=5).status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def _start_beat(env: dict[str, str], schedule: Path, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "worker.app", "beat", "-l", "info", "-s", str(schedule)],
+            env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+
+
+def test_two_beats_schedule_each_tick_once(tmp_path: Path) -> None:
+    client = redis.Redis.from_url(BEAT_REDIS)
+    client.flushdb()
+    config = tmp_path / "leadscore.yaml"
+    config.write_text("schedules: {sync_seconds: 10, writeback_seconds: 3600}\n")
+    env = dict(os.environ, LEADSCORE_BROKER_URL=BEAT_REDIS, LEADSCORE_CONFIG_FILE=str(config),
+               LEADSCORE_VAR_DIR=str(tmp_path))
+    logs = [tmp_path / f"beat-{i}.log" for i in range(2)]
+    beats = [_start_beat(env, tmp_path / f"beat-{i}", logs[i]) for i in range(2)]
+    try:
+        time.sleep(35)
+    finally:
+        for beat in beats:
+            beat.terminate()
+        for beat in beats:
+            beat.wait(timeout=20)
+    messages = [json.loads(raw) for raw in client.lrange("minute", 0, -1)]
+    syncs = [m for m in messages if m["headers"]["task"] == "leadscore.sync.all"]
+    sent_by_beat = sorted(log.read_text().count("Sending due task sync-all-connections") for log in logs)
+    # Exactly one beat sent anything; the other stood by. Without the lock both send (measured: 2 + 2).
+    assert sent_by_beat[0] == 0 and sent_by_beat[1] >= 2, sent_by_beat
+    assert len(syncs) == sent_by_beat[1]
+    client.flushdb()
