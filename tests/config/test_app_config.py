@@ -97,3 +97,10 @@ def test_no_config_file_gives_defaults() -> None:
     config = load_config(None)
     assert config.connections == []
     assert config.tiers.mode == "score"
+
+
+def test_shipped_example_config_is_valid() -> None:
+    example = Path(__file__).resolve().parents[2] / "config" / "leadscore.example.yaml"
+    config = load_config(example)
+    assert {c.name for c in config.connections} == {"salesforce", "hubspot"}
+    assert config.routing[0].to == "A"
