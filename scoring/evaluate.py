@@ -1,0 +1,196 @@
+"""Offline comparison of the model families on any CSV (behind ``leadscore evaluate``).
+
+:func:`evaluate_csv` returns the architecture note's evaluate JSON; :func:`format_evaluation`
+renders it for a terminal. Bad input raises :class:`EvaluationInputError` (a
+``LeadscoreError``) with a one-line message naming the problem.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from scoring.audit import DataError
+from scoring.frame import FeatureSpec
+from scoring.training import FAMILIES, train_and_compare
+
+SUMMARY_METRICS = ("auc", "pr_auc", "brier", "precision_at_10pct", "recall_at_10pct", "lift_top_decile")
+
+
+class EvaluationInputError(DataError):
+    """The CSV or the arguments given with it cannot be evaluated."""
+
+
+def infer_spec(df: pd.DataFrame, columns: Sequence[str]) -> FeatureSpec:
+    """Numeric (numbers and booleans) vs categorical (everything else) for the given columns."""
+    numeric = tuple(c for c in columns if pd.api.types.is_numeric_dtype(df[c]))
+    categorical = tuple(c for c in columns if c not in numeric)
+    return FeatureSpec(numeric=numeric, categorical=categorical)
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN/inf → None so the result is valid JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise EvaluationInputError(f"CSV file not found: {path}")
+    try:
+        df = pd.read_csv(path, low_memory=False)
+    except pd.errors.EmptyDataError as exc:
+        raise EvaluationInputError(f"CSV file is empty: {path}") from exc
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise EvaluationInputError(f"cannot parse {path} as CSV: {first_line}") from exc
+    if df.empty:
+        raise EvaluationInputError(f"CSV file has no data rows: {path}")
+    return df
+
+
+def evaluate_csv(
+    path: str | Path,
+    *,
+    target: str,
+    exclude: Sequence[str] = (),
+    seed: int = 0,
+    min_per_class: int = 500,
+    progress: Callable[[str], None] | None = None,
+    time_col: str | None = None,
+    keep_leaky: bool = False,
+    catboost_iterations: int = 600,
+    catboost_grid: Sequence[Mapping[str, Any]] | None = None,
+    forest_trees: int = 300,
+) -> dict[str, Any]:
+    """Audit a CSV and compare CatBoost, logistic regression and random forest on it.
+
+    Every column except ``target``, ``exclude`` (and ``time_col``) is a candidate feature;
+    numeric vs categorical is inferred from the column type. The audit then excludes
+    identifiers, constant columns, leaky columns (kept, with a warning, when ``keep_leaky``) and
+    redundant columns; each exclusion has a warning. Split: stratified 70/15/15 with ``seed``,
+    or by ``time_col``. Returns ``{"dataset", "audit", "models", "selected"}`` (see
+    docs/model.md); METRICS carry extra keys (ece, lift_by_decile, calibration, …).
+    """
+    csv = Path(path)
+    df = _read_csv(csv)
+    if target not in df.columns:
+        raise EvaluationInputError(f"target column {target!r} not in {csv.name} (columns: {_short(df.columns)})")
+    unknown = [c for c in exclude if c not in df.columns]
+    if unknown:
+        raise EvaluationInputError(f"--exclude column(s) not in {csv.name}: {', '.join(unknown)}")
+    if target in exclude:
+        raise EvaluationInputError(f"the target column {target!r} cannot also be excluded")
+    if time_col is not None and time_col not in df.columns:
+        raise EvaluationInputError(f"time column {time_col!r} not in {csv.name}")
+    warnings: list[str] = []
+    unlabelled = int(df[target].isna().sum())
+    if unlabelled:
+        df = df[df[target].notna()].reset_index(drop=True)
+        warnings.append(f"{unlabelled} rows without a {target} value were left out")
+
+    excluded_by_user = list(dict.fromkeys(exclude))
+    candidates = [c for c in df.columns if c != target and c not in excluded_by_user and c != time_col]
+    if not candidates:
+        raise EvaluationInputError("no feature columns left to evaluate")
+    spec = infer_spec(df, candidates)
+    result = train_and_compare(
+        df,
+        target=target,
+        spec=spec,
+        time_col=time_col,
+        seed=seed,
+        min_per_class=min_per_class,
+        progress=progress,
+        drop_leaky=not keep_leaky,
+        catboost_iterations=catboost_iterations,
+        catboost_grid=catboost_grid,
+        forest_trees=forest_trees,
+    )
+    audit = result.audit
+    models = {
+        family: {part: dict(result.metrics[family][part]) for part in ("validation", "test")}
+        for family in FAMILIES
+        if family in result.metrics
+    }
+    return _json_safe(
+        {
+            "dataset": {
+                "rows": audit.rows,
+                "positives": audit.positives,
+                "features": list(result.spec.columns),
+                "excluded": excluded_by_user + [c for c in audit.dropped if c not in excluded_by_user],
+            },
+            "audit": {"warnings": warnings + list(audit.warnings), "leaky_features": list(audit.leaky_features)},
+            "models": models,
+            "selected": result.selected,
+        }
+    )
+
+
+def _short(columns: Sequence[str] | pd.Index, limit: int = 8) -> str:
+    names = [str(c) for c in columns]
+    return ", ".join(names[:limit]) + (f", … ({len(names)} in all)" if len(names) > limit else "")
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def format_evaluation(result: dict[str, Any]) -> str:
+    """A readable terminal report of :func:`evaluate_csv`'s result."""
+    ds = result["dataset"]
+    rate = ds["positives"] / ds["rows"] if ds["rows"] else 0.0
+    lines = [
+        f"Dataset: {ds['rows']} rows, {ds['positives']} positives ({rate:.1%}), "
+        f"{len(ds['features'])} features used, {len(ds['excluded'])} excluded",
+    ]
+    if ds["excluded"]:
+        lines.append(f"Excluded: {', '.join(ds['excluded'])}")
+    audit = result["audit"]
+    if audit["leaky_features"]:
+        lines.append(f"Leaky features: {', '.join(audit['leaky_features'])}")
+    if audit["warnings"]:
+        lines.append("Audit:")
+        lines.extend(f"  - {w}" for w in audit["warnings"])
+    headers = ("model", "part", "AUC", "PR-AUC", "Brier", "Prec@10%", "Rec@10%", "Lift@10%")
+    rows: list[tuple[str, ...]] = []
+    for family, parts in result["models"].items():
+        mark = " *" if family == result["selected"] else ""
+        for i, part in enumerate(("validation", "test")):
+            m = parts[part]
+            rows.append(
+                (
+                    family + mark if i == 0 else "",
+                    part,
+                    _fmt(m.get("auc")),
+                    _fmt(m.get("pr_auc")),
+                    _fmt(m.get("brier")),
+                    _fmt(m.get("precision_at_10pct")),
+                    _fmt(m.get("recall_at_10pct")),
+                    _fmt(m.get("lift_top_decile"), 2),
+                )
+            )
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+
+    def line(cells: Sequence[str]) -> str:
+        # names left-aligned, numbers right-aligned
+        return "  ".join(
+            c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
+
+    lines.append("")
+    lines.append(line(headers))
+    lines.extend(line(r) for r in rows)
+    lines.append("")
+    lines.append(f"Selected: {result['selected']} (* best validation AUC; test measured once, after selection)")
+    return "\n".join(lines)
