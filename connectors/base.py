@@ -1,0 +1,197 @@
+"""One connector interface, implemented by Salesforce and HubSpot.
+
+A connector reads *streams* (``leads``, ``tasks``, ``contacts``, ``emails``, ...) in pages of
+normalised records. Each :class:`Page` carries the :class:`Cursor` to store once the page is
+committed; :mod:`connectors.sync` does the committing. Connectors never touch the database.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+from config.errors import ConfigError
+
+if TYPE_CHECKING:
+    import requests
+
+    from config.app_config import ConnectionConfig
+
+
+@dataclass
+class ConnectionSecrets:
+    """The secret parts of a connection, read from the environment variables the config names."""
+
+    session_id: str | None = None
+    client_secret: str | None = None
+    access_token: str | None = None
+    # HubSpot OAuth apps: refreshes an expired access token (with client_id + client_secret).
+    refresh_token: str | None = None
+
+    @classmethod
+    def from_env(cls, conn: ConnectionConfig) -> ConnectionSecrets:
+        """Read each ``*_env`` variable the config names; a named but unset variable is a ConfigError."""
+        values: dict[str, str | None] = {}
+        for attr in ("session_id", "client_secret", "access_token", "refresh_token"):
+            var = getattr(conn, f"{attr}_env", None)
+            if var is None:
+                values[attr] = None
+                continue
+            value = os.environ.get(var)
+            if not value:
+                raise ConfigError(
+                    f"connection {conn.name!r}: environment variable {var} ({attr}_env) is not set"
+                )
+            values[attr] = value
+        return cls(**values)
+
+    def __repr__(self) -> str:  # never print secrets
+        present = [k for k in ("session_id", "client_secret", "access_token", "refresh_token") if getattr(self, k)]
+        return f"ConnectionSecrets(set={present})"
+
+
+@dataclass(frozen=True, order=True)
+class Cursor:
+    """Where a stream resumes: the (modification stamp, CRM id) of the last committed record.
+
+    ``crm_id`` None means "every record at ``ts`` is still to be read" (an inclusive bound).
+    """
+
+    ts: datetime
+    crm_id: str | None = None
+
+
+@dataclass
+class LeadRecord:
+    """A lead/contact normalised to the ``lead`` table's columns."""
+
+    crm_id: str
+    crm_created_at: datetime
+    crm_modified_at: datetime
+    email: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+    title: str | None = None
+    company: str | None = None
+    company_key: str | None = None
+    industry: str | None = None
+    employees: int | None = None
+    annual_revenue: float | None = None
+    country: str | None = None
+    lead_source: str | None = None
+    campaign: str | None = None
+    status: str | None = None
+    owner_crm_id: str | None = None
+    is_converted: bool = False
+    converted_at: datetime | None = None
+    is_deleted: bool = False
+    deleted_at: datetime | None = None
+    merged_into_crm_id: str | None = None
+    attributes: dict[str, Any] = field(default_factory=dict)
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ActivityRecord:
+    """One engagement normalised to the ``activity`` table (type in ``crmsim.model.ACTIVITY_TYPES``)."""
+
+    crm_id: str
+    lead_crm_id: str | None
+    type: str
+    occurred_at: datetime
+    crm_modified_at: datetime
+    detail: str | None = None
+    campaign: str | None = None
+    is_deleted: bool = False
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class QuarantinedItem:
+    """A record that could not be normalised: reason code, detail and the payload as received."""
+
+    crm_id: str | None
+    reason: str
+    detail: str
+    raw: dict[str, Any]
+
+
+@dataclass
+class Merge:
+    """``loser_crm_id`` was merged into ``winner_crm_id`` (the loser is marked, never removed)."""
+
+    loser_crm_id: str
+    winner_crm_id: str
+    at: datetime
+
+
+@dataclass
+class Page:
+    """One page of a stream, committed in one transaction together with ``cursor``.
+
+    ``cursor`` None means "do not move the cursor" (e.g. a page of an unsorted scan).
+    ``lead_refreshes`` are leads whose stored rows must be re-normalised because a related
+    record changed (a HubSpot company's firmographics): ``{company id: company payload}``.
+    """
+
+    stream: str
+    cursor: Cursor | None
+    leads: list[LeadRecord] = field(default_factory=list)
+    activities: list[ActivityRecord] = field(default_factory=list)
+    quarantined: list[QuarantinedItem] = field(default_factory=list)
+    merges: list[Merge] = field(default_factory=list)
+    company_updates: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # (lead CRM id, campaign name, membership created at): a lead's original campaign is the one
+    # whose membership was created together with the lead (Salesforce CampaignMember).
+    lead_campaigns: list[tuple[str, str, datetime]] = field(default_factory=list)
+    records_read: int = 0
+
+
+class Connector(Protocol):
+    """What :func:`connectors.sync.sync_connection` needs from a CRM."""
+
+    name: str
+    kind: str
+
+    @property
+    def api_calls(self) -> int:
+        """HTTP requests sent so far (retries and logins included)."""
+        ...
+
+    def streams(self) -> list[str]:
+        """Stream names in the order they must be read (parents before children)."""
+        ...
+
+    def read_stream(self, stream: str, cursor: Cursor | None, *, until: datetime) -> Iterator[Page]:
+        """Pages of normalised records modified after ``cursor`` (minus the configured overlap)
+        and before ``until`` (the CRM's clock at sync start), oldest first."""
+        ...
+
+    def server_time(self) -> datetime:
+        """The CRM's clock (the HTTP ``Date`` header of a cheap call)."""
+        ...
+
+    def relink_company(self, lead_raw: dict[str, Any], company: dict[str, Any]) -> LeadRecord | None:
+        """Re-normalise a stored lead after its company changed (None: not applicable)."""
+        ...
+
+
+def make_connector(
+    conn: ConnectionConfig,
+    secrets: ConnectionSecrets,
+    *,
+    session: requests.Session | None = None,
+) -> Connector:
+    """The connector for ``conn.kind``. ``session`` (Salesforce only) replaces the HTTP session."""
+    if conn.kind == "salesforce":
+        from connectors.salesforce.streams import SalesforceConnector
+
+        return SalesforceConnector(conn, secrets, session=session)
+    if conn.kind == "hubspot":
+        from connectors.hubspot.streams import HubSpotConnector
+
+        return HubSpotConnector(conn, secrets)
+    raise ConfigError(f"connection {conn.name!r}: unknown kind {conn.kind!r}")

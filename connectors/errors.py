@@ -1,0 +1,62 @@
+"""The connector error hierarchy: typed at the API boundary, mapped from status codes and client
+exception types (never from message text).
+
+``RetriableCRMError`` is the only type the retry layers (tenacity here, Celery above) retry.
+"""
+
+from __future__ import annotations
+
+from config.errors import LeadscoreError
+
+
+class CRMError(LeadscoreError):
+    """Any failure talking to a CRM. ``status`` is the HTTP status when there was one."""
+
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class RetriableCRMError(CRMError):
+    """May work next time: 429, 5xx, a dropped connection, ``UNABLE_TO_LOCK_ROW``.
+
+    ``retry_after`` is the server's ``Retry-After`` in seconds when it sent one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, status=status, code=code)
+        self.retry_after = retry_after
+
+
+class AuthError(CRMError):
+    """Credentials refused or session expired (after the one re-authentication we attempt)."""
+
+
+class FatalCRMError(CRMError):
+    """Will fail again unchanged: a malformed request, a missing object, a contract violation."""
+
+
+class QuotaExhaustedError(FatalCRMError):
+    """The org's daily API allocation is spent (``REQUEST_LIMIT_EXCEEDED``, HubSpot ``DAILY``) or the
+    run would exceed the configured ``api_budget_share``. Stops the sync; never retried."""
+
+
+class BadRecord(CRMError):
+    """A record that cannot be normalised; it goes to ``quarantined_record`` with ``reason``.
+
+    ``reason`` is a short code (``missing_id``, ``unparsable_timestamp``, ...) used for counting;
+    ``detail`` says which field and value.
+    """
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail

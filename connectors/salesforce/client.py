@@ -1,0 +1,219 @@
+"""The Salesforce client factory: ``simple_salesforce.Salesforce`` (unmodified) behind one
+``request`` method that applies the retry policy, the API budget and the error mapping.
+
+Authentication, in order of preference:
+
+* OAuth client credentials (``client_id`` + ``client_secret_env`` + ``domain``): the client logs in
+  again by itself when a session expires (a 401 ``INVALID_SESSION_ID``);
+* a session id (``session_id_env`` + ``instance_url``): no automatic re-login, so an expired
+  session surfaces as :class:`AuthError` after one rebuild of the client.
+
+For crmsim (``login_via_instance: true`` + ``ca_bundle``) the HTTP session comes from
+``crmsim.salesforce.session.simulator_session``: it trusts the simulator CA, ignores
+``REQUESTS_CA_BUNDLE`` and sends ``*.salesforce.com`` logins to the simulator.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, TypeVar
+
+import requests
+from simple_salesforce import Salesforce
+from simple_salesforce.exceptions import (
+    SalesforceAuthenticationFailed,
+    SalesforceError,
+    SalesforceExpiredSession,
+    SalesforceGeneralError,
+    SalesforceMalformedRequest,
+    SalesforceMoreThanOneRecord,
+    SalesforceRefusedRequest,
+    SalesforceResourceNotFound,
+)
+
+from config.app_config import ConnectionConfig
+from config.errors import ConfigError
+from connectors.base import ConnectionSecrets
+from connectors.budget import ApiBudget
+from connectors.errors import AuthError, CRMError, FatalCRMError, QuotaExhaustedError, RetriableCRMError
+from connectors.retry import DEFAULT_POLICY, RetryPolicy, call_with_retry
+from connectors.timeparse import parse_http_date
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# errorCodes that may succeed when repeated (record locks, stale query cursors).
+RETRIABLE_CODES = frozenset({"UNABLE_TO_LOCK_ROW", "SERVER_UNAVAILABLE", "QUERY_TIMEOUT", "INVALID_QUERY_LOCATOR"})
+QUOTA_CODES = frozenset({"REQUEST_LIMIT_EXCEEDED", "TOTAL_REQUESTS_LIMIT_EXCEEDED"})
+
+
+def _error_code(exc: SalesforceError) -> str | None:
+    content = exc.content
+    if isinstance(content, list) and content and isinstance(content[0], dict):
+        code = content[0].get("errorCode") or content[0].get("statusCode")
+        return str(code) if code else None
+    if isinstance(content, dict):
+        code = content.get("errorCode") or content.get("error")
+        return str(code) if code else None
+    return None
+
+
+def _retry_after(headers: Any) -> float | None:
+    value = headers.get("Retry-After") if headers is not None else None
+    if value is None:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        return None
+
+
+def map_salesforce_error(exc: BaseException, headers: Any = None) -> CRMError | None:
+    """The :class:`CRMError` for a simple-salesforce or requests exception (None: not ours).
+
+    Decided by HTTP status and ``errorCode``, never by message text. ``headers`` are the failed
+    response's headers (for ``Retry-After``).
+    """
+    if isinstance(exc, SalesforceAuthenticationFailed):
+        return AuthError(f"Salesforce login failed ({exc.code})", status=401, code=str(exc.code))
+    if isinstance(exc, requests.exceptions.ConnectionError | requests.exceptions.Timeout
+                  | requests.exceptions.ChunkedEncodingError):
+        return RetriableCRMError(f"Salesforce connection failed: {exc.__class__.__name__}")
+    if not isinstance(exc, SalesforceError):
+        return None
+    code = _error_code(exc)
+    status = exc.status
+    if isinstance(exc, SalesforceExpiredSession):
+        return AuthError("Salesforce session expired or invalid", status=status, code=code)
+    if code in QUOTA_CODES:
+        return QuotaExhaustedError(f"Salesforce API limit reached ({code})", status=status, code=code)
+    if code in RETRIABLE_CODES or status == 429 or status >= 500:
+        return RetriableCRMError(f"Salesforce {status} {code or ''}".strip(), status=status, code=code,
+                                 retry_after=_retry_after(headers))
+    if isinstance(exc, SalesforceRefusedRequest | SalesforceMalformedRequest | SalesforceResourceNotFound
+                  | SalesforceMoreThanOneRecord | SalesforceGeneralError):
+        return FatalCRMError(f"Salesforce {status} {code or ''} on {exc.resource_name}".strip(),
+                             status=status, code=code)
+    return FatalCRMError(f"Salesforce {status} {code or ''}".strip(), status=status, code=code)
+
+
+def default_session(conn: ConnectionConfig) -> requests.Session:
+    """The HTTP session for ``conn``: the crmsim session when ``login_via_instance`` is set."""
+    if conn.login_via_instance:
+        if not conn.ca_bundle or not conn.instance_url:
+            raise ConfigError(f"connection {conn.name!r}: login_via_instance needs ca_bundle and instance_url")
+        from crmsim.salesforce.session import simulator_session
+
+        return simulator_session(conn.ca_bundle, conn.instance_url)
+    session = requests.Session()
+    if conn.ca_bundle:
+        # A private CA must win over REQUESTS_CA_BUNDLE, which requests lets override verify.
+        session.trust_env = False
+        session.verify = conn.ca_bundle
+    return session
+
+
+class SalesforceClient:
+    """A logged-in ``simple_salesforce.Salesforce`` (``.sf``) with retries, budget and error mapping.
+
+    ``api_calls`` counts HTTP responses received (logins and retries included);
+    ``last_limit_info`` is the latest ``Sforce-Limit-Info`` header; ``last_server_time`` the
+    latest ``Date`` header (the CRM's clock).
+    """
+
+    def __init__(self, conn: ConnectionConfig, secrets: ConnectionSecrets, *,
+                 session: requests.Session | None = None, policy: RetryPolicy = DEFAULT_POLICY) -> None:
+        self.conn = conn
+        self.secrets = secrets
+        self.policy = policy
+        self.session = session if session is not None else default_session(conn)
+        self.session.hooks.setdefault("response", []).append(self._on_response)
+        self.budget = ApiBudget(conn.api_budget_share, crm="salesforce")
+        self.api_calls = 0
+        self.last_limit_info: str | None = None
+        self.last_server_time: datetime | None = None
+        self._last_headers: Any = None
+        self._reauthenticated = False
+        self.sf: Salesforce = self._with_mapping(self._login)
+
+    @property
+    def api_usage(self) -> dict[str, Any]:
+        """``sf.api_usage`` as simple-salesforce parsed it (``{"api-usage": Usage(used, total)}``)."""
+        return dict(self.sf.api_usage)
+
+    def _on_response(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        self.api_calls += 1
+        self._last_headers = response.headers
+        when = parse_http_date(response.headers.get("Date"))
+        if when is not None:
+            self.last_server_time = when
+        info = response.headers.get("Sforce-Limit-Info")
+        if info:
+            self.last_limit_info = info
+            self.budget.observe_salesforce(info)
+        else:
+            self.budget.count_call()
+
+    def _login(self) -> Salesforce:
+        conn, secrets = self.conn, self.secrets
+        common: dict[str, Any] = {"version": conn.api_version, "session": self.session}
+        if conn.client_id and secrets.client_secret:
+            if not conn.domain:
+                raise ConfigError(f"connection {conn.name!r}: OAuth client credentials need 'domain' "
+                                  "(the My Domain, e.g. acme.my)")
+            return Salesforce(consumer_key=conn.client_id, consumer_secret=secrets.client_secret,
+                              domain=conn.domain, **common)
+        if secrets.session_id:
+            return Salesforce(session_id=secrets.session_id, instance_url=conn.instance_url, **common)
+        raise ConfigError(f"connection {conn.name!r}: set client_id + client_secret_env + domain, "
+                          "or session_id_env, for Salesforce")
+
+    def _with_mapping(self, fn: Callable[[], T]) -> T:
+        def attempt() -> T:
+            self.budget.check()
+            try:
+                return fn()
+            except (SalesforceError, requests.exceptions.RequestException) as exc:
+                mapped = map_salesforce_error(exc, self._last_headers)
+                if mapped is None:
+                    raise
+                raise mapped from exc
+
+        return call_with_retry(attempt, self.policy)
+
+    def request(self, fn: Callable[[Salesforce], T]) -> T:
+        """Run ``fn(sf)`` (one REST call) with retries on :class:`RetriableCRMError`, the API budget
+        checked first, and errors mapped to :mod:`connectors.errors`.
+
+        An expired session is re-authenticated once per client (client-credentials mode already
+        re-logs in inside simple-salesforce; session-id mode rebuilds the client once).
+        """
+        try:
+            return self._with_mapping(lambda: fn(self.sf))
+        except AuthError:
+            if self._reauthenticated:
+                raise
+            self._reauthenticated = True
+            logger.info("Salesforce session expired: logging in again once")
+            self.sf = self._with_mapping(self._login)
+            return self._with_mapping(lambda: fn(self.sf))
+
+    def server_time(self) -> datetime:
+        """The org's clock: the ``Date`` header of ``GET limits/`` (which also primes the budget)."""
+        limits = self.request(lambda sf: sf.restful("limits/", timeout=(10, 60)))
+        daily = (limits or {}).get("DailyApiRequests") if isinstance(limits, dict) else None
+        if isinstance(daily, dict) and "Max" in daily and "Remaining" in daily:
+            self.budget.observe(int(daily["Max"]) - int(daily["Remaining"]), int(daily["Max"]))
+        if self.last_server_time is None:
+            raise FatalCRMError("Salesforce sent no Date header: cannot bound the sync window")
+        return self.last_server_time
+
+
+def make_salesforce(conn: ConnectionConfig, secrets: ConnectionSecrets, *,
+                    session: requests.Session | None = None,
+                    policy: RetryPolicy = DEFAULT_POLICY) -> SalesforceClient:
+    """A :class:`SalesforceClient` for ``conn`` (logs in now; ``version=conn.api_version``)."""
+    return SalesforceClient(conn, secrets, session=session, policy=policy)

@@ -1,0 +1,514 @@
+"""Drain the outbox: send pending score writes to the CRMs in the largest batches they allow.
+
+An ``Outbox`` row (created by scoring in the same transaction as the score) stays ``pending``
+until the CRM confirmed it. One drain, per connection:
+
+1. reads a bounded batch of due rows (``next_attempt_at <= now``, oldest first), marks rows
+   that need no write (an older row of a lead that has a newer one in the batch, or a payload
+   identical to the last one sent for that lead) ``superseded`` and commits;
+2. sends the rest in ONE API call (Salesforce: a Composite call of five 200-record sObject
+   Collections = 1,000 records; HubSpot: ``batch/update`` of 100 inputs);
+3. marks each row from the CRM's per-record answer in a transaction right after the response:
+   ``sent``; or retriable (row lock, 429/5xx of the whole call, dropped connection): attempts+1,
+   exponential ``next_attempt_at``, ``failed`` after ``max_attempts``; or permanent (deleted or
+   missing record, invalid field/property, validation): ``failed`` with the CRM's code and message.
+
+A worker killed anywhere loses nothing: rows it had not marked are still ``pending`` and are
+sent again. Sending the same values again is harmless: both CRMs (and crmsim) only record a
+change when a value differs.
+
+API calls are counted per connection: ``write_calls`` are calls that carried at least one
+record for the first time; ``retry_calls`` are every other request (transport retries of a
+failed call, and calls that only re-sent records which failed before).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal, Protocol
+
+from sqlalchemy import Engine, bindparam, func, select, update
+from sqlalchemy.orm import Session
+
+from config.app_config import AppConfig, ConnectionConfig, HubSpotFields, SalesforceFields
+from config.errors import ConfigError
+from connectors.errors import AuthError, CRMError, QuotaExhaustedError, RetriableCRMError
+from store.db import unit_of_work
+from store.models import Connection, Outbox
+
+logger = logging.getLogger(__name__)
+
+OUTBOX_KIND = "score_fields"
+Outcome = Literal["sent", "retry", "failed"]
+
+
+# ------------------------------------------------------------------------------------ data types
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    """One row to write: the CRM record id and the CRM-neutral payload."""
+
+    outbox_id: int
+    lead_id: int
+    crm_id: str
+    payload: dict[str, Any]
+    attempts: int
+
+
+@dataclass(frozen=True)
+class RecordResult:
+    """The CRM's answer for one record. ``reason`` is the CRM's code (``UNABLE_TO_LOCK_ROW``...)."""
+
+    outbox_id: int
+    outcome: Outcome
+    reason: str | None = None
+    message: str | None = None
+
+
+class ScoreWriter(Protocol):
+    """What the drain needs from a CRM: one batched write call and an API-call counter."""
+
+    batch_size: int
+
+    @property
+    def api_calls(self) -> int:
+        """HTTP requests sent so far by the underlying client (retries included)."""
+        ...
+
+    def write(self, items: Sequence[OutboxItem]) -> list[RecordResult]:
+        """Write ``items`` in ONE logical API call; one result per item.
+
+        Whole-call failures raise :class:`CRMError` subclasses (the client already retried
+        retriable ones).
+        """
+        ...
+
+
+@dataclass(frozen=True)
+class WritebackPolicy:
+    """Retry bounds for records the CRM answered with a retriable error."""
+
+    max_attempts: int = 8
+    base_delay: timedelta = timedelta(seconds=30)
+    max_delay: timedelta = timedelta(hours=1)
+
+    def next_attempt(self, now: datetime, attempts: int) -> datetime:
+        """When a record that failed ``attempts`` times may be sent again (exponential)."""
+        delay = self.base_delay * (2 ** max(attempts - 1, 0))
+        return now + min(delay, self.max_delay)
+
+
+DEFAULT_POLICY = WritebackPolicy()
+
+
+@dataclass
+class ConnectionWriteback:
+    """What one drain did for one connection."""
+
+    connection: str
+    kind: str
+    records_written: int = 0
+    unchanged_skipped: int = 0
+    superseded: int = 0
+    retried_records: int = 0
+    failed: int = 0
+    failed_by_reason: dict[str, int] = field(default_factory=dict)
+    write_calls: int = 0
+    retry_calls: int = 0
+    pending_left: int = 0
+    error: str | None = None
+
+    @property
+    def api_calls(self) -> int:
+        return self.write_calls + self.retry_calls
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "connection": self.connection,
+            "kind": self.kind,
+            "records_written": self.records_written,
+            "unchanged_skipped": self.unchanged_skipped,
+            "superseded": self.superseded,
+            "retried_records": self.retried_records,
+            "failed": self.failed,
+            "failed_by_reason": dict(sorted(self.failed_by_reason.items())),
+            "api_calls": self.api_calls,
+            "write_calls": self.write_calls,
+            "retry_calls": self.retry_calls,
+            "pending_left": self.pending_left,
+            "error": self.error,
+        }
+
+
+@dataclass
+class WritebackReport:
+    """The drain's result: one entry per connection that had anything to do."""
+
+    connections: dict[str, ConnectionWriteback] = field(default_factory=dict)
+
+    @property
+    def records_written(self) -> int:
+        return sum(c.records_written for c in self.connections.values())
+
+    @property
+    def failed(self) -> int:
+        return sum(c.failed for c in self.connections.values())
+
+    @property
+    def errors(self) -> list[str]:
+        return [f"{c.connection}: {c.error}" for c in self.connections.values() if c.error]
+
+    def by_crm(self) -> dict[str, dict[str, int]]:
+        """``{"salesforce": {"records": n, "api_calls": n}, "hubspot": {...}}`` (the demo JSON shape)."""
+        out = {kind: {"records": 0, "api_calls": 0, "write_calls": 0, "retry_calls": 0, "failed": 0}
+               for kind in ("salesforce", "hubspot")}
+        for c in self.connections.values():
+            entry = out.setdefault(c.kind, {"records": 0, "api_calls": 0, "write_calls": 0,
+                                            "retry_calls": 0, "failed": 0})
+            entry["records"] += c.records_written
+            entry["api_calls"] += c.api_calls
+            entry["write_calls"] += c.write_calls
+            entry["retry_calls"] += c.retry_calls
+            entry["failed"] += c.failed
+        return out
+
+    def failed_by_reason(self) -> dict[str, int]:
+        total: dict[str, int] = {}
+        for c in self.connections.values():
+            for reason, n in c.failed_by_reason.items():
+                total[reason] = total.get(reason, 0) + n
+        return dict(sorted(total.items()))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "records_written": self.records_written,
+            "failed": self.failed,
+            "failed_by_reason": self.failed_by_reason(),
+            "by_crm": self.by_crm(),
+            "connections": {name: c.to_dict() for name, c in self.connections.items()},
+            "errors": self.errors,
+        }
+
+
+Progress = Callable[[str, int, int], None]
+"""``progress(connection name, rows handled so far, rows due at start)`` after each call."""
+
+
+# ------------------------------------------------------------------------------------ writers
+
+
+def score_field_names(conn: ConnectionConfig) -> SalesforceFields | HubSpotFields:
+    """The CRM field names to write for ``conn``: its kind's defaults, overridden by what the YAML set.
+
+    The config's ``SalesforceFields | HubSpotFields`` union parses any YAML mapping as the first
+    class (same keys), which would fill unset keys of a HubSpot connection with Salesforce
+    defaults; only the keys the user actually set are taken from it.
+    """
+    cls: type[SalesforceFields] | type[HubSpotFields] = SalesforceFields if conn.kind == "salesforce" \
+        else HubSpotFields
+    given = conn.score_fields
+    if given is None:
+        return cls()
+    return cls(**{key: getattr(given, key) for key in given.model_fields_set})
+
+
+def make_score_writer(conn: ConnectionConfig, client: Any) -> ScoreWriter:
+    """The batched score writer for ``conn.kind`` around an already-built CRM client."""
+    if conn.kind == "salesforce":
+        from connectors.salesforce.writeback import SalesforceScoreWriter
+
+        return SalesforceScoreWriter(client, conn)
+    if conn.kind == "hubspot":
+        from connectors.hubspot.writeback import HubSpotScoreWriter
+
+        return HubSpotScoreWriter(client, conn)
+    raise ConfigError(f"connection {conn.name!r}: unknown kind {conn.kind!r}")
+
+
+def make_client(conn: ConnectionConfig, secrets: Any) -> Any:
+    """The connectors' own client for ``conn`` (one factory per CRM, shared with sync)."""
+    if conn.kind == "salesforce":
+        from connectors.salesforce.client import make_salesforce
+
+        return make_salesforce(conn, secrets)
+    if conn.kind == "hubspot":
+        from connectors.hubspot.client import make_hubspot
+
+        return make_hubspot(conn, secrets)
+    raise ConfigError(f"connection {conn.name!r}: unknown kind {conn.kind!r}")
+
+
+# ------------------------------------------------------------------------------------ the drain
+
+
+def drain_outbox(
+    engine: Engine,
+    config: AppConfig,
+    secrets_by_connection: Mapping[str, Any],
+    *,
+    connection: str | None = None,
+    limit: int | None = None,
+    progress: Progress | None = None,
+    clients: Mapping[str, Any] | None = None,
+    policy: WritebackPolicy = DEFAULT_POLICY,
+    now: Callable[[], datetime] | None = None,
+) -> WritebackReport:
+    """Send every due pending outbox row of every enabled connection (or only ``connection``).
+
+    ``secrets_by_connection`` maps connection names to :class:`connectors.base.ConnectionSecrets`;
+    ``clients`` may give already-built CRM clients by name instead (reused, e.g. by the demo).
+    ``limit`` bounds the rows handled in this run. Each call's results are committed right
+    after its response, so the function may be interrupted at any point. A connection whose CRM
+    refuses the whole call (auth, quota, still failing after retries) is stopped with its error
+    in the report; other connections proceed. Unknown ``connection`` raises ConfigError.
+    """
+    clock = now or (lambda: datetime.now(UTC))
+    report = WritebackReport()
+    targets = [config.connection(connection)] if connection else [c for c in config.connections if c.enabled]
+    remaining = limit
+    for conn in targets:
+        if remaining is not None and remaining <= 0:
+            break
+        with unit_of_work(engine) as session:
+            row = session.scalar(select(Connection).where(Connection.name == conn.name))
+            if row is None:
+                continue
+            conn_id = row.id
+            due = _count_due(session, conn_id, clock())
+        if due == 0:
+            continue
+        entry = ConnectionWriteback(connection=conn.name, kind=conn.kind)
+        report.connections[conn.name] = entry
+        try:
+            client = (clients or {}).get(conn.name)
+            if client is None:
+                secrets = secrets_by_connection.get(conn.name)
+                if secrets is None:
+                    raise ConfigError(f"connection {conn.name!r}: no credentials given for write-back")
+                client = make_client(conn, secrets)
+            writer = make_score_writer(conn, client)
+            handled = _drain_connection(engine, conn_id, writer, entry, policy, clock,
+                                        limit=remaining, total=due, progress=progress)
+        except (AuthError, QuotaExhaustedError, RetriableCRMError) as exc:
+            # The CRM refused the whole call: rows stay pending (retried by the next run).
+            entry.error = f"{type(exc).__name__}: {exc}"
+            logger.warning("write-back to %s stopped: %s", conn.name, entry.error)
+            handled = 0
+        if remaining is not None:
+            remaining -= handled
+        with unit_of_work(engine) as session:
+            entry.pending_left = int(session.scalar(
+                select(func.count()).select_from(Outbox)
+                .where(Outbox.connection_id == conn_id, Outbox.status == "pending", Outbox.kind == OUTBOX_KIND)
+            ) or 0)
+    return report
+
+
+def _count_due(session: Session, conn_id: int, now: datetime) -> int:
+    return int(session.scalar(
+        select(func.count()).select_from(Outbox).where(
+            Outbox.connection_id == conn_id, Outbox.status == "pending", Outbox.kind == OUTBOX_KIND,
+            Outbox.next_attempt_at <= now)
+    ) or 0)
+
+
+def _drain_connection(
+    engine: Engine,
+    conn_id: int,
+    writer: ScoreWriter,
+    entry: ConnectionWriteback,
+    policy: WritebackPolicy,
+    clock: Callable[[], datetime],
+    *,
+    limit: int | None,
+    total: int,
+    progress: Progress | None,
+) -> int:
+    handled = 0
+    while limit is None or handled < limit:
+        size = writer.batch_size if limit is None else min(writer.batch_size, limit - handled)
+        with unit_of_work(engine) as session:
+            items, skipped = _claim_batch(session, conn_id, clock(), size, entry)
+        handled += skipped
+        if not items:
+            if skipped:
+                continue
+            break
+        first_send = any(item.attempts == 0 for item in items)
+        before = writer.api_calls
+        try:
+            results = writer.write(items)
+        except RetriableCRMError as exc:
+            _count_calls(entry, writer.api_calls - before, first_send)
+            with unit_of_work(engine) as session:
+                _mark(session, [RecordResult(i.outbox_id, "retry", _code(exc), str(exc)) for i in items],
+                      {i.outbox_id: i for i in items}, entry, policy, clock())
+            raise
+        except (AuthError, QuotaExhaustedError):
+            _count_calls(entry, writer.api_calls - before, first_send)
+            raise
+        except CRMError as exc:
+            # The CRM refused the request as a whole and would refuse it again unchanged.
+            _count_calls(entry, writer.api_calls - before, first_send)
+            results = [RecordResult(i.outbox_id, "failed", _code(exc), str(exc)) for i in items]
+        else:
+            _count_calls(entry, writer.api_calls - before, first_send)
+        with unit_of_work(engine) as session:
+            _mark(session, results, {i.outbox_id: i for i in items}, entry, policy, clock())
+        handled += len(items)
+        if progress is not None:
+            progress(entry.connection, handled, total)
+    return handled
+
+
+def _count_calls(entry: ConnectionWriteback, calls: int, first_send: bool) -> None:
+    calls = max(calls, 1)
+    if first_send:
+        entry.write_calls += 1
+        entry.retry_calls += calls - 1
+    else:
+        entry.retry_calls += calls
+
+
+def _code(exc: CRMError) -> str:
+    if exc.code:
+        return exc.code
+    if exc.status:
+        return f"HTTP_{exc.status}"
+    return type(exc).__name__
+
+
+def _claim_batch(
+    session: Session, conn_id: int, now: datetime, size: int, entry: ConnectionWriteback
+) -> tuple[list[OutboxItem], int]:
+    """Due rows to send, oldest first; rows needing no write are marked ``superseded`` here.
+
+    Returns (items to send, rows marked superseded).
+    """
+    rows = list(session.scalars(
+        select(Outbox)
+        .where(Outbox.connection_id == conn_id, Outbox.status == "pending", Outbox.kind == OUTBOX_KIND,
+               Outbox.next_attempt_at <= now)
+        # First sends before re-sends: a call's worth of new rows is never split by retries.
+        .order_by(Outbox.attempts, Outbox.id)
+        .limit(size)
+    ))
+    if not rows:
+        return [], 0
+    newest: dict[int, Outbox] = {}
+    skipped = 0
+    for row in sorted(rows, key=lambda r: r.id):
+        older = newest.get(row.lead_id)
+        if older is not None:
+            older.status = "superseded"
+            older.last_error = f"superseded by outbox row {row.id}"
+            entry.superseded += 1
+            skipped += 1
+        newest[row.lead_id] = row
+    last_sent = _last_sent_hashes(session, conn_id, list(newest))
+    items: list[OutboxItem] = []
+    for row in newest.values():
+        sent = last_sent.get(row.lead_id)
+        if sent is not None and sent[1] == row.payload_hash and sent[0] < row.id:
+            row.status = "superseded"
+            row.last_error = f"unchanged: same values as outbox row {sent[0]}, already sent"
+            entry.unchanged_skipped += 1
+            skipped += 1
+            continue
+        items.append(OutboxItem(row.id, row.lead_id, row.crm_id, dict(row.payload), row.attempts))
+    session.flush()
+    return items, skipped
+
+
+def _last_sent_hashes(session: Session, conn_id: int, lead_ids: Iterable[int]) -> dict[int, tuple[int, str]]:
+    """{lead id: (outbox id, payload hash)} of each lead's most recently sent row."""
+    ids = list(lead_ids)
+    out: dict[int, tuple[int, str]] = {}
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        latest = (
+            select(Outbox.lead_id, func.max(Outbox.id).label("max_id"))
+            .where(Outbox.lead_id.in_(chunk), Outbox.status == "sent", Outbox.kind == OUTBOX_KIND,
+                   Outbox.connection_id == conn_id)
+            .group_by(Outbox.lead_id)
+            .subquery()
+        )
+        for lead_id, outbox_id, digest in session.execute(
+            select(Outbox.lead_id, Outbox.id, Outbox.payload_hash).join(latest, Outbox.id == latest.c.max_id)
+        ):
+            out[lead_id] = (outbox_id, digest)
+    return out
+
+
+def _mark(
+    session: Session,
+    results: Sequence[RecordResult],
+    items: Mapping[int, OutboxItem],
+    entry: ConnectionWriteback,
+    policy: WritebackPolicy,
+    now: datetime,
+) -> None:
+    """Record the CRM's answers; only rows still ``pending`` change (a row superseded meanwhile
+    keeps its status)."""
+    table: Any = Outbox.__table__
+    stmt = (
+        update(table)
+        .where(table.c.id == bindparam("b_id"), table.c.status == "pending")
+        .values(status=bindparam("b_status"), attempts=bindparam("b_attempts"),
+                last_error=bindparam("b_error"), next_attempt_at=bindparam("b_next"),
+                sent_at=bindparam("b_sent"))
+    )
+    params: list[dict[str, Any]] = []
+    answered = set()
+    for result in results:
+        item = items.get(result.outbox_id)
+        if item is None or result.outbox_id in answered:
+            continue
+        answered.add(result.outbox_id)
+        attempts = item.attempts + 1
+        detail = _error_text(result)
+        if result.outcome == "sent":
+            params.append({"b_id": item.outbox_id, "b_status": "sent", "b_attempts": attempts, "b_error": None,
+                           "b_next": now, "b_sent": now})
+            entry.records_written += 1
+        elif result.outcome == "retry" and attempts < policy.max_attempts:
+            params.append({"b_id": item.outbox_id, "b_status": "pending", "b_attempts": attempts,
+                           "b_error": detail, "b_next": policy.next_attempt(now, attempts), "b_sent": None})
+            entry.retried_records += 1
+        else:
+            reason = result.reason or "UNKNOWN"
+            if result.outcome == "retry":
+                reason = f"{reason} (gave up after {attempts} attempts)"
+                detail = f"gave up after {attempts} attempts: {detail}"
+            params.append({"b_id": item.outbox_id, "b_status": "failed", "b_attempts": attempts,
+                           "b_error": detail, "b_next": now, "b_sent": None})
+            entry.failed += 1
+            entry.failed_by_reason[reason] = entry.failed_by_reason.get(reason, 0) + 1
+    # A record the CRM did not answer for is treated as retriable: it was not confirmed.
+    for outbox_id, item in items.items():
+        if outbox_id in answered:
+            continue
+        attempts = item.attempts + 1
+        status = "pending" if attempts < policy.max_attempts else "failed"
+        params.append({"b_id": outbox_id, "b_status": status, "b_attempts": attempts,
+                       "b_error": "NO_RESULT: the CRM returned no result for this record",
+                       "b_next": policy.next_attempt(now, attempts), "b_sent": None})
+        if status == "failed":
+            entry.failed += 1
+            entry.failed_by_reason["NO_RESULT"] = entry.failed_by_reason.get("NO_RESULT", 0) + 1
+        else:
+            entry.retried_records += 1
+    if params:
+        session.execute(stmt, params)
+
+
+def _error_text(result: RecordResult) -> str | None:
+    if result.outcome == "sent":
+        return None
+    if result.reason and result.message:
+        return f"{result.reason}: {result.message}"
+    return result.reason or result.message

@@ -1,0 +1,123 @@
+"""``crm setup`` against crmsim: Salesforce fields checked, HubSpot properties created, routing checked;
+and the ``leadscore crm setup`` / ``leadscore writeback`` commands end to end (exit codes, output)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from sqlalchemy import Engine
+
+from connectors.setup import admin_instructions, crm_setup
+from crmsim.app import CRMSim
+from tests.connectors.test_writeback_support import (
+    add_leads,
+    app_config,
+    hs_contact_ids,
+    outbox_statuses,
+    score,
+    secrets_for,
+    sf_lead_ids,
+    start_sim,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+SCORE_PROPERTIES = ["leadscore_score", "leadscore_tier", "leadscore_reasons", "leadscore_model",
+                    "leadscore_scored_at"]
+
+
+@pytest.fixture
+def sim() -> Iterator[CRMSim]:
+    sim = start_sim(leads=30, seed=17)
+    yield sim
+    sim.stop()
+
+
+def test_salesforce_without_the_fields_tells_the_admin_what_to_create(sim: CRMSim) -> None:
+    sim.salesforce.store.custom_fields_present = False
+    [result] = crm_setup(app_config(sim), secrets_for(sim), connection="sf")
+    assert not result.ok
+    assert [s.name for s in result.missing] == ["Lead_Score__c", "Lead_Tier__c", "Lead_Score_Reasons__c",
+                                                "Lead_Score_Model__c", "Lead_Scored_At__c"]
+    text = "\n".join(admin_instructions(result))
+    assert "Lead_Score__c" in text and "Number(3, 0)" in text
+    assert "Lead_Score_Reasons__c" in text and "Text(255)" in text
+    assert "Lead_Tier__c" in text and "A, B, C, D" in text
+    assert result.summary() == "sf (salesforce): 5 custom fields missing on Lead (an admin must add them)"
+
+    sim.salesforce.store.custom_fields_present = True
+    [again] = crm_setup(app_config(sim), secrets_for(sim), connection="sf")
+    assert again.ok and len(again.present) == 5 and again.missing == []
+
+
+def test_hubspot_properties_are_created_once(sim: CRMSim) -> None:
+    store = sim.hubspot.store
+    assert store.property_def("contacts", "leadscore_score") is None
+    [result] = crm_setup(app_config(sim), secrets_for(sim), connection="hs")
+    assert result.ok and result.created == SCORE_PROPERTIES
+    tier = store.property_def("contacts", "leadscore_tier")
+    assert tier is not None and tier["type"] == "enumeration"
+    assert [o["value"] for o in tier["options"]] == ["A", "B", "C", "D"]
+    assert store.property_def("contacts", "leadscore_scored_at")["type"] == "datetime"  # type: ignore[index]
+
+    [again] = crm_setup(app_config(sim), secrets_for(sim), connection="hs")
+    assert again.ok and again.created == [] and again.present == SCORE_PROPERTIES
+
+
+def test_a_property_of_the_wrong_type_is_reported(sim: CRMSim) -> None:
+    sim.hubspot.store.create_property("contacts", {"name": "leadscore_score", "label": "x", "type": "string",
+                                                   "fieldType": "text", "groupName": "contactinformation"})
+    [result] = crm_setup(app_config(sim), secrets_for(sim), connection="hs")
+    assert not result.ok
+    assert result.problems == ["contact property leadscore_score is of type string; leadscore needs number"]
+
+
+def test_setup_refuses_routing_naming_a_missing_queue(sim: CRMSim) -> None:
+    config = app_config(sim, [{"to": "A", "actions": [{"type": "assign_owner", "queue": "Tiger Team",
+                                                       "connections": ["sf"]}]}])
+    [result] = crm_setup(config, secrets_for(sim), connection="sf")
+    assert result.problems == ["routing.0.actions.0.queue: no queue named 'Tiger Team' in connection sf"]
+
+
+def _cli(sim: CRMSim, tmp_path: Path, db_url: str, *args: str, routing: list | None = None
+         ) -> subprocess.CompletedProcess[str]:
+    config_file = tmp_path / "leadscore.yaml"
+    config_file.write_text(yaml.safe_dump(app_config(sim, routing).model_dump(by_alias=True, exclude_none=True)))
+    info = sim.info()
+    env = {**os.environ, "LEADSCORE_CONFIG_FILE": str(config_file), "LEADSCORE_DATABASE_URL": db_url,
+           "LEADSCORE_TEST_SF_SESSION": info["salesforce"]["session_id"],
+           "LEADSCORE_TEST_HS_TOKEN": info["hubspot"]["access_token"], "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "worker.cli", *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_cli_crm_setup_and_writeback(sim: CRMSim, tmp_path: Path, sqlite_engine: Engine) -> None:
+    db_url = str(sqlite_engine.url)
+    sim.salesforce.store.custom_fields_present = False
+    failed = _cli(sim, tmp_path, db_url, "crm", "setup")
+    assert failed.returncode == 1
+    assert "Lead_Scored_At__c" in failed.stdout and "Date/Time" in failed.stdout
+    assert "crm setup incomplete: sf (salesforce): 5 custom fields missing on Lead" in failed.stderr
+    assert "Traceback" not in failed.stderr
+    # HubSpot was set up in the same run even though Salesforce is blocked.
+    assert sim.hubspot.store.property_def("contacts", "leadscore_tier") is not None
+
+    sim.salesforce.store.custom_fields_present = True
+    done = _cli(sim, tmp_path, db_url, "crm", "setup")
+    assert done.returncode == 0, done.stderr
+    assert "sf (salesforce): ready" in done.stdout and "hs (hubspot): ready" in done.stdout
+
+    leads = add_leads(sqlite_engine, "sf", sf_lead_ids(sim, 4)) | add_leads(sqlite_engine, "hs", hs_contact_ids(sim, 3))
+    score(sqlite_engine, leads.values())
+    written = _cli(sim, tmp_path, db_url, "writeback")
+    assert written.returncode == 0, written.stderr
+    assert outbox_statuses(sqlite_engine) == {"sent": 7}
+    assert "sf (salesforce)" in written.stdout and "hs (hubspot)" in written.stdout
+
+    nothing = _cli(sim, tmp_path, db_url, "writeback")
+    assert nothing.returncode == 0 and "nothing to write" in nothing.stdout
