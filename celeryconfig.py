@@ -13,7 +13,7 @@ from worker.schedule import build_beat_schedule
 
 _settings = get_settings()
 
-broker_url = _settings.broker_url or "memory://"
+broker_url = _settings.broker_url or "memory://localhost/"
 result_backend = _settings.result_backend or (
     _settings.broker_url if (_settings.broker_url or "").startswith("redis") else None
 )

@@ -68,6 +68,16 @@ class ConnectionConfig(_Strict):
     field_map: dict[str, str] = Field(default_factory=dict)
     score_fields: SalesforceFields | HubSpotFields | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _score_fields_by_kind(cls, data: Any) -> Any:
+        # A plain mapping under score_fields means the fields of this connection's CRM: parse it
+        # with that CRM's model so unset names get that CRM's defaults (not the other's).
+        if isinstance(data, dict) and isinstance(data.get("score_fields"), dict):
+            model = HubSpotFields if data.get("kind") == "hubspot" else SalesforceFields
+            data = {**data, "score_fields": model.model_validate(data["score_fields"])}
+        return data
+
     @model_validator(mode="after")
     def _kind_specific(self) -> ConnectionConfig:
         if self.kind == "salesforce":

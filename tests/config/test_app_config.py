@@ -104,3 +104,15 @@ def test_shipped_example_config_is_valid() -> None:
     config = load_config(example)
     assert {c.name for c in config.connections} == {"salesforce", "hubspot"}
     assert config.routing[0].to == "A"
+
+
+def test_partial_score_fields_take_their_own_crm_defaults() -> None:
+    data = {"connections": [
+        {"name": "hs", "kind": "hubspot", "score_fields": {"score": "ml_score"}},
+        {"name": "sf", "kind": "salesforce", "instance_url": "https://x.my.salesforce.com",
+         "score_fields": {"score": "Score__c"}},
+    ]}
+    config = parse_config(data, "x.yaml")
+    hs, sf = config.connection("hs").score_fields, config.connection("sf").score_fields
+    assert hs is not None and (hs.score, hs.tier) == ("ml_score", "leadscore_tier")
+    assert sf is not None and (sf.score, sf.tier) == ("Score__c", "Lead_Tier__c")
