@@ -65,8 +65,9 @@ def sync_connection(self: Any, name: str, full: bool = False) -> dict[str, Any]:
 def score_changed() -> dict[str, Any]:
     """Score leads whose inputs changed; queue the write-back and routing that follow."""
     summary = _score(all_leads=False)
-    writeback_drain.delay()
-    routing_execute.delay()
+    if "skipped" not in summary:
+        writeback_drain.delay()
+        routing_execute.delay()
     return summary
 
 
@@ -81,7 +82,7 @@ def score_all() -> dict[str, Any]:
 
 def _score(*, all_leads: bool) -> dict[str, Any]:
     from connectors.routing import plan_routing
-    from scoring.service import score_leads
+    from scoring.service import NoChampionError, score_leads
     from store.db import unit_of_work
 
     runtime = get_runtime()
@@ -91,6 +92,9 @@ def _score(*, all_leads: bool) -> dict[str, Any]:
             summary = score_leads(session, all=all_leads, tier_change_hook=plan_routing(runtime.config))
     except LockBusy:
         return {"skipped": "scoring already running"}
+    except NoChampionError:
+        # Before the first model is trained a sync has nothing to score with: not an error.
+        return {"skipped": "no model trained yet"}
     return summary.to_dict() if hasattr(summary, "to_dict") else {}
 
 

@@ -1,0 +1,401 @@
+"""``leadscore demo``: the whole loop, end to end, on the embedded default.
+
+Starts crmsim (Salesforce over HTTPS and HubSpot over HTTP, in this process), writes a config
+that points at it, migrates a fresh database, and then drives the same Celery tasks beat would:
+sync every connection, train, score, write back and route. Without a broker the tasks run in
+process; with ``LEADSCORE_BROKER_URL`` (and usually ``LEADSCORE_DATABASE_URL``) the demo starts a
+real Celery worker process and the tasks travel through the broker.
+
+Every number in the summary is measured in this run: API calls are the simulator's own counts;
+``oracle_auc`` is the AUC of the simulator's hidden true conversion probability on the same test
+leads the model was evaluated on — the ceiling no model can pass.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from config.errors import LeadscoreError
+from worker.processes import start_worker, stop
+
+console = Console()
+
+# Secrets reach the tasks through the environment, as in production (never in the YAML file).
+SF_SECRET_ENV = "LEADSCORE_DEMO_SALESFORCE_CLIENT_SECRET"  # noqa: S105 - a variable name
+HS_TOKEN_ENV = "LEADSCORE_DEMO_HUBSPOT_ACCESS_TOKEN"  # noqa: S105 - a variable name
+WAIT_SECONDS = 900
+
+
+@dataclass
+class PhaseCalls:
+    salesforce: int = 0
+    hubspot: int = 0
+    by_label: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+def _calls(sim: Any) -> dict[str, Any]:
+    counts = sim.call_counts()
+    return {"salesforce": dict(counts["salesforce"]), "hubspot": dict(counts["hubspot"]),
+            "total": dict(counts["total"])}
+
+
+def _diff(before: dict[str, Any], after: dict[str, Any]) -> PhaseCalls:
+    labels = {}
+    for api in ("salesforce", "hubspot"):
+        labels[api] = {k: after[api].get(k, 0) - before[api].get(k, 0)
+                       for k in after[api] if k != "injected" and after[api].get(k, 0) != before[api].get(k, 0)}
+    return PhaseCalls(
+        salesforce=after["total"]["salesforce"] - before["total"]["salesforce"],
+        hubspot=after["total"]["hubspot"] - before["total"]["hubspot"],
+        by_label=labels,
+    )
+
+
+def demo_config(info: dict[str, Any]) -> dict[str, Any]:
+    """The YAML config the demo writes: both simulated CRMs, tiers and routing rules."""
+    sf, hs = info["salesforce"], info["hubspot"]
+    return {
+        "connections": [
+            {"name": "salesforce", "kind": "salesforce", "instance_url": sf["instance_url"],
+             "domain": "crmsim.my", "client_id": sf["client_id"], "client_secret_env": SF_SECRET_ENV,
+             "ca_bundle": sf["ca_bundle"], "login_via_instance": True},
+            {"name": "hubspot", "kind": "hubspot", "host": hs["host"], "access_token_env": HS_TOKEN_ENV},
+        ],
+        # Capacity tiers: the top 5 % of open leads are A, the next 15 % B, the next 30 % C.
+        "tiers": {"mode": "capacity", "thresholds": {"A": 5, "B": 15, "C": 30}},
+        "routing": [
+            {"to": "A", "actions": [
+                {"type": "assign_owner", "queue": "SDR Queue", "connections": ["salesforce"]},
+                {"type": "create_task", "subject": "Hot lead: call within 4 hours", "due_hours": 4},
+            ]},
+            {"to": "B", "actions": [
+                {"type": "add_to_campaign", "campaign": "Nurture Track: Evaluators", "connections": ["salesforce"]},
+                {"type": "enroll_workflow", "workflow_id": "1002", "connections": ["hubspot"]},
+            ]},
+            # Pause outreach for leads that drop to D (not for every cold lead on day one).
+            {"to": "D", "from": "C", "actions": [{"type": "pause_outreach"}]},
+        ],
+    }
+
+
+@contextmanager
+def _step(title: str) -> Iterator[None]:
+    started = time.monotonic()
+    with console.status(f"[bold]{title}[/] ..."):
+        yield
+    console.print(f"[green]✓[/] {title} [dim]({time.monotonic() - started:.1f}s)[/]")
+
+
+def _wait_until_drained(engine: Any, timeout: float = WAIT_SECONDS) -> None:
+    """With real workers the write-back and routing run after scoring: wait for them to finish."""
+    from sqlalchemy import func, select
+
+    from store.db import unit_of_work
+    from store.models import Outbox, RoutingAction
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with unit_of_work(engine) as session:
+            pending = session.scalar(select(func.count()).select_from(Outbox).where(Outbox.status == "pending"))
+            routing = session.scalar(select(func.count()).select_from(RoutingAction).where(
+                RoutingAction.status.in_(("pending", "sending"))))
+        if not pending and not routing:
+            return
+        time.sleep(1)
+    raise LeadscoreError("the workers did not finish the write-back within 15 minutes")
+
+
+def run_demo(*, leads: int = 12000, seed: int = 0, json_path: Path | None = None,
+             report_path: Path | None = None, quiet: bool = False) -> dict[str, Any]:
+    """Run the whole loop against an in-process crmsim; print and return the summary."""
+    from config.settings import get_settings
+    from crmsim.app import CRMSim
+    from store.migrate import upgrade
+    from worker.runtime import get_runtime, reset_runtime
+
+    if quiet:
+        console.quiet = True
+    started = time.monotonic()
+    settings = get_settings()
+    out_dir = settings.var_dir / "demo"
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
+    db_url = settings.database_url or f"sqlite:///{(out_dir / 'leadscore.db').as_posix()}"
+    if settings.database_url:
+        _reset_database(db_url)
+
+    with _step(f"starting crmsim: simulating {leads:,} leads of history (seed {seed})"):
+        sim = CRMSim(leads=leads, seed=seed).start()
+    worker_proc: subprocess.Popen[bytes] | None = None
+    saved_env = dict(os.environ)
+    try:
+        info = sim.info()
+        config_path = out_dir / "leadscore.yaml"
+        config_path.write_text(yaml.safe_dump(demo_config(info), sort_keys=False))
+        os.environ.update({
+            "LEADSCORE_CONFIG_FILE": str(config_path),
+            "LEADSCORE_DATABASE_URL": db_url,
+            SF_SECRET_ENV: info["salesforce"]["client_secret"],
+            HS_TOKEN_ENV: info["hubspot"]["access_token"],
+        })
+        reset_runtime()
+        runtime = get_runtime()
+        with _step("migrating the database"):
+            upgrade(db_url)
+        if not runtime.settings.eager:
+            worker_proc = start_worker(dict(os.environ), out_dir / "worker.log")
+        summary = _run_loop(sim, runtime, out_dir, report_path)
+    finally:
+        if worker_proc is not None:
+            stop(worker_proc)
+        sim.stop()
+        os.environ.clear()
+        os.environ.update(saved_env)
+        reset_runtime()
+    summary["seconds"] = round(time.monotonic() - started, 1)
+    _print_summary(summary)
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(summary, indent=2))
+        console.print(f"summary JSON: {json_path}")
+    return summary
+
+
+def _reset_database(url: str) -> None:
+    """The demo owns its database: drop leadscore's tables so each run starts clean."""
+    from store.db import make_engine
+    from store.models import Base
+
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            Base.metadata.drop_all(conn)
+            conn.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")
+    finally:
+        engine.dispose()
+
+
+def _call(task: Any, *args: Any, eager: bool) -> Any:
+    result = task.delay(*args)
+    return result.get(timeout=WAIT_SECONDS, propagate=True) if not eager else result.get()
+
+
+def _run_loop(sim: Any, runtime: Any, out_dir: Path, report_path: Path | None) -> dict[str, Any]:
+    from connectors.base import ConnectionSecrets
+    from connectors.setup import crm_setup
+    from worker import tasks
+
+    eager = runtime.settings.eager
+    with _step("checking the CRM fields (creating HubSpot properties)"):
+        secrets = {c.name: ConnectionSecrets.from_env(c) for c in runtime.config.connections}
+        crm_setup(runtime.config, secrets)
+
+    sync: dict[str, Any] = {}
+    for conn in runtime.config.connections:
+        before = _calls(sim)
+        with _step(f"syncing {conn.name}"):
+            report = _call(tasks.sync_connection, conn.name, eager=eager)
+        calls = _diff(before, _calls(sim))
+        sync[conn.name] = {"records": int(report.get("records", 0)),
+                           "api_calls": getattr(calls, conn.name),
+                           "quarantined": int(report.get("quarantined", 0))}
+
+    with _step("training CatBoost against logistic regression and random forest"):
+        trained = _call(tasks.train_model, eager=eager)
+
+    before = _calls(sim)
+    with _step("scoring every lead, writing back and routing"):
+        scored = _call(tasks.score_all, eager=eager)
+        if not eager:
+            _wait_until_drained(runtime.engine)
+    writes = _diff(before, _calls(sim))
+
+    with _step("a week passes in the CRMs: incremental sync, rescoring what changed, write-back, routing"):
+        week = sim.advance(7)
+        before = _calls(sim)
+        for conn in runtime.config.connections:
+            _call(tasks.sync_connection, conn.name, eager=eager)
+        if not eager:
+            _wait_until_drained(runtime.engine)
+        week_calls = _diff(before, _calls(sim))
+
+    evaluation = _evaluate(runtime, sim, trained)
+    summary: dict[str, Any] = {
+        "leads": 0,
+        "activities": 0,
+        "sync": sync,
+        "model": {"version": trained["version"], "family": trained["family"],
+                  "test_auc": evaluation["test_auc"], "oracle_auc": evaluation["oracle_auc"]},
+        "writeback": _writeback_counts(runtime, writes),
+        "tiers": evaluation["tiers"],
+        "routing": _routing_counts(runtime),
+        "scored": scored,
+        "incremental_week": {"new_leads": week.get("new_leads"), "new_activities": week.get("new_activities"),
+                             "conversions": week.get("conversions"),
+                             "api_calls": {"salesforce": week_calls.salesforce, "hubspot": week_calls.hubspot}},
+        "models_compared": {f: round(m["test"]["auc"], 4) for f, m in trained["metrics"].items()},
+    }
+    summary.update(_population(runtime))
+    if report_path is not None:
+        from scoring.report import render_report
+        from store.db import unit_of_work
+
+        with _step(f"writing the HTML report to {report_path}"), unit_of_work(runtime.engine) as session:
+            report_path.parent.mkdir(parents=True, exist_ok=True)
+            report_path.write_text(render_report(session), encoding="utf-8")
+    return summary
+
+
+def _population(runtime: Any) -> dict[str, int]:
+    from sqlalchemy import func, select
+
+    from store.db import unit_of_work
+    from store.models import Activity, Lead
+
+    with unit_of_work(runtime.engine) as session:
+        leads = session.scalar(select(func.count()).select_from(Lead).where(Lead.is_deleted.is_(False))) or 0
+        activities = session.scalar(select(func.count()).select_from(Activity)) or 0
+    return {"leads": int(leads), "activities": int(activities)}
+
+
+def _writeback_counts(runtime: Any, writes: PhaseCalls) -> dict[str, dict[str, int]]:
+    """Records confirmed per connection (outbox rows sent) and the write calls the CRMs counted."""
+    from sqlalchemy import func, select
+
+    from store.db import unit_of_work
+    from store.models import Connection, Outbox
+
+    with unit_of_work(runtime.engine) as session:
+        rows = dict(session.execute(
+            select(Connection.name, func.count()).join(Outbox, Outbox.connection_id == Connection.id)
+            .where(Outbox.status == "sent").group_by(Connection.name)).all())
+        failed = dict(session.execute(
+            select(Connection.name, func.count()).join(Outbox, Outbox.connection_id == Connection.id)
+            .where(Outbox.status == "failed").group_by(Connection.name)).all())
+    sf_labels = writes.by_label.get("salesforce", {})
+    hs_labels = writes.by_label.get("hubspot", {})
+    return {
+        "salesforce": {"records": int(rows.get("salesforce", 0)), "failed": int(failed.get("salesforce", 0)),
+                       "api_calls": int(sum(v for k, v in sf_labels.items() if k.startswith("POST composite")
+                                            and "sobjects" not in k))},
+        "hubspot": {"records": int(rows.get("hubspot", 0)), "failed": int(failed.get("hubspot", 0)),
+                    "api_calls": int(sum(v for k, v in hs_labels.items() if "batch/update" in k))},
+    }
+
+
+def _routing_counts(runtime: Any) -> dict[str, int]:
+    from sqlalchemy import func, select
+
+    from store.db import unit_of_work
+    from store.models import RoutingAction
+
+    with unit_of_work(runtime.engine) as session:
+        rows = dict(session.execute(
+            select(RoutingAction.action, func.count()).where(RoutingAction.status == "done")
+            .group_by(RoutingAction.action)).all())
+    return {
+        "assigned": int(rows.get("assign_owner", 0)),
+        "tasks": int(rows.get("create_task", 0)),
+        "nurtured": int(rows.get("add_to_campaign", 0) + rows.get("enroll_workflow", 0)
+                        + rows.get("set_property", 0)),
+        "paused": int(rows.get("pause_outreach", 0)),
+    }
+
+
+def _evaluate(runtime: Any, sim: Any, trained: dict[str, Any]) -> dict[str, Any]:
+    """Test AUC, oracle AUC and conversion by tier on the model's own held-out (latest) leads."""
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+    from sqlalchemy import select
+
+    from scoring import registry
+    from scoring.dataset import LEAD_ID_COLUMN, SPLIT_COLUMN, TARGET, build_training_set
+    from scoring.tiers import active_policy, tiers_for
+    from scoring.training import split_frame
+    from store.db import unit_of_work
+    from store.models import Lead
+
+    truth = {(row["crm"], row["crm_id"]): row for row in sim.truth() if row.get("crm_id")}
+    with unit_of_work(runtime.engine) as session:
+        mv = registry.champion(session)
+        if mv is None:
+            raise LeadscoreError("training registered no champion model")
+        model = registry.load_model(mv)
+        as_of = _parse_time(trained["as_of"])
+        tset = build_training_set(session, as_of=as_of, horizon_days=runtime.config.training.horizon_days)
+        frame = tset.frame.reset_index(drop=True)
+        y = frame[TARGET].astype(int).to_numpy()
+        _train, _val, test, _ = split_frame(frame, y, time_col=SPLIT_COLUMN, seed=0)
+        test_frame = frame.iloc[test]
+        proba = model.predict_proba(test_frame)
+        lead_ids = [int(i) for i in test_frame[LEAD_ID_COLUMN]]
+        crm_of = {lid: (kind, crm_id) for lid, kind, crm_id in session.execute(
+            select(Lead.id, _connection_kind(), Lead.crm_id).where(Lead.id.in_(set(lead_ids)))).all()}
+        policy = active_policy(session, runtime.config.tiers)
+        # Capacity shares are cut on these test leads themselves: "the top 5 % of them are A".
+        tiers = tiers_for(policy, proba)
+    y_test = y[test]
+    oracle = np.array([truth.get(crm_of.get(lid, ("", "")), {}).get("true_probability", np.nan) for lid in lead_ids],
+                      dtype=float)
+    known = ~np.isnan(oracle)
+    by_tier: dict[str, dict[str, float | int]] = {}
+    for tier in ("A", "B", "C", "D"):
+        mask = np.array([t == tier for t in tiers])
+        by_tier[tier] = {"leads": int(mask.sum()),
+                         "conversion_rate": round(float(y_test[mask].mean()), 4) if mask.any() else 0.0}
+    return {
+        "test_auc": round(float(roc_auc_score(y_test, proba)), 4),
+        "oracle_auc": round(float(roc_auc_score(y_test[known], oracle[known])), 4) if known.any() else None,
+        "tiers": by_tier,
+    }
+
+
+def _connection_kind() -> Any:
+    from sqlalchemy import select
+
+    from store.models import Connection, Lead
+
+    return select(Connection.kind).where(Connection.id == Lead.connection_id).scalar_subquery()
+
+
+def _parse_time(text: str) -> Any:
+    from datetime import datetime
+
+    return datetime.fromisoformat(text)
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    console.print()
+    console.print(f"[bold]leadscore demo[/]: {summary['leads']:,} leads, {summary['activities']:,} activities, "
+                  f"{summary['seconds']}s")
+    table = Table("CRM", "synced records", "sync API calls", "scores written", "write API calls")
+    for name in ("salesforce", "hubspot"):
+        s, w = summary["sync"].get(name, {}), summary["writeback"].get(name, {})
+        table.add_row(name, f"{s.get('records', 0):,}", str(s.get("api_calls", 0)), f"{w.get('records', 0):,}",
+                      str(w.get("api_calls", 0)))
+    console.print(table)
+    model = summary["model"]
+    console.print(f"model {model['version']} ({model['family']}): test AUC {model['test_auc']} "
+                  f"(oracle ceiling {model['oracle_auc']}); compared on the same later leads: "
+                  + ", ".join(f"{k} {v}" for k, v in summary["models_compared"].items()))
+    tiers = Table("tier", "test leads", "conversion rate", title="Held-out (latest) leads by tier")
+    for tier, row in summary["tiers"].items():
+        tiers.add_row(tier, f"{row['leads']:,}", f"{row['conversion_rate']:.1%}")
+    console.print(tiers)
+    routing = summary["routing"]
+    console.print("routing: " + ", ".join(f"{k} {v}" for k, v in routing.items()))
+
