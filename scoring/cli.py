@@ -1,0 +1,249 @@
+"""``leadscore train / score / explain / tiers / evaluate``: the scoring commands.
+
+Mounted at the top level by ``worker.cli``. Expected failures raise ``LeadscoreError`` (printed
+on one line, exit 1); malformed arguments are usage errors (exit 2).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+console = Console()
+err = Console(stderr=True)
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+tiers_app = typer.Typer(help="Read, change and preview tier thresholds.", no_args_is_help=True)
+app.add_typer(tiers_app, name="tiers")
+
+
+@contextmanager
+def _session() -> Iterator[Session]:
+    from store.db import get_engine, unit_of_work
+
+    with unit_of_work(get_engine()) as session:
+        yield session
+
+
+def _config() -> Any:
+    from config.app_config import load_config
+    from config.settings import get_settings
+
+    return load_config(get_settings().config_file)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+@app.command("train")
+def train_command(
+    json_path: Path | None = typer.Option(None, "--json", help="Write the training summary as JSON here."),
+    seed: int = typer.Option(0, help="Random seed of the split and models."),
+) -> None:
+    """Train on the synced leads (point in time) and register a model version."""
+    from scoring.service import train_from_store
+
+    config = _config()
+    with _session() as session, console.status("training") as status:
+        outcome = train_from_store(
+            session, config=config.training, seed=seed, progress=lambda m: status.update(f"training: {m}")
+        )
+        summary = outcome.to_dict()
+    test = summary["metrics"].get(summary["selected"], {}).get("test", {})
+    console.print(
+        f"model {summary['version']} ({summary['family']}, {summary['status']}): "
+        f"{summary['examples']} examples, {summary['positives']} converted; "
+        f"test AUC {_fmt(test.get('auc'))}, PR-AUC {_fmt(test.get('pr_auc'))}"
+    )
+    warnings = summary["audit"]["warnings"]
+    for warning in warnings[:5]:
+        console.print(f"  audit: {warning}", highlight=False)
+    if len(warnings) > 5:
+        console.print(f"  audit: {len(warnings) - 5} more findings (see --json)")
+    if summary["status"] != "champion":
+        console.print("  registered as a candidate; the champion keeps scoring until it is promoted")
+    if json_path is not None:
+        _write_json(json_path, summary)
+
+
+@app.command("score")
+def score_command(
+    all_leads: bool = typer.Option(False, "--all", help="Rescore every lead, not only those whose inputs changed."),
+    batch_size: int = typer.Option(2000, "--batch-size", min=1, help="Leads per batch."),
+    json_path: Path | None = typer.Option(None, "--json", help="Write the run summary as JSON here."),
+) -> None:
+    """Score the leads whose inputs changed since their last score (or all of them)."""
+    from scoring.service import score_leads
+
+    config = _config()
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with _session() as session, Progress(*columns, console=err, transient=True) as bar:
+        tasks: dict[str, Any] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        summary = score_leads(
+            session, all=all_leads, batch_size=batch_size, progress=progress, tier_default=config.tiers
+        )
+        data = summary.to_dict()
+    tiers = ", ".join(f"{t}: {data['tiers'].get(t, 0)}" for t in ("A", "B", "C", "D"))
+    console.print(
+        f"scored {data['scored']} of {data['considered']} leads ({data['unchanged']} unchanged) with "
+        f"{data['model']}; {data['outbox_rows']} CRM updates queued, {data['tier_changes']} tier changes"
+        + (f"; new tiers {tiers}" if data["scored"] else "")
+    )
+    if json_path is not None:
+        _write_json(json_path, data)
+
+
+@app.command("explain")
+def explain_command(
+    lead: str = typer.Argument(..., help="The lead's CRM id (e.g. 00Q...) or internal id."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
+) -> None:
+    """Show a lead's score, tier and the reasons behind it."""
+    from scoring.service import explain_lead
+
+    with _session() as session:
+        info = explain_lead(session, lead)
+    if as_json:
+        console.print_json(json.dumps(info, default=str))
+        return
+    who = ", ".join(str(v) for v in (info["name"], info["title"], info["company"]) if v)
+    console.print(f"lead {info['crm_id']} (id {info['lead_id']}){': ' + who if who else ''}", markup=False)
+    console.print(f"score {info['score']} (P(convert) {info['probability']:.1%}), tier {info['tier']}")
+    for reason in info["reasons"]:
+        console.print(f"  {reason}", markup=False, highlight=False)
+    console.print(f"model {info['model']}, scored {info['scored_at']}")
+
+
+# ------------------------------------------------------------------------------------- tiers
+
+
+def _thresholds(args: list[str], capacity: bool) -> dict[str, float]:
+    from scoring.tiers import parse_threshold_args
+
+    if not args:
+        raise typer.BadParameter("give thresholds, e.g. A=80 B=60 C=35 (or --capacity A=10% B=20% C=30%)")
+    try:
+        return parse_threshold_args(args, capacity=capacity)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+
+
+def _describe(mode: str, thresholds: dict[str, float]) -> str:
+    if mode == "capacity":
+        return "capacity: " + ", ".join(f"{t} top {thresholds[t]:g}%" for t in ("A", "B", "C"))
+    return "score: " + ", ".join(f"{t} >= {thresholds[t]:g}" for t in ("A", "B", "C"))
+
+
+@tiers_app.command("show")
+def tiers_show() -> None:
+    """Print the active tier policy and how many leads each tier holds now."""
+    from scoring.tiers import TIERS, active_policy, current_scores
+
+    config = _config()
+    with _session() as session:
+        policy = active_policy(session, config.tiers)
+        current = current_scores(session)
+        counts = current["tier"].value_counts().to_dict()
+        versions = session.scalar(select(func.count()).select_from(type(policy))) or 0
+        line = f"policy v{policy.version} of {versions} ({_describe(policy.mode, dict(policy.thresholds))})"
+        created = f"set by {policy.created_by or 'unknown'} at {policy.created_at:%Y-%m-%d %H:%M} UTC"
+    console.print(line)
+    console.print(f"  {created}")
+    for tier in TIERS:
+        console.print(f"  {tier}: {int(counts.get(tier, 0))} leads")
+
+
+def _preview_table(data: dict[str, Any]) -> Table:
+    table = Table("tier", "leads", "share", "recent leads", "recent conversion")
+    for tier, row in data["tiers"].items():
+        rate = row["recent_conversion_rate"]
+        table.add_row(tier, str(row["leads"]), f"{row['share']:.1%}", str(row["recent_leads"]),
+                      "-" if rate is None else f"{rate:.1%}")
+    return table
+
+
+@tiers_app.command("preview")
+def tiers_preview(
+    thresholds: list[str] = typer.Argument(None, help="A=80 B=60 C=35, or with --capacity A=10% B=20% C=30%."),
+    capacity: bool = typer.Option(False, "--capacity", help="Thresholds are shares of leads (top N%)."),
+    recent_days: int = typer.Option(180, "--recent-days", min=1, help="Window of recent labelled leads."),
+    json_path: Path | None = typer.Option(None, "--json", help="Write the preview as JSON here."),
+) -> None:
+    """Show what a tier policy would do (leads per tier, recent conversion per tier); changes nothing."""
+    from scoring.tiers import preview
+
+    values = _thresholds(thresholds or [], capacity)
+    mode = "capacity" if capacity else "score"
+    with _session() as session:
+        data = preview(session, mode, values, recent_days=recent_days)
+        session.rollback()  # a preview writes nothing, not even the first policy version
+    console.print(f"preview of {_describe(mode, data['thresholds'])}: {data['changes']} of "
+                  f"{data['current_leads']} current leads would change tier")
+    console.print(_preview_table(data))
+    if json_path is not None:
+        _write_json(json_path, data)
+
+
+@tiers_app.command("set")
+def tiers_set(
+    thresholds: list[str] = typer.Argument(None, help="A=80 B=60 C=35, or with --capacity A=10% B=20% C=30%."),
+    capacity: bool = typer.Option(False, "--capacity", help="Thresholds are shares of leads (top N%)."),
+    by: str = typer.Option("cli", "--by", help="Who made the change (recorded with the policy)."),
+) -> None:
+    """Activate a new tier policy and re-tier current scores (no retraining)."""
+    from scoring.tiers import retier, set_policy
+
+    values = _thresholds(thresholds or [], capacity)
+    mode = "capacity" if capacity else "score"
+    with _session() as session:
+        policy = set_policy(session, mode, values, created_by=by)
+        changed = retier(session, policy)
+        version = policy.version
+    console.print(f"tier policy v{version} active ({_describe(mode, values)}); {changed} leads changed tier")
+
+
+# ------------------------------------------------------------------------------------- evaluate
+
+
+@app.command("evaluate")
+def evaluate_command(
+    csv: Path = typer.Option(..., "--csv", help="CSV file with one row per lead."),
+    target: str = typer.Option(..., "--target", help="The 0/1 (or yes/no) outcome column."),
+    exclude: list[str] = typer.Option([], "--exclude", help="A column to leave out (repeatable)."),
+    json_path: Path | None = typer.Option(None, "--json", help="Write the evaluation as JSON here."),
+    seed: int = typer.Option(0, help="Random seed of the split and models."),
+    min_per_class: int = typer.Option(500, "--min-per-class", min=1, help="Fewest examples per class to train."),
+) -> None:
+    """Compare CatBoost, logistic regression and random forest on any CSV, with the data audit."""
+    from scoring.evaluate import evaluate_csv, format_evaluation
+
+    with console.status("evaluating") as status:
+        result = evaluate_csv(
+            csv, target=target, exclude=exclude, seed=seed, min_per_class=min_per_class,
+            progress=lambda m: status.update(f"evaluating: {m}"),
+        )
+    console.print(format_evaluation(result), highlight=False)
+    if json_path is not None:
+        _write_json(json_path, result)

@@ -1,0 +1,498 @@
+"""Point-in-time features of leads: one function builds them for training and for scoring.
+
+:func:`build_feature_frame` sees a lead as it was at a snapshot time: firmographics, persona and
+source fields of the lead (fields that change with the outcome - status, conversion, owner - and
+the CRM's ``raw`` record are never read), activity strictly before the snapshot, and the other
+leads of the same company created before the snapshot. Everything is vectorised with pandas and
+numpy so scoring tens of thousands of leads takes seconds.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Select, func, select
+from sqlalchemy.orm import Session
+
+from scoring import personas
+from scoring.frame import PLACEHOLDERS, FeatureSpec
+from store.models import Activity, Lead
+
+# Engagement the lead did (an e-mail *sent* to them is our action, not theirs: not counted).
+ENGAGEMENT_TYPES: tuple[str, ...] = (
+    "email_open",
+    "email_click",
+    "web_visit",
+    "form_submit",
+    "content_download",
+    "webinar",
+    "meeting",
+    "call",
+    "campaign_response",
+)
+WINDOWS_DAYS: tuple[int, ...] = (7, 30, 90)
+CONTENT_TYPES: tuple[str, ...] = ("content_download", "webinar")
+HIGH_INTENT_PATTERN = re.compile(r"pricing|demo|contact[-_ ]?sales", re.IGNORECASE)
+ATTRIBUTE_PREFIX = "attr_"
+# The buying committee is the colleagues who became leads recently: a count over the whole CRM
+# history would grow with the CRM's age rather than with the account's interest.
+COMMITTEE_WINDOW_DAYS = 90
+
+# Numbers beyond these are typing errors ("employees: 999999999"), not companies.
+MAX_EMPLOYEES = 3_000_000
+MAX_REVENUE = 1e13
+
+EMPLOYEE_BANDS: tuple[tuple[float, str], ...] = (
+    (10, "1-10"),
+    (50, "11-50"),
+    (200, "51-200"),
+    (1000, "201-1000"),
+    (5000, "1001-5000"),
+    (float("inf"), "5001+"),
+)
+REVENUE_BANDS: tuple[tuple[float, str], ...] = (
+    (1e6, "<1M"),
+    (1e7, "1M-10M"),
+    (5e7, "10M-50M"),
+    (2.5e8, "50M-250M"),
+    (1e9, "250M-1B"),
+    (float("inf"), "1B+"),
+)
+_EXTRA_PLACEHOLDERS = frozenset({"unknown", "[not provided]", "not applicable", "please select", "xxx"})
+_ALL_PLACEHOLDERS = PLACEHOLDERS | _EXTRA_PLACEHOLDERS
+_COUNTRY_ALIASES = {
+    "us": "United States", "usa": "United States", "u.s.": "United States", "u.s.a.": "United States",
+    "united states of america": "United States", "america": "United States",
+    "uk": "United Kingdom", "u.k.": "United Kingdom", "great britain": "United Kingdom",
+    "england": "United Kingdom", "gb": "United Kingdom",
+    "deutschland": "Germany", "de": "Germany", "fr": "France", "uae": "United Arab Emirates",
+}
+_JUNK_NAME = re.compile(r"^(?:test\w*|asdf\w*|qwer\w*|x+|abc|aaa+|none|null|n/?a|-+|\.+|\d+)$", re.IGNORECASE)
+_JUNK_EMAIL = re.compile(r"(?:^test|^noreply|^no-reply|@example\.|@test\.|@mailinator\.)", re.IGNORECASE)
+_DQ_FIELDS: tuple[str, ...] = (
+    "email", "title", "company", "industry", "employee_band", "revenue_band", "country", "lead_source",
+)
+
+NUMERIC_FEATURES: tuple[str, ...] = (
+    *(f"{t}_{w}d" for t in ENGAGEMENT_TYPES for w in WINDOWS_DAYS),
+    "engagement_30d",
+    "days_since_last_engagement",
+    "engagement_velocity",
+    "content_depth_7d",
+    "content_depth_30d",
+    "high_intent_visits_7d",
+    "high_intent_visits_30d",
+    "committee_size",
+    "lead_age_days",
+    "missing_fields",
+    "junk_flags",
+)
+CATEGORICAL_FEATURES: tuple[str, ...] = (
+    "industry",
+    "employee_band",
+    "revenue_band",
+    "country",
+    "seniority",
+    "department",
+    "lead_source",
+    "campaign",
+    "email_type",
+)
+FEATURE_SPEC = FeatureSpec(numeric=NUMERIC_FEATURES, categorical=CATEGORICAL_FEATURES)
+
+# The lead columns the feature builder reads (and the loader returns). Outcome fields are loaded
+# for labelling only; build_feature_frame never reads them.
+LEAD_COLUMNS: tuple[str, ...] = (
+    "id", "connection_id", "crm_id", "email", "first_name", "last_name", "title", "company",
+    "company_key", "industry", "employees", "annual_revenue", "country", "lead_source", "campaign",
+    "crm_created_at", "is_converted", "converted_at", "is_deleted", "attributes", "inputs_hash",
+)
+ACTIVITY_COLUMNS: tuple[str, ...] = ("lead_id", "type", "occurred_at", "detail")
+_IN_CHUNK = 1000
+_DAY_NS = 86_400 * 10**9
+
+
+# ---------------------------------------------------------------------------- loaders
+
+
+def _utc(s: pd.Series) -> pd.Series:
+    return pd.to_datetime(s, utc=True).astype("datetime64[ns, UTC]")
+
+
+def _chunks(ids: Sequence[int]) -> list[list[int]]:
+    unique = sorted({int(i) for i in ids})
+    return [unique[i : i + _IN_CHUNK] for i in range(0, len(unique), _IN_CHUNK)]
+
+
+def load_leads_frame(session: Session, lead_ids: Sequence[int] | None = None) -> pd.DataFrame:
+    """Leads as a DataFrame with :data:`LEAD_COLUMNS` (deleted leads included; callers filter).
+
+    ``lead_ids`` None loads every lead. Times are ``datetime64[ns, UTC]``.
+    """
+    cols = [getattr(Lead, c) for c in LEAD_COLUMNS]
+    rows: list[Any] = []
+    if lead_ids is None:
+        rows.extend(session.execute(select(*cols).order_by(Lead.id)).all())
+    else:
+        for chunk in _chunks(lead_ids):
+            rows.extend(session.execute(select(*cols).where(Lead.id.in_(chunk)).order_by(Lead.id)).all())
+    df = pd.DataFrame([tuple(r) for r in rows], columns=list(LEAD_COLUMNS))
+    for c in ("crm_created_at", "converted_at"):
+        df[c] = _utc(df[c])
+    for c in ("employees", "annual_revenue"):
+        df[c] = pd.to_numeric(df[c], errors="coerce").astype("float64")
+    df["is_converted"] = df["is_converted"].astype(bool)
+    df["is_deleted"] = df["is_deleted"].astype(bool)
+    df["attributes"] = [a if isinstance(a, dict) else {} for a in df["attributes"]]
+    return df
+
+
+def load_activities_frame(
+    session: Session, lead_ids: Sequence[int] | None, before: datetime, *, since: datetime | None = None
+) -> pd.DataFrame:
+    """Non-deleted activities of ``lead_ids`` (None = all leads) that occurred strictly before ``before``.
+
+    ``since`` bounds the history read (features look back at most 90 days, plus the time since
+    the last engagement, which then reads as "none since ``since``").
+    """
+    cols = [getattr(Activity, c) for c in ACTIVITY_COLUMNS]
+    base = select(*cols).where(
+        Activity.lead_id.is_not(None), Activity.is_deleted.is_(False), Activity.occurred_at < before
+    )
+    if since is not None:
+        base = base.where(Activity.occurred_at >= since)
+    rows: list[Any] = []
+    if lead_ids is None:
+        rows.extend(session.execute(base).all())
+    else:
+        for chunk in _chunks(lead_ids):
+            rows.extend(session.execute(base.where(Activity.lead_id.in_(chunk))).all())
+    df = pd.DataFrame([tuple(r) for r in rows], columns=list(ACTIVITY_COLUMNS))
+    df["lead_id"] = df["lead_id"].astype("int64")
+    df["occurred_at"] = _utc(df["occurred_at"])
+    return df
+
+
+def load_company_peers(
+    session: Session, company_keys: Sequence[str], *, before: datetime | None = None
+) -> pd.DataFrame:
+    """The non-deleted leads at the given companies, for the buying-committee feature.
+
+    Without ``before``: one row per lead (id, company_key, crm_created_at). With ``before`` (one
+    snapshot for every row, as when scoring now): one row per company counting its leads created
+    in the :data:`COMMITTEE_WINDOW_DAYS` before it (company_key, crm_created_at = the latest
+    creation, count), which keeps the read small however many colleagues a company has. When
+    scoring a batch, the batch alone would miss colleagues outside it.
+    """
+    rows: list[Any] = []
+    keys = sorted({k for k in company_keys if k})
+    for i in range(0, len(keys), _IN_CHUNK):
+        where = [Lead.company_key.in_(keys[i : i + _IN_CHUNK]), Lead.is_deleted.is_(False)]
+        stmt: Select[Any]
+        if before is None:
+            stmt = select(Lead.id, Lead.company_key, Lead.crm_created_at).where(*where)
+        else:
+            since = before - timedelta(days=COMMITTEE_WINDOW_DAYS)
+            stmt = (
+                select(Lead.company_key, func.max(Lead.crm_created_at), func.count(Lead.id))
+                .where(*where, Lead.crm_created_at < before, Lead.crm_created_at >= since)
+                .group_by(Lead.company_key)
+            )
+        rows.extend(session.execute(stmt).all())
+    columns = ["id", "company_key", "crm_created_at"] if before is None else ["company_key", "crm_created_at", "count"]
+    df = pd.DataFrame([tuple(r) for r in rows], columns=columns)
+    df["crm_created_at"] = _utc(df["crm_created_at"])
+    return df
+
+
+# ------------------------------------------------------------------- lead field normalisation
+
+
+def clean_text(s: pd.Series, *, max_len: int = 64) -> pd.Series:
+    """Strip, collapse spaces, title-case; placeholders ("N/A", "Select", "-1", "none") → NA."""
+    text = s.astype("string").str.strip().str.replace(r"\s+", " ", regex=True)
+    lower = text.str.lower()
+    text = text.where(~lower.isin(_ALL_PLACEHOLDERS).fillna(True))
+    return text.str.lower().str.slice(0, max_len).str.title()
+
+
+def normalise_country(s: pd.Series) -> pd.Series:
+    """Country names in one spelling ("usa", "U.S." → "United States")."""
+    text = s.astype("string").str.strip().str.lower()
+    mapped = text.map(lambda v: _COUNTRY_ALIASES.get(v, v) if isinstance(v, str) else v)
+    return clean_text(mapped.astype("string"))
+
+
+def _band(values: pd.Series, bands: tuple[tuple[float, str], ...], low: float, high: float) -> pd.Series:
+    num = pd.to_numeric(values, errors="coerce").astype("float64")
+    valid = (num >= low) & (num <= high)
+    edges = [-np.inf] + [b for b, _ in bands]
+    labels = [name for _, name in bands]
+    out = pd.cut(num.where(valid), bins=edges, labels=labels, right=True)
+    return pd.Series(out.astype(object), index=values.index).where(valid, None).astype("string")
+
+
+def employee_band(employees: pd.Series) -> pd.Series:
+    """Headcount bands ("201-1000"); absent, zero, negative or absurd headcounts → NA."""
+    return _band(employees, EMPLOYEE_BANDS, 1, MAX_EMPLOYEES)
+
+
+def revenue_band(revenue: pd.Series) -> pd.Series:
+    """Annual revenue bands in USD ("10M-50M"); absent, non-positive or absurd → NA."""
+    return _band(revenue, REVENUE_BANDS, 1, MAX_REVENUE)
+
+
+def _absurd(values: pd.Series, high: float) -> pd.Series:
+    num = pd.to_numeric(values, errors="coerce")
+    return (num.notna() & ((num < 1) | (num > high))).astype("int64")
+
+
+# ------------------------------------------------------------------------- feature frame
+
+
+def _snapshot_series(leads: pd.DataFrame, snapshots: pd.Series | datetime) -> pd.Series:
+    if isinstance(snapshots, datetime):
+        if snapshots.tzinfo is None:
+            raise ValueError("snapshot time must be timezone-aware (UTC)")
+        return _utc(pd.Series([snapshots] * len(leads), index=leads.index))
+    if len(snapshots) != len(leads):
+        raise ValueError("snapshots must have one time per lead row")
+    return _utc(pd.Series(snapshots.to_numpy(), index=leads.index))
+
+
+def _company_keys(leads: pd.DataFrame) -> pd.Series:
+    given = leads["company_key"] if "company_key" in leads else pd.Series(None, index=leads.index)
+    derived = [
+        personas.company_key(c if isinstance(c, str) else None, e if isinstance(e, str) else None)
+        for c, e in zip(leads["company"], leads["email"], strict=True)
+    ]
+    keys = given.astype("string").where(given.notna(), pd.Series(derived, index=leads.index, dtype="string"))
+    return keys
+
+
+def _committee_size(
+    lead_ids: np.ndarray,
+    keys: pd.Series,
+    snaps: pd.Series,
+    peers: pd.DataFrame,
+    stored_keys: pd.Series,
+    created: pd.Series,
+) -> np.ndarray:
+    """Other leads at the same company created in the window before each row's snapshot.
+
+    The window is [snapshot - COMMITTEE_WINDOW_DAYS, snapshot).
+
+    ``peers`` rows are leads (with ``id``) or per-company counts (with ``count``; see
+    :func:`load_company_peers`), which include every lead with a stored company key.
+    """
+    n = len(lead_ids)
+    out = np.zeros(n, dtype="float64")
+    known = keys.notna().to_numpy()
+    peers = peers[peers["company_key"].notna()]
+    if not known.any() or peers.empty:
+        return out
+    codes, _ = pd.factorize(pd.concat([peers["company_key"].astype("string"), keys[known]]))
+    peer_codes = codes[: len(peers)].astype("int64")
+    row_codes = codes[len(peers) :].astype("int64")
+    # One sortable int per (company, second); a cumulative sum over the sorted peers then counts
+    # (weighted) peers before a time with two binary searches.
+    scale = np.int64(10**11)
+    peer_sec = _utc(peers["crm_created_at"]).astype("int64").to_numpy() // 10**9
+    row_sec = snaps[known].astype("int64").to_numpy() // 10**9
+    weights = peers["count"].to_numpy(dtype="float64") if "count" in peers else np.ones(len(peers))
+    composite = peer_codes * scale + peer_sec
+    order = np.argsort(composite, kind="stable")
+    composite = composite[order]
+    cumulative = np.concatenate([[0.0], np.cumsum(weights[order])])
+    window = np.int64(COMMITTEE_WINDOW_DAYS * 86_400)
+    before = np.searchsorted(composite, row_codes * scale + row_sec, side="left")
+    start = np.searchsorted(composite, row_codes * scale + (row_sec - window), side="left")
+    count = cumulative[before] - cumulative[start]
+    # The lead itself is among the peers when created before the snapshot: not its own colleague.
+    if "id" in peers:
+        peer_created = dict(zip(peers["id"].to_numpy().tolist(), peer_sec.tolist(), strict=True))
+        self_sec = np.array([peer_created.get(int(i), np.iinfo(np.int64).max) for i in lead_ids[known]])
+        count -= ((self_sec < row_sec) & (self_sec >= row_sec - window)).astype("float64")
+    else:
+        own = stored_keys[known].astype("string")
+        counted = (own.notna() & (own == keys[known])).fillna(False).to_numpy(dtype=bool)
+        own_sec = _utc(created[known]).astype("int64").to_numpy() // 10**9
+        count -= (counted & (own_sec < row_sec) & (own_sec >= row_sec - window)).astype("float64")
+    out[known] = np.maximum(count, 0)
+    return out
+
+
+def _activity_features(lead_ids: np.ndarray, snaps: pd.Series, activities: pd.DataFrame) -> dict[str, np.ndarray]:
+    n = len(lead_ids)
+    n_types = len(ENGAGEMENT_TYPES)
+    rows = pd.DataFrame({"row": np.arange(n), "lead_id": lead_ids.astype("int64"),
+                         "snap": snaps.astype("int64").to_numpy()})
+    act = activities.loc[:, list(ACTIVITY_COLUMNS)].copy()
+    act["lead_id"] = act["lead_id"].astype("int64")
+    act["at"] = _utc(act["occurred_at"]).astype("int64")
+    m = act.merge(rows, on="lead_id", how="inner")
+    # Strictly before the snapshot: an event at the snapshot instant is not yet known.
+    m = m[m["at"].to_numpy() < m["snap"].to_numpy()]
+    row = m["row"].to_numpy()
+    age = (m["snap"].to_numpy() - m["at"].to_numpy()) / _DAY_NS
+    type_codes = {t: i for i, t in enumerate(ENGAGEMENT_TYPES)}
+    code = m["type"].map(type_codes).fillna(-1).to_numpy(dtype="int64")
+    engaged = code >= 0
+    detail = m["detail"].astype("string")
+    out: dict[str, np.ndarray] = {}
+
+    for w in WINDOWS_DAYS:
+        mask = engaged & (age < w)
+        counts = np.bincount(row[mask] * n_types + code[mask], minlength=n * n_types).reshape(n, n_types)
+        for j, t in enumerate(ENGAGEMENT_TYPES):
+            out[f"{t}_{w}d"] = counts[:, j].astype("float64")
+        if w == 30:
+            out["engagement_30d"] = counts.sum(axis=1).astype("float64")
+
+    last = np.full(n, np.nan)
+    if engaged.any():
+        mins = pd.Series(age[engaged]).groupby(row[engaged]).min()
+        last[mins.index.to_numpy()] = np.floor(mins.to_numpy())
+    out["days_since_last_engagement"] = last
+
+    prev = engaged & (age >= 30) & (age < 60)
+    out["engagement_velocity"] = out["engagement_30d"] - np.bincount(row[prev], minlength=n)
+
+    is_content = np.isin(code, [ENGAGEMENT_TYPES.index(t) for t in CONTENT_TYPES])
+    content_key = detail.fillna(m["type"].astype("string")).str.lower().to_numpy(dtype=object)
+    is_intent = (
+        (code == ENGAGEMENT_TYPES.index("web_visit"))
+        & detail.str.contains(HIGH_INTENT_PATTERN, regex=True).fillna(False).to_numpy(dtype=bool)
+    )
+    for w in (7, 30):
+        window = age < w
+        sel = is_content & window
+        distinct = pd.DataFrame({"row": row[sel], "key": content_key[sel]}).drop_duplicates()
+        out[f"content_depth_{w}d"] = np.bincount(distinct["row"].to_numpy(dtype="int64"), minlength=n).astype(
+            "float64"
+        )
+        out[f"high_intent_visits_{w}d"] = np.bincount(row[is_intent & window], minlength=n).astype("float64")
+    return out
+
+
+def _attribute_columns(leads: pd.DataFrame) -> pd.DataFrame:
+    if "attributes" not in leads:
+        return pd.DataFrame(index=leads.index)
+    records = [a if isinstance(a, dict) else {} for a in leads["attributes"]]
+    raw = pd.DataFrame.from_records(records, index=leads.index)
+    out: dict[str, pd.Series] = {}
+    for name in sorted(raw.columns, key=str):
+        col = raw[name]
+        safe = ATTRIBUTE_PREFIX + re.sub(r"[^0-9a-zA-Z_]+", "_", str(name)).strip("_").lower()
+        as_number = pd.to_numeric(col, errors="coerce")
+        if col.notna().any() and as_number.notna().sum() == col.notna().sum() and not pd.api.types.is_bool_dtype(col):
+            out[safe] = as_number.astype("float64")
+        else:
+            out[safe] = clean_text(col.map(lambda v: None if v is None else str(v)).astype("string"))
+    return pd.DataFrame(out, index=leads.index)
+
+
+def build_feature_frame(
+    leads: pd.DataFrame,
+    activities: pd.DataFrame,
+    snapshots: pd.Series | datetime,
+    *,
+    company_peers: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """Features of each lead row as known at its snapshot time (same index as ``leads``).
+
+    ``leads`` has :data:`LEAD_COLUMNS` (one row per example: a lead may appear once per snapshot);
+    ``snapshots`` is one time for all rows or a Series aligned row by row. Only activity strictly
+    before a row's snapshot counts; ``company_peers`` are the leads counted for the buying
+    committee (default: the ``leads`` frame itself; see :func:`load_company_peers`). Outcome
+    fields, owner and ``raw`` are never read. Columns: :data:`FEATURE_SPEC` plus ``attr_*``
+    columns for mapped custom fields (see :func:`feature_spec_for`).
+    """
+    snaps = _snapshot_series(leads, snapshots)
+    lead_ids = leads["id"].to_numpy(dtype="int64")
+    created = _utc(leads["crm_created_at"])
+    features: dict[str, Any] = {}
+
+    features.update(_activity_features(lead_ids, snaps, activities))
+    keys = _company_keys(leads)
+    peers = company_peers if company_peers is not None else leads[["id", "crm_created_at"]].assign(
+        company_key=keys
+    ).drop_duplicates("id")
+    stored = leads["company_key"] if "company_key" in leads else pd.Series(None, index=leads.index)
+    features["committee_size"] = _committee_size(lead_ids, keys, snaps, peers, stored, created)
+    features["lead_age_days"] = np.floor(
+        np.maximum((snaps - created).dt.total_seconds().to_numpy() / 86_400, 0)
+    )
+
+    cats: dict[str, pd.Series] = {
+        "industry": clean_text(leads["industry"]),
+        "employee_band": employee_band(leads["employees"]),
+        "revenue_band": revenue_band(leads["annual_revenue"]),
+        "country": normalise_country(leads["country"]),
+        "lead_source": clean_text(leads["lead_source"]),
+        "campaign": clean_text(leads["campaign"], max_len=80),
+    }
+    titles = leads["title"].astype("string")
+    unique_titles = titles.dropna().unique()
+    seniority_of = {t: personas.seniority(str(t)) for t in unique_titles}
+    department_of = {t: personas.department(str(t)) for t in unique_titles}
+    cats["seniority"] = titles.map(seniority_of).astype("string")
+    cats["department"] = titles.map(department_of).astype("string")
+    emails = leads["email"]
+    free = emails.map(lambda e: personas.is_free_mail(e) if isinstance(e, str) else None)
+    cats["email_type"] = free.map({True: "Free-mail", False: "Corporate"}).astype("string")
+
+    present = {
+        "email": cats["email_type"].notna(),
+        "title": clean_text(leads["title"]).notna(),
+        "company": clean_text(leads["company"]).notna(),
+        "industry": cats["industry"].notna(),
+        "employee_band": cats["employee_band"].notna(),
+        "revenue_band": cats["revenue_band"].notna(),
+        "country": cats["country"].notna(),
+        "lead_source": cats["lead_source"].notna(),
+    }
+    features["missing_fields"] = sum((~present[f]).astype("int64") for f in _DQ_FIELDS).to_numpy(dtype="float64")
+    junk = (
+        leads["first_name"].astype("string").str.strip().str.match(_JUNK_NAME).fillna(False).astype("int64")
+        + leads["last_name"].astype("string").str.strip().str.match(_JUNK_NAME).fillna(False).astype("int64")
+        + emails.astype("string").str.contains(_JUNK_EMAIL, regex=True).fillna(False).astype("int64")
+        + (emails.notna() & cats["email_type"].isna()).astype("int64")  # an address with no domain
+        + _absurd(leads["employees"], MAX_EMPLOYEES)
+        + _absurd(leads["annual_revenue"], MAX_REVENUE)
+    )
+    features["junk_flags"] = junk.to_numpy(dtype="float64")
+
+    frame = pd.DataFrame({k: np.asarray(v, dtype="float64") for k, v in features.items()}, index=leads.index)
+    for name, series in cats.items():
+        frame[name] = series.to_numpy(dtype=object, na_value=None)
+    frame = frame[list(FEATURE_SPEC.columns)]
+    attrs = _attribute_columns(leads)
+    if not attrs.empty:
+        frame = pd.concat([frame, attrs], axis=1)
+    return frame
+
+
+def feature_spec_for(frame: pd.DataFrame) -> FeatureSpec:
+    """:data:`FEATURE_SPEC` plus the frame's ``attr_*`` columns, numeric or categorical by dtype."""
+    numeric = list(FEATURE_SPEC.numeric)
+    categorical = list(FEATURE_SPEC.categorical)
+    for col in frame.columns:
+        if not str(col).startswith(ATTRIBUTE_PREFIX):
+            continue
+        (numeric if pd.api.types.is_numeric_dtype(frame[col]) else categorical).append(str(col))
+    return FeatureSpec(numeric=tuple(numeric), categorical=tuple(categorical))
+
+
+def align_to_spec(frame: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
+    """Add the spec's columns a frame lacks (custom fields nobody filled in now) as missing."""
+    missing = [c for c in spec.columns if c not in frame.columns]
+    if not missing:
+        return frame
+    extra = pd.DataFrame({c: [np.nan] * len(frame) for c in missing}, index=frame.index)
+    return pd.concat([frame, extra], axis=1)

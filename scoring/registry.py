@@ -1,0 +1,214 @@
+"""The model registry: every trained model is a ``model_version`` row; one champion per segment.
+
+Status moves candidate → champion → retired. :func:`promote` makes a version the champion of its
+segment (the old champion retires); :func:`rollback` brings back the champion that preceded the
+current one. Versions are never deleted. ``segment`` None is the global model; a per-segment
+model is named ``"<feature>=<value>"`` (e.g. ``"seniority=VP"``) and scoring falls back to the
+global champion wherever a segment has none.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from config.errors import LeadscoreError
+from scoring.frame import FeatureSpec
+from scoring.training import TrainedModel, TrainingResult
+from store.models import ModelVersion
+
+CANDIDATE = "candidate"
+CHAMPION = "champion"
+RETIRED = "retired"
+_CACHE_SIZE = 16
+_cache: OrderedDict[tuple[int, str], TrainedModel] = OrderedDict()
+_cache_lock = threading.Lock()
+
+
+class RegistryError(LeadscoreError):
+    """A registry operation that cannot be done (unknown version, nothing to roll back to)."""
+
+
+def segment_name(feature: str, value: str) -> str:
+    """The registry's name of a segment: ``"seniority=VP"``."""
+    return f"{feature}={value}"
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float):
+        return value if value == value and value not in (float("inf"), float("-inf")) else None
+    if isinstance(value, str | int | bool) or value is None:
+        return value
+    if hasattr(value, "item"):  # numpy scalars
+        return _json_safe(value.item())
+    return str(value)
+
+
+def _new_version(session: Session, artifact: bytes, now: datetime) -> str:
+    digest = hashlib.sha256(artifact).hexdigest()
+    for width in range(4, 17):
+        version = f"m{now:%Y%m%d-%H%M%S}-{digest[:width]}"
+        if session.scalar(select(ModelVersion.id).where(ModelVersion.version == version)) is None:
+            return version
+    raise RegistryError("could not make a unique model version name")  # 13 sha256 collisions
+
+
+def register(
+    session: Session,
+    result: TrainingResult,
+    *,
+    segment: str | None = None,
+    train_window: tuple[datetime | None, datetime | None],
+    status: str = CANDIDATE,
+    notes: str | None = None,
+    extra_params: dict[str, Any] | None = None,
+) -> ModelVersion:
+    """Store a training result as a new model version (``status`` candidate unless told).
+
+    The version string is ``m<UTC time>-<artifact hash prefix>``, unique. Registering a champion
+    retires the segment's previous champion. The model card is rendered and stored with it.
+    """
+    from scoring.card import render_model_card
+
+    if status not in (CANDIDATE, CHAMPION):
+        raise ValueError("register a model as 'candidate' or 'champion'")
+    artifact = result.model.to_bytes()
+    now = datetime.now(UTC)
+    version = _new_version(session, artifact, now)
+    params = dict(result.params)
+    params["spec"] = result.spec.to_dict()
+    params["split"] = result.split
+    if extra_params:
+        params.update(extra_params)
+    start, end = train_window
+    card = render_model_card(result, version=version, train_window=(start, end), notes=notes or "")
+    mv = ModelVersion(
+        version=version,
+        status=CANDIDATE,
+        segment=segment,
+        family=result.model.family,
+        artifact=artifact,
+        metrics=_json_safe(result.metrics),
+        audit=_json_safe(result.audit.to_dict()),
+        features=list(result.spec.columns),
+        params=_json_safe(params),
+        train_start=start,
+        train_end=end,
+        card=card,
+        notes=notes,
+        created_at=now,
+    )
+    session.add(mv)
+    session.flush()
+    if status == CHAMPION:
+        promote(session, version)
+    return mv
+
+
+def get_version(session: Session, version: str) -> ModelVersion:
+    """The model version named ``version``; raises :class:`RegistryError` if there is none."""
+    mv = session.scalar(select(ModelVersion).where(ModelVersion.version == version))
+    if mv is None:
+        raise RegistryError(f"unknown model version {version!r} (see the registry's list of versions)")
+    return mv
+
+
+def champion(session: Session, segment: str | None = None) -> ModelVersion | None:
+    """The champion of ``segment`` (None: the global model), or None if there is none yet."""
+    stmt = select(ModelVersion).where(ModelVersion.status == CHAMPION)
+    stmt = stmt.where(ModelVersion.segment.is_(None) if segment is None else ModelVersion.segment == segment)
+    return session.scalars(stmt.order_by(ModelVersion.promoted_at.desc(), ModelVersion.id.desc())).first()
+
+
+def segment_champions(session: Session) -> dict[str, ModelVersion]:
+    """Every per-segment champion by segment name (the global model is not included)."""
+    rows = session.scalars(
+        select(ModelVersion).where(ModelVersion.status == CHAMPION, ModelVersion.segment.is_not(None))
+    ).all()
+    return {mv.segment: mv for mv in rows if mv.segment is not None}
+
+
+def promote(session: Session, version: str) -> ModelVersion:
+    """Make ``version`` the champion of its segment; the previous champion becomes retired."""
+    mv = get_version(session, version)
+    if mv.status == CHAMPION:
+        return mv
+    current = champion(session, mv.segment)
+    if current is not None:
+        current.status = RETIRED
+    mv.status = CHAMPION
+    mv.promoted_at = datetime.now(UTC)
+    session.flush()
+    return mv
+
+
+def rollback(session: Session, segment: str | None = None) -> ModelVersion:
+    """Retire the current champion and bring back the one promoted before it.
+
+    "Before" is by promotion time, so repeated rollbacks walk further back rather than
+    alternating between two versions.
+    """
+    current = champion(session, segment)
+    if current is None:
+        raise RegistryError("no champion model to roll back")
+    stmt = select(ModelVersion).where(
+        ModelVersion.status == RETIRED,
+        ModelVersion.promoted_at.is_not(None),
+        ModelVersion.id != current.id,
+    )
+    stmt = stmt.where(ModelVersion.segment.is_(None) if segment is None else ModelVersion.segment == segment)
+    if current.promoted_at is not None:
+        stmt = stmt.where(ModelVersion.promoted_at < current.promoted_at)
+    previous = session.scalars(stmt.order_by(ModelVersion.promoted_at.desc(), ModelVersion.id.desc())).first()
+    if previous is None:
+        raise RegistryError(f"no earlier champion to roll back to (current: {current.version})")
+    current.status = RETIRED
+    previous.status = CHAMPION
+    session.flush()
+    return previous
+
+
+def list_versions(session: Session) -> list[ModelVersion]:
+    """All model versions, newest first."""
+    return list(session.scalars(select(ModelVersion).order_by(ModelVersion.created_at.desc(), ModelVersion.id.desc())))
+
+
+def load_model(mv: ModelVersion) -> TrainedModel:
+    """The trained model of a version, deserialised once per process (cached by id and version)."""
+    key = (mv.id, mv.version)
+    with _cache_lock:
+        cached = _cache.get(key)
+        if cached is not None:
+            _cache.move_to_end(key)
+            return cached
+    model = TrainedModel.from_bytes(mv.artifact)
+    with _cache_lock:
+        _cache[key] = model
+        while len(_cache) > _CACHE_SIZE:
+            _cache.popitem(last=False)
+    return model
+
+
+def stored_spec(mv: ModelVersion) -> FeatureSpec:
+    """The feature spec a version was trained with."""
+    spec = (mv.params or {}).get("spec")
+    if isinstance(spec, dict):
+        return FeatureSpec.from_dict(spec)
+    return load_model(mv).spec
+
+
+def recorded_test_auc(mv: ModelVersion) -> float | None:
+    """The selected family's test AUC recorded at training time (None if not recorded)."""
+    family = mv.family
+    value = (mv.metrics or {}).get(family, {}).get("test", {}).get("auc")
+    return float(value) if isinstance(value, int | float) else None

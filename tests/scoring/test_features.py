@@ -1,0 +1,277 @@
+"""Features: point-in-time honesty, normalisation, windows, committee, custom fields, personas."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+from sqlalchemy.orm import Session
+
+from scoring import personas
+from scoring.dataset import build_training_set
+from scoring.features import (
+    FEATURE_SPEC,
+    build_feature_frame,
+    feature_spec_for,
+    load_activities_frame,
+    load_leads_frame,
+)
+from tests.factories import BASE_TIME, add_activities, make_activity, make_connection, make_lead
+
+DAY = timedelta(days=1)
+
+
+def _frames(session: Session, at: datetime) -> tuple[pd.DataFrame, pd.DataFrame]:
+    leads = load_leads_frame(session)
+    return leads, load_activities_frame(session, None, before=at)
+
+
+def test_activity_after_snapshot_or_conversion_never_reaches_a_feature(sqlite_session: Session) -> None:
+    conn = make_connection(sqlite_session)
+    t0 = BASE_TIME
+    lead = make_lead(sqlite_session, conn, crm_created_at=t0, converted_at=t0 + 30 * DAY)
+    # Known at the day-7 snapshot: one pricing visit on day 3.
+    make_activity(sqlite_session, lead, "web_visit", t0 + 3 * DAY, "/pricing")
+    # After the day-7 snapshot but before conversion: only the day-21 snapshot may see it.
+    make_activity(sqlite_session, lead, "email_click", t0 + 10 * DAY)
+    # After the conversion: onboarding meetings, calls and pricing visits. Never a feature.
+    add_activities(sqlite_session, lead, [("meeting", t0 + 31 * DAY + i * DAY, None) for i in range(5)])
+    add_activities(sqlite_session, lead, [("web_visit", t0 + 35 * DAY, "/pricing")] * 4)
+    add_activities(sqlite_session, lead, [("call", t0 + 40 * DAY, None)])
+    # An event exactly at a snapshot instant is not yet known either.
+    make_activity(sqlite_session, lead, "call", t0 + 21 * DAY)
+    as_of = t0 + 400 * DAY
+
+    tset = build_training_set(sqlite_session, as_of=as_of)
+    frame = tset.frame.set_index(tset.frame["snapshot_at"] - t0)
+    # Day 60 is after the conversion: not an example at all.
+    assert sorted(frame.index.days) == [1, 7, 21]
+    assert frame["converted"].tolist() == [1, 1, 1]
+    assert (frame["meeting_90d"] == 0).all() and (frame["call_90d"] == 0).all()
+    assert frame["web_visit_90d"].tolist() == [0, 1, 1]
+    assert frame["high_intent_visits_30d"].tolist() == [0, 1, 1]
+    assert frame["email_click_90d"].tolist() == [0, 0, 1]
+    assert frame.loc[pd.Timedelta(days=7), "days_since_last_engagement"] == 4
+    assert np.isnan(frame.loc[pd.Timedelta(days=1), "days_since_last_engagement"])
+
+
+def test_outcome_fields_owner_and_raw_do_not_change_features(sqlite_session: Session) -> None:
+    conn = make_connection(sqlite_session)
+    lead = make_lead(sqlite_session, conn)
+    make_activity(sqlite_session, lead, "meeting", BASE_TIME + 2 * DAY)
+    at = BASE_TIME + 10 * DAY
+    leads, acts = _frames(sqlite_session, at)
+    before = build_feature_frame(leads, acts, at)
+    changed = leads.copy()
+    changed["is_converted"] = True
+    changed["converted_at"] = pd.Timestamp(BASE_TIME + 5 * DAY)
+    changed["status"] = "Converted"
+    changed["owner_crm_id"] = "005OTHER"
+    changed["raw"] = [{"Status": "Closed Won", "Amount": 1e6}]
+    pd.testing.assert_frame_equal(before, build_feature_frame(changed, acts, at))
+
+
+def test_normalisation_placeholders_casing_and_absurd_numbers() -> None:
+    leads = pd.DataFrame(
+        {
+            "id": [1, 2, 3, 4],
+            "email": ["a@acme.com", "b@gmail.com", None, "test@example.com"],
+            "first_name": ["Ann", "Bo", "Cy", "Test"],
+            "last_name": ["Xu", "Yang", "Zed", "asdf"],
+            "title": ["VP of Engineering", "Select", "CEO", None],
+            "company": ["Acme Inc", "N/A", "Beta", "-1"],
+            "company_key": [None, None, None, None],
+            "industry": ["software", "SOFTWARE ", "N/A", "Select"],
+            "employees": [250, -1, 99_999_999, None],
+            "annual_revenue": [2e7, 0, 5e14, None],
+            "country": ["usa", "United States", "none", "Germany"],
+            "lead_source": ["Web", "web", "-1", None],
+            "campaign": [None, "Spring Webinar", None, None],
+            "crm_created_at": [BASE_TIME] * 4,
+            "attributes": [{}, {}, {}, {}],
+        }
+    )
+    acts = pd.DataFrame({"lead_id": [], "type": [], "occurred_at": [], "detail": []})
+    f = build_feature_frame(leads, acts, BASE_TIME + DAY)
+    assert f["industry"].tolist()[:2] == ["Software", "Software"]
+    assert pd.isna(f["industry"].iloc[2]) and pd.isna(f["industry"].iloc[3])
+    assert f["country"].tolist()[:2] == ["United States", "United States"]
+    assert pd.isna(f["country"].iloc[2])
+    assert f["employee_band"].iloc[0] == "201-1000"
+    assert pd.isna(f["employee_band"].iloc[1]) and pd.isna(f["employee_band"].iloc[2])
+    assert pd.isna(f["revenue_band"].iloc[2])
+    assert f["lead_source"].tolist()[:2] == ["Web", "Web"] and pd.isna(f["lead_source"].iloc[2])
+    assert f["email_type"].tolist()[:2] == ["Corporate", "Free-mail"] and pd.isna(f["email_type"].iloc[2])
+    assert f["seniority"].iloc[0] == "VP" and f["department"].iloc[0] == "Engineering"
+    assert pd.isna(f["seniority"].iloc[1])
+    assert f["junk_flags"].iloc[0] == 0 and f["junk_flags"].iloc[2] >= 2 and f["junk_flags"].iloc[3] >= 3
+    assert f["missing_fields"].iloc[0] == 0 and f["missing_fields"].iloc[3] >= 5
+    assert list(f.columns) == FEATURE_SPEC.columns
+
+
+def test_activity_windows_velocity_content_and_intent(sqlite_session: Session) -> None:
+    conn = make_connection(sqlite_session)
+    lead = make_lead(sqlite_session, conn, crm_created_at=BASE_TIME - 200 * DAY)
+    at = BASE_TIME
+    events = [
+        ("web_visit", at - 2 * DAY, "/pricing"),
+        ("web_visit", at - 3 * DAY, "/demo"),
+        ("web_visit", at - 4 * DAY, "/contact-sales"),
+        ("web_visit", at - 5 * DAY, "/blog/post"),
+        ("web_visit", at - 20 * DAY, "/pricing"),
+        ("content_download", at - 1 * DAY, "Buyer's guide"),
+        ("content_download", at - 6 * DAY, "Buyer's guide"),
+        ("webinar", at - 25 * DAY, "Live demo"),
+        ("email_open", at - 40 * DAY, None),
+        ("email_open", at - 45 * DAY, None),
+        ("email_send", at - 1 * DAY, None),  # our action, not theirs
+        ("meeting", at - 100 * DAY, None),  # beyond every window
+    ]
+    add_activities(sqlite_session, lead, events)
+    leads, acts = _frames(sqlite_session, at)
+    f = build_feature_frame(leads, acts, at).iloc[0]
+    assert (f["web_visit_7d"], f["web_visit_30d"], f["web_visit_90d"]) == (4, 5, 5)
+    assert f["high_intent_visits_7d"] == 3 and f["high_intent_visits_30d"] == 4
+    assert f["content_depth_7d"] == 1 and f["content_depth_30d"] == 2
+    assert f["email_open_30d"] == 0 and f["email_open_90d"] == 2
+    assert f["meeting_90d"] == 0
+    assert f["engagement_30d"] == 8
+    assert f["engagement_velocity"] == 8 - 2
+    assert f["days_since_last_engagement"] == 1
+    assert f["lead_age_days"] == 200
+
+
+def test_committee_counts_only_colleagues_created_before_the_snapshot(sqlite_session: Session) -> None:
+    conn = make_connection(sqlite_session)
+    mk = {"company": "Globex Corp.", "email": None}
+    first = make_lead(sqlite_session, conn, crm_created_at=BASE_TIME, **mk)
+    make_lead(sqlite_session, conn, crm_created_at=BASE_TIME + 2 * DAY, **mk)
+    make_lead(sqlite_session, conn, crm_created_at=BASE_TIME + 9 * DAY, company="GLOBEX, Corp", email=None)
+    make_lead(sqlite_session, conn, crm_created_at=BASE_TIME + 3 * DAY, is_deleted=True, **mk)
+    make_lead(sqlite_session, conn, crm_created_at=BASE_TIME, company="Initech", email=None)
+    leads = load_leads_frame(sqlite_session)
+    live = leads[~leads["is_deleted"]]
+    peers = live[["id", "company_key", "crm_created_at"]]
+    acts = load_activities_frame(sqlite_session, None, before=BASE_TIME + 100 * DAY)
+    row = live[live["id"] == first.id]
+    sizes = [
+        build_feature_frame(row, acts, BASE_TIME + d * DAY, company_peers=peers)["committee_size"].iloc[0]
+        for d in (1, 5, 10, 93, 200)
+    ]
+    # Colleagues count for 90 days after they became leads: the committee is who is active now.
+    assert sizes == [0, 1, 2, 1, 0]
+
+
+def test_custom_attributes_become_typed_features() -> None:
+    leads = pd.DataFrame(
+        {
+            "id": [1, 2, 3], "email": [None] * 3, "first_name": [None] * 3, "last_name": [None] * 3,
+            "title": [None] * 3, "company": [None] * 3, "company_key": [None] * 3, "industry": [None] * 3,
+            "employees": [None] * 3, "annual_revenue": [None] * 3, "country": [None] * 3,
+            "lead_source": [None] * 3, "campaign": [None] * 3, "crm_created_at": [BASE_TIME] * 3,
+            "attributes": [{"Seats Requested": 12, "Plan Interest": "enterprise"}, {"Seats Requested": "3"}, {}],
+        }
+    )
+    acts = pd.DataFrame({"lead_id": [], "type": [], "occurred_at": [], "detail": []})
+    f = build_feature_frame(leads, acts, BASE_TIME + DAY)
+    spec = feature_spec_for(f)
+    assert "attr_seats_requested" in spec.numeric and "attr_plan_interest" in spec.categorical
+    assert f["attr_seats_requested"].tolist()[:2] == [12.0, 3.0]
+    assert f["attr_plan_interest"].iloc[0] == "Enterprise"
+
+
+def test_snapshot_must_be_timezone_aware() -> None:
+    leads = pd.DataFrame({"id": [1], "crm_created_at": [BASE_TIME]})
+    with pytest.raises(ValueError, match="timezone-aware"):
+        build_feature_frame(leads, pd.DataFrame(), datetime(2026, 1, 1))  # noqa: DTZ001
+
+
+@pytest.mark.parametrize(
+    ("title", "level", "dept"),
+    [
+        ("VP of Engineering", "VP", "Engineering"),
+        ("Chief Financial Officer", "C-Level", "Finance"),
+        ("CTO", "C-Level", "IT"),
+        ("Director, Demand Generation", "Director", "Marketing"),
+        ("Head of Sales", "Director", "Sales"),
+        ("Senior Software Engineer", "Individual Contributor", "Engineering"),
+        ("IT Manager", "Manager", "IT"),
+        ("Marketing Coordinator", "Individual Contributor", "Marketing"),
+        ("Student", "Student", None),
+        ("Select", None, None),
+        ("", None, None),
+    ],
+)
+def test_personas_from_titles(title: str, level: str | None, dept: str | None) -> None:
+    assert personas.seniority(title) == level
+    assert personas.department(title) == dept
+
+
+@pytest.mark.parametrize(
+    ("company", "email", "key"),
+    [
+        ("Acme, Inc.", None, "acme"),
+        ("ACME Inc", "x@gmail.com", "acme"),
+        ("N/A", "jo@acme-logistics.com", "acme-logistics.com"),
+        (None, "jo@gmail.com", None),
+        ("Globex GmbH", None, "globex"),
+    ],
+)
+def test_company_key_normalisation(company: str | None, email: str | None, key: str | None) -> None:
+    assert personas.company_key(company, email) == key
+
+
+def test_free_mail() -> None:
+    assert personas.is_free_mail("a@Gmail.com") is True
+    assert personas.is_free_mail("a@acme.com") is False
+    assert personas.is_free_mail("no-at-sign") is None
+
+
+def test_vectorised_build_handles_many_leads_in_one_call() -> None:
+    n = 20_000
+    rng = np.random.default_rng(0)
+    leads = pd.DataFrame(
+        {
+            "id": np.arange(1, n + 1), "email": [f"p{i}@co{i % 500}.com" for i in range(n)],
+            "first_name": ["A"] * n, "last_name": ["B"] * n,
+            "title": rng.choice(["VP Sales", "Engineer", "CFO", "Student"], n),
+            "company": [f"Co {i % 500}" for i in range(n)],
+            "company_key": [f"co-{i % 500}" for i in range(n)], "industry": ["Software"] * n,
+            "employees": rng.integers(1, 10_000, n), "annual_revenue": [None] * n, "country": ["US"] * n,
+            "lead_source": ["Web"] * n, "campaign": [None] * n,
+            "crm_created_at": [BASE_TIME - timedelta(days=int(d)) for d in rng.integers(0, 300, n)],
+            "attributes": [{}] * n,
+        }
+    )
+    m = 200_000
+    acts = pd.DataFrame(
+        {
+            "lead_id": rng.integers(1, n + 1, m),
+            "type": rng.choice(["web_visit", "email_open", "meeting"], m),
+            "occurred_at": [BASE_TIME - timedelta(hours=int(h)) for h in rng.integers(1, 24 * 300, m)],
+            "detail": rng.choice(np.array(["/pricing", "/blog", None], dtype=object), m),
+        }
+    )
+    f = build_feature_frame(leads, acts, datetime(2026, 1, 1, tzinfo=UTC))
+    assert len(f) == n
+    assert f["web_visit_90d"].sum() > 0 and 0 < f["committee_size"].max() < n / 500
+
+
+def test_committee_from_per_company_counts_matches_per_lead_peers(sqlite_session: Session) -> None:
+    from scoring.features import load_company_peers
+
+    conn = make_connection(sqlite_session)
+    for i in range(12):
+        make_lead(sqlite_session, conn, crm_created_at=BASE_TIME + i * DAY, company=f"Firm {i % 3}", email=None)
+    make_lead(sqlite_session, conn, crm_created_at=BASE_TIME, company=None, email="solo@gmail.com")
+    at = BASE_TIME + 8 * DAY + timedelta(hours=1)
+    leads = load_leads_frame(sqlite_session)
+    acts = load_activities_frame(sqlite_session, None, before=at)
+    keys = leads["company_key"].dropna().tolist()
+    per_lead = build_feature_frame(leads, acts, at, company_peers=load_company_peers(sqlite_session, keys))
+    counted = build_feature_frame(leads, acts, at, company_peers=load_company_peers(sqlite_session, keys, before=at))
+    assert per_lead["committee_size"].tolist() == counted["committee_size"].tolist()
+    # Three colleagues per firm exist at the snapshot; leads created later still see all three.
+    assert sorted(per_lead["committee_size"].tolist()) == [0] + [2] * 9 + [3] * 3
