@@ -1,0 +1,346 @@
+"""Retraining: a challenger trained on recent data, compared with the champion, promoted by rule.
+
+:func:`retrain_if_due` trains when ``schedules.retrain_days`` have passed since the last training
+(champion or challenger, on the CRM clock) or when the latest monitor report is an alert newer
+than that training (at most every :data:`ALERT_COOLDOWN_DAYS` days while an alert persists; an
+alert-triggered challenger learns from the last :data:`ALERT_WINDOW_DAYS` only: the world changed).
+Data: labelled examples (point in time, as for ``leadscore train``) whose
+lead arrived in the last ``window_days`` before a *held-out* period; the held-out period is the
+last ``holdout_days`` of labelled leads, later than anything the challenger saw. Champion and
+challenger are scored on the same held-out examples.
+
+Promotion rule (tested against noise): let ``d`` be the challenger's improvement in
+``training.selection_metric`` on the held-out examples (for brier: champion − challenger), and
+``[lo, hi]`` a 90 % paired bootstrap interval of ``d`` resampling held-out *leads* (a lead's
+snapshots move together). With a healthy champion (latest monitor report not an alert) the
+challenger is promoted only when ``d > promotion_tolerance`` and ``lo > 0``: better by more than
+the tolerance, and not by chance. When the champion is under an alert, the bar is "at least as
+good within the tolerance, with confidence": ``lo > −promotion_tolerance``. Otherwise the
+challenger stays a candidate and its ``notes`` say why.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from config.app_config import MonitoringConfig, ScheduleConfig, TrainingConfig
+from scoring import registry
+from scoring.audit import InsufficientDataError
+from scoring.dataset import LEAD_ID_COLUMN, SNAPSHOT_COLUMN, SPLIT_COLUMN, TARGET, label_examples
+from scoring.features import (
+    align_to_spec,
+    build_feature_frame,
+    feature_spec_for,
+    load_activities_frame,
+    load_leads_frame,
+)
+from scoring.monitor import ALERT, ensure_reference, latest_report, trained_at
+from scoring.training import FAMILIES, TrainedModel, train_and_compare
+from store.models import ModelVersion
+
+log = logging.getLogger(__name__)
+
+DEFAULT_WINDOW_DAYS = 180
+DEFAULT_HOLDOUT_DAYS = 30
+BOOTSTRAP_ROUNDS = 300
+CONFIDENCE = 0.90
+MIN_HOLDOUT_POSITIVES = 20
+ALERT_COOLDOWN_DAYS = 3
+ALERT_WINDOW_DAYS = 60
+
+
+@dataclass
+class Comparison:
+    """Champion vs challenger on the same held-out examples."""
+
+    metric: str
+    champion: float
+    challenger: float
+    improvement: float  # positive = challenger better
+    ci_low: float
+    ci_high: float
+    rows: int
+    leads: int
+    positives: int
+    holdout_start: datetime
+    holdout_end: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "metric": self.metric, "champion": self.champion, "challenger": self.challenger,
+            "improvement": self.improvement, "ci_low": self.ci_low, "ci_high": self.ci_high,
+            "confidence": CONFIDENCE, "rows": self.rows, "leads": self.leads, "positives": self.positives,
+            "holdout_start": self.holdout_start.isoformat(), "holdout_end": self.holdout_end.isoformat(),
+        }
+
+
+@dataclass
+class RetrainOutcome:
+    """What :func:`retrain_if_due` decided and why."""
+
+    due: bool
+    reason: str
+    as_of: datetime
+    champion: str | None = None
+    challenger: str | None = None
+    promoted: bool = False
+    decision: str = ""
+    comparison: Comparison | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "due": self.due, "reason": self.reason, "as_of": self.as_of.isoformat(), "champion": self.champion,
+            "challenger": self.challenger, "promoted": self.promoted, "decision": self.decision,
+            "comparison": self.comparison.to_dict() if self.comparison else None, "details": self.details,
+        }
+
+
+def _metric(name: str, y: np.ndarray, p: np.ndarray, weight: np.ndarray | None = None) -> float:
+    """The selection metric, oriented so that higher is better (``weight``: bootstrap counts)."""
+    from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
+
+    if name == "brier":
+        return -float(brier_score_loss(y, p, sample_weight=weight))
+    present = y if weight is None else y[weight > 0]
+    if len(np.unique(present)) < 2:
+        return float("nan")
+    if name == "pr_auc":
+        return float(average_precision_score(y, p, sample_weight=weight))
+    return float(roc_auc_score(y, p, sample_weight=weight))
+
+
+def paired_bootstrap(
+    y: np.ndarray, champion: np.ndarray, challenger: np.ndarray, groups: np.ndarray, *, metric: str = "auc",
+    rounds: int = BOOTSTRAP_ROUNDS, confidence: float = CONFIDENCE, seed: int = 0,
+) -> tuple[float, float, float]:
+    """(improvement, low, high): challenger − champion in ``metric`` (higher better) on all rows,
+    and a ``confidence`` percentile interval from resampling whole ``groups`` (leads).
+
+    A resample is expressed as row weights (how often each row's lead was drawn), so both models
+    are always scored on exactly the same resampled rows.
+    """
+    y = np.asarray(y, dtype="int64")
+    champion = np.asarray(champion, dtype="float64")
+    challenger = np.asarray(challenger, dtype="float64")
+    d = _metric(metric, y, challenger) - _metric(metric, y, champion)
+    codes, uniques = pd.factorize(pd.Series(groups))
+    n_groups = len(uniques)
+    rng = np.random.default_rng(seed)
+    diffs: list[float] = []
+    for _ in range(rounds):
+        drawn = np.bincount(rng.integers(0, n_groups, n_groups), minlength=n_groups)
+        weight = drawn[codes].astype("float64")
+        value = _metric(metric, y, challenger, weight) - _metric(metric, y, champion, weight)
+        if math.isfinite(value):
+            diffs.append(value)
+    if not diffs:
+        return d, float("nan"), float("nan")
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(np.asarray(diffs), [tail, 1 - tail])
+    return d, float(low), float(high)
+
+
+def promotion_decision(comparison: Comparison, *, tolerance: float, champion_healthy: bool) -> tuple[bool, str]:
+    """The promotion rule of this module's docstring: (promote?, the reason in words)."""
+    c = comparison
+    summary = (f"{c.metric} {c.challenger:.4f} vs champion {c.champion:.4f} on {c.leads} held-out leads "
+               f"(improvement {c.improvement:+.4f}, {int(CONFIDENCE * 100)}% CI {c.ci_low:+.4f}..{c.ci_high:+.4f})")
+    if c.positives < MIN_HOLDOUT_POSITIVES or not math.isfinite(c.ci_low):
+        return False, f"kept as candidate: held-out set too small to judge ({c.positives} conversions); {summary}"
+    if champion_healthy:
+        if c.improvement > tolerance and c.ci_low > 0:
+            return True, f"promoted: better beyond tolerance {tolerance:g} and beyond noise; {summary}"
+        if c.improvement > tolerance:
+            return False, f"kept as candidate: the improvement could be noise; {summary}"
+        return False, f"kept as candidate: not better than the healthy champion by {tolerance:g}; {summary}"
+    if c.ci_low > -tolerance:
+        return True, (f"promoted: champion under alert and challenger at least as good "
+                      f"(tolerance {tolerance:g}); {summary}")
+    return False, f"kept as candidate: champion under alert but challenger not reliably as good; {summary}"
+
+
+def _versions(session: Session) -> list[ModelVersion]:
+    return list(session.scalars(select(ModelVersion).where(ModelVersion.segment.is_(None))))
+
+
+def _examples(
+    session: Session, *, as_of: datetime, horizon_days: int, created_from: datetime
+) -> tuple[pd.DataFrame, Any]:
+    """Labelled point-in-time examples of leads created since ``created_from`` (as in dataset.py,
+    with every live lead counted for the buying committee)."""
+    leads = load_leads_frame(session)
+    created = pd.to_datetime(leads["crm_created_at"], utc=True)
+    recent = leads[created >= pd.Timestamp(created_from)].reset_index(drop=True)
+    examples, _excluded = label_examples(recent, as_of=as_of, horizon_days=horizon_days)
+    if examples.empty:
+        return examples, None
+    activities = load_activities_frame(session, list(recent["id"]), before=as_of - timedelta(days=horizon_days))
+    peers = leads.loc[~leads["is_deleted"].astype(bool), ["id", "company_key", "crm_created_at"]]
+    features = build_feature_frame(examples, activities, examples[SNAPSHOT_COLUMN], company_peers=peers)
+    spec = feature_spec_for(features)
+    frame = features.copy()
+    frame[TARGET] = examples[TARGET].to_numpy()
+    frame[SNAPSHOT_COLUMN] = examples[SNAPSHOT_COLUMN].to_numpy()
+    frame[SPLIT_COLUMN] = examples[SPLIT_COLUMN].to_numpy()
+    frame[LEAD_ID_COLUMN] = examples["id"].to_numpy(dtype=np.int64)
+    return frame, spec
+
+
+def _predict(model: TrainedModel, frame: pd.DataFrame) -> np.ndarray:
+    return np.asarray(model.predict_proba(align_to_spec(frame, model.spec)), dtype="float64")
+
+
+def retrain_if_due(
+    session: Session,
+    *,
+    as_of: datetime | None = None,
+    training: TrainingConfig,
+    schedules: ScheduleConfig,
+    monitoring: MonitoringConfig,
+    seed: int = 0,
+    window_days: int = DEFAULT_WINDOW_DAYS,
+    holdout_days: int = DEFAULT_HOLDOUT_DAYS,
+    families: Sequence[str] = FAMILIES,
+    catboost_iterations: int = 600,
+    catboost_grid: Sequence[dict[str, Any]] | None = None,
+    force: bool = False,
+    alert_window_days: int = ALERT_WINDOW_DAYS,
+    alert_cooldown_days: float = ALERT_COOLDOWN_DAYS,
+    progress: Callable[[str], None] | None = None,
+) -> RetrainOutcome:
+    """Train a challenger when due, compare it with the champion on recent held-out leads, and
+    promote it if the rule allows (see the module docstring). Flushes, never commits.
+
+    ``monitoring`` is accepted so callers pass the whole config; the decision reads the latest
+    monitor report, which ``run_monitor`` wrote with it. ``force`` trains even when not due.
+    """
+    say = progress or (lambda _m: None)
+    as_of = as_of or datetime.now(UTC)
+    champion = registry.champion(session)
+    if champion is None:
+        return RetrainOutcome(False, "no champion yet: run `leadscore train` first", as_of)
+    versions = _versions(session)
+    last = max(trained_at(mv) for mv in versions)
+    report = latest_report(session, as_of=as_of)
+    age_days = (as_of - last).total_seconds() / 86_400
+    # A persisting alert is re-reported every day: it may trigger a retraining every few days, not daily.
+    alert_after_training = (report is not None and report.status == ALERT and report.as_of > last
+                            and age_days >= alert_cooldown_days)
+    if force:
+        reason = "forced"
+    elif age_days >= schedules.retrain_days:
+        reason = f"{age_days:.0f} days since the last training (retrain every {schedules.retrain_days})"
+    elif alert_after_training:
+        kinds = sorted({str(a.get("kind")) for a in (report.alerts if report else []) if a.get("level") == ALERT})
+        reason = f"monitor alert ({', '.join(kinds)}) since the last training"
+        # The world changed: learn from its most recent state only.
+        window_days = min(window_days, alert_window_days)
+    else:
+        return RetrainOutcome(False, f"not due: last training {age_days:.1f} days ago, no new alert", as_of,
+                              champion=champion.version)
+    outcome = RetrainOutcome(True, reason, as_of, champion=champion.version)
+    horizon = training.horizon_days
+    latest_labelled = as_of - timedelta(days=horizon)  # a snapshot's label is known from here back
+    holdout_end = latest_labelled
+    holdout_start = holdout_end - timedelta(days=holdout_days)
+    train_start = holdout_start - timedelta(days=window_days)
+    say(f"retraining ({reason}): window {train_start:%Y-%m-%d}..{holdout_start:%Y-%m-%d}, "
+        f"held out {holdout_start:%Y-%m-%d}..{holdout_end:%Y-%m-%d}")
+    frame, spec = _examples(session, as_of=as_of, horizon_days=horizon, created_from=train_start - timedelta(days=1))
+    if frame.empty or spec is None:
+        outcome.decision = "no labelled examples in the retraining window"
+        return outcome
+    split_at = pd.to_datetime(frame[SPLIT_COLUMN], utc=True)
+    in_holdout = (split_at >= pd.Timestamp(holdout_start)).to_numpy()
+    train_part = frame[~in_holdout & (split_at >= pd.Timestamp(train_start)).to_numpy()].reset_index(drop=True)
+    holdout = frame[in_holdout].reset_index(drop=True)
+    outcome.details = {"train_examples": len(train_part), "train_positives": int(train_part[TARGET].sum()),
+                       "holdout_examples": len(holdout), "holdout_positives": int(holdout[TARGET].sum())}
+    try:
+        result = train_and_compare(
+            train_part, target=TARGET, spec=spec, time_col=SPLIT_COLUMN, seed=seed,
+            min_per_class=training.min_per_class, on_insufficient=training.on_insufficient, families=families,
+            selection_metric=training.selection_metric, progress=say, catboost_iterations=catboost_iterations,
+            catboost_grid=catboost_grid,
+        )
+    except InsufficientDataError as exc:
+        outcome.decision = f"no challenger: {exc}"
+        log.info("retrain skipped: %s", exc)
+        return outcome
+    snaps = train_part[SNAPSHOT_COLUMN]
+    extra = {"as_of": as_of.isoformat(), "horizon_days": horizon, "snapshot_offsets_days": [1, 7, 21],
+             "examples": len(train_part), "positives": int(train_part[TARGET].sum()), "retrain": True,
+             "retrain_reason": reason}
+    challenger = registry.register(
+        session, result, train_window=(snaps.min().to_pydatetime(), snaps.max().to_pydatetime()),
+        extra_params=extra, notes="challenger (evaluation pending)",
+    )
+    outcome.challenger = challenger.version
+    comparison = compare_on_holdout(
+        registry.load_model(champion), result.model, holdout, metric=training.selection_metric, seed=seed,
+        holdout_start=holdout_start, holdout_end=holdout_end,
+    )
+    outcome.comparison = comparison
+    healthy = not (report is not None and report.status == ALERT)
+    promote, why = promotion_decision(comparison, tolerance=training.promotion_tolerance, champion_healthy=healthy)
+    outcome.decision = why
+    challenger.notes = why
+    challenger.params = {**(challenger.params or {}), "comparison": {**comparison.to_dict(),
+                                                                     "champion_version": champion.version}}
+    session.flush()
+    if promote:
+        registry.promote(session, challenger.version)
+        outcome.promoted = True
+        # Store the drift reference now, at training time, for the monitor.
+        ensure_reference(session, challenger, as_of=as_of)
+    log.info("retrain %s: %s", challenger.version, why)
+    return outcome
+
+
+def compare_on_holdout(
+    champion: TrainedModel,
+    challenger: TrainedModel,
+    holdout: pd.DataFrame,
+    *,
+    metric: str,
+    seed: int = 0,
+    holdout_start: datetime,
+    holdout_end: datetime,
+) -> Comparison:
+    """Both models on the same held-out examples, with a paired bootstrap over leads."""
+    y = holdout[TARGET].to_numpy(dtype="int64")
+    if len(holdout) == 0:
+        nan = float("nan")
+        return Comparison(metric, nan, nan, nan, nan, nan, 0, 0, 0, holdout_start, holdout_end)
+    p_champion = _predict(champion, holdout)
+    p_challenger = _predict(challenger, holdout)
+    groups = holdout[LEAD_ID_COLUMN].to_numpy()
+    d, low, high = paired_bootstrap(y, p_champion, p_challenger, groups, metric=metric, seed=seed)
+    sign = -1.0 if metric == "brier" else 1.0
+    return Comparison(
+        metric=metric, champion=sign * _metric(metric, y, p_champion),
+        challenger=sign * _metric(metric, y, p_challenger), improvement=d, ci_low=low, ci_high=high,
+        rows=len(holdout), leads=int(pd.Series(groups).nunique()), positives=int(y.sum()),
+        holdout_start=holdout_start, holdout_end=holdout_end,
+    )
+
+
+__all__ = [
+    "Comparison",
+    "RetrainOutcome",
+    "compare_on_holdout",
+    "paired_bootstrap",
+    "promotion_decision",
+    "retrain_if_due",
+]

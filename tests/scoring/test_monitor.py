@@ -1,0 +1,243 @@
+"""The monitor: PSI arithmetic, a monitor run on a trained store, freshness, alerts, webhook."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import threading
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from config.app_config import MonitoringConfig, TrainingConfig
+from scoring.monitor import (
+    REFERENCE_KEY,
+    auc_standard_error,
+    categorical_distribution,
+    numeric_distribution,
+    psi,
+    run_monitor,
+)
+from scoring.registry import champion
+from scoring.service import score_leads, train_from_store
+from store.db import make_engine
+from store.models import Base, Lead, LeadScore, MonitorReport, Outbox, SyncRun
+from tests.factories import BASE_TIME, make_lead, synthetic_population
+
+TRAIN_DAY = 300
+TRAINING = TrainingConfig(horizon_days=60, min_per_class=30)
+
+
+def as_of_day(n: float) -> datetime:
+    return BASE_TIME + timedelta(days=n)
+
+
+def build_trained_store(path: Path) -> Engine:
+    """A SQLite store with a synthetic funnel, a champion trained as of day 300 and current
+    scores written then (scored_at set to the CRM clock)."""
+    engine = make_engine(f"sqlite:///{path}")
+    Base.metadata.create_all(engine)
+    with Session(bind=engine, expire_on_commit=False) as session:
+        synthetic_population(session, leads=3000, seed=5, days=360)
+        now = as_of_day(TRAIN_DAY)
+        train_from_store(session, as_of=now, config=TRAINING, families=("catboost",), catboost_iterations=80)
+        score_leads(session, as_of=now, all=True)
+        session.execute(LeadScore.__table__.update().values(scored_at=now))
+        session.commit()
+    return engine
+
+
+def trained_store_copy(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
+    """A fresh copy of the trained store (built once per test session: training is the slow part)."""
+    template = tmp_path_factory.getbasetemp() / "trained-template.db"
+    if not template.exists():
+        build_trained_store(template).dispose()
+    copy = tmp_path_factory.mktemp(name) / "store.db"
+    shutil.copy(template, copy)
+    return copy
+
+
+@pytest.fixture(scope="module")
+def trained_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+    engine = make_engine(f"sqlite:///{trained_store_copy(tmp_path_factory, 'monitor')}")
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def session(trained_engine: Engine) -> Iterator[Session]:
+    """A session on the trained store whose changes are rolled back after the test."""
+    connection = trained_engine.connect()
+    outer = connection.begin()
+    s = Session(bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False)
+    try:
+        yield s
+    finally:
+        s.close()
+        outer.rollback()
+        connection.close()
+
+
+# ------------------------------------------------------------------------------------ arithmetic
+
+
+def test_psi_is_near_zero_for_the_same_distribution_and_large_for_a_shift() -> None:
+    rng = np.random.default_rng(0)
+    reference = rng.normal(0, 1, 5000)
+    dist = numeric_distribution(reference)
+    same = psi(dist.shares, dist.counts(rng.normal(0, 1, 5000)))
+    shifted = psi(dist.shares, dist.counts(rng.normal(1.0, 1, 5000)))
+    assert same < 0.01
+    assert shifted > 0.25
+
+
+def test_psi_counts_missing_and_unseen_values_in_their_own_bins() -> None:
+    dist = categorical_distribution(["a"] * 80 + ["b"] * 20)
+    counts = dist.counts(["a", "z", None, "__missing__"])
+    # categories a, b, then other, then missing
+    assert counts.tolist() == [1.0, 0.0, 1.0, 2.0]
+    numeric = numeric_distribution([0] * 90 + [1, 2, 3, 4, 5, 6, 7, 8, 9, 10])
+    assert numeric.edges[0] == 0.0  # a mostly-zero count keeps a bin for zero
+    assert numeric.counts([0, np.nan, 100]).tolist()[-1] == 1.0
+
+
+def test_auc_standard_error_shrinks_with_more_data() -> None:
+    assert auc_standard_error(0.8, 200, 2000) < auc_standard_error(0.8, 20, 200)
+    assert 0.0 < auc_standard_error(0.8, 50, 500) < 0.05
+
+
+# ----------------------------------------------------------------------------------- monitor run
+
+
+def test_monitor_run_writes_a_report_and_stores_the_reference(session: Session) -> None:
+    now = as_of_day(TRAIN_DAY)
+    report = run_monitor(session, as_of=now, config=MonitoringConfig(), horizon_days=TRAINING.horizon_days)
+    stored = session.get(MonitorReport, report.id)
+    assert stored is not None and stored.status in ("ok", "warn", "alert")
+    drift = report.metrics["drift"]
+    assert drift["rows"] >= 100 and 0 <= drift["score_psi"] < 0.25, drift
+    assert set(drift["feature_psi"]) == set(report.metrics["reference"]["top_features"])
+    mv = champion(session)
+    assert mv is not None and REFERENCE_KEY in mv.params
+    ref = mv.params[REFERENCE_KEY]
+    assert abs(sum(ref["score"]["shares"]) - 1.0) < 1e-9
+    assert ref["baseline_auc"] is not None and ref["baseline_auc"] > 0.6
+    # No sync run was ever recorded for the connection: a warning, not silence.
+    assert any(a["kind"] == "freshness" and a["level"] == "warn" for a in report.alerts)
+
+
+def test_a_population_shift_raises_a_psi_alert(session: Session, caplog: pytest.LogCaptureFixture) -> None:
+    now = as_of_day(TRAIN_DAY + 12)
+    conn_id = session.scalar(select(Lead.connection_id).limit(1))
+    from store.models import Connection
+
+    conn = session.get(Connection, conn_id)
+    assert conn is not None
+    # Two weeks of leads unlike anything in training: students on free-mail from one country.
+    for i in range(160):
+        make_lead(session, conn, crm_created_at=now - timedelta(days=19, hours=-2 * i), title="Student",
+                  email=f"kid{i}@gmail.com", company=None, country="Brazil", employees=3, industry="Education")
+    caplog.set_level(logging.WARNING, logger="scoring.monitor")
+    report = run_monitor(session, as_of=now, config=MonitoringConfig(), horizon_days=TRAINING.horizon_days)
+    assert report.status == "alert"
+    kinds = {a["kind"] for a in report.alerts if a["level"] == "alert"}
+    assert "psi_score" in kinds or "psi_feature" in kinds, report.alerts
+    assert any("drifted" in r.getMessage() for r in caplog.records)
+
+
+def test_freshness_and_outbox_failures_are_reported(session: Session) -> None:
+    now = as_of_day(TRAIN_DAY)
+    lead = session.scalars(select(Lead).limit(1)).one()
+    session.add(SyncRun(connection_id=lead.connection_id, stream="leads", status="succeeded",
+                        started_at=now - timedelta(hours=30), finished_at=now - timedelta(hours=30)))
+    session.add(Outbox(connection_id=lead.connection_id, lead_id=lead.id, crm_id=lead.crm_id, payload={},
+                       payload_hash="x", status="failed", attempts=5, last_error="HTTP 400"))
+    session.flush()
+    report = run_monitor(session, as_of=now, config=MonitoringConfig(freshness_hours=6))
+    fresh = [a for a in report.alerts if a["kind"] == "freshness"]
+    assert fresh and fresh[0]["level"] == "alert" and fresh[0]["value"] == pytest.approx(30.0)
+    assert report.metrics["outbox"]["failed"] == 1
+    assert report.status == "alert"
+    # A recent success clears the freshness alert.
+    session.add(SyncRun(connection_id=lead.connection_id, stream="leads", status="succeeded",
+                        started_at=now - timedelta(hours=1), finished_at=now - timedelta(hours=1)))
+    session.flush()
+    again = run_monitor(session, as_of=now, config=MonitoringConfig(freshness_hours=6))
+    assert not [a for a in again.alerts if a["kind"] == "freshness"]
+
+
+# --------------------------------------------------------------------------------------- webhook
+
+
+class _Receiver(BaseHTTPRequestHandler):
+    received: list[dict[str, Any]] = []
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        length = int(self.headers.get("Content-Length", "0"))
+        _Receiver.received.append(json.loads(self.rfile.read(length)))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - signature of the base class
+        return
+
+
+@pytest.fixture
+def receiver() -> Iterator[str]:
+    _Receiver.received = []
+    server = HTTPServer(("127.0.0.1", 0), _Receiver)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/hook"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_alerts_are_posted_to_the_webhook(session: Session, receiver: str) -> None:
+    report = run_monitor(session, as_of=as_of_day(TRAIN_DAY), config=MonitoringConfig(webhook_url=receiver))
+    assert report.alerts
+    assert len(_Receiver.received) == 1
+    body = _Receiver.received[0]
+    assert body["status"] == report.status and body["report_id"] == report.id
+    assert [a["kind"] for a in body["alerts"]] == [a["kind"] for a in report.alerts]
+
+
+def test_a_dead_webhook_is_logged_not_raised(session: Session, caplog: pytest.LogCaptureFixture) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    caplog.set_level(logging.WARNING, logger="scoring.monitor")
+    report = run_monitor(session, as_of=as_of_day(TRAIN_DAY),
+                         config=MonitoringConfig(webhook_url=f"http://127.0.0.1:{port}/hook"))
+    assert report.id is not None
+    assert any("webhook" in r.getMessage() for r in caplog.records)
+
+
+def test_monitor_without_a_model_on_both_databases(any_session: Session) -> None:
+    from tests.factories import make_connection
+
+    conn = make_connection(any_session)
+    now = as_of_day(0)
+    any_session.add(SyncRun(connection_id=conn.id, stream="leads", status="succeeded",
+                            started_at=now - timedelta(hours=2), finished_at=now - timedelta(hours=2)))
+    any_session.add(SyncRun(connection_id=conn.id, stream="leads", status="failed",
+                            started_at=now - timedelta(hours=1), finished_at=now - timedelta(hours=1)))
+    any_session.flush()
+    report = run_monitor(any_session, as_of=now, config=MonitoringConfig(freshness_hours=6))
+    assert report.status == "warn"
+    assert [a["kind"] for a in report.alerts] == ["no_model"]
+    assert report.metrics["freshness"][conn.name]["age_hours"] == pytest.approx(2.0)
+    later = run_monitor(any_session, as_of=now + timedelta(hours=10), config=MonitoringConfig(freshness_hours=6))
+    assert later.status == "alert" and "freshness" in {a["kind"] for a in later.alerts}

@@ -1,0 +1,101 @@
+"""The HTML model-health report: renders with little history, every plot decodes in a browser."""
+
+from __future__ import annotations
+
+import base64
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from config.app_config import MonitoringConfig
+from scoring.monitor import run_monitor
+from scoring.report import render_report
+from store.db import make_engine
+from tests.scoring.test_monitor import TRAIN_DAY, TRAINING, as_of_day, trained_store_copy
+
+CHROMIUM = "/usr/bin/chromium"
+SECTIONS = (
+    "Score distribution over time", "PSI trend", "Calibration", "Conversion by tier", "Lift by decile",
+    "AUC over time", "Champion and challengers", "Top reasons of current scores",
+)
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def trained_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+    engine = make_engine(f"sqlite:///{trained_store_copy(tmp_path_factory, 'report')}")
+    with Session(bind=engine, expire_on_commit=False) as session:
+        # A few weeks of daily monitor runs, the last ones with matured outcomes.
+        for d in range(0, 70, 7):
+            run_monitor(session, as_of=as_of_day(TRAIN_DAY + d), config=MonitoringConfig(),
+                        horizon_days=TRAINING.horizon_days)
+        session.commit()
+    yield engine
+    engine.dispose()
+
+
+def _images(page: str) -> list[bytes]:
+    return [base64.b64decode(b) for b in re.findall(r'src="data:image/png;base64,([^"]+)"', page)]
+
+
+def test_an_empty_store_renders_and_says_what_is_missing(sqlite_session: Session) -> None:
+    page = render_report(sqlite_session)
+    assert page.startswith("<!DOCTYPE html>")
+    for title in SECTIONS:
+        assert title in page
+    assert "No champion model yet" in page and "No scores yet" in page
+    assert _images(page) == []
+
+
+def test_one_model_one_report_renders_what_exists(trained_engine: Engine, tmp_path: Path) -> None:
+    with Session(bind=trained_engine) as session:
+        page = render_report(session, as_of=as_of_day(TRAIN_DAY))
+    # One monitor report, no matured outcomes yet: calibration and lift fall back to the test set.
+    assert "Source: the champion&#x27;s test set" in page or "Source: the champion's test set" in page
+    assert "No tier outcomes yet" in page
+    images = _images(page)
+    assert len(images) >= 6 and all(img.startswith(PNG_MAGIC) for img in images)
+    assert "http://" not in page and "https://" not in page  # self-contained
+
+
+def test_full_report_has_every_plot_and_decodes_in_a_headless_browser(trained_engine: Engine,
+                                                                        tmp_path: Path) -> None:
+    with Session(bind=trained_engine) as session:
+        page = render_report(session, as_of=as_of_day(TRAIN_DAY + 70))
+    for alt in ("score distribution over time", "PSI trend", "calibration curve", "conversion by tier",
+                "lift by decile", "AUC over time", "top reasons"):
+        assert f'alt="{alt}"' in page, alt
+    assert "Champion and challengers" in page and "<table>" in page
+    images = _images(page)
+    assert len(images) == 7 and all(img.startswith(PNG_MAGIC) for img in images)
+
+    assert shutil.which(CHROMIUM) or Path(CHROMIUM).exists(), "install Debian's chromium (see CI)"
+    html_file = tmp_path / "report.html"
+    html_file.write_text(page, encoding="utf-8")
+    shot = tmp_path / "report.png"
+    common = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+              "--disable-background-networking", "--disable-component-update", "--disable-sync",
+              f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1400,4000"]
+    dom = subprocess.run([*common, "--virtual-time-budget=5000", "--dump-dom", html_file.as_uri()],
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    body = re.search(r"<body[^>]*>", dom)
+    assert body is not None
+    assert 'data-ok="true"' in body.group(0), body.group(0)
+    assert 'data-images="7"' in body.group(0), body.group(0)
+    subprocess.run([*common, f"--screenshot={shot}", html_file.as_uri()], capture_output=True, timeout=120,
+                   check=True)
+    assert shot.read_bytes().startswith(PNG_MAGIC)
+
+
+def test_report_as_of_ignores_later_monitor_runs(trained_engine: Engine) -> None:
+    with Session(bind=trained_engine) as session:
+        early = render_report(session, as_of=as_of_day(TRAIN_DAY) + timedelta(hours=1))
+        late = render_report(session, as_of=as_of_day(TRAIN_DAY + 70))
+    assert early.count("<img") < late.count("<img")

@@ -1,0 +1,145 @@
+"""Retraining: when it is due, the promotion rule against noise, manual promote and rollback."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+
+import numpy as np
+import pytest
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from config.app_config import MonitoringConfig, ScheduleConfig, TrainingConfig
+from scoring import registry
+from scoring.retrain import Comparison, paired_bootstrap, promotion_decision, retrain_if_due
+from scoring.service import score_leads
+from store.db import make_engine
+from store.models import LeadScore, MonitorReport
+from tests.scoring.test_monitor import TRAIN_DAY, as_of_day, trained_store_copy
+
+TRAINING = TrainingConfig(horizon_days=60, min_per_class=30)
+SCHEDULES = ScheduleConfig(retrain_days=10)
+FAST = {"families": ("catboost",), "catboost_iterations": 80, "catboost_grid": ({"depth": 4, "learning_rate": 0.1},)}
+
+
+@pytest.fixture(scope="module")
+def trained_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+    engine = make_engine(f"sqlite:///{trained_store_copy(tmp_path_factory, 'retrain')}")
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def session(trained_engine: Engine) -> Iterator[Session]:
+    connection = trained_engine.connect()
+    outer = connection.begin()
+    s = Session(bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False)
+    try:
+        yield s
+    finally:
+        s.close()
+        outer.rollback()
+        connection.close()
+
+
+def _comparison(improvement: float, low: float, high: float, positives: int = 100) -> Comparison:
+    now = datetime(2026, 1, 1).astimezone()
+    return Comparison("auc", 0.80, 0.80 + improvement, improvement, low, high, 3000, 1000, positives, now, now)
+
+
+@pytest.mark.parametrize(
+    ("improvement", "low", "high", "healthy", "promoted"),
+    [
+        (0.030, 0.010, 0.050, True, True),     # clearly better
+        (0.030, -0.004, 0.060, True, False),   # better on average, could be noise
+        (0.004, 0.001, 0.008, True, False),    # real but below the tolerance
+        (0.000, -0.010, 0.010, True, False),   # same model
+        (-0.002, -0.004, 0.001, False, True),  # champion under alert: as good within tolerance
+        (-0.002, -0.030, 0.020, False, False), # under alert, but too uncertain
+        (-0.050, -0.070, -0.030, False, False),
+    ],
+)
+def test_promotion_rule(improvement: float, low: float, high: float, healthy: bool, promoted: bool) -> None:
+    decision, why = promotion_decision(_comparison(improvement, low, high), tolerance=0.005,
+                                       champion_healthy=healthy)
+    assert decision is promoted, why
+    assert why.startswith("promoted" if promoted else "kept as candidate")
+
+
+def test_too_few_held_out_conversions_never_promote() -> None:
+    decision, why = promotion_decision(_comparison(0.2, 0.1, 0.3, positives=5), tolerance=0.005,
+                                       champion_healthy=True)
+    assert not decision and "too small" in why
+
+
+def test_paired_bootstrap_sees_no_difference_between_equal_models_and_finds_a_real_one() -> None:
+    rng = np.random.default_rng(1)
+    n = 3000
+    signal = rng.normal(size=n)
+    y = (rng.random(n) < 1 / (1 + np.exp(-(signal * 1.5 - 2)))).astype(int)
+    groups = np.arange(n) // 3
+    weak = signal + rng.normal(scale=2.0, size=n)
+    same_d, same_lo, same_hi = paired_bootstrap(y, weak, weak.copy(), groups, rounds=200)
+    assert same_d == 0 and same_lo == 0 and same_hi == 0
+    noisy = weak + rng.normal(scale=0.05, size=n)  # the same model, jittered: noise only
+    d, lo, hi = paired_bootstrap(y, weak, noisy, groups, rounds=200)
+    assert abs(d) < 0.005 and hi - lo < 0.01
+    assert not promotion_decision(_comparison(d, lo, hi), tolerance=0.005, champion_healthy=True)[0]
+    strong = signal + rng.normal(scale=0.5, size=n)
+    d, lo, hi = paired_bootstrap(y, weak, strong, groups, rounds=200)
+    assert d > 0.05 and lo > 0
+
+
+def test_not_due_right_after_training_then_due_on_schedule(session: Session) -> None:
+    monitoring = MonitoringConfig()
+    early = retrain_if_due(session, as_of=as_of_day(TRAIN_DAY + 2), training=TRAINING, schedules=SCHEDULES,
+                           monitoring=monitoring, **FAST)
+    assert not early.due and early.challenger is None, early.reason
+    session.add(MonitorReport(as_of=as_of_day(TRAIN_DAY + 3), status="alert",
+                              alerts=[{"level": "alert", "kind": "psi_score", "message": "drift"}]))
+    session.flush()
+    by_alert = retrain_if_due(session, as_of=as_of_day(TRAIN_DAY + 4), training=TRAINING, schedules=SCHEDULES,
+                              monitoring=monitoring, **FAST)
+    assert by_alert.due and "monitor alert" in by_alert.reason
+    assert by_alert.challenger is not None and by_alert.comparison is not None
+    # A training happened after the alert: the same alert does not trigger another one.
+    again = retrain_if_due(session, as_of=as_of_day(TRAIN_DAY + 5), training=TRAINING, schedules=SCHEDULES,
+                           monitoring=monitoring, **FAST)
+    assert not again.due
+
+
+def test_a_challenger_from_the_same_stationary_funnel_is_not_promoted(session: Session) -> None:
+    champion_before = registry.champion(session)
+    assert champion_before is not None
+    outcome = retrain_if_due(session, as_of=as_of_day(TRAIN_DAY + 12), training=TRAINING, schedules=SCHEDULES,
+                             monitoring=MonitoringConfig(), **FAST)
+    assert outcome.due and outcome.challenger is not None, outcome.decision
+    assert outcome.comparison is not None and outcome.comparison.leads > 100
+    assert not outcome.promoted, outcome.decision
+    challenger = registry.get_version(session, outcome.challenger)
+    assert challenger.status == "candidate"
+    assert challenger.notes is not None and challenger.notes.startswith("kept as candidate")
+    assert challenger.params["comparison"]["champion_version"] == champion_before.version
+    assert registry.champion(session).version == champion_before.version  # type: ignore[union-attr]
+
+
+def test_rollback_restores_the_previous_champion_and_rescoring_uses_it(session: Session) -> None:
+    first = registry.champion(session)
+    assert first is not None
+    outcome = retrain_if_due(session, as_of=as_of_day(TRAIN_DAY + 12), training=TRAINING, schedules=SCHEDULES,
+                             monitoring=MonitoringConfig(), force=True, **FAST)
+    assert outcome.challenger is not None
+    second = registry.promote(session, outcome.challenger)
+    now = as_of_day(TRAIN_DAY + 12)
+    score_leads(session, as_of=now, all=True)
+    current = set(session.scalars(select(LeadScore.model_version_id).where(LeadScore.is_current.is_(True))))
+    assert current == {second.id}
+
+    restored = registry.rollback(session)
+    assert restored.id == first.id and restored.status == "champion"
+    assert registry.get_version(session, second.version).status == "retired"
+    summary = score_leads(session, as_of=now + timedelta(hours=1), all=True)
+    assert summary.scored > 0
+    current = set(session.scalars(select(LeadScore.model_version_id).where(LeadScore.is_current.is_(True))))
+    assert current == {first.id}
