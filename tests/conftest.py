@@ -7,7 +7,9 @@ each test runs inside a transaction that is rolled back (savepoints for the code
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -26,6 +28,37 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 def _pg_url(dbname: str) -> str:
     base = PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
     return f"{base}/{dbname}"
+
+
+@contextmanager
+def fresh_database(label: str) -> Iterator[str]:
+    """A new, empty PostgreSQL database (dropped afterwards); its SQLAlchemy URL."""
+    name = f"leadscore_{label}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield _pg_url(name)
+    finally:
+        with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def committing_pg_engine() -> Iterator[Engine]:
+    """A fresh, migrated database per test, for code that commits (syncs, drains, processes).
+
+    The shared session database is for tests isolated by rollback; anything that commits must
+    not leave rows there for other tests to count.
+    """
+    from store.migrate import upgrade
+
+    with fresh_database("commit") as url:
+        upgrade(url)
+        engine = make_engine(url)
+        try:
+            yield engine
+        finally:
+            engine.dispose()
 
 
 @pytest.fixture(scope="session")

@@ -64,7 +64,7 @@ def _diff(before: dict[str, Any], after: dict[str, Any]) -> PhaseCalls:
     )
 
 
-def demo_config(info: dict[str, Any]) -> dict[str, Any]:
+def demo_config(info: dict[str, Any], *, min_per_class: int = 500) -> dict[str, Any]:
     """The YAML config the demo writes: both simulated CRMs, tiers and routing rules."""
     sf, hs = info["salesforce"], info["hubspot"]
     return {
@@ -88,6 +88,7 @@ def demo_config(info: dict[str, Any]) -> dict[str, Any]:
             # Pause outreach for leads that drop to D (not for every cold lead on day one).
             {"to": "D", "from": "C", "actions": [{"type": "pause_outreach"}]},
         ],
+        "training": {"min_per_class": min_per_class},
     }
 
 
@@ -119,15 +120,13 @@ def _wait_until_drained(engine: Any, timeout: float = WAIT_SECONDS) -> None:
 
 
 def run_demo(*, leads: int = 12000, seed: int = 0, json_path: Path | None = None,
-             report_path: Path | None = None, quiet: bool = False) -> dict[str, Any]:
+             report_path: Path | None = None, min_per_class: int = 500) -> dict[str, Any]:
     """Run the whole loop against an in-process crmsim; print and return the summary."""
     from config.settings import get_settings
     from crmsim.app import CRMSim
     from store.migrate import upgrade
     from worker.runtime import get_runtime, reset_runtime
 
-    if quiet:
-        console.quiet = True
     started = time.monotonic()
     settings = get_settings()
     out_dir = settings.var_dir / "demo"
@@ -145,7 +144,7 @@ def run_demo(*, leads: int = 12000, seed: int = 0, json_path: Path | None = None
     try:
         info = sim.info()
         config_path = out_dir / "leadscore.yaml"
-        config_path.write_text(yaml.safe_dump(demo_config(info), sort_keys=False))
+        config_path.write_text(yaml.safe_dump(demo_config(info, min_per_class=min_per_class), sort_keys=False))
         os.environ.update({
             "LEADSCORE_CONFIG_FILE": str(config_path),
             "LEADSCORE_DATABASE_URL": db_url,
@@ -217,12 +216,11 @@ def _run_loop(sim: Any, runtime: Any, out_dir: Path, report_path: Path | None) -
     with _step("training CatBoost against logistic regression and random forest"):
         trained = _call(tasks.train_model, eager=eager)
 
-    before = _calls(sim)
+    before_writes = before = _calls(sim)
     with _step("scoring every lead, writing back and routing"):
         scored = _call(tasks.score_all, eager=eager)
         if not eager:
             _wait_until_drained(runtime.engine)
-    writes = _diff(before, _calls(sim))
 
     with _step("a week passes in the CRMs: incremental sync, rescoring what changed, write-back, routing"):
         week = sim.advance(7)
@@ -230,8 +228,13 @@ def _run_loop(sim: Any, runtime: Any, out_dir: Path, report_path: Path | None) -
         for conn in runtime.config.connections:
             _call(tasks.sync_connection, conn.name, eager=eager)
         if not eager:
+            # Each sync queued its scoring; wait for one scoring pass to finish before watching the
+            # outbox drain (otherwise an empty outbox could be read before scoring filled it).
+            _call(tasks.score_changed, eager=eager)
             _wait_until_drained(runtime.engine)
-        week_calls = _diff(before, _calls(sim))
+        after_week = _calls(sim)
+        week_calls = _diff(before, after_week)
+        writes = _diff(before_writes, after_week)  # both write phases: label filters keep write calls only
 
     evaluation = _evaluate(runtime, sim, trained)
     summary: dict[str, Any] = {
@@ -280,12 +283,11 @@ def _writeback_counts(runtime: Any, writes: PhaseCalls) -> dict[str, dict[str, i
     from store.models import Connection, Outbox
 
     with unit_of_work(runtime.engine) as session:
-        rows = dict(session.execute(
-            select(Connection.name, func.count()).join(Outbox, Outbox.connection_id == Connection.id)
-            .where(Outbox.status == "sent").group_by(Connection.name)).all())
-        failed = dict(session.execute(
-            select(Connection.name, func.count()).join(Outbox, Outbox.connection_id == Connection.id)
-            .where(Outbox.status == "failed").group_by(Connection.name)).all())
+        counted = session.execute(
+            select(Connection.name, Outbox.status, func.count()).join(Outbox, Outbox.connection_id == Connection.id)
+            .group_by(Connection.name, Outbox.status)).all()
+    rows: dict[str, int] = {name: n for name, status, n in counted if status == "sent"}
+    failed: dict[str, int] = {name: n for name, status, n in counted if status == "failed"}
     sf_labels = writes.by_label.get("salesforce", {})
     hs_labels = writes.by_label.get("hubspot", {})
     return {
@@ -304,9 +306,9 @@ def _routing_counts(runtime: Any) -> dict[str, int]:
     from store.models import RoutingAction
 
     with unit_of_work(runtime.engine) as session:
-        rows = dict(session.execute(
+        rows: dict[str, int] = {action: n for action, n in session.execute(
             select(RoutingAction.action, func.count()).where(RoutingAction.status == "done")
-            .group_by(RoutingAction.action)).all())
+            .group_by(RoutingAction.action)).all()}
     return {
         "assigned": int(rows.get("assign_owner", 0)),
         "tasks": int(rows.get("create_task", 0)),

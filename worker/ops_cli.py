@@ -132,8 +132,10 @@ def demo(
     seed: int = typer.Option(0, help="Seed: the same seed gives the same CRM and the same numbers."),
     json_path: Path | None = typer.Option(None, "--json", help="Write the summary as JSON here."),
     report: Path | None = typer.Option(None, "--report", help="Write an HTML report with plots here."),
+    min_per_class: int = typer.Option(500, min=10, help="Training refuses fewer labelled examples per class "
+                                                          "(lower it only for small --leads)."),
 ) -> None:
     """The main job on the embedded default: crmsim, sync, train, score, write back, route."""
     from worker.demo import run_demo
 
-    run_demo(leads=leads, seed=seed, json_path=json_path, report_path=report)
+    run_demo(leads=leads, seed=seed, json_path=json_path, report_path=report, min_per_class=min_per_class)

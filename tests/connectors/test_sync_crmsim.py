@@ -33,59 +33,59 @@ def _runs(engine: Engine, connection: str) -> list[SyncRun]:
                                     .order_by(SyncRun.id)).scalars())
 
 
-def test_full_then_incremental_equals_crmsim(small_sim: CRMSim, pg_engine: Engine) -> None:
+def test_full_then_incremental_equals_crmsim(small_sim: CRMSim, committing_pg_engine: Engine) -> None:
     sf, sf_secrets = salesforce_config(small_sim, "e2e-sf")
     hs, hs_secrets = hubspot_config(small_sim, "e2e-hs")
     for conn, secrets, build in ((sf, sf_secrets, expected.salesforce), (hs, hs_secrets, expected.hubspot)):
-        report = sync_connection(pg_engine, conn, secrets)
+        report = sync_connection(committing_pg_engine, conn, secrets)
         assert report.status == "succeeded", report.error
         assert report.records > 0
-        expected.assert_database_matches(pg_engine, conn.name, build(small_sim))
+        expected.assert_database_matches(committing_pg_engine, conn.name, build(small_sim))
     summary = small_sim.advance(20)
     assert summary  # the world moved: new leads, activities, deletions, merges
     for conn, secrets, build in ((sf, sf_secrets, expected.salesforce), (hs, hs_secrets, expected.hubspot)):
-        report = sync_connection(pg_engine, conn, secrets)
+        report = sync_connection(committing_pg_engine, conn, secrets)
         assert report.status == "succeeded", report.error
-        expected.assert_database_matches(pg_engine, conn.name, build(small_sim))
-        runs = _runs(pg_engine, conn.name)
+        expected.assert_database_matches(committing_pg_engine, conn.name, build(small_sim))
+        runs = _runs(committing_pg_engine, conn.name)
         assert runs and all(r.status == "succeeded" for r in runs)
         assert all(r.server_time is not None and r.finished_at is not None for r in runs)
-        with Session(pg_engine) as session:
+        with Session(committing_pg_engine) as session:
             cursors = session.execute(select(SyncCursor).join(Connection).where(
                 Connection.name == conn.name)).scalars().all()
             # The cursor never passes the CRM's clock at sync start (its Date header, + < 1 s).
             assert cursors and all(c.cursor_ts is not None and c.cursor_ts <= small_sim.world.now for c in cursors)
 
 
-def test_identical_result_with_injected_faults(small_sim: CRMSim, pg_engine: Engine) -> None:
+def test_identical_result_with_injected_faults(small_sim: CRMSim, committing_pg_engine: Engine) -> None:
     small_sim.set_faults("rate_429=0.05,rate_503=0.05,rate_500=0.03,drop=0.05,expire_after=15", seed=5)
     sf, sf_secrets = salesforce_config(small_sim, "faults-sf", page_size=100)
     hs, hs_secrets = hubspot_config(small_sim, "faults-hs", page_size=40)
     for conn, secrets, build in ((sf, sf_secrets, expected.salesforce), (hs, hs_secrets, expected.hubspot)):
-        report = sync_connection(pg_engine, conn, secrets)
+        report = sync_connection(committing_pg_engine, conn, secrets)
         assert report.status == "succeeded", report.error
         small_sim.advance(3)
-        report = sync_connection(pg_engine, conn, secrets)
+        report = sync_connection(committing_pg_engine, conn, secrets)
         assert report.status == "succeeded", report.error
-        expected.assert_database_matches(pg_engine, conn.name, build(small_sim))
+        expected.assert_database_matches(committing_pg_engine, conn.name, build(small_sim))
     assert sum(small_sim.salesforce.faults.injected.values()) > 2
     assert sum(small_sim.hubspot.faults.injected.values()) > 2
     assert small_sim.salesforce.sessions_expired >= 1  # the client logged in again by itself
     assert small_sim.call_counts()["hubspot"].get("POST oauth/token", 0) >= 1  # token refreshed once
 
 
-def test_score_write_back_does_not_change_inputs(small_sim: CRMSim, pg_engine: Engine) -> None:
+def test_score_write_back_does_not_change_inputs(small_sim: CRMSim, committing_pg_engine: Engine) -> None:
     conn, secrets = salesforce_config(small_sim, "echo-sf")
-    sync_connection(pg_engine, conn, secrets, streams=["leads"])
-    with Session(pg_engine) as session:
+    sync_connection(committing_pg_engine, conn, secrets, streams=["leads"])
+    with Session(committing_pg_engine) as session:
         lead = session.execute(select(Lead).join(Connection).where(
             Connection.name == conn.name, Lead.is_deleted.is_(False)).order_by(Lead.crm_id).limit(1)).scalar_one()
         before = (lead.inputs_hash, lead.inputs_changed_at, lead.crm_modified_at, lead.synced_at)
     small_sim.advance(0.01)  # the write-back happens later than the sync
     client = make_salesforce(conn, secrets)
     client.request(lambda sf: sf.Lead.update(lead.crm_id, {"Lead_Score__c": 87, "Lead_Tier__c": "A"}))
-    sync_connection(pg_engine, conn, secrets, streams=["leads"])
-    with Session(pg_engine) as session:
+    sync_connection(committing_pg_engine, conn, secrets, streams=["leads"])
+    with Session(committing_pg_engine) as session:
         again = session.execute(select(Lead).where(Lead.id == lead.id)).scalar_one()
     assert again.crm_modified_at > before[2]  # the echo of our own write was read (upserted) ...
     assert again.synced_at > before[3]
@@ -93,18 +93,18 @@ def test_score_write_back_does_not_change_inputs(small_sim: CRMSim, pg_engine: E
     assert again.inputs_changed_at == before[1]
     # A real input change does move it.
     client.request(lambda sf: sf.Lead.update(lead.crm_id, {"Title": "Chief Revenue Officer"}))
-    sync_connection(pg_engine, conn, secrets, streams=["leads"])
-    with Session(pg_engine) as session:
+    sync_connection(committing_pg_engine, conn, secrets, streams=["leads"])
+    with Session(committing_pg_engine) as session:
         changed = session.execute(select(Lead).where(Lead.id == lead.id)).scalar_one()
     assert changed.inputs_hash != before[0]
     assert changed.inputs_changed_at is not None and changed.inputs_changed_at > before[1]
     # A new activity of the lead moves it too (and is linked to the lead in the same transaction).
-    sync_connection(pg_engine, conn, secrets, streams=["tasks"])
+    sync_connection(committing_pg_engine, conn, secrets, streams=["tasks"])
     client.request(lambda sf: sf.Task.create({"WhoId": lead.crm_id, "Subject": "Call", "Type": "Call",
                                                "Status": "Completed"}))
-    report = sync_connection(pg_engine, conn, secrets, streams=["tasks"])
+    report = sync_connection(committing_pg_engine, conn, secrets, streams=["tasks"])
     assert report.streams["tasks"].activities >= 1
-    with Session(pg_engine) as session:
+    with Session(committing_pg_engine) as session:
         touched = session.execute(select(Lead).where(Lead.id == lead.id)).scalar_one()
         linked = session.execute(select(Activity).where(Activity.lead_id == lead.id,
                                                         Activity.type == "call")).scalars().all()
@@ -127,11 +127,11 @@ for item in spec["connections"]:
 """
 
 
-def test_sigkill_at_random_points_loses_and_duplicates_nothing(small_sim: CRMSim, pg_engine: Engine,
-                                                                pg_database: str) -> None:
+def test_sigkill_at_random_points_loses_and_duplicates_nothing(small_sim: CRMSim, committing_pg_engine: Engine) -> None:
     sf, sf_secrets = salesforce_config(small_sim, "kill-sf", page_size=200, overlap_seconds=0)
     hs, hs_secrets = hubspot_config(small_sim, "kill-hs", page_size=40)
-    spec = {"url": pg_database, "connections": [
+    url = committing_pg_engine.url.render_as_string(hide_password=False)
+    spec = {"url": url, "connections": [
         {"conn": c.model_dump(exclude={"score_fields"}), "secrets": vars(s)}
         for c, s in ((sf, sf_secrets), (hs, hs_secrets))]}
     env = dict(os.environ, LS_SYNC_SPEC=json.dumps(spec), PYTHONPATH=REPO)
@@ -152,9 +152,10 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(small_sim: CRMSim
     assert kills >= 10
     child = subprocess.run([sys.executable, "-c", _CHILD], env=env, cwd=REPO, capture_output=True, timeout=240)
     assert child.returncode == 0, child.stderr.decode()[-2000:]
-    expected.assert_database_matches(pg_engine, "kill-sf", expected.salesforce(small_sim))
-    expected.assert_database_matches(pg_engine, "kill-hs", expected.hubspot(small_sim))
-    interrupted = [r for r in _runs(pg_engine, "kill-sf") + _runs(pg_engine, "kill-hs") if r.status == "failed"]
+    expected.assert_database_matches(committing_pg_engine, "kill-sf", expected.salesforce(small_sim))
+    expected.assert_database_matches(committing_pg_engine, "kill-hs", expected.hubspot(small_sim))
+    runs = _runs(committing_pg_engine, "kill-sf") + _runs(committing_pg_engine, "kill-hs")
+    interrupted = [r for r in runs if r.status == "failed"]
     assert interrupted  # killed runs are closed as interrupted on the next start
 
 
@@ -168,7 +169,7 @@ class _StopAfterPages(Exception):
     pass
 
 
-def test_5000_salesforce_leads_sharing_one_timestamp(pg_engine: Engine) -> None:
+def test_5000_salesforce_leads_sharing_one_timestamp(committing_pg_engine: Engine) -> None:
     with CRMSim(leads=20, seed=2, history_days=10, admin=False) as sim:
         now = sim.world.clock.now()
         for i in range(5000):
@@ -187,30 +188,30 @@ def test_5000_salesforce_leads_sharing_one_timestamp(pg_engine: Engine) -> None:
                     raise _StopAfterPages  # a crash between pages, mid-timestamp
 
         with pytest.raises(_StopAfterPages):
-            sync_connection(pg_engine, conn, secrets, streams=["leads"], progress=stop_after_two)
-        report = sync_connection(pg_engine, conn, secrets, streams=["leads"])
+            sync_connection(committing_pg_engine, conn, secrets, streams=["leads"], progress=stop_after_two)
+        report = sync_connection(committing_pg_engine, conn, secrets, streams=["leads"])
         assert report.status == "succeeded"
         want = expected.salesforce(sim)
         want.activities = {}  # only the leads stream was synced: no activities, no campaigns
         for lead in want.leads.values():
             lead.pop("campaign", None)
-        with Session(pg_engine) as session:
+        with Session(committing_pg_engine) as session:
             ids = set(session.execute(select(Lead.crm_id).join(Connection).where(
                 Connection.name == conn.name)).scalars())
         assert ids == set(want.leads)
-        expected.assert_database_matches(pg_engine, conn.name, want)
+        expected.assert_database_matches(committing_pg_engine, conn.name, want)
 
 
-def test_more_than_10000_hubspot_contacts_in_one_window(pg_engine: Engine) -> None:
+def test_more_than_10000_hubspot_contacts_in_one_window(committing_pg_engine: Engine) -> None:
     with CRMSim(leads=20, seed=3, history_days=10, admin=False) as sim:
         now = sim.world.clock.now()
         for i in range(10_050):
             sim.hubspot.store.put_person(_person(f"BIG{i:05d}", "hubspot", now))
         conn, secrets = hubspot_config(sim, "big-hs")
-        report = sync_connection(pg_engine, conn, secrets, streams=["contacts"])
+        report = sync_connection(committing_pg_engine, conn, secrets, streams=["contacts"])
         assert report.status == "succeeded", report.error
         assert report.streams["contacts"].records == len(sim.hubspot.store.records["contacts"])
-        with Session(pg_engine) as session:
+        with Session(committing_pg_engine) as session:
             ids = set(session.execute(select(Lead.crm_id).join(Connection).where(
                 Connection.name == conn.name)).scalars())
         assert ids == {str(r.id) for r in sim.hubspot.store.records["contacts"].values()
@@ -218,15 +219,15 @@ def test_more_than_10000_hubspot_contacts_in_one_window(pg_engine: Engine) -> No
         assert len(ids) > 10_000
 
 
-def test_data_quality_faults_are_quarantined_or_normalised(pg_engine: Engine) -> None:
+def test_data_quality_faults_are_quarantined_or_normalised(committing_pg_engine: Engine) -> None:
     with CRMSim(leads=1500, seed=21, history_days=60, admin=False, dq_rate=0.3) as sim:
         for build, make in ((expected.salesforce, salesforce_config), (expected.hubspot, hubspot_config)):
             conn, secrets = make(sim, f"dq-{build.__name__[:2]}")
-            report = sync_connection(pg_engine, conn, secrets, streams=["leads"] if build is expected.salesforce
-                                     else ["companies", "contacts"])
+            streams = ["leads"] if build is expected.salesforce else ["companies", "contacts"]
+            report = sync_connection(committing_pg_engine, conn, secrets, streams=streams)
             assert report.status == "succeeded"
         truth = {t["person_key"] if "person_key" in t else t["key"]: t for t in sim.truth()}
-        with Session(pg_engine) as session:
+        with Session(committing_pg_engine) as session:
             leads = {(r.connection_id, r.crm_id): r for r in session.execute(select(Lead)).scalars()}
             quarantined = {(q.connection_id, q.crm_id): q for q in session.execute(select(QuarantinedRecord)).scalars()}
             conn_ids = dict(session.execute(select(Connection.name, Connection.id)).all())
@@ -263,33 +264,33 @@ def test_data_quality_faults_are_quarantined_or_normalised(pg_engine: Engine) ->
         assert {"absurd", "junk", "long", "casing"} <= seen, seen
 
 
-def test_quota_stops_the_sync_and_records_it(small_sim: CRMSim, pg_engine: Engine) -> None:
+def test_quota_stops_the_sync_and_records_it(small_sim: CRMSim, committing_pg_engine: Engine) -> None:
     conn, secrets = salesforce_config(small_sim, "quota-sf", page_size=200)
     small_sim.set_faults("sf.daily_limit=6")
-    report = sync_connection(pg_engine, conn, secrets)
+    report = sync_connection(committing_pg_engine, conn, secrets)
     assert report.status == "stopped"
-    runs = _runs(pg_engine, conn.name)
+    runs = _runs(committing_pg_engine, conn.name)
     assert runs[-1].status == "stopped" and runs[-1].error
     # Our own budget share stops earlier, before the CRM refuses.
     small_sim.set_faults("sf.daily_limit=100000")
     small_sim.salesforce.reset_counts()
     budget = conn.model_copy(update={"name": "budget-sf", "api_budget_share": 0.00004})  # 4 of 100,000
-    report = sync_connection(pg_engine, budget, secrets)
+    report = sync_connection(committing_pg_engine, budget, secrets)
     assert report.status == "stopped" and "budget" in (report.error or "")
-    assert _runs(pg_engine, "budget-sf")[-1].status == "stopped"
+    assert _runs(committing_pg_engine, "budget-sf")[-1].status == "stopped"
 
 
-def test_full_resync_changes_nothing(small_sim: CRMSim, pg_engine: Engine) -> None:
+def test_full_resync_changes_nothing(small_sim: CRMSim, committing_pg_engine: Engine) -> None:
     conn, secrets = hubspot_config(small_sim, "full-hs")
-    sync_connection(pg_engine, conn, secrets)
-    with Session(pg_engine) as session:
+    sync_connection(committing_pg_engine, conn, secrets)
+    with Session(committing_pg_engine) as session:
         before = dict(session.execute(select(Lead.crm_id, Lead.inputs_changed_at).join(Connection).where(
             Connection.name == conn.name)).all())
-    report = sync_connection(pg_engine, conn, secrets, full=True)
+    report = sync_connection(committing_pg_engine, conn, secrets, full=True)
     assert report.status == "succeeded"
-    with Session(pg_engine) as session:
+    with Session(committing_pg_engine) as session:
         after = dict(session.execute(select(Lead.crm_id, Lead.inputs_changed_at).join(Connection).where(
             Connection.name == conn.name)).all())
     assert after == before
-    expected.assert_database_matches(pg_engine, conn.name, expected.hubspot(small_sim))
+    expected.assert_database_matches(committing_pg_engine, conn.name, expected.hubspot(small_sim))
     assert datetime.now(UTC) > max(v for v in after.values() if v is not None)
