@@ -86,10 +86,11 @@ def pg_engine(pg_database: str) -> Iterator[Engine]:
     engine.dispose()
 
 
-@pytest.fixture
-def pg_session(pg_engine: Engine) -> Iterator[Session]:
-    """A session whose work is rolled back after the test, even if the code under test commits."""
-    connection = pg_engine.connect()
+@contextmanager
+def rolled_back_session(engine: Engine) -> Iterator[Session]:
+    """A session whose work is rolled back at the end, even if the code under test commits
+    (its commits release savepoints inside one outer transaction)."""
+    connection = engine.connect()
     outer = connection.begin()
     session = Session(bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False)
     try:
@@ -98,6 +99,13 @@ def pg_session(pg_engine: Engine) -> Iterator[Session]:
         session.close()
         outer.rollback()
         connection.close()
+
+
+@pytest.fixture
+def pg_session(pg_engine: Engine) -> Iterator[Session]:
+    """A session on the shared test database whose work is rolled back after the test."""
+    with rolled_back_session(pg_engine) as session:
+        yield session
 
 
 @pytest.fixture

@@ -98,44 +98,39 @@ def _score(*, all_leads: bool) -> dict[str, Any]:
     return summary.to_dict() if hasattr(summary, "to_dict") else {}
 
 
-@app.task(name="leadscore.writeback.drain", bind=True, max_retries=5, retry_backoff=True,
-          retry_backoff_max=600, retry_jitter=True)
-def writeback_drain(self: Any) -> dict[str, Any]:
-    """Send pending outbox rows to the CRMs (rows stay pending until the CRM confirms them)."""
+def _crm_pass(task: Any, lock: str, run: Any) -> dict[str, Any]:
+    """Run ``run(engine, config, secrets)`` over all enabled connections under ``lock``."""
     from connectors.base import ConnectionSecrets
     from connectors.errors import RetriableCRMError
-    from connectors.writeback import drain_outbox
 
     runtime = get_runtime()
     secrets = {c.name: ConnectionSecrets.from_env(c) for c in runtime.config.connections if c.enabled}
     try:
-        with exclusive("writeback", ttl_seconds=LOCK_TTL_SECONDS, redis_url=runtime.settings.broker_url):
-            report = drain_outbox(runtime.engine, runtime.config, secrets)
+        with exclusive(lock, ttl_seconds=LOCK_TTL_SECONDS, redis_url=runtime.settings.broker_url):
+            report = run(runtime.engine, runtime.config, secrets)
     except LockBusy:
-        return {"skipped": "write-back already running"}
+        return {"skipped": f"{lock} already running"}
     except RetriableCRMError as exc:
-        raise self.retry(exc=exc) from exc
+        raise task.retry(exc=exc) from exc
     return report.to_dict() if hasattr(report, "to_dict") else {}
+
+
+@app.task(name="leadscore.writeback.drain", bind=True, max_retries=5, retry_backoff=True,
+          retry_backoff_max=600, retry_jitter=True)
+def writeback_drain(self: Any) -> dict[str, Any]:
+    """Send pending outbox rows to the CRMs (rows stay pending until the CRM confirms them)."""
+    from connectors.writeback import drain_outbox
+
+    return _crm_pass(self, "writeback", drain_outbox)
 
 
 @app.task(name="leadscore.routing.execute", bind=True, max_retries=5, retry_backoff=True,
           retry_backoff_max=600, retry_jitter=True)
 def routing_execute(self: Any) -> dict[str, Any]:
     """Run pending routing/nurture actions, each exactly once per lead and tier change."""
-    from connectors.base import ConnectionSecrets
-    from connectors.errors import RetriableCRMError
     from connectors.routing import execute_routing
 
-    runtime = get_runtime()
-    secrets = {c.name: ConnectionSecrets.from_env(c) for c in runtime.config.connections if c.enabled}
-    try:
-        with exclusive("routing", ttl_seconds=LOCK_TTL_SECONDS, redis_url=runtime.settings.broker_url):
-            report = execute_routing(runtime.engine, runtime.config, secrets)
-    except LockBusy:
-        return {"skipped": "routing already running"}
-    except RetriableCRMError as exc:
-        raise self.retry(exc=exc) from exc
-    return report.to_dict() if hasattr(report, "to_dict") else {}
+    return _crm_pass(self, "routing", execute_routing)
 
 
 @app.task(name="leadscore.train.model")

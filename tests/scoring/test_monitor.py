@@ -30,6 +30,7 @@ from scoring.registry import champion
 from scoring.service import score_leads, train_from_store
 from store.db import make_engine
 from store.models import Base, Lead, LeadScore, MonitorReport, Outbox, SyncRun
+from tests.conftest import rolled_back_session
 from tests.factories import BASE_TIME, make_lead, synthetic_population
 
 TRAIN_DAY = 300
@@ -75,15 +76,8 @@ def trained_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]
 @pytest.fixture
 def session(trained_engine: Engine) -> Iterator[Session]:
     """A session on the trained store whose changes are rolled back after the test."""
-    connection = trained_engine.connect()
-    outer = connection.begin()
-    s = Session(bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False)
-    try:
+    with rolled_back_session(trained_engine) as s:
         yield s
-    finally:
-        s.close()
-        outer.rollback()
-        connection.close()
 
 
 # ------------------------------------------------------------------------------------ arithmetic

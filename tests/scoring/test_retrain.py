@@ -16,6 +16,7 @@ from scoring.retrain import Comparison, paired_bootstrap, promotion_decision, re
 from scoring.service import score_leads
 from store.db import make_engine
 from store.models import LeadScore, MonitorReport
+from tests.conftest import rolled_back_session
 from tests.scoring.test_monitor import TRAIN_DAY, as_of_day, trained_store_copy
 
 TRAINING = TrainingConfig(horizon_days=60, min_per_class=30)
@@ -32,15 +33,8 @@ def trained_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]
 
 @pytest.fixture
 def session(trained_engine: Engine) -> Iterator[Session]:
-    connection = trained_engine.connect()
-    outer = connection.begin()
-    s = Session(bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False)
-    try:
+    with rolled_back_session(trained_engine) as s:
         yield s
-    finally:
-        s.close()
-        outer.rollback()
-        connection.close()
 
 
 def _comparison(improvement: float, low: float, high: float, positives: int = 100) -> Comparison:
