@@ -9,23 +9,26 @@ event's time first, so modification stamps spread over the history.
 The hidden model (see ``docs/crmsim.md``):
 
 * every company has a latent *account intent*; every person has a latent *intent*
-  ``z = account intent + personal intent``;
+  ``z = account intent + personal intent``; intent only drives activity (Poisson counts per
+  event type, decaying after creation, high-intent pages, meetings, webinars, an evaluation
+  burst for engaged leads, mostly within the first two weeks), never the outcome directly;
 * *fit* mixes industry x size band (with interactions), seniority x department, country and lead
-  source; with ``drift_day`` set, people created from that day on follow a different fit table and
-  a different intent-to-behaviour mapping;
-* ``logit = b0 + 0.8 fit + 2.8 tanh(z / 2) + 0.25 fit max(z, 0) + noise``; ``b0`` is calibrated
-  so the mean ``true_probability`` equals ``base_rate``;
-* intent drives activity (Poisson counts per event type, decaying after creation, high-intent
-  pages, meetings, webinars, an evaluation burst for engaged leads), so behaviour is a noisy
-  measurement of intent; given the latent state, activity is independent of the outcome; after a
-  conversion, onboarding activity follows.
+  source; with ``drift_day`` set, people created from that day on follow a different fit table, a
+  different intent-to-behaviour mapping and different engagement weights;
+* the outcome is driven by what the CRM shows on day EARLY_WINDOW_DAYS: fit, the realised
+  engagement of the first EARLY_WINDOW_DAYS (weighted by type, recent days double) ``E`` and the
+  buying committee ``k``: ``logit = b0 + 0.6 fit + 3.8 s + 0.5 fit max(s, 0) + 0.5 tanh(k / 2)``
+  with ``s = tanh(E / 3)``; ``b0`` is calibrated so the mean ``true_probability`` equals
+  ``base_rate``. No hidden noise: the randomness left is the Bernoulli draw of the outcome and
+  the conversion time (after the early window), with a generator of the person's own;
+* after a conversion, onboarding activity follows.
 
-``Person.true_probability`` is P(converted within 90 days of ``created_at``) given everything the
-world knows about the person at creation (fit, intent, noise, regime).
-:meth:`World.true_probability_at` gives the same for any later snapshot (conversion within a
-horizon after the snapshot, given no conversion before it). Because activity carries no
-information about the outcome beyond the latent state, no point-in-time model can beat these in
-expectation: they are the ceiling.
+``Person.true_probability`` is P(converted within 90 days of ``created_at``) given fit, early
+engagement and committee. :meth:`World.true_probability_at` gives the same for any later snapshot
+(conversion within a horizon after the snapshot, given no conversion before it). From
+EARLY_WINDOW_DAYS on, everything it conditions on is in the CRM and later activity says nothing
+more about the outcome, so it is the best any point-in-time model can do; before that it also
+knows engagement still to come (an unreachable upper bound).
 
 Everything is seeded and uses a fixed epoch: the same arguments give the same CRM, byte for byte.
 """
@@ -70,6 +73,13 @@ GROWTH = 1.5
 RAMP_DAYS = 7
 # No conversion happens earlier than this many days after creation.
 MIN_CONVERSION_DAYS = 14
+# The conversion chance is set by fit and by the engagement of a person's first
+# EARLY_WINDOW_DAYS (the last RECENT_DAYS of it weigh double); conversions come after it.
+EARLY_WINDOW_DAYS = 14
+RECENT_DAYS = 7
+# Colleagues who became leads this many days before a person make up the buying committee
+# (the scoring feature looks back 90 days from a snapshot EARLY_WINDOW_DAYS after creation).
+COMMITTEE_DAYS = 90 - EARLY_WINDOW_DAYS
 CONVERSION_GAMMA = (2.0, 12.0)  # shape, scale (days) of conversion time after MIN_CONVERSION_DAYS
 LATE_CONVERSION_DAYS = (HORIZON_DAYS + 1, 150)
 
@@ -226,7 +236,9 @@ JUNK_VALUES = ("N/A", "-1", "Select", "none", "unknown", ".")
 @dataclass(frozen=True)
 class Regime:
     """Drivers of conversion in one period. ``page_intent_slope`` couples high-intent page visits
-    to intent; ``webinar_intent_slope`` couples webinar attendance to intent."""
+    to intent; ``webinar_intent_slope`` couples webinar attendance to intent;
+    ``engagement_weights`` value each kind of early engagement (``"high_intent"``: a visit of a
+    high-intent page, on top of the visit itself) in the conversion logit."""
 
     industry: dict[str, float]
     size: dict[str, float]
@@ -238,6 +250,7 @@ class Regime:
     source: dict[str, float]
     page_intent_slope: float
     webinar_intent_slope: float
+    engagement_weights: dict[str, float]
 
 
 _SENIOR_TECH = {(s, d): 0.35 for s in ("VP", "Director") for d in ("IT", "Engineering")}
@@ -259,6 +272,9 @@ BEFORE_DRIFT = Regime(
             "Outbound": -0.5, "Webinar": 0.2, "Content Syndication": -0.4},
     page_intent_slope=1.0,
     webinar_intent_slope=0.6,
+    engagement_weights={"email_open": 0.12, "email_click": 0.3, "web_visit": 0.2, "form_submit": 0.45,
+                        "content_download": 0.3, "webinar": 0.3, "meeting": 1.0, "campaign_response": 0.3,
+                        "high_intent": 0.8},
 )
 # After the drift the market moved: healthcare and mid-market retail became the good fit,
 # software saturated, small companies buy self-serve, and pricing-page visits stopped meaning
@@ -279,6 +295,9 @@ AFTER_DRIFT = Regime(
             "Outbound": -0.3, "Webinar": 0.6, "Content Syndication": -0.2},
     page_intent_slope=0.0,
     webinar_intent_slope=1.5,
+    engagement_weights={"email_open": 0.12, "email_click": 0.3, "web_visit": 0.2, "form_submit": 0.45,
+                        "content_download": 0.3, "webinar": 1.2, "meeting": 1.0, "campaign_response": 0.3,
+                        "high_intent": 0.0},
 )
 REGIMES = (BEFORE_DRIFT, AFTER_DRIFT)
 
@@ -301,13 +320,19 @@ def regime_fit(regime: Regime, *, industry: str, band: str, seniority: str, depa
             + regime.country.get(country, 0.0) + regime.source.get(source, 0.0))
 
 
-def behaviour_logit(intent: float, fit: float) -> float:
-    """The intent part of the hidden logit: saturating in intent, stronger for good-fit people."""
-    return 2.8 * math.tanh(intent / 2.0) + 0.25 * fit * max(intent, 0.0)
+def behaviour_logit(engagement: float, committee: int, fit: float) -> float:
+    """The behaviour part of the hidden logit: saturating in the weighted early engagement,
+    stronger for good-fit people, plus a saturating buying-committee term."""
+    saturated = math.tanh(engagement / ENGAGEMENT_SATURATION)
+    return (BEHAVIOUR_SCALE * saturated + INTERACTION * fit * max(saturated, 0.0)
+            + COMMITTEE_SCALE * math.tanh(committee / 2.0))
 
 
-NOISE_SD = 0.5
-FIT_SCALE = 0.8
+FIT_SCALE = 0.6
+BEHAVIOUR_SCALE = 3.8
+ENGAGEMENT_SATURATION = 3.0
+INTERACTION = 0.5
+COMMITTEE_SCALE = 0.5
 
 
 def _sigmoid(x: float) -> float:
@@ -358,13 +383,20 @@ class _Hidden:
     index: int
     intent: float
     fit: tuple[float, float]  # under each regime
-    noise: float
     regime: int
     seniority: str
     department: str
     band: str
     rng: random.Random
     probability_known: bool = True
+    label: str = ""  # seeds the outcome draw: f"{label}/outcome"
+    company: int = -1  # index into the world's company list
+    # Weighted early engagement (first EARLY_WINDOW_DAYS) under each regime's weights, and the
+    # colleagues who became leads in the COMMITTEE_DAYS before this person: set by _draw_activity.
+    engagement: tuple[float, float] = (0.0, 0.0)
+    committee: int = 0
+    spam: bool = False
+    first_touch: int = 0
 
 
 # Event kinds, in the order used to break ties at the same instant.
@@ -436,6 +468,7 @@ class World:
         self._company_account_intent: list[float] = []
         self._company_band: list[str] = []
         self._company_cum: list[float] = []
+        self._company_created: list[list[int]] = []  # creation seconds of each company's people
         self._company_list: list[Company] = []
         self._emitted_companies: set[str] = set()
         self._person_counter = 0
@@ -513,6 +546,7 @@ class World:
             self._company_list.append(company)
             self._company_account_intent.append(account_intent)
             self._company_band.append(band)
+            self._company_created.append([])
             self.companies[company.key] = company
         total = 0.0
         for w in weights:
@@ -521,9 +555,14 @@ class World:
 
     # --- people ---------------------------------------------------------------------------------
 
-    def _draw_person(self, index: int, created_s: int, rng: random.Random) -> None:
-        """Phase one: attributes and latent state (no outcome yet: b0 may still be calibrated)."""
+    def _draw_person(self, index: int, created_s: int, label: str) -> None:
+        """Phase one: attributes and latent state (no outcome yet: b0 may still be calibrated).
+
+        ``label`` seeds this person's generators; people must be drawn in creation order.
+        """
+        rng = random.Random(label)
         ci = bisect.bisect_left(self._company_cum, rng.random() * self._company_cum[-1])
+        self._company_created[ci].append(created_s)
         company = self._company_list[ci]
         band = self._company_band[ci]
         seniority = _pick(rng, SENIORITIES, _SEN_CUM)[0]
@@ -561,8 +600,8 @@ class World:
                                 department=department, country=company.country or "", source=source)
                      for r in REGIMES)
         regime = 1 if self.drift_day is not None and created_s >= self.drift_day * DAY else 0
-        hidden = _Hidden(index=index, intent=intent, fit=(fits[0], fits[1]), noise=rng.gauss(0.0, NOISE_SD),
-                         regime=regime, seniority=seniority, department=department, band=band, rng=rng)
+        hidden = _Hidden(index=index, intent=intent, fit=(fits[0], fits[1]), regime=regime, seniority=seniority,
+                         department=department, band=band, rng=rng, label=label, company=ci)
         if rng.random() < self.dq_rate:
             self._inject_dq(person, rng)
         self._pending.append(person)
@@ -570,13 +609,18 @@ class World:
 
     def _logit_without_b0(self, hidden: _Hidden, regime: int) -> float:
         fit = hidden.fit[regime]
-        return FIT_SCALE * fit + behaviour_logit(hidden.intent, fit) + hidden.noise
+        return FIT_SCALE * fit + behaviour_logit(hidden.engagement[regime], hidden.committee, fit)
 
     def _calibrate(self) -> None:
-        """Pick b0 per regime so the mean true probability over the history equals base_rate."""
+        """Pick b0 per regime so the mean true probability over the history equals base_rate.
+
+        Every history person counts under both regimes (their realised engagement valued with
+        each regime's weights), so a regime nobody is in yet is calibrated too.
+        """
         b0 = []
+        originals = self._hidden[: self.leads]  # duplicates come later and repeat a person
         for regime in (0, 1):
-            logits = np.array([self._logit_without_b0(h, regime) for h in self._hidden])
+            logits = np.array([self._logit_without_b0(h, regime) for h in originals])
             low, high = -15.0, 10.0
             for _ in range(60):
                 mid = (low + high) / 2
@@ -627,35 +671,46 @@ class World:
         heapq.heappush(self._heap, (t_s, kind, index, self._seq, data))
 
     def _schedule(self, hidden: _Hidden) -> None:
-        """Phase two: the outcome and every timed event of one person's life."""
+        """Phases two and three of one person (b0 already calibrated)."""
+        self._draw_activity(hidden)
+        self._decide(hidden)
+
+    def _draw_activity(self, hidden: _Hidden) -> None:
+        """Phase two: every event of the person's life that does not depend on the outcome.
+
+        Intent drives the activity; the engagement of the first EARLY_WINDOW_DAYS is tallied into
+        ``hidden.engagement`` (one value per regime's weights) and the buying committee into
+        ``hidden.committee``: with fit, these alone set the conversion chance (phase three).
+        """
         person = self._pending[hidden.index]
         rng = hidden.rng
         regime = REGIMES[hidden.regime]
         scale = self.activity_scale
         c = int(person.created_at.timestamp() - EPOCH.timestamp())
-        p_ever = _sigmoid(self._b0[hidden.regime] + self._logit_without_b0(hidden, hidden.regime))
-        person.true_probability = p_ever * WITHIN_HORIZON_SHARE
-        will_convert = rng.random() < p_ever
-        person.will_convert = will_convert
         z = hidden.intent
         self._push(c, _CREATE, hidden.index)
-        end_s: int | None = None  # deleted or merged at
-        conv_s: int | None = None
-        if will_convert:
-            if rng.random() < WITHIN_HORIZON_SHARE:
-                days = min(MIN_CONVERSION_DAYS + rng.gammavariate(*CONVERSION_GAMMA), HORIZON_DAYS - 0.01)
-            else:
-                days = rng.uniform(*LATE_CONVERSION_DAYS)
-            conv_s = c + int(days * DAY)
-        elif rng.random() < 0.01:
-            end_s = c + int(rng.uniform(20, 200) * DAY)  # spam cleanup
+        end_s: int | None = None  # deleted at
+        if rng.random() < 0.01:
+            # Spam cleanup, always after the early window; a deleted spam lead never converts.
+            hidden.spam = True
+            end_s = c + int(rng.uniform(20, 200) * DAY)
             self._push(end_s, _DELETE, hidden.index)
+        early_end = c + EARLY_WINDOW_DAYS * DAY
+        recent_start = early_end - RECENT_DAYS * DAY
+        weights = (REGIMES[0].engagement_weights, REGIMES[1].engagement_weights)
+        engagement = [0.0, 0.0]
 
         def act(t_s: float, kind: str, detail: str | None = None, campaign: str | None = None) -> None:
             t = int(t_s)
             if end_s is not None and t >= end_s:
                 return
             self._push(t, _ACTIVITY, hidden.index, (kind, detail, campaign))
+            if t < early_end:
+                recency = 1.0 if t > recent_start else 0.5
+                high = kind == "web_visit" and detail in HIGH_INTENT_PAGES
+                for r in (0, 1):
+                    w = weights[r].get(kind, 0.0) + (weights[r]["high_intent"] if high else 0.0)
+                    engagement[r] += recency * w
 
         def decayed(mean_days: float) -> float:
             return c + rng.expovariate(1.0 / mean_days) * DAY
@@ -697,13 +752,12 @@ class World:
             for _ in range(_poisson(rng, 0.3 * scale * math.exp(0.5 * z - 0.12))):
                 act(decayed(30.0), "campaign_response", None, person.campaign_key)
         self._push(int(first_touch) + 60, _STATUS, hidden.index, "Working")
+        hidden.first_touch = int(first_touch)
 
         # The evaluation burst: meetings plus high-intent visits (webinars after the drift) over
-        # about a week. Its chance rises with intent; its timing follows the conversion-time law
-        # but is drawn independently of the outcome, so activity tells nothing about the outcome
-        # beyond intent and true_probability stays the ceiling at every snapshot.
+        # about a week, mostly within the early window. Its chance rises with intent.
         if rng.random() < _sigmoid(1.6 * z - 1.2):
-            burst_s = c + (MIN_CONVERSION_DAYS - RAMP_DAYS + rng.gammavariate(2.0, 12.0)) * DAY
+            burst_s = c + rng.gammavariate(2.0, 4.0) * DAY
             for _ in range(1 + _poisson(rng, 1.0 * scale)):
                 act(burst_s + rng.uniform(0, RAMP_DAYS) * DAY, "meeting", rng.choice(MEETING_SUBJECTS))
             if hidden.regime == 0:
@@ -712,13 +766,36 @@ class World:
             else:
                 act(burst_s + rng.uniform(0, RAMP_DAYS) * DAY, "webinar", None,
                     rng.choice(CAMPAIGNS_BY_TYPE["Webinar"]))
-        if conv_s is not None:
+        hidden.engagement = (engagement[0], engagement[1])
+        created = self._company_created[hidden.company]
+        hidden.committee = bisect.bisect_left(created, c) - bisect.bisect_left(created, c - COMMITTEE_DAYS * DAY)
+        hidden.rng = _SPENT  # release the generator's state memory
+
+    def _decide(self, hidden: _Hidden) -> None:
+        """Phase three: the outcome, drawn from fit and the realised early engagement with a
+        generator of its own, and the events that follow from it."""
+        person = self._pending[hidden.index]
+        rng = random.Random(f"{hidden.label}/outcome")
+        scale = self.activity_scale
+        c = int(person.created_at.timestamp() - EPOCH.timestamp())
+        p_ever = _sigmoid(self._b0[hidden.regime] + self._logit_without_b0(hidden, hidden.regime))
+        person.true_probability = p_ever * WITHIN_HORIZON_SHARE
+        # All the randomness left is here: who converts among equals, and when.
+        will_convert = rng.random() < p_ever and not hidden.spam
+        person.will_convert = will_convert
+        first_touch = hidden.first_touch
+        if will_convert:
+            if rng.random() < WITHIN_HORIZON_SHARE:
+                days = min(MIN_CONVERSION_DAYS + rng.gammavariate(*CONVERSION_GAMMA), HORIZON_DAYS - 0.01)
+            else:
+                days = rng.uniform(*LATE_CONVERSION_DAYS)
+            conv_s = c + int(days * DAY)
             # Sales qualifies the lead shortly before the conversion, then onboarding follows it.
             qualified = conv_s - int(rng.uniform(1, RAMP_DAYS) * DAY)
             if qualified - c > 45 * DAY:
                 nurture_s = _batch_time(c + int(rng.uniform(30, 45) * DAY))
                 self._push(nurture_s, _STATUS, hidden.index, "Nurturing")
-            self._push(max(qualified, int(first_touch) + 120), _STATUS, hidden.index, "Qualified")
+            self._push(max(qualified, first_touch + 120), _STATUS, hidden.index, "Qualified")
             self._push(conv_s, _CONVERT, hidden.index)
             for _ in range(2 + _poisson(rng, 2.0 * scale)):
                 after = conv_s + rng.uniform(0.05, 45.0) * DAY
@@ -729,17 +806,14 @@ class World:
                     detail = rng.choice(("/docs/getting-started", "/docs/api", "/app/settings"))
                 else:
                     detail = "Onboarding kickoff" if kind == "meeting" else "Onboarding check-in"
-                act(after, kind, detail)
-        else:
-            status = "Unqualified" if rng.random() < _sigmoid(-0.5 - z) else "Nurturing"
-            t_status = _batch_time(c + int(rng.uniform(30, 120) * DAY))
-            if end_s is None or t_status < end_s:
-                self._push(t_status, _STATUS, hidden.index, status)
+                self._push(int(after), _ACTIVITY, hidden.index, (kind, detail, None))
+        elif not hidden.spam:
+            status = "Unqualified" if rng.random() < _sigmoid(-0.5 - hidden.intent) else "Nurturing"
+            self._push(_batch_time(c + int(rng.uniform(30, 120) * DAY)), _STATUS, hidden.index, status)
 
         # A duplicate record of the same human, merged into this one later.
-        if rng.random() < self.dq_rate / 2 and end_s is None:
+        if rng.random() < self.dq_rate / 2 and not hidden.spam:
             self._schedule_duplicate(hidden, person, c, rng)
-        hidden.rng = _SPENT  # release the generator's state memory
 
     def _schedule_duplicate(self, hidden: _Hidden, person: Person, c: int, rng: random.Random) -> None:
         dup = dataclasses.replace(person, key="", dq_faults=["duplicate"], status="Open", will_convert=False,
@@ -864,10 +938,12 @@ class World:
         x = (np.sqrt(1.0 + g * (g + 2.0) * u) - 1.0) / g  # inverse CDF of (1 + g x) on [0, 1]
         created = np.minimum((x * self.history_days * DAY).astype(np.int64), self.history_days * DAY - 1)
         for i, c in enumerate(created.tolist()):
-            self._draw_person(i, int(c), random.Random(f"crmsim/{self.seed}/history/{i}"))
+            self._draw_person(i, int(c), f"crmsim/{self.seed}/history/{i}")
+        for hidden in self._hidden[: self.leads]:
+            self._draw_activity(hidden)
         self._calibrate()
-        for hidden in list(self._hidden):
-            self._schedule(hidden)
+        for hidden in self._hidden[: self.leads]:
+            self._decide(hidden)
 
     def advance(self, days: float) -> AdvanceSummary:
         """Continue the simulation by ``days``: new leads (at the history's final rate, per day
@@ -886,8 +962,7 @@ class World:
                 times = sorted(rng.randrange(DAY) for _ in range(count))
                 for j, offset in enumerate(times):
                     index = len(self._pending)
-                    self._draw_person(index, day * DAY + offset,
-                                      random.Random(f"crmsim/{self.seed}/day/{day}/{j}"))
+                    self._draw_person(index, day * DAY + offset, f"crmsim/{self.seed}/day/{day}/{j}")
                     self._schedule(self._hidden[index])
                 self._next_day += 1
         self._run_until(end_s)
@@ -899,7 +974,7 @@ class World:
         for person, outcome_s in zip(population.people, population.converted_offsets, strict=True):
             index = len(self._pending)
             self._pending.append(person)
-            self._hidden.append(_Hidden(index=index, intent=0.0, fit=(0.0, 0.0), noise=0.0, regime=0,
+            self._hidden.append(_Hidden(index=index, intent=0.0, fit=(0.0, 0.0), regime=0,
                                         seniority="", department="", band="", rng=_SPENT,
                                         probability_known=False))
             c = int(person.created_at.timestamp() - EPOCH.timestamp())
@@ -971,10 +1046,15 @@ class World:
         return within / (1.0 - before) if before < 1.0 else 0.0
 
     def hidden_attributes(self, person_key: str) -> dict[str, Any]:
-        """The hidden state of one person (intent, fit, regime, seniority, ...), for tests and docs."""
+        """The hidden state of one person (intent, fit, regime, seniority, ...), for tests and docs.
+
+        ``early_engagement`` (E, valued with the person's regime) and ``committee`` (k) are what,
+        with fit, set ``true_probability`` (see ``docs/crmsim.md``).
+        """
         hidden = self._hidden[self._index_by_key[person_key]]
         return {"intent": hidden.intent, "fit": hidden.fit[hidden.regime], "regime": hidden.regime,
-                "seniority": hidden.seniority, "department": hidden.department, "size_band": hidden.band}
+                "seniority": hidden.seniority, "department": hidden.department, "size_band": hidden.band,
+                "early_engagement": hidden.engagement[hidden.regime], "committee": hidden.committee}
 
     @property
     def now(self) -> datetime:

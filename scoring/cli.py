@@ -235,6 +235,11 @@ def evaluate_command(
     json_path: Path | None = typer.Option(None, "--json", help="Write the evaluation as JSON here."),
     seed: int = typer.Option(0, help="Random seed of the split and models."),
     min_per_class: int = typer.Option(500, "--min-per-class", min=1, help="Fewest examples per class to train."),
+    time_column: str | None = typer.Option(
+        None, "--time-column", metavar="COL",
+        help="Split by this column's order (oldest 70 % train, newest 15 % test) instead of at random; "
+        "it is not used as a feature.",
+    ),
 ) -> None:
     """Compare CatBoost, logistic regression and random forest on any CSV, with the data audit."""
     from scoring.evaluate import evaluate_csv, format_evaluation
@@ -242,7 +247,7 @@ def evaluate_command(
     with console.status("evaluating") as status:
         result = evaluate_csv(
             csv, target=target, exclude=exclude, seed=seed, min_per_class=min_per_class,
-            progress=lambda m: status.update(f"evaluating: {m}"),
+            progress=lambda m: status.update(f"evaluating: {m}"), time_col=time_column,
         )
     console.print(format_evaluation(result), highlight=False)
     if json_path is not None:

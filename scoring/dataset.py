@@ -1,9 +1,9 @@
 """The training set: leads seen at snapshot times, labelled by what happened next.
 
 Each example is a lead at a snapshot time ``created_at + k days`` for k in
-:data:`SNAPSHOT_OFFSETS_DAYS` (1, 7 and 21: a lead is scored soon after it arrives, and again as
-its activity builds up, so the model learns from leads at the ages it will meet). The label is
-"converted within ``horizon_days`` after the snapshot". Not examples: leads already converted at
+:data:`SNAPSHOT_OFFSETS_DAYS` (default: 14, the age at which a lead's first two weeks of
+engagement are known: see ``docs/model.md``, *Point in time*, for why not younger ages). The
+label is "converted within ``horizon_days`` after the snapshot". Not examples: leads already converted at
 the snapshot, snapshots whose horizon has not fully elapsed by ``as_of`` (their label is not yet
 known), deleted/merged leads, and converted leads without a conversion time (cannot be placed).
 
@@ -30,7 +30,11 @@ from scoring.features import (
 )
 from scoring.frame import FeatureSpec
 
-SNAPSHOT_OFFSETS_DAYS: tuple[int, ...] = (1, 7, 21, 60)
+# One snapshot at 14 days: the first two weeks of engagement are what best separates buyers, and
+# every feature window (7/30/90 days) then sees the lead's whole life. Younger snapshots teach
+# the model on leads whose telling behaviour has not happened yet (their labels are then mostly
+# noise to it); older ones see the early weeks only blurred by the sliding windows.
+SNAPSHOT_OFFSETS_DAYS: tuple[int, ...] = (14,)
 TARGET = "converted"
 SPLIT_COLUMN = "split_at"
 SNAPSHOT_COLUMN = "snapshot_at"

@@ -36,7 +36,7 @@ def test_labels_and_exclusions(sqlite_session: Session) -> None:
     young = make_lead(sqlite_session, conn, crm_created_at=as_of - 149 * DAY)
     make_lead(sqlite_session, conn, is_deleted=True)
     make_lead(sqlite_session, conn, is_converted=True, converted_at=None)
-    examples, excluded = label_examples(load_leads_frame(sqlite_session), as_of=as_of)
+    examples, excluded = label_examples(load_leads_frame(sqlite_session), as_of=as_of, offsets=(1, 7, 21, 60))
     got = {
         (int(r.id), int((r.snapshot_at - r.crm_created_at).days)): int(r.converted)
         for r in examples.itertuples()

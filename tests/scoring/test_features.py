@@ -44,7 +44,7 @@ def test_activity_after_snapshot_or_conversion_never_reaches_a_feature(sqlite_se
     make_activity(sqlite_session, lead, "call", t0 + 21 * DAY)
     as_of = t0 + 400 * DAY
 
-    tset = build_training_set(sqlite_session, as_of=as_of)
+    tset = build_training_set(sqlite_session, as_of=as_of, offsets=(1, 7, 21, 60))
     frame = tset.frame.set_index(tset.frame["snapshot_at"] - t0)
     # Day 60 is after the conversion: not an example at all.
     assert sorted(frame.index.days) == [1, 7, 21]

@@ -54,7 +54,7 @@ def test_train_from_store_registers_and_makes_the_first_model_champion(any_sessi
     config = TrainingConfig(min_per_class=50)
     first = train_from_store(any_session, as_of=AS_OF, config=config, **FAST_TRAINING)
     assert first.promoted and first.model_version.status == "champion"
-    assert first.examples > 1000 and 0 < first.positives < first.examples
+    assert first.examples > 600 and 0 < first.positives < first.examples  # one snapshot per lead
     assert first.model_version.params["horizon_days"] == 90
     assert first.to_dict()["metrics"]["catboost"]["test"]["auc"] > 0.55
     second = train_from_store(any_session, as_of=AS_OF, config=config, **FAST_TRAINING)

@@ -1,0 +1,132 @@
+"""Benchmark scoring: training time, end-to-end scoring rate and CatBoost's raw predict+SHAP rate.
+
+Usage: ``.venv/bin/python bench/scoring.py [--train-leads 12000] [--seed 0] [--database-url URL]``.
+A crmsim ``World`` of ``--train-leads`` leads is loaded straight into a fresh store (SQLite in a
+temporary directory unless ``--database-url`` names an empty database), then:
+
+1. ``train_from_store`` as ``leadscore train`` runs it (three families, default grids): training
+   seconds, examples and the chosen family;
+2. ``score_leads(all=True)``: every live lead end to end (features read from the database,
+   prediction, SHAP reasons, LeadScore and outbox writes): leads per second;
+3. on the same leads and the same feature frames (built by the service's own batch reader, not
+   timed), the champion's CatBoost model loaded with ``scoring.registry.load_model``:
+   ``predict_proba`` plus ``contributions`` (exact SHAP), rows per second.
+
+Prints one JSON object. Building a 100,000-lead world takes minutes; that is part of the bench.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+# Run as ``python bench/scoring.py``, this file's directory comes first on sys.path and its name
+# would shadow the scoring package; drop it (``python -m bench.scoring`` needs no such help).
+if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
+    sys.path.pop(0)
+_REPO = str(Path(__file__).resolve().parents[1])
+if _REPO not in sys.path:
+    sys.path.insert(0, _REPO)  # tests.factories loads a World into the store without HTTP
+
+from sqlalchemy.orm import Session  # noqa: E402
+
+from config.app_config import TierConfig, TrainingConfig  # noqa: E402
+from scoring import registry  # noqa: E402
+from scoring.service import _features, live_lead_ids, score_leads, train_from_store  # noqa: E402
+from scoring.training import TrainedModel  # noqa: E402
+from store.db import make_engine  # noqa: E402
+from store.models import Base  # noqa: E402
+from tests.factories import generate_world, load_world  # noqa: E402
+
+BATCH = 2000  # score_leads' default batch size
+
+
+def _catboost_model(session: Session, trained: Any) -> tuple[TrainedModel, str]:
+    """The champion when it is CatBoost, else the run's CatBoost candidate (and where it came from)."""
+    mv = registry.champion(session)
+    if mv is not None:
+        model = registry.load_model(mv)
+        if model.family == "catboost":
+            return model, "champion"
+    return trained.result.models["catboost"], "candidate"
+
+
+def run(train_leads: int, seed: int, database_url: str | None) -> dict[str, Any]:
+    """Build, load, train, score and time; the JSON-ready result."""
+    out: dict[str, Any] = {"train_leads": train_leads, "seed": seed}
+    started = time.perf_counter()
+    world, sink = generate_world(seed=seed, leads=train_leads)
+    out["world_seconds"] = round(time.perf_counter() - started, 2)
+    with tempfile.TemporaryDirectory() as tmp:
+        url = database_url or f"sqlite:///{Path(tmp) / 'bench.db'}"
+        out["database"] = url.split(":", 1)[0]
+        engine = make_engine(url)
+        Base.metadata.create_all(engine)
+        try:
+            with Session(engine, expire_on_commit=False) as session:
+                started = time.perf_counter()
+                load_world(session, sink)
+                session.commit()
+                out["load_seconds"] = round(time.perf_counter() - started, 2)
+
+                as_of = world.now
+                started = time.perf_counter()
+                trained = train_from_store(session, as_of=as_of, config=TrainingConfig(min_per_class=100))
+                session.commit()
+                out["training"] = {
+                    "seconds": round(time.perf_counter() - started, 2), "examples": trained.examples,
+                    "positives": trained.positives, "selected": trained.result.selected,
+                    "test_auc": {f: round(m["test"]["auc"], 4) for f, m in trained.result.metrics.items()},
+                }
+
+                started = time.perf_counter()
+                summary = score_leads(session, as_of=as_of, all=True,
+                                      tier_default=TierConfig(mode="capacity",
+                                                              thresholds={"A": 5, "B": 15, "C": 30}))
+                session.commit()
+                seconds = time.perf_counter() - started
+                out["score_end_to_end"] = {
+                    "leads": summary.scored, "seconds": round(seconds, 2),
+                    "leads_per_second": round(summary.scored / seconds, 1), "outbox_rows": summary.outbox_rows,
+                }
+
+                model, source = _catboost_model(session, trained)
+                ids = live_lead_ids(session)
+                rows, predict_s, shap_s = 0, 0.0, 0.0
+                for start in range(0, len(ids), BATCH):
+                    _leads, frame = _features(session, ids[start : start + BATCH], as_of)
+                    t0 = time.perf_counter()
+                    model.predict_proba(frame)
+                    t1 = time.perf_counter()
+                    model.contributions(frame)
+                    predict_s += t1 - t0
+                    shap_s += time.perf_counter() - t1
+                    rows += len(frame)
+                out["catboost_raw"] = {
+                    "model": source, "rows": rows, "predict_seconds": round(predict_s, 3),
+                    "shap_seconds": round(shap_s, 3),
+                    "rows_per_second": round(rows / (predict_s + shap_s), 1),
+                }
+        finally:
+            engine.dispose()
+    out["measured_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--train-leads", type=int, default=12_000, help="leads in the simulated CRM")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--database-url", default=None, help="an empty database (default: SQLite in a temp dir)")
+    args = parser.parse_args()
+    print(json.dumps(run(args.train_leads, args.seed, args.database_url), indent=2))
+
+
+if __name__ == "__main__":
+    main()
