@@ -107,7 +107,10 @@ def hubspot(sim: CRMSim) -> Expected:
                     kind = "webinar" if rec.props.get("hs_activity_type") == "Webinar" else "meeting"
                 else:
                     kind = "call"
-                contacts = sorted(store.associated(object_type, rec.id, "contacts"))
+                # Archiving a contact hides its associations from the API, but the engagement does
+                # not change, so leadscore keeps the link it read (the lead is marked deleted, the
+                # activity stays attributed to it): expect every association ever made.
+                contacts = sorted(store.associations.get((object_type, rec.id), {}).get("contacts", {}))
                 out.activities[f"{object_type}:{rec.id}"] = {
                     "type": kind, "lead_crm_id": str(contacts[0]) if contacts else None, "is_deleted": False,
                     "crm_modified_at": _ts(rec.props["hs_lastmodifieddate"])}
