@@ -101,14 +101,21 @@ def _step(title: str) -> Iterator[None]:
 
 
 def _wait_until_drained(engine: Any, timeout: float = WAIT_SECONDS) -> None:
-    """With real workers the write-back and routing run after scoring: wait for them to finish."""
+    """With real workers the write-back and routing run after scoring: wait for them to finish,
+    nudging them every few seconds as beat would (a pass that finds the lock held skips)."""
     from sqlalchemy import func, select
 
     from store.db import unit_of_work
     from store.models import Outbox, RoutingAction
+    from worker import tasks
 
     deadline = time.monotonic() + timeout
+    nudge = time.monotonic() + 5
     while time.monotonic() < deadline:
+        if time.monotonic() > nudge:
+            tasks.writeback_drain.delay()
+            tasks.routing_execute.delay()
+            nudge = time.monotonic() + 5
         with unit_of_work(engine) as session:
             pending = session.scalar(select(func.count()).select_from(Outbox).where(Outbox.status == "pending"))
             routing = session.scalar(select(func.count()).select_from(RoutingAction).where(

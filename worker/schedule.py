@@ -43,6 +43,13 @@ def beat_entries(schedules: ScheduleConfig) -> dict[str, dict[str, Any]]:
             "schedule": _every(schedules.writeback_seconds),
             "options": {"expires": schedules.writeback_seconds * 1.5},
         },
+        "routing-execute": {
+            # Routing runs after each scoring pass too; this tick picks up actions a busy pass
+            # left behind (a pass that finds the lock held skips rather than waits).
+            "task": "leadscore.routing.execute",
+            "schedule": _every(schedules.writeback_seconds),
+            "options": {"expires": schedules.writeback_seconds * 1.5},
+        },
         "monitor-daily": {
             "task": "leadscore.monitor.daily",
             "schedule": _cron(schedules.monitor_cron),

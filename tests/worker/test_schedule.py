@@ -8,7 +8,8 @@ from worker.schedule import beat_entries
 
 def test_every_entry_expires_and_names_a_leadscore_task() -> None:
     entries = beat_entries(ScheduleConfig())
-    assert {"sync-all-connections", "writeback-drain", "monitor-daily", "retrain-check"} <= set(entries)
+    assert {"sync-all-connections", "writeback-drain", "routing-execute", "monitor-daily", "retrain-check",
+            "rescore-daily"} <= set(entries)
     for entry in entries.values():
         assert entry["task"].startswith("leadscore.")
         assert entry["options"]["expires"] > 0
