@@ -243,6 +243,9 @@ def _run_loop(sim: Any, runtime: Any, out_dir: Path, report_path: Path | None) -
         week_calls = _diff(before, after_week)
         writes = _diff(before_writes, after_week)  # both write phases: label filters keep write calls only
 
+    with _step("running the daily monitor (drift, calibration, freshness, alerts)"):
+        monitor = _call(tasks.monitor_daily, eager=eager)
+
     evaluation = _evaluate(runtime, sim, trained)
     summary: dict[str, Any] = {
         "leads": 0,
@@ -254,6 +257,7 @@ def _run_loop(sim: Any, runtime: Any, out_dir: Path, report_path: Path | None) -
         "tiers": evaluation["tiers"],
         "routing": _routing_counts(runtime),
         "scored": scored,
+        "monitor": monitor,
         "incremental_week": {"new_leads": week.get("new_leads"), "new_activities": week.get("new_activities"),
                              "conversions": week.get("conversions"),
                              "api_calls": {"salesforce": week_calls.salesforce, "hubspot": week_calls.hubspot}},
