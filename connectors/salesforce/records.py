@@ -77,6 +77,22 @@ def _lead_ref(value: Any) -> str | None:
     return text if text and text.startswith(LEAD_ID_PREFIX) else None
 
 
+def _who_activity(record: dict[str, Any], crm_id: str, modified: datetime, kind: str,
+                  occurred: datetime) -> ActivityRecord:
+    """An activity attached to a lead through ``WhoId`` (Tasks and Events share this shape)."""
+    return ActivityRecord(
+        crm_id=crm_id,
+        lead_crm_id=_lead_ref(record.get("WhoId")),
+        type=kind,
+        occurred_at=occurred,
+        crm_modified_at=modified,
+        detail=clean_text(record.get("Description") or record.get("Subject"), 512),
+        campaign=None,
+        is_deleted=clean_bool(record.get("IsDeleted")),
+        raw=raw_payload(record),
+    )
+
+
 def task_record(record: dict[str, Any]) -> ActivityRecord | None:
     """Normalise a Task; None for tasks that are not engagement (e.g. a to-do created by routing)."""
     crm_id, modified = stamps(record)
@@ -88,17 +104,7 @@ def task_record(record: dict[str, Any]) -> ActivityRecord | None:
     occurred = (parse_optional_datetime(record.get("CompletedDateTime"), "CompletedDateTime")
                 or parse_optional_datetime(record.get("ActivityDate"), "ActivityDate")
                 or parse_crm_datetime(record.get("CreatedDate"), "CreatedDate"))
-    return ActivityRecord(
-        crm_id=crm_id,
-        lead_crm_id=_lead_ref(record.get("WhoId")),
-        type=kind,
-        occurred_at=occurred,
-        crm_modified_at=modified,
-        detail=clean_text(record.get("Description") or record.get("Subject"), 512),
-        campaign=None,
-        is_deleted=clean_bool(record.get("IsDeleted")),
-        raw=raw_payload(record),
-    )
+    return _who_activity(record, crm_id, modified, kind, occurred)
 
 
 def event_record(record: dict[str, Any]) -> ActivityRecord | None:
@@ -110,17 +116,7 @@ def event_record(record: dict[str, Any]) -> ActivityRecord | None:
     occurred = (parse_optional_datetime(record.get("StartDateTime"), "StartDateTime")
                 or parse_optional_datetime(record.get("ActivityDateTime"), "ActivityDateTime")
                 or parse_crm_datetime(record.get("CreatedDate"), "CreatedDate"))
-    return ActivityRecord(
-        crm_id=crm_id,
-        lead_crm_id=_lead_ref(record.get("WhoId")),
-        type=kind,
-        occurred_at=occurred,
-        crm_modified_at=modified,
-        detail=clean_text(record.get("Description") or record.get("Subject"), 512),
-        campaign=None,
-        is_deleted=clean_bool(record.get("IsDeleted")),
-        raw=raw_payload(record),
-    )
+    return _who_activity(record, crm_id, modified, kind, occurred)
 
 
 def membership(record: dict[str, Any]) -> tuple[str, str, datetime] | None:
