@@ -14,7 +14,8 @@ The hidden model (see ``docs/crmsim.md``):
   burst for engaged leads, mostly within the first two weeks), never the outcome directly;
 * *fit* mixes industry x size band (with interactions), seniority x department, country and lead
   source; with ``drift_day`` set, people created from that day on follow a different fit table, a
-  different intent-to-behaviour mapping and different engagement weights;
+  different intent-to-behaviour mapping and different engagement weights, and arrive in a
+  different mix (a new segment, webinar sourcing, more webinars: ``DRIFT_*``);
 * the outcome is driven by what the CRM shows on day EARLY_WINDOW_DAYS: fit, the realised
   engagement of the first EARLY_WINDOW_DAYS (weighted by type, recent days double) ``E`` and the
   buying committee ``k``: ``logit = b0 + 0.6 fit + 3.8 s + 0.5 fit max(s, 0) + 0.5 tanh(k / 2)``
@@ -300,6 +301,14 @@ AFTER_DRIFT = Regime(
                         "high_intent": 0.0},
 )
 REGIMES = (BEFORE_DRIFT, AFTER_DRIFT)
+# The drift is a market shift the CRM shows, not only a change of hidden drivers: from the drift
+# day on, a new segment (healthcare and retail companies of 1-50 people) brings a large share
+# of the new leads, webinars become a lead source of their own, and leads attend webinars more.
+DRIFT_SEGMENT_INDUSTRIES = ("Healthcare", "Retail")
+DRIFT_SEGMENT_BANDS = ("1-10", "11-50")
+DRIFT_SEGMENT_SHARE = 0.6  # of post-drift leads, drawn from the segment's companies
+DRIFT_WEBINAR_SOURCE_SHARE = 0.6  # of post-drift leads, re-sourced to "Webinar"
+DRIFT_WEBINAR_RATE = 2.0  # multiplies the webinar attendance rate of post-drift leads
 
 
 def size_band(employees: int) -> str:
@@ -476,6 +485,7 @@ class World:
         self._next_day = history_days  # first day whose new leads advance() must still draw
         self._b0 = (0.0, 0.0)
         self._from_csv = False
+        self._segment: tuple[list[int], list[float]] | None = None  # see _drift_segment
         self._summary = AdvanceSummary(days=0.0, now="")
         self.activity_count = 0
         if leads:
@@ -561,7 +571,13 @@ class World:
         ``label`` seeds this person's generators; people must be drawn in creation order.
         """
         rng = random.Random(label)
+        regime = 1 if self.drift_day is not None and created_s >= self.drift_day * DAY else 0
         ci = bisect.bisect_left(self._company_cum, rng.random() * self._company_cum[-1])
+        if regime == 1:
+            # Extra draws only after the drift: earlier people stay byte-identical.
+            segment, segment_cum = self._drift_segment()
+            if segment and rng.random() < DRIFT_SEGMENT_SHARE:
+                ci = segment[bisect.bisect_left(segment_cum, rng.random() * segment_cum[-1])]
         self._company_created[ci].append(created_s)
         company = self._company_list[ci]
         band = self._company_band[ci]
@@ -573,6 +589,8 @@ class World:
             source = rng.choice(("Referral", "Trade Show", "Partner"))
         elif seniority == "Student" and rng.random() < 0.4:
             source = "Content Syndication"
+        if regime == 1 and rng.random() < DRIFT_WEBINAR_SOURCE_SHARE:
+            source = "Webinar"
         ctype = SOURCE_CAMPAIGN_TYPE.get(source)
         campaign_key: str | None = None
         if ctype:
@@ -599,13 +617,26 @@ class World:
         fits = tuple(regime_fit(r, industry=company.industry or "", band=band, seniority=seniority,
                                 department=department, country=company.country or "", source=source)
                      for r in REGIMES)
-        regime = 1 if self.drift_day is not None and created_s >= self.drift_day * DAY else 0
         hidden = _Hidden(index=index, intent=intent, fit=(fits[0], fits[1]), regime=regime, seniority=seniority,
                          department=department, band=band, rng=rng, label=label, company=ci)
         if rng.random() < self.dq_rate:
             self._inject_dq(person, rng)
         self._pending.append(person)
         self._hidden.append(hidden)
+
+    def _drift_segment(self) -> tuple[list[int], list[float]]:
+        """The companies of the post-drift segment (indexes) and their cumulative draw weights."""
+        if self._segment is None:
+            indexes: list[int] = []
+            cum: list[float] = []
+            total = 0.0
+            for i, company in enumerate(self._company_list):
+                if company.industry in DRIFT_SEGMENT_INDUSTRIES and self._company_band[i] in DRIFT_SEGMENT_BANDS:
+                    total += self._company_cum[i] - (self._company_cum[i - 1] if i else 0.0)
+                    indexes.append(i)
+                    cum.append(total)
+            self._segment = (indexes, cum)
+        return self._segment
 
     def _logit_without_b0(self, hidden: _Hidden, regime: int) -> float:
         fit = hidden.fit[regime]
@@ -739,7 +770,8 @@ class World:
         for _ in range(_poisson(rng, 0.6 * scale * math.exp(0.6 * z - 0.25))):
             act(decayed(40.0), "content_download", rng.choice(CONTENT_TITLES))
         slope = regime.webinar_intent_slope
-        for _ in range(_poisson(rng, 0.25 * scale * math.exp(slope * z - slope * slope / 2))):
+        webinar_rate = 0.25 * (DRIFT_WEBINAR_RATE if hidden.regime == 1 else 1.0)
+        for _ in range(_poisson(rng, webinar_rate * scale * math.exp(slope * z - slope * slope / 2))):
             act(decayed(45.0), "webinar", None, rng.choice(CAMPAIGNS_BY_TYPE["Webinar"]))
         for _ in range(_poisson(rng, 0.15 * scale * math.exp(1.2 * z - 0.7))):
             act(decayed(25.0), "meeting", rng.choice(MEETING_SUBJECTS))

@@ -11,7 +11,8 @@
   score and of the champion's most important features (mean absolute contribution on the
   reference) is computed on the reference's decile bins. Above ``psi_warn``: warn; above
   ``psi_alert``: alert -- for a feature only when the score distribution moved too (above
-  ``psi_warn``); a feature drift the scores do not feel is a warning.
+  ``psi_warn``) or when :data:`BROAD_SHIFT_FEATURES` top features are above ``psi_alert`` at once
+  (a new lead mix); a single feature drift the scores do not feel is a warning.
 * **The reference is stored with the model** (``model_version.params["monitor_reference"]``: bins,
   shares, importance, baseline AUC). The retrainer stores it when it trains; for a model trained
   elsewhere it is computed from the training window's leads on the first run and stored then.
@@ -74,6 +75,7 @@ MISSING_BIN = "__missing__"
 # Shares are floored before the log so an empty bin gives a large but finite PSI term.
 SHARE_FLOOR = 1e-4
 MIN_PSI_ROWS = 100
+BROAD_SHIFT_FEATURES = 3  # top features above psi_alert at once that alert without the score moving
 MIN_PERFORMANCE_POSITIVES = 20
 MAX_IMPORTANCE_ROWS = 1000
 SCORE_BANDS: tuple[float, ...] = (0.0, 0.05, 0.10, 0.20, 0.40, 1.0001)
@@ -461,8 +463,13 @@ def _drift(session: Session, champion: ModelVersion, ref: Reference, as_of: date
     drift["feature_psi"] = feature_psi
     score_psi = drift["score_psi"]
     # Inputs that moved while the scores did not change no decision (cumulative features such as
-    # the buying-committee size grow with the CRM's age): such a feature drift is a warning only.
+    # the buying-committee size grow with the CRM's age): such a feature drift is a warning only,
+    # unless BROAD_SHIFT_FEATURES of the top features moved at once (a new lead mix: the market
+    # changed, whatever the stale model makes of it).
     scores_moved = math.isfinite(score_psi) and score_psi > config.psi_warn
+    moved = sum(1 for v in feature_psi.values() if math.isfinite(v) and v > config.psi_alert)
+    drift["features_above_alert"] = moved
+    scores_moved = scores_moved or moved >= BROAD_SHIFT_FEATURES
     checks = [("score", score_psi)] + sorted(feature_psi.items(), key=lambda kv: -kv[1])
     for name, value in checks:
         if not math.isfinite(value):

@@ -1,17 +1,22 @@
-"""Monitoring and retraining against the simulated funnel, day by day (about 4 minutes).
+"""Monitoring and retraining against the simulated funnel, day by day (about 3 minutes).
 
 A crmsim ``World`` is generated once (its future included, so outcomes of the scored leads are
 known); the store is then fed day by day with what a CRM would show on that day (new leads,
 activities, conversions, a succeeded sync run per connection), the champion scores the recent
 leads, the monitor runs and the retrainer decides.
 
+crmsim's drift is a market shift: from DRIFT_DAY on, most new leads come from small healthcare and
+retail companies, many through webinars, and what drives conversion changes too.
+
 Asserted: without drift (the 60 days before it), no alert and no promotion (six retrainings);
-with drift, no alert before it, and the performance drop flagged once post-drift outcomes are
-known. Not asserted, because this World and model do not allow it (measured numbers in
-docs/monitoring.md): an alert within 14 days of the drift (no lead converts within 14 days of its
-creation and the inputs barely move), and a promoted challenger within 0.03 of the oracle (even
-before the drift the model trails the oracle by about 0.12 AUC; post-drift challengers were not
-reliably better than the stale champion on later leads).
+with drift, no alert before it and an alert (status "alert") within 14 days after it (the lead
+mix moves the monitor's cohort within days); the stale champion ranks post-drift leads clearly
+worse; a challenger whose training window includes post-drift leads is promoted; on the same
+later leads that post-drift champion ranks better than the stale one. Not asserted, because this
+World and model do not allow it (measured numbers in docs/monitoring.md): AUC within 0.03 of the
+oracle -- even before the drift the model trails the oracle by about 0.13 AUC on leads scored at 7
+days; what is asserted instead is that after the promotion the gap is at most 0.05 wider than the
+pre-drift gap.
 """
 
 from __future__ import annotations
@@ -31,7 +36,8 @@ from sqlalchemy.orm import Session
 from config.app_config import MonitoringConfig, ScheduleConfig, TrainingConfig
 from crmsim.funnel import EPOCH, World
 from scoring import registry
-from scoring.monitor import latest_report, run_monitor
+from scoring.features import align_to_spec
+from scoring.monitor import build_cohort, cohort_leads, latest_report, run_monitor
 from scoring.personas import company_key
 from scoring.retrain import retrain_if_due
 from scoring.service import score_leads, train_from_store
@@ -46,7 +52,7 @@ GENERATED_DAYS = 480  # the last scored leads need 90 days of future for their o
 START_DAY = 170  # the first champion is trained here
 NO_DRIFT_DAYS = 60
 DRIFT_DAY = START_DAY + NO_DRIFT_DAYS + 10
-DRIFT_RUN_DAYS = 100
+DRIFT_RUN_DAYS = 140
 SLOW_STEP_DAYS = 4  # after the first two weeks of drift, a step every 4 days keeps the test shorter
 HORIZON_DAYS = 45
 WINDOW_DAYS = 90
@@ -240,6 +246,26 @@ def scored_auc(session: Session, world: World, created_from: datetime, created_t
             "oracle_auc": float(roc_auc_score(y, oracle))}
 
 
+def cohort_auc(session: Session, world: World, created_from: datetime, created_to: datetime,
+               versions: list[str]) -> dict[str, float]:
+    """AUC of each model version on the same leads, seen 7 days after creation as the monitor's
+    cohorts are, and the oracle's AUC on them; outcome: converted within 90 days."""
+    truth = {t["person_key"]: t for t in world.truth()}
+    ids = cohort_leads(session, created_from, created_to)
+    cohort = build_cohort(session, ids, age_days=7)
+    keys = list(cohort.leads["crm_id"])
+    keep = np.array([truth[k]["horizon_elapsed"] and truth[k]["true_probability"] is not None for k in keys])
+    y = np.array([truth[k]["converted_within_90d"] for k in keys], dtype=int)[keep]
+    out: dict[str, float] = {"leads": int(keep.sum()), "positives": int(y.sum())}
+    for version in versions:
+        model = registry.load_model(registry.get_version(session, version))
+        proba = model.predict_proba(align_to_spec(cohort.features, model.spec))
+        out[version] = float(roc_auc_score(y, np.asarray(proba)[keep]))
+    oracle = np.array([truth[k]["true_probability"] or 0.0 for k in keys])[keep]
+    out["oracle_auc"] = float(roc_auc_score(y, oracle))
+    return out
+
+
 @dataclass
 class Run:
     stable: Timeline
@@ -247,6 +273,13 @@ class Run:
     first_champion: str
     auc: dict[str, dict[str, float]] = field(default_factory=dict)
     performance: dict[int, dict[str, Any]] = field(default_factory=dict)
+    stale_champion: str = ""
+    post_drift_champion: str | None = None
+    score_psi: dict[int, float] = field(default_factory=dict)
+    broad: dict[int, int] = field(default_factory=dict)  # top features above psi_alert
+    feature_psi: dict[int, dict[str, float]] = field(default_factory=dict)
+    # Promoted after the drift: version -> (day, train_start, train_end) of its training window.
+    promoted: dict[str, tuple[int, datetime | None, datetime | None]] = field(default_factory=dict)
 
 
 def run_scenario(session: Session) -> Run:
@@ -272,14 +305,43 @@ def run_scenario(session: Session) -> Run:
         report = latest_report(session)
         assert report is not None
         run.performance[d] = dict(report.metrics.get("performance") or {})
+        run.score_psi[d] = float((report.metrics.get("drift") or {}).get("score_psi") or float("nan"))
+        psis = (report.metrics.get("drift") or {}).get("feature_psi") or {}
+        run.broad[d] = int((report.metrics.get("drift") or {}).get("features_above_alert") or 0)
+        run.feature_psi[d] = {k: round(float(v), 3) for k, v in psis.items() if v and v > MONITORING.psi_warn}
+    end = d
+    for x, version in sorted(drift.promotions.items()):
+        mv = registry.get_version(session, version)
+        run.promoted[version] = (x, mv.train_start, mv.train_end)
+    # The champion in place when the drift began, and the first challenger that learnt from it.
+    stale = drift.promotions[max(x for x in drift.promotions if x < DRIFT_DAY)] \
+        if any(x < DRIFT_DAY for x in drift.promotions) else first
+    run.stale_champion = stale
+    post = sorted((x, v) for v, (x, _s, e) in run.promoted.items()
+                  if x >= DRIFT_DAY and e is not None and e > day(DRIFT_DAY))
+    first_after = post[0][0] if post else end
     run.auc["before_drift"] = scored_auc(session, drifting, day(START_DAY), day(DRIFT_DAY), first)
-    run.auc["after_drift"] = scored_auc(session, drifting, day(DRIFT_DAY), day(d - 7), first)
+    run.auc["stale_after_drift"] = scored_auc(session, drifting, day(DRIFT_DAY), day(first_after - 7), stale)
+    if post:
+        x, version = post[0]
+        run.post_drift_champion = version
+        # Leads created after the promotion, both models seen on the same leads at the same age.
+        run.auc["after_promotion"] = scored_auc(session, drifting, day(x), day(end - 7), version)
+        run.auc["after_promotion_both"] = cohort_auc(session, drifting, day(x), day(end - 7), [version, stale])
     alerted = sorted(x for x, a in drift.alerts.items() if a and x >= DRIFT_DAY)
+    broad_only = [x - DRIFT_DAY for x, n in sorted(run.broad.items())
+                  if n >= 3 and drift.statuses[x] == "alert" and not run.score_psi[x] > MONITORING.psi_warn]
     # Shown by `pytest -rP`: the numbers docs/monitoring.md reports.
     print(f"stable: alerts {sum(1 for a in stable.alerts.values() if a)}, retrainings {len(stable.retrains)}, "
           f"promotions {len(stable.promotions)}; drift at day {DRIFT_DAY}: first alert "
-          f"{alerted[0] - DRIFT_DAY if alerted else None} days after, promotions "
-          f"{[x - DRIFT_DAY for x in sorted(drift.promotions)]} days after; auc {run.auc}")
+          f"{alerted[0] - DRIFT_DAY if alerted else None} days after "
+          f"({drift.alerts[alerted[0]] if alerted else None}), promotions "
+          f"{[(x - DRIFT_DAY, run.promoted[v][1], run.promoted[v][2]) for x, v in sorted(drift.promotions.items())]}"
+          f" days after; retrains {[(x - DRIFT_DAY, r) for x, r in sorted(drift.retrains.items())]}; "
+          f"score psi {[(x - DRIFT_DAY, round(v, 3)) for x, v in sorted(run.score_psi.items())]}; "
+          f"feature psi {[(x - DRIFT_DAY, v) for x, v in sorted(run.feature_psi.items()) if x <= DRIFT_DAY + 22]}; "
+          f"alerts with 3+ features above psi_alert and score PSI <= psi_warn at days {broad_only}; "
+          f"auc {run.auc}")
     return run
 
 
@@ -304,19 +366,38 @@ def test_no_drift_no_alert_and_no_promotion_over_60_days(scenario: Run) -> None:
     assert stable.promotions == {}, stable.retrains
 
 
-def test_drift_is_flagged_once_post_drift_outcomes_mature(scenario: Run) -> None:
+def test_drift_alerts_within_14_days_and_not_before(scenario: Run) -> None:
     drift = scenario.drift
     before = {d: a for d, a in drift.alerts.items() if a and d < DRIFT_DAY}
     assert before == {}, before
-    # The drift is real: the stale champion ranks post-drift leads much worse than pre-drift ones.
-    assert scenario.auc["after_drift"]["model_auc"] < scenario.auc["before_drift"]["model_auc"] - 0.05, scenario.auc
-    # Post-drift leads scored 7 days after creation have known outcomes HORIZON + 7 days later; once
-    # the performance window is mostly post-drift, the monitor flags the AUC drop (warn or alert).
-    mature = DRIFT_DAY + HORIZON_DAYS + 7 + 25
-    late = [d for d in scenario.performance if d >= mature]
-    flagged = {d: scenario.performance[d] for d in late
-               if (scenario.performance[d].get("auc_drop") or 0) > MONITORING.auc_drop_alert}
-    assert late and len(flagged) >= 0.8 * len(late), {d: scenario.performance[d].get("auc") for d in late}
-    assert all(any(k.startswith("auc_drop") for k in drift.alerts[d]) or drift.statuses[d] in ("warn", "alert")
-               for d in flagged)
+    # The market shift shows in the inputs (and the scores) of the leads of the first week.
+    early = {d: a for d, a in drift.alerts.items() if a and DRIFT_DAY <= d <= DRIFT_DAY + 14}
+    assert early, {d: (drift.statuses[d], scenario.score_psi.get(d)) for d in drift.statuses if d >= DRIFT_DAY}
+    assert all(drift.statuses[d] == "alert" for d in early)
 
+
+def test_drift_is_real_for_the_stale_champion(scenario: Run) -> None:
+    # The stale champion ranks post-drift leads much worse than pre-drift ones.
+    auc = scenario.auc
+    assert auc["stale_after_drift"]["model_auc"] < auc["before_drift"]["model_auc"] - 0.05, auc
+
+
+def test_a_challenger_trained_on_post_drift_leads_is_promoted(scenario: Run) -> None:
+    assert scenario.post_drift_champion is not None, (scenario.promoted, scenario.drift.retrains)
+    x, start, end = scenario.promoted[scenario.post_drift_champion]
+    assert x >= DRIFT_DAY and end is not None and end > day(DRIFT_DAY), scenario.promoted
+
+
+def test_post_drift_champion_beats_the_stale_one_on_later_leads(scenario: Run) -> None:
+    """The issue asks for within 0.03 of the oracle; the model trails the oracle by more than
+    that even without drift (see the module docstring), so this asserts what retraining can
+    deliver: on the same later leads, the post-drift champion ranks better than the stale one,
+    and its gap to the oracle is no more than 0.05 wider than the pre-drift gap."""
+    assert scenario.post_drift_champion is not None
+    both = scenario.auc["after_promotion_both"]
+    assert both["positives"] >= 30, both
+    assert both[scenario.post_drift_champion] > both[scenario.stale_champion], both
+    before = scenario.auc["before_drift"]
+    after = scenario.auc["after_promotion"]
+    assert (after["oracle_auc"] - after["model_auc"]) < (before["oracle_auc"] - before["model_auc"]) + 0.05, \
+        scenario.auc
