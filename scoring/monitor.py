@@ -4,15 +4,19 @@
 
 * **Drift (population stability).** Cohorts, not raw score rows, are compared so that the mix of
   lead ages in a day's rescoring cannot fake a drift: a *cohort* is every lead created in a
-  window, seen at the same age (:data:`COHORT_AGE_DAYS` after creation, one of the training
-  snapshots) and scored by the champion. The *reference* cohort is the champion's own test period
+  window, seen at the same age (:data:`COHORT_AGE_DAYS` after creation: early, so that a change
+  shows within days; reference and live cohorts are seen at that age alike) and scored by the
+  champion. The *reference* cohort is the champion's own test period
   (the last part of its time-ordered training split, out of sample); the *live* cohort is the
-  leads created in the :data:`LIVE_WINDOW_DAYS` that ended ``COHORT_AGE_DAYS`` ago. The PSI of the
-  score and of the champion's most important features (mean absolute contribution on the
-  reference) is computed on the reference's decile bins. Above ``psi_warn``: warn; above
-  ``psi_alert``: alert -- for a feature only when the score distribution moved too (above
-  ``psi_warn``) or when :data:`BROAD_SHIFT_FEATURES` top features are above ``psi_alert`` at once
-  (a new lead mix); a single feature drift the scores do not feel is a warning.
+  leads created in the :data:`LIVE_WINDOW_DAYS` that ended ``COHORT_AGE_DAYS`` ago (widened by
+  as much again, up to :data:`MAX_LIVE_WINDOW_DAYS`, until it holds :data:`MIN_PSI_ROWS` leads).
+  The PSI of the
+  score, of the champion's most important features (mean absolute contribution on the reference)
+  and of the lead-mix features (:data:`MIX_FEATURES`: who the leads are) is computed on the
+  reference's decile bins. Above ``psi_warn``: warn; above ``psi_alert``: alert -- for a feature
+  only when the score distribution moved too (above ``psi_warn``) or when
+  :data:`BROAD_SHIFT_FEATURES` watched features are above ``psi_alert`` at once (a new lead mix);
+  a single feature drift the scores do not feel is a warning (:func:`drift_alerts`).
 * **The reference is stored with the model** (``model_version.params["monitor_reference"]``: bins,
   shares, importance, baseline AUC). The retrainer stores it when it trains; for a model trained
   elsewhere it is computed from the training window's leads on the first run and stored then.
@@ -62,12 +66,17 @@ from store.models import Connection, Lead, LeadScore, ModelVersion, MonitorRepor
 log = logging.getLogger(__name__)
 
 REFERENCE_KEY = "monitor_reference"
-REFERENCE_FORMAT = 1
+REFERENCE_FORMAT = 2  # 2: the lead-mix features are watched too
 COHORT_AGE_DAYS = 7
-LIVE_WINDOW_DAYS = 14
+LIVE_WINDOW_DAYS = 7
+MAX_LIVE_WINDOW_DAYS = 28
 PERFORMANCE_WINDOW_DAYS = 30
 DEFAULT_HORIZON_DAYS = 90
 TOP_FEATURES = 8
+# Who the leads are, known at creation: watched besides the top features, because a new lead mix
+# is a market change whatever the champion makes of it (campaigns are left out: they come and go).
+MIX_FEATURES: tuple[str, ...] = ("industry", "employee_band", "revenue_band", "country", "seniority",
+                                 "department", "lead_source")
 PSI_BINS = 10
 MAX_CATEGORIES = 20
 OTHER = "__other__"
@@ -368,6 +377,7 @@ def compute_reference(session: Session, mv: ModelVersion, *, as_of: datetime) ->
     importance = feature_importance(model, cohort.features)
     encoded = prepare_frame(aligned, model.spec)
     top = [f for f in importance if f in model.spec.columns][:TOP_FEATURES]
+    top += [f for f in MIX_FEATURES if f in model.spec.columns and f not in top]
     features = {
         f: numeric_distribution(encoded[f]) if f in model.spec.numeric else categorical_distribution(encoded[f])
         for f in top
@@ -442,8 +452,15 @@ class _Findings:
 def _drift(session: Session, champion: ModelVersion, ref: Reference, as_of: datetime, config: MonitoringConfig,
            out: _Findings) -> None:
     end = as_of - timedelta(days=ref.age_days)
-    start = end - timedelta(days=LIVE_WINDOW_DAYS)
+    # The shortest window that holds enough leads: a busy CRM shows a change within days, a quiet
+    # one is still measured (on up to MAX_LIVE_WINDOW_DAYS).
+    days = LIVE_WINDOW_DAYS
+    start = end - timedelta(days=days)
     ids = cohort_leads(session, start, end)
+    while len(ids) < MIN_PSI_ROWS and days < MAX_LIVE_WINDOW_DAYS:
+        days = min(days + LIVE_WINDOW_DAYS, MAX_LIVE_WINDOW_DAYS)
+        start = end - timedelta(days=days)
+        ids = cohort_leads(session, start, end)
     drift: dict[str, Any] = {"cohort_start": start, "cohort_end": end, "rows": len(ids),
                              "reference_rows": ref.rows}
     out.metrics["drift"] = drift
@@ -461,15 +478,22 @@ def _drift(session: Session, champion: ModelVersion, ref: Reference, as_of: date
     feature_psi = {name: psi(dist.shares, dist.counts(encoded[name])) for name, dist in ref.features.items()
                    if name in encoded.columns}
     drift["feature_psi"] = feature_psi
-    score_psi = drift["score_psi"]
-    # Inputs that moved while the scores did not change no decision (cumulative features such as
-    # the buying-committee size grow with the CRM's age): such a feature drift is a warning only,
-    # unless BROAD_SHIFT_FEATURES of the top features moved at once (a new lead mix: the market
-    # changed, whatever the stale model makes of it).
+    drift["features_above_alert"] = sum(1 for v in feature_psi.values() if math.isfinite(v) and v > config.psi_alert)
+    out.alerts.extend(drift_alerts(drift["score_psi"], feature_psi, config))
+
+
+def drift_alerts(score_psi: float, feature_psi: dict[str, float], config: MonitoringConfig) -> list[Alert]:
+    """The alerts and warnings that PSI values of the score and of the top features call for.
+
+    Inputs that moved while the scores did not change no decision (cumulative features such as the
+    buying-committee size grow with the CRM's age): such a feature drift is a warning only, unless
+    :data:`BROAD_SHIFT_FEATURES` of the top features moved at once (a new lead mix: the market
+    changed, whatever the stale model makes of it).
+    """
     scores_moved = math.isfinite(score_psi) and score_psi > config.psi_warn
     moved = sum(1 for v in feature_psi.values() if math.isfinite(v) and v > config.psi_alert)
-    drift["features_above_alert"] = moved
     scores_moved = scores_moved or moved >= BROAD_SHIFT_FEATURES
+    alerts: list[Alert] = []
     checks = [("score", score_psi)] + sorted(feature_psi.items(), key=lambda kv: -kv[1])
     for name, value in checks:
         if not math.isfinite(value):
@@ -477,14 +501,15 @@ def _drift(session: Session, champion: ModelVersion, ref: Reference, as_of: date
         what = "score distribution" if name == "score" else f"feature {name}"
         kind = "psi_score" if name == "score" else "psi_feature"
         if value > config.psi_alert and (name == "score" or scores_moved):
-            out.alerts.append(Alert(ALERT, kind, f"{what} drifted: PSI {value:.3f} > {config.psi_alert:g}",
-                                    value, config.psi_alert))
+            alerts.append(Alert(ALERT, kind, f"{what} drifted: PSI {value:.3f} > {config.psi_alert:g}",
+                                value, config.psi_alert))
         elif value > config.psi_alert:
-            out.alerts.append(Alert(WARN, kind, f"{what} drifted (PSI {value:.3f} > {config.psi_alert:g}) but the "
-                                    f"score distribution is stable (PSI {score_psi:.3f})", value, config.psi_alert))
+            alerts.append(Alert(WARN, kind, f"{what} drifted (PSI {value:.3f} > {config.psi_alert:g}) but the "
+                                f"score distribution is stable (PSI {score_psi:.3f})", value, config.psi_alert))
         elif value > config.psi_warn:
-            out.alerts.append(Alert(WARN, kind, f"{what} shifting: PSI {value:.3f} > {config.psi_warn:g}",
-                                    value, config.psi_warn))
+            alerts.append(Alert(WARN, kind, f"{what} shifting: PSI {value:.3f} > {config.psi_warn:g}",
+                                value, config.psi_warn))
+    return alerts
 
 
 def _scores_at_age(session: Session, lead_ids: Sequence[int], age_days: int) -> pd.DataFrame:

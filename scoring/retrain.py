@@ -4,6 +4,12 @@
 (champion or challenger, on the CRM clock) or when the latest monitor report is an alert newer
 than that training (at most every :data:`ALERT_COOLDOWN_DAYS` days while an alert persists; an
 alert-triggered challenger learns from the last :data:`ALERT_WINDOW_DAYS` only: the world changed).
+Under a drift alert the window also starts no earlier than the alert's onset (:func:`alert_onset`:
+the first day of the live drift cohort when the current streak of drift alerts began): leads from
+before the change describe a world that is gone. Until enough leads since then have outcomes, no
+challenger is trained (the decision says so). A challenger trained under that boundary records it
+(``params["data_since"]``) and, once promoted, keeps it for scheduled retrainings until their
+window has moved past it.
 Data: labelled examples (point in time, as for ``leadscore train``) whose
 lead arrived in the last ``window_days`` before a *held-out* period; the held-out period is the
 last ``holdout_days`` of labelled leads, later than anything the challenger saw. Champion and
@@ -36,7 +42,14 @@ from sqlalchemy.orm import Session
 from config.app_config import MonitoringConfig, ScheduleConfig, TrainingConfig
 from scoring import registry
 from scoring.audit import InsufficientDataError
-from scoring.dataset import LEAD_ID_COLUMN, SNAPSHOT_COLUMN, SPLIT_COLUMN, TARGET, label_examples
+from scoring.dataset import (
+    LEAD_ID_COLUMN,
+    SNAPSHOT_COLUMN,
+    SNAPSHOT_OFFSETS_DAYS,
+    SPLIT_COLUMN,
+    TARGET,
+    label_examples,
+)
 from scoring.features import (
     align_to_spec,
     build_feature_frame,
@@ -44,9 +57,9 @@ from scoring.features import (
     load_activities_frame,
     load_leads_frame,
 )
-from scoring.monitor import ALERT, ensure_reference, latest_report, trained_at
+from scoring.monitor import ALERT, ensure_reference, latest_report, reports, trained_at
 from scoring.training import FAMILIES, TrainedModel, train_and_compare
-from store.models import ModelVersion
+from store.models import ModelVersion, MonitorReport
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +70,43 @@ CONFIDENCE = 0.90
 MIN_HOLDOUT_POSITIVES = 20
 ALERT_COOLDOWN_DAYS = 3
 ALERT_WINDOW_DAYS = 60
+DATA_SINCE_KEY = "data_since"
+
+
+DRIFT_ALERT_KINDS = frozenset({"psi_score", "psi_feature"})
+
+
+def _drift_alerted(report: MonitorReport) -> bool:
+    return any(a.get("level") == ALERT and a.get("kind") in DRIFT_ALERT_KINDS for a in report.alerts or [])
+
+
+def alert_onset(session: Session, *, as_of: datetime) -> datetime | None:
+    """When the changed world began, as the monitor saw it: the creation-time start of the live
+    drift cohort of the first report in the current streak of reports with a drift alert (None when
+    the latest report has none: a performance or freshness alert alone dates no change of the
+    lead population)."""
+    first: MonitorReport | None = None
+    for report in reversed(reports(session, as_of=as_of)):
+        if not _drift_alerted(report):
+            break
+        first = report
+    if first is None:
+        return None
+    start = ((first.metrics or {}).get("drift") or {}).get("cohort_start")
+    if not start:
+        return None
+    when = datetime.fromisoformat(str(start))
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def data_since(mv: ModelVersion | None) -> datetime | None:
+    """The regime boundary a version was trained under (leads created before it are not used)."""
+    raw = (mv.params or {}).get(DATA_SINCE_KEY) if mv is not None else None
+    if not raw:
+        return None
+    when = datetime.fromisoformat(str(raw))
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
 
 
 @dataclass
@@ -255,17 +305,29 @@ def retrain_if_due(
     holdout_end = latest_labelled
     holdout_start = holdout_end - timedelta(days=holdout_days)
     train_start = holdout_start - timedelta(days=window_days)
+    # A regime boundary: under an alert, leads created before the monitor saw the change describe
+    # a world that is gone; after a promotion under an alert the boundary stays with the champion
+    # (until the window has moved past it), so scheduled retrains do not mix the old world back in.
+    onset = alert_onset(session, as_of=as_of) if report is not None and report.status == ALERT else None
+    boundaries = [b for b in (onset, data_since(champion)) if b is not None]
+    since = max(boundaries) if boundaries else None
+    if since is not None and since + timedelta(days=min(SNAPSHOT_OFFSETS_DAYS)) > train_start:
+        train_start = since + timedelta(days=min(SNAPSHOT_OFFSETS_DAYS))  # split_at: a lead's first snapshot
+        outcome.details["data_since"] = since.isoformat()
+    else:
+        since = None  # the window has moved past the boundary
+    since_note = f" (leads created since {since:%Y-%m-%d}, when the change began)" if since is not None else ""
     say(f"retraining ({reason}): window {train_start:%Y-%m-%d}..{holdout_start:%Y-%m-%d}, "
         f"held out {holdout_start:%Y-%m-%d}..{holdout_end:%Y-%m-%d}")
     frame, spec = _examples(session, as_of=as_of, horizon_days=horizon, created_from=train_start - timedelta(days=1))
     if frame.empty or spec is None:
-        outcome.decision = "no labelled examples in the retraining window"
+        outcome.decision = "no challenger: no labelled examples in the retraining window" + since_note
         return outcome
     split_at = pd.to_datetime(frame[SPLIT_COLUMN], utc=True)
     in_holdout = (split_at >= pd.Timestamp(holdout_start)).to_numpy()
     train_part = frame[~in_holdout & (split_at >= pd.Timestamp(train_start)).to_numpy()].reset_index(drop=True)
     holdout = frame[in_holdout].reset_index(drop=True)
-    outcome.details = {"train_examples": len(train_part), "train_positives": int(train_part[TARGET].sum()),
+    outcome.details |= {"train_examples": len(train_part), "train_positives": int(train_part[TARGET].sum()),
                        "holdout_examples": len(holdout), "holdout_positives": int(holdout[TARGET].sum())}
     try:
         result = train_and_compare(
@@ -275,13 +337,15 @@ def retrain_if_due(
             catboost_grid=catboost_grid,
         )
     except InsufficientDataError as exc:
-        outcome.decision = f"no challenger: {exc}"
+        outcome.decision = f"no challenger: {exc}" + since_note
         log.info("retrain skipped: %s", exc)
         return outcome
     snaps = train_part[SNAPSHOT_COLUMN]
-    extra = {"as_of": as_of.isoformat(), "horizon_days": horizon, "snapshot_offsets_days": [1, 7, 21],
+    extra = {"as_of": as_of.isoformat(), "horizon_days": horizon, "snapshot_offsets_days": list(SNAPSHOT_OFFSETS_DAYS),
              "examples": len(train_part), "positives": int(train_part[TARGET].sum()), "retrain": True,
              "retrain_reason": reason}
+    if since is not None:
+        extra[DATA_SINCE_KEY] = since.isoformat()
     challenger = registry.register(
         session, result, train_window=(snaps.min().to_pydatetime(), snaps.max().to_pydatetime()),
         extra_params=extra, notes="challenger (evaluation pending)",

@@ -19,9 +19,11 @@ from sqlalchemy.orm import Session
 
 from config.app_config import MonitoringConfig, TrainingConfig
 from scoring.monitor import (
+    BROAD_SHIFT_FEATURES,
     REFERENCE_KEY,
     auc_standard_error,
     categorical_distribution,
+    drift_alerts,
     numeric_distribution,
     psi,
     run_monitor,
@@ -106,6 +108,40 @@ def test_psi_counts_missing_and_unseen_values_in_their_own_bins() -> None:
 def test_auc_standard_error_shrinks_with_more_data() -> None:
     assert auc_standard_error(0.8, 200, 2000) < auc_standard_error(0.8, 20, 200)
     assert 0.0 < auc_standard_error(0.8, 50, 500) < 0.05
+
+
+def _levels(alerts: list[Any]) -> dict[str, str]:
+    return {a.message.split(":")[0].split(" drifted")[0].split(" shifting")[0]: a.level for a in alerts}
+
+
+def test_a_feature_drift_the_scores_do_not_feel_only_warns() -> None:
+    config = MonitoringConfig()
+    alerts = drift_alerts(0.05, {"industry": 0.6, "employee_band": 0.12, "engagement_30d": 0.02}, config)
+    assert _levels(alerts) == {"feature industry": "warn", "feature employee_band": "warn"}
+    assert "score distribution is stable" in alerts[0].message
+
+
+def test_a_feature_drift_alerts_when_the_scores_moved_too() -> None:
+    config = MonitoringConfig()
+    alerts = drift_alerts(0.15, {"industry": 0.6, "employee_band": 0.12}, config)
+    assert _levels(alerts) == {"score distribution": "warn", "feature industry": "alert",
+                               "feature employee_band": "warn"}
+    assert _levels(drift_alerts(0.3, {}, config)) == {"score distribution": "alert"}
+
+
+def test_a_broad_shift_of_the_top_features_alerts_with_stable_scores() -> None:
+    """A new lead mix: enough top features above psi_alert at once alert even if the stale model's
+    scores hardly moved; one fewer stays a warning."""
+    config = MonitoringConfig()
+    names = [f"f{i}" for i in range(BROAD_SHIFT_FEATURES)]
+    broad = drift_alerts(0.05, {**dict.fromkeys(names, 0.4), "quiet": 0.01}, config)
+    assert _levels(broad) == dict.fromkeys((f"feature {n}" for n in names), "alert")
+    narrow = drift_alerts(0.05, {**dict.fromkeys(names[:-1], 0.4), names[-1]: 0.2}, config)
+    assert set(_levels(narrow).values()) == {"warn"}
+    # Thresholds come from the configuration, and non-finite values (an empty bin set) are skipped.
+    strict = MonitoringConfig(psi_warn=0.01, psi_alert=0.03)
+    assert _levels(drift_alerts(0.02, {"f": 0.05, "g": float("nan")}, strict)) == {
+        "score distribution": "warn", "feature f": "alert"}
 
 
 # ----------------------------------------------------------------------------------- monitor run

@@ -12,7 +12,14 @@ from sqlalchemy.orm import Session
 
 from config.app_config import MonitoringConfig, ScheduleConfig, TrainingConfig
 from scoring import registry
-from scoring.retrain import Comparison, paired_bootstrap, promotion_decision, retrain_if_due
+from scoring.retrain import (
+    DATA_SINCE_KEY,
+    Comparison,
+    alert_onset,
+    paired_bootstrap,
+    promotion_decision,
+    retrain_if_due,
+)
 from scoring.service import score_leads
 from store.db import make_engine
 from store.models import LeadScore, MonitorReport
@@ -137,3 +144,55 @@ def test_rollback_restores_the_previous_champion_and_rescoring_uses_it(session: 
     assert summary.scored > 0
     current = set(session.scalars(select(LeadScore.model_version_id).where(LeadScore.is_current.is_(True))))
     assert current == {first.id}
+
+
+def _report(session: Session, day: float, kind: str | None, cohort_start_day: float | None = None) -> None:
+    """A monitor report on ``day``: an alert of ``kind`` (None: status ok) and its drift cohort."""
+    metrics = {"drift": {"cohort_start": as_of_day(cohort_start_day).isoformat()}} if cohort_start_day else {}
+    alerts = [{"level": "alert", "kind": kind, "message": kind}] if kind else []
+    session.add(MonitorReport(as_of=as_of_day(day), status="alert" if kind else "ok", metrics=metrics,
+                              alerts=alerts))
+    session.flush()
+
+
+def test_alert_onset_is_where_the_current_streak_of_drift_alerts_began(session: Session) -> None:
+    t = TRAIN_DAY
+    _report(session, t + 1, "psi_feature", t - 13)  # an earlier streak, ended by a quiet day
+    _report(session, t + 2, None, t - 12)
+    _report(session, t + 3, "psi_feature", t - 11)
+    _report(session, t + 4, "psi_score", t - 10)
+    assert alert_onset(session, as_of=as_of_day(t + 4)) == as_of_day(t - 11)
+    assert alert_onset(session, as_of=as_of_day(t + 3.5)) == as_of_day(t - 11)
+    # A freshness or performance alert dates no change of the lead population.
+    _report(session, t + 5, "freshness", t - 9)
+    assert alert_onset(session, as_of=as_of_day(t + 5)) is None
+
+
+def test_under_a_drift_alert_the_challenger_learns_only_from_leads_since_the_change(session: Session) -> None:
+    """The boundary moves the training window's start, is recorded on the challenger, stays with it
+    once promoted (a scheduled retraining does not mix the old world back in), and too few leads
+    since the change mean no challenger, said so."""
+    as_of = TRAIN_DAY + 8  # not yet due on schedule: the alert triggers the retraining
+    onset = 150.0
+    _report(session, as_of - 1, "psi_feature", onset)
+    outcome = retrain_if_due(session, as_of=as_of_day(as_of), training=TRAINING, schedules=SCHEDULES,
+                             monitoring=MonitoringConfig(), **FAST)
+    assert outcome.due and "monitor alert" in outcome.reason
+    assert outcome.details["data_since"] == as_of_day(onset).isoformat()
+    assert outcome.challenger is not None, outcome.decision
+    challenger = registry.get_version(session, outcome.challenger)
+    assert challenger.params[DATA_SINCE_KEY] == as_of_day(onset).isoformat()
+    assert challenger.train_start is not None
+    assert challenger.train_start >= as_of_day(onset + 14), challenger.train_start  # first snapshots at 14 days
+
+    registry.promote(session, challenger.version)
+    _report(session, as_of + 1, None, as_of - 20)
+    scheduled = retrain_if_due(session, as_of=as_of_day(as_of + 2), training=TRAINING, schedules=SCHEDULES,
+                               monitoring=MonitoringConfig(), force=True, **FAST)
+    assert scheduled.details["data_since"] == as_of_day(onset).isoformat()
+
+    _report(session, as_of + 3, "psi_score", as_of - 40)
+    too_recent = retrain_if_due(session, as_of=as_of_day(as_of + 4), training=TRAINING, schedules=SCHEDULES,
+                                monitoring=MonitoringConfig(), force=True, **FAST)
+    assert too_recent.challenger is None
+    assert "no challenger" in too_recent.decision and "when the change began" in too_recent.decision
