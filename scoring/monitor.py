@@ -201,7 +201,8 @@ def _as_utc(value: datetime) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
-def _parse_time(value: Any) -> datetime | None:
+def parse_time(value: Any) -> datetime | None:
+    """A stored timestamp (ISO string, datetime or None) as an aware UTC datetime, or None."""
     if value is None:
         return None
     try:
@@ -218,7 +219,7 @@ def trained_at(mv: ModelVersion) -> datetime:
     """The (CRM-clock) time a version was trained as of: ``params["as_of"]``, else its window end
     plus the horizon, else the row's creation time."""
     params = mv.params or {}
-    when = _parse_time(params.get("as_of"))
+    when = parse_time(params.get("as_of"))
     if when is not None:
         return when
     if mv.train_end is not None:
@@ -315,7 +316,7 @@ class Reference:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Reference:
         def when(key: str) -> datetime:
-            value = _parse_time(d.get(key))
+            value = parse_time(d.get(key))
             return value if value is not None else datetime(1970, 1, 1, tzinfo=UTC)
 
         auc = d.get("baseline_auc")
@@ -337,8 +338,8 @@ def reference_window(mv: ModelVersion) -> tuple[datetime, datetime] | None:
     split = params.get("split") or {}
     offsets = params.get("snapshot_offsets_days") or [1]
     first_offset = timedelta(days=float(min(offsets)))
-    start = _parse_time(split.get("test_from")) if split.get("kind") == "time" else None
-    end = _parse_time(split.get("test_to")) if split.get("kind") == "time" else None
+    start = parse_time(split.get("test_from")) if split.get("kind") == "time" else None
+    end = parse_time(split.get("test_to")) if split.get("kind") == "time" else None
     if start is not None and end is not None and end > start:
         # split_at is a lead's first snapshot (creation + the smallest offset).
         return start - first_offset, end - first_offset + timedelta(seconds=1)
@@ -483,11 +484,11 @@ def _drift(session: Session, champion: ModelVersion, ref: Reference, as_of: date
 
 
 def drift_alerts(score_psi: float, feature_psi: dict[str, float], config: MonitoringConfig) -> list[Alert]:
-    """The alerts and warnings that PSI values of the score and of the top features call for.
+    """The alerts and warnings that PSI values of the score and of the watched features call for.
 
     Inputs that moved while the scores did not change no decision (cumulative features such as the
     buying-committee size grow with the CRM's age): such a feature drift is a warning only, unless
-    :data:`BROAD_SHIFT_FEATURES` of the top features moved at once (a new lead mix: the market
+    :data:`BROAD_SHIFT_FEATURES` of the watched features moved at once (a new lead mix: the market
     changed, whatever the stale model makes of it).
     """
     scores_moved = math.isfinite(score_psi) and score_psi > config.psi_warn

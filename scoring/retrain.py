@@ -57,7 +57,7 @@ from scoring.features import (
     load_activities_frame,
     load_leads_frame,
 )
-from scoring.monitor import ALERT, ensure_reference, latest_report, reports, trained_at
+from scoring.monitor import ALERT, ensure_reference, latest_report, parse_time, reports, trained_at
 from scoring.training import FAMILIES, TrainedModel, train_and_compare
 from store.models import ModelVersion, MonitorReport
 
@@ -71,8 +71,6 @@ MIN_HOLDOUT_POSITIVES = 20
 ALERT_COOLDOWN_DAYS = 3
 ALERT_WINDOW_DAYS = 60
 DATA_SINCE_KEY = "data_since"
-
-
 DRIFT_ALERT_KINDS = frozenset({"psi_score", "psi_feature"})
 
 
@@ -92,21 +90,12 @@ def alert_onset(session: Session, *, as_of: datetime) -> datetime | None:
         first = report
     if first is None:
         return None
-    start = ((first.metrics or {}).get("drift") or {}).get("cohort_start")
-    if not start:
-        return None
-    when = datetime.fromisoformat(str(start))
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
+    return parse_time(((first.metrics or {}).get("drift") or {}).get("cohort_start"))
 
 
 def data_since(mv: ModelVersion | None) -> datetime | None:
     """The regime boundary a version was trained under (leads created before it are not used)."""
-    raw = (mv.params or {}).get(DATA_SINCE_KEY) if mv is not None else None
-    if not raw:
-        return None
-    when = datetime.fromisoformat(str(raw))
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
-
+    return parse_time((mv.params or {}).get(DATA_SINCE_KEY)) if mv is not None else None
 
 
 @dataclass
