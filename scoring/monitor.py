@@ -479,8 +479,12 @@ def _drift(session: Session, champion: ModelVersion, ref: Reference, as_of: date
     feature_psi = {name: psi(dist.shares, dist.counts(encoded[name])) for name, dist in ref.features.items()
                    if name in encoded.columns}
     drift["feature_psi"] = feature_psi
-    drift["features_above_alert"] = sum(1 for v in feature_psi.values() if math.isfinite(v) and v > config.psi_alert)
+    drift["features_above_alert"] = _above_alert(feature_psi, config)
     out.alerts.extend(drift_alerts(drift["score_psi"], feature_psi, config))
+
+
+def _above_alert(feature_psi: dict[str, float], config: MonitoringConfig) -> int:
+    return sum(1 for v in feature_psi.values() if math.isfinite(v) and v > config.psi_alert)
 
 
 def drift_alerts(score_psi: float, feature_psi: dict[str, float], config: MonitoringConfig) -> list[Alert]:
@@ -492,8 +496,7 @@ def drift_alerts(score_psi: float, feature_psi: dict[str, float], config: Monito
     changed, whatever the stale model makes of it).
     """
     scores_moved = math.isfinite(score_psi) and score_psi > config.psi_warn
-    moved = sum(1 for v in feature_psi.values() if math.isfinite(v) and v > config.psi_alert)
-    scores_moved = scores_moved or moved >= BROAD_SHIFT_FEATURES
+    scores_moved = scores_moved or _above_alert(feature_psi, config) >= BROAD_SHIFT_FEATURES
     alerts: list[Alert] = []
     checks = [("score", score_psi)] + sorted(feature_psi.items(), key=lambda kv: -kv[1])
     for name, value in checks:
