@@ -193,6 +193,11 @@ class TrainingConfig(_Strict):
     min_segment_per_class: Annotated[int, Field(ge=1)] = 300
     selection_metric: Literal["auc", "pr_auc", "brier"] = "auc"
     promotion_tolerance: Annotated[float, Field(ge=0, le=0.2)] = 0.005
+    # Retraining (`leadscore retrain`, beat): a challenger learns from the leads of the last
+    # window_days before a held-out period of holdout_days, on which it meets the champion.
+    window_days: Annotated[int, Field(ge=14, le=3650)] = 365
+    holdout_days: Annotated[int, Field(ge=7, le=365)] = 30
+    alert_window_days: Annotated[int, Field(ge=14, le=3650)] = 60
 
 
 class MonitoringConfig(_Strict):
@@ -201,6 +206,9 @@ class MonitoringConfig(_Strict):
     auc_drop_alert: Annotated[float, Field(gt=0, le=1)] = 0.05
     freshness_hours: Annotated[float, Field(gt=0)] = 6
     webhook_url: str | None = None
+    # The top tier alerts when its conversion on elapsed leads falls below this share of its norm.
+    top_tier_share: Annotated[float, Field(gt=0, le=1)] = 0.7
+    ece_alert: Annotated[float, Field(gt=0, le=1)] = 0.05
 
     @model_validator(mode="after")
     def _ordered(self) -> MonitoringConfig:

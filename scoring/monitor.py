@@ -61,12 +61,12 @@ from scoring.features import (
 from scoring.frame import MISSING_TOKEN, prepare_frame
 from scoring.metrics import conversion_by_tier, expected_calibration_error
 from scoring.training import BIAS, TrainedModel
-from store.models import Connection, Lead, LeadScore, ModelVersion, MonitorReport, Outbox, SyncRun
+from store.models import Activity, Connection, Lead, LeadScore, ModelVersion, MonitorReport, Outbox, SyncRun
 
 log = logging.getLogger(__name__)
 
 REFERENCE_KEY = "monitor_reference"
-REFERENCE_FORMAT = 2  # 2: the lead-mix features are watched too
+REFERENCE_FORMAT = 3  # 2: the lead-mix features are watched too; 3: reference outcomes (tier norms)
 COHORT_AGE_DAYS = 7
 LIVE_WINDOW_DAYS = 7
 MAX_LIVE_WINDOW_DAYS = 28
@@ -93,7 +93,13 @@ WEBHOOK_TIMEOUT_SECONDS = 5.0
 # monitor runs daily on overlapping cohorts, so a 95 % test would cry wolf every few weeks.
 Z_ONE_SIDED = 2.326
 
+# Leads with a known outcome in the top tier needed before its conversion is judged.
+MIN_TOP_TIER_LEADS = 20
+# Reference outcomes kept with the model (probability, converted) to derive tier norms for any policy.
+MAX_REFERENCE_OUTCOMES = 4000
+
 OK, WARN, ALERT = "ok", "warn", "alert"
+NOT_ENOUGH = "not enough data"
 _SEVERITY = {OK: 0, WARN: 1, ALERT: 2}
 
 
@@ -302,6 +308,20 @@ class Reference:
     baseline_positives: int
     computed_at: datetime
     age_days: int = COHORT_AGE_DAYS
+    # (probability, converted) of the reference leads whose outcome was known: the tier norms of
+    # whatever tier policy is active are derived from these.
+    outcomes: list[tuple[float, int]] = field(default_factory=list)
+
+    def tier_norms(self, policy: Any) -> dict[str, dict[str, float | int]]:
+        """Conversion by tier of the reference leads under ``policy`` (capacity shares are cut on
+        the reference itself): the norm live tiers are compared with."""
+        if not self.outcomes:
+            return {}
+        from scoring.tiers import tiers_for
+
+        p = np.asarray([o[0] for o in self.outcomes], dtype="float64")
+        y = np.asarray([o[1] for o in self.outcomes], dtype="int64")
+        return conversion_by_tier(y, tiers_for(policy, p))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -311,6 +331,7 @@ class Reference:
             "importance": self.importance, "baseline_auc": self.baseline_auc,
             "baseline_rows": self.baseline_rows, "baseline_positives": self.baseline_positives,
             "computed_at": self.computed_at.isoformat(),
+            "outcomes": [[round(float(p), 6), int(y)] for p, y in self.outcomes],
         }
 
     @classmethod
@@ -328,6 +349,7 @@ class Reference:
             baseline_auc=float(auc) if isinstance(auc, int | float) else None,
             baseline_rows=int(d.get("baseline_rows", 0)), baseline_positives=int(d.get("baseline_positives", 0)),
             computed_at=when("computed_at"), age_days=int(d.get("age_days", COHORT_AGE_DAYS)),
+            outcomes=[(float(p), int(y)) for p, y in d.get("outcomes", [])],
         )
 
 
@@ -385,10 +407,15 @@ def compute_reference(session: Session, mv: ModelVersion, *, as_of: datetime) ->
     }
     known, label = _labels_at(cohort.leads, cohort.snapshots, horizon_of(mv), as_of)
     auc = _auc(label[known], proba[known]) if known.any() else float("nan")
+    rows = np.flatnonzero(known)
+    if len(rows) > MAX_REFERENCE_OUTCOMES:
+        rows = np.sort(np.random.default_rng(0).choice(rows, MAX_REFERENCE_OUTCOMES, replace=False))
+    outcomes = [(float(proba[i]), int(label[i])) for i in rows]
     return Reference(
         cohort_start=start, cohort_end=end, rows=len(cohort), score=numeric_distribution(proba),
         features=features, importance=importance, baseline_auc=auc if math.isfinite(auc) else None,
         baseline_rows=int(known.sum()), baseline_positives=int(label[known].sum()), computed_at=as_of,
+        outcomes=outcomes,
     )
 
 
@@ -416,10 +443,11 @@ class Alert:
     message: str
     value: float | None = None
     threshold: float | None = None
+    action: str = ""  # what to do about it, in words
 
     def to_dict(self) -> dict[str, Any]:
         return {"level": self.level, "kind": self.kind, "message": self.message,
-                "value": _finite(self.value), "threshold": _finite(self.threshold)}
+                "value": _finite(self.value), "threshold": _finite(self.threshold), "action": self.action}
 
 
 def _finite(value: Any) -> Any:
@@ -462,12 +490,14 @@ def _drift(session: Session, champion: ModelVersion, ref: Reference, as_of: date
         days = min(days + LIVE_WINDOW_DAYS, MAX_LIVE_WINDOW_DAYS)
         start = end - timedelta(days=days)
         ids = cohort_leads(session, start, end)
-    drift: dict[str, Any] = {"cohort_start": start, "cohort_end": end, "rows": len(ids),
+    drift: dict[str, Any] = {"status": NOT_ENOUGH, "leads": len(ids), "needed": MIN_PSI_ROWS,
+                             "cohort_start": start, "cohort_end": end, "rows": len(ids),
                              "reference_rows": ref.rows}
     out.metrics["drift"] = drift
     if len(ids) < MIN_PSI_ROWS:
-        out.notes.append(f"drift not measured: {len(ids)} leads created in the live window "
-                         f"(fewer than {MIN_PSI_ROWS})")
+        drift["reason"] = (f"{len(ids)} leads created {start:%Y-%m-%d}..{end:%Y-%m-%d} (seen at {ref.age_days} "
+                           f"days old); at least {MIN_PSI_ROWS} needed")
+        out.notes.append(f"drift not measured: {drift['reason']}")
         return
     cohort = build_cohort(session, ids, age_days=ref.age_days)
     model = registry.load_model(champion)
@@ -480,7 +510,18 @@ def _drift(session: Session, champion: ModelVersion, ref: Reference, as_of: date
                    if name in encoded.columns}
     drift["feature_psi"] = feature_psi
     drift["features_above_alert"] = _above_alert(feature_psi, config)
-    out.alerts.extend(drift_alerts(drift["score_psi"], feature_psi, config))
+    found = drift_alerts(drift["score_psi"], feature_psi, config)
+    drift["status"] = _worst(found)
+    out.alerts.extend(found)
+
+
+def _worst(alerts: Sequence[Alert]) -> str:
+    return max((a.level for a in alerts), key=lambda lvl: _SEVERITY[lvl], default=OK)
+
+
+DRIFT_ACTION = ("the leads arriving now differ from those the model learnt from: check for a new source, "
+                "campaign or market (or a broken field mapping); `leadscore retrain` learns from the new leads "
+                "once their outcomes are known")
 
 
 def _above_alert(feature_psi: dict[str, float], config: MonitoringConfig) -> int:
@@ -506,7 +547,7 @@ def drift_alerts(score_psi: float, feature_psi: dict[str, float], config: Monito
         kind = "psi_score" if name == "score" else "psi_feature"
         if value > config.psi_alert and (name == "score" or scores_moved):
             alerts.append(Alert(ALERT, kind, f"{what} drifted: PSI {value:.3f} > {config.psi_alert:g}",
-                                value, config.psi_alert))
+                                value, config.psi_alert, action=DRIFT_ACTION))
         elif value > config.psi_alert:
             alerts.append(Alert(WARN, kind, f"{what} drifted (PSI {value:.3f} > {config.psi_alert:g}) but the "
                                 f"score distribution is stable (PSI {score_psi:.3f})", value, config.psi_alert))
@@ -534,23 +575,156 @@ def _scores_at_age(session: Session, lead_ids: Sequence[int], age_days: int) -> 
         return df
     df["scored_at"] = pd.to_datetime(df["scored_at"], utc=True)
     df["created_at"] = pd.to_datetime(df["created_at"], utc=True)
-    df = df[df["scored_at"] <= df["created_at"] + pd.Timedelta(days=age_days)]
+    # A score stamped before the lead existed cannot have been served to it (a store loaded
+    # out of order): only scores written during the lead's first ``age_days`` count.
+    df = df[(df["scored_at"] >= df["created_at"]) & (df["scored_at"] <= df["created_at"] + pd.Timedelta(days=age_days))]
     df = df.sort_values(["lead_id", "scored_at"]).groupby("lead_id", as_index=False).tail(1)
     return df.reset_index(drop=True)
 
 
-def _performance(session: Session, as_of: datetime, horizon_days: int, config: MonitoringConfig,
-                 out: _Findings) -> None:
+def _policy(session: Session) -> Any:
+    """The active tier policy (the configured default when none was created yet)."""
+    from config.app_config import TierConfig
+    from scoring.tiers import Policy, find_active_policy
+
+    found = find_active_policy(session)
+    if found is not None:
+        return found
+    default = TierConfig()
+    return Policy(mode=default.mode, thresholds=dict(default.thresholds))
+
+
+def elapsed_scores(session: Session, champion: ModelVersion, lead_ids: Sequence[int], policy: Any,
+                   counts: dict[str, Any]) -> pd.DataFrame:
+    """The score and tier each lead had at :data:`COHORT_AGE_DAYS` days old.
+
+    Served scores (``lead_score`` history, whichever model wrote them) are used where recorded.
+    A lead scored only later (history imported at installation, as in the demo) gets the
+    champion's point-in-time score at that age instead -- but only when the champion never
+    learnt from it (created in its test period or later); others are left out and counted.
+    ``counts`` receives ``served``, ``reconstructed`` and ``excluded_in_training``.
+    """
+    served = _scores_at_age(session, lead_ids, COHORT_AGE_DAYS)
+    columns = ["lead_id", "probability", "tier", "scored_at", "model_version_id"]
+    served = served[columns] if not served.empty else pd.DataFrame(columns=columns)
+    served = served.assign(source="served")
+    missing = sorted(set(lead_ids) - set(served["lead_id"].astype("int64").tolist()))
+    window = reference_window(champion)
+    counts["served"] = len(served)
+    counts["reconstructed"] = 0
+    counts["excluded_in_training"] = 0
+    if not missing:
+        return served.reset_index(drop=True)
+    if window is None:
+        counts["excluded_in_training"] = len(missing)
+        return served.reset_index(drop=True)
+    created: dict[int, datetime] = {}
+    for i in range(0, len(missing), 1000):
+        created.update(session.execute(
+            select(Lead.id, Lead.crm_created_at).where(Lead.id.in_(missing[i : i + 1000]))).tuples().all())
+    unseen = [i for i in missing if i in created and _as_utc(created[i]) >= window[0]]
+    counts["excluded_in_training"] = len(missing) - len(unseen)
+    if not unseen:
+        return served.reset_index(drop=True)
+    cohort = build_cohort(session, unseen)
+    model = registry.load_model(champion)
+    proba = np.asarray(model.predict_proba(align_to_spec(cohort.features, model.spec)), dtype="float64")
+    from scoring.tiers import tiers_for
+
+    rebuilt = pd.DataFrame({
+        "lead_id": cohort.leads["id"].astype("int64").to_numpy(), "probability": proba,
+        "tier": tiers_for(policy, proba), "scored_at": cohort.snapshots.to_numpy(),
+        "model_version_id": champion.id, "source": "reconstructed",
+    })
+    counts["reconstructed"] = len(rebuilt)
+    frames = [f for f in (served, rebuilt) if not f.empty]
+    out = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0].reset_index(drop=True)
+    out["scored_at"] = pd.to_datetime(out["scored_at"], utc=True)
+    return out
+
+
+def wilson_upper(successes: int, n: int, z: float = Z_ONE_SIDED) -> float:
+    """One-sided upper confidence bound of a rate (Wilson score interval)."""
+    if n <= 0:
+        return 1.0
+    rate = successes / n
+    denom = 1 + z * z / n
+    centre = rate + z * z / (2 * n)
+    spread = z * math.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n))
+    return min(1.0, (centre + spread) / denom)
+
+
+def top_tier_alert(by_tier: dict[str, dict[str, Any]], norms: dict[str, dict[str, Any]], *, share: float,
+                   min_leads: int = MIN_TOP_TIER_LEADS) -> tuple[str, Alert | None, dict[str, Any]]:
+    """Judge the top tier's conversion on elapsed leads against its norm.
+
+    Returns (status, alert or None, detail). Alerts when the rate is below ``share`` × norm and
+    the norm is outside its one-sided 99 % upper bound (not a chance dip); below ``share`` × norm
+    within noise warns. Fewer than ``min_leads`` top-tier leads with outcomes: not enough data.
+    """
+    top = next((t for t in ("A", "B", "C") if t in norms or t in by_tier), "A")
+    live = by_tier.get(top) or {}
+    norm = norms.get(top) or {}
+    n, converted = int(live.get("leads", 0)), int(live.get("converted", 0))
+    detail: dict[str, Any] = {"tier": top, "leads": n, "converted": converted, "needed": min_leads,
+                              "conversion_rate": live.get("conversion_rate"),
+                              "norm": norm.get("conversion_rate"), "share": share}
+    if n < min_leads:
+        detail["reason"] = f"{n} tier-{top} leads with a known outcome; at least {min_leads} needed"
+        return NOT_ENOUGH, None, detail
+    if norm.get("conversion_rate") is None:
+        detail["reason"] = "the champion has no reference outcomes for a tier norm"
+        return NOT_ENOUGH, None, detail
+    rate, base = converted / n, float(norm["conversion_rate"])
+    floor = share * base
+    detail["floor"] = floor
+    if rate >= floor:
+        return OK, None, detail
+    upper = wilson_upper(converted, n)
+    detail["upper_bound"] = upper
+    what = (f"tier {top} converts {rate:.1%} of {n} elapsed leads, below {share:g}x its norm "
+            f"{base:.1%} (floor {floor:.1%})")
+    if upper < base:
+        return ALERT, Alert(ALERT, "top_tier_conversion", what, rate, floor, action=TOP_TIER_ACTION), detail
+    return WARN, Alert(WARN, "top_tier_conversion", f"{what}; within sampling noise (upper bound {upper:.1%})",
+                       rate, floor, action=TOP_TIER_ACTION), detail
+
+
+TOP_TIER_ACTION = ("reps' best leads convert less than the model promised: ask sales whether follow-up of tier A "
+                   "changed, check drift and recent accuracy, and run `leadscore retrain --dry-run` to see "
+                   "whether a model trained on recent leads ranks them better")
+AUC_ACTION = ("the model ranks recent leads worse than when it was trained: run `leadscore retrain --dry-run` "
+              "to compare a challenger on the same later leads; promote it if it wins")
+CALIBRATION_ACTION = ("scores no longer read as odds: retraining recalibrates (`leadscore retrain`); until then "
+                      "treat tiers as a ranking, not as probabilities")
+
+
+def _performance(session: Session, champion: ModelVersion, ref: Reference | None, as_of: datetime,
+                 horizon_days: int, config: MonitoringConfig, out: _Findings) -> None:
     end = as_of - timedelta(days=horizon_days + COHORT_AGE_DAYS)
     start = end - timedelta(days=PERFORMANCE_WINDOW_DAYS)
-    perf: dict[str, Any] = {"cohort_start": start, "cohort_end": end, "horizon_days": horizon_days}
+    perf: dict[str, Any] = {"status": NOT_ENOUGH, "cohort_start": start, "cohort_end": end,
+                            "horizon_days": horizon_days, "leads": 0}
+    tc: dict[str, Any] = {"status": NOT_ENOUGH, "leads": 0, "cohort_start": start, "cohort_end": end,
+                          "horizon_days": horizon_days}
     out.metrics["performance"] = perf
+    out.metrics["tier_conversion"] = tc
     ids = cohort_leads(session, start, end)
-    scores = _scores_at_age(session, ids, COHORT_AGE_DAYS)
+    policy = _policy(session)
+    counts: dict[str, Any] = {}
+    scores = elapsed_scores(session, champion, ids, policy, counts) if ids else pd.DataFrame()
+    tc.update(counts)
+    tc["cohort_leads"] = len(ids)
     if scores.empty:
+        reason = (f"no lead created {start:%Y-%m-%d}..{end:%Y-%m-%d} (whose {horizon_days}-day horizon has "
+                  f"elapsed by {as_of:%Y-%m-%d}) has a score at {COHORT_AGE_DAYS} days old"
+                  if ids else f"no lead was created {start:%Y-%m-%d}..{end:%Y-%m-%d} (elapsed leads: created at "
+                  f"least {horizon_days + COHORT_AGE_DAYS} days before {as_of:%Y-%m-%d})")
+        if counts.get("excluded_in_training"):
+            reason += f"; {counts['excluded_in_training']} were left out: the champion learnt from them"
+        perf["reason"] = tc["reason"] = reason
         perf["rows"] = 0
-        out.notes.append("live performance not measured: no lead scored "
-                         f"{horizon_days}+ days ago has a known outcome yet")
+        out.notes.append(f"live performance not measured: {reason}")
         return
     leads = load_leads_frame(session, scores["lead_id"].tolist()).set_index("id").loc[scores["lead_id"]]
     leads = leads.reset_index()
@@ -558,58 +732,110 @@ def _performance(session: Session, as_of: datetime, horizon_days: int, config: M
     y = label[known]
     p = scores["probability"].to_numpy(dtype="float64")[known]
     tiers = scores["tier"].to_numpy(dtype=object)[known]
-    perf["rows"] = int(known.sum())
-    perf["positives"] = int(y.sum())
+    perf["rows"] = perf["leads"] = tc["leads"] = int(known.sum())
+    perf["positives"] = tc["converted"] = int(y.sum())
     if perf["rows"] == 0:
+        perf["reason"] = tc["reason"] = "no scored lead's outcome is known yet"
         out.notes.append("live performance not measured: no matured scores")
         return
+    by_tier: dict[str, dict[str, Any]] = {}
+    for tier in sorted({str(t) for t in tiers}):
+        mask = np.array([str(t) == tier for t in tiers], dtype=bool)
+        by_tier[tier] = {"leads": int(mask.sum()), "converted": int(y[mask].sum()),
+                         "conversion_rate": float(y[mask].mean())}
+    norms = ref.tier_norms(policy) if ref is not None else {}
+    for tier, row in by_tier.items():
+        row["norm"] = (norms.get(tier) or {}).get("conversion_rate")
+    tc["by_tier"] = by_tier
+    tc["norms"] = norms
+    tc["policy"] = {"mode": policy.mode, "thresholds": dict(policy.thresholds)}
+    status, alert, detail = top_tier_alert(by_tier, norms, share=config.top_tier_share)
+    tc["top_tier"] = detail
+    tc["status"] = status
+    if status == NOT_ENOUGH:
+        out.notes.append(f"top-tier conversion not judged: {detail.get('reason')}")
+    if alert is not None:
+        out.alerts.append(alert)
     perf["conversion_rate"] = float(y.mean())
     perf["mean_predicted"] = float(p.mean())
     perf["conversion_by_tier"] = conversion_by_tier(y, tiers)
     perf["ece"] = expected_calibration_error(y, p)
     perf["calibration"] = calibration_by_band(y, p)
     perf["lift_by_decile"] = _lift(y, p)
+    perf["served"], perf["reconstructed"] = counts.get("served", 0), counts.get("reconstructed", 0)
     versions = scores["model_version_id"].to_numpy()[known]
-    ids_used, counts = np.unique(versions[~pd.isna(versions)].astype("int64"), return_counts=True)
-    perf["model_versions"] = {int(i): int(c) for i, c in zip(ids_used, counts, strict=True)}
+    ids_used, used_counts = np.unique(versions[~pd.isna(versions)].astype("int64"), return_counts=True)
+    perf["model_versions"] = {int(i): int(c) for i, c in zip(ids_used, used_counts, strict=True)}
     positives, negatives = int(y.sum()), int(len(y) - y.sum())
     auc = _auc(y, p)
     perf["auc"] = auc
+    if ref is not None and ref.outcomes:
+        perf["reference_ece"] = expected_calibration_error([o[1] for o in ref.outcomes], [o[0] for o in ref.outcomes])
+    before = len(out.alerts)
+    _calibration(y, p, perf, config, out)
     if positives < MIN_PERFORMANCE_POSITIVES or negatives < MIN_PERFORMANCE_POSITIVES:
-        out.notes.append(f"live AUC not judged: {positives} conversions among {len(y)} matured leads "
-                         f"(at least {MIN_PERFORMANCE_POSITIVES} per class needed)")
+        perf["reason"] = (f"{positives} conversions among {len(y)} elapsed leads; at least "
+                          f"{MIN_PERFORMANCE_POSITIVES} of each class needed to judge the AUC")
+        out.notes.append(f"live AUC not judged: {perf['reason']}")
+        perf["status"] = _worst(out.alerts[before:]) if len(out.alerts) > before else NOT_ENOUGH
         return
     se = auc_standard_error(auc, positives, negatives)
     perf["auc_se"] = se
-    maker = session.get(ModelVersion, int(ids_used[np.argmax(counts)])) if len(ids_used) else None
-    ref = ensure_reference(session, maker, as_of=as_of) if maker is not None else None
-    baseline = ref.baseline_auc if ref is not None else None
+    maker = session.get(ModelVersion, int(ids_used[np.argmax(used_counts)])) if len(ids_used) else None
+    maker_ref = ensure_reference(session, maker, as_of=as_of) if maker is not None else None
+    baseline = maker_ref.baseline_auc if maker_ref is not None else None
     if baseline is None and maker is not None:
         baseline = registry.recorded_test_auc(maker)
     perf["baseline_auc"] = baseline
     if baseline is None or not math.isfinite(auc):
+        perf["status"] = _worst(out.alerts[before:])
         return
     drop = baseline - auc
     perf["auc_drop"] = drop
     # The baseline is itself an estimate: both standard errors count.
-    base_se = (auc_standard_error(baseline, ref.baseline_positives, ref.baseline_rows - ref.baseline_positives)
-               if ref is not None and ref.baseline_auc is not None else 0.0)
+    base_se = (auc_standard_error(baseline, maker_ref.baseline_positives,
+                                  maker_ref.baseline_rows - maker_ref.baseline_positives)
+               if maker_ref is not None and maker_ref.baseline_auc is not None else 0.0)
     se = math.sqrt(se * se + (base_se if math.isfinite(base_se) else 0.0) ** 2)
     perf["auc_drop_se"] = se
     if drop > config.auc_drop_alert:
         if drop - Z_ONE_SIDED * se > 0:
             out.alerts.append(Alert(ALERT, "auc_drop", f"live AUC {auc:.3f} is {drop:.3f} below the model's "
-                                    f"baseline {baseline:.3f} ({len(y)} matured leads)", drop, config.auc_drop_alert))
+                                    f"baseline {baseline:.3f} ({len(y)} elapsed leads)", drop,
+                                    config.auc_drop_alert, action=AUC_ACTION))
         else:
             out.alerts.append(Alert(WARN, "auc_drop", f"live AUC {auc:.3f} is {drop:.3f} below baseline "
                                     f"{baseline:.3f}, within sampling noise (±{se:.3f})", drop,
-                                    config.auc_drop_alert))
-    # Calibration: a mean prediction far from the observed rate misleads anyone reading scores as odds.
+                                    config.auc_drop_alert, action=AUC_ACTION))
+    perf["status"] = _worst(out.alerts[before:])
+
+
+def _calibration(y: np.ndarray, p: np.ndarray, perf: dict[str, Any], config: MonitoringConfig,
+                 out: _Findings) -> None:
+    """Calibration drift: the ECE grew by more than ``ece_alert`` over the champion's own reference
+    ECE (leads of its test period seen at the same age) *and* the mean prediction is far from the
+    observed rate (3 standard errors and 25 %): alert; either alone warns."""
     observed, predicted = float(y.mean()), float(p.mean())
     se_rate = math.sqrt(max(predicted * (1 - predicted), 1e-9) / len(y))
-    if abs(observed - predicted) > 3 * se_rate and abs(observed - predicted) > 0.25 * max(predicted, 1e-9):
+    mean_off = abs(observed - predicted) > 3 * se_rate and abs(observed - predicted) > 0.25 * max(predicted, 1e-9)
+    ece = float(perf.get("ece") or 0.0)
+    base = float(perf.get("reference_ece") or 0.0)
+    grew = ece - base
+    perf["ece_increase"] = grew
+    ece_high = grew > config.ece_alert
+    moved = (f"ECE {ece:.3f} vs {base:.3f} on the reference leads ({grew:+.3f}; alert line "
+             f"+{config.ece_alert:g})")
+    if mean_off and ece_high:
+        out.alerts.append(Alert(ALERT, "calibration", f"scores are miscalibrated: {observed:.1%} converted vs "
+                                f"{predicted:.1%} predicted; {moved}", grew, config.ece_alert,
+                                action=CALIBRATION_ACTION))
+    elif mean_off:
         out.alerts.append(Alert(WARN, "calibration", f"scores are miscalibrated: {observed:.1%} converted vs "
-                                f"{predicted:.1%} predicted", observed - predicted, None))
+                                f"{predicted:.1%} predicted; {moved}", observed - predicted, None,
+                                action=CALIBRATION_ACTION))
+    elif ece_high:
+        out.alerts.append(Alert(WARN, "calibration", f"calibration drifted: {moved}, {len(y)} elapsed leads", grew,
+                                config.ece_alert, action=CALIBRATION_ACTION))
 
 
 def calibration_by_band(y: np.ndarray, p: np.ndarray, bands: Sequence[float] = SCORE_BANDS
@@ -661,37 +887,80 @@ def _importance_change(session: Session, champion: ModelVersion, ref: Reference,
     out.metrics["importance_change"] = {"previous_version": prev.version, "shift": shift, "top_changes": rows}
 
 
-def _freshness(session: Session, as_of: datetime, config: MonitoringConfig, out: _Findings) -> None:
+FRESHNESS_ACTION = ("scores are computed on stale CRM data: check `leadscore status` and the worker log for the "
+                    "failing sync (credentials, API limits, network)")
+WRITEBACK_ACTION = ("reps see old scores for these leads: `leadscore writeback` shows why the CRM refused them "
+                    "(field permissions, deleted records, validation rules)")
+
+
+def data_clock(session: Session) -> datetime | None:
+    """The CRM's time as synced: the newest modification time of any synced lead or activity
+    (None for an empty store). The monitor cuts its windows here, not on the machine's clock: the
+    data may lag the wall clock (a demo's simulated CRM, an import of history, a stalled sync)."""
+    newest = [session.scalar(select(func.max(Lead.crm_modified_at))),
+              session.scalar(select(func.max(Activity.crm_modified_at)))]
+    present = [_as_utc(t) for t in newest if t is not None]
+    return max(present) if present else None
+
+
+def _crm_now(session: Session, as_of: datetime, explicit: bool) -> datetime:
+    """The CRM's "now" for freshness. With an explicit ``as_of`` that is it. Otherwise the CRM's
+    clock at the newest successful sync (its ``server_time``) plus the real time that has passed
+    since that sync finished: the CRM's clock keeps running when our syncs stop."""
+    if explicit:
+        return as_of
+    row = session.execute(
+        select(SyncRun.server_time, SyncRun.finished_at).where(SyncRun.status == "succeeded",
+                                                               SyncRun.finished_at.is_not(None))
+        .order_by(SyncRun.finished_at.desc()).limit(1)).first()
+    if row is None or row[0] is None or row[1] is None:
+        return as_of
+    elapsed = datetime.now(UTC) - _as_utc(row[1])
+    return max(as_of, _as_utc(row[0]) + max(elapsed, timedelta(0)))
+
+
+def _freshness(session: Session, as_of: datetime, config: MonitoringConfig, out: _Findings, *,
+               explicit: bool = True) -> None:
+    now = _crm_now(session, as_of, explicit)
+    # A sync's time on the CRM's clock: the server time it read (the wall clock of its end when absent).
+    sync_time = func.coalesce(SyncRun.server_time, SyncRun.finished_at)
     rows = session.execute(
-        select(Connection.id, Connection.name, func.max(SyncRun.finished_at))
+        select(Connection.id, Connection.name, func.max(sync_time))
         .outerjoin(SyncRun, (SyncRun.connection_id == Connection.id) & (SyncRun.status == "succeeded")
-                   & (SyncRun.finished_at <= as_of))
+                   & (sync_time <= now))
         .group_by(Connection.id, Connection.name)
         .order_by(Connection.name)
     ).all()
     fresh: dict[str, Any] = {}
     limit = timedelta(hours=config.freshness_hours)
+    found: list[Alert] = []
     for _id, name, last in rows:
-        last_utc = _as_utc(last) if last is not None else None
-        age_hours = (as_of - last_utc).total_seconds() / 3600 if last_utc is not None else None
+        last_utc = parse_time(last)
+        age_hours = (now - last_utc).total_seconds() / 3600 if last_utc is not None else None
         fresh[name] = {"last_success": last_utc, "age_hours": age_hours}
         if last_utc is None:
-            out.alerts.append(Alert(WARN, "freshness", f"connection {name} has never synced successfully"))
-        elif as_of - last_utc > limit:
-            out.alerts.append(Alert(ALERT, "freshness", f"connection {name}: last successful sync {age_hours:.1f} h "
-                                    f"ago (limit {config.freshness_hours:g} h)", age_hours, config.freshness_hours))
+            found.append(Alert(WARN, "freshness", f"connection {name} has never synced successfully",
+                               action=FRESHNESS_ACTION))
+        elif now - last_utc > limit:
+            found.append(Alert(ALERT, "freshness", f"connection {name}: last successful sync {age_hours:.1f} h "
+                               f"ago on the CRM's clock (limit {config.freshness_hours:g} h)", age_hours,
+                               config.freshness_hours, action=FRESHNESS_ACTION))
     out.metrics["freshness"] = fresh
+    out.metrics["clock"]["crm_now"] = now
     failed = int(session.scalar(select(func.count(Outbox.id)).where(Outbox.status == "failed")) or 0)
     stuck = int(session.scalar(
         select(func.count(Outbox.id)).where(Outbox.status == "pending", Outbox.attempts > 0,
-                                            Outbox.created_at < as_of - limit)) or 0)
+                                            Outbox.created_at < now - limit)) or 0)
     out.metrics["outbox"] = {"failed": failed, "pending_retrying": stuck}
     if failed:
-        out.alerts.append(Alert(WARN, "outbox", f"{failed} CRM writes failed (see `leadscore writeback`)",
-                                float(failed), 0.0))
+        found.append(Alert(ALERT, "writeback", f"{failed} CRM writes failed for good", float(failed), 0.0,
+                           action=WRITEBACK_ACTION))
     if stuck:
-        out.alerts.append(Alert(WARN, "outbox", f"{stuck} CRM writes still retrying after "
-                                f"{config.freshness_hours:g} h", float(stuck), 0.0))
+        found.append(Alert(WARN, "writeback", f"{stuck} CRM writes still retrying after "
+                           f"{config.freshness_hours:g} h", float(stuck), 0.0, action=WRITEBACK_ACTION))
+    out.alerts.extend(found)
+    out.metrics["measures"]["freshness"] = {"status": _worst(found) if rows else NOT_ENOUGH,
+                                            "connections": len(rows)}
 
 
 def run_monitor(
@@ -701,16 +970,30 @@ def run_monitor(
     config: MonitoringConfig,
     horizon_days: int | None = None,
 ) -> MonitorReport:
-    """Measure the champion's health as of ``as_of`` (default now) and write a ``monitor_report``.
+    """Measure the champion's health as of ``as_of`` and write a ``monitor_report``.
 
-    ``horizon_days`` defaults to the champion's training horizon. Flushes, never commits. Alerts
-    are logged at WARNING and POSTed to ``config.webhook_url`` when set (failures logged only).
+    ``as_of`` None uses the data's clock (:func:`data_clock`: the newest synced modification time),
+    never the machine's. ``horizon_days`` defaults to the champion's training horizon. Each measure
+    records its status (ok | warn | alert | not enough data) with the counts it used; the overall
+    status is the worst alert, or "not enough data" when neither drift nor tier conversion nor
+    accuracy could be measured. Flushes, never commits. Alerts are logged at WARNING and POSTed to
+    ``config.webhook_url`` when set (failures logged only).
     """
-    as_of = _as_utc(as_of) if as_of is not None else datetime.now(UTC)
+    explicit = as_of is not None
+    clock = _as_utc(as_of) if as_of is not None else data_clock(session)
     out = _Findings()
+    out.metrics["clock"] = {"as_of": clock, "source": "--as-of" if explicit else "newest synced modification"}
+    out.metrics["measures"] = {}
+    if clock is None:
+        clock = datetime.now(UTC)
+        out.metrics["clock"] |= {"as_of": clock, "source": "no synced data (machine clock)"}
+        out.notes.append("no lead or activity synced yet: nothing to measure")
+    as_of = clock
     champion = registry.champion(session)
+    measured = False
     if champion is None:
-        out.alerts.append(Alert(WARN, "no_model", "no champion model: run `leadscore train`"))
+        out.alerts.append(Alert(WARN, "no_model", "no champion model: run `leadscore train`",
+                                action="train a first model: `leadscore train`"))
     else:
         horizon = horizon_days or horizon_of(champion)
         out.metrics["champion"] = {"version": champion.version, "family": champion.family,
@@ -718,15 +1001,25 @@ def run_monitor(
         ref = ensure_reference(session, champion, as_of=as_of)
         if ref is None:
             out.notes.append("the champion records no training window: drift not measured")
+            out.metrics["drift"] = {"status": NOT_ENOUGH, "leads": 0,
+                                    "reason": "the champion records no training window to compare with"}
         else:
             out.metrics["reference"] = {"cohort_start": ref.cohort_start, "cohort_end": ref.cohort_end,
                                         "rows": ref.rows, "baseline_auc": ref.baseline_auc,
                                         "top_features": list(ref.features)}
             _drift(session, champion, ref, as_of, config, out)
             _importance_change(session, champion, ref, as_of, out)
-        _performance(session, as_of, horizon, config, out)
-    _freshness(session, as_of, config, out)
-    status = max((a.level for a in out.alerts), key=lambda lvl: _SEVERITY[lvl], default=OK)
+        _performance(session, champion, ref, as_of, horizon, config, out)
+        measured = any((out.metrics.get(k) or {}).get("status") not in (None, NOT_ENOUGH)
+                       for k in ("drift", "tier_conversion", "performance"))
+        for key in ("drift", "tier_conversion", "performance"):
+            part = out.metrics.get(key) or {}
+            out.metrics["measures"][key] = {"status": part.get("status", NOT_ENOUGH), "leads": part.get("leads", 0),
+                                            **({"reason": part["reason"]} if part.get("reason") else {})}
+    _freshness(session, as_of, config, out, explicit=explicit)
+    status = _worst(out.alerts)
+    if status == OK and not measured:
+        status = NOT_ENOUGH
     out.metrics["notes"] = out.notes
     report = MonitorReport(
         model_version_id=champion.id if champion is not None else None, as_of=as_of, status=status,
@@ -778,6 +1071,7 @@ def reports(session: Session, *, as_of: datetime | None = None, limit: int = 365
 
 __all__ = [
     "ALERT",
+    "NOT_ENOUGH",
     "OK",
     "WARN",
     "Distribution",
@@ -787,6 +1081,8 @@ __all__ = [
     "calibration_by_band",
     "categorical_distribution",
     "compute_reference",
+    "data_clock",
+    "elapsed_scores",
     "ensure_reference",
     "feature_importance",
     "latest_report",
@@ -795,5 +1091,6 @@ __all__ = [
     "reports",
     "run_monitor",
     "send_webhook",
+    "top_tier_alert",
     "trained_at",
 ]

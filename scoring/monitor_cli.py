@@ -8,7 +8,9 @@ expected failures are :class:`config.errors.LeadscoreError` (one line, exit 1).
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -59,24 +61,137 @@ def report_command(
             console.print(f"  {alert.get('level')}: {alert.get('message')}", markup=False)
 
 
+def _parse_as_of(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise typer.BadParameter(f"{value!r} is not an ISO date or time (e.g. 2026-07-01 or 2026-07-01T12:00)",
+                                 param_hint="--as-of") from exc
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+def describe_measures(metrics: dict[str, Any]) -> list[str]:
+    """One line per measure: its status and what it was measured on (or why it was not)."""
+    from scoring.monitor import NOT_ENOUGH
+
+    lines: list[str] = []
+    drift = metrics.get("drift") or {}
+    if drift:
+        if drift.get("status") == NOT_ENOUGH or drift.get("score_psi") is None:
+            lines.append(f"drift: not enough data ({drift.get('reason', 'not measured')})")
+        else:
+            lines.append(f"drift: {drift['status']} on {drift.get('leads', 0):,} leads created "
+                         f"{str(drift.get('cohort_start'))[:10]}..{str(drift.get('cohort_end'))[:10]} "
+                         f"(score PSI {drift['score_psi']:.3f}, {drift.get('features_above_alert', 0)} features "
+                         f"above the alert line)")
+    tc = metrics.get("tier_conversion") or {}
+    if tc:
+        top = tc.get("top_tier") or {}
+        if not tc.get("leads"):
+            lines.append(f"tier conversion: not enough data ({tc.get('reason', 'no elapsed leads')})")
+        else:
+            tiers = ", ".join(f"{t} {row['conversion_rate']:.1%} of {row['leads']:,}"
+                              + (f" (norm {row['norm']:.1%})" if row.get("norm") is not None else "")
+                              for t, row in sorted((tc.get("by_tier") or {}).items()))
+            verdict = tc["status"] if tc["status"] != NOT_ENOUGH else f"not judged ({top.get('reason', '')})"
+            lines.append(f"tier conversion: {verdict} on {tc['leads']:,} elapsed leads ({tc.get('served', 0):,} "
+                         f"served scores, {tc.get('reconstructed', 0):,} reconstructed): {tiers}")
+    perf = metrics.get("performance") or {}
+    if perf:
+        auc = perf.get("auc")
+        if perf.get("leads") and auc is not None:
+            base = perf.get("baseline_auc")
+            lines.append(f"accuracy: {perf.get('status')} — AUC {auc:.3f} on {perf['leads']:,} elapsed leads"
+                         + (f" (baseline {base:.3f})" if base is not None else "")
+                         + (f", ECE {perf['ece']:.3f}" if perf.get("ece") is not None else "")
+                         + (f"; {perf['reason']}" if perf.get("reason") else ""))
+        else:
+            lines.append(f"accuracy: not enough data ({perf.get('reason', 'no elapsed leads')})")
+    fresh = metrics.get("freshness") or {}
+    if fresh:
+        ages = ", ".join(f"{name} {row['age_hours']:.1f} h" if row.get("age_hours") is not None else f"{name} never"
+                         for name, row in fresh.items())
+        lines.append(f"freshness (since the last successful sync, CRM clock): {ages}")
+    else:
+        lines.append("freshness: no connection configured")
+    return lines
+
+
 @app.command("monitor")
 def monitor_command(
     json_path: Path | None = typer.Option(None, "--json", help="Also write the report's metrics as JSON."),
+    as_of: str | None = typer.Option(None, "--as-of", help="Measure as of this CRM time (ISO; default: the "
+                                     "newest synced modification time)."),
 ) -> None:
-    """Run the monitor now: drift, live performance, freshness; alerts to log, database, webhook."""
+    """Run the monitor now: drift, tier conversion, accuracy, calibration, freshness, write-back; alerts
+    to log, database, webhook. Windows are cut on the data's clock, never the machine's."""
     from scoring.monitor import run_monitor
     from store.db import unit_of_work
 
+    when = _parse_as_of(as_of)
     config = _config()
     with unit_of_work() as session:
-        report = run_monitor(session, config=config.monitoring, horizon_days=config.training.horizon_days)
+        report = run_monitor(session, as_of=when, config=config.monitoring, horizon_days=config.training.horizon_days)
         status, alerts, metrics = report.status, list(report.alerts), dict(report.metrics)
-    console.print(f"monitor: {status.upper()} ({len(alerts)} alert{'s' if len(alerts) != 1 else ''})")
+        report_as_of = report.as_of
+    clock = metrics.get("clock") or {}
+    console.print(f"monitor as of {report_as_of:%Y-%m-%d %H:%M} UTC ({clock.get('source', '')}): "
+                  f"{status.upper()} ({len(alerts)} alert{'s' if len(alerts) != 1 else ''})", markup=False,
+                  soft_wrap=True)
+    for line in describe_measures(metrics):
+        console.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)
     for alert in alerts:
-        console.print(f"  {alert.get('level')}: {alert.get('message')}", markup=False)
+        console.print(f"  {alert.get('level')}: {alert.get('message')}", markup=False, highlight=False, soft_wrap=True)
+        if alert.get("action"):
+            console.print(f"    what to do: {alert['action']}", markup=False, highlight=False, soft_wrap=True)
     if json_path is not None:
-        json_path.write_text(json.dumps({"status": status, "alerts": alerts, "metrics": metrics}, indent=2),
-                             encoding="utf-8")
+        body = {"status": status, "as_of": report_as_of.isoformat(), "clock": clock,
+                "drift": metrics.get("drift") or {}, "tier_conversion": metrics.get("tier_conversion") or {},
+                "performance": metrics.get("performance") or {}, "alerts": alerts, "metrics": metrics}
+        try:
+            json_path.parent.mkdir(parents=True, exist_ok=True)
+            json_path.write_text(json.dumps(body, indent=2), encoding="utf-8")
+        except OSError as exc:
+            raise LeadscoreError(f"cannot write {json_path}: {exc.strerror}") from exc
+
+
+@app.command("retrain")
+def retrain_command(
+    dry_run: bool = typer.Option(False, "--dry-run", help="Compare only: register and promote nothing."),
+    json_path: Path | None = typer.Option(None, "--json", help="Also write the outcome as JSON."),
+    as_of: str | None = typer.Option(None, "--as-of", help="Retrain as of this CRM time (ISO; default: the "
+                                     "newest synced modification time)."),
+) -> None:
+    """Train a challenger on the configured window, compare it with the champion on the same later
+    leads (paired bootstrap) and promote it only if it is better (never with --dry-run)."""
+    from scoring.retrain import retrain_if_due
+    from store.db import unit_of_work
+
+    when = _parse_as_of(as_of)
+    config = _config()
+    with unit_of_work() as session:
+        outcome = retrain_if_due(session, as_of=when, training=config.training, schedules=config.schedules,
+                                 monitoring=config.monitoring, force=True, dry_run=dry_run,
+                                 progress=lambda m: console.print(m, markup=False, highlight=False,
+                                                                  soft_wrap=True))
+        body = outcome.to_dict()
+    c = outcome.comparison
+    if c is not None and c.leads:
+        console.print(f"champion {outcome.champion}: {c.metric} {c.champion:.4f}; challenger "
+                      f"{outcome.challenger}: {c.metric} {c.challenger:.4f} — on the same {c.leads:,} held-out leads "
+                      f"first seen {c.holdout_start:%Y-%m-%d}..{c.holdout_end:%Y-%m-%d} ({c.positives} converted "
+                      f"snapshots)", markup=False, highlight=False, soft_wrap=True)
+    console.print(f"decision: {outcome.decision or outcome.reason}", markup=False, highlight=False, soft_wrap=True)
+    if json_path is not None:
+        try:
+            json_path.parent.mkdir(parents=True, exist_ok=True)
+            json_path.write_text(json.dumps(body, indent=2), encoding="utf-8")
+        except OSError as exc:
+            raise LeadscoreError(f"cannot write {json_path}: {exc.strerror}") from exc
+    if outcome.promoted:
+        console.print("run `leadscore score --all` to rescore every lead with the new champion", markup=False)
 
 
 @models_app.command("list")

@@ -25,7 +25,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from scoring import registry
-from scoring.monitor import reports, trained_at
+from scoring.monitor import data_clock, reports, trained_at
 from store.models import LeadScore, ModelVersion, MonitorReport
 
 MAX_SCORE_ROWS = 200_000
@@ -291,8 +291,12 @@ window.addEventListener('load', function () {
 
 def render_report(session: Session, *, as_of: datetime | None = None, psi_warn: float = 0.1,
                   psi_alert: float = 0.25) -> str:
-    """The model-health report as one self-contained HTML string (what exists; gaps are named)."""
-    as_of = as_of or datetime.now(UTC)
+    """The model-health report as one self-contained HTML string (what exists; gaps are named).
+
+    ``as_of`` None: the data's clock (the newest synced modification) for the monitor history;
+    every score written so far (scores are stamped when they were written)."""
+    scores_until = as_of or datetime.now(UTC)
+    as_of = as_of or data_clock(session) or datetime.now(UTC)
     versions = [mv for mv in registry.list_versions(session) if mv.segment is None]
     champion = registry.champion(session)
     history = reports(session, as_of=as_of)
@@ -308,14 +312,15 @@ def render_report(session: Session, *, as_of: datetime | None = None, psi_warn: 
         parts.append(f"<p>Latest monitor run {latest.as_of:%Y-%m-%d %H:%M}: "
                      f"<b class='status-{html.escape(latest.status)}'>{html.escape(latest.status.upper())}</b></p>")
         if latest.alerts:
-            parts.append(_table(["level", "kind", "message"],
-                                [[a.get("level"), a.get("kind"), a.get("message")] for a in latest.alerts]))
+            parts.append(_table(["level", "kind", "message", "what to do"],
+                                [[a.get("level"), a.get("kind"), a.get("message"), a.get("action", "")]
+                                 for a in latest.alerts]))
         notes = (latest.metrics or {}).get("notes") or []
         parts.extend(f"<p class='note'>{html.escape(str(n))}</p>" for n in notes)
     else:
         parts.append(_missing("No monitor report yet: run `leadscore monitor` (it runs daily on the schedule)."))
     sections = [
-        ("Score distribution over time", _score_distribution(session, as_of)),
+        ("Score distribution over time", _score_distribution(session, scores_until)),
         ("PSI trend", _psi_trend(history, psi_warn, psi_alert)),
         ("Calibration", _calibration(latest_perf, champion)),
         ("Conversion by tier", _conversion_by_tier(latest_perf)),

@@ -3,7 +3,7 @@
 :func:`retrain_if_due` trains when ``schedules.retrain_days`` have passed since the last training
 (champion or challenger, on the CRM clock) or when the latest monitor report is an alert newer
 than that training (at most every :data:`ALERT_COOLDOWN_DAYS` days while an alert persists; an
-alert-triggered challenger learns from the last :data:`ALERT_WINDOW_DAYS` only: the world changed).
+alert-triggered challenger learns from the last :attr:`TrainingConfig.alert_window_days` only: the world changed).
 Under a drift alert the window also starts no earlier than the alert's onset (:func:`alert_onset`:
 the first day of the live drift cohort when the current streak of drift alerts began): leads from
 before the change describe a world that is gone. Until enough leads since then have outcomes, no
@@ -57,19 +57,16 @@ from scoring.features import (
     load_activities_frame,
     load_leads_frame,
 )
-from scoring.monitor import ALERT, ensure_reference, latest_report, parse_time, reports, trained_at
+from scoring.monitor import ALERT, data_clock, ensure_reference, latest_report, parse_time, reports, trained_at
 from scoring.training import FAMILIES, TrainedModel, train_and_compare
 from store.models import ModelVersion, MonitorReport
 
 log = logging.getLogger(__name__)
 
-DEFAULT_WINDOW_DAYS = 180
-DEFAULT_HOLDOUT_DAYS = 30
 BOOTSTRAP_ROUNDS = 300
 CONFIDENCE = 0.90
 MIN_HOLDOUT_POSITIVES = 20
 ALERT_COOLDOWN_DAYS = 3
-ALERT_WINDOW_DAYS = 60
 DATA_SINCE_KEY = "data_since"
 DRIFT_ALERT_KINDS = frozenset({"psi_score", "psi_feature"})
 
@@ -136,13 +133,36 @@ class RetrainOutcome:
     decision: str = ""
     comparison: Comparison | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    dry_run: bool = False
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON view: champion and challenger each with their metric on the same held-out leads."""
+        c = self.comparison
+        metric = c.metric if c is not None else "auc"
+
+        def side(version: str | None, value: float | None) -> dict[str, Any]:
+            finite = value if value is not None and math.isfinite(value) else None
+            return {"version": version, metric: finite}
+
         return {
-            "due": self.due, "reason": self.reason, "as_of": self.as_of.isoformat(), "champion": self.champion,
-            "challenger": self.challenger, "promoted": self.promoted, "decision": self.decision,
-            "comparison": self.comparison.to_dict() if self.comparison else None, "details": self.details,
+            "due": self.due, "reason": self.reason, "as_of": self.as_of.isoformat(), "dry_run": self.dry_run,
+            "champion": side(self.champion, c.champion if c is not None else None),
+            "challenger": side(self.challenger, c.challenger if c is not None else None),
+            "promoted": self.promoted, "decision": self.decision,
+            "comparison": c.to_dict() if c is not None else None, "details": _json_safe(self.details),
         }
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def _metric(name: str, y: np.ndarray, p: np.ndarray, weight: np.ndarray | None = None) -> float:
@@ -248,13 +268,14 @@ def retrain_if_due(
     schedules: ScheduleConfig,
     monitoring: MonitoringConfig,
     seed: int = 0,
-    window_days: int = DEFAULT_WINDOW_DAYS,
-    holdout_days: int = DEFAULT_HOLDOUT_DAYS,
+    window_days: int | None = None,
+    holdout_days: int | None = None,
     families: Sequence[str] = FAMILIES,
     catboost_iterations: int = 600,
     catboost_grid: Sequence[dict[str, Any]] | None = None,
     force: bool = False,
-    alert_window_days: int = ALERT_WINDOW_DAYS,
+    dry_run: bool = False,
+    alert_window_days: int | None = None,
     alert_cooldown_days: float = ALERT_COOLDOWN_DAYS,
     progress: Callable[[str], None] | None = None,
 ) -> RetrainOutcome:
@@ -265,7 +286,11 @@ def retrain_if_due(
     monitor report, which ``run_monitor`` wrote with it. ``force`` trains even when not due.
     """
     say = progress or (lambda _m: None)
-    as_of = as_of or datetime.now(UTC)
+    # The YAML's training settings unless a caller (a test, a simulation) overrides them.
+    window_days = window_days or training.window_days
+    holdout_days = holdout_days or training.holdout_days
+    alert_window_days = alert_window_days or training.alert_window_days
+    as_of = as_of or data_clock(session) or datetime.now(UTC)  # the data's clock, not the machine's
     champion = registry.champion(session)
     if champion is None:
         return RetrainOutcome(False, "no champion yet: run `leadscore train` first", as_of)
@@ -288,7 +313,7 @@ def retrain_if_due(
     else:
         return RetrainOutcome(False, f"not due: last training {age_days:.1f} days ago, no new alert", as_of,
                               champion=champion.version)
-    outcome = RetrainOutcome(True, reason, as_of, champion=champion.version)
+    outcome = RetrainOutcome(True, reason, as_of, champion=champion.version, dry_run=dry_run)
     horizon = training.horizon_days
     latest_labelled = as_of - timedelta(days=horizon)  # a snapshot's label is known from here back
     holdout_end = latest_labelled
@@ -326,8 +351,25 @@ def retrain_if_due(
             catboost_grid=catboost_grid,
         )
     except InsufficientDataError as exc:
-        outcome.decision = f"no challenger: {exc}" + since_note
+        outcome.decision = f"no challenger: {exc}" + since_note + _when_enough(exc, train_part, as_of)
+        outcome.details["needed"] = {"positives": max(0, exc.minimum - exc.positives),
+                                     "negatives": max(0, exc.minimum - exc.negatives)}
         log.info("retrain skipped: %s", exc)
+        return outcome
+    if dry_run:
+        # Nothing is registered or promoted: the comparison is computed and reported only.
+        comparison = compare_on_holdout(
+            registry.load_model(champion), result.model, holdout, metric=training.selection_metric, seed=seed,
+            holdout_start=holdout_start, holdout_end=holdout_end,
+        )
+        outcome.comparison = comparison
+        outcome.challenger = f"(dry run: {result.selected}, not registered)"
+        healthy = not (report is not None and report.status == ALERT)
+        promote, why = promotion_decision(comparison, tolerance=training.promotion_tolerance,
+                                          champion_healthy=healthy)
+        reason = why.split(": ", 1)[1] if ": " in why else why
+        outcome.decision = ("dry run, nothing changed: would " + ("promote the challenger" if promote else
+                                                                 "keep the champion") + f" — {reason}")
         return outcome
     snaps = train_part[SNAPSHOT_COLUMN]
     extra = {"as_of": as_of.isoformat(), "horizon_days": horizon, "snapshot_offsets_days": list(SNAPSHOT_OFFSETS_DAYS),
@@ -359,6 +401,27 @@ def retrain_if_due(
         ensure_reference(session, challenger, as_of=as_of)
     log.info("retrain %s: %s", challenger.version, why)
     return outcome
+
+
+def _when_enough(exc: InsufficientDataError, train_part: pd.DataFrame, as_of: datetime) -> str:
+    """How many more labelled examples are needed and, from the last 90 days' rate, about when."""
+    short = [(exc.minimum - n, name) for n, name in ((exc.positives, "converted"), (exc.negatives, "not converted"))
+             if n < exc.minimum]
+    if not short:
+        return ""
+    missing, name = max(short)
+    text = f"; {missing} more {name} labelled examples needed"
+    if train_part.empty:
+        return text
+    split_at = pd.to_datetime(train_part[SPLIT_COLUMN], utc=True)
+    recent = split_at >= split_at.max() - pd.Timedelta(days=90)
+    labels = train_part[TARGET].astype(int)
+    gained = int((labels[recent] == 1).sum() if name == "converted" else (labels[recent] == 0).sum())
+    if gained <= 0:
+        return text + " (none arrived in the last 90 days: no date can be estimated)"
+    days = missing / (gained / 90.0)
+    return text + (f"; at the last 90 days' rate ({gained / 90.0:.1f} a day) about {days:.0f} days, "
+                   f"around {as_of + timedelta(days=days):%Y-%m-%d}")
 
 
 def compare_on_holdout(

@@ -411,4 +411,17 @@ def _print_summary(summary: dict[str, Any]) -> None:
     console.print(tiers)
     routing = summary["routing"]
     console.print("routing: " + ", ".join(f"{k} {v}" for k, v in routing.items()))
+    _print_monitor(summary.get("monitor") or {})
+
+
+def _print_monitor(monitor: dict[str, Any]) -> None:
+    """The monitor's verdict and what it measured, on the CRM's clock (not the machine's)."""
+    from scoring.monitor_cli import describe_measures
+
+    console.print(f"monitor as of {str(monitor.get('as_of', '?'))[:16]} (the CRM's clock): "
+                  f"{str(monitor.get('status', '?')).upper()}", markup=False)
+    for line in describe_measures(monitor):
+        console.print(f"  {line}", markup=False, highlight=False)
+    for alert in monitor.get("alerts") or []:
+        console.print(f"  {alert.get('level')}: {alert.get('message')}", markup=False, highlight=False)
 

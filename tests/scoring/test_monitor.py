@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from config.app_config import MonitoringConfig, TrainingConfig
@@ -27,11 +27,12 @@ from scoring.monitor import (
     numeric_distribution,
     psi,
     run_monitor,
+    top_tier_alert,
 )
 from scoring.registry import champion
 from scoring.service import score_leads, train_from_store
 from store.db import make_engine
-from store.models import Base, Lead, LeadScore, MonitorReport, Outbox, SyncRun
+from store.models import Activity, Base, Lead, LeadScore, MonitorReport, Outbox, SyncRun
 from tests.conftest import rolled_back_session
 from tests.factories import BASE_TIME, make_lead, synthetic_population
 
@@ -271,3 +272,52 @@ def test_monitor_without_a_model_on_both_databases(any_session: Session) -> None
     assert report.metrics["freshness"][conn.name]["age_hours"] == pytest.approx(2.0)
     later = run_monitor(any_session, as_of=now + timedelta(hours=10), config=MonitoringConfig(freshness_hours=6))
     assert later.status == "alert" and "freshness" in {a["kind"] for a in later.alerts}
+
+
+# ------------------------------------------------------------------- honest statuses, top tier
+
+
+def test_top_tier_conversion_below_its_norm_alerts_unless_noise_or_too_few() -> None:
+    norms = {"A": {"leads": 400, "conversion_rate": 0.50}, "B": {"leads": 800, "conversion_rate": 0.2}}
+    # Halved on 200 leads: far below 0.7 x 50 % and beyond noise.
+    status, alert, detail = top_tier_alert({"A": {"leads": 200, "converted": 50}}, norms, share=0.7)
+    assert status == "alert" and alert is not None and alert.kind == "top_tier_conversion"
+    assert "25.0% of 200 elapsed leads" in alert.message and "50.0%" in alert.message and alert.action
+    assert detail["floor"] == pytest.approx(0.35)
+    # Below the floor on 22 leads (7 converted, 31.8 %) could be chance: a warning that says so.
+    status, alert, _ = top_tier_alert({"A": {"leads": 22, "converted": 7}}, norms, share=0.7)
+    assert status == "warn" and alert is not None and "within sampling noise" in alert.message
+    # Above the floor: ok; too few leads: not enough data, with the counts and what is needed.
+    assert top_tier_alert({"A": {"leads": 200, "converted": 80}}, norms, share=0.7)[0] == "ok"
+    status, alert, detail = top_tier_alert({"A": {"leads": 7, "converted": 0}}, norms, share=0.7)
+    assert status == "not enough data" and alert is None
+    assert detail["reason"] == "7 tier-A leads with a known outcome; at least 20 needed"
+
+
+def test_a_monitor_that_measured_nothing_never_says_ok(session: Session) -> None:
+    # A CRM time long after the last lead arrived: no lead in the drift week, none elapsed.
+    later = as_of_day(900)
+    conn_id = session.scalar(select(Lead.connection_id).limit(1))
+    session.add(SyncRun(connection_id=conn_id, stream="leads", status="succeeded", started_at=later,
+                        finished_at=later, server_time=later))
+    session.flush()
+    report = run_monitor(session, as_of=later, config=MonitoringConfig(), horizon_days=TRAINING.horizon_days)
+    assert report.alerts == []
+    assert report.status == "not enough data"
+    measures = report.metrics["measures"]
+    assert measures["drift"]["status"] == "not enough data" and measures["drift"]["leads"] == 0
+    assert "at least 100 needed" in measures["drift"]["reason"]
+    assert measures["tier_conversion"]["status"] == "not enough data"
+    assert "no lead was created" in measures["tier_conversion"]["reason"]
+
+
+def test_the_default_clock_is_the_newest_synced_modification(session: Session) -> None:
+    newest = max(session.scalar(select(func.max(Lead.crm_modified_at))),
+                 session.scalar(select(func.max(Activity.crm_modified_at))))
+    report = run_monitor(session, config=MonitoringConfig(), horizon_days=TRAINING.horizon_days)
+    assert report.metrics["clock"]["source"] == "newest synced modification"
+    assert report.as_of.replace(tzinfo=None) == newest.replace(tzinfo=None)
+    # Elapsed leads the champion never learnt from are scored as they were at 7 days old.
+    tc = report.metrics["tier_conversion"]
+    assert tc["leads"] > 0 and tc["reconstructed"] > 0, {k: v for k, v in tc.items() if k != "by_tier"}
+    assert sum(r["leads"] for r in tc["by_tier"].values()) == tc["leads"]

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from config.settings import get_settings
 from scoring.registry import RegistryError
 from store.db import make_engine
-from store.models import ModelVersion
+from store.models import Activity, Lead, ModelVersion
 from tests.scoring.test_monitor import trained_store_copy
 from worker.cli import app
 
@@ -52,9 +53,38 @@ def test_models_list_monitor_and_report(store: Path, tmp_path: Path) -> None:
     assert listed.exit_code == 0, listed.output
     assert version in listed.output and "champion" in listed.output
 
-    monitored = runner.invoke(app, ["monitor"])
+    out = tmp_path / "monitor.json"
+    monitored = runner.invoke(app, ["monitor", "--json", str(out)])
     assert monitored.exit_code == 0, monitored.output
-    assert monitored.output.startswith("monitor: ")
+    assert monitored.output.startswith("monitor as of ")
+    body = json.loads(out.read_text(encoding="utf-8"))
+    # No --as-of: the windows are cut on the data's clock (the newest synced modification), which
+    # in this store is days 0..360 of 2025, not the machine's clock: drift and tier conversion
+    # both measure real leads.
+    assert body["clock"]["source"] == "newest synced modification"
+    engine = make_engine(f"sqlite:///{store}")
+    with Session(bind=engine) as s:
+        newest = max(s.scalar(select(func.max(Lead.crm_modified_at))),
+                     s.scalar(select(func.max(Activity.crm_modified_at))))
+    engine.dispose()
+    assert body["as_of"][:19] == newest.isoformat()[:19], (body["as_of"], newest)
+    # This store's leads stop arriving at day 360 while conversions go on: the week the drift
+    # cohort needs holds no lead, and the monitor says so with the counts instead of "ok".
+    assert body["drift"]["leads"] == 0 and body["drift"]["status"] == "not enough data", body["drift"]
+    assert "drift: not enough data (0 leads created" in monitored.output
+    assert body["tier_conversion"]["leads"] > 0 and body["tier_conversion"]["reconstructed"] > 0, body
+    assert f"on {body['tier_conversion']['leads']:,} elapsed leads" in monitored.output
+
+    # An explicit CRM time inside the stream of new leads: drift measured on them.
+    at = runner.invoke(app, ["monitor", "--as-of", "2026-11-08", "--json", str(out)])
+    assert at.exit_code == 0, at.output
+    body = json.loads(out.read_text(encoding="utf-8"))
+    assert body["clock"]["source"] == "--as-of" and body["as_of"].startswith("2026-11-08")
+    assert body["drift"]["leads"] >= 100 and body["drift"]["status"] in ("ok", "warn", "alert"), body["drift"]
+    assert f"drift: {body['drift']['status']} on {body['drift']['leads']:,} leads" in at.output
+
+    bad = runner.invoke(app, ["monitor", "--as-of", "yesterday"])
+    assert bad.exit_code == 2 and "ISO date" in bad.output
 
     html = tmp_path / "out" / "health.html"
     reported = runner.invoke(app, ["report", "--html", str(html)])
@@ -97,3 +127,53 @@ def test_promote_then_rollback_by_hand(store: Path) -> None:
     assert first in rolled.output
     statuses = _versions(store)
     assert statuses[first] == "champion" and statuses[outcome.challenger] == "retired"
+
+
+def test_retrain_dry_run_compares_on_the_same_leads_and_changes_nothing(store: Path) -> None:
+    from config.app_config import MonitoringConfig, ScheduleConfig, TrainingConfig
+    from scoring.retrain import retrain_if_due
+
+    before = _versions(store)
+    engine = make_engine(f"sqlite:///{store}")
+    with Session(bind=engine, expire_on_commit=False) as s:
+        outcome = retrain_if_due(s, training=TrainingConfig(horizon_days=60, min_per_class=30),
+                                 schedules=ScheduleConfig(), monitoring=MonitoringConfig(), force=True, dry_run=True,
+                                 families=("catboost",), catboost_iterations=60,
+                                 catboost_grid=({"depth": 4, "learning_rate": 0.1},))
+        s.commit()
+    engine.dispose()
+    body = json.loads(json.dumps(outcome.to_dict()))
+    assert body["dry_run"] is True and body["promoted"] is False
+    comparison = body["comparison"]
+    assert comparison["leads"] > 0 and comparison["positives"] > 0
+    # Both AUCs measured on the same held-out leads, named in the JSON contract's shape.
+    assert body["champion"]["auc"] == pytest.approx(comparison["champion"])
+    assert body["challenger"]["auc"] == pytest.approx(comparison["challenger"])
+    assert 0.5 < body["champion"]["auc"] < 1 and 0.5 < body["challenger"]["auc"] < 1
+    assert body["decision"].startswith("dry run, nothing changed: would ")
+    assert _versions(store) == before  # nothing registered, nothing promoted
+
+
+def test_retrain_with_too_little_data_says_how_much_more_and_about_when(store: Path, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "leadscore.yaml"
+    config.write_text("training:\n  horizon_days: 60\n  min_per_class: 5000\n  window_days: 200\n", encoding="utf-8")
+    monkeypatch.setenv("LEADSCORE_CONFIG_FILE", str(config))
+    get_settings.cache_clear()
+    out = tmp_path / "retrain.json"
+    result = runner.invoke(app, ["retrain", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    body = json.loads(out.read_text(encoding="utf-8"))
+    assert body["challenger"]["version"] is None and body["promoted"] is False
+    needed = body["details"]["needed"]["positives"]
+    assert needed == 5000 - body["details"]["train_positives"] > 0
+    assert f"{needed} more converted labelled examples needed" in result.output
+    assert "a day) about" in result.output and "around 20" in result.output
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("training:\n  window_days: 3\n", encoding="utf-8")
+    monkeypatch.setenv("LEADSCORE_CONFIG_FILE", str(bad))
+    get_settings.cache_clear()
+    refused = runner.invoke(app, ["retrain"])
+    assert refused.exit_code != 0
+    assert "training.window_days" in str(refused.exception) or "training.window_days" in refused.output
