@@ -119,3 +119,82 @@ def render_model_card(
     if notes:
         lines += ["", "## Notes", "", notes]
     return "\n".join(lines) + "\n"
+
+
+def concept_label(feature: str) -> str:
+    """The name reps see in reasons for the concept a feature belongs to."""
+    from scoring.reasons import _TYPE_LABELS, concept_of
+
+    concept = concept_of(feature)
+    if concept.startswith("type:"):
+        kind = concept.removeprefix("type:")
+        return _TYPE_LABELS.get(kind, (kind.replace("_", " "),) * 2)[1]
+    named = {"high_intent": "high-intent page visits", "content": "content depth", "persona": "job title (persona)"}
+    return named.get(concept, concept.replace("_", " "))
+
+
+def tier_cutoff_table(outcomes: list[tuple[float, int]], policy: Any) -> list[dict[str, Any]]:
+    """Precision and recall at each tier cut-off (A; A or B; A, B or C) of the active policy, on
+    (probability, converted) pairs: what reps get if they work the leads down to that tier."""
+    import numpy as np
+
+    from scoring.tiers import tiers_for
+
+    if not outcomes:
+        return []
+    p = np.asarray([o[0] for o in outcomes], dtype="float64")
+    y = np.asarray([o[1] for o in outcomes], dtype="int64")
+    tiers = np.asarray(tiers_for(policy, p), dtype=object)
+    total_pos = max(1, int(y.sum()))
+    rows: list[dict[str, Any]] = []
+    for i, tier in enumerate(("A", "B", "C")):
+        picked = np.isin(tiers, ("A", "B", "C")[: i + 1])
+        n = int(picked.sum())
+        hits = int(y[picked].sum())
+        rows.append({"cutoff": tier, "leads": n, "share": n / len(y), "precision": hits / n if n else float("nan"),
+                     "recall": hits / total_pos})
+    return rows
+
+
+def live_card_sections(mv: Any, reference: Any, policy: Any) -> str:
+    """Markdown added to a stored card by ``leadscore models show``: feature importance (top 15,
+    with the concept names reps see), precision/recall at the tier cut-offs, lift by decile and
+    the promotion decision, from the model's reference cohort (its test period, seen at 7 days)."""
+    import numpy as np
+
+    from scoring.metrics import lift_by_decile
+
+    lines: list[str] = []
+    if reference is not None and reference.importance:
+        lines += ["## Feature importance (top 15, share of mean absolute contribution on the reference leads)", "",
+                  "| feature | what reps see | share |", "| --- | --- | ---: |"]
+        for name, share in list(reference.importance.items())[:15]:
+            lines.append(f"| {name} | {concept_label(name)} | {share:.1%} |")
+        lines.append("")
+    outcomes = list(reference.outcomes) if reference is not None else []
+    if outcomes:
+        mode = getattr(policy, "mode", "?")
+        lines += [f"## Precision and recall at the tier cut-offs ({mode} policy, {len(outcomes)} reference leads "
+                  "with known outcome)", "", "| work down to tier | leads | share | precision | recall |",
+                  "| --- | ---: | ---: | ---: | ---: |"]
+        for row in tier_cutoff_table(outcomes, policy):
+            lines.append(f"| {row['cutoff']} | {row['leads']} | {row['share']:.1%} | {_num(row['precision'])} | "
+                         f"{_num(row['recall'])} |")
+        y = np.asarray([o[1] for o in outcomes], dtype="int64")
+        p = np.asarray([o[0] for o in outcomes], dtype="float64")
+        if 0 < y.sum() < len(y):
+            lift = lift_by_decile(y, p)
+            lines += ["", "Lift by score decile (reference leads, highest first): "
+                      + ", ".join(_num(float(v), 2) for v in lift)]
+        lines.append("")
+    else:
+        lines += ["## Precision and recall at the tier cut-offs", "",
+                  "Not available: no reference leads with a known outcome (run `leadscore monitor`).", ""]
+    comparison = (mv.params or {}).get("comparison")
+    if isinstance(comparison, dict):
+        lines += ["## Champion vs challenger (same held-out leads)", "",
+                  f"- {comparison.get('metric')}: this model {_num(comparison.get('challenger'), 4)} vs champion "
+                  f"{comparison.get('champion_version')} {_num(comparison.get('champion'), 4)} on "
+                  f"{comparison.get('leads')} leads; 90% CI of the difference {_num(comparison.get('ci_low'), 4)}.."
+                  f"{_num(comparison.get('ci_high'), 4)}", f"- Decision: {mv.notes or '-'}", ""]
+    return "\n".join(lines)

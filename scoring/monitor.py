@@ -582,7 +582,7 @@ def _scores_at_age(session: Session, lead_ids: Sequence[int], age_days: int) -> 
     return df.reset_index(drop=True)
 
 
-def _policy(session: Session) -> Any:
+def active_tier_policy(session: Session) -> Any:
     """The active tier policy (the configured default when none was created yet)."""
     from config.app_config import TierConfig
     from scoring.tiers import Policy, find_active_policy
@@ -710,7 +710,7 @@ def _performance(session: Session, champion: ModelVersion, ref: Reference | None
     out.metrics["performance"] = perf
     out.metrics["tier_conversion"] = tc
     ids = cohort_leads(session, start, end)
-    policy = _policy(session)
+    policy = active_tier_policy(session)
     counts: dict[str, Any] = {}
     scores = elapsed_scores(session, champion, ids, policy, counts) if ids else pd.DataFrame()
     tc.update(counts)

@@ -19,7 +19,7 @@ from config.errors import LeadscoreError
 
 console = Console()
 app = typer.Typer(help="Model health: monitor, report, model versions.", no_args_is_help=True)
-models_app = typer.Typer(help="Model versions: list, promote, roll back.", no_args_is_help=True)
+models_app = typer.Typer(help="Model versions: list, show, promote, roll back.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 
 
@@ -215,6 +215,24 @@ def models_list() -> None:
     for row in [header, *rows]:
         line = "  ".join(str(v).ljust(w) for v, w in zip(row[:6], widths, strict=True))
         console.print(f"{line}  {row[6]}", markup=False, highlight=False, soft_wrap=True)
+
+
+@models_app.command("show")
+def models_show(version: str = typer.Argument(..., help="The model version (see `leadscore models list`).")) -> None:
+    """Print VERSION's model card: intended use, data, audit, metrics of every family, calibration,
+    plus feature importance (top 15), precision/recall at the tier cut-offs and lift by decile."""
+    from scoring.card import live_card_sections
+    from scoring.monitor import active_tier_policy, data_clock, ensure_reference
+    from scoring.registry import get_version
+    from store.db import unit_of_work
+
+    with unit_of_work() as session:
+        mv = get_version(session, version)
+        ref = ensure_reference(session, mv, as_of=data_clock(session))
+        text = (mv.card or f"# Lead scoring model {mv.version}\n\n(no card was stored)\n").rstrip("\n")
+        status = f"\n\nStatus: {mv.status}" + (f" (segment {mv.segment})" if mv.segment else "") + "\n\n"
+        text += status + live_card_sections(mv, ref, active_tier_policy(session))
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
 @models_app.command("promote")

@@ -25,7 +25,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from scoring import registry
-from scoring.monitor import data_clock, reports, trained_at
+from scoring.monitor import REFERENCE_KEY, Reference, data_clock, reports, trained_at
 from store.models import LeadScore, ModelVersion, MonitorReport
 
 MAX_SCORE_ROWS = 200_000
@@ -289,6 +289,62 @@ window.addEventListener('load', function () {
 """
 
 
+def _tier_conversion_over_time(history: Sequence[MonitorReport]) -> str:
+    rows = []
+    for r in history:
+        tc = (r.metrics or {}).get("tier_conversion") or {}
+        by_tier = tc.get("by_tier") or {}
+        if not by_tier:
+            continue
+        cells = [f"{by_tier[t]['conversion_rate']:.1%} of {by_tier[t]['leads']}" if t in by_tier else "-"
+                 for t in ("A", "B", "C", "D")]
+        norm = (by_tier.get("A") or {}).get("norm")
+        rows.append([f"{r.as_of:%Y-%m-%d}", *cells, f"{norm:.1%}" if norm is not None else "-",
+                     tc.get("status", "")])
+    if not rows:
+        return _missing("No tier conversion measured yet: it needs elapsed leads (created a horizon + 7 days "
+                        "before the monitor's as-of) with a score at 7 days old.")
+    return _table(["monitor run", "A", "B", "C", "D", "A norm", "top tier"], rows[-30:])
+
+
+def _alert_history(history: Sequence[MonitorReport]) -> str:
+    rows = [[f"{r.as_of:%Y-%m-%d %H:%M}", r.status, a.get("level"), a.get("kind"), a.get("message")]
+            for r in history for a in (r.alerts or [])]
+    if not history:
+        return _missing("No monitor run yet.")
+    if not rows:
+        return f"<p>{len(history)} monitor runs, none raised an alert or a warning.</p>"
+    return _table(["run", "status", "level", "kind", "message"], rows[-40:])
+
+
+def _model_card_tables(session: Session, champion: ModelVersion | None) -> str:
+    if champion is None:
+        return _missing("No champion model yet.")
+    from scoring.card import concept_label, tier_cutoff_table
+    from scoring.monitor import active_tier_policy
+
+    ref = Reference.from_dict(champion.params[REFERENCE_KEY]) \
+        if isinstance((champion.params or {}).get(REFERENCE_KEY), dict) else None
+    if ref is None:
+        return _missing("The champion has no reference yet: run `leadscore monitor` once.")
+    parts = [_table(["feature", "what reps see", "share"],
+                    [[n, concept_label(n), f"{v:.1%}"] for n, v in list(ref.importance.items())[:15]])]
+    cut = tier_cutoff_table(list(ref.outcomes), active_tier_policy(session))
+    if cut:
+        parts.append(_table(["work down to tier", "leads", "share", "precision", "recall"],
+                            [[r["cutoff"], r["leads"], f"{r['share']:.1%}", r["precision"], r["recall"]]
+                             for r in cut]))
+    families = champion.metrics or {}
+    rows = [[f, part, (m.get(part) or {}).get("auc"), (m.get(part) or {}).get("brier"), (m.get(part) or {}).get("ece")]
+            for f, m in families.items() if isinstance(m, dict) for part in ("validation", "test") if part in m]
+    if rows:
+        parts.append(_table(["family", "part", "AUC", "Brier", "ECE"], rows))
+    parts.append(f"<p class='note'>Reference: {ref.rows} leads created {ref.cohort_start:%Y-%m-%d}.."
+                 f"{ref.cohort_end:%Y-%m-%d} (the champion's test period), seen at {ref.age_days} days old. "
+                 f"`leadscore models show {html.escape(champion.version)}` prints the whole card.</p>")
+    return "".join(parts)
+
+
 def render_report(session: Session, *, as_of: datetime | None = None, psi_warn: float = 0.1,
                   psi_alert: float = 0.25) -> str:
     """The model-health report as one self-contained HTML string (what exists; gaps are named).
@@ -328,6 +384,9 @@ def render_report(session: Session, *, as_of: datetime | None = None, psi_warn: 
         ("AUC over time", _auc_over_time(history, versions)),
         ("Champion and challengers", _versions_table(versions)),
         ("Top reasons of current scores", _top_reasons(session)),
+        ("Tier conversion over time", _tier_conversion_over_time(history)),
+        ("Alert history", _alert_history(history)),
+        ("Model card: feature importance, tier cut-offs, family comparison", _model_card_tables(session, champion)),
     ]
     for title, body in sections:
         parts.append(f"<section><h2>{html.escape(title)}</h2>{body}</section>")

@@ -177,3 +177,21 @@ def test_retrain_with_too_little_data_says_how_much_more_and_about_when(store: P
     refused = runner.invoke(app, ["retrain"])
     assert refused.exit_code != 0
     assert "training.window_days" in str(refused.exception) or "training.window_days" in refused.output
+
+
+def test_models_show_prints_the_card_with_importance_and_tier_cutoffs(store: Path) -> None:
+    (version,) = _versions(store)
+    shown = runner.invoke(app, ["models", "show", version])
+    assert shown.exit_code == 0, shown.output
+    text = shown.output
+    assert text.startswith(f"# Lead scoring model {version}") and "Status: champion" in text
+    assert "## Metrics" in text and "## Calibration" in text  # the stored card: every family, calibration
+    importance = text.split("## Feature importance")[1].split("##")[0]
+    rows = [line for line in importance.splitlines() if line.startswith("| ") and "%" in line]
+    assert 1 <= len(rows) <= 15
+    cutoffs = text.split("## Precision and recall at the tier cut-offs")[1]
+    recalls = [float(line.split("|")[5]) for line in cutoffs.splitlines() if line.startswith(("| A ", "| B ", "| C "))]
+    assert len(recalls) == 3 and recalls == sorted(recalls) and 0 <= recalls[0] <= recalls[-1] <= 1
+    assert "Lift by score decile (reference leads" in text
+    unknown = runner.invoke(app, ["models", "show", "m-nope"])
+    assert unknown.exit_code != 0 and "unknown model version" in str(unknown.exception)

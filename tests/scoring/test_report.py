@@ -23,7 +23,8 @@ from tests.scoring.test_monitor import TRAIN_DAY, TRAINING, as_of_day, trained_s
 CHROMIUM = "/usr/bin/chromium"
 SECTIONS = (
     "Score distribution over time", "PSI trend", "Calibration", "Conversion by tier", "Lift by decile",
-    "AUC over time", "Champion and challengers", "Top reasons of current scores",
+    "AUC over time", "Champion and challengers", "Top reasons of current scores", "Tier conversion over time",
+    "Alert history", "Model card: feature importance, tier cut-offs, family comparison",
 )
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -74,6 +75,10 @@ def test_full_report_has_every_plot_and_decodes_in_a_headless_browser(trained_en
                 "lift by decile", "AUC over time", "top reasons"):
         assert f'alt="{alt}"' in page, alt
     assert "Champion and challengers" in page and "<table>" in page
+    # Every section has content: no "missing" placeholder once the monitor has run for weeks.
+    assert 'class="missing"' not in page, re.findall(r'<p class="missing">([^<]*)</p>', page)
+    assert "<th>work down to tier</th>" in page and "<th>what reps see</th>" in page
+    assert "<th>A norm</th>" in page
     images = _images(page)
     assert len(images) == 7 and all(img.startswith(PNG_MAGIC) for img in images)
 
