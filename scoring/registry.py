@@ -138,8 +138,18 @@ def segment_champions(session: Session) -> dict[str, ModelVersion]:
     return {mv.segment: mv for mv in rows if mv.segment is not None}
 
 
-def promote(session: Session, version: str) -> ModelVersion:
-    """Make ``version`` the champion of its segment; the previous champion becomes retired."""
+def _record_promotion(mv: ModelVersion, action: str, by: str | None, when: datetime) -> None:
+    # Who made a version champion, kept with the version (reassigned so the JSON column is saved).
+    history = list((mv.params or {}).get("promotions") or [])
+    history.append({"action": action, "by": by or "unknown", "at": when.isoformat()})
+    mv.params = {**(mv.params or {}), "promotions": history}
+
+
+def promote(session: Session, version: str, *, by: str | None = None) -> ModelVersion:
+    """Make ``version`` the champion of its segment; the previous champion becomes retired.
+
+    ``by`` (the user or "cli") is recorded in the version's ``params["promotions"]``.
+    """
     mv = get_version(session, version)
     if mv.status == CHAMPION:
         return mv
@@ -148,11 +158,13 @@ def promote(session: Session, version: str) -> ModelVersion:
         current.status = RETIRED
     mv.status = CHAMPION
     mv.promoted_at = datetime.now(UTC)
+    if by is not None:
+        _record_promotion(mv, "promote", by, mv.promoted_at)
     session.flush()
     return mv
 
 
-def rollback(session: Session, segment: str | None = None) -> ModelVersion:
+def rollback(session: Session, segment: str | None = None, *, by: str | None = None) -> ModelVersion:
     """Retire the current champion and bring back the one promoted before it.
 
     "Before" is by promotion time, so repeated rollbacks walk further back rather than
@@ -174,6 +186,8 @@ def rollback(session: Session, segment: str | None = None) -> ModelVersion:
         raise RegistryError(f"no earlier champion to roll back to (current: {current.version})")
     current.status = RETIRED
     previous.status = CHAMPION
+    if by is not None:
+        _record_promotion(previous, "rollback", by, datetime.now(UTC))
     session.flush()
     return previous
 

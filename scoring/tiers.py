@@ -238,24 +238,31 @@ def preview(
     return out
 
 
-def _recent_conversion(
-    session: Session,
-    policy: PolicyLike,
-    *,
-    reference: np.ndarray,
-    recent_days: int,
-    as_of: datetime | None,
-    horizon_days: int,
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class RecentLabelled:
+    """Recent leads with a known outcome, scored by the champion as they looked one week in."""
+
+    window: dict[str, Any]
+    probabilities: np.ndarray
+    converted: np.ndarray
+    note: str | None = None
+
+
+def recent_labelled(
+    session: Session, *, recent_days: int = 180, as_of: datetime | None = None, horizon_days: int = 90
+) -> RecentLabelled:
+    """The leads created in the ``recent_days`` before the last labelled day, their outcome within
+    ``horizon_days`` and the champion's probability for them at ``PREVIEW_SNAPSHOT_DAYS`` (point in
+    time, so no post-outcome activity inflates it). Empty arrays (and ``note``) without a champion."""
     from scoring.dataset import label_examples
     from scoring.features import align_to_spec, build_feature_frame, load_activities_frame, load_leads_frame
-    from scoring.metrics import conversion_by_tier
     from scoring.registry import champion, load_model
     from scoring.service import crm_now
 
+    empty = np.zeros(0, dtype="float64")
     mv = champion(session)
     if mv is None:
-        return {"note": "no champion model yet: no recent conversion rates", "leads": 0}
+        return RecentLabelled({}, empty, empty, note="no champion model yet: no recent conversion rates")
     now = as_of or crm_now(session)
     last_created = now - timedelta(days=horizon_days + PREVIEW_SNAPSHOT_DAYS)
     first_created = last_created - timedelta(days=recent_days)
@@ -266,18 +273,37 @@ def _recent_conversion(
     window = {"created_from": first_created.isoformat(), "created_to": last_created.isoformat(),
               "snapshot_days": PREVIEW_SNAPSHOT_DAYS, "model": mv.version}
     if not ids:
-        return {**window, "leads": 0}
+        return RecentLabelled(window, empty, empty)
     leads = load_leads_frame(session, ids)
     examples, _ = label_examples(leads, as_of=now, horizon_days=horizon_days, offsets=(PREVIEW_SNAPSHOT_DAYS,))
     if examples.empty:
-        return {**window, "leads": 0}
+        return RecentLabelled(window, empty, empty)
     activities = load_activities_frame(session, ids, before=last_created + timedelta(days=PREVIEW_SNAPSHOT_DAYS))
     model = load_model(mv)
     frame = align_to_spec(build_feature_frame(examples, activities, examples["snapshot_at"]), model.spec)
-    probs = model.predict_proba(frame)
-    tiers = tiers_for(policy, probs, reference=reference if len(reference) else None)
-    y = examples["converted"].to_numpy()
-    return {**window, "leads": len(examples), "conversion_rate": float(y.mean()),
+    probs = np.asarray(model.predict_proba(frame), dtype="float64")
+    return RecentLabelled(window, probs, examples["converted"].to_numpy(dtype="float64"))
+
+
+def _recent_conversion(
+    session: Session,
+    policy: PolicyLike,
+    *,
+    reference: np.ndarray,
+    recent_days: int,
+    as_of: datetime | None,
+    horizon_days: int,
+) -> dict[str, Any]:
+    from scoring.metrics import conversion_by_tier
+
+    recent = recent_labelled(session, recent_days=recent_days, as_of=as_of, horizon_days=horizon_days)
+    if recent.note is not None:
+        return {"note": recent.note, "leads": 0}
+    if not len(recent.converted):
+        return {**recent.window, "leads": 0}
+    tiers = tiers_for(policy, recent.probabilities, reference=reference if len(reference) else None)
+    y = recent.converted
+    return {**recent.window, "leads": len(y), "conversion_rate": float(y.mean()),
             "by_tier": conversion_by_tier(y, tiers)}
 
 

@@ -91,6 +91,7 @@ _SUBMODULES: list[tuple[str, str | None, str]] = [
     ("scoring.cli", None, "train, score, explain, tiers, evaluate"),
     ("scoring.monitor_cli", None, "report, models, monitor"),
     ("worker.ops_cli", None, "demo, worker, beat, flower, status"),
+    ("web.cli", None, "web"),
 ]
 _PLANNED: dict[str, str] = {
     "demo": "run the whole loop on the embedded default",

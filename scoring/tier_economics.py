@@ -1,0 +1,122 @@
+"""What tier cut-offs are worth: precision/recall at the cut-offs and a cost-based suggestion.
+
+The cost model (docs/console.md explains it to revops): a lead in tier C gets one SDR touch, B two,
+A three, D none. Each touch costs ``touch_cost``; the j-th touch of a lead that converts wins the
+share ``touch_shares[j]`` of ``conversion_value`` (later touches win less: diminishing returns).
+The expected value of a policy on recent labelled leads is therefore
+
+    sum over leads, over the touches its tier gets: touch_shares[j] × value × converted − cost
+
+and it separates by touch: the j-th touch is worth giving exactly to the leads at or above the
+score that maximises ``sum(share_j × value × converted − cost)``. Those scores are the suggested
+cut-offs (C for the first touch, B the second, A the third), so the suggestion is the policy with
+the highest realised value on those leads, up to the strict ordering A > B > C that tiers need.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from scoring.tiers import TIERS, Policy, PolicyLike, probability_to_score, tiers_for
+
+# Touches each tier gets, and the share of a conversion the 1st, 2nd and 3rd touch win.
+TOUCHES: Mapping[str, int] = {"A": 3, "B": 2, "C": 1, "D": 0}
+DEFAULT_TOUCH_SHARES: tuple[float, float, float] = (0.6, 0.25, 0.15)
+
+
+class EconomicsError(ValueError):
+    """Inputs the cost model cannot use (the message says which)."""
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    thresholds: dict[str, float]
+    expected_value: float
+    leads: int
+    conversions: int
+    note: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"thresholds": self.thresholds, "expected_value": self.expected_value, "leads": self.leads,
+                "conversions": self.conversions, "note": self.note}
+
+
+def _check(conversion_value: float, touch_cost: float, shares: Sequence[float]) -> None:
+    if not np.isfinite(conversion_value) or conversion_value <= 0:
+        raise EconomicsError("the value of a converted lead must be a positive number")
+    if not np.isfinite(touch_cost) or touch_cost < 0:
+        raise EconomicsError("the cost of an SDR touch must be zero or more")
+    if len(shares) != 3 or any(not 0 <= s <= 1 for s in shares) or sum(shares) > 1 + 1e-9:
+        raise EconomicsError("touch shares must be three numbers within [0, 1] adding up to at most 1")
+
+
+def policy_value(
+    probabilities: np.ndarray, converted: np.ndarray, policy: PolicyLike, *, conversion_value: float,
+    touch_cost: float, touch_shares: Sequence[float] = DEFAULT_TOUCH_SHARES,
+) -> float:
+    """Realised value of ``policy`` on labelled leads under the touch model (module docstring)."""
+    _check(conversion_value, touch_cost, touch_shares)
+    y = np.asarray(converted, dtype="float64")
+    tiers = tiers_for(policy, np.asarray(probabilities, dtype="float64"))
+    total = 0.0
+    for tier, outcome in zip(tiers, y, strict=True):
+        for j in range(TOUCHES[tier]):
+            total += touch_shares[j] * conversion_value * outcome - touch_cost
+    return float(total)
+
+
+def suggest_thresholds(
+    probabilities: np.ndarray, converted: np.ndarray, *, conversion_value: float, touch_cost: float,
+    touch_shares: Sequence[float] = DEFAULT_TOUCH_SHARES,
+) -> Suggestion:
+    """Score cut-offs A > B > C maximising the realised value on labelled leads (module docstring)."""
+    _check(conversion_value, touch_cost, touch_shares)
+    y = np.asarray(converted, dtype="float64")
+    scores = probability_to_score(np.asarray(probabilities, dtype="float64"))
+    if len(y) == 0:
+        raise EconomicsError("no recent labelled leads to weigh cut-offs on")
+    # gain[t] = sum over leads scored >= t of (share × value × y − cost), for t = 0..101.
+    per_score_y = np.bincount(scores, weights=y, minlength=101)[:101]
+    per_score_n = np.bincount(scores, minlength=101)[:101].astype("float64")
+    ys_at_least = np.concatenate([np.cumsum(per_score_y[::-1])[::-1], [0.0]])
+    n_at_least = np.concatenate([np.cumsum(per_score_n[::-1])[::-1], [0.0]])
+    cut: dict[str, int] = {}
+    for tier, share in zip(("C", "B", "A"), touch_shares, strict=True):
+        gain = share * conversion_value * ys_at_least - touch_cost * n_at_least
+        candidates = gain[1:]  # cut-offs 1..101 (a threshold of 0 is not a valid score cut-off)
+        best = int(np.flatnonzero(candidates == candidates.max())[-1]) + 1  # ties: fewer touches
+        cut[tier] = best
+    notes = [f"no lead pays for tier {t}'s touches: {t} is left at its highest cut-off"
+              for t in ("A", "B", "C") if cut[t] == 101]
+    # Tiers need A > B > C within 1..100: push the lower cut-offs down (never the higher ones up).
+    cut["A"] = min(cut["A"], 100)
+    cut["B"] = min(cut["B"], cut["A"] - 1)
+    cut["C"] = min(cut["C"], cut["B"] - 1)
+    if cut["C"] < 1:
+        cut = {"A": 3, "B": 2, "C": 1}
+        notes.append("every lead pays for every touch: cut-offs at the lowest scores")
+    thresholds = {t: float(cut[t]) for t in ("A", "B", "C")}
+    value = policy_value(probabilities, y, Policy("score", thresholds), conversion_value=conversion_value,
+                         touch_cost=touch_cost, touch_shares=touch_shares)
+    return Suggestion(thresholds, value, int(len(y)), int(y.sum()), "; ".join(notes) or None)
+
+
+def precision_recall_at_cutoffs(probabilities: np.ndarray, converted: np.ndarray, policy: PolicyLike
+                                ) -> dict[str, dict[str, Any]]:
+    """For A, B and C: leads at or above that tier, precision (their conversion rate) and recall
+    (share of all conversions they hold) on labelled leads. None where a rate has no denominator."""
+    y = np.asarray(converted, dtype="float64")
+    tiers = np.asarray(tiers_for(policy, np.asarray(probabilities, dtype="float64")), dtype=object)
+    total_pos = float(y.sum())
+    out: dict[str, dict[str, Any]] = {}
+    for i, tier in enumerate(TIERS[:3]):
+        mask = np.isin(tiers, TIERS[: i + 1])
+        n = int(mask.sum())
+        hits = float(y[mask].sum())
+        out[tier] = {"leads": n, "precision": hits / n if n else None,
+                     "recall": hits / total_pos if total_pos else None}
+    return out

@@ -1,0 +1,182 @@
+"""Read-only questions about the store that the console (and scripts) ask: no writes, bounded results.
+
+Each function takes the caller's session and returns plain dicts/lists (JSON-ready apart from
+datetimes). Counts that measured nothing say so with zeros, never with a missing key.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session
+
+from store.models import (
+    Connection,
+    Lead,
+    LeadScore,
+    ModelVersion,
+    Outbox,
+    QuarantinedRecord,
+    RoutingAction,
+    SyncCursor,
+    SyncRun,
+)
+
+SEARCH_LIMIT = 50
+HISTORY_LIMIT = 500
+QUARANTINE_LIMIT = 200
+
+
+def connection_activity(session: Session, *, now: datetime | None = None) -> list[dict[str, Any]]:
+    """Per connection: last sync (any stream), last score and last confirmed write-back, outbox
+    rows by status, routing actions by status, and API calls its syncs made since midnight UTC."""
+    now = now or datetime.now(UTC)
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    out: list[dict[str, Any]] = []
+    for conn in session.scalars(select(Connection).order_by(Connection.name)):
+        last_run = session.scalars(
+            select(SyncRun).where(SyncRun.connection_id == conn.id).order_by(SyncRun.started_at.desc()).limit(1)
+        ).first()
+        last_ok = session.scalar(
+            select(func.max(SyncRun.finished_at)).where(SyncRun.connection_id == conn.id,
+                                                         SyncRun.status == "succeeded")
+        )
+        last_score = session.scalar(
+            select(func.max(LeadScore.scored_at)).join(Lead, Lead.id == LeadScore.lead_id)
+            .where(Lead.connection_id == conn.id)
+        )
+        last_write = session.scalar(select(func.max(Outbox.sent_at)).where(Outbox.connection_id == conn.id))
+        outbox: dict[str, int] = {s: n for s, n in session.execute(
+            select(Outbox.status, func.count()).where(Outbox.connection_id == conn.id).group_by(Outbox.status)
+        )}
+        routing: dict[str, int] = {s: n for s, n in session.execute(
+            select(RoutingAction.status, func.count()).where(RoutingAction.connection_id == conn.id)
+            .group_by(RoutingAction.status)
+        )}
+        calls_today = session.scalar(
+            select(func.coalesce(func.sum(SyncRun.api_calls), 0)).where(
+                SyncRun.connection_id == conn.id, SyncRun.started_at >= midnight)
+        )
+        leads = session.scalar(select(func.count(Lead.id)).where(Lead.connection_id == conn.id,
+                                                                 Lead.is_deleted.is_(False)))
+        out.append({
+            "name": conn.name,
+            "kind": conn.kind,
+            "leads": int(leads or 0),
+            "last_sync": None if last_run is None else {
+                "stream": last_run.stream, "status": last_run.status, "started_at": last_run.started_at,
+                "records": last_run.records, "error": last_run.error,
+            },
+            "last_successful_sync": last_ok,
+            "last_score": last_score,
+            "last_writeback": last_write,
+            "outbox": {s: int(outbox.get(s, 0)) for s in ("pending", "failed", "sent", "superseded")},
+            "routing": {s: int(routing.get(s, 0)) for s in ("pending", "failed", "done")},
+            "sync_api_calls_today": int(calls_today or 0),
+        })
+    return out
+
+
+def sync_streams(session: Session) -> list[dict[str, Any]]:
+    """Every (connection, stream) with its cursor and its latest run."""
+    rows: list[dict[str, Any]] = []
+    cursors = {
+        (c.connection_id, c.stream): c for c in session.scalars(select(SyncCursor))
+    }
+    names = {c.id: c.name for c in session.scalars(select(Connection))}
+    latest = session.execute(
+        select(SyncRun.connection_id, SyncRun.stream, func.max(SyncRun.id)).group_by(SyncRun.connection_id,
+                                                                                     SyncRun.stream)
+    ).all()
+    runs = {(cid, stream): session.get(SyncRun, rid) for cid, stream, rid in latest}
+    for key in sorted(set(cursors) | set(runs), key=lambda k: (names.get(k[0], ""), k[1])):
+        cursor, run = cursors.get(key), runs.get(key)
+        quarantined = session.scalar(select(func.count(QuarantinedRecord.id)).where(
+            QuarantinedRecord.connection_id == key[0], QuarantinedRecord.stream == key[1]))
+        rows.append({
+            "connection": names.get(key[0], str(key[0])),
+            "stream": key[1],
+            "cursor_ts": cursor.cursor_ts if cursor else None,
+            "cursor_id": cursor.cursor_id if cursor else None,
+            "last_run": None if run is None else {
+                "status": run.status, "started_at": run.started_at, "finished_at": run.finished_at,
+                "records": run.records, "quarantined": run.quarantined, "api_calls": run.api_calls,
+                "error": run.error,
+            },
+            "quarantined_total": int(quarantined or 0),
+        })
+    return rows
+
+
+def quarantined_records(session: Session, *, limit: int = QUARANTINE_LIMIT) -> list[dict[str, Any]]:
+    """The newest quarantined records with their reasons (the raw record is left out: it can be large)."""
+    names = {c.id: c.name for c in session.scalars(select(Connection))}
+    stmt = select(QuarantinedRecord).order_by(QuarantinedRecord.created_at.desc(), QuarantinedRecord.id.desc())
+    return [
+        {"connection": names.get(q.connection_id, str(q.connection_id)), "stream": q.stream, "crm_id": q.crm_id,
+         "reason": q.reason, "created_at": q.created_at}
+        for q in session.scalars(stmt.limit(limit))
+    ]
+
+
+def search_leads(session: Session, text: str, *, limit: int = SEARCH_LIMIT) -> list[dict[str, Any]]:
+    """Leads whose CRM id equals ``text`` or whose email or name contains it (case-insensitive)."""
+    needle = text.strip()
+    if not needle:
+        return []
+    like = f"%{needle.lower()}%"
+    full_name = func.lower(func.coalesce(Lead.first_name, "") + " " + func.coalesce(Lead.last_name, ""))
+    stmt = (
+        select(Lead, LeadScore)
+        .outerjoin(LeadScore, (LeadScore.lead_id == Lead.id) & LeadScore.is_current.is_(True))
+        .where(or_(Lead.crm_id == needle, func.lower(Lead.email).like(like), full_name.like(like),
+                   func.lower(Lead.last_name).like(like)))
+        .order_by(Lead.crm_id == needle, Lead.id)
+        .limit(limit)
+    )
+    out = []
+    for lead, score in session.execute(stmt):
+        out.append({
+            "lead_id": lead.id, "crm_id": lead.crm_id, "email": lead.email,
+            "name": " ".join(p for p in (lead.first_name, lead.last_name) if p) or None,
+            "company": lead.company, "score": score.score if score else None, "tier": score.tier if score else None,
+            "deleted": lead.is_deleted,
+        })
+    # Exact CRM-id matches first (the ORDER BY above sorts False before True).
+    out.sort(key=lambda r: r["crm_id"] != needle)
+    return out
+
+
+def score_history(session: Session, lead_id: int, *, limit: int = HISTORY_LIMIT) -> list[dict[str, Any]]:
+    """A lead's scores, oldest first (at most ``limit``, the newest ones)."""
+    versions: dict[int, str] = {i: v for i, v in session.execute(select(ModelVersion.id, ModelVersion.version))}
+    stmt = (select(LeadScore).where(LeadScore.lead_id == lead_id)
+            .order_by(LeadScore.scored_at.desc(), LeadScore.id.desc()).limit(limit))
+    rows = [
+        {"scored_at": s.scored_at, "score": s.score, "tier": s.tier, "probability": s.probability,
+         "model": versions.get(s.model_version_id) if s.model_version_id else None, "current": s.is_current}
+        for s in session.scalars(stmt)
+    ]
+    return rows[::-1]
+
+
+def routing_actions(session: Session, lead_id: int) -> list[dict[str, Any]]:
+    """A lead's routing actions, newest first, with the CRM reference of each one done."""
+    stmt = select(RoutingAction).where(RoutingAction.lead_id == lead_id).order_by(RoutingAction.created_at.desc(),
+                                                                                   RoutingAction.id.desc())
+    return [
+        {"action": a.action, "from_tier": a.from_tier, "to_tier": a.to_tier, "status": a.status,
+         "crm_ref": a.crm_ref, "error": a.error, "created_at": a.created_at, "done_at": a.done_at,
+         "params": dict(a.params or {})}
+        for a in session.scalars(stmt.limit(HISTORY_LIMIT))
+    ]
+
+
+def outbox_totals(session: Session) -> dict[str, int]:
+    """Outbox rows by status over all connections."""
+    counts: dict[str, int] = {s: n for s, n in session.execute(select(Outbox.status, func.count())
+                                                                .group_by(Outbox.status))}
+    return {s: int(counts.get(s, 0)) for s in ("pending", "failed", "sent", "superseded")}
+

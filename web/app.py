@@ -1,0 +1,633 @@
+"""The console's FastAPI application: pages, htmx fragments and the JSON API, all behind one auth check.
+
+Every request passes :func:`_authenticate` (an HTTP middleware, so a route added later cannot
+forget it): HTTP Basic or the signed session cookie of the login form; anything else gets 401
+(with the login form for browsers). Every POST checks a CSRF token bound to the session (or to
+the Basic user). Reads run in a transaction that is rolled back; writes go through the same
+service functions as the CLI (``scoring.tiers``, ``scoring.registry``) in one unit of work.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import math
+import secrets
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from markupsafe import Markup
+from sqlalchemy import Engine, func, select, text
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from config.app_config import AppConfig
+from config.errors import LeadscoreError
+from web.auth import Authenticator, User
+
+log = logging.getLogger("leadscore.web")
+HERE = Path(__file__).resolve().parent
+SESSION_COOKIE = "leadscore_session"
+LOGIN_COOKIE = "leadscore_login"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+PAGES: tuple[tuple[str, str], ...] = (
+    ("/", "Overview"), ("/tiers", "Tiers"), ("/model", "Model"), ("/monitor", "Monitor"), ("/leads", "Leads"),
+    ("/sync", "Sync"),
+)
+
+
+class Forbidden(LeadscoreError):
+    """The signed-in user may not do this (viewers look, editors change)."""
+
+
+class NotFound(LeadscoreError):
+    """The thing asked for does not exist."""
+
+
+def _fmt_time(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, datetime):
+        value = value if value.tzinfo else value.replace(tzinfo=UTC)
+        return f"{value.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+    return str(value)
+
+
+def _fmt_num(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _fmt_pct(value: Any) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return f"{100 * float(value):.1f}%"
+
+
+def _templates() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(HERE / "templates")), autoescape=True
+    )
+    env.filters["when"] = _fmt_time
+    env.filters["num"] = _fmt_num
+    env.filters["pct"] = _fmt_pct
+    env.filters["svg"] = lambda s: Markup(s) if s else ""  # noqa: S704 - our own matplotlib output
+    return env
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if hasattr(value, "item"):  # numpy scalars
+        return _json_safe(value.item())
+    return value
+
+
+def _wants_html(request: Request) -> bool:
+    return not request.url.path.startswith("/api/") and "text/html" in request.headers.get("accept", "")
+
+
+def create_app(
+    auth: Authenticator,
+    *,
+    engine_factory: Callable[[], Engine] | None = None,
+    config: AppConfig | None = None,
+) -> FastAPI:
+    """The console app. ``engine_factory`` defaults to the configured database, ``config`` to the YAML file."""
+    from config.app_config import load_config
+    from config.settings import get_settings
+    from store.db import get_engine
+
+    app_config = config if config is not None else load_config(get_settings().config_file)
+    engine_of = engine_factory or get_engine
+    env = _templates()
+    # No interactive docs: they would be routes outside the console's own pages and API.
+    app = FastAPI(title="leadscore console", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.auth = auth
+    app.state.config = app_config
+    app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+
+    # ------------------------------------------------------------------ plumbing
+
+    @contextmanager
+    def reading() -> Iterator[Session]:
+        # Closing without commit discards anything a read touched (a preview writes nothing) and,
+        # unlike rollback(), leaves loaded objects readable while the page renders.
+        session = Session(bind=engine_of(), expire_on_commit=False)
+        try:
+            yield session
+        finally:
+            session.close()
+
+    @contextmanager
+    def writing() -> Iterator[Session]:
+        from store.db import unit_of_work
+
+        with unit_of_work(engine_of()) as session:
+            yield session
+
+    def render(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+        user: User | None = getattr(request.state, "user", None)
+        body = env.get_template(template).render(
+            request=request, user=user, pages=PAGES, path=request.url.path,
+            csrf=getattr(request.state, "csrf", ""), **context,
+        )
+        return HTMLResponse(body, status_code=status_code)
+
+    def login_page(request: Request, message: str | None, status_code: int = 401) -> Response:
+        nonce = request.cookies.get(LOGIN_COOKIE) or secrets.token_hex(16)
+        body = env.get_template("login.html").render(
+            message=message, csrf=auth.csrf_token("login|" + nonce), next=_safe_next(request.url.path)
+        )
+        response = HTMLResponse(body, status_code=status_code)
+        # A scheme browsers do not prompt for: they show the form instead of a Basic dialog.
+        response.headers["WWW-Authenticate"] = 'Form realm="leadscore", Basic realm="leadscore-api"'
+        response.set_cookie(LOGIN_COOKIE, nonce, httponly=True, samesite="strict", path="/login",
+                            secure=request.url.scheme == "https")
+        return response
+
+    def unauthorised(request: Request) -> Response:
+        if _wants_html(request):
+            return login_page(request, None)
+        return JSONResponse({"error": "authentication required (HTTP Basic)"}, status_code=401,
+                            headers={"WWW-Authenticate": 'Basic realm="leadscore", charset="UTF-8"'})
+
+    def basic_user(request: Request) -> User | None | bool:
+        """The Basic user; False when a Basic header was sent but is wrong; None when none was sent."""
+        header = request.headers.get("authorization", "")
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "basic":
+            return None
+        try:
+            decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+        name, sep, password = decoded.partition(":")
+        user = auth.check(name, password) if sep else None
+        return user or False
+
+    @app.middleware("http")
+    async def _authenticate(request: Request, call_next: Callable[[Request], Any]) -> Response:
+        if request.url.path == "/login" and request.method == "POST":
+            return await call_next(request)  # checks the submitted credentials itself (401 when wrong)
+        basic = basic_user(request)
+        if basic is False:
+            return unauthorised(request)
+        if isinstance(basic, User):
+            request.state.user = basic
+            request.state.csrf = auth.csrf_token("basic|" + basic.name)
+        else:
+            found = auth.read_session(request.cookies.get(SESSION_COOKIE))
+            if found is None:
+                return unauthorised(request)
+            request.state.user, nonce = found
+            request.state.csrf = auth.csrf_token("session|" + nonce)
+        if request.method not in SAFE_METHODS:
+            origin = request.headers.get("origin")
+            if origin and origin != "null" and _origin_host(origin) != request.headers.get("host"):
+                return _refuse(request, 403, "cross-site request refused")
+        response: Response = await call_next(request)
+        response.headers.setdefault("Cache-Control", "no-store")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        return response
+
+    def _refuse(request: Request, status: int, message: str) -> Response:
+        if request.url.path.startswith("/api/") or not _wants_html(request):
+            return JSONResponse({"error": message}, status_code=status)
+        return render(request, "error.html", status_code=status, message=message)
+
+    def check_csrf(request: Request, token: str | None) -> None:
+        if not secrets.compare_digest(getattr(request.state, "csrf", ""), token or ""):
+            raise Forbidden("the form expired or did not come from this console (CSRF check): reload and retry")
+
+    def require_editor(request: Request) -> User:
+        user: User = request.state.user
+        if not user.can_edit:
+            raise Forbidden(f"{user.name} is a viewer: only editors change tiers and models")
+        return user
+
+    @app.exception_handler(Forbidden)
+    async def _forbidden(request: Request, exc: Forbidden) -> Response:
+        return _refuse(request, 403, str(exc))
+
+    @app.exception_handler(NotFound)
+    async def _not_found(request: Request, exc: NotFound) -> Response:
+        return _refuse(request, 404, str(exc))
+
+    @app.exception_handler(LeadscoreError)
+    async def _bad_input(request: Request, exc: LeadscoreError) -> Response:
+        return _refuse(request, 400, str(exc))
+
+    @app.exception_handler(SQLAlchemyError)
+    async def _database(request: Request, exc: SQLAlchemyError) -> Response:
+        log.error("database error on %s %s", request.method, request.url.path, exc_info=exc)
+        return _refuse(request, 503, "the database is not answering (or has no leadscore schema): see the log")
+
+    # ------------------------------------------------------------------ login
+
+    @app.get("/login")
+    def login_form(request: Request) -> Response:
+        return RedirectResponse("/", status_code=303)  # signed in already (the middleware let us through)
+
+    @app.post("/login")
+    async def login(request: Request) -> Response:
+        form = await request.form()
+        nonce = request.cookies.get(LOGIN_COOKIE, "")
+        if not nonce or not auth.csrf_ok("login|" + nonce, str(form.get("csrf") or "")):
+            return login_page(request, "The sign-in form expired: try again.")
+        user = auth.check(str(form.get("username") or ""), str(form.get("password") or ""))
+        if user is None:
+            log.warning("console sign-in failed for %r", str(form.get("username") or "")[:64])
+            return login_page(request, "Wrong user name or password.")
+        response = RedirectResponse(_safe_next(str(form.get("next") or "/")), status_code=303)
+        response.set_cookie(SESSION_COOKIE, auth.session_cookie(user), httponly=True, samesite="lax", path="/",
+                            secure=request.url.scheme == "https")
+        response.delete_cookie(LOGIN_COOKIE, path="/login")
+        log.info("console sign-in: %s (%s)", user.name, user.role)
+        return response
+
+    @app.post("/logout")
+    async def logout(request: Request) -> Response:
+        form = await request.form()
+        check_csrf(request, str(form.get("csrf") or ""))
+        response = RedirectResponse("/", status_code=303)
+        response.delete_cookie(SESSION_COOKIE, path="/")
+        return response
+
+    # ------------------------------------------------------------------ API
+
+    @app.get("/api/health")
+    def api_health() -> Response:
+        from scoring.registry import champion
+        from store.models import Lead, LeadScore
+
+        try:
+            with reading() as session:
+                session.execute(text("SELECT 1"))
+                mv = champion(session)
+                leads = session.scalar(select(func.count(Lead.id)).where(Lead.is_deleted.is_(False)))
+                scored = session.scalar(select(func.count(LeadScore.id)).where(LeadScore.is_current.is_(True)))
+        except SQLAlchemyError as exc:
+            log.error("health check: database error", exc_info=exc)
+            return JSONResponse({"status": "error", "database": "unreachable or no schema"}, status_code=503)
+        return JSONResponse({"status": "ok", "database": "ok", "champion": mv.version if mv else None,
+                             "leads": int(leads or 0), "current_scores": int(scored or 0)})
+
+    @app.get("/api/tiers/preview")
+    def api_tiers_preview(request: Request) -> Response:
+        return JSONResponse(_json_safe(tier_preview(request)))
+
+    @app.get("/api/leads/{crm_id}")
+    def api_lead(crm_id: str) -> Response:
+        with reading() as session:
+            return JSONResponse(_json_safe(lead_story(session, crm_id)))
+
+    def tier_preview(request: Request) -> dict[str, Any]:
+        from scoring.tiers import preview
+
+        mode, thresholds = _policy_args(request)
+        with reading() as session:
+            data = preview(session, mode, thresholds, horizon_days=app_config.training.horizon_days)
+        return preview_payload(data)
+
+    # ------------------------------------------------------------------ pages
+
+    @app.get("/")
+    def overview(request: Request) -> Response:
+        from scoring.monitor import latest_report
+        from scoring.registry import champion, recorded_test_auc
+        from store.queries import connection_activity, outbox_totals
+
+        with reading() as session:
+            mv = champion(session)
+            report = latest_report(session)
+            return render(
+                request, "overview.html", connections=connection_activity(session), outbox=outbox_totals(session),
+                champion=mv, champion_auc=recorded_test_auc(mv) if mv else None, report=report,
+            )
+
+    @app.get("/tiers")
+    def tiers_page(request: Request) -> Response:
+        from scoring.tiers import find_active_policy
+        from store.models import TierPolicy
+
+        with reading() as session:
+            active = find_active_policy(session)
+            history = list(session.scalars(select(TierPolicy).order_by(TierPolicy.version.desc()).limit(50)))
+            default_mode = active.mode if active else app_config.tiers.mode
+            default = dict(active.thresholds) if active else dict(app_config.tiers.thresholds)
+            q = request.query_params
+            mode = q.get("mode", default_mode)
+            values = {t: q.get(t, _fmt_threshold(default.get(t))) for t in ("A", "B", "C")}
+            return render(request, "tiers.html", active=active, history=history, mode=mode, values=values,
+                          saved=q.get("saved"))
+
+    @app.get("/tiers/preview")
+    def tiers_preview_fragment(request: Request) -> Response:
+        try:
+            data = tier_preview(request)
+        except LeadscoreError as exc:
+            return render(request, "_preview.html", data=None, error=str(exc))
+        return render(request, "_preview.html", data=data, error=None)
+
+    @app.get("/tiers/suggest")
+    def tiers_suggest_fragment(request: Request) -> Response:
+        from scoring.tier_economics import EconomicsError, policy_value, suggest_thresholds
+        from scoring.tiers import Policy, check_policy, recent_labelled
+
+        q = request.query_params
+        try:
+            value = _number(q.get("value"), "value of a converted lead")
+            cost = _number(q.get("cost"), "cost of an SDR touch")
+            with reading() as session:
+                recent = recent_labelled(session, horizon_days=app_config.training.horizon_days)
+            if recent.note:
+                raise EconomicsError(recent.note)
+            suggestion = suggest_thresholds(recent.probabilities, recent.converted, conversion_value=value,
+                                            touch_cost=cost)
+            manual_value = None
+            try:
+                mode, manual = _policy_args(request)
+                manual_value = policy_value(recent.probabilities, recent.converted,
+                                            Policy(mode, check_policy(mode, manual)), conversion_value=value,
+                                            touch_cost=cost)
+            except LeadscoreError:
+                manual_value = None  # the manual thresholds are invalid right now; the preview says why
+        except (EconomicsError, LeadscoreError) as exc:
+            return render(request, "_suggest.html", suggestion=None, error=str(exc), manual_value=None,
+                          window={}, value=None, cost=None)
+        return render(request, "_suggest.html", suggestion=suggestion, error=None, manual_value=manual_value,
+                      window=recent.window, value=value, cost=cost)
+
+    @app.post("/tiers")
+    async def tiers_save(request: Request) -> Response:
+        from scoring.tiers import check_policy, preview, retier, set_policy
+
+        form = await request.form()
+        check_csrf(request, str(form.get("csrf") or ""))
+        user = require_editor(request)
+        mode = str(form.get("mode") or "score")
+        raw = {t: str(form.get(t) or "") for t in ("A", "B", "C")}
+        values = check_policy(mode, raw)
+        if form.get("confirm") != "yes":
+            with reading() as session:
+                data = preview_payload(preview(session, mode, values,
+                                               horizon_days=app_config.training.horizon_days))
+            return render(request, "tiers_confirm.html", mode=mode, values=values, data=data)
+        hook = _routing_hook(app_config)
+        with writing() as session:
+            policy = set_policy(session, mode, values, created_by=user.name)
+            changed = retier(session, policy, tier_change_hook=hook)
+            version = policy.version
+        log.info("tier policy v%s set by %s in the console (%s %s); %s leads changed tier", version, user.name,
+                 mode, values, changed)
+        return RedirectResponse(f"/tiers?saved={version}&changed={changed}", status_code=303)
+
+    @app.get("/model")
+    def model_page(request: Request) -> Response:
+        from scoring.monitor import REFERENCE_KEY, latest_report, trained_at
+        from scoring.registry import champion, list_versions, recorded_test_auc
+        from scoring.tier_economics import precision_recall_at_cutoffs
+        from scoring.tiers import find_active_policy, recent_labelled
+        from web import plots
+
+        with reading() as session:
+            mv = champion(session)
+            versions = list_versions(session)
+            report = latest_report(session)
+            live = ((report.metrics or {}).get("performance") or {}) if report else {}
+            families: list[dict[str, Any]] = []
+            plots_out: dict[str, str | None] = {"calibration": None, "lift": None, "importance": None}
+            pr: dict[str, Any] = {}
+            importance_note = None
+            if mv is not None:
+                for family, metrics in (mv.metrics or {}).items():
+                    if isinstance(metrics, dict) and "test" in metrics:
+                        families.append({"family": family, "selected": family == mv.family,
+                                         "validation": metrics.get("validation") or {}, "test": metrics["test"]})
+                test = (mv.metrics or {}).get(mv.family, {}).get("test", {})
+                plots_out["calibration"] = plots.calibration(test.get("calibration") or [],
+                                                             live.get("calibration") or [])
+                plots_out["lift"] = plots.lift(test.get("lift_by_decile") or [], live.get("lift_by_decile") or [])
+                reference = (mv.params or {}).get(REFERENCE_KEY) or {}
+                plots_out["importance"] = plots.importance(reference.get("importance") or {})
+                if plots_out["importance"] is None:
+                    importance_note = ("not computed yet: the daily monitor computes it on the champion's "
+                                       "reference leads (run `leadscore monitor`)")
+                policy = find_active_policy(session)
+                if policy is not None:
+                    recent = recent_labelled(session, horizon_days=app_config.training.horizon_days)
+                    if len(recent.converted):
+                        pr = {"policy": policy, "rows": precision_recall_at_cutoffs(
+                            recent.probabilities, recent.converted, policy), "window": recent.window,
+                            "leads": len(recent.converted), "conversions": int(recent.converted.sum())}
+            rows = [{"mv": v, "trained": trained_at(v), "auc": recorded_test_auc(v),
+                     "promotions": (v.params or {}).get("promotions") or []} for v in versions]
+            return render(request, "model.html", champion=mv, families=families, plots=plots_out, pr=pr,
+                          versions=rows, importance_note=importance_note)
+
+    @app.post("/model/promote")
+    async def model_promote(request: Request) -> Response:
+        from scoring.registry import promote
+
+        form = await request.form()
+        check_csrf(request, str(form.get("csrf") or ""))
+        user = require_editor(request)
+        with writing() as session:
+            mv = promote(session, str(form.get("version") or ""), by=user.name)
+            name = mv.version
+        log.info("model %s promoted by %s in the console", name, user.name)
+        return RedirectResponse(f"/model?promoted={name}", status_code=303)
+
+    @app.post("/model/rollback")
+    async def model_rollback(request: Request) -> Response:
+        from scoring.registry import rollback
+
+        form = await request.form()
+        check_csrf(request, str(form.get("csrf") or ""))
+        user = require_editor(request)
+        with writing() as session:
+            mv = rollback(session, by=user.name)
+            name = mv.version
+        log.info("model rolled back to %s by %s in the console", name, user.name)
+        return RedirectResponse(f"/model?rolled_back={name}", status_code=303)
+
+    @app.get("/monitor")
+    def monitor_page(request: Request) -> Response:
+        from scoring.monitor import reports
+        from web import plots
+
+        with reading() as session:
+            history = reports(session, limit=365)
+        latest = history[-1] if history else None
+        auc, ece, psi = [], [], []
+        by_tier: dict[str, list[tuple[datetime, float]]] = {}
+        alerts: list[dict[str, Any]] = []
+        for r in history:
+            metrics = r.metrics or {}
+            perf = metrics.get("performance") or {}
+            drift = metrics.get("drift") or {}
+            if isinstance(perf.get("auc"), int | float) and math.isfinite(perf["auc"]):
+                auc.append((r.as_of, float(perf["auc"])))
+            if isinstance(perf.get("ece"), int | float):
+                ece.append((r.as_of, float(perf["ece"])))
+            if isinstance(drift.get("score_psi"), int | float):
+                psi.append((r.as_of, float(drift["score_psi"])))
+            for tier, row in (perf.get("conversion_by_tier") or {}).items():
+                by_tier.setdefault(f"tier {tier}", []).append((r.as_of, 100 * float(row["conversion_rate"])))
+            alerts.extend({"as_of": r.as_of, **a} for a in (r.alerts or []))
+        monitoring = app_config.monitoring
+        charts = {
+            "psi": plots.time_series({"score PSI": psi}, ylabel="score PSI",
+                                     hlines=[(monitoring.psi_warn, "warn"), (monitoring.psi_alert, "alert")]),
+            "auc": plots.time_series({"live AUC": auc}, ylabel="AUC"),
+            "ece": plots.time_series({"ECE": ece}, ylabel="ECE"),
+            "tiers": plots.time_series(by_tier, ylabel="converted (%)",
+                                       colours={f"tier {t}": c for t, c in plots.TIER_COLOURS.items()}),
+        }
+        latest_metrics = (latest.metrics or {}) if latest else {}
+        drift = latest_metrics.get("drift") or {}
+        feature_psi = sorted((drift.get("feature_psi") or {}).items(), key=lambda kv: -kv[1])
+        return render(request, "monitor.html", latest=latest, metrics=latest_metrics, charts=charts,
+                      feature_psi=feature_psi, alerts=alerts[::-1][:200], reports=history[::-1][:60],
+                      monitoring=monitoring)
+
+    @app.get("/leads")
+    def leads_page(request: Request) -> Response:
+        from store.queries import search_leads
+
+        q = request.query_params.get("q", "").strip()
+        with reading() as session:
+            results = search_leads(session, q) if q else []
+        return render(request, "leads.html", q=q, results=results)
+
+    @app.get("/leads/{crm_id}")
+    def lead_page(request: Request, crm_id: str) -> Response:
+        from web import plots
+
+        with reading() as session:
+            story = lead_story(session, crm_id)
+        return render(request, "lead.html", story=story, chart=plots.score_history(story["history"]))
+
+    @app.get("/sync")
+    def sync_page(request: Request) -> Response:
+        from store.queries import quarantined_records, sync_streams
+
+        with reading() as session:
+            return render(request, "sync.html", streams=sync_streams(session),
+                          quarantined=quarantined_records(session))
+
+    return app
+
+
+# ---------------------------------------------------------------------- helpers (plain functions)
+
+
+def _origin_host(origin: str) -> str:
+    return origin.split("://", 1)[-1].split("/", 1)[0]
+
+
+def _safe_next(path: str) -> str:
+    """Only same-site paths after sign-in (no open redirect)."""
+    if not path.startswith("/") or path.startswith("//") or path in ("/login", "/logout"):
+        return "/"
+    return path
+
+
+def _fmt_threshold(value: Any) -> str:
+    if value is None:
+        return ""
+    number = float(value)
+    return f"{number:g}"
+
+
+def _number(raw: str | None, what: str) -> float:
+    try:
+        value = float(raw or "")
+    except ValueError as exc:
+        raise LeadscoreError(f"{what}: {raw!r} is not a number") from exc
+    if not math.isfinite(value):
+        raise LeadscoreError(f"{what}: {raw!r} is not a number")
+    return value
+
+
+def _policy_args(request: Request) -> tuple[str, dict[str, Any]]:
+    """Mode and thresholds from ``?mode=score&A=80&B=60&C=35`` (capacity shares may end in %)."""
+    from scoring.tiers import TierPolicyError
+
+    q = request.query_params
+    mode = q.get("mode", "score")
+    if mode not in ("score", "capacity"):
+        raise TierPolicyError(f"mode: unknown mode {mode!r} (use 'score' or 'capacity')")
+    missing = [t for t in ("A", "B", "C") if not q.get(t)]
+    if missing:
+        raise TierPolicyError(f"give A, B and C (missing {', '.join(missing)})")
+    return mode, {t: str(q[t]).strip().rstrip("%") for t in ("A", "B", "C")}
+
+
+def preview_payload(data: dict[str, Any]) -> dict[str, Any]:
+    """The API's shape of :func:`scoring.tiers.preview`: per tier ``leads`` and ``conversion_rate``
+    (recent labelled leads), plus the routing actions the change would trigger when the service counts them."""
+    tiers = {
+        t: {"leads": row["leads"], "share": row["share"], "conversion_rate": row["recent_conversion_rate"],
+            "recent_leads": row["recent_leads"]}
+        for t, row in data["tiers"].items()
+    }
+    out = {"mode": data["mode"], "thresholds": data["thresholds"], "current_leads": data["current_leads"],
+           "changes": data["changes"], "tiers": tiers, "routing_actions": data.get("routing_actions"),
+           "recent": data.get("recent") or {}}
+    if "score_cutoffs" in data:
+        out["score_cutoffs"] = data["score_cutoffs"]
+    return out
+
+
+def _routing_hook(config: AppConfig) -> Any:
+    """The tier-change hook scoring and ``tiers set`` use: plan the configured routing actions."""
+    from connectors.routing import plan_routing
+
+    return plan_routing(config)
+
+
+def lead_story(session: Session, crm_id: str) -> dict[str, Any]:
+    """Everything the lead page and ``/api/leads/{crm_id}`` show: explain + history + routing."""
+    from scoring.service import explain_lead, find_lead
+    from store.queries import routing_actions, score_history
+
+    try:
+        lead = find_lead(session, crm_id)
+    except LeadscoreError as exc:
+        raise NotFound(str(exc)) from exc
+    try:
+        explained: dict[str, Any] = explain_lead(session, crm_id)
+    except LeadscoreError:
+        explained = {"lead_id": lead.id, "crm_id": lead.crm_id, "score": None, "tier": None, "reasons": [],
+                     "model": None, "scored_at": None, "probability": None}
+    explained.update({
+        "email": lead.email, "company": lead.company, "title": lead.title, "status": lead.status,
+        "name": " ".join(p for p in (lead.first_name, lead.last_name) if p) or None,
+        "converted": lead.is_converted, "deleted": lead.is_deleted,
+    })
+    explained["history"] = score_history(session, lead.id)
+    explained["routing_actions"] = routing_actions(session, lead.id)
+    return explained
