@@ -56,7 +56,10 @@ def _fmt_time(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, str):
-        return value
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return value
     if isinstance(value, datetime):
         value = value if value.tzinfo else value.replace(tzinfo=UTC)
         return f"{value.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
@@ -160,7 +163,7 @@ def create_app(
         )
         response = HTMLResponse(body, status_code=status_code)
         # A scheme browsers do not prompt for: they show the form instead of a Basic dialog.
-        response.headers["WWW-Authenticate"] = 'Form realm="leadscore", Basic realm="leadscore-api"'
+        response.headers["WWW-Authenticate"] = 'Form realm="leadscore"'
         response.set_cookie(LOGIN_COOKIE, nonce, httponly=True, samesite="strict", path="/login",
                             secure=request.url.scheme == "https")
         return response

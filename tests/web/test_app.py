@@ -1,0 +1,273 @@
+"""The console app in process (Starlette's test client over ASGI) on a real PostgreSQL world:
+auth on every route, CSRF on every form, roles, the tier save path, the JSON API = the CLI."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.routing import APIRoute
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+from starlette.routing import Mount
+from typer.testing import CliRunner
+
+from config.app_config import AppConfig
+from scoring.tiers import find_active_policy
+from store.db import unit_of_work
+from store.models import LeadScore, ModelVersion, TierPolicy
+from tests.web.conftest import AUTH_ENV, DB_PASSWORD, SECRET_KEY, USERS, World
+from web.app import create_app
+from web.auth import Authenticator, parse_users
+
+ALICE = ("alice", USERS["alice"][0])
+BOB = ("bob", USERS["bob"][0])
+HTML = {"Accept": "text/html"}
+
+
+@pytest.fixture(scope="module")
+def app(world: World) -> Any:
+    auth = Authenticator(parse_users(AUTH_ENV), key=SECRET_KEY.encode())
+    return create_app(auth, engine_factory=lambda: world.engine, config=AppConfig())
+
+
+@pytest.fixture
+def client(app: Any) -> Iterator[TestClient]:
+    with TestClient(app, base_url="http://127.0.0.1:8088") as c:
+        yield c
+
+
+def _concrete(path: str) -> str:
+    return re.sub(r"\{[^}]+\}", "00Qanything", path)
+
+
+def _routes(app: Any) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    for route in app.routes:
+        if isinstance(route, APIRoute):
+            out += [(method, _concrete(route.path)) for method in sorted(route.methods)]
+        elif isinstance(route, Mount):
+            out += [("GET", route.path + "/htmx.min.js"), ("GET", route.path + "/console.css")]
+    return out
+
+
+def _csrf(page: str) -> str:
+    match = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert match, "the page has no CSRF field"
+    return match.group(1)
+
+
+def test_anonymous_requests_get_401_on_every_route(client: TestClient, app: Any) -> None:
+    routes = _routes(app)
+    # The walk must cover the whole console: pages, fragments, forms, API, static files.
+    assert len(routes) >= 18
+    assert {p for _, p in routes} >= {"/", "/tiers", "/api/health", "/api/tiers/preview", "/login"}
+    for method, path in routes:
+        for headers in ({}, HTML, {"Authorization": "Basic YWxpY2U6d3Jvbmc="}, {"Authorization": "Bearer x"}):
+            response = client.request(method, path, headers=headers, follow_redirects=False)
+            assert response.status_code == 401, (method, path, headers, response.status_code)
+            assert "WWW-Authenticate" in response.headers
+    # Unknown paths do not tell anonymous callers what exists.
+    assert client.get("/no/such/page").status_code == 401
+
+
+def test_every_form_refuses_a_missing_or_foreign_csrf_token(client: TestClient, app: Any, world: World) -> None:
+    posts = [p for m, p in _routes(app) if m == "POST" and p != "/login"]
+    assert set(posts) >= {"/tiers", "/model/promote", "/model/rollback", "/logout"}
+    with unit_of_work(world.engine) as session:
+        before = session.scalars(select(TierPolicy.id)).all()
+    for path in posts:
+        data = {"mode": "score", "A": "50", "B": "30", "C": "10", "confirm": "yes", "version": "x"}
+        assert client.post(path, data=data, auth=ALICE).status_code == 403, path
+        assert client.post(path, data={**data, "csrf": "0" * 64}, auth=ALICE).status_code == 403, path
+    # A token from another user's session is not valid either.
+    bob_token = _csrf(client.get("/tiers", auth=BOB).text)
+    refused = client.post("/tiers", auth=ALICE, data={"csrf": bob_token, "mode": "score", "A": "50", "B": "30",
+                                                       "C": "10", "confirm": "yes"})
+    assert refused.status_code == 403
+    # A cross-site POST with the right token is refused on its Origin.
+    token = _csrf(client.get("/tiers", auth=ALICE).text)
+    cross = client.post("/tiers", auth=ALICE, headers={"Origin": "https://evil.example"},
+                        data={"csrf": token, "mode": "score", "A": "50", "B": "30", "C": "10", "confirm": "yes"})
+    assert cross.status_code == 403
+    with unit_of_work(world.engine) as session:
+        assert session.scalars(select(TierPolicy.id)).all() == before
+
+
+def test_login_form_then_cookie_session(client: TestClient) -> None:
+    first = client.get("/tiers", headers=HTML)
+    assert first.status_code == 401
+    assert 'action="/login"' in first.text and "Basic" not in first.headers["WWW-Authenticate"].split(",")[0]
+    token = _csrf(first.text)
+    wrong = client.post("/login", data={"csrf": token, "username": "alice", "password": "nope", "next": "/tiers"},
+                        follow_redirects=False)
+    assert wrong.status_code == 401 and "Wrong user name or password" in wrong.text
+    no_csrf = client.post("/login", data={"username": "alice", "password": ALICE[1]}, follow_redirects=False)
+    assert no_csrf.status_code == 401
+    token = _csrf(wrong.text)
+    ok = client.post("/login", data={"csrf": token, "username": "alice", "password": ALICE[1], "next": "/tiers"},
+                     follow_redirects=False)
+    assert ok.status_code == 303 and ok.headers["location"] == "/tiers"
+    page = client.get("/tiers", headers=HTML)
+    assert page.status_code == 200 and "alice (editor)" in page.text
+    # Sign out ends the session.
+    client.post("/logout", data={"csrf": _csrf(page.text)})
+    assert client.get("/tiers", headers=HTML).status_code == 401
+
+
+def test_open_redirect_after_login_is_refused(client: TestClient) -> None:
+    token = _csrf(client.get("/", headers=HTML).text)
+    ok = client.post("/login", data={"csrf": token, "username": "bob", "password": BOB[1],
+                                     "next": "//evil.example/x"}, follow_redirects=False)
+    assert ok.status_code == 303 and ok.headers["location"] == "/"
+
+
+def test_viewer_is_refused_and_editor_saves_with_confirmation(client: TestClient, world: World) -> None:
+    with unit_of_work(world.engine) as session:
+        before = find_active_policy(session)
+        before_id = before.id if before else None
+    form = {"mode": "score", "A": "30", "B": "15", "C": "6"}
+    token = _csrf(client.get("/tiers", auth=BOB).text)
+    refused = client.post("/tiers", auth=BOB, data={**form, "csrf": token, "confirm": "yes"}, headers=HTML)
+    assert refused.status_code == 403 and "bob is a viewer" in refused.text
+    with unit_of_work(world.engine) as session:
+        active = find_active_policy(session)
+        assert (active.id if active else None) == before_id
+
+    token = _csrf(client.get("/tiers", auth=ALICE).text)
+    confirm = client.post("/tiers", auth=ALICE, data={**form, "csrf": token})
+    assert confirm.status_code == 200 and 'id="confirm"' in confirm.text
+    with unit_of_work(world.engine) as session:  # nothing saved before the confirmation
+        active = find_active_policy(session)
+        assert (active.id if active else None) == before_id
+    saved = client.post("/tiers", auth=ALICE, data={**form, "csrf": _csrf(confirm.text), "confirm": "yes"},
+                        follow_redirects=False)
+    assert saved.status_code == 303 and "saved=" in saved.headers["location"]
+    with unit_of_work(world.engine) as session:
+        active = find_active_policy(session)
+        assert active is not None and active.id != before_id
+        assert active.created_by == "alice" and dict(active.thresholds) == {"A": 30.0, "B": 15.0, "C": 6.0}
+        # Re-tiered like `tiers set`: every current score carries the new policy's tiers.
+        rows = session.execute(select(LeadScore.score, LeadScore.tier).where(LeadScore.is_current.is_(True))).all()
+        assert rows and all(t == ("A" if s >= 30 else "B" if s >= 15 else "C" if s >= 6 else "D") for s, t in rows)
+    page = client.get(saved.headers["location"], auth=ALICE)
+    assert "set by" in page.text and '<b id="active-by">alice</b>' in page.text
+
+
+def test_bad_thresholds_get_one_clear_line(client: TestClient) -> None:
+    bad = client.get("/api/tiers/preview?A=10&B=20&C=5", auth=ALICE)
+    assert bad.status_code == 400 and "ordered A > B > C" in bad.json()["error"]
+    missing = client.get("/api/tiers/preview?A=10", auth=ALICE)
+    assert missing.status_code == 400 and "missing B, C" in missing.json()["error"]
+    fragment = client.get("/tiers/preview?A=abc&B=20&C=5", auth=ALICE)
+    assert fragment.status_code == 200 and "is not a number" in fragment.text and "Traceback" not in fragment.text
+    suggest = client.get("/tiers/suggest?value=-3&cost=40", auth=ALICE)
+    assert "must be a positive number" in suggest.text
+
+
+@pytest.mark.parametrize(("args", "query"), [
+    (["A=40", "B=20", "C=8"], "A=40&B=20&C=8"),
+    (["--capacity", "A=10%", "B=20%", "C=30%"], "mode=capacity&A=10&B=20&C=30"),
+])
+def test_api_preview_equals_cli_preview(client: TestClient, world: World, tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch, args: list[str], query: str) -> None:
+    from config.settings import get_settings
+    from worker.cli import app as cli
+
+    monkeypatch.setenv("LEADSCORE_DATABASE_URL", world.url)
+    get_settings.cache_clear()
+    out = tmp_path / "preview.json"
+    try:
+        result = CliRunner().invoke(cli, ["tiers", "preview", *args, "--json", str(out)])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    expected = json.loads(out.read_text())
+    api = client.get(f"/api/tiers/preview?{query}", auth=ALICE).json()
+    assert api["current_leads"] == expected["current_leads"] > 0
+    assert api["changes"] == expected["changes"]
+    for tier in "ABCD":
+        assert api["tiers"][tier]["leads"] == expected["tiers"][tier]["leads"]
+        assert api["tiers"][tier]["conversion_rate"] == expected["tiers"][tier]["recent_conversion_rate"]
+    assert sum(row["recent_leads"] for row in api["tiers"].values()) == expected["recent"]["leads"] > 0
+    assert "routing_actions" in api
+
+
+def test_lead_api_and_page(client: TestClient, world: World) -> None:
+    story = client.get(f"/api/leads/{world.routed_crm_id}", auth=BOB).json()
+    assert story["crm_id"] == world.routed_crm_id and story["reasons"] and story["history"]
+    assert story["routing_actions"][0]["crm_ref"] == world.routing_ref
+    page = client.get(f"/leads/{world.routed_crm_id}", auth=BOB)
+    assert page.status_code == 200 and world.routing_ref in page.text and "<svg" in page.text
+    assert client.get("/api/leads/00Qnope", auth=BOB).status_code == 404
+    found = client.get(f"/leads?q={world.routed_crm_id}", auth=BOB)
+    assert f'href="/leads/{world.routed_crm_id}"' in found.text
+    by_email = client.get("/leads?q=@gmail.com", auth=BOB)
+    assert by_email.text.count('href="/leads/00Q') > 0
+    assert "No lead matches" in client.get("/leads?q=zzz-nobody", auth=BOB).text
+
+
+def test_pages_show_what_exists_and_name_what_does_not(client: TestClient) -> None:
+    sync = client.get("/sync", auth=BOB).text
+    assert "CreatedDate &#39;yesterday&#39; is not a timestamp" in sync and "00Q000000000999" in sync
+    overview = client.get("/", auth=BOB).text
+    assert "No monitor report yet" in overview and "test AUC" in overview
+    monitor = client.get("/monitor", auth=BOB).text
+    assert "No monitor report yet" in monitor and "No monitor runs yet" in monitor
+    model = client.get("/model", auth=BOB).text
+    assert 'id="families"' in model and "<svg" in model and 'id="precision-recall"' in model
+    assert "Promote" not in model and "Roll back" not in model  # viewers get no write controls
+
+
+def test_health(client: TestClient) -> None:
+    health = client.get("/api/health", auth=BOB).json()
+    assert health["status"] == "ok" and health["leads"] == 400 and health["current_scores"] == 400
+
+
+def test_promote_and_rollback_are_recorded_with_the_user(client: TestClient, world: World) -> None:
+    from scoring import registry
+    from tests.factories import synthetic_training
+
+    with unit_of_work(world.engine) as session:
+        first = registry.champion(session)
+        assert first is not None
+        result, tset = synthetic_training()
+        candidate = registry.register(session, result, train_window=tset.window).version
+        first_version = first.version
+    token = _csrf(client.get("/model", auth=ALICE).text)
+    assert client.post("/model/promote", auth=BOB, data={"csrf": _csrf(client.get("/model", auth=BOB).text),
+                                                         "version": candidate}).status_code == 403
+    done = client.post("/model/promote", auth=ALICE, data={"csrf": token, "version": candidate},
+                       follow_redirects=False)
+    assert done.status_code == 303
+    back = client.post("/model/rollback", auth=ALICE, data={"csrf": token}, follow_redirects=False)
+    assert back.status_code == 303
+    with unit_of_work(world.engine) as session:
+        promoted = session.scalars(select(ModelVersion).where(ModelVersion.version == candidate)).one()
+        restored = session.scalars(select(ModelVersion).where(ModelVersion.version == first_version)).one()
+        assert [(p["action"], p["by"]) for p in promoted.params["promotions"]] == [("promote", "alice")]
+        assert [(p["action"], p["by"]) for p in restored.params["promotions"]] == [("rollback", "alice")]
+        assert restored.status == "champion" and promoted.status == "retired"
+    unknown = client.post("/model/promote", auth=ALICE, data={"csrf": token, "version": "m-nope"})
+    assert unknown.status_code == 400 and "unknown model version" in unknown.json()["error"]
+
+
+def test_no_response_contains_a_secret(client: TestClient, app: Any, world: World) -> None:
+    secrets_ = [pw for pw, _ in USERS.values()] + [DB_PASSWORD, SECRET_KEY]
+    paths = [p for m, p in _routes(app) if m == "GET" and "00Qanything" not in p and not p.startswith("/static")]
+    paths += [f"/leads/{world.routed_crm_id}", f"/api/leads/{world.routed_crm_id}", "/tiers/preview?A=30&B=15&C=6",
+              "/tiers/suggest?value=5000&cost=40&A=30&B=15&C=6", "/api/tiers/preview?A=30&B=15&C=6"]
+    seen = 0
+    for path in paths:
+        for who in (ALICE, BOB):
+            response = client.get(path, auth=who, headers=HTML)
+            assert response.status_code in (200, 303, 400), (path, response.status_code)  # 400: no thresholds given
+            blob = response.text + json.dumps(dict(response.headers))
+            for secret in secrets_:
+                assert secret not in blob, (path, "leaks a secret")
+            seen += 1
+    assert seen >= 20
