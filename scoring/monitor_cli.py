@@ -242,7 +242,7 @@ def models_promote(version: str = typer.Argument(..., help="The version to make 
     from store.db import unit_of_work
 
     with unit_of_work() as session:
-        mv = promote(session, version)
+        mv = promote(session, version, by="cli")
         name = mv.version
     console.print(f"{name} is now the champion; run `leadscore score --all` to rescore with it")
 
@@ -254,6 +254,6 @@ def models_rollback() -> None:
     from store.db import unit_of_work
 
     with unit_of_work() as session:
-        mv = rollback(session)
+        mv = rollback(session, by="cli")
         name = mv.version
     console.print(f"rolled back: {name} is the champion again; run `leadscore score --all` to rescore")
