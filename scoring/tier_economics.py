@@ -1,4 +1,4 @@
-"""What tier cut-offs are worth: precision/recall at the cut-offs and a cost-based suggestion.
+"""What tier cut-offs are worth in money: a cost-based suggestion and the value of any policy.
 
 The cost model (docs/console.md explains it to revops): a lead in tier C gets one SDR touch, B two,
 A three, D none. Each touch costs ``touch_cost``; the j-th touch of a lead that converts wins the
@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from scoring.tiers import TIERS, Policy, PolicyLike, probability_to_score, tiers_for
+from scoring.tiers import Policy, PolicyLike, probability_to_score, tiers_for
 
 # Touches each tier gets, and the share of a conversion the 1st, 2nd and 3rd touch win.
 TOUCHES: Mapping[str, int] = {"A": 3, "B": 2, "C": 1, "D": 0}
@@ -103,20 +103,3 @@ def suggest_thresholds(
     value = policy_value(probabilities, y, Policy("score", thresholds), conversion_value=conversion_value,
                          touch_cost=touch_cost, touch_shares=touch_shares)
     return Suggestion(thresholds, value, int(len(y)), int(y.sum()), "; ".join(notes) or None)
-
-
-def precision_recall_at_cutoffs(probabilities: np.ndarray, converted: np.ndarray, policy: PolicyLike
-                                ) -> dict[str, dict[str, Any]]:
-    """For A, B and C: leads at or above that tier, precision (their conversion rate) and recall
-    (share of all conversions they hold) on labelled leads. None where a rate has no denominator."""
-    y = np.asarray(converted, dtype="float64")
-    tiers = np.asarray(tiers_for(policy, np.asarray(probabilities, dtype="float64")), dtype=object)
-    total_pos = float(y.sum())
-    out: dict[str, dict[str, Any]] = {}
-    for i, tier in enumerate(TIERS[:3]):
-        mask = np.isin(tiers, TIERS[: i + 1])
-        n = int(mask.sum())
-        hits = float(y[mask].sum())
-        out[tier] = {"leads": n, "precision": hits / n if n else None,
-                     "recall": hits / total_pos if total_pos else None}
-    return out

@@ -409,10 +409,9 @@ def create_app(
 
     @app.get("/model")
     def model_page(request: Request) -> Response:
-        from scoring.monitor import REFERENCE_KEY, latest_report, trained_at
+        from scoring.card import concept_label, live_card_sections, tier_cutoff_table
+        from scoring.monitor import REFERENCE_KEY, Reference, active_tier_policy, latest_report, trained_at
         from scoring.registry import champion, list_versions, recorded_test_auc
-        from scoring.tier_economics import precision_recall_at_cutoffs
-        from scoring.tiers import find_active_policy, recent_labelled
         from web import plots
 
         with reading() as session:
@@ -422,8 +421,10 @@ def create_app(
             live = ((report.metrics or {}).get("performance") or {}) if report else {}
             families: list[dict[str, Any]] = []
             plots_out: dict[str, str | None] = {"calibration": None, "lift": None, "importance": None}
-            pr: dict[str, Any] = {}
-            importance_note = None
+            cutoffs: list[dict[str, Any]] = []
+            reference: Reference | None = None
+            card = ""
+            policy = active_tier_policy(session)
             if mv is not None:
                 for family, metrics in (mv.metrics or {}).items():
                     if isinstance(metrics, dict) and "test" in metrics:
@@ -433,22 +434,19 @@ def create_app(
                 plots_out["calibration"] = plots.calibration(test.get("calibration") or [],
                                                              live.get("calibration") or [])
                 plots_out["lift"] = plots.lift(test.get("lift_by_decile") or [], live.get("lift_by_decile") or [])
-                reference = (mv.params or {}).get(REFERENCE_KEY) or {}
-                plots_out["importance"] = plots.importance(reference.get("importance") or {})
-                if plots_out["importance"] is None:
-                    importance_note = ("not computed yet: the daily monitor computes it on the champion's "
-                                       "reference leads (run `leadscore monitor`)")
-                policy = find_active_policy(session)
-                if policy is not None:
-                    recent = recent_labelled(session, horizon_days=app_config.training.horizon_days)
-                    if len(recent.converted):
-                        pr = {"policy": policy, "rows": precision_recall_at_cutoffs(
-                            recent.probabilities, recent.converted, policy), "window": recent.window,
-                            "leads": len(recent.converted), "conversions": int(recent.converted.sum())}
+                # The reference the monitor stored (what `leadscore models show` reads); a page view
+                # does not compute one.
+                stored = (mv.params or {}).get(REFERENCE_KEY)
+                reference = Reference.from_dict(stored) if isinstance(stored, dict) else None
+                if reference is not None:
+                    plots_out["importance"] = plots.importance(
+                        {f"{concept_label(n)} ({n})": v for n, v in reference.importance.items()})
+                    cutoffs = tier_cutoff_table(list(reference.outcomes), policy)
+                card = (mv.card or "").rstrip("\n") + "\n\n" + live_card_sections(mv, reference, policy)
             rows = [{"mv": v, "trained": trained_at(v), "auc": recorded_test_auc(v),
                      "promotions": (v.params or {}).get("promotions") or []} for v in versions]
-            return render(request, "model.html", champion=mv, families=families, plots=plots_out, pr=pr,
-                          versions=rows, importance_note=importance_note)
+            return render(request, "model.html", champion=mv, families=families, plots=plots_out, cutoffs=cutoffs,
+                          reference=reference, policy=policy, versions=rows, card=card)
 
     @app.post("/model/promote")
     async def model_promote(request: Request) -> Response:
@@ -497,8 +495,13 @@ def create_app(
                 ece.append((r.as_of, float(perf["ece"])))
             if isinstance(drift.get("score_psi"), int | float):
                 psi.append((r.as_of, float(drift["score_psi"])))
-            for tier, row in (perf.get("conversion_by_tier") or {}).items():
-                by_tier.setdefault(f"tier {tier}", []).append((r.as_of, 100 * float(row["conversion_rate"])))
+            # Tier conversion on elapsed leads (the monitor's own measure); older reports kept it
+            # under performance.
+            tiers_now = ((metrics.get("tier_conversion") or {}).get("by_tier")
+                         or perf.get("conversion_by_tier") or {})
+            for tier, row in tiers_now.items():
+                if isinstance(row.get("conversion_rate"), int | float):
+                    by_tier.setdefault(f"tier {tier}", []).append((r.as_of, 100 * float(row["conversion_rate"])))
             alerts.extend({"as_of": r.as_of, **a} for a in (r.alerts or []))
         monitoring = app_config.monitoring
         charts = {
@@ -512,7 +515,8 @@ def create_app(
         latest_metrics = (latest.metrics or {}) if latest else {}
         drift = latest_metrics.get("drift") or {}
         feature_psi = sorted((drift.get("feature_psi") or {}).items(), key=lambda kv: -kv[1])
-        return render(request, "monitor.html", latest=latest, metrics=latest_metrics, charts=charts,
+        measures = sorted((latest_metrics.get("measures") or {}).items())
+        return render(request, "monitor.html", latest=latest, metrics=latest_metrics, charts=charts, measures=measures,
                       feature_psi=feature_psi, alerts=alerts[::-1][:200], reports=history[::-1][:60],
                       monitoring=monitoring)
 

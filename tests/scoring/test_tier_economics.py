@@ -1,4 +1,4 @@
-"""The cost-based tier suggestion and precision/recall at cut-offs, on data whose answer is known."""
+"""The cost-based tier suggestion, on data whose answer is known."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from scoring.tier_economics import EconomicsError, policy_value, precision_recall_at_cutoffs, suggest_thresholds
+from scoring.tier_economics import EconomicsError, policy_value, suggest_thresholds
 from scoring.tiers import Policy
 
 
@@ -48,15 +48,3 @@ def test_bad_inputs_are_named() -> None:
         suggest_thresholds(p, y, conversion_value=10, touch_cost=float("nan"))
     with pytest.raises(EconomicsError, match="no recent labelled leads"):
         suggest_thresholds(np.zeros(0), np.zeros(0), conversion_value=10, touch_cost=1)
-
-
-def test_precision_and_recall_at_the_cut_offs_by_hand() -> None:
-    # Scores 90, 70, 70, 40, 10 with outcomes 1, 0, 1, 1, 0 under A>=80, B>=60, C>=30.
-    p = np.array([0.9, 0.7, 0.7, 0.4, 0.1])
-    y = np.array([1, 0, 1, 1, 0], dtype="float64")
-    rows = precision_recall_at_cutoffs(p, y, Policy("score", {"A": 80, "B": 60, "C": 30}))
-    assert rows["A"] == {"leads": 1, "precision": 1.0, "recall": pytest.approx(1 / 3)}
-    assert rows["B"] == {"leads": 3, "precision": pytest.approx(2 / 3), "recall": pytest.approx(2 / 3)}
-    assert rows["C"] == {"leads": 4, "precision": 0.75, "recall": 1.0}
-    none = precision_recall_at_cutoffs(p, np.zeros(5), Policy("score", {"A": 99, "B": 98, "C": 97}))
-    assert none["A"] == {"leads": 0, "precision": None, "recall": None}

@@ -60,6 +60,10 @@ def build_world(session: Session) -> tuple[str, str]:
                               to_tier=current.tier, action="create_task", params={"subject": "Call"},
                               status="done", crm_ref="00T000000000777", created_at=AS_OF, done_at=AS_OF))
     session.flush()
+    from config.app_config import MonitoringConfig
+    from scoring.monitor import run_monitor
+
+    run_monitor(session, as_of=AS_OF, config=MonitoringConfig())
     return lead.crm_id, "00T000000000777"
 
 

@@ -215,11 +215,12 @@ def test_pages_show_what_exists_and_name_what_does_not(client: TestClient) -> No
     sync = client.get("/sync", auth=BOB).text
     assert "CreatedDate &#39;yesterday&#39; is not a timestamp" in sync and "00Q000000000999" in sync
     overview = client.get("/", auth=BOB).text
-    assert "No monitor report yet" in overview and "test AUC" in overview
+    assert "Monitor as of 2027-05-16" in overview and "test AUC" in overview
     monitor = client.get("/monitor", auth=BOB).text
-    assert "No monitor report yet" in monitor and "No monitor runs yet" in monitor
+    assert 'id="monitor-status"' in monitor and 'id="measures"' in monitor and "monitor runs" in monitor
     model = client.get("/model", auth=BOB).text
-    assert 'id="families"' in model and "<svg" in model and 'id="precision-recall"' in model
+    assert 'id="families"' in model and model.count("<svg") >= 3  # calibration, lift, importance
+    assert '<table id="precision-recall">' in model and "## Feature importance" in model
     assert "Promote" not in model and "Roll back" not in model  # viewers get no write controls
 
 
