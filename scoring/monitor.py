@@ -766,6 +766,17 @@ def _performance(session: Session, champion: ModelVersion, ref: Reference | None
     versions = scores["model_version_id"].to_numpy()[known]
     ids_used, used_counts = np.unique(versions[~pd.isna(versions)].astype("int64"), return_counts=True)
     perf["model_versions"] = {int(i): int(c) for i, c in zip(ids_used, used_counts, strict=True)}
+    # Segment models (and earlier champions) are judged on the leads they scored, one by one.
+    by_model: dict[str, Any] = {}
+    for mv_id in ids_used:
+        mask = versions == mv_id
+        mv = session.get(ModelVersion, int(mv_id))
+        name = mv.version if mv is not None else str(mv_id)
+        pos = int(y[mask].sum())
+        by_model[name] = {"segment": mv.segment if mv is not None else None, "leads": int(mask.sum()),
+                          "converted": pos, "auc": _auc(y[mask], p[mask])
+                          if min(pos, int(mask.sum()) - pos) >= MIN_PERFORMANCE_POSITIVES else None}
+    perf["by_model"] = by_model
     positives, negatives = int(y.sum()), int(len(y) - y.sum())
     auc = _auc(y, p)
     perf["auc"] = auc

@@ -403,6 +403,48 @@ def retrain_if_due(
     return outcome
 
 
+def segment_versus_global(
+    global_model: TrainedModel, segment_model: TrainedModel, part: pd.DataFrame, *, metric: str = "auc",
+    tolerance: float = 0.0, seed: int = 0, not_before: datetime | None = None,
+) -> dict[str, Any]:
+    """Does a segment model earn its place? Both models on the segment's held-out leads (its own
+    time-ordered test part, restricted to snapshots from ``not_before`` on -- the global model's
+    test period -- so neither learnt from them), with the paired bootstrap over leads.
+
+    ``use_segment`` is the challenger rule with a healthy champion: better by more than
+    ``tolerance`` and the 90 % interval above zero. Otherwise the global model scores the segment.
+    """
+    from scoring.training import split_frame
+
+    y_all = part[TARGET].to_numpy(dtype="int64")
+    _train, _val, test, _info = split_frame(part, y_all, time_col=SPLIT_COLUMN, seed=seed)
+    held = part.iloc[test]
+    if not_before is not None:
+        held = held[(pd.to_datetime(held[SPLIT_COLUMN], utc=True) >= pd.Timestamp(not_before)).to_numpy()]
+    held = held.reset_index(drop=True)
+    y = held[TARGET].to_numpy(dtype="int64")
+    out: dict[str, Any] = {"metric": metric, "rows": len(held), "positives": int(y.sum()),
+                           "leads": int(held[LEAD_ID_COLUMN].nunique()) if len(held) else 0}
+    if len(held) == 0 or len(np.unique(y)) < 2:
+        out.update({"segment": None, "global": None, "use_segment": False,
+                    "decision": f"global model kept: no held-out leads of both outcomes to compare on "
+                                f"({len(held)} rows, {int(y.sum())} converted)"})
+        return out
+    p_global, p_segment = _predict(global_model, held), _predict(segment_model, held)
+    d, low, high = paired_bootstrap(y, p_global, p_segment, held[LEAD_ID_COLUMN].to_numpy(), metric=metric,
+                                    seed=seed)
+    sign = -1.0 if metric == "brier" else 1.0
+    seg_value, glob_value = sign * _metric(metric, y, p_segment), sign * _metric(metric, y, p_global)
+    use = bool(d > tolerance and math.isfinite(low) and low > 0 and int(y.sum()) >= MIN_HOLDOUT_POSITIVES)
+    summary = (f"{metric} segment model {seg_value:.4f} vs global {glob_value:.4f} on {out['leads']} held-out "
+               f"leads of the segment ({int(y.sum())} converted; difference {d:+.4f}, 90% CI {low:+.4f}..{high:+.4f})")
+    out.update({"segment": seg_value, "global": glob_value, "improvement": d, "ci_low": low, "ci_high": high,
+                "use_segment": use,
+                "decision": ("segment model used: better than the global model beyond noise; " if use
+                             else "global model kept: the segment model does not beat it beyond noise; ") + summary})
+    return out
+
+
 def _when_enough(exc: InsufficientDataError, train_part: pd.DataFrame, as_of: datetime) -> str:
     """How many more labelled examples are needed and, from the last 90 days' rate, about when."""
     short = [(exc.minimum - n, name) for n, name in ((exc.positives, "converted"), (exc.negatives, "not converted"))
@@ -459,4 +501,5 @@ __all__ = [
     "paired_bootstrap",
     "promotion_decision",
     "retrain_if_due",
+    "segment_versus_global",
 ]

@@ -222,10 +222,26 @@ def _train_segments(
             drop_leaky=False, **options,
         )
         snaps = part["snapshot_at"]
+        # A segment model earns its place only by beating the global model on the segment's own
+        # held-out leads; the decision and both numbers are recorded with it.
+        from scoring.monitor import parse_time
+        from scoring.retrain import segment_versus_global
+
+        verdict = segment_versus_global(
+            outcome.result.model, result.model, part, metric=config.selection_metric,
+            tolerance=config.promotion_tolerance, seed=seed,
+            not_before=parse_time((outcome.result.split or {}).get("test_from")),
+        )
+        say(f"segment {name}: {verdict['decision']}")
         smv = registry.register(
             session, result, segment=name, train_window=(snaps.min().to_pydatetime(), snaps.max().to_pydatetime()),
-            extra_params={"segment_by": column, "segment_value": str(value), "examples": len(part)},
+            extra_params={"segment_by": column, "segment_value": str(value), "examples": len(part),
+                          "segment_comparison": verdict},
+            notes=verdict["decision"],
         )
+        if not verdict["use_segment"]:
+            outcome.skipped_segments[name] = verdict["decision"]
+            continue
         if promote_if_first and registry.champion(session, name) is None:
             registry.promote(session, smv.version)
         outcome.segments[name] = smv

@@ -65,14 +65,22 @@ def test_load_model_round_trips_and_is_cached(sqlite_session: Session) -> None:
     np.testing.assert_allclose(model.predict_proba(sample), result.model.predict_proba(sample))
 
 
-def test_segment_models_train_where_big_enough_and_fall_back_elsewhere(sqlite_session: Session) -> None:
+def test_a_segment_model_worse_than_the_global_one_on_its_segment_keeps_the_global_model(
+        sqlite_session: Session) -> None:
     synthetic_population(sqlite_session, leads=1200, seed=2)
     config = TrainingConfig(min_per_class=50, segment_by="email_type", min_segment_per_class=150)
     outcome = train_from_store(sqlite_session, config=config, as_of=_as_of(), **FAST_TRAINING)
-    # Corporate addresses are 80 % of the population: a model of their own; free-mail is too small.
-    assert list(outcome.segments) == ["email_type=Corporate"]
-    assert "email_type=Free-mail" in outcome.skipped_segments
-    assert registry.champion(sqlite_session, "email_type=Corporate") is not None
+    # Free-mail is too small to train; Corporate (80 % of leads) trains a model of its own, which
+    # is compared with the global model on Corporate's held-out leads -- and loses here.
+    assert "too small" not in outcome.skipped_segments["email_type=Corporate"]
+    assert "fewer than 150 per class" in outcome.skipped_segments["email_type=Free-mail"]
+    (seg,) = [mv for mv in registry.list_versions(sqlite_session) if mv.segment == "email_type=Corporate"]
+    verdict = seg.params["segment_comparison"]
+    assert verdict["segment"] < verdict["global"] and verdict["use_segment"] is False, verdict
+    assert verdict["leads"] > 0 and verdict["positives"] > 0
+    assert seg.status == "candidate" and seg.notes.startswith("global model kept")
+    assert f"{verdict['segment']:.4f} vs global {verdict['global']:.4f}" in seg.notes
+    assert outcome.segments == {} and registry.segment_champions(sqlite_session) == {}
     with pytest.raises(registry.LeadscoreError, match="segment_by"):
         train_from_store(sqlite_session, config=TrainingConfig(min_per_class=50, segment_by="shoe_size"),
                          as_of=_as_of(), **FAST_TRAINING)
@@ -84,3 +92,24 @@ def _as_of():  # type: ignore[no-untyped-def]
     from tests.factories import BASE_TIME
 
     return BASE_TIME + timedelta(days=500)
+
+
+def test_segment_versus_global_uses_the_segment_model_only_when_it_is_better() -> None:
+    from scoring.dataset import SPLIT_COLUMN, TARGET
+    from scoring.retrain import segment_versus_global
+    from scoring.training import train_and_compare
+
+    result, tset = synthetic_training()
+    frame = tset.frame
+    noise = frame.copy()
+    noise[TARGET] = np.random.default_rng(0).permutation(noise[TARGET].to_numpy())
+    blind = train_and_compare(noise, target=TARGET, spec=tset.spec, time_col=SPLIT_COLUMN, seed=0, min_per_class=50,
+                              families=FAST_TRAINING["families"],
+                              catboost_iterations=FAST_TRAINING["catboost_iterations"], drop_leaky=False,
+                              **FAST_TRAINING["training_options"]).model
+    worse = segment_versus_global(result.model, blind, frame)
+    better = segment_versus_global(blind, result.model, frame)
+    assert worse["use_segment"] is False and worse["decision"].startswith("global model kept")
+    assert better["segment"] == pytest.approx(worse["global"]) and better["global"] == pytest.approx(worse["segment"])
+    assert better["use_segment"] is True, better["decision"]
+    assert better["decision"].startswith("segment model used")
