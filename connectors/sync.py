@@ -229,7 +229,7 @@ def _close_interrupted_runs(engine: Engine, connection_id: int) -> None:
         session.execute(
             update(SyncRun)
             .where(SyncRun.connection_id == connection_id, SyncRun.status == "running")
-            .values(status="failed", error="interrupted: the process ended before the run finished",
+            .values(status="failed", error="worker lost (interrupted): the process ended before the run finished",
                     finished_at=datetime.now(UTC))
         )
 

@@ -1,59 +1,90 @@
 """A beat scheduler that schedules only while it holds a Redis lock: two beats never double-send.
 
 Celery requires exactly one beat. Operators make mistakes (a second deploy, a stuck pod), so the
-scheduler enforces it: each tick it takes or refreshes ``leadscore:lock:beat`` (a token with a TTL
-of a few ticks). A beat without the lock stays on standby and takes over when the holder dies.
+scheduler enforces it: each tick it takes or renews ``leadscore:lock:beat`` (redis-py's ``Lock``
+with a TTL of a few ticks, renewed with ``reacquire``). A beat without the lock stays on standby
+and takes over when the holder dies.
+
+A broker outage never ends the beat: while Redis does not answer, the tick logs one line
+("broker unreachable"), schedules nothing and tries again every few seconds; the first tick that
+reaches Redis again logs one line ("broker reachable again") and scheduling resumes.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import uuid
 from typing import Any
 
+import kombu.exceptions
+import redis
 from celery.beat import PersistentScheduler
+from redis.exceptions import LockError, LockNotOwnedError
 
-from worker.locks import redis_client
+from worker.locks import lock_key, redis_client, uses_redis
 
 logger = logging.getLogger(__name__)
 
-LOCK_KEY = "leadscore:lock:beat"
+LOCK_NAME = "beat"
+LOCK_KEY = lock_key(LOCK_NAME)
 LOCK_TTL_SECONDS = 30
-_REFRESH = """
-if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end
-"""
+OUTAGE_RETRY_SECONDS = 5.0
+# What a broker outage looks like from the lock (redis-py) and from sending a task (kombu).
+BROKER_DOWN = (redis.ConnectionError, redis.TimeoutError, kombu.exceptions.OperationalError, ConnectionError)
 
 
 class LockedScheduler(PersistentScheduler):
     """PersistentScheduler that ticks only as the lock holder (no lock needed without Redis)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._outage = False
         super().__init__(*args, **kwargs)
-        self._token = uuid.uuid4().hex
         url = self.app.conf.broker_url or ""
-        self._redis = redis_client(url) if url.startswith(("redis://", "rediss://")) else None
+        self._redis = redis_client(url) if uses_redis(url) else None
+        self._lock = (self._redis.lock(LOCK_KEY, timeout=LOCK_TTL_SECONDS, thread_local=False)
+                      if self._redis is not None else None)
+        self._token = f"beat:{os.getpid()}:{uuid.uuid4().hex}"
         self._holding = False
 
     def _hold_lock(self) -> bool:
-        if self._redis is None:
+        if self._lock is None:
             return True
-        ttl_ms = LOCK_TTL_SECONDS * 1000
-        if self._holding and self._redis.eval(_REFRESH, 1, LOCK_KEY, self._token, str(ttl_ms)):
-            return True
-        self._holding = bool(self._redis.set(LOCK_KEY, self._token, nx=True, px=ttl_ms))
+        if self._holding:
+            try:
+                self._lock.reacquire()
+                return True
+            except LockNotOwnedError:
+                logger.warning("beat: lost the scheduler lock (expired); trying to take it again")
+                self._holding = False
+        self._holding = bool(self._lock.acquire(blocking=False, token=self._token))
         if self._holding:
             logger.info("beat: acquired the scheduler lock; scheduling")
         return self._holding
 
     def tick(self, *args: Any, **kwargs: Any) -> float:
-        if not self._hold_lock():
-            return 5.0  # standby: try again shortly
-        # Never sleep longer than the lock lives, or another beat would take over.
-        return min(float(super().tick(*args, **kwargs)), LOCK_TTL_SECONDS / 3)
+        try:
+            if not self._hold_lock():
+                interval = 5.0  # standby: try again shortly
+            else:
+                # Never sleep longer than the lock lives, or another beat would take over.
+                interval = min(float(super().tick(*args, **kwargs)), LOCK_TTL_SECONDS / 3)
+        except BROKER_DOWN as exc:
+            if not self._outage:
+                logger.error("beat: broker unreachable (%s); nothing is scheduled until it answers, "
+                             "retrying every %.0fs", exc, OUTAGE_RETRY_SECONDS)
+            self._outage = True
+            return OUTAGE_RETRY_SECONDS
+        if self._outage:
+            logger.warning("beat: broker reachable again; scheduling resumed")
+            self._outage = False
+        return interval
 
     def close(self) -> None:
-        if self._redis is not None and self._holding:
-            self._redis.eval(
-                "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) "
-                "else return 0 end", 1, LOCK_KEY, self._token)
+        if self._lock is not None and self._holding:
+            try:
+                self._lock.release()
+            except (LockError, *BROKER_DOWN) as exc:
+                # The lock expires by itself within its TTL: a standby beat takes over then.
+                logger.warning("beat: scheduler lock not released (%s)", exc)
         super().close()

@@ -11,16 +11,54 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from worker.app import app
-from worker.locks import LockBusy, exclusive
+from worker.locks import LOCK_TTL_SECONDS, LockBusy, claim_follow_up, exclusive, release_follow_up
 from worker.runtime import get_runtime
 
 logger = logging.getLogger(__name__)
 
-# A lock outlives the task's hard time limit, so a crashed holder frees it eventually.
-LOCK_TTL_SECONDS = 2 * 3600
+T = TypeVar("T")
+
+# A task that finds its lock busy retries after this long: by then a live holder has usually
+# finished, and a dead holder's lock (TTL LOCK_TTL_SECONDS, no longer renewed) has expired.
+LOCK_RETRY_COUNTDOWN = LOCK_TTL_SECONDS
+# Waiting behind a long-running holder is not a failure: these retries have their own budget
+# (at most one task waits behind each lock, see claim_follow_up).
+LOCK_RETRY_MAX = 120
+
+
+class Skipped(Exception):
+    """The work was not run: ``summary`` says why (a duplicate, or nothing to do yet)."""
+
+    def __init__(self, summary: dict[str, Any]) -> None:
+        super().__init__(summary)
+        self.summary = summary
+
+
+def run_locked(task: Any, lock: str, work: Callable[[], T]) -> T:
+    """Run ``work()`` holding ``lock`` (renewed by a heartbeat while it runs).
+
+    When another holder has the lock, the task is retried after :data:`LOCK_RETRY_COUNTDOWN`
+    unless another task is already waiting for that lock (a true duplicate: that one will do the
+    same work), in which case :class:`Skipped` is raised. The task redelivered after its worker
+    died finds its own dead lock and retries until the lock expires.
+    """
+    redis_url = get_runtime().settings.broker_url
+    task_id = str(getattr(task.request, "id", None) or f"local:{os.getpid()}")
+    try:
+        with exclusive(lock, redis_url=redis_url, owner=task_id):
+            release_follow_up(lock, task_id, redis_url=redis_url)
+            return work()
+    except LockBusy as busy:
+        if getattr(task.request, "is_eager", False) or not claim_follow_up(
+                lock, task_id, redis_url=redis_url, countdown=LOCK_RETRY_COUNTDOWN):
+            logger.info("%s already running (held by %s) and a follow-up is queued; skipped", lock, busy.holder)
+            raise Skipped({"skipped": f"{lock} already running"}) from busy
+        logger.info("%s held by %s; retrying in %.0fs", lock, busy.holder, LOCK_RETRY_COUNTDOWN)
+        raise task.retry(countdown=LOCK_RETRY_COUNTDOWN, max_retries=LOCK_RETRY_MAX) from busy
 
 
 @app.task(name="leadscore.ping")
@@ -31,8 +69,12 @@ def ping(value: str = "pong") -> dict[str, Any]:
 
 @app.task(name="leadscore.sync.all")
 def sync_all() -> list[str]:
-    """Fan out one sync per enabled connection (beat runs this every minute)."""
+    """Fan out one sync per enabled connection (beat runs this every minute); first close the runs
+    that dead workers left "running" (their lock is gone)."""
+    from worker.lost import close_lost_runs
+
     runtime = get_runtime()
+    close_lost_runs(runtime.engine, runtime.settings.broker_url)
     names = [c.name for c in runtime.config.connections if c.enabled]
     for name in names:
         sync_connection.delay(name)
@@ -50,48 +92,51 @@ def sync_connection(self: Any, name: str, full: bool = False) -> dict[str, Any]:
     runtime = get_runtime()
     conn = runtime.config.connection(name)
     try:
-        with exclusive(f"sync:{name}", ttl_seconds=LOCK_TTL_SECONDS, redis_url=runtime.settings.broker_url):
-            report = run_sync(runtime.engine, conn, ConnectionSecrets.from_env(conn), full=full)
-    except LockBusy:
-        logger.info("sync of %s already running; skipped", name)
-        return {"connection": name, "skipped": "already running"}
+        report = run_locked(self, f"sync:{name}", lambda: run_sync(
+            runtime.engine, conn, ConnectionSecrets.from_env(conn), full=full))
+    except Skipped as skipped:
+        return {"connection": name, **skipped.summary}
     except RetriableCRMError as exc:
         raise self.retry(exc=exc) from exc
     score_changed.delay()
     return report.to_dict() if hasattr(report, "to_dict") else {"connection": name}
 
 
-@app.task(name="leadscore.score.changed")
-def score_changed() -> dict[str, Any]:
+@app.task(name="leadscore.score.changed", bind=True, max_retries=LOCK_RETRY_MAX)
+def score_changed(self: Any) -> dict[str, Any]:
     """Score leads whose inputs changed; queue the write-back and routing that follow."""
-    summary = _score(all_leads=False)
+    summary = _score(self, all_leads=False)
     if "skipped" not in summary:
         writeback_drain.delay()
         routing_execute.delay()
     return summary
 
 
-@app.task(name="leadscore.score.all")
-def score_all() -> dict[str, Any]:
+@app.task(name="leadscore.score.all", bind=True, max_retries=LOCK_RETRY_MAX)
+def score_all(self: Any) -> dict[str, Any]:
     """Rescore every lead (recency features decay with time even when nothing changes)."""
-    summary = _score(all_leads=True)
-    writeback_drain.delay()
-    routing_execute.delay()
+    summary = _score(self, all_leads=True)
+    if "skipped" not in summary:
+        writeback_drain.delay()
+        routing_execute.delay()
     return summary
 
 
-def _score(*, all_leads: bool) -> dict[str, Any]:
+def _score(task: Any, *, all_leads: bool) -> dict[str, Any]:
     from connectors.routing import plan_routing
     from scoring.service import NoChampionError, score_leads
     from store.db import unit_of_work
 
     runtime = get_runtime()
+
+    def work() -> Any:
+        with unit_of_work(runtime.engine) as session:
+            return score_leads(session, all=all_leads, tier_change_hook=plan_routing(runtime.config))
+
     try:
-        with exclusive("score", ttl_seconds=LOCK_TTL_SECONDS, redis_url=runtime.settings.broker_url), \
-                unit_of_work(runtime.engine) as session:
-            summary = score_leads(session, all=all_leads, tier_change_hook=plan_routing(runtime.config))
-    except LockBusy:
-        return {"skipped": "scoring already running"}
+        summary = run_locked(task, "score", work)
+    except Skipped as skipped:
+        return skipped.summary
     except NoChampionError:
         # Before the first model is trained a sync has nothing to score with: not an error.
         return {"skipped": "no model trained yet"}
@@ -106,10 +151,9 @@ def _crm_pass(task: Any, lock: str, run: Any) -> dict[str, Any]:
     runtime = get_runtime()
     secrets = {c.name: ConnectionSecrets.from_env(c) for c in runtime.config.connections if c.enabled}
     try:
-        with exclusive(lock, ttl_seconds=LOCK_TTL_SECONDS, redis_url=runtime.settings.broker_url):
-            report = run(runtime.engine, runtime.config, secrets)
-    except LockBusy:
-        return {"skipped": f"{lock} already running"}
+        report = run_locked(task, lock, lambda: run(runtime.engine, runtime.config, secrets))
+    except Skipped as skipped:
+        return skipped.summary
     except RetriableCRMError as exc:
         raise task.retry(exc=exc) from exc
     return report.to_dict() if hasattr(report, "to_dict") else {}
@@ -152,8 +196,7 @@ def retrain_if_due() -> dict[str, Any]:
     from store.db import unit_of_work
 
     runtime = get_runtime()
-    with exclusive("retrain", ttl_seconds=LOCK_TTL_SECONDS, redis_url=runtime.settings.broker_url), \
-            unit_of_work(runtime.engine) as session:
+    with exclusive("retrain", redis_url=runtime.settings.broker_url), unit_of_work(runtime.engine) as session:
         outcome = run_retrain(session, training=runtime.config.training,
                               schedules=runtime.config.schedules, monitoring=runtime.config.monitoring)
     return outcome.to_dict() if hasattr(outcome, "to_dict") else {}

@@ -1,0 +1,138 @@
+"""A worker SIGKILLed while it holds the sync lock and the write-back lock blocks nothing for long.
+
+Real processes: a Celery worker (prefork, 2 children) on a Redis database of its own, PostgreSQL,
+crmsim as the CRM (slowed down so the kill lands while both locks are held). After the kill a new
+worker, given the same work again (as beat would give it), completes both within 90 s, and the
+sync run the dead worker left "running" is recorded as failed ("worker lost").
+Run under ``flock /tmp/leadscore-redis-e2e.lock`` (fixed Redis database).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+import yaml
+from celery import Celery
+from sqlalchemy import Engine, select
+
+from crmsim.app import CRMSim
+from store.db import unit_of_work
+from store.models import Connection, SyncRun
+from tests.connectors.test_writeback_support import (
+    add_leads,
+    create_hubspot_score_properties,
+    hs_conn,
+    hs_contact_ids,
+    outbox_statuses,
+    score,
+    start_sim,
+)
+from worker.locks import LOCK_TTL_SECONDS
+from worker.processes import kill_tree, start_worker, stop
+
+REDIS_URL = "redis://127.0.0.1:6379/14"  # a database of its own: locks and queues are private
+SYNC_LOCK = "leadscore:lock:sync:hs"
+WRITEBACK_LOCK = "leadscore:lock:writeback"
+
+
+@pytest.fixture
+def sim() -> Iterator[CRMSim]:
+    sim = start_sim(leads=1500, seed=21)
+    create_hubspot_score_properties(sim)
+    yield sim
+    sim.stop()
+
+
+@pytest.fixture
+def broker() -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(REDIS_URL)
+    client.flushdb()
+    yield client
+    client.flushdb()
+
+
+def _runs(engine: Engine) -> list[SyncRun]:
+    with unit_of_work(engine) as session:
+        return list(session.scalars(select(SyncRun).join(Connection).where(Connection.name == "hs")
+                                    .order_by(SyncRun.id)))
+
+
+def _wait(what: str, check: object, timeout: float) -> float:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():  # type: ignore[operator]
+            return time.monotonic()
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def test_killed_lock_holder_blocks_sync_and_writeback_under_a_minute(
+        sim: CRMSim, committing_pg_engine: Engine, broker: redis.Redis, tmp_path: Path) -> None:
+    engine = committing_pg_engine
+    contacts = hs_contact_ids(sim)
+    assert len(contacts) >= 700
+    leads = add_leads(engine, "hs", contacts)
+    score(engine, leads.values(), score_value=61, tier="B")
+    assert outbox_statuses(engine) == {"pending": len(contacts)}
+    config = tmp_path / "leadscore.yaml"
+    config.write_text(yaml.safe_dump({"connections": [hs_conn(sim).model_dump(exclude_none=True,
+                                                                              exclude={"score_fields"})]}))
+    env = dict(os.environ, LEADSCORE_DATABASE_URL=engine.url.render_as_string(hide_password=False),
+               LEADSCORE_BROKER_URL=REDIS_URL, LEADSCORE_RESULT_BACKEND=REDIS_URL,
+               LEADSCORE_CONFIG_FILE=str(config), LEADSCORE_VAR_DIR=str(tmp_path / "var"),
+               LEADSCORE_TEST_HS_TOKEN=sim.info()["hubspot"]["access_token"])
+    client = Celery(broker=REDIS_URL)
+    # Every HubSpot call takes 3 s: the sync and the drain each hold their lock for a while.
+    sim.set_faults("hs.latency_ms=3000")
+
+    def trigger() -> None:
+        client.send_task("leadscore.sync.connection", args=["hs"], queue="minute")
+        client.send_task("leadscore.writeback.drain", queue="minute")
+
+    first = start_worker(env, tmp_path / "worker-1.log")
+    second = None
+    try:
+        trigger()
+        _wait("both locks held by the first worker",
+              lambda: broker.exists(SYNC_LOCK) and broker.exists(WRITEBACK_LOCK)
+              and any(r.status == "running" for r in _runs(engine)), 90)
+        time.sleep(LOCK_TTL_SECONDS * 0.4)  # longer than a heartbeat period (TTL / 3)
+        # Unrenewed, both would have less than 60 % of their TTL left by now.
+        for key in (SYNC_LOCK, WRITEBACK_LOCK):
+            assert broker.pttl(key) > LOCK_TTL_SECONDS * 1000 * 0.6, f"{key} was not renewed"
+        kill_tree(first)
+        killed_at = time.monotonic()
+        dead_runs = [r.id for r in _runs(engine) if r.status == "running"]
+        assert dead_runs
+        # The dead holder's locks expire by themselves, within the short TTL.
+        assert 0 < broker.pttl(SYNC_LOCK) <= LOCK_TTL_SECONDS * 1000
+        assert 0 < broker.pttl(WRITEBACK_LOCK) <= LOCK_TTL_SECONDS * 1000
+        assert outbox_statuses(engine).get("pending", 0) > 0, "the kill landed before the drain finished"
+
+        sim.set_faults(None)
+        second = start_worker(env, tmp_path / "worker-2.log")
+        trigger()  # what the next beat tick sends: it finds the dead locks and retries, not drops
+
+        def done() -> bool:
+            runs = _runs(engine)
+            synced = any(r.status == "succeeded" and r.id > max(dead_runs) for r in runs)
+            return synced and outbox_statuses(engine) == {"sent": len(contacts)}
+
+        finished = _wait("the new worker to sync and drain", done, 120)
+        assert finished - killed_at < 90, f"took {finished - killed_at:.0f}s after the kill"
+        by_id = {r.id: r for r in _runs(engine)}
+        for run_id in dead_runs:
+            assert by_id[run_id].status == "failed"
+            assert (by_id[run_id].error or "").startswith("worker lost"), by_id[run_id].error
+        log = (tmp_path / "worker-2.log").read_text()
+        assert "held by" in log and "retrying in" in log, "the new work waited for the dead lock"
+    finally:
+        sim.set_faults(None)
+        kill_tree(first)
+        if second is not None:
+            stop(second)
