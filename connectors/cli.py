@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
-from typing import Annotated
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from config.errors import LeadscoreError
+from config.errors import ConfigError, LeadscoreError
+
+if TYPE_CHECKING:
+    from config.app_config import ConnectionConfig
+    from connectors.sync import ProgressCallback, SyncReport
 
 app = typer.Typer(add_completion=False)
 console = Console()
@@ -22,13 +29,16 @@ logger = logging.getLogger(__name__)
 def sync(
     connection: Annotated[str | None, typer.Option("--connection", "-c", help="only this connection")] = None,
     full: Annotated[bool, typer.Option("--full", help="ignore cursors and re-read everything")] = False,
+    json_path: Annotated[Path | None, typer.Option(
+        "--json", help="also write {connections: {NAME: {records, api_calls, error}}} here")] = None,
 ) -> None:
-    """Sync leads and activities from the configured CRMs into the database now."""
+    """Sync leads and activities from the configured CRMs into the database now.
+
+    Every enabled connection is synced even when one fails; the exit code is 1 if any failed.
+    """
     from config.app_config import load_config
     from config.settings import get_settings
-    from connectors.base import ConnectionSecrets
-    from connectors.sync import ProgressEvent, SyncReport, sync_connection
-    from store.db import get_engine
+    from connectors.sync import ProgressEvent
 
     settings = get_settings()
     config = load_config(settings.config_file)
@@ -38,8 +48,7 @@ def sync(
         targets = [c for c in config.connections if c.enabled]
     if not targets:
         raise LeadscoreError("no CRM connection configured (add one under 'connections' in the config file)")
-    engine = get_engine()
-    reports: list[SyncReport] = []
+    outcomes: list[ConnectionOutcome] = []
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.fields[records]} records"),
                   TextColumn("{task.fields[calls]} API calls"), TimeElapsedColumn(), console=console,
                   transient=False) as progress:
@@ -56,13 +65,64 @@ def sync(
                 progress.update(task_id, total=1, completed=1)  # type: ignore[arg-type]
 
         for conn in targets:
-            secrets = ConnectionSecrets.from_env(conn)
-            reports.append(sync_connection(engine, conn, secrets, full=full, progress=on_progress))
-    _summary(reports)
-    stopped = [r for r in reports if r.status != "succeeded"]
-    if stopped:
-        first = stopped[0]
-        raise LeadscoreError(f"sync of {first.connection} {first.status}: {first.error}")
+            outcomes.append(sync_one(conn, full=full, progress=on_progress, redis_url=settings.broker_url))
+    _summary([o.report for o in outcomes if o.report is not None])
+    if json_path is not None:
+        document = {"connections": {o.name: o.to_dict() for o in outcomes}}
+        json_path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    for outcome in outcomes:
+        line = f"{outcome.name}: {outcome.records} records, {outcome.api_calls} API calls, "
+        console.print(line + (f"FAILED: {outcome.error}" if outcome.error else "ok"), markup=False, highlight=False)
+    failed = [o for o in outcomes if o.error is not None]
+    if failed:
+        names = "; ".join(f"{o.name} ({o.error})" for o in failed)
+        raise LeadscoreError(f"sync failed for {len(failed)} of {len(outcomes)} connection(s): {names}")
+
+
+@dataclass
+class ConnectionOutcome:
+    """What ``leadscore sync`` did for one connection: its report, or the error that stopped it."""
+
+    name: str
+    report: SyncReport | None = None
+    error: str | None = None
+
+    @property
+    def records(self) -> int:
+        return self.report.records if self.report is not None else 0
+
+    @property
+    def api_calls(self) -> int:
+        return self.report.api_calls if self.report is not None else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"records": self.records, "api_calls": self.api_calls, "error": self.error}
+
+
+def sync_one(conn: ConnectionConfig, *, full: bool, progress: ProgressCallback | None,
+             redis_url: str | None) -> ConnectionOutcome:
+    """Sync one connection under its lock (the one the Celery task takes); never raises for a
+    failure of this connection: the failure is recorded on ``sync_run`` and returned."""
+    from connectors.base import ConnectionSecrets
+    from connectors.errors import CRMError
+    from connectors.sync import sync_connection
+    from store.db import get_engine
+    from worker.locks import LockBusy, exclusive
+
+    try:
+        secrets = ConnectionSecrets.from_env(conn)
+        with exclusive(f"sync:{conn.name}", redis_url=redis_url):
+            report = sync_connection(get_engine(), conn, secrets, full=full, progress=progress)
+    except LockBusy as exc:
+        return ConnectionOutcome(conn.name, error=f"{exc} (held by {exc.holder})")
+    except (CRMError, OSError) as exc:
+        attached = getattr(exc, "report", None)
+        message = str(exc) if isinstance(exc, CRMError) else f"{exc.__class__.__name__}: {exc}"
+        return ConnectionOutcome(conn.name, report=attached, error=message)
+    except ConfigError as exc:
+        return ConnectionOutcome(conn.name, error=str(exc))
+    return ConnectionOutcome(conn.name, report=report,
+                             error=None if report.status == "succeeded" else f"{report.status}: {report.error}")
 
 
 def _summary(reports: Sequence[object]) -> None:

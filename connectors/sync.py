@@ -157,14 +157,20 @@ def sync_connection(
     _close_interrupted_runs(engine, connection_id)
     try:
         server_time = connector.server_time()
-    except CRMError as exc:
-        report.status, report.error = _status_for(exc), str(exc)
+    except (CRMError, OSError) as exc:
+        # OSError: what the HTTP stack raises below the connector's own errors (a CA file that
+        # cannot be read, a socket error not wrapped by the client library).
+        report.status = _status_for(exc) if isinstance(exc, CRMError) else "failed"
+        report.error = str(exc) if isinstance(exc, CRMError) else f"{exc.__class__.__name__}: {exc}"
         report.api_calls = connector.api_calls
         report.finished_at = datetime.now(UTC)
+        # The CRM did not answer before any stream started: record it on every selected stream,
+        # so `leadscore status` shows the failure instead of the last success.
+        _record_failed_start(engine, connection_id, selected, full, report)
         if isinstance(exc, QuotaExhaustedError):
             logger.error("ALERT sync %s stopped: %s", conn.name, exc)
             return report
-        exc.report = report  # type: ignore[attr-defined]
+        exc.report = report  # type: ignore[union-attr]
         raise
     report.server_time = server_time
     until = server_time + DATE_HEADER_RESOLUTION
@@ -189,6 +195,17 @@ def sync_connection(
     logger.info("sync %s: %d records, %d API calls in %.1fs", conn.name, report.records,
                 report.api_calls, time.monotonic() - started)
     return report
+
+
+def _record_failed_start(engine: Engine, connection_id: int, streams: Sequence[str], full: bool,
+                         report: SyncReport) -> None:
+    now = datetime.now(UTC)
+    with unit_of_work(engine) as session:
+        for stream in streams:
+            report.streams[stream] = StreamReport(stream=stream, status=report.status, error=report.error)
+            session.add(SyncRun(connection_id=connection_id, stream=stream, full=full, status=report.status,
+                                started_at=report.started_at, finished_at=now, error=report.error,
+                                api_calls=0))
 
 
 def _status_for(exc: CRMError) -> str:

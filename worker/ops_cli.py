@@ -5,12 +5,16 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from config.errors import ConfigError, LeadscoreError
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 app = typer.Typer()
 console = Console()
@@ -84,46 +88,74 @@ def flower(
 @app.command()
 def status() -> None:
     """Last sync per connection, outbox backlog, model in use, latest alerts."""
+    from rich.text import Text
     from sqlalchemy import func, select
-    from sqlalchemy.exc import OperationalError, ProgrammingError
 
     from store.db import unit_of_work
     from store.models import Connection, ModelVersion, MonitorReport, Outbox, SyncRun
+    from worker.lost import close_lost_runs
     from worker.runtime import get_runtime
 
     runtime = get_runtime()
-    try:
-        with unit_of_work(runtime.engine) as session:
-            table = Table("connection", "stream", "last sync", "status", "records", "error", title="Sync")
-            runs = session.execute(
-                select(Connection.name, SyncRun.stream, func.max(SyncRun.started_at))
-                .join(SyncRun, SyncRun.connection_id == Connection.id)
-                .group_by(Connection.name, SyncRun.stream).order_by(Connection.name, SyncRun.stream)
-            ).all()
-            for name, stream, started in runs:
-                run = session.scalars(select(SyncRun).join(Connection).where(
-                    Connection.name == name, SyncRun.stream == stream, SyncRun.started_at == started)).first()
-                if run is not None:
-                    table.add_row(name, stream, f"{started:%Y-%m-%d %H:%M:%S}", run.status, str(run.records),
-                                  (run.error or "")[:60])
+    require_schema(runtime.engine)
+    closed = close_lost_runs(runtime.engine, runtime.settings.broker_url)
+    for name, count in closed.items():
+        console.print(Text(f"{name}: {count} sync run(s) left running by a dead worker marked failed"))
+    with unit_of_work(runtime.engine) as session:
+        table = Table("connection", "stream", "last sync", "status", "records", "error", title="Sync")
+        runs = session.execute(
+            select(Connection.name, SyncRun.stream, func.max(SyncRun.started_at))
+            .join(SyncRun, SyncRun.connection_id == Connection.id)
+            .group_by(Connection.name, SyncRun.stream).order_by(Connection.name, SyncRun.stream)
+        ).all()
+        failing: dict[str, str] = {}
+        for name, stream, started in runs:
+            run = session.scalars(select(SyncRun).join(Connection).where(
+                Connection.name == name, SyncRun.stream == stream, SyncRun.started_at == started)
+                .order_by(SyncRun.id.desc())).first()
+            if run is not None:
+                # Text cells: CRM error messages are shown as they are, never read as markup.
+                table.add_row(Text(name), Text(stream), f"{started:%Y-%m-%d %H:%M:%S}", Text(run.status),
+                              str(run.records), Text((run.error or "")[:80]))
+                if run.status in ("failed", "stopped"):
+                    failing.setdefault(name, f"{run.status}: {run.error or 'no error recorded'}")
+        if runs:
             console.print(table)
-            backlog = session.execute(select(Outbox.status, func.count()).group_by(Outbox.status)).all()
-            console.print("outbox: " + (", ".join(f"{s} {n}" for s, n in backlog) or "empty"))
-            champions = session.scalars(select(ModelVersion).where(ModelVersion.status == "champion")).all()
-            for mv in champions:
-                console.print(f"model: {mv.version} ({mv.family}, segment {mv.segment or 'global'}, "
-                              f"trained {mv.created_at:%Y-%m-%d})")
-            if not champions:
-                console.print("model: none trained yet (leadscore train)")
-            report = session.scalars(select(MonitorReport).order_by(MonitorReport.created_at.desc())).first()
-            if report is None:
-                console.print("monitor: no report yet")
-            else:
-                console.print(f"monitor: {report.status} as of {report.as_of:%Y-%m-%d}")
-                for alert in report.alerts:
-                    console.print(f"  alert: {alert.get('message', alert)}")
-    except (OperationalError, ProgrammingError) as exc:
-        raise LeadscoreError("the database has no leadscore schema yet (run: leadscore db upgrade)") from exc
+        else:
+            console.print("sync: no sync has run yet (leadscore sync)")
+        for name, problem in failing.items():
+            console.print(Text(f"sync {name}: last run {problem}"))
+        backlog = session.execute(select(Outbox.status, func.count()).group_by(Outbox.status)).all()
+        console.print("outbox: " + (", ".join(f"{s} {n}" for s, n in backlog) or "empty"))
+        champions = session.scalars(select(ModelVersion).where(ModelVersion.status == "champion")).all()
+        for mv in champions:
+            console.print(Text(f"model: {mv.version} ({mv.family}, segment {mv.segment or 'global'}, "
+                               f"trained {mv.created_at:%Y-%m-%d})"))
+        if not champions:
+            console.print("model: none trained yet (leadscore train)")
+        report = session.scalars(select(MonitorReport).order_by(MonitorReport.created_at.desc())).first()
+        if report is None:
+            console.print("monitor: no report yet")
+        else:
+            console.print(f"monitor: {report.status} as of {report.as_of:%Y-%m-%d}")
+            for alert in report.alerts:
+                console.print(Text(f"  alert: {alert.get('message', alert)}"))
+
+
+def require_schema(engine: Engine) -> None:
+    """Raise a one-line error telling "database unreachable" from "no schema yet"."""
+    from sqlalchemy import inspect
+    from sqlalchemy.exc import DBAPIError
+
+    url = engine.url.render_as_string(hide_password=True)
+    try:
+        with engine.connect() as connection:
+            has_schema = inspect(connection).has_table("sync_run")
+    except DBAPIError as exc:
+        reason = str(exc.orig or exc).strip().splitlines()[0] if str(exc.orig or exc).strip() else type(exc).__name__
+        raise LeadscoreError(f"database unreachable: {url}: {reason}") from exc
+    if not has_schema:
+        raise LeadscoreError(f"the database {url} has no leadscore schema yet (run: leadscore db upgrade)")
 
 
 @app.command()

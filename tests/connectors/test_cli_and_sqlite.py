@@ -10,7 +10,7 @@ import yaml
 from sqlalchemy import Engine
 from typer.testing import CliRunner
 
-from config.errors import ConfigError
+from config.errors import LeadscoreError
 from config.settings import get_settings
 from connectors.cli import app
 from connectors.sync import sync_connection
@@ -56,8 +56,8 @@ def test_cli_sync_reads_config_and_env(small_sim: CRMSim, tmp_path: Path, monkey
         expected.assert_database_matches(engine_for(url), "cli-sf", expected.salesforce(small_sim))
         # A secret variable the config names but the environment lacks: one clear error.
         result = runner.invoke(app, ["--connection", "cli-hs"])
-        assert isinstance(result.exception, ConfigError)
-        assert "LS_TEST_HS_TOKEN" in str(result.exception)
+        assert isinstance(result.exception, LeadscoreError)
+        assert "cli-hs" in str(result.exception) and "LS_TEST_HS_TOKEN" in str(result.exception)
         monkeypatch.setenv("LS_TEST_HS_TOKEN", hs["access_token"])
         result = runner.invoke(app, ["--full"])
         assert result.exit_code == 0, result.output
