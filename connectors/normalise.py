@@ -17,6 +17,7 @@ import hashlib
 import json
 import math
 import re
+import unicodedata
 from dataclasses import asdict
 from datetime import datetime
 from typing import Any
@@ -38,10 +39,18 @@ FREEMAIL_DOMAINS = frozenset({
     "live.com", "msn.com", "aol.com", "icloud.com", "me.com", "mac.com", "gmx.de", "gmx.net",
     "web.de", "proton.me", "protonmail.com", "mail.com", "yandex.ru", "qq.com", "163.com",
 })
+# Legal-form words, matched as whole words after NFKC + casefold (so "GmbH", "ＧＭＢＨ" and "gmbh"
+# are one word; \b is Unicode-aware, so Cyrillic forms work the same way).
 _LEGAL_SUFFIXES = re.compile(
-    r"\b(incorporated|inc|llc|l\.l\.c|ltd|limited|gmbh|ag|sa|s\.a|sas|bv|b\.v|plc|corp|corporation|co|"
-    r"company|pty|oy|ab|srl|spa|kg|nv|group|holdings?)\b\.?",
+    r"\b(incorporated|inc|llc|l\.l\.c|ltd|limited|gmbh|mbh|ag|sa|s\.a|sas|sarl|s\.a\.r\.l|bv|b\.v|plc|corp|"
+    r"corporation|co|company|pty|oy|ab|srl|spa|s\.p\.a|kg|kgaa|ohg|ug|nv|se|group|holdings?|"
+    r"ооо|оао|зао|пао|ао|ип|тов|пат)\b\.?",
 )
+# Legal forms written without spaces (Japanese, Chinese): stripped where they start or end the name.
+_CJK_LEGAL_FORMS = ("股份有限公司", "有限责任公司", "有限責任公司", "有限公司", "株式会社", "有限会社", "合同会社",
+                    "(株)", "(有)", "控股", "集团", "集團", "公司")
+# Left dangling when a legal form goes ("Müller GmbH & Co. KG" -> "müller and"): dropped at the end.
+_TRAILING_JOINERS = frozenset({"and", "und", "et", "y", "e", "i"})
 # Fields of the lead that feed the model: their hash decides whether the lead needs rescoring.
 # Not included: modification stamps, owner (routing writes it), raw payloads, and any score field
 # leadscore itself writes back (those never appear among these normalised columns).
@@ -85,14 +94,29 @@ def email_domain(email: str | None) -> str | None:
 
 
 def company_key(company: str | None, email: str | None) -> str | None:
-    """The key that groups a buying committee: the normalised company name (lower case, no legal
-    suffix or punctuation), else the corporate e-mail domain (free-mail domains give NULL)."""
+    """The key that groups a buying committee: the normalised company name, else the corporate
+    e-mail domain (free-mail domains give NULL).
+
+    The name keeps the letters and digits of every alphabet: Unicode NFKC (full-width and
+    compatibility forms fold to one spelling) and casefold ("Straße" and "STRASSE" meet), legal
+    forms and punctuation removed ("Société Générale S.A." -> "société générale",
+    "ООО «Сбербанк»" -> "сбербанк", "トヨタ自動車株式会社" -> "トヨタ自動車").
+    """
     if company:
-        name = company.lower().replace("&", " and ")
+        name = unicodedata.normalize("NFKC", company).casefold().replace("&", " and ")
+        previous = None
+        while previous != name:  # "…集团控股有限公司": several forms in a row
+            previous = name
+            for form in _CJK_LEGAL_FORMS:
+                name = name.strip().removeprefix(form).removesuffix(form)
         name = _LEGAL_SUFFIXES.sub(" ", name)
-        name = re.sub(r"[^a-z0-9]+", " ", name).strip()
-        if name:
-            return name[:255]
+        # Letters (L*), combining marks (M*, e.g. Devanagari vowel signs) and digits (N*) stay.
+        kept = "".join(ch if unicodedata.category(ch)[0] in "LMN" else " " for ch in name)
+        words = kept.split()
+        while words and words[-1] in _TRAILING_JOINERS:
+            words.pop()
+        if words:
+            return " ".join(words)[:255]
     domain = email_domain(email)
     if domain and domain not in FREEMAIL_DOMAINS:
         return domain[:255]

@@ -8,6 +8,7 @@ feature builder calls the title functions vectorised over a column.
 from __future__ import annotations
 
 import re
+import unicodedata
 from functools import lru_cache
 
 # Ordered: the first pattern that matches wins, so "VP of Engineering" is VP, not Engineering
@@ -72,7 +73,8 @@ _LEGAL_SUFFIXES = re.compile(
     r"\b(incorporated|inc|llc|l\.l\.c|ltd|limited|gmbh|corp|corporation|co|company|plc|sa|s\.a|ag|bv|"
     r"b\.v|nv|oy|ab|as|srl|sarl|spa|pty|pvt|kg|group|holdings?)\b\.?"
 )
-_NON_WORD = re.compile(r"[^a-z0-9]+")
+# Letters and digits of every alphabet are kept (after NFKC + casefold); the rest separates words.
+_NON_WORD = re.compile(r"[\W_]+")
 _PLACEHOLDER_TEXT = frozenset(
     {"", "n/a", "na", "none", "null", "nil", "-", "--", "?", "select", "unknown", "not provided", "-1",
      "[not provided]", "test"}
@@ -133,7 +135,7 @@ def company_key(company: str | None, email: str | None = None) -> str | None:
     domain ("acme.com"). Free-mail domains never become a key: they would lump strangers together.
     """
     if company is not None and company.strip().lower() not in _PLACEHOLDER_TEXT:
-        text = _LEGAL_SUFFIXES.sub(" ", company.strip().lower())
+        text = _LEGAL_SUFFIXES.sub(" ", unicodedata.normalize("NFKC", company.strip()).casefold())
         key = _NON_WORD.sub(" ", text).strip()
         if key:
             return key.replace(" ", "-")[:255]

@@ -22,6 +22,7 @@ from connectors.normalise import clean_email, clean_employees, clean_revenue, cl
 from connectors.salesforce.client import map_salesforce_error
 from connectors.salesforce.records import lead_record
 from connectors.timeparse import parse_crm_datetime, parse_http_date
+from scoring import personas
 
 
 @pytest.mark.parametrize(("value", "expected"), [
@@ -55,6 +56,36 @@ def test_http_date() -> None:
 ])
 def test_clean_text(value: object, expected: str | None) -> None:
     assert clean_text(value) == expected
+
+
+@pytest.mark.parametrize(("company", "key"), [
+    ("Société Générale", "société générale"),  # French: accents kept
+    ("Société Générale S.A.", "société générale"),
+    ("L'Oréal SA", "l oréal"),
+    ("Müller GmbH & Co. KG", "müller"),  # German: legal forms and the dangling "&" go
+    ("Straße Logistik AG", "strasse logistik"),  # casefold: ß and SS meet
+    ("STRASSE LOGISTIK", "strasse logistik"),
+    ("Сбербанк", "сбербанк"),  # Cyrillic
+    ("ПАО Сбербанк", "сбербанк"),
+    ("ООО «Яндекс»", "яндекс"),
+    ("トヨタ自動車株式会社", "トヨタ自動車"),  # Japanese: 株式会社 at either end
+    ("株式会社ソニー", "ソニー"),
+    ("㈱日立製作所", "日立製作所"),  # NFKC: ㈱ is (株)
+    ("阿里巴巴集团控股有限公司", "阿里巴巴"),  # Chinese
+    ("华为技术有限公司", "华为技术"),
+    ("ＡＣＭＥ Ｉｎｃ．", "acme"),  # full-width Latin folds to ASCII
+])
+def test_company_key_keeps_every_alphabet(company: str, key: str) -> None:
+    assert company_key(company, None) == key
+
+
+@pytest.mark.parametrize(("company", "key"), [
+    ("Société Générale", "société-générale"), ("Müller GmbH", "müller"), ("Сбербанк", "сбербанк"),
+    ("トヨタ自動車", "トヨタ自動車"), ("华为技术", "华为技术"),
+])
+def test_feature_company_key_keeps_every_alphabet(company: str, key: str) -> None:
+    # The feature side (buying-committee features) groups by its own key: it must not drop letters either.
+    assert personas.company_key(company) == key
 
 
 def test_email_company_key_and_numbers() -> None:
