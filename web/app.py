@@ -325,8 +325,12 @@ def create_app(
         with reading() as session:
             mv = champion(session)
             report = latest_report(session)
+            connections = connection_activity(session)
+            shares = {c.name: c.api_budget_share for c in app_config.connections}
+            for row in connections:
+                row["api_budget_share"] = shares.get(row["name"])
             return render(
-                request, "overview.html", connections=connection_activity(session), outbox=outbox_totals(session),
+                request, "overview.html", connections=connections, outbox=outbox_totals(session),
                 champion=mv, champion_auc=recorded_test_auc(mv) if mv else None, report=report,
             )
 
