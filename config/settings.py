@@ -39,6 +39,7 @@ class Settings(BaseSettings):
     salesforce_client_secret: SecretStr | None = None
     hubspot_access_token: SecretStr | None = None
     flower_basic_auth: SecretStr | None = None  # "user:password"
+    flower_basic_auth_file: Path | None = None  # a file holding "user:password" (e.g. a mounted secret)
     environment: str = Field(default="development")
 
     @field_validator("database_url")

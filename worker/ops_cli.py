@@ -21,8 +21,12 @@ console = Console()
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
-def _celery(*args: str) -> None:
-    """Replace this process with ``celery -A worker.app ...`` (signals go straight to Celery)."""
+def _celery(*args: str, env: dict[str, str] | None = None) -> None:
+    """Replace this process with ``celery -A worker.app ...`` (signals go straight to Celery).
+
+    ``env`` adds variables to the new process's environment: secrets go there, never into argv
+    (argv is world-readable in ``ps`` and /proc/PID/cmdline; the environment is not).
+    """
     from config.settings import get_settings
 
     settings = get_settings()
@@ -30,7 +34,7 @@ def _celery(*args: str) -> None:
         raise ConfigError("environment: LEADSCORE_BROKER_URL is not set: workers, beat and Flower need "
                           "a broker (e.g. redis://127.0.0.1:6379/0)")
     argv = [sys.executable, "-m", "celery", "-A", "worker.app", *args]
-    os.execv(sys.executable, argv)  # noqa: S606 - fixed argv, no shell
+    os.execve(sys.executable, argv, {**os.environ, **(env or {})})  # noqa: S606 - fixed argv, no shell
 
 
 @app.command()
@@ -55,19 +59,42 @@ def beat(loglevel: str = typer.Option("info")) -> None:
 
 
 def flower_args(address: str, port: int, basic_auth: str | None, insecure_loopback: bool) -> list[str]:
-    """Flower's arguments, refusing an unauthenticated dashboard except on loopback when asked."""
+    """Flower's arguments, refusing an unauthenticated dashboard except on loopback when asked.
+
+    The credentials are checked here but never part of the arguments: see :func:`flower_env`.
+    """
     if basic_auth is None:
         if not insecure_loopback:
-            raise ConfigError("environment: LEADSCORE_FLOWER_BASIC_AUTH is not set: Flower refuses to start "
-                              "without authentication (or pass --insecure-loopback to bind 127.0.0.1 only)")
+            raise ConfigError("environment: LEADSCORE_FLOWER_BASIC_AUTH (or LEADSCORE_FLOWER_BASIC_AUTH_FILE) "
+                              "is not set: Flower refuses to start without authentication (or pass "
+                              "--insecure-loopback to bind 127.0.0.1 only)")
         if address not in LOOPBACK:
             raise ConfigError(f"--insecure-loopback binds loopback only, not {address!r}")
     elif ":" not in basic_auth or not basic_auth.split(":", 1)[1]:
         raise ConfigError("environment: LEADSCORE_FLOWER_BASIC_AUTH must be user:password")
-    args = ["flower", f"--address={address}", f"--port={port}"]
-    if basic_auth is not None:
-        args.append(f"--basic-auth={basic_auth}")
-    return args
+    return ["flower", f"--address={address}", f"--port={port}"]
+
+
+def flower_env(basic_auth: str | None) -> dict[str, str]:
+    """The environment that gives Flower its credentials (Flower reads ``FLOWER_<OPTION>``)."""
+    return {"FLOWER_BASIC_AUTH": basic_auth} if basic_auth is not None else {}
+
+
+def flower_credentials() -> str | None:
+    """``user:password`` from LEADSCORE_FLOWER_BASIC_AUTH or the file LEADSCORE_FLOWER_BASIC_AUTH_FILE names."""
+    from config.settings import get_settings
+
+    settings = get_settings()
+    if settings.flower_basic_auth is not None:
+        return settings.flower_basic_auth.get_secret_value()
+    if settings.flower_basic_auth_file is None:
+        return None
+    path = settings.flower_basic_auth_file
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(f"environment: LEADSCORE_FLOWER_BASIC_AUTH_FILE: cannot read {path} ({reason})") from exc
 
 
 @app.command()
@@ -77,12 +104,10 @@ def flower(
     insecure_loopback: bool = typer.Option(False, "--insecure-loopback",
                                            help="Allow no authentication when bound to loopback."),
 ) -> None:
-    """Run the Flower dashboard (basic auth from LEADSCORE_FLOWER_BASIC_AUTH)."""
-    from config.settings import get_settings
-
-    secret = get_settings().flower_basic_auth
-    args = flower_args(address, port, secret.get_secret_value() if secret else None, insecure_loopback)
-    _celery(*args)
+    """Run the Flower dashboard (basic auth from LEADSCORE_FLOWER_BASIC_AUTH or _FILE; never on argv)."""
+    secret = flower_credentials()
+    args = flower_args(address, port, secret, insecure_loopback)
+    _celery(*args, env=flower_env(secret))
 
 
 @app.command()

@@ -15,7 +15,7 @@ import redis
 import requests
 
 from config.errors import ConfigError
-from worker.ops_cli import flower_args
+from worker.ops_cli import flower_args, flower_env
 
 REPO = Path(__file__).resolve().parents[2]
 # A database of its own, so counting queued messages sees only this test's beats.
@@ -36,7 +36,9 @@ def test_flower_refuses_to_start_without_authentication() -> None:
     with pytest.raises(ConfigError, match="user:password"):
         flower_args("127.0.0.1", 5555, "admin", insecure_loopback=False)
     assert flower_args("127.0.0.1", 5555, None, insecure_loopback=True)[-1] == "--port=5555"
-    assert "--basic-auth=admin:s3cret" in flower_args("0.0.0.0", 5555, "admin:s3cret", False)  # noqa: S104
+    args = flower_args("0.0.0.0", 5555, "admin:s3cret", False)  # noqa: S104
+    assert not any("s3cret" in arg for arg in args)  # credentials travel in the environment only
+    assert flower_env("admin:s3cret") == {"FLOWER_BASIC_AUTH": "admin:s3cret"}
 
 
 def test_flower_command_without_auth_exits_1(tmp_path: Path, redis_url: str) -> None:
@@ -49,10 +51,18 @@ def test_flower_command_without_auth_exits_1(tmp_path: Path, redis_url: str) -> 
     assert "Traceback" not in result.stderr
 
 
-def test_flower_with_basic_auth_rejects_anonymous_requests(tmp_path: Path, redis_url: str) -> None:
+@pytest.mark.parametrize("source", ["environment", "file"])
+def test_flower_with_basic_auth_rejects_anonymous_requests(tmp_path: Path, redis_url: str, source: str) -> None:
     port = free_port()
-    env = dict(os.environ, LEADSCORE_BROKER_URL=redis_url, LEADSCORE_VAR_DIR=str(tmp_path),
-               LEADSCORE_FLOWER_BASIC_AUTH="admin:s3cret-pass")
+    password = "s3cret-pass-" + source
+    env = dict(os.environ, LEADSCORE_BROKER_URL=redis_url, LEADSCORE_VAR_DIR=str(tmp_path))
+    env.pop("LEADSCORE_FLOWER_BASIC_AUTH", None)
+    if source == "environment":
+        env["LEADSCORE_FLOWER_BASIC_AUTH"] = f"admin:{password}"
+    else:
+        secret = tmp_path / "flower-auth"
+        secret.write_text(f"admin:{password}\n")
+        env["LEADSCORE_FLOWER_BASIC_AUTH_FILE"] = str(secret)
     proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "flower", "--port", str(port)],
                             env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -68,10 +78,27 @@ def test_flower_with_basic_auth_rejects_anonymous_requests(tmp_path: Path, redis
         assert anonymous is not None, "flower did not start"
         assert anonymous.status_code == 401
         assert requests.get(url, auth=("admin", "wrong"), timeout=5).status_code == 401
-        assert requests.get(url, auth=("admin", "s3cret-pass"), timeout=5).status_code == 200
+        assert requests.get(url, auth=("admin", password), timeout=5).status_code == 200
+        # What `ps` shows: the serving process (leadscore exec'd into celery flower) has no password.
+        cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        assert "flower" in cmdline and f"--port={port}" in cmdline
+        assert password not in cmdline
+        ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
+        assert password not in ps
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_flower_credentials_file_unreadable_is_one_line(tmp_path: Path, redis_url: str) -> None:
+    env = dict(os.environ, LEADSCORE_BROKER_URL=redis_url, LEADSCORE_VAR_DIR=str(tmp_path),
+               LEADSCORE_FLOWER_BASIC_AUTH_FILE=str(tmp_path / "missing"))
+    env.pop("LEADSCORE_FLOWER_BASIC_AUTH", None)
+    result = subprocess.run([sys.executable, "-m", "worker.cli", "flower"], capture_output=True, text=True,
+                            env=env, cwd=REPO, timeout=60)
+    assert result.returncode == 1
+    assert "LEADSCORE_FLOWER_BASIC_AUTH_FILE: cannot read" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def _start_beat(env: dict[str, str], schedule: Path, log: Path) -> subprocess.Popen[bytes]:
