@@ -19,7 +19,7 @@ from config.errors import LeadscoreError
 
 console = Console()
 app = typer.Typer(help="Model health: monitor, report, model versions.", no_args_is_help=True)
-models_app = typer.Typer(help="Model versions: list, show, promote, roll back.", no_args_is_help=True)
+models_app = typer.Typer(help="Model versions: list, show, shadow, promote, roll back.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 
 
@@ -109,6 +109,9 @@ def describe_measures(metrics: dict[str, Any]) -> list[str]:
                          + (f"; {perf['reason']}" if perf.get("reason") else ""))
         else:
             lines.append(f"accuracy: not enough data ({perf.get('reason', 'no elapsed leads')})")
+    from scoring.monitor import describe_shadow
+
+    lines.extend(describe_shadow(c) for c in metrics.get("shadow") or [])
     fresh = metrics.get("freshness") or {}
     if fresh:
         ages = ", ".join(f"{name} {row['age_hours']:.1f} h" if row.get("age_hours") is not None else f"{name} never"
@@ -238,13 +241,40 @@ def models_show(version: str = typer.Argument(..., help="The model version (see 
 @models_app.command("promote")
 def models_promote(version: str = typer.Argument(..., help="The version to make champion.")) -> None:
     """Make VERSION the champion of its segment (the current one retires); rescoring uses it."""
-    from scoring.registry import promote
+    from scoring.monitor import data_clock, describe_shadow, horizon_of, shadow_comparison
+    from scoring.registry import champion, get_version, promote
     from store.db import unit_of_work
 
     with unit_of_work() as session:
+        candidate = get_version(session, version)
+        # The live evidence first: how it did in shadow beside the champion, on the same leads.
+        evidence = None
+        if candidate.status == "shadow":
+            current = champion(session, candidate.segment)
+            evidence = shadow_comparison(session, candidate, as_of=data_clock(session) or candidate.created_at,
+                                         horizon_days=horizon_of(current or candidate))
         mv = promote(session, version, by="cli")
         name = mv.version
+    if evidence is not None:
+        console.print(f"live comparison in shadow: {describe_shadow(evidence)}", markup=False, highlight=False,
+                      soft_wrap=True)
+    else:
+        console.print(f"{name} never ran in shadow: no live comparison (`leadscore models shadow VERSION` "
+                      "runs a challenger beside the champion first)", markup=False, soft_wrap=True)
     console.print(f"{name} is now the champion; run `leadscore score --all` to rescore with it")
+
+
+@models_app.command("shadow")
+def models_shadow(version: str = typer.Argument(..., help="The challenger to run in shadow.")) -> None:
+    """Run VERSION in shadow: it scores the same leads as the champion, its scores are stored and
+    never written to the CRM; `leadscore monitor` compares both as outcomes arrive."""
+    from scoring.registry import shadow
+    from store.db import unit_of_work
+
+    with unit_of_work() as session:
+        name = shadow(session, version).version
+    console.print(f"{name} runs in shadow from the next scoring run; `leadscore monitor` compares it with the "
+                  "champion on the same leads as their outcomes arrive", markup=False, soft_wrap=True)
 
 
 @models_app.command("rollback")

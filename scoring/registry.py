@@ -26,6 +26,7 @@ from store.models import ModelVersion
 CANDIDATE = "candidate"
 CHAMPION = "champion"
 RETIRED = "retired"
+SHADOW = "shadow"  # a challenger scoring live leads beside the champion, never written to the CRM
 _CACHE_SIZE = 16
 _cache: OrderedDict[tuple[int, str], TrainedModel] = OrderedDict()
 _cache_lock = threading.Lock()
@@ -78,7 +79,7 @@ def register(
     The version string is ``m<UTC time>-<artifact hash prefix>``, unique. Registering a champion
     retires the segment's previous champion. The model card is rendered and stored with it.
     """
-    from scoring.card import render_model_card
+    from scoring.card_render import render_model_card
 
     if status not in (CANDIDATE, CHAMPION):
         raise ValueError("register a model as 'candidate' or 'champion'")
@@ -162,6 +163,30 @@ def promote(session: Session, version: str, *, by: str | None = None) -> ModelVe
         _record_promotion(mv, "promote", by, mv.promoted_at)
     session.flush()
     return mv
+
+
+def shadow(session: Session, version: str) -> ModelVersion:
+    """Run ``version`` in shadow: from the next scoring run it scores the same leads as the champion,
+    its scores are stored (``shadow_score``) and never written to the CRM. One shadow per segment:
+    a previous shadow goes back to candidate."""
+    mv = get_version(session, version)
+    if mv.status == CHAMPION:
+        raise RegistryError(f"{version} is the champion: only a challenger can run in shadow")
+    if mv.status == SHADOW:
+        return mv
+    stmt = select(ModelVersion).where(ModelVersion.status == SHADOW)
+    stmt = stmt.where(ModelVersion.segment.is_(None) if mv.segment is None else ModelVersion.segment == mv.segment)
+    for previous in session.scalars(stmt):
+        previous.status = CANDIDATE
+    mv.status = SHADOW
+    session.flush()
+    return mv
+
+
+def shadows(session: Session) -> list[ModelVersion]:
+    """The versions running in shadow (global first)."""
+    rows = list(session.scalars(select(ModelVersion).where(ModelVersion.status == SHADOW)))
+    return sorted(rows, key=lambda mv: (mv.segment is not None, mv.segment or ""))
 
 
 def rollback(session: Session, segment: str | None = None, *, by: str | None = None) -> ModelVersion:

@@ -224,13 +224,13 @@ def _train_segments(
         snaps = part["snapshot_at"]
         # A segment model earns its place only by beating the global model on the segment's own
         # held-out leads; the decision and both numbers are recorded with it.
-        from scoring.monitor import parse_time
-        from scoring.retrain import segment_versus_global
+        from scoring.compare import segment_versus_global
 
+        test_from = (outcome.result.split or {}).get("test_from")
         verdict = segment_versus_global(
             outcome.result.model, result.model, part, metric=config.selection_metric,
             tolerance=config.promotion_tolerance, seed=seed,
-            not_before=parse_time((outcome.result.split or {}).get("test_from")),
+            not_before=pd.Timestamp(test_from).to_pydatetime() if test_from else None,
         )
         say(f"segment {name}: {verdict['decision']}")
         smv = registry.register(
@@ -475,6 +475,10 @@ def score_leads(
                 reasons=texts[i], model_version_id=mv.id, model_version=mv.version, inputs_hash=hashes[i],
             ))
         stats = write_scores(session, rows, policy_id=policy.id, tier_change_hook=tier_change_hook)
+        # A challenger in shadow scores the same leads; stored only, never written to the CRM.
+        from scoring.shadow import score_in_shadow
+
+        score_in_shadow(session, frame, leads["id"].tolist(), as_of)
         summary.scored += stats.scores
         summary.outbox_rows += stats.outbox
         summary.superseded += stats.superseded

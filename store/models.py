@@ -202,6 +202,20 @@ class ModelVersion(Base):
     promoted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
+class ShadowScore(Base):
+    """A score from a challenger running in shadow: stored for the monitor's live comparison with
+    the champion, never written to the CRM (no outbox row, no routing)."""
+
+    __tablename__ = "shadow_score"
+    __table_args__ = (Index("ix_shadow_score_model_lead", "model_version_id", "lead_id", "scored_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    lead_id: Mapped[int] = mapped_column(ForeignKey("lead.id"))
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_version.id"))
+    probability: Mapped[float] = mapped_column(Float)
+    scored_at: Mapped[datetime] = mapped_column(UTCDateTime)  # the CRM's clock of the scoring run
+
+
 class LeadScore(Base):
     """Score history. ``is_current`` marks each lead's latest score (at most one, enforced)."""
 

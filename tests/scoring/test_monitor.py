@@ -321,3 +321,46 @@ def test_the_default_clock_is_the_newest_synced_modification(session: Session) -
     tc = report.metrics["tier_conversion"]
     assert tc["leads"] > 0 and tc["reconstructed"] > 0, {k: v for k, v in tc.items() if k != "by_tier"}
     assert sum(r["leads"] for r in tc["by_tier"].values()) == tc["leads"]
+
+
+# ---------------------------------------------------------------------------------------- shadow
+
+
+def test_a_challenger_in_shadow_for_a_month_is_compared_live_and_never_written(session: Session) -> None:
+    from scoring import registry
+    from scoring.monitor import shadow_comparison
+    from store.models import ShadowScore
+
+    champ = champion(session)
+    assert champ is not None
+    challenger = train_from_store(session, as_of=as_of_day(TRAIN_DAY), config=TRAINING, families=("catboost",),
+                                  catboost_iterations=30, promote_if_first=False).model_version
+    registry.shadow(session, challenger.version)
+    # A simulated month: each day the leads created that day are scored (the CRM's clock stamps
+    # the scores, as the scoring task would run that day).
+    scored = 0
+    for d in range(TRAIN_DAY + 1, TRAIN_DAY + 31):
+        ids = list(session.scalars(select(Lead.id).where(Lead.crm_created_at > as_of_day(d - 1),
+                                                         Lead.crm_created_at <= as_of_day(d))))
+        if not ids:
+            continue
+        score_leads(session, as_of=as_of_day(d), all=True, lead_ids=ids)
+        session.execute(LeadScore.__table__.update().where(LeadScore.scored_at > as_of_day(d))
+                        .values(scored_at=as_of_day(d)))
+        scored += len(ids)
+    shadow_rows = session.scalars(select(ShadowScore).where(ShadowScore.model_version_id == challenger.id)).all()
+    assert scored > 100 and len(shadow_rows) == scored
+    # Nothing the shadow model computed reaches the CRM: every score write carries the champion.
+    models = {row.payload.get("model") for row in session.scalars(select(Outbox))}
+    assert champ.version in models and challenger.version not in models
+    # After the horizon, the monitor compares both on the same leads with known outcomes.
+    later = as_of_day(TRAIN_DAY + 31 + TRAINING.horizon_days + 7)
+    report = run_monitor(session, as_of=later, config=MonitoringConfig(), horizon_days=TRAINING.horizon_days)
+    (live,) = report.metrics["shadow"]
+    assert live["version"] == challenger.version and live["status"] == "measured", live
+    assert live["leads"] >= 100 and live["converted"] >= 20
+    assert 0.5 < live["champion_auc"] < 1 and 0.5 < live["shadow_auc"] < 1
+    assert live["improvement"] == pytest.approx(live["shadow_auc"] - live["champion_auc"])
+    # Before any outcome is known the comparison says so instead of guessing.
+    early = shadow_comparison(session, challenger, as_of=as_of_day(TRAIN_DAY + 31), horizon_days=TRAINING.horizon_days)
+    assert early["status"] == "not enough data" and early["leads"] == 0 and early["awaiting_outcome"] > 0

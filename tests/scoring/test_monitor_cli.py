@@ -195,3 +195,25 @@ def test_models_show_prints_the_card_with_importance_and_tier_cutoffs(store: Pat
     assert "Lift by score decile (reference leads" in text
     unknown = runner.invoke(app, ["models", "show", "m-nope"])
     assert unknown.exit_code != 0 and "unknown model version" in str(unknown.exception)
+
+
+def test_shadow_then_promote_shows_the_live_comparison(store: Path) -> None:
+    from scoring import registry
+    from tests.factories import synthetic_training
+
+    result, tset = synthetic_training()
+    engine = make_engine(f"sqlite:///{store}")
+    with Session(bind=engine, expire_on_commit=False) as s:
+        candidate = registry.register(s, result, train_window=tset.window).version
+        s.commit()
+    engine.dispose()
+    shadowed = runner.invoke(app, ["models", "shadow", candidate])
+    assert shadowed.exit_code == 0, shadowed.output
+    assert _versions(store)[candidate] == "shadow"
+    listed = runner.invoke(app, ["models", "list"])
+    assert "shadow" in listed.output
+    # No scoring ran since: promote says there is no live evidence yet, in numbers.
+    promoted = runner.invoke(app, ["models", "promote", candidate])
+    assert promoted.exit_code == 0, promoted.output
+    assert f"live comparison in shadow: shadow {candidate}: not enough data" in promoted.output
+    assert _versions(store)[candidate] == "champion"
