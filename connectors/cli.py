@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from connectors.sync import ProgressCallback, SyncReport
 
 app = typer.Typer(add_completion=False)
-console = Console()
+console = Console(markup=False)
 logger = logging.getLogger(__name__)
 
 
@@ -139,7 +139,7 @@ def _summary(reports: Sequence[object]) -> None:
                           str(stream.quarantined), str(stream.api_calls), stream.status)
         for reason, count in report.quarantined_by_reason.items():
             reasons[reason] = reasons.get(reason, 0) + count
-        table.add_row(report.connection, "[b]total[/b]", str(report.records), "", "", "",
+        table.add_row(report.connection, "total", str(report.records), "", "", "",
                       str(report.api_calls), f"{report.status} in {report.duration_seconds:.1f}s")
     console.print(table)
     if reasons:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -40,6 +40,7 @@ from config.app_config import AppConfig, ConnectionConfig, RoutingActionConfig
 from config.errors import ConfigError
 from connectors.errors import AuthError, CRMError, FatalCRMError, QuotaExhaustedError, RetriableCRMError
 from connectors.hubspot.client import REQUEST_TIMEOUT
+from scoring.hooks import TierChangeHook
 from store.db import unit_of_work
 from store.models import Connection, Lead, LeadScore, RoutingAction
 from store.upsert import upsert_rows
@@ -56,7 +57,6 @@ PAUSE_DEFAULTS: dict[str, tuple[str, str]] = {
     "hubspot": ("hs_lead_status", "BAD_TIMING"),
 }
 MAX_ATTEMPTS = 8
-TierChangeHook = Callable[[Session, Lead, "LeadScore | None", LeadScore], None]
 
 
 def action_marker(action_id: int) -> str:
@@ -77,6 +77,16 @@ def _applies(action: RoutingActionConfig, conn: ConnectionConfig) -> bool:
 
 
 # ------------------------------------------------------------------------------------ planning
+
+
+def actions_for_change(config: AppConfig, conn: ConnectionConfig, from_tier: str | None, to_tier: str) -> list[str]:
+    """The action types a tier change ``from_tier -> to_tier`` of a lead of ``conn`` plans, in
+    rule order (what :func:`plan_routing` inserts; ``tiers preview`` counts them)."""
+    if from_tier == to_tier or not conn.enabled:
+        return []
+    return [action.type for rule in config.routing
+            if rule.to == to_tier and (rule.from_ is None or rule.from_ == from_tier)
+            for action in rule.actions if _applies(action, conn)]
 
 
 def plan_routing(config: AppConfig) -> TierChangeHook:

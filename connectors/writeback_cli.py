@@ -6,6 +6,8 @@ Mounted by ``worker/cli.py``: ``writeback`` at the top level, ``crm`` as a group
 from __future__ import annotations
 
 import json
+import threading
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -18,7 +20,8 @@ from config.errors import LeadscoreError
 app = typer.Typer(add_completion=False)
 crm_app = typer.Typer(help="CRM-side set-up: score fields, properties, routing check.", no_args_is_help=True)
 app.add_typer(crm_app, name="crm")
-console = Console()
+console = Console(markup=False)
+err = Console(stderr=True, markup=False)  # progress goes to stderr: stdout keeps the summary
 
 
 def _runtime() -> tuple[Any, Any]:
@@ -39,11 +42,39 @@ def _secrets(config: Any, only: str | None) -> dict[str, Any]:
     return {c.name: ConnectionSecrets.from_env(c) for c in targets}
 
 
+def _write_json(path: str, data: Any) -> None:
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise LeadscoreError(f"cannot write {path}: {exc.strerror}") from exc
+
+
+def writeback_json(report: Any, names: list[str]) -> dict[str, Any]:
+    """``{"connections": {NAME: {"written", "failed", "api_calls", ...}}}`` for every connection run."""
+    out: dict[str, Any] = {}
+    for name in names:
+        entry = report.connections.get(name)
+        out[name] = {
+            "written": entry.records_written if entry else 0,
+            "failed": entry.failed if entry else 0,
+            "api_calls": entry.api_calls if entry else 0,
+            "unchanged": entry.unchanged_skipped if entry else 0,
+            "superseded": entry.superseded if entry else 0,
+            "retry_later": entry.retried_records if entry else 0,
+            "pending_left": entry.pending_left if entry else 0,
+            "failed_by_reason": dict(entry.failed_by_reason) if entry else {},
+            "error": entry.error if entry else None,
+        }
+    return {"connections": out}
+
+
 @app.command("writeback")
 def writeback(
     connection: Annotated[str | None, typer.Option("--connection", "-c", help="only this connection")] = None,
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="at most this many outbox rows")] = None,
-    json_path: Annotated[str | None, typer.Option("--json", help="also write the report as JSON here")] = None,
+    json_path: Annotated[str | None, typer.Option(
+        "--json", help='write {"connections": {NAME: {"written", "failed", "api_calls", ...}}} here')] = None,
 ) -> None:
     """Send pending score writes to the CRMs now (1,000 per Salesforce call, 100 per HubSpot call)."""
     from connectors.writeback import drain_outbox
@@ -53,7 +84,7 @@ def writeback(
     secrets = _secrets(config, connection)
     engine = get_engine()
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=False) as progress:
+                  console=err, transient=False) as progress:
         tasks: dict[str, Any] = {}
 
         def on_progress(name: str, done: int, total: int) -> None:
@@ -77,10 +108,118 @@ def writeback(
     for reason, count in report.failed_by_reason().items():
         console.print(f"  failed: {count} × {reason}")
     if json_path:
-        with open(json_path, "w", encoding="utf-8") as handle:
-            json.dump(report.to_dict(), handle, indent=2)
+        _write_json(json_path, writeback_json(report, list(secrets)))
     if report.errors:
         raise LeadscoreError("write-back stopped for " + "; ".join(report.errors) + " (rows stay pending)")
+
+
+def _pending_by_connection(engine: Any) -> dict[str, set[int]]:
+    """Ids of the routing actions a run would take up (pending or interrupted), by connection."""
+    from sqlalchemy import select
+
+    from store.db import unit_of_work
+    from store.models import Connection, RoutingAction
+
+    out: dict[str, set[int]] = {}
+    with unit_of_work(engine) as session:
+        for action_id, name in session.execute(
+            select(RoutingAction.id, Connection.name).join(Connection, Connection.id == RoutingAction.connection_id)
+            .where(RoutingAction.status.in_(("pending", "sending")))
+        ).all():
+            out.setdefault(name, set()).add(int(action_id))
+    return out
+
+
+def _statuses(engine: Any, ids: set[int]) -> dict[str, int]:
+    from sqlalchemy import func, select
+
+    from store.db import unit_of_work
+    from store.models import RoutingAction
+
+    out: dict[str, int] = {}
+    ordered = sorted(ids)
+    with unit_of_work(engine) as session:
+        for start in range(0, len(ordered), 1000):
+            chunk = ordered[start:start + 1000]
+            for status, n in session.execute(
+                select(RoutingAction.status, func.count()).where(RoutingAction.id.in_(chunk))
+                .group_by(RoutingAction.status)
+            ).all():
+                out[status] = out.get(status, 0) + int(n)
+    return out
+
+
+@app.command("route")
+def route(
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="at most this many actions")] = None,
+    json_path: Annotated[str | None, typer.Option(
+        "--json", help='write {"connections": {NAME: {"executed", "failed", "api_calls", ...}}} here')] = None,
+) -> None:
+    """Run pending routing and nurture actions now (each once per lead and tier change)."""
+    from connectors.routing import execute_routing
+    from store.db import get_engine
+
+    _, config = _runtime()
+    secrets = _secrets(config, None)
+    engine = get_engine()
+    before = _pending_by_connection(engine)
+    if limit is not None:
+        # execute_routing takes the lowest ids first: the run covers these.
+        keep = set(sorted(i for ids in before.values() for i in ids)[:limit])
+        before = {name: ids & keep for name, ids in before.items() if ids & keep}
+    stop = threading.Event()
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, transient=False) as progress:
+        bars = {name: progress.add_task(f"routing · {name}", total=len(ids)) for name, ids in before.items()}
+
+        def watch() -> None:
+            # The actions commit one by one (or batch by batch): reading their statuses from the
+            # database shows progress without reaching into the routing code.
+            while not stop.wait(0.5):
+                for name, ids in before.items():
+                    counts = _statuses(engine, ids)
+                    progress.update(bars[name], completed=len(ids) - counts.get("pending", 0)
+                                    - counts.get("sending", 0))
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        try:
+            report = execute_routing(engine, config, secrets, limit=limit)
+        finally:
+            stop.set()
+            watcher.join()
+        after = {name: _statuses(engine, ids) for name, ids in before.items()}
+        for name, ids in before.items():
+            progress.update(bars[name], completed=len(ids) - after[name].get("pending", 0)
+                            - after[name].get("sending", 0))
+    result: dict[str, Any] = {}
+    for name in sorted(set(secrets) | set(before)):
+        counts = after.get(name, {})
+        result[name] = {
+            "executed": counts.get("done", 0), "failed": counts.get("failed", 0),
+            "api_calls": int(report.api_calls.get(name, 0)),
+            "superseded": counts.get("superseded", 0),
+            "still_pending": counts.get("pending", 0) + counts.get("sending", 0),
+        }
+    table = Table(title="routing")
+    for column in ("connection", "executed", "failed", "superseded", "still pending", "API calls"):
+        table.add_column(column, justify="left" if column == "connection" else "right")
+    for name, row in result.items():
+        table.add_row(name, str(row["executed"]), str(row["failed"]), str(row["superseded"]),
+                      str(row["still_pending"]), str(row["api_calls"]))
+    if before:
+        console.print(table)
+        done = ", ".join(f"{n} {kind}" for kind, n in sorted(report.done.items()))
+        if done:
+            console.print(f"  done: {done}")
+        for reason, count in sorted(report.failed.items()):
+            console.print(f"  failed: {count} × {reason}")
+    else:
+        console.print("nothing to route: no pending routing actions")
+    if json_path:
+        _write_json(json_path, {"connections": result})
+    if report.errors:
+        raise LeadscoreError("routing stopped for " + "; ".join(report.errors) + " (the actions stay pending)")
 
 
 @crm_app.command("setup")

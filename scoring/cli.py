@@ -19,8 +19,8 @@ from rich.table import Table
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-console = Console()
-err = Console(stderr=True)
+console = Console(markup=False)
+err = Console(stderr=True, markup=False)
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 tiers_app = typer.Typer(help="Read, change and preview tier thresholds.", no_args_is_help=True)
@@ -88,8 +88,8 @@ def score_command(
     batch_size: int = typer.Option(2000, "--batch-size", min=1, help="Leads per batch."),
     json_path: Path | None = typer.Option(None, "--json", help="Write the run summary as JSON here."),
 ) -> None:
-    """Score the leads whose inputs changed since their last score (or all of them)."""
-    from scoring.service import score_leads
+    """Score the leads whose inputs changed since their last score (or all of them); plan routing."""
+    from scoring.pipeline import score_and_plan
 
     config = _config()
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -101,9 +101,7 @@ def score_command(
                 tasks[stage] = bar.add_task(stage, total=total)
             bar.update(tasks[stage], completed=done, total=total)
 
-        summary = score_leads(
-            session, all=all_leads, batch_size=batch_size, progress=progress, tier_default=config.tiers
-        )
+        summary = score_and_plan(session, config, all=all_leads, batch_size=batch_size, progress=progress)
         data = summary.to_dict()
     tiers = ", ".join(f"{t}: {data['tiers'].get(t, 0)}" for t in ("A", "B", "C", "D"))
     console.print(
@@ -111,6 +109,7 @@ def score_command(
         f"{data['model']}; {data['outbox_rows']} CRM updates queued, {data['tier_changes']} tier changes"
         + (f"; new tiers {tiers}" if data["scored"] else "")
     )
+    console.print(_routing_line(data["routing_planned"], "planned"))
     if json_path is not None:
         _write_json(json_path, data)
 
@@ -175,6 +174,16 @@ def tiers_show() -> None:
         console.print(f"  {tier}: {int(counts.get(tier, 0))} leads")
 
 
+def _routing_line(planned: dict[str, int], verb: str) -> str:
+    total = sum(planned.values())
+    if not total:
+        return f"routing: no actions {verb} (run `leadscore route` to execute pending ones)" if verb == "planned" \
+            else f"routing: no actions {verb}"
+    parts = ", ".join(f"{n} {kind}" for kind, n in sorted(planned.items()))
+    hint = " (run `leadscore route`, or let the workers)" if verb == "planned" else ""
+    return f"routing: {total} actions {verb}: {parts}{hint}"
+
+
 def _preview_table(data: dict[str, Any]) -> Table:
     table = Table("tier", "leads", "share", "recent leads", "recent conversion")
     for tier, row in data["tiers"].items():
@@ -191,17 +200,21 @@ def tiers_preview(
     recent_days: int = typer.Option(180, "--recent-days", min=1, help="Window of recent labelled leads."),
     json_path: Path | None = typer.Option(None, "--json", help="Write the preview as JSON here."),
 ) -> None:
-    """Show what a tier policy would do (leads per tier, recent conversion per tier); changes nothing."""
-    from scoring.tiers import preview
+    """Show what a tier policy would do (leads per tier, recent conversion per tier, routing actions
+    it would plan); changes nothing."""
+    from scoring.pipeline import preview_with_routing
 
     values = _thresholds(thresholds or [], capacity)
     mode = "capacity" if capacity else "score"
+    config = _config()
     with _session() as session:
-        data = preview(session, mode, values, recent_days=recent_days)
+        data = preview_with_routing(session, config, mode, values, recent_days=recent_days)
         session.rollback()  # a preview writes nothing, not even the first policy version
     console.print(f"preview of {_describe(mode, data['thresholds'])}: {data['changes']} of "
                   f"{data['current_leads']} current leads would change tier")
     console.print(_preview_table(data))
+    console.print(_routing_line(data["routing"]["actions"], "would be planned")
+                  + (f" for {data['routing']['leads']} leads" if data["routing"]["leads"] else ""))
     if json_path is not None:
         _write_json(json_path, data)
 
@@ -211,17 +224,27 @@ def tiers_set(
     thresholds: list[str] = typer.Argument(None, help="A=80 B=60 C=35, or with --capacity A=10% B=20% C=30%."),
     capacity: bool = typer.Option(False, "--capacity", help="Thresholds are shares of leads (top N%)."),
     by: str = typer.Option("cli", "--by", help="Who made the change (recorded with the policy)."),
+    no_route: bool = typer.Option(False, "--no-route",
+                                  help="Do not plan routing actions for the leads whose tier changed."),
+    json_path: Path | None = typer.Option(None, "--json", help="Write what changed as JSON here."),
 ) -> None:
-    """Activate a new tier policy and re-tier current scores (no retraining)."""
-    from scoring.tiers import retier, set_policy
+    """Activate a new tier policy, re-tier current scores (no retraining) and plan routing for the
+    leads whose tier changed (unless --no-route)."""
+    from scoring.pipeline import retier_and_plan
 
     values = _thresholds(thresholds or [], capacity)
     mode = "capacity" if capacity else "score"
+    config = _config()
     with _session() as session:
-        policy = set_policy(session, mode, values, created_by=by)
-        changed = retier(session, policy)
-        version = policy.version
-    console.print(f"tier policy v{version} active ({_describe(mode, values)}); {changed} leads changed tier")
+        result = retier_and_plan(session, config, mode, values, created_by=by, route=not no_route)
+    console.print(f"tier policy v{result.version} active ({_describe(mode, values)}); "
+                  f"{result.changed} leads changed tier")
+    if no_route:
+        console.print("routing: not planned (--no-route)")
+    else:
+        console.print(_routing_line(result.routing_planned, "planned"))
+    if json_path is not None:
+        _write_json(json_path, {**result.to_dict(), "routed": not no_route})
 
 
 # ------------------------------------------------------------------------------------- evaluate

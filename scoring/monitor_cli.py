@@ -17,7 +17,7 @@ from rich.console import Console
 
 from config.errors import LeadscoreError
 
-console = Console()
+console = Console(markup=False)
 app = typer.Typer(help="Model health: monitor, report, model versions.", no_args_is_help=True)
 models_app = typer.Typer(help="Model versions: list, show, shadow, promote, roll back.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
@@ -240,12 +240,13 @@ def models_show(version: str = typer.Argument(..., help="The model version (see 
 
 @models_app.command("promote")
 def models_promote(version: str = typer.Argument(..., help="The version to make champion.")) -> None:
-    """Make VERSION the champion of its segment (the current one retires); rescoring uses it."""
+    """Make VERSION the champion of its segment (the current one retires) and rescore with it."""
     from scoring.monitor import data_clock, describe_shadow, horizon_of, shadow_comparison
-    from scoring.registry import champion, get_version, promote
+    from scoring.pipeline import promote_and_rescore
+    from scoring.registry import champion, get_version
     from store.db import unit_of_work
 
-    with unit_of_work() as session:
+    with unit_of_work() as session, console.status("rescoring with the new champion"):
         candidate = get_version(session, version)
         # The live evidence first: how it did in shadow beside the champion, on the same leads.
         evidence = None
@@ -253,7 +254,8 @@ def models_promote(version: str = typer.Argument(..., help="The version to make 
             current = champion(session, candidate.segment)
             evidence = shadow_comparison(session, candidate, as_of=data_clock(session) or candidate.created_at,
                                          horizon_days=horizon_of(current or candidate))
-        mv = promote(session, version, by="cli")
+        # The same path as `leadscore score`: rescoring, tiering and routing planning.
+        mv, summary = promote_and_rescore(session, _config(), version, by="cli")
         name = mv.version
     if evidence is not None:
         console.print(f"live comparison in shadow: {describe_shadow(evidence)}", markup=False, highlight=False,
@@ -261,7 +263,7 @@ def models_promote(version: str = typer.Argument(..., help="The version to make 
     else:
         console.print(f"{name} never ran in shadow: no live comparison (`leadscore models shadow VERSION` "
                       "runs a challenger beside the champion first)", markup=False, soft_wrap=True)
-    console.print(f"{name} is now the champion; run `leadscore score --all` to rescore with it")
+    console.print(f"{name} is now the champion; {_rescored(summary)}")
 
 
 @models_app.command("shadow")
@@ -279,11 +281,18 @@ def models_shadow(version: str = typer.Argument(..., help="The challenger to run
 
 @models_app.command("rollback")
 def models_rollback() -> None:
-    """Retire the current champion and restore the one promoted before it."""
-    from scoring.registry import rollback
+    """Retire the current champion, restore the one promoted before it and rescore with it."""
+    from scoring.pipeline import rollback_and_rescore
     from store.db import unit_of_work
 
-    with unit_of_work() as session:
-        mv = rollback(session, by="cli")
+    with unit_of_work() as session, console.status("rescoring with the restored champion"):
+        mv, summary = rollback_and_rescore(session, _config(), by="cli")
         name = mv.version
-    console.print(f"rolled back: {name} is the champion again; run `leadscore score --all` to rescore")
+    console.print(f"rolled back: {name} is the champion again; {_rescored(summary)}")
+
+
+def _rescored(summary: Any) -> str:
+    """One line on the rescoring a promotion or rollback ran (the same path as `leadscore score`)."""
+    planned = sum(summary.routing_planned.values())
+    return (f"rescored {summary.scored} leads, {summary.outbox_rows} CRM updates queued, "
+            f"{summary.tier_changes} tier changes, {planned} routing actions planned")

@@ -35,6 +35,7 @@ from scoring.features import (
     load_company_peers,
     load_leads_frame,
 )
+from scoring.hooks import TierChangeHook
 from scoring.reasons import explain, join_reasons, reason_strings
 from scoring.tiers import active_policy, current_scores, find_active_policy, probability_to_score, tiers_for
 from scoring.training import FAMILIES, TrainingResult, train_and_compare
@@ -44,7 +45,6 @@ OUTBOX_KIND = "score_fields"
 _IN_CHUNK = 1000
 
 Progress = Callable[[str, int, int], None]
-TierChangeHook = Callable[[Session, Lead, "LeadScore | None", LeadScore], Any]
 
 
 class NoChampionError(LeadscoreError):
@@ -286,13 +286,14 @@ class ScoreSummary:
     tier_changes: int = 0
     tiers: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    routing_planned: dict[str, int] = field(default_factory=dict)  # by action type (scoring.pipeline)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "as_of": self.as_of.isoformat(), "model": self.model_version, "considered": self.considered,
             "scored": self.scored, "unchanged": self.unchanged, "outbox_rows": self.outbox_rows,
             "superseded": self.superseded, "tier_changes": self.tier_changes, "tiers": self.tiers,
-            "seconds": round(self.seconds, 3),
+            "routing_planned": dict(self.routing_planned), "seconds": round(self.seconds, 3),
         }
 
 

@@ -9,7 +9,7 @@ active; changing it creates a new version and re-tiers current scores without re
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from config.app_config import TierConfig, validate_thresholds
 from config.errors import LeadscoreError
+from scoring.hooks import TierChangeHook
 from store.models import Lead, LeadScore, ModelVersion, TierPolicy
 
 TIERS: tuple[str, ...] = ("A", "B", "C", "D")
@@ -311,7 +312,7 @@ def retier(
     session: Session,
     policy: TierPolicy,
     *,
-    tier_change_hook: Callable[..., Any] | None = None,
+    tier_change_hook: TierChangeHook | None = None,
 ) -> int:
     """Re-tier every current score under ``policy`` without retraining; returns leads whose tier changed.
 

@@ -326,6 +326,19 @@ class TrainingResult:
 # --------------------------------------------------------------------------- split
 
 
+def _parse_times(raw: pd.Series, time_col: str) -> pd.Series:
+    """Timestamps of a time column; values that are not dates are a one-line DataError naming one."""
+    try:
+        return pd.to_datetime(raw, utc=True)
+    except (ValueError, TypeError, OverflowError):
+        parsed = pd.to_datetime(raw, utc=True, format="mixed", errors="coerce")
+    bad = raw[parsed.isna() & raw.notna()]
+    if bad.empty:
+        raise DataError(f"time column {time_col!r} mixes date formats (use one, e.g. ISO 8601 2024-01-31T12:00:00)")
+    raise DataError(f"time column {time_col!r}: {bad.iloc[0]!r} (data row {int(bad.index[0]) + 1}) is not a date "
+                    f"or time ({len(bad)} such value{'s' if len(bad) != 1 else ''})")
+
+
 def split_frame(
     df: pd.DataFrame, y: np.ndarray, *, time_col: str | None, seed: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
@@ -341,7 +354,7 @@ def split_frame(
         if time_col not in df.columns:
             raise DataError(f"time column {time_col!r} not found")
         raw_times = df[time_col]
-        times = raw_times if pd.api.types.is_numeric_dtype(raw_times) else pd.to_datetime(raw_times, utc=True)
+        times = raw_times if pd.api.types.is_numeric_dtype(raw_times) else _parse_times(raw_times, time_col)
         if times.isna().any():
             raise DataError(f"time column {time_col!r} has {int(times.isna().sum())} missing values")
         order = np.argsort(times.to_numpy(), kind="stable")

@@ -7,22 +7,37 @@ Each area keeps its commands beside its code (``connectors/cli.py``, ``scoring/c
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
+import os
 import sys
-from typing import Any
+import traceback
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
 
 from config.errors import LeadscoreError
 
-err = Console(stderr=True)
-console = Console()
+# Plain text only: names and messages come from users and CRMs ("[/]" is a valid connection name).
+console = Console(markup=False)
+
+# The commands that only look at what is stored. After `leadscore demo` they read the demo's
+# database when this directory has no database of its own (the demo keeps to var/demo/).
+INSPECTION: frozenset[tuple[str, ...]] = frozenset({
+    ("models", "list"), ("models", "show"), ("tiers", "show"), ("tiers", "preview"), ("explain",),
+    ("report",), ("monitor",), ("status",),
+})
+LOG_NAME = "leadscore-cli.log"
 
 app = typer.Typer(
     name="leadscore",
-    help="Predictive lead scoring that lives inside the CRM.",
+    help="Predictive lead scoring that lives inside the CRM. Add --debug to any command to see a "
+    "failure's traceback.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -145,20 +160,182 @@ def _assemble() -> None:
             _not_built(name, what)
 
 
+
+
+
+# ------------------------------------------------------------------------------ error handling
+
+
+def _inspecting(callback: Callable[..., Any]) -> Callable[..., Any]:
+    """``callback`` preceded by :func:`_choose_database` (after its arguments were parsed, so
+    bad usage is still reported as such)."""
+
+    @functools.wraps(callback)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        _choose_database()
+        return callback(*args, **kwargs)
+
+    return wrapper
+
+
+def _name(command: Any) -> str:
+    if command.name:
+        return str(command.name)
+    return command.callback.__name__.replace("_", "-") if command.callback else ""
+
+
+def _mark_inspection_commands() -> None:
+    for command in app.registered_commands:
+        if command.callback is not None and (_name(command),) in INSPECTION:
+            command.callback = _inspecting(command.callback)
+    for group in app.registered_groups:
+        sub = group.typer_instance
+        if sub is None:
+            continue
+        for command in sub.registered_commands:
+            if command.callback is not None and (group.name or "", _name(command)) in INSPECTION:
+                command.callback = _inspecting(command.callback)
+
+
+def _choose_database() -> None:
+    """Point an inspection command at the data there is, or say in one line that there is none.
+
+    Without ``LEADSCORE_DATABASE_URL`` the embedded database is ``var/leadscore.db``. When it does
+    not exist but a demo ran here, the demo's database is read (and a note says so). When neither
+    exists, nothing is created: an inspection command must not leave an empty database behind.
+    """
+    if os.environ.get("LEADSCORE_DATABASE_URL"):
+        return
+    from config.settings import get_settings
+
+    var_dir = get_settings().var_dir
+    own = var_dir / "leadscore.db"
+    if own.exists():
+        return
+    demo = var_dir / "demo" / "leadscore.db"
+    if not demo.exists():
+        raise LeadscoreError(f"no leadscore database at {own} and no demo data in {demo.parent}: run "
+                             "`leadscore demo`, or `leadscore db upgrade` and the quick start's first load "
+                             "(or set LEADSCORE_DATABASE_URL)")
+    os.environ["LEADSCORE_DATABASE_URL"] = f"sqlite:///{demo.resolve().as_posix()}"
+    _reset_settings()
+    print(f"note: reading the demo's data in {demo} (there is no {own}; LEADSCORE_DATABASE_URL chooses "
+          "another database)", file=sys.stderr)
+
+
+def _reset_settings() -> None:
+    from worker.runtime import reset_runtime
+
+    reset_runtime()
+
+
+def _schema_missing(exc: BaseException) -> bool:
+    """A database without leadscore's tables (SQLite "no such table", PostgreSQL UndefinedTable)."""
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
+    if not isinstance(exc, OperationalError | ProgrammingError):
+        return False
+    text = str(exc.orig) if exc.orig is not None else str(exc)
+    return "no such table" in text or ("relation" in text and "does not exist" in text)
+
+
+def _log_path() -> Path:
+    """Where unexpected errors are logged: ``<var dir>/log/leadscore-cli.log``."""
+    try:
+        from config.settings import get_settings
+
+        var_dir = get_settings().var_dir
+    except LeadscoreError:
+        var_dir = Path(os.environ.get("LEADSCORE_VAR_DIR") or "var")
+    return var_dir / "log" / LOG_NAME
+
+
+def _log_unexpected(args: list[str], exc: BaseException) -> str:
+    """Append the traceback to the CLI log; returns where it went (or why it could not be written)."""
+    path = _log_path()
+    text = "".join(traceback.format_exception(exc))
+    stamp = datetime.now(UTC).isoformat(timespec="seconds")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", encoding="utf-8") as handle:
+            handle.write(f"--- {stamp} leadscore {' '.join(args)}\n{text}\n")
+    except OSError as os_exc:
+        return f"the log {path} could not be written ({os_exc.strerror}); --debug shows the traceback"
+    return f"details in {path}; --debug shows the traceback"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    # Plain write, not rich: a message naming "[/]" or "[red]" is printed as it is.
+    sys.stdout.flush()
+    print(f"error: {_one_line(message)}", file=sys.stderr)
+    sys.exit(code)
+
+
+def _take_debug(args: list[str]) -> tuple[bool, list[str]]:
+    """``--debug`` anywhere before ``--`` (so ``leadscore tiers show --debug`` works too)."""
+    end = args.index("--") if "--" in args else len(args)
+    debug = "--debug" in args[:end] or os.environ.get("LEADSCORE_DEBUG", "") not in ("", "0")
+    return debug, [a for i, a in enumerate(args) if not (a == "--debug" and i < end)]
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show the traceback of a failure (also LEADSCORE_DEBUG=1)."),
+) -> None:
+    """Predictive lead scoring that lives inside the CRM."""
+    # --debug is taken out of the arguments by main() wherever it is given; this option documents it.
+
+
 _assemble()
+_mark_inspection_commands()
 
 
-def main(argv: list[str] | None = None) -> Any:
-    """Entry point of the ``leadscore`` console script."""
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+def main(argv: list[str] | None = None) -> NoReturn:
+    """Entry point of the ``leadscore`` console script.
+
+    Exit codes: 0 success; 1 a failure (one line ``error: ...``; an unexpected one also goes to the
+    log file with its traceback); 2 bad usage. ``--debug`` prints the traceback as well.
+    """
+    debug, args = _take_debug(list(sys.argv[1:] if argv is None else argv))
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
     command = typer.main.get_command(app)
     try:
-        # Standalone mode: click prints usage errors and exits 2 by itself; our expected errors
-        # pass through it and are printed here on one line.
-        return command.main(args=argv, prog_name="leadscore", standalone_mode=True)
+        # Not standalone: typer would print usage errors in a multi-line box and let every other
+        # exception through as a traceback; each outcome is mapped to one line here instead.
+        result = command.main(args=args, prog_name="leadscore", standalone_mode=False)
+    except typer.Abort:
+        _fail("aborted", 1)
     except LeadscoreError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(1)
+        if debug:
+            traceback.print_exc()
+        _fail(str(exc), 1)
+    except Exception as exc:  # noqa: BLE001 - the one place every failure becomes one line
+        if debug:
+            traceback.print_exc()
+        kinds = {cls.__name__ for cls in type(exc).__mro__}
+        ctx = getattr(exc, "ctx", None)
+        if "NoArgsIsHelpError" in kinds:
+            # A group given no command: its help (typer's rich help may print itself and return "").
+            text = ctx.get_help() if ctx is not None else ""
+            if text:
+                print(text)
+            sys.exit(2)
+        if "UsageError" in kinds:
+            where = ctx.command_path if ctx is not None else "leadscore"
+            _fail(f"{exc.format_message()} (see: {where} --help)", 2)  # type: ignore[attr-defined]
+        if "ClickException" in kinds:
+            _fail(exc.format_message(), int(getattr(exc, "exit_code", 1)))  # type: ignore[attr-defined]
+        if _schema_missing(exc):
+            _fail("the database has no leadscore schema yet (run: leadscore db upgrade)", 1)
+        detail = _log_unexpected(args, exc)
+        _fail(f"unexpected {type(exc).__name__}: {_one_line(str(exc))[:300]} ({detail})", 1)
+    sys.exit(result if isinstance(result, int) else 0)
+
 
 if __name__ == "__main__":
     main()

@@ -27,11 +27,13 @@ from typing import Any
 import yaml
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from config.errors import LeadscoreError
 from worker.processes import start_worker, stop
 
-console = Console()
+# Plain text (no markup): styles are given as Text styles, so no name is ever parsed as a tag.
+console = Console(markup=False)
 
 # Secrets reach the tasks through the environment, as in production (never in the YAML file).
 SF_SECRET_ENV = "LEADSCORE_DEMO_SALESFORCE_CLIENT_SECRET"  # noqa: S105 - a variable name
@@ -95,9 +97,9 @@ def demo_config(info: dict[str, Any], *, min_per_class: int = 500) -> dict[str, 
 @contextmanager
 def _step(title: str) -> Iterator[None]:
     started = time.monotonic()
-    with console.status(f"[bold]{title}[/] ..."):
+    with console.status(Text(f"{title} ...", style="bold")):
         yield
-    console.print(f"[green]✓[/] {title} [dim]({time.monotonic() - started:.1f}s)[/]")
+    console.print(Text.assemble(("✓", "green"), f" {title} ", (f"({time.monotonic() - started:.1f}s)", "dim")))
 
 
 def _wait_until_drained(engine: Any, timeout: float = WAIT_SECONDS) -> None:
@@ -393,8 +395,8 @@ def _parse_time(text: str) -> Any:
 
 def _print_summary(summary: dict[str, Any]) -> None:
     console.print()
-    console.print(f"[bold]leadscore demo[/]: {summary['leads']:,} leads, {summary['activities']:,} activities, "
-                  f"{summary['seconds']}s")
+    console.print(Text.assemble(("leadscore demo", "bold"), f": {summary['leads']:,} leads, "
+                                f"{summary['activities']:,} activities, {summary['seconds']}s"))
     table = Table("CRM", "synced records", "sync API calls", "scores written", "write API calls")
     for name in ("salesforce", "hubspot"):
         s, w = summary["sync"].get(name, {}), summary["writeback"].get(name, {})

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
 
 app = typer.Typer()
-console = Console()
+console = Console(markup=False)
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 

@@ -123,15 +123,16 @@ def score_all(self: Any) -> dict[str, Any]:
 
 
 def _score(task: Any, *, all_leads: bool) -> dict[str, Any]:
-    from connectors.routing import plan_routing
-    from scoring.service import NoChampionError, score_leads
+    from scoring.pipeline import score_and_plan
+    from scoring.service import NoChampionError
     from store.db import unit_of_work
 
     runtime = get_runtime()
 
     def work() -> Any:
         with unit_of_work(runtime.engine) as session:
-            return score_leads(session, all=all_leads, tier_change_hook=plan_routing(runtime.config))
+            # The same call as `leadscore score`: scoring, tiering and routing planning in one path.
+            return score_and_plan(session, runtime.config, all=all_leads)
 
     try:
         summary = run_locked(task, "score", work)

@@ -1,0 +1,166 @@
+"""One path from scores to CRM actions: score -> tier -> plan routing, for every entry point.
+
+The Celery scoring tasks, ``leadscore score``, ``leadscore tiers set`` (re-tiering) and
+``leadscore models promote/rollback`` (rescoring with the new champion) all call these functions,
+so a tier change plans the same routing actions wherever it came from. Like the stages they call,
+they run inside the caller's transaction and never commit.
+
+Routing planning is ``connectors.routing.plan_routing`` (the tier-change hook); this module is the
+only place in scoring/ that imports it, and connectors/ never imports this module (no cycle).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from config.app_config import AppConfig
+from scoring import registry
+from scoring.hooks import TierChangeHook
+from scoring.service import Progress, ScoreSummary, score_leads
+from scoring.tiers import Policy, check_policy, current_scores, preview, retier, set_policy, tiers_for
+from store.models import Connection, Lead, ModelVersion, RoutingAction
+
+
+def routing_hook(config: AppConfig, *, route: bool = True) -> TierChangeHook | None:
+    """The tier-change hook that plans ``config``'s routing rules (None with ``route=False``)."""
+    if not route:
+        return None
+    from connectors.routing import plan_routing
+
+    return plan_routing(config)
+
+
+def _planned_by_type(session: Session, since_id: int) -> dict[str, int]:
+    """Routing actions inserted after ``since_id`` in this transaction, by action type."""
+    out: dict[str, int] = {}
+    for action, n in session.execute(
+        select(RoutingAction.action, func.count()).where(RoutingAction.id > since_id).group_by(RoutingAction.action)
+    ).all():
+        kind = str(action).split("#", 1)[0]  # "create_task#2": a second task of the same change
+        out[kind] = out.get(kind, 0) + int(n)
+    return dict(sorted(out.items()))
+
+
+def _last_action_id(session: Session) -> int:
+    return int(session.scalar(select(func.max(RoutingAction.id))) or 0)
+
+
+def score_and_plan(
+    session: Session,
+    config: AppConfig,
+    *,
+    all: bool = False,  # noqa: A002 - the CLI's --all
+    lead_ids: Sequence[int] | None = None,
+    as_of: datetime | None = None,
+    batch_size: int = 2000,
+    progress: Progress | None = None,
+    route: bool = True,
+) -> ScoreSummary:
+    """Score (changed or all) leads, tier them and plan the routing of every tier change.
+
+    ``summary.routing_planned`` counts the planned actions by type. Raises
+    ``NoChampionError`` before any model exists.
+    """
+    before = _last_action_id(session)
+    summary = score_leads(
+        session, all=all, lead_ids=lead_ids, as_of=as_of, batch_size=batch_size, progress=progress,
+        tier_change_hook=routing_hook(config, route=route), tier_default=config.tiers,
+    )
+    session.flush()
+    summary.routing_planned = _planned_by_type(session, before)
+    return summary
+
+
+@dataclass
+class RetierResult:
+    """What ``tiers set`` did: the new policy version, leads whose tier changed, routing planned."""
+
+    version: int
+    mode: str
+    thresholds: dict[str, float]
+    changed: int
+    routing_planned: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": self.version, "mode": self.mode, "thresholds": self.thresholds,
+                "changed": self.changed, "routing_planned": dict(self.routing_planned)}
+
+
+def retier_and_plan(
+    session: Session,
+    config: AppConfig,
+    mode: str,
+    thresholds: Mapping[str, Any],
+    *,
+    created_by: str | None,
+    route: bool = True,
+) -> RetierResult:
+    """Activate a new tier policy, re-tier current scores and plan routing for the changed leads."""
+    before = _last_action_id(session)
+    policy = set_policy(session, mode, thresholds, created_by=created_by)
+    changed = retier(session, policy, tier_change_hook=routing_hook(config, route=route))
+    session.flush()
+    return RetierResult(version=policy.version, mode=policy.mode, thresholds=dict(policy.thresholds),
+                        changed=changed, routing_planned=_planned_by_type(session, before))
+
+
+def routing_preview(session: Session, config: AppConfig, mode: str, thresholds: Mapping[str, Any]) -> dict[str, Any]:
+    """How many routing actions of each type a new policy would plan (changes nothing).
+
+    The same tiers :func:`retier` would give, per lead whose tier would change, through the same
+    rules ``plan_routing`` applies (``connectors.routing.actions_for_change``).
+    """
+    from connectors.routing import actions_for_change
+
+    values = check_policy(mode, thresholds)
+    current = current_scores(session)
+    new_tiers = tiers_for(Policy(mode=mode, thresholds=values), current["probability"].to_numpy())
+    conn_of: dict[int, str] = {lead_id: name for lead_id, name in session.execute(
+        select(Lead.id, Connection.name).join(Connection, Connection.id == Lead.connection_id)).all()}
+    configured = {c.name: c for c in config.connections}
+    actions: dict[str, int] = {}
+    leads = 0
+    for lead_id, old, new in zip(current["lead_id"].tolist(), current["tier"].tolist(), new_tiers, strict=True):
+        if old == new:
+            continue
+        conn = configured.get(conn_of.get(int(lead_id), ""))
+        kinds = actions_for_change(config, conn, old, new) if conn is not None else []
+        if kinds:
+            leads += 1
+        for kind in kinds:
+            actions[kind] = actions.get(kind, 0) + 1
+    return {"leads": leads, "actions": dict(sorted(actions.items())), "total": sum(actions.values())}
+
+
+def preview_with_routing(
+    session: Session, config: AppConfig, mode: str, thresholds: Mapping[str, Any], *, recent_days: int = 180
+) -> dict[str, Any]:
+    """:func:`scoring.tiers.preview` plus ``"routing"``: the actions the change would plan."""
+    data = preview(session, mode, thresholds, recent_days=recent_days,
+                   horizon_days=config.training.horizon_days)
+    data["routing"] = routing_preview(session, config, mode, thresholds)
+    return data
+
+
+def promote_and_rescore(
+    session: Session, config: AppConfig, version: str, *, by: str | None = None, progress: Progress | None = None,
+    route: bool = True,
+) -> tuple[ModelVersion, ScoreSummary]:
+    """Make ``version`` the champion of its segment and rescore the leads it now scores."""
+    mv = registry.promote(session, version, by=by)
+    return mv, score_and_plan(session, config, progress=progress, route=route)
+
+
+def rollback_and_rescore(
+    session: Session, config: AppConfig, *, by: str | None = None, progress: Progress | None = None,
+    route: bool = True,
+) -> tuple[ModelVersion, ScoreSummary]:
+    """Bring back the previous champion and rescore the leads the retired one had scored."""
+    mv = registry.rollback(session, by=by)
+    return mv, score_and_plan(session, config, progress=progress, route=route)

@@ -1,0 +1,116 @@
+"""A walk through the CLI as a user meets it: every bad input ends in one line and exit 1 or 2.
+
+Each case runs ``leadscore`` as a subprocess (as a user would) in its own directory, with no
+LEADSCORE_* variable unless the case sets one. The inspection commands after a real demo are
+walked by ``tests/e2e/test_demo.py`` (reusing its run; a demo takes minutes).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.cli.support import INSPECTION_COMMANDS, assert_one_line_failure, leadscore, leadscore_here
+
+
+@pytest.fixture()
+def migrated(tmp_path: Path) -> Path:
+    """A directory whose embedded database (./var/leadscore.db) is migrated and empty."""
+    result = leadscore("db", "upgrade", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "var" / "leadscore.db").exists()
+    return tmp_path
+
+
+def test_inspection_in_an_empty_directory_is_one_line_and_creates_nothing(tmp_path: Path) -> None:
+    for args in INSPECTION_COMMANDS + [["explain", "00Q1"]]:
+        assert_one_line_failure(leadscore_here(*args, cwd=tmp_path), 1, "no leadscore database at var/leadscore.db")
+    # And once as a user runs it: the console script's process.
+    assert_one_line_failure(leadscore("tiers", "show", cwd=tmp_path), 1, "no leadscore database")
+    assert not (tmp_path / "var" / "leadscore.db").exists()
+
+
+def test_inspection_reads_the_demo_database_when_there_is_no_other(tmp_path: Path) -> None:
+    demo_url = f"sqlite:///{(tmp_path / 'var' / 'demo' / 'leadscore.db').as_posix()}"
+    assert leadscore("db", "upgrade", cwd=tmp_path, env={"LEADSCORE_DATABASE_URL": demo_url}).returncode == 0
+    result = leadscore("models", "list", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "no model versions yet" in result.stdout
+    assert "reading the demo's data in var/demo/leadscore.db" in result.stderr
+    assert not (tmp_path / "var" / "leadscore.db").exists()
+
+
+BAD_USAGE: list[tuple[list[str], str]] = [
+    (["frobnicate"], "No such command 'frobnicate'"),
+    (["score", "--batch-size", "0"], "--batch-size"),
+    (["score", "--no-such-option"], "--no-such-option"),
+    (["explain"], "Missing argument"),
+    (["tiers", "set", "A=eighty", "B=60", "C=30"], "'eighty' is not a number"),
+    (["tiers", "set", "A80"], "expected TIER=VALUE"),
+    (["tiers", "preview", "A=80%", "B=60", "C=30"], "percentages are for --capacity"),
+    (["tiers", "set"], "give thresholds"),
+    (["evaluate", "--target", "y"], "--csv"),
+]
+
+
+@pytest.mark.parametrize(("args", "fragment"), BAD_USAGE, ids=[" ".join(a) for a, _ in BAD_USAGE])
+def test_bad_usage_exits_2_in_one_line(migrated: Path, args: list[str], fragment: str) -> None:
+    assert_one_line_failure(leadscore_here(*args, cwd=migrated), 2, fragment)
+
+
+def _csv(path: Path, times: list[str]) -> Path:
+    rows = ["when,converted,size"] + [f"{t},{i % 2},{(i * 7) % 13 + i % 2}" for i, t in enumerate(times)]
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return path
+
+
+def test_bad_input_exits_1_in_one_line(migrated: Path) -> None:
+    d = migrated
+    good_times = [f"2024-01-{i % 28 + 1:02d}" for i in range(60)]
+    csv = _csv(d / "leads.csv", good_times)
+    bad_time_csv = _csv(d / "bad_time.csv", [*good_times[:5], "not a date", *good_times[6:]])
+    (d / "bad.yaml").write_text("connections: [{name: x, kind: hubspot\n", encoding="utf-8")
+    (d / "markup.yaml").write_text("connections: [{name: '[red]', kind: hubspot}]\n", encoding="utf-8")
+    cases: list[tuple[list[str], dict[str, str], str]] = [
+        (["explain", "00QNOPE"], {}, "no lead with CRM id or internal id '00QNOPE'"),
+        (["tiers", "set", "A=30", "B=60", "C=80"], {}, "tiers.thresholds"),
+        (["tiers", "set", "--capacity", "A=50%", "B=40%", "C=30%"], {}, "tiers.thresholds"),
+        (["tiers", "preview", "A=120", "B=60", "C=30"], {}, "tiers.thresholds"),
+        (["models", "promote", "v999"], {}, "v999"),
+        (["models", "rollback"], {}, "no champion"),
+        (["score"], {}, "no champion model yet"),
+        (["train"], {}, "no labelled leads"),
+        (["sync", "--connection", "[/]"], {}, "unknown connection '[/]'"),
+        (["sync", "--connection", "[red]"], {}, "unknown connection '[red]'"),
+        (["writeback", "--connection", "[/]"], {}, "no CRM connection configured"),
+        (["route"], {}, "no CRM connection configured"),
+        # The message quotes a pattern with brackets: printed as it is, not parsed as markup.
+        (["sync"], {"LEADSCORE_CONFIG_FILE": str(d / "markup.yaml")}, "'^[a-z][a-z0-9_-]{0,63}$'"),
+        (["evaluate", "--csv", str(d / "missing.csv"), "--target", "converted"], {}, "CSV file not found"),
+        (["evaluate", "--csv", str(csv), "--target", "nope"], {}, "nope"),
+        (["evaluate", "--csv", str(csv), "--target", "converted", "--time-column", "nope"], {}, "'nope'"),
+        (["evaluate", "--csv", str(bad_time_csv), "--target", "converted", "--time-column", "when",
+          "--min-per-class", "5"], {}, "'not a date' (data row 6) is not a date"),
+        (["config", "check"], {"LEADSCORE_CONFIG_FILE": str(d / "bad.yaml")}, "bad.yaml"),
+        (["config", "check"], {"LEADSCORE_CONFIG_FILE": str(d)}, str(d)),
+        (["config", "check"], {"LEADSCORE_CONFIG_FILE": str(d / "missing.yaml")}, "config file not found"),
+        (["models", "list"], {"LEADSCORE_DATABASE_URL": "oracle://x"}, "LEADSCORE_DATABASE_URL"),
+        (["report", "--html", str(d / "leads.csv" / "report.html")], {}, "cannot write"),
+    ]
+    for args, env, fragment in cases:
+        assert_one_line_failure(leadscore_here(*args, cwd=d, env=env), 1, fragment)
+
+
+def test_unexpected_error_is_one_line_plus_log_and_debug_shows_the_traceback(tmp_path: Path) -> None:
+    # A database file that is not a database: nothing leadscore expects, so "unexpected".
+    (tmp_path / "var").mkdir()
+    (tmp_path / "var" / "leadscore.db").write_text("not a database", encoding="utf-8")
+    line = assert_one_line_failure(leadscore("models", "list", cwd=tmp_path), 1, "unexpected")
+    log = tmp_path / "var" / "log" / "leadscore-cli.log"
+    assert f"details in {Path('var') / 'log' / 'leadscore-cli.log'}" in line
+    assert "Traceback" in log.read_text(encoding="utf-8")
+    debug = leadscore("models", "list", "--debug", cwd=tmp_path)
+    assert debug.returncode == 1
+    assert "Traceback" in debug.stderr
+    assert debug.stderr.strip().splitlines()[-1].startswith("error: unexpected")
