@@ -325,6 +325,9 @@ def retrain_if_due(
         reason = why.split(": ", 1)[1] if ": " in why else why
         outcome.decision = ("dry run, nothing changed: would " + ("promote the challenger" if promote else
                                                                  "keep the champion") + f" — {reason}")
+        _retrain_segments(session, outcome, train_part, holdout, spec, training, dry_run=True, seed=seed,
+                          families=families, catboost_iterations=catboost_iterations, catboost_grid=catboost_grid,
+                          say=say)
         return outcome
     snaps = train_part[SNAPSHOT_COLUMN]
     extra = {"as_of": as_of.isoformat(), "horizon_days": horizon, "snapshot_offsets_days": list(SNAPSHOT_OFFSETS_DAYS),
@@ -355,7 +358,99 @@ def retrain_if_due(
         # Store the drift reference now, at training time, for the monitor.
         ensure_reference(session, challenger, as_of=as_of)
     log.info("retrain %s: %s", challenger.version, why)
+    _retrain_segments(session, outcome, train_part, holdout, spec, training, dry_run=False, seed=seed,
+                      families=families, catboost_iterations=catboost_iterations, catboost_grid=catboost_grid, say=say)
     return outcome
+
+
+def _retrain_segments(
+    session: Session, outcome: RetrainOutcome, train_part: pd.DataFrame, holdout: pd.DataFrame, spec: Any,
+    training: TrainingConfig, *, dry_run: bool, seed: int, families: Sequence[str], catboost_iterations: int,
+    catboost_grid: Sequence[dict[str, Any]] | None, say: Callable[[str], None],
+) -> None:
+    """Segment challengers (``training.segment_by``) on the same window, each judged on its
+    segment's held-out leads: it becomes the segment's champion only if it beats the global
+    champion there *and* the segment's current champion (promotion rule of a healthy champion);
+    a current segment champion that no longer beats the global champion is retired, so the global
+    model scores the segment. Decisions with their numbers go to ``outcome.details["segments"]``."""
+    column = training.segment_by
+    if not column or column not in train_part.columns:
+        return
+    global_mv = registry.champion(session)
+    if global_mv is None:
+        return
+    global_model = registry.load_model(global_mv)
+    decisions: dict[str, str] = {}
+    outcome.details["segments"] = decisions
+    values = train_part[column].astype("string")
+    held_values = holdout[column].astype("string") if column in holdout.columns else None
+    window = (pd.to_datetime(holdout[SPLIT_COLUMN], utc=True) if len(holdout) else pd.Series(dtype="object"))
+    start = window.min().to_pydatetime() if len(window) else outcome.as_of
+    end = window.max().to_pydatetime() if len(window) else outcome.as_of
+    for value in sorted(v for v in values.dropna().unique()):
+        name = registry.segment_name(column, str(value))
+        part = train_part[(values == value).fillna(False).to_numpy()].reset_index(drop=True)
+        held = holdout[(held_values == value).fillna(False).to_numpy()].reset_index(drop=True) \
+            if held_values is not None else holdout.iloc[0:0]
+        current = registry.champion(session, name)
+        try:
+            result = train_and_compare(
+                part, target=TARGET, spec=spec.without([column]), time_col=SPLIT_COLUMN, seed=seed,
+                min_per_class=training.min_segment_per_class, families=families,
+                selection_metric=training.selection_metric, progress=say, catboost_iterations=catboost_iterations,
+                catboost_grid=catboost_grid,
+            )
+        except InsufficientDataError as exc:
+            decisions[name] = f"no segment challenger: {exc}; the global model scores it"
+            if current is not None and not dry_run:
+                _retire_if_beaten(session, current, global_model, held, training, seed, start, end, decisions, name)
+            continue
+        vs_global = compare_on_holdout(global_model, result.model, held, metric=training.selection_metric, seed=seed,
+                                       holdout_start=start, holdout_end=end)
+        beats_global, why_global = promotion_decision(vs_global, tolerance=training.promotion_tolerance,
+                                                      champion_healthy=True)
+        beats_current, why_current = True, ""
+        if current is not None:
+            vs_current = compare_on_holdout(registry.load_model(current), result.model, held,
+                                            metric=training.selection_metric, seed=seed, holdout_start=start,
+                                            holdout_end=end)
+            beats_current, why_current = promotion_decision(vs_current, tolerance=training.promotion_tolerance,
+                                                            champion_healthy=True)
+        use = beats_global and beats_current
+        text = (("segment challenger used" if use else "segment challenger not used")
+                + f" — against the global champion: {why_global}"
+                + (f"; against the segment's champion {current.version}: {why_current}" if current is not None else ""))
+        if dry_run:
+            decisions[name] = "dry run: " + text
+            continue
+        snaps = part[SNAPSHOT_COLUMN]
+        smv = registry.register(
+            session, result, segment=name, train_window=(snaps.min().to_pydatetime(), snaps.max().to_pydatetime()),
+            extra_params={"segment_by": column, "segment_value": str(value), "examples": len(part), "retrain": True,
+                          "as_of": outcome.as_of.isoformat(), "horizon_days": training.horizon_days,
+                          "segment_comparison": vs_global.to_dict()},
+            notes=text,
+        )
+        decisions[name] = f"{smv.version}: {text}"
+        if use:
+            registry.promote(session, smv.version)
+        elif current is not None:
+            _retire_if_beaten(session, current, global_model, held, training, seed, start, end, decisions, name)
+
+
+def _retire_if_beaten(session: Session, current: ModelVersion, global_model: TrainedModel, held: pd.DataFrame,
+                      training: TrainingConfig, seed: int, start: datetime, end: datetime,
+                      decisions: dict[str, str], name: str) -> None:
+    """Retire a segment champion that no longer beats the global champion on its segment."""
+    check = compare_on_holdout(global_model, registry.load_model(current), held, metric=training.selection_metric,
+                               seed=seed, holdout_start=start, holdout_end=end)
+    keeps, why = promotion_decision(check, tolerance=0.0, champion_healthy=True)
+    if check.positives < MIN_HOLDOUT_POSITIVES or keeps:
+        return
+    current.status = registry.RETIRED
+    current.notes = f"retired: no longer beats the global champion on its segment; {why.split('; ', 1)[-1]}"
+    session.flush()
+    decisions[name] += f"; {current.version} retired (the global model now scores the segment)"
 
 
 def _when_enough(exc: InsufficientDataError, train_part: pd.DataFrame, as_of: datetime) -> str:

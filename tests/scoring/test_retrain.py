@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 
@@ -196,3 +197,25 @@ def test_under_a_drift_alert_the_challenger_learns_only_from_leads_since_the_cha
                                 monitoring=MonitoringConfig(), force=True, **FAST)
     assert too_recent.challenger is None
     assert "no challenger" in too_recent.decision and "when the change began" in too_recent.decision
+
+
+def test_retraining_covers_segment_models_each_judged_on_its_own_held_out_leads(session: Session) -> None:
+    training = TrainingConfig(horizon_days=60, min_per_class=30, segment_by="email_type", min_segment_per_class=30)
+    outcome = retrain_if_due(session, as_of=as_of_day(TRAIN_DAY + 12), training=training, schedules=SCHEDULES,
+                             monitoring=MonitoringConfig(), force=True, **FAST)
+    segments = outcome.details["segments"]
+    # A Corporate challenger is big enough to be trained and judged (free-mail may be too small).
+    assert not segments["email_type=Corporate"].startswith("no segment challenger"), segments
+    assert set(segments) == {"email_type=Corporate", "email_type=Free-mail"}, segments
+    champions = registry.segment_champions(session)
+    for name, decision in segments.items():
+        if decision.startswith("no segment challenger"):
+            assert "need at least 30" in decision and name not in champions
+            continue
+        version = decision.split(":", 1)[0]
+        mv = registry.get_version(session, version)
+        assert mv.segment == name and mv.notes == decision.split(": ", 1)[1]
+        # Both numbers on the segment's held-out leads are recorded with the decision.
+        assert re.search(r"against the global champion: .*auc \d\.\d{4} vs champion \d\.\d{4}", decision), decision
+        used = decision.split(": ", 1)[1].startswith("segment challenger used")
+        assert (champions.get(name) is not None and champions[name].version == version) is used, decision
