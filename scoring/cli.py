@@ -149,6 +149,17 @@ def _thresholds(args: list[str], capacity: bool) -> dict[str, float]:
         raise typer.BadParameter(str(exc)) from exc
 
 
+def _threshold_shape(args: list[str] | None) -> list[str] | None:
+    """Malformed TIER=VALUE arguments are bad usage, found while parsing (before any database work)."""
+    from scoring.tiers import parse_threshold_args
+
+    try:
+        parse_threshold_args(args or [], capacity=True)  # the shape only; mode rules come later
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    return args
+
+
 def _describe(mode: str, thresholds: dict[str, float]) -> str:
     if mode == "capacity":
         return "capacity: " + ", ".join(f"{t} top {thresholds[t]:g}%" for t in ("A", "B", "C"))
@@ -195,7 +206,8 @@ def _preview_table(data: dict[str, Any]) -> Table:
 
 @tiers_app.command("preview")
 def tiers_preview(
-    thresholds: list[str] = typer.Argument(None, help="A=80 B=60 C=35, or with --capacity A=10% B=20% C=30%."),
+    thresholds: list[str] = typer.Argument(None, help="A=80 B=60 C=35, or with --capacity A=10% B=20% C=30%.",
+                                           callback=_threshold_shape),
     capacity: bool = typer.Option(False, "--capacity", help="Thresholds are shares of leads (top N%)."),
     recent_days: int = typer.Option(180, "--recent-days", min=1, help="Window of recent labelled leads."),
     json_path: Path | None = typer.Option(None, "--json", help="Write the preview as JSON here."),
@@ -221,7 +233,8 @@ def tiers_preview(
 
 @tiers_app.command("set")
 def tiers_set(
-    thresholds: list[str] = typer.Argument(None, help="A=80 B=60 C=35, or with --capacity A=10% B=20% C=30%."),
+    thresholds: list[str] = typer.Argument(None, help="A=80 B=60 C=35, or with --capacity A=10% B=20% C=30%.",
+                                           callback=_threshold_shape),
     capacity: bool = typer.Option(False, "--capacity", help="Thresholds are shares of leads (top N%)."),
     by: str = typer.Option("cli", "--by", help="Who made the change (recorded with the policy)."),
     no_route: bool = typer.Option(False, "--no-route",

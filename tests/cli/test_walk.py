@@ -26,6 +26,8 @@ def migrated(tmp_path: Path) -> Path:
 def test_inspection_in_an_empty_directory_is_one_line_and_creates_nothing(tmp_path: Path) -> None:
     for args in INSPECTION_COMMANDS + [["explain", "00Q1"]]:
         assert_one_line_failure(leadscore_here(*args, cwd=tmp_path), 1, "no leadscore database at var/leadscore.db")
+    # Malformed thresholds are bad usage even with no database: found while parsing the arguments.
+    assert_one_line_failure(leadscore_here("tiers", "preview", "A=x", cwd=tmp_path), 2, "'x' is not a number")
     # And once as a user runs it: the console script's process.
     assert_one_line_failure(leadscore("tiers", "show", cwd=tmp_path), 1, "no leadscore database")
     assert not (tmp_path / "var" / "leadscore.db").exists()
