@@ -197,8 +197,12 @@ def preview(
     recent_days: int = 180,
     as_of: datetime | None = None,
     horizon_days: int = 90,
+    recent: RecentLabelled | None = None,
 ) -> dict[str, Any]:
     """What a policy would do, changing nothing.
+
+    ``recent``: the :func:`recent_labelled` leads when the caller already has them (they do not
+    depend on the thresholds: a live preview computes them once per champion and sync).
 
     ``tiers[T]["leads"]``: current leads the tier would hold (exactly what :func:`retier` then
     produces); ``tiers[T]["recent_conversion_rate"]``: conversion within ``horizon_days`` of the
@@ -231,7 +235,8 @@ def preview(
         out["score_cutoffs"] = {t: int(probability_to_score(np.array([cut[t]]))[0]) for t in ("A", "B", "C")
                                 if np.isfinite(cut[t])}
     out["recent"] = _recent_conversion(
-        session, policy, reference=probs, recent_days=recent_days, as_of=as_of, horizon_days=horizon_days
+        session, policy, reference=probs, recent_days=recent_days, as_of=as_of, horizon_days=horizon_days,
+        recent=recent,
     )
     for tier, row in out["recent"].pop("by_tier", {}).items():
         out["tiers"][tier]["recent_leads"] = row["leads"]
@@ -294,10 +299,12 @@ def _recent_conversion(
     recent_days: int,
     as_of: datetime | None,
     horizon_days: int,
+    recent: RecentLabelled | None = None,
 ) -> dict[str, Any]:
     from scoring.metrics import conversion_by_tier
 
-    recent = recent_labelled(session, recent_days=recent_days, as_of=as_of, horizon_days=horizon_days)
+    if recent is None:
+        recent = recent_labelled(session, recent_days=recent_days, as_of=as_of, horizon_days=horizon_days)
     if recent.note is not None:
         return {"note": recent.note, "leads": 0}
     if not len(recent.converted):

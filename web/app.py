@@ -14,6 +14,7 @@ import binascii
 import logging
 import math
 import secrets
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -290,7 +291,8 @@ def create_app(
                 session.execute(text("SELECT 1"))
                 mv = champion(session)
                 leads = session.scalar(select(func.count(Lead.id)).where(Lead.is_deleted.is_(False)))
-                scored = session.scalar(select(func.count(LeadScore.id)).where(LeadScore.is_current.is_(True)))
+                scored = session.scalar(select(func.count(LeadScore.id)).join(Lead, Lead.id == LeadScore.lead_id)
+                                        .where(LeadScore.is_current.is_(True), Lead.is_deleted.is_(False)))
         except SQLAlchemyError as exc:
             log.error("health check: database error", exc_info=exc)
             return JSONResponse({"status": "error", "database": "unreachable or no schema"}, status_code=503)
@@ -306,12 +308,42 @@ def create_app(
         with reading() as session:
             return JSONResponse(_json_safe(lead_story(session, crm_id)))
 
-    def tier_preview(request: Request) -> dict[str, Any]:
-        from scoring.tiers import preview
+    recent_cache: dict[tuple[Any, ...], Any] = {}
+    recent_lock = threading.Lock()
 
+    def recent_for(session: Session) -> Any:
+        """The recent labelled leads (``scoring.tiers.recent_labelled``), computed once per champion
+        and CRM clock: they do not depend on the thresholds, and only a sync or a new champion changes
+        them, so a preview that follows a moving threshold costs a fraction of a second."""
+        from scoring.registry import champion
+        from scoring.service import crm_now
+        from scoring.tiers import recent_labelled
+
+        mv = champion(session)
+        now = crm_now(session)
+        horizon = app_config.training.horizon_days
+        key = (mv.id if mv else None, mv.version if mv else None, now, horizon)
+        with recent_lock:
+            if key in recent_cache:
+                return recent_cache[key]
+        found = recent_labelled(session, as_of=now, horizon_days=horizon)
+        with recent_lock:
+            if len(recent_cache) >= 4:
+                recent_cache.pop(next(iter(recent_cache)))
+            recent_cache[key] = found
+        return found
+
+    def tier_preview(request: Request) -> dict[str, Any]:
         mode, thresholds = _policy_args(request)
         with reading() as session:
-            data = preview(session, mode, thresholds, horizon_days=app_config.training.horizon_days)
+            return run_preview(session, mode, thresholds)
+
+    def run_preview(session: Session, mode: str, thresholds: dict[str, Any]) -> dict[str, Any]:
+        from scoring.tiers import check_policy, preview
+
+        check_policy(mode, thresholds)  # a bad policy fails before the recent leads are computed
+        data = preview(session, mode, thresholds, horizon_days=app_config.training.horizon_days,
+                       recent=recent_for(session))
         return preview_payload(data)
 
     # ------------------------------------------------------------------ pages
@@ -361,14 +393,14 @@ def create_app(
     @app.get("/tiers/suggest")
     def tiers_suggest_fragment(request: Request) -> Response:
         from scoring.tier_economics import EconomicsError, policy_value, suggest_thresholds
-        from scoring.tiers import Policy, check_policy, recent_labelled
+        from scoring.tiers import Policy, check_policy
 
         q = request.query_params
         try:
             value = _number(q.get("value"), "value of a converted lead")
             cost = _number(q.get("cost"), "cost of an SDR touch")
             with reading() as session:
-                recent = recent_labelled(session, horizon_days=app_config.training.horizon_days)
+                recent = recent_for(session)
             if recent.note:
                 raise EconomicsError(recent.note)
             suggestion = suggest_thresholds(recent.probabilities, recent.converted, conversion_value=value,
@@ -389,7 +421,7 @@ def create_app(
 
     @app.post("/tiers")
     async def tiers_save(request: Request) -> Response:
-        from scoring.tiers import check_policy, preview, retier, set_policy
+        from scoring.tiers import check_policy, retier, set_policy
 
         form = await request.form()
         check_csrf(request, str(form.get("csrf") or ""))
@@ -399,8 +431,7 @@ def create_app(
         values = check_policy(mode, raw)
         if form.get("confirm") != "yes":
             with reading() as session:
-                data = preview_payload(preview(session, mode, values,
-                                               horizon_days=app_config.training.horizon_days))
+                data = run_preview(session, mode, values)
             return render(request, "tiers_confirm.html", mode=mode, values=values, data=data)
         hook = _routing_hook(app_config)
         with writing() as session:
