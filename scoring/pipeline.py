@@ -23,7 +23,16 @@ from config.app_config import AppConfig
 from scoring import registry
 from scoring.hooks import TierChangeHook
 from scoring.service import Progress, ScoreSummary, score_leads
-from scoring.tiers import Policy, check_policy, current_scores, preview, retier, set_policy, tiers_for
+from scoring.tiers import (
+    Policy,
+    RecentLabelled,
+    check_policy,
+    current_scores,
+    preview,
+    retier,
+    set_policy,
+    tiers_for,
+)
 from store.models import Connection, Lead, ModelVersion, RoutingAction
 
 
@@ -139,11 +148,15 @@ def routing_preview(session: Session, config: AppConfig, mode: str, thresholds: 
 
 
 def preview_with_routing(
-    session: Session, config: AppConfig, mode: str, thresholds: Mapping[str, Any], *, recent_days: int = 180
+    session: Session, config: AppConfig, mode: str, thresholds: Mapping[str, Any], *, recent_days: int = 180,
+    recent: RecentLabelled | None = None,
 ) -> dict[str, Any]:
-    """:func:`scoring.tiers.preview` plus ``"routing"``: the actions the change would plan."""
+    """:func:`scoring.tiers.preview` plus ``"routing"``: the actions the change would plan.
+
+    ``recent``: see :func:`scoring.tiers.preview` (the console passes the leads it computed once).
+    """
     data = preview(session, mode, thresholds, recent_days=recent_days,
-                   horizon_days=config.training.horizon_days)
+                   horizon_days=config.training.horizon_days, recent=recent)
     data["routing"] = routing_preview(session, config, mode, thresholds)
     return data
 

@@ -29,6 +29,7 @@ from markupsafe import Markup
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from config.app_config import AppConfig
 from config.errors import LeadscoreError
@@ -339,11 +340,11 @@ def create_app(
             return run_preview(session, mode, thresholds)
 
     def run_preview(session: Session, mode: str, thresholds: dict[str, Any]) -> dict[str, Any]:
-        from scoring.tiers import check_policy, preview
+        from scoring.pipeline import preview_with_routing
+        from scoring.tiers import check_policy
 
         check_policy(mode, thresholds)  # a bad policy fails before the recent leads are computed
-        data = preview(session, mode, thresholds, horizon_days=app_config.training.horizon_days,
-                       recent=recent_for(session))
+        data = preview_with_routing(session, app_config, mode, thresholds, recent=recent_for(session))
         return preview_payload(data)
 
     # ------------------------------------------------------------------ pages
@@ -421,7 +422,8 @@ def create_app(
 
     @app.post("/tiers")
     async def tiers_save(request: Request) -> Response:
-        from scoring.tiers import check_policy, retier, set_policy
+        from scoring.pipeline import retier_and_plan
+        from scoring.tiers import check_policy
 
         form = await request.form()
         check_csrf(request, str(form.get("csrf") or ""))
@@ -433,14 +435,16 @@ def create_app(
             with reading() as session:
                 data = run_preview(session, mode, values)
             return render(request, "tiers_confirm.html", mode=mode, values=values, data=data)
-        hook = _routing_hook(app_config)
-        with writing() as session:
-            policy = set_policy(session, mode, values, created_by=user.name)
-            changed = retier(session, policy, tier_change_hook=hook)
-            version = policy.version
-        log.info("tier policy v%s set by %s in the console (%s %s); %s leads changed tier", version, user.name,
-                 mode, values, changed)
-        return RedirectResponse(f"/tiers?saved={version}&changed={changed}", status_code=303)
+        def save() -> Any:
+            with writing() as session:  # the same path as `leadscore tiers set`
+                return retier_and_plan(session, app_config, mode, values, created_by=user.name)
+
+        result = await run_in_threadpool(save)  # re-tiering many leads must not block other requests
+        planned = sum(result.routing_planned.values())
+        log.info("tier policy v%s set by %s in the console (%s %s); %s leads changed tier, %s routing actions "
+                 "planned", result.version, user.name, mode, values, result.changed, planned)
+        return RedirectResponse(f"/tiers?saved={result.version}&changed={result.changed}&planned={planned}",
+                                status_code=303)
 
     @app.get("/model")
     def model_page(request: Request) -> Response:
@@ -485,29 +489,36 @@ def create_app(
 
     @app.post("/model/promote")
     async def model_promote(request: Request) -> Response:
-        from scoring.registry import promote
+        from scoring.pipeline import promote_and_rescore
 
         form = await request.form()
         check_csrf(request, str(form.get("csrf") or ""))
         user = require_editor(request)
-        with writing() as session:
-            mv = promote(session, str(form.get("version") or ""), by=user.name)
-            name = mv.version
-        log.info("model %s promoted by %s in the console", name, user.name)
-        return RedirectResponse(f"/model?promoted={name}", status_code=303)
+        version = str(form.get("version") or "")
+        def run() -> tuple[str, int]:
+            with writing() as session:  # the same path as `leadscore models promote`: promote, rescore, plan
+                mv, summary = promote_and_rescore(session, app_config, version, by=user.name)
+                return mv.version, summary.scored
+
+        name, rescored = await run_in_threadpool(run)
+        log.info("model %s promoted by %s in the console; %s leads rescored", name, user.name, rescored)
+        return RedirectResponse(f"/model?promoted={name}&rescored={rescored}", status_code=303)
 
     @app.post("/model/rollback")
     async def model_rollback(request: Request) -> Response:
-        from scoring.registry import rollback
+        from scoring.pipeline import rollback_and_rescore
 
         form = await request.form()
         check_csrf(request, str(form.get("csrf") or ""))
         user = require_editor(request)
-        with writing() as session:
-            mv = rollback(session, by=user.name)
-            name = mv.version
-        log.info("model rolled back to %s by %s in the console", name, user.name)
-        return RedirectResponse(f"/model?rolled_back={name}", status_code=303)
+        def run() -> tuple[str, int]:
+            with writing() as session:  # the same path as `leadscore models rollback`
+                mv, summary = rollback_and_rescore(session, app_config, by=user.name)
+                return mv.version, summary.scored
+
+        name, rescored = await run_in_threadpool(run)
+        log.info("model rolled back to %s by %s in the console; %s leads rescored", name, user.name, rescored)
+        return RedirectResponse(f"/model?rolled_back={name}&rescored={rescored}", status_code=303)
 
     @app.get("/monitor")
     def monitor_page(request: Request) -> Response:
@@ -630,25 +641,19 @@ def _policy_args(request: Request) -> tuple[str, dict[str, Any]]:
 
 def preview_payload(data: dict[str, Any]) -> dict[str, Any]:
     """The API's shape of :func:`scoring.tiers.preview`: per tier ``leads`` and ``conversion_rate``
-    (recent labelled leads), plus the routing actions the change would trigger when the service counts them."""
+    (recent labelled leads), plus ``routing_actions``: the actions the change would plan
+    (``{"leads", "actions": {type: n}, "total"}``, :func:`scoring.pipeline.routing_preview`)."""
     tiers = {
         t: {"leads": row["leads"], "share": row["share"], "conversion_rate": row["recent_conversion_rate"],
             "recent_leads": row["recent_leads"]}
         for t, row in data["tiers"].items()
     }
     out = {"mode": data["mode"], "thresholds": data["thresholds"], "current_leads": data["current_leads"],
-           "changes": data["changes"], "tiers": tiers, "routing_actions": data.get("routing_actions"),
+           "changes": data["changes"], "tiers": tiers, "routing_actions": data.get("routing"),
            "recent": data.get("recent") or {}}
     if "score_cutoffs" in data:
         out["score_cutoffs"] = data["score_cutoffs"]
     return out
-
-
-def _routing_hook(config: AppConfig) -> Any:
-    """The tier-change hook scoring and ``tiers set`` use: plan the configured routing actions."""
-    from connectors.routing import plan_routing
-
-    return plan_routing(config)
 
 
 def lead_story(session: Session, crm_id: str) -> dict[str, Any]:

@@ -10,13 +10,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from tests.conftest import fresh_database
-from tests.factories import BASE_TIME, synthetic_population, synthetic_training
+from tests.factories import BASE_TIME, make_connection, synthetic_population, synthetic_training
 
 AS_OF = BASE_TIME + timedelta(days=500)
 USERS = {"alice": ("alice-pw-Xq93", "editor"), "bob": ("bob-pw-Zr71", "viewer")}
@@ -25,12 +26,34 @@ DB_PASSWORD = "dbpw-never-shown-4471"  # PostgreSQL trusts 127.0.0.1 here; the p
 SECRET_KEY = "console-key-never-shown-0193"
 
 
+CONNECTION = "acme-sf"
+# Routing rules revops would configure: the console's save and preview must plan and count them
+# exactly as `leadscore tiers set/preview` do.
+CONFIG_YAML = f"""
+connections:
+  - name: {CONNECTION}
+    kind: salesforce
+    instance_url: https://127.0.0.1:9
+routing:
+  - to: A
+    actions:
+      - type: create_task
+        subject: "Hot lead: call within 4 hours"
+      - type: assign_owner
+        queue: SDR Queue
+  - to: D
+    actions:
+      - type: pause_outreach
+"""
+
+
 @dataclass
 class World:
     url: str  # with DB_PASSWORD in it, as a production URL would carry one
     engine: Engine
     routed_crm_id: str
     routing_ref: str
+    config_file: Path
 
 
 def build_world(session: Session) -> tuple[str, str]:
@@ -39,7 +62,7 @@ def build_world(session: Session) -> tuple[str, str]:
     from scoring.service import score_leads
     from store.models import Lead, LeadScore, QuarantinedRecord, RoutingAction, SyncCursor, SyncRun
 
-    conn = synthetic_population(session, leads=400, seed=3)
+    conn = synthetic_population(session, leads=400, seed=3, connection=make_connection(session, CONNECTION))
     result, tset = synthetic_training()
     registry.register(session, result, train_window=tset.window, status="champion")
     run = SyncRun(connection_id=conn.id, stream="leads", status="succeeded", started_at=AS_OF,
@@ -68,10 +91,12 @@ def build_world(session: Session) -> tuple[str, str]:
 
 
 @pytest.fixture(scope="module")
-def world() -> Iterator[World]:
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     from store.db import make_engine, unit_of_work
     from store.migrate import upgrade
 
+    config_file = tmp_path_factory.mktemp("config") / "leadscore.yaml"
+    config_file.write_text(CONFIG_YAML, encoding="utf-8")
     with fresh_database("web") as plain_url:
         url = plain_url.replace("://root@", f"://root:{DB_PASSWORD}@", 1)
         upgrade(url)
@@ -79,6 +104,6 @@ def world() -> Iterator[World]:
         try:
             with unit_of_work(engine) as session:
                 crm_id, ref = build_world(session)
-            yield World(url=url, engine=engine, routed_crm_id=crm_id, routing_ref=ref)
+            yield World(url=url, engine=engine, routed_crm_id=crm_id, routing_ref=ref, config_file=config_file)
         finally:
             engine.dispose()

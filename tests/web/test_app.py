@@ -12,14 +12,14 @@ from typing import Any
 import pytest
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import func, select
 from starlette.routing import Mount
 from typer.testing import CliRunner
 
-from config.app_config import AppConfig
+from config.app_config import load_config
 from scoring.tiers import find_active_policy
 from store.db import unit_of_work
-from store.models import LeadScore, ModelVersion, TierPolicy
+from store.models import LeadScore, ModelVersion, RoutingAction, TierPolicy
 from tests.web.conftest import AUTH_ENV, DB_PASSWORD, SECRET_KEY, USERS, World
 from web.app import create_app
 from web.auth import Authenticator, parse_users
@@ -32,7 +32,7 @@ HTML = {"Accept": "text/html"}
 @pytest.fixture(scope="module")
 def app(world: World) -> Any:
     auth = Authenticator(parse_users(AUTH_ENV), key=SECRET_KEY.encode())
-    return create_app(auth, engine_factory=lambda: world.engine, config=AppConfig())
+    return create_app(auth, engine_factory=lambda: world.engine, config=load_config(world.config_file))
 
 
 @pytest.fixture
@@ -130,7 +130,7 @@ def test_viewer_is_refused_and_editor_saves_with_confirmation(client: TestClient
     with unit_of_work(world.engine) as session:
         before = find_active_policy(session)
         before_id = before.id if before else None
-    form = {"mode": "score", "A": "30", "B": "15", "C": "6"}
+    form = {"mode": "score", "A": "20", "B": "10", "C": "5"}
     token = _csrf(client.get("/tiers", auth=BOB).text)
     refused = client.post("/tiers", auth=BOB, data={**form, "csrf": token, "confirm": "yes"}, headers=HTML)
     assert refused.status_code == 403 and "bob is a viewer" in refused.text
@@ -144,16 +144,27 @@ def test_viewer_is_refused_and_editor_saves_with_confirmation(client: TestClient
     with unit_of_work(world.engine) as session:  # nothing saved before the confirmation
         active = find_active_policy(session)
         assert (active.id if active else None) == before_id
+    preview = client.get("/api/tiers/preview", params=form, auth=ALICE).json()["routing_actions"]
+    with unit_of_work(world.engine) as session:
+        actions_before = session.scalar(select(func.count(RoutingAction.id)))
     saved = client.post("/tiers", auth=ALICE, data={**form, "csrf": _csrf(confirm.text), "confirm": "yes"},
                         follow_redirects=False)
     assert saved.status_code == 303 and "saved=" in saved.headers["location"]
+    # Routing planned exactly as the preview said (the same rules through the same service).
+    assert f"planned={preview['total']}" in saved.headers["location"] and preview["total"] > 0
+    with unit_of_work(world.engine) as session:
+        planned = dict(session.execute(select(RoutingAction.action, func.count()).where(
+            RoutingAction.status == "pending").group_by(RoutingAction.action)).tuples().all())
+        assert session.scalar(select(func.count(RoutingAction.id))) - actions_before == preview["total"]
+        assert {k: planned.get(k, 0) for k in preview["actions"]} == preview["actions"]
     with unit_of_work(world.engine) as session:
         active = find_active_policy(session)
         assert active is not None and active.id != before_id
-        assert active.created_by == "alice" and dict(active.thresholds) == {"A": 30.0, "B": 15.0, "C": 6.0}
+        assert active.created_by == "alice" and dict(active.thresholds) == {"A": 20.0, "B": 10.0, "C": 5.0}
         # Re-tiered like `tiers set`: every current score carries the new policy's tiers.
         rows = session.execute(select(LeadScore.score, LeadScore.tier).where(LeadScore.is_current.is_(True))).all()
-        assert rows and all(t == ("A" if s >= 30 else "B" if s >= 15 else "C" if s >= 6 else "D") for s, t in rows)
+        assert rows and all(t == ("A" if s >= 20 else "B" if s >= 10 else "C" if s >= 5 else "D") for s, t in rows)
+        assert any(t == "A" for _, t in rows)
     page = client.get(saved.headers["location"], auth=ALICE)
     assert "set by" in page.text and '<b id="active-by">alice</b>' in page.text
 
@@ -179,6 +190,7 @@ def test_api_preview_equals_cli_preview(client: TestClient, world: World, tmp_pa
     from worker.cli import app as cli
 
     monkeypatch.setenv("LEADSCORE_DATABASE_URL", world.url)
+    monkeypatch.setenv("LEADSCORE_CONFIG_FILE", str(world.config_file))
     get_settings.cache_clear()
     out = tmp_path / "preview.json"
     try:
@@ -194,7 +206,7 @@ def test_api_preview_equals_cli_preview(client: TestClient, world: World, tmp_pa
         assert api["tiers"][tier]["leads"] == expected["tiers"][tier]["leads"]
         assert api["tiers"][tier]["conversion_rate"] == expected["tiers"][tier]["recent_conversion_rate"]
     assert sum(row["recent_leads"] for row in api["tiers"].values()) == expected["recent"]["leads"] > 0
-    assert "routing_actions" in api
+    assert api["routing_actions"] == expected["routing"] and api["routing_actions"]["total"] > 0
 
 
 def test_lead_api_and_page(client: TestClient, world: World) -> None:

@@ -40,7 +40,7 @@ def server(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[s
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEADSCORE_")}
     env.update(LEADSCORE_DATABASE_URL=world.url, LEADSCORE_WEB_AUTH=AUTH_ENV, LEADSCORE_WEB_SECRET_KEY=SECRET_KEY,
-               LEADSCORE_VAR_DIR=str(tmp_path_factory.mktemp("var")))
+               LEADSCORE_VAR_DIR=str(tmp_path_factory.mktemp("var")), LEADSCORE_CONFIG_FILE=str(world.config_file))
     log = tmp_path_factory.mktemp("web") / "web.log"
     with log.open("w") as out:
         proc = subprocess.Popen([sys.executable, "-c", "from worker.cli import main; main()", "web", "--port",
@@ -136,6 +136,8 @@ def test_revops_walk_through_the_console(server: str, browser: Browser, world: W
                f"return JSON.stringify(r.map(x => [x.dataset.tier, +x.querySelector('.leads').innerText])) === "
                f"{json.dumps(json.dumps([[t, expected[t]] for t in 'ABCD'], separators=(',', ':')))}}})()",
                "the preview to show the new thresholds' counts")
+    assert b.text("#routing-preview") == (f"{api['routing_actions']['total']} actions for "
+                                          f"{api['routing_actions']['leads']} leads:")
     b.eval("document.querySelector('#suggest').click(); true")
     b.wait_for("document.querySelector('#suggest-table')", "the cost-based suggestion")
     b.screenshot(shots / "console-tiers-preview.png")
