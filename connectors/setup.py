@@ -11,7 +11,9 @@ first: that is success. A property that exists with the wrong type is reported.
 
 Both: the routing configuration is validated against the CRM
 (:func:`connectors.routing.validate_routing`): queues, campaigns, workflows, owners and fields
-named in the config must exist.
+named in the config must exist. On Salesforce, routing queues must list Lead among their
+supported objects, and open leads owned by inactive users are reported when routing creates
+Tasks (both are refused at run time otherwise).
 """
 
 from __future__ import annotations
@@ -140,6 +142,61 @@ def _setup_salesforce(conn: ConnectionConfig, client: Any, result: SetupResult) 
         result.present.append(spec.name)
 
 
+def _soql_quote(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _salesforce_owner_problems(config: AppConfig, conn: ConnectionConfig, client: Any) -> list[str]:
+    """Owners Salesforce would refuse at run time: a routing queue that does not list Lead among
+    its supported objects (``FIELD_INTEGRITY_EXCEPTION``), and open leads owned by inactive users
+    (``create_task`` gives the Task the lead's owner: ``INACTIVE_OWNER_OR_USER``)."""
+    def query(soql: str) -> dict[str, Any]:
+        return dict(client.request(lambda sf: sf.query_all(soql)))
+
+    queues: dict[str, list[str]] = {}
+    creates_tasks = False
+    for r_index, rule in enumerate(config.routing):
+        for a_index, action in enumerate(rule.actions):
+            if action.connections is not None and conn.name not in action.connections:
+                continue
+            if action.type == "assign_owner" and action.queue:
+                queues.setdefault(action.queue, []).append(f"routing.{r_index}.actions.{a_index}")
+            creates_tasks = creates_tasks or action.type == "create_task"
+    out: list[str] = []
+    if queues:
+        names = ", ".join(_soql_quote(name) for name in sorted(queues))
+        groups = query(f"SELECT Id, Name, DeveloperName FROM Group WHERE Type = 'Queue' AND "
+                       f"(Name IN ({names}) OR DeveloperName IN ({names}))").get("records") or []
+        ids = {str(g["Id"]): g for g in groups}
+        supported: dict[str, set[str]] = {queue_id: set() for queue_id in ids}
+        if ids:
+            rows = query("SELECT QueueId, SobjectType FROM QueueSobject WHERE QueueId IN ("
+                         + ", ".join(_soql_quote(i) for i in sorted(ids)) + ")").get("records") or []
+            for row in rows:
+                supported.setdefault(str(row["QueueId"]), set()).add(str(row["SobjectType"]))
+        for queue_id, group in ids.items():
+            if "Lead" in supported[queue_id]:
+                continue
+            for name in (group.get("Name"), group.get("DeveloperName")):
+                for key in queues.get(str(name), []):
+                    out.append(f"{key}.queue: queue {name!r} does not list Lead among its supported objects "
+                               f"(Setup → Queues → {name} → Supported Objects); Salesforce refuses to assign "
+                               f"leads to it in connection {conn.name}")
+    if creates_tasks:
+        inactive = [str(u["Id"]) for u in query("SELECT Id FROM User WHERE IsActive = false").get("records") or []]
+        if inactive:
+            soql = ("SELECT COUNT() FROM Lead WHERE IsConverted = false AND OwnerId IN ("
+                    + ", ".join(_soql_quote(i) for i in inactive) + ")")
+            # query, not query_all: query_all recounts totalSize from the (empty) records of COUNT().
+            owned = dict(client.request(lambda sf: sf.query(soql)))
+            count = int(owned.get("totalSize") or 0)
+            if count:
+                out.append(f"{count} open leads are owned by inactive users in connection {conn.name}: "
+                           "create_task gives the Task the lead's owner, which Salesforce refuses "
+                           "(INACTIVE_OWNER_OR_USER); reassign those leads")
+    return out
+
+
 def _setup_hubspot(conn: ConnectionConfig, client: Any, result: SetupResult) -> None:
     from hubspot.crm.properties import PropertyCreate
 
@@ -205,6 +262,8 @@ def crm_setup(
         else:
             _setup_hubspot(conn, client, result)
         result.problems.extend(static + make_router(conn, client).problems(config, conn))
+        if conn.kind == "salesforce":
+            result.problems.extend(_salesforce_owner_problems(config, conn, client))
         result.api_calls = int(getattr(client, "api_calls", 0)) - before
         results.append(result)
     return results

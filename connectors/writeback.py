@@ -14,8 +14,9 @@ until the CRM confirmed it. One drain, per connection:
    missing record, invalid field/property, validation): ``failed`` with the CRM's code and message.
 
 A worker killed anywhere loses nothing: rows it had not marked are still ``pending`` and are
-sent again. Sending the same values again is harmless: both CRMs (and crmsim) only record a
-change when a value differs.
+sent again. Sending the same values again changes no value (HubSpot records nothing;
+Salesforce bumps the Lead's LastModifiedDate/SystemModstamp, so the next sync re-reads it, and
+its unchanged ``inputs_hash`` keeps it from being rescored).
 
 API calls are counted per connection: ``write_calls`` are calls that carried at least one
 record for the first time; ``retry_calls`` are every other request (transport retries of a

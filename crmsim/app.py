@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from crmsim.admin import AdminServer
 from crmsim.faults import FaultPlan, parse_fault_spec
 from crmsim.funnel import World
+from crmsim.strictness import Strictness, parse_strictness
 
 if TYPE_CHECKING:
     from crmsim.hubspot.server import HubSpotServer
@@ -32,14 +33,16 @@ class CRMSim:
     ``faults`` is a spec for :func:`crmsim.faults.parse_fault_spec`; it is parsed in the
     constructor so a bad spec fails before anything starts (:class:`FaultSpecError`). ``csv``
     imports people from a real data set instead of simulating them (``leads``, ``base_rate`` and
-    ``drift_day`` are then ignored). Ports 0 pick free ports.
+    ``drift_day`` are then ignored). Ports 0 pick free ports. ``strict`` is a spec for
+    :func:`crmsim.strictness.parse_strictness` over the realistic defaults (org set-up and
+    undocumented behaviour: validation rules, inactive reps, search tie order, hub tier...).
     """
 
     def __init__(self, *, leads: int = 12000, seed: int = 0, history_days: int = 540, faults: str | None = None,
                  drift_day: int | None = None, base_rate: float = 0.10, csv: str | None = None,
                  host: str = "127.0.0.1", admin: bool = True, dq_rate: float = 0.03,
                  activity_scale: float = 1.0, crm_split: float = 0.5, port_sf: int = 0, port_hs: int = 0,
-                 port_admin: int = 0) -> None:
+                 port_admin: int = 0, strict: str | None = None) -> None:
         self.leads = leads
         self.seed = seed
         self.history_days = history_days
@@ -56,6 +59,9 @@ class CRMSim:
         self.port_hs = port_hs
         self.port_admin = port_admin
         self._plans = parse_fault_spec(faults)
+        self.strict = strict
+        self.strictness: Strictness = parse_strictness(strict)
+        self.inactive_owner_ids: list[str] = []
         self._lock = threading.RLock()
         self._admin: AdminServer | None = None
         self._started = False
@@ -89,6 +95,7 @@ class CRMSim:
             self.salesforce.faults.set_plan(FaultPlan())
             self.hubspot.faults.set_plan(FaultPlan())
             self.last_generation = self.world.generate().as_dict()
+            self._apply_strictness()
             self.salesforce.start()
             self.hubspot.start()
             self._apply_plans(self.seed)
@@ -100,6 +107,18 @@ class CRMSim:
             self.stop()
             raise
         return self
+
+    def _apply_strictness(self) -> None:
+        """Org set-up that comes after the history: rules, deactivated reps, hub behaviour."""
+        from crmsim.salesforce.store import share_rule
+
+        org = self.strictness
+        store = self.salesforce.store
+        if org.validation_rule > 0:
+            store.validation_rules.append(share_rule(org.validation_rule, seed=self.seed))
+        if org.inactive_owners:
+            self.inactive_owner_ids = store.deactivate_owners(org.inactive_owners, seed=self.seed)
+        self.hubspot.apply_strictness(org, seed=self.seed)
 
     def stop(self) -> None:
         """Stop the admin endpoint and both servers (safe to call twice)."""

@@ -16,6 +16,7 @@ from typing import Annotated
 import typer
 
 from crmsim.faults import FaultSpecError, parse_fault_spec
+from crmsim.strictness import StrictnessSpecError, parse_strictness
 
 app = typer.Typer(help="The CRM simulator (Salesforce and HubSpot APIs over a simulated funnel).",
                   no_args_is_help=True)
@@ -25,6 +26,14 @@ def _check_faults(spec: str | None) -> str | None:
     try:
         parse_fault_spec(spec)
     except FaultSpecError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    return spec
+
+
+def _check_strict(spec: str | None) -> str | None:
+    try:
+        parse_strictness(spec)
+    except StrictnessSpecError as exc:
         raise typer.BadParameter(str(exc)) from exc
     return spec
 
@@ -45,6 +54,10 @@ def serve(
     csv: Annotated[Path | None, typer.Option(exists=True, dir_okay=False,
                                              help="Import people from a CSV (X Education layout).")] = None,
     host: Annotated[str, typer.Option(help="Interface to bind (keep loopback).")] = "127.0.0.1",
+    strict: Annotated[str | None, typer.Option(
+        callback=_check_strict,
+        help="Org set-up over the realistic defaults, e.g. 'validation_rule=0.05,hub_tier=professional' "
+             "(docs/crmsim.md, Strictness).")] = None,
 ) -> None:
     """Start crmsim, print its URLs and credentials, and serve until Ctrl-C."""
     from crmsim.app import CRMSim
@@ -52,7 +65,7 @@ def serve(
 
     sim = CRMSim(leads=leads, seed=seed, history_days=history_days, faults=faults, drift_day=drift_day,
                  base_rate=base_rate, csv=str(csv) if csv else None, host=host, port_sf=port_sf,
-                 port_hs=port_hs, port_admin=port_admin)
+                 port_hs=port_hs, port_admin=port_admin, strict=strict)
     started = time.perf_counter()
     try:
         sim.start()

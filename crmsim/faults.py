@@ -16,6 +16,9 @@ both APIs. Keys:
 ``latency_ms``       added latency per request
 ``expire_after``     the session/token expires after this many calls (once; 0 = never)
 ``record_fail``      share of records in batch writes that fail on their own (partial success)
+``concurrent_limit`` Salesforce only: share of requests answered 403 ``REQUEST_LIMIT_EXCEEDED``
+                     "ConcurrentPerOrgLongTxn Limit exceeded." (the same code as the daily quota;
+                     real orgs send it when too many long requests run at once)
 ``daily_limit``      the org's daily API allocation (Salesforce ``Sforce-Limit-Info`` max,
                      HubSpot daily limit); exceeding it answers 403 REQUEST_LIMIT_EXCEEDED /
                      429 policyName DAILY
@@ -44,6 +47,7 @@ class FaultPlan:
     latency_ms: float = 0.0
     expire_after: int = 0
     record_fail: float = 0.0
+    concurrent_limit: float = 0.0
     daily_limit: int = 1_000_000
 
     @property
@@ -79,7 +83,7 @@ def parse_fault_spec(spec: str | None) -> dict[str, FaultPlan]:
                 parsed: float | int = float(value)
             except ValueError as exc:
                 raise FaultSpecError(f"fault spec key {key!r}: {value!r} is not a number") from exc
-            if key.startswith("rate_") or key in ("drop", "record_fail", "no_retry_after"):
+            if key.startswith("rate_") or key in ("drop", "record_fail", "no_retry_after", "concurrent_limit"):
                 if not 0.0 <= parsed <= 1.0:
                     raise FaultSpecError(f"fault spec key {key!r}: {value} is not a share in [0, 1]")
         elif key in _INT_KEYS:
@@ -132,6 +136,16 @@ class FaultInjector:
     def send_retry_after(self) -> bool:
         with self._lock:
             return self._rng.random() >= self.plan.no_retry_after
+
+    def concurrent_fault(self) -> bool:
+        """True when this request hits the (simulated) concurrent long-transaction limit."""
+        with self._lock:
+            if self.plan.concurrent_limit <= 0:
+                return False
+            hit = self._rng.random() < self.plan.concurrent_limit
+            if hit:
+                self._count("concurrent")
+            return hit
 
     def record_fails(self) -> bool:
         with self._lock:

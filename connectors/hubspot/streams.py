@@ -3,13 +3,16 @@
 Search pages are keyset-paged, never offset-paged::
 
     (lastmodifieddate > ts) OR (lastmodifieddate = ts AND hs_object_id > id),  AND < sync start
-    sorted by lastmodifieddate ascending (HubSpot breaks ties by id), limit 200, no ``after``
+    sorted by lastmodifieddate ascending, limit 200, no ``after``
 
 Each page is a fresh query starting after the previous page's last (stamp, id), so the 10,000
 results cap of one search never applies (no ``after`` offset is ever sent), records modified
 while paging cannot shift offsets, and thousands of records sharing one stamp cross page
-boundaries without loss or repeat. The order is verified on every page: an unsorted page stops
-the stream with :class:`FatalCRMError` instead of silently skipping records.
+boundaries without loss or repeat. HubSpot documents no order for equal sort values, so the id
+tie-break is ours: when a full page ends on stamp T, its T records are held back and the whole
+tie group is read again with ``prop = T`` sorted by ``hs_object_id`` (see ``_search``). The stamp
+order is verified on every page: a stamp going backwards stops the stream with
+:class:`FatalCRMError` instead of silently skipping records.
 
 First load of engagements (no cursor): the list endpoint with ``associations=contacts`` reads 100
 records *with* their contact per call; later runs search on ``hs_lastmodifieddate`` and resolve
@@ -18,6 +21,7 @@ contacts through v4 batch association reads.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from functools import partial
@@ -49,6 +53,8 @@ from connectors.hubspot.settings import (
 )
 from connectors.retry import DEFAULT_POLICY, RetryPolicy
 from connectors.timeparse import epoch_ms, iso_utc, parse_crm_datetime
+
+logger = logging.getLogger(__name__)
 
 
 def search_filter_groups(prop: str, start: Cursor | None, until: datetime) -> list[dict[str, Any]]:
@@ -120,6 +126,7 @@ class HubSpotConnector:
         extra = [k for k in self.field_map if not k.startswith("company.") and k not in CONTACT_PROPERTIES]
         self.contact_properties = list(CONTACT_PROPERTIES) + extra
         self.companies: dict[str, dict[str, Any]] = {}  # company id -> payload, read this run
+        self.skipped_streams: dict[str, str] = {}  # stream -> why it was skipped this run
 
     @property
     def api_calls(self) -> int:
@@ -143,27 +150,73 @@ class HubSpotConnector:
     # ------------------------------------------------------------------ reads
     def _search(self, object_type: str, prop: str, properties: list[str], start: Cursor | None,
                 until: datetime) -> Iterator[list[dict[str, Any]]]:
+        """Pages of records after ``start``, each sorted by our keyset (stamp, id).
+
+        HubSpot sorts by ``prop`` but documents no order for equal values, so the id tie-break is
+        ours: a full page's last stamp T may be cut mid-tie, so its T records are held back and
+        the whole tie group is read again sorted by ``hs_object_id`` (no ties there).
+        """
         while True:
-            body = {
-                "filterGroups": search_filter_groups(prop, start, until),
-                "sorts": [{"propertyName": prop, "direction": "ASCENDING"}],
-                "properties": properties,
-                "limit": self.search_page_size,
-            }
-            result = self.client.request(partial(_search_call, object_type=object_type, body=body))
-            objects = [o for o in result.get("results", []) if isinstance(o, dict)]
+            objects = self._search_page(object_type, prop, properties,
+                                        search_filter_groups(prop, start, until), prop)
             if not objects:
                 return
-            last = self._check_sorted(object_type, prop, objects, start)
-            yield objects
+            keyed = self._keyed(object_type, prop, objects, start)
+            if len(objects) < self.search_page_size:
+                yield [obj for _, obj in keyed]
+                return
+            tie_ts = keyed[-1][0][0]
+            before = [obj for key, obj in keyed if key[0] < tie_ts]
+            if before:
+                yield before
+            after_id = start.crm_id if start is not None and start.ts == tie_ts else None
+            last_id: str | None = None
+            for group in self._tie_group(object_type, prop, properties, tie_ts, after_id, until):
+                yield group
+                last_id = str(group[-1]["id"])
+            if last_id is None and after_id is None:
+                raise FatalCRMError(f"HubSpot {object_type} search for {prop} = {epoch_ms(tie_ts)} found nothing "
+                                    "that the page before showed: refusing to loop")
+            start = Cursor(tie_ts, last_id or after_id)
+
+    def _search_page(self, object_type: str, prop: str, properties: list[str],
+                     groups: list[dict[str, Any]], sort: str) -> list[dict[str, Any]]:
+        body = {"filterGroups": groups, "sorts": [{"propertyName": sort, "direction": "ASCENDING"}],
+                "properties": properties, "limit": self.search_page_size}
+        result = self.client.request(partial(_search_call, object_type=object_type, body=body))
+        return [o for o in result.get("results", []) if isinstance(o, dict)]
+
+    def _tie_group(self, object_type: str, prop: str, properties: list[str], tie_ts: datetime,
+                   after_id: str | None, until: datetime) -> Iterator[list[dict[str, Any]]]:
+        """Every record stamped exactly ``tie_ts`` (after ``after_id``), in id order."""
+        ts = str(epoch_ms(tie_ts))
+        before = {"propertyName": prop, "operator": "LT", "value": str(epoch_ms(until))}
+        while True:
+            filters = [{"propertyName": prop, "operator": "EQ", "value": ts}, before]
+            if after_id:
+                filters.append({"propertyName": "hs_object_id", "operator": "GT", "value": after_id})
+            objects = self._search_page(object_type, prop, properties, [{"filters": filters}], "hs_object_id")
+            if not objects:
+                return
+            keyed = self._keyed(object_type, prop, objects, None)
+            if any(key[0] != tie_ts for key, _ in keyed) or [k for k, _ in keyed] != sorted(k for k, _ in keyed):
+                raise FatalCRMError(f"HubSpot {object_type} search for {prop} = {ts} sorted by id returned other "
+                                    "stamps or an unsorted page: refusing to continue (records could be skipped)")
+            yield [obj for _, obj in keyed]
             if len(objects) < self.search_page_size:
                 return
-            start = last
+            after_id = str(keyed[-1][1]["id"])
 
-    def _check_sorted(self, object_type: str, prop: str, objects: list[dict[str, Any]],
-                      start: Cursor | None) -> Cursor:
-        previous = (start.ts, _id_key(start.crm_id or "0")) if start is not None else None
-        last: Cursor | None = None
+    def _keyed(self, object_type: str, prop: str, objects: list[dict[str, Any]],
+               start: Cursor | None) -> list[tuple[tuple[datetime, tuple[int, str]], dict[str, Any]]]:
+        """``objects`` with their (stamp, id) keys, sorted by that keyset.
+
+        The server's stamp order is verified (a stamp going backwards, or one not after ``start``,
+        stops the stream: records could be skipped); the order of equal stamps is not trusted.
+        """
+        keyed = []
+        previous: datetime | None = None
+        floor = (start.ts, _id_key(start.crm_id or "0")) if start is not None else None
         for obj in objects:
             try:
                 crm_id, modified = object_stamp(obj, prop)
@@ -171,13 +224,13 @@ class HubSpotConnector:
                 raise FatalCRMError(f"HubSpot {object_type} search returned a record without id/{prop}: "
                                     f"{exc}") from exc
             key = (modified, _id_key(crm_id))
-            if previous is not None and key < previous:
-                raise FatalCRMError(f"HubSpot {object_type} search results are not sorted by ({prop}, id): "
+            if (previous is not None and modified < previous) or (floor is not None and key < floor):
+                raise FatalCRMError(f"HubSpot {object_type} search results are not sorted by {prop}: "
                                     f"refusing to continue (records could be skipped)")
-            previous = key
-            last = Cursor(modified, crm_id)
-        assert last is not None
-        return last
+            previous = modified
+            keyed.append((key, obj))
+        keyed.sort(key=lambda pair: pair[0])
+        return keyed
 
     def _list(self, object_type: str, properties: list[str], *, archived: bool,
               associations: list[str] | None = None) -> Iterator[tuple[list[dict[str, Any]], bool]]:
@@ -346,7 +399,18 @@ class HubSpotConnector:
                 kwargs["occurred_after"] = iso_utc(start.ts)
             if after is not None:
                 kwargs["after"] = after
-            result = self.client.request(partial(_events_call, kwargs=kwargs))
+            try:
+                result = self.client.request(partial(_events_call, kwargs=kwargs))
+            except FatalCRMError as exc:
+                if exc.status != 403 or after is not None:
+                    raise
+                # The Events API needs an Enterprise hub: without it, skip the stream (web visits
+                # and form submits are then not synced) instead of failing every sync.
+                self.skipped_streams["events"] = f"HubSpot answered 403 ({exc.code or 'forbidden'}): the events " \
+                                                 "API needs an Enterprise hub"
+                logger.warning("HubSpot connection %s: events stream skipped: %s", self.name,
+                               self.skipped_streams["events"])
+                return
             events = [e for e in result.get("results", []) if isinstance(e, dict)]
             if events:
                 yield self._event_page(events)

@@ -1,18 +1,22 @@
 """Score write-back to HubSpot: 100 contact updates per ``batch/update`` call.
 
 HubSpot answers 200 when every input was written and 207 with ``errors[]`` (each naming the
-ids it concerns in ``context.ids``) on partial success. All property values are sent as
+ids it concerns in ``context.ids``) for unknown ids; an invalid value fails the whole request
+with a 400 (see :meth:`HubSpotScoreWriter.write`), and a merged-away id is left out of
+``results`` with no error (resolved to its new record and failed as ``MERGED``). All property values are sent as
 strings in the form HubSpot stores them (numbers without decimals, datetimes as ISO 8601 UTC
 with milliseconds and ``Z``), so re-sending the same values changes nothing in the CRM.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from config.app_config import ConnectionConfig, HubSpotFields
+from connectors.errors import FatalCRMError
 from connectors.hubspot.client import REQUEST_TIMEOUT
 from connectors.timeparse import iso_utc, parse_crm_datetime
 from connectors.writeback import OutboxItem, RecordResult, score_field_names
@@ -91,6 +95,21 @@ def parse_batch_response(items: Sequence[OutboxItem], response: Any) -> list[Rec
     return results
 
 
+def _validation_detail(exc: FatalCRMError) -> tuple[str, str]:
+    """(first error code, message) of a whole-request 400 VALIDATION_ERROR."""
+    body: dict[str, Any] = {}
+    raw = getattr(exc.__cause__, "body", None)
+    if isinstance(raw, bytes | str) and raw:
+        try:
+            parsed = json.loads(raw)
+        except ValueError:
+            parsed = {}
+        body = parsed if isinstance(parsed, dict) else {}
+    details = [_as_dict(d) for d in body.get("errors") or []]
+    codes = [str(d.get("code")) for d in details if d.get("code")]
+    return (codes[0] if codes else "VALIDATION_ERROR"), str(body.get("message") or exc)
+
+
 class HubSpotScoreWriter:
     """Writes score properties on contacts through the connectors' HubSpot client (its retries)."""
 
@@ -109,7 +128,24 @@ class HubSpotScoreWriter:
         return self._attempts
 
     def write(self, items: Sequence[OutboxItem]) -> list[RecordResult]:
-        """One batch/update call for up to 100 contacts; per-record results in input order."""
+        """One batch/update call for up to 100 contacts; per-record results in input order.
+
+        HubSpot answers an invalid value anywhere in the batch with ONE 400 for the whole request
+        (nothing written, no id named), so such a batch is split in halves and re-sent until the
+        bad records stand alone; they fail with HubSpot's code and message, the rest lands.
+        """
+        try:
+            return self._write(items)
+        except FatalCRMError as exc:
+            if exc.status != 400 or exc.code != "VALIDATION_ERROR":
+                raise
+            if len(items) == 1:
+                code, message = _validation_detail(exc)
+                return [RecordResult(items[0].outbox_id, "failed", code, message)]
+            half = len(items) // 2
+            return self.write(items[:half]) + self.write(items[half:])
+
+    def _write(self, items: Sequence[OutboxItem]) -> list[RecordResult]:
         # A plain JSON body: the generated models build a Configuration per input (~0.5 ms each).
         request = {"inputs": batch_inputs(items, self._fields)}
 
@@ -119,4 +155,34 @@ class HubSpotScoreWriter:
                                                  _request_timeout=REQUEST_TIMEOUT)
 
         response = self._client.request(send)
-        return parse_batch_response(items, response)
+        results = parse_batch_response(items, response)
+        unanswered = [item for item, result in zip(items, results, strict=True) if result.reason == "NO_RESULT"]
+        if unanswered:
+            merged = self._merged_into([item.crm_id for item in unanswered])
+            by_outbox = {item.outbox_id: merged[item.crm_id] for item in unanswered if item.crm_id in merged}
+            results = [RecordResult(r.outbox_id, "failed", "MERGED",
+                                    f"HubSpot contact merged into {by_outbox[r.outbox_id]}; the next sync links "
+                                    "the lead to it") if r.outbox_id in by_outbox else r for r in results]
+        return results
+
+    def _merged_into(self, crm_ids: list[str]) -> dict[str, str]:
+        """Old id -> new id for contacts merged away (HubSpot's batch/update answers nothing for
+        them, with no error). A read by an old id answers the merged record under its new id,
+        whose ``hs_merged_object_ids`` lists the old ones."""
+        request = {"inputs": [{"id": crm_id} for crm_id in crm_ids], "properties": ["hs_merged_object_ids"]}
+
+        def read(c: Any) -> Any:
+            return c.api("objects.batch").read("contacts", request, archived=False, _preload_content=False,
+                                               _request_timeout=REQUEST_TIMEOUT)
+
+        body = _as_dict(self._client.request(read))
+        out: dict[str, str] = {}
+        wanted = set(crm_ids)
+        for raw in body.get("results") or []:
+            record = _as_dict(raw)
+            new_id = str(record.get("id"))
+            merged = str((_as_dict(record.get("properties")).get("hs_merged_object_ids")) or "")
+            for old in merged.split(";"):
+                if old in wanted and old != new_id:
+                    out[old] = new_id
+        return out

@@ -16,6 +16,7 @@ For crmsim (``login_via_instance: true`` + ``ca_bundle``) the HTTP session comes
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
@@ -61,6 +62,39 @@ def _error_code(exc: SalesforceError) -> str | None:
     return None
 
 
+def _error_message(exc: SalesforceError) -> str:
+    content = exc.content
+    if isinstance(content, list) and content and isinstance(content[0], dict):
+        return str(content[0].get("message") or "")
+    if isinstance(content, dict):
+        return str(content.get("message") or content.get("error_description") or "")
+    return ""
+
+
+_LIMIT_INFO_RE = re.compile(r"api-usage=(\d+)/(\d+)")
+
+
+def is_concurrency_limit(exc: SalesforceError, headers: Any) -> bool:
+    """True when a ``REQUEST_LIMIT_EXCEEDED`` is a concurrency limit, not the daily quota.
+
+    Salesforce uses the same errorCode (and HTTP 403) for both, so the house rule "decide by
+    status/code, not message text" cannot apply: the documented messages tell them apart
+    ("ConcurrentRequests Limit exceeded." / "ConcurrentPerOrgLongTxn Limit exceeded." vs
+    "TotalRequests Limit exceeded."), and ``Sforce-Limit-Info`` (api-usage=used/max) confirms the
+    daily allocation is not spent. Anything else is treated as the quota (the safe side: stop).
+    """
+    message = _error_message(exc)
+    if message.startswith("Concurrent"):
+        return True
+    if message.startswith("TotalRequests"):
+        return False
+    info = headers.get("Sforce-Limit-Info") if headers is not None else None
+    match = _LIMIT_INFO_RE.search(info or "")
+    if match is None or message:
+        return False
+    return int(match.group(1)) < int(match.group(2))
+
+
 def _retry_after(headers: Any) -> float | None:
     value = headers.get("Retry-After") if headers is not None else None
     if value is None:
@@ -74,8 +108,9 @@ def _retry_after(headers: Any) -> float | None:
 def map_salesforce_error(exc: BaseException, headers: Any = None) -> CRMError | None:
     """The :class:`CRMError` for a simple-salesforce or requests exception (None: not ours).
 
-    Decided by HTTP status and ``errorCode``, never by message text. ``headers`` are the failed
-    response's headers (for ``Retry-After``).
+    Decided by HTTP status and ``errorCode``, never by message text, except where Salesforce gives
+    two meanings one code (``REQUEST_LIMIT_EXCEEDED``, see :func:`is_concurrency_limit`).
+    ``headers`` are the failed response's headers (for ``Retry-After`` and ``Sforce-Limit-Info``).
     """
     if isinstance(exc, SalesforceAuthenticationFailed):
         return AuthError(f"Salesforce login failed ({exc.code})", status=401, code=str(exc.code))
@@ -89,6 +124,9 @@ def map_salesforce_error(exc: BaseException, headers: Any = None) -> CRMError | 
     if isinstance(exc, SalesforceExpiredSession):
         return AuthError("Salesforce session expired or invalid", status=status, code=code)
     if code in QUOTA_CODES:
+        if is_concurrency_limit(exc, headers):
+            return RetriableCRMError(f"Salesforce concurrency limit ({_error_message(exc)[:80]})", status=status,
+                                     code=code, retry_after=_retry_after(headers))
         return QuotaExhaustedError(f"Salesforce API limit reached ({code})", status=status, code=code)
     if code in RETRIABLE_CODES or status == 429 or status >= 500:
         return RetriableCRMError(f"Salesforce {status} {code or ''}".strip(), status=status, code=code,

@@ -15,6 +15,7 @@ committed late with an earlier stamp; re-reading them is harmless (upserts).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
@@ -37,6 +38,8 @@ from connectors.salesforce.records import (
 )
 from connectors.salesforce.settings import MAX_PAGE_SIZE, REQUEST_TIMEOUT, STREAMS
 from connectors.timeparse import soql_datetime
+
+CONTACT_ID_PREFIX = "003"
 
 
 def _quote(value: str) -> str:
@@ -168,5 +171,26 @@ class SalesforceConnector:
         if last is None:
             # Not one record had a usable (Id, SystemModstamp): the keyset cannot move past them.
             raise FatalCRMError(f"Salesforce {stream}: a page without a single valid Id/SystemModstamp")
+        if stream in ("tasks", "events"):
+            self._link_converted(page, records)
         page.cursor = last
         return page
+
+    def _link_converted(self, page: Page, records: list[dict[str, Any]]) -> None:
+        """Conversion moves a lead's Tasks and Events to its new Contact (``WhoId`` 003...): link
+        them back to the lead through ``Lead.ConvertedContactId`` so its history is kept."""
+        who = {str(r.get("Id")): str(r.get("WhoId")) for r in records
+               if isinstance(r.get("WhoId"), str) and str(r.get("WhoId")).startswith(CONTACT_ID_PREFIX)}
+        if not who:
+            return
+        contacts = sorted(set(who.values()))
+        lead_of: dict[str, str] = {}
+        for offset in range(0, len(contacts), 200):  # keeps the SOQL well under its length limit
+            chunk = ", ".join(_quote(c) for c in contacts[offset:offset + 200])
+            result = self._query(f"SELECT Id, ConvertedContactId FROM Lead WHERE ConvertedContactId IN ({chunk})")
+            for row in result.get("records") or []:
+                if isinstance(row, dict) and row.get("ConvertedContactId"):
+                    lead_of[str(row["ConvertedContactId"])] = str(row["Id"])
+        for i, activity in enumerate(page.activities):
+            if activity.lead_crm_id is None and activity.crm_id in who:
+                page.activities[i] = dataclasses.replace(activity, lead_crm_id=lead_of.get(who[activity.crm_id]))

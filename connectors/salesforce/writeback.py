@@ -5,7 +5,9 @@ One ``POST /composite`` call carries up to five ``PATCH /composite/sobjects`` su
 toward the org's API limits. The per-record SaveResults come back in request order.
 
 ``Sforce-Auto-Assign: FALSE`` is sent so that writing a score never re-runs the org's lead
-assignment rules (routing is done explicitly, see :mod:`connectors.routing`).
+assignment rules (routing is done explicitly, see :mod:`connectors.routing`). It goes in EACH
+subrequest's ``httpHeaders``: a Composite subrequest inherits only ``Accept``, ``Authorization``
+and ``Content-Type`` from the outer request, so an outer-only header would not reach the writes.
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ def composite_body(items: Sequence[OutboxItem], fields: SalesforceFields, api_ve
             "method": "PATCH",
             "url": f"/services/data/v{api_version}/composite/sobjects",
             "referenceId": f"chunk{chunk_no}",
+            "httpHeaders": dict(NO_AUTO_ASSIGN),
             "body": {"allOrNone": False, "records": records},
         })
     return {"allOrNone": False, "compositeRequest": subrequests}
@@ -137,7 +140,7 @@ class SalesforceScoreWriter:
 
         def send(sf: Any) -> Any:
             self._attempts += 1  # every attempt, including the client's retries and dropped ones
-            return sf.restful("composite", method="POST", json=body, headers=NO_AUTO_ASSIGN, timeout=REQUEST_TIMEOUT)
+            return sf.restful("composite", method="POST", json=body, timeout=REQUEST_TIMEOUT)
 
         response = self._client.request(send)
         return parse_composite(items, response)

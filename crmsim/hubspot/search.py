@@ -1,7 +1,9 @@
 """CRM search (``POST /crm/v3/objects/{type}/search``) and the object JSON shape.
 
 Search semantics follow HubSpot: filter groups are ORed, filters inside a group ANDed; only the
-first sort is honoured (ties broken by id ascending, which keeps offset paging stable);
+first sort is honoured (ties in a seeded order that is not id order, as HubSpot documents no
+tie order, unless ``tie_seed`` is None: then by id ascending); the order is stable per query,
+so offset paging works;
 ``after`` is an offset; at most 200 per page; paging at or past 10,000 results is a 400;
 archived records are never returned. A query's matching, sorted id list is cached per store
 version, so paging through one query costs one evaluation.
@@ -9,8 +11,10 @@ version, so paging through one query costs one evaluation.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -178,6 +182,10 @@ def _parse_sort(sorts: Any) -> tuple[str | None, bool]:
     raise bad_request("Each sort needs a propertyName")
 
 
+def _tie_rank(seed: int, object_id: int) -> bytes:
+    return hashlib.blake2b(f"{seed}:{object_id}".encode(), digest_size=8).digest()
+
+
 class SearchEngine:
     """Evaluates searches against a store, caching each query's sorted ids per store version."""
 
@@ -187,6 +195,7 @@ class SearchEngine:
         self._cache_size = cache_size
         self._lock = threading.Lock()
         self.evaluations = 0  # how many times a query was evaluated (not served from cache)
+        self.tie_seed: int | None = None  # None: ties by id ascending; else a seeded, id-independent order
 
     def _matching_ids(self, object_type: str, body: dict[str, Any]) -> list[int]:
         store = self.store
@@ -200,6 +209,10 @@ class SearchEngine:
         )
         with store.lock:
             version = store.versions[object_type]
+            if store.search_lag > 0:
+                # The index catches up with time, not with writes: no cached answer stays valid.
+                self.evaluations += 1
+                return self._evaluate(object_type, groups, sorts, query)
             with self._lock:
                 hit = self._cache.get(key)
                 if hit is not None and hit[0] == version:
@@ -241,10 +254,12 @@ class SearchEngine:
         query_props = _QUERY_PROPERTIES.get(object_type, ())
         matched: list[Record] = []
         records = store.records[object_type]
+        lagging = store.search_lag > 0
+        now = time.monotonic()
         for object_id in store.order[object_type]:
             rec = records[object_id]
-            if rec.archived:
-                continue
+            if rec.archived or (lagging and rec.indexed_after > now):
+                continue  # (not yet indexed: search is eventually consistent)
             if compiled and not any(
                 all(pred(_typed(store, object_type, rec, name)) for name, pred in group) for group in compiled
             ):
@@ -257,7 +272,12 @@ class SearchEngine:
             return ids[::-1] if descending else ids
         present = [(v, r.id) for r in matched if (v := _typed(store, object_type, r, sort_name)) is not None]
         missing = [r.id for r in matched if _typed(store, object_type, r, sort_name) is None]
-        # Stable sort on the value only: equal values keep id order in both directions.
+        tie_seed = self.tie_seed
+        if tie_seed is not None:
+            # HubSpot documents no order for equal sort values: order ties by a seeded hash of the
+            # id (stable per query, so offset paging still works, but not id order).
+            present.sort(key=lambda pair: _tie_rank(tie_seed, pair[1]))
+        # Stable sort on the value only: ties keep the order above in both directions.
         present.sort(key=lambda pair: pair[0], reverse=descending)
         return [object_id for _, object_id in present] + missing
 

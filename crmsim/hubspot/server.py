@@ -33,13 +33,14 @@ from crmsim.hubspot.errors import HubSpotAPIError, bad_request, not_found, valid
 from crmsim.hubspot.search import SearchEngine, record_json, returned_names
 from crmsim.hubspot.store import HubSpotStore, Record
 from crmsim.model import SimClock
+from crmsim.strictness import Strictness
 
 logger = logging.getLogger("crmsim.hubspot")
 
 LIST_MAX_LIMIT = 100
 LIST_MAX_HISTORY_LIMIT = 50
 BATCH_MAX_INPUTS = 100
-BURST_MAX = 190  # Professional/Enterprise private-app burst per 10 s (reported, not enforced)
+BURST_MAX = 190  # Professional/Enterprise private-app burst per 10 s (enforced: Strictness.burst)
 BURST_INTERVAL_MS = 10_000
 _AUTH_MESSAGE = (
     "Authentication credentials not found. This API supports OAuth 2.0 authentication and you can "
@@ -165,6 +166,15 @@ class HubSpotServer:
         self._expired_once = False
         self._recent: deque[float] = deque()
         self._routes = self._build_routes()
+        self.strictness = Strictness.lenient()
+        self._search_times: deque[float] = deque()
+
+    def apply_strictness(self, org: Strictness, *, seed: int = 0) -> None:
+        """Apply the HubSpot knobs of an org profile (see :mod:`crmsim.strictness`)."""
+        self.strictness = org
+        self.search_engine.tie_seed = seed if org.tie_order == "shuffle" else None
+        self.store.search_lag = org.search_lag
+        self.store.merge_mode = org.merge
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -235,8 +245,9 @@ class HubSpotServer:
         with self._lock:
             self._counts[label] = self._counts.get(label, 0) + 1
 
-    def _admit(self, authorization: str | None) -> None:
-        """Auth, token expiry and the daily limit; counts the call when admitted."""
+    def _admit(self, authorization: str | None, label: str = "") -> None:
+        """Auth, token expiry, the burst and search rates and the daily limit; counts the call
+        when admitted (a refused call does not use up the window)."""
         with self._lock:
             token = None
             if authorization and authorization.startswith("Bearer "):
@@ -258,6 +269,7 @@ class HubSpotServer:
             if today != self._daily_date:
                 self._daily_date = today
                 self._daily_calls = 0
+            self._rate_limit(label)
             if self._daily_calls >= plan.daily_limit:
                 raise HubSpotAPIError(
                     429,
@@ -268,6 +280,28 @@ class HubSpotServer:
             self._daily_calls += 1
             self._api_calls += 1
             self._recent.append(time.monotonic())
+
+    def _rate_limit(self, label: str) -> None:
+        """429 when the rolling 10 s burst or the per-second search limit is used up (caller holds
+        the lock). No ``Retry-After``: HubSpot does not always send one."""
+        org = self.strictness
+        now = time.monotonic()
+        while self._recent and now - self._recent[0] > BURST_INTERVAL_MS / 1000:
+            self._recent.popleft()
+        if org.burst and len(self._recent) >= org.burst:
+            self.faults.injected["burst_429"] = self.faults.injected.get("burst_429", 0) + 1
+            raise HubSpotAPIError(429, "", "You have reached your ten_secondly_rolling limit.",
+                                  extra={"errorType": "RATE_LIMIT", "policyName": "TEN_SECONDLY_ROLLING",
+                                         "requestId": str(uuid.uuid4())})
+        if label.endswith("/search") and org.search_rate > 0:
+            while self._search_times and now - self._search_times[0] >= 1.0:
+                self._search_times.popleft()
+            if len(self._search_times) >= org.search_rate:
+                self.faults.injected["search_429"] = self.faults.injected.get("search_429", 0) + 1
+                raise HubSpotAPIError(429, "", "You have reached your secondly limit.",
+                                      extra={"errorType": "RATE_LIMIT", "policyName": "SECONDLY",
+                                             "requestId": str(uuid.uuid4())})
+            self._search_times.append(now)
 
     # ------------------------------------------------------------------ routing
 
@@ -565,9 +599,13 @@ class HubSpotServer:
         results: list[dict[str, Any]] = []
         errors: list[dict[str, Any]] = []
         missing: list[str] = []
+        to_apply: list[tuple[Record, dict[str, str | None], list[str]]] = []
         store = self.store
         with store.lock:
             for item, raw_id in zip(inputs, ids, strict=True):
+                if not item.get("idProperty") and store.resolve_merged(object_type, raw_id) is not None:
+                    # A merged-away id: HubSpot leaves it out of results with no error (and writes nothing).
+                    continue
                 try:
                     rec = self._lookup(object_type, raw_id, item.get("idProperty"))
                 except HubSpotAPIError:
@@ -587,6 +625,10 @@ class HubSpotServer:
                     )
                     continue
                 values, details = store.validate(object_type, props)
+                if details and self.strictness.batch_invalid == "request":
+                    # HubSpot documents 207 only for batch creates: an invalid value in a batch
+                    # update fails the whole request with one 400 and writes nothing.
+                    raise validation_error(details)
                 if details:
                     error = validation_error(details)
                     errors.append(
@@ -613,8 +655,10 @@ class HubSpotServer:
                         }
                     )
                     continue
+                to_apply.append((rec, values, list(props)))
+            for rec, values, names in to_apply:
                 store._apply(rec, values, "api")  # noqa: SLF001 - the server is the store's other half
-                results.append(record_json(rec, returned_names(store, object_type, list(props))))
+                results.append(record_json(rec, returned_names(store, object_type, names)))
         if missing:
             errors.insert(0, self._not_found_error(object_type, missing))
         return self._batch_envelope(results, errors, 200)
@@ -810,6 +854,11 @@ class HubSpotServer:
     # ------------------------------------------------------------------ events, workflows, oauth
 
     def _events(self, req: _Request) -> tuple[int, Any]:
+        if self.strictness.hub_tier != "enterprise":
+            # The Events API is an Enterprise feature (x-hubspot-product-tier-requirements); the exact
+            # body for a hub below that tier is unverified: a 403 like a missing-scope answer.
+            raise HubSpotAPIError(403, "MISSING_SCOPES",
+                                  "This hub does not have access to the event analytics API (Enterprise only).")
         object_type = req.one("objectType")
         if object_type is not None:
             canonical = schema.canonical_type(object_type)
@@ -995,7 +1044,7 @@ class _HubSpotHandler(BaseHTTPRequestHandler):
                     raise HubSpotAPIError(405, "VALIDATION_ERROR", f"Method {method} is not allowed on {split.path}")
                 raise HubSpotAPIError(404, "", "resource not found")
             if handler != hub._oauth_token:  # noqa: SLF001 - the token endpoint authenticates by form
-                hub._admit(self.headers.get("Authorization"))  # noqa: SLF001
+                hub._admit(self.headers.get("Authorization"), label)  # noqa: SLF001
             hub.store.apply_due()
             request = _Request(
                 method,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import heapq
 import math
 import threading
+import time
 import uuid
 import zlib
 from bisect import bisect_right, insort
@@ -55,6 +56,8 @@ class Record:
     created_s: str = ""
     updated_s: str = ""
     props_shared: bool = False
+    # time.monotonic() from which search sees the record's latest write (Strictness.search_lag)
+    indexed_after: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +142,12 @@ class HubSpotStore:
         self._email_index: dict[str, int] = {}
         self._pending_conversions: list[tuple[datetime, str]] = []
         self._pending_merges: dict[str, list[str]] = {}
+        # "survivor": the survivor keeps its id, the loser is archived (HubSpot before its merge
+        # change). "new_id": a merge creates a new record both old ids point to (current HubSpot).
+        self.merge_mode = "survivor"
+        self.search_lag = 0.0  # seconds (wall clock) before search sees a write
+        self.merged_to: dict[int, int] = {}  # contact id merged away -> the record it now is
+        self.retired: dict[int, Record] = {}  # merged-away contacts as they were (no longer readable)
 
     # ------------------------------------------------------------------ property schema
 
@@ -326,6 +335,8 @@ class HubSpotStore:
             rec.typed.pop("lastmodifieddate", None)
         rec.updated_at = now
         rec.updated_s = stamp
+        if self.search_lag > 0:
+            rec.indexed_after = time.monotonic() + self.search_lag
 
     def _insert(
         self,
@@ -358,6 +369,8 @@ class HubSpotStore:
                 updated_s=stamp,
                 props_shared=True,
             )
+            if self.search_lag > 0:
+                rec.indexed_after = time.monotonic() + self.search_lag
             self.records[object_type][new_id] = rec
             self.order[object_type].append(new_id)
             if object_type == "contacts" and "email" in props:
@@ -432,9 +445,28 @@ class HubSpotStore:
                         )
             return out
 
+    def resolve_merged(self, object_type: str, object_id: int | str) -> int | None:
+        """The record a merged-away contact id now points to (None: not merged away)."""
+        if object_type != "contacts":
+            return None
+        try:
+            current = int(object_id)
+        except (TypeError, ValueError):
+            return None
+        if current not in self.merged_to:
+            return None
+        while current in self.merged_to:
+            current = self.merged_to[current]
+        return current
+
     def get(self, object_type: str, object_id: int | str, *, archived: bool = False) -> Record:
-        """A record by id; 404 when unknown or when its archived state differs from ``archived``."""
+        """A record by id; 404 when unknown or when its archived state differs from ``archived``.
+
+        A merged-away contact id answers the record it was merged into (under its new id)."""
         with self.lock:
+            merged = self.resolve_merged(object_type, object_id)
+            if merged is not None:
+                object_id = merged
             try:
                 rec = self.records[object_type].get(int(object_id))
             except (TypeError, ValueError):
@@ -704,6 +736,8 @@ class HubSpotStore:
             "associatedcompanyid": None if company_id is None else str(company_id),
         }
         contact_id = self._person_ids.get(person.key)
+        if contact_id is not None and contact_id in self.merged_to:
+            return  # merged away into a new record: the person lives on as that record
         if contact_id is None:
             if owner_id is not None:
                 values["hubspot_owner_assigneddate"] = schema.format_ts(person.created_at)
@@ -735,6 +769,11 @@ class HubSpotStore:
             return
         if loser_id is None:
             return
+        if loser_id in self.merged_to or loser_id == survivor_id:
+            return
+        if self.merge_mode == "new_id":
+            self._merge_new_id(loser_id, survivor_id, survivor_key)
+            return
         survivor = self.records["contacts"][survivor_id]
         merged = [m for m in (survivor.props.get("hs_merged_object_ids") or "").split(";") if m]
         if str(loser_id) not in merged:
@@ -742,11 +781,42 @@ class HubSpotStore:
             self._apply(survivor, {"hs_merged_object_ids": ";".join(merged)}, "funnel")
         self._archive(self.records["contacts"][loser_id], "funnel")
 
+    def _merge_new_id(self, loser_id: int, survivor_id: int, survivor_key: str) -> None:
+        """HubSpot's merge since its change: a NEW contact (new id) with the primary's values; both
+        old ids point to it (reads by old id answer it), neither is listed as archived, and
+        associations move to it."""
+        contacts = self.records["contacts"]
+        loser, survivor = contacts[loser_id], contacts[survivor_id]
+        if loser.archived or survivor.archived:
+            self._archive(loser, "funnel")  # merging into/from a deleted contact: nothing to merge
+            return
+        system = {"hs_object_id", "hs_createdate", "createdate", "hs_lastmodifieddate", "lastmodifieddate"}
+        values: dict[str, str | None] = {k: v for k, v in survivor.props.items() if k not in system}
+        merged = [m for rec in (survivor, loser) for m in (rec.props.get("hs_merged_object_ids") or "").split(";")
+                  if m]
+        merged += [str(loser_id), str(survivor_id)]
+        values["hs_merged_object_ids"] = ";".join(dict.fromkeys(merged))
+        for old in (loser_id, survivor_id):
+            rec = contacts.pop(old)
+            self.retired[old] = rec
+            self.order["contacts"].remove(old)
+            email = rec.props.get("email")
+            if email and self._email_index.get(email.lower()) == old:
+                del self._email_index[email.lower()]
+        new = self._insert("contacts", values, "funnel", created_at=min(loser.created_at, survivor.created_at))
+        for old in (loser_id, survivor_id):
+            self.merged_to[old] = new.id
+            for to_type, targets in list(self.associations.pop(("contacts", old), {}).items()):
+                for to_id, type_ids in targets.items():
+                    self.associations.get((to_type, to_id), {}).get("contacts", {}).pop(old, None)
+                    self.associate("contacts", new.id, to_type, to_id, type_ids)
+        self._person_ids[survivor_key] = new.id
+
     def delete_person(self, person_key: str) -> None:
         """Archive the contact of a deleted person."""
         with self.lock:
             contact_id = self._person_ids.get(person_key)
-            if contact_id is not None:
+            if contact_id is not None and contact_id not in self.merged_to:
                 self._archive(self.records["contacts"][contact_id], "funnel")
 
     def crm_id(self, person_key: str) -> str | None:
@@ -778,6 +848,7 @@ class HubSpotStore:
             contact_id = self._person_ids.get(activity.person_key)
             if contact_id is None:
                 raise ValueError(f"activity {activity.key}: person {activity.person_key} is not in HubSpot")
+            contact_id = self.resolve_merged("contacts", contact_id) or contact_id
             person = self._persons[activity.person_key]
             owner_id = self._owner_ids.get(person.owner_key) if person.owner_key else None
             campaign = self.campaigns.get(activity.campaign_key) if activity.campaign_key else None

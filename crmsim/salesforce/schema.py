@@ -111,6 +111,8 @@ LEAD = SObjectDef("Lead", "00Q", "Lead", "Leads", (
     FieldDef("DoNotCall", "boolean", nillable=False, label="Do Not Call"),
     _ro("IsConverted", "boolean", label="Converted", nillable=False),
     _ro("ConvertedDate", "date", label="Converted Date"),
+    _ro("ConvertedContactId", "reference", length=18, label="Converted Contact ID", reference_to=("Contact",),
+        relationship_name="ConvertedContact"),
     *_system(deletable=False),
     FieldDef("Lead_Score__c", "double", custom=True, precision=3, scale=0, label="Lead Score"),
     FieldDef("Lead_Tier__c", "picklist", custom=True, length=255, picklist=("A", "B", "C", "D"),
@@ -210,7 +212,28 @@ GROUP = SObjectDef("Group", "00G", "Group", "Groups", (
     *_system(deletable=False),
 ), createable=False, updateable=False, deletable=False)
 
+# The Contact a converted Lead became (only what conversion needs: leadscore does not sync Contacts).
+CONTACT = SObjectDef("Contact", "003", "Contact", "Contacts", (
+    ID,
+    FieldDef("LastName", "string", length=80, nillable=False),
+    FieldDef("FirstName", "string", length=40),
+    FieldDef("Email", "email", length=80),
+    FieldDef("OwnerId", "reference", length=18, nillable=False, reference_to=("User",), relationship_name="Owner",
+             label="Owner ID"),
+    *_system(),
+))
+
+# Which sObjects a queue may own records of (Setup > Queues > Supported Objects).
+QUEUE_SOBJECT = SObjectDef("QueueSobject", "03g", "Queue Sobject", "Queue Sobjects", (
+    ID,
+    FieldDef("QueueId", "reference", length=18, nillable=False, reference_to=("Group",), relationship_name="Queue",
+             label="Group ID"),
+    FieldDef("SobjectType", "picklist", length=40, nillable=False, label="Sobject Type",
+             picklist=("Lead", "Task", "Case", "Contact", "Opportunity")),
+    *_system(deletable=False),
+), createable=False, updateable=False, deletable=False)
+
 SOBJECTS: dict[str, SObjectDef] = {d.name: d for d in (LEAD, TASK, EVENT, CAMPAIGN_MEMBER, CAMPAIGN, USER,
-                                                      GROUP)}
+                                                      GROUP, QUEUE_SOBJECT, CONTACT)}
 SOBJECTS_LOWER: dict[str, SObjectDef] = {name.lower(): d for name, d in SOBJECTS.items()}
 PREFIXES: dict[str, str] = {d.key_prefix: d.name for d in SOBJECTS.values()}

@@ -252,6 +252,11 @@ class SalesforceServer:
             over = self._api_calls >= plan.daily_limit
         if over:
             return self._rest_error(ApiError(403, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded."))
+        if self.faults.concurrent_fault():
+            # Same errorCode as the daily quota; only the message (and Sforce-Limit-Info, far from
+            # its max) tells them apart. Not counted toward the daily usage.
+            return self._rest_error(ApiError(403, "REQUEST_LIMIT_EXCEEDED",
+                                             "ConcurrentPerOrgLongTxn Limit exceeded."))
         if not self._authenticate(headers):
             return self._rest_error(ApiError(401, "INVALID_SESSION_ID", "Session expired or invalid"))
         with self._lock:
@@ -790,8 +795,13 @@ class SalesforceServer:
         return response.status, sub_headers, response.payload
 
 
+# The only top-level headers a Composite subrequest inherits (Salesforce "Composite Subrequest":
+# httpHeaders); anything else, e.g. Sforce-Auto-Assign, must be in the subrequest's httpHeaders.
+INHERITED_HEADERS = frozenset({"accept", "authorization", "content-type"})
+
+
 class _Headers:
-    """Case-insensitive header view: a subrequest's own headers over the outer request's."""
+    """Case-insensitive header view: a subrequest's own headers over the few it inherits."""
 
     def __init__(self, outer: Any, inner: dict[str, Any]) -> None:
         self._outer = outer
@@ -801,6 +811,8 @@ class _Headers:
         value = self._inner.get(name.lower())
         if value is not None:
             return value
+        if name.lower() not in INHERITED_HEADERS:
+            return default
         outer = self._outer.get(name)
         return default if outer is None else str(outer)
 

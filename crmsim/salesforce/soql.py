@@ -92,7 +92,7 @@ def _unescape(body: str, text: str, pos: int) -> str:
 
 
 def parse_datetime_literal(literal: str) -> datetime:
-    """A SOQL dateTime literal as an aware UTC datetime truncated to milliseconds."""
+    """A SOQL dateTime literal as an aware UTC datetime; SOQL ignores the fraction of a second."""
     match = re.match(r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,6}))?(Z|[+-]\d{2}:?\d{2})$",
                      literal)
     if not match:
@@ -104,7 +104,7 @@ def parse_datetime_literal(literal: str) -> datetime:
         sign = 1 if zone[0] == "+" else -1
         digits = zone[1:].replace(":", "")
         result -= sign * timedelta(hours=int(digits[:2]), minutes=int(digits[2:]))
-    return result.replace(microsecond=result.microsecond // 1000 * 1000)
+    return result.replace(microsecond=0)
 
 
 def tokenize(text: str) -> list[Token]:

@@ -3,17 +3,19 @@
 It implements :class:`crmsim.model.FunnelSink` (``put_owner``, ``put_queue``, ``put_campaign``,
 ``put_company``, ``put_person``, ``put_activity``, ``delete_person``, ``crm_id``) and the write
 operations of the REST API (:meth:`SalesforceStore.api_create`, :meth:`api_update`,
-:meth:`api_delete`). Every write stamps ``LastModifiedDate``/``SystemModstamp`` from the
-:class:`~crmsim.model.SimClock` only when some field value changed, and appends to
-:attr:`SalesforceStore.write_log`.
+:meth:`api_delete`). Every API update stamps ``LastModifiedDate``/``SystemModstamp`` from the
+:class:`~crmsim.model.SimClock`, even when no value changed (as Salesforce does); a Task or
+Event insert moves its Lead's ``SystemModstamp``; funnel (simulated user) writes stamp only
+when a value changed. Writes append to :attr:`SalesforceStore.write_log`.
 
-Values are kept as Python values (``datetime`` truncated to milliseconds, ``date``, ``float``...)
+Values are kept as Python values (``datetime`` truncated to whole seconds, ``date``, ``float``...)
 and encoded to API JSON lazily, once per record version (:meth:`SalesforceStore.encoded`); the
 encoded dict of a version is never mutated, so query cursors can hold it as a snapshot.
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
 import re
 import threading
@@ -73,13 +75,13 @@ def well_formed_id(value: str) -> bool:
 
 
 def ms(when: datetime) -> datetime:
-    """A timezone-aware UTC datetime truncated to the millisecond (Salesforce's precision)."""
+    """A timezone-aware UTC datetime truncated to the whole second: Salesforce stores dateTime
+    values (and its stamps) in seconds; the API still writes ``.000`` milliseconds."""
     if when.tzinfo is not UTC:
         if when.tzinfo is None:
             raise ValueError("naive datetime")
         when = when.astimezone(UTC)
-    extra = when.microsecond % 1000
-    return when.replace(microsecond=when.microsecond - extra) if extra else when
+    return when.replace(microsecond=0) if when.microsecond else when
 
 
 @lru_cache(maxsize=65536)
@@ -131,6 +133,31 @@ class AssignmentRule:
     field: str
     min_value: float
     owner_id: str
+
+
+@dataclass
+class ValidationRule:
+    """An org validation rule on ``sobject``: ``fails(values)`` on the merged record values after
+    an update (or the values of a create) refuses the write with
+    ``FIELD_CUSTOM_VALIDATION_EXCEPTION`` and ``message``. Salesforce evaluates the rules on every
+    update, also when only unrelated fields were sent."""
+
+    name: str
+    sobject: str
+    message: str
+    fails: Callable[[dict[str, Any]], bool]
+    fields: tuple[str, ...] = ()
+
+
+def share_rule(share: float, *, seed: int = 0) -> ValidationRule:
+    """A Lead rule failing for a stable ``share`` of Lead ids (as an org rule on data the
+    integration does not write, e.g. a region or consent field some leads lack, would)."""
+    def fails(values: dict[str, Any]) -> bool:
+        digest = hashlib.sha256(f"{seed}:{values['Id']}".encode()).digest()
+        return int.from_bytes(digest[:4], "big") < share * 2**32
+
+    return ValidationRule("Region_Required", "Lead", "Region is required before this lead can be edited. "
+                          "Ask your admin to complete the lead's address.", fails)
 
 
 class Record:
@@ -203,6 +230,8 @@ class SalesforceStore:
         self._membership: dict[tuple[str, str], str] = {}  # (campaign id, lead id) -> member id
         self._custom_fields_present = True
         self.assignment_rules: list[AssignmentRule] = []
+        self.validation_rules: list[ValidationRule] = []
+        self._who_index: dict[str, list[str]] = {}  # WhoId -> Task/Event ids that had it (may be stale)
         self.write_log: deque[dict[str, Any]] = deque(maxlen=write_log_max)
         self.write_counts: dict[str, int] = {"funnel": 0, "api": 0, "noop": 0}
         self.unmapped_activities: list[str] = []
@@ -291,6 +320,8 @@ class SalesforceStore:
         full["SystemModstamp"] = now
         _derive(sobject.name, full)
         rec = Record(sobject, full)
+        if full.get("WhoId"):
+            self._who_index.setdefault(full["WhoId"], []).append(rec_id)
         self.records[sobject.name][rec_id] = rec
         self._by_id[rec_id] = rec
         if self._journal is not None:
@@ -303,6 +334,9 @@ class SalesforceStore:
         changed = [name for name, value in changes.items() if old.get(name) != value]
         if not changed:
             self.write_counts["noop"] += 1
+            if source == "api":
+                # An update DML bumps LastModifiedDate/SystemModstamp even when no value changed.
+                self._touch(rec, ("LastModifiedDate", "SystemModstamp"), source)
             return False
         new = dict(old)
         for name in changed:
@@ -315,8 +349,23 @@ class SalesforceStore:
             self._journal.append(("update", rec, old))
         rec.values = new
         rec.encoded = None
+        if "WhoId" in changed and new["WhoId"]:
+            self._who_index.setdefault(new["WhoId"], []).append(rec.id)
         self._log(now, rec.sobject.name, rec.id, changed, source)
         return True
+
+    def _touch(self, rec: Record, stamps: tuple[str, ...], source: str) -> None:
+        """Move ``stamps`` to now without a value change (a no-op update, or a system change such
+        as ``LastActivityDate`` when a Task is logged, which moves only SystemModstamp)."""
+        now = self._now()
+        new = dict(rec.values)
+        for name in stamps:
+            new[name] = now
+        if self._journal is not None:
+            self._journal.append(("update", rec, rec.values))
+        rec.values = new
+        rec.encoded = None
+        self._log(now, rec.sobject.name, rec.id, [], source)
 
     def _log(self, now: datetime, sobject: str, rec_id: str, fields: list[str], source: str) -> None:
         self.write_counts[source] = self.write_counts.get(source, 0) + 1
@@ -380,7 +429,37 @@ class SalesforceStore:
         developer = re.sub(r"\W+", "_", queue.name).strip("_")
         values = {"Name": queue.name, "DeveloperName": developer, "Type": "Queue", "Email": None}
         with self.lock:
-            self._upsert("queue", queue.key, SOBJECTS["Group"], values)
+            queue_id = self._upsert("queue", queue.key, SOBJECTS["Group"], values)
+            # A queue owns only the objects it lists (QueueSobject); the funnel's queues list Lead.
+            if not self.queue_objects(queue_id):
+                self.set_queue_objects(queue_id, ("Lead",))
+
+    def deactivate_owners(self, count: int, *, seed: int = 0) -> list[str]:
+        """Deactivate ``count`` funnel reps (a rep who left: their leads keep them as owner)."""
+        with self.lock:
+            owners = sorted(rec_id for (kind, _), rec_id in self._keys.items() if kind == "owner")
+            chosen = random.Random(f"crmsim-inactive-{seed}").sample(owners, min(count, len(owners)))
+            for user_id in chosen:
+                self._write(self._by_id[user_id], {"IsActive": False}, "funnel")
+            return sorted(chosen)
+
+    def queue_objects(self, queue_id: str) -> set[str]:
+        """The sObject types a queue supports (its QueueSobject rows)."""
+        return {rec.values["SobjectType"] for rec in self.records["QueueSobject"].values()
+                if rec.values["QueueId"] == queue_id and not rec.deleted}
+
+    def set_queue_objects(self, queue_id: str, sobjects: tuple[str, ...]) -> None:
+        """Make a queue support exactly ``sobjects`` (admin set-up, not an API write)."""
+        with self.lock:
+            current = {rec.values["SobjectType"]: rec for rec in self.records["QueueSobject"].values()
+                       if rec.values["QueueId"] == queue_id}
+            for name in sobjects:
+                if name not in current:
+                    self._insert(SOBJECTS["QueueSobject"], {"QueueId": queue_id, "SobjectType": name}, "funnel")
+            for name, rec in current.items():
+                if name not in sobjects:
+                    self.records["QueueSobject"].pop(rec.id, None)
+                    self._by_id.pop(rec.id, None)
 
     def put_campaign(self, campaign: Campaign) -> None:
         """Create or update the Campaign for a funnel campaign."""
@@ -424,6 +503,8 @@ class SalesforceStore:
                 if converted and person.converted_at else None,
             }
             lead_id = self._upsert("person", person.key, SOBJECTS["Lead"], values, created=person.created_at)
+            if converted and self._by_id[lead_id].values["ConvertedContactId"] is None:
+                self._convert(lead_id)
             if person.campaign_key:
                 campaign_id = self._keys.get(("campaign", person.campaign_key))
                 if campaign_id and (campaign_id, lead_id) not in self._membership:
@@ -446,12 +527,13 @@ class SalesforceStore:
             sobject, subtype, type_, label = mapping
             when = activity.occurred_at
             lead = self._by_id[lead_id]
+            who = lead.values["ConvertedContactId"] or lead_id  # a converted lead's activities go to its Contact
             owner = lead.values["OwnerId"]
             task_owner = owner if owner and owner.startswith("005") else self.default_user_id
             subject = f"{label}: {activity.detail}" if activity.detail else label
             if sobject == "Task":
                 values: dict[str, Any] = {
-                    "WhoId": lead_id, "Subject": subject[:255], "ActivityDate": when.astimezone(UTC).date(),
+                    "WhoId": who, "Subject": subject[:255], "ActivityDate": when.astimezone(UTC).date(),
                     "Status": "Completed", "Priority": "Normal", "OwnerId": task_owner,
                     "Description": activity.detail, "Type": type_, "TaskSubtype": subtype,
                     "CallType": "Outbound" if type_ == "Call" else None,
@@ -461,7 +543,7 @@ class SalesforceStore:
             elif sobject == "Event":
                 minutes = _EVENT_MINUTES[type_]
                 values = {
-                    "WhoId": lead_id, "Subject": subject[:255], "ActivityDate": when.astimezone(UTC).date(),
+                    "WhoId": who, "Subject": subject[:255], "ActivityDate": when.astimezone(UTC).date(),
                     "ActivityDateTime": ms(when), "StartDateTime": ms(when),
                     "EndDateTime": ms(when + timedelta(minutes=minutes)), "DurationInMinutes": minutes,
                     "Description": activity.detail, "Type": type_, "EventSubtype": "Event",
@@ -524,6 +606,21 @@ class SalesforceStore:
             for rec in self.records[name].values():
                 if rec.values[ref] == lead_id and not rec.deleted:
                     yield rec
+
+    def _convert(self, lead_id: str) -> None:
+        """Conversion's side effects: a Contact, and the lead's Tasks and Events moved to it
+        (``WhoId`` 003..., their stamps bumped), as Salesforce does on convert."""
+        lead = self._by_id[lead_id]
+        v = lead.values
+        owner = v["OwnerId"] if str(v["OwnerId"]).startswith("005") else self.default_user_id
+        contact_id = self._insert(SOBJECTS["Contact"], {"FirstName": v["FirstName"], "LastName": v["LastName"],
+                                                        "Email": v["Email"], "OwnerId": owner}, "funnel")
+        self._write(lead, {"ConvertedContactId": contact_id}, "funnel")
+        for child_id in self._who_index.get(lead_id, []):
+            child = self._by_id.get(child_id)
+            if child is not None and child.values["WhoId"] == lead_id and not child.deleted:
+                self._write(child, {"WhoId": contact_id}, "funnel")
+        self._keys[("contact", lead_id)] = contact_id
 
     def _delete_lead(self, lead_id: str, source: str) -> None:
         lead = self._by_id[lead_id]
@@ -606,6 +703,11 @@ class SalesforceStore:
             rec_id = self._insert(definition, values, "api")
             if name == "CampaignMember":
                 self._membership[(values["CampaignId"], values["LeadId"])] = rec_id
+            who = self.get(values["WhoId"]) if name in ("Task", "Event") and values.get("WhoId") else None
+            if who is not None and who.sobject.name == "Lead":
+                # Logging an activity changes the lead's LastActivityDate: a system change that
+                # moves its SystemModstamp (not LastModifiedDate).
+                self._touch(who, ("SystemModstamp",), "api")
             return rec_id
 
     def api_update(self, sobject_name: str | None, record_id: str, body: dict[str, Any], *,
@@ -629,7 +731,16 @@ class SalesforceStore:
                     and not rec.values["HasResponded"]:
                 values["HasResponded"] = True
                 values["FirstRespondedDate"] = self._now().date()
+            if self.validation_rules:
+                merged = dict(rec.values)
+                merged.update(values)
+                self._validate(definition.name, merged)
             return self._write(rec, values, "api")
+
+    def _validate(self, sobject: str, values: dict[str, Any]) -> None:
+        for rule in self.validation_rules:
+            if rule.sobject == sobject and rule.fails(values):
+                raise RecordError("FIELD_CUSTOM_VALIDATION_EXCEPTION", rule.message, list(rule.fields))
 
     def api_delete(self, sobject_name: str | None, record_id: str) -> None:
         """Delete (recycle) a record; Lead deletes cascade to its activities."""
@@ -754,6 +865,16 @@ class SalesforceStore:
         ok = target is not None and not target.deleted and target.sobject.name in allowed
         if ok and target is not None and target.sobject.name == "Group":
             ok = target.values["Type"] == "Queue"
+        if fdef.name == "OwnerId" and target is not None and not target.deleted:
+            if target.sobject.name == "Group" and target.values["Type"] == "Queue" \
+                    and definition.name not in self.queue_objects(target.id):
+                # A queue owns only the objects listed among its supported objects; Task owners
+                # are never queues ("Assigned To ID").
+                raise RecordError("FIELD_INTEGRITY_EXCEPTION",
+                                  f"{fdef.display_label}: id value of incorrect type: {target.id}", [fdef.name])
+            if target.sobject.name == "User" and not target.values["IsActive"]:
+                raise RecordError("INACTIVE_OWNER_OR_USER", "operation performed with inactive user "
+                                  f"[{target.id}] as owner of {definition.name.lower()}", [])
         if not ok or target is None:
             raise RecordError("INVALID_CROSS_REFERENCE_KEY",
                               f"invalid cross reference id: {fdef.display_label} ({raw})", [fdef.name])
