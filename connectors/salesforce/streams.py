@@ -76,6 +76,7 @@ class SalesforceConnector:
         # The score fields leadscore writes never feed the model: keep them out of attributes.
         score = conn.score_fields.model_dump().values() if conn.score_fields else []
         self.field_map = {k: v for k, v in conn.field_map.items() if k not in set(score)}
+        self._contact_leads: dict[str, str] = {}  # converted Contact id -> its Lead id, read this run
 
     @property
     def api_calls(self) -> int:
@@ -183,8 +184,8 @@ class SalesforceConnector:
                if isinstance(r.get("WhoId"), str) and str(r.get("WhoId")).startswith(CONTACT_ID_PREFIX)}
         if not who:
             return
-        contacts = sorted(set(who.values()))
-        lead_of: dict[str, str] = {}
+        lead_of = self._contact_leads  # a conversion's moved activities often span pages: ask once
+        contacts = sorted(set(who.values()) - set(lead_of))
         for offset in range(0, len(contacts), 200):  # keeps the SOQL well under its length limit
             chunk = ", ".join(_quote(c) for c in contacts[offset:offset + 200])
             result = self._query(f"SELECT Id, ConvertedContactId FROM Lead WHERE ConvertedContactId IN ({chunk})")

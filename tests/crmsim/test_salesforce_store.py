@@ -50,7 +50,7 @@ def test_every_activity_type_maps_to_the_documented_object() -> None:
             assert values["WhoId"] == lead_id and values["TaskSubtype"] == subtype and values["Type"] == type_
             assert values["Status"] == "Completed" and values["Description"] == "/pricing"
             assert values["Subject"] == f"{type_}: /pricing"
-            assert values["CreatedDate"] == datetime(2024, 5, 1, 11, 0, 0, 5000, tzinfo=UTC)
+            assert values["CreatedDate"] == datetime(2024, 5, 1, 11, 0, 0, tzinfo=UTC)  # whole seconds
         elif sobject == "Event":
             assert values["WhoId"] == lead_id and values["Type"] == type_
             assert values["StartDateTime"] == values["CreatedDate"]
@@ -129,3 +129,24 @@ def test_data_quality_gaps_get_salesforce_placeholders() -> None:
     values = _values(store, store.crm_id("P000001"))
     assert values["LastName"] == "[not provided]" and values["Company"] == "[not provided]"
     assert values["OwnerId"] == store.default_user_id
+
+
+def test_conversion_moves_tasks_and_events_to_a_new_contact() -> None:
+    store = _store()
+    store.put_person(person(1))
+    lead_id = store.crm_id("P000001")
+    store.put_activity(Activity("A1", "P000001", "call", T0 + timedelta(minutes=1)))
+    store.put_activity(Activity("A2", "P000001", "meeting", T0 + timedelta(minutes=2)))
+    task_id, event_id = store.id_for("activity", "A1"), store.id_for("activity", "A2")
+    before = _values(store, task_id)["SystemModstamp"]
+    store.clock.set(T0 + timedelta(days=1))
+    store.put_person(person(1, status="Converted", converted_at=T0 + timedelta(hours=20)))
+    lead = _values(store, lead_id)
+    contact_id = lead["ConvertedContactId"]
+    assert lead["IsConverted"] is True and contact_id.startswith("003")
+    assert _values(store, contact_id)["LastName"] == "Last1"
+    for moved in (task_id, event_id):
+        assert _values(store, moved)["WhoId"] == contact_id
+    assert _values(store, task_id)["SystemModstamp"] > before  # moved activities are stamped
+    store.put_activity(Activity("A3", "P000001", "call", T0 + timedelta(days=1)))
+    assert _values(store, store.id_for("activity", "A3"))["WhoId"] == contact_id  # later ones too
