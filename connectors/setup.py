@@ -12,7 +12,7 @@ first: that is success. A property that exists with the wrong type is reported.
 Both: the routing configuration is validated against the CRM
 (:func:`connectors.routing.validate_routing`): queues, campaigns, workflows, owners and fields
 named in the config must exist. On Salesforce, routing queues must list Lead among their
-supported objects, and open leads owned by inactive users are reported when routing creates
+supported objects (a problem), and open leads owned by inactive users are a warning when routing creates
 Tasks (both are refused at run time otherwise).
 """
 
@@ -84,6 +84,8 @@ class SetupResult:
     created: list[str] = field(default_factory=list)
     missing: list[FieldSpec] = field(default_factory=list)  # Salesforce: for an admin to add
     problems: list[str] = field(default_factory=list)  # wrong types, not writable, routing
+    # Data the CRM will refuse per record at run time (not a set-up error: setup still passes).
+    warnings: list[str] = field(default_factory=list)
     api_calls: int = 0
 
     @property
@@ -107,7 +109,7 @@ class SetupResult:
         return {"connection": self.connection, "kind": self.kind, "ok": self.ok, "present": self.present,
                 "created": self.created,
                 "missing": [{"api_name": s.name, "label": s.label, "type": s.admin_type} for s in self.missing],
-                "problems": self.problems, "api_calls": self.api_calls}
+                "problems": self.problems, "warnings": self.warnings, "api_calls": self.api_calls}
 
 
 def _setup_salesforce(conn: ConnectionConfig, client: Any, result: SetupResult) -> None:
@@ -146,10 +148,12 @@ def _soql_quote(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def _salesforce_owner_problems(config: AppConfig, conn: ConnectionConfig, client: Any) -> list[str]:
+def _salesforce_owner_checks(config: AppConfig, conn: ConnectionConfig, client: Any,
+                             result: SetupResult) -> None:
     """Owners Salesforce would refuse at run time: a routing queue that does not list Lead among
-    its supported objects (``FIELD_INTEGRITY_EXCEPTION``), and open leads owned by inactive users
-    (``create_task`` gives the Task the lead's owner: ``INACTIVE_OWNER_OR_USER``)."""
+    its supported objects (``FIELD_INTEGRITY_EXCEPTION``: a problem, every assignment would fail),
+    and open leads owned by inactive users (``create_task`` gives the Task the lead's owner:
+    ``INACTIVE_OWNER_OR_USER`` for those leads only: a warning)."""
     def query(soql: str) -> dict[str, Any]:
         return dict(client.request(lambda sf: sf.query_all(soql)))
 
@@ -162,7 +166,7 @@ def _salesforce_owner_problems(config: AppConfig, conn: ConnectionConfig, client
             if action.type == "assign_owner" and action.queue:
                 queues.setdefault(action.queue, []).append(f"routing.{r_index}.actions.{a_index}")
             creates_tasks = creates_tasks or action.type == "create_task"
-    out: list[str] = []
+    out = result.problems
     if queues:
         names = ", ".join(_soql_quote(name) for name in sorted(queues))
         groups = query(f"SELECT Id, Name, DeveloperName FROM Group WHERE Type = 'Queue' AND "
@@ -191,10 +195,9 @@ def _salesforce_owner_problems(config: AppConfig, conn: ConnectionConfig, client
             owned = dict(client.request(lambda sf: sf.query(soql)))
             count = int(owned.get("totalSize") or 0)
             if count:
-                out.append(f"{count} open leads are owned by inactive users in connection {conn.name}: "
-                           "create_task gives the Task the lead's owner, which Salesforce refuses "
-                           "(INACTIVE_OWNER_OR_USER); reassign those leads")
-    return out
+                result.warnings.append(f"{count} open leads are owned by inactive users in connection {conn.name}: "
+                                       "create_task gives the Task the lead's owner, which Salesforce refuses "
+                                       "(INACTIVE_OWNER_OR_USER) for those leads; reassign them")
 
 
 def _setup_hubspot(conn: ConnectionConfig, client: Any, result: SetupResult) -> None:
@@ -263,7 +266,7 @@ def crm_setup(
             _setup_hubspot(conn, client, result)
         result.problems.extend(static + make_router(conn, client).problems(config, conn))
         if conn.kind == "salesforce":
-            result.problems.extend(_salesforce_owner_problems(config, conn, client))
+            _salesforce_owner_checks(config, conn, client, result)
         result.api_calls = int(getattr(client, "api_calls", 0)) - before
         results.append(result)
     return results
@@ -280,4 +283,6 @@ def admin_instructions(result: SetupResult) -> list[str]:
             lines.append(f"  {spec.name:<28} {spec.admin_type:<45} label \"{spec.label}\"")
     for problem in result.problems:
         lines.append(f"{result.connection}: {problem}")
+    for warning in result.warnings:
+        lines.append(f"{result.connection}: warning: {warning}")
     return lines

@@ -167,10 +167,11 @@ def test_owner_refusals_have_the_real_codes_and_crm_setup_reports_them(sim: CRMS
     results = {r.connection: r for r in crm_setup(config, secrets_for(sim), connection="sf")}
     problems = results["sf"].problems
     assert any("does not list Lead among its supported objects" in p for p in problems), problems
-    assert any("owned by inactive users" in p for p in problems), problems
+    # Leads of a rep who left: refused per record at run time, reported, but setup is not blocked.
+    assert any("owned by inactive users" in w for w in results["sf"].warnings), results["sf"].warnings
     store.set_queue_objects(queue.id, ("Lead",))
-    problems = crm_setup(config, secrets_for(sim), connection="sf")[0].problems
-    assert not any("supported objects" in p for p in problems), problems
+    fixed = crm_setup(config, secrets_for(sim), connection="sf")[0]
+    assert fixed.ok and fixed.warnings, (fixed.problems, fixed.warnings)
 
 
 # --- #10 realistic stamps: every update bumps, Task inserts bump the lead, whole seconds ---------
