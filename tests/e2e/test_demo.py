@@ -50,3 +50,31 @@ def test_demo_runs_the_whole_loop_and_writes_the_json_contract(tmp_path: Path) -
     assert report.read_text().lstrip().lower().startswith("<!doctype html")
     assert (tmp_path / "var" / "demo" / "leadscore.db").exists()
     assert not (tmp_path / "var" / "leadscore.db").exists()  # the demo keeps to its own database
+    _inspection_after_the_demo(tmp_path)
+
+
+def _inspection_after_the_demo(cwd: Path) -> None:
+    """The inspection commands run where the demo ran, with no LEADSCORE_* variable, see its data;
+    bad input there is still one line."""
+    import sqlite3
+
+    from tests.cli.support import INSPECTION_COMMANDS, assert_one_line_failure, leadscore
+
+    with sqlite3.connect(cwd / "var" / "demo" / "leadscore.db") as db:
+        crm_id, versions = db.execute(
+            "SELECT lead.crm_id, (SELECT count(*) FROM model_version) FROM lead "
+            "JOIN lead_score ON lead_score.lead_id = lead.id AND lead_score.is_current ORDER BY lead.id LIMIT 1"
+        ).fetchone()
+    outputs = {}
+    for args in [*INSPECTION_COMMANDS, ["explain", crm_id]]:
+        result = leadscore(*args, cwd=cwd)
+        assert result.returncode == 0, (args, result.stderr[-2000:])
+        assert "Traceback" not in result.stderr and "no such table" not in result.stderr
+        assert "reading the demo's data in var/demo/leadscore.db" in result.stderr
+        outputs[args[0] + " " + (args[1] if len(args) > 1 else "")] = result.stdout
+    assert outputs["models list"].count("champion") >= 1 and versions >= 1
+    assert f"lead {crm_id}" in outputs[f"explain {crm_id}"]
+    assert "model: none trained yet" not in outputs["status "]
+    assert_one_line_failure(leadscore("explain", "00QNOSUCHLEAD", cwd=cwd), 1, "no lead with CRM id")
+    assert_one_line_failure(leadscore("tiers", "preview", "A=10", "B=20", "C=30", cwd=cwd), 1, "tiers.thresholds")
+    assert not (cwd / "var" / "leadscore.db").exists()
