@@ -19,6 +19,8 @@ both APIs. Keys:
 ``concurrent_limit`` Salesforce only: share of requests answered 403 ``REQUEST_LIMIT_EXCEEDED``
                      "ConcurrentPerOrgLongTxn Limit exceeded." (the same code as the daily quota;
                      real orgs send it when too many long requests run at once)
+``query_timeout_rows`` Salesforce only: a SOQL query returning more rows than this (after its
+                     LIMIT) answers 400 ``QUERY_TIMEOUT`` (0 = never): big pages of a slow query
 ``daily_limit``      the org's daily API allocation (Salesforce ``Sforce-Limit-Info`` max,
                      HubSpot daily limit); exceeding it answers 403 REQUEST_LIMIT_EXCEEDED /
                      429 policyName DAILY
@@ -48,6 +50,7 @@ class FaultPlan:
     expire_after: int = 0
     record_fail: float = 0.0
     concurrent_limit: float = 0.0
+    query_timeout_rows: int = 0
     daily_limit: int = 1_000_000
 
     @property

@@ -46,8 +46,9 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# errorCodes that may succeed when repeated (record locks, stale query cursors).
-RETRIABLE_CODES = frozenset({"UNABLE_TO_LOCK_ROW", "SERVER_UNAVAILABLE", "QUERY_TIMEOUT", "INVALID_QUERY_LOCATOR"})
+# errorCodes that may succeed when repeated (record locks, stale query cursors). QUERY_TIMEOUT is
+# not among them: the same query times out again; the connector re-asks with a smaller page.
+RETRIABLE_CODES = frozenset({"UNABLE_TO_LOCK_ROW", "SERVER_UNAVAILABLE", "INVALID_QUERY_LOCATOR"})
 QUOTA_CODES = frozenset({"REQUEST_LIMIT_EXCEEDED", "TOTAL_REQUESTS_LIMIT_EXCEEDED"})
 
 

@@ -16,6 +16,7 @@ committed late with an earlier stamp; re-reading them is harmless (upserts).
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
@@ -40,6 +41,9 @@ from connectors.salesforce.settings import MAX_PAGE_SIZE, REQUEST_TIMEOUT, STREA
 from connectors.timeparse import soql_datetime
 
 CONTACT_ID_PREFIX = "003"
+MIN_PAGE_SIZE = 200  # the smallest page a timed-out query is re-asked with
+
+logger = logging.getLogger(__name__)
 
 
 def _quote(value: str) -> str:
@@ -121,8 +125,17 @@ class SalesforceConnector:
         if cursor is not None and self.conn.overlap_seconds > 0:
             start = Cursor(cursor.ts - timedelta(seconds=self.conn.overlap_seconds), None)
         normalise = self._normaliser(stream)
+        size = self.page_size
         while True:
-            result = self._query(keyset_soql(sobject, fields, start, until, self.page_size))
+            try:
+                result = self._query(keyset_soql(sobject, fields, start, until, size))
+            except FatalCRMError as exc:
+                if exc.code != "QUERY_TIMEOUT" or size <= MIN_PAGE_SIZE:
+                    raise
+                # Repeating a query that timed out times out again: ask for a smaller page.
+                size = max(MIN_PAGE_SIZE, size // 2)
+                logger.warning("Salesforce %s: query timed out; retrying with pages of %d", stream, size)
+                continue
             fetched = 0
             while True:
                 records = [r for r in result.get("records", []) if isinstance(r, dict)]
@@ -134,7 +147,7 @@ class SalesforceConnector:
                 if result.get("done", True) or not result.get("nextRecordsUrl"):
                     break
                 result = self._query_more(str(result["nextRecordsUrl"]))
-            if fetched < self.page_size:
+            if fetched < size:
                 return
 
     def _normaliser(self, stream: str) -> Callable[[dict[str, Any]], LeadRecord | ActivityRecord | None]:

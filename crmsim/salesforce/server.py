@@ -414,6 +414,11 @@ class SalesforceServer:
             rows = rows[compiled.offset:]
         if compiled.limit is not None:
             rows = rows[:compiled.limit]
+        timeout_rows = self.faults.plan.query_timeout_rows
+        if timeout_rows and len(rows) > timeout_rows:
+            # A query too slow for the org: Salesforce gives up after its time limit.
+            self.faults.injected["query_timeout"] = self.faults.injected.get("query_timeout", 0) + 1
+            raise ApiError(400, "QUERY_TIMEOUT", "Your query request was running for too long.")
         if compiled.count_only:
             return Response(200, {"totalSize": len(rows), "done": True, "records": []})
         if compiled.count_field:

@@ -287,3 +287,21 @@ def test_events_stream_is_skipped_with_one_warning_below_enterprise(committing_p
         assert len(warnings) == 1
     finally:
         sim.stop()
+
+
+# --- #17 QUERY_TIMEOUT: the same query times out again, a smaller page does not -----------------
+
+def test_query_timeout_shrinks_the_page_instead_of_repeating_the_query(committing_pg_engine: Engine) -> None:
+    from tests.connectors import expected
+
+    sim = _sim(faults="sf.query_timeout_rows=300", leads=1500)
+    try:
+        conn, secrets = salesforce_config(sim, "slow-sf")
+        report = sync_connection(committing_pg_engine, conn, secrets)
+        assert report.status == "succeeded", report.error
+        timeouts = sim.salesforce.faults.injected.get("query_timeout", 0)
+        # One timeout per halving (2000 -> 1000 -> 500 -> 250) per stream that big, not 8 repeats.
+        assert 0 < timeouts <= 3 * 4
+        expected.assert_database_matches(committing_pg_engine, "slow-sf", expected.salesforce(sim))
+    finally:
+        sim.stop()
