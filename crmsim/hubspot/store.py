@@ -495,6 +495,11 @@ class HubSpotStore:
         """Create through the API (validated, read-only properties refused)."""
         with self.lock:
             values, errors = self.validate(object_type, props)
+            if object_type == "tasks" and not values.get("hs_timestamp"):
+                # The tasks API requires hs_timestamp (the due date) on create (checklist #29;
+                # the exact error code is unverified).
+                errors.append(property_error("hs_timestamp", "REQUIRED_PROPERTY",
+                                             "hs_timestamp is required to create a task"))
             if errors:
                 raise validation_error(errors)
             targets: list[tuple[str, int, list[int]]] = []

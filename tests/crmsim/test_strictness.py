@@ -99,3 +99,16 @@ def test_events_need_an_enterprise_hub(server: HubSpotServer) -> None:
     with pytest.raises(EventsApiException) as caught:
         _client(server).events.events_api.get_page(object_type="contact")
     assert caught.value.status == 403
+
+
+def test_a_task_needs_hs_timestamp(server: HubSpotServer) -> None:
+    from hubspot.crm.objects import ApiException as ObjectsApiException
+
+    api = _client(server).crm.objects.basic_api
+    with pytest.raises(ObjectsApiException) as caught:
+        api.create("tasks", {"properties": {"hs_task_subject": "Call back"}})
+    assert caught.value.status == 400
+    assert json.loads(caught.value.body)["errors"][0]["context"]["propertyName"] == ["hs_timestamp"]
+    created = api.create("tasks", {"properties": {"hs_task_subject": "Call back",
+                                                  "hs_timestamp": "2025-03-02T09:00:00.000Z"}})
+    assert created.properties["hs_task_subject"] == "Call back"
