@@ -1,12 +1,16 @@
-"""Shared fixtures: a real PostgreSQL database per test session, SQLite per test, data paths.
+"""Shared fixtures: a real PostgreSQL database per test session, SQLite per test, data paths, Chromium.
 
 PostgreSQL tests create their own database (``leadscore_test_<pid>``) and drop it at the end;
 each test runs inside a transaction that is rolled back (savepoints for the code's own commits).
+The servers are the configured ones when they answer, else throwaway ones this session starts
+(tests/services.py); that is decided here, at import, before any other conftest or test module reads
+``LEADSCORE_TEST_PG_ADMIN`` / ``LEADSCORE_TEST_REDIS``.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,10 +23,31 @@ from sqlalchemy.orm import Session
 
 from store.db import make_engine
 from store.models import Base
+from tests import services
 
-PG_ADMIN_DSN = os.environ.get("LEADSCORE_TEST_PG_ADMIN", "postgresql://root@127.0.0.1:5432/postgres")
+_SERVICE_ERROR: str | None = None
+try:
+    PG_ADMIN_DSN, REDIS_BASE_URL = services.ensure_services()
+except services.ServiceError as exc:
+    # Reported by pytest_configure as one line (an exit raised while a conftest loads shows a traceback).
+    _SERVICE_ERROR = str(exc)
+    PG_ADMIN_DSN, REDIS_BASE_URL = services.DEFAULT_PG, services.DEFAULT_REDIS
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if _SERVICE_ERROR is not None:
+        raise pytest.UsageError(f"test services: {_SERVICE_ERROR}")
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return services.describe()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    # At the session's end (atexit and the signal handlers cover the abnormal ends).
+    services.stop_all()
 
 
 def _pg_url(dbname: str) -> str:
@@ -137,3 +162,34 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data folder {SHARED_DATA} is absent (it ships beside the repo)")
     return SHARED_DATA
+
+
+CHROMIUM_ENV = "LEADSCORE_TEST_CHROMIUM"
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+CHROMIUM_INSTALL = "apt-get install -y chromium"
+
+
+def find_chromium() -> str | None:
+    """A Chromium (or Chrome) binary: ``LEADSCORE_TEST_CHROMIUM`` if set, else the first on PATH."""
+    explicit = os.environ.get(CHROMIUM_ENV)
+    if explicit:
+        return shutil.which(explicit)
+    return next((found for name in CHROMIUM_NAMES if (found := shutil.which(name))), None)
+
+
+def running_in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """The browser for tests that render pages. Without one a test is skipped with the reason and the
+    install command, except in CI (``CI=true``), which installs it and so must never skip these."""
+    found = find_chromium()
+    if found is None:
+        where = os.environ.get(CHROMIUM_ENV) or "/".join(CHROMIUM_NAMES)
+        reason = f"no Chromium found ({where} not on PATH); install it with: {CHROMIUM_INSTALL}"
+        if running_in_ci():
+            pytest.fail(f"{reason} -- CI installs it and must not skip browser tests")
+        pytest.skip(reason)
+    return found

@@ -17,10 +17,11 @@ import pytest
 import redis
 
 from crmsim.app import CRMSim
-from tests.conftest import PG_ADMIN_DSN, _pg_url
+from tests.conftest import PG_ADMIN_DSN, REDIS_BASE_URL, _pg_url
+from tests.services import with_db
 from worker.liveloop import LiveLoop
 
-REDIS_URL = "redis://127.0.0.1:6379/12"  # a database of its own: beat lock and queues are private
+REDIS_URL = with_db(REDIS_BASE_URL, 12)  # a database of its own: beat lock and queues are private
 
 
 @pytest.fixture

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import redis
 
-REDIS_URL = os.environ.get("LEADSCORE_TEST_REDIS", "redis://127.0.0.1:6379/0")
+from tests.conftest import REDIS_BASE_URL as REDIS_URL  # the configured Redis or the one the session started
+
 REPO = Path(__file__).resolve().parents[2]
 
 

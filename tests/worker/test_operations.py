@@ -15,11 +15,13 @@ import redis
 import requests
 
 from config.errors import ConfigError
+from tests.conftest import REDIS_BASE_URL
+from tests.services import with_db
 from worker.ops_cli import flower_args, flower_env
 
 REPO = Path(__file__).resolve().parents[2]
 # A database of its own, so counting queued messages sees only this test's beats.
-BEAT_REDIS = "redis://127.0.0.1:6379/13"
+BEAT_REDIS = with_db(REDIS_BASE_URL, 13)
 
 
 def free_port() -> int:
