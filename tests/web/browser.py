@@ -28,11 +28,12 @@ class BrowserError(AssertionError):
 
 
 class Browser:
-    def __init__(self, *, width: int = 1280, height: int = 900, timeout: float = 30.0) -> None:
+    def __init__(self, *, width: int = 1280, height: int = 900, timeout: float = 30.0,
+                 binary: str = CHROMIUM) -> None:
         self.timeout = timeout
         self.profile = Path(tempfile.mkdtemp(prefix="leadscore-chromium-"))
         self.proc = subprocess.Popen(
-            [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+            [binary, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
              "--no-first-run", "--no-default-browser-check", "--disable-extensions", "--disable-quic",
              "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
              f"--user-data-dir={self.profile}", f"--window-size={width},{height}", "about:blank"],

@@ -23,6 +23,7 @@ from sqlalchemy import Engine, select
 from crmsim.app import CRMSim
 from store.db import unit_of_work
 from store.models import Connection, SyncRun
+from tests.conftest import REDIS_BASE_URL
 from tests.connectors.test_writeback_support import (
     add_leads,
     create_hubspot_score_properties,
@@ -32,10 +33,11 @@ from tests.connectors.test_writeback_support import (
     score,
     start_sim,
 )
+from tests.services import with_db
 from worker.locks import LOCK_TTL_SECONDS
 from worker.processes import kill_tree, start_worker, stop
 
-REDIS_URL = "redis://127.0.0.1:6379/14"  # a database of its own: locks and queues are private
+REDIS_URL = with_db(REDIS_BASE_URL, 14)  # a database of its own: locks and queues are private
 SYNC_LOCK = "leadscore:lock:sync:hs"
 WRITEBACK_LOCK = "leadscore:lock:writeback"
 
