@@ -7,17 +7,31 @@ visibility timeout: a task still running when the timeout passes would be delive
 
 from __future__ import annotations
 
+from config.errors import ConfigError
 from config.settings import get_settings
 from worker.queues import Queue, task_routes
 from worker.schedule import build_beat_schedule
 
-_settings = get_settings()
+try:
+    _settings = get_settings()
+    _beat_schedule = build_beat_schedule()
+except ConfigError as exc:
+    # `celery -A worker.app worker|beat` started directly: the same one line `config check`
+    # prints, not a traceback from Celery's start-up.
+    raise SystemExit(f"error: {exc}") from None
 
 broker_url = _settings.broker_url or "memory://localhost/"
 result_backend = _settings.result_backend or (
     _settings.broker_url if (_settings.broker_url or "").startswith("redis") else None
 )
+# Ride out broker outages: retry the connection forever (with Celery's backoff) at start-up and
+# whenever it drops, never exit on a blip (docs/operations.md, "Broker outages").
 broker_connection_retry_on_startup = True
+broker_connection_retry = True
+broker_connection_max_retries = None
+broker_channel_error_retry = True
+redis_retry_on_timeout = True
+redis_socket_keepalive = True
 broker_transport_options = {"visibility_timeout": _settings.visibility_timeout}
 result_backend_transport_options = {"visibility_timeout": _settings.visibility_timeout}
 result_expires = 24 * 3600
@@ -46,5 +60,5 @@ task_routes = task_routes()
 task_always_eager = _settings.eager
 task_eager_propagates = True
 
-beat_schedule = build_beat_schedule()
+beat_schedule = _beat_schedule
 beat_scheduler = "worker.beat:LockedScheduler"

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from config.checks import check_ca_bundle, check_cron, check_http_url
 from config.errors import ConfigError
 
 TIERS: tuple[str, ...] = ("A", "B", "C", "D")
@@ -78,6 +79,20 @@ class ConnectionConfig(_Strict):
             data = {**data, "score_fields": model.model_validate(data["score_fields"])}
         return data
 
+    @field_validator("host")
+    @classmethod
+    def _host_is_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_http_url(value)
+        return value
+
+    @field_validator("ca_bundle")
+    @classmethod
+    def _ca_bundle_loads(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_ca_bundle(value)
+        return value
+
     @model_validator(mode="after")
     def _kind_specific(self) -> ConnectionConfig:
         if self.kind == "salesforce":
@@ -85,6 +100,7 @@ class ConnectionConfig(_Strict):
                 raise ValueError("instance_url is required for a salesforce connection")
             if not self.instance_url.startswith("https://"):
                 raise ValueError("instance_url must start with https:// (Salesforce is HTTPS only)")
+            check_http_url(self.instance_url, https_only=True)
             if self.score_fields is None:
                 self.score_fields = SalesforceFields()
         else:
@@ -184,6 +200,12 @@ class ScheduleConfig(_Strict):
     monitor_cron: str = "15 3 * * *"
     retrain_days: Annotated[int, Field(ge=1)] = 10
 
+    @field_validator("monitor_cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        check_cron(value)
+        return value
+
 
 class TrainingConfig(_Strict):
     horizon_days: Annotated[int, Field(ge=1, le=730)] = 90
@@ -209,6 +231,13 @@ class MonitoringConfig(_Strict):
     # The top tier alerts when its conversion on elapsed leads falls below this share of its norm.
     top_tier_share: Annotated[float, Field(gt=0, le=1)] = 0.7
     ece_alert: Annotated[float, Field(gt=0, le=1)] = 0.05
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_is_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_http_url(value)
+        return value
 
     @model_validator(mode="after")
     def _ordered(self) -> MonitoringConfig:
@@ -267,6 +296,26 @@ def parse_config(data: Any, source: str) -> AppConfig:
         raise ConfigError(f"{source}: {_location(first)}: {message}") from exc
 
 
+class DuplicateKeyError(yaml.YAMLError):
+    def __init__(self, key: str, line: int) -> None:
+        super().__init__(f"duplicate key {key!r} at line {line}")
+        self.key = key
+        self.line = line
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a mapping with the same key twice (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _value_node in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            if key in seen:
+                raise DuplicateKeyError(str(key), key_node.start_mark.line + 1)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_config(path: Path | str | None) -> AppConfig:
     """Load and validate the YAML config; ``None`` gives the defaults (no connections)."""
     if path is None:
@@ -278,8 +327,15 @@ def load_config(path: Path | str | None) -> AppConfig:
         raise ConfigError(f"{file}: config file not found") from exc
     except OSError as exc:
         raise ConfigError(f"{file}: cannot read config file ({exc.strerror})") from exc
+    except UnicodeDecodeError as exc:
+        line = file.read_bytes()[:exc.start].count(b"\n") + 1
+        raise ConfigError(f"{file}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at line {line}); "
+                          "save the file as UTF-8") from exc
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except DuplicateKeyError as exc:
+        raise ConfigError(f"{file}: line {exc.line}: duplicate key {exc.key!r} "
+                          "(YAML would silently keep only the last one)") from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""

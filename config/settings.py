@@ -12,6 +12,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from config.checks import check_broker_url, check_database_url
 from config.errors import ConfigError
 
 # Celery with Redis redelivers a task not acked within the visibility timeout; time limits stay
@@ -45,8 +46,15 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _known_database(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("sqlite", "postgresql")):
-            raise ValueError("must start with sqlite:// or postgresql+psycopg://")
+        if value is not None:
+            check_database_url(value)
+        return value
+
+    @field_validator("broker_url", "result_backend")
+    @classmethod
+    def _known_broker(cls, value: str | None) -> str | None:
+        if value:
+            check_broker_url(value)
         return value
 
     @model_validator(mode="after")
@@ -67,6 +75,8 @@ class Settings(BaseSettings):
         """The configured database, or SQLite under ``var_dir`` (the embedded default)."""
         if self.database_url:
             return self.database_url
+        # The embedded default owns its folder; an explicit SQLite URL must name an existing one.
+        self.var_dir.mkdir(parents=True, exist_ok=True)
         return f"sqlite:///{(self.var_dir / 'leadscore.db').as_posix()}"
 
     @property
@@ -83,7 +93,7 @@ def load_settings() -> Settings:
         first = exc.errors()[0]
         loc = ".".join(str(part) for part in first["loc"]) or "settings"
         name = f"LEADSCORE_{loc.upper()}" if first["loc"] else "LEADSCORE_* settings"
-        raise ConfigError(f"environment: {name}: {first['msg']}") from exc
+        raise ConfigError(f"environment: {name}: {first['msg'].removeprefix('Value error, ')}") from exc
 
 
 @lru_cache(maxsize=1)

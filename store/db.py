@@ -9,8 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import ExceptionContext, make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+
+from config.errors import ConfigError, LeadscoreError
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -21,9 +24,12 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        if parsed.database and parsed.database != ":memory:" and not Path(parsed.database).parent.is_dir():
+            # Never mkdir -p a typo: a wrong path would silently start an empty database elsewhere.
+            raise ConfigError(f"database: the folder {Path(parsed.database).parent} of the SQLite file "
+                              "does not exist (create it first)")
         engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
+        _one_line_connect_errors(engine)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -35,7 +41,30 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         return engine
     kwargs.setdefault("pool_pre_ping", True)
-    return create_engine(url, **kwargs)
+    engine = create_engine(url, **kwargs)
+    _one_line_connect_errors(engine)
+    return engine
+
+
+class DatabaseUnreachable(LeadscoreError):
+    """The database did not accept a connection (host, port, database name, role or password)."""
+
+
+def _one_line_connect_errors(engine: Engine) -> None:
+    """Turn a failed *connect* (not a failed statement) into one line naming the database."""
+
+    @event.listens_for(engine, "handle_error")
+    def _connect_failed(context: ExceptionContext) -> None:
+        if context.connection is not None or context.is_pre_ping:
+            return  # a statement failed, or the pool's liveness probe: SQLAlchemy handles those
+        if not isinstance(context.sqlalchemy_exception, OperationalError):
+            return
+        original = context.original_exception
+        text = str(original).strip()
+        reason = text.splitlines()[0] if text else original.__class__.__name__
+        raise DatabaseUnreachable(
+            f"database unreachable: {engine.url.render_as_string(hide_password=True)}: {reason}"
+        ) from original
 
 
 @lru_cache(maxsize=4)

@@ -73,13 +73,20 @@ app.add_typer(config_app, name="config")
 
 
 @config_app.command("check")
-def config_check() -> None:
-    """Validate the settings and the YAML config file; print what is configured."""
+def config_check(
+    connect: bool = typer.Option(False, "--connect", help="Also try to connect to the database and the broker."),
+) -> None:
+    """Validate the settings and the YAML config file (cron, URLs, files it names); print what is configured."""
     from config.app_config import load_config
+    from config.checks import connect_problems
     from config.settings import get_settings
 
     settings = get_settings()
     config = load_config(settings.config_file)
+    if connect:
+        problems = connect_problems(settings.effective_database_url, settings.broker_url)
+        if problems:
+            raise LeadscoreError("; ".join(problems))
     source = settings.config_file or "built-in defaults (no LEADSCORE_CONFIG_FILE)"
     console.print(f"config: {source}")
     for conn in config.connections:
@@ -88,6 +95,9 @@ def config_check() -> None:
     console.print(f"  routing rules: {len(config.routing)}")
     console.print(f"database: {_redact(settings.effective_database_url)}")
     console.print(f"tasks: {'in process' if settings.eager else _redact(settings.broker_url or '')}")
+    if connect:
+        console.print("connect: database and broker answered" if not settings.eager
+                      else "connect: database answered (no broker configured)")
 
 
 def _redact(url: str) -> str:

@@ -33,8 +33,21 @@ def _celery(*args: str, env: dict[str, str] | None = None) -> None:
     if settings.eager:
         raise ConfigError("environment: LEADSCORE_BROKER_URL is not set: workers, beat and Flower need "
                           "a broker (e.g. redis://127.0.0.1:6379/0)")
+    validate_for_start()
     argv = [sys.executable, "-m", "celery", "-A", "worker.app", *args]
     os.execve(sys.executable, argv, {**os.environ, **(env or {})})  # noqa: S606 - fixed argv, no shell
+
+
+def validate_for_start() -> None:
+    """What `config check` validates, before a worker, beat or Flower starts: a bad setting ends
+    the start with the same one line instead of a traceback in Celery's start-up (or later)."""
+    from config.app_config import load_config
+    from config.settings import get_settings
+    from worker.schedule import beat_entries
+
+    settings = get_settings()
+    config = load_config(settings.config_file)
+    beat_entries(config.schedules)
 
 
 @app.command()

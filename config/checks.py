@@ -1,0 +1,135 @@
+"""Checks that catch, at load time, the configuration that would otherwise crash a process later.
+
+Each function raises ``ValueError`` with a message meant to follow "<file or variable>: <key>: ";
+the callers (pydantic validators in :mod:`config.app_config` and :mod:`config.settings`) turn it
+into the one-line :class:`~config.errors.ConfigError` that `config check`, the worker and the
+beat all print. ``--connect`` adds :func:`connect_problems`, which tries the database and broker.
+"""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+from urllib.parse import urlsplit
+
+BROKER_SCHEMES_HINT = "redis://host:6379/0 (or rediss://, memory://)"
+
+
+def check_cron(expression: str) -> None:
+    """Parse a 5-field cron expression with the beat scheduler's own parser (Celery's crontab)."""
+    from celery.schedules import crontab
+
+    parts = expression.split()
+    if len(parts) != 5:
+        raise ValueError(f"{expression!r} is not a cron expression: need 5 fields "
+                         "(minute hour day-of-month month day-of-week), e.g. '15 3 * * *'")
+    minute, hour, day_of_month, month_of_year, day_of_week = parts
+    try:
+        crontab(minute=minute, hour=hour, day_of_month=day_of_month, month_of_year=month_of_year,
+                day_of_week=day_of_week)
+    except ValueError as exc:
+        raise ValueError(f"{expression!r} is not a valid cron expression ({exc})") from exc
+
+
+def check_http_url(value: str, *, https_only: bool = False) -> None:
+    """A URL with an http(s) scheme and a host (and, if given, a numeric port)."""
+    parts = urlsplit(value)
+    schemes = ("https",) if https_only else ("http", "https")
+    if parts.scheme not in schemes or not parts.hostname:
+        wanted = " or ".join(f"{s}://" for s in schemes)
+        raise ValueError(f"{value!r} is not a URL (expected {wanted}host/...)")
+    try:
+        _ = parts.port
+    except ValueError as exc:
+        raise ValueError(f"{value!r} has an invalid port") from exc
+
+
+def check_ca_bundle(path: str) -> None:
+    """The CA bundle exists and holds at least one PEM certificate the TLS stack can load."""
+    file = Path(path)
+    if not file.is_file():
+        raise ValueError(f"CA bundle {path} does not exist")
+    try:
+        context = ssl.create_default_context(cafile=str(file))
+    except (ssl.SSLError, OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"CA bundle {path} is not a PEM certificate file ({exc.__class__.__name__})") from exc
+    if not context.get_ca_certs():
+        raise ValueError(f"CA bundle {path} holds no CA certificate")
+
+
+def check_broker_url(url: str) -> None:
+    """A URL Celery's transport layer (kombu) knows, with a numeric port."""
+    from kombu.transport import resolve_transport
+
+    parts = urlsplit(url)
+    if not parts.scheme:
+        raise ValueError(f"{url!r} is not a URL (expected {BROKER_SCHEMES_HINT})")
+    try:
+        resolve_transport(parts.scheme)
+    except KeyError as exc:
+        raise ValueError(f"unknown broker scheme {parts.scheme + '://'!r} (expected {BROKER_SCHEMES_HINT})") from exc
+    try:
+        _ = parts.port
+    except ValueError as exc:
+        raise ValueError(f"{_redact(url)} has an invalid port") from exc
+
+
+def check_database_url(url: str) -> None:
+    """A SQLAlchemy URL whose driver is installed, with a numeric port; a SQLite file's folder exists."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError) as exc:
+        raise ValueError(f"not a database URL ({exc}); e.g. postgresql+psycopg://user@host/db "
+                         "or sqlite:///path") from exc
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        raise ValueError("must start with sqlite:// or postgresql+psycopg://")
+    try:
+        parsed.get_dialect()
+    except NoSuchModuleError as exc:
+        raise ValueError(f"unknown database driver {parsed.drivername!r} (use postgresql+psycopg or sqlite)") from exc
+    if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
+        folder = Path(parsed.database).parent
+        if not folder.is_dir():
+            raise ValueError(f"the folder {folder} of the SQLite file does not exist (create it first)")
+
+
+def _redact(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        return url.replace(f":{parts.password}@", ":***@", 1)
+    return url
+
+
+def connect_problems(database_url: str, broker_url: str | None) -> list[str]:
+    """Try the database and the broker once each; one line per problem (empty: both answer)."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import DBAPIError
+
+    problems: list[str] = []
+    try:
+        engine = create_engine(database_url)
+        try:
+            with engine.connect() as connection:
+                connection.execute(text("select 1"))
+        finally:
+            engine.dispose()
+    except DBAPIError as exc:
+        problems.append(f"database unreachable: {_redact(database_url)}: {first_line(exc.orig or exc)}")
+    if broker_url:
+        from kombu import Connection
+        from kombu.exceptions import OperationalError as KombuError
+
+        try:
+            with Connection(broker_url, connect_timeout=5) as broker:
+                broker.ensure_connection(max_retries=1, timeout=5)
+        except (KombuError, OSError) as exc:
+            problems.append(f"broker unreachable: {_redact(broker_url)}: {first_line(exc)}")
+    return problems
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else exc.__class__.__name__
