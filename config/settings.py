@@ -75,8 +75,6 @@ class Settings(BaseSettings):
         """The configured database, or SQLite under ``var_dir`` (the embedded default)."""
         if self.database_url:
             return self.database_url
-        # The embedded default owns its folder; an explicit SQLite URL must name an existing one.
-        self.var_dir.mkdir(parents=True, exist_ok=True)
         return f"sqlite:///{(self.var_dir / 'leadscore.db').as_posix()}"
 
     @property

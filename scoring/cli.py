@@ -276,15 +276,27 @@ def evaluate_command(
         help="Split by this column's order (oldest 70 % train, newest 15 % test) instead of at random; "
         "it is not used as a feature.",
     ),
+    max_rows: int = typer.Option(50_000, "--max-rows", min=100,
+                                 help="Past this many labelled rows, evaluate a stratified random sample "
+                                 "of this size (the method is stated in the output)."),
 ) -> None:
     """Compare CatBoost, logistic regression and random forest on any CSV, with the data audit."""
+    import sys
+    import time
+
     from scoring.evaluate import evaluate_csv, format_evaluation
 
-    with console.status("evaluating") as status:
-        result = evaluate_csv(
-            csv, target=target, exclude=exclude, seed=seed, min_per_class=min_per_class,
-            progress=lambda m: status.update(f"evaluating: {m}"), time_col=time_column,
-        )
+    started = time.monotonic()
+
+    def stage(message: str) -> None:
+        # One line per stage on stderr (stdout stays the report): a long run shows where it is.
+        # "note: " marks an informational stderr line, as elsewhere in the CLI.
+        print(f"note: [{time.monotonic() - started:6.1f}s] {message}", file=sys.stderr, flush=True)
+
+    result = evaluate_csv(
+        csv, target=target, exclude=exclude, seed=seed, min_per_class=min_per_class,
+        progress=stage, time_col=time_column, max_rows=max_rows,
+    )
     console.print(format_evaluation(result), highlight=False)
     if json_path is not None:
         _write_json(json_path, result)

@@ -24,10 +24,13 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:" and not Path(parsed.database).parent.is_dir():
-            # Never mkdir -p a typo: a wrong path would silently start an empty database elsewhere.
-            raise ConfigError(f"database: the folder {Path(parsed.database).parent} of the SQLite file "
-                              "does not exist (create it first)")
+        folder = Path(parsed.database).parent if parsed.database and parsed.database != ":memory:" else None
+        if folder is not None and not folder.is_dir():
+            if not _is_embedded_default(url):
+                # Never mkdir -p a typo: a wrong path would silently start an empty database elsewhere.
+                raise ConfigError(f"database: the folder {folder} of the SQLite file does not exist "
+                                  "(create it first)")
+            folder.mkdir(parents=True, exist_ok=True)  # the embedded default owns its var/ folder
         engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
         _one_line_connect_errors(engine)
 
@@ -44,6 +47,14 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     engine = create_engine(url, **kwargs)
     _one_line_connect_errors(engine)
     return engine
+
+
+def _is_embedded_default(url: str) -> bool:
+    """True for the SQLite file under ``LEADSCORE_VAR_DIR`` used when no database URL is set."""
+    from config.settings import get_settings
+
+    settings = get_settings()
+    return settings.database_url is None and url == settings.effective_database_url
 
 
 class DatabaseUnreachable(LeadscoreError):

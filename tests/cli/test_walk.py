@@ -35,6 +35,7 @@ def test_inspection_in_an_empty_directory_is_one_line_and_creates_nothing(tmp_pa
 
 def test_inspection_reads_the_demo_database_when_there_is_no_other(tmp_path: Path) -> None:
     demo_url = f"sqlite:///{(tmp_path / 'var' / 'demo' / 'leadscore.db').as_posix()}"
+    (tmp_path / "var" / "demo").mkdir(parents=True)  # as the demo makes it: an explicit URL's folder must exist
     assert leadscore("db", "upgrade", cwd=tmp_path, env={"LEADSCORE_DATABASE_URL": demo_url}).returncode == 0
     result = leadscore("models", "list", cwd=tmp_path)
     assert result.returncode == 0, result.stderr

@@ -33,7 +33,7 @@ FAMILIES = {"catboost", "logistic_regression", "random_forest"}
 
 def _check_shape(result: dict) -> None:
     assert set(result) == {"dataset", "audit", "models", "selected"}
-    assert set(result["dataset"]) == {"rows", "positives", "features", "excluded"}
+    assert set(result["dataset"]) == {"rows", "positives", "features", "excluded", "sampling"}
     assert set(result["audit"]) == {"warnings", "leaky_features"}
     assert set(result["models"]) == FAMILIES and result["selected"] in FAMILIES
     for parts in result["models"].values():
