@@ -3,7 +3,8 @@
 Each function raises ``ValueError`` with a message meant to follow "<file or variable>: <key>: ";
 the callers (pydantic validators in :mod:`config.app_config` and :mod:`config.settings`) turn it
 into the one-line :class:`~config.errors.ConfigError` that `config check`, the worker and the
-beat all print. ``--connect`` adds :func:`connect_problems`, which tries the database and broker.
+beat all print. ``config check --connect`` adds ``worker.ops_cli.connect_problems``, which tries
+the database and the broker.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ def check_broker_url(url: str) -> None:
     try:
         _ = parts.port
     except ValueError as exc:
-        raise ValueError(f"{_redact(url)} has an invalid port") from exc
+        raise ValueError(f"{redact_url(url)} has an invalid port") from exc
 
 
 def check_database_url(url: str) -> None:
@@ -96,38 +97,11 @@ def check_database_url(url: str) -> None:
             raise ValueError(f"the folder {folder} of the SQLite file does not exist (create it first)")
 
 
-def _redact(url: str) -> str:
+def redact_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.password:
         return url.replace(f":{parts.password}@", ":***@", 1)
     return url
-
-
-def connect_problems(database_url: str, broker_url: str | None) -> list[str]:
-    """Try the database and the broker once each; one line per problem (empty: both answer)."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.exc import DBAPIError
-
-    problems: list[str] = []
-    try:
-        engine = create_engine(database_url)
-        try:
-            with engine.connect() as connection:
-                connection.execute(text("select 1"))
-        finally:
-            engine.dispose()
-    except DBAPIError as exc:
-        problems.append(f"database unreachable: {_redact(database_url)}: {first_line(exc.orig or exc)}")
-    if broker_url:
-        from kombu import Connection
-        from kombu.exceptions import OperationalError as KombuError
-
-        try:
-            with Connection(broker_url, connect_timeout=5) as broker:
-                broker.ensure_connection(max_retries=1, timeout=5)
-        except (KombuError, OSError) as exc:
-            problems.append(f"broker unreachable: {_redact(broker_url)}: {first_line(exc)}")
-    return problems
 
 
 def first_line(exc: BaseException) -> str:

@@ -78,8 +78,8 @@ def config_check(
 ) -> None:
     """Validate the settings and the YAML config file (cron, URLs, files it names); print what is configured."""
     from config.app_config import load_config
-    from config.checks import connect_problems
     from config.settings import get_settings
+    from worker.ops_cli import connect_problems
 
     settings = get_settings()
     config = load_config(settings.config_file)

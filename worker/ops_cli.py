@@ -50,6 +50,38 @@ def validate_for_start() -> None:
     beat_entries(config.schedules)
 
 
+def connect_problems(database_url: str, broker_url: str | None) -> list[str]:
+    """Try the database and the broker once each; one line per problem (empty: both answer)."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    from config.checks import first_line, redact_url
+    from store.db import make_engine
+
+    problems: list[str] = []
+    try:
+        engine = make_engine(database_url)
+        try:
+            with engine.connect() as connection:
+                connection.execute(text("select 1"))
+        finally:
+            engine.dispose()
+    except LeadscoreError as exc:  # DatabaseUnreachable, or a SQLite folder that does not exist
+        problems.append(str(exc))
+    except DBAPIError as exc:
+        problems.append(f"database unreachable: {redact_url(database_url)}: {first_line(exc.orig or exc)}")
+    if broker_url:
+        from kombu import Connection
+        from kombu.exceptions import OperationalError as KombuError
+
+        try:
+            with Connection(broker_url, connect_timeout=5) as broker:
+                broker.ensure_connection(max_retries=1, timeout=5)
+        except (KombuError, OSError) as exc:
+            problems.append(f"broker unreachable: {redact_url(broker_url)}: {first_line(exc)}")
+    return problems
+
+
 @app.command()
 def worker(
     queues: str = typer.Option("minute,long", help="Queues to consume (minute: sync/score/write-back; "
