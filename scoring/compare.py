@@ -20,6 +20,7 @@ from scoring.training import TrainedModel
 
 BOOTSTRAP_ROUNDS = 300
 CONFIDENCE = 0.90
+STRICT_CONFIDENCE = 0.98  # two-sided 98 % = one-sided 99 % lower bound
 MIN_HOLDOUT_POSITIVES = 20
 
 

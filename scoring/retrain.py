@@ -45,6 +45,7 @@ from scoring.audit import InsufficientDataError
 from scoring.compare import (
     CONFIDENCE,
     MIN_HOLDOUT_POSITIVES,
+    STRICT_CONFIDENCE,
     _metric,
     _predict,
     paired_bootstrap,
@@ -114,12 +115,16 @@ class Comparison:
     positives: int
     holdout_start: datetime
     holdout_end: datetime
+    # One-sided 99 % lower bound of the improvement (the 1 % bootstrap quantile): what replacing a
+    # healthy champion needs, since retraining tests a new challenger every few days.
+    strict_low: float = float("nan")
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "metric": self.metric, "champion": self.champion, "challenger": self.challenger,
             "improvement": self.improvement, "ci_low": self.ci_low, "ci_high": self.ci_high,
-            "confidence": CONFIDENCE, "rows": self.rows, "leads": self.leads, "positives": self.positives,
+            "strict_low": self.strict_low, "confidence": CONFIDENCE,
+            "rows": self.rows, "leads": self.leads, "positives": self.positives,
             "holdout_start": self.holdout_start.isoformat(), "holdout_end": self.holdout_end.isoformat(),
         }
 
@@ -177,10 +182,14 @@ def promotion_decision(comparison: Comparison, *, tolerance: float, champion_hea
     if c.positives < MIN_HOLDOUT_POSITIVES or not math.isfinite(c.ci_low):
         return False, f"kept as candidate: held-out set too small to judge ({c.positives} conversions); {summary}"
     if champion_healthy:
-        if c.improvement > tolerance and c.ci_low > 0:
+        # Replacing a healthy champion needs the one-sided 99 % bound above zero: a challenger is
+        # tested every few days, and at 95 % one of them wins by chance every few months.
+        strict = c.strict_low if math.isfinite(c.strict_low) else c.ci_low
+        if c.improvement > tolerance and c.ci_low > 0 and strict > 0:
             return True, f"promoted: better beyond tolerance {tolerance:g} and beyond noise; {summary}"
         if c.improvement > tolerance:
-            return False, f"kept as candidate: the improvement could be noise; {summary}"
+            return False, (f"kept as candidate: the improvement could be noise (one-sided 99% lower bound "
+                           f"{strict:+.4f}); {summary}")
         return False, f"kept as candidate: not better than the healthy champion by {tolerance:g}; {summary}"
     if c.ci_low > -tolerance:
         return True, (f"promoted: champion under alert and challenger at least as good "
@@ -497,12 +506,15 @@ def compare_on_holdout(
     p_challenger = _predict(challenger, holdout)
     groups = holdout[LEAD_ID_COLUMN].to_numpy()
     d, low, high = paired_bootstrap(y, p_champion, p_challenger, groups, metric=metric, seed=seed)
+    # The same resamples (same seed), read at the one-sided 99 % lower bound.
+    _d, strict_low, _high = paired_bootstrap(y, p_champion, p_challenger, groups, metric=metric, seed=seed,
+                                             confidence=STRICT_CONFIDENCE)
     sign = -1.0 if metric == "brier" else 1.0
     return Comparison(
         metric=metric, champion=sign * _metric(metric, y, p_champion),
         challenger=sign * _metric(metric, y, p_challenger), improvement=d, ci_low=low, ci_high=high,
         rows=len(holdout), leads=int(pd.Series(groups).nunique()), positives=int(y.sum()),
-        holdout_start=holdout_start, holdout_end=holdout_end,
+        holdout_start=holdout_start, holdout_end=holdout_end, strict_low=strict_low,
     )
 
 

@@ -45,9 +45,11 @@ def session(trained_engine: Engine) -> Iterator[Session]:
         yield s
 
 
-def _comparison(improvement: float, low: float, high: float, positives: int = 100) -> Comparison:
+def _comparison(improvement: float, low: float, high: float, positives: int = 100,
+                strict: float | None = None) -> Comparison:
     now = datetime(2026, 1, 1).astimezone()
-    return Comparison("auc", 0.80, 0.80 + improvement, improvement, low, high, 3000, 1000, positives, now, now)
+    return Comparison("auc", 0.80, 0.80 + improvement, improvement, low, high, 3000, 1000, positives, now, now,
+                      strict_low=low - 0.005 if strict is None else strict)
 
 
 @pytest.mark.parametrize(
@@ -67,6 +69,16 @@ def test_promotion_rule(improvement: float, low: float, high: float, healthy: bo
                                        champion_healthy=healthy)
     assert decision is promoted, why
     assert why.startswith("promoted" if promoted else "kept as candidate")
+
+
+def test_a_healthy_champion_is_replaced_only_beyond_the_one_sided_99_percent_bound() -> None:
+    # Seed 3's no-drift promotion: the 90 % interval barely above zero, the 99 % bound below it.
+    decision, why = promotion_decision(_comparison(0.0234, 0.0007, 0.0474, strict=-0.006), tolerance=0.005,
+                                       champion_healthy=True)
+    assert not decision and "could be noise (one-sided 99% lower bound -0.0060)" in why
+    # Under an alert the bar stays "at least as good": the strict bound does not apply.
+    assert promotion_decision(_comparison(0.0234, 0.0007, 0.0474, strict=-0.006), tolerance=0.005,
+                              champion_healthy=False)[0]
 
 
 def test_too_few_held_out_conversions_never_promote() -> None:
