@@ -19,6 +19,8 @@ both APIs. Keys:
 ``concurrent_limit`` Salesforce only: share of requests answered 403 ``REQUEST_LIMIT_EXCEEDED``
                      "ConcurrentPerOrgLongTxn Limit exceeded." (the same code as the daily quota;
                      real orgs send it when too many long requests run at once)
+``lock_single``      Salesforce only: share of single-record creates/updates answered 400
+                     ``UNABLE_TO_LOCK_ROW`` (``record_fail`` does this inside Collections)
 ``query_timeout_rows`` Salesforce only: a SOQL query returning more rows than this (after its
                      LIMIT) answers 400 ``QUERY_TIMEOUT`` (0 = never): big pages of a slow query
 ``daily_limit``      the org's daily API allocation (Salesforce ``Sforce-Limit-Info`` max,
@@ -51,6 +53,7 @@ class FaultPlan:
     record_fail: float = 0.0
     concurrent_limit: float = 0.0
     query_timeout_rows: int = 0
+    lock_single: float = 0.0
     daily_limit: int = 1_000_000
 
     @property
@@ -86,7 +89,8 @@ def parse_fault_spec(spec: str | None) -> dict[str, FaultPlan]:
                 parsed: float | int = float(value)
             except ValueError as exc:
                 raise FaultSpecError(f"fault spec key {key!r}: {value!r} is not a number") from exc
-            if key.startswith("rate_") or key in ("drop", "record_fail", "no_retry_after", "concurrent_limit"):
+            if key.startswith("rate_") or key in ("drop", "record_fail", "no_retry_after", "concurrent_limit",
+                                                                 "lock_single"):
                 if not 0.0 <= parsed <= 1.0:
                     raise FaultSpecError(f"fault spec key {key!r}: {value} is not a share in [0, 1]")
         elif key in _INT_KEYS:
@@ -148,6 +152,16 @@ class FaultInjector:
             hit = self._rng.random() < self.plan.concurrent_limit
             if hit:
                 self._count("concurrent")
+            return hit
+
+    def lock_fails(self) -> bool:
+        """True when a single-record write hits a (simulated) row lock."""
+        with self._lock:
+            if self.plan.lock_single <= 0:
+                return False
+            hit = self._rng.random() < self.plan.lock_single
+            if hit:
+                self._count("lock_single")
             return hit
 
     def record_fails(self) -> bool:

@@ -520,6 +520,9 @@ class SalesforceServer:
             if method == "POST":
                 record = _expect_object(body)
                 auto = self._auto_assign(headers)
+                if self.faults.lock_fails():
+                    lock = _lock_error("")
+                    raise ApiError(400, lock.code, lock.message, lock.fields)
                 try:
                     new_id = store.api_create(name, record, auto_assign=auto)
                 except RecordError as exc:
@@ -560,6 +563,9 @@ class SalesforceServer:
                 encoded = out
             return Response(200, encoded)
         if method in ("PATCH", "DELETE"):
+            if method == "PATCH" and self.faults.lock_fails():
+                lock = _lock_error(record_id)
+                raise ApiError(400, lock.code, lock.message, lock.fields)
             try:
                 if method == "PATCH":
                     store.api_update(name, record_id, _expect_object(body), auto_assign=self._auto_assign(headers))

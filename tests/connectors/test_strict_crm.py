@@ -305,3 +305,27 @@ def test_query_timeout_shrinks_the_page_instead_of_repeating_the_query(committin
         expected.assert_database_matches(committing_pg_engine, "slow-sf", expected.salesforce(sim))
     finally:
         sim.stop()
+
+
+# --- #23 row locks on single-record DML --------------------------------------------------------
+
+def test_routing_rides_out_row_locks_on_single_record_writes(sqlite_engine: Engine) -> None:
+    from connectors.routing import execute_routing, plan_routing
+    from tests.connectors.test_routing import ROUTING, _sf_tasks
+
+    sim = _sim(leads=80, seed=21)
+    try:
+        config = app_config(sim, [r for r in ROUTING if r["to"] == "A"])
+        ids = [i for i in sf_lead_ids(sim) if sim.salesforce.store.get(i).values["OwnerId"]  # type: ignore[union-attr]
+               not in sim.inactive_owner_ids][:4]
+        leads = add_leads(sqlite_engine, "sf", ids)
+        score(sqlite_engine, leads.values(), tier="A", score_value=90, hook=plan_routing(config))
+        sim.set_faults("sf.lock_single=0.4", seed=3)
+
+        report = execute_routing(sqlite_engine, config, secrets_for(sim))
+
+        assert sim.salesforce.faults.injected.get("lock_single", 0) > 0
+        assert report.failed == {} and report.done == {"assign_owner": 4, "create_task": 4}
+        assert all(len(_sf_tasks(sim, crm_id)) == 1 for crm_id in ids)  # a refused insert created nothing
+    finally:
+        sim.stop()
