@@ -19,7 +19,7 @@ TIER_COLOURS = {"A": "#2ca02c", "B": "#8fbc8f", "C": "#f0ad4e", "D": "#d9534f"}
 _SIZE = re.compile(r'\s(width|height)="[^"]*pt"')
 
 
-def _figure(width: float = 6.4, height: float = 3.2) -> tuple[Figure, Any]:
+def _figure(width: float = 5.0, height: float = 2.8) -> tuple[Figure, Any]:
     fig = Figure(figsize=(width, height), dpi=100)
     ax = fig.add_subplot()
     ax.grid(alpha=0.3)
@@ -42,7 +42,7 @@ def score_history(points: Sequence[dict[str, Any]]) -> str | None:
     """A lead's score over time, each point coloured by its tier."""
     if not points:
         return None
-    fig, ax = _figure(6.4, 2.8)
+    fig, ax = _figure(5.0, 2.6)
     times = [p["scored_at"] for p in points]
     ax.plot(times, [p["score"] for p in points], color="#888", lw=1, zorder=1)
     for tier, colour in TIER_COLOURS.items():
@@ -61,7 +61,7 @@ def calibration(table: Sequence[dict[str, Any]], live: Sequence[dict[str, Any]] 
     """Predicted vs observed conversion by score band (test set, and live matured leads if any)."""
     if not table and not live:
         return None
-    fig, ax = _figure(4.8, 3.8)
+    fig, ax = _figure(4.2, 3.4)
     values = [r["predicted"] for r in [*table, *live]] + [r["observed"] for r in [*table, *live]]
     top = max(max(values), 0.05) * 1.1
     ax.plot([0, top], [0, top], ls="--", color="grey", label="perfect")
@@ -79,7 +79,7 @@ def lift(test: Sequence[float | None], live: Sequence[float | None] = ()) -> str
     """Lift by score decile (1 = highest), test set beside live matured leads."""
     if not test and not live:
         return None
-    fig, ax = _figure(5.6, 3.0)
+    fig, ax = _figure(4.8, 2.8)
     width = 0.4
     if test:
         ax.bar([i + 1 - width / 2 for i in range(len(test))], [v or 0 for v in test], width, label="test set")
@@ -111,7 +111,7 @@ def time_series(series: Mapping[str, Sequence[tuple[datetime, float]]], *, ylabe
     series = {k: v for k, v in series.items() if v}
     if not series:
         return None
-    fig, ax = _figure(6.4, 2.8)
+    fig, ax = _figure(5.0, 2.6)
     for name, points in series.items():
         ax.plot([t for t, _ in points], [v for _, v in points], marker="o", ms=3, label=name,
                 color=(colours or {}).get(name))
