@@ -41,6 +41,38 @@ class HubSpotFields(_Strict):
     scored_at: str = "leadscore_scored_at"
 
 
+# Lead lifecycle defaults per CRM (connectors.lifecycle derives the state from these lists).
+SALESFORCE_CLOSED_STATUSES: tuple[str, ...] = ("Closed - Converted", "Closed - Not Converted")
+HUBSPOT_CLOSED_STATUSES: tuple[str, ...] = ("UNQUALIFIED",)
+# lifecyclestage values at or past the conversion training counts ("opportunity"), in HubSpot's order.
+HUBSPOT_CONVERTED_STAGES: tuple[str, ...] = ("opportunity", "customer", "evangelist")
+
+
+class LifecycleConfig(_Strict):
+    """Which CRM values take a lead out of "open" (it is then never rescored, written or routed).
+
+    ``closed_statuses``: Salesforce Lead ``Status`` / HubSpot ``hs_lead_status`` values meaning
+    closed (disqualified). ``converted_stages`` (HubSpot only): ``lifecyclestage`` values meaning
+    converted. Unset lists take the connection kind's defaults.
+    """
+
+    closed_statuses: list[str] | None = None
+    converted_stages: list[str] | None = None
+
+    @field_validator("closed_statuses", "converted_stages")
+    @classmethod
+    def _clean(cls, values: list[str] | None) -> list[str] | None:
+        if values is None:
+            return None
+        for value in values:
+            if not value.strip():
+                raise ValueError("an empty value (list the CRM values exactly as the CRM stores them)")
+        duplicates = sorted({v for v in values if values.count(v) > 1})
+        if duplicates:
+            raise ValueError(f"{duplicates[0]!r} is listed twice")
+        return values
+
+
 class ConnectionConfig(_Strict):
     """One CRM org/portal. Secrets are read from the environment variables named here."""
 
@@ -68,6 +100,7 @@ class ConnectionConfig(_Strict):
     # Extra CRM fields to read into ``lead.attributes`` (CRM field/property -> feature name).
     field_map: dict[str, str] = Field(default_factory=dict)
     score_fields: SalesforceFields | HubSpotFields | None = None
+    lifecycle: LifecycleConfig = Field(default_factory=LifecycleConfig)
 
     @model_validator(mode="before")
     @classmethod
@@ -103,10 +136,27 @@ class ConnectionConfig(_Strict):
             check_http_url(self.instance_url, https_only=True)
             if self.score_fields is None:
                 self.score_fields = SalesforceFields()
+            if self.lifecycle.converted_stages is not None:
+                raise ValueError("lifecycle.converted_stages is for hubspot connections "
+                                 "(Salesforce marks converted leads with IsConverted)")
         else:
             if self.score_fields is None:
                 self.score_fields = HubSpotFields()
         return self
+
+    @property
+    def closed_statuses(self) -> frozenset[str]:
+        """The statuses that close a lead on this connection (configured, or the kind's defaults)."""
+        given = self.lifecycle.closed_statuses
+        if given is not None:
+            return frozenset(given)
+        return frozenset(SALESFORCE_CLOSED_STATUSES if self.kind == "salesforce" else HUBSPOT_CLOSED_STATUSES)
+
+    @property
+    def converted_stages(self) -> frozenset[str]:
+        """HubSpot ``lifecyclestage`` values (lower case) that mean converted on this connection."""
+        given = self.lifecycle.converted_stages
+        return frozenset(v.lower() for v in (given if given is not None else HUBSPOT_CONVERTED_STAGES))
 
 
 class TierConfig(_Strict):

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from config.errors import ConfigError
+from store.models import LeadLifecycle
 
 if TYPE_CHECKING:
     import requests
@@ -92,6 +93,7 @@ class LeadRecord:
     merged_into_crm_id: str | None = None
     attributes: dict[str, Any] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict)
+    lifecycle: LeadLifecycle = LeadLifecycle.open
 
 
 @dataclass

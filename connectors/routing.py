@@ -40,9 +40,10 @@ from config.app_config import AppConfig, ConnectionConfig, RoutingActionConfig
 from config.errors import ConfigError
 from connectors.errors import AuthError, CRMError, FatalCRMError, QuotaExhaustedError, RetriableCRMError
 from connectors.hubspot.client import REQUEST_TIMEOUT
+from connectors.lifecycle import CANCELLED, not_open_reason
 from scoring.hooks import TierChangeHook
 from store.db import unit_of_work
-from store.models import Connection, Lead, LeadScore, RoutingAction
+from store.models import Connection, Lead, LeadLifecycle, LeadScore, RoutingAction
 from store.upsert import upsert_rows
 
 logger = logging.getLogger(__name__)
@@ -102,7 +103,7 @@ def plan_routing(config: AppConfig) -> TierChangeHook:
     def hook(session: Session, lead: Lead, previous: LeadScore | None, current: LeadScore) -> None:
         from_tier = previous.tier if previous is not None else None
         to_tier = current.tier
-        if from_tier == to_tier:
+        if from_tier == to_tier or lead.lifecycle != LeadLifecycle.open:
             return
         if lead.connection_id not in names_by_id:
             names_by_id[lead.connection_id] = session.scalar(
@@ -655,6 +656,7 @@ class RoutingReport:
     recovered: int = 0  # found already done in the CRM after an interruption
     failed: dict[str, int] = field(default_factory=dict)  # by reason
     superseded: int = 0
+    cancelled: int = 0  # the lead was no longer open (converted, closed, deleted, merged)
     retry_later: int = 0
     errors: list[str] = field(default_factory=list)
     api_calls: dict[str, int] = field(default_factory=dict)  # by connection
@@ -670,6 +672,7 @@ class RoutingReport:
     def to_dict(self) -> dict[str, Any]:
         return {"done": dict(sorted(self.done.items())), "recovered": self.recovered,
                 "failed": dict(sorted(self.failed.items())), "superseded": self.superseded,
+                "cancelled": self.cancelled,
                 "retry_later": self.retry_later, "errors": list(self.errors),
                 "api_calls": dict(self.api_calls), **self.summary()}
 
@@ -753,9 +756,16 @@ def _run_one(engine: Engine, router: Router, action_id: int, report: RoutingRepo
         lead = session.get(Lead, action.lead_id)
         current_tier = session.scalar(
             select(LeadScore.tier).where(LeadScore.lead_id == action.lead_id, LeadScore.is_current.is_(True)))
-        if lead is None or lead.is_deleted:
+        state = LeadLifecycle.deleted if lead is None else LeadLifecycle(lead.lifecycle)
+        if state != LeadLifecycle.open and action.status == "pending":
+            # Converted, closed, deleted or merged before the action ran: never act on it.
+            action.status = CANCELLED
+            action.error = not_open_reason(state, "action")
+            report.cancelled += 1
+            return
+        if lead is None:
             action.status = "failed"
-            action.error = "LEAD_DELETED: the lead was deleted before the action ran"
+            action.error = "LEAD_DELETED: the lead is gone from the store"
             report.failed["LEAD_DELETED"] = report.failed.get("LEAD_DELETED", 0) + 1
             return
         if action.status == "pending" and current_tier is not None and current_tier != action.to_tier:
@@ -774,6 +784,11 @@ def _run_one(engine: Engine, router: Router, action_id: int, report: RoutingRepo
         crm_ref = router.find_existing(action, ref) if recovering else None
         if crm_ref is not None:
             report.recovered += 1
+        elif state != LeadLifecycle.open:
+            # Interrupted, not done in the CRM, and the lead has left "open" since: do not send.
+            _finish(engine, action_id, None, not_open_reason(state, "action"), CANCELLED)
+            report.cancelled += 1
+            return
         else:
             crm_ref = router.perform(action, ref)
     except RetriableCRMError as exc:

@@ -35,9 +35,10 @@ from connectors.base import (
     make_connector,
 )
 from connectors.errors import CRMError, FatalCRMError, QuotaExhaustedError
+from connectors.lifecycle import cancel_not_open
 from connectors.normalise import INPUT_FIELDS, inputs_hash
 from store.db import unit_of_work
-from store.models import Activity, Connection, Lead, QuarantinedRecord, SyncCursor, SyncRun
+from store.models import Activity, Connection, Lead, LeadLifecycle, QuarantinedRecord, SyncCursor, SyncRun
 from store.upsert import upsert_rows
 
 logger = logging.getLogger(__name__)
@@ -423,7 +424,7 @@ _LEAD_COLUMNS = (
     "email", "first_name", "last_name", "title", "company", "company_key", "industry", "employees",
     "annual_revenue", "country", "lead_source", "campaign", "status", "owner_crm_id", "is_converted",
     "converted_at", "crm_created_at", "crm_modified_at", "is_deleted", "deleted_at", "merged_into_crm_id",
-    "attributes", "raw",
+    "attributes", "raw", "lifecycle",
 )
 
 
@@ -451,6 +452,9 @@ def upsert_leads(session: Session, connection_id: int, records: Sequence[LeadRec
         if keep:
             # The upsert keeps these (COALESCE): hash what will be stored.
             record = replace(record, **keep)
+            if record.is_deleted and record.merged_into_crm_id:
+                # A merge learnt from the survivor: the loser stays "merged" when re-read archived.
+                row["lifecycle"] = LeadLifecycle.merged
         digest = inputs_hash(record)
         row["inputs_hash"] = digest
         row["synced_at"] = now
@@ -471,6 +475,8 @@ def upsert_leads(session: Session, connection_id: int, records: Sequence[LeadRec
         .values(lead_id=lead_id)
         .execution_options(synchronize_session=False)
     )
+    # Leads that left "open" lose their pending writes and routing actions (reason recorded).
+    cancel_not_open(session, connection_id, ids)
     return len(records)
 
 
@@ -493,12 +499,14 @@ def apply_merges(session: Session, connection_id: int, merges: Sequence[Merge], 
             continue
         row.is_deleted = True
         row.merged_into_crm_id = merge.winner_crm_id
+        row.lifecycle = LeadLifecycle.merged
         row.deleted_at = row.deleted_at or merge.at
         digest = _row_hash(row)
         if digest != row.inputs_hash:
             row.inputs_hash = digest
             row.inputs_changed_at = now
     session.flush()
+    cancel_not_open(session, connection_id, [row.crm_id for row in rows])
 
 
 def apply_lead_campaigns(session: Session, connection_id: int, joined: Sequence[tuple[str, str, datetime]],

@@ -37,8 +37,9 @@ from sqlalchemy.orm import Session
 from config.app_config import AppConfig, ConnectionConfig, HubSpotFields, SalesforceFields
 from config.errors import ConfigError
 from connectors.errors import AuthError, CRMError, QuotaExhaustedError, RetriableCRMError
+from connectors.lifecycle import CANCELLED, not_open_reason
 from store.db import unit_of_work
-from store.models import Connection, Outbox
+from store.models import Connection, Lead, LeadLifecycle, Outbox
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +116,7 @@ class ConnectionWriteback:
     records_written: int = 0
     unchanged_skipped: int = 0
     superseded: int = 0
+    cancelled: int = 0  # the lead was no longer open: not sent (reason on the row)
     retried_records: int = 0
     failed: int = 0
     failed_by_reason: dict[str, int] = field(default_factory=dict)
@@ -134,6 +136,7 @@ class ConnectionWriteback:
             "records_written": self.records_written,
             "unchanged_skipped": self.unchanged_skipped,
             "superseded": self.superseded,
+            "cancelled": self.cancelled,
             "retried_records": self.retried_records,
             "failed": self.failed,
             "failed_by_reason": dict(sorted(self.failed_by_reason.items())),
@@ -386,7 +389,8 @@ def _code(exc: CRMError) -> str:
 def _claim_batch(
     session: Session, conn_id: int, now: datetime, size: int, entry: ConnectionWriteback
 ) -> tuple[list[OutboxItem], int]:
-    """Due rows to send, oldest first; rows needing no write are marked ``superseded`` here.
+    """Due rows to send, oldest first; rows needing no write are marked ``superseded`` here, rows
+    of leads no longer open ``cancelled``.
 
     Returns (items to send, rows marked superseded).
     """
@@ -400,8 +404,23 @@ def _claim_batch(
     ))
     if not rows:
         return [], 0
-    newest: dict[int, Outbox] = {}
     skipped = 0
+    states: dict[int, LeadLifecycle] = {
+        lead_id: state for lead_id, state in session.execute(
+            select(Lead.id, Lead.lifecycle).where(Lead.id.in_(sorted({r.lead_id for r in rows}))))}
+    live = []
+    for row in rows:
+        state = states.get(row.lead_id, LeadLifecycle.deleted)
+        if state != LeadLifecycle.open:
+            # The lead left "open" after the score (a sync cancels these too; this closes the race).
+            row.status = CANCELLED
+            row.last_error = not_open_reason(state, "write")
+            entry.cancelled += 1
+            skipped += 1
+        else:
+            live.append(row)
+    rows = live
+    newest: dict[int, Outbox] = {}
     for row in sorted(rows, key=lambda r: r.id):
         older = newest.get(row.lead_id)
         if older is not None:

@@ -36,13 +36,16 @@ class CRMSim:
     ``drift_day`` are then ignored). Ports 0 pick free ports. ``strict`` is a spec for
     :func:`crmsim.strictness.parse_strictness` over the realistic defaults (org set-up and
     undocumented behaviour: validation rules, inactive reps, search tie order, hub tier...).
+    ``converted_lead_edit`` grants the Salesforce org "View and Edit Converted Leads" (default off:
+    converted Leads refuse updates).
     """
 
     def __init__(self, *, leads: int = 12000, seed: int = 0, history_days: int = 540, faults: str | None = None,
                  drift_day: int | None = None, base_rate: float = 0.10, csv: str | None = None,
                  host: str = "127.0.0.1", admin: bool = True, dq_rate: float = 0.03,
                  activity_scale: float = 1.0, crm_split: float = 0.5, port_sf: int = 0, port_hs: int = 0,
-                 port_admin: int = 0, strict: str | None = None) -> None:
+                 port_admin: int = 0, strict: str | None = None,
+                 converted_lead_edit: bool = False) -> None:
         self.leads = leads
         self.seed = seed
         self.history_days = history_days
@@ -58,6 +61,7 @@ class CRMSim:
         self.port_sf = port_sf
         self.port_hs = port_hs
         self.port_admin = port_admin
+        self.converted_lead_edit = converted_lead_edit
         self._plans = parse_fault_spec(faults)
         self.strict = strict
         self.strictness: Strictness = parse_strictness(strict)
@@ -87,6 +91,7 @@ class CRMSim:
                                                              port=self.port_sf)
         self.hubspot: HubSpotServer = HubSpotServer(self.world.clock, seed=self.seed, host=self.host,
                                                     port=self.port_hs)
+        self.salesforce.store.converted_lead_edit = self.converted_lead_edit
         self.world.attach(self.salesforce.store, "salesforce")
         self.world.attach(self.hubspot.store, "hubspot")
         self._started = True

@@ -39,7 +39,7 @@ from scoring.hooks import TierChangeHook
 from scoring.reasons import explain, join_reasons, reason_strings
 from scoring.tiers import active_policy, current_scores, find_active_policy, probability_to_score, tiers_for
 from scoring.training import FAMILIES, TrainingResult, train_and_compare
-from store.models import Activity, Lead, LeadScore, ModelVersion, Outbox, SyncRun
+from store.models import Activity, Lead, LeadLifecycle, LeadScore, ModelVersion, Outbox, SyncRun
 
 OUTBOX_KIND = "score_fields"
 _IN_CHUNK = 1000
@@ -300,7 +300,7 @@ class ScoreSummary:
 def stale_lead_ids(
     session: Session, model_version_ids: Sequence[int], *, lead_ids: Sequence[int] | None = None
 ) -> list[int]:
-    """Non-deleted leads whose inputs changed since their current score, in id order.
+    """Open leads (see ``LeadLifecycle``) whose inputs changed since their current score, in id order.
 
     Stale: no current score; scored by a model that is no longer a champion; ``inputs_hash``
     differs from the one scored; the lead's inputs changed after the score; an activity of the
@@ -311,7 +311,7 @@ def stale_lead_ids(
     stmt = (
         select(Lead.id)
         .outerjoin(current, (current.lead_id == Lead.id) & current.is_current.is_(True))
-        .where(Lead.is_deleted.is_(False))
+        .where(Lead.lifecycle == LeadLifecycle.open)
         .where(
             or_(
                 current.id.is_(None),
@@ -333,8 +333,9 @@ def stale_lead_ids(
 
 
 def live_lead_ids(session: Session, lead_ids: Sequence[int] | None = None) -> list[int]:
-    """Non-deleted leads (all, or those of ``lead_ids``), in id order."""
-    stmt = select(Lead.id).where(Lead.is_deleted.is_(False)).order_by(Lead.id)
+    """Open leads (all, or those of ``lead_ids``), in id order: converted, closed, deleted and merged
+    leads are never scored anew (their last score stays as history)."""
+    stmt = select(Lead.id).where(Lead.lifecycle == LeadLifecycle.open).order_by(Lead.id)
     if lead_ids is None:
         return list(session.scalars(stmt))
     out: list[int] = []
@@ -501,7 +502,7 @@ def _configured_tiers() -> TierConfig:
 
 
 def _live_count(session: Session) -> int:
-    return int(session.scalar(select(func.count(Lead.id)).where(Lead.is_deleted.is_(False))) or 0)
+    return int(session.scalar(select(func.count(Lead.id)).where(Lead.lifecycle == LeadLifecycle.open)) or 0)
 
 
 @dataclass(frozen=True)
@@ -526,7 +527,8 @@ def write_scores(
     (the partial unique index allows one current row per lead). An outbox row is written only
     when score, tier or reasons differ from the previous score; it supersedes the lead's pending
     outbox rows. Bulk statements (not one ORM object per row) keep a 2,000-lead batch fast.
-    Used by scoring and by re-tiering.
+    Used by scoring and by re-tiering. Rows of leads that are not open (converted, closed,
+    deleted, merged) are dropped: those leads keep their current score.
     """
     stats = WriteStats()
     if not rows:
@@ -535,6 +537,7 @@ def write_scores(
     ids = [r.lead_id for r in rows]
     previous: dict[int, _Previous] = {}
     lead_refs: dict[int, tuple[int, str]] = {}
+    not_open: set[int] = set()
     for chunk in _chunks(ids):
         for sid, lead_id, score, tier, reasons in session.execute(
             select(LeadScore.id, LeadScore.lead_id, LeadScore.score, LeadScore.tier, LeadScore.reasons).where(
@@ -542,10 +545,19 @@ def write_scores(
             )
         ):
             previous[lead_id] = _Previous(sid, score, tier, list(reasons or []))
-        for lead_id, conn_id, crm_id in session.execute(
-            select(Lead.id, Lead.connection_id, Lead.crm_id).where(Lead.id.in_(chunk))
+        for lead_id, conn_id, crm_id, state in session.execute(
+            select(Lead.id, Lead.connection_id, Lead.crm_id, Lead.lifecycle).where(Lead.id.in_(chunk))
         ):
             lead_refs[lead_id] = (conn_id, crm_id)
+            if state != LeadLifecycle.open:
+                not_open.add(lead_id)
+    if not_open:
+        # Only open leads get new scores, writes and routing (re-tiering included); the others
+        # keep their current score as history.
+        rows = [r for r in rows if r.lead_id not in not_open]
+        previous = {k: v for k, v in previous.items() if k not in not_open}
+        if not rows:
+            return stats
     # Old current rows stop being current before the new ones exist (one current row per lead).
     # "evaluate" keeps LeadScore objects already loaded in this session in step.
     for chunk in _chunks([p.id for p in previous.values()]):

@@ -7,11 +7,13 @@ a routing action by (lead, score that caused it, action); a sync cursor by (conn
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    Enum,
     Float,
     ForeignKey,
     Index,
@@ -43,6 +45,20 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+class LeadLifecycle(StrEnum):
+    """Where a lead stands in the CRM; only ``open`` leads are scored anew, written and routed.
+
+    Derived by the connectors at every sync (see :mod:`connectors.lifecycle`); a lead that
+    leaves ``open`` keeps its last score as history and its pending writes/actions are cancelled.
+    """
+
+    open = "open"
+    converted = "converted"
+    closed = "closed"  # disqualified: a status the connection configures as closed
+    deleted = "deleted"
+    merged = "merged"
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
@@ -67,6 +83,7 @@ class Lead(Base):
         Index("ix_lead_connection_modified", "connection_id", "crm_modified_at"),
         Index("ix_lead_inputs_changed", "inputs_changed_at"),
         Index("ix_lead_company_key", "company_key"),
+        Index("ix_lead_lifecycle", "lifecycle"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -93,6 +110,10 @@ class Lead(Base):
     is_deleted: Mapped[bool] = mapped_column(Boolean, default=False)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     merged_into_crm_id: Mapped[str | None] = mapped_column(String(64))
+    # VARCHAR + CHECK (not a native PostgreSQL enum) so SQLite and PostgreSQL store the same text.
+    lifecycle: Mapped[LeadLifecycle] = mapped_column(
+        Enum(LeadLifecycle, name="lead_lifecycle", native_enum=False, create_constraint=True, length=16),
+        default=LeadLifecycle.open, server_default=LeadLifecycle.open.value)
     # Customer-specific mapped fields (YAML field mapping) that feed the model as extra features.
     attributes: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     raw: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
@@ -260,7 +281,8 @@ class Outbox(Base):
     kind: Mapped[str] = mapped_column(String(32), default="score_fields")
     payload: Mapped[dict[str, Any]] = mapped_column(JSONType)
     payload_hash: Mapped[str] = mapped_column(String(64))
-    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending|sent|failed|superseded
+    # pending|sent|failed|superseded|cancelled (the lead left "open" before it was sent)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
     lead_score_id: Mapped[int | None] = mapped_column(ForeignKey("lead_score.id"))
@@ -287,7 +309,8 @@ class RoutingAction(Base):
     # assign_owner | create_task | add_to_campaign | enroll_workflow | set_property | pause_outreach
     action: Mapped[str] = mapped_column(String(32))
     params: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
-    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending|done|failed
+    # pending|sending|done|failed|superseded|cancelled (the lead left "open" before it ran)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     crm_ref: Mapped[str | None] = mapped_column(String(128))
     error: Mapped[str | None] = mapped_column(Text)

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
+from connectors.lifecycle import lifecycle_of
 from scoring.personas import company_key
 from store.models import Activity, Connection, Lead
 
@@ -65,10 +66,15 @@ def lead_values(connection: Connection, **overrides: Any) -> dict[str, Any]:
 
 
 def make_lead(session: Session, connection: Connection, **overrides: Any) -> Lead:
-    """A lead row; ``is_converted`` follows ``converted_at`` unless given."""
+    """A lead row; ``is_converted`` follows ``converted_at`` and ``lifecycle`` both, unless given."""
     values = lead_values(connection, **overrides)
     if values["converted_at"] is not None and "is_converted" not in overrides:
         values["is_converted"] = True
+    if "lifecycle" not in overrides:
+        # As the connectors derive it (statuses aside): deleted/merged, converted, else open.
+        values["lifecycle"] = lifecycle_of(deleted=bool(values.get("is_deleted")),
+                                           merged_into=values.get("merged_into_crm_id"),
+                                           converted=bool(values["is_converted"]), closed=False)
     lead = Lead(**values)
     session.add(lead)
     session.flush()
@@ -289,6 +295,7 @@ def load_world(session: Session, sink: RecordingSink) -> dict[str, Connection]:
                 "is_converted": p.converted_at is not None, "converted_at": p.converted_at,
                 "crm_created_at": p.created_at, "crm_modified_at": p.converted_at or p.created_at,
                 "attributes": {}, "raw": {}, "is_deleted": bool(p.deleted),
+                "lifecycle": "deleted" if p.deleted else "open",
             }
         )
     for start in range(0, len(rows), 2000):

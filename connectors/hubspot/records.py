@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from config.app_config import HUBSPOT_CLOSED_STATUSES, HUBSPOT_CONVERTED_STAGES
 from connectors.base import ActivityRecord, LeadRecord, Merge
 from connectors.errors import BadRecord
 from connectors.hubspot.settings import (
@@ -18,6 +19,7 @@ from connectors.hubspot.settings import (
     EMPLOYEE_BUCKETS,
     EVENT_TYPE_SUFFIXES,
 )
+from connectors.lifecycle import lifecycle_of
 from connectors.normalise import (
     clean_email,
     clean_employees,
@@ -47,8 +49,15 @@ def company_id_of(contact: dict[str, Any]) -> str | None:
     return value if value and value.isdigit() else None
 
 
-def lead_record(contact: dict[str, Any], company: dict[str, Any] | None, field_map: dict[str, str]) -> LeadRecord:
-    """Normalise a contact (archived ones included: ``is_deleted``) with its company's firmographics."""
+def lead_record(contact: dict[str, Any], company: dict[str, Any] | None, field_map: dict[str, str],
+                closed_statuses: frozenset[str] = frozenset(HUBSPOT_CLOSED_STATUSES),
+                converted_stages: frozenset[str] = frozenset(HUBSPOT_CONVERTED_STAGES)) -> LeadRecord:
+    """Normalise a contact (archived ones included: ``is_deleted``) with its company's firmographics.
+
+    Its lifecycle: deleted (archived; merged once a merge names it), converted (``lifecyclestage``
+    in ``converted_stages``, or the stages training counts as a conversion), closed
+    (``hs_lead_status`` in ``closed_statuses``) or open.
+    """
     crm_id, modified = object_stamp(contact, "lastmodifieddate")
     p = props(contact)
     c = props(company) if company else {}
@@ -69,6 +78,7 @@ def lead_record(contact: dict[str, Any], company: dict[str, Any] | None, field_m
                                                 "hs_lifecyclestage_opportunity_date")
                         or parse_optional_datetime(p.get("hs_lifecyclestage_customer_date"),
                                                    "hs_lifecyclestage_customer_date"))
+    lead_status = clean_text(p.get("hs_lead_status"), 64)
     archived = bool(contact.get("archived"))
     archived_at = parse_optional_datetime(contact.get("archivedAt"), "archivedAt") if archived else None
     source: dict[str, Any] = dict(p)
@@ -90,7 +100,7 @@ def lead_record(contact: dict[str, Any], company: dict[str, Any] | None, field_m
         lead_source=clean_text(p.get("hs_analytics_source_data_1"), 128)
         or clean_text(p.get("hs_analytics_source"), 128),
         campaign=clean_text(p.get("hs_analytics_first_touch_converting_campaign")),
-        status=clean_text(p.get("hs_lead_status"), 64),
+        status=lead_status,
         owner_crm_id=clean_text(p.get("hubspot_owner_id"), 64),
         is_converted=converted,
         converted_at=converted_at,
@@ -99,6 +109,9 @@ def lead_record(contact: dict[str, Any], company: dict[str, Any] | None, field_m
         merged_into_crm_id=None,
         attributes=mapped_attributes(source, field_map),
         raw=lead_raw(contact, company),
+        lifecycle=lifecycle_of(deleted=archived, merged_into=None,
+                               converted=converted or stage in converted_stages,
+                               closed=lead_status in closed_statuses),
     )
 
 

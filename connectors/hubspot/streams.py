@@ -143,7 +143,8 @@ class HubSpotConnector:
         if not isinstance(contact, dict):
             return None
         try:
-            return lead_record(contact, company, self.field_map)
+            return lead_record(contact, company, self.field_map, self.conn.closed_statuses,
+                               self.conn.converted_stages)
         except BadRecord:
             return None  # the contact's own values are bad: its quarantine entry already says so
 
@@ -314,7 +315,8 @@ class HubSpotConnector:
         for contact in contacts:
             try:
                 cid = company_id_of(contact)
-                lead = lead_record(contact, self.companies.get(cid) if cid else None, self.field_map)
+                lead = lead_record(contact, self.companies.get(cid) if cid else None, self.field_map,
+                                   self.conn.closed_statuses, self.conn.converted_stages)
             except BadRecord as exc:
                 page.quarantined.append(QuarantinedItem(
                     crm_id=str(contact.get("id")) if contact.get("id") else None, reason=exc.reason,

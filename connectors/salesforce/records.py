@@ -9,8 +9,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from config.app_config import SALESFORCE_CLOSED_STATUSES
 from connectors.base import ActivityRecord, LeadRecord
 from connectors.errors import BadRecord
+from connectors.lifecycle import lifecycle_of
 from connectors.normalise import (
     clean_bool,
     clean_email,
@@ -35,8 +37,13 @@ def stamps(record: dict[str, Any]) -> tuple[str, datetime]:
     return require_id(record.get("Id")), parse_crm_datetime(record.get("SystemModstamp"), "SystemModstamp")
 
 
-def lead_record(record: dict[str, Any], field_map: dict[str, str]) -> LeadRecord:
-    """Normalise a Lead (deleted and merged leads included: ``IsDeleted``/``MasterRecordId``)."""
+def lead_record(record: dict[str, Any], field_map: dict[str, str],
+                closed_statuses: frozenset[str] = frozenset(SALESFORCE_CLOSED_STATUSES)) -> LeadRecord:
+    """Normalise a Lead (deleted and merged leads included: ``IsDeleted``/``MasterRecordId``).
+
+    Its lifecycle: merged (deleted with a ``MasterRecordId``), deleted, converted
+    (``IsConverted``), closed (``Status`` in ``closed_statuses``) or open.
+    """
     crm_id, modified = stamps(record)
     created = parse_crm_datetime(record.get("CreatedDate"), "CreatedDate")
     email = clean_email(record.get("Email"))
@@ -44,6 +51,7 @@ def lead_record(record: dict[str, Any], field_map: dict[str, str]) -> LeadRecord
     deleted = clean_bool(record.get("IsDeleted"))
     converted = clean_bool(record.get("IsConverted"))
     master = clean_text(record.get("MasterRecordId"), 64)
+    status = clean_text(record.get("Status"), 64)
     return LeadRecord(
         crm_id=crm_id,
         crm_created_at=created,
@@ -60,7 +68,7 @@ def lead_record(record: dict[str, Any], field_map: dict[str, str]) -> LeadRecord
         country=clean_text(record.get("Country"), 128),
         lead_source=clean_text(record.get("LeadSource"), 128),
         campaign=None,
-        status=clean_text(record.get("Status"), 64),
+        status=status,
         owner_crm_id=clean_text(record.get("OwnerId"), 64),
         is_converted=converted,
         converted_at=parse_optional_datetime(record.get("ConvertedDate"), "ConvertedDate") if converted else None,
@@ -69,6 +77,8 @@ def lead_record(record: dict[str, Any], field_map: dict[str, str]) -> LeadRecord
         merged_into_crm_id=master if deleted else None,
         attributes=mapped_attributes(record, field_map),
         raw=raw_payload(record),
+        lifecycle=lifecycle_of(deleted=deleted, merged_into=master, converted=converted,
+                               closed=status in closed_statuses),
     )
 
 

@@ -152,7 +152,7 @@ class SalesforceConnector:
 
     def _normaliser(self, stream: str) -> Callable[[dict[str, Any]], LeadRecord | ActivityRecord | None]:
         if stream == "leads":
-            return lambda r: lead_record(r, self.field_map)
+            return lambda r: lead_record(r, self.field_map, self.conn.closed_statuses)
         if stream == "tasks":
             return task_record
         if stream == "events":

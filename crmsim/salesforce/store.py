@@ -210,7 +210,9 @@ class SalesforceStore:
     Thread-safe through one re-entrant lock (:attr:`lock`); the HTTP server holds it around each
     operation. ``custom_fields_present`` toggles the five ``Lead_*__c`` fields (describe, SOQL,
     writes). ``assignment_rules`` is applied on Lead API writes when ``Sforce-Auto-Assign`` is TRUE
-    or absent (empty by default).
+    or absent (empty by default). ``converted_lead_edit`` (default False) models the org permission
+    "View and Edit Converted Leads": without it, updating a converted Lead or referencing one
+    (Task ``WhoId``, CampaignMember ``LeadId``) answers ``CANNOT_UPDATE_CONVERTED_LEAD``.
     """
 
     def __init__(self, clock: SimClock, *, seed: int = 0, write_log_max: int = 100_000) -> None:
@@ -232,6 +234,9 @@ class SalesforceStore:
         self.assignment_rules: list[AssignmentRule] = []
         self.validation_rules: list[ValidationRule] = []
         self._who_index: dict[str, list[str]] = {}  # WhoId -> Task/Event ids that had it (may be stale)
+        # The org permission "View and Edit Converted Leads": off, as in a default org, converted
+        # Leads refuse updates and references with CANNOT_UPDATE_CONVERTED_LEAD.
+        self.converted_lead_edit = False
         self.write_log: deque[dict[str, Any]] = deque(maxlen=write_log_max)
         self.write_counts: dict[str, int] = {"funnel": 0, "api": 0, "noop": 0}
         self.unmapped_activities: list[str] = []
@@ -658,6 +663,16 @@ class SalesforceStore:
                 self._delete_record(child, "funnel")
         self._write(loser, {"IsDeleted": True, "MasterRecordId": survivor_id}, "funnel")
 
+    def convert_lead(self, lead_id: str, source: str = "funnel") -> None:
+        """Convert a Lead now, as a rep's "Convert" does: ``IsConverted``, ``ConvertedDate``, closed status,
+        and conversion's Contact (the lead's activities move to it)."""
+        with self.lock:
+            rec = self._api_target("Lead", lead_id)
+            self._write(rec, {"IsConverted": True, "ConvertedDate": self._now().date(),
+                              "Status": "Closed - Converted"}, source)
+            if rec.values["ConvertedContactId"] is None:
+                self._convert(lead_id)
+
     # ----------------------------------------------------------------- API writes
     def sobject(self, name: str) -> SObjectDef:
         """The sObject definition for a (case-insensitive) name; NOT_FOUND if unknown."""
@@ -722,6 +737,8 @@ class SalesforceStore:
             definition = rec.sobject
             if not definition.updateable:
                 raise RecordError("INVALID_TYPE_FOR_OPERATION", f"entity type cannot be updated: {definition.name}")
+            if definition.name == "Lead" and rec.values.get("IsConverted") and not self.converted_lead_edit:
+                raise _converted_lead()
             values = self._coerce_body(definition, body, creating=False)
             if definition.name == "Lead" and auto_assign:
                 merged = dict(rec.values)
@@ -878,7 +895,16 @@ class SalesforceStore:
         if not ok or target is None:
             raise RecordError("INVALID_CROSS_REFERENCE_KEY",
                               f"invalid cross reference id: {fdef.display_label} ({raw})", [fdef.name])
+        if target.sobject.name == "Lead" and target.values.get("IsConverted") and not self.converted_lead_edit:
+            # A Task's WhoId or a CampaignMember's LeadId may not name a converted Lead (only its
+            # ConvertedContactId), whatever the record being written.
+            raise _converted_lead()
         return target.id
+
+
+def _converted_lead() -> RecordError:
+    """What Salesforce answers for an update of, or a reference to, a converted Lead."""
+    return RecordError("CANNOT_UPDATE_CONVERTED_LEAD", "cannot reference converted lead", [])
 
 
 def _type_error(fdef: FieldDef, raw: Any) -> RecordError:

@@ -58,7 +58,8 @@ def app_config(sim: CRMSim, routing: list[dict[str, Any]] | None = None) -> AppC
 
 def sf_lead_ids(sim: CRMSim, n: int | None = None) -> list[str]:
     store = sim.salesforce.store
-    ids = sorted(r.id for r in store.records["Lead"].values() if not r.deleted)
+    # Converted Leads refuse updates (CANNOT_UPDATE_CONVERTED_LEAD) and leadscore never writes them.
+    ids = sorted(r.id for r in store.records["Lead"].values() if not r.deleted and not r.values["IsConverted"])
     return ids if n is None else ids[:n]
 
 

@@ -10,7 +10,7 @@ from sqlalchemy import Engine, select
 from connectors.sync import sync_connection
 from connectors.writeback import drain_outbox
 from store.db import unit_of_work
-from store.models import Lead
+from store.models import Lead, LeadLifecycle
 from tests.connectors.test_writeback_support import (
     app_config,
     create_hubspot_score_properties,
@@ -25,7 +25,7 @@ from tests.connectors.test_writeback_support import (
 def _leads(engine: Engine) -> dict[int, tuple[str, str | None, object, object]]:
     with unit_of_work(engine) as session:
         return {lead.id: (lead.crm_id, lead.inputs_hash, lead.inputs_changed_at, lead.crm_modified_at)
-                for lead in session.scalars(select(Lead).where(Lead.is_deleted.is_(False)))}
+                for lead in session.scalars(select(Lead).where(Lead.lifecycle == LeadLifecycle.open))}
 
 
 def test_a_resync_after_write_back_sees_the_leads_but_changes_no_inputs(sqlite_engine: Engine) -> None:

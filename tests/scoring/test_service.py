@@ -27,7 +27,7 @@ from scoring.service import (
     score_leads,
     train_from_store,
 )
-from store.models import Lead, LeadScore, Outbox, SyncRun
+from store.models import Lead, LeadLifecycle, LeadScore, Outbox, SyncRun
 from tests.factories import (
     BASE_TIME,
     FAST_TRAINING,
@@ -75,17 +75,26 @@ def test_score_writes_current_rows_outbox_and_calls_the_hook(any_session: Sessio
     mv = _champion(any_session)
     deleted = any_session.scalars(select(Lead).where(Lead.connection_id == conn.id).limit(1)).one()
     deleted.is_deleted = True
+    deleted.lifecycle = LeadLifecycle.deleted
     any_session.flush()
+    # Only open leads are scored: converted and closed (and deleted) ones are left alone.
+    others = any_session.scalars(select(Lead).where(Lead.connection_id == conn.id, Lead.id != deleted.id)
+                                 .order_by(Lead.id).limit(7)).all()
+    for n, lead in enumerate(others):
+        lead.lifecycle = LeadLifecycle.converted if n % 2 else LeadLifecycle.closed
+    any_session.flush()
+    open_ids = set(any_session.scalars(select(Lead.id).where(Lead.lifecycle == LeadLifecycle.open)))
+    assert len(open_ids) == 292
     calls: list[tuple[int, str | None, str]] = []
 
     def hook(session: Session, lead: Lead, previous: LeadScore | None, current: LeadScore) -> None:
         calls.append((lead.id, previous.tier if previous else None, current.tier))
 
     summary = score_leads(any_session, as_of=AS_OF, tier_change_hook=hook, batch_size=128)
-    assert (summary.considered, summary.scored, summary.unchanged) == (299, 299, 0)
+    assert (summary.considered, summary.scored, summary.unchanged) == (len(open_ids), len(open_ids), 0)
     current = _current(any_session)
-    assert len(current) == 299 and deleted.id not in current
-    assert len(calls) == 299 and all(prev is None for _, prev, _ in calls)
+    assert set(current) == open_ids and deleted.id not in current
+    assert len(calls) == len(open_ids) and all(prev is None for _, prev, _ in calls)
     some = next(iter(current.values()))
     assert some.score == int(np.clip(round(100 * some.probability), 0, 100))
     assert some.model_version_id == mv.id and some.tier in "ABCD" and some.reasons
@@ -101,7 +110,7 @@ def test_score_writes_current_rows_outbox_and_calls_the_hook(any_session: Sessio
 
     # Nothing changed: nothing is rescored.
     again = score_leads(any_session, as_of=AS_OF, tier_change_hook=hook)
-    assert (again.scored, again.unchanged, again.outbox_rows) == (0, 299, 0)
+    assert (again.scored, again.unchanged, again.outbox_rows) == (0, len(open_ids), 0)
 
 
 def test_only_changed_leads_are_rescored(any_session: Session) -> None:
