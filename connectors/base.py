@@ -17,7 +17,6 @@ from config.errors import ConfigError
 from store.models import LeadLifecycle
 
 if TYPE_CHECKING:
-    import requests
 
     from config.app_config import ConnectionConfig
 
@@ -179,21 +178,3 @@ class Connector(Protocol):
     def relink_company(self, lead_raw: dict[str, Any], company: dict[str, Any]) -> LeadRecord | None:
         """Re-normalise a stored lead after its company changed (None: not applicable)."""
         ...
-
-
-def make_connector(
-    conn: ConnectionConfig,
-    secrets: ConnectionSecrets,
-    *,
-    session: requests.Session | None = None,
-) -> Connector:
-    """The connector for ``conn.kind``. ``session`` (Salesforce only) replaces the HTTP session."""
-    if conn.kind == "salesforce":
-        from connectors.salesforce.streams import SalesforceConnector
-
-        return SalesforceConnector(conn, secrets, session=session)
-    if conn.kind == "hubspot":
-        from connectors.hubspot.streams import HubSpotConnector
-
-        return HubSpotConnector(conn, secrets)
-    raise ConfigError(f"connection {conn.name!r}: unknown kind {conn.kind!r}")

@@ -1,5 +1,9 @@
 """Routing and nurture actions on tier changes: planned in the scoring transaction, run once.
 
+This is the engine; what each CRM does per action is its package's router
+(``connectors/salesforce/routing.py``, ``connectors/hubspot/routing.py``), reached through
+:mod:`connectors.registry` and typed by :class:`connectors.protocols.Router`.
+
 Planning (:func:`plan_routing`) is the ``tier_change_hook`` of ``scoring.service.score_leads``:
 for a lead whose tier changed, it inserts one ``RoutingAction`` (status ``pending``) per
 configured action of every matching rule (``routing[i].to`` is the new tier, ``from`` narrows
@@ -16,7 +20,8 @@ however often it is called and wherever it is interrupted:
    the owner or property already set. Only when no effect is found is it sent again.
 
 Actions of a tier change that was overtaken (the lead's current tier is no longer the action's
-``to`` tier) are marked ``superseded`` instead of being run.
+``to`` tier) are marked ``superseded`` instead of being run; actions of a lead that is no longer
+open (converted, closed, deleted, merged: :mod:`connectors.lifecycle`) are marked ``cancelled``.
 
 ``pause_outreach`` (the lowest tier): Salesforce ``Status = 'Nurturing'``; HubSpot
 ``hs_lead_status = 'BAD_TIMING'`` ("not now": reps stop working the lead, marketing nurtures it).
@@ -25,22 +30,22 @@ Both can be overridden with the action's ``property``/``value``.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
-from urllib.parse import quote
+from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from config.app_config import AppConfig, ConnectionConfig, RoutingActionConfig
 from config.errors import ConfigError
-from connectors.errors import AuthError, CRMError, FatalCRMError, QuotaExhaustedError, RetriableCRMError
-from connectors.hubspot.client import REQUEST_TIMEOUT
+from connectors.actions import action_marker, applies, round_robin_pick
+from connectors.errors import AuthError, CRMError, QuotaExhaustedError, RetriableCRMError
 from connectors.lifecycle import CANCELLED, not_open_reason
+from connectors.protocols import LeadRef, Router
+from connectors.registry import PAUSE_DEFAULTS, SUPPORTED, make_client, make_router
 from scoring.hooks import TierChangeHook
 from store.db import unit_of_work
 from store.models import Connection, Lead, LeadLifecycle, LeadScore, RoutingAction
@@ -48,33 +53,15 @@ from store.upsert import upsert_rows
 
 logger = logging.getLogger(__name__)
 
-# Which CRM can run which action (HubSpot has no campaigns API for contacts; Salesforce no workflows).
-SUPPORTED: dict[str, frozenset[str]] = {
-    "salesforce": frozenset({"assign_owner", "create_task", "add_to_campaign", "set_property", "pause_outreach"}),
-    "hubspot": frozenset({"assign_owner", "create_task", "enroll_workflow", "set_property", "pause_outreach"}),
-}
-PAUSE_DEFAULTS: dict[str, tuple[str, str]] = {
-    "salesforce": ("Status", "Nurturing"),
-    "hubspot": ("hs_lead_status", "BAD_TIMING"),
-}
+__all__ = ["PAUSE_DEFAULTS", "SUPPORTED", "LeadRef", "Router", "RoutingReport", "TierChangeHook", "action_marker",
+           "execute_routing", "make_router", "plan_routing", "round_robin_pick", "routing_problems",
+           "static_problems", "validate_routing"]
+
 MAX_ATTEMPTS = 8
 
 
-def action_marker(action_id: int) -> str:
-    """The tag a created record carries so a retry can find it: ``[leadscore #123]``."""
-    return f"[leadscore #{action_id}]"
-
-
-def round_robin_pick(owners: list[str], crm_id: str) -> str:
-    """The owner for a lead among ``owners``: deterministic per lead, spread evenly."""
-    digest = hashlib.sha256(crm_id.encode("utf-8")).digest()
-    return owners[int.from_bytes(digest[:8], "big") % len(owners)]
-
-
 def _applies(action: RoutingActionConfig, conn: ConnectionConfig) -> bool:
-    if action.connections is not None and conn.name not in action.connections:
-        return False
-    return action.type in SUPPORTED.get(conn.kind, frozenset())
+    return applies(action, conn, SUPPORTED.get(conn.kind, frozenset()))
 
 
 # ------------------------------------------------------------------------------------ planning
@@ -136,467 +123,6 @@ def plan_routing(config: AppConfig) -> TierChangeHook:
                     update_columns=())
 
     return hook
-
-
-# ------------------------------------------------------------------------------------ routers
-
-
-@dataclass
-class LeadRef:
-    """What an action needs to know about its lead."""
-
-    crm_id: str
-    email: str | None
-    owner_crm_id: str | None
-
-
-class Router(Protocol):
-    """One CRM's implementation of the routing actions."""
-
-    def problems(self, config: AppConfig, conn: ConnectionConfig) -> list[str]:
-        """Every routing setting naming something missing in this CRM (``routing.i.actions.j.key: ...``)."""
-        ...
-
-    def find_existing(self, action: RoutingAction, lead: LeadRef) -> str | None:
-        """The CRM reference of the action's effect if it already happened, else None."""
-        ...
-
-    def perform(self, action: RoutingAction, lead: LeadRef) -> str:
-        """Run the action; returns the CRM's reference (created id, owner id, ...)."""
-        ...
-
-
-def make_router(conn: ConnectionConfig, client: Any) -> Router:
-    """The router for ``conn.kind`` around the connectors' client."""
-    if conn.kind == "salesforce":
-        return SalesforceRouter(client, conn)
-    if conn.kind == "hubspot":
-        return HubSpotRouter(client, conn)
-    raise ConfigError(f"connection {conn.name!r}: unknown kind {conn.kind!r}")
-
-
-def _actions_for(config: AppConfig, conn: ConnectionConfig) -> list[tuple[str, RoutingActionConfig]]:
-    out = []
-    for r_index, rule in enumerate(config.routing):
-        for a_index, action in enumerate(rule.actions):
-            if _applies(action, conn):
-                out.append((f"routing.{r_index}.actions.{a_index}", action))
-    return out
-
-
-def _soql_string(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def _task_subject(action: RoutingAction) -> str:
-    subject = str(action.params.get("subject") or "Follow up")
-    marker = action_marker(action.id)
-    return f"{subject[:255 - len(marker) - 1]} {marker}"
-
-
-def _due(action: RoutingAction, now: datetime) -> datetime:
-    return now + timedelta(hours=float(action.params.get("due_hours", 24)))
-
-
-class SalesforceRouter:
-    """Routing on Salesforce Leads: OwnerId (queue or user), Task, CampaignMember, field updates."""
-
-    def __init__(self, client: Any, conn: ConnectionConfig) -> None:
-        self.client = client
-        self.conn = conn
-        self._queues: dict[str, str] | None = None
-        self._campaigns: dict[str, str] | None = None
-        self._users: dict[str, str] | None = None
-        self._lead_fields: dict[str, dict[str, Any]] | None = None
-
-    # -- lookups (cached per router: one execute_routing run)
-    def _query(self, soql: str) -> list[dict[str, Any]]:
-        result = self.client.request(lambda sf: sf.query_all(soql))
-        return list(result.get("records") or [])
-
-    def queues(self) -> dict[str, str]:
-        if self._queues is None:
-            rows = self._query("SELECT Id, Name, DeveloperName FROM Group WHERE Type = 'Queue'")
-            self._queues = {}
-            for row in rows:
-                for key in (row.get("Name"), row.get("DeveloperName")):
-                    if key:
-                        self._queues.setdefault(str(key), str(row["Id"]))
-        return self._queues
-
-    def campaigns(self) -> dict[str, str]:
-        if self._campaigns is None:
-            rows = self._query("SELECT Id, Name FROM Campaign")
-            self._campaigns = {str(r["Name"]): str(r["Id"]) for r in rows if r.get("Name")}
-            self._campaigns.update({str(r["Id"]): str(r["Id"]) for r in rows})
-        return self._campaigns
-
-    def users(self) -> dict[str, str]:
-        if self._users is None:
-            rows = self._query("SELECT Id, Username, Email FROM User WHERE IsActive = true")
-            self._users = {}
-            for row in rows:
-                for key in (row.get("Id"), row.get("Username"), row.get("Email")):
-                    if key:
-                        self._users.setdefault(str(key).lower() if "@" in str(key) else str(key), str(row["Id"]))
-        return self._users
-
-    def lead_fields(self) -> dict[str, dict[str, Any]]:
-        if self._lead_fields is None:
-            described = self.client.request(lambda sf: sf.Lead.describe())
-            self._lead_fields = {str(f["name"]): dict(f) for f in described.get("fields") or []}
-        return self._lead_fields
-
-    def _user(self, key: str) -> str | None:
-        return self.users().get(key.lower() if "@" in key else key)
-
-    def problems(self, config: AppConfig, conn: ConnectionConfig) -> list[str]:
-        out: list[str] = []
-        for key, action in _actions_for(config, conn):
-            if action.type == "assign_owner":
-                if action.queue and action.queue not in self.queues():
-                    out.append(f"{key}.queue: no queue named {action.queue!r} in connection {conn.name}")
-                for i, owner in enumerate(action.round_robin or []):
-                    if self._user(owner) is None:
-                        out.append(f"{key}.round_robin.{i}: no active user {owner!r} in connection {conn.name}")
-            elif action.type == "add_to_campaign":
-                if action.campaign and action.campaign not in self.campaigns():
-                    out.append(f"{key}.campaign: no campaign named {action.campaign!r} in connection {conn.name}")
-            elif action.type in ("set_property", "pause_outreach"):
-                name, value = self._property(action)
-                problem = self._field_problem(name, value)
-                if problem:
-                    label = "property" if action.property else "pause_outreach"
-                    out.append(f"{key}.{label}: {problem} in connection {conn.name}")
-        return out
-
-    def _property(self, action_or_params: RoutingActionConfig | Mapping[str, Any]) -> tuple[str, str]:
-        get = (action_or_params.get if isinstance(action_or_params, Mapping)
-               else lambda k: getattr(action_or_params, k))
-        kind = get("type")
-        prop, value = get("property"), get("value")
-        if kind == "pause_outreach" and (prop is None or value is None):
-            return PAUSE_DEFAULTS["salesforce"]
-        return str(prop), str(value)
-
-    def _field_problem(self, name: str, value: str) -> str | None:
-        fdef = self.lead_fields().get(name)
-        if fdef is None:
-            return f"Lead has no field {name!r}"
-        if not fdef.get("updateable", True):
-            return f"Lead field {name!r} is read-only"
-        values = [p.get("value") for p in fdef.get("picklistValues") or [] if p.get("active", True)]
-        if fdef.get("type") == "picklist" and values and value not in values:
-            return f"{value!r} is not a value of the picklist Lead.{name} ({', '.join(map(str, values))})"
-        return None
-
-    def _typed(self, name: str, value: str) -> Any:
-        kind = self.lead_fields().get(name, {}).get("type")
-        if kind == "boolean":
-            return value.strip().lower() in ("true", "1", "yes")
-        if kind in ("double", "currency", "percent"):
-            return float(value)
-        if kind == "int":
-            return int(value)
-        return value
-
-    def _update_lead(self, lead: LeadRef, values: dict[str, Any]) -> None:
-        self.client.request(lambda sf: sf.restful(f"sobjects/Lead/{lead.crm_id}", method="PATCH", json=values,
-                                                  headers={"Sforce-Auto-Assign": "FALSE"}))
-
-    def _owner_for(self, action: RoutingAction, lead: LeadRef) -> str:
-        queue = action.params.get("queue")
-        if queue:
-            found = self.queues().get(str(queue))
-            if found is None:
-                raise FatalCRMError(f"no queue named {queue!r}", code="UNKNOWN_QUEUE")
-            return found
-        owners = [str(o) for o in action.params.get("round_robin") or []]
-        pick = round_robin_pick(owners, lead.crm_id)
-        found = self._user(pick)
-        if found is None:
-            raise FatalCRMError(f"no active user {pick!r}", code="UNKNOWN_USER")
-        return found
-
-    def find_existing(self, action: RoutingAction, lead: LeadRef) -> str | None:
-        kind = str(action.params.get("type"))
-        if kind == "create_task":
-            rows = self._query(
-                f"SELECT Id FROM Task WHERE WhoId = {_soql_string(lead.crm_id)} "
-                f"AND Subject = {_soql_string(_task_subject(action))}")
-            return str(rows[0]["Id"]) if rows else None
-        if kind == "add_to_campaign":
-            return self._member(action, lead)
-        # Field updates are idempotent: setting the same value again changes nothing.
-        return None
-
-    def _member(self, action: RoutingAction, lead: LeadRef) -> str | None:
-        campaign_id = self.campaigns().get(str(action.params.get("campaign")))
-        if campaign_id is None:
-            return None
-        rows = self._query(
-            f"SELECT Id FROM CampaignMember WHERE CampaignId = {_soql_string(campaign_id)} "
-            f"AND LeadId = {_soql_string(lead.crm_id)}")
-        return str(rows[0]["Id"]) if rows else None
-
-    def perform(self, action: RoutingAction, lead: LeadRef) -> str:
-        kind = str(action.params.get("type"))
-        if kind == "assign_owner":
-            owner = self._owner_for(action, lead)
-            self._update_lead(lead, {"OwnerId": owner})
-            return owner
-        if kind == "create_task":
-            body: dict[str, Any] = {
-                "WhoId": lead.crm_id,
-                "Subject": _task_subject(action),
-                "Priority": str(action.params.get("priority") or "High"),
-                "Status": "Not Started",
-                "ActivityDate": _due(action, datetime.now(UTC)).date().isoformat(),
-                "Description": f"leadscore: tier {action.from_tier or '-'} -> {action.to_tier} "
-                               f"(routing action {action.id}, {action.params.get('config_key')})",
-            }
-            if lead.owner_crm_id and lead.owner_crm_id.startswith("005"):
-                body["OwnerId"] = lead.owner_crm_id
-            created = self.client.request(lambda sf: sf.restful("sobjects/Task/", method="POST", json=body))
-            return str(created["id"])
-        if kind == "add_to_campaign":
-            campaign = str(action.params.get("campaign"))
-            campaign_id = self.campaigns().get(campaign)
-            if campaign_id is None:
-                raise FatalCRMError(f"no campaign named {campaign!r}", code="UNKNOWN_CAMPAIGN")
-            member = {"CampaignId": campaign_id, "LeadId": lead.crm_id, "Status": "Sent"}
-            try:
-                created = self.client.request(
-                    lambda sf: sf.restful("sobjects/CampaignMember/", method="POST", json=member))
-            except FatalCRMError as exc:
-                if exc.code != "DUPLICATE_VALUE":
-                    raise
-                # Already a member (added by hand, or by us before a crash): the goal is reached.
-                return self._member(action, lead) or f"member:{campaign_id}"
-            return str(created["id"])
-        if kind in ("set_property", "pause_outreach"):
-            name, value = self._property(action.params)
-            self._update_lead(lead, {name: self._typed(name, value)})
-            return f"{name}={value}"
-        raise FatalCRMError(f"action {kind!r} is not supported on Salesforce", code="UNSUPPORTED_ACTION")
-
-
-class _RawResponse:
-    """What ``HubSpotClient.request`` reads from a response: ``headers`` and ``data``."""
-
-    def __init__(self, headers: Any, data: bytes) -> None:
-        self.headers = headers
-        self.data = data
-
-
-def hubspot_raw(client: Any, method: str, path: str, qs: dict[str, Any] | None = None) -> _RawResponse:
-    """One call without a generated wrapper (``client.api_request``), shaped for ``client.request``.
-
-    ``api_request`` never raises on HTTP errors: an error status is raised as the objects API's
-    ``ApiException`` so the connectors' one error mapping and call accounting apply to it.
-    """
-    import requests
-    from hubspot.crm.objects.exceptions import ApiException
-
-    options: dict[str, Any] = {"method": method, "path": path}
-    if qs:
-        options["qs"] = qs
-    try:
-        response = client.client.api_request(options)
-    except requests.RequestException as exc:
-        raise RetriableCRMError(f"HubSpot connection failed: {exc.__class__.__name__}") from exc
-    if response.status_code >= 300:
-        error = ApiException(status=response.status_code, reason=response.reason)
-        error.body = response.content
-        error.headers = response.headers
-        raise error
-    return _RawResponse(response.headers, response.content)
-
-
-class HubSpotRouter:
-    """Routing on HubSpot contacts: owner, task engagement, v2 workflow enrollment, properties."""
-
-    def __init__(self, client: Any, conn: ConnectionConfig) -> None:
-        self.client = client
-        self.conn = conn
-        self._owners: list[dict[str, Any]] | None = None
-        self._workflows: dict[str, dict[str, Any]] | None = None
-        self._properties: dict[str, dict[str, Any]] | None = None
-
-    def owners(self) -> list[dict[str, Any]]:
-        if self._owners is None:
-            owners: list[dict[str, Any]] = []
-            after: str | None = None
-            while True:
-                qs: dict[str, Any] = {"limit": 100}
-                if after:
-                    qs["after"] = after
-                body = self.client.request(lambda c, q=qs: hubspot_raw(c, "GET", "/crm/v3/owners/", q))
-                owners.extend(body.get("results") or [])
-                nxt = ((body.get("paging") or {}).get("next") or {}).get("after")
-                if not nxt:
-                    break
-                after = str(nxt)
-            self._owners = owners
-        return self._owners
-
-    def workflows(self) -> dict[str, dict[str, Any]]:
-        if self._workflows is None:
-            body = self.client.request(lambda c: hubspot_raw(c, "GET", "/automation/v2/workflows"))
-            self._workflows = {str(w.get("id")): w for w in body.get("workflows") or []}
-        return self._workflows
-
-    def properties(self) -> dict[str, dict[str, Any]]:
-        if self._properties is None:
-            body = self.client.request(lambda c: c.api("properties.core").get_all(
-                "contacts", _preload_content=False, _request_timeout=REQUEST_TIMEOUT))
-            self._properties = {str(p["name"]): p for p in body.get("results") or []}
-        return self._properties
-
-    def _owner_id(self, key: str) -> str | None:
-        wanted = key.strip().lower()
-        for owner in self.owners():
-            full = f"{owner.get('first_name') or owner.get('firstName') or ''} " \
-                   f"{owner.get('last_name') or owner.get('lastName') or ''}".strip().lower()
-            if wanted in (str(owner.get("id")), str(owner.get("email") or "").lower(), full):
-                return str(owner.get("id"))
-        return None
-
-    def _team_owners(self, team: str) -> list[str]:
-        return [str(o.get("id")) for o in self.owners()
-                if any(str(t.get("name") if isinstance(t, dict) else getattr(t, "name", "")) == team
-                       for t in o.get("teams") or [])]
-
-    def _property(self, params: Mapping[str, Any] | RoutingActionConfig) -> tuple[str, str]:
-        get = params.get if isinstance(params, Mapping) else (lambda k: getattr(params, k))
-        prop, value = get("property"), get("value")
-        if get("type") == "pause_outreach" and (prop is None or value is None):
-            return PAUSE_DEFAULTS["hubspot"]
-        return str(prop), str(value)
-
-    def _property_problem(self, name: str, value: str) -> str | None:
-        pdef = self.properties().get(name)
-        if pdef is None:
-            return f"contacts have no property {name!r}"
-        meta = pdef.get("modification_metadata") or pdef.get("modificationMetadata") or {}
-        if meta.get("read_only_value") or meta.get("readOnlyValue"):
-            return f"contact property {name!r} is read-only"
-        options = [o.get("value") for o in pdef.get("options") or []]
-        if pdef.get("type") == "enumeration" and options and name != "hubspot_owner_id" and value not in options:
-            return f"{value!r} is not an option of the contact property {name} ({', '.join(map(str, options))})"
-        return None
-
-    def problems(self, config: AppConfig, conn: ConnectionConfig) -> list[str]:
-        out: list[str] = []
-        for key, action in _actions_for(config, conn):
-            if action.type == "assign_owner":
-                if action.queue and self._owner_id(action.queue) is None and not self._team_owners(action.queue):
-                    out.append(f"{key}.queue: no owner or team named {action.queue!r} in connection {conn.name} "
-                               "(HubSpot has no queues: name an owner's email or a team)")
-                for i, owner in enumerate(action.round_robin or []):
-                    if self._owner_id(owner) is None:
-                        out.append(f"{key}.round_robin.{i}: no owner {owner!r} in connection {conn.name}")
-            elif action.type == "enroll_workflow":
-                if str(action.workflow_id) not in self.workflows():
-                    out.append(f"{key}.workflow_id: no workflow {action.workflow_id!r} in connection {conn.name}")
-            elif action.type in ("set_property", "pause_outreach"):
-                name, value = self._property(action)
-                problem = self._property_problem(name, value)
-                if problem:
-                    label = "property" if action.property else "pause_outreach"
-                    out.append(f"{key}.{label}: {problem} in connection {conn.name}")
-        return out
-
-    def _update_contact(self, lead: LeadRef, props: dict[str, str]) -> None:
-        from hubspot.crm.objects import SimplePublicObjectInput
-
-        body = SimplePublicObjectInput(properties=props)
-        self.client.request(lambda c: c.api("objects.basic").update(
-            "contacts", lead.crm_id, body, _preload_content=False, _request_timeout=REQUEST_TIMEOUT))
-
-    def _owner_for(self, action: RoutingAction, lead: LeadRef) -> str:
-        queue = action.params.get("queue")
-        if queue:
-            found = self._owner_id(str(queue))
-            if found is not None:
-                return found
-            team = self._team_owners(str(queue))
-            if not team:
-                raise FatalCRMError(f"no owner or team named {queue!r}", code="UNKNOWN_QUEUE")
-            return round_robin_pick(team, lead.crm_id)
-        owners = [str(o) for o in action.params.get("round_robin") or []]
-        pick = round_robin_pick(owners, lead.crm_id)
-        found = self._owner_id(pick)
-        if found is None:
-            raise FatalCRMError(f"no owner {pick!r}", code="UNKNOWN_OWNER")
-        return found
-
-    def find_existing(self, action: RoutingAction, lead: LeadRef) -> str | None:
-        if str(action.params.get("type")) != "create_task":
-            # Property writes are idempotent; a v2 enrollment of an enrolled contact is ignored by
-            # HubSpot unless the workflow allows re-enrollment (no read API to check it).
-            return None
-        from hubspot.crm.objects import BatchReadInputSimplePublicObjectId
-
-        # Associations are read-your-writes (search is only eventually consistent).
-        path = f"/crm/v4/objects/contacts/{lead.crm_id}/associations/tasks"
-        body = self.client.request(lambda c: hubspot_raw(c, "GET", path, {"limit": 500}))
-        task_ids = [str(r.get("toObjectId")) for r in body.get("results") or []]
-        subject = _task_subject(action)
-        for start in range(0, len(task_ids), 100):
-            request = BatchReadInputSimplePublicObjectId(
-                inputs=[{"id": t} for t in task_ids[start:start + 100]], properties=["hs_task_subject"])
-            read = self.client.request(lambda c, r=request: c.api("objects.batch").read(
-                "tasks", r, _preload_content=False, _request_timeout=REQUEST_TIMEOUT))
-            for task in read.get("results") or []:
-                if (task.get("properties") or {}).get("hs_task_subject") == subject:
-                    return str(task.get("id"))
-        return None
-
-    def perform(self, action: RoutingAction, lead: LeadRef) -> str:
-        kind = str(action.params.get("type"))
-        if kind == "assign_owner":
-            owner = self._owner_for(action, lead)
-            self._update_contact(lead, {"hubspot_owner_id": owner})
-            return owner
-        if kind == "create_task":
-            from hubspot.crm.objects import SimplePublicObjectInputForCreate
-
-            due = _due(action, datetime.now(UTC))
-            priority = {"high": "HIGH", "normal": "MEDIUM", "medium": "MEDIUM", "low": "LOW"}.get(
-                str(action.params.get("priority") or "High").lower(), "HIGH")
-            props = {
-                "hs_task_subject": _task_subject(action),
-                "hs_task_body": f"leadscore: tier {action.from_tier or '-'} -> {action.to_tier} "
-                                f"(routing action {action.id}, {action.params.get('config_key')})",
-                "hs_task_status": "NOT_STARTED",
-                "hs_task_priority": priority,
-                "hs_task_type": "TODO",
-                "hs_timestamp": due.strftime("%Y-%m-%dT%H:%M:%S.") + f"{due.microsecond // 1000:03d}Z",
-            }
-            if lead.owner_crm_id and lead.owner_crm_id.isdigit():
-                props["hubspot_owner_id"] = lead.owner_crm_id
-            body = SimplePublicObjectInputForCreate(properties=props, associations=[{
-                "to": {"id": lead.crm_id},
-                "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 204}],
-            }])
-            created = self.client.request(lambda c: c.api("objects.basic").create(
-                "tasks", body, _preload_content=False, _request_timeout=REQUEST_TIMEOUT))
-            return str(created["id"])
-        if kind == "enroll_workflow":
-            if not lead.email:
-                raise FatalCRMError("the contact has no email: v2 workflow enrollment is by email",
-                                    code="NO_EMAIL")
-            workflow = str(action.params.get("workflow_id"))
-            path = f"/automation/v2/workflows/{quote(workflow, safe='')}/enrollments/contacts/" \
-                   f"{quote(lead.email, safe='@')}"
-            self.client.request(lambda c: hubspot_raw(c, "POST", path))
-            return f"workflow:{workflow}"
-        if kind in ("set_property", "pause_outreach"):
-            name, value = self._property(action.params)
-            self._update_contact(lead, {name: value})
-            return f"{name}={value}"
-        raise FatalCRMError(f"action {kind!r} is not supported on HubSpot", code="UNSUPPORTED_ACTION")
 
 
 # ------------------------------------------------------------------------------------ validation
@@ -720,8 +246,6 @@ def execute_routing(
             secrets = secrets_by_connection.get(name)
             if secrets is None:
                 raise ConfigError(f"connection {name!r}: no credentials given for routing")
-            from connectors.writeback import make_client
-
             client = make_client(conns[name], secrets)
         active[name] = client
     routers: dict[str, Router] = {}

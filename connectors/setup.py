@@ -25,8 +25,8 @@ from typing import Any
 from config.app_config import AppConfig, ConnectionConfig, HubSpotFields, SalesforceFields
 from connectors.errors import FatalCRMError
 from connectors.hubspot.client import REQUEST_TIMEOUT
-from connectors.routing import make_router, static_problems
-from connectors.writeback import make_client, score_field_names
+from connectors.registry import make_client, make_router, score_field_names
+from connectors.routing import static_problems
 
 TIERS = ("A", "B", "C", "D")
 

@@ -32,11 +32,11 @@ from connectors.base import (
     Merge,
     Page,
     QuarantinedItem,
-    make_connector,
 )
 from connectors.errors import CRMError, FatalCRMError, QuotaExhaustedError
 from connectors.lifecycle import cancel_not_open
 from connectors.normalise import INPUT_FIELDS, inputs_hash
+from connectors.registry import make_connector
 from store.db import unit_of_work
 from store.models import Activity, Connection, Lead, LeadLifecycle, QuarantinedRecord, SyncCursor, SyncRun
 from store.upsert import upsert_rows

@@ -29,65 +29,32 @@ import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, Protocol
+from typing import Any
 
 from sqlalchemy import Engine, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
-from config.app_config import AppConfig, ConnectionConfig, HubSpotFields, SalesforceFields
+from config.app_config import AppConfig
 from config.errors import ConfigError
 from connectors.errors import AuthError, CRMError, QuotaExhaustedError, RetriableCRMError
 from connectors.lifecycle import CANCELLED, not_open_reason
+from connectors.protocols import OutboxItem, Outcome, RecordResult, ScoreWriter
+from connectors.registry import make_client, make_score_writer, score_field_names
 from store.db import unit_of_work
 from store.models import Connection, Lead, LeadLifecycle, Outbox
 
 logger = logging.getLogger(__name__)
 
+# The writers, factories and field names live with each CRM (connectors.registry); re-exported here
+# for the callers that knew them from this module.
+__all__ = ["DEFAULT_POLICY", "OUTBOX_KIND", "ConnectionWriteback", "OutboxItem", "Outcome", "RecordResult",
+           "ScoreWriter", "WritebackPolicy", "WritebackReport", "drain_outbox", "make_client",
+           "make_score_writer", "score_field_names"]
+
 OUTBOX_KIND = "score_fields"
-Outcome = Literal["sent", "retry", "failed"]
 
 
 # ------------------------------------------------------------------------------------ data types
-
-
-@dataclass(frozen=True)
-class OutboxItem:
-    """One row to write: the CRM record id and the CRM-neutral payload."""
-
-    outbox_id: int
-    lead_id: int
-    crm_id: str
-    payload: dict[str, Any]
-    attempts: int
-
-
-@dataclass(frozen=True)
-class RecordResult:
-    """The CRM's answer for one record. ``reason`` is the CRM's code (``UNABLE_TO_LOCK_ROW``...)."""
-
-    outbox_id: int
-    outcome: Outcome
-    reason: str | None = None
-    message: str | None = None
-
-
-class ScoreWriter(Protocol):
-    """What the drain needs from a CRM: one batched write call and an API-call counter."""
-
-    batch_size: int
-
-    @property
-    def api_calls(self) -> int:
-        """HTTP requests sent so far by the underlying client (retries included)."""
-        ...
-
-    def write(self, items: Sequence[OutboxItem]) -> list[RecordResult]:
-        """Write ``items`` in ONE logical API call; one result per item.
-
-        Whole-call failures raise :class:`CRMError` subclasses (the client already retried
-        retriable ones).
-        """
-        ...
 
 
 @dataclass(frozen=True)
@@ -200,50 +167,6 @@ class WritebackReport:
 
 Progress = Callable[[str, int, int], None]
 """``progress(connection name, rows handled so far, rows due at start)`` after each call."""
-
-
-# ------------------------------------------------------------------------------------ writers
-
-
-def score_field_names(conn: ConnectionConfig) -> SalesforceFields | HubSpotFields:
-    """The CRM field names to write for ``conn``: its kind's defaults, overridden by what the YAML set.
-
-    The config's ``SalesforceFields | HubSpotFields`` union parses any YAML mapping as the first
-    class (same keys), which would fill unset keys of a HubSpot connection with Salesforce
-    defaults; only the keys the user actually set are taken from it.
-    """
-    cls: type[SalesforceFields] | type[HubSpotFields] = SalesforceFields if conn.kind == "salesforce" \
-        else HubSpotFields
-    given = conn.score_fields
-    if given is None:
-        return cls()
-    return cls(**{key: getattr(given, key) for key in given.model_fields_set})
-
-
-def make_score_writer(conn: ConnectionConfig, client: Any) -> ScoreWriter:
-    """The batched score writer for ``conn.kind`` around an already-built CRM client."""
-    if conn.kind == "salesforce":
-        from connectors.salesforce.writeback import SalesforceScoreWriter
-
-        return SalesforceScoreWriter(client, conn)
-    if conn.kind == "hubspot":
-        from connectors.hubspot.writeback import HubSpotScoreWriter
-
-        return HubSpotScoreWriter(client, conn)
-    raise ConfigError(f"connection {conn.name!r}: unknown kind {conn.kind!r}")
-
-
-def make_client(conn: ConnectionConfig, secrets: Any) -> Any:
-    """The connectors' own client for ``conn`` (one factory per CRM, shared with sync)."""
-    if conn.kind == "salesforce":
-        from connectors.salesforce.client import make_salesforce
-
-        return make_salesforce(conn, secrets)
-    if conn.kind == "hubspot":
-        from connectors.hubspot.client import make_hubspot
-
-        return make_hubspot(conn, secrets)
-    raise ConfigError(f"connection {conn.name!r}: unknown kind {conn.kind!r}")
 
 
 # ------------------------------------------------------------------------------------ the drain

@@ -18,8 +18,8 @@ from typing import Any
 from config.app_config import ConnectionConfig, HubSpotFields
 from connectors.errors import FatalCRMError
 from connectors.hubspot.client import REQUEST_TIMEOUT
+from connectors.protocols import OutboxItem, RecordResult, fields_as
 from connectors.timeparse import iso_utc, parse_crm_datetime
-from connectors.writeback import OutboxItem, RecordResult, score_field_names
 
 BATCH_SIZE = 100  # inputs per HubSpot batch endpoint call
 REASONS_MAX = 255
@@ -116,7 +116,7 @@ class HubSpotScoreWriter:
     batch_size = BATCH_SIZE
 
     def __init__(self, client: Any, conn: ConnectionConfig) -> None:
-        fields = score_field_names(conn)
+        fields = fields_as(conn, HubSpotFields)
         assert isinstance(fields, HubSpotFields)
         self._client = client
         self._fields = fields

@@ -18,9 +18,9 @@ from typing import Any
 
 from config.app_config import ConnectionConfig, SalesforceFields
 from connectors.errors import FatalCRMError
+from connectors.protocols import OutboxItem, Outcome, RecordResult, fields_as
 from connectors.salesforce.settings import REQUEST_TIMEOUT
 from connectors.timeparse import parse_crm_datetime
-from connectors.writeback import OutboxItem, Outcome, RecordResult, score_field_names
 
 COLLECTION_SIZE = 200  # records per sObject Collections request (Salesforce's maximum)
 COLLECTIONS_PER_COMPOSITE = 5  # sObject Collections subrequests allowed in one Composite call
@@ -122,7 +122,7 @@ class SalesforceScoreWriter:
     batch_size = BATCH_SIZE
 
     def __init__(self, client: Any, conn: ConnectionConfig) -> None:
-        fields = score_field_names(conn)
+        fields = fields_as(conn, SalesforceFields)
         assert isinstance(fields, SalesforceFields)
         self._client = client
         self._fields = fields

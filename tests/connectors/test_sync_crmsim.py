@@ -79,7 +79,8 @@ def test_score_write_back_does_not_change_inputs(small_sim: CRMSim, committing_p
     sync_connection(committing_pg_engine, conn, secrets, streams=["leads"])
     with Session(committing_pg_engine) as session:
         lead = session.execute(select(Lead).join(Connection).where(
-            Connection.name == conn.name, Lead.lifecycle == LeadLifecycle.open).order_by(Lead.crm_id).limit(1)).scalar_one()
+            Connection.name == conn.name, Lead.lifecycle == LeadLifecycle.open)
+            .order_by(Lead.crm_id).limit(1)).scalar_one()
         before = (lead.inputs_hash, lead.inputs_changed_at, lead.crm_modified_at, lead.synced_at)
     small_sim.advance(0.01)  # the write-back happens later than the sync
     client = make_salesforce(conn, secrets)

@@ -1,0 +1,55 @@
+"""What every CRM's router shares: the action marker, round-robin, due time, configured actions.
+
+Pure helpers (no CRM calls), used by ``connectors/salesforce/routing.py`` and
+``connectors/hubspot/routing.py``; the engine is :mod:`connectors.routing`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Set
+from datetime import datetime, timedelta
+
+from config.app_config import AppConfig, ConnectionConfig, RoutingActionConfig
+from store.models import RoutingAction
+
+
+def action_marker(action_id: int) -> str:
+    """The tag a created record carries so a retry can find it: ``[leadscore #123]``."""
+    return f"[leadscore #{action_id}]"
+
+
+def round_robin_pick(owners: list[str], crm_id: str) -> str:
+    """The owner for a lead among ``owners``: deterministic per lead, spread evenly."""
+    digest = hashlib.sha256(crm_id.encode("utf-8")).digest()
+    return owners[int.from_bytes(digest[:8], "big") % len(owners)]
+
+
+def applies(action: RoutingActionConfig, conn: ConnectionConfig, supported: Set[str]) -> bool:
+    """True when ``action`` runs on ``conn``: not narrowed to other connections, and its CRM can run it."""
+    if action.connections is not None and conn.name not in action.connections:
+        return False
+    return action.type in supported
+
+
+def actions_for(config: AppConfig, conn: ConnectionConfig,
+                supported: Set[str]) -> list[tuple[str, RoutingActionConfig]]:
+    """The configured actions that run on ``conn``, with their config key ``routing.i.actions.j``."""
+    out = []
+    for r_index, rule in enumerate(config.routing):
+        for a_index, action in enumerate(rule.actions):
+            if applies(action, conn, supported):
+                out.append((f"routing.{r_index}.actions.{a_index}", action))
+    return out
+
+
+def task_subject(action: RoutingAction) -> str:
+    """The task subject with the action's marker, within 255 characters."""
+    subject = str(action.params.get("subject") or "Follow up")
+    marker = action_marker(action.id)
+    return f"{subject[:255 - len(marker) - 1]} {marker}"
+
+
+def due(action: RoutingAction, now: datetime) -> datetime:
+    """When a created task is due: ``due_hours`` (default 24) after ``now``."""
+    return now + timedelta(hours=float(action.params.get("due_hours", 24)))

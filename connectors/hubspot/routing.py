@@ -1,0 +1,246 @@
+"""Routing on HubSpot: the Router for contacts (owner, task engagement, v2 workflow enrollment,
+properties).
+
+The engine (planning, exactly-once execution, validation) is :mod:`connectors.routing`; this module
+is what HubSpot does for each action and how it finds an action's effect after a crash.
+``pause_outreach`` defaults to ``hs_lead_status = BAD_TIMING`` ("not now").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+from config.app_config import AppConfig, ConnectionConfig, RoutingActionConfig
+from connectors.actions import actions_for, due, round_robin_pick, task_subject
+from connectors.errors import FatalCRMError, RetriableCRMError
+from connectors.hubspot.client import REQUEST_TIMEOUT
+from connectors.protocols import LeadRef
+from store.models import RoutingAction
+
+ROUTING_ACTIONS = frozenset({"assign_owner", "create_task", "enroll_workflow", "set_property", "pause_outreach"})
+PAUSE_DEFAULT = ("hs_lead_status", "BAD_TIMING")
+
+
+class _RawResponse:
+    """What ``HubSpotClient.request`` reads from a response: ``headers`` and ``data``."""
+
+    def __init__(self, headers: Any, data: bytes) -> None:
+        self.headers = headers
+        self.data = data
+
+
+def hubspot_raw(client: Any, method: str, path: str, qs: dict[str, Any] | None = None) -> _RawResponse:
+    """One call without a generated wrapper (``client.api_request``), shaped for ``client.request``.
+
+    ``api_request`` never raises on HTTP errors: an error status is raised as the objects API's
+    ``ApiException`` so the connectors' one error mapping and call accounting apply to it.
+    """
+    import requests
+    from hubspot.crm.objects.exceptions import ApiException
+
+    options: dict[str, Any] = {"method": method, "path": path}
+    if qs:
+        options["qs"] = qs
+    try:
+        response = client.client.api_request(options)
+    except requests.RequestException as exc:
+        raise RetriableCRMError(f"HubSpot connection failed: {exc.__class__.__name__}") from exc
+    if response.status_code >= 300:
+        error = ApiException(status=response.status_code, reason=response.reason)
+        error.body = response.content
+        error.headers = response.headers
+        raise error
+    return _RawResponse(response.headers, response.content)
+
+
+class HubSpotRouter:
+    """Routing on HubSpot contacts: owner, task engagement, v2 workflow enrollment, properties."""
+
+    # What this CRM can run (no contact campaigns API on HubSpot), and pause_outreach's default.
+    actions = ROUTING_ACTIONS
+    pause_default = PAUSE_DEFAULT
+
+    def __init__(self, client: Any, conn: ConnectionConfig) -> None:
+        self.client = client
+        self.conn = conn
+        self._owners: list[dict[str, Any]] | None = None
+        self._workflows: dict[str, dict[str, Any]] | None = None
+        self._properties: dict[str, dict[str, Any]] | None = None
+
+    def owners(self) -> list[dict[str, Any]]:
+        if self._owners is None:
+            owners: list[dict[str, Any]] = []
+            after: str | None = None
+            while True:
+                qs: dict[str, Any] = {"limit": 100}
+                if after:
+                    qs["after"] = after
+                body = self.client.request(lambda c, q=qs: hubspot_raw(c, "GET", "/crm/v3/owners/", q))
+                owners.extend(body.get("results") or [])
+                nxt = ((body.get("paging") or {}).get("next") or {}).get("after")
+                if not nxt:
+                    break
+                after = str(nxt)
+            self._owners = owners
+        return self._owners
+
+    def workflows(self) -> dict[str, dict[str, Any]]:
+        if self._workflows is None:
+            body = self.client.request(lambda c: hubspot_raw(c, "GET", "/automation/v2/workflows"))
+            self._workflows = {str(w.get("id")): w for w in body.get("workflows") or []}
+        return self._workflows
+
+    def properties(self) -> dict[str, dict[str, Any]]:
+        if self._properties is None:
+            body = self.client.request(lambda c: c.api("properties.core").get_all(
+                "contacts", _preload_content=False, _request_timeout=REQUEST_TIMEOUT))
+            self._properties = {str(p["name"]): p for p in body.get("results") or []}
+        return self._properties
+
+    def _owner_id(self, key: str) -> str | None:
+        wanted = key.strip().lower()
+        for owner in self.owners():
+            full = f"{owner.get('first_name') or owner.get('firstName') or ''} " \
+                   f"{owner.get('last_name') or owner.get('lastName') or ''}".strip().lower()
+            if wanted in (str(owner.get("id")), str(owner.get("email") or "").lower(), full):
+                return str(owner.get("id"))
+        return None
+
+    def _team_owners(self, team: str) -> list[str]:
+        return [str(o.get("id")) for o in self.owners()
+                if any(str(t.get("name") if isinstance(t, dict) else getattr(t, "name", "")) == team
+                       for t in o.get("teams") or [])]
+
+    def _property(self, params: Mapping[str, Any] | RoutingActionConfig) -> tuple[str, str]:
+        get = params.get if isinstance(params, Mapping) else (lambda k: getattr(params, k))
+        prop, value = get("property"), get("value")
+        if get("type") == "pause_outreach" and (prop is None or value is None):
+            return self.pause_default
+        return str(prop), str(value)
+
+    def _property_problem(self, name: str, value: str) -> str | None:
+        pdef = self.properties().get(name)
+        if pdef is None:
+            return f"contacts have no property {name!r}"
+        meta = pdef.get("modification_metadata") or pdef.get("modificationMetadata") or {}
+        if meta.get("read_only_value") or meta.get("readOnlyValue"):
+            return f"contact property {name!r} is read-only"
+        options = [o.get("value") for o in pdef.get("options") or []]
+        if pdef.get("type") == "enumeration" and options and name != "hubspot_owner_id" and value not in options:
+            return f"{value!r} is not an option of the contact property {name} ({', '.join(map(str, options))})"
+        return None
+
+    def problems(self, config: AppConfig, conn: ConnectionConfig) -> list[str]:
+        out: list[str] = []
+        for key, action in actions_for(config, conn, self.actions):
+            if action.type == "assign_owner":
+                if action.queue and self._owner_id(action.queue) is None and not self._team_owners(action.queue):
+                    out.append(f"{key}.queue: no owner or team named {action.queue!r} in connection {conn.name} "
+                               "(HubSpot has no queues: name an owner's email or a team)")
+                for i, owner in enumerate(action.round_robin or []):
+                    if self._owner_id(owner) is None:
+                        out.append(f"{key}.round_robin.{i}: no owner {owner!r} in connection {conn.name}")
+            elif action.type == "enroll_workflow":
+                if str(action.workflow_id) not in self.workflows():
+                    out.append(f"{key}.workflow_id: no workflow {action.workflow_id!r} in connection {conn.name}")
+            elif action.type in ("set_property", "pause_outreach"):
+                name, value = self._property(action)
+                problem = self._property_problem(name, value)
+                if problem:
+                    label = "property" if action.property else "pause_outreach"
+                    out.append(f"{key}.{label}: {problem} in connection {conn.name}")
+        return out
+
+    def _update_contact(self, lead: LeadRef, props: dict[str, str]) -> None:
+        from hubspot.crm.objects import SimplePublicObjectInput
+
+        body = SimplePublicObjectInput(properties=props)
+        self.client.request(lambda c: c.api("objects.basic").update(
+            "contacts", lead.crm_id, body, _preload_content=False, _request_timeout=REQUEST_TIMEOUT))
+
+    def _owner_for(self, action: RoutingAction, lead: LeadRef) -> str:
+        queue = action.params.get("queue")
+        if queue:
+            found = self._owner_id(str(queue))
+            if found is not None:
+                return found
+            team = self._team_owners(str(queue))
+            if not team:
+                raise FatalCRMError(f"no owner or team named {queue!r}", code="UNKNOWN_QUEUE")
+            return round_robin_pick(team, lead.crm_id)
+        owners = [str(o) for o in action.params.get("round_robin") or []]
+        pick = round_robin_pick(owners, lead.crm_id)
+        found = self._owner_id(pick)
+        if found is None:
+            raise FatalCRMError(f"no owner {pick!r}", code="UNKNOWN_OWNER")
+        return found
+
+    def find_existing(self, action: RoutingAction, lead: LeadRef) -> str | None:
+        if str(action.params.get("type")) != "create_task":
+            # Property writes are idempotent; a v2 enrollment of an enrolled contact is ignored by
+            # HubSpot unless the workflow allows re-enrollment (no read API to check it).
+            return None
+        from hubspot.crm.objects import BatchReadInputSimplePublicObjectId
+
+        # Associations are read-your-writes (search is only eventually consistent).
+        path = f"/crm/v4/objects/contacts/{lead.crm_id}/associations/tasks"
+        body = self.client.request(lambda c: hubspot_raw(c, "GET", path, {"limit": 500}))
+        task_ids = [str(r.get("toObjectId")) for r in body.get("results") or []]
+        subject = task_subject(action)
+        for start in range(0, len(task_ids), 100):
+            request = BatchReadInputSimplePublicObjectId(
+                inputs=[{"id": t} for t in task_ids[start:start + 100]], properties=["hs_task_subject"])
+            read = self.client.request(lambda c, r=request: c.api("objects.batch").read(
+                "tasks", r, _preload_content=False, _request_timeout=REQUEST_TIMEOUT))
+            for task in read.get("results") or []:
+                if (task.get("properties") or {}).get("hs_task_subject") == subject:
+                    return str(task.get("id"))
+        return None
+
+    def perform(self, action: RoutingAction, lead: LeadRef) -> str:
+        kind = str(action.params.get("type"))
+        if kind == "assign_owner":
+            owner = self._owner_for(action, lead)
+            self._update_contact(lead, {"hubspot_owner_id": owner})
+            return owner
+        if kind == "create_task":
+            from hubspot.crm.objects import SimplePublicObjectInputForCreate
+
+            due_at = due(action, datetime.now(UTC))
+            priority = {"high": "HIGH", "normal": "MEDIUM", "medium": "MEDIUM", "low": "LOW"}.get(
+                str(action.params.get("priority") or "High").lower(), "HIGH")
+            props = {
+                "hs_task_subject": task_subject(action),
+                "hs_task_body": f"leadscore: tier {action.from_tier or '-'} -> {action.to_tier} "
+                                f"(routing action {action.id}, {action.params.get('config_key')})",
+                "hs_task_status": "NOT_STARTED",
+                "hs_task_priority": priority,
+                "hs_task_type": "TODO",
+                "hs_timestamp": due_at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{due_at.microsecond // 1000:03d}Z",
+            }
+            if lead.owner_crm_id and lead.owner_crm_id.isdigit():
+                props["hubspot_owner_id"] = lead.owner_crm_id
+            body = SimplePublicObjectInputForCreate(properties=props, associations=[{
+                "to": {"id": lead.crm_id},
+                "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 204}],
+            }])
+            created = self.client.request(lambda c: c.api("objects.basic").create(
+                "tasks", body, _preload_content=False, _request_timeout=REQUEST_TIMEOUT))
+            return str(created["id"])
+        if kind == "enroll_workflow":
+            if not lead.email:
+                raise FatalCRMError("the contact has no email: v2 workflow enrollment is by email",
+                                    code="NO_EMAIL")
+            workflow = str(action.params.get("workflow_id"))
+            path = f"/automation/v2/workflows/{quote(workflow, safe='')}/enrollments/contacts/" \
+                   f"{quote(lead.email, safe='@')}"
+            self.client.request(lambda c: hubspot_raw(c, "POST", path))
+            return f"workflow:{workflow}"
+        if kind in ("set_property", "pause_outreach"):
+            name, value = self._property(action.params)
+            self._update_contact(lead, {name: value})
+            return f"{name}={value}"
+        raise FatalCRMError(f"action {kind!r} is not supported on HubSpot", code="UNSUPPORTED_ACTION")

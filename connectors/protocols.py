@@ -1,0 +1,116 @@
+"""The typed protocols a CRM package implements, and the data they exchange: one place.
+
+A CRM is a package (``connectors/salesforce/``, ``connectors/hubspot/``) holding its client,
+records, streams, score writer and router; :mod:`connectors.registry` maps a connection's
+``kind`` to them. The generic engines know only these protocols: sync (:class:`Connector`, in
+:mod:`connectors.base` with the records it yields), the write-back drain (:class:`ScoreWriter`)
+and routing (:class:`Router`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
+
+from config.app_config import HubSpotFields, SalesforceFields
+from connectors.base import Connector
+
+if TYPE_CHECKING:
+    from config.app_config import AppConfig, ConnectionConfig
+    from store.models import RoutingAction
+
+__all__ = ["Connector", "LeadRef", "OutboxItem", "Outcome", "RecordResult", "Router", "ScoreWriter",
+           "fields_as"]
+
+Outcome = Literal["sent", "retry", "failed"]
+F = TypeVar("F", SalesforceFields, HubSpotFields)
+
+
+# ------------------------------------------------------------------------------------ write-back
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    """One row to write: the CRM record id and the CRM-neutral payload."""
+
+    outbox_id: int
+    lead_id: int
+    crm_id: str
+    payload: dict[str, Any]
+    attempts: int
+
+
+@dataclass(frozen=True)
+class RecordResult:
+    """The CRM's answer for one record. ``reason`` is the CRM's code (``UNABLE_TO_LOCK_ROW``...)."""
+
+    outbox_id: int
+    outcome: Outcome
+    reason: str | None = None
+    message: str | None = None
+
+
+class ScoreWriter(Protocol):
+    """What the drain needs from a CRM: one batched write call and an API-call counter."""
+
+    batch_size: int
+
+    @property
+    def api_calls(self) -> int:
+        """HTTP requests sent so far by the underlying client (retries included)."""
+        ...
+
+    def write(self, items: Sequence[OutboxItem]) -> list[RecordResult]:
+        """Write ``items`` in ONE logical API call; one result per item.
+
+        Whole-call failures raise :class:`CRMError` subclasses (the client already retried
+        retriable ones).
+        """
+        ...
+
+
+def fields_as(conn: ConnectionConfig, cls: type[F]) -> F:
+    """``conn``'s written field names as ``cls``: its defaults, overridden by what the YAML set.
+
+    The config's ``SalesforceFields | HubSpotFields`` union parses any YAML mapping as the first
+    class (same keys), which would fill unset keys of a HubSpot connection with Salesforce
+    defaults; only the keys the user actually set are taken from it.
+    """
+    given = conn.score_fields
+    if given is None:
+        return cls()
+    return cls(**{key: getattr(given, key) for key in given.model_fields_set})
+
+
+# ------------------------------------------------------------------------------------ routing
+
+
+@dataclass
+class LeadRef:
+    """What an action needs to know about its lead."""
+
+    crm_id: str
+    email: str | None
+    owner_crm_id: str | None
+
+
+class Router(Protocol):
+    """One CRM's implementation of the routing actions."""
+
+    actions: frozenset[str]  # the action types this CRM can run
+    pause_default: tuple[str, str]  # (field, value) pause_outreach sets unless configured
+
+    def problems(self, config: AppConfig, conn: ConnectionConfig) -> list[str]:
+        """Every routing setting naming something missing in this CRM (``routing.i.actions.j.key: ...``)."""
+        ...
+
+    def find_existing(self, action: RoutingAction, lead: LeadRef) -> str | None:
+        """The CRM reference of the action's effect if it already happened, else None."""
+        ...
+
+    def perform(self, action: RoutingAction, lead: LeadRef) -> str:
+        """Run the action; returns the CRM's reference (created id, owner id, ...)."""
+        ...
+
+

@@ -1,0 +1,106 @@
+"""The CRM registry: a connection's ``kind`` -> that CRM package's implementations.
+
+The only place that dispatches on ``kind``. Adding a CRM means adding its package (client,
+records, streams, writeback, routing, settings) and one entry in :data:`CRMS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+
+from config.app_config import ConnectionConfig, HubSpotFields, SalesforceFields
+from config.errors import ConfigError
+from connectors.base import ConnectionSecrets, Connector
+from connectors.hubspot.client import make_hubspot
+from connectors.hubspot.routing import HubSpotRouter
+from connectors.hubspot.streams import HubSpotConnector
+from connectors.hubspot.writeback import HubSpotScoreWriter
+from connectors.protocols import Router, ScoreWriter, fields_as
+from connectors.salesforce.client import make_salesforce
+from connectors.salesforce.routing import SalesforceRouter
+from connectors.salesforce.streams import SalesforceConnector
+from connectors.salesforce.writeback import SalesforceScoreWriter
+
+
+@dataclass(frozen=True)
+class CRMPackage:
+    """One CRM's implementations of the protocols in :mod:`connectors.protocols`."""
+
+    kind: str
+    make_client: Callable[[ConnectionConfig, ConnectionSecrets], Any]
+    make_connector: Callable[[ConnectionConfig, ConnectionSecrets, requests.Session | None], Connector]
+    score_writer: Callable[[Any, ConnectionConfig], ScoreWriter]
+    router: Callable[[Any, ConnectionConfig], Router]
+    score_fields: type[SalesforceFields] | type[HubSpotFields]
+    routing_actions: frozenset[str]
+    pause_default: tuple[str, str]
+
+
+CRMS: dict[str, CRMPackage] = {
+    "salesforce": CRMPackage(
+        kind="salesforce",
+        make_client=make_salesforce,
+        make_connector=lambda conn, secrets, session: SalesforceConnector(conn, secrets, session=session),
+        score_writer=SalesforceScoreWriter,
+        router=SalesforceRouter,
+        score_fields=SalesforceFields,
+        routing_actions=SalesforceRouter.actions,
+        pause_default=SalesforceRouter.pause_default,
+    ),
+    "hubspot": CRMPackage(
+        kind="hubspot",
+        make_client=make_hubspot,
+        # The HubSpot client builds its own HTTP pool (urllib3): no requests.Session to inject.
+        make_connector=lambda conn, secrets, session: HubSpotConnector(conn, secrets),
+        score_writer=HubSpotScoreWriter,
+        router=HubSpotRouter,
+        score_fields=HubSpotFields,
+        routing_actions=HubSpotRouter.actions,
+        pause_default=HubSpotRouter.pause_default,
+    ),
+}
+
+# Which CRM can run which routing action (HubSpot has no campaigns API for contacts; Salesforce no workflows).
+SUPPORTED: dict[str, frozenset[str]] = {kind: crm.routing_actions for kind, crm in CRMS.items()}
+PAUSE_DEFAULTS: dict[str, tuple[str, str]] = {kind: crm.pause_default for kind, crm in CRMS.items()}
+
+
+def crm_for(conn: ConnectionConfig) -> CRMPackage:
+    """The package for ``conn.kind``; ConfigError naming the connection when there is none."""
+    crm = CRMS.get(conn.kind)
+    if crm is None:
+        raise ConfigError(f"connection {conn.name!r}: unknown kind {conn.kind!r}")
+    return crm
+
+
+def make_client(conn: ConnectionConfig, secrets: ConnectionSecrets) -> Any:
+    """The connectors' own client for ``conn`` (one factory per CRM, shared by sync, write-back, routing)."""
+    return crm_for(conn).make_client(conn, secrets)
+
+
+def make_connector(conn: ConnectionConfig, secrets: ConnectionSecrets, *,
+                   session: requests.Session | None = None) -> Connector:
+    """The sync connector for ``conn``. ``session`` (Salesforce only) replaces the HTTP session."""
+    return crm_for(conn).make_connector(conn, secrets, session)
+
+
+def make_score_writer(conn: ConnectionConfig, client: Any) -> ScoreWriter:
+    """The batched score writer for ``conn`` around an already-built CRM client."""
+    return crm_for(conn).score_writer(client, conn)
+
+
+def make_router(conn: ConnectionConfig, client: Any) -> Router:
+    """The router for ``conn`` around the connectors' client."""
+    return crm_for(conn).router(client, conn)
+
+
+def score_field_names(conn: ConnectionConfig) -> SalesforceFields | HubSpotFields:
+    """The CRM field names to write for ``conn``: its kind's defaults, overridden by what the YAML set."""
+    cls = crm_for(conn).score_fields
+    if cls is SalesforceFields:
+        return fields_as(conn, SalesforceFields)
+    return fields_as(conn, HubSpotFields)

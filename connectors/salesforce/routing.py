@@ -1,0 +1,212 @@
+"""Routing on Salesforce: the Router for Leads (owner/queue, Task, CampaignMember, field updates).
+
+The engine (planning, exactly-once execution, validation) is :mod:`connectors.routing`; this module
+is what Salesforce does for each action and how it finds an action's effect after a crash.
+``pause_outreach`` defaults to ``Status = 'Nurturing'``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from config.app_config import AppConfig, ConnectionConfig, RoutingActionConfig
+from connectors.actions import actions_for, due, round_robin_pick, task_subject
+from connectors.errors import FatalCRMError
+from connectors.protocols import LeadRef
+from store.models import RoutingAction
+
+ROUTING_ACTIONS = frozenset({"assign_owner", "create_task", "add_to_campaign", "set_property", "pause_outreach"})
+PAUSE_DEFAULT = ("Status", "Nurturing")
+
+
+def _soql_string(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+class SalesforceRouter:
+    """Routing on Salesforce Leads: OwnerId (queue or user), Task, CampaignMember, field updates."""
+
+    # What this CRM can run (no workflows on Salesforce), and what pause_outreach sets by default.
+    actions = ROUTING_ACTIONS
+    pause_default = PAUSE_DEFAULT
+
+    def __init__(self, client: Any, conn: ConnectionConfig) -> None:
+        self.client = client
+        self.conn = conn
+        self._queues: dict[str, str] | None = None
+        self._campaigns: dict[str, str] | None = None
+        self._users: dict[str, str] | None = None
+        self._lead_fields: dict[str, dict[str, Any]] | None = None
+
+    # -- lookups (cached per router: one execute_routing run)
+    def _query(self, soql: str) -> list[dict[str, Any]]:
+        result = self.client.request(lambda sf: sf.query_all(soql))
+        return list(result.get("records") or [])
+
+    def queues(self) -> dict[str, str]:
+        if self._queues is None:
+            rows = self._query("SELECT Id, Name, DeveloperName FROM Group WHERE Type = 'Queue'")
+            self._queues = {}
+            for row in rows:
+                for key in (row.get("Name"), row.get("DeveloperName")):
+                    if key:
+                        self._queues.setdefault(str(key), str(row["Id"]))
+        return self._queues
+
+    def campaigns(self) -> dict[str, str]:
+        if self._campaigns is None:
+            rows = self._query("SELECT Id, Name FROM Campaign")
+            self._campaigns = {str(r["Name"]): str(r["Id"]) for r in rows if r.get("Name")}
+            self._campaigns.update({str(r["Id"]): str(r["Id"]) for r in rows})
+        return self._campaigns
+
+    def users(self) -> dict[str, str]:
+        if self._users is None:
+            rows = self._query("SELECT Id, Username, Email FROM User WHERE IsActive = true")
+            self._users = {}
+            for row in rows:
+                for key in (row.get("Id"), row.get("Username"), row.get("Email")):
+                    if key:
+                        self._users.setdefault(str(key).lower() if "@" in str(key) else str(key), str(row["Id"]))
+        return self._users
+
+    def lead_fields(self) -> dict[str, dict[str, Any]]:
+        if self._lead_fields is None:
+            described = self.client.request(lambda sf: sf.Lead.describe())
+            self._lead_fields = {str(f["name"]): dict(f) for f in described.get("fields") or []}
+        return self._lead_fields
+
+    def _user(self, key: str) -> str | None:
+        return self.users().get(key.lower() if "@" in key else key)
+
+    def problems(self, config: AppConfig, conn: ConnectionConfig) -> list[str]:
+        out: list[str] = []
+        for key, action in actions_for(config, conn, self.actions):
+            if action.type == "assign_owner":
+                if action.queue and action.queue not in self.queues():
+                    out.append(f"{key}.queue: no queue named {action.queue!r} in connection {conn.name}")
+                for i, owner in enumerate(action.round_robin or []):
+                    if self._user(owner) is None:
+                        out.append(f"{key}.round_robin.{i}: no active user {owner!r} in connection {conn.name}")
+            elif action.type == "add_to_campaign":
+                if action.campaign and action.campaign not in self.campaigns():
+                    out.append(f"{key}.campaign: no campaign named {action.campaign!r} in connection {conn.name}")
+            elif action.type in ("set_property", "pause_outreach"):
+                name, value = self._property(action)
+                problem = self._field_problem(name, value)
+                if problem:
+                    label = "property" if action.property else "pause_outreach"
+                    out.append(f"{key}.{label}: {problem} in connection {conn.name}")
+        return out
+
+    def _property(self, action_or_params: RoutingActionConfig | Mapping[str, Any]) -> tuple[str, str]:
+        get = (action_or_params.get if isinstance(action_or_params, Mapping)
+               else lambda k: getattr(action_or_params, k))
+        kind = get("type")
+        prop, value = get("property"), get("value")
+        if kind == "pause_outreach" and (prop is None or value is None):
+            return self.pause_default
+        return str(prop), str(value)
+
+    def _field_problem(self, name: str, value: str) -> str | None:
+        fdef = self.lead_fields().get(name)
+        if fdef is None:
+            return f"Lead has no field {name!r}"
+        if not fdef.get("updateable", True):
+            return f"Lead field {name!r} is read-only"
+        values = [p.get("value") for p in fdef.get("picklistValues") or [] if p.get("active", True)]
+        if fdef.get("type") == "picklist" and values and value not in values:
+            return f"{value!r} is not a value of the picklist Lead.{name} ({', '.join(map(str, values))})"
+        return None
+
+    def _typed(self, name: str, value: str) -> Any:
+        kind = self.lead_fields().get(name, {}).get("type")
+        if kind == "boolean":
+            return value.strip().lower() in ("true", "1", "yes")
+        if kind in ("double", "currency", "percent"):
+            return float(value)
+        if kind == "int":
+            return int(value)
+        return value
+
+    def _update_lead(self, lead: LeadRef, values: dict[str, Any]) -> None:
+        self.client.request(lambda sf: sf.restful(f"sobjects/Lead/{lead.crm_id}", method="PATCH", json=values,
+                                                  headers={"Sforce-Auto-Assign": "FALSE"}))
+
+    def _owner_for(self, action: RoutingAction, lead: LeadRef) -> str:
+        queue = action.params.get("queue")
+        if queue:
+            found = self.queues().get(str(queue))
+            if found is None:
+                raise FatalCRMError(f"no queue named {queue!r}", code="UNKNOWN_QUEUE")
+            return found
+        owners = [str(o) for o in action.params.get("round_robin") or []]
+        pick = round_robin_pick(owners, lead.crm_id)
+        found = self._user(pick)
+        if found is None:
+            raise FatalCRMError(f"no active user {pick!r}", code="UNKNOWN_USER")
+        return found
+
+    def find_existing(self, action: RoutingAction, lead: LeadRef) -> str | None:
+        kind = str(action.params.get("type"))
+        if kind == "create_task":
+            rows = self._query(
+                f"SELECT Id FROM Task WHERE WhoId = {_soql_string(lead.crm_id)} "
+                f"AND Subject = {_soql_string(task_subject(action))}")
+            return str(rows[0]["Id"]) if rows else None
+        if kind == "add_to_campaign":
+            return self._member(action, lead)
+        # Field updates are idempotent: setting the same value again changes nothing.
+        return None
+
+    def _member(self, action: RoutingAction, lead: LeadRef) -> str | None:
+        campaign_id = self.campaigns().get(str(action.params.get("campaign")))
+        if campaign_id is None:
+            return None
+        rows = self._query(
+            f"SELECT Id FROM CampaignMember WHERE CampaignId = {_soql_string(campaign_id)} "
+            f"AND LeadId = {_soql_string(lead.crm_id)}")
+        return str(rows[0]["Id"]) if rows else None
+
+    def perform(self, action: RoutingAction, lead: LeadRef) -> str:
+        kind = str(action.params.get("type"))
+        if kind == "assign_owner":
+            owner = self._owner_for(action, lead)
+            self._update_lead(lead, {"OwnerId": owner})
+            return owner
+        if kind == "create_task":
+            body: dict[str, Any] = {
+                "WhoId": lead.crm_id,
+                "Subject": task_subject(action),
+                "Priority": str(action.params.get("priority") or "High"),
+                "Status": "Not Started",
+                "ActivityDate": due(action, datetime.now(UTC)).date().isoformat(),
+                "Description": f"leadscore: tier {action.from_tier or '-'} -> {action.to_tier} "
+                               f"(routing action {action.id}, {action.params.get('config_key')})",
+            }
+            if lead.owner_crm_id and lead.owner_crm_id.startswith("005"):
+                body["OwnerId"] = lead.owner_crm_id
+            created = self.client.request(lambda sf: sf.restful("sobjects/Task/", method="POST", json=body))
+            return str(created["id"])
+        if kind == "add_to_campaign":
+            campaign = str(action.params.get("campaign"))
+            campaign_id = self.campaigns().get(campaign)
+            if campaign_id is None:
+                raise FatalCRMError(f"no campaign named {campaign!r}", code="UNKNOWN_CAMPAIGN")
+            member = {"CampaignId": campaign_id, "LeadId": lead.crm_id, "Status": "Sent"}
+            try:
+                created = self.client.request(
+                    lambda sf: sf.restful("sobjects/CampaignMember/", method="POST", json=member))
+            except FatalCRMError as exc:
+                if exc.code != "DUPLICATE_VALUE":
+                    raise
+                # Already a member (added by hand, or by us before a crash): the goal is reached.
+                return self._member(action, lead) or f"member:{campaign_id}"
+            return str(created["id"])
+        if kind in ("set_property", "pause_outreach"):
+            name, value = self._property(action.params)
+            self._update_lead(lead, {name: self._typed(name, value)})
+            return f"{name}={value}"
+        raise FatalCRMError(f"action {kind!r} is not supported on Salesforce", code="UNSUPPORTED_ACTION")
