@@ -206,6 +206,9 @@ class RoutingActionConfig(_Strict):
     # add_to_campaign (Salesforce) / enroll_workflow (HubSpot)
     campaign: str | None = None
     workflow_id: str | None = None
+    # enroll_workflow: "property" = the workflow enrolls contacts when leadscore writes the tier
+    # property (no API call; the admin builds the trigger); "enrollment" = v2 API call per contact.
+    trigger: Literal["property", "enrollment"] = "property"
     # set_property (HubSpot) / any field (Salesforce)
     property: str | None = None
     value: str | None = None

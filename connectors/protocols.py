@@ -20,8 +20,8 @@ if TYPE_CHECKING:
     from config.app_config import AppConfig, ConnectionConfig
     from store.models import RoutingAction
 
-__all__ = ["Connector", "LeadRef", "OutboxItem", "Outcome", "RecordResult", "Router", "ScoreWriter",
-           "fields_as"]
+__all__ = ["ActionOutcome", "ActionResult", "Connector", "LeadRef", "OutboxItem", "Outcome", "RecordResult", "Router",
+           "ScoreWriter", "fields_as"]
 
 Outcome = Literal["sent", "retry", "failed"]
 F = TypeVar("F", SalesforceFields, HubSpotFields)
@@ -86,6 +86,25 @@ def fields_as(conn: ConnectionConfig, cls: type[F]) -> F:
 # ------------------------------------------------------------------------------------ routing
 
 
+ActionOutcome = Literal["done", "failed", "retry", "unknown"]
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    """The CRM's answer for one routing action of a batch.
+
+    ``done`` (``crm_ref`` set), ``failed`` (permanent: ``reason`` is the CRM's code), ``retry``
+    (the CRM did not apply it and may next time), ``unknown`` (no answer: it may have happened,
+    so the next run looks it up before sending again).
+    """
+
+    action_id: int
+    outcome: ActionOutcome
+    crm_ref: str | None = None
+    reason: str | None = None
+    message: str | None = None
+
+
 @dataclass
 class LeadRef:
     """What an action needs to know about its lead."""
@@ -100,6 +119,7 @@ class Router(Protocol):
 
     actions: frozenset[str]  # the action types this CRM can run
     pause_default: tuple[str, str]  # (field, value) pause_outreach sets unless configured
+    batch_size: int  # actions per perform_batch call
 
     def problems(self, config: AppConfig, conn: ConnectionConfig) -> list[str]:
         """Every routing setting naming something missing in this CRM (``routing.i.actions.j.key: ...``)."""
@@ -111,6 +131,14 @@ class Router(Protocol):
 
     def perform(self, action: RoutingAction, lead: LeadRef) -> str:
         """Run the action; returns the CRM's reference (created id, owner id, ...)."""
+        ...
+
+    def perform_batch(self, items: Sequence[tuple[RoutingAction, LeadRef]]) -> list[ActionResult]:
+        """Run up to ``batch_size`` actions in the fewest calls; one result per action.
+
+        Whole-call failures raise :class:`CRMError` subclasses (the client already retried
+        retriable ones).
+        """
         ...
 
 

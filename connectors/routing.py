@@ -31,12 +31,13 @@ Both can be overridden with the action's ``property``/``value``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from config.app_config import AppConfig, ConnectionConfig, RoutingActionConfig
@@ -48,7 +49,7 @@ from connectors.protocols import LeadRef, Router
 from connectors.registry import PAUSE_DEFAULTS, SUPPORTED, make_client, make_router
 from scoring.hooks import TierChangeHook
 from store.db import unit_of_work
-from store.models import Connection, Lead, LeadLifecycle, LeadScore, RoutingAction
+from store.models import Connection, Lead, LeadLifecycle, LeadScore, Outbox, RoutingAction
 from store.upsert import upsert_rows
 
 logger = logging.getLogger(__name__)
@@ -58,6 +59,9 @@ __all__ = ["PAUSE_DEFAULTS", "SUPPORTED", "LeadRef", "Router", "RoutingReport", 
            "static_problems", "validate_routing"]
 
 MAX_ATTEMPTS = 8
+# API calls routing made in this process, by CRM kind: a tally for in-process measurement (the demo
+# reads it around its steps); every run's own counts are in RoutingReport.api_calls.
+CALLS_BY_KIND: Counter[str] = Counter()
 
 
 def _applies(action: RoutingActionConfig, conn: ConnectionConfig) -> bool:
@@ -224,7 +228,7 @@ def execute_routing(
     if static:
         raise ConfigError(static[0])
     with unit_of_work(engine) as session:
-        query = (select(RoutingAction.id, RoutingAction.connection_id)
+        query = (select(RoutingAction.id, RoutingAction.connection_id, RoutingAction.status, RoutingAction.action)
                  .where(RoutingAction.status.in_(("pending", "sending"))).order_by(RoutingAction.id))
         if limit is not None:
             query = query.limit(limit)
@@ -234,8 +238,12 @@ def execute_routing(
     if not todo:
         return report
     by_conn: dict[int, list[int]] = {}
-    for action_id, conn_id in todo:
+    statuses: dict[int, str] = {}
+    kinds: dict[int, str] = {}
+    for action_id, conn_id, status, action_name in todo:
         by_conn.setdefault(conn_id, []).append(action_id)
+        statuses[action_id] = status
+        kinds[action_id] = str(action_name).split("#")[0]
     active: dict[str, Any] = {}
     for conn_id in by_conn:
         name = conn_names.get(conn_id)
@@ -261,14 +269,22 @@ def execute_routing(
         if name not in routers:
             continue
         client = active[name]
+        router = routers[name]
         before = int(getattr(client, "api_calls", 0))
         try:
+            # Interrupted actions first, one by one: each is looked up in the CRM before any resend.
             for action_id in action_ids:
-                _run_one(engine, routers[name], action_id, report)
+                if statuses[action_id] == "sending":
+                    _run_one(engine, router, action_id, report)
+            # One action type per batch: each batch is one call of that type's endpoint.
+            pending = sorted((a for a in action_ids if statuses[a] == "pending"), key=lambda a: (kinds[a], a))
+            for start in range(0, len(pending), router.batch_size):
+                _run_batch(engine, router, pending[start:start + router.batch_size], report)
         except (AuthError, QuotaExhaustedError, RetriableCRMError) as exc:
             report.errors.append(f"{name}: {type(exc).__name__}: {exc}")
             logger.warning("routing on %s stopped: %s", name, exc)
         report.api_calls[name] = int(getattr(client, "api_calls", 0)) - before
+        CALLS_BY_KIND[conns[name].kind] += report.api_calls[name]
     return report
 
 
@@ -329,6 +345,139 @@ def _run_one(engine: Engine, router: Router, action_id: int, report: RoutingRepo
         return
     _finish(engine, action_id, crm_ref[:128], None, "done")
     report.done[kind] = report.done.get(kind, 0) + 1
+
+
+def _run_batch(engine: Engine, router: Router, action_ids: Sequence[int], report: RoutingReport) -> None:
+    """Run pending actions in one batch: claimed (``sending``, attempts+1) in one transaction before
+    the CRM calls, each marked from the CRM's per-record answer right after them."""
+    items: list[tuple[RoutingAction, LeadRef]] = []
+    with unit_of_work(engine) as session:
+        actions = list(session.scalars(select(RoutingAction).where(
+            RoutingAction.id.in_(list(action_ids)), RoutingAction.status == "pending").order_by(RoutingAction.id)))
+        lead_ids = sorted({a.lead_id for a in actions})
+        leads = {lead.id: lead for lead in session.scalars(select(Lead).where(Lead.id.in_(lead_ids)))}
+        tiers = {lead_id: tier for lead_id, tier in session.execute(
+            select(LeadScore.lead_id, LeadScore.tier).where(LeadScore.lead_id.in_(lead_ids),
+                                                            LeadScore.is_current.is_(True)))}
+        written = _last_tier_writes(session, [a.lead_id for a in actions if _property_trigger(a.params)])
+        for action in actions:
+            lead = leads.get(action.lead_id)
+            state = LeadLifecycle.deleted if lead is None else LeadLifecycle(lead.lifecycle)
+            if state != LeadLifecycle.open:
+                action.status = CANCELLED
+                action.error = not_open_reason(state, "action")
+                report.cancelled += 1
+                continue
+            current_tier = tiers.get(action.lead_id)
+            if current_tier is not None and current_tier != action.to_tier:
+                action.status = "superseded"
+                action.error = f"the lead's tier changed again (now {current_tier}) before the action ran"
+                report.superseded += 1
+                continue
+            if _property_trigger(action.params):
+                _property_triggered(action, written.get(action.lead_id), report)
+                continue
+            assert lead is not None
+            action.status = "sending"
+            action.attempts += 1
+            items.append((action, LeadRef(crm_id=lead.crm_id, email=lead.email, owner_crm_id=lead.owner_crm_id)))
+    # Committed: from here on a crash leaves these actions "sending", and the next run looks them up.
+    if not items:
+        return
+    try:
+        results = router.perform_batch(items)
+    except RetriableCRMError as exc:
+        _finish_many(engine, [(a.id, None, f"{exc.code or 'RETRIABLE'}: {exc}",
+                               "failed" if a.attempts >= MAX_ATTEMPTS else "sending") for a, _ in items])
+        report.retry_later += len(items)
+        raise
+    except (AuthError, QuotaExhaustedError):
+        raise
+    except CRMError as exc:
+        reason = exc.code or (f"HTTP_{exc.status}" if exc.status else type(exc).__name__)
+        _finish_many(engine, [(a.id, None, f"{reason}: {exc}", "failed") for a, _ in items])
+        report.failed[reason] = report.failed.get(reason, 0) + len(items)
+        return
+    by_id = {a.id: a for a, _ in items}
+    rows: list[tuple[int, str | None, str | None, str]] = []
+    for result in results:
+        if result.action_id not in by_id:
+            continue
+        action = by_id.pop(result.action_id)
+        kind = str(action.params.get("type"))
+        if result.outcome == "done":
+            rows.append((action.id, (result.crm_ref or "")[:128], None, "done"))
+            report.done[kind] = report.done.get(kind, 0) + 1
+            continue
+        detail = f"{result.reason or 'UNKNOWN'}: {result.message}" if result.message else (result.reason or "UNKNOWN")
+        if result.outcome == "failed" or action.attempts >= MAX_ATTEMPTS:
+            rows.append((action.id, None, detail, "failed"))
+            reason = result.reason or "UNKNOWN"
+            report.failed[reason] = report.failed.get(reason, 0) + 1
+        else:
+            # retry: the CRM did not apply it; unknown: it may have, so the next run looks it up first.
+            rows.append((action.id, None, detail, "pending" if result.outcome == "retry" else "sending"))
+            report.retry_later += 1
+    for action in by_id.values():  # no answer at all: looked up before any resend
+        rows.append((action.id, None, "NO_RESULT: the CRM gave no answer for this action", "sending"))
+        report.retry_later += 1
+    _finish_many(engine, rows)
+
+
+def _property_trigger(params: Mapping[str, Any]) -> bool:
+    """An enroll_workflow the written tier property triggers (actions planned before the option
+    existed carry no ``trigger`` and were planned as v2 enrollments)."""
+    return params.get("type") == "enroll_workflow" and params.get("trigger", "enrollment") == "property"
+
+
+def _last_tier_writes(session: Session, lead_ids: Sequence[int]) -> dict[int, tuple[str, str | None]]:
+    """{lead id: (status, tier)} of each lead's latest score write (outbox row)."""
+    out: dict[int, tuple[str, str | None]] = {}
+    ids = sorted(set(lead_ids))
+    for start in range(0, len(ids), 500):
+        latest = (select(Outbox.lead_id, func.max(Outbox.id).label("max_id"))
+                  .where(Outbox.lead_id.in_(ids[start:start + 500])).group_by(Outbox.lead_id).subquery())
+        for lead_id, status, payload, error in session.execute(
+                select(Outbox.lead_id, Outbox.status, Outbox.payload, Outbox.last_error)
+                .join(latest, Outbox.id == latest.c.max_id)):
+            sent = status == "sent" or (status == "superseded" and str(error or "").startswith("unchanged:"))
+            out[lead_id] = ("sent" if sent else status, (payload or {}).get("tier"))
+    return out
+
+
+def _property_triggered(action: RoutingAction, write: tuple[str, str | None] | None, report: RoutingReport) -> None:
+    """A workflow the written tier property triggers: done once that write landed in the CRM (no call)."""
+    workflow = str(action.params.get("workflow_id"))
+    if write is not None and write[0] == "pending":
+        return  # the tier is not in the CRM yet: decide on a later run
+    if write is not None and write[0] == "sent" and write[1] == action.to_tier:
+        action.status = "done"
+        action.crm_ref = f"workflow:{workflow}:property-trigger"
+        action.done_at = datetime.now(UTC)
+        report.done["enroll_workflow"] = report.done.get("enroll_workflow", 0) + 1
+        return
+    action.status = "failed"
+    action.error = (f"NO_TIER_WRITE: workflow {workflow} enrolls on the tier property, and the write of tier "
+                    f"{action.to_tier} did not land (score write {write[0] if write else 'missing'})")
+    report.failed["NO_TIER_WRITE"] = report.failed.get("NO_TIER_WRITE", 0) + 1
+
+
+def _finish_many(engine: Engine, rows: Sequence[tuple[int, str | None, str | None, str]]) -> None:
+    """Record (action id, CRM reference, error, status) for many actions in one transaction."""
+    now = datetime.now(UTC)
+    with unit_of_work(engine) as session:
+        by_id = {a.id: a for a in session.scalars(
+            select(RoutingAction).where(RoutingAction.id.in_([r[0] for r in rows])))}
+        for action_id, crm_ref, error, status in rows:
+            action = by_id.get(action_id)
+            if action is None:
+                continue
+            action.status = status
+            action.error = error
+            if crm_ref is not None:
+                action.crm_ref = crm_ref
+            if status == "done":
+                action.done_at = now
 
 
 def _finish(engine: Engine, action_id: int, crm_ref: str | None, error: str | None, status: str) -> None:

@@ -26,6 +26,7 @@ failed call, and calls that only re-sent records which failed before).
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -52,6 +53,9 @@ __all__ = ["DEFAULT_POLICY", "OUTBOX_KIND", "ConnectionWriteback", "OutboxItem",
            "make_score_writer", "score_field_names"]
 
 OUTBOX_KIND = "score_fields"
+# API calls the drain made in this process, by CRM kind: a tally for in-process measurement (the
+# demo reads it around its steps); every drain's own counts are in its WritebackReport.
+CALLS_BY_KIND: Counter[str] = Counter()
 
 
 # ------------------------------------------------------------------------------------ data types
@@ -225,6 +229,7 @@ def drain_outbox(
             entry.error = f"{type(exc).__name__}: {exc}"
             logger.warning("write-back to %s stopped: %s", conn.name, entry.error)
             handled = 0
+        CALLS_BY_KIND[conn.kind] += entry.api_calls
         if remaining is not None:
             remaining -= handled
         with unit_of_work(engine) as session:

@@ -295,6 +295,10 @@ def _run_loop(sim: Any, runtime: Any, out_dir: Path, report_path: Path | None) -
     with _step("training CatBoost against logistic regression and random forest"):
         trained = _call(tasks.train_model, eager=eager)
 
+    from connectors import routing, writeback
+
+    # The connectors' own per-kind call tallies (in process: the demo's default eager mode).
+    routing_before, writeback_before = dict(routing.CALLS_BY_KIND), dict(writeback.CALLS_BY_KIND)
     before_writes = before = _calls(sim)
     with _step("scoring every lead, writing back and routing"):
         scored = _call(tasks.score_all, eager=eager)
@@ -325,9 +329,11 @@ def _run_loop(sim: Any, runtime: Any, out_dir: Path, report_path: Path | None) -
         "sync": sync,
         "model": {"version": trained["version"], "family": trained["family"],
                   "test_auc": evaluation["test_auc"], "oracle_auc": evaluation["oracle_auc"]},
-        "writeback": _writeback_counts(runtime, writes),
+        "writeback": _writeback_counts(runtime, writes, _tally(writeback.CALLS_BY_KIND, writeback_before)
+                                       if eager else None),
         "tiers": evaluation["tiers"],
-        "routing": _routing_counts(runtime),
+        "routing": {**_routing_counts(runtime),
+                    "api_calls": _tally(routing.CALLS_BY_KIND, routing_before) if eager else None},
         "refused": _refused(runtime),
         "scored": scored,
         "monitor": monitor,
@@ -359,8 +365,16 @@ def _population(runtime: Any) -> dict[str, int]:
     return {"leads": int(leads), "activities": int(activities)}
 
 
-def _writeback_counts(runtime: Any, writes: PhaseCalls) -> dict[str, dict[str, int]]:
-    """Records confirmed per connection (outbox rows sent) and the write calls the CRMs counted."""
+def _tally(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
+    """{"salesforce": n, "hubspot": n}: calls counted by the connectors between two tallies."""
+    return {kind: int(after.get(kind, 0) - before.get(kind, 0)) for kind in ("salesforce", "hubspot")}
+
+
+def _writeback_counts(runtime: Any, writes: PhaseCalls,
+                      calls: dict[str, int] | None = None) -> dict[str, dict[str, int]]:
+    """Records confirmed per connection (outbox rows sent) and the write calls made: the drain's own
+    count when it ran in this process (``calls``), else the write calls the CRMs counted (routing's
+    Composite and batch calls then count too)."""
     from sqlalchemy import func, select
 
     from store.db import unit_of_work
@@ -374,12 +388,15 @@ def _writeback_counts(runtime: Any, writes: PhaseCalls) -> dict[str, dict[str, i
     failed: dict[str, int] = {name: n for name, status, n in counted if status == "failed"}
     sf_labels = writes.by_label.get("salesforce", {})
     hs_labels = writes.by_label.get("hubspot", {})
+    sf_calls = int(sum(v for k, v in sf_labels.items() if k.startswith("POST composite") and "sobjects" not in k))
+    hs_calls = int(sum(v for k, v in hs_labels.items() if "batch/update" in k))
+    if calls is not None:
+        sf_calls, hs_calls = calls["salesforce"], calls["hubspot"]
     return {
         "salesforce": {"records": int(rows.get("salesforce", 0)), "failed": int(failed.get("salesforce", 0)),
-                       "api_calls": int(sum(v for k, v in sf_labels.items() if k.startswith("POST composite")
-                                            and "sobjects" not in k))},
+                       "api_calls": sf_calls},
         "hubspot": {"records": int(rows.get("hubspot", 0)), "failed": int(failed.get("hubspot", 0)),
-                    "api_calls": int(sum(v for k, v in hs_labels.items() if "batch/update" in k))},
+                    "api_calls": hs_calls},
     }
 
 
@@ -484,7 +501,9 @@ def _print_summary(summary: dict[str, Any]) -> None:
         tiers.add_row(tier, f"{row['leads']:,}", f"{row['conversion_rate']:.1%}")
     console.print(tiers)
     routing = summary["routing"]
-    console.print("routing: " + ", ".join(f"{k} {v}" for k, v in routing.items()))
+    calls = routing.get("api_calls") or {}
+    console.print("routing: " + ", ".join(f"{k} {v}" for k, v in routing.items() if k != "api_calls")
+                  + (f" in {calls['salesforce']} Salesforce and {calls['hubspot']} HubSpot API calls" if calls else ""))
     refused = summary.get("refused") or {}
     console.print("CRM refusals met: " + (", ".join(f"{k} {v}" for k, v in refused.items()) or "none"),
                   markup=False)

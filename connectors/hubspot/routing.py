@@ -8,16 +8,17 @@ is what HubSpot does for each action and how it finds an action's effect after a
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
 from config.app_config import AppConfig, ConnectionConfig, RoutingActionConfig
-from connectors.actions import actions_for, due, round_robin_pick, task_subject
+from connectors.actions import action_marker, actions_for, due, round_robin_pick, task_subject
 from connectors.errors import FatalCRMError, RetriableCRMError
 from connectors.hubspot.client import REQUEST_TIMEOUT
-from connectors.protocols import LeadRef
+from connectors.hubspot.writeback import BATCH_SIZE, RETRIABLE_CATEGORIES
+from connectors.protocols import ActionResult, LeadRef
 from store.models import RoutingAction
 
 ROUTING_ACTIONS = frozenset({"assign_owner", "create_task", "enroll_workflow", "set_property", "pause_outreach"})
@@ -209,24 +210,8 @@ class HubSpotRouter:
         if kind == "create_task":
             from hubspot.crm.objects import SimplePublicObjectInputForCreate
 
-            due_at = due(action, datetime.now(UTC))
-            priority = {"high": "HIGH", "normal": "MEDIUM", "medium": "MEDIUM", "low": "LOW"}.get(
-                str(action.params.get("priority") or "High").lower(), "HIGH")
-            props = {
-                "hs_task_subject": task_subject(action),
-                "hs_task_body": f"leadscore: tier {action.from_tier or '-'} -> {action.to_tier} "
-                                f"(routing action {action.id}, {action.params.get('config_key')})",
-                "hs_task_status": "NOT_STARTED",
-                "hs_task_priority": priority,
-                "hs_task_type": "TODO",
-                "hs_timestamp": due_at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{due_at.microsecond // 1000:03d}Z",
-            }
-            if lead.owner_crm_id and lead.owner_crm_id.isdigit():
-                props["hubspot_owner_id"] = lead.owner_crm_id
-            body = SimplePublicObjectInputForCreate(properties=props, associations=[{
-                "to": {"id": lead.crm_id},
-                "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 204}],
-            }])
+            task = self._task_input(action, lead)
+            body = SimplePublicObjectInputForCreate(properties=task["properties"], associations=task["associations"])
             created = self.client.request(lambda c: c.api("objects.basic").create(
                 "tasks", body, _preload_content=False, _request_timeout=REQUEST_TIMEOUT))
             return str(created["id"])
@@ -244,3 +229,131 @@ class HubSpotRouter:
             self._update_contact(lead, {name: value})
             return f"{name}={value}"
         raise FatalCRMError(f"action {kind!r} is not supported on HubSpot", code="UNSUPPORTED_ACTION")
+
+    # ------------------------------------------------------------------ batches
+
+    batch_size = BATCH_SIZE
+
+    def _task_input(self, action: RoutingAction, lead: LeadRef) -> dict[str, Any]:
+        """A task create input (properties and the association to the contact, type 204)."""
+        due_at = due(action, datetime.now(UTC))
+        priority = {"high": "HIGH", "normal": "MEDIUM", "medium": "MEDIUM", "low": "LOW"}.get(
+            str(action.params.get("priority") or "High").lower(), "HIGH")
+        props = {
+            "hs_task_subject": task_subject(action),
+            "hs_task_body": f"leadscore: tier {action.from_tier or '-'} -> {action.to_tier} "
+                            f"(routing action {action.id}, {action.params.get('config_key')})",
+            "hs_task_status": "NOT_STARTED",
+            "hs_task_priority": priority,
+            "hs_task_type": "TODO",
+            "hs_timestamp": due_at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{due_at.microsecond // 1000:03d}Z",
+        }
+        if lead.owner_crm_id and lead.owner_crm_id.isdigit():
+            props["hubspot_owner_id"] = lead.owner_crm_id
+        return {"properties": props, "associations": [{
+            "to": {"id": lead.crm_id},
+            "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 204}],
+        }]}
+
+    def perform_batch(self, items: Sequence[tuple[RoutingAction, LeadRef]]) -> list[ActionResult]:
+        """Run up to :data:`BATCH_SIZE` actions: contact property changes (owner, status, any
+        property) in one ``batch/update``, tasks in one ``batch/create`` with their associations;
+        v2 workflow enrollments stay one call per contact (the API has no batch)."""
+        results: list[ActionResult] = []
+        updates: dict[str, dict[str, str]] = {}
+        update_actions: dict[str, list[tuple[int, str]]] = {}
+        tasks: list[tuple[int, dict[str, Any]]] = []
+        singles: list[tuple[RoutingAction, LeadRef]] = []
+        for action, lead in items:
+            kind = str(action.params.get("type"))
+            try:
+                if kind == "assign_owner":
+                    owner = self._owner_for(action, lead)
+                    props, ref = {"hubspot_owner_id": owner}, owner
+                elif kind in ("set_property", "pause_outreach"):
+                    name, value = self._property(action.params)
+                    props, ref = {name: value}, f"{name}={value}"
+                elif kind == "create_task":
+                    tasks.append((action.id, self._task_input(action, lead)))
+                    continue
+                elif kind == "enroll_workflow":
+                    singles.append((action, lead))
+                    continue
+                else:
+                    raise FatalCRMError(f"action {kind!r} is not supported on HubSpot", code="UNSUPPORTED_ACTION")
+            except FatalCRMError as exc:
+                results.append(ActionResult(action.id, "failed", reason=exc.code or "FATAL", message=str(exc)))
+                continue
+            updates.setdefault(lead.crm_id, {}).update(props)
+            update_actions.setdefault(lead.crm_id, []).append((action.id, ref))
+        if updates:
+            request = {"inputs": [{"id": cid, "properties": props} for cid, props in updates.items()]}
+            body = self.client.request(lambda c: c.api("objects.batch").update(
+                "contacts", request, _preload_content=False, _request_timeout=REQUEST_TIMEOUT))
+            results.extend(_update_results(body, update_actions))
+        if tasks:
+            create = {"inputs": [task for _, task in tasks]}
+            body = self.client.request(lambda c: c.api("objects.batch").create(
+                "tasks", create, _preload_content=False, _request_timeout=REQUEST_TIMEOUT))
+            results.extend(_create_results(body, tasks))
+        for action, lead in singles:
+            try:
+                results.append(ActionResult(action.id, "done", crm_ref=self.perform(action, lead)))
+            except FatalCRMError as exc:
+                results.append(ActionResult(action.id, "failed", reason=exc.code or "FATAL", message=str(exc)))
+        return results
+
+
+def _errors_of(body: dict[str, Any]) -> list[tuple[dict[str, Any], str, str, bool]]:
+    """(context, reason, message, retriable) of each error of a 207 batch answer."""
+    out = []
+    for err in body.get("errors") or []:
+        if not isinstance(err, dict):
+            continue
+        category = str(err.get("category") or "UNKNOWN")
+        codes = [str(d.get("code")) for d in err.get("errors") or [] if isinstance(d, dict) and d.get("code")]
+        reason = codes[0] if category == "VALIDATION_ERROR" and codes else category
+        retriable = category in RETRIABLE_CATEGORIES or str(err.get("subCategory") or "") == "RETRIABLE"
+        out.append((err.get("context") or {}, reason, str(err.get("message") or ""), retriable))
+    return out
+
+
+def _update_results(body: dict[str, Any], actions: dict[str, list[tuple[int, str]]]) -> list[ActionResult]:
+    written = {str(r.get("id")) for r in body.get("results") or [] if isinstance(r, dict)}
+    problems: dict[str, tuple[str, str, bool]] = {}
+    for context, reason, message, retriable in _errors_of(body):
+        for raw_id in context.get("ids") or []:
+            problems[str(raw_id)] = (reason, message, retriable)
+    out: list[ActionResult] = []
+    for contact_id, ids in actions.items():
+        problem = problems.get(contact_id)
+        for action_id, ref in ids:
+            if problem is not None:
+                reason, message, retriable = problem
+                out.append(ActionResult(action_id, "retry" if retriable else "failed", reason=reason, message=message))
+            elif contact_id in written:
+                out.append(ActionResult(action_id, "done", crm_ref=ref))
+            else:
+                out.append(ActionResult(action_id, "retry", reason="NO_RESULT",
+                                        message="HubSpot returned no result for this contact"))
+    return out
+
+
+def _create_results(body: dict[str, Any], tasks: list[tuple[int, dict[str, Any]]]) -> list[ActionResult]:
+    # Results come in no promised order: each created task is matched by the marker in its subject.
+    by_marker = {action_marker(action_id): action_id for action_id, _ in tasks}
+    out: dict[int, ActionResult] = {}
+    for created in body.get("results") or []:
+        subject = str(((created or {}).get("properties") or {}).get("hs_task_subject") or "")
+        for marker, action_id in by_marker.items():
+            if subject.endswith(marker):
+                out[action_id] = ActionResult(action_id, "done", crm_ref=str(created.get("id")))
+                break
+    for context, reason, message, retriable in _errors_of(body):
+        for index in context.get("index") or []:
+            if str(index).isdigit() and int(index) < len(tasks):
+                action_id = tasks[int(index)][0]
+                out.setdefault(action_id, ActionResult(action_id, "retry" if retriable else "failed",
+                                                       reason=reason, message=message))
+    # No answer either way: it may exist, so the next run looks it up before creating again.
+    return [out.get(action_id, ActionResult(action_id, "unknown", reason="NO_RESULT")) for action_id, _ in tasks]

@@ -7,18 +7,25 @@ is what Salesforce does for each action and how it finds an action's effect afte
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from config.app_config import AppConfig, ConnectionConfig, RoutingActionConfig
 from connectors.actions import actions_for, due, round_robin_pick, task_subject
 from connectors.errors import FatalCRMError
-from connectors.protocols import LeadRef
+from connectors.protocols import ActionOutcome, ActionResult, LeadRef
+from connectors.salesforce.writeback import (
+    COLLECTION_SIZE,
+    COLLECTIONS_PER_COMPOSITE,
+    NO_AUTO_ASSIGN,
+    RETRIABLE_RECORD_CODES,
+)
 from store.models import RoutingAction
 
 ROUTING_ACTIONS = frozenset({"assign_owner", "create_task", "add_to_campaign", "set_property", "pause_outreach"})
 PAUSE_DEFAULT = ("Status", "Nurturing")
+BATCH_SIZE = COLLECTION_SIZE * COLLECTIONS_PER_COMPOSITE  # actions per Composite call
 
 
 def _soql_string(value: str) -> str:
@@ -39,6 +46,8 @@ class SalesforceRouter:
         self._campaigns: dict[str, str] | None = None
         self._users: dict[str, str] | None = None
         self._lead_fields: dict[str, dict[str, Any]] | None = None
+        self._batch: dict[int, tuple[RoutingAction, LeadRef]] = {}
+        self._duplicates: list[int] = []
 
     # -- lookups (cached per router: one execute_routing run)
     def _query(self, soql: str) -> list[dict[str, Any]]:
@@ -210,3 +219,152 @@ class SalesforceRouter:
             self._update_lead(lead, {name: self._typed(name, value)})
             return f"{name}={value}"
         raise FatalCRMError(f"action {kind!r} is not supported on Salesforce", code="UNSUPPORTED_ACTION")
+
+    # ------------------------------------------------------------------ batches
+
+    batch_size = BATCH_SIZE
+
+    def _planned(self, action: RoutingAction, lead: LeadRef) -> tuple[str, dict[str, Any], str]:
+        """(operation, record, reference on success) of one action: ``update`` of the Lead's fields
+        or ``create`` of a Task/CampaignMember. Raises FatalCRMError for what no call can fix."""
+        kind = str(action.params.get("type"))
+        if kind == "assign_owner":
+            owner = self._owner_for(action, lead)
+            return "update", {"OwnerId": owner}, owner
+        if kind in ("set_property", "pause_outreach"):
+            name, value = self._property(action.params)
+            return "update", {name: self._typed(name, value)}, f"{name}={value}"
+        if kind == "create_task":
+            task: dict[str, Any] = {
+                "attributes": {"type": "Task"},
+                "WhoId": lead.crm_id,
+                "Subject": task_subject(action),
+                "Priority": str(action.params.get("priority") or "High"),
+                "Status": "Not Started",
+                "ActivityDate": due(action, datetime.now(UTC)).date().isoformat(),
+                "Description": f"leadscore: tier {action.from_tier or '-'} -> {action.to_tier} "
+                               f"(routing action {action.id}, {action.params.get('config_key')})",
+            }
+            if lead.owner_crm_id and lead.owner_crm_id.startswith("005"):
+                task["OwnerId"] = lead.owner_crm_id
+            return "create", task, ""
+        if kind == "add_to_campaign":
+            campaign = str(action.params.get("campaign"))
+            campaign_id = self.campaigns().get(campaign)
+            if campaign_id is None:
+                raise FatalCRMError(f"no campaign named {campaign!r}", code="UNKNOWN_CAMPAIGN")
+            member = {"attributes": {"type": "CampaignMember"}, "CampaignId": campaign_id, "LeadId": lead.crm_id,
+                      "Status": "Sent"}
+            return "create", member, f"member:{campaign_id}"
+        raise FatalCRMError(f"action {kind!r} is not supported on Salesforce", code="UNSUPPORTED_ACTION")
+
+    def perform_batch(self, items: Sequence[tuple[RoutingAction, LeadRef]]) -> list[ActionResult]:
+        """Run up to :data:`BATCH_SIZE` actions in ONE Composite call of sObject Collections.
+
+        Field updates of one Lead (owner, status, any field) travel as one record of a PATCH
+        collection; Tasks and CampaignMembers as records of POST collections (200 per collection,
+        5 collections per call). Each action gets the CRM's per-record answer.
+        """
+        results: list[ActionResult] = []
+        self._batch = {action.id: (action, lead) for action, lead in items}
+        updates: dict[str, dict[str, Any]] = {}  # lead id -> merged field values
+        update_actions: dict[str, list[tuple[int, str]]] = {}  # lead id -> [(action id, ref)]
+        creates: list[tuple[int, dict[str, Any], str]] = []
+        for action, lead in items:
+            try:
+                operation, record, ref = self._planned(action, lead)
+            except FatalCRMError as exc:
+                results.append(ActionResult(action.id, "failed", reason=exc.code or "FATAL", message=str(exc)))
+                continue
+            if operation == "update":
+                updates.setdefault(lead.crm_id, {"attributes": {"type": "Lead"}, "id": lead.crm_id}).update(record)
+                update_actions.setdefault(lead.crm_id, []).append((action.id, ref))
+            else:
+                creates.append((action.id, record, ref))
+        # One subrequest per collection of 200: (method, records, [(action ids, ref)] per record).
+        collections: list[tuple[str, list[dict[str, Any]], list[list[tuple[int, str]]]]] = []
+        lead_ids = list(updates)
+        for start in range(0, len(lead_ids), COLLECTION_SIZE):
+            chunk = lead_ids[start:start + COLLECTION_SIZE]
+            collections.append(("PATCH", [updates[i] for i in chunk], [update_actions[i] for i in chunk]))
+        for start in range(0, len(creates), COLLECTION_SIZE):
+            chunk_creates = creates[start:start + COLLECTION_SIZE]
+            collections.append(("POST", [r for _, r, _ in chunk_creates], [[(a, ref)] for a, _, ref in chunk_creates]))
+        self._duplicates = []
+        for start in range(0, len(collections), COLLECTIONS_PER_COMPOSITE):
+            results.extend(self._composite(collections[start:start + COLLECTIONS_PER_COMPOSITE]))
+        if self._duplicates:
+            members = self._existing_members(self._duplicates)
+            results = [ActionResult(r.action_id, r.outcome, crm_ref=members.get(r.action_id, r.crm_ref))
+                       if r.action_id in members else r for r in results]
+        return results
+
+    def _existing_members(self, action_ids: list[int]) -> dict[int, str]:
+        """The CampaignMember ids that duplicate answers refer to, in one query."""
+        wanted: dict[tuple[str, str], int] = {}
+        for action_id in action_ids:
+            action, lead = self._batch[action_id]
+            campaign_id = self.campaigns().get(str(action.params.get("campaign")))
+            if campaign_id is not None:
+                wanted[(campaign_id, lead.crm_id)] = action_id
+        if not wanted:
+            return {}
+        campaigns = ", ".join(sorted({_soql_string(c) for c, _ in wanted}))
+        leads = ", ".join(sorted({_soql_string(lead) for _, lead in wanted}))
+        rows = self._query(f"SELECT Id, CampaignId, LeadId FROM CampaignMember WHERE CampaignId IN ({campaigns}) "
+                           f"AND LeadId IN ({leads})")
+        return {wanted[key]: str(row["Id"]) for row in rows
+                if (key := (str(row["CampaignId"]), str(row["LeadId"]))) in wanted}
+
+    def _composite(self, collections: Sequence[tuple[str, list[dict[str, Any]], list[list[tuple[int, str]]]]]
+                   ) -> list[ActionResult]:
+        """One Composite call of up to five collections; each action's result from its record's answer."""
+        results: list[ActionResult] = []
+        version = self.conn.api_version
+        body = {"allOrNone": False, "compositeRequest": [
+            {"method": method, "url": f"/services/data/v{version}/composite/sobjects", "referenceId": f"c{n}",
+             "body": {"allOrNone": False, "records": records}, "httpHeaders": dict(NO_AUTO_ASSIGN)}
+            for n, (method, records, _) in enumerate(collections)]}
+        response = self.client.request(lambda sf: sf.restful("composite", method="POST", json=body,
+                                                             headers=NO_AUTO_ASSIGN))
+        subresponses = response.get("compositeResponse") if isinstance(response, dict) else None
+        if not isinstance(subresponses, list):
+            raise FatalCRMError(f"unexpected Composite response: {str(response)[:200]}", code="BAD_RESPONSE")
+        for n, (method, records, owners) in enumerate(collections):
+            sub = subresponses[n] if n < len(subresponses) else None
+            answers = sub.get("body") if isinstance(sub, dict) else None
+            if not isinstance(answers, list) or len(answers) != len(records) \
+                    or not all(isinstance(a, dict) and "success" in a for a in answers):
+                # The collection as a whole was refused (or never answered): nothing of it is known done.
+                status = int(sub.get("httpStatusCode") or 0) if isinstance(sub, dict) else 0
+                code, message = _first_error(answers)
+                outcome: ActionOutcome = "retry" if status >= 500 or code in RETRIABLE_RECORD_CODES else "failed"
+                if not isinstance(sub, dict):
+                    outcome = "unknown"
+                for ids in owners:
+                    results.extend(ActionResult(a, outcome, reason=code or f"HTTP_{status}", message=message)
+                                   for a, _ in ids)
+                continue
+            for answer, ids in zip(answers, owners, strict=True):
+                if answer.get("success"):
+                    created = str(answer.get("id") or "")
+                    results.extend(ActionResult(a, "done", crm_ref=ref or created) for a, ref in ids)
+                    continue
+                error = (answer.get("errors") or [{}])[0]
+                code = str(error.get("statusCode") or "UNKNOWN")
+                if code == "DUPLICATE_VALUE" and method == "POST":
+                    # Already a campaign member (added by hand, or by us before a crash): goal reached.
+                    self._duplicates.extend(a for a, _ in ids)
+                    results.extend(ActionResult(a, "done", crm_ref=ref) for a, ref in ids)
+                    continue
+                record_outcome: ActionOutcome = "retry" if code in RETRIABLE_RECORD_CODES else "failed"
+                results.extend(ActionResult(a, record_outcome, reason=code, message=str(error.get("message") or ""))
+                               for a, _ in ids)
+        return results
+
+
+def _first_error(body: Any) -> tuple[str | None, str]:
+    if isinstance(body, list) and body and isinstance(body[0], dict):
+        first = body[0]
+        return (str(first.get("errorCode") or first.get("statusCode") or "") or None, str(first.get("message") or ""))
+    return None, str(body)[:200]

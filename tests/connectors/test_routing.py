@@ -31,7 +31,7 @@ ROUTING: list[dict[str, Any]] = [
         {"type": "assign_owner", "queue": "SDR Queue", "connections": ["sf"]},
         {"type": "assign_owner", "round_robin": HS_OWNERS, "connections": ["hs"]},
         {"type": "create_task", "subject": "Call hot lead", "due_hours": 4},
-        {"type": "enroll_workflow", "workflow_id": "1001"},
+        {"type": "enroll_workflow", "workflow_id": "1001", "trigger": "enrollment"},
     ]},
     {"to": "D", "actions": [
         {"type": "pause_outreach"},

@@ -150,16 +150,17 @@ def test_routing_killed_after_the_task_was_created(sim: CRMSim, sqlite_engine: E
     leads = add_leads(sqlite_engine, "sf", sf_ids)
     score(sqlite_engine, leads.values(), tier="A", hook=plan_routing(config))
 
-    child = _child(sim, sqlite_engine, "route", routing=routing, kill_after=["POST", "/sobjects/Task"])
+    # Killed right after the CRM answered the batch's Composite call (tasks created, statuses set).
+    child = _child(sim, sqlite_engine, "route", routing=routing, kill_after=["POST", "/composite"])
     _, err = child.communicate(timeout=120)
     assert child.returncode == -signal.SIGKILL, err
     tasks_before = [r for r in sim.salesforce.store.records["Task"].values()
                     if "[leadscore #" in (r.values["Subject"] or "")]
-    assert len(tasks_before) == 1
+    assert len(tasks_before) == 3
 
     report = execute_routing(sqlite_engine, config, secrets_for(sim))
 
-    assert report.recovered == 1
+    assert report.recovered == 3  # every task found by its marker, none created twice
     assert report.done == {"create_task": 3, "pause_outreach": 3}
     tasks = [r for r in sim.salesforce.store.records["Task"].values() if "[leadscore #" in (r.values["Subject"] or "")]
     assert sorted(t.values["WhoId"] for t in tasks) == sorted(sf_ids)

@@ -1,0 +1,121 @@
+"""Routing in the fewest calls: batches through sObject Collections in Composite and HubSpot batch APIs.
+
+N actions of one type cost at most ceil(N/200) calls on Salesforce and ceil(N/100) on HubSpot; a
+property-triggered HubSpot workflow costs none (the written tier property enrolls the contact).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, func, select
+
+from connectors.routing import execute_routing, plan_routing
+from connectors.writeback import drain_outbox
+from crmsim.app import CRMSim
+from store.db import unit_of_work
+from store.models import RoutingAction
+from tests.connectors.test_writeback_support import (
+    add_leads,
+    app_config,
+    create_hubspot_score_properties,
+    hs_contact_ids,
+    score,
+    secrets_for,
+    sf_lead_ids,
+    start_sim,
+)
+
+N_SF, N_HS = 250, 150
+ROUTING: list[dict[str, Any]] = [{"to": "A", "actions": [
+    {"type": "assign_owner", "queue": "SDR Queue", "connections": ["sf"]},
+    {"type": "assign_owner", "round_robin": ["maya.alvarez@vendor.example", "tom.becker@vendor.example"],
+     "connections": ["hs"]},
+    {"type": "create_task", "subject": "Call hot lead", "due_hours": 4},
+    {"type": "add_to_campaign", "campaign": "Nurture Track: Evaluators"},
+    {"type": "enroll_workflow", "workflow_id": "1001"},  # trigger: property (the default)
+]}]
+
+
+@pytest.fixture
+def sim() -> Iterator[CRMSim]:
+    sim = start_sim(leads=900, seed=41)
+    create_hubspot_score_properties(sim)
+    yield sim
+    sim.stop()
+
+
+def _ceil(n: int, size: int) -> int:
+    return -(-n // size)
+
+
+def _statuses(engine: Engine) -> dict[tuple[str, str], int]:
+    with unit_of_work(engine) as session:
+        return {(action, status): n for action, status, n in session.execute(
+            select(RoutingAction.action, RoutingAction.status, func.count()).group_by(
+                RoutingAction.action, RoutingAction.status))}
+
+
+def test_routing_runs_in_batches_within_the_call_bounds(sim: CRMSim, sqlite_engine: Engine) -> None:
+    config = app_config(sim, ROUTING)
+    sf_ids, hs_ids = sf_lead_ids(sim, N_SF), hs_contact_ids(sim, N_HS)
+    assert len(sf_ids) == N_SF and len(hs_ids) == N_HS
+    leads = {**add_leads(sqlite_engine, "sf", sf_ids), **add_leads(sqlite_engine, "hs", hs_ids)}
+    score(sqlite_engine, leads.values(), tier="A", score_value=92, hook=plan_routing(config))
+
+    # Before the tier is written, a property-triggered workflow waits (nothing in HubSpot enrolls yet).
+    first = execute_routing(sqlite_engine, config, secrets_for(sim))
+    assert first.failed == {} and first.errors == []
+    assert first.done == {"assign_owner": N_SF + N_HS, "create_task": N_SF + N_HS, "add_to_campaign": N_SF}
+    # Per action type: <= ceil(N/200) Salesforce calls, <= ceil(N/100) HubSpot calls.
+    assert first.api_calls["sf"] <= 3 * _ceil(N_SF, 200)
+    assert first.api_calls["hs"] <= 2 * _ceil(N_HS, 100)
+    assert _statuses(sqlite_engine)[("enroll_workflow", "pending")] == N_HS
+
+    store = sim.salesforce.store
+    queue_id = next(r.id for r in store.records["Group"].values() if r.values["Name"] == "SDR Queue")
+    assert all(store.get(i).values["OwnerId"] == queue_id for i in sf_ids)  # type: ignore[union-attr]
+    tasks = [r.values["WhoId"] for r in store.records["Task"].values() if "[leadscore #" in (r.values["Subject"] or "")]
+    assert sorted(tasks) == sorted(sf_ids)  # one task per lead, none twice
+    hs_store = sim.hubspot.store
+    assert all(len(hs_store.associated("contacts", int(i), "tasks")) == 1 for i in hs_ids)
+
+    # The tier lands with the score write-back; the next routing run marks the workflow actions done
+    # without a single HubSpot call, and no v2 enrollment was made.
+    drained = drain_outbox(sqlite_engine, config, secrets_for(sim))
+    assert drained.failed == 0
+    sim.reset_counts()
+    second = execute_routing(sqlite_engine, config, secrets_for(sim))
+    assert second.done == {"enroll_workflow": N_HS} and second.api_calls.get("hs", 0) == 0
+    assert hs_store.enrollments == []
+    assert {k: v for k, v in _statuses(sqlite_engine).items() if k[1] != "done"} == {}
+
+    # Nothing left: a third run changes nothing.
+    third = execute_routing(sqlite_engine, config, secrets_for(sim))
+    assert third.done == {} and sum(third.api_calls.values()) == 0
+
+
+def test_per_record_refusals_fail_that_action_only(sim: CRMSim, sqlite_engine: Engine) -> None:
+    config = app_config(sim, [{"to": "A", "actions": [
+        {"type": "create_task", "subject": "Call hot lead", "connections": ["sf"]},
+        {"type": "set_property", "property": "Status", "value": "Working - Contacted", "connections": ["sf"]},
+    ]}])
+    sf_ids = sf_lead_ids(sim, 5)
+    leads = add_leads(sqlite_engine, "sf", sf_ids)
+    score(sqlite_engine, leads.values(), tier="A", hook=plan_routing(config))
+    sim.salesforce.store.convert_lead(sf_ids[0])  # converted after leadscore's last sync
+
+    report = execute_routing(sqlite_engine, config, secrets_for(sim))
+
+    assert report.done == {"create_task": 4, "set_property": 4}
+    assert report.failed == {"CANNOT_UPDATE_CONVERTED_LEAD": 2}
+    with unit_of_work(sqlite_engine) as session:
+        failed = list(session.scalars(select(RoutingAction).where(RoutingAction.status == "failed")))
+    assert {a.lead_id for a in failed} == {leads[sf_ids[0]]}
+    assert all(a.error == "CANNOT_UPDATE_CONVERTED_LEAD: cannot reference converted lead" and a.attempts == 1
+               for a in failed)
+    # Never retried: the next run sends nothing.
+    again = execute_routing(sqlite_engine, config, secrets_for(sim))
+    assert again.done == {} and again.failed == {} and sum(again.api_calls.values()) == 0
