@@ -96,8 +96,12 @@ def config_check(
     console.print(f"database: {_redact(settings.effective_database_url)}")
     console.print(f"tasks: {'in process' if settings.eager else _redact(settings.broker_url or '')}")
     if connect:
-        console.print("connect: database and broker answered" if not settings.eager
-                      else "connect: database answered (no broker configured)")
+        from worker.ops_cli import sqlite_file_missing
+
+        database = ("SQLite file not created yet (leadscore db upgrade creates it)"
+                    if sqlite_file_missing(settings.effective_database_url) else "database answered")
+        broker = "no broker configured" if settings.eager else "broker answered"
+        console.print(f"connect: {database}; {broker}")
 
 
 def _redact(url: str) -> str:

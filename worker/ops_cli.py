@@ -51,7 +51,39 @@ def validate_for_start() -> None:
 
 
 def connect_problems(database_url: str, broker_url: str | None) -> list[str]:
-    """Try the database and the broker once each; one line per problem (empty: both answer)."""
+    """Try the database and the broker once each; one line per problem (empty: both answer).
+
+    A SQLite file that does not exist yet is not created (nor counted as a problem)."""
+    from config.checks import first_line, redact_url
+
+    problems: list[str] = []
+    if sqlite_file_missing(database_url):
+        # Connecting would create an empty file (and hide the demo's data from inspection commands).
+        pass
+    else:
+        problems.extend(_database_problems(database_url))
+    if broker_url:
+        from kombu import Connection
+        from kombu.exceptions import OperationalError as KombuError
+
+        try:
+            with Connection(broker_url, connect_timeout=5) as broker:
+                broker.ensure_connection(max_retries=1, timeout=5)
+        except (KombuError, OSError) as exc:
+            problems.append(f"broker unreachable: {redact_url(broker_url)}: {first_line(exc)}")
+    return problems
+
+
+def sqlite_file_missing(database_url: str) -> bool:
+    """True for a SQLite URL whose file does not exist yet (`leadscore db upgrade` creates it)."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(database_url)
+    return (parsed.get_backend_name() == "sqlite" and bool(parsed.database) and parsed.database != ":memory:"
+            and not Path(str(parsed.database)).exists())
+
+
+def _database_problems(database_url: str) -> list[str]:
     from sqlalchemy import text
     from sqlalchemy.exc import DBAPIError
 
@@ -70,15 +102,6 @@ def connect_problems(database_url: str, broker_url: str | None) -> list[str]:
         problems.append(str(exc))
     except DBAPIError as exc:
         problems.append(f"database unreachable: {redact_url(database_url)}: {first_line(exc.orig or exc)}")
-    if broker_url:
-        from kombu import Connection
-        from kombu.exceptions import OperationalError as KombuError
-
-        try:
-            with Connection(broker_url, connect_timeout=5) as broker:
-                broker.ensure_connection(max_retries=1, timeout=5)
-        except (KombuError, OSError) as exc:
-            problems.append(f"broker unreachable: {redact_url(broker_url)}: {first_line(exc)}")
     return problems
 
 

@@ -123,9 +123,15 @@ def test_unreachable_database_is_one_line_in_every_command(tmp_path: Path, probl
 
 def test_connect_tries_database_and_broker(tmp_path: Path) -> None:
     env = {"LEADSCORE_VAR_DIR": str(tmp_path / "var")}
+    fresh = run(["config", "check", "--connect"], {**env, "LEADSCORE_BROKER_URL": GOOD_BROKER})
+    assert fresh.returncode == 0, fresh.stderr
+    said = " ".join(fresh.stdout.split())  # the terminal width may wrap the line
+    assert "connect: SQLite file not created yet (leadscore db upgrade creates it); broker answered" in said
+    assert not (tmp_path / "var" / "leadscore.db").exists()  # --connect creates no empty database
+    assert run(["db", "upgrade"], env).returncode == 0
     ok = run(["config", "check", "--connect"], {**env, "LEADSCORE_BROKER_URL": GOOD_BROKER})
     assert ok.returncode == 0, ok.stderr
-    assert "connect: database and broker answered" in ok.stdout
+    assert "connect: database answered; broker answered" in " ".join(ok.stdout.split())
     broker = f"redis://127.0.0.1:{closed_port()}/0"
     bad = one_line(run(["config", "check", "--connect"], {**env, "LEADSCORE_BROKER_URL": broker}))
     assert "broker unreachable" in bad and broker in bad
