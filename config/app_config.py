@@ -29,6 +29,17 @@ class SalesforceFields(_Strict):
     reasons: str = "Lead_Score_Reasons__c"
     model: str = "Lead_Score_Model__c"
     scored_at: str = "Lead_Scored_At__c"
+    likelihood: str = "Lead_Conversion_Likelihood__c"
+    fit: str = "Lead_Fit_Score__c"
+    engagement: str = "Lead_Engagement_Score__c"
+    score_change: str = "Lead_Score_Change__c"
+    # Read back: a rep's picklist (Too high / Too low / About right) and its optional comment.
+    # null: feedback is not read (sync then does not ask for the fields).
+    feedback: str | None = "Lead_Score_Feedback__c"
+    feedback_comment: str | None = "Lead_Score_Feedback_Comment__c"
+    # On Account (in the DX metadata that `crm setup --salesforce-metadata` writes).
+    account_score: str = "Account_Lead_Score__c"
+    account_engaged_people: str = "Account_Engaged_People__c"
 
 
 class HubSpotFields(_Strict):
@@ -39,6 +50,15 @@ class HubSpotFields(_Strict):
     reasons: str = "leadscore_reasons"
     model: str = "leadscore_model"
     scored_at: str = "leadscore_scored_at"
+    likelihood: str = "leadscore_likelihood"
+    fit: str = "leadscore_fit"
+    engagement: str = "leadscore_engagement"
+    score_change: str = "leadscore_score_change"
+    feedback: str | None = "leadscore_feedback"
+    feedback_comment: str | None = "leadscore_feedback_comment"
+    # Company properties.
+    account_score: str = "leadscore_account_score"
+    account_engaged_people: str = "leadscore_engaged_people"
 
 
 # Lead lifecycle defaults per CRM (connectors.lifecycle derives the state from these lists).
@@ -160,10 +180,14 @@ class ConnectionConfig(_Strict):
 
 
 class TierConfig(_Strict):
-    """Initial tier policy: score thresholds (A >= a, B >= b, C >= c, else D) or capacity shares."""
+    """Initial tier policy: score thresholds (A >= a, B >= b, C >= c, else D) on the 1-99 rank score,
+    likelihood thresholds (the same on the calibrated probability in percent) or capacity shares.
 
-    mode: Literal["score", "capacity"] = "score"
-    thresholds: dict[str, float] = Field(default_factory=lambda: {"A": 80.0, "B": 60.0, "C": 35.0})
+    The default cuts the rank: A is a lead better than 95 % of the champion's reference leads (on
+    the demo's held-out leads the top 5 % is where conversion reaches 5× the overall rate)."""
+
+    mode: Literal["score", "likelihood", "capacity"] = "score"
+    thresholds: dict[str, float] = Field(default_factory=lambda: {"A": 95.0, "B": 80.0, "C": 50.0})
 
     @model_validator(mode="after")
     def _valid(self) -> TierConfig:
@@ -180,9 +204,9 @@ def validate_thresholds(mode: str, thresholds: dict[str, float]) -> None:
     if missing:
         raise ValueError(f"tier {missing[0]} has no threshold")
     values = [float(thresholds[t]) for t in ("A", "B", "C")]
-    if mode == "score":
+    if mode in ("score", "likelihood"):
         if any(not 0 < v <= 100 for v in values):
-            raise ValueError("score thresholds must be within (0, 100]")
+            raise ValueError(f"{mode} thresholds must be within (0, 100]")
         if not values[0] > values[1] > values[2]:
             raise ValueError(f"thresholds must be ordered A > B > C (got A={values[0]:g} B={values[1]:g} "
                              f"C={values[2]:g})")

@@ -1,6 +1,6 @@
 """``leadscore crm setup``: make sure each CRM can hold what leadscore writes, and check routing.
 
-Salesforce: ``describe`` the Lead and check the five configured score fields exist, have a
+Salesforce: ``describe`` the Lead and check the configured score fields exist, have a
 usable type and are writable by the integration user. leadscore never changes a Salesforce
 org's metadata: a missing field is reported with exactly what an admin must create (API name,
 type, length/precision) and the setup fails.
@@ -29,6 +29,8 @@ from connectors.registry import make_client, make_router, score_field_names
 from connectors.routing import static_problems
 
 TIERS = ("A", "B", "C", "D")
+FEEDBACK_VALUES = ("Too high", "Too low", "About right")
+PICKLIST_VALUES = {"tier": TIERS, "feedback": FEEDBACK_VALUES}
 
 
 @dataclass(frozen=True)
@@ -43,24 +45,38 @@ class FieldSpec:
     min_length: int = 0
 
 
+NUMBER_TYPES = ("double", "int", "percent", "currency")
+
+
 def salesforce_specs(fields: SalesforceFields) -> list[FieldSpec]:
-    """The five Lead fields, in the terms of Salesforce Setup → Object Manager → Lead → Fields."""
-    return [
+    """The Lead fields leadscore writes, in the terms of Salesforce Setup → Object Manager → Lead."""
+    specs = [
         FieldSpec("score", fields.score, "Lead Score", "Number(3, 0)", ("double", "int", "percent", "currency")),
         FieldSpec("tier", fields.tier, "Lead Tier", "Picklist (restricted) with values A, B, C, D",
                   ("picklist",)),
         FieldSpec("reasons", fields.reasons, "Lead Score Reasons", "Text(255)", ("string", "textarea"), 255),
         FieldSpec("model", fields.model, "Lead Score Model", "Text(64)", ("string",), 64),
         FieldSpec("scored_at", fields.scored_at, "Lead Scored At", "Date/Time", ("datetime",)),
+        FieldSpec("likelihood", fields.likelihood, "Lead Conversion Likelihood", "Percent(3, 1)",
+                  ("percent", "double")),
+        FieldSpec("fit", fields.fit, "Lead Fit Score", "Number(2, 0)", NUMBER_TYPES),
+        FieldSpec("engagement", fields.engagement, "Lead Engagement Score", "Number(2, 0)", NUMBER_TYPES),
+        FieldSpec("score_change", fields.score_change, "Lead Score Change", "Number(3, 0)", NUMBER_TYPES),
+        FieldSpec("feedback", fields.feedback or "", "Lead Score Feedback",
+                  "Picklist (restricted) with values " + ", ".join(FEEDBACK_VALUES), ("picklist",)),
+        FieldSpec("feedback_comment", fields.feedback_comment or "", "Lead Score Feedback Comment", "Text(255)",
+                  ("string", "textarea"), 255),
     ]
+    return [spec for spec in specs if spec.name]  # feedback set to null in the config: not read
 
 
 def hubspot_property_specs(fields: HubSpotFields) -> list[dict[str, Any]]:
-    """The five contact properties as ``POST /crm/v3/properties/contacts`` bodies."""
+    """The contact properties leadscore writes, as ``POST /crm/v3/properties/contacts`` bodies."""
     group = "contactinformation"
-    return [
+    specs: list[dict[str, Any]] = [
         {"name": fields.score, "label": "Lead score (leadscore)", "type": "number", "fieldType": "number",
-         "groupName": group, "description": "Predicted conversion score 0-100, written by leadscore."},
+         "groupName": group, "description": "1-99: the share of the model's reference leads this lead "
+         "outranks (90 = better than 90 % of them). Written by leadscore."},
         {"name": fields.tier, "label": "Lead tier (leadscore)", "type": "enumeration", "fieldType": "select",
          "groupName": group, "description": "A (best) to D, from the score thresholds.",
          "options": [{"label": t, "value": t, "displayOrder": i, "hidden": False} for i, t in enumerate(TIERS)]},
@@ -71,7 +87,26 @@ def hubspot_property_specs(fields: HubSpotFields) -> list[dict[str, Any]]:
          "groupName": group, "description": "The model version that produced the score."},
         {"name": fields.scored_at, "label": "Lead scored at (leadscore)", "type": "datetime", "fieldType": "date",
          "groupName": group, "description": "When the score was computed (UTC)."},
+        {"name": fields.likelihood, "label": "Conversion likelihood % (leadscore)", "type": "number",
+         "fieldType": "number", "groupName": group,
+         "description": "Calibrated chance, in percent, that the lead converts within the model's horizon."},
+        {"name": fields.fit, "label": "Fit score (leadscore)", "type": "number", "fieldType": "number",
+         "groupName": group, "description": "1-99: how well who the lead is (company, role, source) fits, "
+         "ranked like the score."},
+        {"name": fields.engagement, "label": "Engagement score (leadscore)", "type": "number",
+         "fieldType": "number", "groupName": group,
+         "description": "1-99: how strongly the lead engaged (activity, recency, intent), ranked like the score."},
+        {"name": fields.score_change, "label": "Score change, 7 days (leadscore)", "type": "number",
+         "fieldType": "number", "groupName": group, "description": "The score now minus the score 7 days ago."},
+        {"name": fields.feedback, "label": "Score feedback (leadscore)", "type": "enumeration",
+         "fieldType": "select", "groupName": group,
+         "description": "A rep's view of the leadscore score; evidence for its owners, not a training label.",
+         "options": [{"label": v, "value": v, "displayOrder": i, "hidden": False}
+                     for i, v in enumerate(FEEDBACK_VALUES)]},
+        {"name": fields.feedback_comment, "label": "Score feedback comment (leadscore)", "type": "string",
+         "fieldType": "textarea", "groupName": group, "description": "Why the score looks wrong (optional)."},
     ]
+    return [spec for spec in specs if spec["name"]]  # feedback set to null in the config: not read
 
 
 @dataclass
@@ -131,9 +166,9 @@ def _setup_salesforce(conn: ConnectionConfig, client: Any, result: SetupResult) 
             result.problems.append(f"Lead.{spec.name} holds {found.get('length')} characters; "
                                    f"it needs {spec.admin_type}")
             continue
-        if spec.role == "tier":
+        if spec.role in PICKLIST_VALUES:
             values = {str(p.get("value")) for p in found.get("picklistValues") or [] if p.get("active", True)}
-            lacking = [t for t in TIERS if t not in values]
+            lacking = [t for t in PICKLIST_VALUES[spec.role] if t not in values]
             if lacking:
                 result.problems.append(f"Lead.{spec.name} picklist lacks the values {', '.join(lacking)}")
                 continue
@@ -216,7 +251,7 @@ def _setup_hubspot(conn: ConnectionConfig, client: Any, result: SetupResult) -> 
                                        f"leadscore needs {spec['type']}")
             elif spec["type"] == "enumeration":
                 values = {str(o.get("value")) for o in found.get("options") or []}
-                lacking = [t for t in TIERS if t not in values]
+                lacking = [str(o["value"]) for o in spec["options"] if str(o["value"]) not in values]
                 if lacking:
                     result.problems.append(f"contact property {spec['name']} lacks the options {', '.join(lacking)}")
                 else:

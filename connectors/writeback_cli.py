@@ -225,10 +225,20 @@ def route(
 @crm_app.command("setup")
 def setup(
     connection: Annotated[str | None, typer.Option("--connection", "-c", help="only this connection")] = None,
+    salesforce_metadata: Annotated[Path | None, typer.Option(
+        "--salesforce-metadata", metavar="DIR",
+        help="write the Salesforce custom fields and a permission set as DX source into DIR (for "
+             "`sf project deploy start`) instead of checking the CRMs")] = None,
 ) -> None:
     """Check (Salesforce) or create (HubSpot) the score fields, and validate routing against the CRM."""
     from connectors.setup import admin_instructions, crm_setup
 
+    if salesforce_metadata is not None:
+        from config.app_config import load_config
+        from config.settings import get_settings
+
+        _write_metadata(load_config(get_settings().config_file), salesforce_metadata, connection)
+        return
     _, config = _runtime()
     results = crm_setup(config, _secrets(config, connection), connection=connection)
     for result in results:
@@ -240,3 +250,35 @@ def setup(
     blocked = [r for r in results if not r.ok]
     if blocked:
         raise LeadscoreError("crm setup incomplete: " + "; ".join(r.summary() for r in blocked))
+
+
+def _write_metadata(config: Any, out_dir: Path, connection: str | None) -> None:
+    """Write the DX project (no CRM is contacted: an admin reviews and deploys it)."""
+    from config.app_config import ConnectionConfig
+    from connectors.salesforce.metadata import write_salesforce_metadata
+
+    if connection is not None:
+        conn = config.connection(connection)
+        if conn.kind != "salesforce":
+            raise LeadscoreError(f"connection {connection!r} is a {conn.kind} connection; "
+                                 "--salesforce-metadata needs a Salesforce one")
+    else:
+        sf = [c for c in config.connections if c.kind == "salesforce"]
+        if len(sf) > 1:
+            names = ", ".join(c.name for c in sf)
+            raise LeadscoreError(f"several Salesforce connections ({names}): choose one with --connection")
+        # Without a configured org the default field names are written (what a new install uses).
+        conn = sf[0] if sf else ConnectionConfig(name="salesforce", kind="salesforce",
+                                                 instance_url="https://example.my.salesforce.com")
+    try:
+        files = write_salesforce_metadata(conn, out_dir)
+    except OSError as exc:
+        raise LeadscoreError(f"cannot write the metadata to {out_dir}: {exc.strerror or exc}") from exc
+    fields = sum(1 for f in files if f.name.endswith(".field-meta.xml"))
+    console.print(f"wrote {fields} custom fields and the permission set Leadscore_Integration for "
+                  f"{conn.name} to {out_dir}", highlight=False, soft_wrap=True)
+    console.print(f"deploy with: sf project deploy start --source-dir {out_dir / 'force-app'} --target-org ORG",
+                  highlight=False, markup=False, soft_wrap=True)
+    console.print("then assign the permission set to the integration user: "
+                  "sf org assign permset --name Leadscore_Integration --on-behalf-of USER", highlight=False,
+                  soft_wrap=True, markup=False)

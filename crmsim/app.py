@@ -169,6 +169,15 @@ class CRMSim:
         with self._lock:
             return self.world.advance(days).as_dict()
 
+    def reps_leave_feedback(self, *, share: float = 0.06, seed: int | None = None) -> dict[str, dict[str, int]]:
+        """Reps flag scores on a share of scored open leads, more often where the score is far
+        from the truth (see :mod:`crmsim.feedback`); returns counts per CRM and value."""
+        from crmsim.feedback import reps_leave_feedback
+
+        with self._lock:
+            return reps_leave_feedback(self.salesforce.store, self.hubspot.store, self.world.truth(), share=share,
+                                       seed=self.seed if seed is None else seed)
+
     def truth(self) -> list[dict[str, Any]]:
         """Hidden ground truth per person (see :meth:`crmsim.funnel.World.truth`)."""
         with self._lock:

@@ -118,21 +118,45 @@ def score_command(
 def explain_command(
     lead: str = typer.Argument(..., help="The lead's CRM id (e.g. 00Q...) or internal id."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
+    history: bool = typer.Option(False, "--history", help="Also show every earlier score of the lead."),
 ) -> None:
-    """Show a lead's score, tier and the reasons behind it."""
+    """Show a lead's score, likelihood, fit, engagement, trend, tier and the reasons behind it."""
     from scoring.service import explain_lead
 
     with _session() as session:
-        info = explain_lead(session, lead)
+        info = explain_lead(session, lead, history=history)
     if as_json:
         console.print_json(json.dumps(info, default=str))
         return
     who = ", ".join(str(v) for v in (info["name"], info["title"], info["company"]) if v)
-    console.print(f"lead {info['crm_id']} (id {info['lead_id']}){': ' + who if who else ''}", markup=False)
-    console.print(f"score {info['score']} (P(convert) {info['probability']:.1%}), tier {info['tier']}")
+    console.print(f"lead {info['crm_id']} (id {info['lead_id']}){': ' + who if who else ''}", markup=False,
+                  soft_wrap=True)
+    console.print(_score_line(info), markup=False, highlight=False, soft_wrap=True)
     for reason in info["reasons"]:
-        console.print(f"  {reason}", markup=False, highlight=False)
-    console.print(f"model {info['model']}, scored {info['scored_at']}")
+        console.print(f"  {reason}", markup=False, highlight=False, soft_wrap=True)
+    console.print(f"model {info['model']}, scored {info['scored_at']}", markup=False, highlight=False, soft_wrap=True)
+    if history:
+        rows = info["history"]
+        console.print(f"history: {len(rows)} score{'s' if len(rows) != 1 else ''}, oldest first", markup=False,
+                      soft_wrap=True)
+        for row in rows:
+            console.print(f"  {row['as_of'] or row['scored_at']}  {_score_line(row)}  model {row['model']}",
+                          markup=False, highlight=False, soft_wrap=True)
+            for reason in row["reasons"]:
+                console.print(f"      {reason}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _score_line(info: dict[str, Any]) -> str:
+    """``score 87 (+12 in 7 days), likelihood 23.4 %, fit 71, engagement 92, tier A``."""
+    change = info.get("score_change")
+    trend = f" ({change:+d} in 7 days)" if isinstance(change, int) and change else ""
+    parts = [f"score {info['score']}{trend}", f"likelihood {info['likelihood']:.1f} %"]
+    if info.get("fit") is not None:
+        parts.append(f"fit {info['fit']}")
+    if info.get("engagement") is not None:
+        parts.append(f"engagement {info['engagement']}")
+    parts.append(f"tier {info['tier']}")
+    return ", ".join(parts)
 
 
 # ------------------------------------------------------------------------------------- tiers
@@ -142,7 +166,7 @@ def _thresholds(args: list[str], capacity: bool) -> dict[str, float]:
     from scoring.tiers import parse_threshold_args
 
     if not args:
-        raise typer.BadParameter("give thresholds, e.g. A=80 B=60 C=35 (or --capacity A=10% B=20% C=30%)")
+        raise typer.BadParameter("give thresholds, e.g. A=95 B=80 C=50 (or --capacity A=10% B=20% C=30%)")
     try:
         return parse_threshold_args(args, capacity=capacity)
     except ValueError as exc:
@@ -160,10 +184,21 @@ def _threshold_shape(args: list[str] | None) -> list[str] | None:
     return args
 
 
+THRESHOLDS_HELP = "A=95 B=80 C=50 (1-99 score), --likelihood A=30 B=15 C=5, or --capacity A=10% B=20% C=30%."
+
+
 def _describe(mode: str, thresholds: dict[str, float]) -> str:
     if mode == "capacity":
         return "capacity: " + ", ".join(f"{t} top {thresholds[t]:g}%" for t in ("A", "B", "C"))
+    if mode == "likelihood":
+        return "likelihood: " + ", ".join(f"{t} >= {thresholds[t]:g}%" for t in ("A", "B", "C"))
     return "score: " + ", ".join(f"{t} >= {thresholds[t]:g}" for t in ("A", "B", "C"))
+
+
+def _mode(capacity: bool, likelihood: bool) -> str:
+    if capacity and likelihood:
+        raise typer.BadParameter("choose one of --capacity and --likelihood")
+    return "capacity" if capacity else "likelihood" if likelihood else "score"
 
 
 @tiers_app.command("show")
@@ -206,9 +241,9 @@ def _preview_table(data: dict[str, Any]) -> Table:
 
 @tiers_app.command("preview")
 def tiers_preview(
-    thresholds: list[str] = typer.Argument(None, help="A=80 B=60 C=35, or with --capacity A=10% B=20% C=30%.",
-                                           callback=_threshold_shape),
+    thresholds: list[str] = typer.Argument(None, help=THRESHOLDS_HELP, callback=_threshold_shape),
     capacity: bool = typer.Option(False, "--capacity", help="Thresholds are shares of leads (top N%)."),
+    likelihood: bool = typer.Option(False, "--likelihood", help="Thresholds are conversion likelihoods in %."),
     recent_days: int = typer.Option(180, "--recent-days", min=1, help="Window of recent labelled leads."),
     json_path: Path | None = typer.Option(None, "--json", help="Write the preview as JSON here."),
 ) -> None:
@@ -216,8 +251,8 @@ def tiers_preview(
     it would plan); changes nothing."""
     from scoring.pipeline import preview_with_routing
 
+    mode = _mode(capacity, likelihood)
     values = _thresholds(thresholds or [], capacity)
-    mode = "capacity" if capacity else "score"
     config = _config()
     with _session() as session:
         data = preview_with_routing(session, config, mode, values, recent_days=recent_days)
@@ -233,9 +268,9 @@ def tiers_preview(
 
 @tiers_app.command("set")
 def tiers_set(
-    thresholds: list[str] = typer.Argument(None, help="A=80 B=60 C=35, or with --capacity A=10% B=20% C=30%.",
-                                           callback=_threshold_shape),
+    thresholds: list[str] = typer.Argument(None, help=THRESHOLDS_HELP, callback=_threshold_shape),
     capacity: bool = typer.Option(False, "--capacity", help="Thresholds are shares of leads (top N%)."),
+    likelihood: bool = typer.Option(False, "--likelihood", help="Thresholds are conversion likelihoods in %."),
     by: str = typer.Option("cli", "--by", help="Who made the change (recorded with the policy)."),
     no_route: bool = typer.Option(False, "--no-route",
                                   help="Do not plan routing actions for the leads whose tier changed."),
@@ -245,8 +280,8 @@ def tiers_set(
     leads whose tier changed (unless --no-route)."""
     from scoring.pipeline import retier_and_plan
 
+    mode = _mode(capacity, likelihood)
     values = _thresholds(thresholds or [], capacity)
-    mode = "capacity" if capacity else "score"
     config = _config()
     with _session() as session:
         result = retier_and_plan(session, config, mode, values, created_by=by, route=not no_route)

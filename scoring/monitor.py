@@ -639,11 +639,13 @@ def elapsed_scores(session: Session, champion: ModelVersion, lead_ids: Sequence[
     cohort = build_cohort(session, unseen)
     model = registry.load_model(champion)
     proba = np.asarray(model.predict_proba(align_to_spec(cohort.features, model.spec)), dtype="float64")
-    from scoring.tiers import tiers_for
+    from scoring.tiers import champion_scores, tiers_for
 
     rebuilt = pd.DataFrame({
         "lead_id": cohort.leads["id"].astype("int64").to_numpy(), "probability": proba,
-        "tier": tiers_for(policy, proba), "scored_at": cohort.snapshots.to_numpy(),
+        # Score tiers rank against the champion's reference leads, as live scoring does.
+        "tier": tiers_for(policy, proba, scores=champion_scores(session, proba)),
+        "scored_at": cohort.snapshots.to_numpy(),
         "model_version_id": champion.id, "source": "reconstructed",
     })
     counts["reconstructed"] = len(rebuilt)

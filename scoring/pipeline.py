@@ -129,7 +129,8 @@ def routing_preview(session: Session, config: AppConfig, mode: str, thresholds: 
 
     values = check_policy(mode, thresholds)
     current = current_scores(session)
-    new_tiers = tiers_for(Policy(mode=mode, thresholds=values), current["probability"].to_numpy())
+    new_tiers = tiers_for(Policy(mode=mode, thresholds=values), current["probability"].to_numpy(),
+                          scores=current["score"].to_numpy())
     conn_of: dict[int, str] = {lead_id: name for lead_id, name in session.execute(
         select(Lead.id, Connection.name).join(Connection, Connection.id == Lead.connection_id)).all()}
     configured = {c.name: c for c in config.connections}

@@ -4,8 +4,20 @@ Per-feature contributions (SHAP values for CatBoost, see ``TrainedModel.contribu
 first summed per *concept*: the 7/30/90-day counts of one activity type are one concept, title
 seniority and department are one ("VP-level title in Engineering"). The three concepts that
 pushed the score up most and the two that pulled it down most are rendered as short sentences
-using the lead's own values ("4 pricing/demo page visits in the last 7 days", "No engagement
-for 45 days", "Free-mail address"). Raw feature names never appear.
+using the lead's own values, compared with the typical reference lead where that helps ("4
+pricing/demo page visits in the last 7 days; most leads have none", "No engagement for 45 days",
+"Free-mail address"). Raw feature names never appear.
+
+What is not a reason:
+
+- a sentence that holds for many reference leads (``common`` in the model's reference, share >
+  :data:`COMMON_SHARE`): "Based in United States" says nothing when most leads are;
+- an absence that raised the score ("No calls in the last 90 days" as a plus): the model learned
+  something else behind it, and the sentence would read as nonsense to a rep;
+- the lead's age (constant in training, so it carries no weight).
+
+Each reason belongs to the fit or the engagement group, the same grouping as the sub-scores
+(:mod:`scoring.subscores`), and is stored as ``"+ Engagement: ..."`` / ``"- Fit: ..."``.
 """
 
 from __future__ import annotations
@@ -20,11 +32,18 @@ import pandas as pd
 
 from scoring.features import ATTRIBUTE_PREFIX, ENGAGEMENT_TYPES, WINDOWS_DAYS
 from scoring.frame import MISSING_TOKEN
+from scoring.subscores import ENGAGEMENT, FIT, group_of
 
 MAX_REASONS_CHARS = 255
 SEPARATOR = "; "
 # Contributions (log-odds) smaller than this move the score by well under a point: not a reason.
 MIN_IMPACT = 0.02
+# A sentence true of more than this share of the reference leads is not a reason (the issue's
+# ceiling is 40 % of scored leads; live leads are younger than the reference, so keep a margin).
+COMMON_SHARE = 0.25
+# Concepts never given as a reason: constant in training (lead age), so their weight is noise.
+SILENT_CONCEPTS = frozenset({"lead_age_days"})
+_GROUP_LABELS = {FIT: "Fit", ENGAGEMENT: "Engagement"}
 
 _TYPE_LABELS: dict[str, tuple[str, str]] = {
     "email_open": ("email open", "email opens"),
@@ -53,11 +72,13 @@ class Reason:
 
     text: str
     impact: float
+    group: str | None = None  # "fit" | "engagement" (None: ungrouped, as in older stored reasons)
 
     @property
     def marked(self) -> str:
-        """The sentence with its direction: ``"+ ..."`` raises the score, ``"- ..."`` lowers it."""
-        return f"{'+' if self.impact > 0 else '-'} {self.text}"
+        """The sentence with its direction and group: ``"+ Engagement: ..."`` raises the score."""
+        label = f"{_GROUP_LABELS[self.group]}: " if self.group in _GROUP_LABELS else ""
+        return f"{'+' if self.impact > 0 else '-'} {label}{self.text}"
 
 
 def concept_of(feature: str) -> str:
@@ -95,46 +116,102 @@ def _plural(n: int, one: str, many: str) -> str:
     return f"{n} {one if n == 1 else many}"
 
 
-def _render_type(activity_type: str, values: Mapping[str, Any]) -> str:
+Typical = Mapping[str, Any]
+
+
+def _compare(feature: str, n: int, typical: Typical | None, noun: str) -> str:
+    """``"; most leads have none"`` or ``" (typical lead: 2)"`` for a count, or ``""``."""
+    if not typical:
+        return ""
+    stats = (typical.get("numeric") or {}).get(feature)
+    if not isinstance(stats, Mapping):
+        return ""
+    zero = float(stats.get("zero") or 0.0)
+    median = _count(stats.get("median"))
+    if n > 0 and zero >= 0.5:
+        return "; most leads have none"
+    if n == 0 and zero < 0.5:
+        return "; most leads have some"
+    if n > 0 and median > 0 and median != n:
+        return f" (typical lead: {median})"
+    return ""
+
+
+def _render_type(activity_type: str, values: Mapping[str, Any], typical: Typical | None = None) -> str:
     one, many = _TYPE_LABELS.get(activity_type, (activity_type.replace("_", " "),) * 2)
     for w in WINDOWS_DAYS:
-        n = _count(values.get(f"{activity_type}_{w}d"))
+        feature = f"{activity_type}_{w}d"
+        n = _count(values.get(feature))
         if n > 0:
-            return f"{_plural(n, one, many)} in the last {w} days"
-    return f"No {many} in the last {max(WINDOWS_DAYS)} days"
+            return f"{_plural(n, one, many)} in the last {w} days" + _compare(feature, n, typical, many)
+    feature = f"{activity_type}_{max(WINDOWS_DAYS)}d"
+    return f"No {many} in the last {max(WINDOWS_DAYS)} days" + _compare(feature, 0, typical, many)
 
 
 def _text(value: Any) -> str:
     return str(value).strip()[:60]
 
 
-def render(concept: str, values: Mapping[str, Any]) -> str:
-    """The sentence for one concept given the lead's feature values (one row as a mapping)."""
+def is_absence(concept: str, values: Mapping[str, Any]) -> bool:
+    """True when the concept's sentence is about something the lead lacks (no visits, unknown
+    industry, no colleagues): such a sentence may explain a lower score, never a higher one."""
     if concept.startswith("type:"):
-        return _render_type(concept[5:], values)
+        return all(_count(values.get(f"{concept[5:]}_{w}d")) == 0 for w in WINDOWS_DAYS)
+    if concept == "high_intent":
+        return all(_count(values.get(f"high_intent_visits_{w}d")) == 0 for w in (7, 30))
+    if concept == "content":
+        return all(_count(values.get(f"content_depth_{w}d")) == 0 for w in (7, 30))
+    if concept in ("engagement_30d", "committee_size"):
+        return _count(values.get(concept)) == 0
+    if concept == "engagement_velocity":
+        return _count(values.get(concept)) <= 0
+    if concept == "days_since_last_engagement":
+        value = values.get(concept)
+        return _missing(value) or _count(value) >= 14
+    if concept == "persona":
+        return _missing(values.get("seniority")) and _missing(values.get("department"))
+    if concept in ("missing_fields", "junk_flags"):
+        return False
+    return _missing(values.get(concept))
+
+
+def render(concept: str, values: Mapping[str, Any], typical: Typical | None = None) -> str:
+    """The sentence for one concept given the lead's feature values (one row as a mapping).
+
+    ``typical`` (a model reference's ``typical``) adds how the lead compares with most leads.
+    """
+    if concept.startswith("type:"):
+        return _render_type(concept[5:], values, typical)
     if concept == "high_intent":
         for w in (7, 30):
-            n = _count(values.get(f"high_intent_visits_{w}d"))
+            feature = f"high_intent_visits_{w}d"
+            n = _count(values.get(feature))
             if n > 0:
-                return f"{_plural(n, 'pricing/demo page visit', 'pricing/demo page visits')} in the last {w} days"
-        return "No pricing or demo page visits in the last 30 days"
+                return (f"{_plural(n, 'pricing/demo page visit', 'pricing/demo page visits')} in the last {w} days"
+                        + _compare(feature, n, typical, "visits"))
+        return "No pricing or demo page visits in the last 30 days" + _compare(
+            "high_intent_visits_30d", 0, typical, "visits")
     if concept == "content":
         for w in (7, 30):
-            n = _count(values.get(f"content_depth_{w}d"))
+            feature = f"content_depth_{w}d"
+            n = _count(values.get(feature))
             if n > 0:
-                return f"Engaged with {_plural(n, 'content piece', 'different content pieces')} in the last {w} days"
-        return "No content downloads or webinars in the last 30 days"
+                return (f"Engaged with {_plural(n, 'content piece', 'different content pieces')} in the last {w} days"
+                        + _compare(feature, n, typical, "pieces"))
+        return "No content downloads or webinars in the last 30 days" + _compare(
+            "content_depth_30d", 0, typical, "pieces")
     if concept == "engagement_30d":
         n = _count(values.get(concept))
         if n:
-            return f"{_plural(n, 'engagement', 'engagements')} in the last 30 days"
-        return "No engagement in the last 30 days"
+            return f"{_plural(n, 'engagement', 'engagements')} in the last 30 days" + _compare(
+                concept, n, typical, "engagements")
+        return "No engagement in the last 30 days" + _compare(concept, 0, typical, "engagements")
     if concept == "engagement_velocity":
         n = _count(values.get(concept))
         if n > 0:
-            return f"Engagement rising: {n} more actions than the 30 days before"
+            return f"Engagement rising: {_plural(n, 'more action', 'more actions')} than in the 30 days before"
         if n < 0:
-            return f"Engagement falling: {-n} fewer actions than the 30 days before"
+            return f"Engagement falling: {_plural(-n, 'fewer action', 'fewer actions')} than in the 30 days before"
         return "Engagement flat compared with the 30 days before"
     if concept == "days_since_last_engagement":
         value = values.get(concept)
@@ -150,7 +227,9 @@ def render(concept: str, values: Mapping[str, Any]) -> str:
         n = _count(values.get(concept))
         if n == 0:
             return "No colleagues became leads in the last 90 days"
-        return f"{_plural(n, 'colleague', 'colleagues')} became leads in the last 90 days"
+        if n == 1:
+            return "1 colleague became a lead in the last 90 days"
+        return f"{n} colleagues became leads in the last 90 days" + _compare(concept, n, typical, "colleagues")
     if concept == "lead_age_days":
         return f"Lead created {_plural(_count(values.get(concept)), 'day', 'days')} ago"
     if concept == "missing_fields":
@@ -193,6 +272,23 @@ def render(concept: str, values: Mapping[str, Any]) -> str:
     return f"{label}: {_text(value)}"
 
 
+def concept_group(concept: str, features: Sequence[str]) -> str:
+    """The sub-score group (fit or engagement) of a concept: that of its features."""
+    return ENGAGEMENT if any(group_of(f) == ENGAGEMENT for f in features) else FIT
+
+
+def _concept_columns(columns: Sequence[str]) -> tuple[list[str], dict[str, list[str]]]:
+    concepts: list[str] = []
+    members: dict[str, list[str]] = {}
+    for col in columns:
+        concept = concept_of(str(col))
+        if concept not in members:
+            concepts.append(concept)
+            members[concept] = []
+        members[concept].append(str(col))
+    return concepts, members
+
+
 def explain(
     contributions: pd.DataFrame,
     features: pd.DataFrame,
@@ -200,30 +296,83 @@ def explain(
     positive: int = 3,
     negative: int = 2,
     min_impact: float = MIN_IMPACT,
+    typical: Typical | None = None,
 ) -> list[list[Reason]]:
     """Top ``positive`` and ``negative`` reasons per row (rows aligned by position).
 
     ``contributions`` has one column per feature plus ``__bias__`` (ignored); ``features`` is the
-    raw feature frame the contributions were computed on. Positives come first, strongest first.
+    raw feature frame the contributions were computed on; ``typical`` is the model reference's
+    ``typical`` (comparisons with most leads, and the sentences too common to be reasons).
+    Positives come first, strongest first. Skipped: absences that raised the score, sentences in
+    ``typical["common"]``, and :data:`SILENT_CONCEPTS`.
     """
     feature_cols = [c for c in contributions.columns if not str(c).startswith("__")]
-    concepts: list[str] = []
-    for col in feature_cols:
-        concept = concept_of(str(col))
-        if concept not in concepts:
-            concepts.append(concept)
+    concepts, members = _concept_columns([str(c) for c in feature_cols])
     mapping = np.zeros((len(feature_cols), len(concepts)))
     for i, col in enumerate(feature_cols):
         mapping[i, concepts.index(concept_of(str(col)))] = 1.0
     by_concept = contributions[feature_cols].to_numpy(dtype="float64") @ mapping
+    groups = [concept_group(c, members[c]) for c in concepts]
+    common = set((typical or {}).get("common") or {})
     records = features.to_dict(orient="records")
     out: list[list[Reason]] = []
     for row, values in zip(by_concept, records, strict=True):
         order = np.argsort(-row, kind="stable")
-        ups = [j for j in order[:positive] if row[j] > min_impact]
-        downs = [j for j in order[::-1][:negative] if row[j] < -min_impact]
-        out.append([Reason(render(concepts[j], values), float(row[j])) for j in [*ups, *downs]])
+        ups: list[Reason] = []
+        for j in order:
+            if len(ups) >= positive or row[j] <= min_impact:
+                break
+            concept = concepts[j]
+            if concept in SILENT_CONCEPTS or is_absence(concept, values):
+                continue
+            text = render(concept, values, typical)
+            if text not in common:
+                ups.append(Reason(text, float(row[j]), groups[j]))
+        downs: list[Reason] = []
+        for j in order[::-1]:
+            if len(downs) >= negative or row[j] >= -min_impact:
+                break
+            concept = concepts[j]
+            if concept in SILENT_CONCEPTS:
+                continue
+            text = render(concept, values, typical)
+            if text not in common:
+                downs.append(Reason(text, float(row[j]), groups[j]))
+        out.append([*ups, *downs])
     return out
+
+
+def typical_values(features: pd.DataFrame, *, common_share: float = COMMON_SHARE) -> dict[str, Any]:
+    """What a typical lead of ``features`` (reference or live leads) looks like.
+
+    ``numeric``: per count feature, the share of leads at zero and the median; ``common``: the
+    sentences (rendered with these comparisons) that more than ``common_share`` of these leads
+    would get, with their share: those are never given as reasons.
+    """
+    numeric: dict[str, dict[str, float]] = {}
+    for col in features.columns:
+        if pd.api.types.is_numeric_dtype(features[col]):
+            v = pd.to_numeric(features[col], errors="coerce").to_numpy(dtype="float64")
+            v = v[np.isfinite(v)]
+            if len(v):
+                numeric[str(col)] = {"zero": round(float((v == 0).mean()), 4), "median": float(np.median(v))}
+    base = {"numeric": numeric}
+    concepts, _ = _concept_columns([str(c) for c in features.columns])
+    records = features.to_dict(orient="records")
+    common: dict[str, float] = {}
+    n = len(records)
+    if n:
+        for concept in concepts:
+            if concept in SILENT_CONCEPTS:
+                continue
+            counts: dict[str, int] = {}
+            for values in records:
+                text = render(concept, values, base)
+                counts[text] = counts.get(text, 0) + 1
+            for text, k in counts.items():
+                if k / n > common_share:
+                    common[text] = round(k / n, 4)
+    return {**base, "common": common}
 
 
 def reason_strings(reasons: Sequence[Reason]) -> list[str]:

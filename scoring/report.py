@@ -345,6 +345,32 @@ def _model_card_tables(session: Session, champion: ModelVersion | None) -> str:
     return "".join(parts)
 
 
+def _feedback(session: Session) -> str:
+    """Rep feedback by tier and what later happened to flagged leads (see scoring/feedback.py)."""
+    from config.app_config import load_config
+    from config.errors import ConfigError
+    from config.settings import get_settings
+    from scoring.feedback import TIERS, VALUES, feedback_summary
+
+    try:
+        config = load_config(get_settings().config_file)
+    except ConfigError:
+        config = None  # default field names; the report still renders
+    data = feedback_summary(session, config)
+    if not data["leads_with_feedback"]:
+        # Not a gap in the report: reps simply have not flagged any score (yet); say so plainly.
+        return (f"<p class='note'>No rep feedback yet on {data['scored_leads']} scored leads (reps set the "
+                "score feedback field in the CRM; the sync reads it back).</p>")
+    tiers = _table(["tier", "leads", *VALUES],
+                   [[t, data["by_tier"][t]["leads"], *(data["by_tier"][t][v] for v in VALUES)] for t in TIERS])
+    outcomes = _table(["feedback", "leads", "converted since", "their conversion", "their tiers' unflagged leads"],
+                      [[v, o["leads"], o["converted"], o["conversion_rate"], o["tier_conversion_rate"]]
+                       for v, o in data["outcomes"].items()])
+    note = ("<p class='note'>Feedback is evidence, not a training label: did \"Too low\" leads convert more "
+            "than their tier, and \"Too high\" leads less?</p>")
+    return tiers + outcomes + note
+
+
 def render_report(session: Session, *, as_of: datetime | None = None, psi_warn: float = 0.1,
                   psi_alert: float = 0.25) -> str:
     """The model-health report as one self-contained HTML string (what exists; gaps are named).
@@ -387,6 +413,7 @@ def render_report(session: Session, *, as_of: datetime | None = None, psi_warn: 
         ("Tier conversion over time", _tier_conversion_over_time(history)),
         ("Alert history", _alert_history(history)),
         ("Model card: feature importance, tier cut-offs, family comparison", _model_card_tables(session, champion)),
+        ("Rep feedback on scores", _feedback(session)),
     ]
     for title, body in sections:
         parts.append(f"<section><h2>{html.escape(title)}</h2>{body}</section>")

@@ -56,12 +56,14 @@ def _check(conversion_value: float, touch_cost: float, shares: Sequence[float]) 
 
 def policy_value(
     probabilities: np.ndarray, converted: np.ndarray, policy: PolicyLike, *, conversion_value: float,
-    touch_cost: float, touch_shares: Sequence[float] = DEFAULT_TOUCH_SHARES,
+    touch_cost: float, touch_shares: Sequence[float] = DEFAULT_TOUCH_SHARES, scores: np.ndarray | None = None,
 ) -> float:
-    """Realised value of ``policy`` on labelled leads under the touch model (module docstring)."""
+    """Realised value of ``policy`` on labelled leads under the touch model (module docstring).
+
+    ``scores``: the leads' 1-99 rank scores, which score-mode thresholds cut (``RecentLabelled.scores``)."""
     _check(conversion_value, touch_cost, touch_shares)
     y = np.asarray(converted, dtype="float64")
-    tiers = tiers_for(policy, np.asarray(probabilities, dtype="float64"))
+    tiers = tiers_for(policy, np.asarray(probabilities, dtype="float64"), scores=scores)
     total = 0.0
     for tier, outcome in zip(tiers, y, strict=True):
         for j in range(TOUCHES[tier]):
@@ -71,12 +73,16 @@ def policy_value(
 
 def suggest_thresholds(
     probabilities: np.ndarray, converted: np.ndarray, *, conversion_value: float, touch_cost: float,
-    touch_shares: Sequence[float] = DEFAULT_TOUCH_SHARES,
+    touch_shares: Sequence[float] = DEFAULT_TOUCH_SHARES, scores: np.ndarray | None = None,
 ) -> Suggestion:
-    """Score cut-offs A > B > C maximising the realised value on labelled leads (module docstring)."""
+    """Score cut-offs A > B > C maximising the realised value on labelled leads (module docstring).
+
+    ``scores``: the leads' 1-99 rank scores (score-mode thresholds cut those); without them the
+    probability in whole percent."""
     _check(conversion_value, touch_cost, touch_shares)
     y = np.asarray(converted, dtype="float64")
-    scores = probability_to_score(np.asarray(probabilities, dtype="float64"))
+    scores = probability_to_score(np.asarray(probabilities, dtype="float64")) if scores is None \
+        else np.asarray(scores, dtype="int64")
     if len(y) == 0:
         raise EconomicsError("no recent labelled leads to weigh cut-offs on")
     # gain[t] = sum over leads scored >= t of (share × value × y − cost), for t = 0..101.

@@ -1,10 +1,12 @@
 """Tiers A-D from scores: versioned policies, score or capacity mode, preview and re-tiering.
 
-Score mode: A if score >= thresholds["A"], else B if >= thresholds["B"], else C if >= ["C"],
-else D. Capacity mode ("top 10 % are A, the next 20 % B, the next 30 % C"): the shares are cut
-on the distribution of all current scores, ranked by calibrated probability (finer than the
-0-100 score, so ties are rare); equal values always get the same tier. Exactly one policy is
-active; changing it creates a new version and re-tiers current scores without retraining.
+Score mode: A if the 1-99 rank score >= thresholds["A"], else B if >= thresholds["B"], else C if
+>= ["C"], else D. Likelihood mode: the same on the calibrated probability in percent
+(``tiers set --likelihood A=30 B=15 C=5``). Capacity mode ("top 10 % are A, the next 20 % B,
+the next 30 % C"): the shares are cut on the distribution of all current scores, ranked by
+calibrated probability (finer than the 1-99 score, so ties are rare); equal values always get
+the same tier. Exactly one policy is active; changing it creates a new version and re-tiers
+current scores without retraining.
 """
 
 from __future__ import annotations
@@ -51,15 +53,25 @@ class Policy:
 
 
 def probability_to_score(probability: np.ndarray) -> np.ndarray:
-    """The 0-100 score shown to reps: ``round(100 × calibrated probability)``, clipped to 0-100."""
+    """``round(100 × calibrated probability)``, clipped to 0-100: the likelihood in whole percent.
+
+    The score reps see is the rank (:func:`scoring.reference.rank`); this is only the fallback
+    for a model version without a reference and the unit of capacity cut-offs in previews.
+    """
     p = np.nan_to_num(np.asarray(probability, dtype="float64"), nan=0.0)
     return np.clip(np.rint(100.0 * p), 0, 100).astype("int64")
 
 
+def likelihood_percent(probability: np.ndarray) -> np.ndarray:
+    """The calibrated probability in percent with one decimal (the likelihood field)."""
+    p = np.nan_to_num(np.asarray(probability, dtype="float64"), nan=0.0)
+    return np.round(np.clip(100.0 * p, 0.0, 100.0), 1)
+
+
 def check_policy(mode: str, thresholds: Mapping[str, Any]) -> dict[str, float]:
     """Validated thresholds as floats; raises :class:`TierPolicyError` naming the offending key."""
-    if mode not in ("score", "capacity"):
-        raise TierPolicyError(f"tiers.mode: unknown mode {mode!r} (use 'score' or 'capacity')")
+    if mode not in ("score", "likelihood", "capacity"):
+        raise TierPolicyError(f"tiers.mode: unknown mode {mode!r} (use 'score', 'likelihood' or 'capacity')")
     values: dict[str, float] = {}
     for key, raw in thresholds.items():
         try:
@@ -115,7 +127,7 @@ def assign_tiers(
 ) -> list[str]:
     """Tier of each value under ``policy``.
 
-    Score mode: ``scores`` are 0-100 scores compared with the thresholds. Capacity mode:
+    Score and likelihood modes: ``scores`` are compared with the thresholds. Capacity mode:
     ``scores`` are ranked values (the service passes probabilities); the shares are cut on
     ``reference`` (default: ``scores`` themselves), the distribution of all current scores.
     """
@@ -182,11 +194,40 @@ def current_scores(session: Session) -> pd.DataFrame:
     return df
 
 
-def tiers_for(policy: PolicyLike, probability: np.ndarray, *, reference: np.ndarray | None = None) -> list[str]:
-    """Tiers from calibrated probabilities (scores in score mode, ranks in capacity mode)."""
+def tiers_for(
+    policy: PolicyLike,
+    probability: np.ndarray,
+    *,
+    scores: np.ndarray | Sequence[int] | None = None,
+    reference: np.ndarray | None = None,
+) -> list[str]:
+    """Tiers of leads: on their 1-99 rank ``scores`` (score mode), on the probability in percent
+    (likelihood mode) or on the probability ranked against ``reference`` (capacity mode).
+
+    Without ``scores`` the score mode ranks the probabilities against ``reference`` (default:
+    themselves), which is what scoring does when they are the champion's reference leads."""
     if policy.mode == "capacity":
         return assign_tiers(probability, policy, reference=reference)
-    return assign_tiers(probability_to_score(probability), policy)
+    if policy.mode == "likelihood":
+        return assign_tiers(likelihood_percent(probability), policy)
+    if scores is None:
+        from scoring.reference import rank
+
+        probs = np.asarray(probability, dtype="float64")
+        scores = rank(probs, np.sort(probs if reference is None else np.asarray(reference, dtype="float64")))
+    return assign_tiers(np.asarray(scores, dtype="float64"), policy)
+
+
+def champion_scores(session: Session, probability: np.ndarray) -> np.ndarray:
+    """1-99 rank scores of probabilities against the global champion's reference leads."""
+    from scoring.reference import rank
+    from scoring.registry import champion
+    from scoring.service import ensure_score_reference
+
+    mv = champion(session)
+    if mv is None:
+        return probability_to_score(probability)
+    return rank(probability, ensure_score_reference(session, mv)["probability"])
 
 
 def preview(
@@ -213,7 +254,7 @@ def preview(
     policy = Policy(mode=mode, thresholds=values)
     current = current_scores(session)
     probs = current["probability"].to_numpy()
-    new_tiers = tiers_for(policy, probs)
+    new_tiers = tiers_for(policy, probs, scores=current["score"].to_numpy())
     counts = {t: 0 for t in TIERS}
     for t in new_tiers:
         counts[t] += 1
@@ -232,8 +273,9 @@ def preview(
     }
     if mode == "capacity" and total:
         cut = capacity_cutoffs(probs, values)
-        out["score_cutoffs"] = {t: int(probability_to_score(np.array([cut[t]]))[0]) for t in ("A", "B", "C")
-                                if np.isfinite(cut[t])}
+        finite = [t for t in ("A", "B", "C") if np.isfinite(cut[t])]
+        ranked = champion_scores(session, np.array([cut[t] for t in finite]))
+        out["score_cutoffs"] = {t: int(v) for t, v in zip(finite, ranked, strict=True)}
     out["recent"] = _recent_conversion(
         session, policy, reference=probs, recent_days=recent_days, as_of=as_of, horizon_days=horizon_days,
         recent=recent,
@@ -252,6 +294,11 @@ class RecentLabelled:
     probabilities: np.ndarray
     converted: np.ndarray
     note: str | None = None
+    scores: np.ndarray | None = None  # 1-99 ranks against the champion's reference leads
+
+    def rank_scores(self) -> np.ndarray:
+        """The leads' 1-99 scores (what score-mode thresholds cut), or an empty array."""
+        return self.scores if self.scores is not None else np.zeros(len(self.probabilities), dtype="int64")
 
 
 def recent_labelled(
@@ -288,7 +335,8 @@ def recent_labelled(
     model = load_model(mv)
     frame = align_to_spec(build_feature_frame(examples, activities, examples["snapshot_at"]), model.spec)
     probs = np.asarray(model.predict_proba(frame), dtype="float64")
-    return RecentLabelled(window, probs, examples["converted"].to_numpy(dtype="float64"))
+    return RecentLabelled(window, probs, examples["converted"].to_numpy(dtype="float64"),
+                          scores=champion_scores(session, probs))
 
 
 def _recent_conversion(
@@ -309,7 +357,8 @@ def _recent_conversion(
         return {"note": recent.note, "leads": 0}
     if not len(recent.converted):
         return {**recent.window, "leads": 0}
-    tiers = tiers_for(policy, recent.probabilities, reference=reference if len(reference) else None)
+    tiers = tiers_for(policy, recent.probabilities, scores=recent.rank_scores(),
+                      reference=reference if len(reference) else None)
     y = recent.converted
     return {**recent.window, "leads": len(y), "conversion_rate": float(y.mean()),
             "by_tier": conversion_by_tier(y, tiers)}
@@ -331,7 +380,7 @@ def retier(
     current = current_scores(session)
     if current.empty:
         return 0
-    new_tiers = tiers_for(policy, current["probability"].to_numpy())
+    new_tiers = tiers_for(policy, current["probability"].to_numpy(), scores=current["score"].to_numpy())
     changed = [i for i, (old, new) in enumerate(zip(current["tier"], new_tiers, strict=True)) if old != new]
     if not changed:
         return 0
@@ -345,6 +394,8 @@ def retier(
             lead_id=old.lead_id, probability=old.probability, score=old.score, tier=new_tiers[i],
             reasons=list(old.reasons or []), model_version_id=old.model_version_id,
             model_version=versions.get(old.model_version_id or -1, ""), inputs_hash=old.inputs_hash,
+            fit_score=old.fit_score, engagement_score=old.engagement_score, as_of=old.as_of,
+            next_aging_at=old.next_aging_at,
         ))
     write_scores(session, rows, policy_id=policy.id, tier_change_hook=tier_change_hook)
     return len(rows)

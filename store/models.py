@@ -263,6 +263,16 @@ class LeadScore(Base):
     inputs_hash: Mapped[str | None] = mapped_column(String(64))
     is_current: Mapped[bool] = mapped_column(Boolean, default=True)
     scored_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # 1-99 ranks of the fit and engagement parts against the model's reference leads.
+    fit_score: Mapped[int | None] = mapped_column(Integer)
+    engagement_score: Mapped[int | None] = mapped_column(Integer)
+    # Score minus the lead's score 7 days (of the data's clock) before ``as_of``.
+    score_change: Mapped[int | None] = mapped_column(Integer)
+    # The data's clock the features were computed at (the CRM's time; ``scored_at`` is wall time).
+    as_of: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When a feature window (7/30/90 days) or the 7-day change baseline next moves for this lead:
+    # the score ages then, so the lead is rescored even without new activity.
+    next_aging_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class Outbox(Base):

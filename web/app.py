@@ -405,13 +405,13 @@ def create_app(
             if recent.note:
                 raise EconomicsError(recent.note)
             suggestion = suggest_thresholds(recent.probabilities, recent.converted, conversion_value=value,
-                                            touch_cost=cost)
+                                            touch_cost=cost, scores=recent.scores)
             manual_value = None
             try:
                 mode, manual = _policy_args(request)
                 manual_value = policy_value(recent.probabilities, recent.converted,
                                             Policy(mode, check_policy(mode, manual)), conversion_value=value,
-                                            touch_cost=cost)
+                                            touch_cost=cost, scores=recent.scores)
             except LeadscoreError:
                 manual_value = None  # the manual thresholds are invalid right now; the preview says why
         except (EconomicsError, LeadscoreError) as exc:

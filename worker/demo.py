@@ -80,8 +80,8 @@ def demo_config(info: dict[str, Any], *, min_per_class: int = 500) -> dict[str, 
              "ca_bundle": sf["ca_bundle"], "login_via_instance": True},
             {"name": "hubspot", "kind": "hubspot", "host": hs["host"], "access_token_env": HS_TOKEN_ENV},
         ],
-        # Capacity tiers: the top 5 % of open leads are A, the next 15 % B, the next 30 % C.
-        "tiers": {"mode": "capacity", "thresholds": {"A": 5, "B": 15, "C": 30}},
+        # Score tiers on the 1-99 rank: A outranks 95 % of the champion's reference leads.
+        "tiers": {"mode": "score", "thresholds": {"A": 95, "B": 80, "C": 50}},
         "routing": [
             {"to": "A", "actions": [
                 {"type": "assign_owner", "queue": "SDR Queue", "connections": ["salesforce"]},
@@ -307,6 +307,8 @@ def _run_loop(sim: Any, runtime: Any, out_dir: Path, report_path: Path | None) -
 
     with _step("a week passes in the CRMs: incremental sync, rescoring what changed, write-back, routing"):
         week = sim.advance(7)
+        # During the week reps looked at the scores and flagged some (read back by the sync).
+        feedback_left = sim.reps_leave_feedback()
         before = _calls(sim)
         for conn in runtime.config.connections:
             _call(tasks.sync_connection, conn.name, eager=eager)
@@ -332,6 +334,8 @@ def _run_loop(sim: Any, runtime: Any, out_dir: Path, report_path: Path | None) -
         "writeback": _writeback_counts(runtime, writes, _tally(writeback.CALLS_BY_KIND, writeback_before)
                                        if eager else None),
         "tiers": evaluation["tiers"],
+        "held_out": {"conversion_rate": evaluation["overall_conversion_rate"],
+                     "tier_a_lift": evaluation["tier_a_lift"]},
         "routing": {**_routing_counts(runtime),
                     "api_calls": _tally(routing.CALLS_BY_KIND, routing_before) if eager else None},
         "refused": _refused(runtime),
@@ -343,6 +347,8 @@ def _run_loop(sim: Any, runtime: Any, out_dir: Path, report_path: Path | None) -
         "models_compared": {f: round(m["test"]["auc"], 4) for f, m in trained["metrics"].items()},
     }
     summary.update(_population(runtime))
+    summary["rep_view"] = _rep_view(runtime)
+    summary["rep_view"]["feedback_left_in_crmsim"] = feedback_left
     if report_path is not None:
         from scoring.report import render_report
         from store.db import unit_of_work
@@ -351,6 +357,77 @@ def _run_loop(sim: Any, runtime: Any, out_dir: Path, report_path: Path | None) -
             report_path.parent.mkdir(parents=True, exist_ok=True)
             report_path.write_text(render_report(session), encoding="utf-8")
     return summary
+
+
+def _rep_view(runtime: Any) -> dict[str, Any]:
+    """What reps see, measured: score spread, reason repetition, rescoring, fields in the CRMs."""
+    from datetime import timedelta
+
+    from sqlalchemy import func, select
+
+    from connectors.base import ConnectionSecrets
+    from connectors.writeback import make_client, score_field_names
+    from scoring.service import crm_now
+    from store.db import unit_of_work
+    from store.models import Lead, LeadScore
+
+    out: dict[str, Any] = {}
+    with unit_of_work(runtime.engine) as session:
+        now = crm_now(session)
+        recent = session.execute(
+            select(LeadScore.score).join(Lead, Lead.id == LeadScore.lead_id).where(
+                LeadScore.is_current.is_(True), Lead.is_deleted.is_(False), Lead.is_converted.is_(False),
+                Lead.crm_created_at >= now - timedelta(days=60))).scalars().all()
+        bins = [0] * 10
+        for score in recent:
+            bins[min(max(int(score) - 1, 0) // 10, 9)] += 1
+        out["recent_open_leads"] = len(recent)
+        out["score_deciles"] = [round(b / len(recent), 4) if recent else 0.0 for b in bins]
+        current = session.execute(select(LeadScore.reasons).where(LeadScore.is_current.is_(True))).scalars().all()
+        counts: dict[str, int] = {}
+        for reasons in current:
+            for text in set(reasons or []):
+                counts[text] = counts.get(text, 0) + 1
+        top = max(counts.items(), key=lambda kv: kv[1]) if counts else ("", 0)
+        out["reasons"] = {"scored_leads": len(current), "distinct": len(counts), "most_common": top[0],
+                          "max_share": round(top[1] / len(current), 4) if current else 0.0,
+                          "leads_without_reasons": sum(1 for r in current if not r)}
+        multi = session.execute(
+            select(LeadScore.lead_id).group_by(LeadScore.lead_id)
+            .having(func.count(func.distinct(LeadScore.as_of)) >= 2)).scalars().all()
+        # The example shown is a lead whose score moved during the week, if any did.
+        moved = session.execute(
+            select(Lead.crm_id).join(LeadScore, LeadScore.lead_id == Lead.id)
+            .where(LeadScore.is_current.is_(True), LeadScore.score_change != 0).order_by(Lead.id).limit(1)
+        ).scalar()
+        example = moved or (session.get(Lead, multi[0]).crm_id if multi else None)  # type: ignore[union-attr]
+        out["rescored_in_week"] = {"leads": len(multi), "example_crm_id": example}
+        from scoring.feedback import feedback_summary
+
+        fb = feedback_summary(session, runtime.config)
+        out["feedback"] = {k: fb[k] for k in ("leads_with_feedback", "by_tier", "outcomes")}
+    fields_seen: dict[str, Any] = {}
+    for conn in runtime.config.connections:
+        names = score_field_names(conn)
+        client = make_client(conn, ConnectionSecrets.from_env(conn))
+        wanted = [names.score, names.likelihood, names.fit, names.engagement, names.score_change, names.tier,
+                  names.reasons]
+        if conn.kind == "salesforce":
+            result = client.request(lambda sf, w=wanted, n=names: sf.query(
+                f"SELECT Id, {', '.join(w)} FROM Lead WHERE {n.score_change} != null AND {n.score_change} != 0 "
+                "LIMIT 3"))
+            fields_seen[conn.name] = [{k: r.get(k) for k in ["Id", *wanted]} for r in result.get("records") or []]
+        else:
+            body = {"filterGroups": [{"filters": [
+                {"propertyName": names.score_change, "operator": "HAS_PROPERTY"},
+                {"propertyName": names.score_change, "operator": "NEQ", "value": "0"}]}],
+                "properties": wanted, "limit": 3}
+            found = client.request(lambda c, b=body: c.api("objects.search").do_search(
+                "contacts", b, _preload_content=False))
+            fields_seen[conn.name] = [{"id": r.get("id"), **{k: (r.get("properties") or {}).get(k) for k in wanted}}
+                                      for r in (found.get("results") or [])]
+    out["crm_fields_sample"] = fields_seen
+    return out
 
 
 def _population(runtime: Any) -> dict[str, int]:
@@ -427,7 +504,7 @@ def _evaluate(runtime: Any, sim: Any, trained: dict[str, Any]) -> dict[str, Any]
 
     from scoring import registry
     from scoring.dataset import LEAD_ID_COLUMN, SPLIT_COLUMN, TARGET, build_training_set
-    from scoring.tiers import active_policy, tiers_for
+    from scoring.tiers import active_policy, champion_scores, tiers_for
     from scoring.training import split_frame
     from store.db import unit_of_work
     from store.models import Lead
@@ -449,8 +526,9 @@ def _evaluate(runtime: Any, sim: Any, trained: dict[str, Any]) -> dict[str, Any]
         crm_of = {lid: (kind, crm_id) for lid, kind, crm_id in session.execute(
             select(Lead.id, _connection_kind(), Lead.crm_id).where(Lead.id.in_(set(lead_ids)))).all()}
         policy = active_policy(session, runtime.config.tiers)
-        # Capacity shares are cut on these test leads themselves: "the top 5 % of them are A".
-        tiers = tiers_for(policy, proba)
+        # Score tiers rank the test leads against the champion's reference (capacity shares would
+        # be cut on these test leads themselves).
+        tiers = tiers_for(policy, proba, scores=champion_scores(session, proba))
     y_test = y[test]
     oracle = np.array([truth.get(crm_of.get(lid, ("", "")), {}).get("true_probability", np.nan) for lid in lead_ids],
                       dtype=float)
@@ -460,7 +538,11 @@ def _evaluate(runtime: Any, sim: Any, trained: dict[str, Any]) -> dict[str, Any]
         mask = np.array([t == tier for t in tiers])
         by_tier[tier] = {"leads": int(mask.sum()),
                          "conversion_rate": round(float(y_test[mask].mean()), 4) if mask.any() else 0.0}
+    overall = float(y_test.mean()) if len(y_test) else 0.0
+    a_rate = float(by_tier["A"]["conversion_rate"])
     return {
+        "overall_conversion_rate": round(overall, 4),
+        "tier_a_lift": round(a_rate / overall, 2) if overall else None,
         "test_auc": round(float(roc_auc_score(y_test, proba)), 4),
         "oracle_auc": round(float(roc_auc_score(y_test[known], oracle[known])), 4) if known.any() else None,
         "tiers": by_tier,
@@ -504,6 +586,20 @@ def _print_summary(summary: dict[str, Any]) -> None:
     calls = routing.get("api_calls") or {}
     console.print("routing: " + ", ".join(f"{k} {v}" for k, v in routing.items() if k != "api_calls")
                   + (f" in {calls['salesforce']} Salesforce and {calls['hubspot']} HubSpot API calls" if calls else ""))
+    rep = summary.get("rep_view") or {}
+    if rep:
+        deciles = " ".join(f"{share:.0%}" for share in rep["score_deciles"])
+        console.print(f"score deciles 1-10 … 91-99 of {rep['recent_open_leads']:,} open leads created in the last "
+                      f"60 days: {deciles}", highlight=False)
+        reasons = rep["reasons"]
+        console.print(f"most common reason on {reasons['max_share']:.0%} of scored leads: "
+                      f"{reasons['most_common'] or '(none)'}", markup=False, highlight=False)
+        fb = rep.get("feedback") or {}
+        console.print(f"rep feedback read back from the CRMs: {fb.get('leads_with_feedback', 0):,} leads "
+                      f"(left in crmsim: {rep.get('feedback_left_in_crmsim')})", markup=False, highlight=False)
+        console.print(f"rescored during the simulated week: {rep['rescored_in_week']['leads']:,} leads "
+                      f"(e.g. leadscore explain {rep['rescored_in_week']['example_crm_id']} --history)",
+                      markup=False, highlight=False)
     refused = summary.get("refused") or {}
     console.print("CRM refusals met: " + (", ".join(f"{k} {v}" for k, v in refused.items()) or "none"),
                   markup=False)

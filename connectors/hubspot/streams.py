@@ -124,7 +124,11 @@ class HubSpotConnector:
         score = set(conn.score_fields.model_dump().values()) if conn.score_fields else set()
         self.field_map = {k: v for k, v in conn.field_map.items() if k not in score}
         extra = [k for k in self.field_map if not k.startswith("company.") and k not in CONTACT_PROPERTIES]
-        self.contact_properties = list(CONTACT_PROPERTIES) + extra
+        # Rep feedback on the score is read back like any contact property (kept in lead.raw).
+        feedback = [getattr(conn.score_fields, k, None) for k in ("feedback", "feedback_comment")] \
+            if conn.score_fields else []
+        self.contact_properties = list(CONTACT_PROPERTIES) + extra + [
+            f for f in feedback if f and f not in CONTACT_PROPERTIES and f not in extra]
         self.companies: dict[str, dict[str, Any]] = {}  # company id -> payload, read this run
         self.skipped_streams: dict[str, str] = {}  # stream -> why it was skipped this run
 

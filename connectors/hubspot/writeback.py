@@ -37,13 +37,20 @@ def hubspot_datetime(when: datetime) -> str:
 def contact_properties(payload: dict[str, Any], fields: HubSpotFields) -> dict[str, str]:
     """The contact property values (strings) of an outbox payload."""
     scored_at = parse_crm_datetime(payload["scored_at"], "scored_at")
-    return {
+    values = {
         fields.score: str(int(payload["score"])),
         fields.tier: str(payload["tier"]),
         fields.reasons: str(payload.get("reasons") or "")[:REASONS_MAX],
         fields.model: str(payload.get("model") or ""),
         fields.scored_at: hubspot_datetime(scored_at),
     }
+    # Same batch input as the score; only when the payload carries them (older outbox rows do not).
+    if payload.get("likelihood") is not None:
+        values[fields.likelihood] = f"{float(payload['likelihood']):g}"
+    for key in ("fit", "engagement", "score_change"):
+        if payload.get(key) is not None:
+            values[getattr(fields, key)] = str(int(payload[key]))
+    return values
 
 
 def batch_inputs(items: Sequence[OutboxItem], fields: HubSpotFields) -> list[dict[str, Any]]:

@@ -100,6 +100,10 @@ class SalesforceConnector:
         out = list(fields)
         if sobject == "Lead":
             out += [f for f in self.field_map if f not in out]
+            # Rep feedback on the score is read back like any lead field (kept in lead.raw).
+            names = self.conn.score_fields
+            feedback = [getattr(names, k, None) for k in ("feedback", "feedback_comment")] if names else []
+            out += [f for f in feedback if f and f not in out]
         return out
 
     def _query(self, soql: str) -> dict[str, Any]:

@@ -47,13 +47,21 @@ def salesforce_datetime(when: datetime) -> str:
 def lead_values(payload: dict[str, Any], fields: SalesforceFields) -> dict[str, Any]:
     """The Lead field values of an outbox payload, in the types Salesforce stores them."""
     scored_at = parse_crm_datetime(payload["scored_at"], "scored_at")
-    return {
+    values: dict[str, Any] = {
         fields.score: int(payload["score"]),
         fields.tier: str(payload["tier"]),
         fields.reasons: str(payload.get("reasons") or "")[:REASONS_MAX] or None,
         fields.model: str(payload.get("model") or "")[:MODEL_MAX] or None,
         fields.scored_at: salesforce_datetime(scored_at),
     }
+    # Written in the same record as the score, only when the payload carries them (outbox rows
+    # queued before these fields existed do not).
+    if payload.get("likelihood") is not None:
+        values[fields.likelihood] = round(float(payload["likelihood"]), 1)
+    for key in ("fit", "engagement", "score_change"):
+        if payload.get(key) is not None:
+            values[getattr(fields, key)] = int(payload[key])
+    return values
 
 
 def composite_body(items: Sequence[OutboxItem], fields: SalesforceFields, api_version: str) -> dict[str, Any]:

@@ -85,7 +85,9 @@ INDUSTRIES = ("Agriculture", "Apparel", "Banking", "Biotechnology", "Chemicals",
 TASK_TYPES = ("Call", "Email", "Meeting", "Other", "Email Sent", "Email Opened", "Email Clicked",
               "Web Visit", "Form Submit", "Content Download")
 CUSTOM_LEAD_FIELDS = ("Lead_Score__c", "Lead_Tier__c", "Lead_Score_Reasons__c", "Lead_Score_Model__c",
-                      "Lead_Scored_At__c")
+                      "Lead_Scored_At__c", "Lead_Conversion_Likelihood__c", "Lead_Fit_Score__c",
+                      "Lead_Engagement_Score__c", "Lead_Score_Change__c", "Lead_Score_Feedback__c",
+                      "Lead_Score_Feedback_Comment__c")
 
 LEAD = SObjectDef("Lead", "00Q", "Lead", "Leads", (
     ID,
@@ -120,6 +122,16 @@ LEAD = SObjectDef("Lead", "00Q", "Lead", "Leads", (
     FieldDef("Lead_Score_Reasons__c", "string", custom=True, length=255, label="Lead Score Reasons"),
     FieldDef("Lead_Score_Model__c", "string", custom=True, length=64, label="Lead Score Model"),
     FieldDef("Lead_Scored_At__c", "datetime", custom=True, label="Lead Scored At"),
+    FieldDef("Lead_Conversion_Likelihood__c", "percent", custom=True, precision=4, scale=1,
+             label="Lead Conversion Likelihood"),
+    FieldDef("Lead_Fit_Score__c", "double", custom=True, precision=2, scale=0, label="Lead Fit Score"),
+    FieldDef("Lead_Engagement_Score__c", "double", custom=True, precision=2, scale=0,
+             label="Lead Engagement Score"),
+    FieldDef("Lead_Score_Change__c", "double", custom=True, precision=3, scale=0, label="Lead Score Change"),
+    FieldDef("Lead_Score_Feedback__c", "picklist", custom=True, length=255,
+             picklist=("Too high", "Too low", "About right"), restricted=True, label="Lead Score Feedback"),
+    FieldDef("Lead_Score_Feedback_Comment__c", "string", custom=True, length=255,
+             label="Lead Score Feedback Comment"),
 ))
 
 TASK = SObjectDef("Task", "00T", "Task", "Tasks", (

@@ -28,7 +28,11 @@ from tests.connectors.test_writeback_support import (
 
 REPO = Path(__file__).resolve().parents[2]
 SCORE_PROPERTIES = ["leadscore_score", "leadscore_tier", "leadscore_reasons", "leadscore_model",
-                    "leadscore_scored_at"]
+                    "leadscore_scored_at", "leadscore_likelihood", "leadscore_fit", "leadscore_engagement",
+                    "leadscore_score_change", "leadscore_feedback", "leadscore_feedback_comment"]
+LEAD_FIELDS = ["Lead_Score__c", "Lead_Tier__c", "Lead_Score_Reasons__c", "Lead_Score_Model__c", "Lead_Scored_At__c",
+               "Lead_Conversion_Likelihood__c", "Lead_Fit_Score__c", "Lead_Engagement_Score__c",
+               "Lead_Score_Change__c", "Lead_Score_Feedback__c", "Lead_Score_Feedback_Comment__c"]
 
 
 @pytest.fixture
@@ -42,17 +46,18 @@ def test_salesforce_without_the_fields_tells_the_admin_what_to_create(sim: CRMSi
     sim.salesforce.store.custom_fields_present = False
     [result] = crm_setup(app_config(sim), secrets_for(sim), connection="sf")
     assert not result.ok
-    assert [s.name for s in result.missing] == ["Lead_Score__c", "Lead_Tier__c", "Lead_Score_Reasons__c",
-                                                "Lead_Score_Model__c", "Lead_Scored_At__c"]
+    assert [s.name for s in result.missing] == LEAD_FIELDS
     text = "\n".join(admin_instructions(result))
     assert "Lead_Score__c" in text and "Number(3, 0)" in text
     assert "Lead_Score_Reasons__c" in text and "Text(255)" in text
     assert "Lead_Tier__c" in text and "A, B, C, D" in text
-    assert result.summary() == "sf (salesforce): 5 custom fields missing on Lead (an admin must add them)"
+    assert "Lead_Conversion_Likelihood__c" in text and "Percent(3, 1)" in text
+    assert "Lead_Score_Feedback__c" in text and "Too high, Too low, About right" in text
+    assert result.summary() == "sf (salesforce): 11 custom fields missing on Lead (an admin must add them)"
 
     sim.salesforce.store.custom_fields_present = True
     [again] = crm_setup(app_config(sim), secrets_for(sim), connection="sf")
-    assert again.ok and len(again.present) == 5 and again.missing == []
+    assert again.ok and again.present == LEAD_FIELDS and again.missing == []
 
 
 def test_hubspot_properties_are_created_once(sim: CRMSim) -> None:
@@ -64,6 +69,8 @@ def test_hubspot_properties_are_created_once(sim: CRMSim) -> None:
     assert tier is not None and tier["type"] == "enumeration"
     assert [o["value"] for o in tier["options"]] == ["A", "B", "C", "D"]
     assert store.property_def("contacts", "leadscore_scored_at")["type"] == "datetime"  # type: ignore[index]
+    feedback = store.property_def("contacts", "leadscore_feedback")
+    assert feedback is not None and [o["value"] for o in feedback["options"]] == ["Too high", "Too low", "About right"]
 
     [again] = crm_setup(app_config(sim), secrets_for(sim), connection="hs")
     assert again.ok and again.created == [] and again.present == SCORE_PROPERTIES
@@ -102,7 +109,7 @@ def test_cli_crm_setup_and_writeback(sim: CRMSim, tmp_path: Path, sqlite_engine:
     failed = _cli(sim, tmp_path, db_url, "crm", "setup")
     assert failed.returncode == 1
     assert "Lead_Scored_At__c" in failed.stdout and "Date/Time" in failed.stdout
-    assert "crm setup incomplete: sf (salesforce): 5 custom fields missing on Lead" in failed.stderr
+    assert "crm setup incomplete: sf (salesforce): 11 custom fields missing on Lead" in failed.stderr
     assert "Traceback" not in failed.stderr
     # HubSpot was set up in the same run even though Salesforce is blocked.
     assert sim.hubspot.store.property_def("contacts", "leadscore_tier") is not None

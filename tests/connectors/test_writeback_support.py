@@ -162,15 +162,11 @@ def hs_api_writes(sim: CRMSim, prop: str = "leadscore_score") -> dict[str, int]:
 
 
 def create_hubspot_score_properties(sim: CRMSim) -> None:
-    """The five leadscore_* properties, created directly in crmsim's store (what `crm setup` does)."""
+    """Every leadscore_* contact property, created directly in crmsim's store (what `crm setup` does)."""
+    from config.app_config import HubSpotFields
+    from connectors.setup import hubspot_property_specs
+
     store = sim.hubspot.store
-    specs = [("leadscore_score", "number", "number"), ("leadscore_tier", "enumeration", "select"),
-             ("leadscore_reasons", "string", "text"), ("leadscore_model", "string", "text"),
-             ("leadscore_scored_at", "datetime", "date")]
-    for name, type_, field_type in specs:
-        if store.property_def("contacts", name) is None:
-            spec: dict[str, Any] = {"name": name, "label": name, "type": type_, "fieldType": field_type,
-                                    "groupName": "contactinformation"}
-            if type_ == "enumeration":
-                spec["options"] = [{"label": t, "value": t, "displayOrder": i} for i, t in enumerate("ABCD")]
-            store.create_property("contacts", spec)
+    for spec in hubspot_property_specs(HubSpotFields()):
+        if store.property_def("contacts", spec["name"]) is None:
+            store.create_property("contacts", dict(spec))

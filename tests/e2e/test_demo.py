@@ -50,6 +50,23 @@ def test_demo_runs_the_whole_loop_and_writes_the_json_contract(tmp_path: Path) -
     routed = sum(v for k, v in summary["routing"].items() if k != "api_calls")
     calls = summary["routing"]["api_calls"]
     assert routed > 0 and 0 < calls["salesforce"] + calls["hubspot"] <= -(-routed // 100) * 4
+    # What a rep sees: ranks spread over 1-99, reasons that are not boilerplate, rescoring during
+    # the simulated week, the new fields in both CRMs (read back through the real clients), feedback.
+    rep = summary["rep_view"]
+    assert rep["recent_open_leads"] > 0 and abs(sum(rep["score_deciles"]) - 1) < 0.01
+    assert max(rep["score_deciles"]) <= 0.3
+    assert 0 < rep["reasons"]["max_share"] <= 0.4
+    assert rep["rescored_in_week"]["leads"] > 0 and rep["rescored_in_week"]["example_crm_id"]
+    for crm, fields in (("salesforce", ("Lead_Conversion_Likelihood__c", "Lead_Fit_Score__c",
+                                        "Lead_Engagement_Score__c", "Lead_Score_Change__c")),
+                        ("hubspot", ("leadscore_likelihood", "leadscore_fit", "leadscore_engagement",
+                                     "leadscore_score_change"))):
+        sample = rep["crm_fields_sample"][crm]  # leads whose 7-day change is not zero
+        assert sample and all(row[f] is not None for row in sample for f in fields)
+        assert all(str(row[fields[-1]]) not in ("0", "0.0") for row in sample)
+    assert rep["feedback"]["leads_with_feedback"] > 0
+    assert rep["feedback"]["leads_with_feedback"] <= sum(
+        sum(v.values()) for v in rep["feedback_left_in_crmsim"].values())
     assert "leadscore demo" in result.stdout
     assert report.read_text().lstrip().lower().startswith("<!doctype html")
     assert (tmp_path / "var" / "demo" / "leadscore.db").exists()

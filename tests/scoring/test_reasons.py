@@ -88,3 +88,57 @@ def test_join_reasons_keeps_whole_sentences_within_the_limit() -> None:
     assert join_reasons(["+ " + "y" * 400]).endswith("…") and len(join_reasons(["+ " + "y" * 400])) == 255
     assert reason_strings([Reason("Free-mail address", -0.4), Reason("Met twice", 0.9)]) == [
         "- Free-mail address", "+ Met twice"]
+
+
+def test_reasons_compare_with_typical_leads_group_by_sub_score_and_skip_the_common() -> None:
+    from scoring.reasons import is_absence, typical_values
+
+    result, tset = synthetic_training()
+    sample = tset.frame.sample(400, random_state=2)
+    typical = typical_values(sample)
+    # Sentences that a large share of these leads would get are never reasons.
+    assert typical["common"] and all(share > 0.25 for share in typical["common"].values())
+    lead = _hot_lead(tset.frame)
+    (reasons,) = explain(result.model.contributions(lead), lead, typical=typical)
+    pricing = [r for r in reasons if "pricing" in r.text]
+    assert pricing and pricing[0].group == "engagement" and pricing[0].impact > 0
+    zero_share = typical["numeric"]["high_intent_visits_7d"]["zero"]
+    assert pricing[0].text.endswith("; most leads have none") == (zero_share >= 0.5)
+    assert reason_strings(pricing)[0].startswith("+ Engagement: ")
+    all_reasons = explain(result.model.contributions(sample), sample, typical=typical)
+    rows = sample.to_dict(orient="records")
+    for _values, row_reasons in zip(rows, all_reasons, strict=True):
+        for r in row_reasons:
+            assert r.text not in typical["common"]
+            assert r.group in ("fit", "engagement")
+            if r.impact > 0:  # an absence never reads as a plus
+                assert not r.text.startswith("No "), r.text
+    counts: dict[str, int] = {}
+    for row_reasons in all_reasons:
+        for r in row_reasons:
+            counts[r.text] = counts.get(r.text, 0) + 1
+    assert max(counts.values()) / len(all_reasons) <= 0.4
+    assert is_absence("type:call", {"call_7d": 0, "call_30d": 0, "call_90d": 0})
+    assert not is_absence("type:call", {"call_7d": 0, "call_30d": 1, "call_90d": 1})
+    assert rows  # the sample is not empty
+
+
+@pytest.mark.parametrize(
+    ("concept", "values", "text"),
+    [
+        ("committee_size", {"committee_size": 1}, "1 colleague became a lead in the last 90 days"),
+        ("engagement_velocity", {"engagement_velocity": 1},
+         "Engagement rising: 1 more action than in the 30 days before"),
+        ("engagement_velocity", {"engagement_velocity": -3},
+         "Engagement falling: 3 fewer actions than in the 30 days before"),
+        ("type:web_visit", {"web_visit_7d": 3}, "3 website visits in the last 7 days; most leads have none"),
+        ("type:web_visit", {"web_visit_7d": 0, "web_visit_30d": 0, "web_visit_90d": 0},
+         "No website visits in the last 90 days; most leads have some"),
+        ("engagement_30d", {"engagement_30d": 9}, "9 engagements in the last 30 days (typical lead: 2)"),
+    ],
+)
+def test_render_with_typical_values(concept: str, values: dict[str, object], text: str) -> None:
+    typical = {"numeric": {"web_visit_7d": {"zero": 0.8, "median": 0.0},
+                           "web_visit_90d": {"zero": 0.3, "median": 2.0},
+                           "engagement_30d": {"zero": 0.2, "median": 2.0}}}
+    assert render(concept, values, typical) == text

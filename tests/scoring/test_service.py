@@ -95,12 +95,23 @@ def test_score_writes_current_rows_outbox_and_calls_the_hook(any_session: Sessio
     current = _current(any_session)
     assert set(current) == open_ids and deleted.id not in current
     assert len(calls) == len(open_ids) and all(prev is None for _, prev, _ in calls)
-    some = next(iter(current.values()))
-    assert some.score == int(np.clip(round(100 * some.probability), 0, 100))
+    # The score is the rank among the champion's reference leads (built and stored on first use).
+    reference = mv.params["score_reference"]
+    assert reference["n"] > 0 and len(reference["probability"]) == min(reference["n"], 5000)
+    some = max(current.values(), key=lambda s: len(s.reasons))
+    ref = np.asarray(reference["probability"])
+    share = (np.sum(ref < some.probability) + 0.5 * np.sum(ref == some.probability)) / len(ref)
+    assert some.score == int(np.clip(np.rint(100 * share), 1, 99))
+    assert all(1 <= s.score <= 99 and 1 <= (s.fit_score or 0) <= 99 and 1 <= (s.engagement_score or 0) <= 99
+               for s in current.values())
     assert some.model_version_id == mv.id and some.tier in "ABCD" and some.reasons
+    assert some.score_change == 0 and some.as_of == AS_OF
     outbox = any_session.scalars(select(Outbox).where(Outbox.lead_id == some.lead_id)).one()
     assert outbox.status == "pending" and outbox.kind == "score_fields" and outbox.lead_score_id == some.id
-    assert set(outbox.payload) == {"score", "tier", "reasons", "model", "scored_at"}
+    assert set(outbox.payload) == {"score", "tier", "reasons", "model", "scored_at", "likelihood", "fit",
+                                   "engagement", "score_change"}
+    assert outbox.payload["likelihood"] == round(100 * some.probability, 1)
+    assert (outbox.payload["fit"], outbox.payload["engagement"]) == (some.fit_score, some.engagement_score)
     assert outbox.payload["score"] == some.score and outbox.payload["model"] == mv.version
     assert outbox.payload["reasons"] == "; ".join(some.reasons) and len(outbox.payload["reasons"]) <= 255
     assert datetime.fromisoformat(outbox.payload["scored_at"]).tzinfo is not None
@@ -223,7 +234,8 @@ def test_explain_by_crm_id_or_internal_id(any_session: Session) -> None:
     lead = any_session.scalars(select(Lead).order_by(Lead.id).limit(1)).one()
     by_crm = explain_lead(any_session, lead.crm_id)
     assert by_crm == explain_lead(any_session, str(lead.id))
-    assert by_crm["model"] == mv.version and by_crm["tier"] in "ABCD" and by_crm["reasons"]
+    assert by_crm["model"] == mv.version and by_crm["tier"] in "ABCD"
+    assert 1 <= by_crm["score"] <= 99 and abs(by_crm["likelihood"] - 100 * by_crm["probability"]) <= 0.06
     with pytest.raises(LeadscoreError, match="no lead"):
         explain_lead(any_session, "00Qnope")
 

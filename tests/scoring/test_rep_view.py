@@ -1,0 +1,166 @@
+"""What a rep sees: rank score, likelihood, fit/engagement, ageing, 7-day change, history, tiers."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import numpy as np
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from scoring import registry
+from scoring.reference import rank
+from scoring.service import explain_lead, score_leads, stale_lead_ids
+from scoring.tiers import Policy, set_policy, tiers_for
+from store.models import Lead, LeadScore, Outbox
+from tests.factories import BASE_TIME, add_activities, make_lead, synthetic_population, synthetic_training
+
+AS_OF = BASE_TIME + timedelta(days=500)
+
+
+def _champion(session: Session) -> registry.ModelVersion:
+    result, tset = synthetic_training()
+    return registry.register(session, result, train_window=tset.window, status="champion")
+
+
+def _current(session: Session, lead_id: int) -> LeadScore:
+    return session.scalars(select(LeadScore).where(LeadScore.lead_id == lead_id, LeadScore.is_current.is_(True))).one()
+
+
+def _outbox_count(session: Session, lead_id: int | None = None) -> int:
+    stmt = select(func.count()).select_from(Outbox)
+    if lead_id is not None:
+        stmt = stmt.where(Outbox.lead_id == lead_id)
+    return int(session.scalar(stmt) or 0)
+
+
+def test_rank_is_the_share_of_reference_leads_outranked() -> None:
+    ref = np.sort(np.linspace(0.0, 1.0, 101))
+    assert rank(np.array([-1.0, 0.5, 2.0]), ref).tolist() == [1, 50, 99]
+    assert rank(np.array([0.905]), ref).tolist() == [90]  # outranks 91 of 101
+    assert rank(np.array([0.3]), []).tolist() == [50]
+
+
+def test_a_quiet_lead_ages_its_engagement_falls_and_fields_are_rewritten_only_on_change(
+    any_session: Session,
+) -> None:
+    conn = synthetic_population(any_session, leads=200, seed=7)
+    _champion(any_session)
+    hot = make_lead(any_session, conn, crm_created_at=AS_OF - timedelta(days=12), title="VP Engineering")
+    # A burst of engagement in the last days, then nothing more.
+    add_activities(any_session, hot, [
+        *(("web_visit", AS_OF - timedelta(days=2, hours=h), "/pricing") for h in range(6)),
+        ("meeting", AS_OF - timedelta(days=3), "Intro call"),
+        *(("email_click", AS_OF - timedelta(days=4, hours=h), None) for h in range(3)),
+    ])
+    first = score_leads(any_session, as_of=AS_OF)
+    assert first.scored == 201
+    start = _current(any_session, hot.id)
+    assert start.engagement_score is not None and start.engagement_score >= 80
+    assert start.next_aging_at == AS_OF - timedelta(days=4, hours=2) + timedelta(days=7)
+    written = _outbox_count(any_session, hot.id)
+    assert written == 1
+
+    # One quiet day: no window moved (the first moves at 2 days 22 hours), nothing is rescored or written.
+    score_leads(any_session, as_of=AS_OF + timedelta(days=1))
+    assert _current(any_session, hot.id).id == start.id and _outbox_count(any_session, hot.id) == written
+
+    # Eight quiet days: the 7-day window emptied; the lead is rescored.
+    assert hot.id in stale_lead_ids(any_session, [registry.champion(any_session).id],  # type: ignore[union-attr]
+                                     as_of=AS_OF + timedelta(days=8))
+    total_before = _outbox_count(any_session)
+    day8 = score_leads(any_session, as_of=AS_OF + timedelta(days=8))
+    later = _current(any_session, hot.id)
+    assert later.id != start.id and later.as_of == AS_OF + timedelta(days=8)
+    assert later.score_change == later.score - start.score
+    # Every rescored lead got a CRM write only if something a rep sees changed.
+    rescored = list(any_session.scalars(
+        select(LeadScore).where(LeadScore.as_of == AS_OF + timedelta(days=8), LeadScore.is_current.is_(True))))
+    assert len(rescored) == day8.scored > 0
+    shown_changed = 0
+    for row in rescored:
+        before = any_session.scalars(
+            select(LeadScore).where(LeadScore.lead_id == row.lead_id, LeadScore.id < row.id)
+            .order_by(LeadScore.id.desc()).limit(1)).one()
+        fields = ("score", "tier", "reasons", "fit_score", "engagement_score", "score_change")
+        same = all(getattr(before, f) == getattr(row, f) for f in fields) \
+            and round(100 * before.probability, 1) == round(100 * row.probability, 1)
+        shown_changed += not same
+    assert _outbox_count(any_session) - total_before == day8.outbox_rows == shown_changed
+
+    # Long after the last event every window is empty: the engagement score has fallen.
+    score_leads(any_session, as_of=AS_OF + timedelta(days=95))
+    cold = _current(any_session, hot.id)
+    assert cold.as_of == AS_OF + timedelta(days=95)
+    assert cold.engagement_score is not None and cold.engagement_score < start.engagement_score - 30
+    assert cold.next_aging_at is None or cold.score_change != 0
+
+
+def test_change_over_seven_days_and_history(any_session: Session) -> None:
+    conn = synthetic_population(any_session, leads=80, seed=8)
+    _champion(any_session)
+    lead = make_lead(any_session, conn, crm_created_at=AS_OF - timedelta(days=20))
+    score_leads(any_session, as_of=AS_OF)
+    before = _current(any_session, lead.id)
+    assert before.score_change == 0
+    # A week later the lead comes back hot.
+    week = AS_OF + timedelta(days=7)
+    add_activities(any_session, lead, [
+        *(("web_visit", week - timedelta(hours=h + 1), "/pricing") for h in range(5)),
+        ("meeting", week - timedelta(hours=8), None),
+    ])
+    any_session.execute(
+        Lead.__table__.update().where(Lead.id == lead.id).values(inputs_changed_at=week)  # type: ignore[attr-defined]
+    )
+    score_leads(any_session, as_of=week)
+    after = _current(any_session, lead.id)
+    assert after.score > before.score and after.score_change == after.score - before.score
+    info = explain_lead(any_session, lead.crm_id, history=True)
+    assert [h["score"] for h in info["history"]] == [before.score, after.score]
+    assert info["score_change"] == after.score_change and info["history"][-1]["as_of"] == week.isoformat()
+    assert all(h["model"] for h in info["history"])
+    outbox = any_session.scalars(select(Outbox).where(Outbox.lead_id == lead.id).order_by(Outbox.id.desc())).first()
+    assert outbox is not None and outbox.payload["score_change"] == after.score_change
+
+
+def test_likelihood_tiers_cut_the_probability_and_score_tiers_the_rank(any_session: Session) -> None:
+    probs = np.array([0.02, 0.12, 0.31, 0.6])
+    ranks = np.array([35, 75, 92, 99])
+    assert tiers_for(Policy("likelihood", {"A": 30, "B": 10, "C": 5}), probs) == ["D", "B", "A", "A"]
+    assert tiers_for(Policy("score", {"A": 90, "B": 70, "C": 40}), probs, scores=ranks) == ["D", "B", "A", "A"]
+    synthetic_population(any_session, leads=60, seed=9)
+    _champion(any_session)
+    policy = set_policy(any_session, "likelihood", {"A": 30, "B": 15, "C": 5}, created_by="test")
+    assert policy.mode == "likelihood"
+    score_leads(any_session, as_of=AS_OF)
+    rows = any_session.scalars(select(LeadScore).where(LeadScore.is_current.is_(True))).all()
+    for row in rows:
+        pct = 100 * row.probability
+        expected = "A" if pct >= 30 else "B" if pct >= 15 else "C" if pct >= 5 else "D"
+        assert row.tier == expected
+
+
+@pytest.mark.parametrize("mode", ["score", "likelihood"])
+def test_threshold_modes_validate(mode: str, sqlite_session: Session) -> None:
+    from scoring.tiers import TierPolicyError
+
+    with pytest.raises(TierPolicyError, match="ordered"):
+        set_policy(sqlite_session, mode, {"A": 40, "B": 70, "C": 10}, created_by="test")
+
+
+def test_account_score_one_hot_lead_vs_five_warm_vs_five_cold() -> None:
+    from scoring.accounts import account_scores, combine
+
+    reference = np.sort(np.random.default_rng(0).beta(1, 9, 4000))  # a 10 % base rate population
+    rows = [("hot", 0.6, 95)]
+    rows += [("warm", 0.2, 60 + i) for i in range(5)]
+    rows += [("cold", 0.02, 20) for _ in range(5)]
+    rows += [("", 0.9, 99)]  # no company: no account
+    scores = account_scores(rows, reference)
+    assert set(scores) == {"hot", "warm", "cold"}
+    assert combine([0.2] * 5) == pytest.approx(1 - 0.8**5)
+    assert scores["warm"].probability > scores["hot"].probability > scores["cold"].probability
+    assert scores["hot"].score >= 95 and scores["warm"].score >= 95 and scores["cold"].score < 70
+    assert (scores["hot"].engaged_people, scores["warm"].engaged_people, scores["cold"].engaged_people) == (1, 5, 0)
+    assert scores["warm"].leads == 5
