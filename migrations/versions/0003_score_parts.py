@@ -1,7 +1,7 @@
 """score parts: fit and engagement scores, 7-day change, data clock and ageing time on lead_score
 
-Revision ID: 0002_score_parts
-Revises: 0001
+Revision ID: 0003_score_parts
+Revises: 0002_shadow_score
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from alembic import op
 
 import store.types
 
-revision: str = "0002_score_parts"
-down_revision: str | None = "0001"
+revision: str = "0003_score_parts"
+down_revision: str | None = "0002_shadow_score"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
