@@ -66,6 +66,7 @@ from scoring.features import (
     load_leads_frame,
 )
 from scoring.monitor import ALERT, data_clock, ensure_reference, latest_report, parse_time, reports, trained_at
+from scoring.reference import REFERENCE_KEY, build_reference, reference_rows
 from scoring.training import FAMILIES, TrainedModel, train_and_compare
 from store.models import ModelVersion, MonitorReport
 
@@ -344,6 +345,10 @@ def retrain_if_due(
              "retrain_reason": reason}
     if since is not None:
         extra[DATA_SINCE_KEY] = since.isoformat()
+    # The 1-99 score ranks against the challenger's own validation and test leads (scoring/reference.py).
+    y_train = train_part[TARGET].astype(int).to_numpy()
+    ref_rows = reference_rows(train_part, y_train, time_col=SPLIT_COLUMN, seed=seed)
+    extra[REFERENCE_KEY] = build_reference(result.model, train_part.iloc[ref_rows], labels=y_train[ref_rows])
     challenger = registry.register(
         session, result, train_window=(snaps.min().to_pydatetime(), snaps.max().to_pydatetime()),
         extra_params=extra, notes="challenger (evaluation pending)",
