@@ -63,7 +63,9 @@ def policy_value(
     ``scores``: the leads' 1-99 rank scores, which score-mode thresholds cut (``RecentLabelled.scores``)."""
     _check(conversion_value, touch_cost, touch_shares)
     y = np.asarray(converted, dtype="float64")
-    tiers = tiers_for(policy, np.asarray(probabilities, dtype="float64"), scores=scores)
+    probs = np.asarray(probabilities, dtype="float64")
+    # The same scores the suggestion cuts: the ranks when given, else the probability in whole percent.
+    tiers = tiers_for(policy, probs, scores=probability_to_score(probs) if scores is None else scores)
     total = 0.0
     for tier, outcome in zip(tiers, y, strict=True):
         for j in range(TOUCHES[tier]):
