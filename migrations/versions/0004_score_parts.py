@@ -1,7 +1,7 @@
 """score parts: fit and engagement scores, 7-day change, data clock and ageing time on lead_score
 
-Revision ID: 0003_score_parts
-Revises: 0002_shadow_score
+Revision ID: 0004_score_parts
+Revises: 0003_lead_lifecycle
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from alembic import op
 
 import store.types
 
-revision: str = "0003_score_parts"
-down_revision: str | None = "0002_shadow_score"
+revision: str = "0004_score_parts"
+down_revision: str | None = "0003_lead_lifecycle"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
