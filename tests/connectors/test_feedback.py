@@ -12,7 +12,7 @@ from connectors.writeback import drain_outbox
 from scoring.feedback import feedback_of, feedback_summary
 from scoring.report import render_report
 from store.db import unit_of_work
-from store.models import Connection, Lead
+from store.models import Connection, Lead, LeadLifecycle
 from tests.connectors.test_writeback_support import (
     app_config,
     create_hubspot_score_properties,
@@ -31,8 +31,8 @@ def test_feedback_left_in_the_crms_reaches_the_store_and_the_report(sqlite_engin
         for conn in config.connections:
             sync_connection(sqlite_engine, conn, secrets[conn.name], full=True)
         with unit_of_work(sqlite_engine) as session:
-            ids = list(session.scalars(select(Lead.id).where(Lead.is_deleted.is_(False),
-                                                             Lead.is_converted.is_(False))))
+            # Only open leads are written (converted or closed ones are refused by the CRMs).
+            ids = list(session.scalars(select(Lead.id).where(Lead.lifecycle == LeadLifecycle.open)))
         assert len(ids) > 30
         half = len(ids) // 2
         score(sqlite_engine, ids[:half], score_value=95, tier="A")  # scored far too high for most
