@@ -81,6 +81,7 @@ class SalesforceConnector:
         score = conn.score_fields.model_dump().values() if conn.score_fields else []
         self.field_map = {k: v for k, v in conn.field_map.items() if k not in set(score)}
         self._contact_leads: dict[str, str] = {}  # converted Contact id -> its Lead id, read this run
+        self.feedback_missing = False  # set when the org refused the feedback fields this run
 
     @property
     def api_calls(self) -> int:
@@ -100,11 +101,17 @@ class SalesforceConnector:
         out = list(fields)
         if sobject == "Lead":
             out += [f for f in self.field_map if f not in out]
-            # Rep feedback on the score is read back like any lead field (kept in lead.raw).
-            names = self.conn.score_fields
-            feedback = [getattr(names, k, None) for k in ("feedback", "feedback_comment")] if names else []
-            out += [f for f in feedback if f and f not in out]
+            out += [f for f in self._feedback_fields() if f not in out]
         return out
+
+    def _feedback_fields(self) -> list[str]:
+        """Rep feedback on the score, read back like any lead field (kept in lead.raw); optional:
+        an org that has not deployed the two fields yet is synced without them."""
+        if self.feedback_missing:
+            return []
+        names = self.conn.score_fields
+        feedback = [getattr(names, k, None) for k in ("feedback", "feedback_comment")] if names else []
+        return [f for f in feedback if f]
 
     def _query(self, soql: str) -> dict[str, Any]:
         result = self.client.request(lambda sf: sf.query(soql, include_deleted=True, timeout=REQUEST_TIMEOUT))
@@ -134,6 +141,14 @@ class SalesforceConnector:
             try:
                 result = self._query(keyset_soql(sobject, fields, start, until, size))
             except FatalCRMError as exc:
+                if exc.code == "INVALID_FIELD" and sobject == "Lead" and self._feedback_fields():
+                    # The feedback fields are the only optional ones we select: an org without them
+                    # (crm setup not deployed yet) is synced without feedback rather than not at all.
+                    self.feedback_missing = True
+                    fields = self._fields(stream)
+                    logger.warning("Salesforce %s: the rep feedback fields are not readable in this org "
+                                   "(deploy them with `leadscore crm setup`); syncing without feedback", self.name)
+                    continue
                 if exc.code != "QUERY_TIMEOUT" or size <= MIN_PAGE_SIZE:
                     raise
                 # Repeating a query that timed out times out again: ask for a smaller page.
