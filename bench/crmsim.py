@@ -23,8 +23,8 @@ if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().p
 import hubspot  # noqa: E402
 from simple_salesforce import Salesforce  # noqa: E402
 
+from connectors.salesforce.session import simulator_session  # noqa: E402
 from crmsim.app import CRMSim  # noqa: E402
-from crmsim.salesforce.session import simulator_session  # noqa: E402
 
 
 def read_salesforce(info: dict[str, Any]) -> int:

@@ -8,9 +8,9 @@ Authentication, in order of preference:
 * a session id (``session_id_env`` + ``instance_url``): no automatic re-login, so an expired
   session surfaces as :class:`AuthError` after one rebuild of the client.
 
-For crmsim (``login_via_instance: true`` + ``ca_bundle``) the HTTP session comes from
-``crmsim.salesforce.session.simulator_session``: it trusts the simulator CA, ignores
-``REQUESTS_CA_BUNDLE`` and sends ``*.salesforce.com`` logins to the simulator.
+With ``login_via_instance: true`` + ``ca_bundle`` (crmsim, or any instance reached without the
+public login hosts) the HTTP session comes from ``connectors.salesforce.session.simulator_session``:
+it trusts that CA, ignores ``REQUESTS_CA_BUNDLE`` and sends ``*.salesforce.com`` logins to the instance.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from connectors.base import ConnectionSecrets
 from connectors.budget import ApiBudget
 from connectors.errors import AuthError, CRMError, FatalCRMError, QuotaExhaustedError, RetriableCRMError
 from connectors.retry import DEFAULT_POLICY, RetryPolicy, call_with_retry
+from connectors.salesforce.session import simulator_session
 from connectors.timeparse import parse_http_date
 
 logger = logging.getLogger(__name__)
@@ -144,8 +145,6 @@ def default_session(conn: ConnectionConfig) -> requests.Session:
     if conn.login_via_instance:
         if not conn.ca_bundle or not conn.instance_url:
             raise ConfigError(f"connection {conn.name!r}: login_via_instance needs ca_bundle and instance_url")
-        from crmsim.salesforce.session import simulator_session
-
         return simulator_session(conn.ca_bundle, conn.instance_url)
     session = requests.Session()
     if conn.ca_bundle:

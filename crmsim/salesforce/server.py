@@ -98,7 +98,7 @@ class SalesforceServer:
     """A Salesforce org over HTTPS for ``simple-salesforce``; see docs/crmsim-salesforce.md.
 
     Construct, fill :attr:`store` (a :class:`~crmsim.model.FunnelSink`), :meth:`start`, then point
-    clients at :attr:`instance_url` with :func:`crmsim.salesforce.session.simulator_session`.
+    clients at :attr:`instance_url` with :func:`connectors.salesforce.session.simulator_session`.
     """
 
     def __init__(self, clock: SimClock, *, seed: int = 0, host: str = "127.0.0.1", port: int = 0,

@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 
 from simple_salesforce import Salesforce
 
+from connectors.salesforce.session import simulator_session
 from crmsim.model import Campaign, Owner, Person, Queue, SimClock
 from crmsim.salesforce.server import SalesforceServer
-from crmsim.salesforce.session import simulator_session
 
 T0 = datetime(2024, 5, 1, 10, 0, 0, tzinfo=UTC)
 

@@ -22,10 +22,10 @@ from config.errors import ConfigError
 from connectors.hubspot.records import lead_record as hs_lead_record
 from connectors.routing import execute_routing, plan_routing
 from connectors.salesforce.records import lead_record as sf_lead_record
+from connectors.salesforce.session import simulator_session
 from connectors.sync import sync_connection
 from connectors.writeback import drain_outbox
 from crmsim.app import CRMSim
-from crmsim.salesforce.session import simulator_session
 from store.db import unit_of_work
 from store.models import Connection, Lead, LeadLifecycle, Outbox, RoutingAction
 from tests.connectors.test_writeback_support import (

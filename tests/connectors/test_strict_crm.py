@@ -16,11 +16,11 @@ from connectors.errors import QuotaExhaustedError
 from connectors.hubspot.streams import HubSpotConnector
 from connectors.retry import RetryPolicy
 from connectors.salesforce.client import make_salesforce
+from connectors.salesforce.session import simulator_session
 from connectors.setup import crm_setup
 from connectors.sync import sync_connection
 from connectors.writeback import WritebackPolicy, drain_outbox
 from crmsim.app import CRMSim
-from crmsim.salesforce.session import simulator_session
 from crmsim.salesforce.store import AssignmentRule
 from store.db import unit_of_work
 from store.models import Lead, Outbox

@@ -54,7 +54,7 @@ clients = {}
 if spec.get("kill_after"):
     # SIGKILL this process as soon as the CRM answered the chosen request, before anything else runs.
     from connectors.salesforce.client import make_salesforce
-    from crmsim.salesforce.session import simulator_session
+    from connectors.salesforce.session import simulator_session
 
     conn = config.connection("sf")
     session = simulator_session(conn.ca_bundle, conn.instance_url)

@@ -13,9 +13,9 @@ import pytest
 import requests
 from simple_salesforce import Salesforce
 
+from connectors.salesforce.session import simulator_session
 from crmsim.app import CRMSim
 from crmsim.faults import FaultSpecError
-from crmsim.salesforce.session import simulator_session
 
 
 @pytest.fixture(scope="module")

@@ -17,9 +17,9 @@ from simple_salesforce.exceptions import (
     SalesforceResourceNotFound,
 )
 
+from connectors.salesforce.session import simulator_session
 from crmsim.faults import FaultPlan
 from crmsim.salesforce.server import SalesforceServer
-from crmsim.salesforce.session import simulator_session
 from crmsim.salesforce.testing import credentials_client, direct_client, seeded_server
 
 
