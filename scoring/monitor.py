@@ -639,7 +639,8 @@ def elapsed_scores(session: Session, champion: ModelVersion, lead_ids: Sequence[
     cohort = build_cohort(session, unseen)
     model = registry.load_model(champion)
     proba = np.asarray(model.predict_proba(align_to_spec(cohort.features, model.spec)), dtype="float64")
-    from scoring.tiers import champion_scores, tiers_for
+    from scoring.tier_changes import champion_scores
+    from scoring.tiers import tiers_for
 
     rebuilt = pd.DataFrame({
         "lead_id": cohort.leads["id"].astype("int64").to_numpy(), "probability": proba,

@@ -23,16 +23,8 @@ from config.app_config import AppConfig
 from scoring import registry
 from scoring.hooks import TierChangeHook
 from scoring.service import Progress, ScoreSummary, score_leads
-from scoring.tiers import (
-    Policy,
-    RecentLabelled,
-    check_policy,
-    current_scores,
-    preview,
-    retier,
-    set_policy,
-    tiers_for,
-)
+from scoring.tier_changes import RecentLabelled, preview, retier
+from scoring.tiers import Policy, check_policy, current_scores, set_policy, tiers_for
 from store.models import Connection, Lead, ModelVersion, RoutingAction
 
 
@@ -152,9 +144,9 @@ def preview_with_routing(
     session: Session, config: AppConfig, mode: str, thresholds: Mapping[str, Any], *, recent_days: int = 180,
     recent: RecentLabelled | None = None,
 ) -> dict[str, Any]:
-    """:func:`scoring.tiers.preview` plus ``"routing"``: the actions the change would plan.
+    """:func:`scoring.tier_changes.preview` plus ``"routing"``: the actions the change would plan.
 
-    ``recent``: see :func:`scoring.tiers.preview` (the console passes the leads it computed once).
+    ``recent``: see :func:`scoring.tier_changes.preview` (the console passes the leads it computed once).
     """
     data = preview(session, mode, thresholds, recent_days=recent_days,
                    horizon_days=config.training.horizon_days, recent=recent)

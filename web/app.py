@@ -313,12 +313,12 @@ def create_app(
     recent_lock = threading.Lock()
 
     def recent_for(session: Session) -> Any:
-        """The recent labelled leads (``scoring.tiers.recent_labelled``), computed once per champion
+        """The recent labelled leads (``scoring.tier_changes.recent_labelled``), computed once per champion
         and CRM clock: they do not depend on the thresholds, and only a sync or a new champion changes
         them, so a preview that follows a moving threshold costs a fraction of a second."""
         from scoring.registry import champion
         from scoring.service import crm_now
-        from scoring.tiers import recent_labelled
+        from scoring.tier_changes import recent_labelled
 
         mv = champion(session)
         now = crm_now(session)
@@ -640,7 +640,7 @@ def _policy_args(request: Request) -> tuple[str, dict[str, Any]]:
 
 
 def preview_payload(data: dict[str, Any]) -> dict[str, Any]:
-    """The API's shape of :func:`scoring.tiers.preview`: per tier ``leads`` and ``conversion_rate``
+    """The API's shape of :func:`scoring.tier_changes.preview`: per tier ``leads`` and ``conversion_rate``
     (recent labelled leads), plus ``routing_actions``: the actions the change would plan
     (``{"leads", "actions": {type: n}, "total"}``, :func:`scoring.pipeline.routing_preview`)."""
     tiers = {

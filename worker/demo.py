@@ -504,7 +504,8 @@ def _evaluate(runtime: Any, sim: Any, trained: dict[str, Any]) -> dict[str, Any]
 
     from scoring import registry
     from scoring.dataset import LEAD_ID_COLUMN, SPLIT_COLUMN, TARGET, build_training_set
-    from scoring.tiers import active_policy, champion_scores, tiers_for
+    from scoring.tier_changes import champion_scores
+    from scoring.tiers import active_policy, tiers_for
     from scoring.training import split_frame
     from store.db import unit_of_work
     from store.models import Lead

@@ -15,6 +15,7 @@ from config.app_config import TierConfig
 from scoring import registry
 from scoring.cli import app
 from scoring.service import score_leads
+from scoring.tier_changes import preview, retier
 from scoring.tiers import (
     Policy,
     TierPolicyError,
@@ -22,8 +23,6 @@ from scoring.tiers import (
     assign_tiers,
     current_scores,
     parse_threshold_args,
-    preview,
-    retier,
     set_policy,
 )
 from store.models import LeadScore, Outbox, TierPolicy

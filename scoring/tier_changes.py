@@ -1,0 +1,211 @@
+"""What a tier policy change does: preview it on current and recent labelled leads, re-tier.
+
+Split from :mod:`scoring.tiers` (policies and tier assignment), which the scoring service uses:
+these functions use the scoring service, so keeping them apart keeps the import graph acyclic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from scoring.dataset import label_examples
+from scoring.features import align_to_spec, build_feature_frame, load_activities_frame, load_leads_frame
+from scoring.hooks import TierChangeHook
+from scoring.metrics import conversion_by_tier
+from scoring.reference import rank
+from scoring.registry import champion, load_model
+from scoring.service import NewScore, crm_now, ensure_score_reference, write_scores
+from scoring.tiers import (
+    TIERS,
+    Policy,
+    PolicyLike,
+    capacity_cutoffs,
+    check_policy,
+    current_scores,
+    probability_to_score,
+    tiers_for,
+)
+from store.models import Lead, LeadScore, ModelVersion, TierPolicy
+
+PREVIEW_SNAPSHOT_DAYS = 7
+
+
+def champion_scores(session: Session, probability: np.ndarray) -> np.ndarray:
+    """1-99 rank scores of probabilities against the global champion's reference leads."""
+
+    mv = champion(session)
+    if mv is None:
+        return probability_to_score(probability)
+    return rank(probability, ensure_score_reference(session, mv)["probability"])
+
+
+def preview(
+    session: Session,
+    mode: str,
+    thresholds: Mapping[str, Any],
+    *,
+    recent_days: int = 180,
+    as_of: datetime | None = None,
+    horizon_days: int = 90,
+    recent: RecentLabelled | None = None,
+) -> dict[str, Any]:
+    """What a policy would do, changing nothing.
+
+    ``recent``: the :func:`recent_labelled` leads when the caller already has them (they do not
+    depend on the thresholds: a live preview computes them once per champion and sync).
+
+    ``tiers[T]["leads"]``: current leads the tier would hold (exactly what :func:`retier` then
+    produces); ``tiers[T]["recent_conversion_rate"]``: conversion within ``horizon_days`` of the
+    leads created in the ``recent_days`` before the last labelled day, scored by the champion as
+    they looked one week after creation (point in time, so no post-outcome activity inflates it).
+    """
+    values = check_policy(mode, thresholds)
+    policy = Policy(mode=mode, thresholds=values)
+    current = current_scores(session)
+    probs = current["probability"].to_numpy()
+    new_tiers = tiers_for(policy, probs, scores=current["score"].to_numpy())
+    counts = {t: 0 for t in TIERS}
+    for t in new_tiers:
+        counts[t] += 1
+    total = len(new_tiers)
+    changes = int(sum(1 for old, new in zip(current["tier"], new_tiers, strict=True) if old != new))
+    out: dict[str, Any] = {
+        "mode": mode,
+        "thresholds": values,
+        "current_leads": total,
+        "changes": changes,
+        "tiers": {
+            t: {"leads": counts[t], "share": (counts[t] / total) if total else 0.0,
+                "recent_leads": 0, "recent_conversion_rate": None}
+            for t in TIERS
+        },
+    }
+    if mode == "capacity" and total:
+        cut = capacity_cutoffs(probs, values)
+        finite = [t for t in ("A", "B", "C") if np.isfinite(cut[t])]
+        ranked = champion_scores(session, np.array([cut[t] for t in finite]))
+        out["score_cutoffs"] = {t: int(v) for t, v in zip(finite, ranked, strict=True)}
+    out["recent"] = _recent_conversion(
+        session, policy, reference=probs, recent_days=recent_days, as_of=as_of, horizon_days=horizon_days,
+        recent=recent,
+    )
+    for tier, row in out["recent"].pop("by_tier", {}).items():
+        out["tiers"][tier]["recent_leads"] = row["leads"]
+        out["tiers"][tier]["recent_conversion_rate"] = row["conversion_rate"]
+    return out
+
+
+@dataclass(frozen=True)
+class RecentLabelled:
+    """Recent leads with a known outcome, scored by the champion as they looked one week in."""
+
+    window: dict[str, Any]
+    probabilities: np.ndarray
+    converted: np.ndarray
+    note: str | None = None
+    scores: np.ndarray | None = None  # 1-99 ranks against the champion's reference leads
+
+    def rank_scores(self) -> np.ndarray:
+        """The leads' 1-99 scores (what score-mode thresholds cut), or an empty array."""
+        return self.scores if self.scores is not None else np.zeros(len(self.probabilities), dtype="int64")
+
+
+def recent_labelled(
+    session: Session, *, recent_days: int = 180, as_of: datetime | None = None, horizon_days: int = 90
+) -> RecentLabelled:
+    """The leads created in the ``recent_days`` before the last labelled day, their outcome within
+    ``horizon_days`` and the champion's probability for them at ``PREVIEW_SNAPSHOT_DAYS`` (point in
+    time, so no post-outcome activity inflates it). Empty arrays (and ``note``) without a champion."""
+
+    empty = np.zeros(0, dtype="float64")
+    mv = champion(session)
+    if mv is None:
+        return RecentLabelled({}, empty, empty, note="no champion model yet: no recent conversion rates")
+    now = as_of or crm_now(session)
+    last_created = now - timedelta(days=horizon_days + PREVIEW_SNAPSHOT_DAYS)
+    first_created = last_created - timedelta(days=recent_days)
+    ids = list(session.scalars(
+        select(Lead.id).where(Lead.is_deleted.is_(False), Lead.crm_created_at >= first_created,
+                              Lead.crm_created_at <= last_created)
+    ))
+    window = {"created_from": first_created.isoformat(), "created_to": last_created.isoformat(),
+              "snapshot_days": PREVIEW_SNAPSHOT_DAYS, "model": mv.version}
+    if not ids:
+        return RecentLabelled(window, empty, empty)
+    leads = load_leads_frame(session, ids)
+    examples, _ = label_examples(leads, as_of=now, horizon_days=horizon_days, offsets=(PREVIEW_SNAPSHOT_DAYS,))
+    if examples.empty:
+        return RecentLabelled(window, empty, empty)
+    activities = load_activities_frame(session, ids, before=last_created + timedelta(days=PREVIEW_SNAPSHOT_DAYS))
+    model = load_model(mv)
+    frame = align_to_spec(build_feature_frame(examples, activities, examples["snapshot_at"]), model.spec)
+    probs = np.asarray(model.predict_proba(frame), dtype="float64")
+    return RecentLabelled(window, probs, examples["converted"].to_numpy(dtype="float64"),
+                          scores=champion_scores(session, probs))
+
+
+def _recent_conversion(
+    session: Session,
+    policy: PolicyLike,
+    *,
+    reference: np.ndarray,
+    recent_days: int,
+    as_of: datetime | None,
+    horizon_days: int,
+    recent: RecentLabelled | None = None,
+) -> dict[str, Any]:
+
+    if recent is None:
+        recent = recent_labelled(session, recent_days=recent_days, as_of=as_of, horizon_days=horizon_days)
+    if recent.note is not None:
+        return {"note": recent.note, "leads": 0}
+    if not len(recent.converted):
+        return {**recent.window, "leads": 0}
+    tiers = tiers_for(policy, recent.probabilities, scores=recent.rank_scores(),
+                      reference=reference if len(reference) else None)
+    y = recent.converted
+    return {**recent.window, "leads": len(y), "conversion_rate": float(y.mean()),
+            "by_tier": conversion_by_tier(y, tiers)}
+
+
+def retier(
+    session: Session,
+    policy: TierPolicy,
+    *,
+    tier_change_hook: TierChangeHook | None = None,
+) -> int:
+    """Re-tier every current score under ``policy`` without retraining; returns leads whose tier changed.
+
+    A changed lead gets a new current ``LeadScore`` (same probability, score, reasons and model),
+    an outbox row and a ``tier_change_hook`` call, exactly as scoring would.
+    """
+
+    current = current_scores(session)
+    if current.empty:
+        return 0
+    new_tiers = tiers_for(policy, current["probability"].to_numpy(), scores=current["score"].to_numpy())
+    changed = [i for i, (old, new) in enumerate(zip(current["tier"], new_tiers, strict=True)) if old != new]
+    if not changed:
+        return 0
+    ids = current["score_id"].to_numpy()[changed].tolist()
+    previous = {s.id: s for s in session.scalars(select(LeadScore).where(LeadScore.id.in_(ids)))}
+    versions = {mv.id: mv.version for mv in session.scalars(select(ModelVersion))}
+    rows = []
+    for i in changed:
+        old = previous[int(current["score_id"].iloc[i])]
+        rows.append(NewScore(
+            lead_id=old.lead_id, probability=old.probability, score=old.score, tier=new_tiers[i],
+            reasons=list(old.reasons or []), model_version_id=old.model_version_id,
+            model_version=versions.get(old.model_version_id or -1, ""), inputs_hash=old.inputs_hash,
+            fit_score=old.fit_score, engagement_score=old.engagement_score, as_of=old.as_of,
+            next_aging_at=old.next_aging_at,
+        ))
+    write_scores(session, rows, policy_id=policy.id, tier_change_hook=tier_change_hook)
+    return len(rows)
