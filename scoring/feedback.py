@@ -56,6 +56,17 @@ def feedback_of(kind: str, raw: Mapping[str, Any] | None, fields: SalesforceFiel
     return (value if value in VALUES else None), comment
 
 
+def lead_feedback(session: Session, lead: Lead, config: AppConfig | None = None) -> dict[str, str | None] | None:
+    """The rep feedback on ``lead``'s score as last synced (``{"feedback", "comment"}``), or None."""
+    conn = session.get(Connection, lead.connection_id)
+    if conn is None:
+        return None
+    value, comment = feedback_of(conn.kind, lead.raw, _names(config).get(conn.name))
+    if value is None and comment is None:
+        return None
+    return {"feedback": value, "comment": comment}
+
+
 def feedback_summary(session: Session, config: AppConfig | None = None) -> dict[str, Any]:
     """Feedback by current tier and the later conversion of flagged leads vs their tier's others."""
     names = _names(config)

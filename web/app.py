@@ -307,7 +307,7 @@ def create_app(
     @app.get("/api/leads/{crm_id}")
     def api_lead(crm_id: str) -> Response:
         with reading() as session:
-            return JSONResponse(_json_safe(lead_story(session, crm_id)))
+            return JSONResponse(_json_safe(lead_story(session, crm_id, app_config)))
 
     recent_cache: dict[tuple[Any, ...], Any] = {}
     recent_lock = threading.Lock()
@@ -580,7 +580,7 @@ def create_app(
         from web import plots
 
         with reading() as session:
-            story = lead_story(session, crm_id)
+            story = lead_story(session, crm_id, app_config)
         return render(request, "lead.html", story=story, chart=plots.score_history(story["history"]))
 
     @app.get("/sync")
@@ -656,8 +656,9 @@ def preview_payload(data: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def lead_story(session: Session, crm_id: str) -> dict[str, Any]:
-    """Everything the lead page and ``/api/leads/{crm_id}`` show: explain + history + routing."""
+def lead_story(session: Session, crm_id: str, config: AppConfig | None = None) -> dict[str, Any]:
+    """Everything the lead page and ``/api/leads/{crm_id}`` show: explain + history + routing + feedback."""
+    from scoring.feedback import lead_feedback
     from scoring.service import explain_lead, find_lead
     from store.queries import routing_actions, score_history
 
@@ -677,4 +678,6 @@ def lead_story(session: Session, crm_id: str) -> dict[str, Any]:
     })
     explained["history"] = score_history(session, lead.id)
     explained["routing_actions"] = routing_actions(session, lead.id)
+    found = lead_feedback(session, lead, config)
+    explained["feedback"] = [" — ".join(v for v in (found["feedback"], found["comment"]) if v)] if found else []
     return explained

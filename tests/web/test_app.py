@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from config.app_config import load_config
 from scoring.tiers import find_active_policy
 from store.db import unit_of_work
-from store.models import LeadScore, ModelVersion, RoutingAction, TierPolicy
+from store.models import Lead, LeadScore, ModelVersion, RoutingAction, TierPolicy
 from tests.web.conftest import AUTH_ENV, DB_PASSWORD, SECRET_KEY, USERS, World
 from web.app import create_app
 from web.auth import Authenticator, parse_users
@@ -221,6 +221,23 @@ def test_lead_api_and_page(client: TestClient, world: World) -> None:
     by_email = client.get("/leads?q=@gmail.com", auth=BOB)
     assert by_email.text.count('href="/leads/00Q') > 0
     assert "No lead matches" in client.get("/leads?q=zzz-nobody", auth=BOB).text
+
+
+def test_lead_page_shows_the_reps_feedback_as_synced(client: TestClient, world: World) -> None:
+    with unit_of_work(world.engine) as session:
+        lead = session.scalars(select(Lead).where(Lead.crm_id != world.routed_crm_id).order_by(Lead.id)).first()
+        assert lead is not None
+        crm_id, before = lead.crm_id, dict(lead.raw or {})
+        lead.raw = {**before, "Lead_Score_Feedback__c": "Too low", "Lead_Score_Feedback_Comment__c": "asked for a demo"}
+    try:
+        story = client.get(f"/api/leads/{crm_id}", auth=BOB).json()
+        assert story["feedback"] == ["Too low — asked for a demo"]
+        assert "Too low — asked for a demo" in client.get(f"/leads/{crm_id}", auth=BOB).text
+    finally:
+        with unit_of_work(world.engine) as session:
+            restored = session.scalars(select(Lead).where(Lead.crm_id == crm_id)).one()
+            restored.raw = before
+    assert client.get(f"/api/leads/{crm_id}", auth=BOB).json()["feedback"] == []
 
 
 def test_pages_show_what_exists_and_name_what_does_not(client: TestClient) -> None:
