@@ -186,17 +186,7 @@ class SalesforceRouter:
             self._update_lead(lead, {"OwnerId": owner})
             return owner
         if kind == "create_task":
-            body: dict[str, Any] = {
-                "WhoId": lead.crm_id,
-                "Subject": task_subject(action),
-                "Priority": str(action.params.get("priority") or "High"),
-                "Status": "Not Started",
-                "ActivityDate": due(action, datetime.now(UTC)).date().isoformat(),
-                "Description": f"leadscore: tier {action.from_tier or '-'} -> {action.to_tier} "
-                               f"(routing action {action.id}, {action.params.get('config_key')})",
-            }
-            if lead.owner_crm_id and lead.owner_crm_id.startswith("005"):
-                body["OwnerId"] = lead.owner_crm_id
+            body = _task_record(action, lead)
             created = self.client.request(lambda sf: sf.restful("sobjects/Task/", method="POST", json=body))
             return str(created["id"])
         if kind == "add_to_campaign":
@@ -235,19 +225,7 @@ class SalesforceRouter:
             name, value = self._property(action.params)
             return "update", {name: self._typed(name, value)}, f"{name}={value}"
         if kind == "create_task":
-            task: dict[str, Any] = {
-                "attributes": {"type": "Task"},
-                "WhoId": lead.crm_id,
-                "Subject": task_subject(action),
-                "Priority": str(action.params.get("priority") or "High"),
-                "Status": "Not Started",
-                "ActivityDate": due(action, datetime.now(UTC)).date().isoformat(),
-                "Description": f"leadscore: tier {action.from_tier or '-'} -> {action.to_tier} "
-                               f"(routing action {action.id}, {action.params.get('config_key')})",
-            }
-            if lead.owner_crm_id and lead.owner_crm_id.startswith("005"):
-                task["OwnerId"] = lead.owner_crm_id
-            return "create", task, ""
+            return "create", {"attributes": {"type": "Task"}, **_task_record(action, lead)}, ""
         if kind == "add_to_campaign":
             campaign = str(action.params.get("campaign"))
             campaign_id = self.campaigns().get(campaign)
@@ -368,3 +346,19 @@ def _first_error(body: Any) -> tuple[str | None, str]:
         first = body[0]
         return (str(first.get("errorCode") or first.get("statusCode") or "") or None, str(first.get("message") or ""))
     return None, str(body)[:200]
+
+
+def _task_record(action: RoutingAction, lead: LeadRef) -> dict[str, Any]:
+    """The Task a ``create_task`` action creates (single call or inside a Collection)."""
+    task: dict[str, Any] = {
+        "WhoId": lead.crm_id,
+        "Subject": task_subject(action),
+        "Priority": str(action.params.get("priority") or "High"),
+        "Status": "Not Started",
+        "ActivityDate": due(action, datetime.now(UTC)).date().isoformat(),
+        "Description": f"leadscore: tier {action.from_tier or '-'} -> {action.to_tier} "
+                       f"(routing action {action.id}, {action.params.get('config_key')})",
+    }
+    if lead.owner_crm_id and lead.owner_crm_id.startswith("005"):
+        task["OwnerId"] = lead.owner_crm_id
+    return task
