@@ -7,7 +7,6 @@ renders it for a terminal. Bad input raises :class:`EvaluationInputError` (a
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import pandas as pd
 from scoring.audit import DataError
 from scoring.frame import FeatureSpec
 from scoring.training import FAMILIES, train_and_compare
+from store.types import json_safe
 
 # Past this many labelled rows, evaluate trains on a stratified random sample of this size: the
 # comparison of model families is settled long before (AUC standard error ~0.008 on the 7,500
@@ -38,17 +38,6 @@ def infer_spec(df: pd.DataFrame, columns: Sequence[str]) -> FeatureSpec:
     numeric = tuple(c for c in columns if pd.api.types.is_numeric_dtype(df[c]))
     categorical = tuple(c for c in columns if c not in numeric)
     return FeatureSpec(numeric=numeric, categorical=categorical)
-
-
-def _json_safe(value: Any) -> Any:
-    """NaN/inf → None so the result is valid JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    return value
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
@@ -141,7 +130,7 @@ def evaluate_csv(
         for family in FAMILIES
         if family in result.metrics
     }
-    return _json_safe(
+    return json_safe(
         {
             "dataset": {
                 "rows": audit.rows,

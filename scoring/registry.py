@@ -22,6 +22,7 @@ from config.errors import LeadscoreError
 from scoring.frame import FeatureSpec
 from scoring.training import TrainedModel, TrainingResult
 from store.models import ModelVersion
+from store.types import json_safe
 
 CANDIDATE = "candidate"
 CHAMPION = "champion"
@@ -39,20 +40,6 @@ class RegistryError(LeadscoreError):
 def segment_name(feature: str, value: str) -> str:
     """The registry's name of a segment: ``"seniority=VP"``."""
     return f"{feature}={value}"
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, float):
-        return value if value == value and value not in (float("inf"), float("-inf")) else None
-    if isinstance(value, str | int | bool) or value is None:
-        return value
-    if hasattr(value, "item"):  # numpy scalars
-        return _json_safe(value.item())
-    return str(value)
 
 
 def _new_version(session: Session, artifact: bytes, now: datetime) -> str:
@@ -99,10 +86,10 @@ def register(
         segment=segment,
         family=result.model.family,
         artifact=artifact,
-        metrics=_json_safe(result.metrics),
-        audit=_json_safe(result.audit.to_dict()),
+        metrics=json_safe(result.metrics),
+        audit=json_safe(result.audit.to_dict()),
         features=list(result.spec.columns),
-        params=_json_safe(params),
+        params=json_safe(params),
         train_start=start,
         train_end=end,
         card=card,

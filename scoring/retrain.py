@@ -69,6 +69,7 @@ from scoring.monitor import ALERT, data_clock, ensure_reference, latest_report, 
 from scoring.reference import REFERENCE_KEY, build_reference, reference_rows
 from scoring.training import FAMILIES, TrainedModel, train_and_compare
 from store.models import ModelVersion, MonitorReport
+from store.types import json_safe
 
 log = logging.getLogger(__name__)
 
@@ -159,20 +160,8 @@ class RetrainOutcome:
             "champion": side(self.champion, c.champion if c is not None else None),
             "challenger": side(self.challenger, c.challenger if c is not None else None),
             "promoted": self.promoted, "decision": self.decision,
-            "comparison": c.to_dict() if c is not None else None, "details": _json_safe(self.details),
+            "comparison": c.to_dict() if c is not None else None, "details": json_safe(self.details),
         }
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def promotion_decision(comparison: Comparison, *, tolerance: float, champion_healthy: bool) -> tuple[bool, str]:

@@ -1,7 +1,8 @@
-"""Column types that behave the same on PostgreSQL and SQLite."""
+"""Column types that behave the same on PostgreSQL and SQLite, and what a JSON column can hold."""
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -41,3 +42,22 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 # JSONB on PostgreSQL (indexable, compact), plain JSON elsewhere.
 JSONType: Any = JSON().with_variant(JSONB(), "postgresql")
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` as plain JSON (for JSON columns, ``--json`` files and API answers): dict keys as
+    strings, tuples as lists, NaN/inf as None, datetimes in ISO 8601, numpy scalars as Python
+    numbers, anything else as its string."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, str | int | bool) or value is None:
+        return value
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if hasattr(value, "item"):  # numpy scalars
+        return json_safe(value.item())
+    return str(value)

@@ -33,6 +33,7 @@ from starlette.concurrency import run_in_threadpool
 
 from config.app_config import AppConfig
 from config.errors import LeadscoreError
+from store.types import json_safe
 from web.auth import Authenticator, User
 
 log = logging.getLogger("leadscore.web")
@@ -91,20 +92,6 @@ def _templates() -> jinja2.Environment:
     env.filters["pct"] = _fmt_pct
     env.filters["svg"] = lambda s: Markup(s) if s else ""  # noqa: S704 - our own matplotlib output
     return env
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if hasattr(value, "item"):  # numpy scalars
-        return _json_safe(value.item())
-    return value
 
 
 def _wants_html(request: Request) -> bool:
@@ -302,12 +289,12 @@ def create_app(
 
     @app.get("/api/tiers/preview")
     def api_tiers_preview(request: Request) -> Response:
-        return JSONResponse(_json_safe(tier_preview(request)))
+        return JSONResponse(json_safe(tier_preview(request)))
 
     @app.get("/api/leads/{crm_id}")
     def api_lead(crm_id: str) -> Response:
         with reading() as session:
-            return JSONResponse(_json_safe(lead_story(session, crm_id, app_config)))
+            return JSONResponse(json_safe(lead_story(session, crm_id, app_config)))
 
     recent_cache: dict[tuple[Any, ...], Any] = {}
     recent_lock = threading.Lock()
