@@ -26,11 +26,17 @@ from config.errors import LeadscoreError
 # Plain text only: names and messages come from users and CRMs ("[/]" is a valid connection name).
 console = Console(markup=False)
 
-# The commands that only look at what is stored. After `leadscore demo` they read the demo's
-# database when this directory has no database of its own (the demo keeps to var/demo/).
+# The commands that look at what is stored, and those that change the model, scores or tiers
+# from it. After `leadscore demo` they use the demo's database when this directory has no
+# database of its own (the demo keeps to var/demo/); with neither, they say so in one line and
+# create nothing (only `db upgrade` and `demo` create a database).
 INSPECTION: frozenset[tuple[str, ...]] = frozenset({
     ("models", "list"), ("models", "show"), ("tiers", "show"), ("tiers", "preview"), ("explain",),
     ("report",), ("monitor",), ("status",),
+})
+ON_STORED_DATA: frozenset[tuple[str, ...]] = INSPECTION | frozenset({
+    ("train",), ("score",), ("retrain",), ("tiers", "set"), ("models", "promote"), ("models", "rollback"),
+    ("models", "shadow"), ("web",),
 })
 LOG_NAME = "leadscore-cli.log"
 
@@ -200,23 +206,24 @@ def _name(command: Any) -> str:
 
 def _mark_inspection_commands() -> None:
     for command in app.registered_commands:
-        if command.callback is not None and (_name(command),) in INSPECTION:
+        if command.callback is not None and (_name(command),) in ON_STORED_DATA:
             command.callback = _inspecting(command.callback)
     for group in app.registered_groups:
         sub = group.typer_instance
         if sub is None:
             continue
         for command in sub.registered_commands:
-            if command.callback is not None and (group.name or "", _name(command)) in INSPECTION:
+            if command.callback is not None and (group.name or "", _name(command)) in ON_STORED_DATA:
                 command.callback = _inspecting(command.callback)
 
 
 def _choose_database() -> None:
-    """Point an inspection command at the data there is, or say in one line that there is none.
+    """Point a command on stored data at the data there is, or say in one line that there is none.
 
     Without ``LEADSCORE_DATABASE_URL`` the embedded database is ``var/leadscore.db``. When it does
     not exist but a demo ran here, the demo's database is read (and a note says so). When neither
-    exists, nothing is created: an inspection command must not leave an empty database behind.
+    exists, nothing is created: such a command must not leave an empty database behind (it
+    would then hide the demo's data from every later command).
     """
     if os.environ.get("LEADSCORE_DATABASE_URL"):
         return

@@ -44,6 +44,31 @@ def test_inspection_reads_the_demo_database_when_there_is_no_other(tmp_path: Pat
     assert not (tmp_path / "var" / "leadscore.db").exists()
 
 
+WRITERS_ON_STORED_DATA: list[list[str]] = [
+    ["score"], ["train"], ["retrain", "--dry-run"], ["tiers", "set", "A=90", "B=70", "C=40"], ["models", "rollback"],
+]
+
+
+def test_commands_that_change_stored_data_never_create_an_empty_database(tmp_path: Path) -> None:
+    # An empty var/leadscore.db would hide the demo's data from every later command.
+    for args in WRITERS_ON_STORED_DATA:
+        assert_one_line_failure(leadscore_here(*args, cwd=tmp_path), 1, "no leadscore database at var/leadscore.db")
+    assert not (tmp_path / "var" / "leadscore.db").exists()
+
+
+def test_commands_that_change_stored_data_use_the_demo_database_when_there_is_no_other(tmp_path: Path) -> None:
+    demo_url = f"sqlite:///{(tmp_path / 'var' / 'demo' / 'leadscore.db').as_posix()}"
+    (tmp_path / "var" / "demo").mkdir(parents=True)
+    assert leadscore("db", "upgrade", cwd=tmp_path, env={"LEADSCORE_DATABASE_URL": demo_url}).returncode == 0
+    for args in WRITERS_ON_STORED_DATA:
+        result = leadscore_here(*args, cwd=tmp_path)
+        assert "reading the demo's data in var/demo/leadscore.db" in result.stderr, (args, result.stderr)
+        assert "no leadscore database" not in result.stderr and "no leadscore schema" not in result.stderr
+        assert "Traceback" not in result.stderr
+    assert not (tmp_path / "var" / "leadscore.db").exists()
+    assert "reading the demo's data" in leadscore("models", "list", cwd=tmp_path).stderr
+
+
 BAD_USAGE: list[tuple[list[str], str]] = [
     (["frobnicate"], "No such command 'frobnicate'"),
     (["score", "--batch-size", "0"], "--batch-size"),
