@@ -5,7 +5,7 @@ first summed per *concept*: the 7/30/90-day counts of one activity type are one 
 seniority and department are one ("VP-level title in Engineering"). The three concepts that
 pushed the score up most and the two that pulled it down most are rendered as short sentences
 using the lead's own values, compared with the typical reference lead where that helps ("4
-pricing/demo page visits in the last 7 days; most leads have none", "No engagement for 45 days",
+pricing/demo page visits in the last 7 days (most leads have none)", "No engagement for 45 days",
 "Free-mail address"). Raw feature names never appear.
 
 What is not a reason:
@@ -36,6 +36,9 @@ from scoring.subscores import ENGAGEMENT, FIT, group_of
 
 MAX_REASONS_CHARS = 255
 SEPARATOR = "; "
+# How a count compares with most leads (in parentheses: "; " separates whole reasons).
+ABOVE_MOST = " (most leads have none)"
+BELOW_MOST = " (most leads have some)"
 # Contributions (log-odds) smaller than this move the score by well under a point: not a reason.
 MIN_IMPACT = 0.02
 # A sentence true of more than this share of the reference leads is not a reason (the issue's
@@ -120,7 +123,8 @@ Typical = Mapping[str, Any]
 
 
 def _compare(feature: str, n: int, typical: Typical | None, noun: str) -> str:
-    """``"; most leads have none"`` or ``" (typical lead: 2)"`` for a count, or ``""``."""
+    """``" (most leads have none)"`` or ``" (typical lead: 2)"`` for a count, or ``""`` (never "; ":
+    that separates reasons in the CRM field)."""
     if not typical:
         return ""
     stats = (typical.get("numeric") or {}).get(feature)
@@ -129,9 +133,9 @@ def _compare(feature: str, n: int, typical: Typical | None, noun: str) -> str:
     zero = float(stats.get("zero") or 0.0)
     median = _count(stats.get("median"))
     if n > 0 and zero >= 0.5:
-        return "; most leads have none"
+        return ABOVE_MOST
     if n == 0 and zero < 0.5:
-        return "; most leads have some"
+        return BELOW_MOST
     if n > 0 and median > 0 and median != n:
         return f" (typical lead: {median})"
     return ""
@@ -336,7 +340,9 @@ def explain(
             if concept in SILENT_CONCEPTS:
                 continue
             text = render(concept, values, typical)
-            if text not in common:
+            # "3 visits (most leads have none)" as a minus contradicts itself: the model lowered the
+            # score through this concept for another reason (recency, interactions); leave it out.
+            if text not in common and not text.endswith(ABOVE_MOST):
                 downs.append(Reason(text, float(row[j]), groups[j]))
         out.append([*ups, *downs])
     return out

@@ -103,7 +103,7 @@ def test_reasons_compare_with_typical_leads_group_by_sub_score_and_skip_the_comm
     pricing = [r for r in reasons if "pricing" in r.text]
     assert pricing and pricing[0].group == "engagement" and pricing[0].impact > 0
     zero_share = typical["numeric"]["high_intent_visits_7d"]["zero"]
-    assert pricing[0].text.endswith("; most leads have none") == (zero_share >= 0.5)
+    assert pricing[0].text.endswith(" (most leads have none)") == (zero_share >= 0.5)
     assert reason_strings(pricing)[0].startswith("+ Engagement: ")
     all_reasons = explain(result.model.contributions(sample), sample, typical=typical)
     rows = sample.to_dict(orient="records")
@@ -131,9 +131,9 @@ def test_reasons_compare_with_typical_leads_group_by_sub_score_and_skip_the_comm
          "Engagement rising: 1 more action than in the 30 days before"),
         ("engagement_velocity", {"engagement_velocity": -3},
          "Engagement falling: 3 fewer actions than in the 30 days before"),
-        ("type:web_visit", {"web_visit_7d": 3}, "3 website visits in the last 7 days; most leads have none"),
+        ("type:web_visit", {"web_visit_7d": 3}, "3 website visits in the last 7 days (most leads have none)"),
         ("type:web_visit", {"web_visit_7d": 0, "web_visit_30d": 0, "web_visit_90d": 0},
-         "No website visits in the last 90 days; most leads have some"),
+         "No website visits in the last 90 days (most leads have some)"),
         ("engagement_30d", {"engagement_30d": 9}, "9 engagements in the last 30 days (typical lead: 2)"),
     ],
 )
@@ -142,3 +142,18 @@ def test_render_with_typical_values(concept: str, values: dict[str, object], tex
                            "web_visit_90d": {"zero": 0.3, "median": 2.0},
                            "engagement_30d": {"zero": 0.2, "median": 2.0}}}
     assert render(concept, values, typical) == text
+
+
+def test_a_minus_reason_never_says_the_lead_has_more_than_most() -> None:
+    # The model lowered the score through web visits, yet the lead has more visits than most leads:
+    # "- 3 website visits ... (most leads have none)" would contradict itself, so it is left out,
+    # while the same sentence as a plus stays, and "; " never appears inside one reason.
+    typical = {"numeric": {"web_visit_7d": {"zero": 0.9, "median": 0.0}, "web_visit_30d": {"zero": 0.9, "median": 0.0},
+                           "web_visit_90d": {"zero": 0.9, "median": 0.0}}, "common": {}}
+    features = pd.DataFrame([{"web_visit_7d": 3, "web_visit_30d": 3, "web_visit_90d": 3}] * 2)
+    contributions = pd.DataFrame({"web_visit_7d": [-0.8, 0.8], "web_visit_30d": [0.0, 0.0],
+                                  "web_visit_90d": [0.0, 0.0], BIAS: [0.0, 0.0]})
+    minus, plus = explain(contributions, features, typical=typical)
+    assert minus == []
+    assert [r.text for r in plus] == ["3 website visits in the last 7 days (most leads have none)"]
+    assert "; " not in plus[0].text
