@@ -44,7 +44,8 @@ class InsufficientDataError(DataError):
         self.minimum = minimum
         super().__init__(
             f"not enough labelled leads to train: {positives} positive and {negatives} negative, "
-            f"need at least {minimum} of each"
+            f"need at least {minimum} of each (fewer makes the evaluation unreliable; the minimum is "
+            "training.min_per_class in the YAML, --min-per-class for evaluate and demo)"
         )
 
 
