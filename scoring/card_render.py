@@ -45,7 +45,8 @@ def render_model_card(
         "## Intended use",
         "",
         "Ranks open leads by their estimated probability of converting, so reps work the most promising first.",
-        "Scores are calibrated probabilities (0-1, shown as 0-100) and come with the features that moved them.",
+        "Each lead gets a 1-99 score (its rank among the model's reference leads) and a calibrated likelihood"
+        " of converting within the horizon, with the features that moved them.",
         "Not for decisions about individuals outside the sales process,"
         " nor a substitute for judgement on a single lead.",
         "",

@@ -90,14 +90,14 @@ def _when(value: Any) -> datetime | None:
 
 def _score_distribution(session: Session, as_of: datetime) -> str:
     rows = session.execute(
-        select(LeadScore.scored_at, LeadScore.probability).where(LeadScore.scored_at <= as_of)
+        select(LeadScore.scored_at, LeadScore.score).where(LeadScore.scored_at <= as_of)
         .order_by(LeadScore.scored_at.desc()).limit(MAX_SCORE_ROWS)
     ).all()
     if not rows:
         return _missing("No scores yet: run `leadscore score`.")
-    df = pd.DataFrame([tuple(r) for r in rows], columns=["scored_at", "probability"])
+    # The score reps see: the 1-99 rank (not 100 x probability, which is the likelihood field).
+    df = pd.DataFrame([tuple(r) for r in rows], columns=["scored_at", "score"])
     df["scored_at"] = pd.to_datetime(df["scored_at"], utc=True)
-    df["score"] = 100 * df["probability"]
     span = (df["scored_at"].max() - df["scored_at"].min()).days
     freq = "D" if span <= 45 else "W"
     df["period"] = df["scored_at"].dt.tz_localize(None).dt.to_period(freq).dt.start_time
@@ -107,14 +107,14 @@ def _score_distribution(session: Session, as_of: datetime) -> str:
     x = q.index.to_pydatetime() if hasattr(q.index, "to_pydatetime") else list(q.index)
     if len(q) == 1:
         ax.hist(df["score"], bins=30, color="#4c72b0")
-        ax.set_xlabel("score (0-100)")
+        ax.set_xlabel("score (1-99)")
         ax.set_ylabel("scores written")
         ax.set_title(f"Score distribution ({len(df)} scores, one {'day' if freq == 'D' else 'week'})")
     else:
         ax.fill_between(x, q[0.1], q[0.9], alpha=0.2, color="#4c72b0", label="10th-90th percentile")
         ax.fill_between(x, q[0.25], q[0.75], alpha=0.4, color="#4c72b0", label="25th-75th percentile")
         ax.plot(x, q[0.5], color="#1f3b70", label="median")
-        ax.set_ylabel("score (0-100)")
+        ax.set_ylabel("score (1-99)")
         ax.set_title(f"Scores written per {'day' if freq == 'D' else 'week'}")
         ax.legend(loc="upper left", fontsize=8)
         fig.autofmt_xdate()
