@@ -36,7 +36,7 @@ INSPECTION: frozenset[tuple[str, ...]] = frozenset({
 })
 ON_STORED_DATA: frozenset[tuple[str, ...]] = INSPECTION | frozenset({
     ("train",), ("score",), ("retrain",), ("tiers", "set"), ("models", "promote"), ("models", "rollback"),
-    ("models", "shadow"), ("web",),
+    ("models", "shadow"),
 })
 LOG_NAME = "leadscore-cli.log"
 
