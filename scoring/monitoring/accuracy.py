@@ -1,0 +1,205 @@
+"""Live accuracy and calibration on elapsed leads (and conversion by tier on them)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy.orm import Session
+
+from config.app_config import MonitoringConfig
+from scoring import registry
+from scoring.features import (
+    load_leads_frame,
+)
+from scoring.metrics import conversion_by_tier, expected_calibration_error
+from scoring.monitoring.cohorts import COHORT_AGE_DAYS, cohort_leads, labels_at
+from scoring.monitoring.elapsed import active_tier_policy, elapsed_scores
+from scoring.monitoring.reference_cohort import Reference, ensure_reference
+from scoring.monitoring.stats import MIN_PERFORMANCE_POSITIVES, Z_ONE_SIDED, auc_standard_error, roc_auc
+from scoring.monitoring.status import ALERT, NOT_ENOUGH, WARN, Alert, Findings, worst
+from scoring.monitoring.tier_conversion import top_tier_alert
+from store.models import (
+    ModelVersion,
+)
+
+PERFORMANCE_WINDOW_DAYS = 30
+SCORE_BANDS: tuple[float, ...] = (0.0, 0.05, 0.10, 0.20, 0.40, 1.0001)
+AUC_ACTION = ("the model ranks recent leads worse than when it was trained: run `leadscore retrain --dry-run` "
+              "to compare a challenger on the same later leads; promote it if it wins")
+CALIBRATION_ACTION = ("scores no longer read as odds: retraining recalibrates (`leadscore retrain`); until then "
+                      "treat tiers as a ranking, not as probabilities")
+
+
+def measure_performance(session: Session, champion: ModelVersion, ref: Reference | None, as_of: datetime,
+                 horizon_days: int, config: MonitoringConfig, out: Findings) -> None:
+    end = as_of - timedelta(days=horizon_days + COHORT_AGE_DAYS)
+    start = end - timedelta(days=PERFORMANCE_WINDOW_DAYS)
+    perf: dict[str, Any] = {"status": NOT_ENOUGH, "cohort_start": start, "cohort_end": end,
+                            "horizon_days": horizon_days, "leads": 0}
+    tc: dict[str, Any] = {"status": NOT_ENOUGH, "leads": 0, "cohort_start": start, "cohort_end": end,
+                          "horizon_days": horizon_days}
+    out.metrics["performance"] = perf
+    out.metrics["tier_conversion"] = tc
+    ids = cohort_leads(session, start, end)
+    policy = active_tier_policy(session)
+    counts: dict[str, Any] = {}
+    scores = elapsed_scores(session, champion, ids, policy, counts) if ids else pd.DataFrame()
+    tc.update(counts)
+    tc["cohort_leads"] = len(ids)
+    if scores.empty:
+        reason = (f"no lead created {start:%Y-%m-%d}..{end:%Y-%m-%d} (whose {horizon_days}-day horizon has "
+                  f"elapsed by {as_of:%Y-%m-%d}) has a score at {COHORT_AGE_DAYS} days old"
+                  if ids else f"no lead was created {start:%Y-%m-%d}..{end:%Y-%m-%d} (elapsed leads: created at "
+                  f"least {horizon_days + COHORT_AGE_DAYS} days before {as_of:%Y-%m-%d})")
+        if counts.get("excluded_in_training"):
+            reason += f"; {counts['excluded_in_training']} were left out: the champion learnt from them"
+        perf["reason"] = tc["reason"] = reason
+        perf["rows"] = 0
+        out.notes.append(f"live performance not measured: {reason}")
+        return
+    leads = load_leads_frame(session, scores["lead_id"].tolist()).set_index("id").loc[scores["lead_id"]]
+    leads = leads.reset_index()
+    known, label = labels_at(leads, scores["scored_at"], horizon_days, as_of)
+    y = label[known]
+    p = scores["probability"].to_numpy(dtype="float64")[known]
+    tiers = scores["tier"].to_numpy(dtype=object)[known]
+    perf["rows"] = perf["leads"] = tc["leads"] = int(known.sum())
+    perf["positives"] = tc["converted"] = int(y.sum())
+    if perf["rows"] == 0:
+        perf["reason"] = tc["reason"] = "no scored lead's outcome is known yet"
+        out.notes.append("live performance not measured: no matured scores")
+        return
+    by_tier: dict[str, dict[str, Any]] = {}
+    for tier in sorted({str(t) for t in tiers}):
+        mask = np.array([str(t) == tier for t in tiers], dtype=bool)
+        by_tier[tier] = {"leads": int(mask.sum()), "converted": int(y[mask].sum()),
+                         "conversion_rate": float(y[mask].mean())}
+    norms = ref.tier_norms(policy) if ref is not None else {}
+    for tier, row in by_tier.items():
+        row["norm"] = (norms.get(tier) or {}).get("conversion_rate")
+    tc["by_tier"] = by_tier
+    tc["norms"] = norms
+    tc["policy"] = {"mode": policy.mode, "thresholds": dict(policy.thresholds)}
+    status, alert, detail = top_tier_alert(by_tier, norms, share=config.top_tier_share)
+    tc["top_tier"] = detail
+    tc["status"] = status
+    if status == NOT_ENOUGH:
+        out.notes.append(f"top-tier conversion not judged: {detail.get('reason')}")
+    if alert is not None:
+        out.alerts.append(alert)
+    perf["conversion_rate"] = float(y.mean())
+    perf["mean_predicted"] = float(p.mean())
+    perf["conversion_by_tier"] = conversion_by_tier(y, tiers)
+    perf["ece"] = expected_calibration_error(y, p)
+    perf["calibration"] = calibration_by_band(y, p)
+    perf["lift_by_decile"] = _lift(y, p)
+    perf["served"], perf["reconstructed"] = counts.get("served", 0), counts.get("reconstructed", 0)
+    versions = scores["model_version_id"].to_numpy()[known]
+    ids_used, used_counts = np.unique(versions[~pd.isna(versions)].astype("int64"), return_counts=True)
+    perf["model_versions"] = {int(i): int(c) for i, c in zip(ids_used, used_counts, strict=True)}
+    # Segment models (and earlier champions) are judged on the leads they scored, one by one.
+    by_model: dict[str, Any] = {}
+    for mv_id in ids_used:
+        mask = versions == mv_id
+        mv = session.get(ModelVersion, int(mv_id))
+        name = mv.version if mv is not None else str(mv_id)
+        pos = int(y[mask].sum())
+        by_model[name] = {"segment": mv.segment if mv is not None else None, "leads": int(mask.sum()),
+                          "converted": pos, "auc": roc_auc(y[mask], p[mask])
+                          if min(pos, int(mask.sum()) - pos) >= MIN_PERFORMANCE_POSITIVES else None}
+    perf["by_model"] = by_model
+    positives, negatives = int(y.sum()), int(len(y) - y.sum())
+    auc = roc_auc(y, p)
+    perf["auc"] = auc
+    if ref is not None and ref.outcomes:
+        perf["reference_ece"] = expected_calibration_error([o[1] for o in ref.outcomes], [o[0] for o in ref.outcomes])
+    before = len(out.alerts)
+    _calibration(y, p, perf, config, out)
+    if positives < MIN_PERFORMANCE_POSITIVES or negatives < MIN_PERFORMANCE_POSITIVES:
+        perf["reason"] = (f"{positives} conversions among {len(y)} elapsed leads; at least "
+                          f"{MIN_PERFORMANCE_POSITIVES} of each class needed to judge the AUC")
+        out.notes.append(f"live AUC not judged: {perf['reason']}")
+        perf["status"] = worst(out.alerts[before:]) if len(out.alerts) > before else NOT_ENOUGH
+        return
+    se = auc_standard_error(auc, positives, negatives)
+    perf["auc_se"] = se
+    maker = session.get(ModelVersion, int(ids_used[np.argmax(used_counts)])) if len(ids_used) else None
+    maker_ref = ensure_reference(session, maker, as_of=as_of) if maker is not None else None
+    baseline = maker_ref.baseline_auc if maker_ref is not None else None
+    if baseline is None and maker is not None:
+        baseline = registry.recorded_test_auc(maker)
+    perf["baseline_auc"] = baseline
+    if baseline is None or not math.isfinite(auc):
+        perf["status"] = worst(out.alerts[before:])
+        return
+    drop = baseline - auc
+    perf["auc_drop"] = drop
+    # The baseline is itself an estimate: both standard errors count.
+    base_se = (auc_standard_error(baseline, maker_ref.baseline_positives,
+                                  maker_ref.baseline_rows - maker_ref.baseline_positives)
+               if maker_ref is not None and maker_ref.baseline_auc is not None else 0.0)
+    se = math.sqrt(se * se + (base_se if math.isfinite(base_se) else 0.0) ** 2)
+    perf["auc_drop_se"] = se
+    if drop > config.auc_drop_alert:
+        if drop - Z_ONE_SIDED * se > 0:
+            out.alerts.append(Alert(ALERT, "auc_drop", f"live AUC {auc:.3f} is {drop:.3f} below the model's "
+                                    f"baseline {baseline:.3f} ({len(y)} elapsed leads)", drop,
+                                    config.auc_drop_alert, action=AUC_ACTION))
+        else:
+            out.alerts.append(Alert(WARN, "auc_drop", f"live AUC {auc:.3f} is {drop:.3f} below baseline "
+                                    f"{baseline:.3f}, within sampling noise (±{se:.3f})", drop,
+                                    config.auc_drop_alert, action=AUC_ACTION))
+    perf["status"] = worst(out.alerts[before:])
+
+
+def _calibration(y: np.ndarray, p: np.ndarray, perf: dict[str, Any], config: MonitoringConfig,
+                 out: Findings) -> None:
+    """Calibration drift: the ECE grew by more than ``ece_alert`` over the champion's own reference
+    ECE (leads of its test period seen at the same age) *and* the mean prediction is far from the
+    observed rate (3 standard errors and 25 %): alert; either alone warns."""
+    observed, predicted = float(y.mean()), float(p.mean())
+    se_rate = math.sqrt(max(predicted * (1 - predicted), 1e-9) / len(y))
+    mean_off = abs(observed - predicted) > 3 * se_rate and abs(observed - predicted) > 0.25 * max(predicted, 1e-9)
+    ece = float(perf.get("ece") or 0.0)
+    base = float(perf.get("reference_ece") or 0.0)
+    grew = ece - base
+    perf["ece_increase"] = grew
+    ece_high = grew > config.ece_alert
+    moved = (f"ECE {ece:.3f} vs {base:.3f} on the reference leads ({grew:+.3f}; alert line "
+             f"+{config.ece_alert:g})")
+    if mean_off and ece_high:
+        out.alerts.append(Alert(ALERT, "calibration", f"scores are miscalibrated: {observed:.1%} converted vs "
+                                f"{predicted:.1%} predicted; {moved}", grew, config.ece_alert,
+                                action=CALIBRATION_ACTION))
+    elif mean_off:
+        out.alerts.append(Alert(WARN, "calibration", f"scores are miscalibrated: {observed:.1%} converted vs "
+                                f"{predicted:.1%} predicted; {moved}", observed - predicted, None,
+                                action=CALIBRATION_ACTION))
+    elif ece_high:
+        out.alerts.append(Alert(WARN, "calibration", f"calibration drifted: {moved}, {len(y)} elapsed leads", grew,
+                                config.ece_alert, action=CALIBRATION_ACTION))
+
+
+def calibration_by_band(y: np.ndarray, p: np.ndarray, bands: Sequence[float] = SCORE_BANDS
+                        ) -> list[dict[str, Any]]:
+    """Observed vs mean predicted conversion per probability band (non-empty bands only)."""
+    out: list[dict[str, Any]] = []
+    for lo, hi in zip(bands[:-1], bands[1:], strict=True):
+        mask = (p >= lo) & (p < hi)
+        if mask.any():
+            out.append({"band": f"{round(lo * 100)}-{min(100, round(hi * 100))}", "predicted": float(p[mask].mean()),
+                        "observed": float(y[mask].mean()), "count": int(mask.sum())})
+    return out
+
+
+def _lift(y: np.ndarray, p: np.ndarray) -> list[float]:
+    base = y.mean()
+    if base <= 0 or len(y) < 10:
+        return []
+    ranked = y[np.argsort(-p, kind="stable")]
+    return [float(part.mean() / base) for part in np.array_split(ranked, 10)]

@@ -1,0 +1,67 @@
+"""Freshness of the syncs and failed CRM writes."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from config.app_config import MonitoringConfig
+from scoring.monitoring.clock import crm_now, parse_time
+from scoring.monitoring.status import ALERT, NOT_ENOUGH, WARN, Alert, Findings, worst
+from store.models import (
+    Connection,
+    Outbox,
+    SyncRun,
+)
+
+FRESHNESS_ACTION = ("scores are computed on stale CRM data: check `leadscore status` and the worker log for the "
+                    "failing sync (credentials, API limits, network)")
+WRITEBACK_ACTION = ("reps see old scores for these leads: `leadscore writeback` shows why the CRM refused them "
+                    "(field permissions, deleted records, validation rules)")
+
+
+def measure_freshness(session: Session, as_of: datetime, config: MonitoringConfig, out: Findings, *,
+               explicit: bool = True) -> None:
+    now = crm_now(session, as_of, explicit)
+    # A sync's time on the CRM's clock: the server time it read (the wall clock of its end when absent).
+    sync_time = func.coalesce(SyncRun.server_time, SyncRun.finished_at)
+    rows = session.execute(
+        select(Connection.id, Connection.name, func.max(sync_time))
+        .outerjoin(SyncRun, (SyncRun.connection_id == Connection.id) & (SyncRun.status == "succeeded")
+                   & (sync_time <= now))
+        .group_by(Connection.id, Connection.name)
+        .order_by(Connection.name)
+    ).all()
+    fresh: dict[str, Any] = {}
+    limit = timedelta(hours=config.freshness_hours)
+    found: list[Alert] = []
+    for _id, name, last in rows:
+        last_utc = parse_time(last)
+        age_hours = (now - last_utc).total_seconds() / 3600 if last_utc is not None else None
+        fresh[name] = {"last_success": last_utc, "age_hours": age_hours}
+        if last_utc is None:
+            found.append(Alert(WARN, "freshness", f"connection {name} has never synced successfully",
+                               action=FRESHNESS_ACTION))
+        elif now - last_utc > limit:
+            found.append(Alert(ALERT, "freshness", f"connection {name}: last successful sync {age_hours:.1f} h "
+                               f"ago on the CRM's clock (limit {config.freshness_hours:g} h)", age_hours,
+                               config.freshness_hours, action=FRESHNESS_ACTION))
+    out.metrics["freshness"] = fresh
+    out.metrics["clock"]["crm_now"] = now
+    failed = int(session.scalar(select(func.count(Outbox.id)).where(Outbox.status == "failed")) or 0)
+    stuck = int(session.scalar(
+        select(func.count(Outbox.id)).where(Outbox.status == "pending", Outbox.attempts > 0,
+                                            Outbox.created_at < now - limit)) or 0)
+    out.metrics["outbox"] = {"failed": failed, "pending_retrying": stuck}
+    if failed:
+        found.append(Alert(ALERT, "writeback", f"{failed} CRM writes failed for good", float(failed), 0.0,
+                           action=WRITEBACK_ACTION))
+    if stuck:
+        found.append(Alert(WARN, "writeback", f"{stuck} CRM writes still retrying after "
+                           f"{config.freshness_hours:g} h", float(stuck), 0.0, action=WRITEBACK_ACTION))
+    out.alerts.extend(found)
+    out.metrics["measures"]["freshness"] = {"status": worst(found) if rows else NOT_ENOUGH,
+                                            "connections": len(rows)}

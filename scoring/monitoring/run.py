@@ -1,0 +1,138 @@
+"""One monitor run (:func:`run_monitor`), its webhook, and the stored reports."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+import requests
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from config.app_config import MonitoringConfig
+from scoring import registry
+from scoring.monitoring.accuracy import measure_performance
+from scoring.monitoring.clock import as_utc, data_clock, horizon_of, trained_at
+from scoring.monitoring.drift import importance_change, measure_drift
+from scoring.monitoring.freshness import measure_freshness
+from scoring.monitoring.reference_cohort import ensure_reference
+from scoring.monitoring.shadow_compare import describe_shadow, shadow_comparison
+from scoring.monitoring.status import NOT_ENOUGH, OK, WARN, Alert, Findings, to_json, worst
+from store.models import (
+    ModelVersion,
+    MonitorReport,
+)
+
+log = logging.getLogger(__name__)
+WEBHOOK_TIMEOUT_SECONDS = 5.0
+
+
+def run_monitor(
+    session: Session,
+    *,
+    as_of: datetime | None = None,
+    config: MonitoringConfig,
+    horizon_days: int | None = None,
+) -> MonitorReport:
+    """Measure the champion's health as of ``as_of`` and write a ``monitor_report``.
+
+    ``as_of`` None uses the data's clock (:func:`data_clock`: the newest synced modification time),
+    never the machine's. ``horizon_days`` defaults to the champion's training horizon. Each measure
+    records its status (ok | warn | alert | not enough data) with the counts it used; the overall
+    status is the worst alert, or "not enough data" when neither drift nor tier conversion nor
+    accuracy could be measured. Flushes, never commits. Alerts are logged at WARNING and POSTed to
+    ``config.webhook_url`` when set (failures logged only).
+    """
+    explicit = as_of is not None
+    clock = as_utc(as_of) if as_of is not None else data_clock(session)
+    out = Findings()
+    out.metrics["clock"] = {"as_of": clock, "source": "--as-of" if explicit else "newest synced modification"}
+    out.metrics["measures"] = {}
+    if clock is None:
+        clock = datetime.now(UTC)
+        out.metrics["clock"] |= {"as_of": clock, "source": "no synced data (machine clock)"}
+        out.notes.append("no lead or activity synced yet: nothing to measure")
+    as_of = clock
+    champion = registry.champion(session)
+    measured = False
+    if champion is None:
+        out.alerts.append(Alert(WARN, "no_model", "no champion model: run `leadscore train`",
+                                action="train a first model: `leadscore train`"))
+    else:
+        horizon = horizon_days or horizon_of(champion)
+        out.metrics["champion"] = {"version": champion.version, "family": champion.family,
+                                   "trained_as_of": trained_at(champion)}
+        ref = ensure_reference(session, champion, as_of=as_of)
+        if ref is None:
+            out.notes.append("the champion records no training window: drift not measured")
+            out.metrics["drift"] = {"status": NOT_ENOUGH, "leads": 0,
+                                    "reason": "the champion records no training window to compare with"}
+        else:
+            out.metrics["reference"] = {"cohort_start": ref.cohort_start, "cohort_end": ref.cohort_end,
+                                        "rows": ref.rows, "baseline_auc": ref.baseline_auc,
+                                        "top_features": list(ref.features)}
+            measure_drift(session, champion, ref, as_of, config, out)
+            importance_change(session, champion, ref, as_of, out)
+        measure_performance(session, champion, ref, as_of, horizon, config, out)
+        shadow_rows = [shadow_comparison(session, mv, as_of=as_of, horizon_days=horizon)
+                       for mv in registry.shadows(session) if mv.segment is None]
+        if shadow_rows:
+            out.metrics["shadow"] = shadow_rows
+            out.notes.extend(describe_shadow(c) for c in shadow_rows)
+        measured = any((out.metrics.get(k) or {}).get("status") not in (None, NOT_ENOUGH)
+                       for k in ("drift", "tier_conversion", "performance"))
+        for key in ("drift", "tier_conversion", "performance"):
+            part = out.metrics.get(key) or {}
+            out.metrics["measures"][key] = {"status": part.get("status", NOT_ENOUGH), "leads": part.get("leads", 0),
+                                            **({"reason": part["reason"]} if part.get("reason") else {})}
+    measure_freshness(session, as_of, config, out, explicit=explicit)
+    status = worst(out.alerts)
+    if status == OK and not measured:
+        status = NOT_ENOUGH
+    out.metrics["notes"] = out.notes
+    report = MonitorReport(
+        model_version_id=champion.id if champion is not None else None, as_of=as_of, status=status,
+        metrics=to_json(out.metrics), alerts=[a.to_dict() for a in out.alerts],
+    )
+    session.add(report)
+    session.flush()
+    for a in out.alerts:
+        log.warning("monitor %s [%s] %s", a.level, a.kind, a.message)
+    if config.webhook_url and out.alerts:
+        send_webhook(config.webhook_url, report, champion)
+    return report
+
+
+def send_webhook(url: str, report: MonitorReport, champion: ModelVersion | None) -> bool:
+    """POST the report's alerts as JSON; True on a 2xx answer. Never raises on network errors."""
+    payload = {
+        "source": "leadscore", "report_id": report.id, "status": report.status,
+        "as_of": report.as_of.isoformat(), "model_version": champion.version if champion else None,
+        "alerts": report.alerts,
+    }
+    try:
+        response = requests.post(url, json=payload, timeout=WEBHOOK_TIMEOUT_SECONDS)
+    except requests.RequestException as exc:
+        log.warning("monitor webhook %s failed: %s", url, exc.__class__.__name__)
+        return False
+    if not 200 <= response.status_code < 300:
+        log.warning("monitor webhook %s answered HTTP %s", url, response.status_code)
+        return False
+    return True
+
+
+def latest_report(session: Session, *, as_of: datetime | None = None) -> MonitorReport | None:
+    """The most recent monitor report (by ``as_of``), optionally no later than ``as_of``."""
+    stmt = select(MonitorReport)
+    if as_of is not None:
+        stmt = stmt.where(MonitorReport.as_of <= as_of)
+    return session.scalars(stmt.order_by(MonitorReport.as_of.desc(), MonitorReport.id.desc())).first()
+
+
+def reports(session: Session, *, as_of: datetime | None = None, limit: int = 365) -> list[MonitorReport]:
+    """Monitor reports in time order (the last ``limit``)."""
+    stmt = select(MonitorReport)
+    if as_of is not None:
+        stmt = stmt.where(MonitorReport.as_of <= as_of)
+    rows = list(session.scalars(stmt.order_by(MonitorReport.as_of.desc(), MonitorReport.id.desc()).limit(limit)))
+    return rows[::-1]
