@@ -115,6 +115,8 @@ LEAD = SObjectDef("Lead", "00Q", "Lead", "Leads", (
     _ro("ConvertedDate", "date", label="Converted Date"),
     _ro("ConvertedContactId", "reference", length=18, label="Converted Contact ID", reference_to=("Contact",),
         relationship_name="ConvertedContact"),
+    _ro("ConvertedAccountId", "reference", length=18, label="Converted Account ID", reference_to=("Account",),
+        relationship_name="ConvertedAccount"),
     *_system(deletable=False),
     FieldDef("Lead_Score__c", "double", custom=True, precision=3, scale=0, label="Lead Score"),
     FieldDef("Lead_Tier__c", "picklist", custom=True, length=255, picklist=("A", "B", "C", "D"),
@@ -224,15 +226,47 @@ GROUP = SObjectDef("Group", "00G", "Group", "Groups", (
     *_system(deletable=False),
 ), createable=False, updateable=False, deletable=False)
 
-# The Contact a converted Lead became (only what conversion needs: leadscore does not sync Contacts).
+# The Contact a converted Lead became (only what conversion needs: leadscore reads Contacts only
+# to find a lead's Account by e-mail).
 CONTACT = SObjectDef("Contact", "003", "Contact", "Contacts", (
     ID,
+    FieldDef("AccountId", "reference", length=18, reference_to=("Account",), relationship_name="Account",
+             label="Account ID"),
     FieldDef("LastName", "string", length=80, nillable=False),
     FieldDef("FirstName", "string", length=40),
     FieldDef("Email", "email", length=80),
     FieldDef("OwnerId", "reference", length=18, nillable=False, reference_to=("User",), relationship_name="Owner",
              label="Owner ID"),
     *_system(),
+))
+
+ACCOUNT_TYPES = ("Prospect", "Customer - Direct", "Customer - Channel", "Channel Partner / Reseller",
+                 "Installation Partner", "Technology Partner", "Other")
+CUSTOM_ACCOUNT_FIELDS = ("Account_Lead_Score__c", "Account_Engaged_People__c")
+
+# One Account per funnel company (docs/crmsim-salesforce.md). The two custom fields exist only
+# while ``custom_fields_present`` is on, like the Lead ones (an admin deploys them together).
+ACCOUNT = SObjectDef("Account", "001", "Account", "Accounts", (
+    ID,
+    _ro("IsDeleted", "boolean", label="Deleted", nillable=False),
+    _ro("MasterRecordId", "reference", label="Master Record ID", length=18, reference_to=("Account",),
+        relationship_name="MasterRecord"),
+    FieldDef("Name", "string", length=255, nillable=False, label="Account Name"),
+    FieldDef("Type", "picklist", length=255, picklist=ACCOUNT_TYPES, label="Account Type"),
+    FieldDef("ParentId", "reference", length=18, reference_to=("Account",), relationship_name="Parent",
+             label="Parent Account ID"),
+    FieldDef("BillingCountry", "string", length=80, label="Billing Country"),
+    FieldDef("Phone", "phone", length=40, label="Account Phone"),
+    FieldDef("Website", "url", length=255),
+    FieldDef("Industry", "picklist", length=255, picklist=INDUSTRIES),
+    FieldDef("AnnualRevenue", "currency", precision=18, scale=0, label="Annual Revenue"),
+    FieldDef("NumberOfEmployees", "int", precision=8, label="Employees"),
+    FieldDef("OwnerId", "reference", length=18, nillable=False, reference_to=("User",), relationship_name="Owner",
+             label="Owner ID"),
+    *_system(deletable=False),
+    FieldDef("Account_Lead_Score__c", "double", custom=True, precision=2, scale=0, label="Account Lead Score"),
+    FieldDef("Account_Engaged_People__c", "double", custom=True, precision=5, scale=0,
+             label="Account Engaged People"),
 ))
 
 # Which sObjects a queue may own records of (Setup > Queues > Supported Objects).
@@ -246,6 +280,6 @@ QUEUE_SOBJECT = SObjectDef("QueueSobject", "03g", "Queue Sobject", "Queue Sobjec
 ), createable=False, updateable=False, deletable=False)
 
 SOBJECTS: dict[str, SObjectDef] = {d.name: d for d in (LEAD, TASK, EVENT, CAMPAIGN_MEMBER, CAMPAIGN, USER,
-                                                      GROUP, QUEUE_SOBJECT, CONTACT)}
+                                                      GROUP, QUEUE_SOBJECT, CONTACT, ACCOUNT)}
 SOBJECTS_LOWER: dict[str, SObjectDef] = {name.lower(): d for name, d in SOBJECTS.items()}
 PREFIXES: dict[str, str] = {d.key_prefix: d.name for d in SOBJECTS.values()}

@@ -29,6 +29,7 @@ from functools import lru_cache
 from typing import Any
 
 from crmsim.model import Activity, Campaign, Company, Owner, Person, Queue, SimClock
+from crmsim.salesforce.accounts import account_values
 from crmsim.salesforce.schema import SOBJECTS, SOBJECTS_LOWER, FieldDef, SObjectDef
 
 _ALPHANUM = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -234,6 +235,7 @@ class SalesforceStore:
         self.assignment_rules: list[AssignmentRule] = []
         self.validation_rules: list[ValidationRule] = []
         self._who_index: dict[str, list[str]] = {}  # WhoId -> Task/Event ids that had it (may be stale)
+        self._lead_company: dict[str, str] = {}  # Lead id -> funnel company key (its Account on conversion)
         # The org permission "View and Edit Converted Leads": off, as in a default org, converted
         # Leads refuse updates and references with CANNOT_UPDATE_CONVERTED_LEAD.
         self.converted_lead_edit = False
@@ -473,9 +475,11 @@ class SalesforceStore:
             self._upsert("campaign", campaign.key, SOBJECTS["Campaign"], values)
 
     def put_company(self, company: Company) -> None:
-        """Remember a company (leads carry their own firmographics; there is no Account object)."""
+        """Create or update the company's Account (leads still carry their own firmographics)."""
         with self.lock:
             self.companies[company.key] = company
+            values = {**account_values(company), "OwnerId": self.default_user_id}
+            self._upsert("company", company.key, SOBJECTS["Account"], values)
 
     def put_person(self, person: Person) -> None:
         """Project a funnel person onto a Lead (create or update; see docs/crmsim-salesforce.md)."""
@@ -508,6 +512,8 @@ class SalesforceStore:
                 if converted and person.converted_at else None,
             }
             lead_id = self._upsert("person", person.key, SOBJECTS["Lead"], values, created=person.created_at)
+            if person.company_key:
+                self._lead_company[lead_id] = person.company_key
             if converted and self._by_id[lead_id].values["ConvertedContactId"] is None:
                 self._convert(lead_id)
             if person.campaign_key:
@@ -618,9 +624,12 @@ class SalesforceStore:
         lead = self._by_id[lead_id]
         v = lead.values
         owner = v["OwnerId"] if str(v["OwnerId"]).startswith("005") else self.default_user_id
+        company = self._lead_company.get(lead_id)
+        account_id = self._keys.get(("company", company)) if company else None
         contact_id = self._insert(SOBJECTS["Contact"], {"FirstName": v["FirstName"], "LastName": v["LastName"],
-                                                        "Email": v["Email"], "OwnerId": owner}, "funnel")
-        self._write(lead, {"ConvertedContactId": contact_id}, "funnel")
+                                                        "Email": v["Email"], "OwnerId": owner,
+                                                        "AccountId": account_id}, "funnel")
+        self._write(lead, {"ConvertedContactId": contact_id, "ConvertedAccountId": account_id}, "funnel")
         for child_id in self._who_index.get(lead_id, []):
             child = self._by_id.get(child_id)
             if child is not None and child.values["WhoId"] == lead_id and not child.deleted:
@@ -712,6 +721,8 @@ class SalesforceStore:
                     raise RecordError("DUPLICATE_VALUE", "Already a campaign member.", [])
             elif name == "Campaign":
                 values.setdefault("Status", "Planned")
+            elif name in ("Account", "Contact"):
+                values.setdefault("OwnerId", self.default_user_id)
             if name == "CampaignMember" and values.get("Status") == "Responded":
                 values["HasResponded"] = True
                 values["FirstRespondedDate"] = self._now().date()
@@ -794,6 +805,7 @@ class SalesforceStore:
 
     def _check_required(self, definition: SObjectDef, values: dict[str, Any]) -> None:
         required = {"Lead": ("LastName", "Company"), "Campaign": ("Name",), "Event": ("StartDateTime",),
+                    "Account": ("Name",), "Contact": ("LastName",),
                     "CampaignMember": ("CampaignId", "LeadId")}.get(definition.name, ())
         missing = [name for name in required if values.get(name) in (None, "")]
         if missing:
@@ -909,7 +921,7 @@ def _converted_lead() -> RecordError:
 
 def _type_error(fdef: FieldDef, raw: Any) -> RecordError:
     kind = {"int": "int", "boolean": "boolean", "datetime": "datetime", "date": "date"}.get(fdef.type, "double")
-    if fdef.type in ("string", "picklist", "email", "phone", "textarea", "combobox", "reference"):
+    if fdef.type in ("string", "picklist", "email", "phone", "textarea", "combobox", "reference", "url"):
         kind = "String"
     return RecordError("JSON_PARSER_ERROR",
                        f"Cannot deserialize instance of {kind} from {type(raw).__name__} value {raw!r} "
