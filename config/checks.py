@@ -3,7 +3,7 @@
 Each function raises ``ValueError`` with a message meant to follow "<file or variable>: <key>: ";
 the callers (pydantic validators in :mod:`config.app_config` and :mod:`config.settings`) turn it
 into the one-line :class:`~config.errors.ConfigError` that `config check`, the worker and the
-beat all print. ``config check --connect`` adds ``worker.ops_cli.connect_problems``, which tries
+beat all print. ``config check --connect`` adds ``worker.cli.ops.connect_problems``, which tries
 the database and the broker.
 """
 

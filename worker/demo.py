@@ -609,7 +609,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
 
 def _print_monitor(monitor: dict[str, Any]) -> None:
     """The monitor's verdict and what it measured, on the CRM's clock (not the machine's)."""
-    from scoring.monitor_cli import describe_measures
+    from worker.cli.monitor import describe_measures
 
     console.print(f"monitor as of {str(monitor.get('as_of', '?'))[:16]} (the CRM's clock): "
                   f"{str(monitor.get('status', '?')).upper()}", markup=False)

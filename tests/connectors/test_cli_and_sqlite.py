@@ -12,13 +12,13 @@ from typer.testing import CliRunner
 
 from config.errors import LeadscoreError
 from config.settings import get_settings
-from connectors.cli import app
 from connectors.sync import sync_connection
 from crmsim.app import CRMSim
 from store.db import engine_for
 from store.migrate import upgrade
 from tests.connectors import expected
 from tests.connectors.conftest import hubspot_config, salesforce_config
+from worker.cli.sync import app
 
 
 def test_sync_on_sqlite_equals_crmsim(small_sim: CRMSim, sqlite_engine: Engine) -> None:

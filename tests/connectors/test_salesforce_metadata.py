@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from config.app_config import SalesforceFields
 from config.settings import get_settings
 from connectors.salesforce.metadata import FEEDBACK_VALUES, METADATA_NS
-from connectors.writeback_cli import app
+from worker.cli.writeback import app
 
 NS = {"md": METADATA_NS}
 

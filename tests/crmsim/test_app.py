@@ -147,7 +147,7 @@ def test_faults_apply_after_history_and_stop_releases_ports() -> None:
 
 def test_cli_serve_rejects_a_bad_fault_spec_without_a_traceback() -> None:
     result = subprocess.run(
-        [sys.executable, "-c", "from crmsim.cli import app; app()", "serve", "--faults", "rate_429=x"],
+        [sys.executable, "-c", "from worker.cli.crmsim import app; app()", "serve", "--faults", "rate_429=x"],
         capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr and "rate_429" in result.stderr
@@ -156,7 +156,7 @@ def test_cli_serve_rejects_a_bad_fault_spec_without_a_traceback() -> None:
 def test_cli_serve_prints_and_writes_info(tmp_path: Any) -> None:
     info_path = tmp_path / "info.json"
     process = subprocess.Popen(
-        [sys.executable, "-c", "from crmsim.cli import app; app()", "serve", "--leads", "50",
+        [sys.executable, "-c", "from worker.cli.crmsim import app; app()", "serve", "--leads", "50",
          "--history-days", "60", "--info-json", str(info_path)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

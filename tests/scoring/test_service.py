@@ -263,7 +263,7 @@ def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
 
 
 def test_cli_score_explain_and_tiers(cli_env: Any, tmp_path: Path) -> None:
-    from scoring.cli import app
+    from worker.cli.scoring import app
 
     with Session(cli_env) as session:
         synthetic_population(session, leads=150, seed=10)
@@ -295,7 +295,7 @@ def test_cli_score_explain_and_tiers(cli_env: Any, tmp_path: Path) -> None:
 
 
 def test_cli_train_registers_the_first_champion(cli_env: Any, tmp_path: Path) -> None:
-    from scoring.cli import app
+    from worker.cli.scoring import app
 
     runner = CliRunner()
     result = runner.invoke(app, ["train"])
@@ -313,7 +313,7 @@ def test_cli_train_registers_the_first_champion(cli_env: Any, tmp_path: Path) ->
 
 
 def test_cli_evaluate_writes_the_contract_json(tmp_path: Path) -> None:
-    from scoring.cli import app
+    from worker.cli.scoring import app
 
     rng = np.random.default_rng(0)
     n = 400

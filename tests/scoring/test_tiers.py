@@ -13,7 +13,6 @@ from typer.testing import CliRunner
 
 from config.app_config import TierConfig
 from scoring import registry
-from scoring.cli import app
 from scoring.service import score_leads
 from scoring.tier_changes import preview, retier
 from scoring.tiers import (
@@ -27,6 +26,7 @@ from scoring.tiers import (
 )
 from store.models import LeadScore, Outbox, TierPolicy
 from tests.factories import BASE_TIME, synthetic_population, synthetic_training
+from worker.cli.scoring import app
 
 AS_OF = BASE_TIME + timedelta(days=500)
 

@@ -17,7 +17,7 @@ import requests
 from config.errors import ConfigError
 from tests.conftest import REDIS_BASE_URL
 from tests.services import with_db
-from worker.ops_cli import flower_args, flower_env
+from worker.cli.ops import flower_args, flower_env
 
 REPO = Path(__file__).resolve().parents[2]
 # A database of its own, so counting queued messages sees only this test's beats.

@@ -1,6 +1,6 @@
 """``leadscore report``, ``leadscore monitor`` and ``leadscore models list/promote/rollback``.
 
-Mounted by ``worker/cli.py``. Each command opens one unit of work on the configured database and
+Mounted by ``worker/cli/main.py``. Each command opens one unit of work on the configured database and
 calls one function of :mod:`scoring.monitor`, :mod:`scoring.report` or :mod:`scoring.registry`;
 expected failures are :class:`config.errors.LeadscoreError` (one line, exit 1).
 """

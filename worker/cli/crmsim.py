@@ -15,6 +15,7 @@ from typing import Annotated
 
 import typer
 
+from config.errors import LeadscoreError
 from crmsim.faults import FaultSpecError, parse_fault_spec
 from crmsim.strictness import StrictnessSpecError, parse_strictness
 
@@ -70,8 +71,7 @@ def serve(
     try:
         sim.start()
     except (CsvImportError, OSError) as exc:
-        typer.echo(f"crmsim: cannot start: {exc}", err=True)
-        raise typer.Exit(1) from exc
+        raise LeadscoreError(f"crmsim cannot start: {exc}") from exc
     info = sim.info()
     generation = sim.last_generation
     typer.echo(f"crmsim ready in {time.perf_counter() - started:.1f}s: {generation.get('new_leads', 0)} leads, "

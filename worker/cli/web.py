@@ -1,4 +1,4 @@
-"""``leadscore web``: serve the revops console (mounted at the top level by ``worker/cli.py``)."""
+"""``leadscore web``: serve the revops console (mounted at the top level by ``worker/cli/main.py``)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """``leadscore writeback`` (drain the outbox now) and ``leadscore crm setup`` (fields + routing check).
 
-Mounted by ``worker/cli.py``: ``writeback`` at the top level, ``crm`` as a group.
+Mounted by ``worker/cli/main.py``: ``writeback`` and ``route`` at the top level, ``crm`` as a group.
 """
 
 from __future__ import annotations

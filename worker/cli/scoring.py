@@ -1,6 +1,6 @@
 """``leadscore train / score / explain / tiers / evaluate``: the scoring commands.
 
-Mounted at the top level by ``worker.cli``. Expected failures raise ``LeadscoreError`` (printed
+Mounted at the top level by ``worker/cli/main.py``. Expected failures raise ``LeadscoreError`` (printed
 on one line, exit 1); malformed arguments are usage errors (exit 2).
 """
 

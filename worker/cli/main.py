@@ -1,14 +1,12 @@
-"""The ``leadscore`` command line.
+"""The ``leadscore`` command line: the root app, assembled from one module per command group in
+``worker/cli/``, and the one place a failure becomes one line.
 
 Exit codes: 0 success, 1 a failure the user must act on (one line, no traceback), 2 bad usage.
-Each area keeps its commands beside its code (``connectors/cli.py``, ``scoring/cli.py``,
-``crmsim/cli.py``, ...); this module assembles them and owns the error handling.
 """
 
 from __future__ import annotations
 
 import functools
-import importlib
 import logging
 import os
 import sys
@@ -19,12 +17,9 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import typer
-from rich.console import Console
 
 from config.errors import LeadscoreError
-
-# Plain text only: names and messages come from users and CRMs ("[/]" is a valid connection name).
-console = Console(markup=False)
+from worker.cli import config, crmsim, db, monitor, ops, scoring, sync, web, writeback
 
 # The commands that look at what is stored, and those that change the model, scores or tiers
 # from it. After `leadscore demo` they use the demo's database when this directory has no
@@ -49,138 +44,17 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-db_app = typer.Typer(help="Database schema (Alembic).", no_args_is_help=True)
-app.add_typer(db_app, name="db")
-
-
-@db_app.command("upgrade")
-def db_upgrade(revision: str = typer.Argument("head", help="Target revision.")) -> None:
-    """Migrate the configured database (SQLite under ./var/ by default) to the latest schema."""
-    from config.settings import get_settings
-    from store.migrate import current_revision, upgrade
-
-    url = get_settings().effective_database_url
-    upgrade(url, revision)
-    console.print(f"database at revision {current_revision(url)} ({_redact(url)})")
-
-
-@db_app.command("current")
-def db_current() -> None:
-    """Print the database's schema revision."""
-    from config.settings import get_settings
-    from store.migrate import current_revision
-
-    url = get_settings().effective_database_url
-    console.print(current_revision(url) or "empty (run: leadscore db upgrade)")
-
-
-config_app = typer.Typer(help="The YAML configuration revops edit.", no_args_is_help=True)
-app.add_typer(config_app, name="config")
-
-
-@config_app.command("check")
-def config_check(
-    connect: bool = typer.Option(False, "--connect", help="Also try to connect to the database and the broker."),
-) -> None:
-    """Validate the settings and the YAML config file (cron, URLs, files it names); print what is configured."""
-    from config.app_config import load_config
-    from config.settings import get_settings
-    from worker.ops_cli import connect_problems
-
-    settings = get_settings()
-    config = load_config(settings.config_file)
-    if connect:
-        problems = connect_problems(settings.effective_database_url, settings.broker_url)
-        if problems:
-            raise LeadscoreError("; ".join(problems))
-    source = settings.config_file or "built-in defaults (no LEADSCORE_CONFIG_FILE)"
-    console.print(f"config: {source}")
-    for conn in config.connections:
-        console.print(f"  connection {conn.name} ({conn.kind}){'' if conn.enabled else ' disabled'}")
-    console.print(f"  tiers: {config.tiers.mode} {config.tiers.thresholds}")
-    console.print(f"  routing rules: {len(config.routing)}")
-    console.print(f"database: {_redact(settings.effective_database_url)}")
-    console.print(f"tasks: {'in process' if settings.eager else _redact(settings.broker_url or '')}")
-    if connect:
-        from worker.ops_cli import sqlite_file_missing
-
-        database = ("SQLite file not created yet (leadscore db upgrade creates it)"
-                    if sqlite_file_missing(settings.effective_database_url) else "database answered")
-        broker = "no broker configured" if settings.eager else "broker answered"
-        console.print(f"connect: {database}; {broker}")
-
-
-def _redact(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
-
-
-# Commands that live beside their code. A module that is not importable yet (work in progress)
-# is reported as "not built yet" rather than breaking the whole CLI.
-_SUBMODULES: list[tuple[str, str | None, str]] = [
-    # (module, group name or None to merge at top level, help)
-    ("crmsim.cli", "crmsim", "The CRM simulator (Salesforce + HubSpot APIs with a simulated funnel)."),
-    ("connectors.cli", None, "sync"),
-    ("connectors.writeback_cli", None, "writeback, crm setup"),
-    ("scoring.cli", None, "train, score, explain, tiers, evaluate"),
-    ("scoring.monitor_cli", None, "report, models, monitor"),
-    ("worker.ops_cli", None, "demo, worker, beat, flower, status"),
-    ("web.cli", None, "web"),
-]
-_PLANNED: dict[str, str] = {
-    "demo": "run the whole loop on the embedded default",
-    "sync": "incremental sync now",
-    "train": "train and register a model version",
-    "score": "score leads whose inputs changed (or all)",
-    "writeback": "drain the outbox to the CRMs",
-    "evaluate": "offline comparison of the model families on a CSV",
-    "tiers": "read, change and preview tier thresholds",
-    "explain": "a lead's score, tier and reasons",
-    "report": "model health report",
-    "crmsim": "the CRM simulator",
-}
-
-
-def _mount(module_name: str, group: str | None, help_text: str) -> list[str]:
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and module_name.startswith(exc.name):
-            return []
-        raise
-    sub: typer.Typer = module.app
-    if group is not None:
-        app.add_typer(sub, name=group, help=help_text)
-        return [group]
-    names: list[str] = []
-    for command in sub.registered_commands:
-        app.registered_commands.append(command)
-        names.append(command.name or (command.callback.__name__ if command.callback else ""))
-    for grp in sub.registered_groups:
-        app.registered_groups.append(grp)
-        names.append(grp.name or "")
-    return names
-
-
-def _not_built(name: str, what: str) -> None:
-    def _command(ctx: typer.Context) -> None:
-        raise LeadscoreError(f"'leadscore {name}' ({what}) is not built yet")
-
-    app.command(name, help=f"[not built yet] {what}", context_settings={
-        "allow_extra_args": True, "ignore_unknown_options": True})(_command)
-
-
-def _assemble() -> None:
-    mounted: set[str] = set()
-    for module_name, group, help_text in _SUBMODULES:
-        mounted.update(_mount(module_name, group, help_text))
-    for name, what in _PLANNED.items():
-        if name not in mounted:
-            _not_built(name, what)
-
-
-
+# One module per command group; their commands are listed in `leadscore --help` in this order.
+for _group in (sync, writeback, scoring, monitor, ops, web):
+    for _command in _group.app.registered_commands:
+        app.registered_commands.append(_command)
+app.add_typer(db.app, name="db")
+app.add_typer(config.app, name="config")
+app.add_typer(crmsim.app, name="crmsim",
+              help="The CRM simulator (Salesforce + HubSpot APIs with a simulated funnel).")
+for _group in (writeback, scoring, monitor):
+    for _sub in _group.app.registered_groups:
+        app.registered_groups.append(_sub)
 
 
 # ------------------------------------------------------------------------------ error handling
@@ -311,7 +185,6 @@ def _root(
     # --debug is taken out of the arguments by main() wherever it is given; this option documents it.
 
 
-_assemble()
 _mark_inspection_commands()
 
 
@@ -357,6 +230,3 @@ def main(argv: list[str] | None = None) -> NoReturn:
         _fail(f"unexpected {type(exc).__name__}: {_one_line(str(exc))[:300]} ({detail})", 1)
     sys.exit(result if isinstance(result, int) else 0)
 
-
-if __name__ == "__main__":
-    main()

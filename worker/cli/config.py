@@ -1,0 +1,41 @@
+"""``leadscore config check [--connect]``: the YAML configuration revops edit."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+
+from config.app_config import load_config
+from config.errors import LeadscoreError
+from config.settings import get_settings
+from worker.cli.db import redact
+from worker.cli.ops import connect_problems, sqlite_file_missing
+
+app = typer.Typer(help="The YAML configuration revops edit.", no_args_is_help=True)
+console = Console(markup=False)
+
+
+@app.command("check")
+def config_check(
+    connect: bool = typer.Option(False, "--connect", help="Also try to connect to the database and the broker."),
+) -> None:
+    """Validate the settings and the YAML config file (cron, URLs, files it names); print what is configured."""
+    settings = get_settings()
+    config = load_config(settings.config_file)
+    if connect:
+        problems = connect_problems(settings.effective_database_url, settings.broker_url)
+        if problems:
+            raise LeadscoreError("; ".join(problems))
+    source = settings.config_file or "built-in defaults (no LEADSCORE_CONFIG_FILE)"
+    console.print(f"config: {source}")
+    for conn in config.connections:
+        console.print(f"  connection {conn.name} ({conn.kind}){'' if conn.enabled else ' disabled'}")
+    console.print(f"  tiers: {config.tiers.mode} {config.tiers.thresholds}")
+    console.print(f"  routing rules: {len(config.routing)}")
+    console.print(f"database: {redact(settings.effective_database_url)}")
+    console.print(f"tasks: {'in process' if settings.eager else redact(settings.broker_url or '')}")
+    if connect:
+        database = ("SQLite file not created yet (leadscore db upgrade creates it)"
+                    if sqlite_file_missing(settings.effective_database_url) else "database answered")
+        broker = "no broker configured" if settings.eager else "broker answered"
+        console.print(f"connect: {database}; {broker}")
