@@ -9,8 +9,8 @@ and routing (:class:`Router`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 from config.app_config import HubSpotFields, SalesforceFields
@@ -32,23 +32,34 @@ F = TypeVar("F", SalesforceFields, HubSpotFields)
 
 @dataclass(frozen=True)
 class OutboxItem:
-    """One row to write: the CRM record id and the CRM-neutral payload."""
+    """One row to write: the CRM record id and the CRM-neutral payload.
+
+    ``extra`` holds CRM field values that routing actions of the same lead add to the record (an
+    owner change riding along the score write, see :mod:`connectors.riders`); the writer sends
+    them in the same record as the score fields.
+    """
 
     outbox_id: int
     lead_id: int
     crm_id: str
     payload: dict[str, Any]
     attempts: int
+    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class RecordResult:
-    """The CRM's answer for one record. ``reason`` is the CRM's code (``UNABLE_TO_LOCK_ROW``...)."""
+    """The CRM's answer for one record. ``reason`` is the CRM's code (``UNABLE_TO_LOCK_ROW``...).
+
+    ``about_record``: the refusal concerns the record itself (deleted, converted, unknown id), not
+    a value sent: anything else sent in the same record is refused the same way.
+    """
 
     outbox_id: int
     outcome: Outcome
     reason: str | None = None
     message: str | None = None
+    about_record: bool = False
 
 
 class ScoreWriter(Protocol):
@@ -118,6 +129,9 @@ class Router(Protocol):
     """One CRM's implementation of the routing actions."""
 
     actions: frozenset[str]  # the action types this CRM can run
+    # Action types whose effect is a field update of the lead record that a score write can carry
+    # in the same record (Salesforce: owner/queue and Lead field updates); empty: none ride.
+    rides_with_score: frozenset[str]
     pause_default: tuple[str, str]  # (field, value) pause_outreach sets unless configured
     batch_size: int  # actions per perform_batch call
 
@@ -131,6 +145,14 @@ class Router(Protocol):
 
     def perform(self, action: RoutingAction, lead: LeadRef) -> str:
         """Run the action; returns the CRM's reference (created id, owner id, ...)."""
+        ...
+
+    def ride_values(self, action: RoutingAction, lead: LeadRef) -> tuple[dict[str, Any], str]:
+        """(record field values, reference once written) of an action riding along a score write.
+
+        Only for ``rides_with_score`` types. Raises :class:`FatalCRMError` for what no call can fix
+        (an unknown queue): the action is then left to the routing run, which fails it.
+        """
         ...
 
     def perform_batch(self, items: Sequence[tuple[RoutingAction, LeadRef]]) -> list[ActionResult]:

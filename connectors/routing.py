@@ -352,8 +352,11 @@ def _run_batch(engine: Engine, router: Router, action_ids: Sequence[int], report
     the CRM calls, each marked from the CRM's per-record answer right after them."""
     items: list[tuple[RoutingAction, LeadRef]] = []
     with unit_of_work(engine) as session:
+        # FOR UPDATE SKIP LOCKED (PostgreSQL): an action the write-back drain is claiming to ride
+        # along a score write (connectors.riders) is skipped here, or seen no longer pending.
         actions = list(session.scalars(select(RoutingAction).where(
-            RoutingAction.id.in_(list(action_ids)), RoutingAction.status == "pending").order_by(RoutingAction.id)))
+            RoutingAction.id.in_(list(action_ids)), RoutingAction.status == "pending")
+            .order_by(RoutingAction.id).with_for_update(skip_locked=True)))
         lead_ids = sorted({a.lead_id for a in actions})
         leads = {lead.id: lead for lead in session.scalars(select(Lead).where(Lead.id.in_(lead_ids)))}
         tiers = {lead_id: tier for lead_id, tier in session.execute(
@@ -362,17 +365,7 @@ def _run_batch(engine: Engine, router: Router, action_ids: Sequence[int], report
         written = _last_tier_writes(session, [a.lead_id for a in actions if _property_trigger(a.params)])
         for action in actions:
             lead = leads.get(action.lead_id)
-            state = LeadLifecycle.deleted if lead is None else LeadLifecycle(lead.lifecycle)
-            if state != LeadLifecycle.open:
-                action.status = CANCELLED
-                action.error = not_open_reason(state, "action")
-                report.cancelled += 1
-                continue
-            current_tier = tiers.get(action.lead_id)
-            if current_tier is not None and current_tier != action.to_tier:
-                action.status = "superseded"
-                action.error = f"the lead's tier changed again (now {current_tier}) before the action ran"
-                report.superseded += 1
+            if not admit(action, lead, tiers.get(action.lead_id), report):
                 continue
             if _property_trigger(action.params):
                 _property_triggered(action, written.get(action.lead_id), report)
@@ -422,6 +415,23 @@ def _run_batch(engine: Engine, router: Router, action_ids: Sequence[int], report
         rows.append((action.id, None, "NO_RESULT: the CRM gave no answer for this action", "sending"))
         report.retry_later += 1
     _finish_many(engine, rows)
+
+
+def admit(action: RoutingAction, lead: Lead | None, current_tier: str | None, report: RoutingReport) -> bool:
+    """True when a pending action may run now; else it is marked ``cancelled`` (the lead is no
+    longer open) or ``superseded`` (the lead's tier changed again before it ran)."""
+    state = LeadLifecycle.deleted if lead is None else LeadLifecycle(lead.lifecycle)
+    if state != LeadLifecycle.open:
+        action.status = CANCELLED
+        action.error = not_open_reason(state, "action")
+        report.cancelled += 1
+        return False
+    if current_tier is not None and current_tier != action.to_tier:
+        action.status = "superseded"
+        action.error = f"the lead's tier changed again (now {current_tier}) before the action ran"
+        report.superseded += 1
+        return False
+    return True
 
 
 def _property_trigger(params: Mapping[str, Any]) -> bool:

@@ -39,8 +39,10 @@ from config.app_config import AppConfig
 from config.errors import ConfigError
 from connectors.errors import AuthError, CRMError, QuotaExhaustedError, RetriableCRMError
 from connectors.lifecycle import CANCELLED, not_open_reason
-from connectors.protocols import OutboxItem, Outcome, RecordResult, ScoreWriter
-from connectors.registry import make_client, make_score_writer, score_field_names
+from connectors.protocols import OutboxItem, Outcome, RecordResult, Router, ScoreWriter
+from connectors.registry import make_client, make_router, make_score_writer, score_field_names
+from connectors.riders import SPLIT, Rider, claim_riders, release_riders, settle_riders
+from connectors.routing import RoutingReport
 from store.db import unit_of_work
 from store.models import Connection, Lead, LeadLifecycle, Outbox
 
@@ -93,12 +95,15 @@ class ConnectionWriteback:
     failed_by_reason: dict[str, int] = field(default_factory=dict)
     write_calls: int = 0
     retry_calls: int = 0
+    lookup_calls: int = 0  # queue/user/describe look-ups for routing actions riding along the writes
     pending_left: int = 0
     error: str | None = None
+    # Routing actions that rode along the score writes (connectors.riders).
+    routing: RoutingReport = field(default_factory=RoutingReport)
 
     @property
     def api_calls(self) -> int:
-        return self.write_calls + self.retry_calls
+        return self.write_calls + self.retry_calls + self.lookup_calls
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -114,7 +119,9 @@ class ConnectionWriteback:
             "api_calls": self.api_calls,
             "write_calls": self.write_calls,
             "retry_calls": self.retry_calls,
+            "lookup_calls": self.lookup_calls,
             "pending_left": self.pending_left,
+            "routed": dict(sorted(self.routing.done.items())),
             "error": self.error,
         }
 
@@ -222,8 +229,9 @@ def drain_outbox(
                     raise ConfigError(f"connection {conn.name!r}: no credentials given for write-back")
                 client = make_client(conn, secrets)
             writer = make_score_writer(conn, client)
-            handled = _drain_connection(engine, conn_id, writer, entry, policy, clock,
-                                        limit=remaining, total=due, progress=progress)
+            router = make_router(conn, client) if config.routing else None
+            handled = _drain_connection(engine, conn_id, writer, entry, policy, clock, limit=remaining,
+                                        total=due, progress=progress, router=router, client=client)
         except (AuthError, QuotaExhaustedError, RetriableCRMError) as exc:
             # The CRM refused the whole call: rows stay pending (retried by the next run).
             entry.error = f"{type(exc).__name__}: {exc}"
@@ -259,12 +267,23 @@ def _drain_connection(
     limit: int | None,
     total: int,
     progress: Progress | None,
+    router: Router | None = None,
+    client: Any = None,
 ) -> int:
     handled = 0
     while limit is None or handled < limit:
         size = writer.batch_size if limit is None else min(writer.batch_size, limit - handled)
+        riders: dict[int, list[Rider]] = {}
         with unit_of_work(engine) as session:
             items, skipped = _claim_batch(session, conn_id, clock(), size, entry)
+            if items and router is not None:
+                # Pending owner/field changes of the same leads travel in the same records.
+                calls_before = int(getattr(client, "api_calls", 0))
+                items, riders = claim_riders(session, router, items, entry.routing)
+                # The look-ups they needed (queue, users, Lead describe: once per run) are the
+                # drain's calls; routing's own look-ups (its config validation) are not counted
+                # in routing's api_calls either, which count the calls that carry actions.
+                entry.lookup_calls += int(getattr(client, "api_calls", 0)) - calls_before
         handled += skipped
         if not items:
             if skipped:
@@ -277,11 +296,14 @@ def _drain_connection(
         except RetriableCRMError as exc:
             _count_calls(entry, writer.api_calls - before, first_send)
             with unit_of_work(engine) as session:
+                release_riders(session, riders, f"{_code(exc)}: {exc}", split=False, report=entry.routing)
                 _mark(session, [RecordResult(i.outbox_id, "retry", _code(exc), str(exc)) for i in items],
                       {i.outbox_id: i for i in items}, entry, policy, clock())
             raise
-        except (AuthError, QuotaExhaustedError):
+        except (AuthError, QuotaExhaustedError) as exc:
             _count_calls(entry, writer.api_calls - before, first_send)
+            with unit_of_work(engine) as session:
+                release_riders(session, riders, f"{_code(exc)}: {exc}", split=False, report=entry.routing)
             raise
         except CRMError as exc:
             # The CRM refused the request as a whole and would refuse it again unchanged.
@@ -290,7 +312,8 @@ def _drain_connection(
         else:
             _count_calls(entry, writer.api_calls - before, first_send)
         with unit_of_work(engine) as session:
-            _mark(session, results, {i.outbox_id: i for i in items}, entry, policy, clock())
+            split = settle_riders(session, riders, results, entry.routing) if riders else set()
+            _mark(session, results, {i.outbox_id: i for i in items}, entry, policy, clock(), resend_now=split)
         handled += len(items)
         if progress is not None:
             progress(entry.connection, handled, total)
@@ -399,9 +422,11 @@ def _mark(
     entry: ConnectionWriteback,
     policy: WritebackPolicy,
     now: datetime,
+    resend_now: set[int] | frozenset[int] = frozenset(),
 ) -> None:
     """Record the CRM's answers; only rows still ``pending`` change (a row superseded meanwhile
-    keeps its status)."""
+    keeps its status). Rows in ``resend_now`` that the CRM refused for good carried routing
+    actions: they are due again at once, to be sent alone (:mod:`connectors.riders`)."""
     table: Any = Outbox.__table__
     stmt = (
         update(table)
@@ -423,6 +448,11 @@ def _mark(
             params.append({"b_id": item.outbox_id, "b_status": "sent", "b_attempts": attempts, "b_error": None,
                            "b_next": now, "b_sent": now})
             entry.records_written += 1
+        elif result.outbox_id in resend_now and result.outcome == "failed" and attempts < policy.max_attempts:
+            params.append({"b_id": item.outbox_id, "b_status": "pending", "b_attempts": attempts,
+                           "b_error": f"{SPLIT}: {detail} (the record also carried routing actions; sent again alone)",
+                           "b_next": now, "b_sent": None})
+            entry.retried_records += 1
         elif result.outcome == "retry" and attempts < policy.max_attempts:
             params.append({"b_id": item.outbox_id, "b_status": "pending", "b_attempts": attempts,
                            "b_error": detail, "b_next": policy.next_attempt(now, attempts), "b_sent": None})

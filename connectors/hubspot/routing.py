@@ -63,6 +63,7 @@ class HubSpotRouter:
     # What this CRM can run (no contact campaigns API on HubSpot), and pause_outreach's default.
     actions = ROUTING_ACTIONS
     pause_default = PAUSE_DEFAULT
+    rides_with_score: frozenset[str] = frozenset()  # each action runs in its own batch call
 
     def __init__(self, client: Any, conn: ConnectionConfig) -> None:
         self.client = client
@@ -178,6 +179,9 @@ class HubSpotRouter:
         if found is None:
             raise FatalCRMError(f"no owner {pick!r}", code="UNKNOWN_OWNER")
         return found
+
+    def ride_values(self, action: RoutingAction, lead: LeadRef) -> tuple[dict[str, Any], str]:
+        raise FatalCRMError("no HubSpot action rides along a score write", code="UNSUPPORTED_ACTION")
 
     def find_existing(self, action: RoutingAction, lead: LeadRef) -> str | None:
         if str(action.params.get("type")) != "create_task":

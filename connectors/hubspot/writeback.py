@@ -57,7 +57,9 @@ def batch_inputs(items: Sequence[OutboxItem], fields: HubSpotFields) -> list[dic
     """The ``inputs`` of a batch/update request."""
     if len(items) > BATCH_SIZE:
         raise ValueError(f"at most {BATCH_SIZE} inputs per HubSpot batch call, got {len(items)}")
-    return [{"id": item.crm_id, "properties": contact_properties(item.payload, fields)} for item in items]
+    return [{"id": item.crm_id, "properties": {**contact_properties(item.payload, fields),
+                                                **{k: str(v) for k, v in item.extra.items()}}}
+            for item in items]
 
 
 def _as_dict(value: Any) -> dict[str, Any]:

@@ -25,6 +25,8 @@ from store.models import RoutingAction
 
 ROUTING_ACTIONS = frozenset({"assign_owner", "create_task", "add_to_campaign", "set_property", "pause_outreach"})
 PAUSE_DEFAULT = ("Status", "Nurturing")
+# Lead field updates: they ride in the score write's Lead record when both are pending.
+RIDES_WITH_SCORE = frozenset({"assign_owner", "set_property", "pause_outreach"})
 BATCH_SIZE = COLLECTION_SIZE * COLLECTIONS_PER_COMPOSITE  # actions per Composite call
 
 
@@ -38,6 +40,7 @@ class SalesforceRouter:
     # What this CRM can run (no workflows on Salesforce), and what pause_outreach sets by default.
     actions = ROUTING_ACTIONS
     pause_default = PAUSE_DEFAULT
+    rides_with_score = RIDES_WITH_SCORE
 
     def __init__(self, client: Any, conn: ConnectionConfig) -> None:
         self.client = client
@@ -235,6 +238,14 @@ class SalesforceRouter:
                       "Status": "Sent"}
             return "create", member, f"member:{campaign_id}"
         raise FatalCRMError(f"action {kind!r} is not supported on Salesforce", code="UNSUPPORTED_ACTION")
+
+    def ride_values(self, action: RoutingAction, lead: LeadRef) -> tuple[dict[str, Any], str]:
+        """The Lead field values of an owner/field update that rides in the score write's record."""
+        operation, record, ref = self._planned(action, lead)
+        if operation != "update":
+            raise FatalCRMError(f"action {action.params.get('type')!r} cannot ride along a score write",
+                                code="UNSUPPORTED_ACTION")
+        return record, ref
 
     def perform_batch(self, items: Sequence[tuple[RoutingAction, LeadRef]]) -> list[ActionResult]:
         """Run up to :data:`BATCH_SIZE` actions in ONE Composite call of sObject Collections.

@@ -4,6 +4,9 @@ One ``POST /composite`` call carries up to five ``PATCH /composite/sobjects`` su
 200 records each (``allOrNone: false``); Salesforce counts the whole Composite call as ONE call
 toward the org's API limits. The per-record SaveResults come back in request order.
 
+A pending owner/queue or Lead field change of routing for the same lead travels in the same
+record (``OutboxItem.extra``, claimed by :mod:`connectors.riders`): one SaveResult answers both.
+
 ``Sforce-Auto-Assign: FALSE`` is sent so that writing a score never re-runs the org's lead
 assignment rules (routing is done explicitly, see :mod:`connectors.routing`). It goes in EACH
 subrequest's ``httpHeaders``: a Composite subrequest inherits only ``Accept``, ``Authorization``
@@ -37,6 +40,10 @@ RETRIABLE_RECORD_CODES = frozenset({
     "PROCESSING_HALTED",
 })
 NO_AUTO_ASSIGN = {"Sforce-Auto-Assign": "FALSE"}
+# Per-record codes about the record itself (with no field, or only Id, named): any value sent in
+# that record is refused the same way.
+RECORD_CODES = frozenset({"CANNOT_UPDATE_CONVERTED_LEAD", "ENTITY_IS_DELETED", "INVALID_CROSS_REFERENCE_KEY",
+                          "MALFORMED_ID", "NOT_FOUND"})
 
 
 def salesforce_datetime(when: datetime) -> str:
@@ -71,7 +78,8 @@ def composite_body(items: Sequence[OutboxItem], fields: SalesforceFields, api_ve
     subrequests = []
     for chunk_no, start in enumerate(range(0, len(items), COLLECTION_SIZE)):
         records = [
-            {"attributes": {"type": "Lead"}, "id": item.crm_id, **lead_values(item.payload, fields)}
+            # The score fields, and the owner/field updates of routing actions riding along (extra).
+            {"attributes": {"type": "Lead"}, "id": item.crm_id, **lead_values(item.payload, fields), **item.extra}
             for item in items[start:start + COLLECTION_SIZE]
         ]
         subrequests.append({
@@ -112,7 +120,8 @@ def parse_composite(items: Sequence[OutboxItem], response: Any) -> list[RecordRe
             code = str(errors[0].get("statusCode") or "UNKNOWN")
             message = str(errors[0].get("message") or "")
             record_outcome: Outcome = "retry" if code in RETRIABLE_RECORD_CODES else "failed"
-            results.append(RecordResult(item.outbox_id, record_outcome, code, message))
+            about_record = code in RECORD_CODES and set(errors[0].get("fields") or []) <= {"Id"}
+            results.append(RecordResult(item.outbox_id, record_outcome, code, message, about_record))
     return results
 
 

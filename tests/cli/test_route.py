@@ -192,7 +192,7 @@ def test_tiers_set_plans_routing_for_changed_leads_and_route_runs_each_once(
     assert again.returncode == 0, again.stderr
     assert "nothing to route" in again.stdout
     assert json.loads(again_json.read_text())["connections"] == {
-        name: {"executed": 0, "failed": 0, "api_calls": 0, "superseded": 0, "still_pending": 0}
+        name: {"executed": 0, "failed": 0, "api_calls": 0, "superseded": 0, "cancelled": 0, "still_pending": 0}
         for name in ("sf", "hs")}
     assert len([r for r in sim.salesforce.store.records["Task"].values()
                 if "[leadscore #" in (r.values.get("Subject") or "")]) == len(to_a_sf)

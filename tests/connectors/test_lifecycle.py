@@ -154,8 +154,10 @@ def test_leads_leaving_open_lose_pending_writes_and_actions(sim: CRMSim, sqlite_
     drained = drain_outbox(sqlite_engine, config, secrets_for(sim))
     assert drained.records_written == 2 and drained.failed == 0
     assert set(sf_api_writes(sim)) == {kept}
+    # The SF owner change rode in the score write's record; routing runs the two tasks.
+    assert drained.connections["sf"].routing.done == {"assign_owner": 1}
     routed = execute_routing(sqlite_engine, config, secrets_for(sim))
-    assert routed.failed == {} and sum(routed.done.values()) == 3  # SF task + owner, HS task
+    assert routed.failed == {} and routed.done == {"create_task": 2}  # SF task, HS task
     tasks = [r.values["WhoId"] for r in sim.salesforce.store.records["Task"].values()
              if "[leadscore #" in (r.values["Subject"] or "")]
     assert tasks == [kept]
@@ -174,8 +176,10 @@ def test_a_lead_converted_before_the_sync_is_refused_once_and_never_retried(sim:
 
     drained = drain_outbox(sqlite_engine, config, secrets_for(sim))
     assert drained.failed == 1 and drained.failed_by_reason() == {"CANNOT_UPDATE_CONVERTED_LEAD": 1}
+    # The owner change rode in the same record: refused with it, once.
+    assert drained.connections["sf"].routing.failed == {"CANNOT_UPDATE_CONVERTED_LEAD": 1}
     routed = execute_routing(sqlite_engine, config, secrets_for(sim))
-    assert routed.failed == {"CANNOT_UPDATE_CONVERTED_LEAD": 2} and routed.done == {}
+    assert routed.failed == {"CANNOT_UPDATE_CONVERTED_LEAD": 1} and routed.done == {}
     with unit_of_work(sqlite_engine) as session:
         row = session.scalars(select(Outbox)).one()
         assert (row.status, row.attempts) == ("failed", 1)

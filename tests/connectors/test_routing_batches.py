@@ -15,6 +15,7 @@ from sqlalchemy import Engine, func, select
 from connectors.routing import execute_routing, plan_routing
 from connectors.writeback import drain_outbox
 from crmsim.app import CRMSim
+from crmsim.salesforce.store import ValidationRule
 from store.db import unit_of_work
 from store.models import RoutingAction
 from tests.connectors.test_writeback_support import (
@@ -24,6 +25,7 @@ from tests.connectors.test_writeback_support import (
     hs_contact_ids,
     score,
     secrets_for,
+    sf_api_writes,
     sf_lead_ids,
     start_sim,
 )
@@ -119,3 +121,60 @@ def test_per_record_refusals_fail_that_action_only(sim: CRMSim, sqlite_engine: E
     # Never retried: the next run sends nothing.
     again = execute_routing(sqlite_engine, config, secrets_for(sim))
     assert again.done == {} and again.failed == {} and sum(again.api_calls.values()) == 0
+
+
+def test_owner_changes_ride_in_the_score_write(sim: CRMSim, sqlite_engine: Engine) -> None:
+    config = app_config(sim, [{"to": "A", "actions": [
+        {"type": "assign_owner", "queue": "SDR Queue", "connections": ["sf"]},
+        {"type": "create_task", "subject": "Call hot lead", "connections": ["sf"]},
+    ]}])
+    sf_ids = sf_lead_ids(sim, N_SF)
+    leads = add_leads(sqlite_engine, "sf", sf_ids)
+    score(sqlite_engine, leads.values(), tier="A", score_value=92, hook=plan_routing(config))
+    sim.reset_counts()
+
+    drained = drain_outbox(sqlite_engine, config, secrets_for(sim))
+
+    sf = drained.connections["sf"]
+    assert drained.records_written == N_SF and drained.failed == 0
+    assert sf.routing.done == {"assign_owner": N_SF}
+    assert sf.write_calls == 1 and sf.retry_calls == 0  # one Composite call: 200 + 50 Lead records, each
+    # with OwnerId and the score; and one look-up of the queue's id
+    counts = sim.salesforce.call_counts()
+    assert sum(n for label, n in counts.items() if label.startswith("POST composite")) == 1, counts
+    assert sf.lookup_calls == 1 and sf.api_calls == 2
+    store = sim.salesforce.store
+    queue_id = next(r.id for r in store.records["Group"].values() if r.values["Name"] == "SDR Queue")
+    assert all(store.get(i).values["OwnerId"] == queue_id for i in sf_ids)  # type: ignore[union-attr]
+    assert _statuses(sqlite_engine) == {("assign_owner", "done"): N_SF, ("create_task", "pending"): N_SF}
+
+    # Routing then creates the tasks only: ceil(N/200) collections in one Composite call.
+    routed = execute_routing(sqlite_engine, config, secrets_for(sim))
+    assert routed.done == {"create_task": N_SF} and routed.failed == {}
+    assert routed.api_calls["sf"] <= 1 + _ceil(N_SF, 1000) + 1  # look-ups (queues, campaigns) + the call
+    assert sf_api_writes(sim, "OwnerId") == {i: 1 for i in sf_ids}
+
+
+def test_a_record_refused_for_a_value_is_split(sim: CRMSim, sqlite_engine: Engine) -> None:
+    """An org rule refuses the queue as owner for some leads: their score still lands (sent again
+    alone), and the owner change then fails on its own with the CRM's code."""
+    config = app_config(sim, [{"to": "A", "actions": [
+        {"type": "assign_owner", "queue": "SDR Queue", "connections": ["sf"]}]}])
+    sf_ids = sf_lead_ids(sim, 6)
+    refused = set(sf_ids[:2])
+    store = sim.salesforce.store
+    queue_id = next(r.id for r in store.records["Group"].values() if r.values["Name"] == "SDR Queue")
+    store.validation_rules.append(ValidationRule(
+        "No_Queue_For_Key_Accounts", "Lead", "Key accounts stay with their owner.",
+        lambda v: v["Id"] in refused and v["OwnerId"] == queue_id, ("OwnerId",)))
+    leads = add_leads(sqlite_engine, "sf", sf_ids)
+    score(sqlite_engine, leads.values(), tier="A", hook=plan_routing(config))
+
+    drained = drain_outbox(sqlite_engine, config, secrets_for(sim))
+
+    assert drained.records_written == 6 and drained.failed == 0
+    assert set(sf_api_writes(sim)) == set(sf_ids)  # every score landed
+    assert drained.connections["sf"].routing.done == {"assign_owner": 4}
+    routed = execute_routing(sqlite_engine, config, secrets_for(sim))
+    assert routed.failed == {"FIELD_CUSTOM_VALIDATION_EXCEPTION": 2} and routed.done == {}
+    assert {i for i in sf_ids if store.get(i).values["OwnerId"] == queue_id} == set(sf_ids) - refused  # type: ignore[union-attr]

@@ -19,11 +19,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, func, select
 
 from connectors.routing import execute_routing, plan_routing
 from connectors.writeback import drain_outbox
 from crmsim.app import CRMSim
+from store.db import unit_of_work
+from store.models import RoutingAction
 from tests.connectors.test_writeback_support import (
     add_leads,
     app_config,
@@ -98,24 +100,46 @@ def _child(sim: CRMSim, engine: Engine, job: str, *, routing: list | None = None
 
 
 def test_salesforce_drain_killed_after_the_crm_applied_the_batch(sim: CRMSim, sqlite_engine: Engine) -> None:
+    # A mixed batch: every lead has a pending score write and a pending queue assignment, which
+    # rides in the same Lead record of the same Composite call.
+    routing = [{"to": "B", "actions": [{"type": "assign_owner", "queue": "SDR Queue", "connections": ["sf"]}]}]
+    config = app_config(sim, routing)
     sf_ids = sf_lead_ids(sim, 300)
     assert len(sf_ids) == 300
     leads = add_leads(sqlite_engine, "sf", sf_ids)
-    score(sqlite_engine, leads.values(), score_value=73, tier="B")
+    score(sqlite_engine, leads.values(), score_value=73, tier="B", hook=plan_routing(config))
+    store = sim.salesforce.store
+    queue_id = next(r.id for r in store.records["Group"].values() if r.values["Name"] == "SDR Queue")
 
-    child = _child(sim, sqlite_engine, "drain", kill_after=["POST", "/composite"], connection="sf")
+    child = _child(sim, sqlite_engine, "drain", routing=routing, kill_after=["POST", "/composite"], connection="sf")
     _, err = child.communicate(timeout=120)
     assert child.returncode == -signal.SIGKILL, err
-    # The CRM has every value; the database still says pending: nothing was confirmed.
+    # The CRM has every value and every owner; the database still says pending: nothing was confirmed.
     assert sf_api_writes(sim) == {crm_id: 1 for crm_id in sf_ids}
+    assert sf_api_writes(sim, "OwnerId") == {crm_id: 1 for crm_id in sf_ids}
     assert outbox_statuses(sqlite_engine) == {"pending": 300}
+    assert _action_statuses(sqlite_engine) == {"sending": 300}
 
-    report = drain_outbox(sqlite_engine, app_config(sim), secrets_for(sim))
+    report = drain_outbox(sqlite_engine, config, secrets_for(sim))
 
     assert report.records_written == 300
     assert outbox_statuses(sqlite_engine) == {"sent": 300}
-    # Re-sending the same values made no second write in the CRM.
+    # The interrupted owner changes rode again with the re-sent scores: no call of their own.
+    assert report.connections["sf"].routing.done == {"assign_owner": 300}
+    assert report.connections["sf"].write_calls == 1 and report.connections["sf"].retry_calls == 0
+    assert _action_statuses(sqlite_engine) == {"done": 300}
+    assert all(store.get(i).values["OwnerId"] == queue_id for i in sf_ids)  # type: ignore[union-attr]
+    # Re-sending the same values made no second write in the CRM, of the score or of the owner.
     assert sf_api_writes(sim) == {crm_id: 1 for crm_id in sf_ids}
+    assert sf_api_writes(sim, "OwnerId") == {crm_id: 1 for crm_id in sf_ids}
+    again = execute_routing(sqlite_engine, config, secrets_for(sim))
+    assert again.done == {} and sum(again.api_calls.values()) == 0
+
+
+def _action_statuses(engine: Engine) -> dict[str, int]:
+    with unit_of_work(engine) as session:
+        return {status: n for status, n in session.execute(
+            select(RoutingAction.status, func.count()).group_by(RoutingAction.status))}
 
 
 def test_hubspot_drain_killed_mid_run_then_restarted(sim: CRMSim, sqlite_engine: Engine) -> None:

@@ -61,7 +61,10 @@ def writeback_json(report: Any, names: list[str]) -> dict[str, Any]:
             "api_calls": entry.api_calls if entry else 0,
             "unchanged": entry.unchanged_skipped if entry else 0,
             "superseded": entry.superseded if entry else 0,
+            "cancelled": entry.cancelled if entry else 0,
             "retry_later": entry.retried_records if entry else 0,
+            # Routing actions (owner/field changes) that rode in the score writes' records.
+            "routed": sum(entry.routing.done.values()) if entry else 0,
             "pending_left": entry.pending_left if entry else 0,
             "failed_by_reason": dict(entry.failed_by_reason) if entry else {},
             "error": entry.error if entry else None,
@@ -94,19 +97,24 @@ def writeback(
 
         report = drain_outbox(engine, config, secrets, connection=connection, limit=limit, progress=on_progress)
     table = Table(title="write-back")
-    for column in ("connection", "written", "unchanged", "superseded", "retry later", "failed", "API calls",
-                   "of which retries", "still pending"):
+    for column in ("connection", "written", "unchanged", "superseded", "cancelled", "retry later", "failed",
+                   "API calls", "of which retries", "still pending", "routed along"):
         table.add_column(column, justify="left" if column == "connection" else "right")
     for entry in report.connections.values():
         table.add_row(f"{entry.connection} ({entry.kind})", str(entry.records_written), str(entry.unchanged_skipped),
-                      str(entry.superseded), str(entry.retried_records), str(entry.failed), str(entry.api_calls),
-                      str(entry.retry_calls), str(entry.pending_left))
+                      str(entry.superseded), str(entry.cancelled), str(entry.retried_records), str(entry.failed),
+                      str(entry.api_calls), str(entry.retry_calls), str(entry.pending_left),
+                      str(sum(entry.routing.done.values())))
     if report.connections:
         console.print(table)
     else:
         console.print("nothing to write: the outbox has no due rows")
     for reason, count in report.failed_by_reason().items():
         console.print(f"  failed: {count} × {reason}")
+    for entry in report.connections.values():
+        routed = ", ".join(f"{n} {kind}" for kind, n in sorted(entry.routing.done.items()))
+        if routed:
+            console.print(f"  {entry.connection}: routing actions written with the scores: {routed}")
     if json_path:
         _write_json(json_path, writeback_json(report, list(secrets)))
     if report.errors:
@@ -199,13 +207,14 @@ def route(
             "executed": counts.get("done", 0), "failed": counts.get("failed", 0),
             "api_calls": int(report.api_calls.get(name, 0)),
             "superseded": counts.get("superseded", 0),
+            "cancelled": counts.get("cancelled", 0),  # the lead left "open" before the action ran
             "still_pending": counts.get("pending", 0) + counts.get("sending", 0),
         }
     table = Table(title="routing")
-    for column in ("connection", "executed", "failed", "superseded", "still pending", "API calls"):
+    for column in ("connection", "executed", "failed", "superseded", "cancelled", "still pending", "API calls"):
         table.add_column(column, justify="left" if column == "connection" else "right")
     for name, row in result.items():
-        table.add_row(name, str(row["executed"]), str(row["failed"]), str(row["superseded"]),
+        table.add_row(name, str(row["executed"]), str(row["failed"]), str(row["superseded"]), str(row["cancelled"]),
                       str(row["still_pending"]), str(row["api_calls"]))
     if before:
         console.print(table)
