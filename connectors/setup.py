@@ -22,6 +22,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from simple_salesforce import format_soql
+
 from config.app_config import AppConfig, ConnectionConfig, HubSpotFields, SalesforceFields
 from connectors.errors import FatalCRMError
 from connectors.hubspot.client import REQUEST_TIMEOUT
@@ -179,10 +181,6 @@ def _setup_salesforce(conn: ConnectionConfig, client: Any, result: SetupResult) 
         result.present.append(spec.name)
 
 
-def _soql_quote(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 def _salesforce_owner_checks(config: AppConfig, conn: ConnectionConfig, client: Any,
                              result: SetupResult) -> None:
     """Owners Salesforce would refuse at run time: a routing queue that does not list Lead among
@@ -203,14 +201,14 @@ def _salesforce_owner_checks(config: AppConfig, conn: ConnectionConfig, client: 
             creates_tasks = creates_tasks or action.type == "create_task"
     out = result.problems
     if queues:
-        names = ", ".join(_soql_quote(name) for name in sorted(queues))
-        groups = query(f"SELECT Id, Name, DeveloperName FROM Group WHERE Type = 'Queue' AND "
-                       f"(Name IN ({names}) OR DeveloperName IN ({names}))").get("records") or []
+        names = sorted(queues)
+        groups = query(format_soql("SELECT Id, Name, DeveloperName FROM Group WHERE Type = 'Queue' AND "
+                                   "(Name IN {names} OR DeveloperName IN {names})", names=names)).get("records") or []
         ids = {str(g["Id"]): g for g in groups}
         supported: dict[str, set[str]] = {queue_id: set() for queue_id in ids}
         if ids:
-            rows = query("SELECT QueueId, SobjectType FROM QueueSobject WHERE QueueId IN ("
-                         + ", ".join(_soql_quote(i) for i in sorted(ids)) + ")").get("records") or []
+            rows = query(format_soql("SELECT QueueId, SobjectType FROM QueueSobject WHERE QueueId IN {}",
+                                     sorted(ids))).get("records") or []
             for row in rows:
                 supported.setdefault(str(row["QueueId"]), set()).add(str(row["SobjectType"]))
         for queue_id, group in ids.items():
@@ -224,8 +222,7 @@ def _salesforce_owner_checks(config: AppConfig, conn: ConnectionConfig, client: 
     if creates_tasks:
         inactive = [str(u["Id"]) for u in query("SELECT Id FROM User WHERE IsActive = false").get("records") or []]
         if inactive:
-            soql = ("SELECT COUNT() FROM Lead WHERE IsConverted = false AND OwnerId IN ("
-                    + ", ".join(_soql_quote(i) for i in inactive) + ")")
+            soql = format_soql("SELECT COUNT() FROM Lead WHERE IsConverted = false AND OwnerId IN {}", inactive)
             # query, not query_all: query_all recounts totalSize from the (empty) records of COUNT().
             owned = dict(client.request(lambda sf: sf.query(soql)))
             count = int(owned.get("totalSize") or 0)

@@ -11,6 +11,8 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from simple_salesforce import format_soql
+
 from config.app_config import AppConfig, ConnectionConfig, RoutingActionConfig
 from connectors.actions import actions_for, due, round_robin_pick, task_subject
 from connectors.errors import FatalCRMError
@@ -28,10 +30,6 @@ PAUSE_DEFAULT = ("Status", "Nurturing")
 # Lead field updates: they ride in the score write's Lead record when both are pending.
 RIDES_WITH_SCORE = frozenset({"assign_owner", "set_property", "pause_outreach"})
 BATCH_SIZE = COLLECTION_SIZE * COLLECTIONS_PER_COMPOSITE  # actions per Composite call
-
-
-def _soql_string(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 class SalesforceRouter:
@@ -164,9 +162,8 @@ class SalesforceRouter:
     def find_existing(self, action: RoutingAction, lead: LeadRef) -> str | None:
         kind = str(action.params.get("type"))
         if kind == "create_task":
-            rows = self._query(
-                f"SELECT Id FROM Task WHERE WhoId = {_soql_string(lead.crm_id)} "
-                f"AND Subject = {_soql_string(task_subject(action))}")
+            rows = self._query(format_soql("SELECT Id FROM Task WHERE WhoId = {} AND Subject = {}",
+                                           lead.crm_id, task_subject(action)))
             return str(rows[0]["Id"]) if rows else None
         if kind == "add_to_campaign":
             return self._member(action, lead)
@@ -177,9 +174,8 @@ class SalesforceRouter:
         campaign_id = self.campaigns().get(str(action.params.get("campaign")))
         if campaign_id is None:
             return None
-        rows = self._query(
-            f"SELECT Id FROM CampaignMember WHERE CampaignId = {_soql_string(campaign_id)} "
-            f"AND LeadId = {_soql_string(lead.crm_id)}")
+        rows = self._query(format_soql("SELECT Id FROM CampaignMember WHERE CampaignId = {} AND LeadId = {}",
+                                       campaign_id, lead.crm_id))
         return str(rows[0]["Id"]) if rows else None
 
     def perform(self, action: RoutingAction, lead: LeadRef) -> str:
@@ -298,10 +294,9 @@ class SalesforceRouter:
                 wanted[(campaign_id, lead.crm_id)] = action_id
         if not wanted:
             return {}
-        campaigns = ", ".join(sorted({_soql_string(c) for c, _ in wanted}))
-        leads = ", ".join(sorted({_soql_string(lead) for _, lead in wanted}))
-        rows = self._query(f"SELECT Id, CampaignId, LeadId FROM CampaignMember WHERE CampaignId IN ({campaigns}) "
-                           f"AND LeadId IN ({leads})")
+        rows = self._query(format_soql(
+            "SELECT Id, CampaignId, LeadId FROM CampaignMember WHERE CampaignId IN {} AND LeadId IN {}",
+            sorted({c for c, _ in wanted}), sorted({lead for _, lead in wanted})))
         return {wanted[key]: str(row["Id"]) for row in rows
                 if (key := (str(row["CampaignId"]), str(row["LeadId"]))) in wanted}
 

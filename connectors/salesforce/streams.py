@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import requests
+from simple_salesforce import format_soql
 
 from config.app_config import ConnectionConfig
 from connectors.base import ActivityRecord, ConnectionSecrets, Cursor, LeadRecord, Page, QuarantinedItem
@@ -46,10 +47,6 @@ MIN_PAGE_SIZE = 200  # the smallest page a timed-out query is re-asked with
 logger = logging.getLogger(__name__)
 
 
-def _quote(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 def keyset_soql(sobject: str, fields: list[str], start: Cursor | None, until: datetime, limit: int) -> str:
     """The SOQL of one page: records after ``start`` (exclusive on (stamp, Id); inclusive on the
     stamp when ``start.crm_id`` is None) and strictly before ``until``, oldest first."""
@@ -57,12 +54,15 @@ def keyset_soql(sobject: str, fields: list[str], start: Cursor | None, until: da
     if start is not None:
         ts = soql_datetime(start.ts)
         if start.crm_id:
-            conditions.append(f"(SystemModstamp > {ts} OR (SystemModstamp = {ts} AND Id > {_quote(start.crm_id)}))")
+            conditions.append(format_soql("(SystemModstamp > {ts:literal} OR (SystemModstamp = {ts:literal} "
+                                          "AND Id > {id}))", ts=ts, id=start.crm_id))
         else:
             conditions.append(f"SystemModstamp >= {ts}")
     conditions.append(f"SystemModstamp < {soql_datetime(until)}")
-    return (f"SELECT {', '.join(fields)} FROM {sobject} WHERE {' AND '.join(conditions)} "
-            f"ORDER BY SystemModstamp ASC, Id ASC LIMIT {limit}")
+    # Field and object names come from the connector's own stream definitions; every value above
+    # went through format_soql.
+    return (f"SELECT {', '.join(fields)} FROM {sobject} WHERE {' AND '.join(conditions)} "  # noqa: S608
+            f"ORDER BY SystemModstamp ASC, Id ASC LIMIT {int(limit)}")
 
 
 class SalesforceConnector:
@@ -219,8 +219,8 @@ class SalesforceConnector:
         lead_of = self._contact_leads  # a conversion's moved activities often span pages: ask once
         contacts = sorted(set(who.values()) - set(lead_of))
         for offset in range(0, len(contacts), 200):  # keeps the SOQL well under its length limit
-            chunk = ", ".join(_quote(c) for c in contacts[offset:offset + 200])
-            result = self._query(f"SELECT Id, ConvertedContactId FROM Lead WHERE ConvertedContactId IN ({chunk})")
+            result = self._query(format_soql("SELECT Id, ConvertedContactId FROM Lead WHERE ConvertedContactId IN {}",
+                                             contacts[offset:offset + 200]))
             for row in result.get("records") or []:
                 if isinstance(row, dict) and row.get("ConvertedContactId"):
                     lead_of[str(row["ConvertedContactId"])] = str(row["Id"])
