@@ -38,7 +38,7 @@ from sqlalchemy.orm import Session  # noqa: E402
 
 from config.app_config import TierConfig, TrainingConfig  # noqa: E402
 from scoring import registry  # noqa: E402
-from scoring.service import _features, live_lead_ids, score_leads, train_from_store  # noqa: E402
+from scoring.service import lead_features, live_lead_ids, score_leads, train_from_store  # noqa: E402
 from scoring.training import TrainedModel  # noqa: E402
 from store.db import make_engine  # noqa: E402
 from store.models import Base  # noqa: E402
@@ -100,7 +100,7 @@ def run(train_leads: int, seed: int, database_url: str | None) -> dict[str, Any]
                 ids = live_lead_ids(session)
                 rows, predict_s, shap_s = 0, 0.0, 0.0
                 for start in range(0, len(ids), BATCH):
-                    _leads, frame = _features(session, ids[start : start + BATCH], as_of)
+                    _leads, frame = lead_features(session, ids[start : start + BATCH], as_of)
                     t0 = time.perf_counter()
                     model.predict_proba(frame)
                     t1 = time.perf_counter()

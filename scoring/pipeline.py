@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from config.app_config import AppConfig
 from scoring import registry
 from scoring.hooks import TierChangeHook
-from scoring.service import Progress, ScoreSummary, score_leads
+from scoring.score_run import Progress, ScoreSummary, ScoringPlan, score_chunk, score_leads
 from scoring.tier_changes import RecentLabelled, preview, retier
 from scoring.tiers import Policy, check_policy, current_scores, set_policy, tiers_for
 from store.models import Connection, Lead, ModelVersion, RoutingAction
@@ -73,6 +73,27 @@ def score_and_plan(
         session, all=all, lead_ids=lead_ids, as_of=as_of, batch_size=batch_size, progress=progress,
         tier_change_hook=routing_hook(config, route=route), tier_default=config.tiers,
     )
+    session.flush()
+    summary.routing_planned = _planned_by_type(session, before)
+    return summary
+
+
+def score_chunk_and_plan(
+    session: Session,
+    config: AppConfig,
+    plan: ScoringPlan,
+    lead_ids: Sequence[int],
+    *,
+    batch_size: int = 2000,
+    progress: Progress | None = None,
+    route: bool = True,
+) -> ScoreSummary:
+    """One chunk of a planned run (:func:`scoring.score_run.plan_scoring`), scored as
+    :func:`score_and_plan` scores a whole run: tier changes plan their routing. For workers that
+    score a plan's chunks in parallel; the summary counts this chunk."""
+    before = _last_action_id(session)
+    summary = score_chunk(session, plan, lead_ids, batch_size=batch_size, progress=progress,
+                          tier_change_hook=routing_hook(config, route=route))
     session.flush()
     summary.routing_planned = _planned_by_type(session, before)
     return summary

@@ -9,7 +9,7 @@ and a new champion does not shift every score by a changed base rate.
 
 The reference is stored in ``model_version.params["score_reference"]``; versions registered without
 one (older versions, challengers trained elsewhere) get it built once, from the store, the first
-time they score (:func:`scoring.service.ensure_score_reference`).
+time they score (:func:`scoring.champions.ensure_score_reference`).
 """
 
 from __future__ import annotations
@@ -21,8 +21,10 @@ import numpy as np
 import pandas as pd
 
 from scoring.features import align_to_spec
+from scoring.model import TrainedModel
+from scoring.reasons import typical_values
 from scoring.subscores import split_contributions
-from scoring.training import TrainedModel, split_frame
+from scoring.training import split_frame
 from store.models import ModelVersion
 
 REFERENCE_KEY = "score_reference"
@@ -49,8 +51,6 @@ def build_reference(
     Holds the sorted probabilities, fit sums and engagement sums, and what a typical reference
     lead looks like (used by the reasons: "most leads have none").
     """
-    from scoring.reasons import typical_values
-
     x = align_to_spec(rows, model.spec)
     probs = model.predict_proba(x)
     contrib = model.contributions(x)

@@ -15,13 +15,15 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from scoring.champions import ensure_score_reference
 from scoring.dataset import label_examples
 from scoring.features import align_to_spec, build_feature_frame, load_activities_frame, load_leads_frame
 from scoring.hooks import TierChangeHook
+from scoring.inputs import crm_now
 from scoring.metrics import conversion_by_tier
 from scoring.reference import rank
 from scoring.registry import champion, load_model
-from scoring.service import NewScore, crm_now, ensure_score_reference, write_scores
+from scoring.score_writes import NewScore, write_scores
 from scoring.tiers import (
     TIERS,
     Policy,

@@ -1,0 +1,69 @@
+"""Explain one lead: its current score, likelihood, fit, engagement, change, tier, reasons, history."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from config.errors import LeadscoreError
+from scoring.tiers import likelihood_percent
+from store.models import Lead, LeadScore, ModelVersion
+
+
+def find_lead(session: Session, ref: str) -> Lead:
+    """A lead by CRM id (any connection) or, failing that, by internal id."""
+    matches = list(session.scalars(select(Lead).where(Lead.crm_id == ref)))
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        raise LeadscoreError(f"CRM id {ref!r} exists in {len(matches)} connections; use the internal id")
+    if ref.isdigit():
+        lead = session.get(Lead, int(ref))
+        if lead is not None:
+            return lead
+    raise LeadscoreError(f"no lead with CRM id or internal id {ref!r}")
+
+
+def _score_view(row: LeadScore, version: str | None) -> dict[str, Any]:
+    return {
+        "score": row.score,
+        "likelihood": float(likelihood_percent(np.array([row.probability]))[0]),
+        "probability": round(row.probability, 4),
+        "fit": row.fit_score,
+        "engagement": row.engagement_score,
+        "score_change": row.score_change,
+        "tier": row.tier,
+        "reasons": list(row.reasons or []),
+        "model": version,
+        "scored_at": row.scored_at.isoformat(),
+        "as_of": row.as_of.isoformat() if row.as_of else None,
+    }
+
+
+def explain_lead(session: Session, ref: str, *, history: bool = False) -> dict[str, Any]:
+    """A lead's current score, likelihood, fit, engagement, change, tier, reasons and model (for
+    ``leadscore explain``); with ``history`` also every score of the lead, oldest first."""
+    lead = find_lead(session, ref)
+    current = session.scalar(select(LeadScore).where(LeadScore.lead_id == lead.id, LeadScore.is_current.is_(True)))
+    if current is None:
+        raise LeadscoreError(f"lead {ref} has no score yet: run `leadscore score`")
+    versions = dict(session.execute(select(ModelVersion.id, ModelVersion.version)).tuples().all())
+    name = " ".join(p for p in (lead.first_name, lead.last_name) if p) or None
+    out: dict[str, Any] = {
+        "lead_id": lead.id,
+        "crm_id": lead.crm_id,
+        "name": name,
+        "company": lead.company,
+        "title": lead.title,
+        **_score_view(current, versions.get(current.model_version_id or -1)),
+        "deleted": lead.is_deleted,
+    }
+    if history:
+        rows = session.scalars(
+            select(LeadScore).where(LeadScore.lead_id == lead.id).order_by(LeadScore.scored_at, LeadScore.id)
+        )
+        out["history"] = [_score_view(r, versions.get(r.model_version_id or -1)) for r in rows]
+    return out

@@ -1,0 +1,291 @@
+"""Score writing: new current score rows, their outbox rows and the tier-change hook, set-based.
+
+Score rows and their outbox rows are written in the same flush, so the CRM write exists if and
+only if the score does. Used by scoring runs and by re-tiering.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.orm import Session
+
+from scoring.hooks import TierChangeHook
+from scoring.inputs import IN_CHUNK, id_chunks
+from scoring.reasons import join_reasons
+from scoring.tiers import likelihood_percent
+from store.models import Lead, LeadLifecycle, LeadScore, Outbox
+
+OUTBOX_KIND = "score_fields"
+CHANGE_DAYS = 7  # the trend field: score change over this many days of the data's clock
+
+
+def payload_hash(payload: dict[str, Any]) -> str:
+    """sha256 of the payload's canonical JSON (sorted keys, no spaces)."""
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def outbox_payload(
+    score: int,
+    tier: str,
+    reasons: Sequence[str],
+    model: str,
+    scored_at: datetime,
+    *,
+    likelihood: float | None = None,
+    fit: int | None = None,
+    engagement: int | None = None,
+    score_change: int | None = None,
+) -> dict[str, Any]:
+    """The CRM-neutral score write: the connectors map these keys to their configured fields.
+
+    Keys left None are not written (a re-tier of an old score has no sub-scores to send).
+    """
+    payload: dict[str, Any] = {
+        "score": int(score),
+        "tier": tier,
+        "reasons": join_reasons(list(reasons)),
+        "model": model,
+        "scored_at": scored_at.astimezone(UTC).isoformat(timespec="seconds"),
+    }
+    extra = {"likelihood": likelihood, "fit": fit, "engagement": engagement, "score_change": score_change}
+    payload.update({k: v for k, v in extra.items() if v is not None})
+    return payload
+
+
+@dataclass
+class NewScore:
+    """A score about to be written for one lead."""
+
+    lead_id: int
+    probability: float
+    score: int
+    tier: str
+    reasons: list[str]
+    model_version_id: int | None
+    model_version: str
+    inputs_hash: str | None
+    fit_score: int | None = None
+    engagement_score: int | None = None
+    as_of: datetime | None = None
+    next_aging_at: datetime | None = None
+
+
+@dataclass
+class WriteStats:
+    scores: int = 0
+    outbox: int = 0
+    superseded: int = 0
+    tier_changes: int = 0
+
+
+@dataclass(frozen=True)
+class _Previous:
+    id: int
+    score: int
+    tier: str
+    reasons: list[str]
+    probability: float
+    fit_score: int | None
+    engagement_score: int | None
+    score_change: int | None
+
+
+def _fields(score: int, tier: str, reasons: Sequence[str], probability: float, fit: int | None,
+            engagement: int | None, change: int | None) -> tuple[Any, ...]:
+    """What the CRM shows of a score: a write is needed only when this differs."""
+    likelihood = float(likelihood_percent(np.array([probability]))[0])
+    return (score, tier, list(reasons), likelihood, fit, engagement, change)
+
+
+def _change_baselines(
+    session: Session, ids: Sequence[int], as_of: datetime
+) -> tuple[dict[int, int], dict[int, datetime]]:
+    """Per lead: the score to measure the 7-day change against, and when that baseline moves.
+
+    The baseline is the lead's latest score with ``as_of`` at least :data:`CHANGE_DAYS` before
+    ``as_of``; a lead first scored within those days is measured against its first score. The
+    baseline moves when the next later score turns 7 days old.
+    """
+    cutoff = as_of - timedelta(days=CHANGE_DAYS)
+    base: dict[int, int] = {}
+    moves: dict[int, datetime] = {}
+    for chunk in id_chunks(ids):
+        latest_old = (
+            select(LeadScore.lead_id, func.max(LeadScore.id).label("sid"))
+            .where(LeadScore.lead_id.in_(chunk), LeadScore.as_of <= cutoff)
+            .group_by(LeadScore.lead_id)
+            .subquery()
+        )
+        for lead_id, score in session.execute(
+            select(LeadScore.lead_id, LeadScore.score).join(latest_old, LeadScore.id == latest_old.c.sid)
+        ):
+            base[lead_id] = score
+        missing = [i for i in chunk if i not in base]
+        if missing:
+            first = (
+                select(LeadScore.lead_id, func.min(LeadScore.id).label("sid"))
+                .where(LeadScore.lead_id.in_(missing))
+                .group_by(LeadScore.lead_id)
+                .subquery()
+            )
+            for lead_id, score in session.execute(
+                select(LeadScore.lead_id, LeadScore.score).join(first, LeadScore.id == first.c.sid)
+            ):
+                base[lead_id] = score
+        for lead_id, when in session.execute(
+            select(LeadScore.lead_id, func.min(LeadScore.as_of))
+            .where(LeadScore.lead_id.in_(chunk), LeadScore.as_of > cutoff)
+            .group_by(LeadScore.lead_id)
+        ):
+            if when is not None:
+                when = when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+                moves[lead_id] = when + timedelta(days=CHANGE_DAYS)
+    return base, moves
+
+
+def write_scores(
+    session: Session,
+    rows: Sequence[NewScore],
+    *,
+    policy_id: int | None,
+    tier_change_hook: TierChangeHook | None = None,
+    scored_at: datetime | None = None,
+) -> WriteStats:
+    """Record new current scores, their outbox rows and tier-change hooks (no commit).
+
+    The previous current row of each lead is marked not current before the new one is inserted
+    (the partial unique index allows one current row per lead). An outbox row is written only
+    when score, tier or reasons differ from the previous score; it supersedes the lead's pending
+    outbox rows. Bulk statements (not one ORM object per row) keep a 2,000-lead batch fast.
+    Used by scoring and by re-tiering. Rows of leads that are not open (converted, closed,
+    deleted, merged) are dropped: those leads keep their current score.
+    """
+    stats = WriteStats()
+    if not rows:
+        return stats
+    when = scored_at or datetime.now(UTC)
+    ids = [r.lead_id for r in rows]
+    previous: dict[int, _Previous] = {}
+    lead_refs: dict[int, tuple[int, str]] = {}
+    not_open: set[int] = set()
+    for chunk in id_chunks(ids):
+        for sid, lead_id, score, tier, reasons, prob, fit, eng, change in session.execute(
+            select(LeadScore.id, LeadScore.lead_id, LeadScore.score, LeadScore.tier, LeadScore.reasons,
+                   LeadScore.probability, LeadScore.fit_score, LeadScore.engagement_score,
+                   LeadScore.score_change).where(
+                LeadScore.lead_id.in_(chunk), LeadScore.is_current.is_(True)
+            )
+        ):
+            previous[lead_id] = _Previous(sid, score, tier, list(reasons or []), float(prob), fit, eng, change)
+        for lead_id, conn_id, crm_id, state in session.execute(
+            select(Lead.id, Lead.connection_id, Lead.crm_id, Lead.lifecycle).where(Lead.id.in_(chunk))
+        ):
+            lead_refs[lead_id] = (conn_id, crm_id)
+            if state != LeadLifecycle.open:
+                not_open.add(lead_id)
+    if not_open:
+        # Only open leads get new scores, writes and routing (re-tiering included); the others
+        # keep their current score as history.
+        rows = [r for r in rows if r.lead_id not in not_open]
+        previous = {k: v for k, v in previous.items() if k not in not_open}
+        if not rows:
+            return stats
+    # The 7-day change needs each row's data clock: rows without one are measured at ``when``.
+    clock = {r.lead_id: (r.as_of or when) for r in rows}
+    baselines: dict[int, int] = {}
+    baseline_moves: dict[int, datetime] = {}
+    for as_of in sorted(set(clock.values())):
+        group = [i for i, t in clock.items() if t == as_of]
+        base, moves = _change_baselines(session, group, as_of)
+        baselines.update(base)
+        baseline_moves.update(moves)
+    changes = {r.lead_id: (r.score - baselines[r.lead_id]) if r.lead_id in baselines else 0 for r in rows}
+    # Old current rows stop being current before the new ones exist (one current row per lead).
+    # "evaluate" keeps LeadScore objects already loaded in this session in step.
+    for chunk in id_chunks([p.id for p in previous.values()]):
+        session.execute(
+            update(LeadScore).where(LeadScore.id.in_(chunk)).values(is_current=False),
+            execution_options={"synchronize_session": "evaluate"},
+        )
+    new_ids: dict[int, int] = {}
+    values = []
+    for r in rows:
+        aging = r.next_aging_at
+        if changes[r.lead_id] != 0:
+            # A non-zero change goes stale when its baseline moves: rescore the lead then.
+            move = baseline_moves.get(r.lead_id, clock[r.lead_id] + timedelta(days=CHANGE_DAYS))
+            aging = move if aging is None else min(aging, move)
+        values.append({
+            "lead_id": r.lead_id, "model_version_id": r.model_version_id, "tier_policy_id": policy_id,
+            "probability": r.probability, "score": r.score, "tier": r.tier, "reasons": list(r.reasons),
+            "inputs_hash": r.inputs_hash, "is_current": True, "scored_at": when,
+            "fit_score": r.fit_score, "engagement_score": r.engagement_score, "score_change": changes[r.lead_id],
+            "as_of": clock[r.lead_id], "next_aging_at": aging,
+        })
+    for start in range(0, len(values), IN_CHUNK):
+        part = values[start : start + IN_CHUNK]
+        returned = session.execute(
+            insert(LeadScore).returning(LeadScore.id, LeadScore.lead_id, sort_by_parameter_order=True), part
+        )
+        new_ids.update({lead_id: sid for sid, lead_id in returned})
+    stats.scores = len(values)
+
+    def shown(r: NewScore) -> tuple[Any, ...]:
+        return _fields(r.score, r.tier, r.reasons, r.probability, r.fit_score, r.engagement_score,
+                       changes[r.lead_id])
+
+    changed = [
+        r for r in rows
+        if (p := previous.get(r.lead_id)) is None
+        or _fields(p.score, p.tier, p.reasons, p.probability, p.fit_score, p.engagement_score,
+                   p.score_change) != shown(r)
+    ]
+    tier_changed = [r.lead_id for r in rows if (p := previous.get(r.lead_id)) is None or p.tier != r.tier]
+    for chunk in id_chunks([r.lead_id for r in changed]):
+        result = session.execute(
+            update(Outbox)
+            .where(Outbox.lead_id.in_(chunk), Outbox.status == "pending", Outbox.kind == OUTBOX_KIND)
+            .values(status="superseded"),
+            execution_options={"synchronize_session": "evaluate"},
+        )
+        stats.superseded += int(getattr(result, "rowcount", 0) or 0)
+    outbox_rows = []
+    for r in changed:
+        payload = outbox_payload(
+            r.score, r.tier, r.reasons, r.model_version, when,
+            likelihood=float(likelihood_percent(np.array([r.probability]))[0]), fit=r.fit_score,
+            engagement=r.engagement_score, score_change=changes[r.lead_id],
+        )
+        conn_id, crm_id = lead_refs[r.lead_id]
+        outbox_rows.append({
+            "connection_id": conn_id, "lead_id": r.lead_id, "crm_id": crm_id, "kind": OUTBOX_KIND,
+            "payload": payload, "payload_hash": payload_hash(payload), "status": "pending", "attempts": 0,
+            "lead_score_id": new_ids[r.lead_id], "created_at": when, "next_attempt_at": when,
+        })
+    for start in range(0, len(outbox_rows), IN_CHUNK):
+        session.execute(insert(Outbox), outbox_rows[start : start + IN_CHUNK])
+    stats.outbox = len(outbox_rows)
+    stats.tier_changes = len(tier_changed)
+    if tier_change_hook is not None and tier_changed:
+        # The hook gets ORM objects: the lead, its previous score (None for a first score) and
+        # the new current score, all in this transaction.
+        score_ids = [new_ids[i] for i in tier_changed] + [previous[i].id for i in tier_changed if i in previous]
+        scores: dict[int, LeadScore] = {}
+        leads: dict[int, Lead] = {}
+        for chunk in id_chunks(score_ids):
+            scores.update({s.id: s for s in session.scalars(select(LeadScore).where(LeadScore.id.in_(chunk)))})
+        for chunk in id_chunks(tier_changed):
+            leads.update({lead.id: lead for lead in session.scalars(select(Lead).where(Lead.id.in_(chunk)))})
+        for lead_id in tier_changed:
+            before = scores[previous[lead_id].id] if lead_id in previous else None
+            tier_change_hook(session, leads[lead_id], before, scores[new_ids[lead_id]])
+    return stats
