@@ -5,6 +5,7 @@ fails with one line naming the file, the key and what is wrong, and nothing star
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -41,6 +42,11 @@ class SalesforceFields(_Strict):
     account_score: str = "Account_Lead_Score__c"
     account_engaged_people: str = "Account_Engaged_People__c"
 
+    @staticmethod
+    def stored_record(raw: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        """Where a synced lead's raw CRM record holds these fields: the Lead record itself."""
+        return raw
+
 
 class HubSpotFields(_Strict):
     """HubSpot contact properties leadscore writes (created by ``leadscore crm setup``)."""
@@ -59,6 +65,18 @@ class HubSpotFields(_Strict):
     # Company properties.
     account_score: str = "leadscore_account_score"
     account_engaged_people: str = "leadscore_engaged_people"
+
+    @staticmethod
+    def stored_record(raw: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        """Where a synced lead's raw CRM record holds these properties: the contact's properties."""
+        contact = raw.get("contact")
+        record = contact.get("properties") if isinstance(contact, Mapping) else None
+        return record if isinstance(record, Mapping) else None
+
+
+# The written/read field names of each CRM kind (a connection's ``score_fields`` parse as these).
+SCORE_FIELDS_BY_KIND: dict[str, type[SalesforceFields] | type[HubSpotFields]] = {
+    "salesforce": SalesforceFields, "hubspot": HubSpotFields}
 
 
 # Lead lifecycle defaults per CRM (connectors.lifecycle derives the state from these lists).
@@ -128,7 +146,7 @@ class ConnectionConfig(_Strict):
         # A plain mapping under score_fields means the fields of this connection's CRM: parse it
         # with that CRM's model so unset names get that CRM's defaults (not the other's).
         if isinstance(data, dict) and isinstance(data.get("score_fields"), dict):
-            model = HubSpotFields if data.get("kind") == "hubspot" else SalesforceFields
+            model = SCORE_FIELDS_BY_KIND.get(str(data.get("kind")), SalesforceFields)
             data = {**data, "score_fields": model.model_validate(data["score_fields"])}
         return data
 

@@ -4,7 +4,7 @@ A CRM is a package (``connectors/salesforce/``, ``connectors/hubspot/``) holding
 records, streams, score writer and router; :mod:`connectors.registry` maps a connection's
 ``kind`` to them. The generic engines know only these protocols: sync (:class:`Connector`, in
 :mod:`connectors.base` with the records it yields), the write-back drain (:class:`ScoreWriter`)
-and routing (:class:`Router`).
+routing (:class:`Router`) and ``crm setup`` (:class:`Setup`).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ if TYPE_CHECKING:
     from config.app_config import AppConfig, ConnectionConfig
     from store.models import RoutingAction
 
-__all__ = ["ActionOutcome", "ActionResult", "Connector", "LeadRef", "OutboxItem", "Outcome", "RecordResult", "Router",
-           "ScoreWriter", "fields_as"]
+__all__ = ["ActionOutcome", "ActionResult", "Connector", "FieldSpec", "LeadRef", "OutboxItem", "Outcome",
+           "RecordResult", "Router", "ScoreWriter", "Setup", "SetupResult", "fields_as"]
 
 Outcome = Literal["sent", "retry", "failed"]
 F = TypeVar("F", SalesforceFields, HubSpotFields)
@@ -164,3 +164,69 @@ class Router(Protocol):
         ...
 
 
+
+
+# ------------------------------------------------------------------------------------ crm setup
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """A score field as leadscore needs it: CRM name, the role it plays, type in admin terms."""
+
+    role: str  # score | tier | reasons | model | scored_at
+    name: str
+    label: str
+    admin_type: str  # what an admin picks in Setup, e.g. "Number(3, 0)"
+    describe_types: tuple[str, ...]  # describe ``type`` values accepted
+    min_length: int = 0
+
+
+@dataclass
+class SetupResult:
+    """What ``crm setup`` found and did for one connection."""
+
+    connection: str
+    kind: str
+    present: list[str] = field(default_factory=list)
+    created: list[str] = field(default_factory=list)
+    missing: list[FieldSpec] = field(default_factory=list)  # Salesforce: for an admin to add
+    problems: list[str] = field(default_factory=list)  # wrong types, not writable, routing
+    # Data the CRM will refuse per record at run time (not a set-up error: setup still passes).
+    warnings: list[str] = field(default_factory=list)
+    api_calls: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.missing and not self.problems
+
+    def summary(self) -> str:
+        """One line: what is ready or what blocks."""
+        if self.ok:
+            made = f", created {len(self.created)} properties" if self.created else ""
+            return f"{self.connection} ({self.kind}): ready — {len(self.present) + len(self.created)} score " \
+                   f"fields{made}"
+        parts = []
+        if self.missing:
+            parts.append(f"{len(self.missing)} custom fields missing on Lead (an admin must add them)")
+        if self.problems:
+            parts.append(f"{len(self.problems)} problem{'s' if len(self.problems) > 1 else ''}")
+        return f"{self.connection} ({self.kind}): " + "; ".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"connection": self.connection, "kind": self.kind, "ok": self.ok, "present": self.present,
+                "created": self.created,
+                "missing": [{"api_name": s.name, "label": s.label, "type": s.admin_type} for s in self.missing],
+                "problems": self.problems, "warnings": self.warnings, "api_calls": self.api_calls}
+
+
+class Setup(Protocol):
+    """One CRM's part of ``leadscore crm setup`` (the runner is :mod:`connectors.setup`)."""
+
+    def check_fields(self, result: SetupResult) -> None:
+        """Check (or create, where the CRM allows it) the score fields; record what was found."""
+        ...
+
+    def check_routing(self, config: AppConfig, result: SetupResult) -> None:
+        """What this CRM would refuse at run time beyond routing's own validation (problems and
+        warnings); runs after the router's checks."""
+        ...

@@ -1,7 +1,7 @@
 """The CRM registry: a connection's ``kind`` -> that CRM package's implementations.
 
 The only place that dispatches on ``kind``. Adding a CRM means adding its package (client,
-records, streams, writeback, routing, settings) and one entry in :data:`CRMS`.
+records, streams, writeback, routing, setup, settings) and one entry in :data:`CRMS`.
 """
 
 from __future__ import annotations
@@ -17,11 +17,13 @@ from config.errors import ConfigError
 from connectors.base import ConnectionSecrets, Connector
 from connectors.hubspot.client import make_hubspot
 from connectors.hubspot.routing import HubSpotRouter
+from connectors.hubspot.setup import HubSpotSetup
 from connectors.hubspot.streams import HubSpotConnector
 from connectors.hubspot.writeback import HubSpotScoreWriter
-from connectors.protocols import Router, ScoreWriter, fields_as
+from connectors.protocols import Router, ScoreWriter, Setup, fields_as
 from connectors.salesforce.client import make_salesforce
 from connectors.salesforce.routing import SalesforceRouter
+from connectors.salesforce.setup import SalesforceSetup
 from connectors.salesforce.streams import SalesforceConnector
 from connectors.salesforce.writeback import SalesforceScoreWriter
 
@@ -35,6 +37,7 @@ class CRMPackage:
     make_connector: Callable[[ConnectionConfig, ConnectionSecrets, requests.Session | None], Connector]
     score_writer: Callable[[Any, ConnectionConfig], ScoreWriter]
     router: Callable[[Any, ConnectionConfig], Router]
+    setup: Callable[[Any, ConnectionConfig], Setup]
     score_fields: type[SalesforceFields] | type[HubSpotFields]
     routing_actions: frozenset[str]
     pause_default: tuple[str, str]
@@ -47,6 +50,7 @@ CRMS: dict[str, CRMPackage] = {
         make_connector=lambda conn, secrets, session: SalesforceConnector(conn, secrets, session=session),
         score_writer=SalesforceScoreWriter,
         router=SalesforceRouter,
+        setup=SalesforceSetup,
         score_fields=SalesforceFields,
         routing_actions=SalesforceRouter.actions,
         pause_default=SalesforceRouter.pause_default,
@@ -58,6 +62,7 @@ CRMS: dict[str, CRMPackage] = {
         make_connector=lambda conn, secrets, session: HubSpotConnector(conn, secrets),
         score_writer=HubSpotScoreWriter,
         router=HubSpotRouter,
+        setup=HubSpotSetup,
         score_fields=HubSpotFields,
         routing_actions=HubSpotRouter.actions,
         pause_default=HubSpotRouter.pause_default,
@@ -96,6 +101,11 @@ def make_score_writer(conn: ConnectionConfig, client: Any) -> ScoreWriter:
 def make_router(conn: ConnectionConfig, client: Any) -> Router:
     """The router for ``conn`` around the connectors' client."""
     return crm_for(conn).router(client, conn)
+
+
+def make_setup(conn: ConnectionConfig, client: Any) -> Setup:
+    """The ``crm setup`` steps for ``conn`` around the connectors' client."""
+    return crm_for(conn).setup(client, conn)
 
 
 def score_field_names(conn: ConnectionConfig) -> SalesforceFields | HubSpotFields:

@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from config.app_config import AppConfig, HubSpotFields, SalesforceFields
+from config.app_config import SCORE_FIELDS_BY_KIND, AppConfig, HubSpotFields, SalesforceFields
 from store.models import Connection, Lead, LeadScore
 
 VALUES = ("Too high", "Too low", "About right")
@@ -38,15 +38,12 @@ def _names(config: AppConfig | None) -> dict[str, SalesforceFields | HubSpotFiel
 def feedback_of(kind: str, raw: Mapping[str, Any] | None, fields: SalesforceFields | HubSpotFields | None
                 ) -> tuple[str | None, str | None]:
     """(feedback, comment) of a lead's stored CRM record, or (None, None)."""
-    if not isinstance(raw, Mapping):
+    cls = SCORE_FIELDS_BY_KIND.get(kind)
+    if not isinstance(raw, Mapping) or cls is None:
         return None, None
     if fields is None:
-        fields = HubSpotFields() if kind == "hubspot" else SalesforceFields()
-    if kind == "hubspot":
-        contact = raw.get("contact")
-        record = contact.get("properties") if isinstance(contact, Mapping) else None
-    else:
-        record = raw
+        fields = cls()
+    record = cls.stored_record(raw)
     if not isinstance(record, Mapping):
         return None, None
     value = record.get(fields.feedback) if fields.feedback else None

@@ -27,11 +27,11 @@ from pathlib import Path
 from xml.sax.saxutils import escape
 
 from config.app_config import ConnectionConfig, SalesforceFields
+from scoring.feedback import TIERS
+from scoring.feedback import VALUES as FEEDBACK_VALUES
 
 METADATA_NS = "http://soap.sforce.com/2006/04/metadata"
 PERMISSION_SET = "Leadscore_Integration"
-FEEDBACK_VALUES = ("Too high", "Too low", "About right")
-TIERS = ("A", "B", "C", "D")
 
 
 @dataclass(frozen=True)

@@ -164,7 +164,7 @@ def hs_api_writes(sim: CRMSim, prop: str = "leadscore_score") -> dict[str, int]:
 def create_hubspot_score_properties(sim: CRMSim) -> None:
     """Every leadscore_* contact property, created directly in crmsim's store (what `crm setup` does)."""
     from config.app_config import HubSpotFields
-    from connectors.setup import hubspot_property_specs
+    from connectors.hubspot.setup import hubspot_property_specs
 
     store = sim.hubspot.store
     for spec in hubspot_property_specs(HubSpotFields()):
