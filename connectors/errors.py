@@ -60,3 +60,23 @@ class BadRecord(CRMError):
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
+
+
+# CRM refusals a healthy installation meets (docs/crmsim.md): the org's own rules or the record's
+# state refuse the write (a validation rule, a converted, merged or deleted lead, an inactive owner,
+# a queue-owned record); retrying cannot help and nothing is broken on our side. Keyed by the CRM's
+# error code, valued by what it means.
+EXPECTED_REFUSALS = {"FIELD_CUSTOM_VALIDATION_EXCEPTION": "validation_rule",
+                     "INACTIVE_OWNER_OR_USER": "inactive_owner", "FIELD_INTEGRITY_EXCEPTION": "queue_object",
+                     "CANNOT_UPDATE_CONVERTED_LEAD": "converted_lead", "MERGED": "merged",
+                     "OBJECT_NOT_FOUND": "deleted", "ENTITY_IS_DELETED": "deleted", "LEAD_DELETED": "deleted"}
+
+
+def error_code(error: str | None) -> str:
+    """The CRM error code a stored failure text starts with (``"CODE: message"``), or ""."""
+    return str(error or "").split(":", 1)[0].split(" ", 1)[0]
+
+
+def expected_refusal(error: str | None) -> str | None:
+    """What an expected CRM refusal means (an :data:`EXPECTED_REFUSALS` value), None for any other failure."""
+    return EXPECTED_REFUSALS.get(error_code(error))

@@ -31,6 +31,7 @@ from rich.table import Table
 from rich.text import Text
 
 from config.errors import LeadscoreError
+from connectors.errors import error_code, expected_refusal
 from worker.processes import start_worker, stop
 
 # Plain text (no markup): styles are given as Text styles, so no name is ever parsed as a tag.
@@ -142,11 +143,6 @@ def _wait_until_drained(engine: Any, timeout: float = WAIT_SECONDS) -> None:
 # crmsim's realistic defaults plus an org validation rule on 2 % of Salesforce leads: the demo meets
 # the refusals a real org gives, and counts them (summary "refused").
 DEMO_STRICT = "validation_rule=0.02"
-# CRM error codes the demo expects to meet, by what they mean (docs/crmsim.md); others are unexpected.
-EXPECTED_REFUSALS = {"FIELD_CUSTOM_VALIDATION_EXCEPTION": "validation_rule",
-                     "INACTIVE_OWNER_OR_USER": "inactive_owner", "FIELD_INTEGRITY_EXCEPTION": "queue_object",
-                     "CANNOT_UPDATE_CONVERTED_LEAD": "converted_lead", "MERGED": "merged",
-                     "OBJECT_NOT_FOUND": "deleted", "ENTITY_IS_DELETED": "deleted", "LEAD_DELETED": "deleted"}
 
 
 def _refused(runtime: Any) -> dict[str, int]:
@@ -162,9 +158,8 @@ def _refused(runtime: Any) -> dict[str, int]:
         errors = list(session.scalars(select(Outbox.last_error).where(Outbox.status == "failed")))
         errors += list(session.scalars(select(RoutingAction.error).where(RoutingAction.status == "failed")))
     for error in errors:
-        code = str(error or "").split(":", 1)[0].split(" ", 1)[0]
         # Not a CRM code (e.g. "the lead's tier changed again"): an action skipped, not refused.
-        kind = EXPECTED_REFUSALS.get(code, "unexpected") if code.isupper() else "skipped"
+        kind = (expected_refusal(error) or "unexpected") if error_code(error).isupper() else "skipped"
         counts[kind] = counts.get(kind, 0) + 1
     return dict(sorted(counts.items()))
 

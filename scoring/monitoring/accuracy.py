@@ -17,6 +17,7 @@ from scoring.features import (
     load_leads_frame,
 )
 from scoring.metrics import conversion_by_tier, expected_calibration_error
+from scoring.monitoring.clock import trained_at
 from scoring.monitoring.cohorts import COHORT_AGE_DAYS, cohort_leads, labels_at
 from scoring.monitoring.elapsed import active_tier_policy, elapsed_scores
 from scoring.monitoring.reference_cohort import Reference, ensure_reference
@@ -74,6 +75,16 @@ def measure_performance(session: Session, champion: ModelVersion, ref: Reference
         perf["reason"] = tc["reason"] = "no scored lead's outcome is known yet"
         out.notes.append("live performance not measured: no matured scores")
         return
+    versions = scores["model_version_id"].to_numpy()[known]
+    ids_used, used_counts = np.unique(versions[~pd.isna(versions)].astype("int64"), return_counts=True)
+    maker = session.get(ModelVersion, int(ids_used[np.argmax(used_counts)])) if len(ids_used) else None
+    # Scores of a model no longer in production say nothing about the champion: right after a
+    # promotion the elapsed leads are the previous model's, and nothing the new one scored has
+    # elapsed yet. Shown, not judged.
+    not_yet = _not_live_yet(champion, maker, len(y), horizon_days)
+    if not_yet:
+        perf["reason"] = not_yet
+        out.notes.append(f"live accuracy and tier conversion not judged: {not_yet}")
     by_tier: dict[str, dict[str, Any]] = {}
     for tier in sorted({str(t) for t in tiers}):
         mask = np.array([str(t) == tier for t in tiers], dtype=bool)
@@ -86,9 +97,11 @@ def measure_performance(session: Session, champion: ModelVersion, ref: Reference
     tc["norms"] = norms
     tc["policy"] = {"mode": policy.mode, "thresholds": dict(policy.thresholds)}
     status, alert, detail = top_tier_alert(by_tier, norms, share=config.top_tier_share)
+    if not_yet:
+        status, alert, detail = NOT_ENOUGH, None, {**detail, "reason": not_yet}
     tc["top_tier"] = detail
     tc["status"] = status
-    if status == NOT_ENOUGH:
+    if status == NOT_ENOUGH and not not_yet:
         out.notes.append(f"top-tier conversion not judged: {detail.get('reason')}")
     if alert is not None:
         out.alerts.append(alert)
@@ -99,8 +112,6 @@ def measure_performance(session: Session, champion: ModelVersion, ref: Reference
     perf["calibration"] = calibration_by_band(y, p)
     perf["lift_by_decile"] = _lift(y, p)
     perf["served"], perf["reconstructed"] = counts.get("served", 0), counts.get("reconstructed", 0)
-    versions = scores["model_version_id"].to_numpy()[known]
-    ids_used, used_counts = np.unique(versions[~pd.isna(versions)].astype("int64"), return_counts=True)
     perf["model_versions"] = {int(i): int(c) for i, c in zip(ids_used, used_counts, strict=True)}
     # Segment models (and earlier champions) are judged on the leads they scored, one by one.
     by_model: dict[str, Any] = {}
@@ -118,6 +129,10 @@ def measure_performance(session: Session, champion: ModelVersion, ref: Reference
     perf["auc"] = auc
     if ref is not None and ref.outcomes:
         perf["reference_ece"] = expected_calibration_error([o[1] for o in ref.outcomes], [o[0] for o in ref.outcomes])
+    if not_yet:
+        perf["ece_increase"] = float(perf["ece"]) - float(perf.get("reference_ece") or 0.0)
+        perf["status"] = NOT_ENOUGH
+        return
     before = len(out.alerts)
     _calibration(y, p, perf, config, out)
     if positives < MIN_PERFORMANCE_POSITIVES or negatives < MIN_PERFORMANCE_POSITIVES:
@@ -128,7 +143,6 @@ def measure_performance(session: Session, champion: ModelVersion, ref: Reference
         return
     se = auc_standard_error(auc, positives, negatives)
     perf["auc_se"] = se
-    maker = session.get(ModelVersion, int(ids_used[np.argmax(used_counts)])) if len(ids_used) else None
     maker_ref = ensure_reference(session, maker, as_of=as_of) if maker is not None else None
     baseline = maker_ref.baseline_auc if maker_ref is not None else None
     if baseline is None and maker is not None:
@@ -157,32 +171,52 @@ def measure_performance(session: Session, champion: ModelVersion, ref: Reference
     perf["status"] = worst(out.alerts[before:])
 
 
+def _not_live_yet(champion: ModelVersion, maker: ModelVersion | None, leads: int, horizon_days: int) -> str:
+    """Why elapsed leads cannot judge the models in production ("" when they can): most of them were
+    scored by a version that is no longer a champion (global or segment)."""
+    if maker is None or maker.status == registry.CHAMPION:
+        return ""
+    known_from = trained_at(champion) + timedelta(days=COHORT_AGE_DAYS + horizon_days)
+    return (f"most of these {leads} elapsed leads were scored by {maker.version}, no longer in production; the "
+            f"champion {champion.version} has no elapsed leads of its own yet (its first are known around "
+            f"{known_from:%Y-%m-%d})")
+
+
 def _calibration(y: np.ndarray, p: np.ndarray, perf: dict[str, Any], config: MonitoringConfig,
                  out: Findings) -> None:
+    ece = float(perf.get("ece") or 0.0)
+    base = float(perf.get("reference_ece") or 0.0)
+    perf["ece_increase"] = ece - base
+    alert = calibration_alert(y, p, ece=ece, reference_ece=base, config=config)
+    if alert is not None:
+        out.alerts.append(alert)
+
+
+def calibration_alert(y: np.ndarray, p: np.ndarray, *, ece: float, reference_ece: float,
+                      config: MonitoringConfig) -> Alert | None:
     """Calibration drift: the ECE grew by more than ``ece_alert`` over the champion's own reference
     ECE (leads of its test period seen at the same age) *and* the mean prediction is far from the
-    observed rate (3 standard errors and 25 %): alert; either alone warns."""
+    observed rate (3 standard errors and 25 %): alert; either alone warns. A mean that moved while
+    the ECE is no worse than the reference's is a shift of the rate, not "miscalibrated"."""
     observed, predicted = float(y.mean()), float(p.mean())
     se_rate = math.sqrt(max(predicted * (1 - predicted), 1e-9) / len(y))
     mean_off = abs(observed - predicted) > 3 * se_rate and abs(observed - predicted) > 0.25 * max(predicted, 1e-9)
-    ece = float(perf.get("ece") or 0.0)
-    base = float(perf.get("reference_ece") or 0.0)
-    grew = ece - base
-    perf["ece_increase"] = grew
+    grew = ece - reference_ece
     ece_high = grew > config.ece_alert
-    moved = (f"ECE {ece:.3f} vs {base:.3f} on the reference leads ({grew:+.3f}; alert line "
+    moved = (f"ECE {ece:.3f} vs {reference_ece:.3f} on the reference leads ({grew:+.3f}; alert line "
              f"+{config.ece_alert:g})")
     if mean_off and ece_high:
-        out.alerts.append(Alert(ALERT, "calibration", f"scores are miscalibrated: {observed:.1%} converted vs "
-                                f"{predicted:.1%} predicted; {moved}", grew, config.ece_alert,
-                                action=CALIBRATION_ACTION))
-    elif mean_off:
-        out.alerts.append(Alert(WARN, "calibration", f"scores are miscalibrated: {observed:.1%} converted vs "
-                                f"{predicted:.1%} predicted; {moved}", observed - predicted, None,
-                                action=CALIBRATION_ACTION))
-    elif ece_high:
-        out.alerts.append(Alert(WARN, "calibration", f"calibration drifted: {moved}, {len(y)} elapsed leads", grew,
-                                config.ece_alert, action=CALIBRATION_ACTION))
+        return Alert(ALERT, "calibration", f"scores are miscalibrated: {observed:.1%} converted vs "
+                     f"{predicted:.1%} predicted; {moved}", grew, config.ece_alert, action=CALIBRATION_ACTION)
+    if mean_off:
+        how = "no worse than on the reference leads" if grew <= 0 else "within the alert line"
+        return Alert(WARN, "calibration", f"the conversion rate moved away from the predictions: "
+                     f"{observed:.1%} converted vs {predicted:.1%} predicted on {len(y)} elapsed leads; "
+                     f"{moved}: {how}", observed - predicted, None, action=CALIBRATION_ACTION)
+    if ece_high:
+        return Alert(WARN, "calibration", f"calibration drifted: {moved}, {len(y)} elapsed leads", grew,
+                     config.ece_alert, action=CALIBRATION_ACTION)
+    return None
 
 
 def calibration_by_band(y: np.ndarray, p: np.ndarray, bands: Sequence[float] = SCORE_BANDS

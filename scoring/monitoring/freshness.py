@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from config.app_config import MonitoringConfig
+from connectors.errors import error_code, expected_refusal
 from scoring.monitoring.clock import crm_now, parse_time
 from scoring.monitoring.status import ALERT, NOT_ENOUGH, WARN, Alert, Findings, worst
 from store.models import (
@@ -21,6 +22,26 @@ FRESHNESS_ACTION = ("scores are computed on stale CRM data: check `leadscore sta
                     "failing sync (credentials, API limits, network)")
 WRITEBACK_ACTION = ("reps see old scores for these leads: `leadscore writeback` shows why the CRM refused them "
                     "(field permissions, deleted records, validation rules)")
+
+
+def failed_writes(session: Session) -> tuple[dict[str, int], dict[str, int]]:
+    """Outbox rows that failed for good, split in two: refusals a healthy installation expects (the
+    CRM's validation rules, converted, merged or deleted leads, inactive owners; counted by what they
+    mean, :data:`connectors.errors.EXPECTED_REFUSALS`) and the others, counted by error code."""
+    rows = session.execute(select(Outbox.last_error, func.count(Outbox.id)).where(Outbox.status == "failed")
+                           .group_by(Outbox.last_error)).all()
+    refused: dict[str, int] = {}
+    unexpected: dict[str, int] = {}
+    for error, n in rows:
+        kind = expected_refusal(error)
+        if kind is not None:
+            refused[kind] = refused.get(kind, 0) + int(n)
+        else:
+            # The CRM's code when there is one, else the start of the text ("HTTP 400", "gave up after 5 attempts").
+            code = error_code(error) if error_code(error).isupper() else (str(error or "").split(":", 1)[0][:60]
+                                                                          or "no error recorded")
+            unexpected[code] = unexpected.get(code, 0) + int(n)
+    return refused, unexpected
 
 
 def measure_freshness(session: Session, as_of: datetime, config: MonitoringConfig, out: Findings, *,
@@ -51,14 +72,21 @@ def measure_freshness(session: Session, as_of: datetime, config: MonitoringConfi
                                config.freshness_hours, action=FRESHNESS_ACTION))
     out.metrics["freshness"] = fresh
     out.metrics["clock"]["crm_now"] = now
-    failed = int(session.scalar(select(func.count(Outbox.id)).where(Outbox.status == "failed")) or 0)
+    refused, unexpected = failed_writes(session)
+    failed = sum(unexpected.values())
     stuck = int(session.scalar(
         select(func.count(Outbox.id)).where(Outbox.status == "pending", Outbox.attempts > 0,
                                             Outbox.created_at < now - limit)) or 0)
-    out.metrics["outbox"] = {"failed": failed, "pending_retrying": stuck}
+    out.metrics["outbox"] = {"failed": failed, "failed_codes": unexpected, "refused_expected": refused,
+                             "pending_retrying": stuck}
     if failed:
-        found.append(Alert(ALERT, "writeback", f"{failed} CRM writes failed for good", float(failed), 0.0,
+        codes = ", ".join(f"{code} {n}" for code, n in sorted(unexpected.items(), key=lambda kv: -kv[1]))
+        found.append(Alert(ALERT, "writeback", f"{failed} CRM writes failed for good ({codes})", float(failed), 0.0,
                            action=WRITEBACK_ACTION))
+    if refused:
+        kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(refused.items(), key=lambda kv: -kv[1]))
+        out.notes.append(f"{sum(refused.values())} CRM writes refused by the CRM's own rules, as expected ({kinds}): "
+                         "those leads keep their previous values in the CRM (not an alert)")
     if stuck:
         found.append(Alert(WARN, "writeback", f"{stuck} CRM writes still retrying after "
                            f"{config.freshness_hours:g} h", float(stuck), 0.0, action=WRITEBACK_ACTION))

@@ -29,10 +29,11 @@ from scoring.monitor import (
     run_monitor,
     top_tier_alert,
 )
+from scoring.monitoring.accuracy import calibration_alert
 from scoring.registry import champion
 from scoring.service import score_leads, train_from_store
 from store.db import make_engine
-from store.models import Activity, Base, Lead, LeadScore, MonitorReport, Outbox, SyncRun
+from store.models import Activity, Base, Lead, LeadScore, ModelVersion, MonitorReport, Outbox, SyncRun
 from tests.conftest import rolled_back_session
 from tests.factories import BASE_TIME, make_lead, synthetic_population
 
@@ -364,3 +365,93 @@ def test_a_challenger_in_shadow_for_a_month_is_compared_live_and_never_written(s
     # Before any outcome is known the comparison says so instead of guessing.
     early = shadow_comparison(session, challenger, as_of=as_of_day(TRAIN_DAY + 31), horizon_days=TRAINING.horizon_days)
     assert early["status"] == "not enough data" and early["leads"] == 0 and early["awaiting_outcome"] > 0
+
+
+# ------------------------------------------------------------------ defects found trying it out
+
+
+def _served_random_scores(session: Session, mv_id: int, start: datetime, end: datetime) -> int:
+    """A bad model's served scores (random probabilities, tier from their rank) at 6 days old for the
+    leads created in [start, end)."""
+    rows = session.execute(select(Lead.id, Lead.crm_created_at).where(Lead.crm_created_at >= start,
+                                                                      Lead.crm_created_at < end)).all()
+    rng = np.random.default_rng(3)
+    proba = rng.uniform(0.01, 0.6, len(rows))
+    cut = np.quantile(proba, [0.95, 0.8, 0.5])
+    for (lead_id, created), p in zip(rows, proba, strict=True):
+        tier = "A" if p >= cut[0] else "B" if p >= cut[1] else "C" if p >= cut[2] else "D"
+        session.add(LeadScore(lead_id=lead_id, model_version_id=mv_id, probability=float(p),
+                              score=int(p * 100), tier=tier, is_current=False,
+                              scored_at=created + timedelta(days=6)))
+    session.flush()
+    return len(rows)
+
+
+def test_a_brand_new_champion_is_not_blamed_for_its_predecessors_scores(session: Session) -> None:
+    now = as_of_day(TRAIN_DAY)
+    old = champion(session)
+    assert old is not None
+    horizon = TRAINING.horizon_days
+    end = now - timedelta(days=horizon + 7)
+    assert _served_random_scores(session, old.id, end - timedelta(days=30), end) > 100
+    # The champion served those scores: its elapsed leads rank no better than chance, an alert.
+    report = run_monitor(session, as_of=now, config=MonitoringConfig(), horizon_days=horizon)
+    assert "auc_drop" in {a["kind"] for a in report.alerts if a["level"] == "alert"}, report.alerts
+    # A new champion goes live: nothing it scored has elapsed yet. The old scores are shown, not
+    # judged: not enough data, not an alert about a model that never scored those leads.
+    new = ModelVersion(version=f"{old.version}-next", status="champion", family=old.family, artifact=old.artifact,
+                       metrics=old.metrics, features=old.features, params=old.params, train_start=old.train_start,
+                       train_end=old.train_end, promoted_at=now)
+    old.status = "retired"
+    session.add(new)
+    session.flush()
+    after = run_monitor(session, as_of=now, config=MonitoringConfig(), horizon_days=horizon)
+    judged = {"auc_drop", "calibration", "top_tier_conversion"}
+    assert not [a for a in after.alerts if a["kind"] in judged], after.alerts
+    perf, tc = after.metrics["performance"], after.metrics["tier_conversion"]
+    assert perf["status"] == tc["status"] == "not enough data"
+    assert f"scored by {old.version}, no longer in production" in perf["reason"]
+    assert perf["auc"] is not None and perf["leads"] > 100  # measured and shown
+    assert after.metrics["measures"]["drift"]["status"] != "not enough data"
+
+
+def test_expected_crm_refusals_are_counted_apart_and_do_not_alert(session: Session) -> None:
+    now = as_of_day(TRAIN_DAY)
+    leads = session.scalars(select(Lead).limit(4)).all()
+    errors = ["FIELD_CUSTOM_VALIDATION_EXCEPTION: Lead_Score__c: scores need an approved owner",
+              "FIELD_CUSTOM_VALIDATION_EXCEPTION: Lead_Score__c: scores need an approved owner",
+              "CANNOT_UPDATE_CONVERTED_LEAD: cannot reference converted lead"]
+    for lead, error in zip(leads, errors, strict=False):
+        session.add(Outbox(connection_id=lead.connection_id, lead_id=lead.id, crm_id=lead.crm_id, payload={},
+                           payload_hash="x", status="failed", attempts=1, last_error=error))
+    session.flush()
+    report = run_monitor(session, as_of=now, config=MonitoringConfig())
+    assert not [a for a in report.alerts if a["kind"] == "writeback"], report.alerts
+    outbox = report.metrics["outbox"]
+    assert outbox["failed"] == 0
+    assert outbox["refused_expected"] == {"validation_rule": 2, "converted_lead": 1}
+    assert any("3 CRM writes refused by the CRM's own rules, as expected (validation_rule 2, converted_lead 1)"
+               in n for n in report.metrics["notes"])
+    # An unexpected failure still alerts, with its code.
+    lead = leads[3]
+    session.add(Outbox(connection_id=lead.connection_id, lead_id=lead.id, crm_id=lead.crm_id, payload={},
+                       payload_hash="x", status="failed", attempts=5,
+                       last_error="gave up after 5 attempts: UNABLE_TO_LOCK_ROW: row locked"))
+    session.flush()
+    again = run_monitor(session, as_of=now, config=MonitoringConfig())
+    (alert,) = [a for a in again.alerts if a["kind"] == "writeback"]
+    assert alert["level"] == "alert" and alert["message"] == "1 CRM writes failed for good (gave up after 5 attempts 1)"
+
+
+def test_a_moved_rate_with_a_better_ece_than_the_reference_is_not_called_miscalibrated() -> None:
+    rng = np.random.default_rng(1)
+    p = rng.uniform(0.05, 0.25, 2000)
+    y = (rng.uniform(size=2000) < p * 0.6).astype(int)  # 40 % fewer conversions than predicted
+    config = MonitoringConfig()
+    better = calibration_alert(y, p, ece=0.04, reference_ece=0.05, config=config)
+    assert better is not None and better.level == "warn"
+    assert "miscalibrated" not in better.message and "no worse than on the reference leads" in better.message
+    worse = calibration_alert(y, p, ece=0.12, reference_ece=0.05, config=config)
+    assert worse is not None and worse.level == "alert" and worse.message.startswith("scores are miscalibrated")
+    calibrated = (rng.uniform(size=2000) < p).astype(int)
+    assert calibration_alert(calibrated, p, ece=0.03, reference_ece=0.05, config=config) is None

@@ -18,6 +18,7 @@ from store.db import make_engine
 from store.models import Activity, Lead, ModelVersion
 from tests.scoring.test_monitor import trained_store_copy
 from worker.cli import app
+from worker.runtime import reset_runtime
 
 runner = CliRunner()
 
@@ -217,3 +218,14 @@ def test_shadow_then_promote_shows_the_live_comparison(store: Path) -> None:
     assert promoted.exit_code == 0, promoted.output
     assert f"live comparison in shadow: shadow {candidate}: not enough data" in promoted.output
     assert _versions(store)[candidate] == "champion"
+
+
+def test_status_labels_each_monitor_finding_with_its_level(store: Path) -> None:
+    reset_runtime()
+    monitored = runner.invoke(app, ["monitor"])
+    assert monitored.exit_code == 0, monitored.output
+    shown = runner.invoke(app, ["status"])
+    assert shown.exit_code == 0, shown.output
+    # The store never synced: the monitor warns about it; status must not call a warning an alert.
+    assert "  warn: connection conn-1 has never synced successfully" in shown.output, shown.output
+    assert "alert: connection conn-1" not in shown.output

@@ -232,7 +232,7 @@ def status() -> None:
         else:
             console.print(f"monitor: {report.status} as of {report.as_of:%Y-%m-%d}")
             for alert in report.alerts:
-                console.print(Text(f"  alert: {alert.get('message', alert)}"))
+                console.print(Text(f"  {alert.get('level', 'alert')}: {alert.get('message', alert)}"))
 
 
 def require_schema(engine: Engine) -> None:
