@@ -44,7 +44,8 @@ from connectors.registry import make_client, make_router, make_score_writer, sco
 from connectors.riders import SPLIT, Rider, claim_riders, release_riders, settle_riders
 from connectors.routing import RoutingReport
 from store.db import unit_of_work
-from store.models import Connection, Lead, LeadLifecycle, Outbox
+from store.models import OUTBOX_KIND, Connection, Lead, LeadLifecycle, Outbox
+from store.types import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +55,6 @@ __all__ = ["DEFAULT_POLICY", "OUTBOX_KIND", "ConnectionWriteback", "OutboxItem",
            "ScoreWriter", "WritebackPolicy", "WritebackReport", "drain_outbox", "make_client",
            "make_score_writer", "score_field_names"]
 
-OUTBOX_KIND = "score_fields"
 # API calls the drain made in this process, by CRM kind: a tally for in-process measurement (the
 # demo reads it around its steps); every drain's own counts are in its WritebackReport.
 CALLS_BY_KIND: Counter[str] = Counter()
@@ -176,8 +176,7 @@ class WritebackReport:
         }
 
 
-Progress = Callable[[str, int, int], None]
-"""``progress(connection name, rows handled so far, rows due at start)`` after each call."""
+# Progress (store.types): ``progress(connection name, rows handled so far, rows due at start)`` after each call.
 
 
 # ------------------------------------------------------------------------------------ the drain

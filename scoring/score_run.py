@@ -15,7 +15,7 @@ the same flush, so the CRM write exists if and only if the score does.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -46,8 +46,7 @@ from scoring.tiers import (
     tiers_for,
 )
 from store.models import TierPolicy
-
-Progress = Callable[[str, int, int], None]
+from store.types import Progress
 
 
 @dataclass

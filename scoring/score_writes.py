@@ -21,9 +21,8 @@ from scoring.hooks import TierChangeHook
 from scoring.inputs import IN_CHUNK, id_chunks
 from scoring.reasons import join_reasons
 from scoring.tiers import likelihood_percent
-from store.models import Lead, LeadLifecycle, LeadScore, Outbox
+from store.models import OUTBOX_KIND, Lead, LeadLifecycle, LeadScore, Outbox
 
-OUTBOX_KIND = "score_fields"
 CHANGE_DAYS = 7  # the trend field: score change over this many days of the data's clock
 
 

@@ -275,6 +275,10 @@ class LeadScore(Base):
     next_aging_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
+# The outbox row kind of a score write (the only kind so far; the drain and scoring filter on it).
+OUTBOX_KIND = "score_fields"
+
+
 class Outbox(Base):
     """A write to the CRM, pending until the CRM confirmed it. Created in the scoring transaction."""
 
@@ -288,7 +292,7 @@ class Outbox(Base):
     connection_id: Mapped[int] = mapped_column(ForeignKey("connection.id"))
     lead_id: Mapped[int] = mapped_column(ForeignKey("lead.id"))
     crm_id: Mapped[str] = mapped_column(String(64))
-    kind: Mapped[str] = mapped_column(String(32), default="score_fields")
+    kind: Mapped[str] = mapped_column(String(32), default=OUTBOX_KIND)
     payload: Mapped[dict[str, Any]] = mapped_column(JSONType)
     payload_hash: Mapped[str] = mapped_column(String(64))
     # pending|sent|failed|superseded|cancelled (the lead left "open" before it was sent)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -10,6 +11,10 @@ from sqlalchemy import JSON, DateTime
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
+
+Progress = Callable[[str, int, int], None]
+"""``progress(label, done so far, total)`` after each step of long work: the label names the
+stage (scoring) or the connection (write-back); the CLI draws it as a bar."""
 
 
 class UTCDateTime(TypeDecorator[datetime]):

@@ -29,7 +29,7 @@ from config.errors import ConfigError
 from connectors.base import ConnectionSecrets
 from connectors.budget import ApiBudget
 from connectors.errors import AuthError, CRMError, FatalCRMError, QuotaExhaustedError, RetriableCRMError
-from connectors.retry import DEFAULT_POLICY, RetryPolicy, call_with_retry
+from connectors.retry import DEFAULT_POLICY, RetryPolicy, call_with_retry, retry_after_seconds
 from connectors.timeparse import parse_http_date
 
 logger = logging.getLogger(__name__)
@@ -54,16 +54,6 @@ def _body_json(body: Any) -> dict[str, Any]:
     return parsed if isinstance(parsed, dict) else {}
 
 
-def _retry_after(headers: Any) -> float | None:
-    value = headers.get("Retry-After") if headers is not None else None
-    if value is None:
-        return None
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        return None
-
-
 def map_hubspot_error(exc: BaseException) -> CRMError | None:
     """The :class:`CRMError` for a hubspot-api-client or urllib3 exception (None: not ours).
 
@@ -84,9 +74,10 @@ def map_hubspot_error(exc: BaseException) -> CRMError | None:
         if body.get("policyName") == "DAILY":
             return QuotaExhaustedError("HubSpot daily API limit reached", status=status, code="DAILY")
         return RetriableCRMError(f"HubSpot 429 {code or ''}".strip(), status=status, code=code,
-                                 retry_after=_retry_after(headers))
+                                 retry_after=retry_after_seconds(headers))
     if status >= 500 or status == 477:
-        return RetriableCRMError(f"HubSpot {status}", status=status, code=code, retry_after=_retry_after(headers))
+        return RetriableCRMError(f"HubSpot {status}", status=status, code=code,
+                                 retry_after=retry_after_seconds(headers))
     if status == 401:
         return AuthError(f"HubSpot authentication failed ({code})", status=status, code=code)
     return FatalCRMError(f"HubSpot {status} {code or ''}".strip(), status=status, code=code)

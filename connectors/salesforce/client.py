@@ -39,7 +39,7 @@ from config.errors import ConfigError
 from connectors.base import ConnectionSecrets
 from connectors.budget import ApiBudget
 from connectors.errors import AuthError, CRMError, FatalCRMError, QuotaExhaustedError, RetriableCRMError
-from connectors.retry import DEFAULT_POLICY, RetryPolicy, call_with_retry
+from connectors.retry import DEFAULT_POLICY, RetryPolicy, call_with_retry, retry_after_seconds
 from connectors.salesforce.session import simulator_session
 from connectors.timeparse import parse_http_date
 
@@ -97,16 +97,6 @@ def is_concurrency_limit(exc: SalesforceError, headers: Any) -> bool:
     return int(match.group(1)) < int(match.group(2))
 
 
-def _retry_after(headers: Any) -> float | None:
-    value = headers.get("Retry-After") if headers is not None else None
-    if value is None:
-        return None
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        return None
-
-
 def map_salesforce_error(exc: BaseException, headers: Any = None) -> CRMError | None:
     """The :class:`CRMError` for a simple-salesforce or requests exception (None: not ours).
 
@@ -128,11 +118,11 @@ def map_salesforce_error(exc: BaseException, headers: Any = None) -> CRMError | 
     if code in QUOTA_CODES:
         if is_concurrency_limit(exc, headers):
             return RetriableCRMError(f"Salesforce concurrency limit ({_error_message(exc)[:80]})", status=status,
-                                     code=code, retry_after=_retry_after(headers))
+                                     code=code, retry_after=retry_after_seconds(headers))
         return QuotaExhaustedError(f"Salesforce API limit reached ({code})", status=status, code=code)
     if code in RETRIABLE_CODES or status == 429 or status >= 500:
         return RetriableCRMError(f"Salesforce {status} {code or ''}".strip(), status=status, code=code,
-                                 retry_after=_retry_after(headers))
+                                 retry_after=retry_after_seconds(headers))
     if isinstance(exc, SalesforceRefusedRequest | SalesforceMalformedRequest | SalesforceResourceNotFound
                   | SalesforceMoreThanOneRecord | SalesforceGeneralError):
         return FatalCRMError(f"Salesforce {status} {code or ''} on {exc.resource_name}".strip(),
