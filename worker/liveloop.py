@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -18,7 +19,16 @@ from typing import Any
 
 import yaml
 
+from config.app_config import load_config
+from connectors.base import ConnectionSecrets
+from connectors.setup import admin_instructions, crm_setup
+from connectors.sync import sync_connection
+from connectors.writeback import drain_outbox
 from crmsim.model import Activity
+from scoring.service import score_leads, train_from_store
+from scoring.training import FAMILIES
+from store.db import make_engine, unit_of_work
+from store.migrate import upgrade
 from worker.processes import kill_tree, start_beat, start_worker, stop
 
 SECRET_ENV = {"salesforce": "LEADSCORE_LIVE_SALESFORCE_CLIENT_SECRET", "hubspot": "LEADSCORE_LIVE_HUBSPOT_TOKEN"}
@@ -75,17 +85,13 @@ class LiveLoop:
 
     # -- set-up ------------------------------------------------------------------------------------
 
-    def bootstrap(self) -> dict[str, Any]:
-        """Migrate, then sync, train, score and write back once, in this process (as an admin would
-        with the CLI before starting beat). Returns the training summary."""
-        from config.app_config import load_config
-        from connectors.base import ConnectionSecrets
-        from connectors.sync import sync_connection
-        from connectors.writeback import drain_outbox
-        from scoring.service import score_leads, train_from_store
-        from store.db import make_engine, unit_of_work
-        from store.migrate import upgrade
+    def bootstrap(self, *, families: Sequence[str] = FAMILIES,
+                  training_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Migrate, set the CRMs up, then sync, train, score and write back once, in this process (as
+        an admin would with the CLI before starting beat). Returns the training summary.
 
+        ``families`` and ``training_options`` go to the training (a test of the loop needs one model,
+        not the comparison of all families)."""
         config = load_config(self.config_path)
         upgrade(self.database_url)
         engine = make_engine(self.database_url)
@@ -94,10 +100,16 @@ class LiveLoop:
             access_token=self.env[SECRET_ENV["hubspot"]] if c.kind == "hubspot" else None)
             for c in config.connections}
         try:
+            # `leadscore crm setup`: without the HubSpot score properties every write-back batch is
+            # refused and split down to single records (thousands of calls against the burst limit).
+            for result in crm_setup(config, secrets):
+                if not result.ok:
+                    raise RuntimeError("crm setup failed: " + "; ".join(admin_instructions(result)))
             for conn in config.connections:
                 sync_connection(engine, conn, secrets[conn.name])
             with unit_of_work(engine) as session:
-                trained = train_from_store(session, config=config.training, catboost_iterations=200).to_dict()
+                trained = train_from_store(session, config=config.training, catboost_iterations=200,
+                                           families=families, training_options=training_options).to_dict()
             with unit_of_work(engine) as session:
                 score_leads(session, all=True)
             drain_outbox(engine, config, secrets)

@@ -22,6 +22,8 @@ from tests.services import with_db
 from worker.liveloop import LiveLoop
 
 REDIS_URL = with_db(REDIS_BASE_URL, 12)  # a database of its own: beat lock and queues are private
+ONE_CATBOOST = {"depth": 4, "learning_rate": 0.08}
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
@@ -34,7 +36,8 @@ def live_loop(tmp_path: Path) -> Iterator[LiveLoop]:
     sim = CRMSim(leads=2500, seed=5, admin=False).start()
     loop = LiveLoop(sim=sim, database_url=_pg_url(name), broker_url=REDIS_URL, workdir=tmp_path / "live")
     try:
-        loop.bootstrap()
+        # One CatBoost configuration: the loop is under test here, not the choice between model families.
+        loop.bootstrap(families=("catboost",), training_options={"catboost_grid": [ONE_CATBOOST]})
         yield loop
     finally:
         loop.close()
