@@ -156,6 +156,7 @@ class Connector(Protocol):
 
     name: str
     kind: str
+    client: Any  # the connectors' CRM client (the account look-up after the streams uses it too)
 
     @property
     def api_calls(self) -> int:

@@ -32,7 +32,8 @@ F = TypeVar("F", SalesforceFields, HubSpotFields)
 
 @dataclass(frozen=True)
 class OutboxItem:
-    """One row to write: the CRM record id and the CRM-neutral payload.
+    """One row to write: the CRM record id and the CRM-neutral payload (a lead's score fields, or
+    with ``account_id`` set and ``lead_id`` None, an account's fields).
 
     ``extra`` holds CRM field values that routing actions of the same lead add to the record (an
     owner change riding along the score write, see :mod:`connectors.riders`); the writer sends
@@ -40,11 +41,12 @@ class OutboxItem:
     """
 
     outbox_id: int
-    lead_id: int
+    lead_id: int | None
     crm_id: str
     payload: dict[str, Any]
     attempts: int
     extra: Mapping[str, Any] = field(default_factory=dict)
+    account_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -179,6 +181,7 @@ class FieldSpec:
     admin_type: str  # what an admin picks in Setup, e.g. "Number(3, 0)"
     describe_types: tuple[str, ...]  # describe ``type`` values accepted
     min_length: int = 0
+    sobject: str = "Lead"  # the Salesforce object holding it (Lead, or Account for the account fields)
 
 
 @dataclass
@@ -207,7 +210,8 @@ class SetupResult:
                    f"fields{made}"
         parts = []
         if self.missing:
-            parts.append(f"{len(self.missing)} custom fields missing on Lead (an admin must add them)")
+            objects = " and ".join(sorted({spec.sobject for spec in self.missing}))
+            parts.append(f"{len(self.missing)} custom fields missing on {objects} (an admin must add them)")
         if self.problems:
             parts.append(f"{len(self.problems)} problem{'s' if len(self.problems) > 1 else ''}")
         return f"{self.connection} ({self.kind}): " + "; ".join(parts)
@@ -215,7 +219,8 @@ class SetupResult:
     def to_dict(self) -> dict[str, Any]:
         return {"connection": self.connection, "kind": self.kind, "ok": self.ok, "present": self.present,
                 "created": self.created,
-                "missing": [{"api_name": s.name, "label": s.label, "type": s.admin_type} for s in self.missing],
+                "missing": [{"object": s.sobject, "api_name": s.name, "label": s.label, "type": s.admin_type}
+                            for s in self.missing],
                 "problems": self.problems, "warnings": self.warnings, "api_calls": self.api_calls}
 
 

@@ -14,13 +14,16 @@ import requests
 
 from config.app_config import ConnectionConfig, HubSpotFields, SalesforceFields
 from config.errors import ConfigError
+from connectors.accounts import AccountFinder
 from connectors.base import ConnectionSecrets, Connector
+from connectors.hubspot.accounts import HubSpotAccountFinder, HubSpotAccountWriter
 from connectors.hubspot.client import make_hubspot
 from connectors.hubspot.routing import HubSpotRouter
 from connectors.hubspot.setup import HubSpotSetup
 from connectors.hubspot.streams import HubSpotConnector
 from connectors.hubspot.writeback import HubSpotScoreWriter
 from connectors.protocols import Router, ScoreWriter, Setup, fields_as
+from connectors.salesforce.accounts import SalesforceAccountFinder, SalesforceAccountWriter
 from connectors.salesforce.client import make_salesforce
 from connectors.salesforce.routing import SalesforceRouter
 from connectors.salesforce.setup import SalesforceSetup
@@ -39,6 +42,8 @@ class CRMPackage:
     router: Callable[[Any, ConnectionConfig], Router]
     setup: Callable[[Any, ConnectionConfig], Setup]
     score_fields: type[SalesforceFields] | type[HubSpotFields]
+    account_finder: Callable[[Any, ConnectionConfig], AccountFinder]
+    account_writer: Callable[[Any, ConnectionConfig], ScoreWriter]
     routing_actions: frozenset[str]
     pause_default: tuple[str, str]
 
@@ -52,6 +57,8 @@ CRMS: dict[str, CRMPackage] = {
         router=SalesforceRouter,
         setup=SalesforceSetup,
         score_fields=SalesforceFields,
+        account_finder=SalesforceAccountFinder,
+        account_writer=SalesforceAccountWriter,
         routing_actions=SalesforceRouter.actions,
         pause_default=SalesforceRouter.pause_default,
     ),
@@ -64,6 +71,8 @@ CRMS: dict[str, CRMPackage] = {
         router=HubSpotRouter,
         setup=HubSpotSetup,
         score_fields=HubSpotFields,
+        account_finder=HubSpotAccountFinder,
+        account_writer=HubSpotAccountWriter,
         routing_actions=HubSpotRouter.actions,
         pause_default=HubSpotRouter.pause_default,
     ),
@@ -96,6 +105,16 @@ def make_connector(conn: ConnectionConfig, secrets: ConnectionSecrets, *,
 def make_score_writer(conn: ConnectionConfig, client: Any) -> ScoreWriter:
     """The batched score writer for ``conn`` around an already-built CRM client."""
     return crm_for(conn).score_writer(client, conn)
+
+
+def make_account_finder(conn: ConnectionConfig, client: Any) -> AccountFinder:
+    """How ``conn``'s CRM places leads at accounts, around the connectors' client."""
+    return crm_for(conn).account_finder(client, conn)
+
+
+def make_account_writer(conn: ConnectionConfig, client: Any) -> ScoreWriter:
+    """The batched writer of account fields for ``conn`` around an already-built CRM client."""
+    return crm_for(conn).account_writer(client, conn)
 
 
 def make_router(conn: ConnectionConfig, client: Any) -> Router:

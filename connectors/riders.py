@@ -61,7 +61,7 @@ def claim_riders(session: Session, router: Router, items: Sequence[OutboxItem],
     types = router.rides_with_score
     if not types or not items:
         return list(items), {}
-    by_lead = {item.lead_id: item for item in items}
+    by_lead = {item.lead_id: item for item in items if item.lead_id is not None}  # lead rows only
     lead_ids = sorted(by_lead)
     # FOR UPDATE SKIP LOCKED (PostgreSQL): a routing run claiming the same action at the same time
     # skips it or sees it ``sending`` (routing's own claim locks the same way).

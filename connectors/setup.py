@@ -56,12 +56,13 @@ def crm_setup(
 def admin_instructions(result: SetupResult) -> list[str]:
     """Lines telling an admin exactly what to create (Salesforce) and what else is wrong."""
     lines: list[str] = []
-    if result.missing:
-        lines.append(f"Salesforce connection {result.connection}: create these custom fields on Lead "
-                     "(Setup → Object Manager → Lead → Fields & Relationships → New), make them editable "
-                     "by the integration user:")
+    for sobject in sorted({spec.sobject for spec in result.missing}, key=lambda name: name != "Lead"):
+        lines.append(f"Salesforce connection {result.connection}: create these custom fields on {sobject} "
+                     f"(Setup → Object Manager → {sobject} → Fields & Relationships → New), make them editable "
+                     "by the integration user (or deploy them all: leadscore crm setup --salesforce-metadata DIR):")
         for spec in result.missing:
-            lines.append(f"  {spec.name:<28} {spec.admin_type:<45} label \"{spec.label}\"")
+            if spec.sobject == sobject:
+                lines.append(f"  {spec.name:<28} {spec.admin_type:<45} label \"{spec.label}\"")
     for problem in result.problems:
         lines.append(f"{result.connection}: {problem}")
     for warning in result.warnings:

@@ -21,10 +21,11 @@ from sqlalchemy.orm import Session
 
 from config.app_config import ConnectionConfig
 from config.errors import ConfigError
+from connectors.accounts import link_accounts
 from connectors.base import ConnectionSecrets, Connector, Cursor
 from connectors.errors import CRMError, FatalCRMError, QuotaExhaustedError
 from connectors.page_writer import apply_page
-from connectors.registry import make_connector
+from connectors.registry import make_account_finder, make_connector
 from store.db import unit_of_work
 from store.models import Connection, SyncCursor, SyncRun
 from store.upsert import upsert_rows
@@ -72,6 +73,7 @@ class SyncReport:
     error: str | None = None
     api_calls: int = 0
     streams: dict[str, StreamReport] = field(default_factory=dict)
+    accounts: dict[str, Any] | None = None  # the account look-up after the streams (connectors.accounts)
 
     @property
     def records(self) -> int:
@@ -103,6 +105,7 @@ class SyncReport:
             "server_time": self.server_time.isoformat() if self.server_time else None,
             "quarantined_by_reason": dict(self.quarantined_by_reason),
             "streams": {name: s.to_dict() for name, s in self.streams.items()},
+            "accounts": self.accounts,
         }
 
 
@@ -178,12 +181,23 @@ def sync_connection(
                 return report
             exc.report = report  # type: ignore[attr-defined]
             raise
+    report.accounts = _link_accounts(engine, conn, connector)
     report.status = "succeeded"
     report.api_calls = connector.api_calls
     report.finished_at = datetime.now(UTC)
     logger.info("sync %s: %d records, %d API calls in %.1fs", conn.name, report.records,
                 report.api_calls, time.monotonic() - started)
     return report
+
+
+def _link_accounts(engine: Engine, conn: ConnectionConfig, connector: Connector) -> dict[str, Any]:
+    """Place the leads that need it at their CRM accounts; a CRM error here is reported, and the
+    sync (already committed) still succeeds: the next run looks those leads up again."""
+    try:
+        return link_accounts(engine, conn, make_account_finder(conn, connector.client)).to_dict()
+    except CRMError as exc:
+        logger.warning("account look-up for %s stopped: %s", conn.name, exc)
+        return {"connection": conn.name, "error": f"{type(exc).__name__}: {exc}"}
 
 
 def _record_failed_start(engine: Engine, connection_id: int, streams: Sequence[str], full: bool,

@@ -13,6 +13,11 @@ until the CRM confirmed it. One drain, per connection:
    exponential ``next_attempt_at``, ``failed`` after ``max_attempts``; or permanent (deleted or
    missing record, invalid field/property, validation): ``failed`` with the CRM's code and message.
 
+Account rows (kind ``account_fields``, queued by :mod:`scoring.accounts`) are drained the same way
+right after a connection's lead rows, with the CRM's account writer (Salesforce Accounts in the
+same Composite shape, HubSpot companies by ``batch/update``); their counts are reported apart
+(``WritebackReport.accounts``).
+
 A worker killed anywhere loses nothing: rows it had not marked are still ``pending`` and are
 sent again. Sending the same values again changes no value (HubSpot records nothing;
 Salesforce bumps the Lead's LastModifiedDate/SystemModstamp, so the next sync re-reads it, and
@@ -40,11 +45,11 @@ from config.errors import ConfigError
 from connectors.errors import AuthError, CRMError, QuotaExhaustedError, RetriableCRMError
 from connectors.lifecycle import CANCELLED, not_open_reason
 from connectors.protocols import OutboxItem, Outcome, RecordResult, Router, ScoreWriter
-from connectors.registry import make_client, make_router, make_score_writer, score_field_names
+from connectors.registry import make_account_writer, make_client, make_router, make_score_writer, score_field_names
 from connectors.riders import SPLIT, Rider, claim_riders, release_riders, settle_riders
 from connectors.routing import RoutingReport
 from store.db import unit_of_work
-from store.models import OUTBOX_KIND, Connection, Lead, LeadLifecycle, Outbox
+from store.models import ACCOUNT_OUTBOX_KIND, OUTBOX_KIND, Connection, Lead, LeadLifecycle, Outbox
 from store.types import Progress
 
 logger = logging.getLogger(__name__)
@@ -55,9 +60,12 @@ __all__ = ["DEFAULT_POLICY", "OUTBOX_KIND", "ConnectionWriteback", "OutboxItem",
            "ScoreWriter", "WritebackPolicy", "WritebackReport", "drain_outbox", "make_client",
            "make_score_writer", "score_field_names"]
 
+# Which store id an outbox row of each kind is about (one pending write per lead / per account).
+_SUBJECT = {OUTBOX_KIND: Outbox.lead_id, ACCOUNT_OUTBOX_KIND: Outbox.account_id}
 # API calls the drain made in this process, by CRM kind: a tally for in-process measurement (the
 # demo reads it around its steps); every drain's own counts are in its WritebackReport.
 CALLS_BY_KIND: Counter[str] = Counter()
+ACCOUNT_CALLS_BY_KIND: Counter[str] = Counter()  # the same for account rows
 
 
 # ------------------------------------------------------------------------------------ data types
@@ -131,6 +139,7 @@ class WritebackReport:
     """The drain's result: one entry per connection that had anything to do."""
 
     connections: dict[str, ConnectionWriteback] = field(default_factory=dict)
+    accounts: dict[str, ConnectionWriteback] = field(default_factory=dict)  # account fields, per connection
 
     @property
     def records_written(self) -> int:
@@ -141,26 +150,25 @@ class WritebackReport:
         return sum(c.failed for c in self.connections.values())
 
     @property
+    def accounts_written(self) -> int:
+        return sum(c.records_written for c in self.accounts.values())
+
+    @property
     def errors(self) -> list[str]:
-        return [f"{c.connection}: {c.error}" for c in self.connections.values() if c.error]
+        return [f"{c.connection}: {c.error}" for c in (*self.connections.values(), *self.accounts.values())
+                if c.error]
 
     def by_crm(self) -> dict[str, dict[str, int]]:
         """``{"salesforce": {"records": n, "api_calls": n}, "hubspot": {...}}`` (the demo JSON shape)."""
-        out = {kind: {"records": 0, "api_calls": 0, "write_calls": 0, "retry_calls": 0, "failed": 0}
-               for kind in ("salesforce", "hubspot")}
-        for c in self.connections.values():
-            entry = out.setdefault(c.kind, {"records": 0, "api_calls": 0, "write_calls": 0,
-                                            "retry_calls": 0, "failed": 0})
-            entry["records"] += c.records_written
-            entry["api_calls"] += c.api_calls
-            entry["write_calls"] += c.write_calls
-            entry["retry_calls"] += c.retry_calls
-            entry["failed"] += c.failed
-        return out
+        return _by_crm(self.connections.values())
+
+    def accounts_by_crm(self) -> dict[str, dict[str, int]]:
+        """The same shape for the account fields (records = accounts written)."""
+        return _by_crm(self.accounts.values())
 
     def failed_by_reason(self) -> dict[str, int]:
         total: dict[str, int] = {}
-        for c in self.connections.values():
+        for c in (*self.connections.values(), *self.accounts.values()):
             for reason, n in c.failed_by_reason.items():
                 total[reason] = total.get(reason, 0) + n
         return dict(sorted(total.items()))
@@ -172,8 +180,25 @@ class WritebackReport:
             "failed_by_reason": self.failed_by_reason(),
             "by_crm": self.by_crm(),
             "connections": {name: c.to_dict() for name, c in self.connections.items()},
+            "accounts_written": self.accounts_written,
+            "accounts_by_crm": self.accounts_by_crm(),
+            "accounts": {name: c.to_dict() for name, c in self.accounts.items()},
             "errors": self.errors,
         }
+
+
+def _by_crm(entries: Iterable[ConnectionWriteback]) -> dict[str, dict[str, int]]:
+    out = {kind: {"records": 0, "api_calls": 0, "write_calls": 0, "retry_calls": 0, "failed": 0}
+           for kind in ("salesforce", "hubspot")}
+    for c in entries:
+        entry = out.setdefault(c.kind, {"records": 0, "api_calls": 0, "write_calls": 0, "retry_calls": 0,
+                                        "failed": 0})
+        entry["records"] += c.records_written
+        entry["api_calls"] += c.api_calls
+        entry["write_calls"] += c.write_calls
+        entry["retry_calls"] += c.retry_calls
+        entry["failed"] += c.failed
+    return out
 
 
 # Progress (store.types): ``progress(connection name, rows handled so far, rows due at start)`` after each call.
@@ -208,49 +233,62 @@ def drain_outbox(
     targets = [config.connection(connection)] if connection else [c for c in config.connections if c.enabled]
     remaining = limit
     for conn in targets:
-        if remaining is not None and remaining <= 0:
-            break
-        with unit_of_work(engine) as session:
-            row = session.scalar(select(Connection).where(Connection.name == conn.name))
-            if row is None:
+        client = (clients or {}).get(conn.name)
+        # Lead score fields first, then the account fields of the same connection (same client).
+        for outbox_kind, make_writer, entries in ((OUTBOX_KIND, make_score_writer, report.connections),
+                                           (ACCOUNT_OUTBOX_KIND, make_account_writer, report.accounts)):
+            if remaining is not None and remaining <= 0:
+                break
+            with unit_of_work(engine) as session:
+                row = session.scalar(select(Connection).where(Connection.name == conn.name))
+                if row is None:
+                    break
+                conn_id = row.id
+                due = _count_due(session, conn_id, clock(), outbox_kind)
+            if due == 0:
                 continue
-            conn_id = row.id
-            due = _count_due(session, conn_id, clock())
-        if due == 0:
-            continue
-        entry = ConnectionWriteback(connection=conn.name, kind=conn.kind)
-        report.connections[conn.name] = entry
-        try:
-            client = (clients or {}).get(conn.name)
-            if client is None:
-                secrets = secrets_by_connection.get(conn.name)
-                if secrets is None:
-                    raise ConfigError(f"connection {conn.name!r}: no credentials given for write-back")
-                client = make_client(conn, secrets)
-            writer = make_score_writer(conn, client)
-            router = make_router(conn, client) if config.routing else None
-            handled = _drain_connection(engine, conn_id, writer, entry, policy, clock, limit=remaining,
-                                        total=due, progress=progress, router=router, client=client)
-        except (AuthError, QuotaExhaustedError, RetriableCRMError) as exc:
-            # The CRM refused the whole call: rows stay pending (retried by the next run).
-            entry.error = f"{type(exc).__name__}: {exc}"
-            logger.warning("write-back to %s stopped: %s", conn.name, entry.error)
-            handled = 0
-        CALLS_BY_KIND[conn.kind] += entry.api_calls
-        if remaining is not None:
-            remaining -= handled
-        with unit_of_work(engine) as session:
-            entry.pending_left = int(session.scalar(
-                select(func.count()).select_from(Outbox)
-                .where(Outbox.connection_id == conn_id, Outbox.status == "pending", Outbox.kind == OUTBOX_KIND)
-            ) or 0)
+            entry = ConnectionWriteback(connection=conn.name, kind=conn.kind)
+            entries[conn.name] = entry
+            shown = progress if progress is None or outbox_kind == OUTBOX_KIND else _labelled(progress, "accounts")
+            try:
+                if client is None:
+                    secrets = secrets_by_connection.get(conn.name)
+                    if secrets is None:
+                        raise ConfigError(f"connection {conn.name!r}: no credentials given for write-back")
+                    client = make_client(conn, secrets)
+                writer = make_writer(conn, client)
+                # Routing's owner/field changes ride only in lead records.
+                router = make_router(conn, client) if config.routing and outbox_kind == OUTBOX_KIND else None
+                handled = _drain_connection(engine, conn_id, writer, entry, policy, clock, outbox_kind=outbox_kind,
+                                            limit=remaining, total=due, progress=shown, router=router,
+                                            client=client)
+            except (AuthError, QuotaExhaustedError, RetriableCRMError) as exc:
+                # The CRM refused the whole call: rows stay pending (retried by the next run).
+                entry.error = f"{type(exc).__name__}: {exc}"
+                logger.warning("write-back to %s stopped: %s", conn.name, entry.error)
+                handled = 0
+            (CALLS_BY_KIND if outbox_kind == OUTBOX_KIND else ACCOUNT_CALLS_BY_KIND)[conn.kind] += entry.api_calls
+            if remaining is not None:
+                remaining -= handled
+            with unit_of_work(engine) as session:
+                entry.pending_left = int(session.scalar(
+                    select(func.count()).select_from(Outbox)
+                    .where(Outbox.connection_id == conn_id, Outbox.status == "pending", Outbox.kind == outbox_kind)
+                ) or 0)
+            if entry.error:
+                break  # the CRM refused the connection: its account rows wait for the next run too
     return report
 
 
-def _count_due(session: Session, conn_id: int, now: datetime) -> int:
+def _labelled(progress: Progress, suffix: str) -> Progress:
+    """``progress`` reporting under ``"<connection> <suffix>"`` (a second bar per connection)."""
+    return lambda name, done, total: progress(f"{name} {suffix}", done, total)
+
+
+def _count_due(session: Session, conn_id: int, now: datetime, outbox_kind: str = OUTBOX_KIND) -> int:
     return int(session.scalar(
         select(func.count()).select_from(Outbox).where(
-            Outbox.connection_id == conn_id, Outbox.status == "pending", Outbox.kind == OUTBOX_KIND,
+            Outbox.connection_id == conn_id, Outbox.status == "pending", Outbox.kind == outbox_kind,
             Outbox.next_attempt_at <= now)
     ) or 0)
 
@@ -263,6 +301,7 @@ def _drain_connection(
     policy: WritebackPolicy,
     clock: Callable[[], datetime],
     *,
+    outbox_kind: str = OUTBOX_KIND,
     limit: int | None,
     total: int,
     progress: Progress | None,
@@ -274,7 +313,7 @@ def _drain_connection(
         size = writer.batch_size if limit is None else min(writer.batch_size, limit - handled)
         riders: dict[int, list[Rider]] = {}
         with unit_of_work(engine) as session:
-            items, skipped = _claim_batch(session, conn_id, clock(), size, entry)
+            items, skipped = _claim_batch(session, conn_id, clock(), size, entry, outbox_kind)
             if items and router is not None:
                 # Pending owner/field changes of the same leads travel in the same records.
                 calls_before = int(getattr(client, "api_calls", 0))
@@ -337,16 +376,18 @@ def _code(exc: CRMError) -> str:
 
 
 def _claim_batch(
-    session: Session, conn_id: int, now: datetime, size: int, entry: ConnectionWriteback
+    session: Session, conn_id: int, now: datetime, size: int, entry: ConnectionWriteback,
+    outbox_kind: str = OUTBOX_KIND,
 ) -> tuple[list[OutboxItem], int]:
-    """Due rows to send, oldest first; rows needing no write are marked ``superseded`` here, rows
-    of leads no longer open ``cancelled``.
+    """Due rows of ``outbox_kind`` to send, oldest first; rows needing no write are marked ``superseded``
+    here, rows of leads no longer open ``cancelled``.
 
     Returns (items to send, rows marked superseded).
     """
+    subject = _SUBJECT[outbox_kind]
     rows = list(session.scalars(
         select(Outbox)
-        .where(Outbox.connection_id == conn_id, Outbox.status == "pending", Outbox.kind == OUTBOX_KIND,
+        .where(Outbox.connection_id == conn_id, Outbox.status == "pending", Outbox.kind == outbox_kind,
                Outbox.next_attempt_at <= now)
         # First sends before re-sends: a call's worth of new rows is never split by retries.
         .order_by(Outbox.attempts, Outbox.id)
@@ -355,62 +396,67 @@ def _claim_batch(
     if not rows:
         return [], 0
     skipped = 0
-    states: dict[int, LeadLifecycle] = {
-        lead_id: state for lead_id, state in session.execute(
-            select(Lead.id, Lead.lifecycle).where(Lead.id.in_(sorted({r.lead_id for r in rows}))))}
-    live = []
-    for row in rows:
-        state = states.get(row.lead_id, LeadLifecycle.deleted)
-        if state != LeadLifecycle.open:
-            # The lead left "open" after the score (a sync cancels these too; this closes the race).
-            row.status = CANCELLED
-            row.last_error = not_open_reason(state, "write")
-            entry.cancelled += 1
-            skipped += 1
-        else:
-            live.append(row)
-    rows = live
+    if outbox_kind == OUTBOX_KIND:
+        states: dict[int | None, LeadLifecycle] = {
+            lead_id: state for lead_id, state in session.execute(
+                select(Lead.id, Lead.lifecycle).where(Lead.id.in_(sorted({r.lead_id for r in rows if r.lead_id}))))}
+        live = []
+        for row in rows:
+            state = states.get(row.lead_id, LeadLifecycle.deleted)
+            if state != LeadLifecycle.open:
+                # The lead left "open" after the score (a sync cancels these too; this closes the race).
+                row.status = CANCELLED
+                row.last_error = not_open_reason(state, "write")
+                entry.cancelled += 1
+                skipped += 1
+            else:
+                live.append(row)
+        rows = live
     newest: dict[int, Outbox] = {}
     for row in sorted(rows, key=lambda r: r.id):
-        older = newest.get(row.lead_id)
+        key = int(getattr(row, subject.key))
+        older = newest.get(key)
         if older is not None:
             older.status = "superseded"
             older.last_error = f"superseded by outbox row {row.id}"
             entry.superseded += 1
             skipped += 1
-        newest[row.lead_id] = row
-    last_sent = _last_sent_hashes(session, conn_id, list(newest))
+        newest[key] = row
+    last_sent = _last_sent_hashes(session, conn_id, list(newest), outbox_kind)
     items: list[OutboxItem] = []
-    for row in newest.values():
-        sent = last_sent.get(row.lead_id)
+    for key, row in newest.items():
+        sent = last_sent.get(key)
         if sent is not None and sent[1] == row.payload_hash and sent[0] < row.id:
             row.status = "superseded"
             row.last_error = f"unchanged: same values as outbox row {sent[0]}, already sent"
             entry.unchanged_skipped += 1
             skipped += 1
             continue
-        items.append(OutboxItem(row.id, row.lead_id, row.crm_id, dict(row.payload), row.attempts))
+        items.append(OutboxItem(row.id, row.lead_id, row.crm_id, dict(row.payload), row.attempts,
+                                account_id=row.account_id))
     session.flush()
     return items, skipped
 
 
-def _last_sent_hashes(session: Session, conn_id: int, lead_ids: Iterable[int]) -> dict[int, tuple[int, str]]:
-    """{lead id: (outbox id, payload hash)} of each lead's most recently sent row."""
-    ids = list(lead_ids)
+def _last_sent_hashes(session: Session, conn_id: int, keys: Iterable[int],
+                      outbox_kind: str = OUTBOX_KIND) -> dict[int, tuple[int, str]]:
+    """{lead (or account) id: (outbox id, payload hash)} of each one's most recently sent row."""
+    column = getattr(Outbox, _SUBJECT[outbox_kind].key)
+    ids = list(keys)
     out: dict[int, tuple[int, str]] = {}
     for start in range(0, len(ids), 500):
         chunk = ids[start:start + 500]
         latest = (
-            select(Outbox.lead_id, func.max(Outbox.id).label("max_id"))
-            .where(Outbox.lead_id.in_(chunk), Outbox.status == "sent", Outbox.kind == OUTBOX_KIND,
+            select(column.label("subject"), func.max(Outbox.id).label("max_id"))
+            .where(column.in_(chunk), Outbox.status == "sent", Outbox.kind == outbox_kind,
                    Outbox.connection_id == conn_id)
-            .group_by(Outbox.lead_id)
+            .group_by(column)
             .subquery()
         )
-        for lead_id, outbox_id, digest in session.execute(
-            select(Outbox.lead_id, Outbox.id, Outbox.payload_hash).join(latest, Outbox.id == latest.c.max_id)
+        for subject, outbox_id, digest in session.execute(
+            select(latest.c.subject, Outbox.id, Outbox.payload_hash).join(latest, Outbox.id == latest.c.max_id)
         ):
-            out[lead_id] = (outbox_id, digest)
+            out[int(subject)] = (outbox_id, digest)
     return out
 
 

@@ -21,11 +21,12 @@ from sqlalchemy.orm import Session
 
 from config.app_config import AppConfig
 from scoring import registry
+from scoring.accounts import refresh_accounts
 from scoring.hooks import TierChangeHook
 from scoring.score_run import Progress, ScoreSummary, ScoringPlan, score_chunk, score_leads
 from scoring.tier_changes import RecentLabelled, preview, retier
 from scoring.tiers import Policy, check_policy, current_scores, set_policy, tiers_for
-from store.models import Connection, Lead, ModelVersion, RoutingAction
+from store.models import Connection, Lead, LeadScore, ModelVersion, RoutingAction
 
 
 def routing_hook(config: AppConfig, *, route: bool = True) -> TierChangeHook | None:
@@ -63,18 +64,21 @@ def score_and_plan(
     progress: Progress | None = None,
     route: bool = True,
 ) -> ScoreSummary:
-    """Score (changed or all) leads, tier them and plan the routing of every tier change.
+    """Score (changed or all) leads, tier them, plan the routing of every tier change and refresh
+    the accounts of the leads scored (:func:`scoring.accounts.refresh_accounts`).
 
-    ``summary.routing_planned`` counts the planned actions by type. Raises
-    ``NoChampionError`` before any model exists.
+    ``summary.routing_planned`` counts the planned actions by type, ``summary.accounts`` the
+    account refresh. Raises ``NoChampionError`` before any model exists.
     """
     before = _last_action_id(session)
+    last_score = session.scalar(select(func.max(LeadScore.id)))
     summary = score_leads(
         session, all=all, lead_ids=lead_ids, as_of=as_of, batch_size=batch_size, progress=progress,
         tier_change_hook=routing_hook(config, route=route), tier_default=config.tiers,
     )
     session.flush()
     summary.routing_planned = _planned_by_type(session, before)
+    summary.accounts = refresh_accounts(session, since_score_id=last_score).to_dict()
     return summary
 
 
@@ -90,12 +94,16 @@ def score_chunk_and_plan(
 ) -> ScoreSummary:
     """One chunk of a planned run (:func:`scoring.score_run.plan_scoring`), scored as
     :func:`score_and_plan` scores a whole run: tier changes plan their routing. For workers that
-    score a plan's chunks in parallel; the summary counts this chunk."""
+    score a plan's chunks in parallel; the summary counts this chunk. The accounts of the chunk's
+    leads are refreshed from the scores committed so far: with chunks in parallel, an account
+    spanning two chunks may miss the other chunk's scores until one of its leads is scored again."""
     before = _last_action_id(session)
+    last_score = session.scalar(select(func.max(LeadScore.id)))
     summary = score_chunk(session, plan, lead_ids, batch_size=batch_size, progress=progress,
                           tier_change_hook=routing_hook(config, route=route))
     session.flush()
     summary.routing_planned = _planned_by_type(session, before)
+    summary.accounts = refresh_accounts(session, since_score_id=last_score).to_dict()
     return summary
 
 

@@ -64,9 +64,11 @@ class ScoreSummary:
     tiers: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     routing_planned: dict[str, int] = field(default_factory=dict)  # by action type (scoring.pipeline)
+    accounts: dict[str, int] = field(default_factory=dict)  # account refresh (scoring.pipeline)
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "accounts": dict(self.accounts),
             "as_of": self.as_of.isoformat(), "model": self.model_version, "considered": self.considered,
             "scored": self.scored, "unchanged": self.unchanged, "outbox_rows": self.outbox_rows,
             "superseded": self.superseded, "tier_changes": self.tier_changes, "tiers": self.tiers,

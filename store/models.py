@@ -275,22 +275,66 @@ class LeadScore(Base):
     next_aging_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
-# The outbox row kind of a score write (the only kind so far; the drain and scoring filter on it).
+# The outbox row kinds: a lead's score fields, and an account's fields (scoring.accounts).
 OUTBOX_KIND = "score_fields"
+ACCOUNT_OUTBOX_KIND = "account_fields"
+
+
+class Account(Base):
+    """A CRM account (Salesforce Account, HubSpot company) that open leads roll up to, with the
+    account score and engaged-people count last computed for it (``scoring.accounts``)."""
+
+    __tablename__ = "account"
+    __table_args__ = (UniqueConstraint("connection_id", "crm_id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    connection_id: Mapped[int] = mapped_column(ForeignKey("connection.id"))
+    crm_id: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str | None] = mapped_column(String(255))
+    domain: Mapped[str | None] = mapped_column(String(255))
+    # The last computed values (None: never computed); an outbox row is queued only when they change.
+    probability: Mapped[float | None] = mapped_column(Float)
+    score: Mapped[int | None] = mapped_column(Integer)
+    engaged_people: Mapped[int | None] = mapped_column(Integer)
+    open_leads: Mapped[int] = mapped_column(Integer, default=0)
+    refreshed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class LeadAccount(Base):
+    """Which account a lead belongs to, as the CRM showed it when last looked up.
+
+    ``account_id`` None: looked up at ``checked_at`` and no account matched. ``matched_by`` says
+    how (``name``, ``domain``, ``contact``, ``association``).
+    """
+
+    __tablename__ = "lead_account"
+    __table_args__ = (Index("ix_lead_account_account", "account_id"),)
+
+    lead_id: Mapped[int] = mapped_column(ForeignKey("lead.id"), primary_key=True)
+    account_id: Mapped[int | None] = mapped_column(ForeignKey("account.id"))
+    matched_by: Mapped[str | None] = mapped_column(String(16))
+    checked_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class Outbox(Base):
-    """A write to the CRM, pending until the CRM confirmed it. Created in the scoring transaction."""
+    """A write to the CRM, pending until the CRM confirmed it. Created in the scoring transaction.
+
+    ``kind`` "score_fields": a lead's score fields (``lead_id`` set); "account_fields": an
+    account's fields (``account_id`` set, ``lead_id`` None).
+    """
 
     __tablename__ = "outbox"
     __table_args__ = (
         Index("ix_outbox_status_connection", "status", "connection_id", "next_attempt_at"),
         Index("ix_outbox_lead", "lead_id"),
+        Index("ix_outbox_account", "account_id"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     connection_id: Mapped[int] = mapped_column(ForeignKey("connection.id"))
-    lead_id: Mapped[int] = mapped_column(ForeignKey("lead.id"))
+    lead_id: Mapped[int | None] = mapped_column(ForeignKey("lead.id"))
+    account_id: Mapped[int | None] = mapped_column(ForeignKey("account.id"))
     crm_id: Mapped[str] = mapped_column(String(64))
     kind: Mapped[str] = mapped_column(String(32), default=OUTBOX_KIND)
     payload: Mapped[dict[str, Any]] = mapped_column(JSONType)

@@ -1,6 +1,8 @@
-"""``crm setup`` on HubSpot: list the contact properties and create the missing score properties.
+"""``crm setup`` on HubSpot: list the contact properties and create the missing score properties,
+then the two company properties (``leadscore_account_score``, ``leadscore_engaged_people``, group
+``companyinformation``) written on each contact's primary company.
 
-Group ``contactinformation``; the tier as an enumeration A-D. A 409 means another run created it
+Contact properties in group ``contactinformation``; the tier as an enumeration A-D. A 409 means another run created it
 first: that is success. A property that exists with the wrong type is reported. The runner is
 :mod:`connectors.setup`.
 """
@@ -58,8 +60,21 @@ def hubspot_property_specs(fields: HubSpotFields) -> list[dict[str, Any]]:
     return [spec for spec in specs if spec["name"]]  # feedback set to null in the config: not read
 
 
+def hubspot_company_property_specs(fields: HubSpotFields) -> list[dict[str, Any]]:
+    """The company properties leadscore writes, as ``POST /crm/v3/properties/companies`` bodies."""
+    group = "companyinformation"
+    return [
+        {"name": fields.account_score, "label": "Account score (leadscore)", "type": "number", "fieldType": "number",
+         "groupName": group, "description": "1-99: how likely the company's open contacts are to produce a "
+         "conversion, ranked like a contact's score. Written by leadscore."},
+        {"name": fields.account_engaged_people, "label": "Engaged people (leadscore)", "type": "number",
+         "fieldType": "number", "groupName": group,
+         "description": "How many of the company's open contacts engage (engagement score 50 or more)."},
+    ]
+
+
 class HubSpotSetup:
-    """``crm setup`` on HubSpot: create the missing score contact properties."""
+    """``crm setup`` on HubSpot: create the missing score contact properties and company properties."""
 
     def __init__(self, client: Any, conn: ConnectionConfig) -> None:
         self.client = client
@@ -74,20 +89,27 @@ class HubSpotSetup:
 
 def _create_properties(conn: ConnectionConfig, client: Any, result: SetupResult) -> None:
     fields = fields_as(conn, HubSpotFields)
+    _ensure_properties(client, "contacts", "contact", hubspot_property_specs(fields), result)
+    _ensure_properties(client, "companies", "company", hubspot_company_property_specs(fields), result)
+
+
+def _ensure_properties(client: Any, object_type: str, label: str, specs: list[dict[str, Any]],
+                       result: SetupResult) -> None:
+    """Create the missing ``specs`` on ``object_type``; report existing ones of the wrong type."""
     listing = client.request(lambda c: c.api("properties.core").get_all(
-        "contacts", _preload_content=False, _request_timeout=REQUEST_TIMEOUT))
+        object_type, _preload_content=False, _request_timeout=REQUEST_TIMEOUT))
     existing = {str(p["name"]): p for p in listing.get("results") or []}
-    for spec in hubspot_property_specs(fields):
+    for spec in specs:
         found = existing.get(spec["name"])
         if found is not None:
             if found.get("type") != spec["type"]:
-                result.problems.append(f"contact property {spec['name']} is of type {found.get('type')}; "
+                result.problems.append(f"{label} property {spec['name']} is of type {found.get('type')}; "
                                        f"leadscore needs {spec['type']}")
             elif spec["type"] == "enumeration":
                 values = {str(o.get("value")) for o in found.get("options") or []}
                 lacking = [str(o["value"]) for o in spec["options"] if str(o["value"]) not in values]
                 if lacking:
-                    result.problems.append(f"contact property {spec['name']} lacks the options {', '.join(lacking)}")
+                    result.problems.append(f"{label} property {spec['name']} lacks the options {', '.join(lacking)}")
                 else:
                     result.present.append(spec["name"])
             else:
@@ -96,7 +118,7 @@ def _create_properties(conn: ConnectionConfig, client: Any, result: SetupResult)
         body = PropertyCreate(**{_snake(k): v for k, v in spec.items()})
         try:
             client.request(lambda c, b=body: c.api("properties.core").create(
-                "contacts", b, _preload_content=False, _request_timeout=REQUEST_TIMEOUT))
+                object_type, b, _preload_content=False, _request_timeout=REQUEST_TIMEOUT))
         except FatalCRMError as exc:
             if exc.status != 409:
                 raise

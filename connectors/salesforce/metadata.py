@@ -15,8 +15,9 @@ Shapes follow the Metadata API: ``CustomField`` (``fullName``, ``label``, ``type
 Percent / Text / Picklist / DateTime, ``precision`` + ``scale`` for numbers, ``length`` for text,
 ``valueSet.valueSetDefinition.value`` for picklist values with ``valueSet.restricted``) and
 ``PermissionSet`` (``fieldPermissions`` with ``field`` = ``Object.Field``, ``editable``,
-``readable``; ``objectPermissions`` for Lead and Account). The permission set grants the
-integration user read and edit on every field leadscore writes and reads (feedback included).
+``readable``; ``objectPermissions``: edit on Lead and Account, read on Contact). The permission
+set grants the integration user read and edit on every field leadscore writes and reads
+(feedback included), and read on Contact for the account look-up (``connectors.salesforce.accounts``).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from scoring.feedback import VALUES as FEEDBACK_VALUES
 
 METADATA_NS = "http://soap.sforce.com/2006/04/metadata"
 PERMISSION_SET = "Leadscore_Integration"
+READ_ONLY_OBJECTS = ("Contact",)  # read by the account look-up (a Contact's AccountId by e-mail)
 
 
 @dataclass(frozen=True)
@@ -124,9 +126,11 @@ def permission_set_xml(fields: list[CustomFieldDef]) -> str:
                   _element("field", f"{field.sobject}.{field.name}", 8), _element("readable", True, 8),
                   "    </fieldPermissions>"]
     lines += [_element("hasActivationRequired", False, 4), _element("label", "leadscore integration", 4)]
-    for sobject in sorted({f.sobject for f in fields}):
+    # Edit where leadscore writes; read-only on what the account look-up reads (Contact's AccountId).
+    editable = {**{name: False for name in READ_ONLY_OBJECTS}, **{f.sobject: True for f in fields}}
+    for sobject, edit in sorted(editable.items()):
         lines += ["    <objectPermissions>", _element("allowCreate", False, 8), _element("allowDelete", False, 8),
-                  _element("allowEdit", True, 8), _element("allowRead", True, 8),
+                  _element("allowEdit", edit, 8), _element("allowRead", True, 8),
                   _element("modifyAllRecords", False, 8), _element("object", sobject, 8),
                   _element("viewAllRecords", True, 8), "    </objectPermissions>"]
     lines.append("</PermissionSet>")

@@ -1,11 +1,12 @@
 """``crm setup`` on Salesforce: the Lead score fields an admin creates, and what the org would refuse.
 
-``describe`` the Lead and check the configured score fields exist, have a usable type and are
-writable by the integration user; leadscore never changes a Salesforce org's metadata: a missing
-field is reported with exactly what an admin must create (API name, type, length/precision) and
-the setup fails. Routing queues must list Lead among their supported objects (a problem), and
-open leads owned by inactive users are a warning when routing creates Tasks (both are refused at
-run time otherwise). The runner is :mod:`connectors.setup`.
+``describe`` the Lead (and the Account, for the two account fields) and check the configured
+score fields exist, have a usable type and are writable by the integration user; leadscore never
+changes a Salesforce org's metadata: a missing field is reported with exactly what an admin must
+create (object, API name, type, length/precision) and the setup fails. Routing queues must list
+Lead among their supported objects (a problem), and open leads owned by inactive users are a
+warning when routing creates Tasks (both are refused at run time otherwise). The runner is
+:mod:`connectors.setup`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ NUMBER_TYPES = ("double", "int", "percent", "currency")
 
 
 def salesforce_specs(fields: SalesforceFields) -> list[FieldSpec]:
-    """The Lead fields leadscore writes, in the terms of Salesforce Setup → Object Manager → Lead."""
+    """The Lead (and Account) fields leadscore writes, in the terms of Salesforce Setup → Object Manager."""
     specs = [
         FieldSpec("score", fields.score, "Lead Score", "Number(3, 0)", ("double", "int", "percent", "currency")),
         FieldSpec("tier", fields.tier, "Lead Tier", "Picklist (restricted) with values A, B, C, D",
@@ -43,6 +44,10 @@ def salesforce_specs(fields: SalesforceFields) -> list[FieldSpec]:
                   "Picklist (restricted) with values " + ", ".join(FEEDBACK_VALUES), ("picklist",)),
         FieldSpec("feedback_comment", fields.feedback_comment or "", "Lead Score Feedback Comment", "Text(255)",
                   ("string", "textarea"), 255),
+        FieldSpec("account_score", fields.account_score, "Account Lead Score", "Number(2, 0)", NUMBER_TYPES,
+                  sobject="Account"),
+        FieldSpec("account_engaged_people", fields.account_engaged_people, "Account Engaged People",
+                  "Number(5, 0)", NUMBER_TYPES, sobject="Account"),
     ]
     return [spec for spec in specs if spec.name]  # feedback set to null in the config: not read
 
@@ -63,31 +68,34 @@ class SalesforceSetup:
 
 
 def _check_fields(conn: ConnectionConfig, client: Any, result: SetupResult) -> None:
-    fields = fields_as(conn, SalesforceFields)
-    described = client.request(lambda sf: sf.Lead.describe())
-    by_name = {str(f["name"]): f for f in described.get("fields") or []}
-    for spec in salesforce_specs(fields):
-        found = by_name.get(spec.name)
+    specs = salesforce_specs(fields_as(conn, SalesforceFields))
+    described: dict[str, dict[str, Any]] = {}
+    for sobject in sorted({spec.sobject for spec in specs}):
+        answer = client.request(lambda sf, name=sobject: getattr(sf, name).describe())
+        described[sobject] = {str(f["name"]): f for f in answer.get("fields") or []}
+    for spec in specs:
+        where = f"{spec.sobject}.{spec.name}"
+        found = described[spec.sobject].get(spec.name)
         if found is None:
             result.missing.append(spec)
             continue
         kind = str(found.get("type"))
         if kind not in spec.describe_types:
-            result.problems.append(f"Lead.{spec.name} is a {kind} field; leadscore writes the {spec.role} "
+            result.problems.append(f"{where} is a {kind} field; leadscore writes the {spec.role} "
                                    f"into it and needs {spec.admin_type}")
             continue
         if spec.min_length and int(found.get("length") or 0) < spec.min_length:
-            result.problems.append(f"Lead.{spec.name} holds {found.get('length')} characters; "
+            result.problems.append(f"{where} holds {found.get('length')} characters; "
                                    f"it needs {spec.admin_type}")
             continue
         if spec.role in PICKLIST_VALUES:
             values = {str(p.get("value")) for p in found.get("picklistValues") or [] if p.get("active", True)}
             lacking = [t for t in PICKLIST_VALUES[spec.role] if t not in values]
             if lacking:
-                result.problems.append(f"Lead.{spec.name} picklist lacks the values {', '.join(lacking)}")
+                result.problems.append(f"{where} picklist lacks the values {', '.join(lacking)}")
                 continue
         if not found.get("updateable", True):
-            result.problems.append(f"Lead.{spec.name} is not editable by the integration user "
+            result.problems.append(f"{where} is not editable by the integration user "
                                    "(grant Edit in its field-level security)")
             continue
         result.present.append(spec.name)

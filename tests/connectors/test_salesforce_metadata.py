@@ -86,7 +86,7 @@ def test_metadata_parses_and_names_every_configured_field(tmp_path: Path, monkey
     assert set(granted) == set(parsed) and all(v == ("true", "true") for v in granted.values())
     objects = {p.findtext("md:object", namespaces=NS): p.findtext("md:allowEdit", namespaces=NS)
                for p in perm.findall("md:objectPermissions", NS)}
-    assert objects == {"Lead": "true", "Account": "true"}
+    assert objects == {"Lead": "true", "Account": "true", "Contact": "false"}
 
 
 def test_metadata_for_a_hubspot_connection_is_one_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -33,6 +33,8 @@ SCORE_PROPERTIES = ["leadscore_score", "leadscore_tier", "leadscore_reasons", "l
 LEAD_FIELDS = ["Lead_Score__c", "Lead_Tier__c", "Lead_Score_Reasons__c", "Lead_Score_Model__c", "Lead_Scored_At__c",
                "Lead_Conversion_Likelihood__c", "Lead_Fit_Score__c", "Lead_Engagement_Score__c",
                "Lead_Score_Change__c", "Lead_Score_Feedback__c", "Lead_Score_Feedback_Comment__c"]
+ACCOUNT_FIELDS = ["Account_Lead_Score__c", "Account_Engaged_People__c"]
+COMPANY_PROPERTIES = ["leadscore_account_score", "leadscore_engaged_people"]
 
 
 @pytest.fixture
@@ -46,25 +48,30 @@ def test_salesforce_without_the_fields_tells_the_admin_what_to_create(sim: CRMSi
     sim.salesforce.store.custom_fields_present = False
     [result] = crm_setup(app_config(sim), secrets_for(sim), connection="sf")
     assert not result.ok
-    assert [s.name for s in result.missing] == LEAD_FIELDS
+    assert [s.name for s in result.missing] == LEAD_FIELDS + ACCOUNT_FIELDS
+    assert {s.sobject for s in result.missing if s.name in ACCOUNT_FIELDS} == {"Account"}
     text = "\n".join(admin_instructions(result))
+    assert "custom fields on Account (Setup → Object Manager → Account" in text
+    assert "Account_Lead_Score__c" in text and "Number(2, 0)" in text and "Number(5, 0)" in text
     assert "Lead_Score__c" in text and "Number(3, 0)" in text
     assert "Lead_Score_Reasons__c" in text and "Text(255)" in text
     assert "Lead_Tier__c" in text and "A, B, C, D" in text
     assert "Lead_Conversion_Likelihood__c" in text and "Percent(3, 1)" in text
     assert "Lead_Score_Feedback__c" in text and "Too high, Too low, About right" in text
-    assert result.summary() == "sf (salesforce): 11 custom fields missing on Lead (an admin must add them)"
+    assert result.summary() == "sf (salesforce): 13 custom fields missing on Account and Lead (an admin must add them)"
 
     sim.salesforce.store.custom_fields_present = True
     [again] = crm_setup(app_config(sim), secrets_for(sim), connection="sf")
-    assert again.ok and again.present == LEAD_FIELDS and again.missing == []
+    assert again.ok and again.present == LEAD_FIELDS + ACCOUNT_FIELDS and again.missing == []
 
 
 def test_hubspot_properties_are_created_once(sim: CRMSim) -> None:
     store = sim.hubspot.store
     assert store.property_def("contacts", "leadscore_score") is None
     [result] = crm_setup(app_config(sim), secrets_for(sim), connection="hs")
-    assert result.ok and result.created == SCORE_PROPERTIES
+    assert result.ok and result.created == SCORE_PROPERTIES + COMPANY_PROPERTIES
+    account = store.property_def("companies", "leadscore_account_score")
+    assert account is not None and account["type"] == "number" and account["groupName"] == "companyinformation"
     tier = store.property_def("contacts", "leadscore_tier")
     assert tier is not None and tier["type"] == "enumeration"
     assert [o["value"] for o in tier["options"]] == ["A", "B", "C", "D"]
@@ -73,7 +80,7 @@ def test_hubspot_properties_are_created_once(sim: CRMSim) -> None:
     assert feedback is not None and [o["value"] for o in feedback["options"]] == ["Too high", "Too low", "About right"]
 
     [again] = crm_setup(app_config(sim), secrets_for(sim), connection="hs")
-    assert again.ok and again.created == [] and again.present == SCORE_PROPERTIES
+    assert again.ok and again.created == [] and again.present == SCORE_PROPERTIES + COMPANY_PROPERTIES
 
 
 def test_a_property_of_the_wrong_type_is_reported(sim: CRMSim) -> None:
@@ -109,7 +116,7 @@ def test_cli_crm_setup_and_writeback(sim: CRMSim, tmp_path: Path, sqlite_engine:
     failed = _cli(sim, tmp_path, db_url, "crm", "setup")
     assert failed.returncode == 1
     assert "Lead_Scored_At__c" in failed.stdout and "Date/Time" in failed.stdout
-    assert "crm setup incomplete: sf (salesforce): 11 custom fields missing on Lead" in failed.stderr
+    assert "crm setup incomplete: sf (salesforce): 13 custom fields missing on Account and Lead" in failed.stderr
     assert "Traceback" not in failed.stderr
     # HubSpot was set up in the same run even though Salesforce is blocked.
     assert sim.hubspot.store.property_def("contacts", "leadscore_tier") is not None

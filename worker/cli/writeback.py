@@ -68,6 +68,9 @@ def writeback_json(report: Any, names: list[str]) -> dict[str, Any]:
             "pending_left": entry.pending_left if entry else 0,
             "failed_by_reason": dict(entry.failed_by_reason) if entry else {},
             "error": entry.error if entry else None,
+            "accounts_written": accounts.records_written if (accounts := report.accounts.get(name)) else 0,
+            "accounts_failed": accounts.failed if accounts else 0,
+            "account_api_calls": accounts.api_calls if accounts else 0,
         }
     return {"connections": out}
 
@@ -79,7 +82,7 @@ def writeback(
     json_path: Annotated[str | None, typer.Option(
         "--json", help='write {"connections": {NAME: {"written", "failed", "api_calls", ...}}} here')] = None,
 ) -> None:
-    """Send pending score writes to the CRMs now (1,000 per Salesforce call, 100 per HubSpot call)."""
+    """Send pending score (and account) writes to the CRMs now (1,000 per Salesforce call, 100 per HubSpot call)."""
     from connectors.writeback import drain_outbox
     from store.db import get_engine
 
@@ -100,12 +103,14 @@ def writeback(
     for column in ("connection", "written", "unchanged", "superseded", "cancelled", "retry later", "failed",
                    "API calls", "of which retries", "still pending", "routed along"):
         table.add_column(column, justify="left" if column == "connection" else "right")
-    for entry in report.connections.values():
-        table.add_row(f"{entry.connection} ({entry.kind})", str(entry.records_written), str(entry.unchanged_skipped),
+    rows = [(f"{e.connection} ({e.kind})", e) for e in report.connections.values()]
+    rows += [(f"{e.connection} ({e.kind}) accounts", e) for e in report.accounts.values()]
+    for label, entry in rows:
+        table.add_row(label, str(entry.records_written), str(entry.unchanged_skipped),
                       str(entry.superseded), str(entry.cancelled), str(entry.retried_records), str(entry.failed),
                       str(entry.api_calls), str(entry.retry_calls), str(entry.pending_left),
                       str(sum(entry.routing.done.values())))
-    if report.connections:
+    if rows:
         console.print(table)
     else:
         console.print("nothing to write: the outbox has no due rows")
