@@ -2,7 +2,7 @@
 
 When the write-back drain sends a lead's score and routing has a pending action for the same
 lead whose effect is a field update of that record (the router's ``rides_with_score``; on
-Salesforce: owner/queue assignment and Lead field updates such as ``pause_outreach``), the drain
+Salesforce: owner/queue assignment), the drain
 sends both in the same record: one Lead record of the sObject Collections PATCH inside the
 drain's Composite call carries ``OwnerId`` and the score fields. The action costs no call of its
 own. Only the protocols are known here (:class:`connectors.protocols.Router`).

@@ -27,8 +27,10 @@ from store.models import RoutingAction
 
 ROUTING_ACTIONS = frozenset({"assign_owner", "create_task", "add_to_campaign", "set_property", "pause_outreach"})
 PAUSE_DEFAULT = ("Status", "Nurturing")
-# Lead field updates: they ride in the score write's Lead record when both are pending.
-RIDES_WITH_SCORE = frozenset({"assign_owner", "set_property", "pause_outreach"})
+# Owner/queue changes ride in the score write's Lead record when both are pending. Other Lead
+# field changes do not: typing and checking them needs a Lead describe per drain, one more call
+# than they save (routing sends them in the same Composite call as its Tasks and members).
+RIDES_WITH_SCORE = frozenset({"assign_owner"})
 BATCH_SIZE = COLLECTION_SIZE * COLLECTIONS_PER_COMPOSITE  # actions per Composite call
 
 

@@ -101,15 +101,14 @@ def writeback(
         report = drain_outbox(engine, config, secrets, connection=connection, limit=limit, progress=on_progress)
     table = Table(title="write-back")
     for column in ("connection", "written", "unchanged", "superseded", "cancelled", "retry later", "failed",
-                   "API calls", "of which retries", "still pending", "routed along"):
+                   "API calls", "of which retries", "still pending"):
         table.add_column(column, justify="left" if column == "connection" else "right")
     rows = [(f"{e.connection} ({e.kind})", e) for e in report.connections.values()]
     rows += [(f"{e.connection} ({e.kind}) accounts", e) for e in report.accounts.values()]
     for label, entry in rows:
         table.add_row(label, str(entry.records_written), str(entry.unchanged_skipped),
                       str(entry.superseded), str(entry.cancelled), str(entry.retried_records), str(entry.failed),
-                      str(entry.api_calls), str(entry.retry_calls), str(entry.pending_left),
-                      str(sum(entry.routing.done.values())))
+                      str(entry.api_calls), str(entry.retry_calls), str(entry.pending_left))
     if rows:
         console.print(table)
     else:
