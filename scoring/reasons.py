@@ -318,20 +318,20 @@ def explain(
     by_concept = contributions[feature_cols].to_numpy(dtype="float64") @ mapping
     groups = [concept_group(c, members[c]) for c in concepts]
     common = set((typical or {}).get("common") or {})
-    records = features.to_dict(orient="records")
+    sentences = _Sentences(features, typical)
     out: list[list[Reason]] = []
-    for row, values in zip(by_concept, records, strict=True):
-        order = np.argsort(-row, kind="stable")
+    orders = np.argsort(-by_concept, axis=1, kind="stable").tolist()
+    for i, (row, order) in enumerate(zip(by_concept.tolist(), orders, strict=True)):
         ups: list[Reason] = []
         for j in order:
             if len(ups) >= positive or row[j] <= min_impact:
                 break
             concept = concepts[j]
-            if concept in SILENT_CONCEPTS or is_absence(concept, values):
+            if concept in SILENT_CONCEPTS:
                 continue
-            text = render(concept, values, typical)
-            if text not in common:
-                ups.append(Reason(text, float(row[j]), groups[j]))
+            text, absent = sentences.of(concept, i)
+            if not absent and text not in common:
+                ups.append(Reason(text, row[j], groups[j]))
         downs: list[Reason] = []
         for j in order[::-1]:
             if len(downs) >= negative or row[j] >= -min_impact:
@@ -339,13 +339,55 @@ def explain(
             concept = concepts[j]
             if concept in SILENT_CONCEPTS:
                 continue
-            text = render(concept, values, typical)
+            text, _ = sentences.of(concept, i)
             # "3 visits (most leads have none)" as a minus contradicts itself: the model lowered the
             # score through this concept for another reason (recency, interactions); leave it out.
             if text not in common and not text.endswith(ABOVE_MOST):
-                downs.append(Reason(text, float(row[j]), groups[j]))
+                downs.append(Reason(text, row[j], groups[j]))
         out.append([*ups, *downs])
     return out
+
+
+def _reads(concept: str) -> tuple[str, ...]:
+    """The feature values :func:`render` and :func:`is_absence` read for ``concept``."""
+    if concept.startswith("type:"):
+        return tuple(f"{concept[5:]}_{w}d" for w in WINDOWS_DAYS)
+    if concept == "high_intent":
+        return ("high_intent_visits_7d", "high_intent_visits_30d")
+    if concept == "content":
+        return ("content_depth_7d", "content_depth_30d")
+    if concept == "persona":
+        return ("seniority", "department")
+    return (concept,)
+
+
+def _key(value: Any) -> Any:
+    # NaN never equals itself: one key for every NaN (with its type, so 1, 1.0 and True stay apart).
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+class _Sentences:
+    """A concept's sentence (and whether it is about an absence) per row of a feature frame,
+    rendered once per distinct combination of the values it reads: most leads share them."""
+
+    def __init__(self, features: pd.DataFrame, typical: Typical | None) -> None:
+        self._columns = {str(c): features[c].tolist() for c in features.columns}
+        self._typical = typical
+        self._reads: dict[str, list[tuple[str, list[Any]]]] = {}
+        self._cache: dict[tuple[Any, ...], tuple[str, bool]] = {}
+
+    def of(self, concept: str, row: int) -> tuple[str, bool]:
+        cols = self._reads.get(concept)
+        if cols is None:
+            cols = self._reads[concept] = [(f, self._columns[f]) for f in _reads(concept) if f in self._columns]
+        values = [col[row] for _, col in cols]
+        key = (concept, *[(type(v), _key(v)) for v in values])
+        found = self._cache.get(key)
+        if found is None:
+            named = {f: v for (f, _), v in zip(cols, values, strict=True)}
+            found = (render(concept, named, self._typical), is_absence(concept, named))
+            self._cache[key] = found
+        return found
 
 
 def typical_values(features: pd.DataFrame, *, common_share: float = COMMON_SHARE) -> dict[str, Any]:
@@ -364,16 +406,16 @@ def typical_values(features: pd.DataFrame, *, common_share: float = COMMON_SHARE
                 numeric[str(col)] = {"zero": round(float((v == 0).mean()), 4), "median": float(np.median(v))}
     base = {"numeric": numeric}
     concepts, _ = _concept_columns([str(c) for c in features.columns])
-    records = features.to_dict(orient="records")
+    sentences = _Sentences(features, base)
     common: dict[str, float] = {}
-    n = len(records)
+    n = len(features)
     if n:
         for concept in concepts:
             if concept in SILENT_CONCEPTS:
                 continue
             counts: dict[str, int] = {}
-            for values in records:
-                text = render(concept, values, base)
+            for row in range(n):
+                text, _ = sentences.of(concept, row)
                 counts[text] = counts.get(text, 0) + 1
             for text, k in counts.items():
                 if k / n > common_share:

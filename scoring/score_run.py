@@ -27,7 +27,7 @@ from config.app_config import TierConfig, load_config
 from config.errors import LeadscoreError
 from config.settings import get_settings
 from scoring import registry
-from scoring.champions import ensure_score_reference, live_typical, load_champions, predict
+from scoring.champions import Champions, ensure_score_reference, live_typical, load_champions, predict
 from scoring.features import align_to_spec
 from scoring.hooks import TierChangeHook
 from scoring.inputs import batch_inputs, crm_now, id_chunks, lead_features, live_count, live_lead_ids, stale_lead_ids
@@ -38,6 +38,7 @@ from scoring.shadow import score_in_shadow
 from scoring.subscores import split_contributions
 from scoring.tiers import (
     Policy,
+    PolicyLike,
     active_policy,
     assign_tiers,
     capacity_cutoffs,
@@ -45,7 +46,7 @@ from scoring.tiers import (
     find_active_policy,
     tiers_for,
 )
-from store.models import TierPolicy
+from store.models import ModelVersion, TierPolicy
 from store.types import Progress
 
 
@@ -148,6 +149,28 @@ def plan_scoring(
     and probabilities, no reasons) to fix the run's cut-offs. Raises :class:`NoChampionError`
     before any model exists.
     """
+    plan, models, policy = _plan(session, as_of=as_of, all=all, lead_ids=lead_ids, tier_default=tier_default)
+    if policy.mode == "capacity" and plan.lead_ids:
+        new_probs: list[np.ndarray] = []
+        total = len(plan.lead_ids)
+        for n, batch in enumerate(plan.chunks(batch_size), 1):
+            _, frame = lead_features(session, batch, plan.as_of)
+            new_probs.append(predict(models, frame)[0])
+            if progress:
+                progress("ranking", min(n * batch_size, total), total)
+        plan.cutoffs = _run_cutoffs(session, policy, plan.lead_ids, new_probs)
+    return plan
+
+
+def _plan(
+    session: Session,
+    *,
+    as_of: datetime | None,
+    all: bool,  # noqa: A002 - the CLI's --all
+    lead_ids: Sequence[int] | None,
+    tier_default: TierConfig | None,
+) -> tuple[ScoringPlan, Champions, TierPolicy]:
+    """The plan without capacity cut-offs, the champions and the active policy."""
     as_of = as_of or crm_now(session)
     models = load_champions(session)
     policy = find_active_policy(session) or active_policy(session, tier_default or _configured_tiers())
@@ -159,20 +182,99 @@ def plan_scoring(
             ensure_score_reference(session, mv)
     plan = ScoringPlan(as_of=as_of, model_version=models.global_mv.version, model_ids=models.ids,
                        policy_id=policy.id, lead_ids=ids, considered=considered)
-    if policy.mode == "capacity" and ids:
-        # Capacity tiers cut the distribution of all current scores, which this run changes:
-        # a first pass computes the new probabilities so the cut-offs include them.
-        new_probs: list[np.ndarray] = []
-        total = len(ids)
-        for n, batch in enumerate(plan.chunks(batch_size), 1):
-            _, frame = lead_features(session, batch, as_of)
-            new_probs.append(predict(models, frame)[0])
-            if progress:
-                progress("ranking", min(n * batch_size, total), total)
-        existing = current_scores(session)
-        others = existing.loc[~existing["lead_id"].isin(set(ids)), "probability"].to_numpy()
-        plan.cutoffs = capacity_cutoffs(np.concatenate([others, *new_probs]), policy.thresholds)
-    return plan
+    return plan, models, policy
+
+
+def _run_cutoffs(
+    session: Session, policy: PolicyLike, ids: Sequence[int], new_probs: Sequence[np.ndarray]
+) -> dict[str, float]:
+    """Capacity tiers cut the distribution of all current scores, which this run changes: the
+    cut-offs of the current scores of the leads not rescored plus the run's new probabilities."""
+    existing = current_scores(session)
+    others = existing.loc[~existing["lead_id"].isin(set(ids)), "probability"].to_numpy()
+    return capacity_cutoffs(np.concatenate([others, *new_probs]), policy.thresholds)
+
+
+@dataclass
+class _Scored:
+    """One batch of leads scored (probabilities, ranks, reasons) but not yet tiered or written."""
+
+    lead_ids: list[int]
+    hashes: list[str | None]
+    probs: np.ndarray
+    versions: list[ModelVersion]
+    scores: np.ndarray
+    fits: np.ndarray
+    engagements: np.ndarray
+    texts: list[list[str]]
+    aging: dict[int, datetime]
+
+
+def _score_batch(session: Session, models: Champions, batch: Sequence[int], as_of: datetime) -> _Scored:
+    """Features from the store, prediction, contributions, ranks and reasons of one batch; the
+    shadow challengers score the same features (stored only, never written to the CRM)."""
+    leads, frame, aging = batch_inputs(session, batch, as_of)
+    probs, used = predict(models, frame)
+    size = len(frame)
+    scores = np.zeros(size, dtype="int64")
+    fits = np.zeros(size, dtype="int64")
+    engagements = np.zeros(size, dtype="int64")
+    texts: list[list[str]] = [[] for _ in range(size)]
+    for mv, mask in models.groups(frame):
+        model = registry.load_model(mv)
+        ref = ensure_score_reference(session, mv)
+        part = align_to_spec(frame.loc[mask], model.spec)
+        contributions = model.contributions(part)
+        fit, engagement = split_contributions(contributions)
+        rows_of = np.flatnonzero(mask)
+        scores[rows_of] = rank(probs[rows_of], ref["probability"])
+        fits[rows_of] = rank(fit, ref["fit"])
+        engagements[rows_of] = rank(engagement, ref["engagement"])
+        typical = live_typical(session, mv, as_of) or ref.get("typical")
+        reasons = explain(contributions, part, typical=typical)
+        for pos, r in zip(rows_of.tolist(), reasons, strict=True):
+            texts[pos] = reason_strings(r)
+    ids = [int(i) for i in leads["id"].tolist()]
+    score_in_shadow(session, frame, ids, as_of)
+    return _Scored(lead_ids=ids, hashes=leads["inputs_hash"].tolist(), probs=probs,
+                   versions=[mv or models.global_mv for mv in used], scores=scores, fits=fits,
+                   engagements=engagements, texts=texts, aging=aging)
+
+
+def _tiers(policy: PolicyLike, scored: _Scored, cutoffs: Mapping[str, float] | None) -> list[str]:
+    if cutoffs is not None:
+        # The run's capacity cut-offs, compared with each probability as score-mode thresholds.
+        return assign_tiers(scored.probs, Policy(mode="score", thresholds=cutoffs))
+    return tiers_for(policy, scored.probs, scores=scored.scores)
+
+
+def _write_batch(
+    session: Session,
+    scored: _Scored,
+    tiers: Sequence[str],
+    *,
+    policy_id: int,
+    as_of: datetime,
+    tier_change_hook: TierChangeHook | None,
+    summary: ScoreSummary,
+) -> None:
+    rows = [
+        NewScore(
+            lead_id=lead_id, probability=float(scored.probs[i]), score=int(scored.scores[i]), tier=tiers[i],
+            reasons=scored.texts[i], model_version_id=scored.versions[i].id,
+            model_version=scored.versions[i].version, inputs_hash=scored.hashes[i],
+            fit_score=int(scored.fits[i]), engagement_score=int(scored.engagements[i]), as_of=as_of,
+            next_aging_at=scored.aging.get(lead_id),
+        )
+        for i, lead_id in enumerate(scored.lead_ids)
+    ]
+    stats = write_scores(session, rows, policy_id=policy_id, tier_change_hook=tier_change_hook)
+    summary.scored += stats.scores
+    summary.outbox_rows += stats.outbox
+    summary.superseded += stats.superseded
+    summary.tier_changes += stats.tier_changes
+    for t in tiers:
+        summary.tiers[t] = summary.tiers.get(t, 0) + 1
 
 
 def score_chunk(
@@ -196,59 +298,16 @@ def score_chunk(
     (``considered`` = the chunk's leads; add chunk summaries with :meth:`ScoreSummary.add`).
     """
     started = time.perf_counter()
-    as_of = plan.as_of
     models = load_champions(session)
     policy = session.get(TierPolicy, plan.policy_id)
     if policy is None:
         raise LeadscoreError(f"tier policy {plan.policy_id} of the scoring plan no longer exists")
-    summary = ScoreSummary(as_of=as_of, model_version=models.global_mv.version, considered=len(lead_ids))
+    summary = ScoreSummary(as_of=plan.as_of, model_version=models.global_mv.version, considered=len(lead_ids))
     total = len(lead_ids)
     for n, batch in enumerate(id_chunks(sorted(int(i) for i in lead_ids), max(1, batch_size)), 1):
-        leads, frame, aging = batch_inputs(session, batch, as_of)
-        probs, used = predict(models, frame)
-        size = len(frame)
-        scores = np.zeros(size, dtype="int64")
-        fits = np.zeros(size, dtype="int64")
-        engagements = np.zeros(size, dtype="int64")
-        texts: list[list[str]] = [[] for _ in batch]
-        for mv, mask in models.groups(frame):
-            model = registry.load_model(mv)
-            ref = ensure_score_reference(session, mv)
-            part = align_to_spec(frame.loc[mask], model.spec)
-            contributions = model.contributions(part)
-            fit, engagement = split_contributions(contributions)
-            rows_of = np.flatnonzero(mask)
-            scores[rows_of] = rank(probs[rows_of], ref["probability"])
-            fits[rows_of] = rank(fit, ref["fit"])
-            engagements[rows_of] = rank(engagement, ref["engagement"])
-            typical = live_typical(session, mv, as_of) or ref.get("typical")
-            reasons = explain(contributions, part, typical=typical)
-            for pos, r in zip(rows_of.tolist(), reasons, strict=True):
-                texts[pos] = reason_strings(r)
-        if plan.cutoffs is not None:
-            # The run's capacity cut-offs, compared with each probability as score-mode thresholds.
-            tiers = assign_tiers(probs, Policy(mode="score", thresholds=plan.cutoffs))
-        else:
-            tiers = tiers_for(policy, probs, scores=scores)
-        hashes = leads["inputs_hash"].tolist()
-        rows = []
-        for i, lead_id in enumerate(leads["id"].tolist()):
-            mv = used[i] or models.global_mv
-            rows.append(NewScore(
-                lead_id=int(lead_id), probability=float(probs[i]), score=int(scores[i]), tier=tiers[i],
-                reasons=texts[i], model_version_id=mv.id, model_version=mv.version, inputs_hash=hashes[i],
-                fit_score=int(fits[i]), engagement_score=int(engagements[i]), as_of=as_of,
-                next_aging_at=aging.get(int(lead_id)),
-            ))
-        stats = write_scores(session, rows, policy_id=policy.id, tier_change_hook=tier_change_hook)
-        # A challenger in shadow scores the same leads; stored only, never written to the CRM.
-        score_in_shadow(session, frame, leads["id"].tolist(), as_of)
-        summary.scored += stats.scores
-        summary.outbox_rows += stats.outbox
-        summary.superseded += stats.superseded
-        summary.tier_changes += stats.tier_changes
-        for t in tiers:
-            summary.tiers[t] = summary.tiers.get(t, 0) + 1
+        scored = _score_batch(session, models, batch, plan.as_of)
+        _write_batch(session, scored, _tiers(policy, scored, plan.cutoffs), policy_id=policy.id, as_of=plan.as_of,
+                     tier_change_hook=tier_change_hook, summary=summary)
         if progress:
             progress("scoring", min(n * batch_size, total), total)
     summary.seconds = time.perf_counter() - started
@@ -266,8 +325,10 @@ def score_leads(
     tier_change_hook: TierChangeHook | None = None,
     tier_default: TierConfig | None = None,
 ) -> ScoreSummary:
-    """Score the leads whose inputs changed (every live lead with ``all``), in bounded batches:
-    :func:`plan_scoring`, then :func:`score_chunk` over the whole plan in this process.
+    """Score the leads whose inputs changed (every live lead with ``all``), in bounded batches,
+    in this process: the rows :func:`plan_scoring` and :func:`score_chunk` over the whole plan
+    would write, with each lead's features read and predicted once (capacity mode keeps the
+    batches' scores in memory until the run's cut-offs are known, then writes them).
 
     ``as_of`` None uses the CRM's clock (:func:`crm_now`). ``lead_ids`` restricts the run to those
     leads. ``tier_default`` seeds the first tier policy when none exists (default: the YAML
@@ -275,12 +336,27 @@ def score_leads(
     :class:`NoChampionError` before any model exists.
     """
     started = time.perf_counter()
-    plan = plan_scoring(session, as_of=as_of, all=all, lead_ids=lead_ids, batch_size=batch_size,
-                        progress=progress, tier_default=tier_default)
+    plan, models, policy = _plan(session, as_of=as_of, all=all, lead_ids=lead_ids, tier_default=tier_default)
     summary = plan.summary()
-    if plan.lead_ids:
-        summary.add(score_chunk(session, plan, plan.lead_ids, batch_size=batch_size, progress=progress,
-                                tier_change_hook=tier_change_hook))
+    if policy.mode != "capacity":
+        if plan.lead_ids:
+            summary.add(score_chunk(session, plan, plan.lead_ids, batch_size=batch_size, progress=progress,
+                                    tier_change_hook=tier_change_hook))
+        summary.seconds = time.perf_counter() - started
+        return summary
+    total = len(plan.lead_ids)
+    batches: list[_Scored] = []
+    for n, batch in enumerate(plan.chunks(batch_size), 1):
+        batches.append(_score_batch(session, models, batch, plan.as_of))
+        if progress:
+            progress("scoring", min(n * batch_size, total), total)
+    if batches:
+        cutoffs = _run_cutoffs(session, policy, plan.lead_ids, [b.probs for b in batches])
+        for n, scored in enumerate(batches, 1):
+            _write_batch(session, scored, _tiers(policy, scored, cutoffs), policy_id=policy.id, as_of=plan.as_of,
+                         tier_change_hook=tier_change_hook, summary=summary)
+            if progress:
+                progress("writing", min(n * batch_size, total), total)
     summary.seconds = time.perf_counter() - started
     return summary
 

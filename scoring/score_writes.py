@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Table, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from scoring.hooks import TierChangeHook
@@ -23,6 +23,9 @@ from scoring.reasons import join_reasons
 from scoring.tiers import likelihood_percent
 from store.models import OUTBOX_KIND, Lead, LeadLifecycle, LeadScore, Outbox
 
+# Core inserts into the tables (executemany), not ORM bulk inserts of the mapped classes.
+_SCORE_TABLE: Table = LeadScore.__table__  # type: ignore[assignment]
+_OUTBOX_TABLE: Table = Outbox.__table__  # type: ignore[assignment]
 CHANGE_DAYS = 7  # the trend field: score change over this many days of the data's clock
 
 
@@ -98,11 +101,15 @@ class _Previous:
     score_change: int | None
 
 
-def _fields(score: int, tier: str, reasons: Sequence[str], probability: float, fit: int | None,
+def _fields(score: int, tier: str, reasons: Sequence[str], likelihood: float, fit: int | None,
             engagement: int | None, change: int | None) -> tuple[Any, ...]:
     """What the CRM shows of a score: a write is needed only when this differs."""
-    likelihood = float(likelihood_percent(np.array([probability]))[0])
     return (score, tier, list(reasons), likelihood, fit, engagement, change)
+
+
+def _likelihoods(probabilities: Sequence[float]) -> list[float]:
+    """:func:`scoring.tiers.likelihood_percent` of many probabilities at once."""
+    return [float(v) for v in likelihood_percent(np.asarray(probabilities, dtype="float64"))]
 
 
 def _change_baselines(
@@ -230,22 +237,26 @@ def write_scores(
             "fit_score": r.fit_score, "engagement_score": r.engagement_score, "score_change": changes[r.lead_id],
             "as_of": clock[r.lead_id], "next_aging_at": aging,
         })
+    # Plain executemany (no RETURNING, which SQLite can only keep in parameter order one row per
+    # statement), then the new ids by lead: each lead now has exactly one current row.
     for start in range(0, len(values), IN_CHUNK):
-        part = values[start : start + IN_CHUNK]
-        returned = session.execute(
-            insert(LeadScore).returning(LeadScore.id, LeadScore.lead_id, sort_by_parameter_order=True), part
-        )
-        new_ids.update({lead_id: sid for sid, lead_id in returned})
+        session.execute(insert(_SCORE_TABLE), values[start : start + IN_CHUNK])
+    for chunk in id_chunks([r.lead_id for r in rows]):
+        new_ids.update(session.execute(
+            select(LeadScore.lead_id, LeadScore.id).where(LeadScore.lead_id.in_(chunk), LeadScore.is_current.is_(True))
+        ).tuples().all())
     stats.scores = len(values)
+    likelihood = dict(zip([r.lead_id for r in rows], _likelihoods([r.probability for r in rows]), strict=True))
+    likelihood_before = dict(zip(previous, _likelihoods([p.probability for p in previous.values()]), strict=True))
 
     def shown(r: NewScore) -> tuple[Any, ...]:
-        return _fields(r.score, r.tier, r.reasons, r.probability, r.fit_score, r.engagement_score,
+        return _fields(r.score, r.tier, r.reasons, likelihood[r.lead_id], r.fit_score, r.engagement_score,
                        changes[r.lead_id])
 
     changed = [
         r for r in rows
         if (p := previous.get(r.lead_id)) is None
-        or _fields(p.score, p.tier, p.reasons, p.probability, p.fit_score, p.engagement_score,
+        or _fields(p.score, p.tier, p.reasons, likelihood_before[r.lead_id], p.fit_score, p.engagement_score,
                    p.score_change) != shown(r)
     ]
     tier_changed = [r.lead_id for r in rows if (p := previous.get(r.lead_id)) is None or p.tier != r.tier]
@@ -261,7 +272,7 @@ def write_scores(
     for r in changed:
         payload = outbox_payload(
             r.score, r.tier, r.reasons, r.model_version, when,
-            likelihood=float(likelihood_percent(np.array([r.probability]))[0]), fit=r.fit_score,
+            likelihood=likelihood[r.lead_id], fit=r.fit_score,
             engagement=r.engagement_score, score_change=changes[r.lead_id],
         )
         conn_id, crm_id = lead_refs[r.lead_id]
@@ -271,7 +282,7 @@ def write_scores(
             "lead_score_id": new_ids[r.lead_id], "created_at": when, "next_attempt_at": when,
         })
     for start in range(0, len(outbox_rows), IN_CHUNK):
-        session.execute(insert(Outbox), outbox_rows[start : start + IN_CHUNK])
+        session.execute(insert(_OUTBOX_TABLE), outbox_rows[start : start + IN_CHUNK])
     stats.outbox = len(outbox_rows)
     stats.tier_changes = len(tier_changed)
     if tier_change_hook is not None and tier_changed:
