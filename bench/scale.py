@@ -78,8 +78,9 @@ def _reset_peak_rss() -> None:
 
 
 @contextmanager
-def stage(out: dict[str, Any], name: str) -> Iterator[dict[str, Any]]:
-    """Time the block; record seconds, peak RSS and the load average into ``out[name]``."""
+def stage(out: dict[str, Any], name: str, checkpoint: Callable[[], None] | None = None) -> Iterator[dict[str, Any]]:
+    """Time the block; record seconds, peak RSS and the load average into ``out[name]``, then
+    ``checkpoint()`` (a long run keeps what it measured even if a later stage fails)."""
     entry: dict[str, Any] = {"load_average_before": [round(x, 2) for x in os.getloadavg()]}
     _reset_peak_rss()
     started = time.perf_counter()
@@ -90,6 +91,8 @@ def stage(out: dict[str, Any], name: str) -> Iterator[dict[str, Any]]:
     entry["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     out[name] = entry
     print(f"[{datetime.now(UTC):%H:%M:%S}] {name}: {entry['seconds']} s", file=sys.stderr, flush=True)
+    if checkpoint is not None:
+        checkpoint()
 
 
 def minimum_calls(report: SyncReport) -> int:
@@ -126,17 +129,21 @@ def bench_config(info: dict[str, Any], min_per_class: int = 100) -> tuple[AppCon
 
 
 def run(leads: int, seed: int, history_days: int, database_url: str | None,
-        sync: Callable[..., SyncReport] = sync_connection) -> dict[str, Any]:
-    """Every stage at ``leads`` leads; the JSON-ready result."""
+        sync: Callable[..., SyncReport] = sync_connection, out_path: Path | None = None) -> dict[str, Any]:
+    """Every stage at ``leads`` leads; the JSON-ready result (written to ``out_path`` after each stage)."""
     out: dict[str, Any] = {"leads": leads, "seed": seed, "history_days": history_days, "database": "postgresql",
                            "cpus": os.cpu_count(), "started_at": datetime.now(UTC).isoformat(timespec="seconds")}
     stages: dict[str, Any] = {}
     out["stages"] = stages
+
+    def checkpoint() -> None:
+        if out_path is not None:
+            out_path.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
     with scratch_database(database_url) as url:
         upgrade(url)
         engine = make_engine(url)
         sim = SimProcess(leads=leads, seed=seed, history_days=history_days, crm_split=1.0)
-        with stage(stages, "world") as entry:
+        with stage(stages, "world", checkpoint) as entry:
             sim.start()
             entry["build_seconds"] = sim.info["build_seconds"]
             entry["people"] = sim.info["generation"].get("new_leads")
@@ -145,7 +152,7 @@ def run(leads: int, seed: int, history_days: int, database_url: str | None,
             config, secrets = bench_config(sim.info)
             conn = config.connections[0]
             sim.reset_counts()
-            with stage(stages, "sync") as entry:
+            with stage(stages, "sync", checkpoint) as entry:
                 report = sync(engine, conn, secrets[conn.name], full=True)
                 entry["status"] = report.status
                 entry["records"] = report.records
@@ -157,16 +164,16 @@ def run(leads: int, seed: int, history_days: int, database_url: str | None,
                     if entry["minimum_calls"] else None
                 entry["streams"] = {name: {"records": s.records, "api_calls": s.api_calls}
                                     for name, s in report.streams.items()}
-            with stage(stages, "training") as entry, unit_of_work(engine) as session:
+            with stage(stages, "training", checkpoint) as entry, unit_of_work(engine) as session:
                 trained = train_from_store(session, config=config.training)
                 entry["examples"] = trained.examples
                 entry["selected"] = trained.result.selected
                 entry["test_auc"] = {f: round(m["test"]["auc"], 4) for f, m in trained.result.metrics.items()}
-            with stage(stages, "scoring") as entry, unit_of_work(engine) as session:
+            with stage(stages, "scoring", checkpoint) as entry, unit_of_work(engine) as session:
                 summary = score_and_plan(session, config, all=True)
                 entry["leads"] = summary.scored
                 entry["outbox_rows"] = summary.outbox_rows
-            with stage(stages, "writeback") as entry:
+            with stage(stages, "writeback", checkpoint) as entry:
                 crm_setup(config, secrets)
                 sim.reset_counts()
                 drained = drain_outbox(engine, config, secrets)
@@ -244,7 +251,7 @@ def main() -> None:
         return
     if args.leads < 1:
         parser.error("--leads must be at least 1")
-    result = run(args.leads, args.seed, args.history_days, args.database_url)
+    result = run(args.leads, args.seed, args.history_days, args.database_url, out_path=args.out)
     text = json.dumps(result, indent=2)
     if args.out is not None:
         args.out.write_text(text + "\n", encoding="utf-8")

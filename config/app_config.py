@@ -135,6 +135,9 @@ class ConnectionConfig(_Strict):
     overlap_seconds: Annotated[int, Field(ge=0, le=86_400)] = 300
     api_budget_share: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
     streams: list[str] | None = None  # None = every stream the connector knows
+    # Celery workers: a first load of a windowed stream is cut into this many time windows, each
+    # read by its own task (docs/scaling.md); 1 = one task per stream.
+    first_load_windows: Annotated[int, Field(ge=1, le=64)] = 4
     # Extra CRM fields to read into ``lead.attributes`` (CRM field/property -> feature name).
     field_map: dict[str, str] = Field(default_factory=dict)
     score_fields: SalesforceFields | HubSpotFields | None = None

@@ -16,6 +16,7 @@ from config.app_config import ConnectionConfig, HubSpotFields, SalesforceFields
 from config.errors import ConfigError
 from connectors.accounts import AccountFinder
 from connectors.base import ConnectionSecrets, Connector
+from connectors.hubspot import settings as hubspot_settings
 from connectors.hubspot.accounts import HubSpotAccountFinder, HubSpotAccountWriter
 from connectors.hubspot.client import make_hubspot
 from connectors.hubspot.routing import HubSpotRouter
@@ -23,6 +24,7 @@ from connectors.hubspot.setup import HubSpotSetup
 from connectors.hubspot.streams import HubSpotConnector
 from connectors.hubspot.writeback import HubSpotScoreWriter
 from connectors.protocols import Router, ScoreWriter, Setup, fields_as
+from connectors.salesforce import settings as salesforce_settings
 from connectors.salesforce.accounts import SalesforceAccountFinder, SalesforceAccountWriter
 from connectors.salesforce.client import make_salesforce
 from connectors.salesforce.routing import SalesforceRouter
@@ -46,6 +48,10 @@ class CRMPackage:
     account_writer: Callable[[Any, ConnectionConfig], ScoreWriter]
     routing_actions: frozenset[str]
     pause_default: tuple[str, str]
+    # Partitioned sync: stages run in order, a stage's streams side by side; windowed streams'
+    # first loads may be cut into time windows (connectors/partition.py).
+    sync_stages: tuple[tuple[str, ...], ...]
+    windowed_streams: frozenset[str]
 
 
 CRMS: dict[str, CRMPackage] = {
@@ -61,6 +67,8 @@ CRMS: dict[str, CRMPackage] = {
         account_writer=SalesforceAccountWriter,
         routing_actions=SalesforceRouter.actions,
         pause_default=SalesforceRouter.pause_default,
+        sync_stages=salesforce_settings.SYNC_STAGES,
+        windowed_streams=salesforce_settings.WINDOWED_STREAMS,
     ),
     "hubspot": CRMPackage(
         kind="hubspot",
@@ -75,6 +83,8 @@ CRMS: dict[str, CRMPackage] = {
         account_writer=HubSpotAccountWriter,
         routing_actions=HubSpotRouter.actions,
         pause_default=HubSpotRouter.pause_default,
+        sync_stages=hubspot_settings.SYNC_STAGES,
+        windowed_streams=hubspot_settings.WINDOWED_STREAMS,
     ),
 }
 

@@ -17,12 +17,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, select, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from config.app_config import ConnectionConfig
 from config.errors import ConfigError
 from connectors.accounts import link_accounts
-from connectors.base import ConnectionSecrets, Connector, Cursor
+from connectors.base import ConnectionSecrets, Connector, Cursor, Page
 from connectors.errors import CRMError, FatalCRMError, QuotaExhaustedError
 from connectors.page_writer import apply_page
 from connectors.registry import make_account_finder, make_connector
@@ -35,6 +36,8 @@ logger = logging.getLogger(__name__)
 # The CRM's Date header has whole seconds: the sync's upper bound is the next whole second, so a
 # record stamped a fraction after the header's second (simulated clocks sit still) is included.
 DATE_HEADER_RESOLUTION = timedelta(seconds=1)
+DEADLOCK_DETECTED = "40P01"  # PostgreSQL's SQLSTATE
+DEADLOCK_ATTEMPTS = 5
 
 
 @dataclass
@@ -144,8 +147,8 @@ def sync_connection(
     report = SyncReport(connection=conn.name, kind=conn.kind, full=full, started_at=datetime.now(UTC))
     started = time.monotonic()
     connector = connector or make_connector(conn, secrets)
-    selected = _select_streams(conn, connector, streams)
-    connection_id = _ensure_connection(engine, conn)
+    selected = select_streams(conn, connector, streams)
+    connection_id = ensure_connection(engine, conn)
     _close_interrupted_runs(engine, connection_id)
     try:
         server_time = connector.server_time()
@@ -170,8 +173,10 @@ def sync_connection(
         stream_report = StreamReport(stream=stream)
         report.streams[stream] = stream_report
         try:
-            _sync_stream(engine, connector, conn, connection_id, stream, full, server_time, until,
-                         stream_report, progress)
+            with unit_of_work(engine) as session:
+                stored = None if full else load_cursor(session, connection_id, stream)
+            read_range(engine, connector, StreamRange(conn.name, connection_id, stream, stored, until,
+                                                      server_time, full), stream_report, progress)
         except CRMError as exc:
             report.status, report.error = _status_for(exc), f"{stream}: {exc}"
             report.api_calls = connector.api_calls
@@ -181,7 +186,7 @@ def sync_connection(
                 return report
             exc.report = report  # type: ignore[attr-defined]
             raise
-    report.accounts = _link_accounts(engine, conn, connector)
+    report.accounts = link_accounts_after_sync(engine, conn, connector)
     report.status = "succeeded"
     report.api_calls = connector.api_calls
     report.finished_at = datetime.now(UTC)
@@ -190,7 +195,7 @@ def sync_connection(
     return report
 
 
-def _link_accounts(engine: Engine, conn: ConnectionConfig, connector: Connector) -> dict[str, Any]:
+def link_accounts_after_sync(engine: Engine, conn: ConnectionConfig, connector: Connector) -> dict[str, Any]:
     """Place the leads that need it at their CRM accounts; a CRM error here is reported, and the
     sync (already committed) still succeeds: the next run looks those leads up again."""
     try:
@@ -215,7 +220,7 @@ def _status_for(exc: CRMError) -> str:
     return "stopped" if isinstance(exc, QuotaExhaustedError) else "failed"
 
 
-def _select_streams(conn: ConnectionConfig, connector: Connector, streams: Sequence[str] | None) -> list[str]:
+def select_streams(conn: ConnectionConfig, connector: Connector, streams: Sequence[str] | None) -> list[str]:
     known = connector.streams()
     wanted = list(streams) if streams is not None else (conn.streams or known)
     unknown = [s for s in wanted if s not in known]
@@ -227,7 +232,7 @@ def _select_streams(conn: ConnectionConfig, connector: Connector, streams: Seque
     return [s for s in known if s in wanted]
 
 
-def _ensure_connection(engine: Engine, conn: ConnectionConfig) -> int:
+def ensure_connection(engine: Engine, conn: ConnectionConfig) -> int:
     with unit_of_work(engine) as session:
         row = session.execute(select(Connection).where(Connection.name == conn.name)).scalar_one_or_none()
         if row is None:
@@ -254,7 +259,7 @@ def _close_interrupted_runs(engine: Engine, connection_id: int) -> None:
         )
 
 
-def _load_cursor(session: Session, connection_id: int, stream: str) -> Cursor | None:
+def load_cursor(session: Session, connection_id: int, stream: str) -> Cursor | None:
     row = session.execute(
         select(SyncCursor).where(SyncCursor.connection_id == connection_id, SyncCursor.stream == stream)
     ).scalar_one_or_none()
@@ -263,61 +268,72 @@ def _load_cursor(session: Session, connection_id: int, stream: str) -> Cursor | 
     return Cursor(row.cursor_ts, row.cursor_id or None)
 
 
-def _cursor_key(cursor: Cursor) -> tuple[datetime, int, str]:
+def cursor_key(cursor: Cursor) -> tuple[datetime, int, str]:
     # Length first: numeric ids (HubSpot) then order as numbers; fixed-length ids (Salesforce's 18
     # characters, event UUIDs) order as the CRM sorts them.
     crm_id = cursor.crm_id or ""
     return (cursor.ts, len(crm_id), crm_id)
 
 
-def _sync_stream(
-    engine: Engine,
-    connector: Connector,
-    conn: ConnectionConfig,
-    connection_id: int,
-    stream: str,
-    full: bool,
-    server_time: datetime,
-    until: datetime,
-    report: StreamReport,
-    progress: ProgressCallback | None,
-) -> None:
+@dataclass(frozen=True)
+class StreamRange:
+    """What one read covers: ``stream``'s records after ``start`` and before ``until``.
+
+    ``advance`` stores the cursor of each committed page, in the page's transaction; the default
+    moves the stream's ``sync_cursor``. A time window of a partitioned first load stores its own.
+    """
+
+    connection: str
+    connection_id: int
+    stream: str
+    start: Cursor | None
+    until: datetime
+    server_time: datetime
+    full: bool = False
+    advance: Callable[[Session, Cursor], None] | None = None
+    # Called with the new sync_run's id in the transaction that creates it.
+    run_started: Callable[[Session, int], None] | None = None
+
+
+def read_range(engine: Engine, connector: Connector, span: StreamRange, report: StreamReport,
+               progress: ProgressCallback | None = None) -> None:
+    """Read ``span`` page by page into the store: one transaction per page holds the page's rows,
+    its cursor (``span.advance``) and the ``sync_run`` counters. Records a ``sync_run`` row;
+    CRM errors are recorded on it and re-raised."""
+    stream, connection_id = span.stream, span.connection_id
+    advance = span.advance or (lambda session, cursor: advance_cursor(session, connection_id, stream, cursor))
     calls_at_start = connector.api_calls
     with unit_of_work(engine) as session:
-        stored = _load_cursor(session, connection_id, stream)
-        run = SyncRun(connection_id=connection_id, stream=stream, full=full, status="running",
-                      server_time=server_time)
+        run = SyncRun(connection_id=connection_id, stream=stream, full=span.full, status="running",
+                      server_time=span.server_time)
         session.add(run)
         session.flush()
         run_id = run.id
-    start = None if full else stored
+        if span.run_started is not None:
+            span.run_started(session, run_id)
+    start, until = span.start, span.until
     previous: Cursor | None = None
-    _notify(progress, conn.name, stream, "start", report)
+    conn_name = span.connection
+    _notify(progress, conn_name, stream, "start", report)
     try:
         for page in connector.read_stream(stream, start, until=until):
             if page.cursor is not None:
-                if previous is not None and _cursor_key(page.cursor) <= _cursor_key(previous):
+                if previous is not None and cursor_key(page.cursor) <= cursor_key(previous):
                     # A paginator that does not move would loop forever (or skip records).
                     raise FatalCRMError(
                         f"stream {stream} did not advance: cursor {page.cursor} after {previous}"
                     )
                 previous = page.cursor
-            with unit_of_work(engine) as session:
-                counts = apply_page(session, connector, connection_id, page, run_id)
-                if page.cursor is not None:
-                    _advance_cursor(session, connection_id, stream, page.cursor)
-                report.records += page.records_read
-                report.leads += counts["leads"]
-                report.activities += counts["activities"]
-                report.quarantined += len(page.quarantined)
-                report.quarantined_by_reason.update(q.reason for q in page.quarantined)
-                report.pages += 1
-                report.api_calls = connector.api_calls - calls_at_start
-                session.execute(
-                    update(SyncRun).where(SyncRun.id == run_id).values(
-                        records=report.records, quarantined=report.quarantined, api_calls=report.api_calls)
-                )
-            _notify(progress, conn.name, stream, "page", report)
+            counts = _commit_page(engine, connector, connection_id, page, run_id, advance, report,
+                                  connector.api_calls - calls_at_start)
+            report.records += page.records_read
+            report.leads += counts["leads"]
+            report.activities += counts["activities"]
+            report.quarantined += len(page.quarantined)
+            report.quarantined_by_reason.update(q.reason for q in page.quarantined)
+            report.pages += 1
+            report.api_calls = connector.api_calls - calls_at_start
+            _notify(progress, conn_name, stream, "page", report)
     except CRMError as exc:
         report.status = _status_for(exc)
         report.error = str(exc)
@@ -334,7 +350,33 @@ def _sync_stream(
     report.status = "succeeded"
     report.api_calls = connector.api_calls - calls_at_start
     _finish_run(engine, run_id, report)
-    _notify(progress, conn.name, stream, "end", report)
+    _notify(progress, conn_name, stream, "end", report)
+
+
+def _commit_page(engine: Engine, connector: Connector, connection_id: int, page: Page, run_id: int,
+                 advance: Callable[[Session, Cursor], None], report: StreamReport, api_calls: int) -> dict[str, int]:
+    """One page, its cursor and the run's counters in one transaction.
+
+    Units of a partitioned sync write side by side and touch the same leads (an activity moves
+    its lead's ``inputs_changed_at``): PostgreSQL may pick one of two such transactions as a
+    deadlock victim. Its work is all in ``page``, so it is simply committed again.
+    """
+    for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
+        try:
+            with unit_of_work(engine) as session:
+                counts = apply_page(session, connector, connection_id, page, run_id)
+                if page.cursor is not None:
+                    advance(session, page.cursor)
+                session.execute(update(SyncRun).where(SyncRun.id == run_id).values(
+                    records=report.records + page.records_read,
+                    quarantined=report.quarantined + len(page.quarantined), api_calls=api_calls))
+            return counts
+        except OperationalError as exc:
+            if getattr(exc.orig, "sqlstate", None) != DEADLOCK_DETECTED or attempt == DEADLOCK_ATTEMPTS:
+                raise
+            logger.warning("page of %s chosen as a deadlock victim (attempt %d); committing it again",
+                           page.stream, attempt)
+    raise AssertionError("unreachable")
 
 
 def _notify(progress: ProgressCallback | None, connection: str, stream: str, kind: str,
@@ -352,10 +394,10 @@ def _finish_run(engine: Engine, run_id: int, report: StreamReport) -> None:
         )
 
 
-def _advance_cursor(session: Session, connection_id: int, stream: str, cursor: Cursor) -> None:
-    stored = _load_cursor(session, connection_id, stream)
+def advance_cursor(session: Session, connection_id: int, stream: str, cursor: Cursor) -> None:
+    stored = load_cursor(session, connection_id, stream)
     # Only forward: a full re-read or an overlap page never rewinds what is already committed.
-    if stored is not None and _cursor_key(cursor) <= _cursor_key(stored):
+    if stored is not None and cursor_key(cursor) <= cursor_key(stored):
         return
     upsert_rows(
         session,

@@ -164,6 +164,43 @@ class SyncCursor(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 
+class SyncWindow(Base):
+    """One unit of a partitioned sync (docs/scaling.md): a stream's records modified in
+    ``[window_start, window_end)``, read by one task under its own lock.
+
+    A plan is identified by its upper bound ``plan_until`` (the CRM's clock at its start + 1 s);
+    its ``stage`` orders the units (parents before children). ``from_cursor`` units are incremental
+    reads from the stream's own ``sync_cursor``; the others are time windows of a first load with
+    a cursor of their own, so a killed window resumes exactly after its last committed page.
+    """
+
+    __tablename__ = "sync_window"
+    __table_args__ = (UniqueConstraint("connection_id", "plan_until", "stream", "part"),
+                      Index("ix_sync_window_connection_status", "connection_id", "status"))
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    connection_id: Mapped[int] = mapped_column(ForeignKey("connection.id"))
+    plan_until: Mapped[datetime] = mapped_column(UTCDateTime)
+    server_time: Mapped[datetime] = mapped_column(UTCDateTime)
+    full: Mapped[bool] = mapped_column(Boolean, default=False)
+    stage: Mapped[int] = mapped_column(Integer)
+    stream: Mapped[str] = mapped_column(String(64))
+    part: Mapped[int] = mapped_column(Integer, default=0)
+    from_cursor: Mapped[bool] = mapped_column(Boolean, default=False)
+    window_start: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    window_end: Mapped[datetime] = mapped_column(UTCDateTime)
+    cursor_ts: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    cursor_id: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending|running|done|failed|stopped
+    records: Mapped[int] = mapped_column(Integer, default=0)
+    api_calls: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    # The sync_run of the unit's latest attempt: still "running" when the unit starts again, its
+    # worker died (the unit's lock is what kept others out).
+    sync_run_id: Mapped[int | None] = mapped_column(BigId)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
 class SyncRun(Base):
     __tablename__ = "sync_run"
     __table_args__ = (Index("ix_sync_run_connection_started", "connection_id", "started_at"),)

@@ -155,6 +155,18 @@ def is_held(name: str, *, redis_url: str | None) -> bool | None:
     return bool(redis_client(redis_url).exists(lock_key(name)))
 
 
+def any_held(name: str, *, redis_url: str | None) -> bool | None:
+    """Whether lock ``name`` or any lock named ``name:...`` is held (the units of a partitioned
+    sync hold ``sync:<connection>:w<id>``); None when that cannot be known (no Redis)."""
+    if not uses_redis(redis_url):
+        return None
+    assert redis_url is not None
+    client = redis_client(redis_url)
+    if client.exists(lock_key(name)):
+        return True
+    return next(iter(client.scan_iter(match=f"{lock_key(name)}:*", count=1000)), None) is not None
+
+
 # -- retry instead of drop ---------------------------------------------------------------------------
 
 FOLLOW_UP_PREFIX = "leadscore:again:"

@@ -1,8 +1,9 @@
 """Close the sync runs that dead workers left "running".
 
-A sync holds ``leadscore:lock:sync:<name>`` (renewed every few seconds) for as long as it runs, and
-its ``sync_run`` rows are created under that lock. So a row still "running" while nobody holds the
-lock belongs to a worker that died (SIGKILL, OOM, lost machine): it is marked failed with
+A sync holds ``leadscore:lock:sync:<name>`` (renewed every few seconds) for as long as it runs, each
+unit of a partitioned sync ``leadscore:lock:sync:<name>:w<id>``, and ``sync_run`` rows are created
+under those locks. So a row still "running" while none of the connection's sync locks is held
+belongs to a worker that died (SIGKILL, OOM, lost machine): it is marked failed with
 "worker lost". Without Redis the lock lives in one process and cannot be asked; the next sync of
 the connection closes such rows instead (see ``connectors.sync``).
 """
@@ -17,7 +18,7 @@ from sqlalchemy import Engine, select, update
 
 from store.db import unit_of_work
 from store.models import Connection, SyncRun
-from worker.locks import is_held
+from worker.locks import any_held
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ def close_lost_runs(engine: Engine, redis_url: str | None) -> dict[str, int]:
         # check takes the lock first and inserts its rows after this moment.
         checked_at = datetime.now(UTC)
         try:
-            held = is_held(f"sync:{name}", redis_url=redis_url)
+            held = any_held(f"sync:{name}", redis_url=redis_url)
         except redis.ConnectionError as exc:
             logger.warning("cannot tell whether sync of %s is alive (Redis unreachable: %s)", name, exc)
             return closed

@@ -14,6 +14,9 @@ import socket
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from connectors.base import ConnectionSecrets
+from connectors.errors import RetriableCRMError
+from connectors.partition import run_window, start_plan
 from worker.app import app
 from worker.locks import LOCK_TTL_SECONDS, LockBusy, claim_follow_up, exclusive, release_follow_up
 from worker.runtime import get_runtime
@@ -84,22 +87,53 @@ def sync_all() -> list[str]:
 @app.task(name="leadscore.sync.connection", bind=True, max_retries=5, retry_backoff=True,
           retry_backoff_max=600, retry_jitter=True)
 def sync_connection(self: Any, name: str, full: bool = False) -> dict[str, Any]:
-    """Incremental sync of one connection, then score what changed."""
-    from connectors.base import ConnectionSecrets
-    from connectors.errors import RetriableCRMError
-    from connectors.sync import sync_connection as run_sync
+    """Start (or continue) the partitioned sync of one connection: send one task per unit.
 
+    The units (streams, and time windows of a first load) run side by side on every worker;
+    the last one queues the scoring of what changed (docs/scaling.md).
+    """
     runtime = get_runtime()
     conn = runtime.config.connection(name)
     try:
-        report = run_locked(self, f"sync:{name}", lambda: run_sync(
+        window_ids = run_locked(self, f"sync:{name}", lambda: start_plan(
             runtime.engine, conn, ConnectionSecrets.from_env(conn), full=full))
     except Skipped as skipped:
         return {"connection": name, **skipped.summary}
     except RetriableCRMError as exc:
         raise self.retry(exc=exc) from exc
-    score_changed.delay()
-    return report.to_dict() if hasattr(report, "to_dict") else {"connection": name}
+    return {"connection": name, "windows": _send_windows(name, window_ids)}
+
+
+def _send_windows(name: str, window_ids: list[int]) -> list[int]:
+    # A unit still running gets a duplicate that waits behind its lock (at most one per lock, see
+    # run_locked) and then finds it done; a unit whose worker died is resumed once its lock expired.
+    for window_id in window_ids:
+        sync_window.delay(name, window_id)
+    return window_ids
+
+
+def window_lock(name: str, window_id: int) -> str:
+    """The lock of one unit of a connection's sync (``worker.lost`` looks for ``sync:<name>*``)."""
+    return f"sync:{name}:w{window_id}"
+
+
+@app.task(name="leadscore.sync.window", bind=True, max_retries=5, retry_backoff=True,
+          retry_backoff_max=600, retry_jitter=True)
+def sync_window(self: Any, name: str, window_id: int) -> dict[str, Any]:
+    """Read one unit of a connection's sync (a stream, or a time window of its first load)."""
+    runtime = get_runtime()
+    conn = runtime.config.connection(name)
+    try:
+        outcome = run_locked(self, window_lock(name, window_id), lambda: run_window(
+            runtime.engine, conn, ConnectionSecrets.from_env(conn), window_id))
+    except Skipped as skipped:
+        return {"connection": name, "window": window_id, **skipped.summary}
+    except RetriableCRMError as exc:
+        raise self.retry(exc=exc) from exc
+    _send_windows(name, outcome.next_windows)
+    if outcome.plan_done:
+        score_changed.delay()
+    return {"connection": name, **outcome.to_dict()}
 
 
 @app.task(name="leadscore.score.changed", bind=True, max_retries=LOCK_RETRY_MAX)
@@ -146,9 +180,6 @@ def _score(task: Any, *, all_leads: bool) -> dict[str, Any]:
 
 def _crm_pass(task: Any, lock: str, run: Any) -> dict[str, Any]:
     """Run ``run(engine, config, secrets)`` over all enabled connections under ``lock``."""
-    from connectors.base import ConnectionSecrets
-    from connectors.errors import RetriableCRMError
-
     runtime = get_runtime()
     secrets = {c.name: ConnectionSecrets.from_env(c) for c in runtime.config.connections if c.enabled}
     try:

@@ -32,6 +32,13 @@ ENGAGEMENT_PROPERTIES: dict[str, tuple[str, ...]] = {
 # before their activities.
 STREAMS: tuple[str, ...] = ("companies", "contacts_archived", "contacts", "emails", "meetings", "calls",
                             "events")
+# A partitioned sync runs these stages one after the other (the order above, which merges and
+# firmographics need), the engagement streams side by side. No stream is cut into time windows: a
+# first load of engagements reads the list endpoint (no time filter), and searches share one
+# account-wide limit of 5 per second that parallel windows would only queue behind.
+SYNC_STAGES: tuple[tuple[str, ...], ...] = (("companies",), ("contacts_archived",), ("contacts",),
+                                            ("emails", "meetings", "calls", "events"))
+WINDOWED_STREAMS: frozenset[str] = frozenset()
 # The modification property search filters and sorts on, per object type.
 MODIFIED_PROPERTY: dict[str, str] = {"contacts": "lastmodifieddate"}
 DEFAULT_MODIFIED_PROPERTY = "hs_lastmodifieddate"

@@ -161,6 +161,7 @@ class HubSpotConnector:
         ours: a full page's last stamp T may be cut mid-tie, so its T records are held back and
         the whole tie group is read again sorted by ``hs_object_id`` (no ties there).
         """
+        vanished: datetime | None = None  # a tie group found empty when re-read
         while True:
             objects = self._search_page(object_type, prop, properties,
                                         search_filter_groups(prop, start, until), prop)
@@ -180,8 +181,15 @@ class HubSpotConnector:
                 yield group
                 last_id = str(group[-1]["id"])
             if last_id is None and after_id is None:
-                raise FatalCRMError(f"HubSpot {object_type} search for {prop} = {epoch_ms(tie_ts)} found nothing "
-                                    "that the page before showed: refusing to loop")
+                if vanished == tie_ts:
+                    raise FatalCRMError(f"HubSpot {object_type} search for {prop} = {epoch_ms(tie_ts)} found "
+                                        "nothing that the page before showed, twice: refusing to loop")
+                # Every record of the tie group was modified since the page was read (a score
+                # write-back running beside the sync): their new stamps are after the sync's start,
+                # so the next run reads them. Go on from the stamp, inclusively, once.
+                vanished = tie_ts
+                start = Cursor(tie_ts, None)
+                continue
             start = Cursor(tie_ts, last_id or after_id)
 
     def _search_page(self, object_type: str, prop: str, properties: list[str],

@@ -32,6 +32,13 @@ STREAMS: dict[str, tuple[str, tuple[str, ...]]] = {
     "campaign_members": ("CampaignMember", CAMPAIGN_MEMBER_FIELDS),
 }
 
+# A partitioned sync (several workers) runs these stages one after the other, the streams of a stage
+# side by side: campaign members set the campaign of leads already stored; tasks and events link
+# to stored leads. Every stream is a keyset read on SystemModstamp, so a first load can be cut into
+# time windows read in parallel (connectors/partition.py).
+SYNC_STAGES: tuple[tuple[str, ...], ...] = (("leads",), ("tasks", "events", "campaign_members"))
+WINDOWED_STREAMS: frozenset[str] = frozenset({"leads", "tasks", "events", "campaign_members"})
+
 # Task.Type (as crmsim and common orgs use it) -> normalised activity type.
 TASK_TYPE_MAP: dict[str, str] = {
     "email sent": "email_send",

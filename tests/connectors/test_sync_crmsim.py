@@ -118,21 +118,30 @@ _CHILD = """
 import json, os, sys
 from config.app_config import ConnectionConfig
 from connectors.base import ConnectionSecrets
+from connectors.partition import sync_in_threads
 from connectors.sync import sync_connection
 from store.db import make_engine
 spec = json.loads(os.environ["LS_SYNC_SPEC"])
 engine = make_engine(spec["url"])
 print("ready", flush=True)
 for item in spec["connections"]:
-    sync_connection(engine, ConnectionConfig(**item["conn"]), ConnectionSecrets(**item["secrets"]))
+    conn, secrets = ConnectionConfig(**item["conn"]), ConnectionSecrets(**item["secrets"])
+    if spec["mode"] == "partitioned":
+        sync_in_threads(engine, conn, secrets, threads=2)
+    else:
+        sync_connection(engine, conn, secrets)
 """
 
 
-def test_sigkill_at_random_points_loses_and_duplicates_nothing(small_sim: CRMSim, committing_pg_engine: Engine) -> None:
-    sf, sf_secrets = salesforce_config(small_sim, "kill-sf", page_size=200, overlap_seconds=0)
+@pytest.mark.parametrize(("mode", "wanted_kills"), [("sequential", 10), ("partitioned", 6)])
+def test_sigkill_at_random_points_loses_and_duplicates_nothing(small_sim: CRMSim, committing_pg_engine: Engine,
+                                                               mode: str, wanted_kills: int) -> None:
+    # partitioned: the units of connectors.partition, two at a time (time windows of the
+    # Salesforce first load included), killed at random points and resumed from their cursors.
+    sf, sf_secrets = salesforce_config(small_sim, "kill-sf", page_size=200, overlap_seconds=0, first_load_windows=3)
     hs, hs_secrets = hubspot_config(small_sim, "kill-hs", page_size=40)
     url = committing_pg_engine.url.render_as_string(hide_password=False)
-    spec = {"url": url, "connections": [
+    spec = {"url": url, "mode": mode, "connections": [
         {"conn": c.model_dump(exclude={"score_fields"}), "secrets": vars(s)}
         for c, s in ((sf, sf_secrets), (hs, hs_secrets))]}
     env = dict(os.environ, LS_SYNC_SPEC=json.dumps(spec), PYTHONPATH=REPO)
@@ -141,9 +150,9 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(small_sim: CRMSim
     longest = 1.5  # a kill lands at a random point of the first `longest` seconds of a sync
     advanced = False
     for _round in range(40):
-        if kills >= 10:
+        if kills >= wanted_kills:
             break
-        if kills >= 5 and not advanced:
+        if kills >= wanted_kills // 2 and not advanced:
             small_sim.advance(4)  # new data between kills too
             advanced = True
         child = subprocess.Popen([sys.executable, "-c", _CHILD], env=env, cwd=REPO,
@@ -157,7 +166,7 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(small_sim: CRMSim
         else:
             longest = max(0.2, longest * 0.7)  # the sync finished first: on this machine it is faster
         child.wait(timeout=30)
-    assert kills >= 10 and advanced
+    assert kills >= wanted_kills and advanced
     child = subprocess.run([sys.executable, "-c", _CHILD], env=env, cwd=REPO, capture_output=True, timeout=240)
     assert child.returncode == 0, child.stderr.decode()[-2000:]
     expected.assert_database_matches(committing_pg_engine, "kill-sf", expected.salesforce(small_sim))

@@ -22,7 +22,7 @@ from sqlalchemy import Engine, select
 
 from crmsim.app import CRMSim
 from store.db import unit_of_work
-from store.models import Connection, SyncRun
+from store.models import Connection, SyncRun, SyncWindow
 from tests.conftest import REDIS_BASE_URL
 from tests.connectors.test_writeback_support import (
     add_leads,
@@ -38,7 +38,7 @@ from worker.locks import LOCK_TTL_SECONDS
 from worker.processes import kill_tree, start_worker, stop
 
 REDIS_URL = with_db(REDIS_BASE_URL, 14)  # a database of its own: locks and queues are private
-SYNC_LOCK = "leadscore:lock:sync:hs"
+SYNC_UNIT_LOCK = "leadscore:lock:sync:hs:w{}"  # a unit of the partitioned sync (worker.tasks.window_lock)
 WRITEBACK_LOCK = "leadscore:lock:writeback"
 
 
@@ -56,6 +56,13 @@ def broker() -> Iterator[redis.Redis]:
     client.flushdb()
     yield client
     client.flushdb()
+
+
+def _contacts_lock(engine: Engine, broker: redis.Redis) -> str | None:
+    """The lock of the unit reading the contacts (the longest one while HubSpot is slow), once held."""
+    with unit_of_work(engine) as session:
+        ids = session.scalars(select(SyncWindow.id).where(SyncWindow.stream == "contacts")).all()
+    return next((SYNC_UNIT_LOCK.format(i) for i in ids if broker.exists(SYNC_UNIT_LOCK.format(i))), None)
 
 
 def _runs(engine: Engine) -> list[SyncRun]:
@@ -82,8 +89,10 @@ def test_killed_lock_holder_blocks_sync_and_writeback_under_a_minute(
     score(engine, leads.values(), score_value=61, tier="B")
     assert outbox_statuses(engine) == {"pending": len(contacts)}
     config = tmp_path / "leadscore.yaml"
-    config.write_text(yaml.safe_dump({"connections": [hs_conn(sim).model_dump(exclude_none=True,
-                                                                              exclude={"score_fields"})]}))
+    # Small pages: the contacts unit makes ~20 slow calls, so it outlives the checks below.
+    conn = hs_conn(sim).model_copy(update={"page_size": 50})
+    config.write_text(yaml.safe_dump({"connections": [conn.model_dump(exclude_none=True,
+                                                                      exclude={"score_fields"})]}))
     env = dict(os.environ, LEADSCORE_DATABASE_URL=engine.url.render_as_string(hide_password=False),
                LEADSCORE_BROKER_URL=REDIS_URL, LEADSCORE_RESULT_BACKEND=REDIS_URL,
                LEADSCORE_CONFIG_FILE=str(config), LEADSCORE_VAR_DIR=str(tmp_path / "var"),
@@ -92,38 +101,52 @@ def test_killed_lock_holder_blocks_sync_and_writeback_under_a_minute(
     # Every HubSpot call takes 3 s: the sync and the drain each hold their lock for a while.
     sim.set_faults("hs.latency_ms=3000")
 
-    def trigger() -> None:
-        client.send_task("leadscore.sync.connection", args=["hs"], queue="minute")
-        client.send_task("leadscore.writeback.drain", queue="minute")
-
     first = start_worker(env, tmp_path / "worker-1.log")
     second = None
     try:
-        trigger()
+        # The sync's units run one stage after the other: the drain starts with the contacts' unit.
+        client.send_task("leadscore.sync.connection", args=["hs"], queue="minute")
+        _wait("the contacts unit running", lambda: _contacts_lock(engine, broker), 90)
+        client.send_task("leadscore.writeback.drain", queue="minute")
         _wait("both locks held by the first worker",
-              lambda: broker.exists(SYNC_LOCK) and broker.exists(WRITEBACK_LOCK)
+              lambda: _contacts_lock(engine, broker) and broker.exists(WRITEBACK_LOCK)
               and any(r.status == "running" for r in _runs(engine)), 90)
+        sync_lock = _contacts_lock(engine, broker)
+        assert sync_lock is not None
         time.sleep(LOCK_TTL_SECONDS * 0.4)  # longer than a heartbeat period (TTL / 3)
         # Unrenewed, both would have less than 60 % of their TTL left by now.
-        for key in (SYNC_LOCK, WRITEBACK_LOCK):
+        for key in (sync_lock, WRITEBACK_LOCK):
             assert broker.pttl(key) > LOCK_TTL_SECONDS * 1000 * 0.6, f"{key} was not renewed"
         kill_tree(first)
         killed_at = time.monotonic()
         dead_runs = [r.id for r in _runs(engine) if r.status == "running"]
         assert dead_runs
         # The dead holder's locks expire by themselves, within the short TTL.
-        assert 0 < broker.pttl(SYNC_LOCK) <= LOCK_TTL_SECONDS * 1000
+        assert 0 < broker.pttl(sync_lock) <= LOCK_TTL_SECONDS * 1000
         assert 0 < broker.pttl(WRITEBACK_LOCK) <= LOCK_TTL_SECONDS * 1000
         assert outbox_statuses(engine).get("pending", 0) > 0, "the kill landed before the drain finished"
 
         sim.set_faults(None)
         second = start_worker(env, tmp_path / "worker-2.log")
-        trigger()  # what the next beat tick sends: it finds the dead locks and retries, not drops
+        # What the next beat tick sends: the dead unit finds its dead lock and retries, not drops.
+        client.send_task("leadscore.sync.connection", args=["hs"], queue="minute")
+
+        def synced() -> bool:
+            with unit_of_work(engine) as session:
+                statuses = set(session.scalars(select(SyncWindow.status)))
+            return statuses == {"done"} and any(r.status == "succeeded" and r.id > max(dead_runs)
+                                                for r in _runs(engine))
+
+        # The drain after the sync: a write-back bumps the contacts' lastmodifieddate, and the
+        # HubSpot contacts read refuses (FatalCRMError, retried at the next tick) when a tie group
+        # it is paging through moves away under it.
+        _wait("the new worker to finish the sync", synced, 120)
+        client.send_task("leadscore.writeback.drain", queue="minute")
 
         def done() -> bool:
-            runs = _runs(engine)
-            synced = any(r.status == "succeeded" and r.id > max(dead_runs) for r in runs)
-            return synced and outbox_statuses(engine) == {"sent": len(contacts)}
+            # Nothing pending: sent, or cancelled by the sync (the lead is no longer open).
+            statuses = outbox_statuses(engine)
+            return set(statuses) <= {"sent", "cancelled"} and sum(statuses.values()) == len(contacts)
 
         finished = _wait("the new worker to sync and drain", done, 120)
         assert finished - killed_at < 90, f"took {finished - killed_at:.0f}s after the kill"
