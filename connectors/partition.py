@@ -1,6 +1,6 @@
 """The partitioned sync: a connection's sync cut into units that several workers run side by side.
 
-A *plan* reads the CRM's clock once (its upper bound ``until`` identifies it) and runs the CRM's
+A *plan* (numbered per connection) reads the CRM's clock once (its upper bound ``until``) and runs the CRM's
 ``sync_stages`` (:mod:`connectors.registry`) one after the other; the streams of a stage run side
 by side, one ``sync_window`` row each. A windowed stream's first load (no cursor yet, or a full
 sync) is cut into ``first_load_windows`` time windows ``[start, end)`` of its modification stamp,
@@ -95,7 +95,7 @@ def start_plan(engine: Engine, conn: ConnectionConfig, secrets: ConnectionSecret
     stages = stages_for(conn, connector)
     connection_id = ensure_connection(engine, conn)
     with unit_of_work(engine) as session:
-        latest = session.execute(select(func.max(SyncWindow.plan_until))
+        latest = session.execute(select(func.max(SyncWindow.plan))
                                  .where(SyncWindow.connection_id == connection_id)).scalar_one_or_none()
         if latest is not None:
             rows = _lock_plan(session, connection_id, latest)
@@ -109,16 +109,16 @@ def start_plan(engine: Engine, conn: ConnectionConfig, secrets: ConnectionSecret
     server_time = connector.server_time()
     until = server_time + DATE_HEADER_RESOLUTION
     with unit_of_work(engine) as session:
-        first = SyncWindow(connection_id=connection_id, plan_until=until, server_time=server_time, full=full,
-                           stage=-1, stream="", window_end=until)
+        first = SyncWindow(connection_id=connection_id, plan=(latest or 0) + 1, plan_until=until,
+                           server_time=server_time, full=full, stage=-1, stream="", window_end=until)
         return _create_stage(session, conn, connection_id, first, stages, 0)
 
 
-def _lock_plan(session: Session, connection_id: int, plan_until: datetime) -> list[SyncWindow]:
+def _lock_plan(session: Session, connection_id: int, plan: int) -> list[SyncWindow]:
     # Every decision about a plan's stages is taken holding its rows (PostgreSQL row locks; SQLite
     # has one writer anyway), so two units finishing together see each other's status.
     return list(session.execute(
-        select(SyncWindow).where(SyncWindow.connection_id == connection_id, SyncWindow.plan_until == plan_until)
+        select(SyncWindow).where(SyncWindow.connection_id == connection_id, SyncWindow.plan == plan)
         .order_by(SyncWindow.id).with_for_update()
     ).scalars())
 
@@ -137,7 +137,8 @@ def _create_stage(session: Session, conn: ConnectionConfig, connection_id: int, 
             edges: list[datetime | None] = [None, *bounds]
             parts = [(start, end) for start, end in zip(edges, [*bounds, plan.plan_until], strict=True)]
         for part, (start, end) in enumerate(parts):
-            row = SyncWindow(connection_id=connection_id, plan_until=plan.plan_until, server_time=plan.server_time,
+            row = SyncWindow(connection_id=connection_id, plan=plan.plan, plan_until=plan.plan_until,
+                             server_time=plan.server_time,
                              full=plan.full, stage=stage, stream=stream, part=part, from_cursor=len(parts) == 1,
                              window_start=start, window_end=end, status="pending", records=0, api_calls=0)
             session.add(row)
@@ -182,7 +183,7 @@ def run_window(engine: Engine, conn: ConnectionConfig, secrets: ConnectionSecret
             session.execute(update(SyncRun).where(SyncRun.id == window.sync_run_id, SyncRun.status == "running")
                             .values(status="failed", error=INTERRUPTED, finished_at=datetime.now(UTC)))
         span = _span(session, conn, window)
-        plan_until, stream = window.plan_until, window.stream
+        plan, stream = window.plan, window.stream
         records_before, calls_before = window.records, window.api_calls
     if connector is None:
         # A window is an exact keyset range: no overlap (that is for incremental reads only).
@@ -200,7 +201,7 @@ def run_window(engine: Engine, conn: ConnectionConfig, secrets: ConnectionSecret
         raise
     outcome = WindowOutcome(window_id, stream, DONE, report.records, report.api_calls)
     with unit_of_work(engine) as session:
-        rows = _lock_plan(session, span.connection_id, plan_until)
+        rows = _lock_plan(session, span.connection_id, plan)
         mine = next(r for r in rows if r.id == window_id)
         mine.status, mine.error = DONE, None
         mine.records, mine.api_calls = records_before + report.records, calls_before + report.api_calls
@@ -273,7 +274,7 @@ def sync_in_threads(engine: Engine, conn: ConnectionConfig, secrets: ConnectionS
                 resumed = first is not None and session.execute(
                     select(func.min(SyncWindow.updated_at)).where(
                         SyncWindow.connection_id == first.connection_id,
-                        SyncWindow.plan_until == first.plan_until)).scalar_one() < started
+                        SyncWindow.plan == first.plan)).scalar_one() < started
             pending = {pool.submit(run_window, engine, conn, secrets, w) for w in window_ids}
             while pending:
                 finished, pending = wait(pending, return_when=FIRST_COMPLETED)

@@ -168,18 +168,19 @@ class SyncWindow(Base):
     """One unit of a partitioned sync (docs/scaling.md): a stream's records modified in
     ``[window_start, window_end)``, read by one task under its own lock.
 
-    A plan is identified by its upper bound ``plan_until`` (the CRM's clock at its start + 1 s);
-    its ``stage`` orders the units (parents before children). ``from_cursor`` units are incremental
+    A plan is numbered per connection (``plan``) and reads up to ``plan_until`` (the CRM's clock
+    at its start + 1 s); its ``stage`` orders the units (parents before children). ``from_cursor`` units are incremental
     reads from the stream's own ``sync_cursor``; the others are time windows of a first load with
     a cursor of their own, so a killed window resumes exactly after its last committed page.
     """
 
     __tablename__ = "sync_window"
-    __table_args__ = (UniqueConstraint("connection_id", "plan_until", "stream", "part"),
+    __table_args__ = (UniqueConstraint("connection_id", "plan", "stream", "part"),
                       Index("ix_sync_window_connection_status", "connection_id", "status"))
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     connection_id: Mapped[int] = mapped_column(ForeignKey("connection.id"))
+    plan: Mapped[int] = mapped_column(Integer)
     plan_until: Mapped[datetime] = mapped_column(UTCDateTime)
     server_time: Mapped[datetime] = mapped_column(UTCDateTime)
     full: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -15,5 +15,6 @@ def task_routes() -> dict[str, dict[str, str]]:
         "leadscore.train.*": {"queue": Queue.LONG.value},
         "leadscore.monitor.*": {"queue": Queue.LONG.value},
         "leadscore.score.all": {"queue": Queue.LONG.value},
+        "leadscore.score.chunk": {"queue": Queue.LONG.value},
         "leadscore.*": {"queue": Queue.MINUTE.value},
     }

@@ -17,8 +17,21 @@ from typing import Any, TypeVar
 from connectors.base import ConnectionSecrets
 from connectors.errors import RetriableCRMError
 from connectors.partition import run_window, start_plan
+from scoring.pipeline import routing_hook, score_and_plan
+from scoring.score_run import ScoringPlan, plan_scoring
+from scoring.score_run import score_chunk as score_lead_chunk
+from scoring.service import NoChampionError
+from store.db import unit_of_work
 from worker.app import app
-from worker.locks import LOCK_TTL_SECONDS, LockBusy, claim_follow_up, exclusive, release_follow_up
+from worker.locks import (
+    LOCK_TTL_SECONDS,
+    LockBusy,
+    claim_follow_up,
+    exclusive,
+    redis_client,
+    release_follow_up,
+    uses_redis,
+)
 from worker.runtime import get_runtime
 
 logger = logging.getLogger(__name__)
@@ -139,34 +152,23 @@ def sync_window(self: Any, name: str, window_id: int) -> dict[str, Any]:
 @app.task(name="leadscore.score.changed", bind=True, max_retries=LOCK_RETRY_MAX)
 def score_changed(self: Any) -> dict[str, Any]:
     """Score leads whose inputs changed; queue the write-back and routing that follow."""
-    summary = _score(self, all_leads=False)
+    summary = _score(self)
     if "skipped" not in summary:
         writeback_drain.delay()
         routing_execute.delay()
     return summary
 
 
-@app.task(name="leadscore.score.all", bind=True, max_retries=LOCK_RETRY_MAX)
-def score_all(self: Any) -> dict[str, Any]:
-    """Rescore every lead (recency features decay with time even when nothing changes)."""
-    summary = _score(self, all_leads=True)
-    if "skipped" not in summary:
-        writeback_drain.delay()
-        routing_execute.delay()
-    return summary
-
-
-def _score(task: Any, *, all_leads: bool) -> dict[str, Any]:
-    from scoring.pipeline import score_and_plan
-    from scoring.service import NoChampionError
-    from store.db import unit_of_work
-
+def _score(task: Any) -> dict[str, Any]:
     runtime = get_runtime()
 
     def work() -> Any:
+        if chunks_left(runtime.settings.broker_url) > 0:
+            # A full rescore's chunks are running: scoring the same leads beside them would race.
+            raise LockBusy("a full rescore is running", holder="score chunks")
         with unit_of_work(runtime.engine) as session:
             # The same call as `leadscore score`: scoring, tiering and routing planning in one path.
-            return score_and_plan(session, runtime.config, all=all_leads)
+            return score_and_plan(session, runtime.config, all=False)
 
     try:
         summary = run_locked(task, "score", work)
@@ -176,6 +178,73 @@ def _score(task: Any, *, all_leads: bool) -> dict[str, Any]:
         # Before the first model is trained a sync has nothing to score with: not an error.
         return {"skipped": "no model trained yet"}
     return summary.to_dict() if hasattr(summary, "to_dict") else {}
+
+
+# A full rescore is planned once and scored in chunks of this many leads, one task each, which
+# every worker takes (docs/scaling.md); Redis counts the chunks still to write.
+SCORE_CHUNK_SIZE = 2000
+SCORE_CHUNKS_KEY = "leadscore:score:chunks-left"
+
+
+def chunks_left(redis_url: str | None) -> int:
+    """Chunks of the running full rescore not written yet (0 without Redis: eager runs inline)."""
+    if not uses_redis(redis_url):
+        return 0
+    assert redis_url is not None
+    value: Any = redis_client(redis_url).get(SCORE_CHUNKS_KEY)
+    return int(value or 0)
+
+
+@app.task(name="leadscore.score.all", bind=True, max_retries=LOCK_RETRY_MAX)
+def score_all(self: Any) -> dict[str, Any]:
+    """Rescore every lead (recency features decay with time even when nothing changes): plan the
+    run once (tier cut-offs included), then send one ``leadscore.score.chunk`` per chunk."""
+    runtime = get_runtime()
+    redis_url = runtime.settings.broker_url
+
+    def work() -> dict[str, Any]:
+        if chunks_left(redis_url) > 0:
+            raise LockBusy("a full rescore is running", holder="score chunks")
+        with unit_of_work(runtime.engine) as session:
+            plan = plan_scoring(session, all=True, tier_default=runtime.config.tiers)
+        chunks = plan.chunks(SCORE_CHUNK_SIZE)
+        if chunks and uses_redis(redis_url):
+            assert redis_url is not None
+            # Expires by itself: chunks lost for good never block scoring for longer than this.
+            redis_client(redis_url).set(SCORE_CHUNKS_KEY, len(chunks),
+                                        ex=int(runtime.settings.visibility_timeout))
+        head = plan.to_dict()
+        for chunk in chunks:
+            score_chunk.delay({**head, "lead_ids": chunk})
+        return {"leads": len(plan.lead_ids), "chunks": len(chunks), "as_of": head["as_of"]}
+
+    try:
+        summary = run_locked(self, "score", work)
+    except Skipped as skipped:
+        return skipped.summary
+    except NoChampionError:
+        return {"skipped": "no model trained yet"}
+    if not summary["chunks"]:
+        writeback_drain.delay()
+        routing_execute.delay()
+    return summary
+
+
+@app.task(name="leadscore.score.chunk", bind=True, max_retries=5, retry_backoff=True, retry_backoff_max=600)
+def score_chunk(self: Any, plan: dict[str, Any]) -> dict[str, Any]:
+    """Score one chunk of a planned full rescore (``plan["lead_ids"]``); the last chunk queues the
+    write-back and routing."""
+    runtime = get_runtime()
+    scoring_plan = ScoringPlan.from_dict(plan)
+    with unit_of_work(runtime.engine) as session:
+        summary = score_lead_chunk(session, scoring_plan, scoring_plan.lead_ids,
+                                   tier_change_hook=routing_hook(runtime.config))
+    redis_url = runtime.settings.broker_url
+    left: Any = redis_client(redis_url).decr(SCORE_CHUNKS_KEY) if uses_redis(redis_url) and redis_url else 0
+    if int(left) <= 0:
+        writeback_drain.delay()
+        routing_execute.delay()
+    return summary.to_dict() if hasattr(summary, "to_dict") else {"scored": summary.scored}
 
 
 def _crm_pass(task: Any, lock: str, run: Any) -> dict[str, Any]:

@@ -24,6 +24,7 @@ def upgrade() -> None:
         "sync_window",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("connection_id", sa.Integer(), nullable=False),
+        sa.Column("plan", sa.Integer(), nullable=False),
         sa.Column("plan_until", store.types.UTCDateTime(timezone=True), nullable=False),
         sa.Column("server_time", store.types.UTCDateTime(timezone=True), nullable=False),
         sa.Column("full", sa.Boolean(), nullable=False),
@@ -44,8 +45,8 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["connection_id"], ["connection.id"],
                                 name=op.f("fk_sync_window_connection_id_connection")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_sync_window")),
-        sa.UniqueConstraint("connection_id", "plan_until", "stream", "part",
-                            name=op.f("uq_sync_window_connection_id_plan_until_stream_part")),
+        sa.UniqueConstraint("connection_id", "plan", "stream", "part",
+                            name=op.f("uq_sync_window_connection_id_plan_stream_part")),
     )
     op.create_index("ix_sync_window_connection_status", "sync_window", ["connection_id", "status"], unique=False)
 

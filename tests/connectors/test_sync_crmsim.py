@@ -138,6 +138,9 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(small_sim: CRMSim
                                                                mode: str, wanted_kills: int) -> None:
     # partitioned: the units of connectors.partition, two at a time (time windows of the
     # Salesforce first load included), killed at random points and resumed from their cursors.
+    # The world moves between kills only when no plan is half done: a resumed plan reads up to
+    # its own clock, so a lead modified meanwhile is read by the next plan, after its campaign
+    # membership was (docs/sync.md, "Known limits").
     sf, sf_secrets = salesforce_config(small_sim, "kill-sf", page_size=200, overlap_seconds=0, first_load_windows=3)
     hs, hs_secrets = hubspot_config(small_sim, "kill-hs", page_size=40)
     url = committing_pg_engine.url.render_as_string(hide_password=False)
@@ -153,6 +156,8 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(small_sim: CRMSim
         if kills >= wanted_kills:
             break
         if kills >= wanted_kills // 2 and not advanced:
+            if mode == "partitioned":
+                _finish(env)
             small_sim.advance(4)  # new data between kills too
             advanced = True
         child = subprocess.Popen([sys.executable, "-c", _CHILD], env=env, cwd=REPO,
@@ -167,13 +172,17 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(small_sim: CRMSim
             longest = max(0.2, longest * 0.7)  # the sync finished first: on this machine it is faster
         child.wait(timeout=30)
     assert kills >= wanted_kills and advanced
-    child = subprocess.run([sys.executable, "-c", _CHILD], env=env, cwd=REPO, capture_output=True, timeout=240)
-    assert child.returncode == 0, child.stderr.decode()[-2000:]
+    _finish(env)
     expected.assert_database_matches(committing_pg_engine, "kill-sf", expected.salesforce(small_sim))
     expected.assert_database_matches(committing_pg_engine, "kill-hs", expected.hubspot(small_sim))
     runs = _runs(committing_pg_engine, "kill-sf") + _runs(committing_pg_engine, "kill-hs")
     interrupted = [r for r in runs if r.status == "failed"]
     assert interrupted  # killed runs are closed as interrupted on the next start
+
+
+def _finish(env: dict[str, str]) -> None:
+    child = subprocess.run([sys.executable, "-c", _CHILD], env=env, cwd=REPO, capture_output=True, timeout=240)
+    assert child.returncode == 0, child.stderr.decode()[-2000:]
 
 
 def _person(key: str, crm: str, when: datetime) -> Person:
