@@ -1,7 +1,7 @@
 """sync windows: the units of a partitioned sync (a stream, or a time window of its first load)
 
-Revision ID: 0005_sync_window
-Revises: 0004_score_parts
+Revision ID: 0006_sync_window
+Revises: 0005_accounts
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from alembic import op
 
 import store.types
 
-revision: str = "0005_sync_window"
-down_revision: str | None = "0004_score_parts"
+revision: str = "0006_sync_window"
+down_revision: str | None = "0005_accounts"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
