@@ -28,7 +28,7 @@ from store.models import (
 )
 
 REFERENCE_KEY = "monitor_reference"
-REFERENCE_FORMAT = 3  # 2: the lead-mix features are watched too; 3: reference outcomes (tier norms)
+REFERENCE_FORMAT = 4  # 2: lead-mix features watched; 3: reference outcomes (tier norms); 4: conversion ages
 TOP_FEATURES = 8
 # Who the leads are, known at creation: watched besides the top features, because a new lead mix
 # is a market change whatever the champion makes of it (campaigns are left out: they come and go).
@@ -56,6 +56,9 @@ class Reference:
     # (probability, converted) of the reference leads whose outcome was known: the tier norms of
     # whatever tier policy is active are derived from these.
     outcomes: list[tuple[float, int]] = field(default_factory=list)
+    # Days from creation to conversion of the same leads (None: not converted within the horizon):
+    # the pace at which each tier converts, for the early top-tier measure.
+    conversion_days: list[float | None] = field(default_factory=list)
 
     def tier_norms(self, policy: PolicyLike) -> dict[str, dict[str, float | int]]:
         """Conversion by tier of the reference leads under ``policy`` (capacity shares are cut on
@@ -76,6 +79,7 @@ class Reference:
             "baseline_rows": self.baseline_rows, "baseline_positives": self.baseline_positives,
             "computed_at": self.computed_at.isoformat(),
             "outcomes": [[round(float(p), 6), int(y)] for p, y in self.outcomes],
+            "conversion_days": [None if d is None else round(float(d), 3) for d in self.conversion_days],
         }
 
     @classmethod
@@ -94,6 +98,7 @@ class Reference:
             baseline_rows=int(d.get("baseline_rows", 0)), baseline_positives=int(d.get("baseline_positives", 0)),
             computed_at=when("computed_at"), age_days=int(d.get("age_days", COHORT_AGE_DAYS)),
             outcomes=[(float(p), int(y)) for p, y in d.get("outcomes", [])],
+            conversion_days=[None if v is None else float(v) for v in d.get("conversion_days", [])],
         )
 
 
@@ -155,11 +160,15 @@ def compute_reference(session: Session, mv: ModelVersion, *, as_of: datetime) ->
     if len(rows) > MAX_REFERENCE_OUTCOMES:
         rows = np.sort(np.random.default_rng(0).choice(rows, MAX_REFERENCE_OUTCOMES, replace=False))
     outcomes = [(float(proba[i]), int(label[i])) for i in rows]
+    converted_at = pd.to_datetime(cohort.leads["converted_at"], utc=True)
+    age = ((converted_at - pd.to_datetime(cohort.leads["crm_created_at"], utc=True)) / pd.Timedelta(days=1)
+           ).to_numpy(dtype="float64")
+    conversion_days = [float(age[i]) if label[i] else None for i in rows]
     return Reference(
         cohort_start=start, cohort_end=end, rows=len(cohort), score=numeric_distribution(proba),
         features=features, importance=importance, baseline_auc=auc if math.isfinite(auc) else None,
         baseline_rows=int(known.sum()), baseline_positives=int(label[known].sum()), computed_at=as_of,
-        outcomes=outcomes,
+        outcomes=outcomes, conversion_days=conversion_days,
     )
 
 

@@ -14,10 +14,12 @@ from scoring import registry
 from scoring.monitoring.accuracy import measure_performance
 from scoring.monitoring.clock import as_utc, data_clock, horizon_of, trained_at
 from scoring.monitoring.drift import importance_change, measure_drift
+from scoring.monitoring.elapsed import active_tier_policy
 from scoring.monitoring.freshness import measure_freshness
-from scoring.monitoring.reference_cohort import ensure_reference
+from scoring.monitoring.reference_cohort import Reference, ensure_reference
 from scoring.monitoring.shadow_compare import describe_shadow, shadow_comparison
-from scoring.monitoring.status import NOT_ENOUGH, OK, WARN, Alert, Findings, to_json, worst
+from scoring.monitoring.status import NOT_ENOUGH, OK, SEVERITY, WARN, Alert, Findings, to_json, worst
+from scoring.monitoring.tier_conversion import early_top_tier
 from store.models import (
     ModelVersion,
     MonitorReport,
@@ -74,6 +76,7 @@ def run_monitor(
             measure_drift(session, champion, ref, as_of, config, out)
             importance_change(session, champion, ref, as_of, out)
         measure_performance(session, champion, ref, as_of, horizon, config, out)
+        _early_top_tier(session, ref, as_of, horizon, config, out)
         shadow_rows = [shadow_comparison(session, mv, as_of=as_of, horizon_days=horizon)
                        for mv in registry.shadows(session) if mv.segment is None]
         if shadow_rows:
@@ -101,6 +104,22 @@ def run_monitor(
     if config.webhook_url and out.alerts:
         send_webhook(config.webhook_url, report, champion)
     return report
+
+
+def _early_top_tier(session: Session, ref: Reference | None, as_of: datetime, horizon: int, config: MonitoringConfig,
+                    out: Findings) -> None:
+    """The early top-tier measure beside the elapsed one: ``tier_conversion["early"]``; the measure's
+    status is the worse of the two that could be judged."""
+    status, alert, detail = early_top_tier(session, ref, active_tier_policy(session), as_of=as_of,
+                                           horizon_days=horizon, share=config.top_tier_share)
+    tc = out.metrics["tier_conversion"]
+    tc["early"] = {"status": status, **detail}
+    if alert is not None:
+        out.alerts.append(alert)
+    if status == NOT_ENOUGH:
+        out.notes.append(f"early top-tier conversion not judged: {detail.get('reason')}")
+    elif tc.get("status", NOT_ENOUGH) == NOT_ENOUGH or SEVERITY[status] > SEVERITY.get(tc["status"], 0):
+        tc["status"] = status
 
 
 def send_webhook(url: str, report: MonitorReport, champion: ModelVersion | None) -> bool:

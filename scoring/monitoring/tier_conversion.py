@@ -1,11 +1,27 @@
-"""Top-tier conversion against its norm."""
+"""Top-tier conversion against its norm: on elapsed leads, and early (the last two weeks' conversions
+against the pace the reference predicts)."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
-from scoring.monitoring.stats import wilson_upper
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from scoring import registry
+from scoring.monitoring.clock import parse_time
+from scoring.monitoring.cohorts import COHORT_AGE_DAYS, cohort_leads
+from scoring.monitoring.elapsed import scores_at_age
+from scoring.monitoring.reference_cohort import Reference
+from scoring.monitoring.stats import Z_ONE_SIDED, wilson_upper
 from scoring.monitoring.status import ALERT, NOT_ENOUGH, OK, WARN, Alert
+from scoring.tier_changes import champion_scores
+from scoring.tiers import PolicyLike, tiers_for
+from store.models import Lead, ModelVersion
 
 # Leads with a known outcome in the top tier needed before its conversion is judged.
 MIN_TOP_TIER_LEADS = 20
@@ -50,3 +66,95 @@ def top_tier_alert(by_tier: dict[str, dict[str, Any]], norms: dict[str, dict[str
 TOP_TIER_ACTION = ("reps' best leads convert less than the model promised: ask sales whether follow-up of tier A "
                    "changed, check drift and recent accuracy, and run `leadscore retrain --dry-run` to see "
                    "whether a model trained on recent leads ranks them better")
+
+
+# The early measure: conversions of the top tier's open leads in the last EARLY_WINDOW_DAYS against
+# what the reference's pace predicts for leads of their ages.
+EARLY_WINDOW_DAYS = 14
+# Expected conversions needed before the early measure judges (fewer: a few leads' luck decides).
+MIN_EARLY_EXPECTED = 10.0
+
+
+def conversion_pace(ages: Sequence[float | None]) -> Callable[[float], float]:
+    """F(a): the share of the reference's top-tier leads converted by ``a`` days after creation."""
+    n = len(ages)
+    converted = np.sort(np.asarray([a for a in ages if a is not None], dtype="float64"))
+    return lambda a: float(np.searchsorted(converted, a, side="right")) / n if n else 0.0
+
+
+def early_top_tier(session: Session, ref: Reference | None, policy: PolicyLike, *, as_of: datetime,
+                   horizon_days: int, share: float, window_days: int = EARLY_WINDOW_DAYS,
+                   ) -> tuple[str, Alert | None, dict[str, Any]]:
+    """Judge the top tier on the conversions of the last ``window_days``, without waiting for a horizon.
+
+    Every lead a model in production served the top tier at :data:`COHORT_AGE_DAYS` days old, and
+    still open and within its horizon at some point of the window, is at risk from age a1 to a2
+    (days since creation, clipped to the window and to [7, 7 + horizon]). Observed: those of them that
+    converted in the window. Expected: Σ (F(a2) − F(a1)) / (1 − F(a1)), F being the share of the
+    reference's top-tier leads (same policy, ranked as live scoring ranks) converted by each age.
+    Alert when observed / expected is below ``share`` and its one-sided 99 % upper bound is below 1
+    (log scale, both counts Poisson: the live conversions and the reference's); below ``share``
+    within noise warns; fewer than :data:`MIN_EARLY_EXPECTED` expected conversions: not enough data.
+    Returns (status, alert or None, detail)."""
+    detail: dict[str, Any] = {"window_days": window_days, "leads": 0, "observed": 0, "expected": 0.0,
+                              "needed_expected": MIN_EARLY_EXPECTED, "share": share}
+    if ref is None or not ref.outcomes or len(ref.conversion_days) != len(ref.outcomes):
+        detail["reason"] = "the champion's reference records no conversion ages (retrain or wait for its reference)"
+        return NOT_ENOUGH, None, detail
+    p_ref = np.asarray([o[0] for o in ref.outcomes], dtype="float64")
+    # Tiered as live scoring tiers them (1-99 ranks against the champion's score reference), so that
+    # the reference's top tier is the same kind of lead as the live one.
+    ref_tiers = np.asarray(tiers_for(policy, p_ref, scores=champion_scores(session, p_ref)), dtype=object)
+    top = next((t for t in ("A", "B", "C") if (ref_tiers == t).any()), "A")
+    ages = [d for d, t in zip(ref.conversion_days, ref_tiers, strict=True) if t == top]
+    pace = conversion_pace(ages)
+    ref_converted = sum(1 for a in ages if a is not None)
+    detail |= {"tier": top, "reference_leads": len(ages), "reference_converted": ref_converted}
+    start = as_of - timedelta(days=window_days)
+    first, last = COHORT_AGE_DAYS, COHORT_AGE_DAYS + horizon_days
+    created_from, created_to = start - timedelta(days=last), as_of - timedelta(days=first)
+    ids = cohort_leads(session, created_from, created_to)
+    served = scores_at_age(session, ids, COHORT_AGE_DAYS)
+    live = set(session.scalars(select(ModelVersion.id).where(ModelVersion.status == registry.CHAMPION)))
+    if not served.empty:
+        served = served[(served["tier"] == top) & served["model_version_id"].isin(live)]
+    if served.empty:
+        detail["reason"] = (f"no lead created {created_from:%Y-%m-%d}..{created_to:%Y-%m-%d} was served tier "
+                            f"{top} by a model in production at {COHORT_AGE_DAYS} days old")
+        return NOT_ENOUGH, None, detail
+    converted = dict(session.execute(select(Lead.id, Lead.converted_at).where(
+        Lead.id.in_(served["lead_id"].astype("int64").tolist()))).tuples().all())
+    observed, expected, at_risk = 0, 0.0, 0
+    for lead_id, created in zip(served["lead_id"].astype("int64"), served["created_at"], strict=True):
+        created_at = created.to_pydatetime()
+        a1 = max((start - created_at) / timedelta(days=1), first)
+        a2 = min((as_of - created_at) / timedelta(days=1), last)
+        conv = parse_time(converted.get(int(lead_id)))
+        conv_age = (conv - created_at) / timedelta(days=1) if conv is not None else None
+        if a2 <= a1 or (conv_age is not None and conv_age <= a1):
+            continue
+        at_risk += 1
+        f1 = pace(a1)
+        if f1 < 1.0:
+            expected += (pace(a2) - f1) / (1.0 - f1)
+        observed += int(conv_age is not None and conv_age <= a2)
+    detail |= {"leads": at_risk, "observed": observed, "expected": expected}
+    if expected < MIN_EARLY_EXPECTED:
+        detail["reason"] = (f"{at_risk} tier-{top} leads at risk in the last {window_days} days, {expected:.1f} "
+                            f"conversions expected; at least {MIN_EARLY_EXPECTED:g} needed")
+        return NOT_ENOUGH, None, detail
+    ratio = observed / expected
+    detail["ratio"] = ratio
+    if ratio >= share:
+        return OK, None, detail
+    # Both counts are Poisson: the live one and the reference's (the pace is estimated from
+    # ref_converted conversions). One-sided 99 % upper bound of the ratio on the log scale.
+    spread = math.sqrt(1 / max(observed, 0.5) + 1 / max(ref_converted, 1))
+    upper = max(ratio, 0.5 / expected) * math.exp(Z_ONE_SIDED * spread)
+    detail["upper_bound"] = upper
+    what = (f"tier {top} leads converted {observed} times in the last {window_days} days where the reference's "
+            f"pace predicts {expected:.1f} ({ratio:.2f}x, below {share:g}x; {at_risk} tier-{top} leads at risk)")
+    if upper < 1.0:
+        return ALERT, Alert(ALERT, "top_tier_conversion", what, ratio, share, action=TOP_TIER_ACTION), detail
+    return WARN, Alert(WARN, "top_tier_conversion", f"{what}; within sampling noise (upper bound {upper:.2f}x)",
+                       ratio, share, action=TOP_TIER_ACTION), detail

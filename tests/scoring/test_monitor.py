@@ -30,8 +30,11 @@ from scoring.monitor import (
     top_tier_alert,
 )
 from scoring.monitoring.accuracy import calibration_alert
+from scoring.monitoring.reference_cohort import ensure_reference
+from scoring.monitoring.tier_conversion import early_top_tier
 from scoring.registry import champion
 from scoring.service import score_leads, train_from_store
+from scoring.tiers import Policy
 from store.db import make_engine
 from store.models import Activity, Base, Lead, LeadScore, ModelVersion, MonitorReport, Outbox, SyncRun
 from tests.conftest import rolled_back_session
@@ -455,3 +458,33 @@ def test_a_moved_rate_with_a_better_ece_than_the_reference_is_not_called_miscali
     assert worse is not None and worse.level == "alert" and worse.message.startswith("scores are miscalibrated")
     calibrated = (rng.uniform(size=2000) < p).astype(int)
     assert calibration_alert(calibrated, p, ece=0.03, reference_ece=0.05, config=config) is None
+
+
+def test_the_early_top_tier_measure_alerts_when_tier_a_stops_converting(session: Session) -> None:
+    now = as_of_day(TRAIN_DAY)
+    horizon, window = TRAINING.horizon_days, 28
+    mv = champion(session)
+    assert mv is not None
+    ref = ensure_reference(session, mv, as_of=now)
+    assert ref is not None and len(ref.conversion_days) == len(ref.outcomes) > 0
+    # Every lead is tier A under this policy, in the reference and live alike: the same population.
+    policy = Policy(mode="score", thresholds={"A": 1.0, "B": 0.5, "C": 0.2})
+    start, end = now - timedelta(days=window + 7 + horizon), now - timedelta(days=7)
+    leads = session.execute(select(Lead.id, Lead.crm_created_at).where(Lead.crm_created_at >= start,
+                                                                       Lead.crm_created_at < end)).all()
+    for lead_id, created in leads:
+        session.add(LeadScore(lead_id=lead_id, model_version_id=mv.id, probability=0.1, score=50, tier="A",
+                              is_current=False, scored_at=created + timedelta(days=6)))
+    session.flush()
+    status, alert, detail = early_top_tier(session, ref, policy, as_of=now, horizon_days=horizon, share=0.7,
+                                           window_days=window)
+    # The same population converts at its reference's pace, within noise: judged, no alert.
+    assert status in ("ok", "warn") and (alert is None or alert.level == "warn"), detail
+    assert detail["expected"] >= 10 and 0.5 <= detail["ratio"] <= 1.5, detail
+    # Nobody converted in the window after all: far below the pace, beyond noise.
+    session.execute(Lead.__table__.update().where(Lead.converted_at > now - timedelta(days=window),
+                                                  Lead.converted_at <= now).values(converted_at=None))
+    status, alert, detail = early_top_tier(session, ref, policy, as_of=now, horizon_days=horizon, share=0.7,
+                                           window_days=window)
+    assert status == "alert" and alert is not None and alert.kind == "top_tier_conversion", detail
+    assert detail["observed"] == 0 and f"converted 0 times in the last {window} days" in alert.message

@@ -98,6 +98,9 @@ def describe_measures(metrics: dict[str, Any]) -> list[str]:
             verdict = tc["status"] if tc["status"] != NOT_ENOUGH else f"not judged ({top.get('reason', '')})"
             lines.append(f"tier conversion: {verdict} on {tc['leads']:,} elapsed leads ({tc.get('served', 0):,} "
                          f"served scores, {tc.get('reconstructed', 0):,} reconstructed): {tiers}")
+        early = tc.get("early") or {}
+        if early:
+            lines.append(describe_early(early))
     perf = metrics.get("performance") or {}
     if perf:
         auc = perf.get("auc")
@@ -120,6 +123,16 @@ def describe_measures(metrics: dict[str, Any]) -> list[str]:
     else:
         lines.append("freshness: no connection configured")
     return lines
+
+
+def describe_early(early: dict[str, Any]) -> str:
+    """One line for the early top-tier measure (``tier_conversion["early"]``)."""
+    top, window = early.get("tier", "A"), early.get("window_days")
+    if early.get("status") == "not enough data" or early.get("ratio") is None:
+        return f"tier {top}, last {window} days: not enough data ({early.get('reason', '')})"
+    return (f"tier {top}, last {window} days: {early['status']} — {early['observed']} conversions among "
+            f"{early['leads']:,} tier-{top} leads at risk, {early['expected']:.1f} expected at the reference's pace "
+            f"({early['ratio']:.2f}x)")
 
 
 @app.command("monitor")
