@@ -17,13 +17,17 @@ the drift. 14 days is the end of crmsim's early window: from then on the oracle 
 CRM does not show (before it, it also knows engagement still to come). It runs on Worlds 7 and 11
 (``LEADSCORE_SIM_SEEDS`` picks others, e.g. 3,7,11); the numbers of all three are in
 docs/monitoring.md.
+
+A second, smaller World (no drift) checks the early top-tier measure: from HALVING_DAY on, tier A
+converts half as often; the top-tier alert comes within 21 days and never before.
 """
 
 from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Iterator
+import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -40,9 +44,12 @@ from crmsim.funnel import EPOCH, World
 from scoring import registry
 from scoring.features import align_to_spec
 from scoring.monitor import build_cohort, cohort_leads, latest_report, run_monitor
+from scoring.monitoring.elapsed import scores_at_age
+from scoring.monitoring.tier_conversion import MIN_EARLY_EXPECTED
 from scoring.personas import company_key
 from scoring.retrain import retrain_if_due
 from scoring.service import score_leads, train_from_store
+from scoring.tiers import set_policy
 from store.models import Activity, Connection, Lead, LeadScore, SyncRun
 
 pytestmark = pytest.mark.slow
@@ -127,6 +134,8 @@ class StoreFeed:
         )
         self.crm_of = {p.key: p.crm for p in self.people}
         self.ids: dict[str, int] = {}
+        # Drops conversions before they reach the store (the tier-A scenario: sales stop following up).
+        self.conversion_filter: Callable[[list[tuple[datetime, str]]], list[tuple[datetime, str]]] | None = None
         self._p = self._a = self._c = 0
         self.now: datetime | None = None
 
@@ -167,12 +176,13 @@ class StoreFeed:
             })
         if acts:
             session.execute(Activity.__table__.insert(), acts)
-        conv = []
+        due = []
         while self._c < len(self.conversions) and self.conversions[self._c][0] <= now:
-            at, key = self.conversions[self._c]
+            due.append(self.conversions[self._c])
             self._c += 1
-            if key in self.ids:
-                conv.append({"b_id": self.ids[key], "b_at": at})
+        if self.conversion_filter is not None:
+            due = self.conversion_filter(due)
+        conv = [{"b_id": self.ids[key], "b_at": at} for at, key in due if key in self.ids]
         if conv:
             table = Lead.__table__
             session.execute(
@@ -392,3 +402,100 @@ def test_auc_on_later_leads_recovers_to_within_003_of_the_oracle(scenario: Run) 
     assert served["positives"] >= 200, served
     assert served["oracle_auc"] - served["model_auc"] < 0.03, served
     assert served["model_auc"] > served["stale_auc"], served
+
+
+# ------------------------------------------------------------------- tier A's conversion halves
+
+# A World without drift in which, from HALVING_DAY on, every lead served tier A converts half as
+# often (sales stopped following them up: half of the conversions of served-tier-A leads that
+# would happen from that day on never happen). Tier A is wide here (score >= 60, B >= 40, C >= 20):
+# at this World's volume (about 60 leads a day) that puts ~50 tier-A conversions in the early
+# measure's 14 days, and the champion's reference (its test period) ~50 more to set the pace.
+HALVING_SEED = 7
+HALVING_LEADS = 12000
+HALVING_HISTORY_DAYS = 200
+HALVING_START = 130  # the champion is trained here; scoring and monitoring run from then on
+HALVING_DAY = 170
+HALVING_STEP_DAYS = 2
+HALVING_POLICY = {"A": 60.0, "B": 40.0, "C": 20.0}
+
+
+@dataclass
+class HalvingRun:
+    early: dict[int, dict[str, Any]] = field(default_factory=dict)  # day -> tier_conversion["early"]
+    top_tier_alerts: dict[int, list[str]] = field(default_factory=dict)
+    dropped: int = 0
+    kept_tier_a: int = 0
+
+
+def halve_tier_a_from(session: Session, feed: StoreFeed, start: datetime, run: HalvingRun
+                      ) -> Callable[[list[tuple[datetime, str]]], list[tuple[datetime, str]]]:
+    """A conversion filter: from ``start`` on, half of the served-tier-A leads' conversions (chosen
+    by a hash of the lead's key: the same lead every run) are dropped."""
+
+    def keep(due: list[tuple[datetime, str]]) -> list[tuple[datetime, str]]:
+        late = {feed.ids[key]: key for at, key in due if at >= start and key in feed.ids}
+        if not late:
+            return due
+        served = scores_at_age(session, list(late), 7)
+        tier_a = {late[int(i)] for i, tier in zip(served["lead_id"], served["tier"], strict=True) if tier == "A"} \
+            if not served.empty else set()
+        drop = {key for key in tier_a if zlib.crc32(key.encode()) % 2 == 0}
+        run.dropped += len(drop)
+        run.kept_tier_a += len(tier_a - drop)
+        return [(at, key) for at, key in due if key not in drop]
+
+    return keep
+
+
+def run_halving(session: Session, seed: int) -> HalvingRun:
+    world = World(seed=seed, leads=HALVING_LEADS, history_days=HALVING_HISTORY_DAYS, dq_rate=0.01)
+    sink = _Collect()
+    world.attach(sink)
+    world.generate()
+    feed = StoreFeed(session, world, sink)
+    run = HalvingRun()
+    feed.conversion_filter = halve_tier_a_from(session, feed, day(HALVING_DAY), run)
+    feed.sync_to(day(HALVING_START))
+    set_policy(session, "score", HALVING_POLICY, created_by="simulation")
+    train_from_store(session, as_of=day(HALVING_START), config=TRAINING, families=FAMILIES,
+                     catboost_iterations=ITERATIONS)
+    session.commit()
+    for d in range(HALVING_START + HALVING_STEP_DAYS, HALVING_DAY + 22, HALVING_STEP_DAYS):
+        now = day(d)
+        feed.sync_to(now)
+        score_recent(session, now)
+        report = run_monitor(session, as_of=now, config=MONITORING, horizon_days=HORIZON_DAYS)
+        run.early[d] = dict(report.metrics["tier_conversion"].get("early") or {})
+        run.top_tier_alerts[d] = [a["message"] for a in report.alerts
+                                  if a["kind"] == "top_tier_conversion" and a["level"] == "alert"]
+        session.commit()
+    early = [(d - HALVING_DAY, e.get("status"), e.get("observed"), round(float(e.get("expected", 0.0)), 1))
+             for d, e in sorted(run.early.items())]
+    alerts = [(d - HALVING_DAY, a) for d, a in sorted(run.top_tier_alerts.items()) if a]
+    print(f"seed {seed}: tier A halves at day {HALVING_DAY}: dropped {run.dropped} tier-A conversions "
+          f"(kept {run.kept_tier_a}); early measure (day - D, status, observed, expected): {early}; alerts {alerts}")
+    return run
+
+
+@pytest.fixture(scope="module", params=(HALVING_SEED,), ids=lambda seed: f"seed{seed}")
+def halving(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HalvingRun]:
+    from store.db import make_engine
+    from store.models import Base
+
+    engine = make_engine(f"sqlite:///{tmp_path_factory.mktemp('halving') / 'sim.db'}")
+    Base.metadata.create_all(engine)
+    with Session(bind=engine, expire_on_commit=False) as session:
+        yield run_halving(session, int(request.param))
+    engine.dispose()
+
+
+def test_tier_a_conversion_halving_alerts_within_21_days_and_not_before(halving: HalvingRun) -> None:
+    assert halving.dropped > 20, "the scenario did not halve tier A's conversions"
+    before = {d: a for d, a in halving.top_tier_alerts.items() if a and d < HALVING_DAY}
+    assert before == {}, before
+    # Judged, not silent, before the change: the early measure had enough tier-A leads then.
+    judged = [d for d, e in halving.early.items() if d < HALVING_DAY and e.get("status") == "ok"]
+    assert len(judged) >= 5 and all(halving.early[d]["expected"] >= MIN_EARLY_EXPECTED for d in judged), halving.early
+    after = sorted(d for d, a in halving.top_tier_alerts.items() if a and HALVING_DAY <= d <= HALVING_DAY + 21)
+    assert after, {d - HALVING_DAY: e for d, e in halving.early.items() if d >= HALVING_DAY}
