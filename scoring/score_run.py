@@ -15,12 +15,14 @@ the same flush, so the CRM write exists if and only if the score does.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from sqlalchemy.orm import Session
 
 from config.app_config import TierConfig, load_config
@@ -210,21 +212,46 @@ class _Scored:
     aging: dict[int, datetime]
 
 
-def _score_batch(session: Session, models: Champions, batch: Sequence[int], as_of: datetime) -> _Scored:
-    """Features from the store, prediction, contributions, ranks and reasons of one batch; the
-    shadow challengers score the same features (stored only, never written to the CRM)."""
-    leads, frame, aging = batch_inputs(session, batch, as_of)
+@dataclass
+class _ModelWork:
+    """What the models computed for one batch: probabilities, who scored each row, and per model
+    its rows, their aligned features and their contributions."""
+
+    probs: np.ndarray
+    used: list[ModelVersion | None]
+    groups: list[tuple[ModelVersion, np.ndarray, pd.DataFrame, pd.DataFrame]]
+
+
+def _model_work(models: Champions, frame: pd.DataFrame) -> _ModelWork:
+    """Prediction and contributions of one batch: model work only, no session (it runs in the
+    worker thread of :func:`_scored_batches`; the models are deserialised before)."""
     probs, used = predict(models, frame)
+    groups = []
+    for mv, mask in models.groups(frame):
+        model = registry.load_model(mv)
+        part = align_to_spec(frame.loc[mask], model.spec)
+        groups.append((mv, mask, part, model.contributions(part)))
+    return _ModelWork(probs=probs, used=used, groups=groups)
+
+
+def _finish_batch(
+    session: Session,
+    models: Champions,
+    inputs: tuple[pd.DataFrame, pd.DataFrame, dict[int, datetime]],
+    work: _ModelWork,
+    as_of: datetime,
+) -> _Scored:
+    """Ranks and reasons of a batch from its model work; the shadow challengers score the same
+    features (stored only, never written to the CRM)."""
+    leads, frame, aging = inputs
     size = len(frame)
     scores = np.zeros(size, dtype="int64")
     fits = np.zeros(size, dtype="int64")
     engagements = np.zeros(size, dtype="int64")
     texts: list[list[str]] = [[] for _ in range(size)]
-    for mv, mask in models.groups(frame):
-        model = registry.load_model(mv)
+    probs = work.probs
+    for mv, mask, part, contributions in work.groups:
         ref = ensure_score_reference(session, mv)
-        part = align_to_spec(frame.loc[mask], model.spec)
-        contributions = model.contributions(part)
         fit, engagement = split_contributions(contributions)
         rows_of = np.flatnonzero(mask)
         scores[rows_of] = rank(probs[rows_of], ref["probability"])
@@ -237,8 +264,28 @@ def _score_batch(session: Session, models: Champions, batch: Sequence[int], as_o
     ids = [int(i) for i in leads["id"].tolist()]
     score_in_shadow(session, frame, ids, as_of)
     return _Scored(lead_ids=ids, hashes=leads["inputs_hash"].tolist(), probs=probs,
-                   versions=[mv or models.global_mv for mv in used], scores=scores, fits=fits,
+                   versions=[mv or models.global_mv for mv in work.used], scores=scores, fits=fits,
                    engagements=engagements, texts=texts, aging=aging)
+
+
+def _scored_batches(
+    session: Session, models: Champions, batches: Sequence[Sequence[int]], as_of: datetime
+) -> Iterator[_Scored]:
+    """Each batch scored, in order. A batch's model work (prediction, SHAP: CatBoost computes
+    it outside the GIL) runs in one worker thread while this thread reads the next batch's
+    features and ranks, explains and writes the previous one; the session stays in this thread."""
+    for mv in models.all():
+        registry.load_model(mv)  # deserialised here, so the worker never touches the session
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="scoring-model") as pool:
+        pending: tuple[tuple[pd.DataFrame, pd.DataFrame, dict[int, datetime]], Future[_ModelWork]] | None = None
+        for batch in batches:
+            inputs = batch_inputs(session, batch, as_of)
+            future = pool.submit(_model_work, models, inputs[1])
+            if pending is not None:
+                yield _finish_batch(session, models, pending[0], pending[1].result(), as_of)
+            pending = (inputs, future)
+        if pending is not None:
+            yield _finish_batch(session, models, pending[0], pending[1].result(), as_of)
 
 
 def _tiers(policy: PolicyLike, scored: _Scored, cutoffs: Mapping[str, float] | None) -> list[str]:
@@ -304,8 +351,8 @@ def score_chunk(
         raise LeadscoreError(f"tier policy {plan.policy_id} of the scoring plan no longer exists")
     summary = ScoreSummary(as_of=plan.as_of, model_version=models.global_mv.version, considered=len(lead_ids))
     total = len(lead_ids)
-    for n, batch in enumerate(id_chunks(sorted(int(i) for i in lead_ids), max(1, batch_size)), 1):
-        scored = _score_batch(session, models, batch, plan.as_of)
+    chunks = id_chunks(sorted(int(i) for i in lead_ids), max(1, batch_size))
+    for n, scored in enumerate(_scored_batches(session, models, chunks, plan.as_of), 1):
         _write_batch(session, scored, _tiers(policy, scored, plan.cutoffs), policy_id=policy.id, as_of=plan.as_of,
                      tier_change_hook=tier_change_hook, summary=summary)
         if progress:
@@ -346,8 +393,8 @@ def score_leads(
         return summary
     total = len(plan.lead_ids)
     batches: list[_Scored] = []
-    for n, batch in enumerate(plan.chunks(batch_size), 1):
-        batches.append(_score_batch(session, models, batch, plan.as_of))
+    for n, scored in enumerate(_scored_batches(session, models, plan.chunks(batch_size), plan.as_of), 1):
+        batches.append(scored)
         if progress:
             progress("scoring", min(n * batch_size, total), total)
     if batches:

@@ -298,6 +298,13 @@ def load_world(session: Session, sink: RecordingSink) -> dict[str, Connection]:
                 "lifecycle": "deleted" if p.deleted else "open",
             }
         )
+    # A junk value longer than the column (a 400-character title) is cut as the CRM's own field
+    # length would cut it; PostgreSQL refuses it whole where SQLite would keep it.
+    limits = {c.name: c.type.length for c in LeadRow.__table__.columns if getattr(c.type, "length", None)}
+    for row in rows:
+        for name, limit in limits.items():
+            if isinstance(row.get(name), str) and len(row[name]) > limit:
+                row[name] = row[name][:limit]
     for start in range(0, len(rows), 2000):
         session.execute(insert(LeadRow), rows[start : start + 2000])
     session.flush()
