@@ -97,8 +97,10 @@ def test_a_killed_session_takes_its_servers_with_it() -> None:
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
 def test_a_terminated_session_stops_its_servers_and_removes_their_folder(sig: signal.Signals) -> None:
+    # A session run under nohup ignores SIGHUP, and so would the child: give it the default a terminal has.
     child = subprocess.Popen([sys.executable, "-c", CHILD, "wait"], cwd=REPO, env=_child_env(),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL))
     try:
         assert child.stdout is not None
         info = json.loads(child.stdout.readline())
