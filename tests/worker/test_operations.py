@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -103,6 +104,14 @@ def test_flower_credentials_file_unreadable_is_one_line(tmp_path: Path, redis_ur
     assert "Traceback" not in result.stderr
 
 
+def _wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.5)
+
+
 def _start_beat(env: dict[str, str], schedule: Path, log: Path) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:
         return subprocess.Popen(
@@ -110,6 +119,7 @@ def _start_beat(env: dict[str, str], schedule: Path, log: Path) -> subprocess.Po
             env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
 
 
+@pytest.mark.slow
 def test_two_beats_schedule_each_tick_once(tmp_path: Path) -> None:
     client = redis.Redis.from_url(BEAT_REDIS)
     client.flushdb()
@@ -119,8 +129,16 @@ def test_two_beats_schedule_each_tick_once(tmp_path: Path) -> None:
                LEADSCORE_VAR_DIR=str(tmp_path))
     logs = [tmp_path / f"beat-{i}.log" for i in range(2)]
     beats = [_start_beat(env, tmp_path / f"beat-{i}", logs[i]) for i in range(2)]
+
+    def sent() -> list[int]:
+        return [log.read_text().count("Sending due task sync-all-connections") for log in logs]
+
     try:
-        time.sleep(35)
+        # Both up, then two more ticks sent (10 s apart): the standby beat tried for the lock every
+        # 5 s meanwhile. Polled, not slept: a slow start on a busy machine only makes it wait longer.
+        _wait_until(lambda: all("beat: Starting..." in log.read_text() for log in logs), 90, "both beats to start")
+        before = max(sent())
+        _wait_until(lambda: max(sent()) >= before + 2, 90, "two ticks after both beats started")
     finally:
         for beat in beats:
             beat.terminate()
@@ -128,7 +146,7 @@ def test_two_beats_schedule_each_tick_once(tmp_path: Path) -> None:
             beat.wait(timeout=20)
     messages = [json.loads(raw) for raw in client.lrange("minute", 0, -1)]
     syncs = [m for m in messages if m["headers"]["task"] == "leadscore.sync.all"]
-    sent_by_beat = sorted(log.read_text().count("Sending due task sync-all-connections") for log in logs)
+    sent_by_beat = sorted(sent())
     # Exactly one beat sent anything; the other stood by. Without the lock both send (measured: 2 + 2).
     assert sent_by_beat[0] == 0 and sent_by_beat[1] >= 2, sent_by_beat
     assert len(syncs) == sent_by_beat[1]
