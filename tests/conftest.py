@@ -41,6 +41,17 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Files holding a test marked ``slow`` run first, each file's tests in their own order.
+
+    ``make test`` hands whole files to its workers in collection order (``--dist loadfile
+    --no-loadscope-reorder``): a file of several minutes handed out last would keep one worker busy
+    long after the other ran out of work. Every worker sorts the same collection the same way.
+    """
+    slow_files = {item.path for item in items if item.get_closest_marker("slow") is not None}
+    items.sort(key=lambda item: item.path not in slow_files)  # stable: the order otherwise unchanged
+
+
 def pytest_report_header(config: pytest.Config) -> str:
     return services.describe()
 

@@ -23,6 +23,8 @@ import redis
 from store.migrate import upgrade
 from worker.processes import kill_tree, start_beat, start_worker, stop
 
+pytestmark = pytest.mark.slow
+
 SENT = "Sending due task sync-all-connections"
 RAN = re.compile(r"Task leadscore\.sync\.all\[[^\]]+\] succeeded")
 

@@ -40,6 +40,7 @@ from worker.processes import kill_tree, start_worker, stop
 REDIS_URL = with_db(REDIS_BASE_URL, 14)  # a database of its own: locks and queues are private
 SYNC_UNIT_LOCK = "leadscore:lock:sync:hs:w{}"  # a unit of the partitioned sync (worker.tasks.window_lock)
 WRITEBACK_LOCK = "leadscore:lock:writeback"
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
