@@ -294,6 +294,7 @@ def _run_loop(sim: Any, runtime: Any, out_dir: Path, report_path: Path | None) -
 
     # The connectors' own per-kind call tallies (in process: the demo's default eager mode).
     routing_before, writeback_before = dict(routing.CALLS_BY_KIND), dict(writeback.CALLS_BY_KIND)
+    accounts_before = dict(writeback.ACCOUNT_CALLS_BY_KIND)
     before_writes = before = _calls(sim)
     with _step("scoring every lead, writing back and routing"):
         scored = _call(tasks.score_all, eager=eager)
@@ -327,7 +328,8 @@ def _run_loop(sim: Any, runtime: Any, out_dir: Path, report_path: Path | None) -
         "model": {"version": trained["version"], "family": trained["family"],
                   "test_auc": evaluation["test_auc"], "oracle_auc": evaluation["oracle_auc"]},
         "writeback": _writeback_counts(runtime, writes, _tally(writeback.CALLS_BY_KIND, writeback_before)
-                                       if eager else None),
+                                       if eager else None,
+                                       _tally(writeback.ACCOUNT_CALLS_BY_KIND, accounts_before) if eager else None),
         "tiers": evaluation["tiers"],
         "held_out": {"conversion_rate": evaluation["overall_conversion_rate"],
                      "tier_a_lift": evaluation["tier_a_lift"]},
@@ -402,6 +404,7 @@ def _rep_view(runtime: Any) -> dict[str, Any]:
         fb = feedback_summary(session, runtime.config)
         out["feedback"] = {k: fb[k] for k in ("leads_with_feedback", "by_tier", "outcomes")}
     fields_seen: dict[str, Any] = {}
+    accounts_seen: dict[str, Any] = {}  # accounts holding an account score, read back from each CRM
     for conn in runtime.config.connections:
         names = score_field_names(conn)
         client = make_client(conn, ConnectionSecrets.from_env(conn))
@@ -413,6 +416,13 @@ def _rep_view(runtime: Any) -> dict[str, Any]:
                 f"SELECT Id, {', '.join(w)} FROM Lead WHERE {n.score_change} != null "  # noqa: S608
                 f"AND {n.score_change} != 0 LIMIT 3"))
             fields_seen[conn.name] = [{k: r.get(k) for k in ["Id", *wanted]} for r in result.get("records") or []]
+            found = client.request(lambda sf, n=names: sf.query_all(
+                f"SELECT Id, Name, {n.account_score}, {n.account_engaged_people} FROM Account "  # noqa: S608
+                f"WHERE {n.account_score} != null ORDER BY {n.account_score} DESC, Id"))  # field names only
+            accounts = found.get("records") or []
+            accounts_seen[conn.name] = {"accounts_with_score": len(accounts), "sample": [
+                {k: r.get(k) for k in ("Id", "Name", names.account_score, names.account_engaged_people)}
+                for r in accounts[:3]]}
         else:
             body = {"filterGroups": [{"filters": [
                 {"propertyName": names.score_change, "operator": "HAS_PROPERTY"},
@@ -422,7 +432,15 @@ def _rep_view(runtime: Any) -> dict[str, Any]:
                 "contacts", b, _preload_content=False))
             fields_seen[conn.name] = [{"id": r.get("id"), **{k: (r.get("properties") or {}).get(k) for k in wanted}}
                                       for r in (found.get("results") or [])]
+            body = {"filterGroups": [{"filters": [{"propertyName": names.account_score, "operator": "HAS_PROPERTY"}]}],
+                    "properties": ["name", names.account_score, names.account_engaged_people], "limit": 3,
+                    "sorts": [{"propertyName": names.account_score, "direction": "DESCENDING"}]}
+            companies = client.request(lambda c, b=body: c.api("objects.search").do_search(
+                "companies", b, _preload_content=False))
+            accounts_seen[conn.name] = {"accounts_with_score": int(companies.get("total") or 0), "sample": [
+                {"id": r.get("id"), **(r.get("properties") or {})} for r in companies.get("results") or []]}
     out["crm_fields_sample"] = fields_seen
+    out["accounts_in_crm"] = accounts_seen
     return out
 
 
@@ -443,11 +461,12 @@ def _tally(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
     return {kind: int(after.get(kind, 0) - before.get(kind, 0)) for kind in ("salesforce", "hubspot")}
 
 
-def _writeback_counts(runtime: Any, writes: PhaseCalls,
-                      calls: dict[str, int] | None = None) -> dict[str, dict[str, int]]:
+def _writeback_counts(runtime: Any, writes: PhaseCalls, calls: dict[str, int] | None = None,
+                      account_calls: dict[str, int] | None = None) -> dict[str, dict[str, int | None]]:
     """Records confirmed per connection (outbox rows sent) and the write calls made: the drain's own
     count when it ran in this process (``calls``), else the write calls the CRMs counted (routing's
-    Composite and batch calls then count too)."""
+    Composite and batch calls then count too). ``accounts``: account rows sent (Salesforce
+    Accounts, HubSpot companies), in ``account_api_calls`` calls (None: not measured in process)."""
     from sqlalchemy import func, select
 
     from store.db import unit_of_work
@@ -455,10 +474,14 @@ def _writeback_counts(runtime: Any, writes: PhaseCalls,
 
     with unit_of_work(runtime.engine) as session:
         counted = session.execute(
-            select(Connection.name, Outbox.status, func.count()).join(Outbox, Outbox.connection_id == Connection.id)
-            .group_by(Connection.name, Outbox.status)).all()
-    rows: dict[str, int] = {name: n for name, status, n in counted if status == "sent"}
-    failed: dict[str, int] = {name: n for name, status, n in counted if status == "failed"}
+            select(Connection.name, Outbox.kind, Outbox.status, func.count())
+            .join(Outbox, Outbox.connection_id == Connection.id)
+            .group_by(Connection.name, Outbox.kind, Outbox.status)).all()
+    def sent(wanted: str, status_wanted: str) -> dict[str, int]:
+        return {name: n for name, outbox_kind, status, n in counted if (outbox_kind, status) == (wanted, status_wanted)}
+
+    rows, failed = sent("score_fields", "sent"), sent("score_fields", "failed")
+    accounts, accounts_failed = sent("account_fields", "sent"), sent("account_fields", "failed")
     sf_labels = writes.by_label.get("salesforce", {})
     hs_labels = writes.by_label.get("hubspot", {})
     sf_calls = int(sum(v for k, v in sf_labels.items() if k.startswith("POST composite") and "sobjects" not in k))
@@ -466,10 +489,10 @@ def _writeback_counts(runtime: Any, writes: PhaseCalls,
     if calls is not None:
         sf_calls, hs_calls = calls["salesforce"], calls["hubspot"]
     return {
-        "salesforce": {"records": int(rows.get("salesforce", 0)), "failed": int(failed.get("salesforce", 0)),
-                       "api_calls": sf_calls},
-        "hubspot": {"records": int(rows.get("hubspot", 0)), "failed": int(failed.get("hubspot", 0)),
-                    "api_calls": hs_calls},
+        name: {"records": int(rows.get(name, 0)), "failed": int(failed.get(name, 0)), "api_calls": api,
+               "accounts": int(accounts.get(name, 0)), "accounts_failed": int(accounts_failed.get(name, 0)),
+               "account_api_calls": account_calls.get(name) if account_calls is not None else None}
+        for name, api in (("salesforce", sf_calls), ("hubspot", hs_calls))
     }
 
 
@@ -583,6 +606,10 @@ def _print_summary(summary: dict[str, Any]) -> None:
     calls = routing.get("api_calls") or {}
     console.print("routing: " + ", ".join(f"{k} {v}" for k, v in routing.items() if k != "api_calls")
                   + (f" in {calls['salesforce']} Salesforce and {calls['hubspot']} HubSpot API calls" if calls else ""))
+    written = summary["writeback"]
+    console.print("account fields written: " + ", ".join(
+        f"{name} {written[name].get('accounts', 0):,} accounts" for name in ("salesforce", "hubspot")
+        if name in written), highlight=False)
     rep = summary.get("rep_view") or {}
     if rep:
         deciles = " ".join(f"{share:.0%}" for share in rep["score_deciles"])

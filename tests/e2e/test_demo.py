@@ -67,6 +67,13 @@ def test_demo_runs_the_whole_loop_and_writes_the_json_contract(tmp_path: Path) -
         sample = rep["crm_fields_sample"][crm]  # leads whose 7-day change is not zero
         assert sample and all(row[f] is not None for row in sample for f in fields)
         assert all(str(row[fields[-1]]) not in ("0", "0.0") for row in sample)
+    # Account fields: written on the accounts of open leads in both CRMs (read back), in few calls.
+    for crm, per_call in (("salesforce", 1000), ("hubspot", 100)):
+        written = summary["writeback"][crm]
+        assert written["accounts"] > 0 and written["accounts_failed"] == 0
+        assert written["account_api_calls"] <= -(-written["accounts"] // per_call) + 2
+        assert rep["accounts_in_crm"][crm]["accounts_with_score"] > 0
+        assert rep["accounts_in_crm"][crm]["sample"]
     assert rep["feedback"]["leads_with_feedback"] > 0
     assert rep["feedback"]["leads_with_feedback"] <= sum(
         sum(v.values()) for v in rep["feedback_left_in_crmsim"].values())

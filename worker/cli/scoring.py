@@ -110,6 +110,9 @@ def score_command(
         + (f"; new tiers {tiers}" if data["scored"] else "")
     )
     console.print(_routing_line(data["routing_planned"], "planned"))
+    accounts = data.get("accounts") or {}
+    console.print(f"accounts: {accounts.get('considered', 0)} recomputed, {accounts.get('changed', 0)} account "
+                  f"updates queued ({accounts.get('cleared', 0)} cleared: no open lead left)", highlight=False)
     if json_path is not None:
         _write_json(json_path, data)
 
