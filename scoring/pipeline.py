@@ -94,16 +94,14 @@ def score_chunk_and_plan(
 ) -> ScoreSummary:
     """One chunk of a planned run (:func:`scoring.score_run.plan_scoring`), scored as
     :func:`score_and_plan` scores a whole run: tier changes plan their routing. For workers that
-    score a plan's chunks in parallel; the summary counts this chunk. The accounts of the chunk's
-    leads are refreshed from the scores committed so far: with chunks in parallel, an account
-    spanning two chunks may miss the other chunk's scores until one of its leads is scored again."""
+    score a plan's chunks in parallel; the summary counts this chunk. Accounts are not refreshed
+    here (a chunk alone would miss the scores of chunks running beside it): after the last chunk,
+    call :func:`scoring.accounts.refresh_accounts` (the ``leadscore.score.chunk`` task does)."""
     before = _last_action_id(session)
-    last_score = session.scalar(select(func.max(LeadScore.id)))
     summary = score_chunk(session, plan, lead_ids, batch_size=batch_size, progress=progress,
                           tier_change_hook=routing_hook(config, route=route))
     session.flush()
     summary.routing_planned = _planned_by_type(session, before)
-    summary.accounts = refresh_accounts(session, since_score_id=last_score).to_dict()
     return summary
 
 
