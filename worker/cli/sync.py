@@ -142,6 +142,18 @@ def _summary(reports: Sequence[object]) -> None:
         table.add_row(report.connection, "total", str(report.records), "", "", "",
                       str(report.api_calls), f"{report.status} in {report.duration_seconds:.1f}s")
     console.print(table)
+    for report in reports:
+        assert isinstance(report, SyncReport)
+        accounts = report.accounts or {}
+        if accounts.get("error"):
+            console.print(f"{report.connection}: account look-up stopped: {accounts['error']}", markup=False,
+                          highlight=False)
+        elif accounts.get("checked"):
+            methods = ", ".join(f"{n} by {how}" for how, n in sorted((accounts.get("by_method") or {}).items()))
+            console.print(f"{report.connection}: accounts: {accounts['checked']} leads looked up, "
+                          f"{accounts['linked']} placed at {accounts['accounts']} accounts ({methods}), "
+                          f"{accounts['unmatched']} without one, {accounts['api_calls']} API calls",
+                          markup=False, highlight=False)
     if reasons:
         quarantine = Table(title="quarantined by reason")
         quarantine.add_column("reason")

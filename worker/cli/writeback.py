@@ -258,7 +258,7 @@ def setup(
         for line in admin_instructions(result):
             console.print(line, highlight=False, soft_wrap=True)
         for name in result.created:
-            console.print(f"{result.connection}: created contact property {name}")
+            console.print(f"{result.connection}: created property {name}")
         console.print(result.summary(), highlight=False)
     blocked = [r for r in results if not r.ok]
     if blocked:
