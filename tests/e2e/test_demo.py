@@ -71,7 +71,8 @@ def test_demo_runs_the_whole_loop_and_writes_the_json_contract(tmp_path: Path) -
     for crm, per_call in (("salesforce", 1000), ("hubspot", 100)):
         written = summary["writeback"][crm]
         assert written["accounts"] > 0 and written["accounts_failed"] == 0
-        assert written["account_api_calls"] <= -(-written["accounts"] // per_call) + 2
+        # Each drain may end on a partial batch: one per scoring chunk (eager) and one for the week.
+        assert written["account_api_calls"] <= -(-written["accounts"] // per_call) + 4
         assert rep["accounts_in_crm"][crm]["accounts_with_score"] > 0
         assert rep["accounts_in_crm"][crm]["sample"]
     assert rep["feedback"]["leads_with_feedback"] > 0
