@@ -209,6 +209,7 @@ PLOTTED = ("sync", "training", "scoring", "writeback")
 def plot(results: list[dict[str, Any]], path: Path) -> None:
     """Seconds per stage against leads (log-log), one line per stage, written as SVG or PNG."""
     import matplotlib  # heavy and only needed for the plot
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -217,12 +218,15 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
     figure, axis = plt.subplots(figsize=(7, 4.2))
     sizes = [r["leads"] for r in results]
     for name in PLOTTED:
-        axis.plot(sizes, [r["stages"][name]["seconds"] for r in results], marker="o", label=name)
+        # A run that stopped early (a checkpointed --out file) contributes the stages it finished.
+        points = [(r["leads"], r["stages"][name]["seconds"]) for r in results if name in r["stages"]]
+        axis.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name)
     axis.axhline(GOALS["scoring_seconds"], color="grey", linestyle=":", linewidth=1)
     axis.axhline(GOALS["training_seconds"], color="grey", linestyle="--", linewidth=1)
     axis.set_xscale("log")
     axis.set_yscale("log")
-    axis.set_xticks(sizes, [f"{s // 1000}k" for s in sizes])
+    axis.set_xticks(sizes, [f"{s / 1000:g}k" for s in sizes])
+    axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     axis.set_xlabel("Salesforce leads (crmsim, with their activities)")
     axis.set_ylabel("seconds (2 shared cores, PostgreSQL)")
     axis.set_title("bench/scale.py: seconds per stage (dotted: 60 s, dashed: 5 min)")
