@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, String, cast, func, select
 from sqlalchemy.orm import Session
 
 from scoring import personas
@@ -139,6 +139,20 @@ def _driver_rows(session: Session, stmt: Select[Any]) -> list[Any]:
         result.close()
 
 
+# Times are read as text and parsed a column at a time: PostgreSQL's driver would build one
+# aware datetime object per value, which pandas then converts one by one.
+_TIME_COLUMNS = frozenset({"crm_created_at", "converted_at", "occurred_at"})
+
+
+def _as_text(column: Any) -> Any:
+    return cast(column, String)
+
+
+def _utc_text(s: pd.Series) -> pd.Series:
+    """ISO 8601 texts (SQLite: naive UTC; PostgreSQL: with their offset) as UTC times."""
+    return pd.to_datetime(s, utc=True, format="ISO8601").astype("datetime64[ns, UTC]")
+
+
 def _json_objects(values: pd.Series) -> list[dict[str, Any]]:
     """JSON object columns as dicts (SQLite's driver gives the text, PostgreSQL's the object)."""
     out: list[dict[str, Any]] = []
@@ -159,7 +173,7 @@ def load_leads_frame(session: Session, lead_ids: Sequence[int] | None = None) ->
 
     ``lead_ids`` None loads every lead. Times are ``datetime64[ns, UTC]``.
     """
-    cols = [getattr(Lead, c) for c in LEAD_COLUMNS]
+    cols = [_as_text(getattr(Lead, c)) if c in _TIME_COLUMNS else getattr(Lead, c) for c in LEAD_COLUMNS]
     rows: list[Any] = []
     if lead_ids is None:
         rows.extend(_driver_rows(session, select(*cols).order_by(Lead.id)))
@@ -168,7 +182,7 @@ def load_leads_frame(session: Session, lead_ids: Sequence[int] | None = None) ->
             rows.extend(_driver_rows(session, select(*cols).where(Lead.id.in_(chunk)).order_by(Lead.id)))
     df = pd.DataFrame.from_records(rows, columns=list(LEAD_COLUMNS))
     for c in ("crm_created_at", "converted_at"):
-        df[c] = _utc(df[c])
+        df[c] = _utc_text(df[c])
     for c in ("employees", "annual_revenue"):
         df[c] = pd.to_numeric(df[c], errors="coerce").astype("float64")
     df["is_converted"] = df["is_converted"].astype(bool)
@@ -185,7 +199,7 @@ def load_activities_frame(
     ``since`` bounds the history read (features look back at most 90 days, plus the time since
     the last engagement, which then reads as "none since ``since``").
     """
-    cols = [getattr(Activity, c) for c in ACTIVITY_COLUMNS]
+    cols = [_as_text(getattr(Activity, c)) if c in _TIME_COLUMNS else getattr(Activity, c) for c in ACTIVITY_COLUMNS]
     base = select(*cols).where(
         Activity.lead_id.is_not(None), Activity.is_deleted.is_(False), Activity.occurred_at < before
     )
@@ -199,7 +213,7 @@ def load_activities_frame(
             rows.extend(_driver_rows(session, base.where(Activity.lead_id.in_(chunk))))
     df = pd.DataFrame.from_records(rows, columns=list(ACTIVITY_COLUMNS))
     df["lead_id"] = df["lead_id"].astype("int64")
-    df["occurred_at"] = _utc(df["occurred_at"])
+    df["occurred_at"] = _utc_text(df["occurred_at"])
     return df
 
 
@@ -220,18 +234,18 @@ def load_company_peers(
         where = [Lead.company_key.in_(keys[i : i + _IN_CHUNK]), Lead.is_deleted.is_(False)]
         stmt: Select[Any]
         if before is None:
-            stmt = select(Lead.id, Lead.company_key, Lead.crm_created_at).where(*where)
+            stmt = select(Lead.id, Lead.company_key, _as_text(Lead.crm_created_at)).where(*where)
         else:
             since = before - timedelta(days=COMMITTEE_WINDOW_DAYS)
             stmt = (
-                select(Lead.company_key, func.max(Lead.crm_created_at), func.count(Lead.id))
+                select(Lead.company_key, _as_text(func.max(Lead.crm_created_at)), func.count(Lead.id))
                 .where(*where, Lead.crm_created_at < before, Lead.crm_created_at >= since)
                 .group_by(Lead.company_key)
             )
         rows.extend(_driver_rows(session, stmt))
     columns = ["id", "company_key", "crm_created_at"] if before is None else ["company_key", "crm_created_at", "count"]
     df = pd.DataFrame.from_records(rows, columns=columns)
-    df["crm_created_at"] = _utc(df["crm_created_at"])
+    df["crm_created_at"] = _utc_text(df["crm_created_at"])
     return df
 
 
