@@ -8,10 +8,12 @@ committed; :mod:`connectors.sync` does the committing. Connectors never touch th
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
+
+from pydantic import SecretStr
 
 from config.errors import ConfigError
 from store.models import LeadLifecycle
@@ -21,35 +23,50 @@ if TYPE_CHECKING:
     from config.app_config import ConnectionConfig
 
 
+SECRET_NAMES = ("session_id", "client_secret", "access_token", "refresh_token")
+
+
 @dataclass
 class ConnectionSecrets:
-    """The secret parts of a connection, read from the environment variables the config names."""
+    """The secret parts of a connection, read from the environment variables the config names.
 
-    session_id: str | None = None
-    client_secret: str | None = None
-    access_token: str | None = None
+    Each is a ``SecretStr`` (a plain ``str`` given is wrapped) until the CRM client's constructor
+    unwraps it: printed, logged or repr'd on the way, it shows ``**********``.
+    """
+
+    session_id: SecretStr | None = None
+    client_secret: SecretStr | None = None
+    access_token: SecretStr | None = None
     # HubSpot OAuth apps: refreshes an expired access token (with client_id + client_secret).
-    refresh_token: str | None = None
+    refresh_token: SecretStr | None = None
+
+    def __post_init__(self) -> None:
+        for attr in SECRET_NAMES:
+            value = getattr(self, attr)
+            if isinstance(value, str):
+                setattr(self, attr, SecretStr(value))
 
     @classmethod
-    def from_env(cls, conn: ConnectionConfig) -> ConnectionSecrets:
-        """Read each ``*_env`` variable the config names; a named but unset variable is a ConfigError."""
-        values: dict[str, str | None] = {}
-        for attr in ("session_id", "client_secret", "access_token", "refresh_token"):
+    def from_env(cls, conn: ConnectionConfig, environ: Mapping[str, str] | None = None) -> ConnectionSecrets:
+        """Read each ``*_env`` variable the config names (from ``environ``, by default this process's
+        environment); a named but unset variable is a ConfigError."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, SecretStr | None] = {}
+        for attr in SECRET_NAMES:
             var = getattr(conn, f"{attr}_env", None)
             if var is None:
                 values[attr] = None
                 continue
-            value = os.environ.get(var)
+            value = environ.get(var)
             if not value:
                 raise ConfigError(
                     f"connection {conn.name!r}: environment variable {var} ({attr}_env) is not set"
                 )
-            values[attr] = value
+            values[attr] = SecretStr(value)
         return cls(**values)
 
     def __repr__(self) -> str:  # never print secrets
-        present = [k for k in ("session_id", "client_secret", "access_token", "refresh_token") if getattr(self, k)]
+        present = [k for k in SECRET_NAMES if getattr(self, k)]
         return f"ConnectionSecrets(set={present})"
 
 

@@ -95,10 +95,7 @@ class LiveLoop:
         config = load_config(self.config_path)
         upgrade(self.database_url)
         engine = make_engine(self.database_url)
-        secrets = {c.name: ConnectionSecrets(
-            client_secret=self.env[SECRET_ENV["salesforce"]] if c.kind == "salesforce" else None,
-            access_token=self.env[SECRET_ENV["hubspot"]] if c.kind == "hubspot" else None)
-            for c in config.connections}
+        secrets = {c.name: ConnectionSecrets.from_env(c, self.env) for c in config.connections}
         try:
             # `leadscore crm setup`: without the HubSpot score properties every write-back batch is
             # refused and split down to single records (thousands of calls against the burst limit).

@@ -23,6 +23,7 @@ from hubspot.crm.objects.exceptions import ApiException as ObjectsApiException
 from hubspot.crm.properties.exceptions import ApiException as PropertiesApiException
 from hubspot.events.exceptions import ApiException as EventsApiException
 from hubspot.oauth.exceptions import ApiException as OAuthApiException
+from pydantic import SecretStr
 
 from config.app_config import ConnectionConfig
 from config.errors import ConfigError
@@ -92,7 +93,7 @@ class HubSpotClient:
 
     def __init__(self, conn: ConnectionConfig, secrets: ConnectionSecrets, *,
                  policy: RetryPolicy = DEFAULT_POLICY) -> None:
-        if not secrets.access_token:
+        if secrets.access_token is None:
             raise ConfigError(f"connection {conn.name!r}: HubSpot needs access_token_env (a private app token)")
         self.conn = conn
         self.secrets = secrets
@@ -105,11 +106,11 @@ class HubSpotClient:
         self.last_server_time: datetime | None = None
         self._apis: dict[str, Any] = {}
 
-    def _build(self, access_token: str) -> Any:
+    def _build(self, access_token: SecretStr) -> Any:
         options: dict[str, Any] = {}
         if self.conn.ca_bundle:
             options["ssl_ca_cert"] = self.conn.ca_bundle
-        return hubspot.Client.create(access_token=access_token, host=self.host, base_url=self.host,
+        return hubspot.Client.create(access_token=access_token.get_secret_value(), host=self.host, base_url=self.host,
                                      retry=False, **options)
 
     @property
@@ -122,15 +123,18 @@ class HubSpotClient:
         conn, secrets = self.conn, self.secrets
 
         def exchange(c: HubSpotClient) -> Any:
+            assert secrets.client_secret is not None and secrets.refresh_token is not None  # can_refresh
             return c.client.oauth.tokens_api.create(
-                grant_type="refresh_token", client_id=conn.client_id, client_secret=secrets.client_secret,
-                refresh_token=secrets.refresh_token, _preload_content=False, _request_timeout=REQUEST_TIMEOUT)
+                grant_type="refresh_token", client_id=conn.client_id,
+                client_secret=secrets.client_secret.get_secret_value(),
+                refresh_token=secrets.refresh_token.get_secret_value(), _preload_content=False,
+                _request_timeout=REQUEST_TIMEOUT)
 
         body = self._call(exchange)
         token = body.get("access_token")
         if not isinstance(token, str) or not token:
             raise AuthError("HubSpot token refresh returned no access token")
-        self.client = self._build(token)
+        self.client = self._build(SecretStr(token))
         self._apis.clear()
         logger.info("HubSpot access token refreshed")
 

@@ -192,10 +192,11 @@ class SalesforceClient:
             if not conn.domain:
                 raise ConfigError(f"connection {conn.name!r}: OAuth client credentials need 'domain' "
                                   "(the My Domain, e.g. acme.my)")
-            return Salesforce(consumer_key=conn.client_id, consumer_secret=secrets.client_secret,
+            return Salesforce(consumer_key=conn.client_id, consumer_secret=secrets.client_secret.get_secret_value(),
                               domain=conn.domain, **common)
         if secrets.session_id:
-            return Salesforce(session_id=secrets.session_id, instance_url=conn.instance_url, **common)
+            return Salesforce(session_id=secrets.session_id.get_secret_value(), instance_url=conn.instance_url,
+                              **common)
         raise ConfigError(f"connection {conn.name!r}: set client_id + client_secret_env + domain, "
                           "or session_id_env, for Salesforce")
 
