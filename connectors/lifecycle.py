@@ -18,9 +18,7 @@ from collections.abc import Iterable, Sequence
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from store.models import Lead, LeadLifecycle, Outbox, RoutingAction
-
-CANCELLED = "cancelled"
+from store.models import ActionStatus, Lead, LeadLifecycle, Outbox, OutboxStatus, RoutingAction
 
 
 def lifecycle_of(*, deleted: bool, merged_into: str | None, converted: bool, closed: bool) -> LeadLifecycle:
@@ -61,12 +59,13 @@ def cancel_not_open(session: Session, connection_id: int, crm_ids: Iterable[str]
             by_state.setdefault(LeadLifecycle(state), []).append(lead_id)
         for state, lead_ids in by_state.items():
             outbox = session.execute(
-                update(Outbox).where(Outbox.lead_id.in_(lead_ids), Outbox.status == "pending")
-                .values(status=CANCELLED, last_error=not_open_reason(state, "write")),
+                update(Outbox).where(Outbox.lead_id.in_(lead_ids), Outbox.status == OutboxStatus.pending)
+                .values(status=OutboxStatus.cancelled, last_error=not_open_reason(state, "write")),
                 execution_options={"synchronize_session": False})
             routing = session.execute(
-                update(RoutingAction).where(RoutingAction.lead_id.in_(lead_ids), RoutingAction.status == "pending")
-                .values(status=CANCELLED, error=not_open_reason(state, "action")),
+                update(RoutingAction)
+                .where(RoutingAction.lead_id.in_(lead_ids), RoutingAction.status == ActionStatus.pending)
+                .values(status=ActionStatus.cancelled, error=not_open_reason(state, "action")),
                 execution_options={"synchronize_session": False})
             counts["outbox"] += int(getattr(outbox, "rowcount", 0) or 0)
             counts["routing"] += int(getattr(routing, "rowcount", 0) or 0)

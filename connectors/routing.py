@@ -44,12 +44,12 @@ from config.app_config import AppConfig, ConnectionConfig, RoutingActionConfig
 from config.errors import ConfigError
 from connectors.actions import action_marker, applies, round_robin_pick
 from connectors.errors import AuthError, CRMError, QuotaExhaustedError, RetriableCRMError
-from connectors.lifecycle import CANCELLED, not_open_reason
+from connectors.lifecycle import not_open_reason
 from connectors.protocols import LeadRef, Router
 from connectors.registry import PAUSE_DEFAULTS, SUPPORTED, make_client, make_router
 from scoring.hooks import TierChangeHook
 from store.db import unit_of_work
-from store.models import Connection, Lead, LeadLifecycle, LeadScore, Outbox, RoutingAction
+from store.models import ActionStatus, Connection, Lead, LeadLifecycle, LeadScore, Outbox, OutboxStatus, RoutingAction
 from store.upsert import upsert_rows
 
 logger = logging.getLogger(__name__)
@@ -120,7 +120,7 @@ def plan_routing(config: AppConfig) -> TierChangeHook:
                     "lead_id": lead.id, "lead_score_id": current.id, "connection_id": lead.connection_id,
                     "from_tier": from_tier, "to_tier": to_tier,
                     "action": action.type if n == 0 else f"{action.type}#{n + 1}",
-                    "params": params, "status": "pending", "attempts": 0,
+                    "params": params, "status": ActionStatus.pending, "attempts": 0,
                 })
         # INSERT ... ON CONFLICT DO NOTHING on (lead, score, action): a re-run plans nothing twice.
         upsert_rows(session, RoutingAction, rows, conflict_columns=("lead_id", "lead_score_id", "action"),
@@ -229,7 +229,8 @@ def execute_routing(
         raise ConfigError(static[0])
     with unit_of_work(engine) as session:
         query = (select(RoutingAction.id, RoutingAction.connection_id, RoutingAction.status, RoutingAction.action)
-                 .where(RoutingAction.status.in_(("pending", "sending"))).order_by(RoutingAction.id))
+                 .where(RoutingAction.status.in_((ActionStatus.pending, ActionStatus.sending)))
+                 .order_by(RoutingAction.id))
         if limit is not None:
             query = query.limit(limit)
         todo = list(session.execute(query).all())
@@ -274,10 +275,11 @@ def execute_routing(
         try:
             # Interrupted actions first, one by one: each is looked up in the CRM before any resend.
             for action_id in action_ids:
-                if statuses[action_id] == "sending":
+                if statuses[action_id] == ActionStatus.sending:
                     _run_one(engine, router, action_id, report)
             # One action type per batch: each batch is one call of that type's endpoint.
-            pending = sorted((a for a in action_ids if statuses[a] == "pending"), key=lambda a: (kinds[a], a))
+            pending = sorted((a for a in action_ids if statuses[a] == ActionStatus.pending),
+                             key=lambda a: (kinds[a], a))
             for start in range(0, len(pending), router.batch_size):
                 _run_batch(engine, router, pending[start:start + router.batch_size], report)
         except (AuthError, QuotaExhaustedError, RetriableCRMError) as exc:
@@ -291,30 +293,30 @@ def execute_routing(
 def _run_one(engine: Engine, router: Router, action_id: int, report: RoutingReport) -> None:
     with unit_of_work(engine) as session:
         action = session.get(RoutingAction, action_id)
-        if action is None or action.status not in ("pending", "sending"):
+        if action is None or action.status not in (ActionStatus.pending, ActionStatus.sending):
             return
         lead = session.get(Lead, action.lead_id)
         current_tier = session.scalar(
             select(LeadScore.tier).where(LeadScore.lead_id == action.lead_id, LeadScore.is_current.is_(True)))
         state = LeadLifecycle.deleted if lead is None else LeadLifecycle(lead.lifecycle)
-        if state != LeadLifecycle.open and action.status == "pending":
+        if state != LeadLifecycle.open and action.status == ActionStatus.pending:
             # Converted, closed, deleted or merged before the action ran: never act on it.
-            action.status = CANCELLED
+            action.status = ActionStatus.cancelled
             action.error = not_open_reason(state, "action")
             report.cancelled += 1
             return
         if lead is None:
-            action.status = "failed"
+            action.status = ActionStatus.failed
             action.error = "LEAD_DELETED: the lead is gone from the store"
             report.failed["LEAD_DELETED"] = report.failed.get("LEAD_DELETED", 0) + 1
             return
-        if action.status == "pending" and current_tier is not None and current_tier != action.to_tier:
-            action.status = "superseded"
+        if action.status == ActionStatus.pending and current_tier is not None and current_tier != action.to_tier:
+            action.status = ActionStatus.superseded
             action.error = f"the lead's tier changed again (now {current_tier}) before the action ran"
             report.superseded += 1
             return
-        recovering = action.status == "sending"
-        action.status = "sending"
+        recovering = action.status == ActionStatus.sending
+        action.status = ActionStatus.sending
         action.attempts += 1
         attempts = action.attempts
         ref = LeadRef(crm_id=lead.crm_id, email=lead.email, owner_crm_id=lead.owner_crm_id)
@@ -326,24 +328,24 @@ def _run_one(engine: Engine, router: Router, action_id: int, report: RoutingRepo
             report.recovered += 1
         elif state != LeadLifecycle.open:
             # Interrupted, not done in the CRM, and the lead has left "open" since: do not send.
-            _finish(engine, action_id, None, not_open_reason(state, "action"), CANCELLED)
+            _finish(engine, action_id, None, not_open_reason(state, "action"), ActionStatus.cancelled)
             report.cancelled += 1
             return
         else:
             crm_ref = router.perform(action, ref)
     except RetriableCRMError as exc:
         _finish(engine, action_id, None, f"{exc.code or 'RETRIABLE'}: {exc}",
-                "failed" if attempts >= MAX_ATTEMPTS else "sending")
+                ActionStatus.failed if attempts >= MAX_ATTEMPTS else ActionStatus.sending)
         report.retry_later += 1
         raise
     except (AuthError, QuotaExhaustedError):
         raise
     except CRMError as exc:
         reason = exc.code or (f"HTTP_{exc.status}" if exc.status else type(exc).__name__)
-        _finish(engine, action_id, None, f"{reason}: {exc}", "failed")
+        _finish(engine, action_id, None, f"{reason}: {exc}", ActionStatus.failed)
         report.failed[reason] = report.failed.get(reason, 0) + 1
         return
-    _finish(engine, action_id, crm_ref[:128], None, "done")
+    _finish(engine, action_id, crm_ref[:128], None, ActionStatus.done)
     report.done[kind] = report.done.get(kind, 0) + 1
 
 
@@ -355,7 +357,7 @@ def _run_batch(engine: Engine, router: Router, action_ids: Sequence[int], report
         # FOR UPDATE SKIP LOCKED (PostgreSQL): an action the write-back drain is claiming to ride
         # along a score write (connectors.riders) is skipped here, or seen no longer pending.
         actions = list(session.scalars(select(RoutingAction).where(
-            RoutingAction.id.in_(list(action_ids)), RoutingAction.status == "pending")
+            RoutingAction.id.in_(list(action_ids)), RoutingAction.status == ActionStatus.pending)
             .order_by(RoutingAction.id).with_for_update(skip_locked=True)))
         lead_ids = sorted({a.lead_id for a in actions})
         leads = {lead.id: lead for lead in session.scalars(select(Lead).where(Lead.id.in_(lead_ids)))}
@@ -371,7 +373,7 @@ def _run_batch(engine: Engine, router: Router, action_ids: Sequence[int], report
                 _property_triggered(action, written.get(action.lead_id), report)
                 continue
             assert lead is not None
-            action.status = "sending"
+            action.status = ActionStatus.sending
             action.attempts += 1
             items.append((action, LeadRef(crm_id=lead.crm_id, email=lead.email, owner_crm_id=lead.owner_crm_id)))
     # Committed: from here on a crash leaves these actions "sending", and the next run looks them up.
@@ -381,14 +383,15 @@ def _run_batch(engine: Engine, router: Router, action_ids: Sequence[int], report
         results = router.perform_batch(items)
     except RetriableCRMError as exc:
         _finish_many(engine, [(a.id, None, f"{exc.code or 'RETRIABLE'}: {exc}",
-                               "failed" if a.attempts >= MAX_ATTEMPTS else "sending") for a, _ in items])
+                               ActionStatus.failed if a.attempts >= MAX_ATTEMPTS else ActionStatus.sending)
+                              for a, _ in items])
         report.retry_later += len(items)
         raise
     except (AuthError, QuotaExhaustedError):
         raise
     except CRMError as exc:
         reason = exc.code or (f"HTTP_{exc.status}" if exc.status else type(exc).__name__)
-        _finish_many(engine, [(a.id, None, f"{reason}: {exc}", "failed") for a, _ in items])
+        _finish_many(engine, [(a.id, None, f"{reason}: {exc}", ActionStatus.failed) for a, _ in items])
         report.failed[reason] = report.failed.get(reason, 0) + len(items)
         return
     by_id = {a.id: a for a, _ in items}
@@ -399,20 +402,21 @@ def _run_batch(engine: Engine, router: Router, action_ids: Sequence[int], report
         action = by_id.pop(result.action_id)
         kind = str(action.params.get("type"))
         if result.outcome == "done":
-            rows.append((action.id, (result.crm_ref or "")[:128], None, "done"))
+            rows.append((action.id, (result.crm_ref or "")[:128], None, ActionStatus.done))
             report.done[kind] = report.done.get(kind, 0) + 1
             continue
         detail = f"{result.reason or 'UNKNOWN'}: {result.message}" if result.message else (result.reason or "UNKNOWN")
         if result.outcome == "failed" or action.attempts >= MAX_ATTEMPTS:
-            rows.append((action.id, None, detail, "failed"))
+            rows.append((action.id, None, detail, ActionStatus.failed))
             reason = result.reason or "UNKNOWN"
             report.failed[reason] = report.failed.get(reason, 0) + 1
         else:
             # retry: the CRM did not apply it; unknown: it may have, so the next run looks it up first.
-            rows.append((action.id, None, detail, "pending" if result.outcome == "retry" else "sending"))
+            again = ActionStatus.pending if result.outcome == "retry" else ActionStatus.sending
+            rows.append((action.id, None, detail, again))
             report.retry_later += 1
     for action in by_id.values():  # no answer at all: looked up before any resend
-        rows.append((action.id, None, "NO_RESULT: the CRM gave no answer for this action", "sending"))
+        rows.append((action.id, None, "NO_RESULT: the CRM gave no answer for this action", ActionStatus.sending))
         report.retry_later += 1
     _finish_many(engine, rows)
 
@@ -422,12 +426,12 @@ def admit(action: RoutingAction, lead: Lead | None, current_tier: str | None, re
     longer open) or ``superseded`` (the lead's tier changed again before it ran)."""
     state = LeadLifecycle.deleted if lead is None else LeadLifecycle(lead.lifecycle)
     if state != LeadLifecycle.open:
-        action.status = CANCELLED
+        action.status = ActionStatus.cancelled
         action.error = not_open_reason(state, "action")
         report.cancelled += 1
         return False
     if current_tier is not None and current_tier != action.to_tier:
-        action.status = "superseded"
+        action.status = ActionStatus.superseded
         action.error = f"the lead's tier changed again (now {current_tier}) before the action ran"
         report.superseded += 1
         return False
@@ -450,23 +454,24 @@ def _last_tier_writes(session: Session, lead_ids: Sequence[int]) -> dict[int, tu
         for lead_id, status, payload, error in session.execute(
                 select(Outbox.lead_id, Outbox.status, Outbox.payload, Outbox.last_error)
                 .join(latest, Outbox.id == latest.c.max_id)):
-            sent = status == "sent" or (status == "superseded" and str(error or "").startswith("unchanged:"))
-            out[lead_id] = ("sent" if sent else status, (payload or {}).get("tier"))
+            unchanged = status == OutboxStatus.superseded and str(error or "").startswith("unchanged:")
+            sent = status == OutboxStatus.sent or unchanged
+            out[lead_id] = (OutboxStatus.sent if sent else status, (payload or {}).get("tier"))
     return out
 
 
 def _property_triggered(action: RoutingAction, write: tuple[str, str | None] | None, report: RoutingReport) -> None:
     """A workflow the written tier property triggers: done once that write landed in the CRM (no call)."""
     workflow = str(action.params.get("workflow_id"))
-    if write is not None and write[0] == "pending":
+    if write is not None and write[0] == OutboxStatus.pending:
         return  # the tier is not in the CRM yet: decide on a later run
-    if write is not None and write[0] == "sent" and write[1] == action.to_tier:
-        action.status = "done"
+    if write is not None and write[0] == OutboxStatus.sent and write[1] == action.to_tier:
+        action.status = ActionStatus.done
         action.crm_ref = f"workflow:{workflow}:property-trigger"
         action.done_at = datetime.now(UTC)
         report.done["enroll_workflow"] = report.done.get("enroll_workflow", 0) + 1
         return
-    action.status = "failed"
+    action.status = ActionStatus.failed
     action.error = (f"NO_TIER_WRITE: workflow {workflow} enrolls on the tier property, and the write of tier "
                     f"{action.to_tier} did not land (score write {write[0] if write else 'missing'})")
     report.failed["NO_TIER_WRITE"] = report.failed.get("NO_TIER_WRITE", 0) + 1
@@ -486,7 +491,7 @@ def _finish_many(engine: Engine, rows: Sequence[tuple[int, str | None, str | Non
             action.error = error
             if crm_ref is not None:
                 action.crm_ref = crm_ref
-            if status == "done":
+            if status == ActionStatus.done:
                 action.done_at = now
 
 
@@ -499,5 +504,5 @@ def _finish(engine: Engine, action_id: int, crm_ref: str | None, error: str | No
         action.error = error
         if crm_ref is not None:
             action.crm_ref = crm_ref
-        if status == "done":
+        if status == ActionStatus.done:
             action.done_at = datetime.now(UTC)

@@ -28,7 +28,7 @@ from connectors.errors import CRMError, FatalCRMError, QuotaExhaustedError
 from connectors.page_writer import apply_page
 from connectors.registry import make_account_finder, make_connector
 from store.db import unit_of_work
-from store.models import Connection, SyncCursor, SyncRun
+from store.models import Connection, SyncCursor, SyncRun, SyncStatus
 from store.upsert import upsert_rows
 
 logger = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ class StreamReport:
     quarantined: int = 0
     pages: int = 0
     api_calls: int = 0
-    status: str = "running"
+    status: SyncStatus = SyncStatus.running
     error: str | None = None
     quarantined_by_reason: Counter[str] = field(default_factory=Counter)
 
@@ -72,7 +72,7 @@ class SyncReport:
     started_at: datetime
     server_time: datetime | None = None
     finished_at: datetime | None = None
-    status: str = "running"  # succeeded | stopped | failed
+    status: SyncStatus = SyncStatus.running
     error: str | None = None
     api_calls: int = 0
     streams: dict[str, StreamReport] = field(default_factory=dict)
@@ -155,7 +155,7 @@ def sync_connection(
     except (CRMError, OSError) as exc:
         # OSError: what the HTTP stack raises below the connector's own errors (a CA file that
         # cannot be read, a socket error not wrapped by the client library).
-        report.status = _status_for(exc) if isinstance(exc, CRMError) else "failed"
+        report.status = _status_for(exc) if isinstance(exc, CRMError) else SyncStatus.failed
         report.error = str(exc) if isinstance(exc, CRMError) else f"{exc.__class__.__name__}: {exc}"
         report.api_calls = connector.api_calls
         report.finished_at = datetime.now(UTC)
@@ -187,7 +187,7 @@ def sync_connection(
             exc.report = report  # type: ignore[attr-defined]
             raise
     report.accounts = link_accounts_after_sync(engine, conn, connector)
-    report.status = "succeeded"
+    report.status = SyncStatus.succeeded
     report.api_calls = connector.api_calls
     report.finished_at = datetime.now(UTC)
     logger.info("sync %s: %d records, %d API calls in %.1fs", conn.name, report.records,
@@ -216,8 +216,8 @@ def _record_failed_start(engine: Engine, connection_id: int, streams: Sequence[s
                                 api_calls=0))
 
 
-def _status_for(exc: CRMError) -> str:
-    return "stopped" if isinstance(exc, QuotaExhaustedError) else "failed"
+def _status_for(exc: CRMError) -> SyncStatus:
+    return SyncStatus.stopped if isinstance(exc, QuotaExhaustedError) else SyncStatus.failed
 
 
 def select_streams(conn: ConnectionConfig, connector: Connector, streams: Sequence[str] | None) -> list[str]:
@@ -253,9 +253,9 @@ def _close_interrupted_runs(engine: Engine, connection_id: int) -> None:
     with unit_of_work(engine) as session:
         session.execute(
             update(SyncRun)
-            .where(SyncRun.connection_id == connection_id, SyncRun.status == "running")
-            .values(status="failed", error="worker lost (interrupted): the process ended before the run finished",
-                    finished_at=datetime.now(UTC))
+            .where(SyncRun.connection_id == connection_id, SyncRun.status == SyncStatus.running)
+            .values(status=SyncStatus.failed, finished_at=datetime.now(UTC),
+                    error="worker lost (interrupted): the process ended before the run finished")
         )
 
 
@@ -304,7 +304,7 @@ def read_range(engine: Engine, connector: Connector, span: StreamRange, report: 
     advance = span.advance or (lambda session, cursor: advance_cursor(session, connection_id, stream, cursor))
     calls_at_start = connector.api_calls
     with unit_of_work(engine) as session:
-        run = SyncRun(connection_id=connection_id, stream=stream, full=span.full, status="running",
+        run = SyncRun(connection_id=connection_id, stream=stream, full=span.full, status=SyncStatus.running,
                       server_time=span.server_time)
         session.add(run)
         session.flush()
@@ -342,12 +342,12 @@ def read_range(engine: Engine, connector: Connector, span: StreamRange, report: 
         raise
     except BaseException as exc:
         # A bug or an interrupt: record it on the run (so the operator sees it), then propagate.
-        report.status = "failed"
+        report.status = SyncStatus.failed
         report.error = f"{exc.__class__.__name__}: {exc}"
         report.api_calls = connector.api_calls - calls_at_start
         _finish_run(engine, run_id, report)
         raise
-    report.status = "succeeded"
+    report.status = SyncStatus.succeeded
     report.api_calls = connector.api_calls - calls_at_start
     _finish_run(engine, run_id, report)
     _notify(progress, conn_name, stream, "end", report)

@@ -43,13 +43,13 @@ from sqlalchemy.orm import Session
 from config.app_config import AppConfig
 from config.errors import ConfigError
 from connectors.errors import AuthError, CRMError, QuotaExhaustedError, RetriableCRMError
-from connectors.lifecycle import CANCELLED, not_open_reason
+from connectors.lifecycle import not_open_reason
 from connectors.protocols import OutboxItem, Outcome, RecordResult, Router, ScoreWriter
 from connectors.registry import make_account_writer, make_client, make_router, make_score_writer, score_field_names
 from connectors.riders import SPLIT, Rider, claim_riders, release_riders, settle_riders
 from connectors.routing import RoutingReport
 from store.db import unit_of_work
-from store.models import ACCOUNT_OUTBOX_KIND, OUTBOX_KIND, Connection, Lead, LeadLifecycle, Outbox
+from store.models import ACCOUNT_OUTBOX_KIND, OUTBOX_KIND, Connection, Lead, LeadLifecycle, Outbox, OutboxStatus
 from store.types import Progress
 
 logger = logging.getLogger(__name__)
@@ -273,7 +273,8 @@ def drain_outbox(
             with unit_of_work(engine) as session:
                 entry.pending_left = int(session.scalar(
                     select(func.count()).select_from(Outbox)
-                    .where(Outbox.connection_id == conn_id, Outbox.status == "pending", Outbox.kind == outbox_kind)
+                    .where(Outbox.connection_id == conn_id, Outbox.status == OutboxStatus.pending,
+                           Outbox.kind == outbox_kind)
                 ) or 0)
             if entry.error:
                 break  # the CRM refused the connection: its account rows wait for the next run too
@@ -288,7 +289,7 @@ def _labelled(progress: Progress, suffix: str) -> Progress:
 def _count_due(session: Session, conn_id: int, now: datetime, outbox_kind: str = OUTBOX_KIND) -> int:
     return int(session.scalar(
         select(func.count()).select_from(Outbox).where(
-            Outbox.connection_id == conn_id, Outbox.status == "pending", Outbox.kind == outbox_kind,
+            Outbox.connection_id == conn_id, Outbox.status == OutboxStatus.pending, Outbox.kind == outbox_kind,
             Outbox.next_attempt_at <= now)
     ) or 0)
 
@@ -387,7 +388,7 @@ def _claim_batch(
     subject = _SUBJECT[outbox_kind]
     rows = list(session.scalars(
         select(Outbox)
-        .where(Outbox.connection_id == conn_id, Outbox.status == "pending", Outbox.kind == outbox_kind,
+        .where(Outbox.connection_id == conn_id, Outbox.status == OutboxStatus.pending, Outbox.kind == outbox_kind,
                Outbox.next_attempt_at <= now)
         # First sends before re-sends: a call's worth of new rows is never split by retries.
         .order_by(Outbox.attempts, Outbox.id)
@@ -405,7 +406,7 @@ def _claim_batch(
             state = states.get(row.lead_id, LeadLifecycle.deleted)
             if state != LeadLifecycle.open:
                 # The lead left "open" after the score (a sync cancels these too; this closes the race).
-                row.status = CANCELLED
+                row.status = OutboxStatus.cancelled
                 row.last_error = not_open_reason(state, "write")
                 entry.cancelled += 1
                 skipped += 1
@@ -417,7 +418,7 @@ def _claim_batch(
         key = int(getattr(row, subject.key))
         older = newest.get(key)
         if older is not None:
-            older.status = "superseded"
+            older.status = OutboxStatus.superseded
             older.last_error = f"superseded by outbox row {row.id}"
             entry.superseded += 1
             skipped += 1
@@ -427,7 +428,7 @@ def _claim_batch(
     for key, row in newest.items():
         sent = last_sent.get(key)
         if sent is not None and sent[1] == row.payload_hash and sent[0] < row.id:
-            row.status = "superseded"
+            row.status = OutboxStatus.superseded
             row.last_error = f"unchanged: same values as outbox row {sent[0]}, already sent"
             entry.unchanged_skipped += 1
             skipped += 1
@@ -448,7 +449,7 @@ def _last_sent_hashes(session: Session, conn_id: int, keys: Iterable[int],
         chunk = ids[start:start + 500]
         latest = (
             select(column.label("subject"), func.max(Outbox.id).label("max_id"))
-            .where(column.in_(chunk), Outbox.status == "sent", Outbox.kind == outbox_kind,
+            .where(column.in_(chunk), Outbox.status == OutboxStatus.sent, Outbox.kind == outbox_kind,
                    Outbox.connection_id == conn_id)
             .group_by(column)
             .subquery()
@@ -475,7 +476,7 @@ def _mark(
     table: Any = Outbox.__table__
     stmt = (
         update(table)
-        .where(table.c.id == bindparam("b_id"), table.c.status == "pending")
+        .where(table.c.id == bindparam("b_id"), table.c.status == OutboxStatus.pending)
         .values(status=bindparam("b_status"), attempts=bindparam("b_attempts"),
                 last_error=bindparam("b_error"), next_attempt_at=bindparam("b_next"),
                 sent_at=bindparam("b_sent"))
@@ -490,16 +491,16 @@ def _mark(
         attempts = item.attempts + 1
         detail = _error_text(result)
         if result.outcome == "sent":
-            params.append({"b_id": item.outbox_id, "b_status": "sent", "b_attempts": attempts, "b_error": None,
-                           "b_next": now, "b_sent": now})
+            params.append({"b_id": item.outbox_id, "b_status": OutboxStatus.sent, "b_attempts": attempts,
+                           "b_error": None, "b_next": now, "b_sent": now})
             entry.records_written += 1
         elif result.outbox_id in resend_now and result.outcome == "failed" and attempts < policy.max_attempts:
-            params.append({"b_id": item.outbox_id, "b_status": "pending", "b_attempts": attempts,
+            params.append({"b_id": item.outbox_id, "b_status": OutboxStatus.pending, "b_attempts": attempts,
                            "b_error": f"{SPLIT}: {detail} (the record also carried routing actions; sent again alone)",
                            "b_next": now, "b_sent": None})
             entry.retried_records += 1
         elif result.outcome == "retry" and attempts < policy.max_attempts:
-            params.append({"b_id": item.outbox_id, "b_status": "pending", "b_attempts": attempts,
+            params.append({"b_id": item.outbox_id, "b_status": OutboxStatus.pending, "b_attempts": attempts,
                            "b_error": detail, "b_next": policy.next_attempt(now, attempts), "b_sent": None})
             entry.retried_records += 1
         else:
@@ -507,7 +508,7 @@ def _mark(
             if result.outcome == "retry":
                 reason = f"{reason} (gave up after {attempts} attempts)"
                 detail = f"gave up after {attempts} attempts: {detail}"
-            params.append({"b_id": item.outbox_id, "b_status": "failed", "b_attempts": attempts,
+            params.append({"b_id": item.outbox_id, "b_status": OutboxStatus.failed, "b_attempts": attempts,
                            "b_error": detail, "b_next": now, "b_sent": None})
             entry.failed += 1
             entry.failed_by_reason[reason] = entry.failed_by_reason.get(reason, 0) + 1
@@ -516,11 +517,11 @@ def _mark(
         if outbox_id in answered:
             continue
         attempts = item.attempts + 1
-        status = "pending" if attempts < policy.max_attempts else "failed"
+        status = OutboxStatus.pending if attempts < policy.max_attempts else OutboxStatus.failed
         params.append({"b_id": outbox_id, "b_status": status, "b_attempts": attempts,
                        "b_error": "NO_RESULT: the CRM returned no result for this record",
                        "b_next": policy.next_attempt(now, attempts), "b_sent": None})
-        if status == "failed":
+        if status == OutboxStatus.failed:
             entry.failed += 1
             entry.failed_by_reason["NO_RESULT"] = entry.failed_by_reason.get("NO_RESULT", 0) + 1
         else:

@@ -21,13 +21,11 @@ from sqlalchemy.orm import Session
 from config.errors import LeadscoreError
 from scoring.frame import FeatureSpec
 from scoring.training import TrainedModel, TrainingResult
-from store.models import ModelVersion
+from store.models import ModelStatus, ModelVersion
 from store.types import json_safe
 
-CANDIDATE = "candidate"
-CHAMPION = "champion"
-RETIRED = "retired"
-SHADOW = "shadow"  # a challenger scoring live leads beside the champion, never written to the CRM
+CANDIDATE, CHAMPION, RETIRED, SHADOW = (ModelStatus.candidate, ModelStatus.champion, ModelStatus.retired,
+                                         ModelStatus.shadow)
 _CACHE_SIZE = 16
 _cache: OrderedDict[tuple[int, str], TrainedModel] = OrderedDict()
 _cache_lock = threading.Lock()

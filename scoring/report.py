@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from scoring import registry
 from scoring.monitor import REFERENCE_KEY, Reference, data_clock, reports, trained_at
-from store.models import LeadScore, ModelVersion, MonitorReport
+from store.models import LeadScore, ModelStatus, ModelVersion, MonitorReport
 
 MAX_SCORE_ROWS = 200_000
 TOP_REASONS = 12
@@ -225,7 +225,7 @@ def _auc_over_time(history: Sequence[MonitorReport], versions: Sequence[ModelVer
     if live:
         ax.plot([t for t, _ in live], [p["auc"] for _, p in live], marker="o", label="live AUC (matured leads)")
     for t, a, mv in recorded:
-        marker = "*" if mv.status == "champion" else "^"
+        marker = "*" if mv.status == ModelStatus.champion else "^"
         ax.scatter([t], [a], marker=marker, s=90, zorder=3, label=f"{mv.version} test ({mv.status})")
     all_auc = [p["auc"] for _, p in live] + [a for _, a, _mv in recorded]
     ax.set_ylim(max(0.0, min(all_auc) - 0.05), min(1.0, max(all_auc) + 0.05))

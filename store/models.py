@@ -59,6 +59,53 @@ class LeadLifecycle(StrEnum):
     merged = "merged"
 
 
+class SyncStatus(StrEnum):
+    """``sync_run.status`` (and a sync report's): a run is ``running`` until it ends in one of the others."""
+
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    stopped = "stopped"  # the CRM's API quota ran out: the next run resumes from the cursor
+
+
+class ModelStatus(StrEnum):
+    """``model_version.status``: one ``champion`` per segment scores and writes to the CRM."""
+
+    candidate = "candidate"
+    champion = "champion"
+    retired = "retired"
+    shadow = "shadow"  # a challenger scoring live leads beside the champion, never written to the CRM
+
+
+class OutboxStatus(StrEnum):
+    """``outbox.status``: a score write waits ``pending`` until it is ``sent`` or given up."""
+
+    pending = "pending"
+    sent = "sent"
+    failed = "failed"
+    superseded = "superseded"  # a newer write for the same lead replaced it
+    cancelled = "cancelled"  # the lead left "open" before it was sent
+
+
+class ActionStatus(StrEnum):
+    """``routing_action.status``: ``sending`` while a CRM call may have happened (recovered on restart)."""
+
+    pending = "pending"
+    sending = "sending"
+    done = "done"
+    failed = "failed"
+    superseded = "superseded"  # the lead's tier changed again before the action ran
+    cancelled = "cancelled"  # the lead left "open" before it ran
+
+
+class MonitorStatus(StrEnum):
+    """``monitor_report.status``: the worst of the report's alerts."""
+
+    ok = "ok"
+    warn = "warn"
+    alert = "alert"
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
@@ -210,7 +257,7 @@ class SyncRun(Base):
     connection_id: Mapped[int] = mapped_column(ForeignKey("connection.id"))
     stream: Mapped[str] = mapped_column(String(64))
     full: Mapped[bool] = mapped_column(Boolean, default=False)
-    status: Mapped[str] = mapped_column(String(16), default="running")  # running|succeeded|failed|stopped
+    status: Mapped[str] = mapped_column(String(16), default=SyncStatus.running)  # a SyncStatus
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # The CRM's own clock when the sync started: the cursor never moves past it.
@@ -245,7 +292,7 @@ class ModelVersion(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     version: Mapped[str] = mapped_column(String(64), unique=True)
-    status: Mapped[str] = mapped_column(String(16), default="candidate")  # candidate|champion|retired
+    status: Mapped[str] = mapped_column(String(16), default=ModelStatus.candidate)  # a ModelStatus
     segment: Mapped[str | None] = mapped_column(String(128))  # None = the global model
     family: Mapped[str] = mapped_column(String(32))  # catboost | logistic_regression | random_forest | rules
     artifact: Mapped[bytes] = mapped_column(LargeBinary)
@@ -377,8 +424,7 @@ class Outbox(Base):
     kind: Mapped[str] = mapped_column(String(32), default=OUTBOX_KIND)
     payload: Mapped[dict[str, Any]] = mapped_column(JSONType)
     payload_hash: Mapped[str] = mapped_column(String(64))
-    # pending|sent|failed|superseded|cancelled (the lead left "open" before it was sent)
-    status: Mapped[str] = mapped_column(String(16), default="pending")
+    status: Mapped[str] = mapped_column(String(16), default=OutboxStatus.pending)  # an OutboxStatus
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
     lead_score_id: Mapped[int | None] = mapped_column(ForeignKey("lead_score.id"))
@@ -405,8 +451,7 @@ class RoutingAction(Base):
     # assign_owner | create_task | add_to_campaign | enroll_workflow | set_property | pause_outreach
     action: Mapped[str] = mapped_column(String(32))
     params: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
-    # pending|sending|done|failed|superseded|cancelled (the lead left "open" before it ran)
-    status: Mapped[str] = mapped_column(String(16), default="pending")
+    status: Mapped[str] = mapped_column(String(16), default=ActionStatus.pending)  # an ActionStatus
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     crm_ref: Mapped[str | None] = mapped_column(String(128))
     error: Mapped[str | None] = mapped_column(Text)
@@ -435,7 +480,7 @@ class MonitorReport(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_version.id"))
     as_of: Mapped[datetime] = mapped_column(UTCDateTime)
-    status: Mapped[str] = mapped_column(String(16), default="ok")  # ok|warn|alert
+    status: Mapped[str] = mapped_column(String(16), default=MonitorStatus.ok)  # a MonitorStatus
     metrics: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     alerts: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -13,21 +13,28 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from store.models import (
+    ActionStatus,
     Connection,
     Lead,
     LeadScore,
     ModelVersion,
     Outbox,
+    OutboxStatus,
     QuarantinedRecord,
     RoutingAction,
     SyncCursor,
     SyncRun,
+    SyncStatus,
 )
 
 SEARCH_LIMIT = 50
 HISTORY_LIMIT = 500
 QUARANTINE_LIMIT = 200
 
+
+# The statuses the console and the API count.
+OUTBOX_COUNTED = (OutboxStatus.pending, OutboxStatus.failed, OutboxStatus.sent, OutboxStatus.superseded)
+ROUTING_COUNTED = (ActionStatus.pending, ActionStatus.failed, ActionStatus.done)
 
 def connection_activity(session: Session, *, now: datetime | None = None) -> list[dict[str, Any]]:
     """Per connection: last sync (any stream), last score and last confirmed write-back, outbox
@@ -41,7 +48,7 @@ def connection_activity(session: Session, *, now: datetime | None = None) -> lis
         ).first()
         last_ok = session.scalar(
             select(func.max(SyncRun.finished_at)).where(SyncRun.connection_id == conn.id,
-                                                         SyncRun.status == "succeeded")
+                                                         SyncRun.status == SyncStatus.succeeded)
         )
         last_score = session.scalar(
             select(func.max(LeadScore.scored_at)).join(Lead, Lead.id == LeadScore.lead_id)
@@ -72,8 +79,8 @@ def connection_activity(session: Session, *, now: datetime | None = None) -> lis
             "last_successful_sync": last_ok,
             "last_score": last_score,
             "last_writeback": last_write,
-            "outbox": {s: int(outbox.get(s, 0)) for s in ("pending", "failed", "sent", "superseded")},
-            "routing": {s: int(routing.get(s, 0)) for s in ("pending", "failed", "done")},
+            "outbox": {s: int(outbox.get(s, 0)) for s in OUTBOX_COUNTED},
+            "routing": {s: int(routing.get(s, 0)) for s in ROUTING_COUNTED},
             "sync_api_calls_today": int(calls_today or 0),
         })
     return out
@@ -178,5 +185,5 @@ def outbox_totals(session: Session) -> dict[str, int]:
     """Outbox rows by status over all connections."""
     counts: dict[str, int] = {s: n for s, n in session.execute(select(Outbox.status, func.count())
                                                                 .group_by(Outbox.status))}
-    return {s: int(counts.get(s, 0)) for s in ("pending", "failed", "sent", "superseded")}
+    return {s: int(counts.get(s, 0)) for s in OUTBOX_COUNTED}
 

@@ -32,6 +32,7 @@ from rich.text import Text
 
 from config.errors import LeadscoreError
 from connectors.errors import error_code, expected_refusal
+from store.models import ACCOUNT_OUTBOX_KIND, OUTBOX_KIND, ActionStatus, OutboxStatus
 from worker.processes import start_worker, stop
 
 # Plain text (no markup): styles are given as Text styles, so no name is ever parsed as a tag.
@@ -131,9 +132,10 @@ def _wait_until_drained(engine: Any, timeout: float = WAIT_SECONDS) -> None:
             tasks.routing_execute.delay()
             nudge = time.monotonic() + 5
         with unit_of_work(engine) as session:
-            pending = session.scalar(select(func.count()).select_from(Outbox).where(Outbox.status == "pending"))
+            pending = session.scalar(
+                select(func.count()).select_from(Outbox).where(Outbox.status == OutboxStatus.pending))
             routing = session.scalar(select(func.count()).select_from(RoutingAction).where(
-                RoutingAction.status.in_(("pending", "sending"))))
+                RoutingAction.status.in_((ActionStatus.pending, ActionStatus.sending))))
         if not pending and not routing:
             return
         time.sleep(1)
@@ -155,8 +157,8 @@ def _refused(runtime: Any) -> dict[str, int]:
 
     counts: dict[str, int] = {}
     with unit_of_work(runtime.engine) as session:
-        errors = list(session.scalars(select(Outbox.last_error).where(Outbox.status == "failed")))
-        errors += list(session.scalars(select(RoutingAction.error).where(RoutingAction.status == "failed")))
+        errors = list(session.scalars(select(Outbox.last_error).where(Outbox.status == OutboxStatus.failed)))
+        errors += list(session.scalars(select(RoutingAction.error).where(RoutingAction.status == ActionStatus.failed)))
     for error in errors:
         # Not a CRM code (e.g. "the lead's tier changed again"): an action skipped, not refused.
         kind = (expected_refusal(error) or "unexpected") if error_code(error).isupper() else "skipped"
@@ -480,8 +482,9 @@ def _writeback_counts(runtime: Any, writes: PhaseCalls, calls: dict[str, int] | 
     def sent(wanted: str, status_wanted: str) -> dict[str, int]:
         return {name: n for name, outbox_kind, status, n in counted if (outbox_kind, status) == (wanted, status_wanted)}
 
-    rows, failed = sent("score_fields", "sent"), sent("score_fields", "failed")
-    accounts, accounts_failed = sent("account_fields", "sent"), sent("account_fields", "failed")
+    rows, failed = sent(OUTBOX_KIND, OutboxStatus.sent), sent(OUTBOX_KIND, OutboxStatus.failed)
+    accounts = sent(ACCOUNT_OUTBOX_KIND, OutboxStatus.sent)
+    accounts_failed = sent(ACCOUNT_OUTBOX_KIND, OutboxStatus.failed)
     sf_labels = writes.by_label.get("salesforce", {})
     hs_labels = writes.by_label.get("hubspot", {})
     sf_calls = int(sum(v for k, v in sf_labels.items() if k.startswith("POST composite") and "sobjects" not in k))
@@ -504,7 +507,7 @@ def _routing_counts(runtime: Any) -> dict[str, int]:
 
     with unit_of_work(runtime.engine) as session:
         rows: dict[str, int] = {action: n for action, n in session.execute(
-            select(RoutingAction.action, func.count()).where(RoutingAction.status == "done")
+            select(RoutingAction.action, func.count()).where(RoutingAction.status == ActionStatus.done)
             .group_by(RoutingAction.action)).all()}
     return {
         "assigned": int(rows.get("assign_owner", 0)),

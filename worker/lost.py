@@ -17,7 +17,7 @@ import redis
 from sqlalchemy import Engine, select, update
 
 from store.db import unit_of_work
-from store.models import Connection, SyncRun
+from store.models import Connection, SyncRun, SyncStatus
 from worker.locks import any_held
 
 logger = logging.getLogger(__name__)
@@ -30,7 +30,7 @@ def close_lost_runs(engine: Engine, redis_url: str | None) -> dict[str, int]:
     with unit_of_work(engine) as session:
         names = session.execute(
             select(Connection.name, Connection.id).join(SyncRun, SyncRun.connection_id == Connection.id)
-            .where(SyncRun.status == "running").distinct()
+            .where(SyncRun.status == SyncStatus.running).distinct()
         ).all()
     closed: dict[str, int] = {}
     for name, connection_id in names:
@@ -49,9 +49,9 @@ def close_lost_runs(engine: Engine, redis_url: str | None) -> dict[str, int]:
         with unit_of_work(engine) as session:
             result = session.execute(
                 update(SyncRun)
-                .where(SyncRun.connection_id == connection_id, SyncRun.status == "running",
+                .where(SyncRun.connection_id == connection_id, SyncRun.status == SyncStatus.running,
                        SyncRun.started_at < checked_at)
-                .values(status="failed", error=WORKER_LOST, finished_at=datetime.now(UTC))
+                .values(status=SyncStatus.failed, error=WORKER_LOST, finished_at=datetime.now(UTC))
             )
             count = int(getattr(result, "rowcount", 0) or 0)
         if count:

@@ -14,6 +14,7 @@ from store.models import (
     Lead,
     ModelVersion,
     SyncRun,
+    SyncStatus,
 )
 
 DEFAULT_HORIZON_DAYS = 90
@@ -74,7 +75,7 @@ def crm_now(session: Session, as_of: datetime, explicit: bool) -> datetime:
     if explicit:
         return as_of
     row = session.execute(
-        select(SyncRun.server_time, SyncRun.finished_at).where(SyncRun.status == "succeeded",
+        select(SyncRun.server_time, SyncRun.finished_at).where(SyncRun.status == SyncStatus.succeeded,
                                                                SyncRun.finished_at.is_not(None))
         .order_by(SyncRun.finished_at.desc()).limit(1)).first()
     if row is None or row[0] is None or row[1] is None:

@@ -10,9 +10,11 @@ from typing import Any
 
 import numpy as np
 
-OK, WARN, ALERT = "ok", "warn", "alert"
+from store.models import MonitorStatus
+
+OK, WARN, ALERT = MonitorStatus.ok, MonitorStatus.warn, MonitorStatus.alert
 NOT_ENOUGH = "not enough data"
-SEVERITY = {OK: 0, WARN: 1, ALERT: 2}
+SEVERITY: dict[str, int] = {OK: 0, WARN: 1, ALERT: 2}
 
 
 @dataclass

@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 
 from config.errors import LeadscoreError
+from store.models import ModelStatus
 
 console = Console(markup=False)
 app = typer.Typer(help="Model health: monitor, report, model versions.", no_args_is_help=True)
@@ -263,7 +264,7 @@ def models_promote(version: str = typer.Argument(..., help="The version to make 
         candidate = get_version(session, version)
         # The live evidence first: how it did in shadow beside the champion, on the same leads.
         evidence = None
-        if candidate.status == "shadow":
+        if candidate.status == ModelStatus.shadow:
             current = champion(session, candidate.segment)
             evidence = shadow_comparison(session, candidate, as_of=data_clock(session) or candidate.created_at,
                                          horizon_days=horizon_of(current or candidate))

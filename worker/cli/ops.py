@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from config.errors import ConfigError, LeadscoreError
+from store.models import ModelStatus, SyncStatus
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -210,7 +211,7 @@ def status() -> None:
                 # Text cells: CRM error messages are shown as they are, never read as markup.
                 table.add_row(Text(name), Text(stream), f"{started:%Y-%m-%d %H:%M:%S}", Text(run.status),
                               str(run.records), Text((run.error or "")[:80]))
-                if run.status in ("failed", "stopped"):
+                if run.status in (SyncStatus.failed, SyncStatus.stopped):
                     failing.setdefault(name, f"{run.status}: {run.error or 'no error recorded'}")
         if runs:
             console.print(table)
@@ -220,7 +221,7 @@ def status() -> None:
             console.print(Text(f"sync {name}: last run {problem}"))
         backlog = session.execute(select(Outbox.status, func.count()).group_by(Outbox.status)).all()
         console.print("outbox: " + (", ".join(f"{s} {n}" for s, n in backlog) or "empty"))
-        champions = session.scalars(select(ModelVersion).where(ModelVersion.status == "champion")).all()
+        champions = session.scalars(select(ModelVersion).where(ModelVersion.status == ModelStatus.champion)).all()
         for mv in champions:
             console.print(Text(f"model: {mv.version} ({mv.family}, segment {mv.segment or 'global'}, "
                                f"trained {mv.created_at:%Y-%m-%d})"))

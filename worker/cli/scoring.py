@@ -19,6 +19,8 @@ from rich.table import Table
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from store.models import ModelStatus
+
 console = Console(markup=False)
 err = Console(stderr=True, markup=False)
 
@@ -76,7 +78,7 @@ def train_command(
         console.print(f"  audit: {warning}", highlight=False)
     if len(warnings) > 5:
         console.print(f"  audit: {len(warnings) - 5} more findings (see --json)")
-    if summary["status"] != "champion":
+    if summary["status"] != ModelStatus.champion:
         console.print("  registered as a candidate; the champion keeps scoring until it is promoted")
     if json_path is not None:
         _write_json(json_path, summary)

@@ -15,6 +15,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from config.errors import ConfigError, LeadscoreError
+from store.models import SyncStatus
 
 if TYPE_CHECKING:
     from config.app_config import ConnectionConfig
@@ -121,8 +122,8 @@ def sync_one(conn: ConnectionConfig, *, full: bool, progress: ProgressCallback |
         return ConnectionOutcome(conn.name, report=attached, error=message)
     except ConfigError as exc:
         return ConnectionOutcome(conn.name, error=str(exc))
-    return ConnectionOutcome(conn.name, report=report,
-                             error=None if report.status == "succeeded" else f"{report.status}: {report.error}")
+    failed = report.status != SyncStatus.succeeded
+    return ConnectionOutcome(conn.name, report=report, error=f"{report.status}: {report.error}" if failed else None)
 
 
 def _summary(reports: Sequence[object]) -> None:

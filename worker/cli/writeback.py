@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from config.errors import LeadscoreError
+from store.models import ActionStatus
 
 app = typer.Typer(add_completion=False)
 crm_app = typer.Typer(help="CRM-side set-up: score fields, properties, routing check.", no_args_is_help=True)
@@ -136,7 +137,7 @@ def _pending_by_connection(engine: Any) -> dict[str, set[int]]:
     with unit_of_work(engine) as session:
         for action_id, name in session.execute(
             select(RoutingAction.id, Connection.name).join(Connection, Connection.id == RoutingAction.connection_id)
-            .where(RoutingAction.status.in_(("pending", "sending")))
+            .where(RoutingAction.status.in_((ActionStatus.pending, ActionStatus.sending)))
         ).all():
             out.setdefault(name, set()).add(int(action_id))
     return out
@@ -190,8 +191,8 @@ def route(
             while not stop.wait(0.5):
                 for name, ids in before.items():
                     counts = _statuses(engine, ids)
-                    progress.update(bars[name], completed=len(ids) - counts.get("pending", 0)
-                                    - counts.get("sending", 0))
+                    progress.update(bars[name], completed=len(ids) - counts.get(ActionStatus.pending, 0)
+                                    - counts.get(ActionStatus.sending, 0))
 
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
@@ -202,17 +203,17 @@ def route(
             watcher.join()
         after = {name: _statuses(engine, ids) for name, ids in before.items()}
         for name, ids in before.items():
-            progress.update(bars[name], completed=len(ids) - after[name].get("pending", 0)
-                            - after[name].get("sending", 0))
+            progress.update(bars[name], completed=len(ids) - after[name].get(ActionStatus.pending, 0)
+                            - after[name].get(ActionStatus.sending, 0))
     result: dict[str, Any] = {}
     for name in sorted(set(secrets) | set(before)):
         counts = after.get(name, {})
         result[name] = {
-            "executed": counts.get("done", 0), "failed": counts.get("failed", 0),
+            "executed": counts.get(ActionStatus.done, 0), "failed": counts.get(ActionStatus.failed, 0),
             "api_calls": int(report.api_calls.get(name, 0)),
-            "superseded": counts.get("superseded", 0),
-            "cancelled": counts.get("cancelled", 0),  # the lead left "open" before the action ran
-            "still_pending": counts.get("pending", 0) + counts.get("sending", 0),
+            "superseded": counts.get(ActionStatus.superseded, 0),
+            "cancelled": counts.get(ActionStatus.cancelled, 0),  # the lead left "open" before the action ran
+            "still_pending": counts.get(ActionStatus.pending, 0) + counts.get(ActionStatus.sending, 0),
         }
     table = Table(title="routing")
     for column in ("connection", "executed", "failed", "superseded", "cancelled", "still pending", "API calls"):
