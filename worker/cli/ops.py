@@ -10,13 +10,27 @@ from typing import TYPE_CHECKING
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
+from sqlalchemy import func, inspect, select, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
+from config.app_config import load_config
+from config.checks import first_line, redact_url
 from config.errors import ConfigError, LeadscoreError
-from store.models import ModelStatus, SyncStatus
+from config.settings import get_settings
+from store.db import make_engine, unit_of_work
+from store.models import Connection, ModelStatus, ModelVersion, MonitorReport, Outbox, SyncRun, SyncStatus
+from worker.lost import close_lost_runs
+from worker.runtime import get_runtime
+from worker.schedule import beat_entries
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
+# Heavy imports stay inside the commands that use them (scoring: CatBoost, pandas, scikit-learn;
+# connectors: the CRM clients; web: FastAPI and uvicorn; crmsim; the demo): seconds that
+# `leadscore --help` and every other command would otherwise wait for.
 app = typer.Typer()
 console = Console(markup=False)
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -28,8 +42,6 @@ def _celery(*args: str, env: dict[str, str] | None = None) -> None:
     ``env`` adds variables to the new process's environment: secrets go there, never into argv
     (argv is world-readable in ``ps`` and /proc/PID/cmdline; the environment is not).
     """
-    from config.settings import get_settings
-
     settings = get_settings()
     if settings.eager:
         raise ConfigError("environment: LEADSCORE_BROKER_URL is not set: workers, beat and Flower need "
@@ -42,10 +54,6 @@ def _celery(*args: str, env: dict[str, str] | None = None) -> None:
 def validate_for_start() -> None:
     """What `config check` validates, before a worker, beat or Flower starts: a bad setting ends
     the start with the same one line instead of a traceback in Celery's start-up (or later)."""
-    from config.app_config import load_config
-    from config.settings import get_settings
-    from worker.schedule import beat_entries
-
     settings = get_settings()
     config = load_config(settings.config_file)
     beat_entries(config.schedules)
@@ -55,8 +63,6 @@ def connect_problems(database_url: str, broker_url: str | None) -> list[str]:
     """Try the database and the broker once each; one line per problem (empty: both answer).
 
     A SQLite file that does not exist yet is not created (nor counted as a problem)."""
-    from config.checks import first_line, redact_url
-
     problems: list[str] = []
     if sqlite_file_missing(database_url):
         # Connecting would create an empty file (and hide the demo's data from inspection commands).
@@ -77,20 +83,12 @@ def connect_problems(database_url: str, broker_url: str | None) -> list[str]:
 
 def sqlite_file_missing(database_url: str) -> bool:
     """True for a SQLite URL whose file does not exist yet (`leadscore db upgrade` creates it)."""
-    from sqlalchemy.engine import make_url
-
     parsed = make_url(database_url)
     return (parsed.get_backend_name() == "sqlite" and bool(parsed.database) and parsed.database != ":memory:"
             and not Path(str(parsed.database)).exists())
 
 
 def _database_problems(database_url: str) -> list[str]:
-    from sqlalchemy import text
-    from sqlalchemy.exc import DBAPIError
-
-    from config.checks import first_line, redact_url
-    from store.db import make_engine
-
     problems: list[str] = []
     try:
         engine = make_engine(database_url)
@@ -120,8 +118,6 @@ def worker(
 @app.command()
 def beat(loglevel: str = typer.Option("info")) -> None:
     """Run the beat scheduler. Extra beats stay on standby: a Redis lock lets only one schedule."""
-    from config.settings import get_settings
-
     schedule_file = get_settings().var_dir / "celerybeat-schedule"
     schedule_file.parent.mkdir(parents=True, exist_ok=True)
     _celery("beat", "-l", loglevel, "-s", str(schedule_file))
@@ -151,8 +147,6 @@ def flower_env(basic_auth: str | None) -> dict[str, str]:
 
 def flower_credentials() -> str | None:
     """``user:password`` from LEADSCORE_FLOWER_BASIC_AUTH or the file LEADSCORE_FLOWER_BASIC_AUTH_FILE names."""
-    from config.settings import get_settings
-
     settings = get_settings()
     if settings.flower_basic_auth is not None:
         return settings.flower_basic_auth.get_secret_value()
@@ -182,14 +176,6 @@ def flower(
 @app.command()
 def status() -> None:
     """Last sync per connection, outbox backlog, model in use, latest alerts."""
-    from rich.text import Text
-    from sqlalchemy import func, select
-
-    from store.db import unit_of_work
-    from store.models import Connection, ModelVersion, MonitorReport, Outbox, SyncRun
-    from worker.lost import close_lost_runs
-    from worker.runtime import get_runtime
-
     runtime = get_runtime()
     require_schema(runtime.engine)
     closed = close_lost_runs(runtime.engine, runtime.settings.broker_url)
@@ -238,9 +224,6 @@ def status() -> None:
 
 def require_schema(engine: Engine) -> None:
     """Raise a one-line error telling "database unreachable" from "no schema yet"."""
-    from sqlalchemy import inspect
-    from sqlalchemy.exc import DBAPIError
-
     url = engine.url.render_as_string(hide_password=True)
     try:
         with engine.connect() as connection:
@@ -264,6 +247,7 @@ def demo(
     quick: bool = typer.Option(False, "--quick", help="A shorter run on 3,000 leads (the same steps)."),
 ) -> None:
     """The main job on the embedded default: crmsim, sync, train, score, write back, route."""
+    # crmsim, scikit-learn and the whole scoring stack: loaded only when the demo runs, not on every command.
     from worker.demo import QUICK_LEADS, QUICK_MIN_PER_CLASS, run_demo
 
     if leads is None:
