@@ -19,6 +19,9 @@ from config.errors import LeadscoreError
 from crmsim.faults import FaultSpecError, parse_fault_spec
 from crmsim.strictness import StrictnessSpecError, parse_strictness
 
+# Heavy imports stay inside the commands that use them (scoring: CatBoost, pandas, scikit-learn;
+# connectors: the CRM clients; web: FastAPI and uvicorn; crmsim; the demo): seconds that
+# `leadscore --help` and every other command would otherwise wait for.
 app = typer.Typer(help="The CRM simulator (Salesforce and HubSpot APIs over a simulated funnel).",
                   no_args_is_help=True)
 

@@ -17,9 +17,12 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import typer
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from config.errors import LeadscoreError
+from config.settings import get_settings
 from worker.cli import config, crmsim, db, monitor, ops, scoring, sync, web, writeback
+from worker.runtime import reset_runtime
 
 # The commands that look at what is stored, and those that change the model, scores or tiers
 # from it. After `leadscore demo` they use the demo's database when this directory has no
@@ -101,7 +104,6 @@ def _choose_database() -> None:
     """
     if os.environ.get("LEADSCORE_DATABASE_URL"):
         return
-    from config.settings import get_settings
 
     var_dir = get_settings().var_dir
     own = var_dir / "leadscore.db"
@@ -119,15 +121,11 @@ def _choose_database() -> None:
 
 
 def _reset_settings() -> None:
-    from worker.runtime import reset_runtime
-
     reset_runtime()
 
 
 def _schema_missing(exc: BaseException) -> bool:
     """A database without leadscore's tables (SQLite "no such table", PostgreSQL UndefinedTable)."""
-    from sqlalchemy.exc import OperationalError, ProgrammingError
-
     if not isinstance(exc, OperationalError | ProgrammingError):
         return False
     text = str(exc.orig) if exc.orig is not None else str(exc)
@@ -137,8 +135,6 @@ def _schema_missing(exc: BaseException) -> bool:
 def _log_path() -> Path:
     """Where unexpected errors are logged: ``<var dir>/log/leadscore-cli.log``."""
     try:
-        from config.settings import get_settings
-
         var_dir = get_settings().var_dir
     except LeadscoreError:
         var_dir = Path(os.environ.get("LEADSCORE_VAR_DIR") or "var")

@@ -15,9 +15,15 @@ from typing import Any
 import typer
 from rich.console import Console
 
+from config.app_config import load_config
 from config.errors import LeadscoreError
+from config.settings import get_settings
+from store.db import unit_of_work
 from store.models import ModelStatus
 
+# Heavy imports stay inside the commands that use them (scoring: CatBoost, pandas, scikit-learn;
+# connectors: the CRM clients; web: FastAPI and uvicorn; crmsim; the demo): seconds that
+# `leadscore --help` and every other command would otherwise wait for.
 console = Console(markup=False)
 app = typer.Typer(help="Model health: monitor, report, model versions.", no_args_is_help=True)
 models_app = typer.Typer(help="Model versions: list, show, shadow, promote, roll back.", no_args_is_help=True)
@@ -25,8 +31,6 @@ app.add_typer(models_app, name="models")
 
 
 def _config():  # type: ignore[no-untyped-def]
-    from config.app_config import load_config
-    from config.settings import get_settings
 
     return load_config(get_settings().config_file)
 
@@ -39,7 +43,6 @@ def report_command(
     from scoring.monitor import latest_report
     from scoring.registry import champion
     from scoring.report import render_report
-    from store.db import unit_of_work
 
     config = _config()
     with unit_of_work() as session:
@@ -145,7 +148,6 @@ def monitor_command(
     """Run the monitor now: drift, tier conversion, accuracy, calibration, freshness, write-back; alerts
     to log, database, webhook. Windows are cut on the data's clock, never the machine's."""
     from scoring.monitor import run_monitor
-    from store.db import unit_of_work
 
     when = _parse_as_of(as_of)
     config = _config()
@@ -184,7 +186,6 @@ def retrain_command(
     """Train a challenger on the configured window, compare it with the champion on the same later
     leads (paired bootstrap) and promote it only if it is better (never with --dry-run)."""
     from scoring.retrain import retrain_if_due
-    from store.db import unit_of_work
 
     when = _parse_as_of(as_of)
     config = _config()
@@ -216,7 +217,6 @@ def models_list() -> None:
     """Every model version, newest first, with status and test AUC."""
     from scoring.monitor import trained_at
     from scoring.registry import list_versions, recorded_test_auc
-    from store.db import unit_of_work
 
     with unit_of_work() as session:
         rows = [
@@ -241,7 +241,6 @@ def models_show(version: str = typer.Argument(..., help="The model version (see 
     from scoring.card import live_card_sections
     from scoring.monitor import active_tier_policy, data_clock, ensure_reference
     from scoring.registry import get_version
-    from store.db import unit_of_work
 
     with unit_of_work() as session:
         mv = get_version(session, version)
@@ -258,7 +257,6 @@ def models_promote(version: str = typer.Argument(..., help="The version to make 
     from scoring.monitor import data_clock, describe_shadow, horizon_of, shadow_comparison
     from scoring.pipeline import promote_and_rescore
     from scoring.registry import champion, get_version
-    from store.db import unit_of_work
 
     with unit_of_work() as session, console.status("rescoring with the new champion"):
         candidate = get_version(session, version)
@@ -285,7 +283,6 @@ def models_shadow(version: str = typer.Argument(..., help="The challenger to run
     """Run VERSION in shadow: it scores the same leads as the champion, its scores are stored and
     never written to the CRM; `leadscore monitor` compares both as outcomes arrive."""
     from scoring.registry import shadow
-    from store.db import unit_of_work
 
     with unit_of_work() as session:
         name = shadow(session, version).version
@@ -297,7 +294,6 @@ def models_shadow(version: str = typer.Argument(..., help="The challenger to run
 def models_rollback() -> None:
     """Retire the current champion, restore the one promoted before it and rescore with it."""
     from scoring.pipeline import rollback_and_rescore
-    from store.db import unit_of_work
 
     with unit_of_work() as session, console.status("rescoring with the restored champion"):
         mv, summary = rollback_and_rescore(session, _config(), by="cli")

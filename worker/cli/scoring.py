@@ -7,6 +7,8 @@ on one line, exit 1); malformed arguments are usage errors (exit 2).
 from __future__ import annotations
 
 import json
+import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,8 +21,14 @@ from rich.table import Table
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from config.app_config import load_config
+from config.settings import get_settings
+from store.db import get_engine, unit_of_work
 from store.models import ModelStatus
 
+# Heavy imports stay inside the commands that use them (scoring: CatBoost, pandas, scikit-learn;
+# connectors: the CRM clients; web: FastAPI and uvicorn; crmsim; the demo): seconds that
+# `leadscore --help` and every other command would otherwise wait for.
 console = Console(markup=False)
 err = Console(stderr=True, markup=False)
 
@@ -31,16 +39,11 @@ app.add_typer(tiers_app, name="tiers")
 
 @contextmanager
 def _session() -> Iterator[Session]:
-    from store.db import get_engine, unit_of_work
-
     with unit_of_work(get_engine()) as session:
         yield session
 
 
 def _config() -> Any:
-    from config.app_config import load_config
-    from config.settings import get_settings
-
     return load_config(get_settings().config_file)
 
 
@@ -321,9 +324,6 @@ def evaluate_command(
                                  "of this size (the method is stated in the output)."),
 ) -> None:
     """Compare CatBoost, logistic regression and random forest on any CSV, with the data audit."""
-    import sys
-    import time
-
     from scoring.evaluate import evaluate_csv, format_evaluation
 
     started = time.monotonic()

@@ -14,13 +14,19 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from config.app_config import load_config
 from config.errors import ConfigError, LeadscoreError
+from config.settings import get_settings
+from store.db import get_engine
 from store.models import SyncStatus
 
 if TYPE_CHECKING:
     from config.app_config import ConnectionConfig
     from connectors.sync import ProgressCallback, SyncReport
 
+# Heavy imports stay inside the commands that use them (scoring: CatBoost, pandas, scikit-learn;
+# connectors: the CRM clients; web: FastAPI and uvicorn; crmsim; the demo): seconds that
+# `leadscore --help` and every other command would otherwise wait for.
 app = typer.Typer(add_completion=False)
 console = Console(markup=False)
 logger = logging.getLogger(__name__)
@@ -37,8 +43,6 @@ def sync(
 
     Every enabled connection is synced even when one fails; the exit code is 1 if any failed.
     """
-    from config.app_config import load_config
-    from config.settings import get_settings
     from connectors.sync import ProgressEvent
 
     settings = get_settings()
@@ -107,7 +111,6 @@ def sync_one(conn: ConnectionConfig, *, full: bool, progress: ProgressCallback |
     from connectors.base import ConnectionSecrets
     from connectors.errors import CRMError
     from connectors.sync import sync_connection
-    from store.db import get_engine
     from worker.locks import LockBusy, exclusive
 
     try:

@@ -7,9 +7,14 @@ import logging
 import sys
 
 import typer
+from sqlalchemy.exc import SQLAlchemyError
 
 from config.errors import ConfigError, LeadscoreError
+from config.settings import get_settings
 
+# Heavy imports stay inside the commands that use them (scoring: CatBoost, pandas, scikit-learn;
+# connectors: the CRM clients; web: FastAPI and uvicorn; crmsim; the demo): seconds that
+# `leadscore --help` and every other command would otherwise wait for.
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 log = logging.getLogger("leadscore.web")
 
@@ -70,9 +75,6 @@ def web_command(
 
 def _check_database() -> None:
     """Fail at start (one line) rather than on the first page when the database is unusable."""
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from config.settings import get_settings
     from store.migrate import current_revision
 
     url = get_settings().effective_database_url

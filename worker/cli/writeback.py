@@ -14,10 +14,17 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from sqlalchemy import func, select
 
+from config.app_config import ConnectionConfig, load_config
 from config.errors import LeadscoreError
-from store.models import ActionStatus
+from config.settings import get_settings
+from store.db import get_engine, unit_of_work
+from store.models import ActionStatus, Connection, RoutingAction
 
+# Heavy imports stay inside the commands that use them (scoring: CatBoost, pandas, scikit-learn;
+# connectors: the CRM clients; web: FastAPI and uvicorn; crmsim; the demo): seconds that
+# `leadscore --help` and every other command would otherwise wait for.
 app = typer.Typer(add_completion=False)
 crm_app = typer.Typer(help="CRM-side set-up: score fields, properties, routing check.", no_args_is_help=True)
 app.add_typer(crm_app, name="crm")
@@ -26,9 +33,6 @@ err = Console(stderr=True, markup=False)  # progress goes to stderr: stdout keep
 
 
 def _runtime() -> tuple[Any, Any]:
-    from config.app_config import load_config
-    from config.settings import get_settings
-
     settings = get_settings()
     config = load_config(settings.config_file)
     if not config.connections:
@@ -85,7 +89,6 @@ def writeback(
 ) -> None:
     """Send pending score (and account) writes to the CRMs now (1,000 per Salesforce call, 100 per HubSpot call)."""
     from connectors.writeback import drain_outbox
-    from store.db import get_engine
 
     _, config = _runtime()
     secrets = _secrets(config, connection)
@@ -128,11 +131,6 @@ def writeback(
 
 def _pending_by_connection(engine: Any) -> dict[str, set[int]]:
     """Ids of the routing actions a run would take up (pending or interrupted), by connection."""
-    from sqlalchemy import select
-
-    from store.db import unit_of_work
-    from store.models import Connection, RoutingAction
-
     out: dict[str, set[int]] = {}
     with unit_of_work(engine) as session:
         for action_id, name in session.execute(
@@ -144,11 +142,6 @@ def _pending_by_connection(engine: Any) -> dict[str, set[int]]:
 
 
 def _statuses(engine: Any, ids: set[int]) -> dict[str, int]:
-    from sqlalchemy import func, select
-
-    from store.db import unit_of_work
-    from store.models import RoutingAction
-
     out: dict[str, int] = {}
     ordered = sorted(ids)
     with unit_of_work(engine) as session:
@@ -170,7 +163,6 @@ def route(
 ) -> None:
     """Run pending routing and nurture actions now (each once per lead and tier change)."""
     from connectors.routing import execute_routing
-    from store.db import get_engine
 
     _, config = _runtime()
     secrets = _secrets(config, None)
@@ -248,9 +240,6 @@ def setup(
     from connectors.setup import admin_instructions, crm_setup
 
     if salesforce_metadata is not None:
-        from config.app_config import load_config
-        from config.settings import get_settings
-
         _write_metadata(load_config(get_settings().config_file), salesforce_metadata, connection)
         return
     _, config = _runtime()
@@ -268,7 +257,6 @@ def setup(
 
 def _write_metadata(config: Any, out_dir: Path, connection: str | None) -> None:
     """Write the DX project (no CRM is contacted: an admin reviews and deploys it)."""
-    from config.app_config import ConnectionConfig
     from connectors.salesforce.metadata import write_salesforce_metadata
 
     if connection is not None:
