@@ -38,7 +38,7 @@ from sqlalchemy.orm import Session
 from connectors.errors import CRMError, FatalCRMError
 from connectors.protocols import LeadRef, OutboxItem, RecordResult, Router
 from connectors.routing import MAX_ATTEMPTS, RoutingReport, admit
-from store.models import Lead, LeadLifecycle, LeadScore, RoutingAction
+from store.models import ActionStatus, Lead, LeadLifecycle, LeadScore, RoutingAction
 
 SPLIT = "SPLIT"  # error prefix of an action refused together with a score write: it runs on its own
 
@@ -69,7 +69,7 @@ def claim_riders(session: Session, router: Router, items: Sequence[OutboxItem],
     # the same value, so they ride again instead of costing a call each in routing's recovery.
     actions = [a for a in session.scalars(
         select(RoutingAction).where(RoutingAction.lead_id.in_(lead_ids),
-                                    RoutingAction.status.in_(("pending", "sending")))
+                                    RoutingAction.status.in_((ActionStatus.pending, ActionStatus.sending)))
         .order_by(RoutingAction.id).with_for_update(skip_locked=True))
         if str(a.params.get("type")) in types and not str(a.error or "").startswith(SPLIT)]
     if not actions:
@@ -82,7 +82,7 @@ def claim_riders(session: Session, router: Router, items: Sequence[OutboxItem],
     extra: dict[int, dict[str, Any]] = {}
     for action in actions:
         lead = leads.get(action.lead_id)
-        if action.status == "sending":
+        if action.status == ActionStatus.sending:
             if lead is None or lead.lifecycle != LeadLifecycle.open:
                 continue  # routing's recovery decides (it may have been applied before the lead left)
         elif not admit(action, lead, tiers.get(action.lead_id), report):
@@ -96,7 +96,7 @@ def claim_riders(session: Session, router: Router, items: Sequence[OutboxItem],
         except CRMError:
             break  # a lookup the CRM refused: nothing more rides in this batch
         item = by_lead[action.lead_id]
-        action.status = "sending"
+        action.status = ActionStatus.sending
         action.attempts += 1
         riders.setdefault(item.outbox_id, []).append(
             Rider(action.id, item.outbox_id, str(action.params.get("type")), ref, action.attempts))
@@ -118,31 +118,32 @@ def settle_riders(session: Session, riders: Mapping[int, list[Rider]], results: 
         answer = answers.get(outbox_id)
         for rider in group:
             action = actions.get(rider.action_id)
-            if action is None or action.status != "sending":
+            if action is None or action.status != ActionStatus.sending:
                 continue
             if answer is not None and answer.outcome == "sent":
-                action.status, action.error, action.crm_ref, action.done_at = "done", None, rider.ref[:128], now
+                action.status, action.error = ActionStatus.done, None
+                action.crm_ref, action.done_at = rider.ref[:128], now
                 report.done[rider.kind] = report.done.get(rider.kind, 0) + 1
                 continue
             detail = _detail(answer)
             if answer is not None and answer.outcome == "failed" and answer.about_record:
                 # The record itself was refused (converted, deleted): the action is refused the same.
-                action.status, action.error = "failed", detail
+                action.status, action.error = ActionStatus.failed, detail
                 reason = answer.reason or "UNKNOWN"
                 report.failed[reason] = report.failed.get(reason, 0) + 1
                 continue
             if answer is not None and answer.outcome == "failed":
                 # Score or action: either may be what the CRM refused. Each goes again on its own.
-                action.status = "pending"
+                action.status = ActionStatus.pending
                 action.error = f"{SPLIT}: refused with the score write ({detail}); runs on its own next"
                 split.add(outbox_id)
             elif rider.attempts >= MAX_ATTEMPTS:
-                action.status, action.error = "failed", f"gave up after {rider.attempts} attempts: {detail}"
+                action.status, action.error = ActionStatus.failed, f"gave up after {rider.attempts} attempts: {detail}"
                 reason = answer.reason if answer is not None and answer.reason else "NO_RESULT"
                 report.failed[reason] = report.failed.get(reason, 0) + 1
                 continue
             else:
-                action.status, action.error = "pending", detail
+                action.status, action.error = ActionStatus.pending, detail
             report.retry_later += 1
     return split
 
@@ -151,9 +152,9 @@ def release_riders(session: Session, riders: Mapping[int, list[Rider]], error: s
                    report: RoutingReport) -> None:
     """The whole call was refused: riding actions go back to ``pending`` (``split``: to run alone)."""
     for action in _actions(session, riders).values():
-        if action.status != "sending":
+        if action.status != ActionStatus.sending:
             continue
-        action.status = "pending"
+        action.status = ActionStatus.pending
         action.error = f"{SPLIT}: {error}" if split else error
         report.retry_later += 1
 
