@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -26,20 +27,21 @@ app = typer.Typer(help="The CRM simulator (Salesforce and HubSpot APIs over a si
                   no_args_is_help=True)
 
 
-def _check_faults(spec: str | None) -> str | None:
-    try:
-        parse_fault_spec(spec)
-    except FaultSpecError as exc:
-        raise typer.BadParameter(str(exc)) from exc
-    return spec
+def _spec_check(parse: Callable[[str | None], object]) -> Callable[[str | None], str | None]:
+    """A Typer callback: ``spec`` as given when ``parse`` accepts it, else a usage error saying why."""
+
+    def check(spec: str | None) -> str | None:
+        try:
+            parse(spec)
+        except (FaultSpecError, StrictnessSpecError) as exc:
+            raise typer.BadParameter(str(exc)) from exc
+        return spec
+
+    return check
 
 
-def _check_strict(spec: str | None) -> str | None:
-    try:
-        parse_strictness(spec)
-    except StrictnessSpecError as exc:
-        raise typer.BadParameter(str(exc)) from exc
-    return spec
+_check_faults = _spec_check(parse_fault_spec)
+_check_strict = _spec_check(parse_strictness)
 
 
 @app.command()
