@@ -32,8 +32,8 @@ def sim() -> Iterator[CRMSim]:
         sim.stop()
 
 
-def test_no_output_or_log_line_holds_a_configured_secret(sim: CRMSim, tmp_path: Path,
-                                                           caplog: pytest.LogCaptureFixture) -> None:
+def test_no_output_or_log_line_holds_a_configured_secret(sim: CRMSim, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     sf, hs = sim.info()["salesforce"], sim.info()["hubspot"]
     secrets = [sf["client_secret"], hs["access_token"], BAD_TOKEN, FLOWER_PASSWORD]
     assert all(len(s) >= 8 for s in secrets), "a short secret could appear by chance"
@@ -51,6 +51,11 @@ def test_no_output_or_log_line_holds_a_configured_secret(sim: CRMSim, tmp_path: 
     env = {"LEADSCORE_CONFIG_FILE": str(tmp_path / "leadscore.yaml"), "LEADSCORE_DATABASE_URL": url,
            "LEADSCORE_VAR_DIR": str(tmp_path / "var"), "LEADSCORE_FLOWER_BASIC_AUTH": f"admin:{FLOWER_PASSWORD}",
            "LS_SECRET_SF": sf["client_secret"], "LS_SECRET_HS": hs["access_token"], "LS_SECRET_BAD": BAD_TOKEN}
+    # Every logger on at DEBUG, whatever an earlier test or library configured (a logging config
+    # may have disabled or raised existing loggers, e.g. urllib3's).
+    for logger in [logging.getLogger(name) for name in list(logging.root.manager.loggerDict)]:
+        monkeypatch.setattr(logger, "disabled", False)
+        monkeypatch.setattr(logger, "level", logging.NOTSET)
     caplog.set_level(logging.DEBUG)
 
     synced = leadscore_here("sync", "--debug", cwd=tmp_path, env=env)
