@@ -145,7 +145,8 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(small_sim: CRMSim
     hs, hs_secrets = hubspot_config(small_sim, "kill-hs", page_size=40)
     url = committing_pg_engine.url.render_as_string(hide_password=False)
     spec = {"url": url, "mode": mode, "connections": [
-        {"conn": c.model_dump(exclude={"score_fields"}), "secrets": vars(s)}
+        {"conn": c.model_dump(exclude={"score_fields"}),
+         "secrets": {k: v.get_secret_value() for k, v in vars(s).items() if v is not None}}
         for c, s in ((sf, sf_secrets), (hs, hs_secrets))]}
     env = dict(os.environ, LS_SYNC_SPEC=json.dumps(spec), PYTHONPATH=REPO)
     rng = random.Random(4)

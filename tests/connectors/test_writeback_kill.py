@@ -90,7 +90,8 @@ def _child(sim: CRMSim, engine: Engine, job: str, *, routing: list | None = None
            connection: str | None = None) -> subprocess.Popen[str]:
     spec = {
         "config": app_config(sim, routing).model_dump(by_alias=True),
-        "secrets": {name: {"session_id": s.session_id, "access_token": s.access_token}
+        "secrets": {name: {k: v.get_secret_value() for k in ("session_id", "access_token")
+                           if (v := getattr(s, k)) is not None}
                     for name, s in secrets_for(sim).items()},
         "db": str(engine.url), "job": job, "kill_after": kill_after, "connection": connection,
     }
