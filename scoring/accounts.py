@@ -37,7 +37,16 @@ from scoring import registry
 from scoring.champions import ensure_score_reference
 from scoring.reference import rank
 from scoring.score_writes import payload_hash
-from store.models import ACCOUNT_OUTBOX_KIND, Account, Lead, LeadAccount, LeadLifecycle, LeadScore, Outbox
+from store.models import (
+    ACCOUNT_OUTBOX_KIND,
+    Account,
+    Lead,
+    LeadAccount,
+    LeadLifecycle,
+    LeadScore,
+    Outbox,
+    OutboxStatus,
+)
 
 ENGAGED_AT = 50
 _CHUNK = 1000
@@ -169,14 +178,15 @@ def _refresh_chunk(session: Session, ids: list[int], reference: np.ndarray, when
     if not changed:
         return
     superseded = session.execute(
-        update(Outbox).where(Outbox.account_id.in_([a.id for a, _ in changed]), Outbox.status == "pending",
-                             Outbox.kind == ACCOUNT_OUTBOX_KIND).values(status="superseded"),
+        update(Outbox).where(Outbox.account_id.in_([a.id for a, _ in changed]),
+                             Outbox.status == OutboxStatus.pending, Outbox.kind == ACCOUNT_OUTBOX_KIND)
+        .values(status=OutboxStatus.superseded),
         execution_options={"synchronize_session": False})
     result.superseded += int(getattr(superseded, "rowcount", 0) or 0)
     session.execute(insert(Outbox), [
         {"connection_id": account.connection_id, "lead_id": None, "account_id": account.id,
          "crm_id": account.crm_id, "kind": ACCOUNT_OUTBOX_KIND, "payload": payload,
-         "payload_hash": payload_hash(payload), "status": "pending", "attempts": 0, "lead_score_id": None,
+         "payload_hash": payload_hash(payload), "status": OutboxStatus.pending, "attempts": 0, "lead_score_id": None,
          "created_at": when, "next_attempt_at": when}
         for account, payload in changed])
     result.changed += len(changed)

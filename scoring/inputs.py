@@ -19,14 +19,14 @@ from scoring.features import (
     load_company_peers,
     load_leads_frame,
 )
-from store.models import Activity, Lead, LeadLifecycle, LeadScore, SyncRun
+from store.models import Activity, Lead, LeadLifecycle, LeadScore, SyncRun, SyncStatus
 
 IN_CHUNK = 1000
 
 
 def crm_now(session: Session) -> datetime:
     """The CRM's clock: the latest ``server_time`` of a succeeded sync, else the current UTC time."""
-    latest = session.scalar(select(func.max(SyncRun.server_time)).where(SyncRun.status == "succeeded"))
+    latest = session.scalar(select(func.max(SyncRun.server_time)).where(SyncRun.status == SyncStatus.succeeded))
     if latest is None:
         return datetime.now(UTC)
     return latest if latest.tzinfo is not None else latest.replace(tzinfo=UTC)

@@ -21,7 +21,7 @@ from scoring.hooks import TierChangeHook
 from scoring.inputs import IN_CHUNK, id_chunks
 from scoring.reasons import join_reasons
 from scoring.tiers import likelihood_percent
-from store.models import OUTBOX_KIND, Lead, LeadLifecycle, LeadScore, Outbox
+from store.models import OUTBOX_KIND, Lead, LeadLifecycle, LeadScore, Outbox, OutboxStatus
 
 # Core inserts into the tables (executemany), not ORM bulk inserts of the mapped classes.
 _SCORE_TABLE: Table = LeadScore.__table__  # type: ignore[assignment]
@@ -263,8 +263,8 @@ def write_scores(
     for chunk in id_chunks([r.lead_id for r in changed]):
         result = session.execute(
             update(Outbox)
-            .where(Outbox.lead_id.in_(chunk), Outbox.status == "pending", Outbox.kind == OUTBOX_KIND)
-            .values(status="superseded"),
+            .where(Outbox.lead_id.in_(chunk), Outbox.status == OutboxStatus.pending, Outbox.kind == OUTBOX_KIND)
+            .values(status=OutboxStatus.superseded),
             execution_options={"synchronize_session": "evaluate"},
         )
         stats.superseded += int(getattr(result, "rowcount", 0) or 0)
@@ -278,7 +278,7 @@ def write_scores(
         conn_id, crm_id = lead_refs[r.lead_id]
         outbox_rows.append({
             "connection_id": conn_id, "lead_id": r.lead_id, "crm_id": crm_id, "kind": OUTBOX_KIND,
-            "payload": payload, "payload_hash": payload_hash(payload), "status": "pending", "attempts": 0,
+            "payload": payload, "payload_hash": payload_hash(payload), "status": OutboxStatus.pending, "attempts": 0,
             "lead_score_id": new_ids[r.lead_id], "created_at": when, "next_attempt_at": when,
         })
     for start in range(0, len(outbox_rows), IN_CHUNK):

@@ -15,7 +15,9 @@ from scoring.monitoring.status import ALERT, NOT_ENOUGH, WARN, Alert, Findings, 
 from store.models import (
     Connection,
     Outbox,
+    OutboxStatus,
     SyncRun,
+    SyncStatus,
 )
 
 FRESHNESS_ACTION = ("scores are computed on stale CRM data: check `leadscore status` and the worker log for the "
@@ -28,7 +30,7 @@ def failed_writes(session: Session) -> tuple[dict[str, int], dict[str, int]]:
     """Outbox rows that failed for good, split in two: refusals a healthy installation expects (the
     CRM's validation rules, converted, merged or deleted leads, inactive owners; counted by what they
     mean, :data:`connectors.errors.EXPECTED_REFUSALS`) and the others, counted by error code."""
-    rows = session.execute(select(Outbox.last_error, func.count(Outbox.id)).where(Outbox.status == "failed")
+    rows = session.execute(select(Outbox.last_error, func.count(Outbox.id)).where(Outbox.status == OutboxStatus.failed)
                            .group_by(Outbox.last_error)).all()
     refused: dict[str, int] = {}
     unexpected: dict[str, int] = {}
@@ -51,7 +53,7 @@ def measure_freshness(session: Session, as_of: datetime, config: MonitoringConfi
     sync_time = func.coalesce(SyncRun.server_time, SyncRun.finished_at)
     rows = session.execute(
         select(Connection.id, Connection.name, func.max(sync_time))
-        .outerjoin(SyncRun, (SyncRun.connection_id == Connection.id) & (SyncRun.status == "succeeded")
+        .outerjoin(SyncRun, (SyncRun.connection_id == Connection.id) & (SyncRun.status == SyncStatus.succeeded)
                    & (sync_time <= now))
         .group_by(Connection.id, Connection.name)
         .order_by(Connection.name)
@@ -75,7 +77,7 @@ def measure_freshness(session: Session, as_of: datetime, config: MonitoringConfi
     refused, unexpected = failed_writes(session)
     failed = sum(unexpected.values())
     stuck = int(session.scalar(
-        select(func.count(Outbox.id)).where(Outbox.status == "pending", Outbox.attempts > 0,
+        select(func.count(Outbox.id)).where(Outbox.status == OutboxStatus.pending, Outbox.attempts > 0,
                                             Outbox.created_at < now - limit)) or 0)
     out.metrics["outbox"] = {"failed": failed, "failed_codes": unexpected, "refused_expected": refused,
                              "pending_retrying": stuck}
