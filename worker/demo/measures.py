@@ -34,6 +34,7 @@ from store.models import (
     Outbox,
     OutboxStatus,
     RoutingAction,
+    SyncRun,
 )
 
 
@@ -141,12 +142,21 @@ def rep_view(runtime: Any) -> dict[str, Any]:
 
 
 def population(runtime: Any) -> dict[str, int]:
-
-
     with unit_of_work(runtime.engine) as session:
         leads = session.scalar(select(func.count()).select_from(Lead).where(Lead.is_deleted.is_(False))) or 0
         activities = session.scalar(select(func.count()).select_from(Activity)) or 0
     return {"leads": int(leads), "activities": int(activities)}
+
+
+def synced(runtime: Any, connection: str, since: datetime) -> dict[str, int]:
+    """Records read and quarantined by the sync runs of ``connection`` started at or after ``since``
+    (a sync is a plan of units, each with its own ``sync_run``; the sync task itself only starts them)."""
+    with unit_of_work(runtime.engine) as session:
+        records, quarantined = session.execute(
+            select(func.coalesce(func.sum(SyncRun.records), 0), func.coalesce(func.sum(SyncRun.quarantined), 0))
+            .join(Connection, Connection.id == SyncRun.connection_id)
+            .where(Connection.name == connection, SyncRun.started_at >= since)).one()
+    return {"records": int(records), "quarantined": int(quarantined)}
 
 
 def tally(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:

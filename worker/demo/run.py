@@ -21,6 +21,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,7 @@ from worker.demo.measures import (
     population,
     rep_view,
     routing_counts,
+    synced,
     tally,
     writeback_counts,
 )
@@ -257,13 +259,11 @@ def _run_loop(sim: Any, runtime: Any, out_dir: Path, report_path: Path | None) -
 
     sync: dict[str, Any] = {}
     for conn in runtime.config.connections:
-        before = crm_calls(sim)
+        before, since = crm_calls(sim), datetime.now(UTC)
         with _step(f"syncing {conn.name}"):
-            report = _call(tasks.sync_connection, conn.name, eager=eager)
+            _call(tasks.sync_connection, conn.name, eager=eager)
         calls = calls_between(before, crm_calls(sim))
-        sync[conn.name] = {"records": int(report.get("records", 0)),
-                           "api_calls": getattr(calls, conn.name),
-                           "quarantined": int(report.get("quarantined", 0))}
+        sync[conn.name] = {**synced(runtime, conn.name, since), "api_calls": getattr(calls, conn.name)}
 
     with _step("training CatBoost against logistic regression and random forest"):
         trained = _call(tasks.train_model, eager=eager)
