@@ -164,8 +164,10 @@ class RetrainOutcome:
         }
 
 
-def promotion_decision(comparison: Comparison, *, tolerance: float, champion_healthy: bool) -> tuple[bool, str]:
-    """The promotion rule of this module's docstring: (promote?, the reason in words)."""
+def promotion_decision(comparison: Comparison, *, tolerance: float, champion_healthy: bool,
+                       why_not_healthy: str = "champion under alert") -> tuple[bool, str]:
+    """The promotion rule of this module's docstring: (promote?, the reason in words).
+    ``why_not_healthy`` names why the lower bar applies (an alert, a provisional champion)."""
     c = comparison
     summary = (f"{c.metric} {c.challenger:.4f} vs champion {c.champion:.4f} on {c.leads} held-out leads "
                f"(improvement {c.improvement:+.4f}, {int(CONFIDENCE * 100)}% CI {c.ci_low:+.4f}..{c.ci_high:+.4f})")
@@ -182,9 +184,28 @@ def promotion_decision(comparison: Comparison, *, tolerance: float, champion_hea
                            f"{strict:+.4f}); {summary}")
         return False, f"kept as candidate: not better than the healthy champion by {tolerance:g}; {summary}"
     if c.ci_low > -tolerance:
-        return True, (f"promoted: champion under alert and challenger at least as good "
+        return True, (f"promoted: {why_not_healthy} and challenger at least as good "
                       f"(tolerance {tolerance:g}); {summary}")
-    return False, f"kept as candidate: champion under alert but challenger not reliably as good; {summary}"
+    return False, f"kept as candidate: {why_not_healthy} but challenger not reliably as good; {summary}"
+
+
+def promotion_bar(report: MonitorReport | None, champion: ModelVersion, since: datetime | None,
+         train_examples: int) -> dict[str, Any]:
+    """Which promotion bar applies: a healthy champion's, or the lower one when the latest monitor
+    report is an alert or the champion is *provisional* -- trained under the same regime boundary
+    as the challenger (``data_since``), on fewer examples. Right after a change the first
+    challenger learns from the few leads since it; later ones learn from more of the same world,
+    and holding them to the healthy champion's bar (beyond noise at 99 %) would keep the model
+    that saw least of the new world in production."""
+    if report is not None and report.status == ALERT:
+        return {"champion_healthy": False}
+    boundary = data_since(champion)
+    examples = int((champion.params or {}).get("examples") or 0)
+    if since is not None and boundary is not None and boundary == since and 0 < examples < train_examples:
+        return {"champion_healthy": False,
+                "why_not_healthy": (f"champion provisional (trained on {examples:,} examples since the change "
+                                    f"of {since:%Y-%m-%d}; the challenger on {train_examples:,})")}
+    return {"champion_healthy": True}
 
 
 def _versions(session: Session) -> list[ModelVersion]:
@@ -318,9 +339,8 @@ def retrain_if_due(
         )
         outcome.comparison = comparison
         outcome.challenger = f"(dry run: {result.selected}, not registered)"
-        healthy = not (report is not None and report.status == ALERT)
         promote, why = promotion_decision(comparison, tolerance=training.promotion_tolerance,
-                                          champion_healthy=healthy)
+                                          **promotion_bar(report, champion, since, len(train_part)))
         reason = why.split(": ", 1)[1] if ": " in why else why
         outcome.decision = ("dry run, nothing changed: would " + ("promote the challenger" if promote else
                                                                  "keep the champion") + f" — {reason}")
@@ -348,8 +368,8 @@ def retrain_if_due(
         holdout_start=holdout_start, holdout_end=holdout_end,
     )
     outcome.comparison = comparison
-    healthy = not (report is not None and report.status == ALERT)
-    promote, why = promotion_decision(comparison, tolerance=training.promotion_tolerance, champion_healthy=healthy)
+    promote, why = promotion_decision(comparison, tolerance=training.promotion_tolerance,
+                                      **promotion_bar(report, champion, since, len(train_part)))
     outcome.decision = why
     challenger.notes = why
     challenger.params = {**(challenger.params or {}), "comparison": {**comparison.to_dict(),

@@ -18,12 +18,13 @@ from scoring.retrain import (
     Comparison,
     alert_onset,
     paired_bootstrap,
+    promotion_bar,
     promotion_decision,
     retrain_if_due,
 )
 from scoring.service import score_leads
 from store.db import make_engine
-from store.models import LeadScore, MonitorReport
+from store.models import LeadScore, ModelVersion, MonitorReport
 from tests.conftest import rolled_back_session
 from tests.scoring.test_monitor import TRAIN_DAY, as_of_day, trained_store_copy
 
@@ -79,6 +80,25 @@ def test_a_healthy_champion_is_replaced_only_beyond_the_one_sided_99_percent_bou
     # Under an alert the bar stays "at least as good": the strict bound does not apply.
     assert promotion_decision(_comparison(0.0234, 0.0007, 0.0474, strict=-0.006), tolerance=0.005,
                               champion_healthy=False)[0]
+
+
+def test_a_champion_trained_since_a_change_is_provisional_for_challengers_with_more_of_the_new_world() -> None:
+    since = as_of_day(200)
+    provisional = ModelVersion(version="v1", params={DATA_SINCE_KEY: since.isoformat(), "examples": 1200})
+    bar = promotion_bar(None, provisional, since, 1800)
+    assert bar["champion_healthy"] is False
+    assert "champion provisional (trained on 1,200 examples" in bar["why_not_healthy"]
+    # At least as good within the tolerance, with confidence: promoted, and the decision says why.
+    decision, why = promotion_decision(_comparison(0.004, -0.003, 0.011, strict=-0.008), tolerance=0.005, **bar)
+    assert decision and why.startswith("promoted: champion provisional")
+    # Not provisional: fewer examples than the champion, the window past the boundary, no boundary.
+    assert promotion_bar(None, provisional, since, 1000) == {"champion_healthy": True}
+    assert promotion_bar(None, provisional, None, 1800) == {"champion_healthy": True}
+    assert promotion_bar(None, ModelVersion(version="v0", params={"examples": 900}), since, 1800) == \
+        {"champion_healthy": True}
+    # The same challenger against a healthy champion: kept (the 99 % bound is below zero).
+    assert not promotion_decision(_comparison(0.004, -0.003, 0.011, strict=-0.008), tolerance=0.005,
+                                  champion_healthy=True)[0]
 
 
 def test_too_few_held_out_conversions_never_promote() -> None:
