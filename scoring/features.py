@@ -5,6 +5,11 @@ source fields of the lead (fields that change with the outcome - status, convers
 the CRM's ``raw`` record are never read), activity strictly before the snapshot, and the other
 leads of the same company created before the snapshot. Everything is vectorised with pandas and
 numpy so scoring tens of thousands of leads takes seconds.
+
+One job in one file (past 500 lines): the store readers (:func:`load_leads_frame`,
+:func:`load_activities_frame`, :func:`load_company_peers`) fill exactly the columns the builder
+reads (:data:`LEAD_COLUMNS`, :data:`ACTIVITY_COLUMNS`), in the types it expects; the two change
+together.
 """
 
 from __future__ import annotations
