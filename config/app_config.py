@@ -138,6 +138,9 @@ class ConnectionConfig(_Strict):
     # Celery workers: a first load of a windowed stream is cut into this many time windows, each
     # read by its own task (docs/scaling.md); 1 = one task per stream.
     first_load_windows: Annotated[int, Field(ge=1, le=64)] = 4
+    # Salesforce: a first load (or --full) of a stream holding more records than this reads
+    # through Bulk API 2.0 query jobs instead of REST pages; None = always REST.
+    bulk_threshold: Annotated[int, Field(ge=1)] | None = 50_000
     # Extra CRM fields to read into ``lead.attributes`` (CRM field/property -> feature name).
     field_map: dict[str, str] = Field(default_factory=dict)
     score_fields: SalesforceFields | HubSpotFields | None = None
@@ -181,6 +184,8 @@ class ConnectionConfig(_Strict):
                 raise ValueError("lifecycle.converted_stages is for hubspot connections "
                                  "(Salesforce marks converted leads with IsConverted)")
         else:
+            if "bulk_threshold" in self.model_fields_set and self.bulk_threshold is not None:
+                raise ValueError("bulk_threshold is for salesforce connections (HubSpot has no Bulk API)")
             if self.score_fields is None:
                 self.score_fields = HubSpotFields()
         return self

@@ -97,6 +97,13 @@ def soql_datetime(when: datetime) -> str:
     return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
 
 
+def salesforce_rest_datetime(when: datetime) -> str:
+    """A dateTime as the Salesforce REST API writes it: ``2024-05-01T10:00:00.000+0000`` (Bulk 2.0
+    CSV results write ``...Z``; the connector re-encodes them so both paths store the same raw)."""
+    when = when.astimezone(UTC)
+    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}+0000"
+
+
 def epoch_ms(when: datetime) -> int:
     """Milliseconds since the epoch (HubSpot search filter values)."""
     delta = when.astimezone(UTC) - datetime(1970, 1, 1, tzinfo=UTC)

@@ -23,6 +23,8 @@ both APIs. Keys:
                      ``UNABLE_TO_LOCK_ROW`` (``record_fail`` does this inside Collections)
 ``query_timeout_rows`` Salesforce only: a SOQL query returning more rows than this (after its
                      LIMIT) answers 400 ``QUERY_TIMEOUT`` (0 = never): big pages of a slow query
+``bulk_job_fail``    Salesforce only: share of Bulk API 2.0 query jobs that end in state ``Failed``
+                     (with an ``errorMessage``) instead of ``JobComplete``
 ``daily_limit``      the org's daily API allocation (Salesforce ``Sforce-Limit-Info`` max,
                      HubSpot daily limit); exceeding it answers 403 REQUEST_LIMIT_EXCEEDED /
                      429 policyName DAILY
@@ -54,6 +56,7 @@ class FaultPlan:
     concurrent_limit: float = 0.0
     query_timeout_rows: int = 0
     lock_single: float = 0.0
+    bulk_job_fail: float = 0.0
     daily_limit: int = 1_000_000
 
     @property
@@ -90,7 +93,7 @@ def parse_fault_spec(spec: str | None) -> dict[str, FaultPlan]:
             except ValueError as exc:
                 raise FaultSpecError(f"fault spec key {key!r}: {value!r} is not a number") from exc
             if key.startswith("rate_") or key in ("drop", "record_fail", "no_retry_after", "concurrent_limit",
-                                                                 "lock_single"):
+                                                                 "lock_single", "bulk_job_fail"):
                 if not 0.0 <= parsed <= 1.0:
                     raise FaultSpecError(f"fault spec key {key!r}: {value} is not a share in [0, 1]")
         elif key in _INT_KEYS:
@@ -163,6 +166,16 @@ class FaultInjector:
             if hit:
                 self._count("lock_single")
             return hit
+
+    def bulk_job_fails(self) -> bool:
+        """True when a Bulk 2.0 query job ends ``Failed`` (decided when it would complete)."""
+        with self._lock:
+            if self.plan.bulk_job_fail <= 0:
+                return False
+            failed = self._rng.random() < self.plan.bulk_job_fail
+            if failed:
+                self._count("bulk_job_fail")
+            return failed
 
     def record_fails(self) -> bool:
         with self._lock:

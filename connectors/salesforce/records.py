@@ -28,8 +28,9 @@ from connectors.timeparse import parse_crm_datetime, parse_optional_datetime
 
 
 def raw_payload(record: dict[str, Any]) -> dict[str, Any]:
-    """The record as received, minus the per-record ``attributes`` envelope (type and URL)."""
-    return {k: v for k, v in record.items() if k != "attributes"}
+    """The record as received, minus the ``attributes`` envelopes (type and URL) of it and of its
+    parent objects (``Campaign``): Bulk 2.0 CSV has no such envelopes, and both paths store one raw."""
+    return {k: raw_payload(v) if isinstance(v, dict) else v for k, v in record.items() if k != "attributes"}
 
 
 def stamps(record: dict[str, Any]) -> tuple[str, datetime]:

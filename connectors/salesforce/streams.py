@@ -11,6 +11,14 @@ its cursor; the next page starts strictly after it, so 5,000 records sharing one
 across page boundaries with neither loss nor repeat, and a restart resumes at the last committed
 page. A new run starts ``overlap_seconds`` before the stored cursor (inclusive) to pick up records
 committed late with an earlier stamp; re-reading them is harmless (upserts).
+
+A first load (no cursor: a new connection or ``--full``) of a stream holding more than the
+connection's ``bulk_threshold`` records (``SELECT COUNT()`` first) reads through one Bulk API 2.0
+``queryAll`` job instead (:mod:`connectors.salesforce.bulk`): ``SystemModstamp < :until``, in no
+order. Its pages are committed without moving the cursor; the last page carries the newest
+(SystemModstamp, Id) of the whole snapshot, so a job that fails midway leaves the cursor where it
+was (the retry reads everything again: upserts) and the next run continues with REST pages from
+that cursor (minus the overlap), exactly as after a REST first load.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from config.app_config import ConnectionConfig
 from connectors.base import ActivityRecord, ConnectionSecrets, Cursor, LeadRecord, Page, QuarantinedItem
 from connectors.errors import BadRecord, FatalCRMError
 from connectors.retry import DEFAULT_POLICY, RetryPolicy
+from connectors.salesforce.bulk import BulkQueryReader
 from connectors.salesforce.client import SalesforceClient, make_salesforce
 from connectors.salesforce.records import (
     campaign_member_record,
@@ -45,6 +54,11 @@ CONTACT_ID_PREFIX = "003"
 MIN_PAGE_SIZE = 200  # the smallest page a timed-out query is re-asked with
 
 logger = logging.getLogger(__name__)
+
+
+def _after(one: Cursor, other: Cursor) -> bool:
+    """``one`` comes after ``other`` in (SystemModstamp, Id) order (Salesforce ids: fixed length)."""
+    return (one.ts, one.crm_id or "") > (other.ts, other.crm_id or "")
 
 
 def keyset_soql(sobject: str, fields: list[str], start: Cursor | None, until: datetime, limit: int) -> str:
@@ -72,11 +86,13 @@ class SalesforceConnector:
 
     def __init__(self, conn: ConnectionConfig, secrets: ConnectionSecrets, *,
                  session: requests.Session | None = None, policy: RetryPolicy = DEFAULT_POLICY,
-                 client: SalesforceClient | None = None) -> None:
+                 client: SalesforceClient | None = None, bulk_poll_seconds: float = 2.0) -> None:
         self.conn = conn
         self.name = conn.name
         self.client = client or make_salesforce(conn, secrets, session=session, policy=policy)
         self.page_size = min(conn.page_size or MAX_PAGE_SIZE, MAX_PAGE_SIZE)
+        self.bulk = BulkQueryReader(self.client, poll_seconds=bulk_poll_seconds)
+        self.bulk_streams: list[str] = []  # the streams this connector read through Bulk 2.0
         # The score fields leadscore writes never feed the model: keep them out of attributes.
         score = conn.score_fields.model_dump().values() if conn.score_fields else []
         self.field_map = {k: v for k, v in conn.field_map.items() if k not in set(score)}
@@ -126,11 +142,26 @@ class SalesforceConnector:
             raise FatalCRMError("Salesforce queryMore returned no JSON object")
         return result
 
+    def _without_feedback(self, exc: FatalCRMError, sobject: str) -> bool:
+        """True (and the feedback fields dropped) when ``exc`` refused our optional feedback fields."""
+        if exc.code == "INVALID_FIELD" and sobject == "Lead" and self._feedback_fields():
+            # The feedback fields are the only optional ones we select: an org without them
+            # (crm setup not deployed yet) is synced without feedback rather than not at all.
+            self.feedback_missing = True
+            logger.warning("Salesforce %s: the rep feedback fields are not readable in this org "
+                           "(deploy them with `leadscore crm setup`); syncing without feedback", self.name)
+            return True
+        return False
+
     def read_stream(self, stream: str, cursor: Cursor | None, *, until: datetime) -> Iterator[Page]:
-        """Pages of ``stream`` modified after ``cursor`` (minus the overlap) and before ``until``."""
+        """Pages of ``stream`` modified after ``cursor`` (minus the overlap) and before ``until``;
+        a first load above ``bulk_threshold`` records reads through Bulk API 2.0."""
         if stream not in STREAMS:
             raise FatalCRMError(f"unknown Salesforce stream {stream!r}")
         sobject, _ = STREAMS[stream]
+        if cursor is None and self._bulk_worth_it(stream, sobject, until):
+            yield from self._read_bulk(stream, sobject, until)
+            return
         fields = self._fields(stream)
         start = cursor
         if cursor is not None and self.conn.overlap_seconds > 0:
@@ -141,13 +172,8 @@ class SalesforceConnector:
             try:
                 result = self._query(keyset_soql(sobject, fields, start, until, size))
             except FatalCRMError as exc:
-                if exc.code == "INVALID_FIELD" and sobject == "Lead" and self._feedback_fields():
-                    # The feedback fields are the only optional ones we select: an org without them
-                    # (crm setup not deployed yet) is synced without feedback rather than not at all.
-                    self.feedback_missing = True
+                if self._without_feedback(exc, sobject):
                     fields = self._fields(stream)
-                    logger.warning("Salesforce %s: the rep feedback fields are not readable in this org "
-                                   "(deploy them with `leadscore crm setup`); syncing without feedback", self.name)
                     continue
                 if exc.code != "QUERY_TIMEOUT" or size <= MIN_PAGE_SIZE:
                     raise
@@ -169,6 +195,47 @@ class SalesforceConnector:
             if fetched < size:
                 return
 
+    def _bulk_worth_it(self, stream: str, sobject: str, until: datetime) -> bool:
+        """True when the stream holds more than ``bulk_threshold`` records before ``until``."""
+        threshold = self.conn.bulk_threshold
+        if threshold is None:
+            return False
+        counted = self._query(f"SELECT COUNT() FROM {sobject} WHERE SystemModstamp < {soql_datetime(until)}")
+        total = int(counted.get("totalSize") or 0)
+        if total <= threshold:
+            return False
+        logger.info("Salesforce %s: first load of %s (%d records > bulk_threshold %d) through Bulk API 2.0",
+                    self.name, stream, total, threshold)
+        return True
+
+    def _read_bulk(self, stream: str, sobject: str, until: datetime) -> Iterator[Page]:
+        """The whole stream before ``until`` from one Bulk 2.0 ``queryAll`` job, committed in pages of
+        ``page_size``; only the last page moves the cursor (to the newest record of the snapshot)."""
+        while True:
+            fields = self._fields(stream)
+            soql = f"SELECT {', '.join(fields)} FROM {sobject} WHERE SystemModstamp < {soql_datetime(until)}"
+            try:
+                job_id = self.bulk.start(sobject, soql)
+            except FatalCRMError as exc:
+                if self._without_feedback(exc, sobject):
+                    continue
+                raise
+            break
+        self.bulk_streams.append(stream)
+        self.bulk.wait(sobject, job_id)
+        normalise = self._normaliser(stream)
+        newest: Cursor | None = None
+        for records, last_page in self.bulk.pages(sobject, job_id):
+            chunks = [records[i:i + self.page_size] for i in range(0, len(records), self.page_size)] or [[]]
+            for n, chunk in enumerate(chunks):
+                page = self._page(stream, chunk, normalise, ordered=False)
+                if page.cursor is not None and (newest is None or _after(page.cursor, newest)):
+                    newest = page.cursor
+                final = last_page and n == len(chunks) - 1
+                page.cursor = newest if final else None
+                if chunk or page.cursor is not None:
+                    yield page
+
     def _normaliser(self, stream: str) -> Callable[[dict[str, Any]], LeadRecord | ActivityRecord | None]:
         if stream == "leads":
             return lambda r: lead_record(r, self.field_map, self.conn.closed_statuses)
@@ -179,13 +246,18 @@ class SalesforceConnector:
         return campaign_member_record
 
     def _page(self, stream: str, records: list[dict[str, Any]],
-              normalise: Callable[[dict[str, Any]], LeadRecord | ActivityRecord | None]) -> Page:
+              normalise: Callable[[dict[str, Any]], LeadRecord | ActivityRecord | None], *,
+              ordered: bool = True) -> Page:
+        """Normalise one page. Its cursor is the last record's (``ordered``: keyset pages) or the
+        newest record's (Bulk pages come in no order); None when no record had a usable stamp."""
         page = Page(stream=stream, cursor=None, records_read=len(records))
         last: Cursor | None = None
         for record in records:
             try:
                 crm_id, modified = stamps(record)
-                last = Cursor(modified, crm_id)
+                here = Cursor(modified, crm_id)
+                if ordered or last is None or _after(here, last):
+                    last = here
                 normalised = normalise(record)
             except BadRecord as exc:
                 raw_id = record.get("Id")
@@ -201,7 +273,7 @@ class SalesforceConnector:
                 page.leads.append(normalised)
             elif isinstance(normalised, ActivityRecord):
                 page.activities.append(normalised)
-        if last is None:
+        if last is None and ordered:
             # Not one record had a usable (Id, SystemModstamp): the keyset cannot move past them.
             raise FatalCRMError(f"Salesforce {stream}: a page without a single valid Id/SystemModstamp")
         if stream in ("tasks", "events"):

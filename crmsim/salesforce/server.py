@@ -32,8 +32,10 @@ from xml.sax.saxutils import unescape as xml_unescape
 
 from crmsim.faults import FaultInjector, FaultPlan
 from crmsim.model import SimClock
+from crmsim.salesforce.bulk import BulkApiError, BulkQueryJobs, bulk_label
 from crmsim.salesforce.schema import SOBJECTS, SOBJECTS_LOWER, SObjectDef
-from crmsim.salesforce.soql import BoundField, SoqlError, compile_query, sort_rows
+from crmsim.salesforce.selection import select_values
+from crmsim.salesforce.soql import BoundField, SoqlError, compile_query
 from crmsim.salesforce.store import (
     RecordError,
     SalesforceStore,
@@ -132,6 +134,7 @@ class SalesforceServer:
         self.sessions_expired = 0
         self._plan_seen: FaultPlan | None = None
         self._cursors: OrderedDict[str, _Cursor] = OrderedDict()
+        self.bulk = BulkQueryJobs(self.store, clock, self.faults, _values_lookup(self.store))
         self._cursor_counter = 0
         self._httpd: _TLSServer | None = None
         self._thread: threading.Thread | None = None
@@ -370,7 +373,7 @@ class SalesforceServer:
                 raise _method_not_allowed(method, "GET")
             base = f"/services/data/v{version}"
             return Response(200, {name: f"{base}/{name}" for name in
-                                  ("sobjects", "query", "queryAll", "limits", "composite")})
+                                  ("sobjects", "query", "queryAll", "limits", "composite", "jobs")})
         if head in ("query", "queryAll"):
             if method != "GET":
                 raise _method_not_allowed(method, "GET")
@@ -387,6 +390,12 @@ class SalesforceServer:
                 return self._composite(body, headers, version)
             if len(rest) == 2 and rest[1] == "sobjects":
                 return self._collections(method, params, headers, body)
+        elif head == "jobs":
+            try:
+                answer = self.bulk.route(method, rest[1:], params, body, version)
+            except BulkApiError as exc:
+                raise ApiError(exc.status, exc.code, exc.message) from None
+            return Response(answer.status, answer.payload, answer.headers, answer.raw)
         elif head == "limits" and len(rest) == 1:
             if method != "GET":
                 raise _method_not_allowed(method, "GET")
@@ -403,17 +412,8 @@ class SalesforceServer:
                 compiled = compile_query(soql, store.fields, _values_lookup(store))
             except SoqlError as exc:
                 raise ApiError(400, exc.code, exc.message) from None
-            definition = SOBJECTS[compiled.sobject]
-            predicate = compiled.predicate
-            hide_deleted = definition.has_is_deleted and not include_deleted
-            rows = [rec.values for rec in store.records[compiled.sobject].values()
-                    if not (hide_deleted and rec.values["IsDeleted"]) and predicate(rec.values)]
-        if compiled.order:
-            sort_rows(rows, compiled.order, lambda values: values)
-        if compiled.offset:
-            rows = rows[compiled.offset:]
-        if compiled.limit is not None:
-            rows = rows[:compiled.limit]
+            rows = select_values(compiled, store.records[compiled.sobject], store.stamp_index,
+                                 include_deleted=include_deleted)
         timeout_rows = self.faults.plan.query_timeout_rows
         if timeout_rows and len(rows) > timeout_rows:
             # A query too slow for the org: Salesforce gives up after its time limit.
@@ -914,6 +914,8 @@ def _label(method: str, segments: list[str]) -> str:
         return f"{method} composite" if len(rest) == 1 else f"{method} composite/{'/'.join(rest[1:])}"
     if head == "limits":
         return f"{method} limits"
+    if head == "jobs":
+        return bulk_label(method, rest[1:])
     return f"{method} unknown"
 
 

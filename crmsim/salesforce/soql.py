@@ -410,6 +410,47 @@ class CompiledQuery:
     order: list[tuple[Callable[[Values], Any], bool, bool]]  # key getter, descending, nulls_last
     limit: int | None
     offset: int | None
+    # Bounds (inclusive, None = open) every selected row's SystemModstamp lies within, implied by
+    # the WHERE clause; and whether ORDER BY is exactly SystemModstamp ASC[, Id ASC]. Together
+    # they let the store bisect an index instead of scanning (crmsim.salesforce.selection).
+    stamp_range: tuple[datetime | None, datetime | None] = (None, None)
+    keyset_order: bool = False
+
+
+_STAMP = "systemmodstamp"
+
+
+def stamp_range(node: Any) -> tuple[datetime | None, datetime | None]:
+    """Inclusive (lower, upper) bounds on ``SystemModstamp`` that every row matching ``node`` meets.
+
+    Sound, not tight: an AND takes the narrowest bound of its parts, an OR the widest (and none if
+    one part is unbounded), NOT and other fields bound nothing.
+    """
+    if isinstance(node, Compare):
+        if node.field.path.lower() != _STAMP or node.values[0].kind != "datetime":
+            return None, None
+        value = node.values[0].value
+        if node.op in (">", ">="):
+            return value, None
+        if node.op in ("<", "<="):
+            return None, value
+        if node.op == "=":
+            return value, value
+        return None, None
+    if isinstance(node, BoolOp):
+        parts = [stamp_range(item) for item in node.items]
+        lowers = [low for low, _ in parts if low is not None]
+        uppers = [high for _, high in parts if high is not None]
+        if node.op == "and":
+            return (max(lowers) if lowers else None), (min(uppers) if uppers else None)
+        return (min(lowers) if len(lowers) == len(parts) else None,
+                max(uppers) if len(uppers) == len(parts) else None)
+    return None, None
+
+
+def _is_keyset_order(order: list[OrderItem]) -> bool:
+    paths = [(item.field.path.lower(), item.descending) for item in order]
+    return paths in ([(_STAMP, False)], [(_STAMP, False), ("id", False)])
 
 
 def _no_such_column(text: str, ref: FieldRef, sobject: str) -> SoqlError:
@@ -480,7 +521,7 @@ def _check_literal(text: str, bound: BoundField, lit: Literal, ref: FieldRef) ->
                          f"{expected} and {quoted}", "INVALID_FIELD")
     value = lit.value
     if kind in ("id", "reference") and isinstance(value, str) and len(value) == 15 and value.isalnum():
-        from crmsim.salesforce.store import to18  # local import: store imports nothing from here
+        from crmsim.salesforce.store import to18  # local import: store imports this module (selection)
 
         value = to18(value)
     return value
@@ -590,7 +631,9 @@ def compile_query(text: str, fields_of: FieldsOf, lookup: Lookup) -> CompiledQue
     if query.offset is not None and query.offset > 2000:
         raise SoqlError("NUMBER_OUTSIDE_VALID_RANGE", "Maximum SOQL offset allowed is 2000")
     return CompiledQuery(sobject, select, query.count == "COUNT()", bool(query.count and query.count != "COUNT()"),
-                         predicate, order, query.limit, query.offset)
+                         predicate, order, query.limit, query.offset,
+                         stamp_range(query.where) if query.where is not None else (None, None),
+                         _is_keyset_order(query.order))
 
 
 def sort_rows(rows: list[Any], order: list[tuple[Callable[[Values], Any], bool, bool]],

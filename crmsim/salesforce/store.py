@@ -31,6 +31,7 @@ from typing import Any
 from crmsim.model import Activity, Campaign, Company, Owner, Person, Queue, SimClock
 from crmsim.salesforce.accounts import account_values
 from crmsim.salesforce.schema import SOBJECTS, SOBJECTS_LOWER, FieldDef, SObjectDef
+from crmsim.salesforce.selection import StampIndex
 
 _ALPHANUM = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _CHECKSUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
@@ -244,6 +245,8 @@ class SalesforceStore:
         self.unmapped_activities: list[str] = []
         self._journal: list[tuple[str, Record, dict[str, Any] | None]] | None = None
         self._field_cache: dict[str, dict[str, FieldDef]] = {}
+        # Records by (SystemModstamp, Id) for keyset queries; every write reports to it (_log).
+        self.stamp_index = StampIndex()
         self.default_user_id = self._insert(SOBJECTS["User"], {
             "Username": "integration@acme.example", "FirstName": "Integration", "LastName": "User",
             "Email": "integration@acme.example", "IsActive": True}, "funnel")
@@ -375,6 +378,7 @@ class SalesforceStore:
         self._log(now, rec.sobject.name, rec.id, [], source)
 
     def _log(self, now: datetime, sobject: str, rec_id: str, fields: list[str], source: str) -> None:
+        self.stamp_index.touched(sobject, rec_id)
         self.write_counts[source] = self.write_counts.get(source, 0) + 1
         self.write_log.append({"time": now, "object": sobject, "id": rec_id, "fields": fields,
                                "source": source})
@@ -408,6 +412,7 @@ class SalesforceStore:
     def _rollback_to(self, journal: list[tuple[str, Record, dict[str, Any] | None]], savepoint: int) -> None:
         while len(journal) > savepoint:
             action, rec, old = journal.pop()
+            self.stamp_index.touched(rec.sobject.name, rec.id)
             if action == "create":
                 self.records[rec.sobject.name].pop(rec.id, None)
                 self._by_id.pop(rec.id, None)
@@ -467,6 +472,7 @@ class SalesforceStore:
                 if name not in sobjects:
                     self.records["QueueSobject"].pop(rec.id, None)
                     self._by_id.pop(rec.id, None)
+                    self.stamp_index.touched("QueueSobject", rec.id)
 
     def put_campaign(self, campaign: Campaign) -> None:
         """Create or update the Campaign for a funnel campaign."""
