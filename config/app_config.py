@@ -111,6 +111,9 @@ class LifecycleConfig(_Strict):
         return values
 
 
+DEFAULT_BULK_THRESHOLD = 50_000
+
+
 class ConnectionConfig(_Strict):
     """One CRM org/portal. Secrets are read from the environment variables named here."""
 
@@ -140,7 +143,7 @@ class ConnectionConfig(_Strict):
     first_load_windows: Annotated[int, Field(ge=1, le=64)] = 4
     # Salesforce: a first load (or --full) of a stream holding more records than this reads
     # through Bulk API 2.0 query jobs instead of REST pages; None = always REST.
-    bulk_threshold: Annotated[int, Field(ge=1)] | None = 50_000
+    bulk_threshold: Annotated[int, Field(ge=1)] | None = DEFAULT_BULK_THRESHOLD
     # Extra CRM fields to read into ``lead.attributes`` (CRM field/property -> feature name).
     field_map: dict[str, str] = Field(default_factory=dict)
     score_fields: SalesforceFields | HubSpotFields | None = None
@@ -184,7 +187,7 @@ class ConnectionConfig(_Strict):
                 raise ValueError("lifecycle.converted_stages is for hubspot connections "
                                  "(Salesforce marks converted leads with IsConverted)")
         else:
-            if "bulk_threshold" in self.model_fields_set and self.bulk_threshold is not None:
+            if self.bulk_threshold not in (None, DEFAULT_BULK_THRESHOLD):
                 raise ValueError("bulk_threshold is for salesforce connections (HubSpot has no Bulk API)")
             if self.score_fields is None:
                 self.score_fields = HubSpotFields()

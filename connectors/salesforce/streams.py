@@ -12,8 +12,8 @@ across page boundaries with neither loss nor repeat, and a restart resumes at th
 page. A new run starts ``overlap_seconds`` before the stored cursor (inclusive) to pick up records
 committed late with an earlier stamp; re-reading them is harmless (upserts).
 
-A first load (no cursor: a new connection or ``--full``) of a stream holding more than the
-connection's ``bulk_threshold`` records (``SELECT COUNT()`` first) reads through one Bulk API 2.0
+A first load (no cursor: a new connection or ``--full``) whose first page is full and whose stream
+holds more than the connection's ``bulk_threshold`` records (``SELECT COUNT()``) reads through one Bulk API 2.0
 ``queryAll`` job instead (:mod:`connectors.salesforce.bulk`): ``SystemModstamp < :until``, in no
 order. Its pages are committed without moving the cursor; the last page carries the newest
 (SystemModstamp, Id) of the whole snapshot, so a job that fails midway leaves the cursor where it
@@ -159,9 +159,8 @@ class SalesforceConnector:
         if stream not in STREAMS:
             raise FatalCRMError(f"unknown Salesforce stream {stream!r}")
         sobject, _ = STREAMS[stream]
-        if cursor is None and self._bulk_worth_it(stream, sobject, until):
-            yield from self._read_bulk(stream, sobject, until)
-            return
+        # A first load may go through Bulk 2.0; it is worth a COUNT() only when the first page is full.
+        may_bulk = cursor is None and self.conn.bulk_threshold is not None
         fields = self._fields(stream)
         start = cursor
         if cursor is not None and self.conn.overlap_seconds > 0:
@@ -181,6 +180,11 @@ class SalesforceConnector:
                 size = max(MIN_PAGE_SIZE, size // 2)
                 logger.warning("Salesforce %s: query timed out; retrying with pages of %d", stream, size)
                 continue
+            if may_bulk:
+                may_bulk = False
+                if len(result.get("records") or []) >= size and self._bulk_worth_it(stream, sobject, until):
+                    yield from self._read_bulk(stream, sobject, until)  # (re-reads this page's records)
+                    return
             fetched = 0
             while True:
                 records = [r for r in result.get("records", []) if isinstance(r, dict)]
@@ -200,7 +204,14 @@ class SalesforceConnector:
         threshold = self.conn.bulk_threshold
         if threshold is None:
             return False
-        counted = self._query(f"SELECT COUNT() FROM {sobject} WHERE SystemModstamp < {soql_datetime(until)}")
+        try:
+            counted = self._query(f"SELECT COUNT() FROM {sobject} WHERE SystemModstamp < {soql_datetime(until)}")
+        except FatalCRMError as exc:
+            if exc.code != "QUERY_TIMEOUT":
+                raise
+            # Size unknown: stay on REST pages, which already shrink when a query times out.
+            logger.warning("Salesforce %s: counting %s timed out: reading it through REST pages", self.name, stream)
+            return False
         total = int(counted.get("totalSize") or 0)
         if total <= threshold:
             return False

@@ -45,6 +45,9 @@ def test_good_config_loads_with_defaults(tmp_path: Path) -> None:
     assert config.tiers.thresholds == {"A": 85, "B": 60, "C": 30}
     assert [a.type for a in config.routing[0].actions] == ["assign_owner", "create_task"]
     assert config.training.horizon_days == 90
+    assert sf.bulk_threshold == 50_000  # Bulk API 2.0 first loads above 50,000 records per stream
+    # A dumped config loads again (a HubSpot connection carries the default it ignores).
+    assert parse_config(config.model_dump(), "dump").connection("hubspot").bulk_threshold == 50_000
 
 
 @pytest.mark.parametrize(
@@ -63,6 +66,9 @@ def test_good_config_loads_with_defaults(tmp_path: Path) -> None:
         ("connections: [{name: Bad Name, kind: hubspot}]", "connections.0.name"),
         ("connections: [{name: a, kind: hubspot}, {name: a, kind: hubspot}]", "duplicate connection name 'a'"),
         ("connections: [{name: a, kind: zoho}]", "connections.0.kind"),
+        ("connections: [{name: sf, kind: salesforce, instance_url: 'https://x.my.salesforce.com', bulk_threshold: 0}]",
+         "connections.0.bulk_threshold"),
+        ("connections: [{name: a, kind: hubspot, bulk_threshold: 1000}]", "bulk_threshold is for salesforce"),
         ("schedules: {sync_seconds: 1}", "schedules.sync_seconds"),
         ("monitoring: {psi_warn: 0.3, psi_alert: 0.2}", "psi_warn must be below psi_alert"),
         ("bogus: 1", "bogus: Extra inputs are not permitted"),
