@@ -79,6 +79,13 @@ def keyset_soql(sobject: str, fields: list[str], start: Cursor | None, until: da
             f"ORDER BY SystemModstamp ASC, Id ASC LIMIT {int(limit)}")
 
 
+def snapshot_soql(sobject: str, fields: list[str], until: datetime) -> str:
+    """Every record before ``until``, in no order: the COUNT() and the Bulk 2.0 job of a first load."""
+    # Field and object names come from the connector's own stream definitions; the one value is a
+    # dateTime literal we format.
+    return f"SELECT {', '.join(fields)} FROM {sobject} WHERE SystemModstamp < {soql_datetime(until)}"  # noqa: S608
+
+
 class SalesforceConnector:
     """The :class:`connectors.base.Connector` for one Salesforce org."""
 
@@ -205,7 +212,7 @@ class SalesforceConnector:
         if threshold is None:
             return False
         try:
-            counted = self._query(f"SELECT COUNT() FROM {sobject} WHERE SystemModstamp < {soql_datetime(until)}")
+            counted = self._query(snapshot_soql(sobject, ["COUNT()"], until))
         except FatalCRMError as exc:
             if exc.code != "QUERY_TIMEOUT":
                 raise
@@ -224,7 +231,7 @@ class SalesforceConnector:
         ``page_size``; only the last page moves the cursor (to the newest record of the snapshot)."""
         while True:
             fields = self._fields(stream)
-            soql = f"SELECT {', '.join(fields)} FROM {sobject} WHERE SystemModstamp < {soql_datetime(until)}"
+            soql = snapshot_soql(sobject, fields, until)
             try:
                 job_id = self.bulk.start(sobject, soql)
             except FatalCRMError as exc:
