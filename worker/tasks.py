@@ -215,8 +215,9 @@ def score_all(self: Any) -> dict[str, Any]:
             redis_client(redis_url).set(SCORE_CHUNKS_KEY, len(chunks),
                                         ex=int(runtime.settings.visibility_timeout))
         head = plan.to_dict()
-        for chunk in chunks:
-            score_chunk.delay({**head, "lead_ids": chunk})
+        for number, chunk in enumerate(chunks, start=1):
+            # "last" tells an eager run (no Redis counter; chunks run inline, in order) which one ends it.
+            score_chunk.delay({**head, "lead_ids": chunk, "last": number == len(chunks)})
         return {"leads": len(plan.lead_ids), "chunks": len(chunks), "as_of": head["as_of"]}
 
     try:
@@ -241,8 +242,12 @@ def score_chunk(self: Any, plan: dict[str, Any]) -> dict[str, Any]:
         summary = score_lead_chunk(session, scoring_plan, scoring_plan.lead_ids,
                                    tier_change_hook=routing_hook(runtime.config))
     redis_url = runtime.settings.broker_url
-    left: Any = redis_client(redis_url).decr(SCORE_CHUNKS_KEY) if uses_redis(redis_url) and redis_url else 0
-    if int(left) <= 0:
+    if uses_redis(redis_url) and redis_url:
+        left: Any = redis_client(redis_url).decr(SCORE_CHUNKS_KEY)
+        last = int(left) <= 0
+    else:
+        last = bool(plan.get("last", True))
+    if last:
         # The last chunk: every chunk's scores are committed, so the accounts follow all of them
         # (a chunk alone would miss the scores of chunks running beside it).
         with unit_of_work(runtime.engine) as session:
