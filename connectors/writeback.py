@@ -66,6 +66,7 @@ _SUBJECT = {OUTBOX_KIND: Outbox.lead_id, ACCOUNT_OUTBOX_KIND: Outbox.account_id}
 # demo reads it around its steps); every drain's own counts are in its WritebackReport.
 CALLS_BY_KIND: Counter[str] = Counter()
 ACCOUNT_CALLS_BY_KIND: Counter[str] = Counter()  # the same for account rows
+LOOKUP_CALLS_BY_KIND: Counter[str] = Counter()  # of CALLS_BY_KIND: look-ups for routing riding along
 
 
 # ------------------------------------------------------------------------------------ data types
@@ -268,6 +269,7 @@ def drain_outbox(
                 logger.warning("write-back to %s stopped: %s", conn.name, entry.error)
                 handled = 0
             (CALLS_BY_KIND if outbox_kind == OUTBOX_KIND else ACCOUNT_CALLS_BY_KIND)[conn.kind] += entry.api_calls
+            LOOKUP_CALLS_BY_KIND[conn.kind] += entry.lookup_calls
             if remaining is not None:
                 remaining -= handled
             with unit_of_work(engine) as session:

@@ -165,11 +165,14 @@ def tally(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
 
 
 def writeback_counts(runtime: Any, writes: PhaseCalls, calls: dict[str, int] | None = None,
-                      account_calls: dict[str, int] | None = None) -> dict[str, dict[str, int | None]]:
+                      account_calls: dict[str, int] | None = None,
+                      lookup_calls: dict[str, int] | None = None) -> dict[str, dict[str, int | None]]:
     """Records confirmed per connection (outbox rows sent) and the write calls made: the drain's own
     count when it ran in this process (``calls``), else the write calls the CRMs counted (routing's
     Composite and batch calls then count too). ``accounts``: account rows sent (Salesforce
-    Accounts, HubSpot companies), in ``account_api_calls`` calls (None: not measured in process)."""
+    Accounts, HubSpot companies), in ``account_api_calls`` calls (None: not measured in process).
+    ``lookup_calls``: of ``api_calls``, the drain's look-ups (queues, users) for owner changes riding
+    in the score writes, one set per drain, not per record (None: not measured in process)."""
     with unit_of_work(runtime.engine) as session:
         counted = session.execute(
             select(Connection.name, Outbox.kind, Outbox.status, func.count())
@@ -190,7 +193,8 @@ def writeback_counts(runtime: Any, writes: PhaseCalls, calls: dict[str, int] | N
     return {
         name: {"records": int(rows.get(name, 0)), "failed": int(failed.get(name, 0)), "api_calls": api,
                "accounts": int(accounts.get(name, 0)), "accounts_failed": int(accounts_failed.get(name, 0)),
-               "account_api_calls": account_calls.get(name) if account_calls is not None else None}
+               "account_api_calls": account_calls.get(name) if account_calls is not None else None,
+               "lookup_calls": lookup_calls.get(name) if lookup_calls is not None else None}
         for name, api in (("salesforce", sf_calls), ("hubspot", hs_calls))
     }
 

@@ -271,7 +271,7 @@ def _run_loop(sim: Any, runtime: Any, out_dir: Path, report_path: Path | None) -
 
     # The connectors' own per-kind call tallies (in process: the demo's default eager mode).
     routing_before, writeback_before = dict(routing.CALLS_BY_KIND), dict(writeback.CALLS_BY_KIND)
-    accounts_before = dict(writeback.ACCOUNT_CALLS_BY_KIND)
+    accounts_before, lookups_before = dict(writeback.ACCOUNT_CALLS_BY_KIND), dict(writeback.LOOKUP_CALLS_BY_KIND)
     before_writes = before = crm_calls(sim)
     with _step("scoring every lead, writing back and routing"):
         scored = _call(tasks.score_all, eager=eager)
@@ -306,7 +306,8 @@ def _run_loop(sim: Any, runtime: Any, out_dir: Path, report_path: Path | None) -
                   "test_auc": evaluation["test_auc"], "oracle_auc": evaluation["oracle_auc"]},
         "writeback": writeback_counts(runtime, writes, tally(writeback.CALLS_BY_KIND, writeback_before)
                                       if eager else None,
-                                      tally(writeback.ACCOUNT_CALLS_BY_KIND, accounts_before) if eager else None),
+                                      tally(writeback.ACCOUNT_CALLS_BY_KIND, accounts_before) if eager else None,
+                                      tally(writeback.LOOKUP_CALLS_BY_KIND, lookups_before) if eager else None),
         "tiers": evaluation["tiers"],
         "held_out": {"conversion_rate": evaluation["overall_conversion_rate"],
                      "tier_a_lift": evaluation["tier_a_lift"]},
