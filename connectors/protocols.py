@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from store.models import RoutingAction
 
 __all__ = ["ActionOutcome", "ActionResult", "Connector", "FieldSpec", "LeadRef", "OutboxItem", "Outcome",
-           "RecordResult", "Router", "ScoreWriter", "Setup", "SetupResult", "fields_as"]
+           "ReadBack", "RecordResult", "Router", "ScoreWriter", "Setup", "SetupResult", "fields_as"]
 
 Outcome = Literal["sent", "retry", "failed"]
 F = TypeVar("F", SalesforceFields, HubSpotFields)
@@ -235,3 +235,16 @@ class Setup(Protocol):
         """What this CRM would refuse at run time beyond routing's own validation (problems and
         warnings); runs after the router's checks."""
         ...
+
+
+# ------------------------------------------------------------------------------------ read-back
+
+
+@dataclass(frozen=True)
+class ReadBack:
+    """leadscore's fields as a CRM shows them: a few leads whose score moved (CRM id and fields), and
+    how many accounts hold an account score, with the top few (each CRM package's ``read_back``)."""
+
+    leads: list[dict[str, Any]]
+    accounts_with_score: int
+    account_sample: list[dict[str, Any]]

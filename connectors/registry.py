@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -19,14 +20,17 @@ from connectors.base import ConnectionSecrets, Connector
 from connectors.hubspot import settings as hubspot_settings
 from connectors.hubspot.accounts import HubSpotAccountFinder, HubSpotAccountWriter
 from connectors.hubspot.client import make_hubspot
+from connectors.hubspot.readback import read_back as hubspot_read_back
 from connectors.hubspot.routing import HubSpotRouter
 from connectors.hubspot.setup import HubSpotSetup
 from connectors.hubspot.streams import HubSpotConnector
 from connectors.hubspot.writeback import HubSpotScoreWriter
-from connectors.protocols import Router, ScoreWriter, Setup, fields_as
+from connectors.protocols import ReadBack, Router, ScoreWriter, Setup, fields_as
 from connectors.salesforce import settings as salesforce_settings
 from connectors.salesforce.accounts import SalesforceAccountFinder, SalesforceAccountWriter
 from connectors.salesforce.client import make_salesforce
+from connectors.salesforce.metadata import write_salesforce_metadata
+from connectors.salesforce.readback import read_back as salesforce_read_back
 from connectors.salesforce.routing import SalesforceRouter
 from connectors.salesforce.setup import SalesforceSetup
 from connectors.salesforce.streams import SalesforceConnector
@@ -52,6 +56,10 @@ class CRMPackage:
     # first loads may be cut into time windows (connectors/partition.py).
     sync_stages: tuple[tuple[str, ...], ...]
     windowed_streams: frozenset[str]
+    # leadscore's fields read back through the client (a few leads, the scored accounts).
+    read_back: Callable[[Any, SalesforceFields | HubSpotFields], ReadBack]
+    # Files an admin deploys to create the fields (Salesforce DX source); None: `crm setup` creates them.
+    admin_metadata: Callable[[ConnectionConfig, Path], list[Path]] | None = None
 
 
 CRMS: dict[str, CRMPackage] = {
@@ -69,6 +77,8 @@ CRMS: dict[str, CRMPackage] = {
         pause_default=SalesforceRouter.pause_default,
         sync_stages=salesforce_settings.SYNC_STAGES,
         windowed_streams=salesforce_settings.WINDOWED_STREAMS,
+        read_back=salesforce_read_back,
+        admin_metadata=write_salesforce_metadata,
     ),
     "hubspot": CRMPackage(
         kind="hubspot",
@@ -85,6 +95,7 @@ CRMS: dict[str, CRMPackage] = {
         pause_default=HubSpotRouter.pause_default,
         sync_stages=hubspot_settings.SYNC_STAGES,
         windowed_streams=hubspot_settings.WINDOWED_STREAMS,
+        read_back=hubspot_read_back,
     ),
 }
 
@@ -130,6 +141,11 @@ def make_account_writer(conn: ConnectionConfig, client: Any) -> ScoreWriter:
 def make_router(conn: ConnectionConfig, client: Any) -> Router:
     """The router for ``conn`` around the connectors' client."""
     return crm_for(conn).router(client, conn)
+
+
+def read_back(conn: ConnectionConfig, client: Any) -> ReadBack:
+    """leadscore's fields as ``conn``'s CRM shows them (a few rescored leads, the scored accounts)."""
+    return crm_for(conn).read_back(client, score_field_names(conn))
 
 
 def make_setup(conn: ConnectionConfig, client: Any) -> Setup:

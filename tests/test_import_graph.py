@@ -103,3 +103,35 @@ def test_production_code_never_imports_the_simulator() -> None:
 def test_the_check_sees_a_cycle() -> None:
     graph = {"a": {"b"}, "b": {"a"}, "c": set()}
     assert _cycles(graph, set(graph)) == [["a", "b"]]
+
+
+CRM_KINDS = {"salesforce", "hubspot"}
+REGISTRY = REPO / "connectors" / "registry.py"
+
+
+def _kind_dispatch(source: str) -> list[int]:
+    """Lines comparing an attribute ``kind`` (a connection's CRM kind) with a CRM's name."""
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Compare) and isinstance(node.ops[0], (ast.Eq, ast.NotEq, ast.In)):
+            sides = [node.left, *node.comparators]
+            kind_attr = any(isinstance(s, ast.Attribute) and s.attr == "kind" for s in sides)
+            names = {s.value for s in ast.walk(node) if isinstance(s, ast.Constant) and isinstance(s.value, str)}
+            if kind_attr and names & CRM_KINDS:
+                lines.append(node.lineno)
+    return lines
+
+
+def test_only_the_registry_dispatches_on_a_crm_kind() -> None:
+    found = []
+    files = [p for pkg in NO_CYCLES_IN for p in (REPO / pkg).rglob("*.py") if p != REGISTRY]
+    assert files, "no files found: the test would pass about nothing"
+    for path in files:
+        found += [f"{path.relative_to(REPO)}:{line}" for line in _kind_dispatch(path.read_text())]
+    assert found == []
+
+
+def test_the_dispatch_check_sees_one() -> None:
+    assert _kind_dispatch('if conn.kind == "salesforce":\n    pass\n') == [1]
+    assert _kind_dispatch('x = [c for c in cs if c.kind != "hubspot"]\n') == [1]
+    assert _kind_dispatch('if outbox.kind == "score_fields":\n    pass\n') == []

@@ -28,6 +28,7 @@ from pathlib import Path
 from xml.sax.saxutils import escape
 
 from config.app_config import ConnectionConfig, SalesforceFields
+from connectors.protocols import fields_as
 from scoring.feedback import TIERS
 from scoring.feedback import VALUES as FEEDBACK_VALUES
 
@@ -139,10 +140,7 @@ def permission_set_xml(fields: list[CustomFieldDef]) -> str:
 
 def write_salesforce_metadata(conn: ConnectionConfig, out_dir: Path) -> list[Path]:
     """Write the DX project for ``conn``'s configured field names; returns the files written."""
-    from connectors.writeback import score_field_names
-
-    names = score_field_names(conn)
-    assert isinstance(names, SalesforceFields)
+    names = fields_as(conn, SalesforceFields)
     fields = field_defs(names)
     base = out_dir / "force-app" / "main" / "default"
     written: list[Path] = []

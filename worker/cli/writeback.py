@@ -257,23 +257,25 @@ def setup(
 
 def _write_metadata(config: Any, out_dir: Path, connection: str | None) -> None:
     """Write the DX project (no CRM is contacted: an admin reviews and deploys it)."""
-    from connectors.salesforce.metadata import write_salesforce_metadata
+    from connectors.registry import crm_for  # inside: the connectors cost every other command seconds
 
     if connection is not None:
         conn = config.connection(connection)
-        if conn.kind != "salesforce":
+        if crm_for(conn).admin_metadata is None:
             raise LeadscoreError(f"connection {connection!r} is a {conn.kind} connection; "
                                  "--salesforce-metadata needs a Salesforce one")
     else:
-        sf = [c for c in config.connections if c.kind == "salesforce"]
+        sf = [c for c in config.connections if crm_for(c).admin_metadata is not None]
         if len(sf) > 1:
             names = ", ".join(c.name for c in sf)
             raise LeadscoreError(f"several Salesforce connections ({names}): choose one with --connection")
         # Without a configured org the default field names are written (what a new install uses).
         conn = sf[0] if sf else ConnectionConfig(name="salesforce", kind="salesforce",
                                                  instance_url="https://example.my.salesforce.com")
+    write = crm_for(conn).admin_metadata
+    assert write is not None
     try:
-        files = write_salesforce_metadata(conn, out_dir)
+        files = write(conn, out_dir)
     except OSError as exc:
         raise LeadscoreError(f"cannot write the metadata to {out_dir}: {exc.strerror or exc}") from exc
     fields = sum(1 for f in files if f.name.endswith(".field-meta.xml"))

@@ -14,7 +14,8 @@ from sqlalchemy import func, select
 
 from config.errors import LeadscoreError
 from connectors.base import ConnectionSecrets
-from connectors.writeback import make_client, score_field_names
+from connectors.registry import read_back
+from connectors.writeback import make_client
 from scoring import registry
 from scoring.dataset import LEAD_ID_COLUMN, SPLIT_COLUMN, TARGET, build_training_set
 from scoring.feedback import feedback_summary
@@ -103,39 +104,9 @@ def rep_view(runtime: Any) -> dict[str, Any]:
     fields_seen: dict[str, Any] = {}
     accounts_seen: dict[str, Any] = {}  # accounts holding an account score, read back from each CRM
     for conn in runtime.config.connections:
-        names = score_field_names(conn)
-        client = make_client(conn, ConnectionSecrets.from_env(conn))
-        wanted = [names.score, names.likelihood, names.fit, names.engagement, names.score_change, names.tier,
-                  names.reasons]
-        if conn.kind == "salesforce":
-            result = client.request(lambda sf, w=wanted, n=names: sf.query(
-                # Only field names (the demo's own config) and no value: nothing for format_soql to quote.
-                f"SELECT Id, {', '.join(w)} FROM Lead WHERE {n.score_change} != null "  # noqa: S608
-                f"AND {n.score_change} != 0 LIMIT 3"))
-            fields_seen[conn.name] = [{k: r.get(k) for k in ["Id", *wanted]} for r in result.get("records") or []]
-            found = client.request(lambda sf, n=names: sf.query_all(
-                f"SELECT Id, Name, {n.account_score}, {n.account_engaged_people} FROM Account "  # noqa: S608
-                f"WHERE {n.account_score} != null ORDER BY {n.account_score} DESC, Id"))  # field names only
-            accounts = found.get("records") or []
-            accounts_seen[conn.name] = {"accounts_with_score": len(accounts), "sample": [
-                {k: r.get(k) for k in ("Id", "Name", names.account_score, names.account_engaged_people)}
-                for r in accounts[:3]]}
-        else:
-            body = {"filterGroups": [{"filters": [
-                {"propertyName": names.score_change, "operator": "HAS_PROPERTY"},
-                {"propertyName": names.score_change, "operator": "NEQ", "value": "0"}]}],
-                "properties": wanted, "limit": 3}
-            found = client.request(lambda c, b=body: c.api("objects.search").do_search(
-                "contacts", b, _preload_content=False))
-            fields_seen[conn.name] = [{"id": r.get("id"), **{k: (r.get("properties") or {}).get(k) for k in wanted}}
-                                      for r in (found.get("results") or [])]
-            body = {"filterGroups": [{"filters": [{"propertyName": names.account_score, "operator": "HAS_PROPERTY"}]}],
-                    "properties": ["name", names.account_score, names.account_engaged_people], "limit": 3,
-                    "sorts": [{"propertyName": names.account_score, "direction": "DESCENDING"}]}
-            companies = client.request(lambda c, b=body: c.api("objects.search").do_search(
-                "companies", b, _preload_content=False))
-            accounts_seen[conn.name] = {"accounts_with_score": int(companies.get("total") or 0), "sample": [
-                {"id": r.get("id"), **(r.get("properties") or {})} for r in companies.get("results") or []]}
+        seen = read_back(conn, make_client(conn, ConnectionSecrets.from_env(conn)))
+        fields_seen[conn.name] = seen.leads
+        accounts_seen[conn.name] = {"accounts_with_score": seen.accounts_with_score, "sample": seen.account_sample}
     out["crm_fields_sample"] = fields_seen
     out["accounts_in_crm"] = accounts_seen
     return out
