@@ -47,6 +47,7 @@ from connectors.errors import AuthError, CRMError, QuotaExhaustedError, Retriabl
 from connectors.lifecycle import not_open_reason
 from connectors.protocols import LeadRef, Router
 from connectors.registry import PAUSE_DEFAULTS, SUPPORTED, make_client, make_router
+from connectors.routing_validation import routing_problems, static_problems, validate_routing
 from scoring.hooks import TierChangeHook
 from store.db import unit_of_work
 from store.models import ActionStatus, Connection, Lead, LeadLifecycle, LeadScore, Outbox, OutboxStatus, RoutingAction
@@ -127,52 +128,6 @@ def plan_routing(config: AppConfig) -> TierChangeHook:
                     update_columns=())
 
     return hook
-
-
-# ------------------------------------------------------------------------------------ validation
-
-
-def static_problems(config: AppConfig) -> list[str]:
-    """Routing settings wrong without asking any CRM: an action no configured connection can run."""
-    out: list[str] = []
-    conns = {c.name: c for c in config.connections}
-    for r_index, rule in enumerate(config.routing):
-        for a_index, action in enumerate(rule.actions):
-            key = f"routing.{r_index}.actions.{a_index}"
-            named = action.connections
-            for name in named or []:
-                conn = conns.get(name)
-                if conn is not None and action.type not in SUPPORTED[conn.kind]:
-                    out.append(f"{key}.connections: {action.type} cannot run on {conn.kind} connection {name!r}")
-            if named is None and config.connections and not any(
-                    action.type in SUPPORTED[c.kind] for c in config.connections):
-                kinds = sorted(k for k, types in SUPPORTED.items() if action.type in types)
-                out.append(f"{key}.type: {action.type} needs a {' or '.join(kinds)} connection")
-    return out
-
-
-def routing_problems(config: AppConfig, clients: Mapping[str, Any]) -> list[str]:
-    """Every routing problem: static ones, then those each given connection's CRM reveals."""
-    out = static_problems(config)
-    for conn in config.connections:
-        client = clients.get(conn.name)
-        if client is None or not conn.enabled:
-            continue
-        out.extend(make_router(conn, client).problems(config, conn))
-    return out
-
-
-def validate_routing(config: AppConfig, clients: Mapping[str, Any]) -> None:
-    """Refuse routing settings that name a queue, campaign, workflow, owner or field the CRM lacks.
-
-    ``clients`` are the connectors' clients by connection name (connections without a client
-    are only checked statically). Raises :class:`ConfigError` naming the config key, e.g.
-    ``routing.0.actions.1.queue: no queue named 'X' in connection sf``.
-    """
-    problems = routing_problems(config, clients)
-    if problems:
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise ConfigError(problems[0] + more)
 
 
 # ------------------------------------------------------------------------------------ execution

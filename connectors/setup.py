@@ -6,7 +6,7 @@ The runner; what each CRM does is its package's :class:`connectors.protocols.Set
 :mod:`connectors.registry`.
 
 Both: the routing configuration is validated against the CRM
-(:func:`connectors.routing.validate_routing`): queues, campaigns, workflows, owners and fields
+(:func:`connectors.routing_validation.validate_routing`): queues, campaigns, workflows, owners and fields
 named in the config must exist; then the CRM's own run-time checks (Salesforce: routing queues
 must take Leads; open leads owned by inactive users are a warning when routing creates Tasks).
 """
@@ -19,7 +19,7 @@ from typing import Any
 from config.app_config import AppConfig
 from connectors.protocols import FieldSpec, SetupResult
 from connectors.registry import make_client, make_router, make_setup
-from connectors.routing import static_problems
+from connectors.routing_validation import static_problems
 
 __all__ = ["FieldSpec", "SetupResult", "admin_instructions", "crm_setup"]
 
