@@ -16,9 +16,8 @@ from typing import Any
 
 from config.app_config import ConnectionConfig, HubSpotFields
 from connectors.accounts import AccountMatch, LeadForAccount, website_domain
-from connectors.errors import FatalCRMError
 from connectors.hubspot.client import REQUEST_TIMEOUT
-from connectors.hubspot.writeback import BATCH_SIZE, _validation_detail, parse_batch_response
+from connectors.hubspot.writeback import BATCH_SIZE, parse_batch_response, write_splitting_invalid
 from connectors.protocols import OutboxItem, RecordResult, fields_as
 
 
@@ -68,9 +67,13 @@ class HubSpotAccountWriter:
         return self._attempts
 
     def write(self, items: Sequence[OutboxItem]) -> list[RecordResult]:
-        """One batch/update call for up to 100 companies; per-record results in input order."""
+        """One batch/update call for up to 100 companies; per-record results in input order (a batch
+        refused whole for an invalid value is split until the bad records stand alone)."""
         if len(items) > BATCH_SIZE:
             raise ValueError(f"at most {BATCH_SIZE} inputs per HubSpot batch call, got {len(items)}")
+        return write_splitting_invalid(items, self._write)
+
+    def _write(self, items: Sequence[OutboxItem]) -> list[RecordResult]:
         request = {"inputs": [{"id": item.crm_id, "properties": company_properties(item.payload, self._fields)}
                               for item in items]}
 
@@ -79,13 +82,4 @@ class HubSpotAccountWriter:
             return c.api("objects.batch").update("companies", request, _preload_content=False,
                                                  _request_timeout=REQUEST_TIMEOUT)
 
-        try:
-            return parse_batch_response(items, self._client.request(send))
-        except FatalCRMError as exc:
-            if exc.status != 400 or exc.code != "VALIDATION_ERROR":
-                raise
-            if len(items) == 1:
-                code, message = _validation_detail(exc)
-                return [RecordResult(items[0].outbox_id, "failed", code, message)]
-            half = len(items) // 2
-            return self.write(items[:half]) + self.write(items[half:])
+        return parse_batch_response(items, self._client.request(send))

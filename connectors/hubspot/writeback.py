@@ -11,7 +11,7 @@ with milliseconds and ``Z``), so re-sending the same values changes nothing in t
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -119,6 +119,23 @@ def _validation_detail(exc: FatalCRMError) -> tuple[str, str]:
     return (codes[0] if codes else "VALIDATION_ERROR"), str(body.get("message") or exc)
 
 
+def write_splitting_invalid(items: Sequence[OutboxItem],
+                            send: Callable[[Sequence[OutboxItem]], list[RecordResult]]) -> list[RecordResult]:
+    """``send(items)`` (one batch call); a batch HubSpot refuses whole for an invalid value (ONE 400
+    ``VALIDATION_ERROR``, no id named) is split in halves and re-sent until the bad records stand
+    alone: they fail with HubSpot's code and message, the rest lands."""
+    try:
+        return send(items)
+    except FatalCRMError as exc:
+        if exc.status != 400 or exc.code != "VALIDATION_ERROR":
+            raise
+        if len(items) == 1:
+            code, message = _validation_detail(exc)
+            return [RecordResult(items[0].outbox_id, "failed", code, message)]
+        half = len(items) // 2
+        return write_splitting_invalid(items[:half], send) + write_splitting_invalid(items[half:], send)
+
+
 class HubSpotScoreWriter:
     """Writes score properties on contacts through the connectors' HubSpot client (its retries)."""
 
@@ -143,16 +160,7 @@ class HubSpotScoreWriter:
         (nothing written, no id named), so such a batch is split in halves and re-sent until the
         bad records stand alone; they fail with HubSpot's code and message, the rest lands.
         """
-        try:
-            return self._write(items)
-        except FatalCRMError as exc:
-            if exc.status != 400 or exc.code != "VALIDATION_ERROR":
-                raise
-            if len(items) == 1:
-                code, message = _validation_detail(exc)
-                return [RecordResult(items[0].outbox_id, "failed", code, message)]
-            half = len(items) // 2
-            return self.write(items[:half]) + self.write(items[half:])
+        return write_splitting_invalid(items, self._write)
 
     def _write(self, items: Sequence[OutboxItem]) -> list[RecordResult]:
         # A plain JSON body: the generated models build a Configuration per input (~0.5 ms each).
