@@ -35,10 +35,8 @@ class Settings(BaseSettings):
     task_soft_time_limit: int = 1500
     task_time_limit: int = 1800
 
-    # Secrets: from the environment or a file, never the database or logs.
-    salesforce_session_id: SecretStr | None = None
-    salesforce_client_secret: SecretStr | None = None
-    hubspot_access_token: SecretStr | None = None
+    # Secrets: from the environment or a file, never the database or logs. A CRM connection's
+    # secrets are read from the variables its YAML names (``*_env``; connectors.base.ConnectionSecrets).
     flower_basic_auth: SecretStr | None = None  # "user:password"
     flower_basic_auth_file: Path | None = None  # a file holding "user:password" (e.g. a mounted secret)
     environment: str = Field(default="development")

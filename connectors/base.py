@@ -114,7 +114,7 @@ class LeadRecord:
 
 @dataclass
 class ActivityRecord:
-    """One engagement normalised to the ``activity`` table (type in ``crmsim.model.ACTIVITY_TYPES``)."""
+    """One engagement normalised to the ``activity`` table (type in ``store.models.ACTIVITY_TYPES``)."""
 
     crm_id: str
     lead_crm_id: str | None

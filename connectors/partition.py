@@ -48,11 +48,11 @@ from connectors.sync import (
     select_streams,
 )
 from store.db import unit_of_work
-from store.models import Lead, SyncRun, SyncWindow
+from store.models import Lead, SyncRun, SyncStatus, SyncWindow, WindowStatus
 
 logger = logging.getLogger(__name__)
 
-DONE = "done"
+DONE = WindowStatus.done
 INTERRUPTED = "worker lost (interrupted): the process ended before the unit finished"
 
 
@@ -140,7 +140,7 @@ def _create_stage(session: Session, conn: ConnectionConfig, connection_id: int, 
             row = SyncWindow(connection_id=connection_id, plan=plan.plan, plan_until=plan.plan_until,
                              server_time=plan.server_time,
                              full=plan.full, stage=stage, stream=stream, part=part, from_cursor=len(parts) == 1,
-                             window_start=start, window_end=end, status="pending", records=0, api_calls=0)
+                             window_start=start, window_end=end, status=WindowStatus.pending, records=0, api_calls=0)
             session.add(row)
             created.append(row)
     session.flush()
@@ -177,11 +177,12 @@ def run_window(engine: Engine, conn: ConnectionConfig, secrets: ConnectionSecret
             raise LookupError(f"sync window {window_id} does not exist")
         if window.status == DONE:
             return WindowOutcome(window_id, window.stream, "already done", window.records, window.api_calls)
-        window.status = "running"
+        window.status = WindowStatus.running
         if window.sync_run_id is not None:
             # This unit's lock is free again while its last run is still "running": that worker died.
-            session.execute(update(SyncRun).where(SyncRun.id == window.sync_run_id, SyncRun.status == "running")
-                            .values(status="failed", error=INTERRUPTED, finished_at=datetime.now(UTC)))
+            session.execute(update(SyncRun)
+                            .where(SyncRun.id == window.sync_run_id, SyncRun.status == SyncStatus.running)
+                            .values(status=SyncStatus.failed, error=INTERRUPTED, finished_at=datetime.now(UTC)))
         span = _span(session, conn, window)
         plan, stream = window.plan, window.stream
         records_before, calls_before = window.records, window.api_calls
@@ -193,7 +194,7 @@ def run_window(engine: Engine, conn: ConnectionConfig, secrets: ConnectionSecret
     try:
         read_range(engine, connector, span, report)
     except CRMError as exc:
-        status = "stopped" if isinstance(exc, QuotaExhaustedError) else "failed"
+        status = WindowStatus.stopped if isinstance(exc, QuotaExhaustedError) else WindowStatus.failed
         _record(engine, window_id, status, records_before + report.records, calls_before + report.api_calls, str(exc))
         if isinstance(exc, QuotaExhaustedError):
             logger.error("ALERT sync %s stopped in %s (window %d): %s", conn.name, stream, window_id, exc)

@@ -17,22 +17,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal, Protocol
 
+from store.models import ACTIVITY_TYPES as ACTIVITY_TYPES  # re-exported: the funnel's vocabulary
+
 CRMName = Literal["salesforce", "hubspot"]
 
-# Normalised activity types the funnel emits. Servers map them to CRM objects; connectors map
-# CRM objects back to these names.
-ACTIVITY_TYPES: tuple[str, ...] = (
-    "email_send",
-    "email_open",
-    "email_click",
-    "web_visit",
-    "form_submit",
-    "content_download",
-    "webinar",
-    "meeting",
-    "call",
-    "campaign_response",
-)
+# Normalised activity types the funnel emits (leadscore's vocabulary: store.models.ACTIVITY_TYPES).
+# Servers map them to CRM objects; connectors map CRM objects back to these names.
 
 
 class SimClock:

@@ -27,20 +27,10 @@ from sqlalchemy.orm import Session
 
 from scoring import personas
 from scoring.frame import PLACEHOLDERS, FeatureSpec
-from store.models import Activity, Lead
+from store.models import ACTIVITY_TYPES, Activity, Lead
 
 # Engagement the lead did (an e-mail *sent* to them is our action, not theirs: not counted).
-ENGAGEMENT_TYPES: tuple[str, ...] = (
-    "email_open",
-    "email_click",
-    "web_visit",
-    "form_submit",
-    "content_download",
-    "webinar",
-    "meeting",
-    "call",
-    "campaign_response",
-)
+ENGAGEMENT_TYPES: tuple[str, ...] = tuple(t for t in ACTIVITY_TYPES if t != "email_send")
 WINDOWS_DAYS: tuple[int, ...] = (7, 30, 90)
 CONTENT_TYPES: tuple[str, ...] = ("content_download", "webinar")
 HIGH_INTENT_PATTERN = re.compile(r"pricing|demo|contact[-_ ]?sales", re.IGNORECASE)

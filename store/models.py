@@ -59,6 +59,16 @@ class LeadLifecycle(StrEnum):
     merged = "merged"
 
 
+class WindowStatus(StrEnum):
+    """``sync_window.status``: a unit of a partitioned sync (connectors/partition.py)."""
+
+    pending = "pending"
+    running = "running"
+    done = "done"
+    failed = "failed"
+    stopped = "stopped"  # the CRM's API quota ran out: the unit resumes from its cursor
+
+
 class SyncStatus(StrEnum):
     """``sync_run.status`` (and a sync report's): a run is ``running`` until it ends in one of the others."""
 
@@ -168,6 +178,22 @@ class Lead(Base):
     inputs_hash: Mapped[str | None] = mapped_column(String(64))
     inputs_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     synced_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+# The normalised activity types (``activity.type``): the connectors map each CRM's objects to
+# them, features count them, and crmsim's funnel emits them (crmsim imports this list).
+ACTIVITY_TYPES: tuple[str, ...] = (
+    "email_send",
+    "email_open",
+    "email_click",
+    "web_visit",
+    "form_submit",
+    "content_download",
+    "webinar",
+    "meeting",
+    "call",
+    "campaign_response",
+)
 
 
 class Activity(Base):

@@ -15,11 +15,11 @@ def test_defaults_are_the_embedded_mode(monkeypatch: pytest.MonkeyPatch) -> None
 
 
 def test_secrets_are_not_printed(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("LEADSCORE_HUBSPOT_ACCESS_TOKEN", "pat-na1-very-secret")
+    monkeypatch.setenv("LEADSCORE_FLOWER_BASIC_AUTH", "admin:very-secret")
     settings = load_settings()
     assert "very-secret" not in repr(settings)
-    assert settings.hubspot_access_token is not None
-    assert settings.hubspot_access_token.get_secret_value() == "pat-na1-very-secret"
+    assert settings.flower_basic_auth is not None
+    assert settings.flower_basic_auth.get_secret_value() == "admin:very-secret"
 
 
 @pytest.mark.parametrize(
