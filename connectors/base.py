@@ -19,6 +19,7 @@ from config.errors import ConfigError
 from store.models import LeadLifecycle
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
     from config.app_config import ConnectionConfig
 
@@ -195,4 +196,9 @@ class Connector(Protocol):
 
     def relink_company(self, lead_raw: dict[str, Any], company: dict[str, Any]) -> LeadRecord | None:
         """Re-normalise a stored lead after its company changed (None: not applicable)."""
+        ...
+
+    def use_store(self, engine: Engine, connection_id: int) -> None:
+        """Before a stream is read: the store this connection syncs into, for what the connector may
+        look up there instead of asking the CRM (Salesforce: converted leads' Contact ids)."""
         ...

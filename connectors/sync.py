@@ -303,6 +303,7 @@ def read_range(engine: Engine, connector: Connector, span: StreamRange, report: 
     stream, connection_id = span.stream, span.connection_id
     advance = span.advance or (lambda session, cursor: advance_cursor(session, connection_id, stream, cursor))
     calls_at_start = connector.api_calls
+    connector.use_store(engine, connection_id)
     with unit_of_work(engine) as session:
         run = SyncRun(connection_id=connection_id, stream=stream, full=span.full, status=SyncStatus.running,
                       server_time=span.server_time)

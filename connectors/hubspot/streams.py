@@ -27,6 +27,8 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
+from sqlalchemy.engine import Engine
+
 from config.app_config import ConnectionConfig
 from connectors.base import ConnectionSecrets, Cursor, LeadRecord, Page, QuarantinedItem
 from connectors.errors import BadRecord, FatalCRMError
@@ -141,6 +143,9 @@ class HubSpotConnector:
 
     def server_time(self) -> datetime:
         return self.client.server_time()
+
+    def use_store(self, engine: Engine, connection_id: int) -> None:
+        return None  # every activity names its contact (= the lead): nothing to look up
 
     def relink_company(self, lead_raw: dict[str, Any], company: dict[str, Any]) -> LeadRecord | None:
         contact = lead_raw.get("contact")

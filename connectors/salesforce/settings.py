@@ -12,7 +12,7 @@ BULK_MAX_WAIT_SECONDS = 4 * 3600.0
 LEAD_FIELDS: tuple[str, ...] = (
     "Id", "IsDeleted", "MasterRecordId", "FirstName", "LastName", "Title", "Company", "Email", "Country",
     "LeadSource", "Status", "Industry", "AnnualRevenue", "NumberOfEmployees", "OwnerId", "IsConverted",
-    "ConvertedDate", "CreatedDate", "LastModifiedDate", "SystemModstamp",
+    "ConvertedDate", "ConvertedContactId", "CreatedDate", "LastModifiedDate", "SystemModstamp",
 )
 TASK_FIELDS: tuple[str, ...] = (
     "Id", "IsDeleted", "WhoId", "WhatId", "Subject", "ActivityDate", "Status", "Type", "TaskSubtype",

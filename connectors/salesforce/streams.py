@@ -31,6 +31,8 @@ from typing import Any
 
 import requests
 from simple_salesforce import format_soql
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
 
 from config.app_config import ConnectionConfig
 from connectors.base import ActivityRecord, ConnectionSecrets, Cursor, LeadRecord, Page, QuarantinedItem
@@ -49,6 +51,8 @@ from connectors.salesforce.records import (
 )
 from connectors.salesforce.settings import MAX_PAGE_SIZE, REQUEST_TIMEOUT, STREAMS
 from connectors.timeparse import soql_datetime
+from store.db import unit_of_work
+from store.models import Lead
 
 CONTACT_ID_PREFIX = "003"
 MIN_PAGE_SIZE = 200  # the smallest page a timed-out query is re-asked with
@@ -104,6 +108,7 @@ class SalesforceConnector:
         score = conn.score_fields.model_dump().values() if conn.score_fields else []
         self.field_map = {k: v for k, v in conn.field_map.items() if k not in set(score)}
         self._contact_leads: dict[str, str] = {}  # converted Contact id -> its Lead id, read this run
+        self._stored_conversions: Callable[[], dict[str, str]] | None = None
         self.feedback_missing = False  # set when the org refused the feedback fields this run
 
     @property
@@ -118,6 +123,18 @@ class SalesforceConnector:
 
     def relink_company(self, lead_raw: dict[str, Any], company: dict[str, Any]) -> LeadRecord | None:
         return None  # Salesforce leads carry their own firmographics
+
+    def use_store(self, engine: Engine, connection_id: int) -> None:
+        """Converted leads already stored name their Contact (``ConvertedContactId``, read with every
+        lead): activities moved to those Contacts are linked without asking Salesforce. Read once,
+        when a page first holds such an activity (after the leads stream of the same run)."""
+        def stored() -> dict[str, str]:
+            contact = Lead.raw["ConvertedContactId"].as_string()
+            with unit_of_work(engine) as session:
+                rows = session.execute(select(contact, Lead.crm_id).where(
+                    Lead.connection_id == connection_id, Lead.is_converted.is_(True), contact.is_not(None)))
+                return {str(c): str(lead) for c, lead in rows if c}
+        self._stored_conversions = stored
 
     def _fields(self, stream: str) -> list[str]:
         sobject, fields = STREAMS[stream]
@@ -189,7 +206,7 @@ class SalesforceConnector:
                 continue
             if may_bulk:
                 may_bulk = False
-                if len(result.get("records") or []) >= size and self._bulk_worth_it(stream, sobject, until):
+                if self._may_exceed_threshold(result, size, until) and self._bulk_worth_it(stream, sobject, until):
                     yield from self._read_bulk(stream, sobject, until)  # (re-reads this page's records)
                     return
             fetched = 0
@@ -205,6 +222,25 @@ class SalesforceConnector:
                 result = self._query_more(str(result["nextRecordsUrl"]))
             if fetched < size:
                 return
+
+    def _may_exceed_threshold(self, first: dict[str, Any], size: int, until: datetime) -> bool:
+        """Whether the stream may hold more than ``bulk_threshold`` records, judged from its first
+        keyset page: a full page whose records span a tenth of the time to ``until`` suggests about
+        ten pages. Worth a COUNT() call only when that estimate reaches half the threshold (a
+        misjudged stream is still read completely, through REST pages)."""
+        records = [r for r in first.get("records") or [] if isinstance(r, dict)]
+        threshold = self.conn.bulk_threshold
+        if threshold is None or len(records) < size:
+            return False
+        try:
+            oldest, newest = stamps(records[0])[1], stamps(records[-1])[1]
+        except BadRecord:
+            return True  # no usable span: let COUNT() decide
+        covered = (newest - oldest).total_seconds()
+        if covered <= 0:
+            return True  # the whole page shares one stamp (a mass import): count
+        estimate = len(records) * max((until - oldest).total_seconds(), covered) / covered
+        return estimate >= threshold / 2
 
     def _bulk_worth_it(self, stream: str, sobject: str, until: datetime) -> bool:
         """True when the stream holds more than ``bulk_threshold`` records before ``until``."""
@@ -307,6 +343,10 @@ class SalesforceConnector:
         if not who:
             return
         lead_of = self._contact_leads  # a conversion's moved activities often span pages: ask once
+        if self._stored_conversions is not None:
+            lead_of.update(self._stored_conversions())
+            self._stored_conversions = None
+        # Only a lead converted after the store last read it is asked of Salesforce.
         contacts = sorted(set(who.values()) - set(lead_of))
         for offset in range(0, len(contacts), 200):  # keeps the SOQL well under its length limit
             result = self._query(format_soql("SELECT Id, ConvertedContactId FROM Lead WHERE ConvertedContactId IN {}",

@@ -321,3 +321,22 @@ def test_full_resync_changes_nothing(small_sim: CRMSim, committing_pg_engine: En
     assert after == before
     expected.assert_database_matches(committing_pg_engine, conn.name, expected.hubspot(small_sim))
     assert datetime.now(UTC) > max(v for v in after.values() if v is not None)
+
+
+def test_activities_of_stored_converted_leads_cost_no_extra_calls(small_sim: CRMSim,
+                                                                  committing_pg_engine: Engine) -> None:
+    """Conversion moves a lead's Tasks and Events to its Contact; the leads stream stores each
+    converted lead's ``ConvertedContactId``, so those activities are linked from the store: every
+    stream costs one query per page (+1 for the empty page after a full last one), nothing more."""
+    page = 50
+    conn, secrets = salesforce_config(small_sim, "convert-sf", page_size=page)
+    report = sync_connection(committing_pg_engine, conn, secrets)
+    assert report.status == "succeeded", report.error
+    expected.assert_database_matches(committing_pg_engine, conn.name, expected.salesforce(small_sim))
+    store = small_sim.salesforce.store
+    moved = sum(1 for kind in ("Task", "Event") for rec in store.records[kind].values()
+                if str(rec.values.get("WhoId") or "").startswith("003"))
+    assert moved > page  # activities on converted leads' Contacts span several pages
+    for name, stream in report.streams.items():
+        pages = stream.records // page + 1
+        assert stream.api_calls == pages, (name, stream.records, stream.api_calls)
