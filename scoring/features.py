@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from scoring import personas
 from scoring.frame import PLACEHOLDERS, FeatureSpec
+from store.db import among
 from store.models import ACTIVITY_TYPES, Activity, Lead
 
 # Engagement the lead did (an e-mail *sent* to them is our action, not theirs: not counted).
@@ -174,7 +175,7 @@ def load_leads_frame(session: Session, lead_ids: Sequence[int] | None = None) ->
         rows.extend(_driver_rows(session, select(*cols).order_by(Lead.id)))
     else:
         for chunk in _chunks(lead_ids):
-            rows.extend(_driver_rows(session, select(*cols).where(Lead.id.in_(chunk)).order_by(Lead.id)))
+            rows.extend(_driver_rows(session, select(*cols).where(among(session, Lead.id, chunk)).order_by(Lead.id)))
     df = pd.DataFrame.from_records(rows, columns=list(LEAD_COLUMNS))
     for c in ("crm_created_at", "converted_at"):
         df[c] = _utc_text(df[c])
@@ -205,7 +206,7 @@ def load_activities_frame(
         rows.extend(_driver_rows(session, base))
     else:
         for chunk in _chunks(lead_ids):
-            rows.extend(_driver_rows(session, base.where(Activity.lead_id.in_(chunk))))
+            rows.extend(_driver_rows(session, base.where(among(session, Activity.lead_id, chunk))))
     df = pd.DataFrame.from_records(rows, columns=list(ACTIVITY_COLUMNS))
     df["lead_id"] = df["lead_id"].astype("int64")
     df["occurred_at"] = _utc_text(df["occurred_at"])
@@ -226,7 +227,7 @@ def load_company_peers(
     rows: list[Any] = []
     keys = sorted({k for k in company_keys if k})
     for i in range(0, len(keys), _IN_CHUNK):
-        where = [Lead.company_key.in_(keys[i : i + _IN_CHUNK]), Lead.is_deleted.is_(False)]
+        where = [among(session, Lead.company_key, keys[i : i + _IN_CHUNK]), Lead.is_deleted.is_(False)]
         stmt: Select[Any]
         if before is None:
             stmt = select(Lead.id, Lead.company_key, _as_text(Lead.crm_created_at)).where(*where)

@@ -19,6 +19,7 @@ from scoring.features import (
     load_company_peers,
     load_leads_frame,
 )
+from store.db import among
 from store.models import Activity, Lead, LeadLifecycle, LeadScore, SyncRun, SyncStatus
 
 IN_CHUNK = 1000
@@ -74,7 +75,7 @@ def stale_lead_ids(
         return list(session.scalars(stmt))
     out: list[int] = []
     for chunk in id_chunks(sorted({int(i) for i in lead_ids})):
-        out.extend(session.scalars(stmt.where(Lead.id.in_(chunk))))
+        out.extend(session.scalars(stmt.where(among(session, Lead.id, chunk))))
     return sorted(out)
 
 
@@ -86,7 +87,7 @@ def live_lead_ids(session: Session, lead_ids: Sequence[int] | None = None) -> li
         return list(session.scalars(stmt))
     out: list[int] = []
     for chunk in id_chunks(sorted({int(i) for i in lead_ids})):
-        out.extend(session.scalars(stmt.where(Lead.id.in_(chunk))))
+        out.extend(session.scalars(stmt.where(among(session, Lead.id, chunk))))
     return sorted(out)
 
 

@@ -368,25 +368,66 @@ def _key(value: Any) -> Any:
 
 class _Sentences:
     """A concept's sentence (and whether it is about an absence) per row of a feature frame,
-    rendered once per distinct combination of the values it reads: most leads share them."""
+    rendered once per distinct combination of the values it reads: most leads share them. Values
+    are coded per column and combinations per concept with numpy, once per frame; a sentence is
+    rendered when a row first asks for its combination."""
 
     def __init__(self, features: pd.DataFrame, typical: Typical | None) -> None:
-        self._columns = {str(c): features[c].tolist() for c in features.columns}
+        self._frame = features
         self._typical = typical
-        self._reads: dict[str, list[tuple[str, list[Any]]]] = {}
-        self._cache: dict[tuple[Any, ...], tuple[str, bool]] = {}
+        self._codes: dict[str, tuple[np.ndarray, list[Any]]] = {}
+        self._combos: dict[str, tuple[np.ndarray, list[tuple[str, np.ndarray, list[Any]]]]] = {}
+        self._cache: dict[tuple[str, int], tuple[str, bool]] = {}
+
+    def _column_codes(self, name: str) -> tuple[np.ndarray, list[Any]]:
+        """Each row's value of ``name`` as a code, and the value of each code. Values are told
+        apart by type too (1, 1.0 and True stay apart); every NaN is one value."""
+        found = self._codes.get(name)
+        if found is not None:
+            return found
+        column = self._frame[name]
+        values: list[Any] = []
+        if isinstance(column.dtype, np.dtype) and column.dtype.kind in "biuf":
+            # A numpy bool/int/float column holds one type: factorize it (every NaN one value, as
+            # below; nullable and object columns take the loop, which keeps pd.NA and None apart).
+            found_codes, uniques = pd.factorize(column, use_na_sentinel=True)
+            values = uniques.tolist()
+            codes = np.asarray(found_codes, dtype="int64")
+            if (codes < 0).any():
+                codes = np.where(codes < 0, len(values), codes)
+                values.append(math.nan)
+        else:
+            seen: dict[tuple[type, Any], int] = {}
+            codes = np.empty(len(column), dtype="int64")
+            for i, v in enumerate(column.tolist()):
+                key = (type(v), _key(v))
+                code = seen.get(key)
+                if code is None:
+                    code = seen[key] = len(values)
+                    values.append(v)
+                codes[i] = code
+        found = self._codes[name] = (codes, values)
+        return found
+
+    def _combined(self, concept: str) -> tuple[np.ndarray, list[tuple[str, np.ndarray, list[Any]]]]:
+        """Per row, one code for the combination of values ``concept`` reads (and those columns)."""
+        found = self._combos.get(concept)
+        if found is None:
+            coded = [(name, *self._column_codes(name)) for name in _reads(concept) if name in self._frame.columns]
+            combined = np.zeros(len(self._frame), dtype="int64")
+            for _, codes, values in coded:
+                # Re-coded densely after each column, so no product of cardinalities can overflow.
+                combined = np.unique(combined * len(values) + codes, return_inverse=True)[1].reshape(-1)
+            found = self._combos[concept] = (combined, coded)
+        return found
 
     def of(self, concept: str, row: int) -> tuple[str, bool]:
-        cols = self._reads.get(concept)
-        if cols is None:
-            cols = self._reads[concept] = [(f, self._columns[f]) for f in _reads(concept) if f in self._columns]
-        values = [col[row] for _, col in cols]
-        key = (concept, *[(type(v), _key(v)) for v in values])
+        combined, coded = self._combined(concept)
+        key = (concept, int(combined[row]))
         found = self._cache.get(key)
         if found is None:
-            named = {f: v for (f, _), v in zip(cols, values, strict=True)}
-            found = (render(concept, named, self._typical), is_absence(concept, named))
-            self._cache[key] = found
+            named = {name: values[codes[row]] for name, codes, values in coded}
+            found = self._cache[key] = (render(concept, named, self._typical), is_absence(concept, named))
         return found
 
 

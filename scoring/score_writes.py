@@ -14,13 +14,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Table, func, insert, select, update
+from sqlalchemy import Table, func, select, update
 from sqlalchemy.orm import Session
 
 from scoring.hooks import TierChangeHook
-from scoring.inputs import IN_CHUNK, id_chunks
+from scoring.inputs import id_chunks
 from scoring.reasons import join_reasons
 from scoring.tiers import likelihood_percent
+from store.db import among, insert_rows
 from store.models import OUTBOX_KIND, Lead, LeadLifecycle, LeadScore, Outbox, OutboxStatus
 
 # Core inserts into the tables (executemany), not ORM bulk inserts of the mapped classes.
@@ -127,7 +128,7 @@ def _change_baselines(
     for chunk in id_chunks(ids):
         latest_old = (
             select(LeadScore.lead_id, func.max(LeadScore.id).label("sid"))
-            .where(LeadScore.lead_id.in_(chunk), LeadScore.as_of <= cutoff)
+            .where(among(session, LeadScore.lead_id, chunk), LeadScore.as_of <= cutoff)
             .group_by(LeadScore.lead_id)
             .subquery()
         )
@@ -139,7 +140,7 @@ def _change_baselines(
         if missing:
             first = (
                 select(LeadScore.lead_id, func.min(LeadScore.id).label("sid"))
-                .where(LeadScore.lead_id.in_(missing))
+                .where(among(session, LeadScore.lead_id, missing))
                 .group_by(LeadScore.lead_id)
                 .subquery()
             )
@@ -149,7 +150,7 @@ def _change_baselines(
                 base[lead_id] = score
         for lead_id, when in session.execute(
             select(LeadScore.lead_id, func.min(LeadScore.as_of))
-            .where(LeadScore.lead_id.in_(chunk), LeadScore.as_of > cutoff)
+            .where(among(session, LeadScore.lead_id, chunk), LeadScore.as_of > cutoff)
             .group_by(LeadScore.lead_id)
         ):
             if when is not None:
@@ -188,12 +189,12 @@ def write_scores(
             select(LeadScore.id, LeadScore.lead_id, LeadScore.score, LeadScore.tier, LeadScore.reasons,
                    LeadScore.probability, LeadScore.fit_score, LeadScore.engagement_score,
                    LeadScore.score_change).where(
-                LeadScore.lead_id.in_(chunk), LeadScore.is_current.is_(True)
+                among(session, LeadScore.lead_id, chunk), LeadScore.is_current.is_(True)
             )
         ):
             previous[lead_id] = _Previous(sid, score, tier, list(reasons or []), float(prob), fit, eng, change)
         for lead_id, conn_id, crm_id, state in session.execute(
-            select(Lead.id, Lead.connection_id, Lead.crm_id, Lead.lifecycle).where(Lead.id.in_(chunk))
+            select(Lead.id, Lead.connection_id, Lead.crm_id, Lead.lifecycle).where(among(session, Lead.id, chunk))
         ):
             lead_refs[lead_id] = (conn_id, crm_id)
             if state != LeadLifecycle.open:
@@ -216,11 +217,12 @@ def write_scores(
         baseline_moves.update(moves)
     changes = {r.lead_id: (r.score - baselines[r.lead_id]) if r.lead_id in baselines else 0 for r in rows}
     # Old current rows stop being current before the new ones exist (one current row per lead).
-    # "evaluate" keeps LeadScore objects already loaded in this session in step.
+    # "fetch" keeps LeadScore objects already loaded in this session in step (the criteria, an
+    # array on PostgreSQL, cannot be evaluated in Python).
     for chunk in id_chunks([p.id for p in previous.values()]):
         session.execute(
-            update(LeadScore).where(LeadScore.id.in_(chunk)).values(is_current=False),
-            execution_options={"synchronize_session": "evaluate"},
+            update(LeadScore).where(among(session, LeadScore.id, chunk)).values(is_current=False),
+            execution_options={"synchronize_session": "fetch"},
         )
     new_ids: dict[int, int] = {}
     values = []
@@ -239,11 +241,11 @@ def write_scores(
         })
     # Plain executemany (no RETURNING, which SQLite can only keep in parameter order one row per
     # statement), then the new ids by lead: each lead now has exactly one current row.
-    for start in range(0, len(values), IN_CHUNK):
-        session.execute(insert(_SCORE_TABLE), values[start : start + IN_CHUNK])
+    insert_rows(session, _SCORE_TABLE, values)
     for chunk in id_chunks([r.lead_id for r in rows]):
         new_ids.update(session.execute(
-            select(LeadScore.lead_id, LeadScore.id).where(LeadScore.lead_id.in_(chunk), LeadScore.is_current.is_(True))
+            select(LeadScore.lead_id, LeadScore.id)
+            .where(among(session, LeadScore.lead_id, chunk), LeadScore.is_current.is_(True))
         ).tuples().all())
     stats.scores = len(values)
     likelihood = dict(zip([r.lead_id for r in rows], _likelihoods([r.probability for r in rows]), strict=True))
@@ -263,9 +265,10 @@ def write_scores(
     for chunk in id_chunks([r.lead_id for r in changed]):
         result = session.execute(
             update(Outbox)
-            .where(Outbox.lead_id.in_(chunk), Outbox.status == OutboxStatus.pending, Outbox.kind == OUTBOX_KIND)
+            .where(among(session, Outbox.lead_id, chunk), Outbox.status == OutboxStatus.pending,
+                   Outbox.kind == OUTBOX_KIND)
             .values(status=OutboxStatus.superseded),
-            execution_options={"synchronize_session": "evaluate"},
+            execution_options={"synchronize_session": "fetch"},
         )
         stats.superseded += int(getattr(result, "rowcount", 0) or 0)
     outbox_rows = []
@@ -281,8 +284,7 @@ def write_scores(
             "payload": payload, "payload_hash": payload_hash(payload), "status": OutboxStatus.pending, "attempts": 0,
             "lead_score_id": new_ids[r.lead_id], "created_at": when, "next_attempt_at": when,
         })
-    for start in range(0, len(outbox_rows), IN_CHUNK):
-        session.execute(insert(_OUTBOX_TABLE), outbox_rows[start : start + IN_CHUNK])
+    insert_rows(session, _OUTBOX_TABLE, outbox_rows)
     stats.outbox = len(outbox_rows)
     stats.tier_changes = len(tier_changed)
     if tier_change_hook is not None and tier_changed:
@@ -292,9 +294,11 @@ def write_scores(
         scores: dict[int, LeadScore] = {}
         leads: dict[int, Lead] = {}
         for chunk in id_chunks(score_ids):
-            scores.update({s.id: s for s in session.scalars(select(LeadScore).where(LeadScore.id.in_(chunk)))})
+            found = session.scalars(select(LeadScore).where(among(session, LeadScore.id, chunk)))
+            scores.update({s.id: s for s in found})
         for chunk in id_chunks(tier_changed):
-            leads.update({lead.id: lead for lead in session.scalars(select(Lead).where(Lead.id.in_(chunk)))})
+            stored = session.scalars(select(Lead).where(among(session, Lead.id, chunk)))
+            leads.update({lead.id: lead for lead in stored})
         for lead_id in tier_changed:
             before = scores[previous[lead_id].id] if lead_id in previous else None
             tier_change_hook(session, leads[lead_id], before, scores[new_ids[lead_id]])

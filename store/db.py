@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import datetime
+from enum import Enum
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import JSON, BigInteger, Engine, String, Table, any_, bindparam, create_engine, event, insert
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import ExceptionContext, make_url
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import QueryableAttribute, Session, sessionmaker
+from sqlalchemy.sql.elements import ColumnElement
 
 from config.errors import ConfigError, LeadscoreError
 
@@ -107,3 +112,72 @@ def unit_of_work(engine: Engine | None = None) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def among(session: Session, column: ColumnElement[Any] | QueryableAttribute[Any],
+          values: Sequence[Any]) -> ColumnElement[bool]:
+    """``column IN values`` for this session's database. PostgreSQL gets ``column = ANY(:array)``:
+    one parameter, one SQL text whatever the count, so neither SQLAlchemy nor psycopg renders and
+    parses a statement with a thousand placeholders per batch; elsewhere a plain ``IN``."""
+    if session.get_bind().dialect.name == "postgresql":
+        item = String() if values and isinstance(values[0], str) else BigInteger()
+        return column == any_(bindparam(None, list(values), type_=postgresql.ARRAY(item)))
+    return column.in_(list(values))
+
+
+def insert_rows(session: Session, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert ``rows`` (mappings with the same keys) into ``table`` in the session's transaction,
+    at the driver: SQLAlchemy's per-row parameter handling cost more than the database's work.
+
+    PostgreSQL: one ``COPY ... FROM STDIN`` (psycopg), an order of magnitude faster than one
+    INSERT per row; JSON values go as their JSON text, enums as their values, naive datetimes
+    are refused as :class:`store.types.UTCDateTime` refuses them. Elsewhere: one driver
+    ``executemany`` with each column's own bind processing applied a column at a time. Every
+    column with a default must be given (no defaults are filled in here).
+    """
+    if not rows:
+        return
+    names = list(rows[0])
+    missing = [c.name for c in table.c if c.name not in names and c.default is not None and not c.primary_key]
+    if missing:
+        raise ValueError(f"insert_rows into {table.name}: give {', '.join(missing)} (defaults are not applied)")
+    session.flush()  # the driver bypasses the ORM: pending objects go first
+    connection = session.connection()
+    raw = connection.connection.driver_connection
+    if raw is None:  # a connection SQLAlchemy has already released: not in a live transaction
+        raise RuntimeError("insert_rows needs the session's open connection")
+    dialect = connection.dialect
+    if dialect.name != "postgresql":
+        compiled = insert(table).compile(dialect=dialect, column_keys=names)
+        order = list(compiled.positiontup or names)
+        columns: list[list[Any]] = []
+        for name in order:
+            process = table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+            values = [row[name] for row in rows]
+            columns.append([process(v) for v in values] if process is not None else values)
+        cursor = raw.cursor()
+        try:
+            cursor.executemany(str(compiled), list(zip(*columns, strict=True)))
+        finally:
+            cursor.close()
+        return
+    import psycopg.sql  # the PostgreSQL driver: only needed here
+
+    as_json = [isinstance(table.c[name].type, JSON) for name in names]
+    statement = psycopg.sql.SQL("COPY {} ({}) FROM STDIN").format(
+        psycopg.sql.Identifier(table.name), psycopg.sql.SQL(", ").join(map(psycopg.sql.Identifier, names)))
+    with raw.cursor() as cursor, cursor.copy(statement) as copy:
+        for row in rows:
+            copy.write_row([_copy_value(row[name], is_json) for name, is_json in zip(names, as_json, strict=True)])
+
+
+def _copy_value(value: Any, is_json: bool) -> Any:
+    if value is None:
+        return None
+    if is_json:
+        return json.dumps(value)
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, datetime) and value.tzinfo is None:
+        raise ValueError(f"naive datetime {value!r}: leadscore stores timezone-aware UTC only")
+    return value
