@@ -6,8 +6,10 @@ temporary directory unless ``--database-url`` names an empty database), then:
 
 1. ``train_from_store`` as ``leadscore train`` runs it (three families, default grids): training
    seconds, examples and the chosen family;
-2. ``score_leads(all=True)``: every live lead end to end (features read from the database,
-   prediction, SHAP reasons, LeadScore and outbox writes): leads per second;
+2. ``score_leads(all=True)`` in a session of its own, as ``leadscore score --all`` runs after
+   ``leadscore train`` (the world and the training objects released first): every live lead end
+   to end (features read from the database, prediction, SHAP reasons, LeadScore and outbox
+   writes): leads per second;
 3. on the same leads and the same feature frames (built by the service's own batch reader, not
    timed), the champion's CatBoost model loaded with ``scoring.registry.load_model``:
    ``predict_proba`` plus ``contributions`` (exact SHAP), rows per second;
@@ -21,6 +23,7 @@ Prints one JSON object. Building a 100,000-lead world takes minutes; that is par
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sys
@@ -38,6 +41,7 @@ _REPO = str(Path(__file__).resolve().parents[1])
 if _REPO not in sys.path:
     sys.path.insert(0, _REPO)  # tests.factories loads a World into the store without HTTP
 
+from sqlalchemy import select  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
 from config.app_config import TierConfig, TrainingConfig  # noqa: E402
@@ -45,20 +49,24 @@ from scoring import registry  # noqa: E402
 from scoring.service import lead_features, live_lead_ids, score_leads, train_from_store  # noqa: E402
 from scoring.training import TrainedModel  # noqa: E402
 from store.db import make_engine  # noqa: E402
-from store.models import Base  # noqa: E402
+from store.models import Base, ModelVersion  # noqa: E402
 from tests.factories import generate_world, load_world  # noqa: E402
 
 BATCH = 2000  # score_leads' default batch size
 
 
-def _catboost_model(session: Session, trained: Any) -> tuple[TrainedModel, str]:
-    """The champion when it is CatBoost, else the run's CatBoost candidate (and where it came from)."""
+def _catboost_model(session: Session) -> tuple[TrainedModel, str]:
+    """The champion when it is CatBoost, else the newest CatBoost version (and which it was)."""
     mv = registry.champion(session)
     if mv is not None:
         model = registry.load_model(mv)
         if model.family == "catboost":
             return model, "champion"
-    return trained.result.models["catboost"], "candidate"
+    newest = session.scalars(select(ModelVersion).where(ModelVersion.family == "catboost")
+                             .order_by(ModelVersion.id.desc()).limit(1)).first()
+    if newest is None:
+        raise SystemExit("no CatBoost model was trained: nothing to compare with")
+    return registry.load_model(newest), "candidate"
 
 
 def run(train_leads: int, seed: int, database_url: str | None) -> dict[str, Any]:
@@ -89,6 +97,12 @@ def run(train_leads: int, seed: int, database_url: str | None) -> dict[str, Any]
                     "test_auc": {f: round(m["test"]["auc"], 4) for f, m in trained.result.metrics.items()},
                 }
 
+            # Score as `leadscore score --all` does after `leadscore train`: a session of its own,
+            # without the world and the training objects this process built (they only slow the
+            # collector down).
+            del world, sink, trained
+            gc.collect()
+            with Session(engine, expire_on_commit=False) as session:
                 out["load_average"] = round(os.getloadavg()[0], 2)
                 started = time.perf_counter()
                 summary = score_leads(session, as_of=as_of, all=True,
@@ -101,7 +115,7 @@ def run(train_leads: int, seed: int, database_url: str | None) -> dict[str, Any]
                     "leads_per_second": round(summary.scored / seconds, 1), "outbox_rows": summary.outbox_rows,
                 }
 
-                model, source = _catboost_model(session, trained)
+                model, source = _catboost_model(session)
                 ids = live_lead_ids(session)
                 rows, predict_s, shap_s = 0, 0.0, 0.0
                 for start in range(0, len(ids), BATCH):

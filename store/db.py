@@ -11,7 +11,22 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Engine, String, Table, any_, bindparam, create_engine, event, insert
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Engine,
+    Select,
+    String,
+    Table,
+    any_,
+    bindparam,
+    create_engine,
+    event,
+    func,
+    insert,
+    literal_column,
+    select,
+)
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import ExceptionContext, make_url
 from sqlalchemy.exc import OperationalError
@@ -122,6 +137,12 @@ def among(session: Session, column: ColumnElement[Any] | QueryableAttribute[Any]
     if session.get_bind().dialect.name == "postgresql":
         item = String() if values and isinstance(values[0], str) else BigInteger()
         return column == any_(bindparam(None, list(values), type_=postgresql.ARRAY(item)))
+    if session.get_bind().dialect.name == "sqlite":
+        # One JSON text parameter read back as a table: the same SQL text for any count (and no
+        # limit on the number of host parameters); the IN still uses the column's index.
+        listed: Select[Any] = select(literal_column("value")).select_from(
+            func.json_each(bindparam(None, json.dumps(list(values)))))
+        return column.in_(listed)
     return column.in_(list(values))
 
 
@@ -154,7 +175,14 @@ def insert_rows(session: Session, table: Table, rows: Sequence[Mapping[str, Any]
         for name in order:
             process = table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
             values = [row[name] for row in rows]
-            columns.append([process(v) for v in values] if process is not None else values)
+            if process is None:
+                columns.append(values)
+            elif isinstance(table.c[name].type, JSON):
+                columns.append([process(v) for v in values])
+            else:
+                # Rows of one run share their times (scored_at, as_of, ...): process each once.
+                done: dict[Any, Any] = {}
+                columns.append([done[v] if v in done else done.setdefault(v, process(v)) for v in values])
         cursor = raw.cursor()
         try:
             cursor.executemany(str(compiled), list(zip(*columns, strict=True)))
