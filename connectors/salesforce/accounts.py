@@ -28,9 +28,9 @@ from simple_salesforce import format_soql
 from config.app_config import ConnectionConfig, SalesforceFields
 from connectors.accounts import AccountMatch, LeadForAccount, website_domain
 from connectors.errors import FatalCRMError
-from connectors.protocols import OutboxItem, RecordResult, fields_as
+from connectors.protocols import OutboxItem
 from connectors.salesforce.settings import REQUEST_TIMEOUT
-from connectors.salesforce.writeback import BATCH_SIZE, COLLECTION_SIZE, parse_composite
+from connectors.salesforce.writeback import BATCH_SIZE, COLLECTION_SIZE, CompositeWriter
 
 NAMES_PER_QUERY = 100
 DOMAINS_PER_QUERY = 25
@@ -130,27 +130,8 @@ def account_composite_body(items: Sequence[OutboxItem], fields: SalesforceFields
     return {"allOrNone": False, "compositeRequest": subrequests}
 
 
-class SalesforceAccountWriter:
+class SalesforceAccountWriter(CompositeWriter):
     """Writes the account fields on Accounts (a :class:`connectors.protocols.ScoreWriter`)."""
 
-    batch_size = BATCH_SIZE
-
-    def __init__(self, client: Any, conn: ConnectionConfig) -> None:
-        self._client = client
-        self._fields = fields_as(conn, SalesforceFields)
-        self._version = conn.api_version
-        self._attempts = 0
-
-    @property
-    def api_calls(self) -> int:
-        return self._attempts
-
-    def write(self, items: Sequence[OutboxItem]) -> list[RecordResult]:
-        """One Composite call for up to 1,000 Accounts; per-record results in input order."""
-        body = account_composite_body(items, self._fields, self._version)
-
-        def send(sf: Any) -> Any:
-            self._attempts += 1
-            return sf.restful("composite", method="POST", json=body, timeout=REQUEST_TIMEOUT)
-
-        return parse_composite(items, self._client.request(send))
+    def body(self, items: Sequence[OutboxItem]) -> dict[str, Any]:
+        return account_composite_body(items, self._fields, self._version)

@@ -133,8 +133,10 @@ def _first_error(body: Any) -> tuple[str | None, str]:
     return None, str(body)[:200]
 
 
-class SalesforceScoreWriter:
-    """Writes score fields on Leads through the connectors' Salesforce client (its retries)."""
+class CompositeWriter:
+    """Writes one Composite request per batch of up to 1,000 records through the connectors'
+    Salesforce client (its retries); per-record results in input order. Subclasses say what the
+    request's body is."""
 
     batch_size = BATCH_SIZE
 
@@ -151,13 +153,22 @@ class SalesforceScoreWriter:
         """Composite requests sent (each attempt counts, whether or not a response came back)."""
         return self._attempts
 
+    def body(self, items: Sequence[OutboxItem]) -> dict[str, Any]:
+        raise NotImplementedError
+
     def write(self, items: Sequence[OutboxItem]) -> list[RecordResult]:
         """One Composite call for up to 1,000 records; per-record results in input order."""
-        body = composite_body(items, self._fields, self._version)
+        body = self.body(items)
 
         def send(sf: Any) -> Any:
             self._attempts += 1  # every attempt, including the client's retries and dropped ones
             return sf.restful("composite", method="POST", json=body, timeout=REQUEST_TIMEOUT)
 
-        response = self._client.request(send)
-        return parse_composite(items, response)
+        return parse_composite(items, self._client.request(send))
+
+
+class SalesforceScoreWriter(CompositeWriter):
+    """Writes score fields (and riding owner changes) on Leads."""
+
+    def body(self, items: Sequence[OutboxItem]) -> dict[str, Any]:
+        return composite_body(items, self._fields, self._version)
