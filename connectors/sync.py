@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, select, text, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 # The CRM's Date header has whole seconds: the sync's upper bound is the next whole second, so a
 # record stamped a fraction after the header's second (simulated clocks sit still) is included.
 DATE_HEADER_RESOLUTION = timedelta(seconds=1)
+ANALYZE_FIRST = 10_000  # records read by one run before it first refreshes the planner statistics
 DEADLOCK_DETECTED = "40P01"  # PostgreSQL's SQLSTATE
 DEADLOCK_ATTEMPTS = 5
 
@@ -316,6 +317,7 @@ def read_range(engine: Engine, connector: Connector, span: StreamRange, report: 
     previous: Cursor | None = None
     conn_name = span.connection
     _notify(progress, conn_name, stream, "start", report)
+    analyze_after = ANALYZE_FIRST
     try:
         for page in connector.read_stream(stream, start, until=until):
             if page.cursor is not None:
@@ -334,6 +336,7 @@ def read_range(engine: Engine, connector: Connector, span: StreamRange, report: 
             report.quarantined_by_reason.update(q.reason for q in page.quarantined)
             report.pages += 1
             report.api_calls = connector.api_calls - calls_at_start
+            analyze_after = refresh_planner_statistics(engine, report.records, analyze_after)
             _notify(progress, conn_name, stream, "page", report)
     except CRMError as exc:
         report.status = _status_for(exc)
@@ -352,6 +355,23 @@ def read_range(engine: Engine, connector: Connector, span: StreamRange, report: 
     report.api_calls = connector.api_calls - calls_at_start
     _finish_run(engine, run_id, report)
     _notify(progress, conn_name, stream, "end", report)
+
+
+def refresh_planner_statistics(engine: Engine, records: int, due: int) -> int:
+    """PostgreSQL plans the sync's look-ups (stored activities and leads by CRM id, one page at a
+    time) from table statistics; a large first load grows the tables faster than autovacuum
+    analyzes them (or autovacuum is off), and a plan made for an empty table scans the whole
+    table once per page: measured, a 100,000-lead first load slowed to 380 records/s at 96,000
+    activities. So a run analyzes the tables it fills after its first :data:`ANALYZE_FIRST`
+    records and whenever its count has grown tenfold since. Returns the next count due."""
+    if records < due:
+        return due
+    if engine.dialect.name == "postgresql":
+        started = time.monotonic()
+        with unit_of_work(engine) as session:
+            session.execute(text("ANALYZE lead, activity"))
+        logger.info("analyzed lead and activity after %d records in %.2fs", records, time.monotonic() - started)
+    return max(due, records) * 10
 
 
 def _commit_page(engine: Engine, connector: Connector, connection_id: int, page: Page, run_id: int,

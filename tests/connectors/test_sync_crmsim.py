@@ -12,11 +12,11 @@ import time
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session
 
 from connectors.salesforce.client import make_salesforce
-from connectors.sync import ProgressEvent, sync_connection
+from connectors.sync import ProgressEvent, refresh_planner_statistics, sync_connection
 from crmsim.app import CRMSim
 from crmsim.model import Person
 from store.models import Activity, Connection, Lead, LeadLifecycle, QuarantinedRecord, SyncCursor, SyncRun
@@ -340,3 +340,17 @@ def test_activities_of_stored_converted_leads_cost_no_extra_calls(small_sim: CRM
     for name, stream in report.streams.items():
         pages = stream.records // page + 1
         assert stream.api_calls == pages, (name, stream.records, stream.api_calls)
+
+
+def test_a_large_first_load_refreshes_the_planner_statistics(committing_pg_engine: Engine) -> None:
+    """Without statistics PostgreSQL plans the per-page look-ups for an empty table (a scan per
+    page): a run analyzes lead and activity after its first records, then at every tenfold."""
+    def analyzed() -> dict[str, bool]:
+        with committing_pg_engine.connect() as connection:
+            return {name: last is not None for name, last in connection.execute(text(
+                "SELECT relname, last_analyze FROM pg_stat_user_tables WHERE relname IN ('lead', 'activity')"))}
+
+    assert refresh_planner_statistics(committing_pg_engine, 999, 1000) == 1000
+    assert analyzed() == {"lead": False, "activity": False}
+    assert refresh_planner_statistics(committing_pg_engine, 1500, 1000) == 15000
+    assert analyzed() == {"lead": True, "activity": True}
