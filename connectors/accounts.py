@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -106,11 +107,12 @@ class LinkReport:
     by_method: dict[str, int] = field(default_factory=dict)
     accounts: int = 0  # distinct accounts the linked leads belong to
     api_calls: int = 0
+    seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {"connection": self.connection, "checked": self.checked, "linked": self.linked,
                 "unmatched": self.unmatched, "by_method": dict(sorted(self.by_method.items())),
-                "accounts": self.accounts, "api_calls": self.api_calls}
+                "accounts": self.accounts, "api_calls": self.api_calls, "seconds": round(self.seconds, 2)}
 
 
 def leads_to_link(session: Session, connection_id: int, now: datetime, *, after_id: int = 0,
@@ -168,6 +170,7 @@ def link_accounts(engine: Engine, conn: ConnectionConfig, finder: AccountFinder,
     stay).
     """
     clock = now or datetime.now(UTC)
+    started = time.monotonic()
     report = LinkReport(connection=conn.name)
     before = finder.api_calls
     with unit_of_work(engine) as session:
@@ -193,6 +196,7 @@ def link_accounts(engine: Engine, conn: ConnectionConfig, finder: AccountFinder,
             report.by_method[match.matched_by] = report.by_method.get(match.matched_by, 0) + 1
     report.accounts = len(accounts)
     report.api_calls = finder.api_calls - before
+    report.seconds = time.monotonic() - started
     if report.checked:
         logger.info("accounts %s: %d leads looked up, %d linked to %d accounts, %d unmatched (%d API calls)",
                     conn.name, report.checked, report.linked, report.accounts, report.unmatched, report.api_calls)

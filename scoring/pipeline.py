@@ -30,8 +30,9 @@ from store.models import Connection, Lead, LeadScore, ModelVersion, RoutingActio
 
 
 def routing_hook(config: AppConfig, *, route: bool = True) -> TierChangeHook | None:
-    """The tier-change hook that plans ``config``'s routing rules (None with ``route=False``)."""
-    if not route:
+    """The tier-change hook that plans ``config``'s routing rules (None with ``route=False`` or
+    without rules: then scoring loads no lead objects for tier changes at all)."""
+    if not route or not config.routing:
         return None
     from connectors.routing import plan_routing
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import Table, func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from scoring.hooks import TierChangeHook
 from scoring.inputs import id_chunks
@@ -297,7 +297,10 @@ def write_scores(
             found = session.scalars(select(LeadScore).where(among(session, LeadScore.id, chunk)))
             scores.update({s.id: s for s in found})
         for chunk in id_chunks(tier_changed):
-            stored = session.scalars(select(Lead).where(among(session, Lead.id, chunk)))
+            # The hook reads ids, states and tiers: the leads' raw payloads and attributes (most
+            # of a lead row) stay unloaded unless it asks for them.
+            stored = session.scalars(select(Lead).options(defer(Lead.raw), defer(Lead.attributes))
+                                     .where(among(session, Lead.id, chunk)))
             leads.update({lead.id: lead for lead in stored})
         for lead_id in tier_changed:
             before = scores[previous[lead_id].id] if lead_id in previous else None
