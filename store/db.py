@@ -11,6 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import psycopg.sql
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -131,13 +132,15 @@ def unit_of_work(engine: Engine | None = None) -> Iterator[Session]:
 
 def among(session: Session, column: ColumnElement[Any] | QueryableAttribute[Any],
           values: Sequence[Any]) -> ColumnElement[bool]:
-    """``column IN values`` for this session's database. PostgreSQL gets ``column = ANY(:array)``:
-    one parameter, one SQL text whatever the count, so neither SQLAlchemy nor psycopg renders and
-    parses a statement with a thousand placeholders per batch; elsewhere a plain ``IN``."""
-    if session.get_bind().dialect.name == "postgresql":
+    """``column IN values`` as one parameter, whatever the count: PostgreSQL gets ``column =
+    ANY(:array)``, SQLite ``column IN (SELECT value FROM json_each(:json))``. Neither SQLAlchemy
+    nor the driver then renders and parses a statement with a thousand placeholders per batch, and
+    the statement's text (and plan) is the same for every batch. Other databases: a plain ``IN``."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
         item = String() if values and isinstance(values[0], str) else BigInteger()
         return column == any_(bindparam(None, list(values), type_=postgresql.ARRAY(item)))
-    if session.get_bind().dialect.name == "sqlite":
+    if dialect == "sqlite":
         # One JSON text parameter read back as a table: the same SQL text for any count (and no
         # limit on the number of host parameters); the IN still uses the column's index.
         listed: Select[Any] = select(literal_column("value")).select_from(
@@ -189,8 +192,6 @@ def insert_rows(session: Session, table: Table, rows: Sequence[Mapping[str, Any]
         finally:
             cursor.close()
         return
-    import psycopg.sql  # the PostgreSQL driver: only needed here
-
     as_json = [isinstance(table.c[name].type, JSON) for name in names]
     statement = psycopg.sql.SQL("COPY {} ({}) FROM STDIN").format(
         psycopg.sql.Identifier(table.name), psycopg.sql.SQL(", ").join(map(psycopg.sql.Identifier, names)))
