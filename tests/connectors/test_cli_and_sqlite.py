@@ -3,6 +3,7 @@ sync on SQLite, the embedded demo's database."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -53,6 +54,11 @@ def test_cli_sync_reads_config_and_env(small_sim: CRMSim, tmp_path: Path, monkey
         result = runner.invoke(app, ["--connection", "cli-sf"])
         assert result.exit_code == 0, result.output
         assert "sync summary" in result.output and "leads" in result.output
+        # The look-up that places open leads at their Accounts reports its cost (calls and time).
+        looked_up = re.search(r"cli-sf: accounts: \d+ leads looked up, .*? \d+ API calls in \d+\.\ds",
+                              " ".join(result.output.split()))
+        assert looked_up, result.output
+        print(looked_up.group(0))
         expected.assert_database_matches(engine_for(url), "cli-sf", expected.salesforce(small_sim))
         # A secret variable the config names but the environment lacks: one clear error.
         result = runner.invoke(app, ["--connection", "cli-hs"])

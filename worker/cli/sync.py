@@ -156,7 +156,8 @@ def _summary(reports: Sequence[object]) -> None:
             methods = ", ".join(f"{n} by {how}" for how, n in sorted((accounts.get("by_method") or {}).items()))
             console.print(f"{report.connection}: accounts: {accounts['checked']} leads looked up, "
                           f"{accounts['linked']} placed at {accounts['accounts']} accounts ({methods}), "
-                          f"{accounts['unmatched']} without one, {accounts['api_calls']} API calls",
+                          f"{accounts['unmatched']} without one, {accounts['api_calls']} API calls in "
+                          f"{float(accounts.get('seconds') or 0):.1f}s",
                           markup=False, highlight=False)
     if reasons:
         quarantine = Table(title="quarantined by reason")
