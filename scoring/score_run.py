@@ -278,9 +278,16 @@ def _scored_batches(
         registry.load_model(mv)  # deserialised here, so the worker never touches the session
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="scoring-model") as pool:
         pending: tuple[tuple[pd.DataFrame, pd.DataFrame, dict[int, datetime]], Future[_ModelWork]] | None = None
+        warm = True
         for batch in batches:
             inputs = batch_inputs(session, batch, as_of)
             future = pool.submit(_model_work, models, inputs[1])
+            if warm:
+                # What the reasons compare with, read while the first batch's SHAP runs (each
+                # model's live sample, cached for the run) instead of after it.
+                warm = False
+                for mv in models.all():
+                    live_typical(session, mv, as_of)
             if pending is not None:
                 yield _finish_batch(session, models, pending[0], pending[1].result(), as_of)
             pending = (inputs, future)
