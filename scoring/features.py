@@ -110,7 +110,7 @@ LEAD_COLUMNS: tuple[str, ...] = (
     "crm_created_at", "is_converted", "converted_at", "is_deleted", "attributes", "inputs_hash",
 )
 ACTIVITY_COLUMNS: tuple[str, ...] = ("lead_id", "type", "occurred_at", "detail")
-_IN_CHUNK = 1000
+_IN_CHUNK = 5000  # ids per statement (one parameter: see store.db.among)
 _DAY_NS = 86_400 * 10**9
 
 
@@ -192,8 +192,9 @@ def load_activities_frame(
 ) -> pd.DataFrame:
     """Non-deleted activities of ``lead_ids`` (None = all leads) that occurred strictly before ``before``.
 
-    ``since`` bounds the history read (features look back at most 90 days, plus the time since
-    the last engagement, which then reads as "none since ``since``").
+    ``since`` bounds the history read: features look back at most :data:`WINDOWS_DAYS`, except
+    the time since the last engagement, which :func:`load_last_engagements` completes (pass its
+    result to :func:`build_feature_frame` as ``engaged_before``).
     """
     cols = [_as_text(getattr(Activity, c)) if c in _TIME_COLUMNS else getattr(Activity, c) for c in ACTIVITY_COLUMNS]
     base = select(*cols).where(
@@ -211,6 +212,28 @@ def load_activities_frame(
     df["lead_id"] = df["lead_id"].astype("int64")
     df["occurred_at"] = _utc_text(df["occurred_at"])
     return df
+
+
+def load_last_engagements(session: Session, lead_ids: Sequence[int], before: datetime) -> pd.Series:
+    """Per lead of ``lead_ids``, the time of its latest engagement (a non-deleted activity of
+    :data:`ENGAGEMENT_TYPES`) strictly before ``before``; leads without one are absent.
+
+    With ``load_activities_frame(..., since=before)`` it gives the features of the whole history:
+    only ``days_since_last_engagement`` looks further back than the activity windows, and only
+    at the latest engagement. One aggregate row per lead instead of every older activity.
+    """
+    # Per lead, its activities newest first from ``before`` (the (lead_id, occurred_at) index)
+    # until the first engagement: a row or two per lead, not all of its older history.
+    latest = (select(_as_text(Activity.occurred_at))
+              .where(Activity.lead_id == Lead.id, Activity.is_deleted.is_(False), Activity.occurred_at < before,
+                     Activity.type.in_(ENGAGEMENT_TYPES))
+              .order_by(Activity.occurred_at.desc()).limit(1).scalar_subquery())
+    rows: list[Any] = []
+    for chunk in _chunks(lead_ids):
+        rows.extend(_driver_rows(session, select(Lead.id, latest).where(among(session, Lead.id, chunk))))
+    df = pd.DataFrame.from_records(rows, columns=["lead_id", "occurred_at"]).dropna()
+    return pd.Series(_utc_text(df["occurred_at"]).to_numpy(), index=df["lead_id"].astype("int64").to_numpy(),
+                     name="occurred_at")
 
 
 def load_company_peers(
@@ -369,7 +392,9 @@ def _committee_size(
     return out
 
 
-def _activity_features(lead_ids: np.ndarray, snaps: pd.Series, activities: pd.DataFrame) -> dict[str, np.ndarray]:
+def _activity_features(
+    lead_ids: np.ndarray, snaps: pd.Series, activities: pd.DataFrame, engaged_before: pd.Series | None = None
+) -> dict[str, np.ndarray]:
     n = len(lead_ids)
     n_types = len(ENGAGEMENT_TYPES)
     rows = pd.DataFrame({"row": np.arange(n), "lead_id": lead_ids.astype("int64"),
@@ -400,6 +425,14 @@ def _activity_features(lead_ids: np.ndarray, snaps: pd.Series, activities: pd.Da
     if engaged.any():
         mins = pd.Series(age[engaged]).groupby(row[engaged]).min()
         last[mins.index.to_numpy()] = np.floor(mins.to_numpy())
+    if engaged_before is not None and len(engaged_before):
+        # Rows without an engagement among the activities read: their latest earlier one (any
+        # engagement read is more recent than it), as if that activity had been read.
+        earlier = _utc(pd.Series(lead_ids).map(engaged_before))
+        earlier_ns = earlier.astype("int64").to_numpy()
+        snap_ns = rows["snap"].to_numpy()
+        fill = np.isnan(last) & earlier.notna().to_numpy() & (earlier_ns < snap_ns)
+        last[fill] = np.floor((snap_ns[fill] - earlier_ns[fill]) / _DAY_NS)
     out["days_since_last_engagement"] = last
 
     prev = engaged & (age >= 30) & (age < 60)
@@ -450,6 +483,7 @@ def build_feature_frame(
     snapshots: pd.Series | datetime,
     *,
     company_peers: pd.DataFrame | None = None,
+    engaged_before: pd.Series | None = None,
 ) -> pd.DataFrame:
     """Features of each lead row as known at its snapshot time (same index as ``leads``).
 
@@ -458,14 +492,16 @@ def build_feature_frame(
     before a row's snapshot counts; ``company_peers`` are the leads counted for the buying
     committee (default: the ``leads`` frame itself; see :func:`load_company_peers`). Outcome
     fields, owner and ``raw`` are never read. Columns: :data:`FEATURE_SPEC` plus ``attr_*``
-    columns for mapped custom fields (see :func:`feature_spec_for`).
+    columns for mapped custom fields (see :func:`feature_spec_for`). ``activities`` read from a
+    ``since`` on (see :func:`load_activities_frame`) need ``engaged_before``, each lead's latest
+    engagement before it (:func:`load_last_engagements`), for the time since the last engagement.
     """
     snaps = _snapshot_series(leads, snapshots)
     lead_ids = leads["id"].to_numpy(dtype="int64")
     created = _utc(leads["crm_created_at"])
     features: dict[str, Any] = {}
 
-    features.update(_activity_features(lead_ids, snaps, activities))
+    features.update(_activity_features(lead_ids, snaps, activities, engaged_before))
     keys = _company_keys(leads)
     peers = company_peers if company_peers is not None else leads[["id", "crm_created_at"]].assign(
         company_key=keys

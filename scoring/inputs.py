@@ -5,7 +5,7 @@ features read from the store and when those features next age.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -17,12 +17,15 @@ from scoring.features import (
     build_feature_frame,
     load_activities_frame,
     load_company_peers,
+    load_last_engagements,
     load_leads_frame,
 )
 from store.db import among
 from store.models import Activity, Lead, LeadLifecycle, LeadScore, SyncRun, SyncStatus
 
-IN_CHUNK = 1000
+# Ids per statement: store.db.among sends them as one parameter, so this bounds a statement's
+# result, not its text; a 2,000-lead scoring batch reads and writes in one statement each.
+IN_CHUNK = 5000
 
 
 def crm_now(session: Session) -> datetime:
@@ -105,10 +108,14 @@ def batch_inputs(
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[int, datetime]]:
     """Leads, their features at ``as_of`` and when each lead's features next age."""
     leads = load_leads_frame(session, ids)
-    activities = load_activities_frame(session, ids, before=as_of)
+    # Only the activity windows' days are read whole; older history counts only through each
+    # lead's latest engagement (most of a lead's activities are older than the windows).
+    since = as_of - timedelta(days=max(WINDOWS_DAYS))
+    activities = load_activities_frame(session, ids, before=as_of, since=since)
+    earlier = load_last_engagements(session, ids, before=since)
     keys = [k for k in leads["company_key"].dropna().unique().tolist()]
     peers = load_company_peers(session, keys, before=as_of)
-    frame = build_feature_frame(leads, activities, as_of, company_peers=peers)
+    frame = build_feature_frame(leads, activities, as_of, company_peers=peers, engaged_before=earlier)
     return leads, frame, next_aging(activities, as_of)
 
 

@@ -53,15 +53,19 @@ class _CatBoostEstimator:
         self.model = model
         self.cat_idx = list(range(len(spec.numeric), len(spec.columns)))
 
-    def _pool(self, x: pd.DataFrame) -> Any:
+    def _pool(self, x: Any) -> Any:
         from catboost import Pool  # heavy import (~1 s), paid only where a CatBoost model scores
 
-        return Pool(x, cat_features=self.cat_idx)
+        return x if isinstance(x, Pool) else Pool(x, cat_features=self.cat_idx)
 
-    def raw(self, x: pd.DataFrame) -> np.ndarray:
+    def prepare(self, x: pd.DataFrame) -> Any:
+        """The rows as a CatBoost pool, built once for a prediction and its SHAP values."""
+        return self._pool(x)
+
+    def raw(self, x: Any) -> np.ndarray:
         return np.asarray(self.model.predict(self._pool(x), prediction_type="RawFormulaVal"), dtype="float64")
 
-    def contributions(self, x: pd.DataFrame) -> np.ndarray:
+    def contributions(self, x: Any) -> np.ndarray:
         # One column per feature plus the expected value last; rows sum to the raw prediction.
         shap = self.model.get_feature_importance(data=self._pool(x), type="ShapValues", thread_count=THREADS)
         return np.asarray(shap, dtype="float64")
@@ -251,11 +255,11 @@ class TrainedModel:
 
     def predict_proba(self, df: pd.DataFrame) -> np.ndarray:
         """Calibrated P(convert) per row of a raw feature frame."""
-        return self.calibrator.transform(self.raw_log_odds(df))
+        return self.prepare(df).proba()
 
     def raw_log_odds(self, df: pd.DataFrame) -> np.ndarray:
         """Uncalibrated model output on the log-odds scale."""
-        return np.asarray(self.estimator.raw(prepare_frame(df, self.spec)), dtype="float64")
+        return self.prepare(df).raw()
 
     def contributions(self, df: pd.DataFrame) -> pd.DataFrame:
         """Per-feature contributions to :meth:`raw_log_odds`; columns ``spec.columns + ["__bias__"]``.
@@ -263,8 +267,14 @@ class TrainedModel:
         Rows sum to ``raw_log_odds(df)``. Costly for CatBoost (SHAP ≈ 30× a prediction): call
         it only for leads whose reasons are being written.
         """
-        values = self.estimator.contributions(prepare_frame(df, self.spec))
-        return pd.DataFrame(values, index=df.index, columns=[*self.spec.columns, BIAS])
+        return self.prepare(df).contributions()
+
+    def prepare(self, df: pd.DataFrame) -> PreparedRows:
+        """The rows of a raw feature frame encoded once (for CatBoost, one pool): a prediction
+        and the contributions of the same rows then share that work (scoring needs both)."""
+        x = prepare_frame(df, self.spec)
+        encode = getattr(self.estimator, "prepare", None)
+        return PreparedRows(self, df.index, encode(x) if encode is not None else x)
 
     def to_bytes(self) -> bytes:
         """Serialise (pickle with a format header)."""
@@ -279,3 +289,23 @@ class TrainedModel:
         if not isinstance(model, TrainedModel):
             raise ValueError("artifact does not hold a TrainedModel")
         return model
+
+
+class PreparedRows:
+    """Rows prepared by :meth:`TrainedModel.prepare`. Not thread-safe: one thread at a time (a
+    scoring run predicts in its thread and hands the rows to its model thread for SHAP)."""
+
+    def __init__(self, model: TrainedModel, index: pd.Index, rows: Any) -> None:
+        self.model = model
+        self.index = index
+        self._rows = rows
+
+    def raw(self) -> np.ndarray:
+        return np.asarray(self.model.estimator.raw(self._rows), dtype="float64")
+
+    def proba(self) -> np.ndarray:
+        return self.model.calibrator.transform(self.raw())
+
+    def contributions(self) -> pd.DataFrame:
+        values = self.model.estimator.contributions(self._rows)
+        return pd.DataFrame(values, index=self.index, columns=[*self.model.spec.columns, BIAS])

@@ -319,33 +319,44 @@ def explain(
     groups = [concept_group(c, members[c]) for c in concepts]
     common = set((typical or {}).get("common") or {})
     sentences = _Sentences(features, typical)
-    out: list[list[Reason]] = []
-    orders = np.argsort(-by_concept, axis=1, kind="stable").tolist()
-    for i, (row, order) in enumerate(zip(by_concept.tolist(), orders, strict=True)):
-        ups: list[Reason] = []
-        for j in order:
-            if len(ups) >= positive or row[j] <= min_impact:
-                break
-            concept = concepts[j]
-            if concept in SILENT_CONCEPTS:
-                continue
-            text, absent = sentences.of(concept, i)
-            if not absent and text not in common:
-                ups.append(Reason(text, row[j], groups[j]))
-        downs: list[Reason] = []
-        for j in order[::-1]:
-            if len(downs) >= negative or row[j] >= -min_impact:
-                break
-            concept = concepts[j]
-            if concept in SILENT_CONCEPTS:
-                continue
-            text, _ = sentences.of(concept, i)
-            # "3 visits (most leads have none)" as a minus contradicts itself: the model lowered the
-            # score through this concept for another reason (recency, interactions); leave it out.
-            if text not in common and not text.endswith(ABOVE_MOST):
-                downs.append(Reason(text, row[j], groups[j]))
-        out.append([*ups, *downs])
+    n, m = by_concept.shape
+    # Per row and concept: its sentence's code (rendered once per distinct combination of the
+    # values it reads), and whether that sentence may be a plus / a minus.
+    codes = np.zeros((n, m), dtype="int64")
+    texts: list[list[str]] = []
+    up_ok = np.zeros((n, m), dtype=bool)
+    down_ok = np.zeros((n, m), dtype=bool)
+    for j, concept in enumerate(concepts):
+        if concept in SILENT_CONCEPTS:
+            texts.append([])
+            continue
+        row_codes, rendered, absent = sentences.every(concept)
+        usable = np.array([t not in common for t in rendered], dtype=bool)
+        codes[:, j] = row_codes
+        texts.append(rendered)
+        up_ok[:, j] = (usable & ~absent)[row_codes]
+        # "3 visits (most leads have none)" as a minus contradicts itself: the model lowered the
+        # score through this concept for another reason (recency, interactions); leave it out.
+        down_ok[:, j] = (usable & ~np.array([t.endswith(ABOVE_MOST) for t in rendered], dtype=bool))[row_codes]
+    # Strongest first (a stable order, ties by column), the first ``positive`` usable concepts
+    # above ``min_impact``; weakest first from the other end for the minuses.
+    orders = np.argsort(-by_concept, axis=1, kind="stable")
+    ups = _first(np.take_along_axis((by_concept > min_impact) & up_ok, orders, axis=1), positive)
+    backwards = orders[:, ::-1]
+    downs = _first(np.take_along_axis((by_concept < -min_impact) & down_ok, backwards, axis=1), negative)
+    out: list[list[Reason]] = [[] for _ in range(n)]
+    for picked, order in ((ups, orders), (downs, backwards)):
+        rows, ranks = np.nonzero(picked)  # row-major: each row's picks in order
+        cols = order[rows, ranks]
+        impacts = by_concept[rows, cols].tolist()
+        for i, j, impact, code in zip(rows.tolist(), cols.tolist(), impacts, codes[rows, cols].tolist(), strict=True):
+            out[i].append(Reason(texts[j][code], impact, groups[j]))
     return out
+
+
+def _first(candidates: np.ndarray, k: int) -> np.ndarray:
+    """The first ``k`` True values of each row (the others set False)."""
+    return candidates & (np.cumsum(candidates, axis=1) <= k)
 
 
 def _reads(concept: str) -> tuple[str, ...]:
@@ -421,6 +432,16 @@ class _Sentences:
             found = self._combos[concept] = (combined, coded)
         return found
 
+    def every(self, concept: str) -> tuple[np.ndarray, list[str], np.ndarray]:
+        """Each row's code of ``concept``, and each code's sentence and whether it is an absence."""
+        combined, _ = self._combined(concept)
+        present, first = np.unique(combined, return_index=True)  # codes are dense: 0 .. count-1
+        texts = [""] * len(present)
+        absent = np.zeros(len(present), dtype=bool)
+        for code, row in zip(present.tolist(), first.tolist(), strict=True):
+            texts[code], absent[code] = self.of(concept, row)
+        return combined, texts, absent
+
     def of(self, concept: str, row: int) -> tuple[str, bool]:
         combined, coded = self._combined(concept)
         key = (concept, int(combined[row]))
@@ -454,10 +475,12 @@ def typical_values(features: pd.DataFrame, *, common_share: float = COMMON_SHARE
         for concept in concepts:
             if concept in SILENT_CONCEPTS:
                 continue
+            row_codes, texts, _ = sentences.every(concept)
+            per_code = np.bincount(row_codes, minlength=len(texts)).tolist()
             counts: dict[str, int] = {}
-            for row in range(n):
-                text, _ = sentences.of(concept, row)
-                counts[text] = counts.get(text, 0) + 1
+            # Codes in the order their first row comes (what a row-by-row count would give).
+            for code in np.argsort(np.unique(row_codes, return_index=True)[1], kind="stable").tolist():
+                counts[texts[code]] = counts.get(texts[code], 0) + per_code[code]
             for text, k in counts.items():
                 if k / n > common_share:
                     common[text] = round(k / n, 4)

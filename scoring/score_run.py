@@ -15,8 +15,10 @@ the same flush, so the CRM write exists if and only if the score does.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -26,6 +28,7 @@ import pandas as pd
 from sqlalchemy.orm import Session
 
 from config.app_config import TierConfig, load_config
+from config.collector import lean_collector
 from config.errors import LeadscoreError
 from config.settings import get_settings
 from scoring import registry
@@ -33,6 +36,7 @@ from scoring.champions import Champions, ensure_score_reference, live_typical, l
 from scoring.features import align_to_spec
 from scoring.hooks import TierChangeHook
 from scoring.inputs import batch_inputs, crm_now, id_chunks, lead_features, live_count, live_lead_ids, stale_lead_ids
+from scoring.model import PreparedRows
 from scoring.reasons import explain, reason_strings
 from scoring.reference import rank
 from scoring.score_writes import NewScore, write_scores
@@ -132,6 +136,7 @@ class ScoringPlan:
                    cutoffs={str(k): float(v) for k, v in cutoffs.items()} if cutoffs is not None else None)
 
 
+@lean_collector()
 def plan_scoring(
     session: Session,
     *,
@@ -213,44 +218,78 @@ class _Scored:
 
 
 @dataclass
-class _ModelWork:
-    """What the models computed for one batch: probabilities, who scored each row, and per model
-    its rows, their aligned features and their contributions."""
+class _Batch:
+    """One batch read and predicted, its contributions (SHAP) on their way in the model thread:
+    per model, its rows (mask) and their aligned features, and the contributions of those rows."""
 
+    inputs: tuple[pd.DataFrame, pd.DataFrame, dict[int, datetime]]
     probs: np.ndarray
     used: list[ModelVersion | None]
-    groups: list[tuple[ModelVersion, np.ndarray, pd.DataFrame, pd.DataFrame]]
+    groups: list[tuple[ModelVersion, np.ndarray, pd.DataFrame]]
+    contributions: Future[list[pd.DataFrame]]
 
 
-def _model_work(models: Champions, frame: pd.DataFrame) -> _ModelWork:
-    """Prediction and contributions of one batch: model work only, no session (it runs in the
-    worker thread of :func:`_scored_batches`; the models are deserialised before)."""
-    probs, used = predict(models, frame)
-    groups = []
+def _contributions(prepared: Sequence[PreparedRows]) -> list[pd.DataFrame]:
+    """What the model thread computes: contributions only (CatBoost's SHAP runs outside the GIL
+    on rows encoded in this thread), no session."""
+    return [rows.contributions() for rows in prepared]
+
+
+@contextmanager
+def _model_thread(models: Champions) -> Iterator[ThreadPoolExecutor]:
+    """One worker thread for the batches' contributions. The models are deserialised first, in this
+    thread, so the worker never touches the session; on an error, queued batches are dropped."""
+    for mv in models.all():
+        registry.load_model(mv)
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scoring-model")
+    try:
+        yield pool
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _predict_batch(
+    session: Session, models: Champions, pool: ThreadPoolExecutor, batch: Sequence[int], as_of: datetime
+) -> _Batch:
+    """Read a batch's inputs, encode them once per model and predict them here (a prediction is a
+    small part of the model work); the contributions of the same encoded rows go to ``pool``."""
+    inputs = batch_inputs(session, batch, as_of)
+    frame = inputs[1]
+    probs = np.zeros(len(frame))
+    used: list[ModelVersion | None] = [None] * len(frame)
+    groups: list[tuple[ModelVersion, np.ndarray, pd.DataFrame]] = []
+    prepared: list[PreparedRows] = []
     for mv, mask in models.groups(frame):
         model = registry.load_model(mv)
         part = align_to_spec(frame.loc[mask], model.spec)
-        groups.append((mv, mask, part, model.contributions(part)))
-    return _ModelWork(probs=probs, used=used, groups=groups)
+        rows = model.prepare(part)
+        probs[mask] = rows.proba()
+        for i in np.flatnonzero(mask).tolist():
+            used[i] = mv
+        groups.append((mv, mask, part))
+        prepared.append(rows)
+    return _Batch(inputs=inputs, probs=probs, used=used, groups=groups,
+                  contributions=pool.submit(_contributions, prepared))
 
 
-def _finish_batch(
-    session: Session,
-    models: Champions,
-    inputs: tuple[pd.DataFrame, pd.DataFrame, dict[int, datetime]],
-    work: _ModelWork,
-    as_of: datetime,
-) -> _Scored:
-    """Ranks and reasons of a batch from its model work; the shadow challengers score the same
-    features (stored only, never written to the CRM)."""
-    leads, frame, aging = inputs
+def _warm_typical(session: Session, models: Champions, as_of: datetime) -> None:
+    """What the reasons compare with (each model's live sample, cached for the run), read while
+    the first batch's SHAP runs instead of after it."""
+    for mv in models.all():
+        live_typical(session, mv, as_of)
+
+
+def _finish_batch(session: Session, models: Champions, batch: _Batch, as_of: datetime) -> _Scored:
+    """Ranks and reasons of a batch once its contributions are in; the shadow challengers score
+    the same features (stored only, never written to the CRM)."""
+    leads, frame, aging = batch.inputs
     size = len(frame)
     scores = np.zeros(size, dtype="int64")
     fits = np.zeros(size, dtype="int64")
     engagements = np.zeros(size, dtype="int64")
     texts: list[list[str]] = [[] for _ in range(size)]
-    probs = work.probs
-    for mv, mask, part, contributions in work.groups:
+    probs = batch.probs
+    for (mv, mask, part), contributions in zip(batch.groups, batch.contributions.result(), strict=True):
         ref = ensure_score_reference(session, mv)
         fit, engagement = split_contributions(contributions)
         rows_of = np.flatnonzero(mask)
@@ -264,35 +303,27 @@ def _finish_batch(
     ids = [int(i) for i in leads["id"].tolist()]
     score_in_shadow(session, frame, ids, as_of)
     return _Scored(lead_ids=ids, hashes=leads["inputs_hash"].tolist(), probs=probs,
-                   versions=[mv or models.global_mv for mv in work.used], scores=scores, fits=fits,
+                   versions=[mv or models.global_mv for mv in batch.used], scores=scores, fits=fits,
                    engagements=engagements, texts=texts, aging=aging)
 
 
 def _scored_batches(
     session: Session, models: Champions, batches: Sequence[Sequence[int]], as_of: datetime
 ) -> Iterator[_Scored]:
-    """Each batch scored, in order. A batch's model work (prediction, SHAP: CatBoost computes
-    it outside the GIL) runs in one worker thread while this thread reads the next batch's
-    features and ranks, explains and writes the previous one; the session stays in this thread."""
-    for mv in models.all():
-        registry.load_model(mv)  # deserialised here, so the worker never touches the session
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="scoring-model") as pool:
-        pending: tuple[tuple[pd.DataFrame, pd.DataFrame, dict[int, datetime]], Future[_ModelWork]] | None = None
-        warm = True
-        for batch in batches:
-            inputs = batch_inputs(session, batch, as_of)
-            future = pool.submit(_model_work, models, inputs[1])
-            if warm:
-                # What the reasons compare with, read while the first batch's SHAP runs (each
-                # model's live sample, cached for the run) instead of after it.
-                warm = False
-                for mv in models.all():
-                    live_typical(session, mv, as_of)
+    """Each batch scored, in order. A batch's SHAP runs in the model thread while this thread
+    reads and predicts the next batch and ranks, explains and writes the previous one; the
+    session stays in this thread."""
+    with _model_thread(models) as pool:
+        pending: _Batch | None = None
+        for n, batch in enumerate(batches):
+            current = _predict_batch(session, models, pool, batch, as_of)
+            if n == 0:
+                _warm_typical(session, models, as_of)
             if pending is not None:
-                yield _finish_batch(session, models, pending[0], pending[1].result(), as_of)
-            pending = (inputs, future)
+                yield _finish_batch(session, models, pending, as_of)
+            pending = current
         if pending is not None:
-            yield _finish_batch(session, models, pending[0], pending[1].result(), as_of)
+            yield _finish_batch(session, models, pending, as_of)
 
 
 def _tiers(policy: PolicyLike, scored: _Scored, cutoffs: Mapping[str, float] | None) -> list[str]:
@@ -331,6 +362,7 @@ def _write_batch(
         summary.tiers[t] = summary.tiers.get(t, 0) + 1
 
 
+@lean_collector()
 def score_chunk(
     session: Session,
     plan: ScoringPlan,
@@ -368,6 +400,7 @@ def score_chunk(
     return summary
 
 
+@lean_collector()
 def score_leads(
     session: Session,
     *,
@@ -398,19 +431,28 @@ def score_leads(
                                     tier_change_hook=tier_change_hook))
         summary.seconds = time.perf_counter() - started
         return summary
+    # Capacity tiers cut every current score, this run's included: every batch is read and
+    # predicted first (its SHAP starting in the model thread at once), then, with the run's
+    # cut-offs known, each batch is explained and written while later batches' SHAP runs.
     total = len(plan.lead_ids)
-    batches: list[_Scored] = []
-    for n, scored in enumerate(_scored_batches(session, models, plan.chunks(batch_size), plan.as_of), 1):
-        batches.append(scored)
-        if progress:
-            progress("scoring", min(n * batch_size, total), total)
-    if batches:
-        cutoffs = _run_cutoffs(session, policy, plan.lead_ids, [b.probs for b in batches])
-        for n, scored in enumerate(batches, 1):
-            _write_batch(session, scored, _tiers(policy, scored, cutoffs), policy_id=policy.id, as_of=plan.as_of,
-                         tier_change_hook=tier_change_hook, summary=summary)
+    with _model_thread(models) as pool:
+        predicted: deque[_Batch] = deque()
+        for n, batch in enumerate(plan.chunks(batch_size), 1):
+            predicted.append(_predict_batch(session, models, pool, batch, plan.as_of))
+            if n == 1:
+                _warm_typical(session, models, plan.as_of)
             if progress:
-                progress("writing", min(n * batch_size, total), total)
+                progress("scoring", min(n * batch_size, total), total)
+        cutoffs = _run_cutoffs(session, policy, plan.lead_ids, [b.probs for b in predicted]) if predicted else {}
+        written = 0
+        while predicted:
+            pending = predicted.popleft()  # its frames go once it is written
+            scored = _finish_batch(session, models, pending, plan.as_of)
+            _write_batch(session, scored, _tiers(policy, scored, cutoffs), policy_id=policy.id,
+                         as_of=plan.as_of, tier_change_hook=tier_change_hook, summary=summary)
+            written += len(scored.lead_ids)
+            if progress:
+                progress("writing", written, total)
     summary.seconds = time.perf_counter() - started
     return summary
 

@@ -21,7 +21,7 @@ from scoring.hooks import TierChangeHook
 from scoring.inputs import id_chunks
 from scoring.reasons import join_reasons
 from scoring.tiers import likelihood_percent
-from store.db import among, insert_rows
+from store.db import JSONText, among, insert_rows
 from store.models import OUTBOX_KIND, Lead, LeadLifecycle, LeadScore, Outbox, OutboxStatus
 
 # Core inserts into the tables (executemany), not ORM bulk inserts of the mapped classes.
@@ -30,9 +30,14 @@ _OUTBOX_TABLE: Table = Outbox.__table__  # type: ignore[assignment]
 CHANGE_DAYS = 7  # the trend field: score change over this many days of the data's clock
 
 
-def payload_hash(payload: dict[str, Any]) -> str:
-    """sha256 of the payload's canonical JSON (sorted keys, no spaces)."""
-    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+def payload_json(payload: dict[str, Any]) -> JSONText:
+    """The payload's canonical JSON (sorted keys, no spaces): what is stored and hashed."""
+    return JSONText(json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False))
+
+
+def payload_hash(payload: dict[str, Any] | JSONText) -> str:
+    """sha256 of the payload's canonical JSON (:func:`payload_json`)."""
+    text = payload if isinstance(payload, JSONText) else payload_json(payload)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
@@ -279,9 +284,10 @@ def write_scores(
             engagement=r.engagement_score, score_change=changes[r.lead_id],
         )
         conn_id, crm_id = lead_refs[r.lead_id]
+        text = payload_json(payload)  # serialised once: stored as it is and hashed
         outbox_rows.append({
             "connection_id": conn_id, "lead_id": r.lead_id, "crm_id": crm_id, "kind": OUTBOX_KIND,
-            "payload": payload, "payload_hash": payload_hash(payload), "status": OutboxStatus.pending, "attempts": 0,
+            "payload": text, "payload_hash": payload_hash(text), "status": OutboxStatus.pending, "attempts": 0,
             "lead_score_id": new_ids[r.lead_id], "created_at": when, "next_attempt_at": when,
         })
     insert_rows(session, _OUTBOX_TABLE, outbox_rows)

@@ -149,6 +149,11 @@ def among(session: Session, column: ColumnElement[Any] | QueryableAttribute[Any]
     return column.in_(list(values))
 
 
+class JSONText(str):
+    """A value already serialised as JSON text: :func:`insert_rows` stores it as it is (the caller
+    needed the text anyway, e.g. to hash it) instead of serialising the value a second time."""
+
+
 def insert_rows(session: Session, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
     """Insert ``rows`` (mappings with the same keys) into ``table`` in the session's transaction,
     at the driver: SQLAlchemy's per-row parameter handling cost more than the database's work.
@@ -157,7 +162,8 @@ def insert_rows(session: Session, table: Table, rows: Sequence[Mapping[str, Any]
     INSERT per row; JSON values go as their JSON text, enums as their values, naive datetimes
     are refused as :class:`store.types.UTCDateTime` refuses them. Elsewhere: one driver
     ``executemany`` with each column's own bind processing applied a column at a time. Every
-    column with a default must be given (no defaults are filled in here).
+    column with a default must be given (no defaults are filled in here). A JSON column's
+    :class:`JSONText` values go in as their text.
     """
     if not rows:
         return
@@ -181,7 +187,7 @@ def insert_rows(session: Session, table: Table, rows: Sequence[Mapping[str, Any]
             if process is None:
                 columns.append(values)
             elif isinstance(table.c[name].type, JSON):
-                columns.append([process(v) for v in values])
+                columns.append([str(v) if isinstance(v, JSONText) else process(v) for v in values])
             else:
                 # Rows of one run share their times (scored_at, as_of, ...): process each once.
                 done: dict[Any, Any] = {}
@@ -204,7 +210,7 @@ def _copy_value(value: Any, is_json: bool) -> Any:
     if value is None:
         return None
     if is_json:
-        return json.dumps(value)
+        return str(value) if isinstance(value, JSONText) else json.dumps(value)
     if isinstance(value, Enum):
         return value.value
     if isinstance(value, datetime) and value.tzinfo is None:

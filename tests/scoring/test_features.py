@@ -275,3 +275,36 @@ def test_committee_from_per_company_counts_matches_per_lead_peers(sqlite_session
     assert per_lead["committee_size"].tolist() == counted["committee_size"].tolist()
     # Three colleagues per firm exist at the snapshot; leads created later still see all three.
     assert sorted(per_lead["committee_size"].tolist()) == [0] + [2] * 9 + [3] * 3
+
+
+def test_scoring_reads_only_the_windows_yet_builds_the_whole_historys_features(any_session: Session) -> None:
+    """batch_inputs reads activities of the last 90 days plus each lead's latest older engagement:
+    the features equal those built from every activity, for leads engaged long ago, recently,
+    both, never, or only through e-mails we sent (not an engagement) and deleted activities."""
+    from scoring.inputs import batch_inputs
+
+    conn = make_connection(any_session)
+    at = BASE_TIME + 400 * DAY
+    long_ago = make_lead(any_session, conn, crm_created_at=BASE_TIME)
+    add_activities(any_session, long_ago, [("web_visit", at - 200 * DAY, "/pricing"), ("call", at - 120 * DAY, None),
+                                           ("email_send", at - 100 * DAY, None)])
+    both = make_lead(any_session, conn, crm_created_at=BASE_TIME)
+    add_activities(any_session, both, [("meeting", at - 300 * DAY, None), ("email_open", at - 45 * DAY, None),
+                                       ("web_visit", at - 3 * DAY, "/demo"), ("email_click", at - 90 * DAY, None)])
+    sent_only = make_lead(any_session, conn, crm_created_at=BASE_TIME)
+    add_activities(any_session, sent_only, [("email_send", at - 150 * DAY, None)])
+    make_activity(any_session, sent_only, "call", at - 130 * DAY, is_deleted=True)
+    never = make_lead(any_session, conn, crm_created_at=at - 10 * DAY)
+    ids = [long_ago.id, both.id, sent_only.id, never.id]
+
+    leads, frame, aging = batch_inputs(any_session, ids, at)
+    whole = build_feature_frame(load_leads_frame(any_session, ids), load_activities_frame(any_session, ids, before=at),
+                                at)
+    pd.testing.assert_frame_equal(frame.drop(columns="committee_size").reset_index(drop=True),
+                                  whole.drop(columns="committee_size").reset_index(drop=True))
+    by_id = frame.set_index(leads["id"].to_numpy())
+    assert by_id.loc[long_ago.id, "days_since_last_engagement"] == 120  # the call, older than every window
+    assert by_id.loc[both.id, "days_since_last_engagement"] == 3
+    assert np.isnan(by_id.loc[sent_only.id, "days_since_last_engagement"])
+    assert np.isnan(by_id.loc[never.id, "days_since_last_engagement"])
+    assert long_ago.id not in aging  # nothing of it can still leave a window

@@ -30,6 +30,7 @@ from rich.console import Console
 from rich.text import Text
 from sqlalchemy import func, select
 
+from config.collector import lean_collector
 from config.errors import LeadscoreError
 from config.settings import get_settings
 from connectors import routing, writeback
@@ -157,7 +158,10 @@ def _refused(runtime: Any) -> dict[str, int]:
 def run_demo(*, leads: int = 12000, seed: int = 0, json_path: Path | None = None,
              report_path: Path | None = None, min_per_class: int = 500) -> dict[str, Any]:
     """Run the whole loop against an in-process crmsim; print and return the summary."""
-    with _lean_gc():
+    # The simulator's history is ~1.5 million long-lived dicts and lists, and sync and scoring
+    # allocate millions of short-lived objects: with CPython's default threshold the collector
+    # re-walked the growing heap over and over (~26 s of one run, measured with gc.callbacks).
+    with lean_collector():
         return _run_demo(leads=leads, seed=seed, json_path=json_path, report_path=report_path,
                          min_per_class=min_per_class)
 
@@ -178,7 +182,8 @@ def _run_demo(*, leads: int, seed: int, json_path: Path | None, report_path: Pat
 
     with _step(f"starting crmsim: simulating {leads:,} leads of history (seed {seed})"):
         sim = CRMSim(leads=leads, seed=seed, strict=DEMO_STRICT).start()
-    # The simulated history lives as long as the demo: the collector need not walk it again.
+    # The simulated history lives as long as the demo: the collector need not walk it again
+    # (run_demo's lean_collector releases it at the end).
     gc.freeze()
     worker_proc: subprocess.Popen[bytes] | None = None
     saved_env = dict(os.environ)
@@ -215,23 +220,6 @@ def _run_demo(*, leads: int, seed: int, json_path: Path | None, report_path: Pat
         json_path.write_text(json.dumps(summary, indent=2))
         console.print(f"summary JSON: {json_path}")
     return summary
-
-
-@contextmanager
-def _lean_gc() -> Iterator[None]:
-    """Fewer cyclic-GC passes for the demo's run. The simulator's history is ~1.5 million long-lived
-    dicts and lists, and sync and scoring allocate millions of short-lived objects: with CPython's
-    default threshold (700) the collector re-walked the growing heap over and over (measured with
-    gc.callbacks: ~26 s of collections in one run; ~25 % of the history generation's CPU time).
-    A larger first threshold keeps the same collection, just 70x less often; frozen objects (the
-    history, see _run_demo) are released to the collector again at the end."""
-    old = gc.get_threshold()
-    gc.set_threshold(50_000, 50, 100)
-    try:
-        yield
-    finally:
-        gc.set_threshold(*old)
-        gc.unfreeze()
 
 
 def _reset_database(url: str) -> None:
