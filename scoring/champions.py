@@ -5,7 +5,7 @@ reference and what the live leads it scores look like (for the reasons).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -136,9 +136,17 @@ def ensure_score_reference(session: Session, mv: ModelVersion) -> Mapping[str, A
     return built
 
 
-def live_typical(session: Session, mv: ModelVersion, as_of: datetime) -> dict[str, Any] | None:
+def live_typical(
+    session: Session,
+    mv: ModelVersion,
+    as_of: datetime,
+    known: Callable[[list[int]], pd.DataFrame | None] | None = None,
+) -> dict[str, Any] | None:
     """What the live leads scored by ``mv`` look like at ``as_of`` (reasons compare with them and
     leave out sentences most of them would get); None with fewer than LIVE_SAMPLE_MIN live leads.
+
+    ``known(ids)`` may give the sample's features at ``as_of`` already built (a run scoring every
+    live lead has them), rows in ``ids`` order; None reads them from the store.
     """
     key = (str(session.get_bind().engine.url), mv.version)  # one process may serve several databases (tests)
     cached = _live_typical_cache.get(key)
@@ -149,7 +157,9 @@ def live_typical(session: Session, mv: ModelVersion, as_of: datetime) -> dict[st
         return None
     if len(ids) > LIVE_SAMPLE:
         ids = [ids[i] for i in np.linspace(0, len(ids) - 1, LIVE_SAMPLE).round().astype(int)]
-    _, frame = lead_features(session, ids, as_of)
+    frame = known(ids) if known is not None else None
+    if frame is None:
+        _, frame = lead_features(session, ids, as_of)
     if mv.segment and "=" in mv.segment:
         feature, _, value = mv.segment.partition("=")
         if feature in frame.columns:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -272,11 +272,39 @@ def _predict_batch(
                   contributions=pool.submit(_contributions, prepared))
 
 
-def _warm_typical(session: Session, models: Champions, as_of: datetime) -> None:
-    """What the reasons compare with (each model's live sample, cached for the run), read while
-    the first batch's SHAP runs instead of after it."""
+def _warm_typical(
+    session: Session, models: Champions, as_of: datetime, batches: Sequence[_Batch] | None = None
+) -> None:
+    """What the reasons compare with (each model's live sample, cached for the run): read while
+    the first batch's SHAP runs instead of after it, or taken from ``batches`` when they hold the
+    whole sample (a run over every live lead has read it already)."""
+    known = _rows_of(batches) if batches else None
     for mv in models.all():
-        live_typical(session, mv, as_of)
+        live_typical(session, mv, as_of, known)
+
+
+def _rows_of(batches: Sequence[_Batch]) -> Callable[[list[int]], pd.DataFrame | None]:
+    """The feature rows of some leads out of read batches (None unless every lead is there and
+    the batches' frames have the same columns and types, as one read of those leads would)."""
+
+    def rows(ids: list[int]) -> pd.DataFrame | None:
+        frames = [b.inputs[1] for b in batches]
+        if any(not f.dtypes.equals(frames[0].dtypes) for f in frames[1:]):
+            return None  # custom fields typed differently in different batches: read them again
+        wanted = np.asarray(ids, dtype="int64")
+        parts: list[pd.DataFrame] = []
+        found: list[np.ndarray] = []
+        for batch in batches:
+            lead_ids = batch.inputs[0]["id"].to_numpy(dtype="int64")
+            at = np.flatnonzero(np.isin(lead_ids, wanted))
+            parts.append(batch.inputs[1].iloc[at])
+            found.append(lead_ids[at])
+        order = np.concatenate(found)
+        if len(order) != len(set(ids)):
+            return None
+        return pd.concat(parts).iloc[np.argsort(order, kind="stable")].reset_index(drop=True)
+
+    return rows
 
 
 def _finish_batch(session: Session, models: Champions, batch: _Batch, as_of: datetime) -> _Scored:
@@ -439,10 +467,10 @@ def score_leads(
         predicted: deque[_Batch] = deque()
         for n, batch in enumerate(plan.chunks(batch_size), 1):
             predicted.append(_predict_batch(session, models, pool, batch, plan.as_of))
-            if n == 1:
-                _warm_typical(session, models, plan.as_of)
             if progress:
                 progress("scoring", min(n * batch_size, total), total)
+        if predicted:
+            _warm_typical(session, models, plan.as_of, predicted)
         cutoffs = _run_cutoffs(session, policy, plan.lead_ids, [b.probs for b in predicted]) if predicted else {}
         written = 0
         while predicted:

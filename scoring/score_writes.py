@@ -11,6 +11,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -30,9 +31,20 @@ _OUTBOX_TABLE: Table = Outbox.__table__  # type: ignore[assignment]
 CHANGE_DAYS = 7  # the trend field: score change over this many days of the data's clock
 
 
+# One encoder each, made once (json.dumps with options builds a new encoder per call).
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def payload_json(payload: dict[str, Any]) -> JSONText:
     """The payload's canonical JSON (sorted keys, no spaces): what is stored and hashed."""
-    return JSONText(json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False))
+    return JSONText(_CANONICAL.encode(payload))
+
+
+@lru_cache(maxsize=64)
+def _iso_seconds(at: datetime) -> str:
+    """A run's rows share their time: formatted once."""
+    return at.astimezone(UTC).isoformat(timespec="seconds")
 
 
 def payload_hash(payload: dict[str, Any] | JSONText) -> str:
@@ -62,7 +74,7 @@ def outbox_payload(
         "tier": tier,
         "reasons": join_reasons(list(reasons)),
         "model": model,
-        "scored_at": scored_at.astimezone(UTC).isoformat(timespec="seconds"),
+        "scored_at": _iso_seconds(scored_at),
     }
     extra = {"likelihood": likelihood, "fit": fit, "engagement": engagement, "score_change": score_change}
     payload.update({k: v for k, v in extra.items() if v is not None})
@@ -215,8 +227,11 @@ def write_scores(
     clock = {r.lead_id: (r.as_of or when) for r in rows}
     baselines: dict[int, int] = {}
     baseline_moves: dict[int, datetime] = {}
-    for as_of in sorted(set(clock.values())):
-        group = [i for i, t in clock.items() if t == as_of]
+    # Only write_scores makes a score not current, and it always adds the lead's new current one:
+    # a lead without a current score has no scores (and no score writes) at all, so nothing to
+    # measure against or supersede (a first scoring run asks the database nothing about them).
+    for as_of in sorted({clock[i] for i in previous}):
+        group = [i for i in previous if clock[i] == as_of]
         base, moves = _change_baselines(session, group, as_of)
         baselines.update(base)
         baseline_moves.update(moves)
@@ -239,7 +254,8 @@ def write_scores(
             aging = move if aging is None else min(aging, move)
         values.append({
             "lead_id": r.lead_id, "model_version_id": r.model_version_id, "tier_policy_id": policy_id,
-            "probability": r.probability, "score": r.score, "tier": r.tier, "reasons": list(r.reasons),
+            "probability": r.probability, "score": r.score, "tier": r.tier,
+            "reasons": JSONText(_COMPACT.encode(list(r.reasons))),
             "inputs_hash": r.inputs_hash, "is_current": True, "scored_at": when,
             "fit_score": r.fit_score, "engagement_score": r.engagement_score, "score_change": changes[r.lead_id],
             "as_of": clock[r.lead_id], "next_aging_at": aging,
@@ -267,7 +283,7 @@ def write_scores(
                    p.score_change) != shown(r)
     ]
     tier_changed = [r.lead_id for r in rows if (p := previous.get(r.lead_id)) is None or p.tier != r.tier]
-    for chunk in id_chunks([r.lead_id for r in changed]):
+    for chunk in id_chunks([r.lead_id for r in changed if r.lead_id in previous]):
         result = session.execute(
             update(Outbox)
             .where(among(session, Outbox.lead_id, chunk), Outbox.status == OutboxStatus.pending,

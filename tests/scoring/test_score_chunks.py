@@ -7,6 +7,7 @@ import json
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -60,3 +61,29 @@ def test_chunks_of_a_plan_write_what_one_run_writes(sqlite_session: Session) -> 
     assert (summary.scored, summary.outbox_rows, summary.tier_changes, summary.tiers) == (
         whole.scored, whole.outbox_rows, whole.tier_changes, whole.tiers)
     assert summary.scored == len(plan.lead_ids) > 120
+
+
+def test_a_run_over_every_live_lead_compares_reasons_with_the_same_typical_leads(
+    sqlite_session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A capacity run over every live lead takes the live sample's features from the batches it
+    read; what the reasons compare with equals what reading the sample from the store gives."""
+    from scoring import champions
+
+    # A sample of some of the live leads, spread over every batch (as 2,000 of a larger org).
+    monkeypatch.setattr(champions, "LIVE_SAMPLE", 160)
+    monkeypatch.setattr(champions, "LIVE_SAMPLE_MIN", 100)
+    session = sqlite_session
+    synthetic_population(session, leads=320, seed=7)
+    result, tset = synthetic_training()
+    mv = registry.register(session, result, train_window=tset.window, status="champion")
+    champions._live_typical_cache.clear()
+    read = champions.live_typical(session, mv, AS_OF)
+    assert read is not None and read["common"]  # enough live leads for a sample of its own
+
+    champions._live_typical_cache.clear()
+    summary = score_leads(session, as_of=AS_OF, all=True, tier_default=TIERS["capacity"], batch_size=70)
+    assert summary.scored >= champions.LIVE_SAMPLE_MIN
+    (cached,) = [typical for (_, version), (_, typical) in champions._live_typical_cache.items()
+                 if version == mv.version]
+    assert cached == read
