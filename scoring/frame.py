@@ -78,6 +78,12 @@ def categorical_series(s: pd.Series) -> pd.Series:
     Goes through pandas' nullable string dtype because under pandas 3 ``astype(str)`` keeps NaN
     as NaN, which CatBoost refuses in a categorical column.
     """
+    if len(s) and pd.api.types.infer_dtype(s, skipna=True) == "string":
+        # Text with gaps (what the feature builder gives): encode each distinct value once.
+        codes, uniques = pd.factorize(s, use_na_sentinel=True)
+        encoded = _categorical_text(pd.Series(uniques, dtype="string").str.strip())
+        values = np.append(encoded.to_numpy(dtype=object, na_value=MISSING_TOKEN), MISSING_TOKEN)
+        return pd.Series(values[codes], index=s.index, dtype=object)  # code -1 (a gap): the last
     text = s.astype("string").str.strip()
     if pd.api.types.is_float_dtype(s):
         # A code column read with NaN becomes float (1.0) in training but may arrive as int (1)
@@ -87,9 +93,14 @@ def categorical_series(s: pd.Series) -> pd.Series:
         if integral.any():
             as_int = pd.Series(values, index=s.index).where(integral, 0).astype("int64").astype("string")
             text = text.where(~integral, as_int)
-    missing = text.isna() | text.str.lower().isin(PLACEHOLDERS)
-    out = text.where(~missing.fillna(True), MISSING_TOKEN)
+    out = _categorical_text(text)
     return pd.Series(out.to_numpy(dtype=object, na_value=MISSING_TOKEN), index=s.index, dtype=object)
+
+
+def _categorical_text(text: pd.Series) -> pd.Series:
+    """Stripped text with missing values and placeholders as MISSING_TOKEN."""
+    missing = text.isna() | text.str.lower().isin(PLACEHOLDERS)
+    return text.where(~missing.fillna(True), MISSING_TOKEN)
 
 
 def numeric_series(s: pd.Series) -> pd.Series:

@@ -70,3 +70,14 @@ def test_integral_float_codes_meet_their_integer_spelling() -> None:
     scored = prepare_frame(pd.DataFrame({"code": [1, 2, 3]}), spec)
     assert trained["code"].tolist() == ["1", MISSING_TOKEN, "2.5"]
     assert scored["code"].tolist() == ["1", "2", "3"]
+
+
+def test_text_columns_encode_each_distinct_value_as_the_general_path_does() -> None:
+    from scoring.frame import categorical_series
+
+    words = [" Web ", "Web", None, np.nan, "n/a", "", "Ads", " Web ", "Select", "  "] * 3
+    fast = categorical_series(pd.Series(words, dtype=object))
+    # A number in the column takes the value-by-value path: the texts must come out the same.
+    general = categorical_series(pd.Series([*words, 7], dtype=object)).iloc[:-1]
+    assert fast.tolist() == general.tolist()
+    assert fast.tolist()[:4] == ["Web", "Web", MISSING_TOKEN, MISSING_TOKEN]
