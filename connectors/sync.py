@@ -366,12 +366,20 @@ def refresh_planner_statistics(engine: Engine, records: int, due: int) -> int:
     records and whenever its count has grown tenfold since. Returns the next count due."""
     if records < due:
         return due
-    if engine.dialect.name == "postgresql":
-        started = time.monotonic()
-        with unit_of_work(engine) as session:
-            session.execute(text("ANALYZE lead, activity"))
+    started = time.monotonic()
+    if analyze_synced_tables(engine):
         logger.info("analyzed lead and activity after %d records in %.2fs", records, time.monotonic() - started)
     return max(due, records) * 10
+
+
+def analyze_synced_tables(engine: Engine) -> bool:
+    """``ANALYZE lead, activity`` on PostgreSQL (what a large sync leaves the store with: see
+    :func:`refresh_planner_statistics`); False elsewhere, where nothing is done."""
+    if engine.dialect.name != "postgresql":
+        return False
+    with unit_of_work(engine) as session:
+        session.execute(text("ANALYZE lead, activity"))
+    return True
 
 
 def _commit_page(engine: Engine, connector: Connector, connection_id: int, page: Page, run_id: int,

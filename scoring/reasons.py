@@ -301,6 +301,7 @@ def explain(
     negative: int = 2,
     min_impact: float = MIN_IMPACT,
     typical: Typical | None = None,
+    rendered: Rendered | None = None,
 ) -> list[list[Reason]]:
     """Top ``positive`` and ``negative`` reasons per row (rows aligned by position).
 
@@ -308,7 +309,8 @@ def explain(
     raw feature frame the contributions were computed on; ``typical`` is the model reference's
     ``typical`` (comparisons with most leads, and the sentences too common to be reasons).
     Positives come first, strongest first. Skipped: absences that raised the score, sentences in
-    ``typical["common"]``, and :data:`SILENT_CONCEPTS`.
+    ``typical["common"]``, and :data:`SILENT_CONCEPTS`. ``rendered``, a dict the caller keeps
+    for frames explained with the same ``typical``, spares rendering a sentence twice.
     """
     feature_cols = [c for c in contributions.columns if not str(c).startswith("__")]
     concepts, members = _concept_columns([str(c) for c in feature_cols])
@@ -318,7 +320,7 @@ def explain(
     by_concept = contributions[feature_cols].to_numpy(dtype="float64") @ mapping
     groups = [concept_group(c, members[c]) for c in concepts]
     common = set((typical or {}).get("common") or {})
-    sentences = _Sentences(features, typical)
+    sentences = _Sentences(features, typical, rendered)
     n, m = by_concept.shape
     # Per row and concept: its sentence's code (rendered once per distinct combination of the
     # values it reads), and whether that sentence may be a plus / a minus.
@@ -330,14 +332,14 @@ def explain(
         if concept in SILENT_CONCEPTS:
             texts.append([])
             continue
-        row_codes, rendered, absent = sentences.every(concept)
-        usable = np.array([t not in common for t in rendered], dtype=bool)
+        row_codes, said, absent = sentences.every(concept)
+        usable = np.array([t not in common for t in said], dtype=bool)
         codes[:, j] = row_codes
-        texts.append(rendered)
+        texts.append(said)
         up_ok[:, j] = (usable & ~absent)[row_codes]
         # "3 visits (most leads have none)" as a minus contradicts itself: the model lowered the
         # score through this concept for another reason (recency, interactions); leave it out.
-        down_ok[:, j] = (usable & ~np.array([t.endswith(ABOVE_MOST) for t in rendered], dtype=bool))[row_codes]
+        down_ok[:, j] = (usable & ~np.array([t.endswith(ABOVE_MOST) for t in said], dtype=bool))[row_codes]
     # Strongest first (a stable order, ties by column), the first ``positive`` usable concepts
     # above ``min_impact``; weakest first from the other end for the minuses.
     orders = np.argsort(-by_concept, axis=1, kind="stable")
@@ -377,18 +379,32 @@ def _key(value: Any) -> Any:
     return None if isinstance(value, float) and math.isnan(value) else value
 
 
+Rendered = dict[tuple[Any, ...], tuple[str, bool]]
+
+
+def _text_or_none(column: pd.Series) -> bool:
+    """Whether an object column holds only ``str`` values and ``None`` (no NaN, pd.NA or others)."""
+    if column.dtype != object or pd.api.types.infer_dtype(column, skipna=True) not in ("string", "empty"):
+        return False
+    gaps = column.isna().to_numpy()
+    return all(v is None for v in column.to_numpy()[gaps])
+
+
 class _Sentences:
     """A concept's sentence (and whether it is about an absence) per row of a feature frame,
     rendered once per distinct combination of the values it reads: most leads share them. Values
     are coded per column and combinations per concept with numpy, once per frame; a sentence is
     rendered when a row first asks for its combination."""
 
-    def __init__(self, features: pd.DataFrame, typical: Typical | None) -> None:
+    def __init__(self, features: pd.DataFrame, typical: Typical | None, rendered: Rendered | None = None) -> None:
         self._frame = features
         self._typical = typical
         self._codes: dict[str, tuple[np.ndarray, list[Any]]] = {}
         self._combos: dict[str, tuple[np.ndarray, list[tuple[str, np.ndarray, list[Any]]]]] = {}
         self._cache: dict[tuple[str, int], tuple[str, bool]] = {}
+        # Sentences by the values they read, kept by the caller across frames explained with the
+        # same ``typical`` (the batches of one scoring run).
+        self._rendered: Rendered = rendered if rendered is not None else {}
 
     def _column_codes(self, name: str) -> tuple[np.ndarray, list[Any]]:
         """Each row's value of ``name`` as a code, and the value of each code. Values are told
@@ -407,6 +423,14 @@ class _Sentences:
             if (codes < 0).any():
                 codes = np.where(codes < 0, len(values), codes)
                 values.append(math.nan)
+        elif _text_or_none(column):
+            # Texts and None (a feature frame's categorical column): factorize, None as one value.
+            found_codes, uniques = pd.factorize(column, use_na_sentinel=True)
+            values = list(uniques)
+            codes = np.asarray(found_codes, dtype="int64")
+            if (codes < 0).any():
+                codes = np.where(codes < 0, len(values), codes)
+                values.append(None)
         else:
             seen: dict[tuple[type, Any], int] = {}
             codes = np.empty(len(column), dtype="int64")
@@ -448,7 +472,12 @@ class _Sentences:
         found = self._cache.get(key)
         if found is None:
             named = {name: values[codes[row]] for name, codes, values in coded}
-            found = self._cache[key] = (render(concept, named, self._typical), is_absence(concept, named))
+            by_values = (concept, *((type(v), _key(v)) for v in named.values()))
+            found = self._rendered.get(by_values)
+            if found is None:
+                found = self._rendered[by_values] = (render(concept, named, self._typical),
+                                                     is_absence(concept, named))
+            self._cache[key] = found
         return found
 
 

@@ -37,7 +37,7 @@ from scoring.features import align_to_spec
 from scoring.hooks import TierChangeHook
 from scoring.inputs import batch_inputs, crm_now, id_chunks, lead_features, live_count, live_lead_ids, stale_lead_ids
 from scoring.model import PreparedRows
-from scoring.reasons import explain, reason_strings
+from scoring.reasons import Rendered, explain, reason_strings
 from scoring.reference import rank
 from scoring.score_writes import NewScore, write_scores
 from scoring.shadow import score_in_shadow
@@ -307,7 +307,23 @@ def _rows_of(batches: Sequence[_Batch]) -> Callable[[list[int]], pd.DataFrame | 
     return rows
 
 
-def _finish_batch(session: Session, models: Champions, batch: _Batch, as_of: datetime) -> _Scored:
+class _Sentences:
+    """The reasons' sentences of a run, kept per model across its batches (while its typical
+    leads stay the same)."""
+
+    def __init__(self) -> None:
+        self._by_model: dict[int, tuple[Any, Rendered]] = {}
+
+    def of(self, mv: ModelVersion, typical: Any) -> Rendered:
+        kept = self._by_model.get(mv.id)
+        if kept is None or kept[0] is not typical:
+            kept = self._by_model[mv.id] = (typical, {})
+        return kept[1]
+
+
+def _finish_batch(
+    session: Session, models: Champions, batch: _Batch, as_of: datetime, sentences: _Sentences
+) -> _Scored:
     """Ranks and reasons of a batch once its contributions are in; the shadow challengers score
     the same features (stored only, never written to the CRM)."""
     leads, frame, aging = batch.inputs
@@ -325,7 +341,7 @@ def _finish_batch(session: Session, models: Champions, batch: _Batch, as_of: dat
         fits[rows_of] = rank(fit, ref["fit"])
         engagements[rows_of] = rank(engagement, ref["engagement"])
         typical = live_typical(session, mv, as_of) or ref.get("typical")
-        reasons = explain(contributions, part, typical=typical)
+        reasons = explain(contributions, part, typical=typical, rendered=sentences.of(mv, typical))
         for pos, r in zip(rows_of.tolist(), reasons, strict=True):
             texts[pos] = reason_strings(r)
     ids = [int(i) for i in leads["id"].tolist()]
@@ -341,6 +357,7 @@ def _scored_batches(
     """Each batch scored, in order. A batch's SHAP runs in the model thread while this thread
     reads and predicts the next batch and ranks, explains and writes the previous one; the
     session stays in this thread."""
+    sentences = _Sentences()
     with _model_thread(models) as pool:
         pending: _Batch | None = None
         for n, batch in enumerate(batches):
@@ -348,10 +365,10 @@ def _scored_batches(
             if n == 0:
                 _warm_typical(session, models, as_of)
             if pending is not None:
-                yield _finish_batch(session, models, pending, as_of)
+                yield _finish_batch(session, models, pending, as_of, sentences)
             pending = current
         if pending is not None:
-            yield _finish_batch(session, models, pending, as_of)
+            yield _finish_batch(session, models, pending, as_of, sentences)
 
 
 def _tiers(policy: PolicyLike, scored: _Scored, cutoffs: Mapping[str, float] | None) -> list[str]:
@@ -473,9 +490,10 @@ def score_leads(
             _warm_typical(session, models, plan.as_of, predicted)
         cutoffs = _run_cutoffs(session, policy, plan.lead_ids, [b.probs for b in predicted]) if predicted else {}
         written = 0
+        sentences = _Sentences()
         while predicted:
             pending = predicted.popleft()  # its frames go once it is written
-            scored = _finish_batch(session, models, pending, plan.as_of)
+            scored = _finish_batch(session, models, pending, plan.as_of, sentences)
             _write_batch(session, scored, _tiers(policy, scored, cutoffs), policy_id=policy.id,
                          as_of=plan.as_of, tier_change_hook=tier_change_hook, summary=summary)
             written += len(scored.lead_ids)
