@@ -16,7 +16,9 @@ activity tables are then analyzed, as a sync of that size leaves them), then:
    ``predict_proba`` plus ``contributions`` (exact SHAP), rows per second;
 4. ``end_to_end_over_raw``: (2) over (3), the share of the model's own speed that scoring keeps
    (issue #17: >= 0.5 on SQLite and on PostgreSQL). ``load_average`` is the machine's 1-minute load
-   when scoring started: on a shared machine, a high load makes every rate pessimistic.
+   when scoring started: on a shared machine, a high load makes every rate pessimistic;
+5. with ``--raw-sizes 1000 2000 ...``: raw predict + SHAP of the same leads in calls of each size
+   (best of three), ``raw_seconds_by_batch_size``: CatBoost's SHAP costs a fixed part per call.
 
 Prints one JSON object. Building a 100,000-lead world takes minutes; that is part of the bench.
 """
@@ -71,7 +73,8 @@ def _catboost_model(session: Session) -> tuple[TrainedModel, str]:
     return registry.load_model(newest), "candidate"
 
 
-def run(train_leads: int, seed: int, database_url: str | None, batch: int = BATCH) -> dict[str, Any]:
+def run(train_leads: int, seed: int, database_url: str | None, batch: int = BATCH,
+        raw_sizes: list[int] | None = None) -> dict[str, Any]:
     """Build, load, train, score and time; the JSON-ready result."""
     out: dict[str, Any] = {"train_leads": train_leads, "seed": seed, "batch_size": batch}
     started = time.perf_counter()
@@ -140,9 +143,31 @@ def run(train_leads: int, seed: int, database_url: str | None, batch: int = BATC
                 # rows (goal >= 0.5). None, not a ratio, when nothing was scored.
                 e2e_rate = summary.scored / seconds if summary.scored else 0.0
                 out["end_to_end_over_raw"] = round(e2e_rate / raw_rate, 3) if rows and summary.scored else None
+                if raw_sizes:
+                    out["raw_seconds_by_batch_size"] = _raw_by_size(session, model, ids, as_of, raw_sizes)
         finally:
             engine.dispose()
     out["measured_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+    return out
+
+
+def _raw_by_size(
+    session: Session, model: TrainedModel, ids: list[int], as_of: datetime, sizes: list[int]
+) -> dict[str, float]:
+    """Raw predict + SHAP of the same leads in calls of each size (best of three): CatBoost's SHAP
+    precomputes every leaf's values once per call, so fewer, larger calls cost less."""
+    frames = {size: [lead_features(session, ids[i : i + size], as_of)[1] for i in range(0, len(ids), size)]
+              for size in sizes}
+    out: dict[str, float] = {}
+    for size in sizes:
+        best = float("inf")
+        for _ in range(3):
+            started = time.perf_counter()
+            for frame in frames[size]:
+                model.predict_proba(frame)
+                model.contributions(frame)
+            best = min(best, time.perf_counter() - started)
+        out[str(size)] = round(best, 3)
     return out
 
 
@@ -153,8 +178,10 @@ def main() -> None:
     parser.add_argument("--database-url", default=None, help="an empty database (default: SQLite in a temp dir)")
     parser.add_argument("--batch-size", type=int, default=BATCH,
                         help="leads per batch, end to end and raw alike (CatBoost's SHAP costs a fixed part per call)")
+    parser.add_argument("--raw-sizes", type=int, nargs="*", default=[],
+                        help="also time raw predict + SHAP of the same leads in calls of these sizes")
     args = parser.parse_args()
-    print(json.dumps(run(args.train_leads, args.seed, args.database_url, args.batch_size), indent=2))
+    print(json.dumps(run(args.train_leads, args.seed, args.database_url, args.batch_size, args.raw_sizes), indent=2))
 
 
 if __name__ == "__main__":
