@@ -307,7 +307,7 @@ def _rows_of(batches: Sequence[_Batch]) -> Callable[[list[int]], pd.DataFrame | 
     return rows
 
 
-class _Sentences:
+class _RunSentences:
     """The reasons' sentences of a run, kept per model across its batches (while its typical
     leads stay the same)."""
 
@@ -322,7 +322,7 @@ class _Sentences:
 
 
 def _finish_batch(
-    session: Session, models: Champions, batch: _Batch, as_of: datetime, sentences: _Sentences
+    session: Session, models: Champions, batch: _Batch, as_of: datetime, sentences: _RunSentences
 ) -> _Scored:
     """Ranks and reasons of a batch once its contributions are in; the shadow challengers score
     the same features (stored only, never written to the CRM)."""
@@ -357,7 +357,7 @@ def _scored_batches(
     """Each batch scored, in order. A batch's SHAP runs in the model thread while this thread
     reads and predicts the next batch and ranks, explains and writes the previous one; the
     session stays in this thread."""
-    sentences = _Sentences()
+    sentences = _RunSentences()
     with _model_thread(models) as pool:
         pending: _Batch | None = None
         for n, batch in enumerate(batches):
@@ -490,7 +490,7 @@ def score_leads(
             _warm_typical(session, models, plan.as_of, predicted)
         cutoffs = _run_cutoffs(session, policy, plan.lead_ids, [b.probs for b in predicted]) if predicted else {}
         written = 0
-        sentences = _Sentences()
+        sentences = _RunSentences()
         while predicted:
             pending = predicted.popleft()  # its frames go once it is written
             scored = _finish_batch(session, models, pending, plan.as_of, sentences)
