@@ -253,8 +253,10 @@ def _predict_batch(
 ) -> _Batch:
     """Read a batch's inputs, encode them once per model and predict them here (a prediction is a
     small part of the model work); the contributions of the same encoded rows go to ``pool``."""
-    inputs = batch_inputs(session, batch, as_of)
-    frame = inputs[1]
+    leads, frame, aging = batch_inputs(session, batch, as_of)
+    # Kept until the batch is written (a capacity run keeps every batch): of the leads, only
+    # what the writes need, not their names, e-mails and custom fields.
+    inputs = (leads[["id", "inputs_hash"]], frame, aging)
     probs = np.zeros(len(frame))
     used: list[ModelVersion | None] = [None] * len(frame)
     groups: list[tuple[ModelVersion, np.ndarray, pd.DataFrame]] = []
