@@ -5,7 +5,7 @@ reference and what the live leads it scores look like (for the reasons).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,6 +20,7 @@ from scoring.audit import DataError
 from scoring.dataset import SPLIT_COLUMN, TARGET, build_training_set
 from scoring.features import align_to_spec
 from scoring.inputs import crm_now, lead_features, live_lead_ids
+from scoring.model import PreparedRows
 from scoring.reasons import typical_values
 from scoring.reference import REFERENCE_KEY, build_reference, reference_rows, stored_reference
 from store.models import ModelVersion
@@ -87,15 +88,33 @@ def load_champions(session: Session) -> Champions:
     return Champions(global_mv=global_mv, segment_by=segment_by, by_segment=by_value)
 
 
-def predict(models: Champions, frame: pd.DataFrame) -> tuple[np.ndarray, list[ModelVersion | None]]:
-    probs = np.zeros(len(frame))
-    used: list[ModelVersion | None] = [None] * len(frame)
+PreparedGroup = tuple[ModelVersion, np.ndarray, pd.DataFrame, PreparedRows]
+
+
+def prepare_groups(models: Champions, frame: pd.DataFrame) -> list[PreparedGroup]:
+    """Per champion: its rows (mask), their features aligned to its spec, and those rows encoded
+    once (:meth:`TrainedModel.prepare`) for a prediction and, when reasons are needed, SHAP."""
+    out: list[PreparedGroup] = []
     for mv, mask in models.groups(frame):
         model = registry.load_model(mv)
-        probs[mask] = model.predict_proba(align_to_spec(frame.loc[mask], model.spec))
-        for i in np.flatnonzero(mask):
+        part = align_to_spec(frame.loc[mask], model.spec)
+        out.append((mv, mask, part, model.prepare(part)))
+    return out
+
+
+def predict_groups(groups: Sequence[PreparedGroup], size: int) -> tuple[np.ndarray, list[ModelVersion | None]]:
+    """Probabilities of a frame of ``size`` rows from its prepared groups, and who scored each row."""
+    probs = np.zeros(size)
+    used: list[ModelVersion | None] = [None] * size
+    for mv, mask, _, rows in groups:
+        probs[mask] = rows.proba()
+        for i in np.flatnonzero(mask).tolist():
             used[i] = mv
     return probs, used
+
+
+def predict(models: Champions, frame: pd.DataFrame) -> tuple[np.ndarray, list[ModelVersion | None]]:
+    return predict_groups(prepare_groups(models, frame), len(frame))
 
 
 def ensure_score_reference(session: Session, mv: ModelVersion) -> Mapping[str, Any]:

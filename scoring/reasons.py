@@ -332,7 +332,7 @@ def explain(
         if concept in SILENT_CONCEPTS:
             texts.append([])
             continue
-        row_codes, said, absent = sentences.every(concept)
+        row_codes, said, absent, _ = sentences.every(concept)
         usable = np.array([t not in common for t in said], dtype=bool)
         codes[:, j] = row_codes
         texts.append(said)
@@ -393,15 +393,15 @@ def _text_or_none(column: pd.Series) -> bool:
 class _Sentences:
     """A concept's sentence (and whether it is about an absence) per row of a feature frame,
     rendered once per distinct combination of the values it reads: most leads share them. Values
-    are coded per column and combinations per concept with numpy, once per frame; a sentence is
-    rendered when a row first asks for its combination."""
+    are coded per column and combinations per concept with numpy, once per frame; each distinct
+    combination's sentence is rendered once (once per run with a ``rendered`` dict kept across
+    frames)."""
 
     def __init__(self, features: pd.DataFrame, typical: Typical | None, rendered: Rendered | None = None) -> None:
         self._frame = features
         self._typical = typical
         self._codes: dict[str, tuple[np.ndarray, list[Any]]] = {}
         self._combos: dict[str, tuple[np.ndarray, list[tuple[str, np.ndarray, list[Any]]]]] = {}
-        self._cache: dict[tuple[str, int], tuple[str, bool]] = {}
         # Sentences by the values they read, kept by the caller across frames explained with the
         # same ``typical`` (the batches of one scoring run).
         self._rendered: Rendered = rendered if rendered is not None else {}
@@ -456,29 +456,22 @@ class _Sentences:
             found = self._combos[concept] = (combined, coded)
         return found
 
-    def every(self, concept: str) -> tuple[np.ndarray, list[str], np.ndarray]:
-        """Each row's code of ``concept``, and each code's sentence and whether it is an absence."""
-        combined, _ = self._combined(concept)
-        present, first = np.unique(combined, return_index=True)  # codes are dense: 0 .. count-1
+    def every(self, concept: str) -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray]:
+        """Each row's code of ``concept``; each code's sentence, whether it is an absence, and the
+        first row holding it (codes are dense: 0 .. count-1)."""
+        combined, coded = self._combined(concept)
+        present, first = np.unique(combined, return_index=True)
         texts = [""] * len(present)
         absent = np.zeros(len(present), dtype=bool)
         for code, row in zip(present.tolist(), first.tolist(), strict=True):
-            texts[code], absent[code] = self.of(concept, row)
-        return combined, texts, absent
-
-    def of(self, concept: str, row: int) -> tuple[str, bool]:
-        combined, coded = self._combined(concept)
-        key = (concept, int(combined[row]))
-        found = self._cache.get(key)
-        if found is None:
             named = {name: values[codes[row]] for name, codes, values in coded}
             by_values = (concept, *((type(v), _key(v)) for v in named.values()))
             found = self._rendered.get(by_values)
             if found is None:
                 found = self._rendered[by_values] = (render(concept, named, self._typical),
                                                      is_absence(concept, named))
-            self._cache[key] = found
-        return found
+            texts[code], absent[code] = found
+        return combined, texts, absent, first
 
 
 def typical_values(features: pd.DataFrame, *, common_share: float = COMMON_SHARE) -> dict[str, Any]:
@@ -504,11 +497,11 @@ def typical_values(features: pd.DataFrame, *, common_share: float = COMMON_SHARE
         for concept in concepts:
             if concept in SILENT_CONCEPTS:
                 continue
-            row_codes, texts, _ = sentences.every(concept)
+            row_codes, texts, _, first = sentences.every(concept)
             per_code = np.bincount(row_codes, minlength=len(texts)).tolist()
             counts: dict[str, int] = {}
             # Codes in the order their first row comes (what a row-by-row count would give).
-            for code in np.argsort(np.unique(row_codes, return_index=True)[1], kind="stable").tolist():
+            for code in np.argsort(first, kind="stable").tolist():
                 counts[texts[code]] = counts.get(texts[code], 0) + per_code[code]
             for text, k in counts.items():
                 if k / n > common_share:

@@ -32,8 +32,15 @@ from config.collector import lean_collector
 from config.errors import LeadscoreError
 from config.settings import get_settings
 from scoring import registry
-from scoring.champions import Champions, ensure_score_reference, live_typical, load_champions, predict
-from scoring.features import align_to_spec
+from scoring.champions import (
+    Champions,
+    ensure_score_reference,
+    live_typical,
+    load_champions,
+    predict,
+    predict_groups,
+    prepare_groups,
+)
 from scoring.hooks import TierChangeHook
 from scoring.inputs import batch_inputs, crm_now, id_chunks, lead_features, live_count, live_lead_ids, stale_lead_ids
 from scoring.model import PreparedRows
@@ -257,21 +264,10 @@ def _predict_batch(
     # Kept until the batch is written (a capacity run keeps every batch): of the leads, only
     # what the writes need, not their names, e-mails and custom fields.
     inputs = (leads[["id", "inputs_hash"]], frame, aging)
-    probs = np.zeros(len(frame))
-    used: list[ModelVersion | None] = [None] * len(frame)
-    groups: list[tuple[ModelVersion, np.ndarray, pd.DataFrame]] = []
-    prepared: list[PreparedRows] = []
-    for mv, mask in models.groups(frame):
-        model = registry.load_model(mv)
-        part = align_to_spec(frame.loc[mask], model.spec)
-        rows = model.prepare(part)
-        probs[mask] = rows.proba()
-        for i in np.flatnonzero(mask).tolist():
-            used[i] = mv
-        groups.append((mv, mask, part))
-        prepared.append(rows)
-    return _Batch(inputs=inputs, probs=probs, used=used, groups=groups,
-                  contributions=pool.submit(_contributions, prepared))
+    prepared = prepare_groups(models, frame)
+    probs, used = predict_groups(prepared, len(frame))
+    return _Batch(inputs=inputs, probs=probs, used=used, groups=[(mv, mask, part) for mv, mask, part, _ in prepared],
+                  contributions=pool.submit(_contributions, [rows for *_, rows in prepared]))
 
 
 def _warm_typical(
