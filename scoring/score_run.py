@@ -10,6 +10,12 @@ moves past an event, even with no new activity (``next_aging_at``).
 Both entry points run inside the caller's transaction and never commit: the Celery task or CLI
 command that calls them owns the unit of work. Score rows and their outbox rows are written in
 the same flush, so the CRM write exists if and only if the score does.
+
+A run has two phases. First every batch is read and predicted in the calling thread, each
+batch's SHAP values computed meanwhile in a model thread. Then each batch is ranked, explained
+and tiered in the calling thread while a writer thread writes the batch before it (the
+database's work overlaps ours); the session belongs to the writer thread until its last write
+is done, so it is never used by two threads at once. A failed write ends the run with its error.
 """
 
 from __future__ import annotations
@@ -222,6 +228,7 @@ class _Scored:
     engagements: np.ndarray
     texts: list[list[str]]
     aging: dict[int, datetime]
+    frame: pd.DataFrame  # the features, for the shadow challengers
 
 
 @dataclass
@@ -270,15 +277,15 @@ def _predict_batch(
                   contributions=pool.submit(_contributions, [rows for *_, rows in prepared]))
 
 
-def _warm_typical(
-    session: Session, models: Champions, as_of: datetime, batches: Sequence[_Batch] | None = None
-) -> None:
-    """What the reasons compare with (each model's live sample, cached for the run): read while
-    the first batch's SHAP runs instead of after it, or taken from ``batches`` when they hold the
-    whole sample (a run over every live lead has read it already)."""
+def _typicals(
+    session: Session, models: Champions, as_of: datetime, batches: Sequence[_Batch]
+) -> dict[int, Any]:
+    """What each model's reasons compare with: its live sample (cached for the run; taken from
+    ``batches`` when they hold the whole sample, as a run over every live lead does, else read),
+    or its reference's typical values with too few live leads."""
     known = _rows_of(batches) if batches else None
-    for mv in models.all():
-        live_typical(session, mv, as_of, known)
+    return {mv.id: live_typical(session, mv, as_of, known) or ensure_score_reference(session, mv).get("typical")
+            for mv in models.all()}
 
 
 def _rows_of(batches: Sequence[_Batch]) -> Callable[[list[int]], pd.DataFrame | None]:
@@ -320,10 +327,14 @@ class _RunSentences:
 
 
 def _finish_batch(
-    session: Session, models: Champions, batch: _Batch, as_of: datetime, sentences: _RunSentences
+    models: Champions,
+    batch: _Batch,
+    refs: Mapping[int, Mapping[str, Any]],
+    typicals: Mapping[int, Any],
+    sentences: _RunSentences,
 ) -> _Scored:
-    """Ranks and reasons of a batch once its contributions are in; the shadow challengers score
-    the same features (stored only, never written to the CRM)."""
+    """Ranks and reasons of a batch once its contributions are in. No session: this runs while
+    the writer thread writes the previous batch."""
     leads, frame, aging = batch.inputs
     size = len(frame)
     scores = np.zeros(size, dtype="int64")
@@ -332,41 +343,69 @@ def _finish_batch(
     texts: list[list[str]] = [[] for _ in range(size)]
     probs = batch.probs
     for (mv, mask, part), contributions in zip(batch.groups, batch.contributions.result(), strict=True):
-        ref = ensure_score_reference(session, mv)
+        ref = refs[mv.id]
         fit, engagement = split_contributions(contributions)
         rows_of = np.flatnonzero(mask)
         scores[rows_of] = rank(probs[rows_of], ref["probability"])
         fits[rows_of] = rank(fit, ref["fit"])
         engagements[rows_of] = rank(engagement, ref["engagement"])
-        typical = live_typical(session, mv, as_of) or ref.get("typical")
+        typical = typicals[mv.id]
         reasons = explain(contributions, part, typical=typical, rendered=sentences.of(mv, typical))
         for pos, r in zip(rows_of.tolist(), reasons, strict=True):
             texts[pos] = reason_strings(r)
-    ids = [int(i) for i in leads["id"].tolist()]
-    score_in_shadow(session, frame, ids, as_of)
-    return _Scored(lead_ids=ids, hashes=leads["inputs_hash"].tolist(), probs=probs,
-                   versions=[mv or models.global_mv for mv in batch.used], scores=scores, fits=fits,
-                   engagements=engagements, texts=texts, aging=aging)
+    return _Scored(lead_ids=[int(i) for i in leads["id"].tolist()], hashes=leads["inputs_hash"].tolist(),
+                   probs=probs, versions=[mv or models.global_mv for mv in batch.used], scores=scores, fits=fits,
+                   engagements=engagements, texts=texts, aging=aging, frame=frame)
 
 
-def _scored_batches(
-    session: Session, models: Champions, batches: Sequence[Sequence[int]], as_of: datetime
-) -> Iterator[_Scored]:
-    """Each batch scored, in order. A batch's SHAP runs in the model thread while this thread
-    reads and predicts the next batch and ranks, explains and writes the previous one; the
-    session stays in this thread."""
+def _read_batches(
+    session: Session,
+    models: Champions,
+    pool: ThreadPoolExecutor,
+    chunks: Sequence[Sequence[int]],
+    as_of: datetime,
+    report: Callable[[int], None],
+) -> deque[_Batch]:
+    """Phase one: each batch read and predicted in this thread, its SHAP started at once in the
+    model thread (``pool``); ``report(leads)`` after each batch."""
+    predicted: deque[_Batch] = deque()
+    for chunk in chunks:
+        predicted.append(_predict_batch(session, models, pool, chunk, as_of))
+        report(len(chunk))
+    return predicted
+
+
+def _write_batches(
+    session: Session,
+    models: Champions,
+    predicted: deque[_Batch],
+    as_of: datetime,
+    tiers_of: Callable[[_Scored], list[str]],
+    *,
+    policy_id: int,
+    tier_change_hook: TierChangeHook | None,
+    summary: ScoreSummary,
+    report: Callable[[int], None],
+) -> None:
+    """Phase two: each batch ranked, explained and tiered in this thread while the writer thread
+    writes the one before (its score rows, outbox rows, tier-change hooks and shadow scores: the
+    database's part of the work overlaps the next batch's Python). The session belongs to the
+    writer thread until the last write is done; ``report(leads)`` after each write."""
+    refs = {mv.id: ensure_score_reference(session, mv) for mv in models.all()}
+    typicals = _typicals(session, models, as_of, predicted)
     sentences = _RunSentences()
-    with _model_thread(models) as pool:
-        pending: _Batch | None = None
-        for n, batch in enumerate(batches):
-            current = _predict_batch(session, models, pool, batch, as_of)
-            if n == 0:
-                _warm_typical(session, models, as_of)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="scoring-writer") as writer:
+        # On an error here, leaving the block waits for the write under way (the session's).
+        pending: Future[int] | None = None
+        while predicted:
+            scored = _finish_batch(models, predicted.popleft(), refs, typicals, sentences)  # frames go once written
+            tiers = tiers_of(scored)
             if pending is not None:
-                yield _finish_batch(session, models, pending, as_of, sentences)
-            pending = current
+                report(pending.result())
+            pending = writer.submit(_write_batch, session, scored, tiers, policy_id=policy_id, as_of=as_of,
+                                    tier_change_hook=tier_change_hook, summary=summary)
         if pending is not None:
-            yield _finish_batch(session, models, pending, as_of, sentences)
+            report(pending.result())
 
 
 def _tiers(policy: PolicyLike, scored: _Scored, cutoffs: Mapping[str, float] | None) -> list[str]:
@@ -385,7 +424,11 @@ def _write_batch(
     as_of: datetime,
     tier_change_hook: TierChangeHook | None,
     summary: ScoreSummary,
-) -> None:
+) -> int:
+    """A batch's database work: the shadow challengers' scores of the same features (stored
+    only, never written to the CRM), then the score rows, outbox rows and hooks. Returns the
+    batch's leads."""
+    score_in_shadow(session, scored.frame, scored.lead_ids, as_of)
     rows = [
         NewScore(
             lead_id=lead_id, probability=float(scored.probs[i]), score=int(scored.scores[i]), tier=tiers[i],
@@ -403,6 +446,26 @@ def _write_batch(
     summary.tier_changes += stats.tier_changes
     for t in tiers:
         summary.tiers[t] = summary.tiers.get(t, 0) + 1
+    return len(scored.lead_ids)
+
+
+class _Progress:
+    """Leads done per stage, reported as ``progress(stage, done, total)``."""
+
+    def __init__(self, progress: Progress | None, total: int) -> None:
+        self.progress, self.total = progress, total
+        self.done: dict[str, int] = {}
+
+    def __call__(self, stage: str) -> Callable[[int], None]:
+        def report(leads: int) -> None:
+            self.done[stage] = self.done.get(stage, 0) + leads
+            if self.progress:
+                self.progress(stage, self.done[stage], self.total)
+
+        return report
+
+
+WINDOW = 16  # batches a score-mode chunk reads before writing them (bounds its memory)
 
 
 @lean_collector()
@@ -425,6 +488,8 @@ def score_chunk(
     ``tier_change_hook(session, lead, previous, current)`` is called in the same transaction.
     Runs in the caller's transaction, never commits. The summary counts this chunk only
     (``considered`` = the chunk's leads; add chunk summaries with :meth:`ScoreSummary.add`).
+    Reads and predicts up to :data:`WINDOW` batches, then explains and writes them; progress
+    stages "scoring" and "writing".
     """
     started = time.perf_counter()
     models = load_champions(session)
@@ -432,13 +497,16 @@ def score_chunk(
     if policy is None:
         raise LeadscoreError(f"tier policy {plan.policy_id} of the scoring plan no longer exists")
     summary = ScoreSummary(as_of=plan.as_of, model_version=models.global_mv.version, considered=len(lead_ids))
-    total = len(lead_ids)
     chunks = id_chunks(sorted(int(i) for i in lead_ids), max(1, batch_size))
-    for n, scored in enumerate(_scored_batches(session, models, chunks, plan.as_of), 1):
-        _write_batch(session, scored, _tiers(policy, scored, plan.cutoffs), policy_id=policy.id, as_of=plan.as_of,
-                     tier_change_hook=tier_change_hook, summary=summary)
-        if progress:
-            progress("scoring", min(n * batch_size, total), total)
+    done = _Progress(progress, len(lead_ids))
+    rules = Policy(mode=policy.mode, thresholds=dict(policy.thresholds))  # read here, not in the writer's time
+    with _model_thread(models) as pool:
+        for start in range(0, len(chunks), WINDOW):
+            predicted = _read_batches(session, models, pool, chunks[start : start + WINDOW], plan.as_of,
+                                      done("scoring"))
+            _write_batches(session, models, predicted, plan.as_of, lambda s: _tiers(rules, s, plan.cutoffs),
+                           policy_id=policy.id, tier_change_hook=tier_change_hook, summary=summary,
+                           report=done("writing"))
     summary.seconds = time.perf_counter() - started
     return summary
 
@@ -477,26 +545,14 @@ def score_leads(
     # Capacity tiers cut every current score, this run's included: every batch is read and
     # predicted first (its SHAP starting in the model thread at once), then, with the run's
     # cut-offs known, each batch is explained and written while later batches' SHAP runs.
-    total = len(plan.lead_ids)
+    done = _Progress(progress, len(plan.lead_ids))
     with _model_thread(models) as pool:
-        predicted: deque[_Batch] = deque()
-        for n, batch in enumerate(plan.chunks(batch_size), 1):
-            predicted.append(_predict_batch(session, models, pool, batch, plan.as_of))
-            if progress:
-                progress("scoring", min(n * batch_size, total), total)
+        predicted = _read_batches(session, models, pool, plan.chunks(batch_size), plan.as_of, done("scoring"))
         if predicted:
-            _warm_typical(session, models, plan.as_of, predicted)
-        cutoffs = _run_cutoffs(session, policy, plan.lead_ids, [b.probs for b in predicted]) if predicted else {}
-        written = 0
-        sentences = _RunSentences()
-        while predicted:
-            pending = predicted.popleft()  # its frames go once it is written
-            scored = _finish_batch(session, models, pending, plan.as_of, sentences)
-            _write_batch(session, scored, _tiers(policy, scored, cutoffs), policy_id=policy.id,
-                         as_of=plan.as_of, tier_change_hook=tier_change_hook, summary=summary)
-            written += len(scored.lead_ids)
-            if progress:
-                progress("writing", written, total)
+            cutoffs = _run_cutoffs(session, policy, plan.lead_ids, [b.probs for b in predicted])
+            _write_batches(session, models, predicted, plan.as_of, lambda s: _tiers(policy, s, cutoffs),
+                           policy_id=policy.id, tier_change_hook=tier_change_hook, summary=summary,
+                           report=done("writing"))
     summary.seconds = time.perf_counter() - started
     return summary
 
