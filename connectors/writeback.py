@@ -47,7 +47,7 @@ from connectors.protocols import OutboxItem, Outcome, RecordResult, Router, Scor
 from connectors.registry import make_account_writer, make_client, make_router, make_score_writer, score_field_names
 from connectors.riders import SPLIT, Rider, claim_riders, release_riders, settle_riders
 from connectors.writeback_report import DEFAULT_POLICY, ConnectionWriteback, WritebackPolicy, WritebackReport
-from store.db import unit_of_work
+from store.db import among, unit_of_work
 from store.models import ACCOUNT_OUTBOX_KIND, OUTBOX_KIND, Connection, Lead, LeadLifecycle, Outbox, OutboxStatus
 from store.types import Progress
 
@@ -268,7 +268,8 @@ def _claim_batch(
     if outbox_kind == OUTBOX_KIND:
         states: dict[int | None, LeadLifecycle] = {
             lead_id: state for lead_id, state in session.execute(
-                select(Lead.id, Lead.lifecycle).where(Lead.id.in_(sorted({r.lead_id for r in rows if r.lead_id}))))}
+                select(Lead.id, Lead.lifecycle).where(
+                    among(session, Lead.id, sorted({r.lead_id for r in rows if r.lead_id}))))}
         live = []
         for row in rows:
             state = states.get(row.lead_id, LeadLifecycle.deleted)
@@ -307,17 +308,20 @@ def _claim_batch(
     return items, skipped
 
 
+_IDS_PER_STATEMENT = 5000  # one array parameter each (store.db.among)
+
+
 def _last_sent_hashes(session: Session, conn_id: int, keys: Iterable[int],
                       outbox_kind: str = OUTBOX_KIND) -> dict[int, tuple[int, str]]:
     """{lead (or account) id: (outbox id, payload hash)} of each one's most recently sent row."""
     column = getattr(Outbox, _SUBJECT[outbox_kind].key)
     ids = list(keys)
     out: dict[int, tuple[int, str]] = {}
-    for start in range(0, len(ids), 500):
-        chunk = ids[start:start + 500]
+    for start in range(0, len(ids), _IDS_PER_STATEMENT):
+        chunk = ids[start:start + _IDS_PER_STATEMENT]
         latest = (
             select(column.label("subject"), func.max(Outbox.id).label("max_id"))
-            .where(column.in_(chunk), Outbox.status == OutboxStatus.sent, Outbox.kind == outbox_kind,
+            .where(among(session, column, chunk), Outbox.status == OutboxStatus.sent, Outbox.kind == outbox_kind,
                    Outbox.connection_id == conn_id)
             .group_by(column)
             .subquery()
