@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, func, select, update
+from sqlalchemy import Engine, Select, bindparam, func, literal_column, select, update
 from sqlalchemy.orm import Session
 
 from config.app_config import AppConfig
@@ -311,24 +311,37 @@ def _claim_batch(
 _IDS_PER_STATEMENT = 5000  # one array parameter each (store.db.among)
 
 
+def last_sent_statement(session: Session, conn_id: int, keys: Sequence[int],
+                        outbox_kind: str = OUTBOX_KIND) -> Select[tuple[int, int, str]]:
+    """(subject, outbox id, payload hash) of the most recently sent row of each of ``keys`` (lead
+    or account ids).
+
+    The rows are found through each subject's index (``ix_outbox_lead``/``ix_outbox_account``),
+    never through the status index: a drain turns thousands of pending rows into sent ones in
+    minutes, long before the planner's statistics see them, and with statistics saying few rows
+    are sent PostgreSQL scanned every sent row of the connection, filtered by the id list, for
+    every claim (a 100,000-lead first write-back: 85 claims, 19.3 s of 33.5 s). ``status || ''``
+    keeps the status test out of every index.
+    """
+    column = getattr(Outbox, _SUBJECT[outbox_kind].key)
+    sent = Outbox.status.concat(literal_column("''")) == OutboxStatus.sent.value
+    latest = (
+        select(column.label("subject"), func.max(Outbox.id).label("max_id"))
+        .where(among(session, column, keys), sent, Outbox.kind == outbox_kind, Outbox.connection_id == conn_id)
+        .group_by(column)
+        .subquery()
+    )
+    return select(latest.c.subject, Outbox.id, Outbox.payload_hash).join(latest, Outbox.id == latest.c.max_id)
+
+
 def _last_sent_hashes(session: Session, conn_id: int, keys: Iterable[int],
                       outbox_kind: str = OUTBOX_KIND) -> dict[int, tuple[int, str]]:
     """{lead (or account) id: (outbox id, payload hash)} of each one's most recently sent row."""
-    column = getattr(Outbox, _SUBJECT[outbox_kind].key)
     ids = list(keys)
     out: dict[int, tuple[int, str]] = {}
     for start in range(0, len(ids), _IDS_PER_STATEMENT):
-        chunk = ids[start:start + _IDS_PER_STATEMENT]
-        latest = (
-            select(column.label("subject"), func.max(Outbox.id).label("max_id"))
-            .where(among(session, column, chunk), Outbox.status == OutboxStatus.sent, Outbox.kind == outbox_kind,
-                   Outbox.connection_id == conn_id)
-            .group_by(column)
-            .subquery()
-        )
-        for subject, outbox_id, digest in session.execute(
-            select(latest.c.subject, Outbox.id, Outbox.payload_hash).join(latest, Outbox.id == latest.c.max_id)
-        ):
+        statement = last_sent_statement(session, conn_id, ids[start:start + _IDS_PER_STATEMENT], outbox_kind)
+        for subject, outbox_id, digest in session.execute(statement):
             out[int(subject)] = (outbox_id, digest)
     return out
 
