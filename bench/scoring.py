@@ -1,9 +1,13 @@
 """Benchmark scoring: training time, end-to-end scoring rate and CatBoost's raw predict+SHAP rate.
 
-Usage: ``.venv/bin/python bench/scoring.py [--leads 12000] [--seed 0] [--database-url URL]``.
+Usage: ``.venv/bin/python bench/scoring.py [--leads 12000] [--seed 0] [--database-url URL ...]``.
 A crmsim ``World`` of ``--leads`` leads is loaded straight into a fresh store (SQLite in a
 temporary directory unless ``--database-url`` names an empty database; PostgreSQL's lead and
 activity tables are then analyzed, as a sync of that size leaves them), then:
+
+``--database-url sqlite --database-url postgresql+psycopg://...`` measures both databases in one
+run: one world, loaded and trained into each store, then each store scored and timed one after the
+other, with the world released (``{"runs": [sqlite result, postgresql result]}``).
 
 1. ``train_from_store`` as ``leadscore train`` runs it (three families, default grids): training
    seconds, examples and the chosen family;
@@ -32,6 +36,8 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -44,7 +50,7 @@ _REPO = str(Path(__file__).resolve().parents[1])
 if _REPO not in sys.path:
     sys.path.insert(0, _REPO)  # tests.factories loads a World into the store without HTTP
 
-from sqlalchemy import select  # noqa: E402
+from sqlalchemy import Engine, select  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
 from config.app_config import TierConfig, TrainingConfig  # noqa: E402
@@ -73,19 +79,24 @@ def _catboost_model(session: Session) -> tuple[TrainedModel, str]:
     return registry.load_model(newest), "candidate"
 
 
-def run(train_leads: int, seed: int, database_url: str | None, batch: int = BATCH,
+def run(train_leads: int, seed: int, database_urls: Sequence[str | None], batch: int = BATCH,
         raw_sizes: list[int] | None = None) -> dict[str, Any]:
-    """Build, load, train, score and time; the JSON-ready result."""
-    out: dict[str, Any] = {"train_leads": train_leads, "seed": seed, "batch_size": batch}
+    """Build one world; load and train a store per database (None: SQLite in a temporary
+    directory); then, the world released, score and time each store in turn. One database: its
+    result; several: ``{"runs": [...]}``, one result each, measured one after the other."""
     started = time.perf_counter()
     world, sink = generate_world(seed=seed, leads=train_leads)
-    out["world_seconds"] = round(time.perf_counter() - started, 2)
-    with tempfile.TemporaryDirectory() as tmp:
-        url = database_url or f"sqlite:///{Path(tmp) / 'bench.db'}"
-        out["database"] = url.split(":", 1)[0]
-        engine = make_engine(url)
-        Base.metadata.create_all(engine)
-        try:
+    world_seconds = round(time.perf_counter() - started, 2)
+    as_of = world.now
+    with ExitStack() as stack:
+        stores: list[tuple[Engine, dict[str, Any]]] = []
+        for database_url in database_urls:
+            url = database_url or f"sqlite:///{Path(stack.enter_context(tempfile.TemporaryDirectory())) / 'bench.db'}"
+            engine = make_engine(url)
+            stack.callback(engine.dispose)
+            out: dict[str, Any] = {"train_leads": train_leads, "seed": seed, "batch_size": batch,
+                                   "world_seconds": world_seconds, "database": url.split(":", 1)[0]}
+            Base.metadata.create_all(engine)
             with Session(engine, expire_on_commit=False) as session:
                 started = time.perf_counter()
                 load_world(session, sink)
@@ -93,8 +104,6 @@ def run(train_leads: int, seed: int, database_url: str | None, batch: int = BATC
                 # The planner statistics a sync of this many records leaves behind (PostgreSQL).
                 analyze_synced_tables(engine)
                 out["load_seconds"] = round(time.perf_counter() - started, 2)
-
-                as_of = world.now
                 started = time.perf_counter()
                 trained = train_from_store(session, as_of=as_of, config=TrainingConfig(min_per_class=100))
                 session.commit()
@@ -103,50 +112,55 @@ def run(train_leads: int, seed: int, database_url: str | None, batch: int = BATC
                     "positives": trained.positives, "selected": trained.result.selected,
                     "test_auc": {f: round(m["test"]["auc"], 4) for f, m in trained.result.metrics.items()},
                 }
+                del trained
+            stores.append((engine, out))
+        # Score as `leadscore score --all` does after `leadscore train`: a session of its own,
+        # without the world and the training objects this process built (they only slow the
+        # collector down).
+        del world, sink
+        gc.collect()
+        results = [_score(engine, out, as_of, batch, raw_sizes) for engine, out in stores]
+    return results[0] if len(results) == 1 else {"runs": results}
 
-            # Score as `leadscore score --all` does after `leadscore train`: a session of its own,
-            # without the world and the training objects this process built (they only slow the
-            # collector down).
-            del world, sink, trained
-            gc.collect()
-            with Session(engine, expire_on_commit=False) as session:
-                out["load_average"] = round(os.getloadavg()[0], 2)
-                started = time.perf_counter()
-                summary = score_leads(session, as_of=as_of, all=True, batch_size=batch,
-                                      tier_default=TierConfig(mode="capacity",
-                                                              thresholds={"A": 5, "B": 15, "C": 30}))
-                session.commit()
-                seconds = time.perf_counter() - started
-                out["score_end_to_end"] = {
-                    "leads": summary.scored, "seconds": round(seconds, 2),
-                    "leads_per_second": round(summary.scored / seconds, 1), "outbox_rows": summary.outbox_rows,
-                }
 
-                model, source = _catboost_model(session)
-                ids = live_lead_ids(session)
-                rows, predict_s, shap_s = 0, 0.0, 0.0
-                for start in range(0, len(ids), batch):
-                    _leads, frame = lead_features(session, ids[start : start + batch], as_of)
-                    t0 = time.perf_counter()
-                    model.predict_proba(frame)
-                    t1 = time.perf_counter()
-                    model.contributions(frame)
-                    predict_s += t1 - t0
-                    shap_s += time.perf_counter() - t1
-                    rows += len(frame)
-                raw_rate = rows / (predict_s + shap_s) if rows else 0.0
-                out["catboost_raw"] = {
-                    "model": source, "rows": rows, "predict_seconds": round(predict_s, 3),
-                    "shap_seconds": round(shap_s, 3), "rows_per_second": round(raw_rate, 1),
-                }
-                # The issue's measure: end-to-end leads/s over raw predict+SHAP rows/s on the same
-                # rows (goal >= 0.5). None, not a ratio, when nothing was scored.
-                e2e_rate = summary.scored / seconds if summary.scored else 0.0
-                out["end_to_end_over_raw"] = round(e2e_rate / raw_rate, 3) if rows and summary.scored else None
-                if raw_sizes:
-                    out["raw_seconds_by_batch_size"] = _raw_by_size(session, model, ids, as_of, raw_sizes)
-        finally:
-            engine.dispose()
+def _score(engine: Engine, out: dict[str, Any], as_of: datetime, batch: int,
+           raw_sizes: list[int] | None) -> dict[str, Any]:
+    """End-to-end scoring of every live lead, then raw predict + SHAP of the same batches."""
+    with Session(engine, expire_on_commit=False) as session:
+        out["load_average"] = round(os.getloadavg()[0], 2)
+        started = time.perf_counter()
+        summary = score_leads(session, as_of=as_of, all=True, batch_size=batch,
+                              tier_default=TierConfig(mode="capacity", thresholds={"A": 5, "B": 15, "C": 30}))
+        session.commit()
+        seconds = time.perf_counter() - started
+        out["score_end_to_end"] = {
+            "leads": summary.scored, "seconds": round(seconds, 2),
+            "leads_per_second": round(summary.scored / seconds, 1), "outbox_rows": summary.outbox_rows,
+        }
+
+        model, source = _catboost_model(session)
+        ids = live_lead_ids(session)
+        rows, predict_s, shap_s = 0, 0.0, 0.0
+        for start in range(0, len(ids), batch):
+            _leads, frame = lead_features(session, ids[start : start + batch], as_of)
+            t0 = time.perf_counter()
+            model.predict_proba(frame)
+            t1 = time.perf_counter()
+            model.contributions(frame)
+            predict_s += t1 - t0
+            shap_s += time.perf_counter() - t1
+            rows += len(frame)
+        raw_rate = rows / (predict_s + shap_s) if rows else 0.0
+        out["catboost_raw"] = {
+            "model": source, "rows": rows, "predict_seconds": round(predict_s, 3),
+            "shap_seconds": round(shap_s, 3), "rows_per_second": round(raw_rate, 1),
+        }
+        # The issue's measure: end-to-end leads/s over raw predict+SHAP rows/s on the same
+        # rows (goal >= 0.5). None, not a ratio, when nothing was scored.
+        e2e_rate = summary.scored / seconds if summary.scored else 0.0
+        out["end_to_end_over_raw"] = round(e2e_rate / raw_rate, 3) if rows and summary.scored else None
+        if raw_sizes:
+            out["raw_seconds_by_batch_size"] = _raw_by_size(session, model, ids, as_of, raw_sizes)
     out["measured_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     return out
 
@@ -175,13 +189,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train-leads", "--leads", type=int, default=12_000, help="leads in the simulated CRM")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--database-url", default=None, help="an empty database (default: SQLite in a temp dir)")
+    parser.add_argument("--database-url", action="append", default=None,
+                        help="an empty database; repeat it to measure several in one run ('sqlite': SQLite in a "
+                             "temporary directory, the default)")
     parser.add_argument("--batch-size", type=int, default=BATCH,
                         help="leads per batch, end to end and raw alike (CatBoost's SHAP costs a fixed part per call)")
     parser.add_argument("--raw-sizes", type=int, nargs="*", default=[],
                         help="also time raw predict + SHAP of the same leads in calls of these sizes")
     args = parser.parse_args()
-    print(json.dumps(run(args.train_leads, args.seed, args.database_url, args.batch_size, args.raw_sizes), indent=2))
+    urls = [None if url == "sqlite" else url for url in (args.database_url or ["sqlite"])]
+    print(json.dumps(run(args.train_leads, args.seed, urls, args.batch_size, args.raw_sizes), indent=2))
 
 
 if __name__ == "__main__":
