@@ -12,10 +12,10 @@ command that calls them owns the unit of work. Score rows and their outbox rows 
 the same flush, so the CRM write exists if and only if the score does.
 
 A run has two phases. First every batch is read and predicted in the calling thread, each
-batch's SHAP values computed meanwhile in a model thread. Then each batch is ranked, explained
-and tiered in the calling thread while a writer thread writes the batch before it (the
-database's work overlaps ours); the session belongs to the writer thread until its last write
-is done, so it is never used by two threads at once. A failed write ends the run with its error.
+batch's SHAP values computed meanwhile in a model thread. Then each batch is written in the
+calling thread while a reasons thread ranks and explains the next one (the database's work
+overlaps that Python). The session, the tier-change hook and every query stay in the calling
+thread; the other threads only compute. A failed write ends the run with its error.
 """
 
 from __future__ import annotations
@@ -333,8 +333,8 @@ def _finish_batch(
     typicals: Mapping[int, Any],
     sentences: _RunSentences,
 ) -> _Scored:
-    """Ranks and reasons of a batch once its contributions are in. No session: this runs while
-    the writer thread writes the previous batch."""
+    """Ranks and reasons of a batch once its contributions are in. No session: this runs in the
+    reasons thread while the calling thread writes the previous batch."""
     leads, frame, aging = batch.inputs
     size = len(frame)
     scores = np.zeros(size, dtype="int64")
@@ -387,25 +387,26 @@ def _write_batches(
     summary: ScoreSummary,
     report: Callable[[int], None],
 ) -> None:
-    """Phase two: each batch ranked, explained and tiered in this thread while the writer thread
-    writes the one before (its score rows, outbox rows, tier-change hooks and shadow scores: the
-    database's part of the work overlaps the next batch's Python). The session belongs to the
-    writer thread until the last write is done; ``report(leads)`` after each write."""
+    """Phase two: each batch written in this thread (its score rows, outbox rows, tier-change hooks
+    and shadow scores) while a reasons thread ranks and explains the next one: the database's part
+    of the work overlaps that Python. The session never leaves this thread; ``report(leads)``
+    after each write."""
     refs = {mv.id: ensure_score_reference(session, mv) for mv in models.all()}
     typicals = _typicals(session, models, as_of, predicted)
     sentences = _RunSentences()
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="scoring-writer") as writer:
-        # On an error here, leaving the block waits for the write under way (the session's).
-        pending: Future[int] | None = None
-        while predicted:
-            scored = _finish_batch(models, predicted.popleft(), refs, typicals, sentences)  # frames go once written
-            tiers = tiers_of(scored)
-            if pending is not None:
-                report(pending.result())
-            pending = writer.submit(_write_batch, session, scored, tiers, policy_id=policy_id, as_of=as_of,
-                                    tier_change_hook=tier_change_hook, summary=summary)
-        if pending is not None:
-            report(pending.result())
+
+    def finish(batch: _Batch) -> _Scored:
+        return _finish_batch(models, batch, refs, typicals, sentences)
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="scoring-reasons") as reasons:
+        # On an error here, leaving the block waits for the batch being explained (and drops it).
+        upcoming: Future[_Scored] | None = reasons.submit(finish, predicted.popleft()) if predicted else None
+        while upcoming is not None:
+            scored = upcoming.result()
+            # The next batch is explained while this one is written; batches go once written.
+            upcoming = reasons.submit(finish, predicted.popleft()) if predicted else None
+            report(_write_batch(session, scored, tiers_of(scored), policy_id=policy_id, as_of=as_of,
+                                tier_change_hook=tier_change_hook, summary=summary))
 
 
 def _tiers(policy: PolicyLike, scored: _Scored, cutoffs: Mapping[str, float] | None) -> list[str]:
@@ -499,12 +500,11 @@ def score_chunk(
     summary = ScoreSummary(as_of=plan.as_of, model_version=models.global_mv.version, considered=len(lead_ids))
     chunks = id_chunks(sorted(int(i) for i in lead_ids), max(1, batch_size))
     done = _Progress(progress, len(lead_ids))
-    rules = Policy(mode=policy.mode, thresholds=dict(policy.thresholds))  # read here, not in the writer's time
     with _model_thread(models) as pool:
         for start in range(0, len(chunks), WINDOW):
             predicted = _read_batches(session, models, pool, chunks[start : start + WINDOW], plan.as_of,
                                       done("scoring"))
-            _write_batches(session, models, predicted, plan.as_of, lambda s: _tiers(rules, s, plan.cutoffs),
+            _write_batches(session, models, predicted, plan.as_of, lambda s: _tiers(policy, s, plan.cutoffs),
                            policy_id=policy.id, tier_change_hook=tier_change_hook, summary=summary,
                            report=done("writing"))
     summary.seconds = time.perf_counter() - started
