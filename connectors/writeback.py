@@ -47,7 +47,7 @@ from connectors.protocols import OutboxItem, Outcome, RecordResult, Router, Scor
 from connectors.registry import make_account_writer, make_client, make_router, make_score_writer, score_field_names
 from connectors.riders import SPLIT, Rider, claim_riders, release_riders, settle_riders
 from connectors.writeback_report import DEFAULT_POLICY, ConnectionWriteback, WritebackPolicy, WritebackReport
-from store.db import among, unit_of_work
+from store.db import IDS_PER_STATEMENT, among, unit_of_work
 from store.models import ACCOUNT_OUTBOX_KIND, OUTBOX_KIND, Connection, Lead, LeadLifecycle, Outbox, OutboxStatus
 from store.types import Progress
 
@@ -308,9 +308,6 @@ def _claim_batch(
     return items, skipped
 
 
-_IDS_PER_STATEMENT = 5000  # one array parameter each (store.db.among)
-
-
 def last_sent_statement(session: Session, conn_id: int, keys: Sequence[int],
                         outbox_kind: str = OUTBOX_KIND) -> Select[tuple[int, int, str]]:
     """(subject, outbox id, payload hash) of the most recently sent row of each of ``keys`` (lead
@@ -339,8 +336,8 @@ def _last_sent_hashes(session: Session, conn_id: int, keys: Iterable[int],
     """{lead (or account) id: (outbox id, payload hash)} of each one's most recently sent row."""
     ids = list(keys)
     out: dict[int, tuple[int, str]] = {}
-    for start in range(0, len(ids), _IDS_PER_STATEMENT):
-        statement = last_sent_statement(session, conn_id, ids[start:start + _IDS_PER_STATEMENT], outbox_kind)
+    for start in range(0, len(ids), IDS_PER_STATEMENT):
+        statement = last_sent_statement(session, conn_id, ids[start:start + IDS_PER_STATEMENT], outbox_kind)
         for subject, outbox_id, digest in session.execute(statement):
             out[int(subject)] = (outbox_id, digest)
     return out

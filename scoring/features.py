@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from scoring import personas
 from scoring.frame import PLACEHOLDERS, FeatureSpec
-from store.db import among
+from store.db import IDS_PER_STATEMENT, among
 from store.models import ACTIVITY_TYPES, Activity, Lead
 
 # Engagement the lead did (an e-mail *sent* to them is our action, not theirs: not counted).
@@ -110,7 +110,6 @@ LEAD_COLUMNS: tuple[str, ...] = (
     "crm_created_at", "is_converted", "converted_at", "is_deleted", "attributes", "inputs_hash",
 )
 ACTIVITY_COLUMNS: tuple[str, ...] = ("lead_id", "type", "occurred_at", "detail")
-_IN_CHUNK = 5000  # ids per statement (one parameter: see store.db.among)
 _DAY_NS = 86_400 * 10**9
 
 
@@ -161,7 +160,7 @@ def _json_objects(values: pd.Series) -> list[dict[str, Any]]:
 
 def _chunks(ids: Sequence[int]) -> list[list[int]]:
     unique = sorted({int(i) for i in ids})
-    return [unique[i : i + _IN_CHUNK] for i in range(0, len(unique), _IN_CHUNK)]
+    return [unique[i : i + IDS_PER_STATEMENT] for i in range(0, len(unique), IDS_PER_STATEMENT)]
 
 
 def load_leads_frame(session: Session, lead_ids: Sequence[int] | None = None) -> pd.DataFrame:
@@ -249,8 +248,8 @@ def load_company_peers(
     """
     rows: list[Any] = []
     keys = sorted({k for k in company_keys if k})
-    for i in range(0, len(keys), _IN_CHUNK):
-        where = [among(session, Lead.company_key, keys[i : i + _IN_CHUNK]), Lead.is_deleted.is_(False)]
+    for i in range(0, len(keys), IDS_PER_STATEMENT):
+        where = [among(session, Lead.company_key, keys[i : i + IDS_PER_STATEMENT]), Lead.is_deleted.is_(False)]
         stmt: Select[Any]
         if before is None:
             stmt = select(Lead.id, Lead.company_key, _as_text(Lead.crm_created_at)).where(*where)

@@ -20,12 +20,8 @@ from scoring.features import (
     load_last_engagements,
     load_leads_frame,
 )
-from store.db import among
+from store.db import IDS_PER_STATEMENT, among
 from store.models import Activity, Lead, LeadLifecycle, LeadScore, SyncRun, SyncStatus
-
-# Ids per statement: store.db.among sends them as one parameter, so this bounds a statement's
-# result, not its text; a 2,000-lead scoring batch reads and writes in one statement each.
-IN_CHUNK = 5000
 
 
 def crm_now(session: Session) -> datetime:
@@ -36,7 +32,7 @@ def crm_now(session: Session) -> datetime:
     return latest if latest.tzinfo is not None else latest.replace(tzinfo=UTC)
 
 
-def id_chunks(ids: Sequence[int], size: int = IN_CHUNK) -> list[list[int]]:
+def id_chunks(ids: Sequence[int], size: int = IDS_PER_STATEMENT) -> list[list[int]]:
     return [list(ids[i : i + size]) for i in range(0, len(ids), size)]
 
 

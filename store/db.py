@@ -130,6 +130,11 @@ def unit_of_work(engine: Engine | None = None) -> Iterator[Session]:
         session.close()
 
 
+# Ids per statement where id lists are cut: :func:`among` sends them as one parameter, so this
+# bounds a statement's result, not its text (a 2,000-lead scoring batch is one statement).
+IDS_PER_STATEMENT = 5000
+
+
 def among(session: Session, column: ColumnElement[Any] | QueryableAttribute[Any],
           values: Sequence[Any]) -> ColumnElement[bool]:
     """``column IN values`` as one parameter, whatever the count: PostgreSQL gets ``column =
