@@ -278,14 +278,17 @@ def _predict_batch(
 
 
 def _typicals(
-    session: Session, models: Champions, as_of: datetime, batches: Sequence[_Batch]
+    session: Session,
+    models: Champions,
+    as_of: datetime,
+    batches: Sequence[_Batch],
+    refs: Mapping[int, Mapping[str, Any]],
 ) -> dict[int, Any]:
     """What each model's reasons compare with: its live sample (cached for the run; taken from
     ``batches`` when they hold the whole sample, as a run over every live lead does, else read),
     or its reference's typical values with too few live leads."""
     known = _rows_of(batches) if batches else None
-    return {mv.id: live_typical(session, mv, as_of, known) or ensure_score_reference(session, mv).get("typical")
-            for mv in models.all()}
+    return {mv.id: live_typical(session, mv, as_of, known) or refs[mv.id].get("typical") for mv in models.all()}
 
 
 def _rows_of(batches: Sequence[_Batch]) -> Callable[[list[int]], pd.DataFrame | None]:
@@ -392,7 +395,7 @@ def _write_batches(
     of the work overlaps that Python. The session never leaves this thread; ``report(leads)``
     after each write."""
     refs = {mv.id: ensure_score_reference(session, mv) for mv in models.all()}
-    typicals = _typicals(session, models, as_of, predicted)
+    typicals = _typicals(session, models, as_of, predicted, refs)
     sentences = _RunSentences()
 
     def finish(batch: _Batch) -> _Scored:
