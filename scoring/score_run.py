@@ -49,7 +49,6 @@ from scoring.champions import (
 )
 from scoring.hooks import TierChangeHook
 from scoring.inputs import batch_inputs, crm_now, id_chunks, lead_features, live_count, live_lead_ids, stale_lead_ids
-from scoring.model import PreparedRows
 from scoring.reasons import Rendered, explain, reason_strings
 from scoring.reference import rank
 from scoring.score_writes import NewScore, write_scores
@@ -240,19 +239,67 @@ class _Batch:
     probs: np.ndarray
     used: list[ModelVersion | None]
     groups: list[tuple[ModelVersion, np.ndarray, pd.DataFrame]]
-    contributions: Future[list[pd.DataFrame]]
+    contributions: list[Future[pd.DataFrame]]  # one per group
 
 
-def _contributions(prepared: Sequence[PreparedRows]) -> list[pd.DataFrame]:
-    """What the model thread computes: contributions only (CatBoost's SHAP runs outside the GIL
-    on rows encoded in this thread), no session."""
-    return [rows.contributions() for rows in prepared]
+SHAP_ROWS = 6000  # rows a SHAP call gathers (over consecutive batches) before it starts
+
+
+class _ShapCalls:
+    """The batches' contributions, computed in the model thread in calls of about
+    :data:`SHAP_ROWS` rows per model: CatBoost's SHAP costs a fixed part per call (every tree's
+    leaf values, ~0.09 s for the default model on 2 cores), so six 2,000-row calls cost twice one
+    12,000-row call. Each batch gets one future per model group, resolved when its call is done;
+    :meth:`flush` starts what is gathered (a run calls it once every batch is read)."""
+
+    def __init__(self, pool: ThreadPoolExecutor, rows: int | None = None) -> None:
+        self.pool, self.rows = pool, max(1, SHAP_ROWS if rows is None else rows)
+        self._gathered: list[tuple[ModelVersion, pd.DataFrame, Future[pd.DataFrame]]] = []
+        self._count = 0
+
+    def add(self, groups: Sequence[tuple[ModelVersion, np.ndarray, pd.DataFrame]]) -> list[Future[pd.DataFrame]]:
+        futures: list[Future[pd.DataFrame]] = []
+        for mv, _mask, part in groups:
+            future: Future[pd.DataFrame] = Future()
+            self._gathered.append((mv, part, future))
+            self._count += len(part)
+            futures.append(future)
+        if self._count >= self.rows:
+            self.flush()
+        return futures
+
+    def flush(self) -> None:
+        if self._gathered:
+            self.pool.submit(_contributions, self._gathered)
+            self._gathered, self._count = [], 0
+
+
+def _contributions(gathered: Sequence[tuple[ModelVersion, pd.DataFrame, Future[pd.DataFrame]]]) -> None:
+    """What the model thread computes: per model, the contributions of its gathered rows in one
+    call (encoded here; CatBoost's SHAP runs outside the GIL), handed back part by part. No session."""
+    try:
+        by_model: dict[int, list[tuple[ModelVersion, pd.DataFrame, Future[pd.DataFrame]]]] = {}
+        for item in gathered:
+            by_model.setdefault(item[0].id, []).append(item)
+        for items in by_model.values():
+            model = registry.load_model(items[0][0])
+            parts = [part for _, part, _ in items]
+            values = model.contributions(parts[0] if len(parts) == 1 else pd.concat(parts))
+            start = 0
+            for _, part, future in items:
+                future.set_result(values.iloc[start : start + len(part)])
+                start += len(part)
+    except BaseException as error:  # every batch waiting on this call learns why
+        for *_, future in gathered:
+            if not future.done():
+                future.set_exception(error)
+        raise
 
 
 @contextmanager
 def _model_thread(models: Champions) -> Iterator[ThreadPoolExecutor]:
     """One worker thread for the batches' contributions. The models are deserialised first, in this
-    thread, so the worker never touches the session; on an error, queued batches are dropped."""
+    thread, so the worker never touches the session; on an error, queued calls are dropped."""
     for mv in models.all():
         registry.load_model(mv)
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scoring-model")
@@ -263,18 +310,18 @@ def _model_thread(models: Champions) -> Iterator[ThreadPoolExecutor]:
 
 
 def _predict_batch(
-    session: Session, models: Champions, pool: ThreadPoolExecutor, batch: Sequence[int], as_of: datetime
+    session: Session, models: Champions, shap: _ShapCalls, batch: Sequence[int], as_of: datetime
 ) -> _Batch:
-    """Read a batch's inputs, encode them once per model and predict them here (a prediction is a
-    small part of the model work); the contributions of the same encoded rows go to ``pool``."""
+    """Read a batch's inputs and predict them here (a prediction is a small part of the model
+    work); their contributions are gathered into the model thread's next call (``shap``)."""
     leads, frame, aging = batch_inputs(session, batch, as_of)
     # Kept until the batch is written (a capacity run keeps every batch): of the leads, only
     # what the writes need, not their names, e-mails and custom fields.
     inputs = (leads[["id", "inputs_hash"]], frame, aging)
     prepared = prepare_groups(models, frame)
     probs, used = predict_groups(prepared, len(frame))
-    return _Batch(inputs=inputs, probs=probs, used=used, groups=[(mv, mask, part) for mv, mask, part, _ in prepared],
-                  contributions=pool.submit(_contributions, [rows for *_, rows in prepared]))
+    groups = [(mv, mask, part) for mv, mask, part, _ in prepared]
+    return _Batch(inputs=inputs, probs=probs, used=used, groups=groups, contributions=shap.add(groups))
 
 
 def _typicals(
@@ -345,7 +392,8 @@ def _finish_batch(
     engagements = np.zeros(size, dtype="int64")
     texts: list[list[str]] = [[] for _ in range(size)]
     probs = batch.probs
-    for (mv, mask, part), contributions in zip(batch.groups, batch.contributions.result(), strict=True):
+    for (mv, mask, part), pending in zip(batch.groups, batch.contributions, strict=True):
+        contributions = pending.result()
         ref = refs[mv.id]
         fit, engagement = split_contributions(contributions)
         rows_of = np.flatnonzero(mask)
@@ -369,12 +417,15 @@ def _read_batches(
     as_of: datetime,
     report: Callable[[int], None],
 ) -> deque[_Batch]:
-    """Phase one: each batch read and predicted in this thread, its SHAP started at once in the
-    model thread (``pool``); ``report(leads)`` after each batch."""
+    """Phase one: each batch read and predicted in this thread, its SHAP gathered into the model
+    thread's calls (``pool``; the last call starts once every batch is read); ``report(leads)``
+    after each batch."""
     predicted: deque[_Batch] = deque()
+    shap = _ShapCalls(pool)
     for chunk in chunks:
-        predicted.append(_predict_batch(session, models, pool, chunk, as_of))
+        predicted.append(_predict_batch(session, models, shap, chunk, as_of))
         report(len(chunk))
+    shap.flush()
     return predicted
 
 
