@@ -23,7 +23,9 @@ other, with the world released (``{"runs": [sqlite result, postgresql result]}``
    the calls were gathered made it;
 4. ``end_to_end_over_raw``: (2) over (3), the share of the model's own speed that scoring keeps
    (issue #17: >= 0.5 on SQLite and on PostgreSQL). ``load_average`` is the machine's 1-minute load
-   when scoring started: on a shared machine, a high load makes every rate pessimistic;
+   when scoring started: on a shared machine, a high load makes every rate pessimistic.
+   ``cpu_seconds``: the CPU time of this process during (2), all threads; ``server_cpu_seconds``:
+   that of the PostgreSQL server process serving it, when the server runs on this machine;
 5. with ``--raw-sizes 1000 2000 ...``: raw predict + SHAP of the same leads in calls of each size
    (best of three), ``raw_seconds_by_batch_size``: CatBoost's SHAP costs a fixed part per call.
 
@@ -36,6 +38,7 @@ import argparse
 import gc
 import json
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -54,7 +57,7 @@ if _REPO not in sys.path:
     sys.path.insert(0, _REPO)  # tests.factories loads a World into the store without HTTP
 
 import pandas as pd  # noqa: E402
-from sqlalchemy import Engine, select  # noqa: E402
+from sqlalchemy import Engine, select, text  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
 from config.app_config import TierConfig, TrainingConfig  # noqa: E402
@@ -133,14 +136,24 @@ def _score(engine: Engine, out: dict[str, Any], as_of: datetime, batch: int,
     """End-to-end scoring of every live lead, then raw predict + SHAP of the same batches."""
     with Session(engine, expire_on_commit=False) as session:
         out["load_average"] = round(os.getloadavg()[0], 2)
+        server = _server_process(session)
+        server_cpu = _process_cpu(server)
+        cpu = resource.getrusage(resource.RUSAGE_SELF)
         started = time.perf_counter()
         summary = score_leads(session, as_of=as_of, all=True, batch_size=batch,
                               tier_default=TierConfig(mode="capacity", thresholds={"A": 5, "B": 15, "C": 30}))
         session.commit()
         seconds = time.perf_counter() - started
+        used = resource.getrusage(resource.RUSAGE_SELF)
+        server_used = _process_cpu(server)
         out["score_end_to_end"] = {
             "leads": summary.scored, "seconds": round(seconds, 2),
             "leads_per_second": round(summary.scored / seconds, 1), "outbox_rows": summary.outbox_rows,
+            # CPU seconds of this process (all its threads) and, for a PostgreSQL server on this
+            # machine, of the session's server process (None where /proc does not show it).
+            "cpu_seconds": round(used.ru_utime + used.ru_stime - cpu.ru_utime - cpu.ru_stime, 2),
+            "server_cpu_seconds": (round(server_used - server_cpu, 2)
+                                   if server_cpu is not None and server_used is not None else None),
         }
 
         model, source = _catboost_model(session)
@@ -169,6 +182,24 @@ def _score(engine: Engine, out: dict[str, Any], as_of: datetime, batch: int,
             out["raw_seconds_by_batch_size"] = _raw_by_size(session, model, ids, as_of, raw_sizes)
     out["measured_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     return out
+
+
+def _server_process(session: Session) -> int | None:
+    """The PostgreSQL server process of the session's connection (None on SQLite)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return None
+    return int(session.execute(text("select pg_backend_pid()")).scalar_one())
+
+
+def _process_cpu(pid: int | None) -> float | None:
+    """User + system CPU seconds of a process from /proc (None when it is not on this machine)."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _timed(work: Callable[[], object]) -> float:
