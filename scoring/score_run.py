@@ -11,8 +11,9 @@ Both entry points run inside the caller's transaction and never commit: the Cele
 command that calls them owns the unit of work. Score rows and their outbox rows are written in
 the same flush, so the CRM write exists if and only if the score does.
 
-A run has two phases. First every batch is read and predicted in the calling thread, each
-batch's SHAP values computed meanwhile in a model thread. Then each batch is written in the
+A run has two phases. First every batch is read and predicted in the calling thread, the SHAP
+values computed meanwhile in a model thread, in calls that gather consecutive batches
+(:data:`SHAP_ROWS`: each call costs a fixed part). Then each batch is written in the
 calling thread while a reasons thread ranks and explains the next one (the database's work
 overlaps that Python). The session, the tier-change hook and every query stay in the calling
 thread; the other threads only compute. A failed write ends the run with its error.
@@ -597,8 +598,8 @@ def score_leads(
         summary.seconds = time.perf_counter() - started
         return summary
     # Capacity tiers cut every current score, this run's included: every batch is read and
-    # predicted first (its SHAP starting in the model thread at once), then, with the run's
-    # cut-offs known, each batch is explained and written while later batches' SHAP runs.
+    # predicted first (SHAP gathered into the model thread's calls meanwhile), then, with the
+    # run's cut-offs known, each batch is explained and written while later batches' SHAP runs.
     done = _Progress(progress, len(plan.lead_ids))
     with _model_thread(models) as pool:
         predicted = _read_batches(session, models, pool, plan.chunks(batch_size), plan.as_of, done("scoring"))
