@@ -139,7 +139,7 @@ def measure_performance(session: Session, champion: ModelVersion, ref: Reference
         perf["reason"] = (f"{positives} conversions among {len(y)} elapsed leads; at least "
                           f"{MIN_PERFORMANCE_POSITIVES} of each class needed to judge the AUC")
         out.notes.append(f"live AUC not judged: {perf['reason']}")
-        perf["status"] = worst(out.alerts[before:]) if len(out.alerts) > before else NOT_ENOUGH
+        _status(perf, out.alerts[before:])
         return
     se = auc_standard_error(auc, positives, negatives)
     perf["auc_se"] = se
@@ -149,7 +149,7 @@ def measure_performance(session: Session, champion: ModelVersion, ref: Reference
         baseline = registry.recorded_test_auc(maker)
     perf["baseline_auc"] = baseline
     if baseline is None or not math.isfinite(auc):
-        perf["status"] = worst(out.alerts[before:])
+        _status(perf, out.alerts[before:])
         return
     drop = baseline - auc
     perf["auc_drop"] = drop
@@ -168,7 +168,15 @@ def measure_performance(session: Session, champion: ModelVersion, ref: Reference
             out.alerts.append(Alert(WARN, "auc_drop", f"live AUC {auc:.3f} is {drop:.3f} below baseline "
                                     f"{baseline:.3f}, within sampling noise (±{se:.3f})", drop,
                                     config.auc_drop_alert, action=AUC_ACTION))
-    perf["status"] = worst(out.alerts[before:])
+    _status(perf, out.alerts[before:])
+
+
+def _status(perf: dict[str, Any], alerts: Sequence[Alert]) -> None:
+    """The section's status and the checks that set it (``status_from``: "calibration",
+    "auc_drop"), so a warning is never read as being about the AUC line it heads. With the AUC not
+    judged and no alert: not enough data."""
+    perf["status"] = worst(alerts) if alerts or "auc_se" in perf else NOT_ENOUGH
+    perf["status_from"] = sorted({a.kind for a in alerts})
 
 
 def _not_live_yet(champion: ModelVersion, maker: ModelVersion | None, leads: int, horizon_days: int) -> str:
@@ -209,10 +217,16 @@ def calibration_alert(y: np.ndarray, p: np.ndarray, *, ece: float, reference_ece
         return Alert(ALERT, "calibration", f"scores are miscalibrated: {observed:.1%} converted vs "
                      f"{predicted:.1%} predicted; {moved}", grew, config.ece_alert, action=CALIBRATION_ACTION)
     if mean_off:
-        how = "no worse than on the reference leads" if grew <= 0 else "within the alert line"
-        return Alert(WARN, "calibration", f"the conversion rate moved away from the predictions: "
-                     f"{observed:.1%} converted vs {predicted:.1%} predicted on {len(y)} elapsed leads; "
-                     f"{moved}: {how}", observed - predicted, None, action=CALIBRATION_ACTION)
+        # What a reader acts on first: which way the likelihoods are off; then whether the
+        # scores' calibration across bands got worse (it did not when the ECE is no worse).
+        more = observed > predicted
+        how = ("the gap across score bands is no larger than on the reference leads: the conversion rate "
+               "shifted, the scores did not lose their calibration" if grew <= 0 else
+               "the gap across score bands grew, within the alert line")
+        return Alert(WARN, "calibration", f"{'more' if more else 'fewer'} leads converted than predicted: "
+                     f"{observed:.1%} vs {predicted:.1%} on {len(y)} elapsed leads, so the likelihood field reads "
+                     f"{'low' if more else 'high'}; {moved}: {how}", observed - predicted, None,
+                     action=CALIBRATION_ACTION)
     if ece_high:
         return Alert(WARN, "calibration", f"calibration drifted: {moved}, {len(y)} elapsed leads", grew,
                      config.ece_alert, action=CALIBRATION_ACTION)

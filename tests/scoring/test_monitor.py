@@ -453,7 +453,14 @@ def test_a_moved_rate_with_a_better_ece_than_the_reference_is_not_called_miscali
     config = MonitoringConfig()
     better = calibration_alert(y, p, ece=0.04, reference_ece=0.05, config=config)
     assert better is not None and better.level == "warn"
-    assert "miscalibrated" not in better.message and "no worse than on the reference leads" in better.message
+    assert "miscalibrated" not in better.message
+    assert better.message.startswith("fewer leads converted than predicted: ")
+    assert "the likelihood field reads high" in better.message and "the conversion rate shifted" in better.message
+    more = calibration_alert((rng.uniform(size=2000) < p * 1.6).astype(int), p, ece=0.06, reference_ece=0.05,
+                             config=config)
+    assert more is not None and more.level == "warn"
+    assert more.message.startswith("more leads converted than predicted: ")
+    assert "reads low" in more.message and "grew, within the alert line" in more.message
     worse = calibration_alert(y, p, ece=0.12, reference_ece=0.05, config=config)
     assert worse is not None and worse.level == "alert" and worse.message.startswith("scores are miscalibrated")
     calibrated = (rng.uniform(size=2000) < p).astype(int)
@@ -488,3 +495,15 @@ def test_the_early_top_tier_measure_alerts_when_tier_a_stops_converting(session:
                                            window_days=window)
     assert status == "alert" and alert is not None and alert.kind == "top_tier_conversion", detail
     assert detail["observed"] == 0 and f"converted 0 times in the last {window} days" in alert.message
+
+
+def test_the_accuracy_line_names_the_check_that_warned() -> None:
+    from worker.cli.monitor import describe_measures
+
+    perf = {"status": "warn", "status_from": ["calibration"], "auc": 0.745, "leads": 750, "baseline_auc": 0.760,
+            "ece": 0.050}
+    (line,) = [x for x in describe_measures({"performance": perf}) if x.startswith("accuracy")]
+    assert line == "accuracy: warn (calibration) — AUC 0.745 on 750 elapsed leads (baseline 0.760), ECE 0.050"
+    perf.update(status="ok", status_from=[])
+    (line,) = [x for x in describe_measures({"performance": perf}) if x.startswith("accuracy")]
+    assert line.startswith("accuracy: ok — AUC 0.745")

@@ -110,7 +110,10 @@ def describe_measures(metrics: dict[str, Any]) -> list[str]:
         auc = perf.get("auc")
         if perf.get("leads") and auc is not None:
             base = perf.get("baseline_auc")
-            lines.append(f"accuracy: {perf.get('status')} — AUC {auc:.3f} on {perf['leads']:,} elapsed leads"
+            # Which checks set the status: a calibration warning is not about the AUC it heads.
+            source = ", ".join(perf.get("status_from") or [])
+            lines.append(f"accuracy: {perf.get('status')}" + (f" ({source})" if source else "")
+                         + f" — AUC {auc:.3f} on {perf['leads']:,} elapsed leads"
                          + (f" (baseline {base:.3f})" if base is not None else "")
                          + (f", ECE {perf['ece']:.3f}" if perf.get("ece") is not None else "")
                          + (f"; {perf['reason']}" if perf.get("reason") else ""))
