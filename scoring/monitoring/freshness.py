@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
@@ -76,9 +76,12 @@ def measure_freshness(session: Session, as_of: datetime, config: MonitoringConfi
     out.metrics["clock"]["crm_now"] = now
     refused, unexpected = failed_writes(session)
     failed = sum(unexpected.values())
+    # An outbox row records when this machine queued it, on this machine's clock (the CRM's may be
+    # a simulation's, or ahead of ours): its age is measured on the same clock.
+    queued_before = datetime.now(UTC) - limit
     stuck = int(session.scalar(
         select(func.count(Outbox.id)).where(Outbox.status == OutboxStatus.pending, Outbox.attempts > 0,
-                                            Outbox.created_at < now - limit)) or 0)
+                                            Outbox.created_at < queued_before)) or 0)
     out.metrics["outbox"] = {"failed": failed, "failed_codes": unexpected, "refused_expected": refused,
                              "pending_retrying": stuck}
     if failed:

@@ -7,7 +7,7 @@ import logging
 import shutil
 import threading
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
@@ -444,6 +444,23 @@ def test_expected_crm_refusals_are_counted_apart_and_do_not_alert(session: Sessi
     again = run_monitor(session, as_of=now, config=MonitoringConfig())
     (alert,) = [a for a in again.alerts if a["kind"] == "writeback"]
     assert alert["level"] == "alert" and alert["message"] == "1 CRM writes failed for good (gave up after 5 attempts 1)"
+
+
+def test_writes_still_retrying_are_aged_on_this_machines_clock_not_the_crms(session: Session) -> None:
+    # The monitor judges the simulated CRM's clock (long before this machine's), while an outbox row
+    # records when this machine queued it: its age is measured on this machine's clock.
+    now = as_of_day(TRAIN_DAY)
+    wall = datetime.now(UTC)
+    leads = session.scalars(select(Lead).limit(3)).all()
+    for lead, hours, attempts in zip(leads, [30, 2, 30], [3, 1, 0], strict=True):
+        session.add(Outbox(connection_id=lead.connection_id, lead_id=lead.id, crm_id=lead.crm_id, payload={},
+                           payload_hash="x", status="pending", attempts=attempts, last_error="HTTP 503",
+                           created_at=wall - timedelta(hours=hours), next_attempt_at=wall))
+    session.flush()
+    report = run_monitor(session, as_of=now, config=MonitoringConfig(freshness_hours=24))
+    assert report.metrics["outbox"]["pending_retrying"] == 1  # queued 30 h ago and tried; not the new or untried
+    (alert,) = [a for a in report.alerts if a["kind"] == "writeback"]
+    assert alert["level"] == "warn" and alert["message"] == "1 CRM writes still retrying after 24 h"
 
 
 def test_a_moved_rate_with_a_better_ece_than_the_reference_is_not_called_miscalibrated() -> None:
