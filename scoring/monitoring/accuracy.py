@@ -23,7 +23,7 @@ from scoring.monitoring.elapsed import active_tier_policy, elapsed_scores
 from scoring.monitoring.reference_cohort import Reference, ensure_reference
 from scoring.monitoring.stats import MIN_PERFORMANCE_POSITIVES, Z_ONE_SIDED, auc_standard_error, roc_auc
 from scoring.monitoring.status import ALERT, NOT_ENOUGH, WARN, Alert, Findings, worst
-from scoring.monitoring.tier_conversion import top_tier_alert
+from scoring.monitoring.tier_conversion import tier_norms, top_tier_alert
 from store.models import (
     ModelVersion,
 )
@@ -90,7 +90,7 @@ def measure_performance(session: Session, champion: ModelVersion, ref: Reference
         mask = np.array([str(t) == tier for t in tiers], dtype=bool)
         by_tier[tier] = {"leads": int(mask.sum()), "converted": int(y[mask].sum()),
                          "conversion_rate": float(y[mask].mean())}
-    norms = ref.tier_norms(policy) if ref is not None else {}
+    norms = tier_norms(session, ref, policy)
     for tier, row in by_tier.items():
         row["norm"] = (norms.get(tier) or {}).get("conversion_rate")
     tc["by_tier"] = by_tier

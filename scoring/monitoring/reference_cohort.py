@@ -16,12 +16,10 @@ from scoring.features import (
     align_to_spec,
 )
 from scoring.frame import prepare_frame
-from scoring.metrics import conversion_by_tier
 from scoring.monitoring.clock import as_utc, horizon_of, parse_time, trained_at
 from scoring.monitoring.cohorts import COHORT_AGE_DAYS, build_cohort, cohort_leads, labels_at
 from scoring.monitoring.distributions import Distribution, categorical_distribution, numeric_distribution
 from scoring.monitoring.stats import roc_auc
-from scoring.tiers import PolicyLike, tiers_for
 from scoring.training import BIAS, TrainedModel
 from store.models import (
     ModelVersion,
@@ -59,16 +57,6 @@ class Reference:
     # Days from creation to conversion of the same leads (None: not converted within the horizon):
     # the pace at which each tier converts, for the early top-tier measure.
     conversion_days: list[float | None] = field(default_factory=list)
-
-    def tier_norms(self, policy: PolicyLike) -> dict[str, dict[str, float | int]]:
-        """Conversion by tier of the reference leads under ``policy`` (capacity shares are cut on
-        the reference itself): the norm live tiers are compared with."""
-        if not self.outcomes:
-            return {}
-
-        p = np.asarray([o[0] for o in self.outcomes], dtype="float64")
-        y = np.asarray([o[1] for o in self.outcomes], dtype="int64")
-        return conversion_by_tier(y, tiers_for(policy, p))
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from scoring import registry
+from scoring.metrics import conversion_by_tier
 from scoring.monitoring.clock import parse_time
 from scoring.monitoring.cohorts import COHORT_AGE_DAYS, cohort_leads
 from scoring.monitoring.elapsed import scores_at_age
@@ -25,6 +26,24 @@ from store.models import Lead, ModelVersion
 
 # Leads with a known outcome in the top tier needed before its conversion is judged.
 MIN_TOP_TIER_LEADS = 20
+
+
+def reference_tiers(session: Session, ref: Reference, policy: PolicyLike) -> list[str]:
+    """The tiers of the reference's leads as live scoring gives them: in score mode their 1-99 ranks
+    against the champion's score reference (not against each other), so that a tier of the
+    reference is the same kind of lead as that tier live; capacity shares are cut on the reference
+    itself (live: on every current score)."""
+    p = np.asarray([o[0] for o in ref.outcomes], dtype="float64")
+    return tiers_for(policy, p, scores=champion_scores(session, p) if policy.mode == "score" else None)
+
+
+def tier_norms(session: Session, ref: Reference | None, policy: PolicyLike) -> dict[str, dict[str, float | int]]:
+    """Conversion by tier of the reference's leads under ``policy`` (:func:`reference_tiers`): the
+    norm live tiers are compared with. Empty without reference outcomes."""
+    if ref is None or not ref.outcomes:
+        return {}
+    y = np.asarray([o[1] for o in ref.outcomes], dtype="int64")
+    return conversion_by_tier(y, reference_tiers(session, ref, policy))
 
 
 def top_tier_alert(by_tier: dict[str, dict[str, Any]], norms: dict[str, dict[str, Any]], *, share: float,
@@ -101,10 +120,7 @@ def early_top_tier(session: Session, ref: Reference | None, policy: PolicyLike, 
     if ref is None or not ref.outcomes or len(ref.conversion_days) != len(ref.outcomes):
         detail["reason"] = "the champion's reference records no conversion ages (retrain or wait for its reference)"
         return NOT_ENOUGH, None, detail
-    p_ref = np.asarray([o[0] for o in ref.outcomes], dtype="float64")
-    # Tiered as live scoring tiers them (1-99 ranks against the champion's score reference), so that
-    # the reference's top tier is the same kind of lead as the live one.
-    ref_tiers = np.asarray(tiers_for(policy, p_ref, scores=champion_scores(session, p_ref)), dtype=object)
+    ref_tiers = np.asarray(reference_tiers(session, ref, policy), dtype=object)
     top = next((t for t in ("A", "B", "C") if (ref_tiers == t).any()), "A")
     ages = [d for d, t in zip(ref.conversion_days, ref_tiers, strict=True) if t == top]
     pace = conversion_pace(ages)

@@ -524,3 +524,27 @@ def test_the_accuracy_line_names_the_check_that_warned() -> None:
     perf.update(status="ok", status_from=[])
     (line,) = [x for x in describe_measures({"performance": perf}) if x.startswith("accuracy")]
     assert line.startswith("accuracy: ok — AUC 0.745")
+
+
+def test_tier_norms_tier_the_reference_leads_as_live_scoring_does(session: Session) -> None:
+    from scoring.champions import ensure_score_reference
+    from scoring.metrics import conversion_by_tier
+    from scoring.monitoring.tier_conversion import tier_norms
+    from scoring.reference import rank
+    from scoring.tiers import assign_tiers, tiers_for
+
+    now = as_of_day(TRAIN_DAY)
+    mv = champion(session)
+    assert mv is not None
+    ref = ensure_reference(session, mv, as_of=now)
+    assert ref is not None and len(ref.outcomes) > 100
+    p = np.asarray([o[0] for o in ref.outcomes], dtype="float64")
+    y = np.asarray([o[1] for o in ref.outcomes], dtype="int64")
+    policy = Policy(mode="score", thresholds={"A": 80, "B": 60, "C": 40})
+    # A live lead's score is its rank among the champion's score reference leads.
+    live = conversion_by_tier(y, assign_tiers(rank(p, ensure_score_reference(session, mv)["probability"]), policy))
+    assert tier_norms(session, ref, policy) == live
+    # Ranked against each other, the reference's leads would fill every tier in fixed shares instead.
+    assert conversion_by_tier(y, tiers_for(policy, p)) != live
+    capacity = Policy(mode="capacity", thresholds={"A": 10, "B": 20, "C": 30})
+    assert tier_norms(session, ref, capacity) == conversion_by_tier(y, assign_tiers(p, capacity))
