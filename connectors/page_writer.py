@@ -13,7 +13,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, delete, func, select, update
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from connectors.base import ActivityRecord, Connector, LeadRecord, Merge, Page, QuarantinedItem
 from connectors.lifecycle import cancel_not_open
 from connectors.normalise import INPUT_FIELDS, inputs_hash
-from store.models import Activity, Lead, LeadLifecycle, QuarantinedRecord
+from store.models import Activity, Lead, LeadLifecycle, PendingCampaign, QuarantinedRecord
 from store.upsert import upsert_rows
 
 
@@ -136,6 +136,7 @@ def upsert_leads(session: Session, connection_id: int, records: Sequence[LeadRec
         .values(lead_id=lead_id)
         .execution_options(synchronize_session=False)
     )
+    _apply_pending_campaigns(session, connection_id, ids, now)
     # Leads that left "open" lose their pending writes and routing actions (reason recorded).
     cancel_not_open(session, connection_id, ids)
     return len(records)
@@ -172,21 +173,57 @@ def apply_merges(session: Session, connection_id: int, merges: Sequence[Merge], 
 
 def apply_lead_campaigns(session: Session, connection_id: int, joined: Sequence[tuple[str, str, datetime]],
                          now: datetime) -> None:
-    """Set a lead's ``campaign`` from the membership created together with the lead."""
-    by_lead = {lead: (name, created) for lead, name, created in joined}
+    """Set a lead's ``campaign`` from the membership created together with the lead. Memberships
+    of leads not stored yet wait in ``pending_campaign`` until :func:`upsert_leads` stores them
+    (a lead modified after a plan's clock is read by a later plan, after its membership)."""
+    by_lead: dict[str, list[tuple[str, datetime]]] = {}
+    for lead, name, created in joined:
+        by_lead.setdefault(lead, []).append((name, created))
     rows = session.execute(
         select(Lead).where(Lead.connection_id == connection_id, Lead.crm_id.in_(sorted(by_lead)))
     ).scalars().all()
+    _set_campaigns(rows, by_lead, now)
+    stored = {row.crm_id for row in rows}
+    waiting = list({(lead, name, created): {"connection_id": connection_id, "lead_crm_id": lead, "campaign": name,
+                                             "member_created_at": created}
+                    for lead, name, created in joined if lead not in stored}.values())
+    upsert_rows(session, PendingCampaign, waiting,
+                conflict_columns=["connection_id", "lead_crm_id", "campaign", "member_created_at"], update_columns=[])
+    session.flush()
+
+
+def _apply_pending_campaigns(session: Session, connection_id: int, crm_ids: Sequence[str], now: datetime) -> None:
+    """Memberships that waited for these (now stored) leads: applied, then gone."""
+    pending = session.execute(
+        select(PendingCampaign.lead_crm_id, PendingCampaign.campaign, PendingCampaign.member_created_at)
+        .where(PendingCampaign.connection_id == connection_id, PendingCampaign.lead_crm_id.in_(crm_ids))
+    ).all()
+    if not pending:
+        return
+    by_lead: dict[str, list[tuple[str, datetime]]] = {}
+    for lead, name, created in pending:
+        by_lead.setdefault(lead, []).append((name, created))
+    rows = session.execute(
+        select(Lead).where(Lead.connection_id == connection_id, Lead.crm_id.in_(sorted(by_lead)))
+    ).scalars().all()
+    _set_campaigns(rows, by_lead, now)
+    session.execute(delete(PendingCampaign).where(PendingCampaign.connection_id == connection_id,
+                                                  PendingCampaign.lead_crm_id.in_(sorted(by_lead))))
+    session.flush()
+
+
+def _set_campaigns(rows: Sequence[Lead], memberships: dict[str, list[tuple[str, datetime]]], now: datetime) -> None:
+    """Each lead's campaign from its membership created together with it (the lead's own creation
+    time); the lead's inputs change when its campaign does."""
     for row in rows:
-        name, created = by_lead[row.crm_id]
-        if created != row.crm_created_at or row.campaign == name:
+        name = next((n for n, created in memberships.get(row.crm_id, []) if created == row.crm_created_at), None)
+        if name is None or row.campaign == name:
             continue
         row.campaign = name
         digest = _row_hash(row)
         if digest != row.inputs_hash:
             row.inputs_hash = digest
             row.inputs_changed_at = now
-    session.flush()
 
 
 def upsert_activities(session: Session, connection_id: int, records: Sequence[ActivityRecord],

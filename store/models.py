@@ -222,6 +222,24 @@ class Activity(Base):
     synced_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class PendingCampaign(Base):
+    """A campaign membership read before its lead was stored: kept until the lead arrives, then
+    applied as the membership would have been (``connectors.page_writer``). It happens when a
+    lead is modified after a sync plan's clock: the plan's ``campaign_members`` unit reads the
+    membership, a later plan reads the lead (docs/sync.md)."""
+
+    __tablename__ = "pending_campaign"
+    __table_args__ = (UniqueConstraint("connection_id", "lead_crm_id", "campaign", "member_created_at",
+                                       name="uq_pending_campaign_member"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    connection_id: Mapped[int] = mapped_column(ForeignKey("connection.id"))
+    lead_crm_id: Mapped[str] = mapped_column(String(64))
+    campaign: Mapped[str] = mapped_column(String(255))
+    member_created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class SyncCursor(Base):
     """Where a stream's incremental sync resumes: (modification stamp, CRM id) of the last record
     committed. Moves only in the transaction that commits its page."""

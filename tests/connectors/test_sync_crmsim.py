@@ -140,7 +140,8 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(small_sim: CRMSim
     # Salesforce first load included), killed at random points and resumed from their cursors.
     # The world moves between kills only when no plan is half done: a resumed plan reads up to
     # its own clock, so a lead modified meanwhile is read by the next plan, after its campaign
-    # membership was (docs/sync.md, "Known limits").
+    # membership was (docs/sync.md, "A lead read after its campaign membership"; that order is
+    # tested in test_pending_campaign.py).
     sf, sf_secrets = salesforce_config(small_sim, "kill-sf", page_size=200, overlap_seconds=0, first_load_windows=3)
     hs, hs_secrets = hubspot_config(small_sim, "kill-hs", page_size=40)
     url = committing_pg_engine.url.render_as_string(hide_password=False)
