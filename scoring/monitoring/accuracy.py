@@ -221,7 +221,7 @@ def calibration_alert(y: np.ndarray, p: np.ndarray, *, ece: float, reference_ece
         # scores' calibration across bands got worse (it did not when the ECE is no worse).
         more = observed > predicted
         how = ("the gap across score bands is no larger than on the reference leads: the conversion rate "
-               "shifted, the scores did not lose their calibration" if grew <= 0 else
+               "shifted as a whole" if grew <= 0 else
                "the gap across score bands grew, within the alert line")
         return Alert(WARN, "calibration", f"{'more' if more else 'fewer'} leads converted than predicted: "
                      f"{observed:.1%} vs {predicted:.1%} on {len(y)} elapsed leads, so the likelihood field reads "
