@@ -176,14 +176,7 @@ def apply_lead_campaigns(session: Session, connection_id: int, joined: Sequence[
     """Set a lead's ``campaign`` from the membership created together with the lead. Memberships
     of leads not stored yet wait in ``pending_campaign`` until :func:`upsert_leads` stores them
     (a lead modified after a plan's clock is read by a later plan, after its membership)."""
-    by_lead: dict[str, list[tuple[str, datetime]]] = {}
-    for lead, name, created in joined:
-        by_lead.setdefault(lead, []).append((name, created))
-    rows = session.execute(
-        select(Lead).where(Lead.connection_id == connection_id, Lead.crm_id.in_(sorted(by_lead)))
-    ).scalars().all()
-    _set_campaigns(rows, by_lead, now)
-    stored = {row.crm_id for row in rows}
+    stored = _set_campaigns(session, connection_id, joined, now)
     waiting = list({(lead, name, created): {"connection_id": connection_id, "lead_crm_id": lead, "campaign": name,
                                              "member_created_at": created}
                     for lead, name, created in joined if lead not in stored}.values())
@@ -194,36 +187,37 @@ def apply_lead_campaigns(session: Session, connection_id: int, joined: Sequence[
 
 def _apply_pending_campaigns(session: Session, connection_id: int, crm_ids: Sequence[str], now: datetime) -> None:
     """Memberships that waited for these (now stored) leads: applied, then gone."""
-    pending = session.execute(
-        select(PendingCampaign.lead_crm_id, PendingCampaign.campaign, PendingCampaign.member_created_at)
-        .where(PendingCampaign.connection_id == connection_id, PendingCampaign.lead_crm_id.in_(crm_ids))
-    ).all()
+    where = (PendingCampaign.connection_id == connection_id, PendingCampaign.lead_crm_id.in_(crm_ids))
+    pending = session.execute(select(PendingCampaign.lead_crm_id, PendingCampaign.campaign,
+                                     PendingCampaign.member_created_at).where(*where)).tuples().all()
     if not pending:
         return
+    _set_campaigns(session, connection_id, pending, now)
+    session.execute(delete(PendingCampaign).where(*where))
+    session.flush()
+
+
+def _set_campaigns(session: Session, connection_id: int, joined: Sequence[tuple[str, str, datetime]],
+                   now: datetime) -> set[str]:
+    """Each stored lead's campaign from its membership created together with it (the lead's own
+    creation time); the lead's inputs change when its campaign does. Returns the stored leads'
+    CRM ids."""
     by_lead: dict[str, list[tuple[str, datetime]]] = {}
-    for lead, name, created in pending:
+    for lead, name, created in joined:
         by_lead.setdefault(lead, []).append((name, created))
     rows = session.execute(
         select(Lead).where(Lead.connection_id == connection_id, Lead.crm_id.in_(sorted(by_lead)))
     ).scalars().all()
-    _set_campaigns(rows, by_lead, now)
-    session.execute(delete(PendingCampaign).where(PendingCampaign.connection_id == connection_id,
-                                                  PendingCampaign.lead_crm_id.in_(sorted(by_lead))))
-    session.flush()
-
-
-def _set_campaigns(rows: Sequence[Lead], memberships: dict[str, list[tuple[str, datetime]]], now: datetime) -> None:
-    """Each lead's campaign from its membership created together with it (the lead's own creation
-    time); the lead's inputs change when its campaign does."""
     for row in rows:
-        name = next((n for n, created in memberships.get(row.crm_id, []) if created == row.crm_created_at), None)
-        if name is None or row.campaign == name:
+        original = next((n for n, created in by_lead[row.crm_id] if created == row.crm_created_at), None)
+        if original is None or row.campaign == original:
             continue
-        row.campaign = name
+        row.campaign = original
         digest = _row_hash(row)
         if digest != row.inputs_hash:
             row.inputs_hash = digest
             row.inputs_changed_at = now
+    return {row.crm_id for row in rows}
 
 
 def upsert_activities(session: Session, connection_id: int, records: Sequence[ActivityRecord],

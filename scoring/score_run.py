@@ -253,8 +253,8 @@ class _ShapCalls:
     12,000-row call. Each batch gets one future per model group, resolved when its call is done;
     :meth:`flush` starts what is gathered (a run calls it once every batch is read)."""
 
-    def __init__(self, pool: ThreadPoolExecutor, rows: int | None = None) -> None:
-        self.pool, self.rows = pool, max(1, SHAP_ROWS if rows is None else rows)
+    def __init__(self, pool: ThreadPoolExecutor) -> None:
+        self.pool, self.rows = pool, max(1, SHAP_ROWS)
         self._gathered: list[tuple[ModelVersion, pd.DataFrame, Future[pd.DataFrame]]] = []
         self._count = 0
 
