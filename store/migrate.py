@@ -35,3 +35,24 @@ def current_revision(url: str) -> str | None:
             return MigrationContext.configure(conn).get_current_revision()
     finally:
         engine.dispose()
+
+
+def schema_problem(url: str) -> str | None:
+    """One line saying why the database's schema does not fit this leadscore, or None when it is
+    at the newest revision: no schema at all, an older one (an upgraded install whose
+    ``leadscore db upgrade`` has not run yet) or one newer than this code knows."""
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(alembic_config(url))
+    head = script.get_current_head()
+    current = current_revision(url)
+    if current == head:
+        return None
+    if current is None:
+        return "the database has no leadscore schema yet (run: leadscore db upgrade)"
+    known = {rev.revision for rev in script.walk_revisions()}
+    if current not in known:
+        return (f"the database's schema is at revision {current}, newer than this leadscore knows ({head}): "
+                "run the leadscore release that upgraded it")
+    return (f"the database's schema is at revision {current}, this leadscore needs {head} "
+            "(run: leadscore db upgrade)")

@@ -125,11 +125,24 @@ def _reset_settings() -> None:
 
 
 def _schema_missing(exc: BaseException) -> bool:
-    """A database without leadscore's tables (SQLite "no such table", PostgreSQL UndefinedTable)."""
+    """A database without some of leadscore's tables or columns (SQLite "no such table/column",
+    PostgreSQL UndefinedTable/UndefinedColumn): no schema yet, or an older one."""
     if not isinstance(exc, OperationalError | ProgrammingError):
         return False
     text = str(exc.orig) if exc.orig is not None else str(exc)
-    return "no such table" in text or ("relation" in text and "does not exist" in text)
+    return ("no such table" in text or "no such column" in text
+            or (("relation" in text or "column" in text) and "does not exist" in text))
+
+
+def _schema_message() -> str | None:
+    """Why the configured database's schema does not fit (:func:`store.migrate.schema_problem`);
+    None when it is at the newest revision (then a missing table is not the schema's fault)."""
+    from store.migrate import schema_problem  # Alembic: only on this path, not on every command's start
+
+    try:
+        return schema_problem(get_settings().effective_database_url)
+    except Exception:  # noqa: BLE001 - the database stopped answering meanwhile: say what is known
+        return "the database's schema does not match this leadscore (run: leadscore db upgrade)"
 
 
 def _log_path() -> Path:
@@ -220,8 +233,8 @@ def main(argv: list[str] | None = None) -> NoReturn:
             _fail(f"{exc.format_message()} (see: {where} --help)", 2)  # type: ignore[attr-defined]
         if "ClickException" in kinds:
             _fail(exc.format_message(), int(getattr(exc, "exit_code", 1)))  # type: ignore[attr-defined]
-        if _schema_missing(exc):
-            _fail("the database has no leadscore schema yet (run: leadscore db upgrade)", 1)
+        if _schema_missing(exc) and (problem := _schema_message()):
+            _fail(problem, 1)
         detail = _log_unexpected(args, exc)
         _fail(f"unexpected {type(exc).__name__}: {_one_line(str(exc))[:300]} ({detail})", 1)
     sys.exit(result if isinstance(result, int) else 0)

@@ -19,7 +19,7 @@ from config.app_config import load_config
 from config.checks import first_line, redact_url
 from config.errors import ConfigError, LeadscoreError
 from config.settings import get_settings
-from store.db import make_engine, unit_of_work
+from store.db import DatabaseUnreachable, make_engine, unit_of_work
 from store.models import Connection, ModelStatus, ModelVersion, MonitorReport, Outbox, SyncRun, SyncStatus
 from worker.lost import close_lost_runs
 from worker.runtime import get_runtime
@@ -36,17 +36,20 @@ console = Console(markup=False)
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
-def _celery(*args: str, env: dict[str, str] | None = None) -> None:
+def _celery(*args: str, env: dict[str, str] | None = None, needs_schema: bool = False) -> None:
     """Replace this process with ``celery -A worker.app ...`` (signals go straight to Celery).
 
     ``env`` adds variables to the new process's environment: secrets go there, never into argv
     (argv is world-readable in ``ps`` and /proc/PID/cmdline; the environment is not).
+    ``needs_schema``: a worker or beat, whose tasks need the schema (:func:`refuse_older_schema`).
     """
     settings = get_settings()
     if settings.eager:
         raise ConfigError("environment: LEADSCORE_BROKER_URL is not set: workers, beat and Flower need "
                           "a broker (e.g. redis://127.0.0.1:6379/0)")
     validate_for_start()
+    if needs_schema:
+        refuse_older_schema()
     argv = [sys.executable, "-m", "celery", "-A", "worker.app", *args]
     os.execve(sys.executable, argv, {**os.environ, **(env or {})})  # noqa: S606 - fixed argv, no shell
 
@@ -112,7 +115,7 @@ def worker(
     loglevel: str = typer.Option("info"),
 ) -> None:
     """Run a Celery worker (any number, on any number of machines)."""
-    _celery("worker", "-Q", queues, "--concurrency", str(concurrency), "-l", loglevel)
+    _celery("worker", "-Q", queues, "--concurrency", str(concurrency), "-l", loglevel, needs_schema=True)
 
 
 @app.command()
@@ -120,7 +123,7 @@ def beat(loglevel: str = typer.Option("info")) -> None:
     """Run the beat scheduler. Extra beats stay on standby: a Redis lock lets only one schedule."""
     schedule_file = get_settings().var_dir / "celerybeat-schedule"
     schedule_file.parent.mkdir(parents=True, exist_ok=True)
-    _celery("beat", "-l", loglevel, "-s", str(schedule_file))
+    _celery("beat", "-l", loglevel, "-s", str(schedule_file), needs_schema=True)
 
 
 def flower_args(address: str, port: int, basic_auth: str | None, insecure_loopback: bool) -> list[str]:
@@ -233,6 +236,28 @@ def require_schema(engine: Engine) -> None:
         raise LeadscoreError(f"database unreachable: {url}: {reason}") from exc
     if not has_schema:
         raise LeadscoreError(f"the database {url} has no leadscore schema yet (run: leadscore db upgrade)")
+    from store.migrate import schema_problem  # Alembic: only here, not on every command's start
+
+    problem = schema_problem(engine.url.render_as_string(hide_password=False))
+    if problem is not None:
+        raise LeadscoreError(f"{url}: {problem}")
+
+
+def refuse_older_schema() -> None:
+    """Before a worker or beat starts: refuse a database whose schema is missing or older than
+    this code (its tasks would fail on every run), in one line. A database that does not answer
+    is no reason to refuse: workers start during an outage and retry (docs/operations.md)."""
+    from store.migrate import schema_problem  # Alembic: only here, not on every command's start
+
+    url = get_settings().effective_database_url
+    if sqlite_file_missing(url):
+        raise LeadscoreError("the database has no leadscore schema yet (run: leadscore db upgrade)")
+    try:
+        problem = schema_problem(url)
+    except (DBAPIError, DatabaseUnreachable):
+        return
+    if problem is not None:
+        raise LeadscoreError(problem)
 
 
 @app.command()

@@ -75,13 +75,13 @@ def web_command(
 
 def _check_database() -> None:
     """Fail at start (one line) rather than on the first page when the database is unusable."""
-    from store.migrate import current_revision
+    from store.migrate import schema_problem
 
     url = get_settings().effective_database_url
     try:
-        revision = current_revision(url)
+        problem = schema_problem(url)
     except SQLAlchemyError as exc:
         raise LeadscoreError(
             f"the database does not answer: {type(exc).__name__} (check LEADSCORE_DATABASE_URL)") from exc
-    if revision is None:
-        raise ConfigError("the database has no leadscore schema yet (run: leadscore db upgrade)")
+    if problem is not None:
+        raise ConfigError(problem)
