@@ -91,15 +91,19 @@ def load_champions(session: Session) -> Champions:
 PreparedGroup = tuple[ModelVersion, np.ndarray, pd.DataFrame, PreparedRows]
 
 
+AlignedGroup = tuple[ModelVersion, np.ndarray, pd.DataFrame]
+
+
+def aligned_groups(models: Champions, frame: pd.DataFrame) -> list[AlignedGroup]:
+    """Per champion: its rows (mask) and their features aligned to its spec."""
+    return [(mv, mask, align_to_spec(frame.loc[mask], registry.load_model(mv).spec))
+            for mv, mask in models.groups(frame)]
+
+
 def prepare_groups(models: Champions, frame: pd.DataFrame) -> list[PreparedGroup]:
     """Per champion: its rows (mask), their features aligned to its spec, and those rows encoded
     once (:meth:`TrainedModel.prepare`) for a prediction and, when reasons are needed, SHAP."""
-    out: list[PreparedGroup] = []
-    for mv, mask in models.groups(frame):
-        model = registry.load_model(mv)
-        part = align_to_spec(frame.loc[mask], model.spec)
-        out.append((mv, mask, part, model.prepare(part)))
-    return out
+    return [(mv, mask, part, registry.load_model(mv).prepare(part)) for mv, mask, part in aligned_groups(models, frame)]
 
 
 def predict_groups(groups: Sequence[PreparedGroup], size: int) -> tuple[np.ndarray, list[ModelVersion | None]]:

@@ -11,9 +11,10 @@ Both entry points run inside the caller's transaction and never commit: the Cele
 command that calls them owns the unit of work. Score rows and their outbox rows are written in
 the same flush, so the CRM write exists if and only if the score does.
 
-A run has two phases. First every batch is read and predicted in the calling thread, the SHAP
-values computed meanwhile in a model thread, in calls that gather consecutive batches
-(:data:`SHAP_ROWS`: each call costs a fixed part). Then each batch is written in the
+A run has two phases. First every batch is read in the calling thread; consecutive batches are
+gathered into calls (:data:`SHAP_ROWS`: each SHAP call costs a fixed part), each call's rows
+encoded once and predicted in the calling thread, their SHAP values computed meanwhile in a model
+thread. Then each batch is written in the
 calling thread while a reasons thread ranks and explains the next one (the database's work
 overlaps that Python). The session, the tier-change hook and every query stay in the calling
 thread; the other threads only compute. A failed write ends the run with its error.
@@ -40,16 +41,17 @@ from config.errors import LeadscoreError
 from config.settings import get_settings
 from scoring import registry
 from scoring.champions import (
+    AlignedGroup,
     Champions,
+    aligned_groups,
     ensure_score_reference,
     live_typical,
     load_champions,
     predict,
-    predict_groups,
-    prepare_groups,
 )
 from scoring.hooks import TierChangeHook
 from scoring.inputs import batch_inputs, crm_now, id_chunks, lead_features, live_count, live_lead_ids, stale_lead_ids
+from scoring.model import PreparedRows
 from scoring.reasons import Rendered, explain, reason_strings
 from scoring.reference import rank
 from scoring.score_writes import NewScore, write_scores
@@ -233,67 +235,104 @@ class _Scored:
 
 @dataclass
 class _Batch:
-    """One batch read and predicted, its contributions (SHAP) on their way in the model thread:
-    per model, its rows (mask) and their aligned features, and the contributions of those rows."""
+    """One batch read: per model, its rows (mask) and their aligned features; their predictions
+    (set in the calling thread when the call gathering them starts) and contributions (SHAP,
+    set by the model thread), one future of each per group."""
 
     inputs: tuple[pd.DataFrame, pd.DataFrame, dict[int, datetime]]
-    probs: np.ndarray
     used: list[ModelVersion | None]
-    groups: list[tuple[ModelVersion, np.ndarray, pd.DataFrame]]
-    contributions: list[Future[pd.DataFrame]]  # one per group
+    groups: list[AlignedGroup]
+    predictions: list[Future[np.ndarray]]
+    contributions: list[Future[pd.DataFrame]]
+    _probs: np.ndarray | None = None
+
+    @property
+    def probs(self) -> np.ndarray:
+        """The batch's probabilities (its call must have started: :meth:`_ShapCalls.flush`)."""
+        if self._probs is None:
+            probs = np.zeros(len(self.used))
+            for (_mv, mask, _part), predicted in zip(self.groups, self.predictions, strict=True):
+                if not predicted.done():
+                    raise RuntimeError("a batch's probabilities were asked for before its call started")
+                probs[mask] = predicted.result()
+            self._probs = probs
+        return self._probs
 
 
 SHAP_ROWS = 6000  # rows a SHAP call gathers (over consecutive batches) before it starts
 
 
+_Gathered = tuple[ModelVersion, pd.DataFrame, Future[np.ndarray], Future[pd.DataFrame]]
+_Call = tuple[PreparedRows, list[tuple[int, Future[pd.DataFrame]]]]  # rows, then each part's size and future
+
+
 class _ShapCalls:
-    """The batches' contributions, computed in the model thread in calls of about
-    :data:`SHAP_ROWS` rows per model: CatBoost's SHAP costs a fixed part per call (every tree's
-    leaf values, ~0.09 s for the default model on 2 cores), so six 2,000-row calls cost twice one
-    12,000-row call. Each batch gets one future per model group, resolved when its call is done;
-    :meth:`flush` starts what is gathered (a run calls it once every batch is read)."""
+    """The batches' predictions and contributions, in calls of about :data:`SHAP_ROWS` rows per
+    model: CatBoost's SHAP costs a fixed part per call (every tree's leaf values, ~0.09 s for the
+    default model on 2 cores), so six 2,000-row calls cost twice one 12,000-row call. A call's rows
+    are encoded once (:meth:`TrainedModel.prepare`), predicted in the calling thread when the call
+    starts, and handed to the model thread for SHAP. Each batch gets one future of each per model
+    group; :meth:`flush` starts what is gathered (a run calls it once every batch is read)."""
 
     def __init__(self, pool: ThreadPoolExecutor) -> None:
         self.pool, self.rows = pool, max(1, SHAP_ROWS)
-        self._gathered: list[tuple[ModelVersion, pd.DataFrame, Future[pd.DataFrame]]] = []
+        self._gathered: list[_Gathered] = []
         self._count = 0
 
-    def add(self, groups: Sequence[tuple[ModelVersion, np.ndarray, pd.DataFrame]]) -> list[Future[pd.DataFrame]]:
-        futures: list[Future[pd.DataFrame]] = []
+    def add(self, groups: Sequence[AlignedGroup]) -> tuple[list[Future[np.ndarray]], list[Future[pd.DataFrame]]]:
+        predictions: list[Future[np.ndarray]] = []
+        contributions: list[Future[pd.DataFrame]] = []
         for mv, _mask, part in groups:
-            future: Future[pd.DataFrame] = Future()
-            self._gathered.append((mv, part, future))
+            predicted: Future[np.ndarray] = Future()
+            explained: Future[pd.DataFrame] = Future()
+            self._gathered.append((mv, part, predicted, explained))
             self._count += len(part)
-            futures.append(future)
+            predictions.append(predicted)
+            contributions.append(explained)
         if self._count >= self.rows:
             self.flush()
-        return futures
+        return predictions, contributions
 
     def flush(self) -> None:
         if self._gathered:
-            self.pool.submit(_contributions, self._gathered)
-            self._gathered, self._count = [], 0
+            gathered, self._gathered, self._count = self._gathered, [], 0
+            self.pool.submit(_contributions, _predicted(gathered))
 
 
-def _contributions(gathered: Sequence[tuple[ModelVersion, pd.DataFrame, Future[pd.DataFrame]]]) -> None:
+def _predicted(gathered: Sequence[_Gathered]) -> list[_Call]:
+    """In the calling thread: per model, its gathered rows encoded once and predicted (each part's
+    probabilities set), ready for the model thread's SHAP."""
+    by_model: dict[int, list[_Gathered]] = {}
+    for item in gathered:
+        by_model.setdefault(item[0].id, []).append(item)
+    calls: list[_Call] = []
+    for items in by_model.values():
+        parts = [part for _, part, _, _ in items]
+        rows = registry.load_model(items[0][0]).prepare(parts[0] if len(parts) == 1 else pd.concat(parts))
+        probs = rows.proba()
+        start = 0
+        for _, part, predicted, _ in items:
+            predicted.set_result(probs[start : start + len(part)])
+            start += len(part)
+        calls.append((rows, [(len(part), explained) for _, part, _, explained in items]))
+    return calls
+
+
+def _contributions(calls: Sequence[_Call]) -> None:
     """What the model thread computes: per model, the contributions of its gathered rows in one
-    call (encoded here; CatBoost's SHAP runs outside the GIL), handed back part by part. No session."""
+    call (CatBoost's SHAP runs outside the GIL), handed back part by part. No session."""
     try:
-        by_model: dict[int, list[tuple[ModelVersion, pd.DataFrame, Future[pd.DataFrame]]]] = {}
-        for item in gathered:
-            by_model.setdefault(item[0].id, []).append(item)
-        for items in by_model.values():
-            model = registry.load_model(items[0][0])
-            parts = [part for _, part, _ in items]
-            values = model.contributions(parts[0] if len(parts) == 1 else pd.concat(parts))
+        for rows, parts in calls:
+            values = rows.contributions()
             start = 0
-            for _, part, future in items:
-                future.set_result(values.iloc[start : start + len(part)])
-                start += len(part)
+            for size, explained in parts:
+                explained.set_result(values.iloc[start : start + size])
+                start += size
     except BaseException as error:  # every batch waiting on this call learns why
-        for *_, future in gathered:
-            if not future.done():
-                future.set_exception(error)
+        for _rows, parts in calls:
+            for _size, explained in parts:
+                if not explained.done():
+                    explained.set_exception(error)
         raise
 
 
@@ -310,19 +349,22 @@ def _model_thread(models: Champions) -> Iterator[ThreadPoolExecutor]:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _predict_batch(
+def _read_batch(
     session: Session, models: Champions, shap: _ShapCalls, batch: Sequence[int], as_of: datetime
 ) -> _Batch:
-    """Read a batch's inputs and predict them here (a prediction is a small part of the model
-    work); their contributions are gathered into the model thread's next call (``shap``)."""
+    """Read a batch's inputs and align them per model; their predictions and contributions come
+    from the call that gathers them (``shap``)."""
     leads, frame, aging = batch_inputs(session, batch, as_of)
     # Kept until the batch is written (a capacity run keeps every batch): of the leads, only
     # what the writes need, not their names, e-mails and custom fields.
     inputs = (leads[["id", "inputs_hash"]], frame, aging)
-    prepared = prepare_groups(models, frame)
-    probs, used = predict_groups(prepared, len(frame))
-    groups = [(mv, mask, part) for mv, mask, part, _ in prepared]
-    return _Batch(inputs=inputs, probs=probs, used=used, groups=groups, contributions=shap.add(groups))
+    groups = aligned_groups(models, frame)
+    used: list[ModelVersion | None] = [None] * len(frame)
+    for mv, mask, _part in groups:
+        for i in np.flatnonzero(mask).tolist():
+            used[i] = mv
+    predictions, contributions = shap.add(groups)
+    return _Batch(inputs=inputs, used=used, groups=groups, predictions=predictions, contributions=contributions)
 
 
 def _typicals(
@@ -418,13 +460,13 @@ def _read_batches(
     as_of: datetime,
     report: Callable[[int], None],
 ) -> deque[_Batch]:
-    """Phase one: each batch read and predicted in this thread, its SHAP gathered into the model
-    thread's calls (``pool``; the last call starts once every batch is read); ``report(leads)``
+    """Phase one: each batch read in this thread, gathered into calls predicted here and explained
+    (SHAP) in the model thread (``pool``; the last call starts once every batch is read); ``report(leads)``
     after each batch."""
     predicted: deque[_Batch] = deque()
     shap = _ShapCalls(pool)
     for chunk in chunks:
-        predicted.append(_predict_batch(session, models, shap, chunk, as_of))
+        predicted.append(_read_batch(session, models, shap, chunk, as_of))
         report(len(chunk))
     shap.flush()
     return predicted
