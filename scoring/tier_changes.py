@@ -209,5 +209,4 @@ def retier(
             fit_score=old.fit_score, engagement_score=old.engagement_score, as_of=old.as_of,
             next_aging_at=old.next_aging_at,
         ))
-    write_scores(session, rows, policy_id=policy.id, tier_change_hook=tier_change_hook)
-    return len(rows)
+    return write_scores(session, rows, policy_id=policy.id, tier_change_hook=tier_change_hook).scores

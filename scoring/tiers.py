@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from config.app_config import TierConfig, validate_thresholds
 from config.errors import LeadscoreError
-from store.models import Lead, LeadScore, TierPolicy
+from store.models import Lead, LeadLifecycle, LeadScore, TierPolicy
 
 TIERS: tuple[str, ...] = ("A", "B", "C", "D")
 
@@ -179,12 +179,16 @@ def set_policy(session: Session, mode: str, thresholds: Mapping[str, Any], creat
 
 
 def current_scores(session: Session) -> pd.DataFrame:
-    """Current scores of non-deleted leads: score_id, lead_id, probability, score, tier, model_version_id."""
+    """Current scores of open leads: score_id, lead_id, probability, score, tier, model_version_id.
+
+    Only open leads are tiered: a converted, closed, deleted or merged lead keeps its last score as
+    history (scoring and re-tiering never write it again), so it neither counts in a preview nor
+    moves capacity cut-offs."""
     stmt = (
         select(LeadScore.id, LeadScore.lead_id, LeadScore.probability, LeadScore.score, LeadScore.tier,
                LeadScore.model_version_id)
         .join(Lead, Lead.id == LeadScore.lead_id)
-        .where(LeadScore.is_current.is_(True), Lead.is_deleted.is_(False))
+        .where(LeadScore.is_current.is_(True), Lead.is_deleted.is_(False), Lead.lifecycle == LeadLifecycle.open)
         .order_by(LeadScore.lead_id)
     )
     rows = [tuple(r) for r in session.execute(stmt).all()]
