@@ -162,7 +162,7 @@ def score_history(session: Session, lead_id: int, *, limit: int = HISTORY_LIMIT)
     stmt = (select(LeadScore).where(LeadScore.lead_id == lead_id)
             .order_by(LeadScore.scored_at.desc(), LeadScore.id.desc()).limit(limit))
     rows = [
-        {"scored_at": s.scored_at, "score": s.score, "tier": s.tier, "probability": s.probability,
+        {"scored_at": s.scored_at, "as_of": s.as_of, "score": s.score, "tier": s.tier, "probability": s.probability,
          "model": versions.get(s.model_version_id) if s.model_version_id else None, "current": s.is_current}
         for s in session.scalars(stmt)
     ]

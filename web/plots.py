@@ -39,17 +39,24 @@ def _svg(fig: Figure, title: str) -> str:
 
 
 def score_history(points: Sequence[dict[str, Any]]) -> str | None:
-    """A lead's score over time, each point coloured by its tier."""
+    """A lead's score over the data's time (each score's ``as_of``: the CRM's clock it was scored
+    at, not when the machine computed it; ``scored_at`` for scores without one), each point
+    coloured by its tier."""
     if not points:
         return None
     fig, ax = _figure(5.0, 2.6)
-    times = [p["scored_at"] for p in points]
-    ax.plot(times, [p["score"] for p in points], color="#888", lw=1, zorder=1)
+
+    def when(p: dict[str, Any]) -> Any:
+        return p.get("as_of") or p["scored_at"]
+
+    points = sorted(points, key=when)
+    ax.plot([when(p) for p in points], [p["score"] for p in points], color="#888", lw=1, zorder=1)
     for tier, colour in TIER_COLOURS.items():
         sel = [p for p in points if p["tier"] == tier]
         if sel:
-            ax.scatter([p["scored_at"] for p in sel], [p["score"] for p in sel], color=colour, label=f"tier {tier}",
+            ax.scatter([when(p) for p in sel], [p["score"] for p in sel], color=colour, label=f"tier {tier}",
                        zorder=2, s=24)
+    ax.set_xlabel("CRM time scored at", fontsize=7)
     ax.set_ylim(0, 100)
     ax.set_ylabel("score")
     ax.legend(fontsize=7, loc="upper left")

@@ -30,7 +30,7 @@ from worker.runtime import reset_runtime
 # create nothing (only `db upgrade` and `demo` create a database).
 INSPECTION: frozenset[tuple[str, ...]] = frozenset({
     ("models", "list"), ("models", "show"), ("tiers", "show"), ("tiers", "preview"), ("explain",),
-    ("report",), ("monitor",), ("status",),
+    ("report",), ("monitor",), ("status",), ("web",),
 })
 ON_STORED_DATA: frozenset[tuple[str, ...]] = INSPECTION | frozenset({
     ("train",), ("score",), ("retrain",), ("tiers", "set"), ("models", "promote"), ("models", "rollback"),

@@ -8,7 +8,8 @@ expected failures are :class:`config.errors.LeadscoreError` (one line, exit 1).
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,16 @@ def report_command(
         console.print(f"monitor {latest.as_of:%Y-%m-%d %H:%M}: {latest.status.upper()}")
         for alert in latest.alerts:
             console.print(f"  {alert.get('level')}: {alert.get('message')}", markup=False)
+
+
+def _counted(alerts: list[dict[str, Any]]) -> str:
+    """"2 warnings", "1 alert, 1 warning", "0 alerts"."""
+    alert = sum(1 for a in alerts if a.get("level") == "alert")
+    warn = len(alerts) - alert
+    parts = [f"{alert} alert{'s' if alert != 1 else ''}"] if alert or not warn else []
+    if warn:
+        parts.append(f"{warn} warning{'s' if warn != 1 else ''}")
+    return ", ".join(parts)
 
 
 def _parse_as_of(value: str | None) -> datetime | None:
@@ -151,16 +162,24 @@ def monitor_command(
     """Run the monitor now: drift, tier conversion, accuracy, calibration, freshness, write-back; alerts
     to log, database, webhook. Windows are cut on the data's clock, never the machine's."""
     from scoring.monitor import run_monitor
+    from scoring.monitoring.clock import data_clock
 
     when = _parse_as_of(as_of)
     config = _config()
     with unit_of_work() as session:
+        newest = data_clock(session)
+        if when is not None and newest is not None and when > newest + timedelta(days=1):
+            # Allowed (freshness as of a later time is what a stalled sync looks like), but this
+            # report becomes the latest one everywhere until a later --as-of.
+            print(f"note: --as-of {when:%Y-%m-%d} is after the newest synced data ({newest:%Y-%m-%d}): this report "
+                  "will read as the latest in `status`, `report` and the console until a run as of a later time",
+                  file=sys.stderr)
         report = run_monitor(session, as_of=when, config=config.monitoring, horizon_days=config.training.horizon_days)
         status, alerts, metrics = report.status, list(report.alerts), dict(report.metrics)
         report_as_of = report.as_of
     clock = metrics.get("clock") or {}
     console.print(f"monitor as of {report_as_of:%Y-%m-%d %H:%M} UTC ({clock.get('source', '')}): "
-                  f"{status.upper()} ({len(alerts)} alert{'s' if len(alerts) != 1 else ''})", markup=False,
+                  f"{status.upper()} ({_counted(alerts)})", markup=False,
                   soft_wrap=True)
     for line in describe_measures(metrics):
         console.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)

@@ -20,7 +20,7 @@ from config.checks import first_line, redact_url
 from config.errors import ConfigError, LeadscoreError
 from config.settings import get_settings
 from store.db import DatabaseUnreachable, make_engine, unit_of_work
-from store.models import Connection, ModelStatus, ModelVersion, MonitorReport, Outbox, SyncRun, SyncStatus
+from store.models import Connection, ModelStatus, ModelVersion, Outbox, SyncRun, SyncStatus
 from worker.lost import close_lost_runs
 from worker.runtime import get_runtime
 from worker.schedule import beat_entries
@@ -179,6 +179,9 @@ def flower(
 @app.command()
 def status() -> None:
     """Last sync per connection, outbox backlog, model in use, latest alerts."""
+    from scoring.monitoring.clock import trained_at  # the scoring stack: only here, not on every command's start
+    from scoring.monitoring.run import latest_report
+
     runtime = get_runtime()
     require_schema(runtime.engine)
     closed = close_lost_runs(runtime.engine, runtime.settings.broker_url)
@@ -213,10 +216,10 @@ def status() -> None:
         champions = session.scalars(select(ModelVersion).where(ModelVersion.status == ModelStatus.champion)).all()
         for mv in champions:
             console.print(Text(f"model: {mv.version} ({mv.family}, segment {mv.segment or 'global'}, "
-                               f"trained {mv.created_at:%Y-%m-%d})"))
+                               f"trained as of {trained_at(mv):%Y-%m-%d})"))
         if not champions:
             console.print("model: none trained yet (leadscore train)")
-        report = session.scalars(select(MonitorReport).order_by(MonitorReport.created_at.desc())).first()
+        report = latest_report(session)  # the one `report` and the console show
         if report is None:
             console.print("monitor: no report yet")
         else:

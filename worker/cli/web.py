@@ -76,12 +76,19 @@ def web_command(
 def _check_database() -> None:
     """Fail at start (one line) rather than on the first page when the database is unusable."""
     from store.migrate import schema_problem
+    from worker.cli.db import redact
+    from worker.cli.ops import sqlite_file_missing
 
     url = get_settings().effective_database_url
+    if sqlite_file_missing(url):
+        # Connecting would create an empty file where `leadscore db upgrade` (or the demo's
+        # LEADSCORE_DATABASE_URL, docs/console.md) belongs.
+        raise ConfigError(f"the database {redact(url)} does not exist yet (run: leadscore db upgrade, or set "
+                          "LEADSCORE_DATABASE_URL to the store to show)")
     try:
         problem = schema_problem(url)
     except SQLAlchemyError as exc:
         raise LeadscoreError(
             f"the database does not answer: {type(exc).__name__} (check LEADSCORE_DATABASE_URL)") from exc
     if problem is not None:
-        raise ConfigError(problem)
+        raise ConfigError(f"{redact(url)}: {problem}")
