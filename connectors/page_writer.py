@@ -276,8 +276,11 @@ def upsert_activities(session: Session, connection_id: int, records: Sequence[Ac
 def _relinked_leads(session: Session, connector: Connector, connection_id: int,
                     companies: dict[str, dict[str, Any]]) -> list[LeadRecord]:
     company_id = Lead.raw["company_id"].as_string()
+    # Deleted and merged-away leads keep what they had: their stored raw contact may be the live
+    # one last read (a merge learnt from the survivor), and rebuilding from it would reopen them.
     rows = session.execute(
-        select(Lead.raw).where(Lead.connection_id == connection_id, company_id.in_(sorted(companies)))
+        select(Lead.raw).where(Lead.connection_id == connection_id, company_id.in_(sorted(companies)),
+                               Lead.is_deleted.is_(False))
     ).scalars().all()
     out: list[LeadRecord] = []
     for raw in rows:
