@@ -109,13 +109,19 @@ def _database_problems(database_url: str) -> list[str]:
 
 @app.command()
 def worker(
-    queues: str = typer.Option("minute,long", help="Queues to consume (minute: sync/score/write-back; "
-                                                   "long: training/monitoring)."),
+    queues: str = typer.Option("minute,long", "--queues", "-Q",
+                               help="Queues to consume (minute: sync/score/write-back; long: training/monitoring)."),
     concurrency: int = typer.Option(2, min=1, help="Worker processes."),
+    name: str | None = typer.Option(None, "--name", "-n",
+                                    help="Celery node name (default: the queues @ this host, e.g. minute@host)."),
     loglevel: str = typer.Option("info"),
 ) -> None:
     """Run a Celery worker (any number, on any number of machines)."""
-    _celery("worker", "-Q", queues, "--concurrency", str(concurrency), "-l", loglevel, needs_schema=True)
+    # Two workers on one host need two node names (Celery's default, celery@host, is the same for
+    # both: Flower and `inspect` then see one worker).
+    node = name or f"{queues.replace(',', '-').replace(' ', '')}@%h"
+    _celery("worker", "-Q", queues, "--concurrency", str(concurrency), "-n", node, "-l", loglevel,
+            needs_schema=True)
 
 
 @app.command()
