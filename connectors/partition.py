@@ -39,12 +39,14 @@ from connectors.sync import (
     DATE_HEADER_RESOLUTION,
     StreamRange,
     StreamReport,
+    SyncReport,
     advance_cursor,
     cursor_key,
     ensure_connection,
     link_accounts_after_sync,
     load_cursor,
     read_range,
+    record_failed_start,
     select_streams,
 )
 from store.db import unit_of_work
@@ -106,7 +108,19 @@ def start_plan(engine: Engine, conn: ConnectionConfig, secrets: ConnectionSecret
             if stage + 1 < len(stages):
                 # The unit that finished the stage died before creating the next one.
                 return _create_stage(session, conn, connection_id, rows[0], stages, stage + 1)
-    server_time = connector.server_time()
+    started = datetime.now(UTC)
+    try:
+        server_time = connector.server_time()
+    except (CRMError, OSError) as exc:
+        # As `leadscore sync` does: the failure goes on every stream of the connection, so
+        # `leadscore status` shows it (a worker's failed start recorded nothing before: status
+        # kept showing the last success, or an older error).
+        error = str(exc) if isinstance(exc, CRMError) else f"{exc.__class__.__name__}: {exc}"
+        status = SyncStatus.stopped if isinstance(exc, QuotaExhaustedError) else SyncStatus.failed
+        report = SyncReport(connection=conn.name, kind=conn.kind, full=full, started_at=started, status=status,
+                            error=error)
+        record_failed_start(engine, connection_id, [s for stage in stages for s in stage], full, report)
+        raise
     until = server_time + DATE_HEADER_RESOLUTION
     with unit_of_work(engine) as session:
         first = SyncWindow(connection_id=connection_id, plan=(latest or 0) + 1, plan_until=until,

@@ -162,7 +162,7 @@ def sync_connection(
         report.finished_at = datetime.now(UTC)
         # The CRM did not answer before any stream started: record it on every selected stream,
         # so `leadscore status` shows the failure instead of the last success.
-        _record_failed_start(engine, connection_id, selected, full, report)
+        record_failed_start(engine, connection_id, selected, full, report)
         if isinstance(exc, QuotaExhaustedError):
             logger.error("ALERT sync %s stopped: %s", conn.name, exc)
             return report
@@ -206,8 +206,11 @@ def link_accounts_after_sync(engine: Engine, conn: ConnectionConfig, connector: 
         return {"connection": conn.name, "error": f"{type(exc).__name__}: {exc}"}
 
 
-def _record_failed_start(engine: Engine, connection_id: int, streams: Sequence[str], full: bool,
-                         report: SyncReport) -> None:
+def record_failed_start(engine: Engine, connection_id: int, streams: Sequence[str], full: bool,
+                        report: SyncReport) -> None:
+    """The CRM failed before any stream started: a failed run on each stream (with the error), so
+    `leadscore status` shows the failure instead of the last success. The CLI's sync and the
+    workers' partitioned sync (:func:`connectors.partition.start_plan`) both record it here."""
     now = datetime.now(UTC)
     with unit_of_work(engine) as session:
         for stream in streams:

@@ -1,0 +1,51 @@
+"""A worker's sync that fails before any stream starts (a revoked token, a CRM that does not
+answer) is recorded on every stream, as `leadscore sync` records it, so `leadscore status` tells
+the truth. Before, the workers' partitioned sync recorded nothing: status kept showing the last
+success (or an older, different error) while every beat tick failed in the worker's log.
+
+Real crmsim over HTTPS; the connection's token is wrong, then the CRM's port is closed.
+"""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from sqlalchemy import Engine, select
+
+from connectors.base import ConnectionSecrets
+from connectors.errors import CRMError
+from connectors.partition import start_plan
+from store.db import unit_of_work
+from store.models import SyncRun
+from tests.connectors.test_writeback_support import hs_conn, secrets_for, start_sim
+
+
+def _runs(engine: Engine) -> list[tuple[str, str, str | None]]:
+    with unit_of_work(engine) as session:
+        return [(r.stream, r.status, r.error) for r in session.scalars(select(SyncRun).order_by(SyncRun.id))]
+
+
+def test_a_failed_start_is_recorded_on_every_stream(sqlite_engine: Engine) -> None:
+    sim = start_sim(leads=60, seed=3)
+    try:
+        conn = hs_conn(sim)
+        with pytest.raises(CRMError):
+            start_plan(sqlite_engine, conn, ConnectionSecrets(access_token="revoked-token"))
+        runs = _runs(sqlite_engine)
+        streams = {stream for stream, _, _ in runs}
+        assert {"contacts", "emails"} <= streams and len(runs) == len(streams)
+        assert all(status == "failed" and "authentication" in (error or "").lower() for _, status, error in runs)
+        units = start_plan(sqlite_engine, conn, secrets_for(sim)[conn.name])  # the token fixed: a plan starts
+        assert units and len(_runs(sqlite_engine)) == len(runs)  # (its runs are recorded by its units)
+    finally:
+        sim.stop()
+
+    with socket.socket() as sock:  # a CRM that does not answer at all
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    down = conn.model_copy(update={"host": f"127.0.0.1:{port}", "name": "hs-down"})
+    with pytest.raises(CRMError):
+        start_plan(sqlite_engine, down, secrets_for(sim)[conn.name])
+    latest = _runs(sqlite_engine)[len(runs):]
+    assert latest and all(status == "failed" and "connection failed" in (error or "") for _, status, error in latest)
