@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
@@ -17,7 +18,7 @@ from starlette.routing import Mount
 from typer.testing import CliRunner
 
 from config.app_config import load_config
-from scoring.tiers import find_active_policy
+from scoring.tiers import find_active_policy, likelihood_percent
 from store.db import unit_of_work
 from store.models import Lead, LeadScore, ModelVersion, RoutingAction, TierPolicy
 from tests.web.conftest import AUTH_ENV, DB_PASSWORD, SECRET_KEY, USERS, World
@@ -301,3 +302,26 @@ def test_no_response_contains_a_secret(client: TestClient, app: Any, world: Worl
                 assert secret not in blob, (path, "leaks a secret")
             seen += 1
     assert seen >= 20
+
+
+def test_lead_page_shows_the_crm_fields_likelihood_and_history_on_the_crms_clock(
+    client: TestClient, world: World
+) -> None:
+    # The page once printed the probability rounded to 4 decimals, then to one in percent: 30.0
+    # where the CRM's field (and `leadscore explain`) read 30.1 for about 5 % of leads.
+    with unit_of_work(world.engine) as session:
+        rows = session.execute(select(Lead.crm_id, LeadScore.probability, LeadScore.as_of)
+                               .join(LeadScore, LeadScore.lead_id == Lead.id)
+                               .where(LeadScore.is_current.is_(True))).all()
+    shown_before = [(crm_id, p, as_of) for crm_id, p, as_of in rows
+                    if f"{round(p, 4) * 100:.1f}" != f"{float(likelihood_percent(np.array([p]))[0]):.1f}"]
+    assert shown_before, "no lead whose likelihood the old page showed differently"
+    for crm_id, p, as_of in shown_before[:3]:
+        page = client.get(f"/leads/{crm_id}", auth=BOB).text
+        field = f"{float(likelihood_percent(np.array([p]))[0]):.1f}"
+        assert re.search(rf'id="lead-likelihood">{re.escape(field)} %<', page), (crm_id, p)
+        story = client.get(f"/api/leads/{crm_id}", auth=BOB).json()
+        assert story["likelihood"] == float(field)
+        # History carries the CRM time each score was computed for (the chart's x axis).
+        assert story["history"][-1]["as_of"] is not None
+        assert story["history"][-1]["as_of"][:19] == as_of.isoformat()[:19]

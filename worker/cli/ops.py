@@ -216,13 +216,13 @@ def status() -> None:
         else:
             console.print("sync: no sync has run yet (leadscore sync)")
         for name, problem in failing.items():
-            console.print(Text(f"sync {name}: last run {problem}"))
+            console.print(Text(f"sync {name}: last run {problem}"), soft_wrap=True)
         backlog = session.execute(select(Outbox.status, func.count()).group_by(Outbox.status)).all()
         console.print("outbox: " + (", ".join(f"{s} {n}" for s, n in backlog) or "empty"))
         champions = session.scalars(select(ModelVersion).where(ModelVersion.status == ModelStatus.champion)).all()
         for mv in champions:
             console.print(Text(f"model: {mv.version} ({mv.family}, segment {mv.segment or 'global'}, "
-                               f"trained as of {trained_at(mv):%Y-%m-%d})"))
+                               f"trained as of {trained_at(mv):%Y-%m-%d})"), soft_wrap=True)
         if not champions:
             console.print("model: none trained yet (leadscore train)")
         report = latest_report(session)  # the one `report` and the console show
@@ -231,7 +231,7 @@ def status() -> None:
         else:
             console.print(f"monitor: {report.status} as of {report.as_of:%Y-%m-%d}")
             for alert in report.alerts:
-                console.print(Text(f"  {alert.get('level', 'alert')}: {alert.get('message', alert)}"))
+                console.print(Text(f"  {alert.get('level', 'alert')}: {alert.get('message', alert)}"), soft_wrap=True)
 
 
 def require_schema(engine: Engine) -> None:
