@@ -150,3 +150,13 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def test_console_without_a_database_creates_none(tmp_path: Path) -> None:
+    # It once created an empty var/leadscore.db, which then hid the demo's data from every command.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEADSCORE_")}
+    env.update(LEADSCORE_WEB_AUTH="rev:pw:editor")
+    result = subprocess.run([sys.executable, "-m", "worker.cli", "web", "--port", str(_free_port())],
+                            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
+    assert_one_line_failure(result, 1, "no leadscore database at var/leadscore.db and no demo data")
+    assert not (tmp_path / "var" / "leadscore.db").exists()
