@@ -14,10 +14,10 @@ the same flush, so the CRM write exists if and only if the score does.
 A run has two phases. First every batch is read in the calling thread; consecutive batches are
 gathered into calls (:data:`SHAP_ROWS`: each SHAP call costs a fixed part), each call's rows
 encoded once and predicted in the calling thread, their SHAP values computed meanwhile in a model
-thread. Then each batch is written in the
-calling thread while a reasons thread ranks and explains the next one (the database's work
-overlaps that Python). The session, the tier-change hook and every query stay in the calling
-thread; the other threads only compute. A failed write ends the run with its error.
+thread. Then each batch is written in the calling thread while a reasons thread ranks and
+explains the next one (the database's work overlaps that Python). The session, the tier-change
+hook and every query stay in the calling thread; the other threads only compute. A failed write
+ends the run with its error.
 """
 
 from __future__ import annotations
