@@ -182,7 +182,9 @@ def test_bad_thresholds_get_one_clear_line(client: TestClient) -> None:
 
 
 @pytest.mark.parametrize(("args", "query"), [
-    (["A=40", "B=20", "C=8"], "A=40&B=20&C=8"),
+    # Nearly every lead would move into A, whichever policy other tests of this module saved
+    # before (the module shares one store): the routing count is never zero by accident.
+    (["A=3", "B=2", "C=1"], "A=3&B=2&C=1"),
     (["--capacity", "A=10%", "B=20%", "C=30%"], "mode=capacity&A=10&B=20&C=30"),
 ])
 def test_api_preview_equals_cli_preview(client: TestClient, world: World, tmp_path: Path,

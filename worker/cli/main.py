@@ -30,7 +30,7 @@ from worker.runtime import reset_runtime
 # create nothing (only `db upgrade` and `demo` create a database).
 INSPECTION: frozenset[tuple[str, ...]] = frozenset({
     ("models", "list"), ("models", "show"), ("tiers", "show"), ("tiers", "preview"), ("explain",),
-    ("report",), ("monitor",), ("status",), ("web",),
+    ("report",), ("monitor",), ("status",),
 })
 ON_STORED_DATA: frozenset[tuple[str, ...]] = INSPECTION | frozenset({
     ("train",), ("score",), ("retrain",), ("tiers", "set"), ("models", "promote"), ("models", "rollback"),
@@ -64,12 +64,12 @@ for _group in (writeback, scoring, monitor):
 
 
 def _inspecting(callback: Callable[..., Any]) -> Callable[..., Any]:
-    """``callback`` preceded by :func:`_choose_database` (after its arguments were parsed, so
+    """``callback`` preceded by :func:`choose_database` (after its arguments were parsed, so
     bad usage is still reported as such)."""
 
     @functools.wraps(callback)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        _choose_database()
+        choose_database()
         return callback(*args, **kwargs)
 
     return wrapper
@@ -94,7 +94,7 @@ def _mark_inspection_commands() -> None:
                 command.callback = _inspecting(command.callback)
 
 
-def _choose_database() -> None:
+def choose_database() -> None:
     """Point a command on stored data at the data there is, or say in one line that there is none.
 
     Without ``LEADSCORE_DATABASE_URL`` the embedded database is ``var/leadscore.db``. When it does

@@ -57,7 +57,10 @@ def web_command(
             raise typer.BadParameter("an empty password cannot be hashed", param_hint="stdin")
         typer.echo(make_hash(password))
         return
-    auth = Authenticator.from_environment()
+    auth = Authenticator.from_environment()  # no users: refused before anything else
+    from worker.cli.main import choose_database
+
+    choose_database()  # after `leadscore demo`, the demo's data (as the inspection commands)
     import uvicorn
 
     from web.app import create_app
