@@ -22,7 +22,7 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 from config.errors import LeadscoreError
 from config.settings import get_settings
 from worker.cli import config, crmsim, db, monitor, ops, scoring, sync, web, writeback
-from worker.runtime import reset_runtime
+from worker.cli.stored import choose_database
 
 # The commands that look at what is stored, and those that change the model, scores or tiers
 # from it. After `leadscore demo` they use the demo's database when this directory has no
@@ -92,36 +92,6 @@ def _mark_inspection_commands() -> None:
         for command in sub.registered_commands:
             if command.callback is not None and (group.name or "", _name(command)) in ON_STORED_DATA:
                 command.callback = _inspecting(command.callback)
-
-
-def choose_database() -> None:
-    """Point a command on stored data at the data there is, or say in one line that there is none.
-
-    Without ``LEADSCORE_DATABASE_URL`` the embedded database is ``var/leadscore.db``. When it does
-    not exist but a demo ran here, the demo's database is read (and a note says so). When neither
-    exists, nothing is created: such a command must not leave an empty database behind (it
-    would then hide the demo's data from every later command).
-    """
-    if os.environ.get("LEADSCORE_DATABASE_URL"):
-        return
-
-    var_dir = get_settings().var_dir
-    own = var_dir / "leadscore.db"
-    if own.exists():
-        return
-    demo = var_dir / "demo" / "leadscore.db"
-    if not demo.exists():
-        raise LeadscoreError(f"no leadscore database at {own} and no demo data in {demo.parent}: run "
-                             "`leadscore demo`, or `leadscore db upgrade` and the quick start's first load "
-                             "(or set LEADSCORE_DATABASE_URL)")
-    os.environ["LEADSCORE_DATABASE_URL"] = f"sqlite:///{demo.resolve().as_posix()}"
-    _reset_settings()
-    print(f"note: reading the demo's data in {demo} (there is no {own}; LEADSCORE_DATABASE_URL chooses "
-          "another database)", file=sys.stderr)
-
-
-def _reset_settings() -> None:
-    reset_runtime()
 
 
 def _schema_missing(exc: BaseException) -> bool:

@@ -58,7 +58,7 @@ def web_command(
         typer.echo(make_hash(password))
         return
     auth = Authenticator.from_environment()  # no users: refused before anything else
-    from worker.cli.main import choose_database
+    from worker.cli.stored import choose_database
 
     choose_database()  # after `leadscore demo`, the demo's data (as the inspection commands)
     import uvicorn

@@ -1,0 +1,36 @@
+"""Which database a command on stored data reads (``var/leadscore.db``, or the demo's)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from config.errors import LeadscoreError
+from config.settings import get_settings
+from worker.runtime import reset_runtime
+
+
+def choose_database() -> None:
+    """Point a command on stored data at the data there is, or say in one line that there is none.
+
+    Without ``LEADSCORE_DATABASE_URL`` the embedded database is ``var/leadscore.db``. When it does
+    not exist but a demo ran here, the demo's database is read (and a note says so). When neither
+    exists, nothing is created: such a command must not leave an empty database behind (it
+    would then hide the demo's data from every later command).
+    """
+    if os.environ.get("LEADSCORE_DATABASE_URL"):
+        return
+
+    var_dir = get_settings().var_dir
+    own = var_dir / "leadscore.db"
+    if own.exists():
+        return
+    demo = var_dir / "demo" / "leadscore.db"
+    if not demo.exists():
+        raise LeadscoreError(f"no leadscore database at {own} and no demo data in {demo.parent}: run "
+                             "`leadscore demo`, or `leadscore db upgrade` and the quick start's first load "
+                             "(or set LEADSCORE_DATABASE_URL)")
+    os.environ["LEADSCORE_DATABASE_URL"] = f"sqlite:///{demo.resolve().as_posix()}"
+    reset_runtime()
+    print(f"note: reading the demo's data in {demo} (there is no {own}; LEADSCORE_DATABASE_URL chooses "
+          "another database)", file=sys.stderr)
