@@ -48,6 +48,7 @@ from connectors.sync import (
     read_range,
     record_failed_start,
     select_streams,
+    start_failure,
 )
 from store.db import unit_of_work
 from store.models import Lead, SyncRun, SyncStatus, SyncWindow, WindowStatus
@@ -115,8 +116,7 @@ def start_plan(engine: Engine, conn: ConnectionConfig, secrets: ConnectionSecret
         # As `leadscore sync` does: the failure goes on every stream of the connection, so
         # `leadscore status` shows it (a worker's failed start recorded nothing before: status
         # kept showing the last success, or an older error).
-        error = str(exc) if isinstance(exc, CRMError) else f"{exc.__class__.__name__}: {exc}"
-        status = SyncStatus.stopped if isinstance(exc, QuotaExhaustedError) else SyncStatus.failed
+        status, error = start_failure(exc)
         report = SyncReport(connection=conn.name, kind=conn.kind, full=full, started_at=started, status=status,
                             error=error)
         record_failed_start(engine, connection_id, [s for stage in stages for s in stage], full, report)

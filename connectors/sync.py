@@ -156,8 +156,7 @@ def sync_connection(
     except (CRMError, OSError) as exc:
         # OSError: what the HTTP stack raises below the connector's own errors (a CA file that
         # cannot be read, a socket error not wrapped by the client library).
-        report.status = _status_for(exc) if isinstance(exc, CRMError) else SyncStatus.failed
-        report.error = str(exc) if isinstance(exc, CRMError) else f"{exc.__class__.__name__}: {exc}"
+        report.status, report.error = start_failure(exc)
         report.api_calls = connector.api_calls
         report.finished_at = datetime.now(UTC)
         # The CRM did not answer before any stream started: record it on every selected stream,
@@ -218,6 +217,14 @@ def record_failed_start(engine: Engine, connection_id: int, streams: Sequence[st
             session.add(SyncRun(connection_id=connection_id, stream=stream, full=full, status=report.status,
                                 started_at=report.started_at, finished_at=now, error=report.error,
                                 api_calls=0))
+
+
+def start_failure(exc: CRMError | OSError) -> tuple[SyncStatus, str]:
+    """The status and error of a sync whose CRM failed before any stream started (OSError: what
+    the HTTP stack raises below the connector's own errors)."""
+    if isinstance(exc, CRMError):
+        return _status_for(exc), str(exc)
+    return SyncStatus.failed, f"{exc.__class__.__name__}: {exc}"
 
 
 def _status_for(exc: CRMError) -> SyncStatus:

@@ -41,27 +41,9 @@ def schema_problem(url: str) -> str | None:
     """One line saying why the database's schema does not fit this leadscore, or None when it is
     at the newest revision (or was created from the models without Alembic, as tests and benches
     do): no schema at all, an older one (an upgraded install whose ``leadscore db upgrade`` has
-    not run yet) or one newer than this code knows."""
+    not run yet) or one newer than this code knows. One connection."""
+    from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
-
-    script = ScriptDirectory.from_config(alembic_config(url))
-    head = script.get_current_head()
-    current = current_revision(url)
-    if current == head:
-        return None
-    if current is None:
-        if _has_tables(url):
-            return None  # created from the models directly (tests, benches): this code's schema
-        return "the database has no leadscore schema yet (run: leadscore db upgrade)"
-    known = {rev.revision for rev in script.walk_revisions()}
-    if current not in known:
-        return (f"the database's schema is at revision {current}, newer than this leadscore knows ({head}): "
-                "run the leadscore release that upgraded it")
-    return (f"the database's schema is at revision {current}, this leadscore needs {head} "
-            "(run: leadscore db upgrade)")
-
-
-def _has_tables(url: str) -> bool:
     from sqlalchemy import inspect
 
     from store.db import make_engine
@@ -69,6 +51,18 @@ def _has_tables(url: str) -> bool:
     engine = make_engine(url)
     try:
         with engine.connect() as conn:
-            return inspect(conn).has_table("sync_run")
+            current = MigrationContext.configure(conn).get_current_revision()
+            has_tables = current is None and inspect(conn).has_table("sync_run")
     finally:
         engine.dispose()
+    script = ScriptDirectory.from_config(alembic_config(url))
+    head = script.get_current_head()
+    if current == head or has_tables:  # has_tables: created from the models directly
+        return None
+    if current is None:
+        return "the database has no leadscore schema yet (run: leadscore db upgrade)"
+    if current not in {rev.revision for rev in script.walk_revisions()}:
+        return (f"the database's schema is at revision {current}, newer than this leadscore knows ({head}): "
+                "run the leadscore release that upgraded it")
+    return (f"the database's schema is at revision {current}, this leadscore needs {head} "
+            "(run: leadscore db upgrade)")
