@@ -315,9 +315,21 @@ def test_lead_page_shows_the_crm_fields_likelihood_and_history_on_the_crms_clock
         rows = session.execute(select(Lead.crm_id, LeadScore.probability, LeadScore.as_of)
                                .join(LeadScore, LeadScore.lead_id == Lead.id)
                                .where(LeadScore.is_current.is_(True))).all()
-    shown_before = [(crm_id, p, as_of) for crm_id, p, as_of in rows
-                    if f"{round(p, 4) * 100:.1f}" != f"{float(likelihood_percent(np.array([p]))[0]):.1f}"]
-    assert shown_before, "no lead whose likelihood the old page showed differently"
+    def shown_differently(p: float) -> bool:
+        return f"{round(p, 4) * 100:.1f}" != f"{float(likelihood_percent(np.array([p]))[0]):.1f}"
+
+    shown_before = [(crm_id, p, as_of) for crm_id, p, as_of in rows if shown_differently(p)]
+    if not shown_before:
+        # About 1 lead in 20 is such a lead; a small world may hold none. Move the first lead's
+        # current probability by less than 0.0005 (its field by at most 0.1) to the nearest one.
+        crm_id, p, as_of = rows[0]
+        nudged = min((p + k * 1e-6 for k in range(-500, 501) if shown_differently(p + k * 1e-6)),
+                     key=lambda q: abs(q - p))
+        with unit_of_work(world.engine) as session:
+            score = session.scalars(select(LeadScore).join(Lead, LeadScore.lead_id == Lead.id)
+                                    .where(Lead.crm_id == crm_id, LeadScore.is_current.is_(True))).one()
+            score.probability = nudged
+        shown_before = [(crm_id, nudged, as_of)]
     for crm_id, p, as_of in shown_before[:3]:
         page = client.get(f"/leads/{crm_id}", auth=BOB).text
         field = f"{float(likelihood_percent(np.array([p]))[0]):.1f}"
