@@ -26,7 +26,7 @@ MIN_HOLDOUT_POSITIVES = 20
 
 def _metric(name: str, y: np.ndarray, p: np.ndarray, weight: np.ndarray | None = None) -> float:
     """The selection metric, oriented so that higher is better (``weight``: bootstrap counts)."""
-    from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
+    from sklearn.metrics import average_precision_score, brier_score_loss
 
     if name == "brier":
         return -float(brier_score_loss(y, p, sample_weight=weight))
@@ -35,7 +35,41 @@ def _metric(name: str, y: np.ndarray, p: np.ndarray, weight: np.ndarray | None =
         return float("nan")
     if name == "pr_auc":
         return float(average_precision_score(y, p, sample_weight=weight))
-    return float(roc_auc_score(y, p, sample_weight=weight))
+    return RankedAuc(y, p)(weight)
+
+
+class RankedAuc:
+    """The ROC AUC of fixed scores under any row weights (a bootstrap's draw counts), as sklearn's
+    ``roc_auc_score(y, p, sample_weight=w)`` computes it -- a tied positive and negative count half
+    -- but with the scores sorted and their ties grouped once: each weighting costs two bincounts.
+
+    The paired bootstrap scores the same predictions 300 times per model; through sklearn that was
+    about 8 ms a call (input validation included), 40 % of a simulated year of daily retraining.
+    """
+
+    def __init__(self, y: np.ndarray, p: np.ndarray) -> None:
+        p = np.asarray(p, dtype="float64")
+        if not np.isfinite(p).all():
+            raise ValueError("scores must be finite to compute an AUC")
+        _values, group = np.unique(p, return_inverse=True)
+        self.groups = len(_values)
+        positive = np.asarray(y) == 1
+        self.pos, self.neg = np.flatnonzero(positive), np.flatnonzero(~positive)
+        self.pos_group, self.neg_group = group[self.pos], group[self.neg]
+
+    def __call__(self, weight: np.ndarray | None = None) -> float:
+        """The AUC with row weights ``weight`` (None: every row once); NaN without both outcomes."""
+        if weight is None:
+            wp = np.bincount(self.pos_group, minlength=self.groups).astype("float64")
+            wn = np.bincount(self.neg_group, minlength=self.groups).astype("float64")
+        else:
+            wp = np.bincount(self.pos_group, weights=weight[self.pos], minlength=self.groups)
+            wn = np.bincount(self.neg_group, weights=weight[self.neg], minlength=self.groups)
+        positives, negatives = float(wp.sum()), float(wn.sum())
+        if positives <= 0 or negatives <= 0:
+            return float("nan")
+        below = np.cumsum(wn) - wn  # negative weight strictly below each score
+        return float((wp @ below + 0.5 * (wp @ wn)) / (positives * negatives))
 
 
 def paired_bootstrap(
@@ -43,7 +77,17 @@ def paired_bootstrap(
     rounds: int = BOOTSTRAP_ROUNDS, confidence: float = CONFIDENCE, seed: int = 0,
 ) -> tuple[float, float, float]:
     """(improvement, low, high): challenger − champion in ``metric`` (higher better) on all rows,
-    and a ``confidence`` percentile interval from resampling whole ``groups`` (leads).
+    and a ``confidence`` percentile interval from resampling whole ``groups`` (leads)."""
+    d, diffs = bootstrap_differences(y, champion, challenger, groups, metric=metric, rounds=rounds, seed=seed)
+    low, high = percentile_interval(diffs, confidence)
+    return d, low, high
+
+
+def bootstrap_differences(
+    y: np.ndarray, champion: np.ndarray, challenger: np.ndarray, groups: np.ndarray, *, metric: str = "auc",
+    rounds: int = BOOTSTRAP_ROUNDS, seed: int = 0,
+) -> tuple[float, np.ndarray]:
+    """(improvement on all rows, the finite improvements of ``rounds`` resamples of whole ``groups``).
 
     A resample is expressed as row weights (how often each row's lead was drawn), so both models
     are always scored on exactly the same resampled rows.
@@ -52,21 +96,33 @@ def paired_bootstrap(
     champion = np.asarray(champion, dtype="float64")
     challenger = np.asarray(challenger, dtype="float64")
     d = _metric(metric, y, challenger) - _metric(metric, y, champion)
+    if metric == "auc":
+        ranked_challenger, ranked_champion = RankedAuc(y, challenger), RankedAuc(y, champion)
+
+        def value(weight: np.ndarray) -> float:
+            return ranked_challenger(weight) - ranked_champion(weight)
+    else:
+        def value(weight: np.ndarray) -> float:
+            return _metric(metric, y, challenger, weight) - _metric(metric, y, champion, weight)
     codes, uniques = pd.factorize(pd.Series(groups))
     n_groups = len(uniques)
     rng = np.random.default_rng(seed)
     diffs: list[float] = []
     for _ in range(rounds):
         drawn = np.bincount(rng.integers(0, n_groups, n_groups), minlength=n_groups)
-        weight = drawn[codes].astype("float64")
-        value = _metric(metric, y, challenger, weight) - _metric(metric, y, champion, weight)
-        if math.isfinite(value):
-            diffs.append(value)
-    if not diffs:
-        return d, float("nan"), float("nan")
+        v = value(drawn[codes].astype("float64"))
+        if math.isfinite(v):
+            diffs.append(v)
+    return d, np.asarray(diffs, dtype="float64")
+
+
+def percentile_interval(diffs: np.ndarray, confidence: float) -> tuple[float, float]:
+    """The two-sided ``confidence`` percentile interval of bootstrap differences (NaN for none)."""
+    if len(diffs) == 0:
+        return float("nan"), float("nan")
     tail = (1 - confidence) / 2
-    low, high = np.quantile(np.asarray(diffs), [tail, 1 - tail])
-    return d, float(low), float(high)
+    low, high = np.quantile(diffs, [tail, 1 - tail])
+    return float(low), float(high)
 
 
 def _predict(model: TrainedModel, frame: pd.DataFrame) -> np.ndarray:
@@ -115,4 +171,5 @@ def segment_versus_global(
     return out
 
 
-__all__ = ["paired_bootstrap", "segment_versus_global"]
+__all__ = ["RankedAuc", "bootstrap_differences", "paired_bootstrap", "percentile_interval",
+           "segment_versus_global"]

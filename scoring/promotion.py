@@ -23,7 +23,15 @@ from typing import Any
 
 import pandas as pd
 
-from scoring.compare import CONFIDENCE, MIN_HOLDOUT_POSITIVES, STRICT_CONFIDENCE, _metric, _predict, paired_bootstrap
+from scoring.compare import (
+    CONFIDENCE,
+    MIN_HOLDOUT_POSITIVES,
+    STRICT_CONFIDENCE,
+    _metric,
+    _predict,
+    bootstrap_differences,
+    percentile_interval,
+)
 from scoring.dataset import LEAD_ID_COLUMN, TARGET
 from scoring.monitor import ALERT, parse_time
 from scoring.training import TrainedModel
@@ -130,10 +138,10 @@ def compare_on_holdout(
     p_champion = _predict(champion, holdout)
     p_challenger = _predict(challenger, holdout)
     groups = holdout[LEAD_ID_COLUMN].to_numpy()
-    d, low, high = paired_bootstrap(y, p_champion, p_challenger, groups, metric=metric, seed=seed)
-    # The same resamples (same seed), read at the one-sided 99 % lower bound.
-    _d, strict_low, _high = paired_bootstrap(y, p_champion, p_challenger, groups, metric=metric, seed=seed,
-                                             confidence=STRICT_CONFIDENCE)
+    d, diffs = bootstrap_differences(y, p_champion, p_challenger, groups, metric=metric, seed=seed)
+    low, high = percentile_interval(diffs, CONFIDENCE)
+    # The same resamples, read at the one-sided 99 % lower bound.
+    strict_low, _high = percentile_interval(diffs, STRICT_CONFIDENCE)
     sign = -1.0 if metric == "brier" else 1.0
     return Comparison(
         metric=metric, champion=sign * _metric(metric, y, p_champion),

@@ -125,6 +125,26 @@ def test_paired_bootstrap_sees_no_difference_between_equal_models_and_finds_a_re
     assert d > 0.05 and lo > 0
 
 
+def test_the_bootstraps_auc_is_sklearns_under_weights_and_ties() -> None:
+    # The bootstrap's own AUC (scores sorted once, weighted bincounts) against sklearn's
+    # roc_auc_score on the same draws: coarse scores make many ties, weights are draw counts.
+    from sklearn.metrics import roc_auc_score
+
+    from scoring.compare import RankedAuc
+
+    rng = np.random.default_rng(7)
+    n = 2500
+    y = (rng.random(n) < 0.12).astype(int)
+    for p in (np.round(rng.random(n) + 0.3 * y, 2), rng.random(n) + 0.5 * y, np.full(n, 0.5)):
+        ranked = RankedAuc(y, p)
+        assert ranked() == pytest.approx(roc_auc_score(y, p), abs=1e-12)
+        for _ in range(20):
+            weight = np.bincount(rng.integers(0, n, n), minlength=n).astype("float64")
+            assert ranked(weight) == pytest.approx(roc_auc_score(y, p, sample_weight=weight), abs=1e-12)
+    zero_positive = np.where(y == 1, 0.0, 1.0)
+    assert np.isnan(RankedAuc(y, rng.random(n))(zero_positive))
+
+
 def test_not_due_right_after_training_then_due_on_schedule(session: Session) -> None:
     monitoring = MonitoringConfig()
     early = retrain_if_due(session, as_of=as_of_day(TRAIN_DAY + 2), training=TRAINING, schedules=SCHEDULES,
