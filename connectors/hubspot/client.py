@@ -27,7 +27,7 @@ from pydantic import SecretStr
 
 from config.app_config import ConnectionConfig
 from config.errors import ConfigError
-from connectors.base import ConnectionSecrets
+from connectors.base import ConnectionSecrets, missing_credentials
 from connectors.budget import ApiBudget
 from connectors.errors import AuthError, CRMError, FatalCRMError, QuotaExhaustedError, RetriableCRMError
 from connectors.retry import DEFAULT_POLICY, RetryPolicy, call_with_retry, retry_after_seconds
@@ -93,8 +93,10 @@ class HubSpotClient:
 
     def __init__(self, conn: ConnectionConfig, secrets: ConnectionSecrets, *,
                  policy: RetryPolicy = DEFAULT_POLICY) -> None:
-        if secrets.access_token is None:
-            raise ConfigError(f"connection {conn.name!r}: HubSpot needs access_token_env (a private app token)")
+        problem = missing_credentials(conn, secrets)
+        if problem is not None:
+            raise ConfigError(problem)
+        assert secrets.access_token is not None  # missing_credentials
         self.conn = conn
         self.secrets = secrets
         self.policy = policy

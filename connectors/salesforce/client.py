@@ -36,7 +36,7 @@ from simple_salesforce.exceptions import (
 
 from config.app_config import ConnectionConfig
 from config.errors import ConfigError
-from connectors.base import ConnectionSecrets
+from connectors.base import ConnectionSecrets, missing_credentials
 from connectors.budget import ApiBudget
 from connectors.errors import AuthError, CRMError, FatalCRMError, QuotaExhaustedError, RetriableCRMError
 from connectors.retry import DEFAULT_POLICY, RetryPolicy, call_with_retry, retry_after_seconds
@@ -188,17 +188,14 @@ class SalesforceClient:
     def _login(self) -> Salesforce:
         conn, secrets = self.conn, self.secrets
         common: dict[str, Any] = {"version": conn.api_version, "session": self.session}
+        problem = missing_credentials(conn, secrets)
+        if problem is not None:
+            raise ConfigError(problem)
         if conn.client_id and secrets.client_secret:
-            if not conn.domain:
-                raise ConfigError(f"connection {conn.name!r}: OAuth client credentials need 'domain' "
-                                  "(the My Domain, e.g. acme.my)")
             return Salesforce(consumer_key=conn.client_id, consumer_secret=secrets.client_secret.get_secret_value(),
                               domain=conn.domain, **common)
-        if secrets.session_id:
-            return Salesforce(session_id=secrets.session_id.get_secret_value(), instance_url=conn.instance_url,
-                              **common)
-        raise ConfigError(f"connection {conn.name!r}: set client_id + client_secret_env + domain, "
-                          "or session_id_env, for Salesforce")
+        assert secrets.session_id is not None  # missing_credentials: OAuth or a session id
+        return Salesforce(session_id=secrets.session_id.get_secret_value(), instance_url=conn.instance_url, **common)
 
     def _with_mapping(self, fn: Callable[[], T]) -> T:
         def attempt() -> T:

@@ -29,14 +29,44 @@ def test_help_lists_the_command_groups() -> None:
 
 def test_config_check_reads_the_yaml(tmp_path: Path) -> None:
     path = tmp_path / "leadscore.yaml"
-    path.write_text("connections: [{name: hs, kind: hubspot}]\ntiers: {thresholds: {A: 90, B: 70, C: 40}}\n")
-    result = run("config", "check", env={"LEADSCORE_CONFIG_FILE": str(path)})
+    path.write_text("connections: [{name: hs, kind: hubspot, access_token_env: LS_TEST_HS_TOKEN}]\n"
+                    "tiers: {thresholds: {A: 90, B: 70, C: 40}}\n")
+    result = run("config", "check", env={"LEADSCORE_CONFIG_FILE": str(path), "LS_TEST_HS_TOKEN": "pat-na1-x"})
     assert result.returncode == 0, result.stderr
-    assert "connection hs (hubspot)" in result.stdout
+    assert "connection hs (hubspot), credentials from LS_TEST_HS_TOKEN (set)" in result.stdout
     path.write_text("tiers: {thresholds: {A: 10, B: 70, C: 40}}\n")
     result = run("config", "check", env={"LEADSCORE_CONFIG_FILE": str(path)})
     assert result.returncode == 1
     assert f"{path}: tiers: thresholds must be ordered" in result.stderr
+
+
+def test_config_check_refuses_connections_that_cannot_log_in(tmp_path: Path) -> None:
+    # Every sync of such a connection would fail: config check names each in one line first
+    # (a disabled one is fine).
+    connections = [
+        ("{name: hs, kind: hubspot, access_token_env: LS_TEST_UNSET}",
+         "connection 'hs': environment variable LS_TEST_UNSET (access_token_env) is not set"),
+        ("{name: hs2, kind: hubspot}", "connection 'hs2': HubSpot needs access_token_env"),
+        ("{name: sf, kind: salesforce, instance_url: 'https://acme.my.salesforce.com', client_id: c, "
+         "client_secret_env: LS_TEST_SET}", "connection 'sf': OAuth client credentials need 'domain'"),
+        ("{name: sf2, kind: salesforce, instance_url: 'https://acme.my.salesforce.com'}",
+         "connection 'sf2': set client_id + client_secret_env + domain, or session_id_env"),
+    ]
+    path = tmp_path / "leadscore.yaml"
+    path.write_text("connections:\n" + "".join(f"- {c}\n" for c, _ in connections))
+    env = {"LEADSCORE_CONFIG_FILE": str(path), "LS_TEST_SET": "secret-value"}
+    full = {**{k: v for k, v in os.environ.items() if k != "LS_TEST_UNSET"}, **env}
+    result = subprocess.run([sys.executable, "-m", "worker.cli", "config", "check"], capture_output=True,
+                            text=True, env=full, cwd=REPO, timeout=120)
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    for _c, fragment in connections:
+        assert fragment in result.stderr, result.stderr
+    assert "secret-value" not in result.stderr + result.stdout
+    path.write_text("connections:\n" + "".join(f"- {c[:-1]}, enabled: false}}\n" for c, _ in connections))
+    result = run("config", "check", env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count(" disabled") == len(connections), result.stdout
 
 
 def test_unknown_command_is_usage_error() -> None:

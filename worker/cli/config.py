@@ -8,6 +8,7 @@ from rich.console import Console
 from config.app_config import load_config
 from config.errors import LeadscoreError
 from config.settings import get_settings
+from connectors.base import credentials_problem
 from worker.cli.db import redact
 from worker.cli.ops import connect_problems, sqlite_file_missing
 
@@ -22,14 +23,20 @@ def config_check(
     """Validate the settings and the YAML config file (cron, URLs, files it names); print what is configured."""
     settings = get_settings()
     config = load_config(settings.config_file)
+    # A connection that cannot log in fails every sync: say so now (in this process's environment,
+    # which should be the workers').
+    problems = [p for c in config.connections if c.enabled and (p := credentials_problem(c)) is not None]
     if connect:
-        problems = connect_problems(settings.effective_database_url, settings.broker_url)
-        if problems:
-            raise LeadscoreError("; ".join(problems))
+        problems += connect_problems(settings.effective_database_url, settings.broker_url)
+    if problems:
+        raise LeadscoreError("; ".join(problems))
     source = settings.config_file or "built-in defaults (no LEADSCORE_CONFIG_FILE)"
     console.print(f"config: {source}")
     for conn in config.connections:
-        console.print(f"  connection {conn.name} ({conn.kind}){'' if conn.enabled else ' disabled'}")
+        secrets = [v for v in (conn.session_id_env, conn.client_secret_env, conn.access_token_env) if v]
+        console.print(f"  connection {conn.name} ({conn.kind})"
+                      + (f", credentials from {', '.join(secrets)} (set)" if conn.enabled and secrets else "")
+                      + ("" if conn.enabled else " disabled"))
     console.print(f"  tiers: {config.tiers.mode} {config.tiers.thresholds}")
     console.print(f"  routing rules: {len(config.routing)}")
     console.print(f"database: {redact(settings.effective_database_url)}")
