@@ -169,6 +169,12 @@ def test_cli_serve_prints_and_writes_info(tmp_path: Any) -> None:
         output = "".join(lines)
         assert "Salesforce" in output and "access_token=" in output
         info = json.loads(info_path.read_text())
+        # Every credential docs/crmsim.md says it prints, as the info file holds it.
+        sf = info["salesforce"]
+        for printed in (f"session_id={sf['session_id']}", f"client_secret={sf['client_secret']}",
+                        f"username={sf['username']} password={sf['password']}", f"ca_bundle={sf['ca_bundle']}",
+                        f"access_token={info['hubspot']['access_token']}"):
+            assert printed in output, printed
         session = requests.Session()
         session.trust_env = False
         health = session.get(info["admin_url"] + "/health", timeout=10)

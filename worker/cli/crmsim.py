@@ -84,6 +84,7 @@ def serve(
     typer.echo(f"Salesforce  {info['salesforce']['instance_url']}  session_id={info['salesforce']['session_id']}")
     typer.echo(f"            client_id={info['salesforce']['client_id']} "
                f"client_secret={info['salesforce']['client_secret']}")
+    typer.echo(f"            username={info['salesforce']['username']} password={info['salesforce']['password']}")
     typer.echo(f"            ca_bundle={info['salesforce']['ca_bundle']}")
     typer.echo(f"HubSpot     {info['hubspot']['host']}  access_token={info['hubspot']['access_token']}")
     typer.echo(f"Admin       {info['admin_url']}  (GET /info /truth /counts, POST /advance /faults)")
