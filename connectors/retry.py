@@ -60,13 +60,20 @@ def _wait(policy: RetryPolicy) -> Callable[[RetryCallState], float]:
     return wait
 
 
-def _log_retry(state: RetryCallState) -> None:
-    error = state.outcome.exception() if state.outcome is not None else None
-    logger.info("retrying CRM call after %s (attempt %d)", error.__class__.__name__, state.attempt_number)
+def _log_retry(what: str, policy: RetryPolicy) -> Callable[[RetryCallState], None]:
+    def log(state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome is not None else None
+        detail = str(error).strip().splitlines()[0] if error is not None and str(error).strip() else ""
+        wait = state.next_action.sleep if state.next_action is not None else 0.0
+        logger.info("%s: retrying in %.1fs after %s%s (attempt %d of %d)", what, wait, error.__class__.__name__,
+                    f": {detail[:200]}" if detail else "", state.attempt_number, policy.attempts)
+
+    return log
 
 
-def call_with_retry(fn: Callable[[], T], policy: RetryPolicy = DEFAULT_POLICY) -> T:
-    """Call ``fn`` until it returns, retrying only :class:`RetriableCRMError`.
+def call_with_retry(fn: Callable[[], T], policy: RetryPolicy = DEFAULT_POLICY, *, what: str = "CRM call") -> T:
+    """Call ``fn`` until it returns, retrying only :class:`RetriableCRMError`; each retry is
+    logged naming ``what`` (the connection and CRM), the error and the wait.
 
     The last error is re-raised as itself (``reraise=True``) when the attempts run out.
     """
@@ -75,6 +82,6 @@ def call_with_retry(fn: Callable[[], T], policy: RetryPolicy = DEFAULT_POLICY) -
         stop=stop_after_attempt(policy.attempts),
         wait=_wait(policy),
         reraise=True,
-        before_sleep=_log_retry,
+        before_sleep=_log_retry(what, policy),
     )
     return retrying(fn)

@@ -209,7 +209,7 @@ class HubSpotClient:
             self._observe(response.headers)
             return _body_json(response.data)
 
-        return call_with_retry(attempt, self.policy)
+        return call_with_retry(attempt, self.policy, what=f"connection {self.conn.name!r} (HubSpot)")
 
     def server_time(self) -> datetime:
         """The portal's clock: the ``Date`` header of one cheap property read."""

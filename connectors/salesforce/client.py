@@ -208,7 +208,7 @@ class SalesforceClient:
                     raise
                 raise mapped from exc
 
-        return call_with_retry(attempt, self.policy)
+        return call_with_retry(attempt, self.policy, what=f"connection {self.conn.name!r} (Salesforce)")
 
     def request(self, fn: Callable[[Salesforce], T]) -> T:
         """Run ``fn(sf)`` (one REST call) with retries on :class:`RetriableCRMError`, the API budget

@@ -4,6 +4,7 @@ does about it."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -127,8 +128,10 @@ def test_validation_rule_refuses_a_single_patch_with_the_real_shape() -> None:
 
 # --- #6 REQUEST_LIMIT_EXCEEDED: concurrency is retried, the daily quota stops -------------------
 
-def test_concurrency_limit_is_retried_and_the_daily_quota_stops(committing_pg_engine: Engine) -> None:
+def test_concurrency_limit_is_retried_and_the_daily_quota_stops(committing_pg_engine: Engine,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
     sim = _sim(faults="sf.concurrent_limit=0.3", leads=300)
+    caplog.set_level(logging.INFO, logger="connectors.retry")
     try:
         conn, secrets = salesforce_config(sim, "conc-sf", page_size=200)
         client = make_salesforce(conn, secrets, policy=QUICK)
@@ -138,6 +141,10 @@ def test_concurrency_limit_is_retried_and_the_daily_quota_stops(committing_pg_en
                                  connector=SalesforceConnector(conn, secrets, client=client))
         assert report.status == "succeeded", report.error
         assert sim.salesforce.faults.injected.get("concurrent", 0) > 0
+        # Each retry is logged with the connection, the CRM's own error and the wait.
+        retries = [r.getMessage() for r in caplog.records if r.name == "connectors.retry"]
+        assert retries and all(m.startswith("connection 'conc-sf' (Salesforce): retrying in ") for m in retries)
+        assert any("Salesforce concurrency limit" in m for m in retries), retries[:3]
         sim.set_faults(f"sf.daily_limit={sim.salesforce.api_calls}")
         with pytest.raises(QuotaExhaustedError):
             client.request(lambda sf: sf.query("SELECT Id FROM Lead LIMIT 1"))
