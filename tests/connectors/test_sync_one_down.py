@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -60,6 +61,7 @@ def test_salesforce_down_hubspot_synced_failure_recorded(sim: CRMSim, committing
                LEADSCORE_TEST_SF_SESSION=info["salesforce"]["session_id"],
                LEADSCORE_TEST_HS_TOKEN=info["hubspot"]["access_token"])
     env.pop("LEADSCORE_BROKER_URL", None)
+    env.pop("COLUMNS", None)
     out = tmp_path / "sync.json"
 
     result = _leadscore(env, "sync", "--json", str(out))
@@ -84,6 +86,18 @@ def test_salesforce_down_hubspot_synced_failure_recorded(sim: CRMSim, committing
     assert status.returncode == 0, status.stderr
     assert "sync salesforce: last run failed: Salesforce connection failed" in status.stdout
     assert "sync hubspot" not in status.stdout  # HubSpot's last runs succeeded: no failure line
+    # Piped, as into a file or a ticket: every connection and stream name whole in its row (rich
+    # assumed 80 columns and printed "campaign_m…").
+    streams = {(name, stream) for name, stream in _streams(committing_pg_engine)}
+    assert any(len(stream) > 11 for _n, stream in streams), streams
+    for name, stream in streams:
+        row = rf"│ {re.escape(name)} +│ {re.escape(stream)} +│"
+        assert re.search(row, status.stdout), (name, stream, status.stdout)
+
+
+def _streams(engine: Engine) -> list[tuple[str, str]]:
+    with unit_of_work(engine) as session:
+        return [tuple(r) for r in session.execute(select(Connection.name, SyncRun.stream).join(Connection).distinct())]
 
 
 def test_status_tells_unreachable_database_from_missing_schema(tmp_path: Path) -> None:

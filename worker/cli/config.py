@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import typer
-from rich.console import Console
 
 from config.app_config import load_config
 from config.errors import LeadscoreError
 from config.settings import get_settings
 from connectors.base import credentials_problem
+from worker.cli.console import cli_console
 from worker.cli.db import redact
 from worker.cli.ops import connect_problems, sqlite_file_missing
 
 app = typer.Typer(help="The YAML configuration revops edit.", no_args_is_help=True)
-console = Console(markup=False)
+console = cli_console()
 
 
 @app.command("check")

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import typer
-from rich.console import Console
 from sqlalchemy.engine import make_url
 
 from config.settings import get_settings
+from worker.cli.console import cli_console
 
 app = typer.Typer(help="Database schema (Alembic).", no_args_is_help=True)
 # Plain text only: names and messages come from users and CRMs ("[/]" is a valid connection name).
-console = Console(markup=False)
+console = cli_console()
 
 
 @app.command("upgrade")

@@ -14,18 +14,18 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 
 from config.app_config import load_config
 from config.errors import LeadscoreError
 from config.settings import get_settings
 from store.db import unit_of_work
 from store.models import ModelStatus
+from worker.cli.console import cli_console
 
 # Heavy imports stay inside the commands that use them (scoring: CatBoost, pandas, scikit-learn;
 # connectors: the CRM clients; web: FastAPI and uvicorn; crmsim; the demo): seconds that
 # `leadscore --help` and every other command would otherwise wait for.
-console = Console(markup=False)
+console = cli_console()
 app = typer.Typer(help="Model health: monitor, report, model versions.", no_args_is_help=True)
 models_app = typer.Typer(help="Model versions: list, show, shadow, promote, roll back.", no_args_is_help=True)
 app.add_typer(models_app, name="models")

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 from sqlalchemy import func, inspect, select, text
@@ -21,6 +20,7 @@ from config.errors import ConfigError, LeadscoreError
 from config.settings import get_settings
 from store.db import DatabaseUnreachable, make_engine, unit_of_work
 from store.models import Connection, ModelStatus, ModelVersion, Outbox, SyncRun, SyncStatus
+from worker.cli.console import cli_console
 from worker.lost import close_lost_runs
 from worker.runtime import get_runtime
 from worker.schedule import beat_entries
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 # connectors: the CRM clients; web: FastAPI and uvicorn; crmsim; the demo): seconds that
 # `leadscore --help` and every other command would otherwise wait for.
 app = typer.Typer()
-console = Console(markup=False)
+console = cli_console()
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from sqlalchemy import func, select
@@ -25,12 +24,13 @@ from config.app_config import load_config
 from config.settings import get_settings
 from store.db import get_engine, unit_of_work
 from store.models import ModelStatus
+from worker.cli.console import cli_console
 
 # Heavy imports stay inside the commands that use them (scoring: CatBoost, pandas, scikit-learn;
 # connectors: the CRM clients; web: FastAPI and uvicorn; crmsim; the demo): seconds that
 # `leadscore --help` and every other command would otherwise wait for.
-console = Console(markup=False)
-err = Console(stderr=True, markup=False)
+console = cli_console()
+err = cli_console(stderr=True)
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 tiers_app = typer.Typer(help="Read, change and preview tier thresholds.", no_args_is_help=True)

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -19,6 +18,7 @@ from config.errors import ConfigError, LeadscoreError
 from config.settings import get_settings
 from store.db import get_engine
 from store.models import SyncStatus
+from worker.cli.console import cli_console
 
 if TYPE_CHECKING:
     from config.app_config import ConnectionConfig
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 # connectors: the CRM clients; web: FastAPI and uvicorn; crmsim; the demo): seconds that
 # `leadscore --help` and every other command would otherwise wait for.
 app = typer.Typer(add_completion=False)
-console = Console(markup=False)
+console = cli_console()
 logger = logging.getLogger(__name__)
 
 

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from sqlalchemy import func, select
@@ -21,6 +20,7 @@ from config.errors import LeadscoreError
 from config.settings import get_settings
 from store.db import get_engine, unit_of_work
 from store.models import ActionStatus, Connection, RoutingAction
+from worker.cli.console import cli_console
 
 # Heavy imports stay inside the commands that use them (scoring: CatBoost, pandas, scikit-learn;
 # connectors: the CRM clients; web: FastAPI and uvicorn; crmsim; the demo): seconds that
@@ -28,8 +28,8 @@ from store.models import ActionStatus, Connection, RoutingAction
 app = typer.Typer(add_completion=False)
 crm_app = typer.Typer(help="CRM-side set-up: score fields, properties, routing check.", no_args_is_help=True)
 app.add_typer(crm_app, name="crm")
-console = Console(markup=False)
-err = Console(stderr=True, markup=False)  # progress goes to stderr: stdout keeps the summary
+console = cli_console()
+err = cli_console(stderr=True)  # progress goes to stderr: stdout keeps the summary
 
 
 def _runtime() -> tuple[Any, Any]:
