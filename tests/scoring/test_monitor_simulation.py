@@ -1,4 +1,4 @@
-"""Monitoring and retraining against the simulated funnel, day by day (about 1-2 minutes).
+"""Monitoring and retraining against the simulated funnel, day by day (2-3 minutes per World).
 
 A crmsim ``World`` is generated once (its future included, so outcomes of the scored leads are
 known); the store is then fed day by day with what a CRM would show on that day (new leads,
