@@ -69,6 +69,20 @@ def test_config_check_refuses_connections_that_cannot_log_in(tmp_path: Path) -> 
     assert result.stdout.count(" disabled") == len(connections), result.stdout
 
 
+def test_status_with_a_broken_config_shows_the_store_then_the_configs_line(tmp_path: Path) -> None:
+    # The YAML is broken, so worker and beat refuse to start: status is what the admin runs then.
+    env = {"LEADSCORE_DATABASE_URL": f"sqlite:///{tmp_path / 'store.db'}", "LEADSCORE_VAR_DIR": str(tmp_path / "var")}
+    assert run("db", "upgrade", env=env).returncode == 0
+    bad = tmp_path / "leadscore.yaml"
+    bad.write_text("tiers:\n  mode: score\ntiers:\n  mode: capacity\n")
+    result = run("status", env={**env, "LEADSCORE_CONFIG_FILE": str(bad)})
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert "sync: no sync has run yet" in result.stdout and "outbox: empty" in result.stdout
+    assert result.stderr.strip().splitlines() == [
+        f"error: {bad}: line 3: duplicate key 'tiers' (YAML would silently keep only the last one) "
+        "(worker and beat refuse to start until it is fixed)"], result.stderr
+
+
 def test_unknown_command_is_usage_error() -> None:
     result = run("frobnicate")
     assert result.returncode == 2

@@ -18,7 +18,7 @@ from config.app_config import load_config
 from config.checks import first_line, redact_url
 from config.errors import ConfigError, LeadscoreError
 from config.settings import get_settings
-from store.db import DatabaseUnreachable, make_engine, unit_of_work
+from store.db import DatabaseUnreachable, engine_for, make_engine, unit_of_work
 from store.models import Connection, ModelStatus, ModelVersion, Outbox, SyncRun, SyncStatus
 from worker.cli.console import cli_console
 from worker.lost import close_lost_runs
@@ -188,12 +188,21 @@ def status() -> None:
     from scoring.monitoring.clock import trained_at  # the scoring stack: only here, not on every command's start
     from scoring.monitoring.run import latest_report
 
-    runtime = get_runtime()
-    require_schema(runtime.engine)
-    closed = close_lost_runs(runtime.engine, runtime.settings.broker_url)
+    config_problem: str | None = None
+    try:
+        runtime = get_runtime()
+        engine, broker_url = runtime.engine, runtime.settings.broker_url
+    except ConfigError as exc:
+        # A broken YAML file stops the workers, so status matters most then: show what is stored,
+        # then fail with the config's own line. (Bad settings still stop here: no database to read.)
+        settings = get_settings()
+        config_problem = str(exc)
+        engine, broker_url = engine_for(settings.effective_database_url), settings.broker_url
+    require_schema(engine)
+    closed = close_lost_runs(engine, broker_url)
     for name, count in closed.items():
         console.print(Text(f"{name}: {count} sync run(s) left running by a dead worker marked failed"))
-    with unit_of_work(runtime.engine) as session:
+    with unit_of_work(engine) as session:
         table = Table("connection", "stream", "last sync", "status", "records", "error", title="Sync")
         runs = session.execute(
             select(Connection.name, SyncRun.stream, func.max(SyncRun.started_at))
@@ -232,6 +241,8 @@ def status() -> None:
             console.print(f"monitor: {report.status} as of {report.as_of:%Y-%m-%d}")
             for alert in report.alerts:
                 console.print(Text(f"  {alert.get('level', 'alert')}: {alert.get('message', alert)}"), soft_wrap=True)
+    if config_problem is not None:
+        raise LeadscoreError(f"{config_problem} (worker and beat refuse to start until it is fixed)")
 
 
 def require_schema(engine: Engine) -> None:
