@@ -71,32 +71,6 @@ class ConnectionSecrets:
         return f"ConnectionSecrets(set={present})"
 
 
-def missing_credentials(conn: ConnectionConfig, secrets: ConnectionSecrets) -> str | None:
-    """Why the connection's CRM client would refuse to start for lack of credentials (None: it has
-    what it needs). The clients raise it; ``leadscore config check`` reports it before a sync does."""
-    if conn.kind == "hubspot":
-        if secrets.access_token is None:
-            return f"connection {conn.name!r}: HubSpot needs access_token_env (a private app token)"
-        return None
-    if conn.client_id and secrets.client_secret:
-        if not conn.domain:
-            return f"connection {conn.name!r}: OAuth client credentials need 'domain' (the My Domain, e.g. acme.my)"
-        return None
-    if secrets.session_id:
-        return None
-    return f"connection {conn.name!r}: set client_id + client_secret_env + domain, or session_id_env, for Salesforce"
-
-
-def credentials_problem(conn: ConnectionConfig, environ: Mapping[str, str] | None = None) -> str | None:
-    """What stops the connection from logging in with this environment's variables (None: nothing):
-    a named variable that is unset or empty, or credentials its CRM client cannot use."""
-    try:
-        secrets = ConnectionSecrets.from_env(conn, environ)
-    except ConfigError as exc:
-        return str(exc)
-    return missing_credentials(conn, secrets)
-
-
 @dataclass(frozen=True, order=True)
 class Cursor:
     """Where a stream resumes: the (modification stamp, CRM id) of the last committed record.

@@ -6,7 +6,7 @@ records, streams, writeback, routing, setup, settings) and one entry in :data:`C
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from connectors.base import ConnectionSecrets, Connector
 from connectors.hubspot import settings as hubspot_settings
 from connectors.hubspot.accounts import HubSpotAccountFinder, HubSpotAccountWriter
 from connectors.hubspot.client import make_hubspot
+from connectors.hubspot.client import missing_credentials as hubspot_missing_credentials
 from connectors.hubspot.readback import read_back as hubspot_read_back
 from connectors.hubspot.routing import HubSpotRouter
 from connectors.hubspot.setup import HubSpotSetup
@@ -29,6 +30,7 @@ from connectors.protocols import ReadBack, Router, ScoreWriter, Setup, fields_as
 from connectors.salesforce import settings as salesforce_settings
 from connectors.salesforce.accounts import SalesforceAccountFinder, SalesforceAccountWriter
 from connectors.salesforce.client import make_salesforce
+from connectors.salesforce.client import missing_credentials as salesforce_missing_credentials
 from connectors.salesforce.metadata import write_salesforce_metadata
 from connectors.salesforce.readback import read_back as salesforce_read_back
 from connectors.salesforce.routing import SalesforceRouter
@@ -58,6 +60,8 @@ class CRMPackage:
     windowed_streams: frozenset[str]
     # leadscore's fields read back through the client (a few leads, the scored accounts).
     read_back: Callable[[Any, SalesforceFields | HubSpotFields], ReadBack]
+    # Why the client cannot log in with these secrets (None: it can); `config check` asks before a sync.
+    missing_credentials: Callable[[ConnectionConfig, ConnectionSecrets], str | None]
     # Files an admin deploys to create the fields (Salesforce DX source); None: `crm setup` creates them.
     admin_metadata: Callable[[ConnectionConfig, Path], list[Path]] | None = None
 
@@ -78,6 +82,7 @@ CRMS: dict[str, CRMPackage] = {
         sync_stages=salesforce_settings.SYNC_STAGES,
         windowed_streams=salesforce_settings.WINDOWED_STREAMS,
         read_back=salesforce_read_back,
+        missing_credentials=salesforce_missing_credentials,
         admin_metadata=write_salesforce_metadata,
     ),
     "hubspot": CRMPackage(
@@ -96,6 +101,7 @@ CRMS: dict[str, CRMPackage] = {
         sync_stages=hubspot_settings.SYNC_STAGES,
         windowed_streams=hubspot_settings.WINDOWED_STREAMS,
         read_back=hubspot_read_back,
+        missing_credentials=hubspot_missing_credentials,
     ),
 }
 
@@ -110,6 +116,16 @@ def crm_for(conn: ConnectionConfig) -> CRMPackage:
     if crm is None:
         raise ConfigError(f"connection {conn.name!r}: unknown kind {conn.kind!r}")
     return crm
+
+
+def credentials_problem(conn: ConnectionConfig, environ: Mapping[str, str] | None = None) -> str | None:
+    """What stops ``conn`` from logging in with this environment's variables (None: nothing): a
+    named variable that is unset or empty, or credentials its CRM's client cannot use."""
+    try:
+        secrets = ConnectionSecrets.from_env(conn, environ)
+    except ConfigError as exc:
+        return str(exc)
+    return crm_for(conn).missing_credentials(conn, secrets)
 
 
 def make_client(conn: ConnectionConfig, secrets: ConnectionSecrets) -> Any:

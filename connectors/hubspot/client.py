@@ -27,7 +27,7 @@ from pydantic import SecretStr
 
 from config.app_config import ConnectionConfig
 from config.errors import ConfigError
-from connectors.base import ConnectionSecrets, missing_credentials
+from connectors.base import ConnectionSecrets
 from connectors.budget import ApiBudget
 from connectors.errors import AuthError, CRMError, FatalCRMError, QuotaExhaustedError, RetriableCRMError
 from connectors.retry import DEFAULT_POLICY, RetryPolicy, call_with_retry, retry_after_seconds
@@ -82,6 +82,13 @@ def map_hubspot_error(exc: BaseException) -> CRMError | None:
     if status == 401:
         return AuthError(f"HubSpot authentication failed ({code})", status=status, code=code)
     return FatalCRMError(f"HubSpot {status} {code or ''}".strip(), status=status, code=code)
+
+
+def missing_credentials(conn: ConnectionConfig, secrets: ConnectionSecrets) -> str | None:
+    """Why a HubSpot client cannot start for lack of credentials (None: it has a token)."""
+    if secrets.access_token is None:
+        return f"connection {conn.name!r}: HubSpot needs access_token_env (a private app token)"
+    return None
 
 
 class HubSpotClient:

@@ -36,7 +36,7 @@ from simple_salesforce.exceptions import (
 
 from config.app_config import ConnectionConfig
 from config.errors import ConfigError
-from connectors.base import ConnectionSecrets, missing_credentials
+from connectors.base import ConnectionSecrets
 from connectors.budget import ApiBudget
 from connectors.errors import AuthError, CRMError, FatalCRMError, QuotaExhaustedError, RetriableCRMError
 from connectors.retry import DEFAULT_POLICY, RetryPolicy, call_with_retry, retry_after_seconds
@@ -142,6 +142,18 @@ def default_session(conn: ConnectionConfig) -> requests.Session:
         session.trust_env = False
         session.verify = conn.ca_bundle
     return session
+
+
+def missing_credentials(conn: ConnectionConfig, secrets: ConnectionSecrets) -> str | None:
+    """Why a Salesforce client cannot log in for lack of credentials (None: OAuth client
+    credentials with a My Domain, or a session id)."""
+    if conn.client_id and secrets.client_secret:
+        if not conn.domain:
+            return f"connection {conn.name!r}: OAuth client credentials need 'domain' (the My Domain, e.g. acme.my)"
+        return None
+    if secrets.session_id:
+        return None
+    return f"connection {conn.name!r}: set client_id + client_secret_env + domain, or session_id_env, for Salesforce"
 
 
 class SalesforceClient:

@@ -7,7 +7,6 @@ import typer
 from config.app_config import load_config
 from config.errors import LeadscoreError
 from config.settings import get_settings
-from connectors.base import credentials_problem
 from worker.cli.console import cli_console
 from worker.cli.db import redact
 from worker.cli.ops import connect_problems, sqlite_file_missing
@@ -21,6 +20,8 @@ def config_check(
     connect: bool = typer.Option(False, "--connect", help="Also try to connect to the database and the broker."),
 ) -> None:
     """Validate the settings and the YAML config file (cron, URLs, files it names); print what is configured."""
+    from connectors.registry import credentials_problem  # the CRM clients: only for this command
+
     settings = get_settings()
     config = load_config(settings.config_file)
     # A connection that cannot log in fails every sync: say so now (in this process's environment,
