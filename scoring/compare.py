@@ -51,8 +51,8 @@ class RankedAuc:
         p = np.asarray(p, dtype="float64")
         if not np.isfinite(p).all():
             raise ValueError("scores must be finite to compute an AUC")
-        _values, group = np.unique(p, return_inverse=True)
-        self.groups = len(_values)
+        values, group = np.unique(p, return_inverse=True)
+        self.groups = len(values)
         positive = np.asarray(y) == 1
         self.pos, self.neg = np.flatnonzero(positive), np.flatnonzero(~positive)
         self.pos_group, self.neg_group = group[self.pos], group[self.neg]
