@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_exponential_jitter
 
+from config.checks import first_line
 from connectors.errors import RetriableCRMError
 
 logger = logging.getLogger(__name__)
@@ -63,10 +64,10 @@ def _wait(policy: RetryPolicy) -> Callable[[RetryCallState], float]:
 def _log_retry(what: str, policy: RetryPolicy) -> Callable[[RetryCallState], None]:
     def log(state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome is not None else None
-        detail = str(error).strip().splitlines()[0] if error is not None and str(error).strip() else ""
         wait = state.next_action.sleep if state.next_action is not None else 0.0
-        logger.info("%s: retrying in %.1fs after %s%s (attempt %d of %d)", what, wait, error.__class__.__name__,
-                    f": {detail[:200]}" if detail else "", state.attempt_number, policy.attempts)
+        logger.info("%s: retrying in %.1fs after %s: %s (attempt %d of %d)", what, wait, error.__class__.__name__,
+                    first_line(error)[:200] if error is not None else "no error", state.attempt_number,
+                    policy.attempts)
 
     return log
 
