@@ -20,6 +20,7 @@ def config_check(
     connect: bool = typer.Option(False, "--connect", help="Also try to connect to the database and the broker."),
 ) -> None:
     """Validate the settings and the YAML config file (cron, URLs, files it names); print what is configured."""
+    from connectors.base import SECRET_NAMES
     from connectors.registry import credentials_problem  # the CRM clients: only for this command
 
     settings = get_settings()
@@ -34,7 +35,7 @@ def config_check(
     source = settings.config_file or "built-in defaults (no LEADSCORE_CONFIG_FILE)"
     console.print(f"config: {source}")
     for conn in config.connections:
-        secrets = [v for v in (conn.session_id_env, conn.client_secret_env, conn.access_token_env) if v]
+        secrets = [v for v in (getattr(conn, f"{name}_env", None) for name in SECRET_NAMES) if v]
         console.print(f"  connection {conn.name} ({conn.kind})"
                       + (f", credentials from {', '.join(secrets)} (set)" if conn.enabled and secrets else "")
                       + ("" if conn.enabled else " disabled"))
