@@ -65,11 +65,17 @@ def _log_retry(what: str, policy: RetryPolicy) -> Callable[[RetryCallState], Non
     def log(state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome is not None else None
         wait = state.next_action.sleep if state.next_action is not None else 0.0
-        logger.info("%s: retrying in %.1fs after %s: %s (attempt %d of %d)", what, wait, error.__class__.__name__,
-                    first_line(error)[:200] if error is not None else "no error", state.attempt_number,
-                    policy.attempts)
+        logger.info("%s: retrying in %ss after %s: %s (attempt %d of %d)", what, _seconds(wait),
+                    error.__class__.__name__, first_line(error)[:200] if error is not None else "no error",
+                    state.attempt_number, policy.attempts)
 
     return log
+
+
+def _seconds(wait: float) -> str:
+    """A wait as the log shows it: tenths from a second up, else two significant digits (a
+    Retry-After of 0.01 s read "0.0s", as if the call were retried without waiting)."""
+    return f"{wait:.1f}" if wait >= 1 else f"{wait:.2g}"
 
 
 def call_with_retry(fn: Callable[[], T], policy: RetryPolicy = DEFAULT_POLICY, *, what: str = "CRM call") -> T:

@@ -145,6 +145,9 @@ def test_concurrency_limit_is_retried_and_the_daily_quota_stops(committing_pg_en
         retries = [r.getMessage() for r in caplog.records if r.name == "connectors.retry"]
         assert retries and all(m.startswith("connection 'conc-sf' (Salesforce): retrying in ") for m in retries)
         assert any("Salesforce concurrency limit" in m for m in retries), retries[:3]
+        # The waits are QUICK's 0.01-0.5 s backoff: none reads as no wait at all ("0.0s").
+        waits = [float(m.split("retrying in ", 1)[1].split("s ", 1)[0]) for m in retries]
+        assert all(w > 0 for w in waits), retries[:3]
         sim.set_faults(f"sf.daily_limit={sim.salesforce.api_calls}")
         with pytest.raises(QuotaExhaustedError):
             client.request(lambda sf: sf.query("SELECT Id FROM Lead LIMIT 1"))
