@@ -44,6 +44,27 @@ def test_inspection_reads_the_demo_database_when_there_is_no_other(tmp_path: Pat
     assert not (tmp_path / "var" / "leadscore.db").exists()
 
 
+def test_the_demo_data_is_read_with_the_demos_configuration_unless_another_is_named(tmp_path: Path) -> None:
+    # After a demo its data was scored and routed under var/demo/leadscore.yaml: read with the
+    # built-in defaults (no connections, no routing rules) a tier preview planned no routing.
+    demo = tmp_path / "var" / "demo"
+    demo.mkdir(parents=True)
+    demo_url = f"sqlite:///{(demo / 'leadscore.db').as_posix()}"
+    assert leadscore("db", "upgrade", cwd=tmp_path, env={"LEADSCORE_DATABASE_URL": demo_url}).returncode == 0
+    # A configuration that cannot load shows which file a command read.
+    (demo / "leadscore.yaml").write_text("tiers: {mode: score}\ntiers: {mode: score}\n")
+    result = leadscore_here("tiers", "preview", "A=80", "B=60", "C=30", cwd=tmp_path)
+    assert_one_line_failure(result, 1, "var/demo/leadscore.yaml")
+    assert "reading the demo's data in var/demo/leadscore.db with its configuration var/demo/leadscore.yaml" \
+        in result.stderr
+    own = tmp_path / "own.yaml"
+    own.write_text("tiers: {mode: score, thresholds: {A: 80, B: 60, C: 30}}\n")
+    result = leadscore_here("tiers", "preview", "A=80", "B=60", "C=30", cwd=tmp_path,
+                            env={"LEADSCORE_CONFIG_FILE": str(own)})
+    assert result.returncode == 0, result.stderr
+    assert "with its configuration" not in result.stderr and "reading the demo's data" in result.stderr
+
+
 WRITERS_ON_STORED_DATA: list[list[str]] = [
     ["score"], ["train"], ["retrain", "--dry-run"], ["tiers", "set", "A=90", "B=70", "C=40"], ["models", "rollback"],
 ]

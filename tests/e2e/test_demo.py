@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +26,9 @@ def test_demo_runs_the_whole_loop_and_writes_the_json_contract(tmp_path: Path) -
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    # Piped, as `make demo > demo.log`: each step's line whole (rich cut them at 80 columns).
+    assert "a week passes in the CRMs: incremental sync, rescoring what changed, write-back, routing (" \
+        in result.stdout, result.stdout[:2000]
     summary = json.loads(out.read_text())
     assert summary["leads"] > 2500 and summary["activities"] > summary["leads"]
     for crm in ("salesforce", "hubspot"):
@@ -104,11 +108,16 @@ def _inspection_after_the_demo(cwd: Path) -> None:
         result = leadscore(*args, cwd=cwd)
         assert result.returncode == 0, (args, result.stderr[-2000:])
         assert "Traceback" not in result.stderr and "no such table" not in result.stderr
-        assert "reading the demo's data in var/demo/leadscore.db" in result.stderr
+        assert ("reading the demo's data in var/demo/leadscore.db with its configuration var/demo/leadscore.yaml"
+                in result.stderr), result.stderr
         outputs[args[0] + " " + (args[1] if len(args) > 1 else "")] = result.stdout
     assert outputs["models list"].count("champion") >= 1 and versions >= 1
     assert f"lead {crm_id}" in outputs[f"explain {crm_id}"]
     assert "model: none trained yet" not in outputs["status "]
+    # The demo's routing rules apply to a preview of its data (with the defaults it planned none),
+    # and its configuration still loads after crmsim stopped (its CA certificate was in a temp dir).
+    preview = " ".join(outputs["tiers preview"].split())
+    assert re.search(r"routing: [1-9]\d* actions would be planned: .* for [1-9]\d* leads", preview), preview
     assert_one_line_failure(leadscore("explain", "00QNOSUCHLEAD", cwd=cwd), 1, "no lead with CRM id")
     assert_one_line_failure(leadscore("tiers", "preview", "A=10", "B=20", "C=30", cwd=cwd), 1, "tiers.thresholds")
     assert not (cwd / "var" / "leadscore.db").exists()

@@ -14,9 +14,12 @@ def choose_database() -> None:
     """Point a command on stored data at the data there is, or say in one line that there is none.
 
     Without ``LEADSCORE_DATABASE_URL`` the embedded database is ``var/leadscore.db``. When it does
-    not exist but a demo ran here, the demo's database is read (and a note says so). When neither
-    exists, nothing is created: such a command must not leave an empty database behind (it
-    would then hide the demo's data from every later command).
+    not exist but a demo ran here, the demo's database is read (and a note says so), with the
+    demo's configuration unless ``LEADSCORE_CONFIG_FILE`` names another: its connections and
+    routing rules are the ones that data was scored and routed under (without them a tier
+    preview would plan no routing). When neither exists, nothing is created: such a command
+    must not leave an empty database behind (it would then hide the demo's data from every
+    later command).
     """
     if os.environ.get("LEADSCORE_DATABASE_URL"):
         return
@@ -31,6 +34,11 @@ def choose_database() -> None:
                              "`leadscore demo`, or `leadscore db upgrade` and the quick start's first load "
                              "(or set LEADSCORE_DATABASE_URL)")
     os.environ["LEADSCORE_DATABASE_URL"] = f"sqlite:///{demo.resolve().as_posix()}"
+    demo_config = demo.parent / "leadscore.yaml"
+    with_config = ""
+    if not os.environ.get("LEADSCORE_CONFIG_FILE") and demo_config.exists():
+        os.environ["LEADSCORE_CONFIG_FILE"] = str(demo_config.resolve())
+        with_config = f" with its configuration {demo_config}"
     reset_runtime()
-    print(f"note: reading the demo's data in {demo} (there is no {own}; LEADSCORE_DATABASE_URL chooses "
-          "another database)", file=sys.stderr)
+    print(f"note: reading the demo's data in {demo}{with_config} (there is no {own}; LEADSCORE_DATABASE_URL "
+          "chooses another database)", file=sys.stderr)

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from rich.console import Console
 from rich.text import Text
 from sqlalchemy import func, select
 
@@ -43,6 +42,7 @@ from store.db import make_engine, unit_of_work
 from store.migrate import upgrade
 from store.models import ActionStatus, Base, Outbox, OutboxStatus, RoutingAction
 from worker import tasks
+from worker.cli.console import cli_console
 from worker.demo.measures import (
     calls_between,
     crm_calls,
@@ -59,7 +59,7 @@ from worker.processes import start_worker, stop
 from worker.runtime import get_runtime, reset_runtime
 
 # Plain text (no markup): styles are given as Text styles, so no name is ever parsed as a tag.
-console = Console(markup=False)
+console = cli_console()  # piped (`make demo > demo.log`): lines whole, not cut at 80 columns
 
 # Secrets reach the tasks through the environment, as in production (never in the YAML file).
 SF_SECRET_ENV = "LEADSCORE_DEMO_SALESFORCE_CLIENT_SECRET"  # noqa: S105 - a variable name
@@ -189,6 +189,11 @@ def _run_demo(*, leads: int, seed: int, json_path: Path | None, report_path: Pat
     saved_env = dict(os.environ)
     try:
         info = sim.info()
+        # The CA certificate goes beside the YAML that names it: crmsim's own copy is gone with
+        # the demo, and the commands run after it read this configuration (worker.cli.stored).
+        ca_copy = out_dir / "crmsim-ca.pem"
+        shutil.copyfile(info["salesforce"]["ca_bundle"], ca_copy)
+        info = {**info, "salesforce": {**info["salesforce"], "ca_bundle": str(ca_copy.resolve())}}
         config_path = out_dir / "leadscore.yaml"
         config_path.write_text(yaml.safe_dump(demo_config(info, min_per_class=min_per_class), sort_keys=False))
         os.environ.update({

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from worker.cli.console import cli_console
 from worker.cli.monitor import describe_measures
 
 # Plain text (no markup): styles are given as Text styles, so no name is ever parsed as a tag.
-console = Console(markup=False)
+console = cli_console()  # piped (`make demo > demo.log`): lines whole, not cut at 80 columns
 
 
 def print_summary(summary: dict[str, Any]) -> None:
