@@ -283,6 +283,36 @@ def clean_text(s: pd.Series, *, max_len: int = 64) -> pd.Series:
     return pd.Series(cleaned.array.take(codes, allow_fill=True), index=s.index, dtype="string")
 
 
+# The lead's text fields a reason names (scoring.reasons.NAMED_CONCEPTS), with clean_text's length.
+NAMED_FIELDS: dict[str, int] = {"industry": 64, "lead_source": 64, "campaign": 80}
+
+
+def crm_spellings(session: Session) -> dict[str, dict[str, str]]:
+    """Per named field, each value as the features hold it (:func:`clean_text`: "Content: Roi
+    Guide") → its most common spelling in the CRM's records (stripped, spaces collapsed:
+    "Content: ROI Guide"; an enumeration code such as "OTHER_CAMPAIGNS" as "Other campaigns"),
+    where the two differ. One grouped query per field over the stored leads."""
+    out: dict[str, dict[str, str]] = {}
+    for name, max_len in NAMED_FIELDS.items():
+        column = getattr(Lead, name)
+        rows = session.execute(select(column, func.count()).where(column.is_not(None)).group_by(column)).all()
+        raw = pd.Series([r[0] for r in rows], dtype="string")
+        held = clean_text(raw, max_len=max_len)
+        tidy = raw.str.strip().str.replace(r"\s+", " ", regex=True).str.slice(0, max_len)
+        # An enumeration's internal value (HubSpot's "OTHER_CAMPAIGNS") reads as its label does.
+        codes = tidy.str.fullmatch(r"[A-Z0-9]+(?:_[A-Z0-9]+)+").fillna(False).astype(bool)
+        tidy = tidy.where(~codes, tidy.str.replace("_", " ").str.capitalize())
+        best: dict[str, tuple[int, str]] = {}
+        for key, text, count in zip(held.tolist(), tidy.tolist(), (int(r[1]) for r in rows), strict=True):
+            if key is pd.NA or text is pd.NA:
+                continue
+            # The most records, then the first in code-point order: the same on every run.
+            if key not in best or (-count, text) < (-best[key][0], best[key][1]):
+                best[key] = (count, text)
+        out[name] = {key: text for key, (_count, text) in best.items() if text != key}
+    return out
+
+
 def normalise_country(s: pd.Series) -> pd.Series:
     """Country names in one spelling ("usa", "U.S." → "United States")."""
     text = s.astype("string").str.strip().str.lower()

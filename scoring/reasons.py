@@ -156,6 +156,27 @@ def _text(value: Any) -> str:
     return str(value).strip()[:60]
 
 
+# Concepts whose sentence ends with a name from the CRM (the sentence's start before it). The
+# features hold such a name cleaned and title-cased (the model's category: "Content: Roi Guide");
+# a reason shows it as the CRM spells it ("Content: ROI Guide"), given ``names``.
+NAMED_CONCEPTS: dict[str, str] = {
+    "industry": "Industry: ", "lead_source": "Lead source: ", "campaign": "From campaign ",
+}
+Names = Mapping[str, Mapping[str, str]]  # concept -> a name as the features hold it -> as the CRM spells it
+
+
+def _spelled(concept: str, said: list[str], names: Names | None) -> list[str]:
+    """A concept's sentences with its name as the CRM spells it (``said`` as rendered when not
+    a named concept or no spelling differs). The rendered sentences stay what the reference's
+    ``typical["common"]`` is compared with."""
+    spelling = (names or {}).get(concept)
+    if not spelling:
+        return said
+    start = NAMED_CONCEPTS[concept]
+    shown = {_text(held): _text(crm) for held, crm in spelling.items()}
+    return [start + shown.get(t[len(start):], t[len(start):]) if t.startswith(start) else t for t in said]
+
+
 def is_absence(concept: str, values: Mapping[str, Any]) -> bool:
     """True when the concept's sentence is about something the lead lacks (no visits, unknown
     industry, no colleagues): such a sentence may explain a lower score, never a higher one."""
@@ -253,12 +274,12 @@ def render(concept: str, values: Mapping[str, Any], typical: Typical | None = No
         return "Job title shows no seniority"
     value = values.get(concept)
     fixed: dict[str, tuple[str, str]] = {
-        "industry": ("Industry: {}", "Industry unknown"),
+        "industry": (NAMED_CONCEPTS["industry"] + "{}", "Industry unknown"),
         "employee_band": ("Company size {} employees", "Company size unknown"),
         "revenue_band": ("Annual revenue {}", "Annual revenue unknown"),
         "country": ("Based in {}", "Country unknown"),
-        "lead_source": ("Lead source: {}", "Lead source unknown"),
-        "campaign": ("From campaign {}", "Not from a campaign"),
+        "lead_source": (NAMED_CONCEPTS["lead_source"] + "{}", "Lead source unknown"),
+        "campaign": (NAMED_CONCEPTS["campaign"] + "{}", "Not from a campaign"),
     }
     if concept in fixed:
         known, unknown = fixed[concept]
@@ -302,6 +323,7 @@ def explain(
     min_impact: float = MIN_IMPACT,
     typical: Typical | None = None,
     rendered: Rendered | None = None,
+    names: Names | None = None,
 ) -> list[list[Reason]]:
     """Top ``positive`` and ``negative`` reasons per row (rows aligned by position).
 
@@ -310,7 +332,8 @@ def explain(
     ``typical`` (comparisons with most leads, and the sentences too common to be reasons).
     Positives come first, strongest first. Skipped: absences that raised the score, sentences in
     ``typical["common"]``, and :data:`SILENT_CONCEPTS`. ``rendered``, a dict the caller keeps
-    for frames explained with the same ``typical``, spares rendering a sentence twice.
+    for frames explained with the same ``typical``, spares rendering a sentence twice. ``names``
+    (:func:`scoring.features.crm_spellings`) shows the CRM's names as the CRM spells them.
     """
     feature_cols = [c for c in contributions.columns if not str(c).startswith("__")]
     concepts, members = _concept_columns([str(c) for c in feature_cols])
@@ -335,7 +358,7 @@ def explain(
         row_codes, said, absent, _ = sentences.every(concept)
         usable = np.array([t not in common for t in said], dtype=bool)
         codes[:, j] = row_codes
-        texts.append(said)
+        texts.append(_spelled(concept, said, names))
         up_ok[:, j] = (usable & ~absent)[row_codes]
         # "3 visits (most leads have none)" as a minus contradicts itself: the model lowered the
         # score through this concept for another reason (recency, interactions); leave it out.

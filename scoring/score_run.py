@@ -49,10 +49,11 @@ from scoring.champions import (
     load_champions,
     predict,
 )
+from scoring.features import crm_spellings
 from scoring.hooks import TierChangeHook
 from scoring.inputs import batch_inputs, crm_now, id_chunks, lead_features, live_count, live_lead_ids, stale_lead_ids
 from scoring.model import PreparedRows
-from scoring.reasons import Rendered, explain, reason_strings
+from scoring.reasons import Names, Rendered, explain, reason_strings
 from scoring.reference import rank
 from scoring.score_writes import NewScore, write_scores
 from scoring.shadow import score_in_shadow
@@ -425,6 +426,7 @@ def _finish_batch(
     refs: Mapping[int, Mapping[str, Any]],
     typicals: Mapping[int, Any],
     sentences: _RunSentences,
+    names: Names,
 ) -> _Scored:
     """Ranks and reasons of a batch once its contributions are in. No session: this runs in the
     reasons thread while the calling thread writes the previous batch."""
@@ -444,7 +446,7 @@ def _finish_batch(
         fits[rows_of] = rank(fit, ref["fit"])
         engagements[rows_of] = rank(engagement, ref["engagement"])
         typical = typicals[mv.id]
-        reasons = explain(contributions, part, typical=typical, rendered=sentences.of(mv, typical))
+        reasons = explain(contributions, part, typical=typical, rendered=sentences.of(mv, typical), names=names)
         for pos, r in zip(rows_of.tolist(), reasons, strict=True):
             texts[pos] = reason_strings(r)
     return _Scored(lead_ids=[int(i) for i in leads["id"].tolist()], hashes=leads["inputs_hash"].tolist(),
@@ -491,9 +493,10 @@ def _write_batches(
     refs = {mv.id: ensure_score_reference(session, mv) for mv in models.all()}
     typicals = _typicals(session, models, as_of, predicted, refs)
     sentences = _RunSentences()
+    names = crm_spellings(session)  # the CRM's spelling of the names reasons show
 
     def finish(batch: _Batch) -> _Scored:
-        return _finish_batch(models, batch, refs, typicals, sentences)
+        return _finish_batch(models, batch, refs, typicals, sentences, names)
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="scoring-reasons") as reasons:
         # On an error here, leaving the block waits for the batch being explained (and drops it).

@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from sqlalchemy.orm import Session
 
-from scoring.features import FEATURE_SPEC
-from scoring.reasons import Reason, explain, join_reasons, reason_strings, render
+from scoring.features import FEATURE_SPEC, NAMED_FIELDS, crm_spellings
+from scoring.reasons import NAMED_CONCEPTS, Reason, explain, join_reasons, reason_strings, render
 from scoring.training import BIAS
-from tests.factories import synthetic_training
+from tests.factories import make_connection, make_lead, synthetic_training
 
 
 def _hot_lead(frame: pd.DataFrame) -> pd.DataFrame:
@@ -157,3 +158,36 @@ def test_a_minus_reason_never_says_the_lead_has_more_than_most() -> None:
     assert minus == []
     assert [r.text for r in plus] == ["3 website visits in the last 7 days (most leads have none)"]
     assert "; " not in plus[0].text
+
+
+def test_a_name_from_the_crm_reads_as_the_crm_spells_it() -> None:
+    # The features hold names cleaned and title-cased (the model's categories): "Content: Roi
+    # Guide", "Buyer'S Checklist". A rep reads the CRM's own spelling; a sentence too common to be
+    # a reason ("Industry: Saas" here) stays out whatever its spelling.
+    features = pd.DataFrame({"campaign": ["Content: Roi Guide", "Buyer'S Checklist", "Webinar"],
+                             "industry": ["Saas", "Saas", "Saas"]})
+    contributions = pd.DataFrame({"campaign": [0.9, 0.9, 0.9], "industry": [0.5, 0.5, 0.5], BIAS: [0.0] * 3})
+    typical = {"common": {"Industry: Saas": 0.9}}
+    names = {"campaign": {"Content: Roi Guide": "Content: ROI Guide", "Buyer'S Checklist": "Buyer's Checklist"},
+             "industry": {"Saas": "SaaS"}}
+    spelled = explain(contributions, features, typical=typical, names=names)
+    assert [[r.text for r in row] for row in spelled] == [
+        ["From campaign Content: ROI Guide"], ["From campaign Buyer's Checklist"], ["From campaign Webinar"]]
+    held = explain(contributions, features, typical=typical)
+    assert [[r.text for r in row] for row in held] == [
+        ["From campaign Content: Roi Guide"], ["From campaign Buyer'S Checklist"], ["From campaign Webinar"]]
+
+
+def test_crm_spellings_are_the_most_common_spelling_of_each_held_name(any_session: Session) -> None:
+    conn = make_connection(any_session)
+    for campaign, industry in [("Content: ROI Guide", "SaaS"), ("Content: ROI Guide", "SaaS"),
+                               ("content:  roi guide ", "SAAS"), ("Buyer's Checklist", "Software"),
+                               ("Webinar", None), (None, "Software")]:
+        make_lead(any_session, conn, campaign=campaign, industry=industry)
+    make_lead(any_session, conn, lead_source="OTHER_CAMPAIGNS")  # HubSpot's hs_analytics_source code
+    spellings = crm_spellings(any_session)
+    assert set(spellings) == set(NAMED_FIELDS) == set(NAMED_CONCEPTS)
+    assert spellings["campaign"] == {"Content: Roi Guide": "Content: ROI Guide",
+                                     "Buyer'S Checklist": "Buyer's Checklist"}
+    assert spellings["industry"] == {"Saas": "SaaS"}  # "Software" is spelled as held: not listed
+    assert spellings["lead_source"] == {"Other_Campaigns": "Other campaigns"}
