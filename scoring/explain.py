@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from config.errors import LeadscoreError
 from scoring.tiers import likelihood_percent
-from store.models import Lead, LeadScore, ModelVersion
+from store.models import Lead, LeadLifecycle, LeadScore, ModelVersion
 
 
 def find_lead(session: Session, ref: str) -> Lead:
@@ -25,6 +25,13 @@ def find_lead(session: Session, ref: str) -> Lead:
         if lead is not None:
             return lead
     raise LeadscoreError(f"no lead with CRM id or internal id {ref!r}")
+
+
+def _standing(lead: Lead) -> str:
+    """``converted 2026-07-01 (Closed - Converted)``: where a lead that is no longer open stands."""
+    converted = lead.lifecycle == LeadLifecycle.converted and lead.converted_at is not None
+    when = f" {lead.converted_at.date().isoformat()}" if converted and lead.converted_at else ""
+    return f"{LeadLifecycle(lead.lifecycle).value}{when}" + (f" ({lead.status})" if lead.status else "")
 
 
 def _score_view(row: LeadScore, version: str | None) -> dict[str, Any]:
@@ -48,7 +55,11 @@ def explain_lead(session: Session, ref: str, *, history: bool = False) -> dict[s
     ``leadscore explain``); with ``history`` also every score of the lead, oldest first."""
     lead = find_lead(session, ref)
     current = session.scalar(select(LeadScore).where(LeadScore.lead_id == lead.id, LeadScore.is_current.is_(True)))
+    lifecycle = LeadLifecycle(lead.lifecycle)
     if current is None:
+        if lifecycle is not LeadLifecycle.open:
+            raise LeadscoreError(f"lead {ref} is {_standing(lead)} and was never scored: leadscore scores open "
+                                 "leads only")
         raise LeadscoreError(f"lead {ref} has no score yet: run `leadscore score`")
     versions = dict(session.execute(select(ModelVersion.id, ModelVersion.version)).tuples().all())
     name = " ".join(p for p in (lead.first_name, lead.last_name) if p) or None
@@ -60,6 +71,12 @@ def explain_lead(session: Session, ref: str, *, history: bool = False) -> dict[s
         "title": lead.title,
         **_score_view(current, versions.get(current.model_version_id or -1)),
         "deleted": lead.is_deleted,
+        # Only open leads are rescored, written and routed: a converted or closed lead keeps its
+        # last score while open, which a reader must not take for a current one.
+        "lifecycle": lifecycle.value,
+        "status": lead.status,
+        "converted_at": lead.converted_at.isoformat() if lead.converted_at else None,
+        "standing": None if lifecycle is LeadLifecycle.open else _standing(lead),
     }
     if history:
         rows = session.scalars(

@@ -9,11 +9,12 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from config.errors import LeadscoreError
 from scoring import registry
 from scoring.reference import rank
 from scoring.service import explain_lead, score_leads, stale_lead_ids
 from scoring.tiers import Policy, set_policy, tiers_for
-from store.models import Lead, LeadScore, Outbox
+from store.models import Lead, LeadLifecycle, LeadScore, Outbox
 from tests.factories import BASE_TIME, add_activities, make_lead, synthetic_population, synthetic_training
 
 AS_OF = BASE_TIME + timedelta(days=500)
@@ -122,6 +123,29 @@ def test_change_over_seven_days_and_history(any_session: Session) -> None:
     assert all(h["model"] for h in info["history"])
     outbox = any_session.scalars(select(Outbox).where(Outbox.lead_id == lead.id).order_by(Outbox.id.desc())).first()
     assert outbox is not None and outbox.payload["score_change"] == after.score_change
+
+
+def test_explain_says_a_converted_or_closed_lead_keeps_its_last_score_while_open(any_session: Session) -> None:
+    # Its current score row stays (history), with the tier it had while open: read without its
+    # standing, a converted lead's "tier A" looks like a hot lead to call.
+    conn = synthetic_population(any_session, leads=60, seed=8)
+    _champion(any_session)
+    lead = make_lead(any_session, conn, crm_created_at=AS_OF - timedelta(days=20))
+    score_leads(any_session, as_of=AS_OF)
+    assert explain_lead(any_session, lead.crm_id)["standing"] is None
+    lead.lifecycle, lead.status, lead.is_converted = LeadLifecycle.converted, "Closed - Converted", True
+    lead.converted_at = AS_OF + timedelta(days=2)
+    never = make_lead(any_session, conn, lifecycle=LeadLifecycle.closed, status="Closed - Not Converted")
+    any_session.flush()
+    info = explain_lead(any_session, lead.crm_id)
+    assert info["standing"] == f"converted {(AS_OF + timedelta(days=2)).date().isoformat()} (Closed - Converted)"
+    assert info["lifecycle"] == "converted" and info["score"] == _current(any_session, lead.id).score
+    with pytest.raises(LeadscoreError, match="is closed \\(Closed - Not Converted\\) and was never scored: leadscore "
+                       "scores open leads only"):
+        explain_lead(any_session, never.crm_id)
+    opened = make_lead(any_session, conn)
+    with pytest.raises(LeadscoreError, match="has no score yet: run `leadscore score`"):
+        explain_lead(any_session, opened.crm_id)
 
 
 def test_likelihood_tiers_cut_the_probability_and_score_tiers_the_rank(any_session: Session) -> None:

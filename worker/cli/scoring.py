@@ -139,6 +139,9 @@ def explain_command(
     who = ", ".join(str(v) for v in (info["name"], info["title"], info["company"]) if v)
     console.print(f"lead {info['crm_id']} (id {info['lead_id']}){': ' + who if who else ''}", markup=False,
                   soft_wrap=True)
+    if info.get("standing"):
+        console.print(f"{info['standing']}: its last score while open (leadscore rescores, writes and routes open "
+                      "leads only)", markup=False, highlight=False, soft_wrap=True)
     console.print(_score_line(info), markup=False, highlight=False, soft_wrap=True)
     for reason in info["reasons"]:
         console.print(f"  {reason}", markup=False, highlight=False, soft_wrap=True)
