@@ -6,6 +6,8 @@ exception types (never from message text).
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from config.errors import LeadscoreError
 
 
@@ -80,3 +82,20 @@ def error_code(error: str | None) -> str:
 def expected_refusal(error: str | None) -> str | None:
     """What an expected CRM refusal means (an :data:`EXPECTED_REFUSALS` value), None for any other failure."""
     return EXPECTED_REFUSALS.get(error_code(error))
+
+
+def address_of(exc: BaseException) -> str:
+    """`` (at https://host:port)`` for a connection error of requests or urllib3: where the
+    CRM did not answer (an admin needs the address, not only the error's class). Empty when the
+    error does not tell; never a path or query (they may carry record ids)."""
+    request = getattr(exc, "request", None)
+    url = getattr(request, "url", None)
+    if isinstance(url, str) and url:
+        parts = urlsplit(url)
+        return f" (at {parts.scheme}://{parts.netloc})" if parts.netloc else ""
+    pool = getattr(exc, "pool", None) or getattr(exc, "conn", None)  # urllib3's pool or connection
+    host, port = getattr(pool, "host", None), getattr(pool, "port", None)
+    if host:
+        scheme = getattr(pool, "scheme", None)
+        return f" (at {scheme + '://' if scheme else ''}{host}{f':{port}' if port else ''})"
+    return ""

@@ -41,6 +41,7 @@ from connectors.sync import (
     StreamReport,
     SyncReport,
     advance_cursor,
+    connect_or_record,
     cursor_key,
     ensure_connection,
     link_accounts_after_sync,
@@ -94,7 +95,7 @@ def start_plan(engine: Engine, conn: ConnectionConfig, secrets: ConnectionSecret
     died is run again and resumes from its cursor; one still running is skipped by its lock).
     Otherwise reads the CRM's clock (one call) and creates the first stage's units.
     """
-    connector = connector or make_connector(conn, secrets)
+    connector = connector or connect_or_record(engine, conn, secrets, full=full)
     stages = stages_for(conn, connector)
     connection_id = ensure_connection(engine, conn)
     with unit_of_work(engine) as session:

@@ -26,7 +26,7 @@ from connectors.accounts import link_accounts
 from connectors.base import ConnectionSecrets, Connector, Cursor, Page
 from connectors.errors import CRMError, FatalCRMError, QuotaExhaustedError
 from connectors.page_writer import apply_page
-from connectors.registry import make_account_finder, make_connector
+from connectors.registry import crm_for, make_account_finder, make_connector
 from store.db import unit_of_work
 from store.models import Connection, SyncCursor, SyncRun, SyncStatus
 from store.upsert import upsert_rows
@@ -147,7 +147,12 @@ def sync_connection(
     """
     report = SyncReport(connection=conn.name, kind=conn.kind, full=full, started_at=datetime.now(UTC))
     started = time.monotonic()
-    connector = connector or make_connector(conn, secrets)
+    if connector is None:
+        try:
+            connector = connect_or_record(engine, conn, secrets, full=full, streams=streams)
+        except QuotaExhaustedError as exc:
+            logger.error("ALERT sync %s stopped: %s", conn.name, exc)
+            return exc.report  # type: ignore[attr-defined,no-any-return]
     selected = select_streams(conn, connector, streams)
     connection_id = ensure_connection(engine, conn)
     _close_interrupted_runs(engine, connection_id)
@@ -203,6 +208,26 @@ def link_accounts_after_sync(engine: Engine, conn: ConnectionConfig, connector: 
     except CRMError as exc:
         logger.warning("account look-up for %s stopped: %s", conn.name, exc)
         return {"connection": conn.name, "error": f"{type(exc).__name__}: {exc}"}
+
+
+def connect_or_record(engine: Engine, conn: ConnectionConfig, secrets: ConnectionSecrets, *, full: bool,
+                      streams: Sequence[str] | None = None) -> Connector:
+    """The sync connector for ``conn``; when making it fails (Salesforce's client logs in as it
+    is made: a CRM that does not answer, refused credentials), the failure is recorded on each
+    stream as :func:`record_failed_start` does and re-raised with ``.report`` (a sync that
+    failed there recorded nothing: `leadscore status` kept showing the last success)."""
+    started = datetime.now(UTC)
+    try:
+        return make_connector(conn, secrets)
+    except (CRMError, OSError) as exc:
+        status, error = start_failure(exc)
+        report = SyncReport(connection=conn.name, kind=conn.kind, full=full, started_at=started, status=status,
+                            error=error, finished_at=datetime.now(UTC))
+        known = [s for stage in crm_for(conn).sync_stages for s in stage]
+        wanted = set(streams if streams is not None else (conn.streams or known))
+        record_failed_start(engine, ensure_connection(engine, conn), [s for s in known if s in wanted], full, report)
+        exc.report = report  # type: ignore[union-attr]
+        raise
 
 
 def record_failed_start(engine: Engine, connection_id: int, streams: Sequence[str], full: bool,

@@ -29,7 +29,14 @@ from config.app_config import ConnectionConfig
 from config.errors import ConfigError
 from connectors.base import ConnectionSecrets
 from connectors.budget import ApiBudget
-from connectors.errors import AuthError, CRMError, FatalCRMError, QuotaExhaustedError, RetriableCRMError
+from connectors.errors import (
+    AuthError,
+    CRMError,
+    FatalCRMError,
+    QuotaExhaustedError,
+    RetriableCRMError,
+    address_of,
+)
 from connectors.retry import DEFAULT_POLICY, RetryPolicy, call_with_retry, retry_after_seconds
 from connectors.timeparse import parse_http_date
 
@@ -62,7 +69,7 @@ def map_hubspot_error(exc: BaseException) -> CRMError | None:
     """
     if isinstance(exc, urllib3.exceptions.HTTPError):
         # retry=False: a dropped connection or timeout surfaces as the urllib3 error itself.
-        return RetriableCRMError(f"HubSpot connection failed: {exc.__class__.__name__}")
+        return RetriableCRMError(f"HubSpot connection failed: {exc.__class__.__name__}{address_of(exc)}")
     if not isinstance(exc, API_EXCEPTIONS):
         return None
     status = int(getattr(exc, "status", 0) or 0)

@@ -38,7 +38,14 @@ from config.app_config import ConnectionConfig
 from config.errors import ConfigError
 from connectors.base import ConnectionSecrets
 from connectors.budget import ApiBudget
-from connectors.errors import AuthError, CRMError, FatalCRMError, QuotaExhaustedError, RetriableCRMError
+from connectors.errors import (
+    AuthError,
+    CRMError,
+    FatalCRMError,
+    QuotaExhaustedError,
+    RetriableCRMError,
+    address_of,
+)
 from connectors.retry import DEFAULT_POLICY, RetryPolicy, call_with_retry, retry_after_seconds
 from connectors.salesforce.session import simulator_session
 from connectors.timeparse import parse_http_date
@@ -108,7 +115,7 @@ def map_salesforce_error(exc: BaseException, headers: Any = None) -> CRMError | 
         return AuthError(f"Salesforce login failed ({exc.code})", status=401, code=str(exc.code))
     if isinstance(exc, requests.exceptions.ConnectionError | requests.exceptions.Timeout
                   | requests.exceptions.ChunkedEncodingError):
-        return RetriableCRMError(f"Salesforce connection failed: {exc.__class__.__name__}")
+        return RetriableCRMError(f"Salesforce connection failed: {exc.__class__.__name__}{address_of(exc)}")
     if not isinstance(exc, SalesforceError):
         return None
     code = _error_code(exc)
