@@ -14,9 +14,18 @@ from store.models import Lead, LeadLifecycle, LeadScore, ModelVersion
 
 
 def find_lead(session: Session, ref: str) -> Lead:
-    """A lead by CRM id (any connection) or, failing that, by internal id."""
+    """A lead by CRM id (any connection) or, failing that, by internal id; ``id:N`` is always the
+    internal id (HubSpot's CRM ids are numbers too: "5864" may be both, of two different leads)."""
+    if ref.startswith("id:") and ref[3:].isdigit():
+        lead = session.get(Lead, int(ref[3:]))
+        if lead is None:
+            raise LeadscoreError(f"no lead with internal id {ref[3:]}")
+        return lead
     matches = list(session.scalars(select(Lead).where(Lead.crm_id == ref)))
     if len(matches) == 1:
+        if ref.isdigit() and (other := session.get(Lead, int(ref))) is not None and other.id != matches[0].id:
+            raise LeadscoreError(f"{ref!r} names two leads: the one whose CRM id it is (give `id:{matches[0].id}`) "
+                                 f"and the one whose internal id it is (give `{other.crm_id}`)")
         return matches[0]
     if len(matches) > 1:
         raise LeadscoreError(f"CRM id {ref!r} exists in {len(matches)} connections; use the internal id")

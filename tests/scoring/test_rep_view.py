@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from config.errors import LeadscoreError
 from scoring import registry
 from scoring.reference import rank
-from scoring.service import explain_lead, score_leads, stale_lead_ids
+from scoring.service import explain_lead, find_lead, score_leads, stale_lead_ids
 from scoring.tiers import Policy, set_policy, tiers_for
 from store.models import Lead, LeadLifecycle, LeadScore, Outbox
 from tests.factories import BASE_TIME, add_activities, make_lead, synthetic_population, synthetic_training
@@ -188,3 +188,19 @@ def test_account_score_one_hot_lead_vs_five_warm_vs_five_cold() -> None:
     assert scores["hot"].score >= 95 and scores["warm"].score >= 95 and scores["cold"].score < 70
     assert (scores["hot"].engaged_people, scores["warm"].engaged_people, scores["cold"].engaged_people) == (1, 5, 0)
     assert scores["warm"].leads == 5
+
+
+def test_a_number_that_is_one_leads_crm_id_and_anothers_internal_id_is_refused(any_session: Session) -> None:
+    # HubSpot's CRM ids are numbers: "explain 5864" showed the HubSpot lead 5864 while the header
+    # of another lead's explain read "(id 5864)". id:N is always the internal id.
+    conn = synthetic_population(any_session, leads=5, seed=8)
+    first = make_lead(any_session, conn)
+    second = make_lead(any_session, conn, crm_id=str(first.id))
+    with pytest.raises(LeadscoreError, match=f"'{first.id}' names two leads: the one whose CRM id it is "
+                       f"\\(give `id:{second.id}`\\) and the one whose internal id it is \\(give `{first.crm_id}`\\)"):
+        find_lead(any_session, str(first.id))
+    assert find_lead(any_session, f"id:{first.id}").id == first.id
+    assert find_lead(any_session, f"id:{second.id}").id == second.id
+    assert find_lead(any_session, first.crm_id).id == first.id
+    with pytest.raises(LeadscoreError, match="no lead with internal id 999999"):
+        find_lead(any_session, "id:999999")

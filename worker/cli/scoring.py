@@ -124,7 +124,8 @@ def score_command(
 
 @app.command("explain")
 def explain_command(
-    lead: str = typer.Argument(..., help="The lead's CRM id (e.g. 00Q...) or internal id."),
+    lead: str = typer.Argument(..., help="The lead's CRM id (e.g. 00Q...) or internal id (id:N is always the "
+                               "internal id)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
     history: bool = typer.Option(False, "--history", help="Also show every earlier score of the lead."),
 ) -> None:
@@ -137,7 +138,7 @@ def explain_command(
         console.print_json(json.dumps(info, default=str))
         return
     who = ", ".join(str(v) for v in (info["name"], info["title"], info["company"]) if v)
-    console.print(f"lead {info['crm_id']} (id {info['lead_id']}){': ' + who if who else ''}", markup=False,
+    console.print(f"lead {info['crm_id']} (id:{info['lead_id']}){': ' + who if who else ''}", markup=False,
                   soft_wrap=True)
     if info.get("standing"):
         console.print(f"{info['standing']}: its last score while open (leadscore rescores, writes and routes open "
