@@ -18,6 +18,7 @@ pytestmark = pytest.mark.slow
 def test_demo_runs_the_whole_loop_and_writes_the_json_contract(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEADSCORE_")}
     env["LEADSCORE_VAR_DIR"] = str(tmp_path / "var")
+    env.pop("COLUMNS", None)  # set by some CI runners (80); a user's pipe has none
     out = tmp_path / "demo.json"
     report = tmp_path / "report.html"
     result = subprocess.run(
