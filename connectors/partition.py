@@ -39,17 +39,15 @@ from connectors.sync import (
     DATE_HEADER_RESOLUTION,
     StreamRange,
     StreamReport,
-    SyncReport,
     advance_cursor,
     connect_or_record,
     cursor_key,
     ensure_connection,
+    failed_start,
     link_accounts_after_sync,
     load_cursor,
     read_range,
-    record_failed_start,
     select_streams,
-    start_failure,
 )
 from store.db import unit_of_work
 from store.models import Lead, SyncRun, SyncStatus, SyncWindow, WindowStatus
@@ -117,10 +115,7 @@ def start_plan(engine: Engine, conn: ConnectionConfig, secrets: ConnectionSecret
         # As `leadscore sync` does: the failure goes on every stream of the connection, so
         # `leadscore status` shows it (a worker's failed start recorded nothing before: status
         # kept showing the last success, or an older error).
-        status, error = start_failure(exc)
-        report = SyncReport(connection=conn.name, kind=conn.kind, full=full, started_at=started, status=status,
-                            error=error)
-        record_failed_start(engine, connection_id, [s for stage in stages for s in stage], full, report)
+        failed_start(engine, conn, connection_id, [s for stage in stages for s in stage], full, started, exc)
         raise
     until = server_time + DATE_HEADER_RESOLUTION
     with unit_of_work(engine) as session:

@@ -220,14 +220,22 @@ def connect_or_record(engine: Engine, conn: ConnectionConfig, secrets: Connectio
     try:
         return make_connector(conn, secrets)
     except (CRMError, OSError) as exc:
-        status, error = start_failure(exc)
-        report = SyncReport(connection=conn.name, kind=conn.kind, full=full, started_at=started, status=status,
-                            error=error, finished_at=datetime.now(UTC))
         known = [s for stage in crm_for(conn).sync_stages for s in stage]
         wanted = set(streams if streams is not None else (conn.streams or known))
-        record_failed_start(engine, ensure_connection(engine, conn), [s for s in known if s in wanted], full, report)
-        exc.report = report  # type: ignore[union-attr]
+        exc.report = failed_start(engine, conn, ensure_connection(engine, conn),  # type: ignore[union-attr]
+                                  [s for s in known if s in wanted], full, started, exc)
         raise
+
+
+def failed_start(engine: Engine, conn: ConnectionConfig, connection_id: int, streams: Sequence[str], full: bool,
+                 started: datetime, exc: CRMError | OSError) -> SyncReport:
+    """The report of a sync whose CRM failed before any stream started, recorded on ``streams``
+    (:func:`record_failed_start`)."""
+    status, error = start_failure(exc)
+    report = SyncReport(connection=conn.name, kind=conn.kind, full=full, started_at=started, status=status,
+                        error=error, finished_at=datetime.now(UTC))
+    record_failed_start(engine, connection_id, streams, full, report)
+    return report
 
 
 def record_failed_start(engine: Engine, connection_id: int, streams: Sequence[str], full: bool,

@@ -38,8 +38,8 @@ def find_lead(session: Session, ref: str) -> Lead:
 
 def _standing(lead: Lead) -> str:
     """``converted 2026-07-01 (Closed - Converted)``: where a lead that is no longer open stands."""
-    converted = lead.lifecycle == LeadLifecycle.converted and lead.converted_at is not None
-    when = f" {lead.converted_at.date().isoformat()}" if converted and lead.converted_at else ""
+    converted = lead.converted_at if lead.lifecycle == LeadLifecycle.converted else None
+    when = f" {converted.date().isoformat()}" if converted is not None else ""
     return f"{LeadLifecycle(lead.lifecycle).value}{when}" + (f" ({lead.status})" if lead.status else "")
 
 
