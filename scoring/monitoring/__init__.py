@@ -1,6 +1,7 @@
 """Daily model health: drift, live performance, calibration, data freshness, alerts.
 
-:func:`scoring.monitoring.run.run_monitor` writes one ``monitor_report`` row per run. What it measures:
+:func:`scoring.monitoring.run.run_monitor` writes one ``monitor_report`` row per run (a rerun at
+the same data clock and champion replaces that clock's row). What it measures:
 
 * **Drift (population stability).** Cohorts, not raw score rows, are compared so that the mix of
   lead ages in a day's rescoring cannot fake a drift: a *cohort* is every lead created in a

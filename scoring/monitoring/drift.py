@@ -62,6 +62,10 @@ def measure_drift(session: Session, champion: ModelVersion, ref: Reference, as_o
                    if name in encoded.columns}
     drift["feature_psi"] = feature_psi
     drift["features_above_alert"] = above_alert(feature_psi, config)
+    # Between the two lines: the "shifting" warnings (the CLI counts both, with their lines).
+    drift["features_above_warning"] = sum(1 for v in feature_psi.values()
+                                          if math.isfinite(v) and config.psi_warn < v <= config.psi_alert)
+    drift["psi_warn"], drift["psi_alert"] = config.psi_warn, config.psi_alert
     found = drift_alerts(drift["score_psi"], feature_psi, config)
     drift["status"] = worst(found)
     out.alerts.extend(found)

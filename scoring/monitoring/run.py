@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
+from typing import Any
 
 import requests
 from sqlalchemy import select
@@ -44,6 +45,10 @@ def run_monitor(
     status is the worst alert, or "not enough data" when neither drift nor tier conversion nor
     accuracy could be measured. Flushes, never commits. Alerts are logged at WARNING and POSTed to
     ``config.webhook_url`` when set (failures logged only).
+
+    A run at the data clock of an earlier report of the same champion (the monitor run again before
+    the next sync) measures again and replaces that report instead of adding a second one to the
+    history; its webhook is sent only when the alerts differ from the replaced report's.
     """
     explicit = as_of is not None
     clock = as_utc(as_of) if as_of is not None else data_clock(session)
@@ -92,18 +97,47 @@ def run_monitor(
     status = worst(out.alerts)
     if status == OK and not measured:
         status = NOT_ENOUGH
+    model_id = champion.id if champion is not None else None
+    earlier = _same_measurement(session, model_id, as_of)
+    alerts = [a.to_dict() for a in out.alerts]
+    if earlier is not None:
+        previous = earlier.metrics or {}
+        first = (previous.get("remeasured") or {}).get("first_written_at") or as_utc(earlier.created_at).isoformat()
+        runs = int((previous.get("remeasured") or {}).get("runs", 1)) + 1
+        out.metrics["remeasured"] = {"first_written_at": first, "runs": runs}
     out.metrics["notes"] = out.notes
-    report = MonitorReport(
-        model_version_id=champion.id if champion is not None else None, as_of=as_of, status=status,
-        metrics=to_json(out.metrics), alerts=[a.to_dict() for a in out.alerts],
-    )
-    session.add(report)
+    if earlier is None:
+        report = MonitorReport(model_version_id=model_id, as_of=as_of, status=status,
+                               metrics=to_json(out.metrics), alerts=alerts)
+        session.add(report)
+        changed = bool(alerts)
+    else:
+        changed = _alert_lines(alerts) != _alert_lines(earlier.alerts or [])
+        report = earlier
+        report.status, report.metrics, report.alerts = status, to_json(out.metrics), alerts
+        report.created_at = datetime.now(UTC)
     session.flush()
     for a in out.alerts:
         log.warning("monitor %s [%s] %s", a.level, a.kind, a.message)
     if config.webhook_url and out.alerts:
-        send_webhook(config.webhook_url, report, champion)
+        if changed:
+            send_webhook(config.webhook_url, report, champion)
+        else:
+            log.info("monitor webhook not sent again: the alerts are those of report %s at this data clock",
+                     report.id)
     return report
+
+
+def _same_measurement(session: Session, model_version_id: int | None, as_of: datetime) -> MonitorReport | None:
+    """The latest report of this champion at this data clock, if the monitor has already run there."""
+    same_model = (MonitorReport.model_version_id.is_(None) if model_version_id is None
+                  else MonitorReport.model_version_id == model_version_id)
+    return session.scalars(select(MonitorReport).where(MonitorReport.as_of == as_of, same_model)
+                           .order_by(MonitorReport.id.desc()).limit(1)).first()
+
+
+def _alert_lines(alerts: list[dict[str, Any]]) -> list[tuple[Any, Any, Any]]:
+    return [(a.get("level"), a.get("kind"), a.get("message")) for a in alerts]
 
 
 def _early_top_tier(session: Session, ref: Reference | None, as_of: datetime, horizon: int, config: MonitoringConfig,
@@ -149,9 +183,20 @@ def latest_report(session: Session, *, as_of: datetime | None = None) -> Monitor
 
 
 def reports(session: Session, *, as_of: datetime | None = None, limit: int = 365) -> list[MonitorReport]:
-    """Monitor reports in time order (the last ``limit``)."""
+    """Monitor reports in time order (the last ``limit``), one per data clock and champion: of
+    reports a store kept from runs repeated at the same data clock (before a rerun replaced its
+    report), the latest."""
     stmt = select(MonitorReport)
     if as_of is not None:
         stmt = stmt.where(MonitorReport.as_of <= as_of)
-    rows = list(session.scalars(stmt.order_by(MonitorReport.as_of.desc(), MonitorReport.id.desc()).limit(limit)))
+    rows: list[MonitorReport] = []
+    seen: set[tuple[datetime, int | None]] = set()
+    for report in session.scalars(stmt.order_by(MonitorReport.as_of.desc(), MonitorReport.id.desc())):
+        key = (as_utc(report.as_of), report.model_version_id)
+        if key in seen:
+            continue
+        seen.add(key)
+        rows.append(report)
+        if len(rows) >= limit:
+            break
     return rows[::-1]

@@ -548,3 +548,62 @@ def test_tier_norms_tier_the_reference_leads_as_live_scoring_does(session: Sessi
     assert conversion_by_tier(y, tiers_for(policy, p)) != live
     capacity = Policy(mode="capacity", thresholds={"A": 10, "B": 20, "C": 30})
     assert tier_norms(session, ref, capacity) == conversion_by_tier(y, assign_tiers(p, capacity))
+
+
+def test_a_rerun_at_the_same_data_clock_replaces_its_report_and_repeats_no_webhook(
+    session: Session, receiver: str
+) -> None:
+    """Revops running the monitor again before the next sync: the history keeps one report per
+    data clock (the alert history, PSI and AUC trends showed each run's alerts again), and the
+    webhook is not paged again with the same alerts; changed alerts are posted."""
+    from scoring.monitor import reports
+
+    now = as_of_day(TRAIN_DAY)
+    config = MonitoringConfig(webhook_url=receiver)
+    first = run_monitor(session, as_of=now, config=config, horizon_days=TRAINING.horizon_days)
+    first_id, first_alerts = first.id, list(first.alerts)
+    assert first_alerts and len(_Receiver.received) == 1
+    again = run_monitor(session, as_of=now, config=config, horizon_days=TRAINING.horizon_days)
+    assert again.id == first_id and again.alerts == first_alerts
+    assert again.metrics["remeasured"]["runs"] == 2
+    stored = session.scalars(select(MonitorReport).where(MonitorReport.as_of == now)).all()
+    assert [r.id for r in stored] == [first_id]
+    assert len(_Receiver.received) == 1  # the same alerts: not posted again
+    # Stricter drift lines change the alerts: the rerun posts them.
+    changed = run_monitor(session, as_of=now, config=MonitoringConfig(webhook_url=receiver, psi_warn=0.0001,
+                                                                      psi_alert=0.0002),
+                          horizon_days=TRAINING.horizon_days)
+    assert changed.id == first_id and changed.alerts != first_alerts
+    assert len(_Receiver.received) == 2 and changed.metrics["remeasured"]["runs"] == 3
+    # Another data clock is another report.
+    later = run_monitor(session, as_of=now + timedelta(days=1), config=MonitoringConfig(),
+                        horizon_days=TRAINING.horizon_days)
+    assert later.id != first_id and "remeasured" not in later.metrics
+    assert [r.id for r in reports(session)][-2:] == [first_id, later.id]
+
+
+def test_the_history_shows_one_report_per_data_clock_of_stores_with_repeated_runs(session: Session) -> None:
+    """Stores kept a report per run before reruns replaced them: the history (report, console,
+    retraining's alert streak) reads the latest of each data clock and champion."""
+    from scoring.monitor import reports
+
+    mv = champion(session)
+    assert mv is not None
+    day = as_of_day(TRAIN_DAY + 2)
+    older = MonitorReport(model_version_id=mv.id, as_of=day, status="warn", metrics={}, alerts=[])
+    newer = MonitorReport(model_version_id=mv.id, as_of=day, status="ok", metrics={}, alerts=[])
+    other_model = MonitorReport(model_version_id=None, as_of=day, status="warn", metrics={}, alerts=[])
+    session.add_all([older, newer, other_model])
+    session.flush()
+    ids = [r.id for r in reports(session) if r.as_of == day or r.as_of.replace(tzinfo=UTC) == day]
+    assert sorted(ids) == sorted([newer.id, other_model.id])
+
+
+def test_the_drift_line_counts_features_above_each_line_with_the_lines() -> None:
+    from worker.cli.monitor import describe_measures
+
+    drift = {"status": "warn", "leads": 181, "cohort_start": "2026-06-18", "cohort_end": "2026-06-25",
+             "score_psi": 0.092, "features_above_alert": 0, "features_above_warning": 1,
+             "psi_warn": 0.1, "psi_alert": 0.25}
+    (line,) = [x for x in describe_measures({"drift": drift}) if x.startswith("drift")]
+    assert "0 features above the alert line (PSI 0.25), 1 above the warning line (0.1)" in line

@@ -87,6 +87,27 @@ def _parse_as_of(value: str | None) -> datetime | None:
     return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
+def _feature_lines(drift: dict[str, Any]) -> str:
+    """"0 features above the alert line (PSI 0.25), 1 above the warning line (0.1)"."""
+    alert, warn = drift.get("features_above_alert", 0), drift.get("features_above_warning")
+    text = f"{alert} feature{'s' if alert != 1 else ''} above the alert line"
+    if "psi_alert" in drift:
+        text += f" (PSI {drift['psi_alert']:g})"
+    if warn is not None:
+        text += f", {warn} above the warning line" + (f" ({drift['psi_warn']:g})" if "psi_warn" in drift else "")
+    return text
+
+
+def remeasured_line(metrics: dict[str, Any], *, webhook: bool) -> str | None:
+    """The line a rerun at the same data clock prints: it replaced that clock's report."""
+    again = metrics.get("remeasured")
+    if not again:
+        return None
+    return (f"measured again at the same data clock: this replaces its report (first written "
+            f"{str(again.get('first_written_at', ''))[:16].replace('T', ' ')} UTC; run {again.get('runs')} at this "
+            "clock)" + ("; the webhook is sent again only when the alerts changed" if webhook else ""))
+
+
 def describe_measures(metrics: dict[str, Any]) -> list[str]:
     """One line per measure: its status and what it was measured on (or why it was not)."""
     from scoring.monitor import NOT_ENOUGH
@@ -99,8 +120,7 @@ def describe_measures(metrics: dict[str, Any]) -> list[str]:
         else:
             lines.append(f"drift: {drift['status']} on {drift.get('leads', 0):,} leads created "
                          f"{str(drift.get('cohort_start'))[:10]}..{str(drift.get('cohort_end'))[:10]} "
-                         f"(score PSI {drift['score_psi']:.3f}, {drift.get('features_above_alert', 0)} features "
-                         f"above the alert line)")
+                         f"(score PSI {drift['score_psi']:.3f}, {_feature_lines(drift)})")
     tc = metrics.get("tier_conversion") or {}
     if tc:
         top = tc.get("top_tier") or {}
@@ -181,6 +201,8 @@ def monitor_command(
     console.print(f"monitor as of {report_as_of:%Y-%m-%d %H:%M} UTC ({clock.get('source', '')}): "
                   f"{status.upper()} ({_counted(alerts)})", markup=False,
                   soft_wrap=True)
+    if (again := remeasured_line(metrics, webhook=bool(config.monitoring.webhook_url))) is not None:
+        console.print(f"  {again}", markup=False, highlight=False, soft_wrap=True)
     for line in describe_measures(metrics):
         console.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)
     for alert in alerts:
