@@ -65,6 +65,21 @@ def test_the_demo_data_is_read_with_the_demos_configuration_unless_another_is_na
     assert "with its configuration" not in result.stderr and "reading the demo's data" in result.stderr
 
 
+def test_crm_commands_after_a_demo_say_its_crm_stopped_with_it(tmp_path: Path) -> None:
+    # `route` after `make demo` said only "no CRM connection configured": the demo's CRM was the
+    # simulator it ran, and its data in var/demo was routed there.
+    for args in (["route"], ["sync"], ["writeback"]):
+        plain = leadscore_here(*args, cwd=tmp_path)
+        assert_one_line_failure(plain, 1, "no CRM connection configured")
+        assert "demo" not in plain.stderr
+    (tmp_path / "var" / "demo").mkdir(parents=True)
+    (tmp_path / "var" / "demo" / "leadscore.db").write_bytes(b"")
+    for args in (["route"], ["sync"], ["writeback"]):
+        result = leadscore_here(*args, cwd=tmp_path)
+        assert_one_line_failure(result, 1, "the CRM simulator the demo ran and stopped")
+        assert "leadscore crmsim serve" in result.stderr
+
+
 WRITERS_ON_STORED_DATA: list[list[str]] = [
     ["score"], ["train"], ["retrain", "--dry-run"], ["tiers", "set", "A=90", "B=70", "C=40"], ["models", "rollback"],
 ]

@@ -42,3 +42,16 @@ def choose_database() -> None:
     reset_runtime()
     print(f"note: reading the demo's data in {demo}{with_config} (there is no {own}; LEADSCORE_DATABASE_URL "
           "chooses another database)", file=sys.stderr)
+
+
+def no_connection_error() -> LeadscoreError:
+    """The one line a command that talks to the CRM (sync, write-back, routing) prints without a
+    configured connection; after a demo, it says why the demo's CRM is not there any more."""
+    message = "no CRM connection configured (add one under 'connections' in the config file)"
+    var_dir = get_settings().var_dir
+    demo = var_dir / "demo" / "leadscore.db"
+    if not os.environ.get("LEADSCORE_DATABASE_URL") and not (var_dir / "leadscore.db").exists() and demo.exists():
+        message += (f"; the demo's data in {demo.parent} came from the CRM simulator the demo ran and stopped: "
+                    "to sync, write back or route against a CRM, start one (`leadscore crmsim serve`) and "
+                    "name it in a config file (docs/crmsim.md)")
+    return LeadscoreError(message)

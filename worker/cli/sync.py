@@ -19,6 +19,7 @@ from config.settings import get_settings
 from store.db import get_engine
 from store.models import SyncStatus
 from worker.cli.console import cli_console
+from worker.cli.stored import no_connection_error
 
 if TYPE_CHECKING:
     from config.app_config import ConnectionConfig
@@ -52,7 +53,7 @@ def sync(
     else:
         targets = [c for c in config.connections if c.enabled]
     if not targets:
-        raise LeadscoreError("no CRM connection configured (add one under 'connections' in the config file)")
+        raise no_connection_error()
     outcomes: list[ConnectionOutcome] = []
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.fields[records]} records"),
                   TextColumn("{task.fields[calls]} API calls"), TimeElapsedColumn(), console=console,

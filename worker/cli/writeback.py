@@ -21,6 +21,7 @@ from config.settings import get_settings
 from store.db import get_engine, unit_of_work
 from store.models import ActionStatus, Connection, RoutingAction
 from worker.cli.console import cli_console
+from worker.cli.stored import no_connection_error
 
 # Heavy imports stay inside the commands that use them (scoring: CatBoost, pandas, scikit-learn;
 # connectors: the CRM clients; web: FastAPI and uvicorn; crmsim; the demo): seconds that
@@ -36,7 +37,7 @@ def _runtime() -> tuple[Any, Any]:
     settings = get_settings()
     config = load_config(settings.config_file)
     if not config.connections:
-        raise LeadscoreError("no CRM connection configured (add one under 'connections' in the config file)")
+        raise no_connection_error()
     return settings, config
 
 
