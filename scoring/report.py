@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from scoring import registry
 from scoring.monitor import REFERENCE_KEY, Reference, data_clock, reports, trained_at
+from scoring.time_axis import fit_time_axis
 from store.models import LeadScore, ModelStatus, ModelVersion, MonitorReport
 
 MAX_SCORE_ROWS = 200_000
@@ -117,6 +118,7 @@ def _score_distribution(session: Session, as_of: datetime) -> str:
         ax.set_ylabel("score (1-99)")
         ax.set_title(f"Scores written per {'day' if freq == 'D' else 'week'}")
         ax.legend(loc="upper left", fontsize=8)
+        fit_time_axis(ax, list(x))
         fig.autofmt_xdate()
     return _img(_png(fig), "score distribution over time")
 
@@ -146,6 +148,7 @@ def _psi_trend(history: Sequence[MonitorReport], psi_warn: float, psi_alert: flo
     ax.set_ylabel("PSI vs reference")
     ax.set_title("Population stability (live cohort vs the champion's reference)")
     ax.legend(fontsize=7, loc="upper left", ncol=2)
+    fit_time_axis(ax, times)
     fig.autofmt_xdate()
     return _img(_png(fig), "PSI trend")
 
@@ -230,6 +233,7 @@ def _auc_over_time(history: Sequence[MonitorReport], versions: Sequence[ModelVer
     all_auc = [p["auc"] for _, p in live] + [a for _, a, _mv in recorded]
     ax.set_ylim(max(0.0, min(all_auc) - 0.05), min(1.0, max(all_auc) + 0.05))
     ax.margins(x=0.05)
+    fit_time_axis(ax, [t for t, _ in live] + [t for t, _a, _mv in recorded])
     ax.set_ylabel("AUC")
     ax.set_title("AUC over time")
     ax.legend(fontsize=7, loc="lower left")

@@ -548,7 +548,7 @@ def create_app(
         latest_metrics = (latest.metrics or {}) if latest else {}
         drift = latest_metrics.get("drift") or {}
         feature_psi = sorted((drift.get("feature_psi") or {}).items(), key=lambda kv: -kv[1])
-        measures = sorted((latest_metrics.get("measures") or {}).items())
+        measures = _measures_with_why(latest_metrics)
         return render(request, "monitor.html", latest=latest, metrics=latest_metrics, charts=charts, measures=measures,
                       feature_psi=feature_psi, alerts=alerts[::-1][:200], reports=history[::-1][:60],
                       monitoring=monitoring)
@@ -582,6 +582,27 @@ def create_app(
 
 
 # ---------------------------------------------------------------------- helpers (plain functions)
+
+
+_MEASURE_LABELS = {"performance": "accuracy"}  # the measures' names in the CLI's lines
+
+
+def _measures_with_why(metrics: dict[str, Any]) -> list[tuple[str, dict[str, Any], list[str]]]:
+    """The latest run's measures with the CLI's lines about each (``describe_by_measure``; the
+    measure's name, which the table shows, left off the first line)."""
+    from scoring.monitoring.describe import describe_by_measure
+
+    lines = describe_by_measure(metrics)
+    out: list[tuple[str, dict[str, Any], list[str]]] = []
+    for name, measure in sorted((metrics.get("measures") or {}).items()):
+        label = _MEASURE_LABELS.get(name, name.replace("_", " "))
+        why = list(lines.get(name) or [])
+        if why and why[0].startswith(f"{label}: "):
+            why[0] = why[0][len(label) + 2:]
+        if not why and measure.get("reason"):
+            why = [str(measure["reason"])]
+        out.append((name, measure, why))
+    return out
 
 
 def _origin_host(origin: str) -> str:

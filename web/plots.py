@@ -15,6 +15,8 @@ from typing import Any
 import matplotlib
 from matplotlib.figure import Figure
 
+from scoring.time_axis import fit_time_axis
+
 TIER_COLOURS = {"A": "#2ca02c", "B": "#8fbc8f", "C": "#f0ad4e", "D": "#d9534f"}
 _SIZE = re.compile(r'\s(width|height)="[^"]*pt"')
 
@@ -114,11 +116,13 @@ def importance(values: dict[str, float], top: int = 12) -> str | None:
 def time_series(series: Mapping[str, Sequence[tuple[datetime, float]]], *, ylabel: str,
                 hlines: Sequence[tuple[float, str]] = (), ylim: tuple[float, float] | None = None,
                 colours: dict[str, str] | None = None) -> str | None:
-    """One line per named series of (time, value) points."""
+    """One line per named series of (time, value) points. The time axis spans the points (at least
+    a week around them: one monitor run drew an axis of four years around its day)."""
     series = {k: v for k, v in series.items() if v}
     if not series:
         return None
     fig, ax = _figure(5.0, 2.6)
+    fit_time_axis(ax, [t for points in series.values() for t, _ in points])
     for name, points in series.items():
         ax.plot([t for t, _ in points], [v for _, v in points], marker="o", ms=3, label=name,
                 color=(colours or {}).get(name))

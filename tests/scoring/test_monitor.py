@@ -515,7 +515,7 @@ def test_the_early_top_tier_measure_alerts_when_tier_a_stops_converting(session:
 
 
 def test_the_accuracy_line_names_the_check_that_warned() -> None:
-    from worker.cli.monitor import describe_measures
+    from scoring.monitoring.describe import describe_measures
 
     perf = {"status": "warn", "status_from": ["calibration"], "auc": 0.745, "leads": 750, "baseline_auc": 0.760,
             "ece": 0.050}
@@ -600,7 +600,7 @@ def test_the_history_shows_one_report_per_data_clock_of_stores_with_repeated_run
 
 
 def test_the_drift_line_counts_features_above_each_line_with_the_lines() -> None:
-    from worker.cli.monitor import describe_measures
+    from scoring.monitoring.describe import describe_measures
 
     drift = {"status": "warn", "leads": 181, "cohort_start": "2026-06-18", "cohort_end": "2026-06-25",
              "score_psi": 0.092, "features_above_alert": 0, "features_above_warning": 1,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -339,3 +340,39 @@ def test_lead_page_shows_the_crm_fields_likelihood_and_history_on_the_crms_clock
         # History carries the CRM time each score was computed for (the chart's x axis).
         assert story["history"][-1]["as_of"] is not None
         assert story["history"][-1]["as_of"][:19] == as_of.isoformat()[:19]
+
+
+def test_the_monitor_page_says_why_for_every_measure_in_the_clis_words(client: TestClient, world: World) -> None:
+    """The measures table's "why" was empty unless a measure had too little data: revops read
+    "warn" with nothing beside it. Each row now carries the line `leadscore monitor` prints."""
+    import html
+
+    from scoring.monitor import latest_report
+    from scoring.monitoring.describe import describe_by_measure
+
+    page = client.get("/monitor", auth=BOB).text
+    table = page[page.index('<table id="measures">'):]
+    table = table[:table.index("</table>")]
+    rows = re.findall(r"<tr><td>([^<]+)</td><td[^>]*>([^<]*)</td><td[^>]*>[^<]*</td><td[^>]*>(.*?)</td></tr>", table)
+    assert rows
+    with unit_of_work(world.engine) as session:
+        report = latest_report(session)
+        assert report is not None
+        lines = describe_by_measure(report.metrics or {})
+    for name, _status, why in rows:
+        shown = [html.unescape(x) for x in re.findall(r"<div>(.*?)</div>", why)]
+        assert shown, f"no why for {name}"
+        expected = lines[name.replace(" ", "_")]
+        assert [s in e for s, e in zip(shown, expected, strict=True)] == [True] * len(expected), (shown, expected)
+
+
+def test_a_chart_of_one_run_spans_days_not_years() -> None:
+    from web import plots
+
+    day = datetime(2026, 7, 2, tzinfo=UTC)
+    svg = plots.time_series({"score PSI": [(day, 0.09)]}, ylabel="score PSI")
+    assert svg is not None
+    labels = re.findall(r">([^<>]{1,20})</text>", svg)
+    # One run drew an axis from 2024-07 to 2028-07 around its day.
+    assert not [x for x in labels if re.fullmatch(r"20\d\d(-\d\d)?", x) and not x.startswith("2026")], labels
+    assert "2026-Jul" in labels

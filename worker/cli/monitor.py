@@ -87,92 +87,6 @@ def _parse_as_of(value: str | None) -> datetime | None:
     return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
-def _feature_lines(drift: dict[str, Any]) -> str:
-    """"0 features above the alert line (PSI 0.25), 1 above the warning line (0.1)"."""
-    alert, warn = drift.get("features_above_alert", 0), drift.get("features_above_warning")
-    text = f"{alert} feature{'s' if alert != 1 else ''} above the alert line"
-    if "psi_alert" in drift:
-        text += f" (PSI {drift['psi_alert']:g})"
-    if warn is not None:
-        text += f", {warn} above the warning line" + (f" ({drift['psi_warn']:g})" if "psi_warn" in drift else "")
-    return text
-
-
-def remeasured_line(metrics: dict[str, Any], *, webhook: bool) -> str | None:
-    """The line a rerun at the same data clock prints: it replaced that clock's report."""
-    again = metrics.get("remeasured")
-    if not again:
-        return None
-    return (f"measured again at the same data clock: this replaces its report (first written "
-            f"{str(again.get('first_written_at', ''))[:16].replace('T', ' ')} UTC; run {again.get('runs')} at this "
-            "clock)" + ("; the webhook is sent again only when the alerts changed" if webhook else ""))
-
-
-def describe_measures(metrics: dict[str, Any]) -> list[str]:
-    """One line per measure: its status and what it was measured on (or why it was not)."""
-    from scoring.monitor import NOT_ENOUGH
-
-    lines: list[str] = []
-    drift = metrics.get("drift") or {}
-    if drift:
-        if drift.get("status") == NOT_ENOUGH or drift.get("score_psi") is None:
-            lines.append(f"drift: not enough data ({drift.get('reason', 'not measured')})")
-        else:
-            lines.append(f"drift: {drift['status']} on {drift.get('leads', 0):,} leads created "
-                         f"{str(drift.get('cohort_start'))[:10]}..{str(drift.get('cohort_end'))[:10]} "
-                         f"(score PSI {drift['score_psi']:.3f}, {_feature_lines(drift)})")
-    tc = metrics.get("tier_conversion") or {}
-    if tc:
-        top = tc.get("top_tier") or {}
-        if not tc.get("leads"):
-            lines.append(f"tier conversion: not enough data ({tc.get('reason', 'no elapsed leads')})")
-        else:
-            tiers = ", ".join(f"{t} {row['conversion_rate']:.1%} of {row['leads']:,}"
-                              + (f" (norm {row['norm']:.1%})" if row.get("norm") is not None else "")
-                              for t, row in sorted((tc.get("by_tier") or {}).items()))
-            verdict = tc["status"] if tc["status"] != NOT_ENOUGH else f"not judged ({top.get('reason', '')})"
-            lines.append(f"tier conversion: {verdict} on {tc['leads']:,} elapsed leads ({tc.get('served', 0):,} "
-                         f"served scores, {tc.get('reconstructed', 0):,} reconstructed): {tiers}")
-        early = tc.get("early") or {}
-        if early:
-            lines.append(describe_early(early))
-    perf = metrics.get("performance") or {}
-    if perf:
-        auc = perf.get("auc")
-        if perf.get("leads") and auc is not None:
-            base = perf.get("baseline_auc")
-            # Which checks set the status: a calibration warning is not about the AUC it heads.
-            source = ", ".join(perf.get("status_from") or [])
-            lines.append(f"accuracy: {perf.get('status')}" + (f" ({source})" if source else "")
-                         + f" — AUC {auc:.3f} on {perf['leads']:,} elapsed leads"
-                         + (f" (baseline {base:.3f})" if base is not None else "")
-                         + (f", ECE {perf['ece']:.3f}" if perf.get("ece") is not None else "")
-                         + (f"; {perf['reason']}" if perf.get("reason") else ""))
-        else:
-            lines.append(f"accuracy: not enough data ({perf.get('reason', 'no elapsed leads')})")
-    from scoring.monitor import describe_shadow
-
-    lines.extend(describe_shadow(c) for c in metrics.get("shadow") or [])
-    fresh = metrics.get("freshness") or {}
-    if fresh:
-        ages = ", ".join(f"{name} {row['age_hours']:.1f} h" if row.get("age_hours") is not None else f"{name} never"
-                         for name, row in fresh.items())
-        lines.append(f"freshness (since the last successful sync, CRM clock): {ages}")
-    else:
-        lines.append("freshness: no connection configured")
-    return lines
-
-
-def describe_early(early: dict[str, Any]) -> str:
-    """One line for the early top-tier measure (``tier_conversion["early"]``)."""
-    top, window = early.get("tier", "A"), early.get("window_days")
-    if early.get("status") == "not enough data" or early.get("ratio") is None:
-        return f"tier {top}, last {window} days: not enough data ({early.get('reason', '')})"
-    return (f"tier {top}, last {window} days: {early['status']} — {early['observed']} conversions among "
-            f"{early['leads']:,} tier-{top} leads at risk, {early['expected']:.1f} expected at the reference's pace "
-            f"({early['ratio']:.2f}x)")
-
-
 @app.command("monitor")
 def monitor_command(
     json_path: Path | None = typer.Option(None, "--json", help="Also write the report's metrics as JSON."),
@@ -183,6 +97,7 @@ def monitor_command(
     to log, database, webhook. Windows are cut on the data's clock, never the machine's."""
     from scoring.monitor import run_monitor
     from scoring.monitoring.clock import data_clock
+    from scoring.monitoring.describe import describe_measures, remeasured_line
 
     when = _parse_as_of(as_of)
     config = _config()

@@ -7,8 +7,8 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
+from scoring.monitoring.describe import describe_measures
 from worker.cli.console import cli_console
-from worker.cli.monitor import describe_measures
 
 # Plain text (no markup): styles are given as Text styles, so no name is ever parsed as a tag.
 console = cli_console()  # piped (`make demo > demo.log`): lines whole, not cut at 80 columns
