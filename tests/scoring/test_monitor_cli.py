@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from config.settings import get_settings
 from scoring.registry import RegistryError
 from store.db import make_engine
-from store.models import Activity, Lead, ModelVersion
+from store.models import Activity, Lead, ModelVersion, MonitorReport
 from tests.scoring.test_monitor import trained_store_copy
 from worker.cli import app
 from worker.runtime import reset_runtime
@@ -87,6 +87,17 @@ def test_models_list_monitor_and_report(store: Path, tmp_path: Path) -> None:
 
     bad = runner.invoke(app, ["monitor", "--as-of", "yesterday"])
     assert bad.exit_code == 2 and "ISO date" in bad.output
+    # A year typed wrong (2030 for 2026) is after the data and the machine's clock: refused, and
+    # no report is written (it would have read as the latest in status, report and the console).
+    engine = make_engine(f"sqlite:///{store}")
+    with Session(bind=engine) as s:
+        reports_before = s.scalar(select(func.count(MonitorReport.id)))
+    future = runner.invoke(app, ["monitor", "--as-of", "2030-07-01"])
+    assert future.exit_code == 2 and "2030-07-01 is after both the newest synced data" in future.output, \
+        future.output
+    with Session(bind=engine) as s:
+        assert s.scalar(select(func.count(MonitorReport.id))) == reports_before
+    engine.dispose()
 
     html = tmp_path / "out" / "health.html"
     reported = runner.invoke(app, ["report", "--html", str(html)])

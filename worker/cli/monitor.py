@@ -103,6 +103,13 @@ def monitor_command(
     config = _config()
     with unit_of_work() as session:
         newest = data_clock(session)
+        latest_known = max(newest or datetime.now(UTC), datetime.now(UTC))
+        if when is not None and when > latest_known + timedelta(days=1):
+            # A typo (2030 for 2026): its report would read as the latest everywhere for years.
+            raise typer.BadParameter(
+                f"{when:%Y-%m-%d} is after both the newest synced data "
+                f"({f'{newest:%Y-%m-%d}' if newest else 'none yet'}) and this machine's clock "
+                f"({datetime.now(UTC):%Y-%m-%d}): no CRM time is known there", param_hint="--as-of")
         if when is not None and newest is not None and when > newest + timedelta(days=1):
             # Allowed (freshness as of a later time is what a stalled sync looks like), but this
             # report becomes the latest one everywhere until a later --as-of.
