@@ -70,14 +70,16 @@ def test_crm_commands_after_a_demo_say_its_crm_stopped_with_it(tmp_path: Path) -
     # simulator it ran, and its data in var/demo was routed there.
     for args in (["route"], ["sync"], ["writeback"]):
         plain = leadscore_here(*args, cwd=tmp_path)
-        assert_one_line_failure(plain, 1, "no CRM connection configured")
+        assert_one_line_failure(plain, 1,
+                                "no CRM connection in the built-in defaults (LEADSCORE_CONFIG_FILE is not set)")
         assert "demo" not in plain.stderr
     (tmp_path / "var" / "demo").mkdir(parents=True)
     (tmp_path / "var" / "demo" / "leadscore.db").write_bytes(b"")
     for args in (["route"], ["sync"], ["writeback"]):
         result = leadscore_here(*args, cwd=tmp_path)
-        assert_one_line_failure(result, 1, "the CRM simulator the demo ran and stopped")
-        assert "leadscore crmsim serve" in result.stderr
+        # The demo's YAML has connections: the line must not say the demo had none.
+        assert_one_line_failure(result, 1, "the demo's connections (var/demo/leadscore.yaml) named the CRM simulator")
+        assert "leadscore crmsim serve" in result.stderr and "docs/crmsim.md" in result.stderr
 
 
 WRITERS_ON_STORED_DATA: list[list[str]] = [
@@ -147,8 +149,8 @@ def test_bad_input_exits_1_in_one_line(migrated: Path) -> None:
         (["train"], {}, "no labelled leads"),
         (["sync", "--connection", "[/]"], {}, "unknown connection '[/]'"),
         (["sync", "--connection", "[red]"], {}, "unknown connection '[red]'"),
-        (["writeback", "--connection", "[/]"], {}, "no CRM connection configured"),
-        (["route"], {}, "no CRM connection configured"),
+        (["writeback", "--connection", "[/]"], {}, "no CRM connection in"),
+        (["route"], {}, "no CRM connection in"),
         # The message quotes a pattern with brackets: printed as it is, not parsed as markup.
         (["sync"], {"LEADSCORE_CONFIG_FILE": str(d / "markup.yaml")}, "'^[a-z][a-z0-9_-]{0,63}$'"),
         (["evaluate", "--csv", str(d / "missing.csv"), "--target", "converted"], {}, "CSV file not found"),

@@ -46,12 +46,17 @@ def choose_database() -> None:
 
 def no_connection_error() -> LeadscoreError:
     """The one line a command that talks to the CRM (sync, write-back, routing) prints without a
-    configured connection; after a demo, it says why the demo's CRM is not there any more."""
-    message = "no CRM connection configured (add one under 'connections' in the config file)"
-    var_dir = get_settings().var_dir
-    demo = var_dir / "demo" / "leadscore.db"
-    if not os.environ.get("LEADSCORE_DATABASE_URL") and not (var_dir / "leadscore.db").exists() and demo.exists():
-        message += (f"; the demo's data in {demo.parent} came from the CRM simulator the demo ran and stopped: "
-                    "to sync, write back or route against a CRM, start one (`leadscore crmsim serve`) and "
-                    "name it in a config file (docs/crmsim.md)")
+    configured connection, naming the configuration it read; after a demo, it says why the demo's
+    connections are not used (they named the CRM simulator the demo ran and stopped)."""
+    settings = get_settings()
+    read = (f"the configuration {settings.config_file}" if settings.config_file
+            else "the built-in defaults (LEADSCORE_CONFIG_FILE is not set)")
+    message = f"no CRM connection in {read}: add one under 'connections' (docs/configuration.md)"
+    var_dir = settings.var_dir
+    demo = var_dir / "demo"
+    if not os.environ.get("LEADSCORE_DATABASE_URL") and not (var_dir / "leadscore.db").exists() \
+            and (demo / "leadscore.db").exists():
+        message += (f"; the demo's connections ({demo / 'leadscore.yaml'}) named the CRM simulator the demo ran, "
+                    "which stopped with it: start one with `leadscore crmsim serve` and connect to it as "
+                    "docs/crmsim.md shows")
     return LeadscoreError(message)
