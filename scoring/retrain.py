@@ -196,7 +196,7 @@ def retrain_if_due(
                             and age_days >= alert_cooldown_days)
     if force:
         # `leadscore retrain` asks for it (the beat's task asks only when due): not "forced".
-        reason = "asked for, not waiting for the schedule" if not dry_run else "asked for (dry run)"
+        reason = "asked for, not waiting for the schedule" if not dry_run else "asked for, a dry run"
     elif age_days >= schedules.retrain_days:
         reason = f"{age_days:.0f} days since the last training (retrain every {schedules.retrain_days})"
     elif alert_after_training:

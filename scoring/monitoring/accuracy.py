@@ -32,8 +32,9 @@ PERFORMANCE_WINDOW_DAYS = 30
 SCORE_BANDS: tuple[float, ...] = (0.0, 0.05, 0.10, 0.20, 0.40, 1.0001)
 AUC_ACTION = ("the model ranks recent leads worse than when it was trained: run `leadscore retrain --dry-run` "
               "to compare a challenger on the same later leads; promote it if it wins")
-CALIBRATION_ACTION = ("scores no longer read as odds: retraining recalibrates (`leadscore retrain`); until then "
-                      "treat tiers as a ranking, not as probabilities")
+CALIBRATION_ACTION = ("scores no longer read as odds: a retrained challenger is calibrated on recent outcomes but "
+                      "replaces this champion only if it also ranks leads better (`leadscore retrain --dry-run` "
+                      "compares them); until then treat tiers as a ranking, not as probabilities")
 
 
 def measure_performance(session: Session, champion: ModelVersion, ref: Reference | None, as_of: datetime,

@@ -83,8 +83,9 @@ def describe_by_measure(metrics: dict[str, Any]) -> dict[str, list[str]]:
     fresh = metrics.get("freshness") or {}
     lines = by.setdefault("freshness", [])
     if fresh:
-        ages = ", ".join(f"{name} {row['age_hours']:.1f} h" if row.get("age_hours") is not None else f"{name} never"
-                         for name, row in fresh.items())
+        ages = ", ".join(f"{name} {row['age_hours']:.1f} h" if row.get("age_hours") is not None
+                         else f"{name} not measured (first sync after the as-of)" if row.get("first_success")
+                         else f"{name} never" for name, row in fresh.items())
         lines.append(f"freshness (since the last successful sync, CRM clock): {ages}")
     else:
         lines.append("freshness: no connection configured")

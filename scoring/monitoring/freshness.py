@@ -58,14 +58,26 @@ def measure_freshness(session: Session, as_of: datetime, config: MonitoringConfi
         .group_by(Connection.id, Connection.name)
         .order_by(Connection.name)
     ).all()
+    # Connections whose first successful sync is later than ``now`` (a past --as-of): not "never
+    # synced", just not measurable then.
+    first_success = dict(session.execute(
+        select(SyncRun.connection_id, func.min(sync_time))
+        .where(SyncRun.status == SyncStatus.succeeded).group_by(SyncRun.connection_id)
+    ).tuples().all())
     fresh: dict[str, Any] = {}
     limit = timedelta(hours=config.freshness_hours)
     found: list[Alert] = []
-    for _id, name, last in rows:
+    for conn_id, name, last in rows:
         last_utc = parse_time(last)
         age_hours = (now - last_utc).total_seconds() / 3600 if last_utc is not None else None
         fresh[name] = {"last_success": last_utc, "age_hours": age_hours}
-        if last_utc is None:
+        later = parse_time(first_success.get(conn_id)) if last_utc is None else None
+        if later is not None:
+            fresh[name]["first_success"] = later
+            fresh[name]["reason"] = f"first successful sync {later:%Y-%m-%d %H:%M} is after this as-of"
+            out.notes.append(f"freshness of {name} not measured: its first successful sync ({later:%Y-%m-%d %H:%M} "
+                             "on the CRM's clock) is after this as-of")
+        elif last_utc is None:
             found.append(Alert(WARN, "freshness", f"connection {name} has never synced successfully",
                                action=FRESHNESS_ACTION))
         elif now - last_utc > limit:
@@ -96,5 +108,8 @@ def measure_freshness(session: Session, as_of: datetime, config: MonitoringConfi
         found.append(Alert(WARN, "writeback", f"{stuck} CRM writes still retrying after "
                            f"{config.freshness_hours:g} h", float(stuck), 0.0, action=WRITEBACK_ACTION))
     out.alerts.extend(found)
-    out.metrics["measures"]["freshness"] = {"status": worst(found) if rows else NOT_ENOUGH,
-                                            "connections": len(rows)}
+    measured = sum(1 for row in fresh.values() if "first_success" not in row)
+    out.metrics["measures"]["freshness"] = {"status": worst(found) if measured or found else NOT_ENOUGH,
+                                            "connections": measured,
+                                            **({} if measured else {"reason": "no connection synced by this as-of"}
+                                               if rows else {"reason": "no connection configured"})}

@@ -38,7 +38,7 @@ from scoring.tiers import Policy
 from store.db import make_engine
 from store.models import Activity, Base, Lead, LeadScore, ModelVersion, MonitorReport, Outbox, SyncRun
 from tests.conftest import rolled_back_session
-from tests.factories import BASE_TIME, make_lead, synthetic_population
+from tests.factories import BASE_TIME, make_connection, make_lead, synthetic_population
 
 TRAIN_DAY = 300
 TRAINING = TrainingConfig(horizon_days=60, min_per_class=30)
@@ -207,6 +207,30 @@ def test_freshness_and_outbox_failures_are_reported(session: Session) -> None:
     session.flush()
     again = run_monitor(session, as_of=now, config=MonitoringConfig(freshness_hours=6))
     assert not [a for a in again.alerts if a["kind"] == "freshness"]
+
+
+def test_a_past_as_of_before_the_first_sync_is_not_never_synced(session: Session) -> None:
+    """`monitor --as-of` a day before the first sync (on the CRM's clock) warned "connection ...
+    has never synced successfully" with failure advice: nothing had failed. Freshness is not
+    measured then, and says so instead of "ok"."""
+    from scoring.monitoring.describe import describe_by_measure
+
+    now = as_of_day(TRAIN_DAY)
+    lead = session.scalars(select(Lead).limit(1)).one()
+    session.add(SyncRun(connection_id=lead.connection_id, stream="leads", status="succeeded", started_at=now,
+                        finished_at=now, server_time=now))
+    session.flush()
+    before = run_monitor(session, as_of=now - timedelta(days=2), config=MonitoringConfig())
+    assert not [a for a in before.alerts if a["kind"] == "freshness"], before.alerts
+    assert before.metrics["measures"]["freshness"]["status"] == "not enough data"
+    assert any("not measured: its first successful sync" in n for n in before.metrics["notes"])
+    assert "not measured (first sync after the as-of)" in describe_by_measure(before.metrics)["freshness"][0]
+    # A connection that never synced at all still warns.
+    other = make_connection(session, "second")
+    session.flush()
+    again = run_monitor(session, as_of=now - timedelta(days=2), config=MonitoringConfig())
+    assert [a["message"] for a in again.alerts if a["kind"] == "freshness"] == [
+        f"connection {other.name} has never synced successfully"]
 
 
 # --------------------------------------------------------------------------------------- webhook

@@ -164,7 +164,7 @@ def test_retrain_dry_run_compares_on_the_same_leads_and_changes_nothing(store: P
     assert body["challenger"]["auc"] == pytest.approx(comparison["challenger"])
     assert 0.5 < body["champion"]["auc"] < 1 and 0.5 < body["challenger"]["auc"] < 1
     assert body["decision"].startswith("dry run, nothing changed: would ")
-    assert body["reason"] == "asked for (dry run)"  # it read "forced" when nothing was forced
+    assert body["reason"] == "asked for, a dry run"  # it read "forced" when nothing was forced
     assert _versions(store) == before  # nothing registered, nothing promoted
 
 
