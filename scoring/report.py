@@ -230,7 +230,12 @@ def _auc_over_time(history: Sequence[MonitorReport], versions: Sequence[ModelVer
     for t, a, mv in recorded:
         marker = "*" if mv.status == ModelStatus.champion else "^"
         ax.scatter([t], [a], marker=marker, s=90, zorder=3, label=f"{mv.version} test ({mv.status})")
-    all_auc = [p["auc"] for _, p in live] + [a for _, a, _mv in recorded]
+    baseline = live[-1][1].get("baseline_auc") if live else None
+    if isinstance(baseline, int | float) and math.isfinite(baseline):
+        # What the live AUC is judged against: the reference leads' AUC, not the test AUC.
+        ax.axhline(baseline, ls="--", lw=1, color="grey", label=f"baseline {baseline:.3f} (reference leads)")
+    all_auc = [p["auc"] for _, p in live] + [a for _, a, _mv in recorded] + (
+        [baseline] if isinstance(baseline, int | float) and math.isfinite(baseline) else [])
     ax.set_ylim(max(0.0, min(all_auc) - 0.05), min(1.0, max(all_auc) + 0.05))
     ax.margins(x=0.05)
     fit_time_axis(ax, [t for t, _ in live] + [t for t, _a, _mv in recorded])

@@ -339,6 +339,7 @@ def create_app(
     @app.get("/")
     def overview(request: Request) -> Response:
         from scoring.monitor import latest_report
+        from scoring.monitoring.freshness import failed_words, failed_writes
         from scoring.registry import champion, recorded_test_auc
         from store.queries import connection_activity, outbox_totals
 
@@ -349,9 +350,11 @@ def create_app(
             shares = {c.name: c.api_budget_share for c in app_config.connections}
             for row in connections:
                 row["api_budget_share"] = shares.get(row["name"])
+            refused, unexpected = failed_writes(session)
             return render(
                 request, "overview.html", connections=connections, outbox=outbox_totals(session),
                 champion=mv, champion_auc=recorded_test_auc(mv) if mv else None, report=report,
+                failed_unexpected=sum(unexpected.values()), failed_words=failed_words(refused, unexpected),
             )
 
     @app.get("/tiers")
@@ -540,7 +543,12 @@ def create_app(
         charts = {
             "psi": plots.time_series({"score PSI": psi}, ylabel="score PSI",
                                      hlines=[(monitoring.psi_warn, "warn"), (monitoring.psi_alert, "alert")]),
-            "auc": plots.time_series({"live AUC": auc}, ylabel="AUC"),
+            # The live AUC is compared with the reference leads' AUC (the monitor's baseline), not
+            # with the test AUC of training: the line shows what it is judged against.
+            "auc": plots.time_series({"live AUC": auc}, ylabel="AUC", hlines=[
+                (float(b), f"baseline {float(b):.3f} (reference leads)")
+                for b in [((latest.metrics or {}).get("performance") or {}).get("baseline_auc") if latest else None]
+                if isinstance(b, int | float) and math.isfinite(b)]),
             "ece": plots.time_series({"ECE": ece}, ylabel="ECE"),
             "tiers": plots.time_series(by_tier, ylabel="converted (%)",
                                        colours={f"tier {t}": c for t, c in plots.TIER_COLOURS.items()}),

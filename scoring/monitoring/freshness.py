@@ -46,6 +46,18 @@ def failed_writes(session: Session) -> tuple[dict[str, int], dict[str, int]]:
     return refused, unexpected
 
 
+def failed_words(refused: dict[str, int], unexpected: dict[str, int]) -> str:
+    """What failed outbox rows were, as `status` and the console say it: "109 refused by the CRM's
+    own rules, as expected: validation_rule 109", "3 unexpected: HTTP 400 3", or both."""
+    parts: list[str] = []
+    for n, what, counts in ((sum(unexpected.values()), "unexpected", unexpected),
+                            (sum(refused.values()), "refused by the CRM's own rules, as expected", refused)):
+        if n:
+            kinds = ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
+            parts.append(f"{n} {what}: {kinds}")
+    return "; ".join(parts)
+
+
 def measure_freshness(session: Session, as_of: datetime, config: MonitoringConfig, out: Findings, *,
                explicit: bool = True) -> None:
     now = crm_now(session, as_of, explicit)

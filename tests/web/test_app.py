@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -377,3 +377,68 @@ def test_a_chart_of_one_run_spans_days_not_years() -> None:
     dates = [x for x in labels if re.fullmatch(r"20\d\d-\d\d-\d\d", x)]
     # Whole dates within the week around the run (a "2026-Jul" offset over "21 25 29" read as July).
     assert len(dates) >= 3 and all("2026-06-28" <= x <= "2026-07-06" for x in dates), labels
+
+
+def test_status_and_the_console_say_which_failed_writes_the_crm_refused_as_expected(
+    world: World, tmp_path: Path, client: TestClient
+) -> None:
+    from tests.cli.support import leadscore_here
+
+    """`status` and the console read "failed 109" (in red on the console) where the monitor said
+    "109 CRM writes refused by the CRM's own rules, as expected (not an alert)": now both split
+    the failed rows the same way, and only unexpected failures are shown as an alert."""
+    from sqlalchemy import delete
+
+    from store.models import Lead, Outbox
+
+    env = {"LEADSCORE_DATABASE_URL": world.url, "LEADSCORE_CONFIG_FILE": str(world.config_file),
+           "LEADSCORE_VAR_DIR": str(tmp_path / "var")}
+    with unit_of_work(world.engine) as session:
+        leads = session.scalars(select(Lead).order_by(Lead.id).limit(3)).all()
+        for lead, error in zip(leads, ["FIELD_CUSTOM_VALIDATION_EXCEPTION: scores need an approved owner",
+                                       "FIELD_CUSTOM_VALIDATION_EXCEPTION: scores need an approved owner",
+                                       "INVALID_FIELD: No such column 'Lead_Score__c'"], strict=True):
+            session.add(Outbox(connection_id=lead.connection_id, lead_id=lead.id, crm_id=lead.crm_id, payload={},
+                               payload_hash="x", status="failed", attempts=1, last_error=error))
+    try:
+        status = leadscore_here("status", cwd=tmp_path, env=env)
+        assert status.returncode == 0, status.stderr
+        assert ("failed 3 (1 unexpected: INVALID_FIELD 1; 2 refused by the CRM's own rules, as expected: "
+                "validation_rule 2)") in status.stdout, status.stdout
+        overview = client.get("/", auth=BOB).text
+        assert '<b class="alert">3</b>' in overview
+        assert "1 unexpected: INVALID_FIELD 1; 2 refused by the CRM&#39;s own rules" in overview
+        with unit_of_work(world.engine) as session:
+            session.execute(delete(Outbox).where(Outbox.last_error.like("INVALID_FIELD%")))
+        overview = client.get("/", auth=BOB).text
+        assert '<b class="">2</b>' in overview and "2 refused by the CRM&#39;s own rules, as expected" in overview
+    finally:
+        with unit_of_work(world.engine) as session:
+            session.execute(delete(Outbox).where(Outbox.payload_hash == "x"))
+
+
+def test_the_auc_chart_draws_the_baseline_the_live_auc_is_judged_against(client: TestClient, world: World) -> None:
+    """Revops read the live AUC (0.745) against the model's test AUC (0.853) and saw a collapse;
+    the monitor compares it with the reference leads' AUC (0.760), which the chart now draws."""
+    from sqlalchemy import delete
+
+    from store.models import MonitorReport
+
+    with unit_of_work(world.engine) as session:
+        latest = session.scalars(select(MonitorReport).order_by(MonitorReport.as_of.desc())).first()
+        assert latest is not None
+        later = MonitorReport(model_version_id=latest.model_version_id, as_of=latest.as_of + timedelta(days=1),
+                              status="warn", alerts=[],
+                              metrics={"performance": {"status": "warn", "auc": 0.745, "baseline_auc": 0.7604,
+                                                       "leads": 750}})
+        session.add(later)
+        session.flush()
+        added = later.id
+    try:
+        page = client.get("/monitor", auth=BOB).text
+        chart = page[page.index("<h2>Recent AUC</h2>"):]
+        chart = chart[:chart.index("</section>")]
+        assert "baseline 0.760 (reference leads)" in chart
+    finally:
+        with unit_of_work(world.engine) as session:
+            session.execute(delete(MonitorReport).where(MonitorReport.id == added))

@@ -45,3 +45,4 @@ def test_status_names_the_latest_report_and_the_models_data_date(world: World, t
     # Before: status took the last run (as of the newest data), report and console the later one.
     assert f"monitor: {latest.status} as of {shown:%Y-%m-%d}" in status.stdout
     assert f"trained as of {trained:%Y-%m-%d}" in status.stdout, status.stdout[-1500:]
+

@@ -19,7 +19,7 @@ from config.checks import first_line, redact_url
 from config.errors import ConfigError, LeadscoreError
 from config.settings import get_settings
 from store.db import DatabaseUnreachable, engine_for, make_engine, unit_of_work
-from store.models import Connection, ModelStatus, ModelVersion, Outbox, SyncRun, SyncStatus
+from store.models import Connection, ModelStatus, ModelVersion, Outbox, OutboxStatus, SyncRun, SyncStatus
 from worker.cli.console import cli_console
 from worker.lost import close_lost_runs
 from worker.runtime import get_runtime
@@ -186,6 +186,7 @@ def flower(
 def status() -> None:
     """Last sync per connection, outbox backlog, model in use, latest alerts."""
     from scoring.monitoring.clock import trained_at  # the scoring stack: only here, not on every command's start
+    from scoring.monitoring.freshness import failed_words, failed_writes
     from scoring.monitoring.run import latest_report
 
     config_problem: str | None = None
@@ -227,7 +228,11 @@ def status() -> None:
         for name, problem in failing.items():
             console.print(Text(f"sync {name}: last run {problem}"), soft_wrap=True)
         backlog = session.execute(select(Outbox.status, func.count()).group_by(Outbox.status)).all()
-        console.print("outbox: " + (", ".join(f"{s} {n}" for s, n in backlog) or "empty"))
+        # Failed rows are mostly the CRM's own rules refusing a write (the monitor does not alert
+        # on those): say which, as the monitor and the console do.
+        failed = failed_words(*failed_writes(session)) if any(s == OutboxStatus.failed for s, _ in backlog) else ""
+        console.print(Text("outbox: " + (", ".join(f"{s} {n}" + (f" ({failed})" if s == OutboxStatus.failed else "")
+                                                   for s, n in backlog) or "empty")), soft_wrap=True)
         champions = session.scalars(select(ModelVersion).where(ModelVersion.status == ModelStatus.champion)).all()
         for mv in champions:
             console.print(Text(f"model: {mv.version} ({mv.family}, segment {mv.segment or 'global'}, "
