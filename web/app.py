@@ -540,15 +540,15 @@ def create_app(
                     by_tier.setdefault(f"tier {tier}", []).append((r.as_of, 100 * float(row["conversion_rate"])))
             alerts.extend({"as_of": r.as_of, **a} for a in (r.alerts or []))
         monitoring = app_config.monitoring
+        base = ((latest.metrics or {}).get("performance") or {}).get("baseline_auc") if latest else None
+        baseline = float(base) if isinstance(base, int | float) and math.isfinite(base) else None
         charts = {
             "psi": plots.time_series({"score PSI": psi}, ylabel="score PSI",
                                      hlines=[(monitoring.psi_warn, "warn"), (monitoring.psi_alert, "alert")]),
             # The live AUC is compared with the reference leads' AUC (the monitor's baseline), not
             # with the test AUC of training: the line shows what it is judged against.
-            "auc": plots.time_series({"live AUC": auc}, ylabel="AUC", hlines=[
-                (float(b), f"baseline {float(b):.3f} (reference leads)")
-                for b in [((latest.metrics or {}).get("performance") or {}).get("baseline_auc") if latest else None]
-                if isinstance(b, int | float) and math.isfinite(b)]),
+            "auc": plots.time_series({"live AUC": auc}, ylabel="AUC", hlines=(
+                [(baseline, f"baseline {baseline:.3f} (reference leads)")] if baseline is not None else [])),
             "ece": plots.time_series({"ECE": ece}, ylabel="ECE"),
             "tiers": plots.time_series(by_tier, ylabel="converted (%)",
                                        colours={f"tier {t}": c for t, c in plots.TIER_COLOURS.items()}),

@@ -121,7 +121,7 @@ def measure_freshness(session: Session, as_of: datetime, config: MonitoringConfi
                            f"{config.freshness_hours:g} h", float(stuck), 0.0, action=WRITEBACK_ACTION))
     out.alerts.extend(found)
     measured = sum(1 for row in fresh.values() if "first_success" not in row)
-    out.metrics["measures"]["freshness"] = {"status": worst(found) if measured or found else NOT_ENOUGH,
-                                            "connections": measured,
-                                            **({} if measured else {"reason": "no connection synced by this as-of"}
-                                               if rows else {"reason": "no connection configured"})}
+    measure: dict[str, Any] = {"status": worst(found) if measured or found else NOT_ENOUGH, "connections": measured}
+    if not measured:
+        measure["reason"] = "no connection synced by this as-of" if rows else "no connection configured"
+    out.metrics["measures"]["freshness"] = measure
