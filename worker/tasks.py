@@ -327,4 +327,4 @@ def monitor_daily() -> dict[str, Any]:
         return {"status": report.status, "as_of": report.as_of.isoformat(), "alerts": report.alerts,
                 "drift": metrics.get("drift") or {}, "tier_conversion": metrics.get("tier_conversion") or {},
                 "performance": metrics.get("performance") or {}, "freshness": metrics.get("freshness") or {},
-                "measures": metrics.get("measures") or {}}
+                "measures": metrics.get("measures") or {}, "notes": metrics.get("notes") or []}

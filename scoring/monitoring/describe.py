@@ -30,6 +30,33 @@ def remeasured_line(metrics: dict[str, Any], *, webhook: bool) -> str | None:
             "clock)" + ("; the webhook is sent again only when the alerts changed" if webhook else ""))
 
 
+def describe_report(metrics: dict[str, Any], alerts: list[dict[str, Any]]) -> list[str]:
+    """A monitor report in words, as ``leadscore monitor``, ``leadscore report`` and the demo print
+    it: one line per measure, the run's notes that no measure line already says, then each alert
+    with what to do about it (indented under it)."""
+    lines = describe_measures(metrics)
+    lines += [f"note: {note}" for note in unsaid_notes(metrics, lines)]
+    for alert in alerts:
+        lines.append(f"{alert.get('level')}: {alert.get('message')}")
+        if alert.get("action"):
+            lines.append(f"  what to do: {alert['action']}")
+    return lines
+
+
+def unsaid_notes(metrics: dict[str, Any], said: list[str]) -> list[str]:
+    """The run's notes, less those whose reason (the text after "not judged: ", "not measured: "
+    and the like) a measure line already gives."""
+    out: list[str] = []
+    for note in metrics.get("notes") or []:
+        if note in said:  # a shadow challenger's line is both a note and a measure line
+            continue
+        head, sep, reason = str(note).partition(": ")
+        if sep and head.endswith(("not judged", "not measured")) and any(reason in line for line in said):
+            continue
+        out.append(str(note))
+    return out
+
+
 def describe_measures(metrics: dict[str, Any]) -> list[str]:
     """One line per measure: its status and what it was measured on (or why it was not)."""
     return [line for lines in describe_by_measure(metrics).values() for line in lines]
@@ -96,7 +123,7 @@ def describe_early(early: dict[str, Any]) -> str:
     """One line for the early top-tier measure (``tier_conversion["early"]``)."""
     top, window = early.get("tier", "A"), early.get("window_days")
     if early.get("status") == "not enough data" or early.get("ratio") is None:
-        return f"tier {top}, last {window} days: not enough data ({early.get('reason', '')})"
-    return (f"tier {top}, last {window} days: {early['status']} — {early['observed']} conversions among "
+        return f"tier {top} conversions, last {window} days: not enough data ({early.get('reason', '')})"
+    return (f"tier {top} conversions, last {window} days: {early['status']} — {early['observed']} conversions among "
             f"{early['leads']:,} tier-{top} leads at risk, {early['expected']:.1f} expected at the reference's pace "
             f"({early['ratio']:.2f}x)")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import requests
@@ -27,6 +29,20 @@ from store.models import (
 )
 
 log = logging.getLogger(__name__)
+# The alerts' own log lines (for workers' logs): commands that print the alerts themselves
+# (``leadscore monitor``, the demo) hold this logger back so a terminal does not show each twice.
+alert_log = logging.getLogger(f"{__name__}.alerts")
+
+
+@contextmanager
+def alerts_printed_by_caller() -> Iterator[None]:
+    """Hold back the alerts' log lines while the caller prints the alerts itself."""
+    level = alert_log.level
+    alert_log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        alert_log.setLevel(level)
 WEBHOOK_TIMEOUT_SECONDS = 5.0
 
 
@@ -67,8 +83,13 @@ def run_monitor(
                                 action="train a first model: `leadscore train`"))
     else:
         horizon = horizon_days or horizon_of(champion)
+        trained = trained_at(champion)
         out.metrics["champion"] = {"version": champion.version, "family": champion.family,
-                                   "trained_as_of": trained_at(champion)}
+                                   "trained_as_of": trained}
+        if trained > as_of + timedelta(days=1):
+            # A past --as-of: the champion learned from outcomes known after it.
+            out.notes.append(f"the champion was trained as of {trained:%Y-%m-%d}, after this as-of: leads it learned "
+                             "from are among those measured here, so its accuracy can read better than it was then")
         ref = ensure_reference(session, champion, as_of=as_of)
         if ref is None:
             out.notes.append("the champion records no training window: drift not measured")
@@ -118,7 +139,7 @@ def run_monitor(
         report.created_at = datetime.now(UTC)
     session.flush()
     for a in out.alerts:
-        log.warning("monitor %s [%s] %s", a.level, a.kind, a.message)
+        alert_log.warning("monitor %s [%s] %s", a.level, a.kind, a.message)
     if config.webhook_url and out.alerts:
         if changed:
             send_webhook(config.webhook_url, report, champion)

@@ -135,8 +135,9 @@ def early_top_tier(session: Session, ref: Reference | None, policy: PolicyLike, 
     if not served.empty:
         served = served[(served["tier"] == top) & served["model_version_id"].isin(live)]
     if served.empty:
-        detail["reason"] = (f"no lead created {created_from:%Y-%m-%d}..{created_to:%Y-%m-%d} was served tier "
-                            f"{top} by a model in production at {COHORT_AGE_DAYS} days old")
+        detail["reason"] = (f"no lead created {created_from:%Y-%m-%d}..{created_to:%Y-%m-%d}, those that could "
+                            f"convert in these {window_days} days within their {horizon_days}-day horizon, was served "
+                            f"tier {top} by a model in production at {COHORT_AGE_DAYS} days old")
         return NOT_ENOUGH, None, detail
     converted = dict(session.execute(select(Lead.id, Lead.converted_at).where(
         Lead.id.in_(served["lead_id"].astype("int64").tolist()))).tuples().all())

@@ -631,3 +631,41 @@ def test_the_drift_line_counts_features_above_each_line_with_the_lines() -> None
              "psi_warn": 0.1, "psi_alert": 0.25}
     (line,) = [x for x in describe_measures({"drift": drift}) if x.startswith("drift")]
     assert "0 features above the alert line (PSI 0.25), 1 above the warning line (0.1)" in line
+
+
+def test_a_past_as_of_before_the_champion_was_trained_says_it_learned_from_those_leads(session: Session) -> None:
+    """`monitor --as-of` a month before training judged the champion on leads it was trained on
+    without a word; the report now says so (the accuracy it shows can read better than it was)."""
+    from scoring.monitoring.clock import trained_at
+
+    mv = champion(session)
+    assert mv is not None
+    trained = trained_at(mv)
+    past = run_monitor(session, as_of=trained - timedelta(days=30), config=MonitoringConfig())
+    said = [n for n in past.metrics["notes"] if n.startswith("the champion was trained as of")]
+    assert said == [f"the champion was trained as of {trained:%Y-%m-%d}, after this as-of: leads it learned from "
+                    "are among those measured here, so its accuracy can read better than it was then"]
+    later = run_monitor(session, as_of=trained + timedelta(days=2), config=MonitoringConfig())
+    assert not [n for n in later.metrics["notes"] if n.startswith("the champion was trained as of")]
+
+
+def test_the_report_in_words_gives_each_note_once_and_what_to_do_under_its_alert() -> None:
+    from scoring.monitoring.describe import describe_report
+
+    shadow = {"version": "m2", "leads": 0, "status": "not enough data", "reason": "no elapsed lead yet"}
+    metrics = {
+        "performance": {"status": "not enough data", "leads": 0, "reason": "no matured scores"},
+        "shadow": [shadow],
+        "notes": ["live performance not measured: no matured scores", "no previous champion to compare with"],
+    }
+    from scoring.monitoring.shadow_compare import describe_shadow
+
+    metrics["notes"].append(describe_shadow(shadow))
+    alerts = [{"level": "warn", "message": "feature x shifting", "action": "look at x"},
+              {"level": "alert", "message": "no sync", "action": None}]
+    lines = describe_report(metrics, alerts)
+    assert lines.count(describe_shadow(shadow)) == 1  # a measure line, not again as a note
+    assert "note: live performance not measured: no matured scores" not in lines  # the accuracy line says it
+    assert "accuracy: not enough data (no matured scores)" in lines
+    assert "note: no previous champion to compare with" in lines
+    assert lines[-3:] == ["warn: feature x shifting", "  what to do: look at x", "alert: no sync"]

@@ -243,3 +243,35 @@ def test_status_labels_each_monitor_finding_with_its_level(store: Path) -> None:
     # (the factory numbers connections per test session: conn-1 alone, conn-N after other tests)
     assert re.search(r"^  warn: connection conn-\d+ has never synced successfully$", shown.output, re.M), shown.output
     assert "alert: connection conn-" not in shown.output
+
+
+def test_monitor_and_report_print_the_same_findings_notes_and_what_to_do_once(
+    store: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What revops reads after `leadscore monitor` and later `leadscore report`: every measure, the
+    notes no measure line says (the console shows them too), each alert with what to do, and each
+    alert once (not again as a log line on the same terminal)."""
+    out = tmp_path / "monitor.json"
+    with caplog.at_level("WARNING"):
+        monitored = runner.invoke(app, ["monitor", "--as-of", "2026-11-08", "--json", str(out)])
+    assert monitored.exit_code == 0, monitored.output
+    body = json.loads(out.read_text(encoding="utf-8"))
+    alerts, notes = body["alerts"], body["metrics"]["notes"]
+    assert alerts and any(a.get("action") for a in alerts), alerts  # something to check below
+    for alert in alerts:
+        assert monitored.output.count(f"{alert['level']}: {alert['message']}") == 1, monitored.output
+        if alert.get("action"):
+            assert f"what to do: {alert['action']}" in monitored.output
+    assert not [r for r in caplog.records if r.getMessage().startswith("monitor ")], caplog.text
+    printed = [line.strip() for line in monitored.output.splitlines()]
+    assert notes
+    for note in notes:
+        # Each note printed as a note, unless a measure line already gives its reason.
+        reason = note.partition(": ")[2]
+        assert f"note: {note}" in printed or any(reason and reason in line and not line.startswith("note:")
+                                                 for line in printed), (note, printed)
+
+    reported = runner.invoke(app, ["report"])
+    assert reported.exit_code == 0, reported.output
+    # `report` reads the latest report back: the same lines, header aside.
+    assert monitored.output.splitlines()[1:] == reported.output.splitlines()[2:], reported.output

@@ -42,6 +42,7 @@ def report_command(
 ) -> None:
     """Model health: the latest monitor status; with --html, the full report with plots."""
     from scoring.monitor import latest_report
+    from scoring.monitoring.describe import describe_report
     from scoring.registry import champion
     from scoring.report import render_report
 
@@ -61,9 +62,10 @@ def report_command(
         if latest is None:
             console.print("monitor: no report yet (run `leadscore monitor`)")
             return
-        console.print(f"monitor {latest.as_of:%Y-%m-%d %H:%M}: {latest.status.upper()}")
-        for alert in latest.alerts:
-            console.print(f"  {alert.get('level')}: {alert.get('message')}", markup=False)
+        console.print(f"monitor as of {latest.as_of:%Y-%m-%d %H:%M} UTC: {latest.status.upper()} "
+                      f"({_counted(list(latest.alerts or []))})", markup=False, soft_wrap=True)
+        for line in describe_report(dict(latest.metrics or {}), list(latest.alerts or [])):
+            console.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _counted(alerts: list[dict[str, Any]]) -> str:
@@ -97,7 +99,8 @@ def monitor_command(
     to log, database, webhook. Windows are cut on the data's clock, never the machine's."""
     from scoring.monitor import run_monitor
     from scoring.monitoring.clock import data_clock
-    from scoring.monitoring.describe import describe_measures, remeasured_line
+    from scoring.monitoring.describe import describe_report, remeasured_line
+    from scoring.monitoring.run import alerts_printed_by_caller
 
     when = _parse_as_of(as_of)
     config = _config()
@@ -116,7 +119,9 @@ def monitor_command(
             print(f"note: --as-of {when:%Y-%m-%d} is after the newest synced data ({newest:%Y-%m-%d}): this report "
                   "will read as the latest in `status`, `report` and the console until a run as of a later time",
                   file=sys.stderr)
-        report = run_monitor(session, as_of=when, config=config.monitoring, horizon_days=config.training.horizon_days)
+        with alerts_printed_by_caller():  # printed below, with what to do
+            report = run_monitor(session, as_of=when, config=config.monitoring,
+                                 horizon_days=config.training.horizon_days)
         status, alerts, metrics = report.status, list(report.alerts), dict(report.metrics)
         report_as_of = report.as_of
     clock = metrics.get("clock") or {}
@@ -125,12 +130,8 @@ def monitor_command(
                   soft_wrap=True)
     if (again := remeasured_line(metrics, webhook=bool(config.monitoring.webhook_url))) is not None:
         console.print(f"  {again}", markup=False, highlight=False, soft_wrap=True)
-    for line in describe_measures(metrics):
+    for line in describe_report(metrics, alerts):
         console.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)
-    for alert in alerts:
-        console.print(f"  {alert.get('level')}: {alert.get('message')}", markup=False, highlight=False, soft_wrap=True)
-        if alert.get("action"):
-            console.print(f"    what to do: {alert['action']}", markup=False, highlight=False, soft_wrap=True)
     if json_path is not None:
         body = {"status": status, "as_of": report_as_of.isoformat(), "clock": clock,
                 "drift": metrics.get("drift") or {}, "tier_conversion": metrics.get("tier_conversion") or {},

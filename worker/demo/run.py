@@ -37,6 +37,7 @@ from connectors.base import ConnectionSecrets
 from connectors.errors import error_code, expected_refusal
 from connectors.setup import crm_setup
 from crmsim.app import CRMSim
+from scoring.monitoring.run import alerts_printed_by_caller
 from scoring.report import render_report
 from store.db import make_engine, unit_of_work
 from store.migrate import upgrade
@@ -287,8 +288,8 @@ def _run_loop(sim: Any, runtime: Any, out_dir: Path, report_path: Path | None) -
         week_calls = calls_between(before, after_week)
         writes = calls_between(before_writes, after_week)  # both write phases: label filters keep write calls only
 
-    with _step("running the daily monitor (drift, calibration, freshness, alerts)"):
-        monitor = _call(tasks.monitor_daily, eager=eager)
+    with _step("running the daily monitor (drift, calibration, freshness, alerts)"), alerts_printed_by_caller():
+        monitor = _call(tasks.monitor_daily, eager=eager)  # its alerts are in the summary
 
     evaluation = evaluate(runtime, sim, trained)
     summary: dict[str, Any] = {

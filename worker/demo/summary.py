@@ -7,7 +7,7 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
-from scoring.monitoring.describe import describe_measures
+from scoring.monitoring.describe import describe_report
 from worker.cli.console import cli_console
 
 # Plain text (no markup): styles are given as Text styles, so no name is ever parsed as a tag.
@@ -66,7 +66,5 @@ def _print_monitor(monitor: dict[str, Any]) -> None:
 
     console.print(f"monitor as of {str(monitor.get('as_of', '?'))[:16]} (the CRM's clock): "
                   f"{str(monitor.get('status', '?')).upper()}", markup=False)
-    for line in describe_measures(monitor):
+    for line in describe_report(monitor, list(monitor.get("alerts") or [])):
         console.print(f"  {line}", markup=False, highlight=False)
-    for alert in monitor.get("alerts") or []:
-        console.print(f"  {alert.get('level')}: {alert.get('message')}", markup=False, highlight=False)
