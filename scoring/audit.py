@@ -312,7 +312,8 @@ def audit_frame(
 
     report.duplicates = int(frame[kept.columns].duplicated().sum()) if kept.columns else 0
     if report.duplicates:
-        report.warnings.append(f"{report.duplicates} rows repeat an earlier row's features exactly")
+        report.warnings.append(f"{report.duplicates} row{' repeats' if report.duplicates == 1 else 's repeat'} "
+                               "an earlier row's features exactly")
     for col in report.identifiers:
         report.warnings.append(f"{col}: identifier, excluded")
     for col in report.constant_features:

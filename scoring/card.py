@@ -5,21 +5,40 @@ cut-offs, lift by decile, and the promotion decision."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from scoring.card_render import _num, render_model_card
 
+# What reps read for each concept (the wording of scoring.reasons.render), the window aside.
+_REP_WORDS = {
+    "high_intent": "pricing/demo page visits", "content": "content pieces engaged with",
+    "persona": "job title (seniority, department)", "engagement_30d": "engagements",
+    "engagement_velocity": "engagement rising or falling (30 days vs the 30 before)",
+    "days_since_last_engagement": "days since last engaged", "committee_size": "colleagues who became leads",
+    "employee_band": "company size", "revenue_band": "annual revenue", "country": "country",
+    "lead_source": "lead source", "campaign": "campaign", "industry": "industry",
+    "email_type": "e-mail address type", "missing_fields": "key fields missing on the record",
+    "junk_flags": "signs of test or junk data", "lead_age_days": "days since the lead was created",
+}
+_WINDOW = re.compile(r"_(\d+)d$")
+
 
 def concept_label(feature: str) -> str:
-    """The name reps see in reasons for the concept a feature belongs to."""
+    """What reps read for a feature in reasons: its concept in the reasons' words, with the
+    feature's window ("meetings, last 7 days"), so two windows of one concept read apart."""
     from scoring.reasons import _TYPE_LABELS, concept_of
 
     concept = concept_of(feature)
     if concept.startswith("type:"):
         kind = concept.removeprefix("type:")
-        return _TYPE_LABELS.get(kind, (kind.replace("_", " "),) * 2)[1]
-    named = {"high_intent": "high-intent page visits", "content": "content depth", "persona": "job title (persona)"}
-    return named.get(concept, concept.replace("_", " "))
+        words = _TYPE_LABELS.get(kind, (kind.replace("_", " "),) * 2)[1]
+    else:
+        words = _REP_WORDS.get(concept, concept.removeprefix("attr_").replace("_", " "))
+    window = _WINDOW.search(feature)
+    if window is not None:
+        return f"{words}, last {window.group(1)} days"
+    return words + (", last 90 days" if concept == "committee_size" else "")
 
 
 def tier_cutoff_table(outcomes: list[tuple[float, int]], policy: Any) -> list[dict[str, Any]]:

@@ -79,10 +79,12 @@ def render_model_card(
         lines += ["| feature | excluded because |", "| --- | --- |"]
         lines += [f"| {name} | {reason} |" for name, reason in audit.dropped.items()]
         lines.append("")
-    if audit.warnings:
-        lines += [f"- {w}" for w in audit.warnings]
+    # The table already says why each excluded feature went: its warnings would repeat it.
+    findings = [w for w in audit.warnings if w.split(":", 1)[0] not in audit.dropped]
+    if findings:
+        lines += [f"- {w}" for w in findings]
     else:
-        lines.append("- No findings.")
+        lines.append("- No other findings." if audit.dropped else "- No findings.")
     lines += ["", "## Metrics", "", "Validation chose the model; test was measured once, afterwards.", ""]
     lines.append("| model | part | " + " | ".join(label for _, label in _TABLE_METRICS) + " |")
     lines.append("| --- | --- | " + " | ".join("---:" for _ in _TABLE_METRICS) + " |")

@@ -203,6 +203,23 @@ def test_models_show_prints_the_card_with_importance_and_tier_cutoffs(store: Pat
     importance = text.split("## Feature importance")[1].split("##")[0]
     rows = [line for line in importance.splitlines() if line.startswith("| ") and "%" in line]
     assert 1 <= len(rows) <= 15
+    # What reps see: two windows of one concept read apart ("meetings, last 7 days" vs "..., last
+    # 30 days"), in the reasons' words (the card said "high-intent page visits" for both windows
+    # where reasons say "pricing/demo page visits").
+    seen = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in rows}
+    windowed = {f: label for f, label in seen.items() if re.search(r"_\d+d$", f)}
+    assert windowed, seen
+    for feature, label in windowed.items():
+        days = feature.rsplit("_", 1)[1].removesuffix("d")
+        assert label.endswith(f", last {days} days"), (feature, label)
+    assert len(set(windowed.values())) == len(windowed), windowed
+    assert "high-intent" not in importance
+    # The audit section names each excluded feature once: in its table, not again as a finding.
+    audit = text.split("## Data audit")[1].split("## Metrics")[0]
+    excluded = [line.split("|")[1].strip() for line in audit.splitlines() if line.startswith("| ")][2:]
+    assert excluded, audit
+    for feature in excluded:
+        assert not [line for line in audit.splitlines() if line.startswith(f"- {feature}:")], audit
     cutoffs = text.split("## Precision and recall at the tier cut-offs")[1]
     recalls = [float(line.split("|")[5]) for line in cutoffs.splitlines() if line.startswith(("| A ", "| B ", "| C "))]
     assert len(recalls) == 3 and recalls == sorted(recalls) and 0 <= recalls[0] <= recalls[-1] <= 1
