@@ -513,6 +513,7 @@ def create_app(
     @app.get("/monitor")
     def monitor_page(request: Request) -> Response:
         from scoring.monitor import reports
+        from scoring.monitoring.describe import unsaid_notes
         from web import plots
 
         with reading() as session:
@@ -557,7 +558,10 @@ def create_app(
         drift = latest_metrics.get("drift") or {}
         feature_psi = sorted((drift.get("feature_psi") or {}).items(), key=lambda kv: -kv[1])
         measures = _measures_with_why(latest_metrics)
+        # The notes the CLI prints: those no line of the measures table already says.
+        notes = unsaid_notes(latest_metrics, [line for _, _, why in measures for line in why])
         return render(request, "monitor.html", latest=latest, metrics=latest_metrics, charts=charts, measures=measures,
+                      notes=notes,
                       feature_psi=feature_psi, alerts=alerts[::-1][:200], reports=history[::-1][:60],
                       monitoring=monitoring)
 

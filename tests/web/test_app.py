@@ -364,6 +364,15 @@ def test_the_monitor_page_says_why_for_every_measure_in_the_clis_words(client: T
         assert shown, f"no why for {name}"
         expected = lines[name.replace(" ", "_")]
         assert [s in e for s, e in zip(shown, expected, strict=True)] == [True] * len(expected), (shown, expected)
+    # The run's notes below the table: those the table does not already say, as the CLI prints them.
+    notes = [html.unescape(n) for n in re.findall(r'<p class="note">(.*?)</p>', page)]
+    said = [line for lines_of in lines.values() for line in lines_of]
+    stored = list((report.metrics or {}).get("notes") or [])
+    assert stored and notes, (stored, notes)
+    for note in stored:
+        reason = note.partition(": ")[2]
+        repeated = note.split(": ")[0].endswith(("not judged", "not measured")) and any(reason in x for x in said)
+        assert (note in notes) != repeated, (note, notes)
 
 
 def test_a_chart_of_one_run_spans_days_not_years() -> None:
