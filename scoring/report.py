@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from scoring import registry
 from scoring.monitor import REFERENCE_KEY, Reference, data_clock, reports, trained_at
+from scoring.monitoring.describe import describe_measures, unsaid_notes
 from scoring.time_axis import fit_time_axis
 from store.models import LeadScore, ModelStatus, ModelVersion, MonitorReport
 
@@ -406,8 +407,10 @@ def render_report(session: Session, *, as_of: datetime | None = None, psi_warn: 
             parts.append(_table(["level", "kind", "message", "what to do"],
                                 [[a.get("level"), a.get("kind"), a.get("message"), a.get("action", "")]
                                  for a in latest.alerts]))
-        notes = (latest.metrics or {}).get("notes") or []
-        parts.extend(f"<p class='note'>{html.escape(str(n))}</p>" for n in notes)
+        # The measures and notes in the words `leadscore monitor` and `leadscore report` print.
+        said = describe_measures(latest.metrics or {})
+        parts.append("<ul class='measures'>" + "".join(f"<li>{html.escape(line)}</li>" for line in said) + "</ul>")
+        parts.extend(f"<p class='note'>{html.escape(n)}</p>" for n in unsaid_notes(latest.metrics or {}, said))
     else:
         parts.append(_missing("No monitor report yet: run `leadscore monitor` (it runs daily on the schedule)."))
     sections = [

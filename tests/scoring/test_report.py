@@ -63,6 +63,21 @@ def test_one_model_one_report_renders_what_exists(trained_engine: Engine, tmp_pa
     images = _images(page)
     assert len(images) >= 6 and all(img.startswith(PNG_MAGIC) for img in images)
     assert "http://" not in page and "https://" not in page  # self-contained
+    # The latest run in the CLI's words: each measure line, then the notes no measure line says.
+    import html as html_text
+
+    from scoring.monitor import reports
+    from scoring.monitoring.describe import describe_measures, unsaid_notes
+
+    with Session(bind=trained_engine) as session:
+        metrics = dict(reports(session, as_of=as_of_day(TRAIN_DAY))[-1].metrics or {})
+    shown = [html_text.unescape(x) for x in re.findall(r"<li>(.*?)</li>", page)]
+    said = describe_measures(metrics)
+    assert said and all(line in shown for line in said), (said, shown)
+    run = page[page.index("<ul class='measures'>"):]
+    run = run[:run.index("<h2")]
+    notes = [html_text.unescape(x) for x in re.findall(r"<p class='note'>(.*?)</p>", run)]
+    assert notes == unsaid_notes(metrics, said) and notes, (notes, metrics.get("notes"))
 
 
 def test_full_report_has_every_plot_and_decodes_in_a_headless_browser(trained_engine: Engine, tmp_path: Path,
