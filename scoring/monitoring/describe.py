@@ -111,7 +111,8 @@ def describe_by_measure(metrics: dict[str, Any]) -> dict[str, list[str]]:
     lines = by.setdefault("freshness", [])
     if fresh:
         ages = ", ".join(f"{name} {row['age_hours']:.1f} h" if row.get("age_hours") is not None
-                         else f"{name} not measured (first sync after the as-of)" if row.get("first_success")
+                         else f"{name} not measured ({row.get('reason') or 'first sync after the as-of'})"
+                         if row.get("first_success")
                          else f"{name} never" for name, row in fresh.items())
         lines.append(f"freshness (since the last successful sync, CRM clock): {ages}")
     else:

@@ -86,9 +86,8 @@ def measure_freshness(session: Session, as_of: datetime, config: MonitoringConfi
         later = parse_time(first_success.get(conn_id)) if last_utc is None else None
         if later is not None:
             fresh[name]["first_success"] = later
-            fresh[name]["reason"] = f"first successful sync {later:%Y-%m-%d %H:%M} is after this as-of"
-            out.notes.append(f"freshness of {name} not measured: its first successful sync ({later:%Y-%m-%d %H:%M} "
-                             "on the CRM's clock) is after this as-of")
+            fresh[name]["reason"] = f"its first successful sync ({later:%Y-%m-%d %H:%M} CRM clock) is after the as-of"
+            out.notes.append(f"freshness of {name} not measured: {fresh[name]['reason']}")
         elif last_utc is None:
             found.append(Alert(WARN, "freshness", f"connection {name} has never synced successfully",
                                action=FRESHNESS_ACTION))

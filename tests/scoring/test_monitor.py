@@ -224,7 +224,12 @@ def test_a_past_as_of_before_the_first_sync_is_not_never_synced(session: Session
     assert not [a for a in before.alerts if a["kind"] == "freshness"], before.alerts
     assert before.metrics["measures"]["freshness"]["status"] == "not enough data"
     assert any("not measured: its first successful sync" in n for n in before.metrics["notes"])
-    assert "not measured (first sync after the as-of)" in describe_by_measure(before.metrics)["freshness"][0]
+    line = describe_by_measure(before.metrics)["freshness"][0]
+    assert f"not measured (its first successful sync ({now:%Y-%m-%d %H:%M} CRM clock) is after the as-of)" in line
+    # Printed once: the measure line gives the date, so the note is not printed again.
+    from scoring.monitoring.describe import describe_report
+
+    assert not [x for x in describe_report(before.metrics, []) if x.startswith("note: freshness of")]
     # A connection that never synced at all still warns.
     other = make_connection(session, "second")
     session.flush()
@@ -506,6 +511,27 @@ def test_a_moved_rate_with_a_better_ece_than_the_reference_is_not_called_miscali
     assert worse is not None and worse.level == "alert" and worse.message.startswith("scores are miscalibrated")
     calibrated = (rng.uniform(size=2000) < p).astype(int)
     assert calibration_alert(calibrated, p, ece=0.03, reference_ece=0.05, config=config) is None
+
+
+def test_a_rate_off_the_predictions_as_on_the_reference_leads_is_no_warning() -> None:
+    """The demo's champion (trained on leads 14 days old) predicts leads seen at 7 days low: 6.0 %
+    predicted, 11.1 % converted on its own reference leads. Live leads at 7 days showed the same
+    (10.1 % vs 6.0 %) and the monitor warned "the conversion rate shifted as a whole", sending
+    revops to a retrain that would change nothing. Off as on the reference is not a change."""
+    rng = np.random.default_rng(2)
+    config = MonitoringConfig()
+    ref_p = rng.uniform(0.02, 0.12, 1400)
+    ref_y = (rng.uniform(size=1400) < ref_p * 1.85).astype(int)  # the reference: converts 1.85x the prediction
+    p = rng.uniform(0.02, 0.12, 750)
+    same = (rng.uniform(size=750) < p * 1.7).astype(int)
+    assert calibration_alert(same, p, ece=0.05, reference_ece=0.054, config=config) is not None  # without it
+    assert calibration_alert(same, p, ece=0.05, reference_ece=0.054, config=config, reference=(ref_y, ref_p)) is None
+    # A real shift against the reference still warns, and says what the reference showed.
+    shifted = (rng.uniform(size=750) < p * 3.6).astype(int)
+    alert = calibration_alert(shifted, p, ece=0.05, reference_ece=0.054, config=config, reference=(ref_y, ref_p))
+    assert alert is not None and alert.level == "warn" and "(the reference leads: " in alert.message, alert
+    fewer = (rng.uniform(size=750) < p * 0.6).astype(int)
+    assert calibration_alert(fewer, p, ece=0.05, reference_ece=0.054, config=config, reference=(ref_y, ref_p))
 
 
 def test_the_early_top_tier_measure_alerts_when_tier_a_stops_converting(session: Session) -> None:
