@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from scoring import registry
 from scoring.monitor import REFERENCE_KEY, Reference, data_clock, reports, trained_at
+from scoring.monitoring.cohorts import COHORT_AGE_DAYS
 from scoring.monitoring.describe import describe_measures, unsaid_notes
 from scoring.time_axis import fit_time_axis
 from store.models import LeadScore, ModelStatus, ModelVersion, MonitorReport
@@ -156,7 +157,9 @@ def _psi_trend(history: Sequence[MonitorReport], psi_warn: float, psi_alert: flo
 
 def _calibration(latest_perf: dict[str, Any], champion: ModelVersion | None) -> str:
     table = latest_perf.get("calibration") or []
-    source = "live scores whose outcome is known"
+    source = (f"leads whose outcome is known, as scored at {COHORT_AGE_DAYS} days old "
+              f"({latest_perf.get('served', 0):,} served scores, {latest_perf.get('reconstructed', 0):,} "
+              "reconstructed from their features then)")
     if not table and champion is not None:
         table = [{"predicted": r["predicted"], "observed": r["observed"], "count": r["count"]}
                  for r in ((champion.metrics or {}).get(champion.family, {}).get("test", {}).get("calibration") or [])]

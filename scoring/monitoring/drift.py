@@ -72,6 +72,9 @@ def measure_drift(session: Session, champion: ModelVersion, ref: Reference, as_o
 
 
 
+WATCH_ACTION = ("nothing to change yet: the scores do not feel this input's shift; if it keeps growing, look at "
+                "where the new leads come from (the feature PSI table of `leadscore report --html` or the "
+                "console's Monitor page), and for a new source or a broken field mapping in the CRM")
 DRIFT_ACTION = ("the leads arriving now differ from those the model learnt from: check for a new source, "
                 "campaign or market (or a broken field mapping); `leadscore retrain` learns from the new leads "
                 "once their outcomes are known")
@@ -103,10 +106,11 @@ def drift_alerts(score_psi: float, feature_psi: dict[str, float], config: Monito
                                 value, config.psi_alert, action=DRIFT_ACTION))
         elif value > config.psi_alert:
             alerts.append(Alert(WARN, kind, f"{what} drifted (PSI {value:.3f} > {config.psi_alert:g}) but the "
-                                f"score distribution is stable (PSI {score_psi:.3f})", value, config.psi_alert))
+                                f"score distribution is stable (PSI {score_psi:.3f})", value, config.psi_alert,
+                                action=WATCH_ACTION))
         elif value > config.psi_warn:
             alerts.append(Alert(WARN, kind, f"{what} shifting: PSI {value:.3f} > {config.psi_warn:g}",
-                                value, config.psi_warn))
+                                value, config.psi_warn, action=DRIFT_ACTION if name == "score" else WATCH_ACTION))
     return alerts
 
 

@@ -695,3 +695,17 @@ def test_the_report_in_words_gives_each_note_once_and_what_to_do_under_its_alert
     assert "accuracy: not enough data (no matured scores)" in lines
     assert "note: no previous champion to compare with" in lines
     assert lines[-3:] == ["warn: feature x shifting", "  what to do: look at x", "alert: no sync"]
+
+
+def test_every_drift_warning_says_what_to_do() -> None:
+    from scoring.monitoring.drift import drift_alerts
+
+    config = MonitoringConfig()
+    # A feature shifting while the scores stay put (the demo's "feature country shifting"), a
+    # feature drifted past the alert line with stable scores, and the scores themselves shifting.
+    alerts = drift_alerts(0.05, {"country": 0.101, "industry": 0.3}, config)
+    alerts += drift_alerts(0.15, {}, config)
+    assert {a.level for a in alerts} == {"warn"} and len(alerts) == 3
+    assert all(a.action for a in alerts), [a.to_dict() for a in alerts]
+    assert [a.action for a in alerts][:2] == [alerts[0].action] * 2 and "nothing to change yet" in alerts[0].action
+    assert "new source" in alerts[2].action and "nothing to change yet" not in alerts[2].action

@@ -58,7 +58,9 @@ def test_one_model_one_report_renders_what_exists(trained_engine: Engine, tmp_pa
         page = render_report(session, as_of=as_of_day(TRAIN_DAY))
     # One monitor report: elapsed leads the champion never learnt from (its test period) are scored
     # as they were at 7 days old, so calibration and tier conversion are live from the first run.
-    assert "Source: live scores whose outcome is known" in page
+    # Which scores: served ones (what reps saw) or reconstructed from their features then.
+    assert re.search(r"Source: leads whose outcome is known, as scored at 7 days old "
+                     r"\(\d+ served scores, \d+ reconstructed", page)
     assert "No tier outcomes yet" not in page
     images = _images(page)
     assert len(images) >= 6 and all(img.startswith(PNG_MAGIC) for img in images)
