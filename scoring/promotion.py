@@ -94,7 +94,9 @@ def promotion_decision(comparison: Comparison, *, tolerance: float, champion_hea
         if c.improvement > tolerance:
             return False, (f"kept as candidate: the improvement could be noise (one-sided 99% lower bound "
                            f"{strict:+.4f}); {summary}")
-        return False, f"kept as candidate: not better than the champion (no monitor alert) by {tolerance:g}; {summary}"
+        # "Healthy": the latest monitor report raised no alert (warnings do not lower the bar).
+        return False, (f"kept as candidate: does not beat the champion by more than the required margin "
+                       f"{tolerance:g} (the champion raised no monitor alert, so the full bar applies); {summary}")
     if c.ci_low > -tolerance:
         return True, (f"promoted: {why_not_healthy} and challenger at least as good "
                       f"(tolerance {tolerance:g}); {summary}")

@@ -70,6 +70,10 @@ def test_promotion_rule(improvement: float, low: float, high: float, healthy: bo
                                        champion_healthy=healthy)
     assert decision is promoted, why
     assert why.startswith("promoted" if promoted else "kept as candidate")
+    if healthy and not promoted and improvement <= 0.005:
+        # "not better than the champion (no monitor alert) by 0.005" read as "worse by 0.005" next to
+        # an improvement of -0.0034: the 0.005 is the margin a challenger must beat.
+        assert "does not beat the champion by more than the required margin 0.005" in why, why
 
 
 def test_a_healthy_champion_is_replaced_only_beyond_the_one_sided_99_percent_bound() -> None:
