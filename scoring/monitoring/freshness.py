@@ -13,9 +13,11 @@ from connectors.errors import error_code, expected_refusal
 from scoring.monitoring.clock import crm_now, parse_time
 from scoring.monitoring.status import ALERT, NOT_ENOUGH, WARN, Alert, Findings, worst
 from store.models import (
+    ActionStatus,
     Connection,
     Outbox,
     OutboxStatus,
+    RoutingAction,
     SyncRun,
     SyncStatus,
 )
@@ -39,11 +41,39 @@ def failed_writes(session: Session) -> tuple[dict[str, int], dict[str, int]]:
         if kind is not None:
             refused[kind] = refused.get(kind, 0) + int(n)
         else:
-            # The CRM's code when there is one, else the start of the text ("HTTP 400", "gave up after 5 attempts").
-            code = error_code(error) if error_code(error).isupper() else (str(error or "").split(":", 1)[0][:60]
-                                                                          or "no error recorded")
+            code = _code(error)
             unexpected[code] = unexpected.get(code, 0) + int(n)
     return refused, unexpected
+
+
+def _code(error: str | None) -> str:
+    """The CRM's code when there is one, else the start of the text ("HTTP 400", "gave up after 5 attempts")."""
+    head = str(error or "").split(":", 1)[0][:60]
+    code = error_code(error)
+    # A CRM code is one upper-case word ("INACTIVE_OWNER_OR_USER"); "HTTP 400" keeps its status.
+    return code if code.isupper() and code == head else (head or "no error recorded")
+
+
+def routing_words(session: Session) -> str:
+    """Routing actions by status, failed ones by action and why, as `status` says it:
+    "done 491, failed 6 (create_task 4: inactive_owner 4; pause_outreach 2: validation_rule 2)"
+    ("" when no action was ever planned). A failed tier-A task leaves a hot lead uncalled: the CRM's
+    reason (an inactive owner) is what revops fixes."""
+    counts = dict(session.execute(select(RoutingAction.status, func.count(RoutingAction.id))
+                                  .group_by(RoutingAction.status)).tuples().all())
+    if not counts:
+        return ""
+    why: dict[str, dict[str, int]] = {}
+    for action, error, n in session.execute(
+            select(RoutingAction.action, RoutingAction.error, func.count(RoutingAction.id))
+            .where(RoutingAction.status == ActionStatus.failed).group_by(RoutingAction.action, RoutingAction.error)):
+        kind = expected_refusal(error) or _code(error)
+        kinds = why.setdefault(action, {})
+        kinds[kind] = kinds.get(kind, 0) + int(n)
+    failed = "; ".join(f"{action} {sum(kinds.values())}: " + ", ".join(f"{k} {v}" for k, v in sorted(
+        kinds.items(), key=lambda kv: -kv[1])) for action, kinds in sorted(why.items()))
+    return ", ".join(f"{status} {n}" + (f" ({failed})" if status == ActionStatus.failed and failed else "")
+                     for status, n in sorted(counts.items()))
 
 
 def failed_words(refused: dict[str, int], unexpected: dict[str, int]) -> str:

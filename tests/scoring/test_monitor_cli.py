@@ -6,6 +6,7 @@ import json
 import re
 import shutil
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -292,3 +293,37 @@ def test_monitor_and_report_print_the_same_findings_notes_and_what_to_do_once(
     assert reported.exit_code == 0, reported.output
     # `report` reads the latest report back: the same lines, header aside.
     assert monitored.output.splitlines()[1:] == reported.output.splitlines()[2:], reported.output
+
+
+def test_status_says_which_routing_actions_failed_and_why(store: Path) -> None:
+    """After the demo the console showed "routing failed 6" and `status` nothing: four of them were
+    tier-A "call within 4 hours" tasks the CRM refused (the lead's owner is inactive), hot leads
+    nobody was told to call."""
+    from store.models import LeadScore, RoutingAction
+
+    engine = make_engine(f"sqlite:///{store}")
+    with Session(bind=engine) as s:
+        score = s.scalars(select(LeadScore).where(LeadScore.is_current.is_(True)).limit(1)).first()
+        if score is None:
+            lead = s.scalars(select(Lead).limit(1)).one()
+            mv = s.scalars(select(ModelVersion).limit(1)).one()
+            score = LeadScore(lead_id=lead.id, model_version_id=mv.id, probability=0.6, score=95, tier="A",
+                              scored_at=datetime(2026, 6, 25, tzinfo=UTC), is_current=True)
+            s.add(score)
+            s.flush()
+        lead = s.get(Lead, score.lead_id)
+        assert lead is not None
+        common = {"lead_id": lead.id, "lead_score_id": score.id, "connection_id": lead.connection_id, "to_tier": "A"}
+        s.add_all([
+            RoutingAction(**common, action="create_task", status="failed",
+                          error="INACTIVE_OWNER_OR_USER: operation performed with inactive user as owner of task"),
+            RoutingAction(**common, action="add_to_campaign", status="done"),
+            RoutingAction(**common, action="assign_owner", status="failed", error="HTTP 500: boom"),
+        ])
+        s.commit()
+    engine.dispose()
+    reset_runtime()
+    shown = runner.invoke(app, ["status"])
+    assert shown.exit_code == 0, shown.output
+    assert "routing: done 1, failed 2 (assign_owner 1: HTTP 500 1; create_task 1: inactive_owner 1)" in shown.output, \
+        shown.output

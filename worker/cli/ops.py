@@ -186,7 +186,7 @@ def flower(
 def status() -> None:
     """Last sync per connection, outbox backlog, model in use, latest alerts."""
     from scoring.monitoring.clock import trained_at  # the scoring stack: only here, not on every command's start
-    from scoring.monitoring.freshness import failed_words, failed_writes
+    from scoring.monitoring.freshness import failed_words, failed_writes, routing_words
     from scoring.monitoring.run import latest_report
 
     config_problem: str | None = None
@@ -233,6 +233,8 @@ def status() -> None:
         failed = failed_words(*failed_writes(session)) if any(s == OutboxStatus.failed for s, _ in backlog) else ""
         console.print(Text("outbox: " + (", ".join(f"{s} {n}" + (f" ({failed})" if s == OutboxStatus.failed else "")
                                                    for s, n in backlog) or "empty")), soft_wrap=True)
+        if routed := routing_words(session):
+            console.print(Text(f"routing: {routed}"), soft_wrap=True)
         champions = session.scalars(select(ModelVersion).where(ModelVersion.status == ModelStatus.champion)).all()
         for mv in champions:
             console.print(Text(f"model: {mv.version} ({mv.family}, segment {mv.segment or 'global'}, "
