@@ -72,7 +72,8 @@ def render_model_card(
     )
     if kind == "time":
         lines.append(
-            f"- Test period: {split.get('test_from')} to {split.get('test_to')} (later than all training rows)"
+            f"- Test period: {split.get('test_from')} to {split.get('test_to')} (the times its leads were seen, "
+            "later than all training rows; the monitor's reference names the same leads by their creation dates)"
         )
     lines += ["", "## Data audit", ""]
     if audit.dropped:

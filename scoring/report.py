@@ -194,7 +194,7 @@ def _conversion_by_tier(latest_perf: dict[str, Any]) -> str:
         ax.annotate(f"{tiers[t]['leads']} leads", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
                     ha="center", va="bottom", fontsize=8)
     ax.set_ylabel("converted within horizon (%)")
-    ax.set_title("Conversion by tier (matured leads)")
+    ax.set_title("Conversion by tier (elapsed leads)")
     return _img(_png(fig), "conversion by tier")
 
 
@@ -211,7 +211,7 @@ def _lift(latest_perf: dict[str, Any], champion: ModelVersion | None) -> str:
     if test:
         ax.bar(x - width / 2, [v if v is not None else 0 for v in test], width, label="champion test set")
     if live:
-        ax.bar(x + width / 2, live, width, label="live matured leads")
+        ax.bar(x + width / 2, live, width, label="live elapsed leads")
     ax.axhline(1.0, color="grey", ls="--", lw=1)
     ax.set_xticks(x)
     ax.set_xlabel("score decile (1 = highest)")
@@ -230,7 +230,7 @@ def _auc_over_time(history: Sequence[MonitorReport], versions: Sequence[ModelVer
         return _missing("No AUC recorded yet.")
     fig, ax = _figure()
     if live:
-        ax.plot([t for t, _ in live], [p["auc"] for _, p in live], marker="o", label="live AUC (matured leads)")
+        ax.plot([t for t, _ in live], [p["auc"] for _, p in live], marker="o", label="live AUC (elapsed leads)")
     for t, a, mv in recorded:
         marker = "*" if mv.status == ModelStatus.champion else "^"
         ax.scatter([t], [a], marker=marker, s=90, zorder=3, label=f"{mv.version} test ({mv.status})")
