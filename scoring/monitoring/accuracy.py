@@ -200,15 +200,14 @@ def _calibration(y: np.ndarray, p: np.ndarray, perf: dict[str, Any], config: Mon
     if ref is not None and ref.outcomes:
         reference = (np.asarray([o[1] for o in ref.outcomes], dtype="float64"),
                      np.asarray([o[0] for o in ref.outcomes], dtype="float64"))
-        perf["reference_rate"] = {"observed": float(reference[0].mean()), "predicted": float(reference[1].mean()),
-                                  "leads": len(reference[0])}
     alert = calibration_alert(y, p, ece=ece, reference_ece=base, config=config, reference=reference)
     if alert is not None:
         out.alerts.append(alert)
-    elif reference is not None and _mean_off(float(y.mean()), float(p.mean()), len(y)):
+        return
+    observed, predicted = float(y.mean()), float(p.mean())
+    if reference is not None and _mean_off(observed, predicted, len(y)):
         # Off from the predictions, but as on the reference leads: a known trait of this model at
         # this age, not a change a retrain would fix.
-        observed, predicted = float(y.mean()), float(p.mean())
         out.notes.append(
             f"{'more' if observed > predicted else 'fewer'} leads converted than predicted ({observed:.1%} vs "
             f"{predicted:.1%} on {len(y)} elapsed leads), as on the champion's reference leads at the same age "
