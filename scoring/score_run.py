@@ -115,8 +115,8 @@ class ScoringPlan:
     """What a scoring run will score, decided once; chunks of it can then be scored anywhere.
 
     ``lead_ids``: the leads to score (id order). ``cutoffs``: in capacity mode, the tier cut-offs
-    of this run (probabilities, cut on every current score plus this run's new probabilities), so
-    chunks scored apart (parallel Celery tasks) tier exactly as one run would; None otherwise.
+    of this run (1-99 scores, cut on every current score plus this run's new scores), so chunks
+    scored apart (parallel Celery tasks) tier exactly as one run would; None otherwise.
     ``model_ids``: the champions planned with. JSON-able (:meth:`to_dict`, :meth:`from_dict`) for a
     task queue.
     """
@@ -141,11 +141,17 @@ class ScoringPlan:
     def to_dict(self) -> dict[str, Any]:
         return {"as_of": self.as_of.isoformat(), "model_version": self.model_version,
                 "model_ids": list(self.model_ids), "policy_id": self.policy_id, "lead_ids": list(self.lead_ids),
-                "considered": self.considered, "cutoffs": dict(self.cutoffs) if self.cutoffs is not None else None}
+                "considered": self.considered,
+                "score_cutoffs": dict(self.cutoffs) if self.cutoffs is not None else None}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ScoringPlan:
-        cutoffs = data.get("cutoffs")
+        if data.get("cutoffs") is not None and "score_cutoffs" not in data:
+            # Cut on probabilities by a leadscore before capacity tiers followed the score: compared
+            # with scores they would tier nearly every lead A.
+            raise LeadscoreError("this scoring plan was made by an older leadscore (capacity cut-offs on "
+                                 "probabilities): run the scoring again")
+        cutoffs = data.get("score_cutoffs")
         return cls(as_of=datetime.fromisoformat(str(data["as_of"])), model_version=str(data["model_version"]),
                    model_ids=[int(i) for i in data["model_ids"]], policy_id=int(data["policy_id"]),
                    lead_ids=[int(i) for i in data["lead_ids"]], considered=int(data["considered"]),
@@ -168,20 +174,22 @@ def plan_scoring(
 
     Also makes sure what every chunk shares exists before chunks run: the active tier policy
     (``tier_default`` seeds the first one; default: the YAML config's ``tiers``) and each
-    champion's score reference. In capacity mode it predicts the planned leads once (features
-    and probabilities, no reasons) to fix the run's cut-offs. Raises :class:`NoChampionError`
+    champion's score reference. In capacity mode it predicts and ranks the planned leads once
+    (features, probabilities and 1-99 scores, no reasons) to fix the run's cut-offs. Raises :class:`NoChampionError`
     before any model exists.
     """
     plan, models, policy = _plan(session, as_of=as_of, all=all, lead_ids=lead_ids, tier_default=tier_default)
     if policy.mode == "capacity" and plan.lead_ids:
-        new_probs: list[np.ndarray] = []
+        refs = {mv.id: ensure_score_reference(session, mv) for mv in models.all()}
+        new_scores: list[np.ndarray] = []
         total = len(plan.lead_ids)
         for n, batch in enumerate(plan.chunks(batch_size), 1):
             _, frame = lead_features(session, batch, plan.as_of)
-            new_probs.append(predict(models, frame)[0])
+            probs, used = predict(models, frame)
+            new_scores.append(_scores_of(probs, used, refs))
             if progress:
                 progress("ranking", min(n * batch_size, total), total)
-        plan.cutoffs = _run_cutoffs(session, policy, plan.lead_ids, new_probs)
+        plan.cutoffs = _run_cutoffs(session, policy, plan.lead_ids, new_scores)
     return plan
 
 
@@ -209,13 +217,28 @@ def _plan(
 
 
 def _run_cutoffs(
-    session: Session, policy: PolicyLike, ids: Sequence[int], new_probs: Sequence[np.ndarray]
+    session: Session, policy: PolicyLike, ids: Sequence[int], new_scores: Sequence[np.ndarray]
 ) -> dict[str, float]:
-    """Capacity tiers cut the distribution of all current scores, which this run changes: the
-    cut-offs of the current scores of the leads not rescored plus the run's new probabilities."""
+    """Capacity tiers cut the distribution of all current 1-99 scores, which this run changes: the
+    cut-offs of the current scores of the leads not rescored plus the run's new scores."""
     existing = current_scores(session)
-    others = existing.loc[~existing["lead_id"].isin(set(ids)), "probability"].to_numpy()
-    return capacity_cutoffs(np.concatenate([others, *new_probs]), policy.thresholds)
+    others = existing.loc[~existing["lead_id"].isin(set(ids)), "score"].to_numpy(dtype="float64")
+    return capacity_cutoffs(np.concatenate([others, *new_scores]), policy.thresholds)
+
+
+def _scores_of(
+    probs: np.ndarray, used: Sequence[ModelVersion | None], refs: Mapping[int, Mapping[str, Any]]
+) -> np.ndarray:
+    """1-99 scores of probabilities, each ranked against the reference of the model that gave it
+    (as :func:`_finish_batch` ranks them); 0 where no model did."""
+    scores = np.zeros(len(probs), dtype="float64")
+    by_model: dict[int, list[int]] = {}
+    for i, mv in enumerate(used):
+        if mv is not None:
+            by_model.setdefault(mv.id, []).append(i)
+    for mv_id, rows in by_model.items():
+        scores[rows] = rank(probs[rows], refs[mv_id]["probability"])
+    return scores
 
 
 @dataclass
@@ -511,8 +534,8 @@ def _write_batches(
 
 def _tiers(policy: PolicyLike, scored: _Scored, cutoffs: Mapping[str, float] | None) -> list[str]:
     if cutoffs is not None:
-        # The run's capacity cut-offs, compared with each probability as score-mode thresholds.
-        return assign_tiers(scored.probs, Policy(mode="score", thresholds=cutoffs))
+        # The run's capacity cut-offs, compared with each 1-99 score as score-mode thresholds.
+        return assign_tiers(scored.scores, Policy(mode="score", thresholds=cutoffs))
     return tiers_for(policy, scored.probs, scores=scored.scores)
 
 
@@ -649,7 +672,9 @@ def score_leads(
     with _model_thread(models) as pool:
         predicted = _read_batches(session, models, pool, plan.chunks(batch_size), plan.as_of, done("scoring"))
         if predicted:
-            cutoffs = _run_cutoffs(session, policy, plan.lead_ids, [b.probs for b in predicted])
+            refs = {mv.id: ensure_score_reference(session, mv) for mv in models.all()}
+            cutoffs = _run_cutoffs(session, policy, plan.lead_ids,
+                                   [_scores_of(b.probs, b.used, refs) for b in predicted])
             _write_batches(session, models, predicted, plan.as_of, lambda s: _tiers(policy, s, cutoffs),
                            policy_id=policy.id, tier_change_hook=tier_change_hook, summary=summary,
                            report=done("writing"))

@@ -72,7 +72,8 @@ def preview(
     policy = Policy(mode=mode, thresholds=values)
     current = current_scores(session)
     probs = current["probability"].to_numpy()
-    new_tiers = tiers_for(policy, probs, scores=current["score"].to_numpy())
+    scores = current["score"].to_numpy(dtype="float64")
+    new_tiers = tiers_for(policy, probs, scores=scores)
     counts = {t: 0 for t in TIERS}
     for t in new_tiers:
         counts[t] += 1
@@ -90,12 +91,10 @@ def preview(
         },
     }
     if mode == "capacity" and total:
-        cut = capacity_cutoffs(probs, values)
-        finite = [t for t in ("A", "B", "C") if np.isfinite(cut[t])]
-        ranked = champion_scores(session, np.array([cut[t] for t in finite]))
-        out["score_cutoffs"] = {t: int(v) for t, v in zip(finite, ranked, strict=True)}
+        cut = capacity_cutoffs(scores, values)
+        out["score_cutoffs"] = {t: int(cut[t]) for t in ("A", "B", "C") if np.isfinite(cut[t])}
     out["recent"] = _recent_conversion(
-        session, policy, reference=probs, recent_days=recent_days, as_of=as_of, horizon_days=horizon_days,
+        session, policy, reference=scores, recent_days=recent_days, as_of=as_of, horizon_days=horizon_days,
         recent=recent,
     )
     for tier, row in out["recent"].pop("by_tier", {}).items():

@@ -55,7 +55,7 @@ def probability_to_score(probability: np.ndarray) -> np.ndarray:
     """``round(100 × calibrated probability)``, clipped to 0-100: the likelihood in whole percent.
 
     The score reps see is the rank (:func:`scoring.reference.rank`); this is only the fallback
-    for a model version without a reference and the unit of capacity cut-offs in previews.
+    for a model version without a reference.
     """
     p = np.nan_to_num(np.asarray(probability, dtype="float64"), nan=0.0)
     return np.clip(np.rint(100.0 * p), 0, 100).astype("int64")
@@ -110,14 +110,29 @@ def parse_threshold_args(args: Sequence[str], *, capacity: bool) -> dict[str, fl
 
 
 def capacity_cutoffs(reference: np.ndarray, shares: Mapping[str, float]) -> dict[str, float]:
-    """The lowest value that still makes each of A, B, C when shares are cut on ``reference``."""
+    """The lowest value that still makes each of A, B, C when shares are cut on ``reference``.
+
+    Equal values always share a tier: where a share's boundary falls inside a run of equal
+    values (1-99 scores tie often), the whole run goes to the side that leaves the tier's size
+    nearest its share (into the tier on a tie of distances), so a tier can be a little over or
+    under its share, never split one score. ``inf``: the tier is empty."""
     ref = np.sort(np.asarray(reference, dtype="float64"))[::-1]
     n = len(ref)
+    ascending = ref[::-1]
     cutoffs: dict[str, float] = {}
     taken = 0
     for tier in ("A", "B", "C"):
         taken += int(round(n * float(shares[tier]) / 100.0))
-        cutoffs[tier] = float(ref[min(taken, n) - 1]) if taken > 0 and n else float("inf")
+        if taken <= 0 or not n:
+            cutoffs[tier] = float("inf")
+            continue
+        value = ref[min(taken, n) - 1]
+        above = n - int(np.searchsorted(ascending, value, side="right"))  # strictly greater
+        through = n - int(np.searchsorted(ascending, value, side="left"))  # greater or equal
+        if taken - above < through - taken:  # nearer the share without this run of equal values
+            cutoffs[tier] = float(ref[above - 1]) if above else float("inf")
+        else:
+            cutoffs[tier] = float(value)
     return cutoffs
 
 
@@ -126,9 +141,9 @@ def assign_tiers(
 ) -> list[str]:
     """Tier of each value under ``policy``.
 
-    Score and likelihood modes: ``scores`` are compared with the thresholds. Capacity mode:
-    ``scores`` are ranked values (the service passes probabilities); the shares are cut on
-    ``reference`` (default: ``scores`` themselves), the distribution of all current scores.
+    Score and likelihood modes: ``scores`` are compared with the thresholds. Capacity mode: the
+    shares are cut on ``reference`` (default: ``scores`` themselves), the distribution of all
+    current scores (the service passes 1-99 scores; :func:`capacity_cutoffs` keeps ties together).
     """
     values = np.asarray(scores, dtype="float64")
     if policy.mode == "capacity":
@@ -204,18 +219,21 @@ def tiers_for(
     scores: np.ndarray | Sequence[int] | None = None,
     reference: np.ndarray | None = None,
 ) -> list[str]:
-    """Tiers of leads: on their 1-99 rank ``scores`` (score mode), on the probability in percent
-    (likelihood mode) or on the probability ranked against ``reference`` (capacity mode).
+    """Tiers of leads: on their 1-99 rank ``scores`` (score mode, and capacity mode, whose shares
+    are cut on the 1-99 scores of ``reference``, default: ``scores`` themselves) or on the
+    probability in percent (likelihood mode). Capacity tiers follow the score a rep sees: two
+    leads with the same score are always in the same tier.
 
-    Without ``scores`` the score mode ranks the probabilities against ``reference`` (default:
-    themselves), which is what scoring does when they are the champion's reference leads."""
-    if policy.mode == "capacity":
-        return assign_tiers(probability, policy, reference=reference)
+    Without ``scores`` the leads' probabilities are ranked against themselves, which is what
+    scoring does when they are the champion's reference leads."""
     if policy.mode == "likelihood":
         return assign_tiers(likelihood_percent(probability), policy)
     if scores is None:
         from scoring.reference import rank
 
         probs = np.asarray(probability, dtype="float64")
-        scores = rank(probs, np.sort(probs if reference is None else np.asarray(reference, dtype="float64")))
-    return assign_tiers(np.asarray(scores, dtype="float64"), policy)
+        scores = rank(probs, np.sort(probs))
+    values = np.asarray(scores, dtype="float64")
+    if policy.mode == "capacity":
+        return assign_tiers(values, policy, reference=reference)
+    return assign_tiers(values, policy)

@@ -31,10 +31,10 @@ MIN_TOP_TIER_LEADS = 20
 def reference_tiers(session: Session, ref: Reference, policy: PolicyLike) -> list[str]:
     """The tiers of the reference's leads as live scoring gives them: in score mode their 1-99 ranks
     against the champion's score reference (not against each other), so that a tier of the
-    reference is the same kind of lead as that tier live; capacity shares are cut on the reference
-    itself (live: on every current score)."""
+    reference is the same kind of lead as that tier live; capacity shares are cut on those scores of
+    the reference itself (live: on every current score)."""
     p = np.asarray([o[0] for o in ref.outcomes], dtype="float64")
-    return tiers_for(policy, p, scores=champion_scores(session, p) if policy.mode == "score" else None)
+    return tiers_for(policy, p, scores=champion_scores(session, p) if policy.mode != "likelihood" else None)
 
 
 def tier_norms(session: Session, ref: Reference | None, policy: PolicyLike) -> dict[str, dict[str, float | int]]:

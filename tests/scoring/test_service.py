@@ -282,14 +282,21 @@ def test_cli_score_explain_and_tiers(cli_env: Any, tmp_path: Path) -> None:
     result = runner.invoke(app, ["tiers", "preview", "--capacity", "A=10%", "B=20%", "C=30%", "--json",
                                  str(preview_json)])
     assert result.exit_code == 0, result.output
-    shown = json.loads(preview_json.read_text())["tiers"]
+    preview_data = json.loads(preview_json.read_text())
+    shown, cuts = preview_data["tiers"], preview_data["score_cutoffs"]
+    assert "score cut-offs: " + ", ".join(f"{t} >= {v}" for t, v in cuts.items()) in result.output
     result = runner.invoke(app, ["tiers", "set", "--capacity", "A=10%", "B=20%", "C=30%"])
     assert result.exit_code == 0, result.output
     with Session(cli_env) as session:
         counts = {t: c for t, c in session.execute(
             select(LeadScore.tier, func.count()).where(LeadScore.is_current.is_(True)).group_by(LeadScore.tier)
         ).all()}
+        tiered = session.execute(select(LeadScore.score, LeadScore.tier).where(LeadScore.is_current.is_(True))).all()
     assert {t: shown[t]["leads"] for t in "ABCD"} == {t: counts.get(t, 0) for t in "ABCD"}
+    # The printed cut-offs are what `set` applied: each lead's tier follows from its score alone.
+    for score, tier in tiered:
+        expected = next((t for t in "ABC" if t in cuts and score >= cuts[t]), "D")
+        assert tier == expected, (score, tier, cuts)
     result = runner.invoke(app, ["explain", "no-such-lead"])
     assert isinstance(result.exception, LeadscoreError)
 

@@ -47,8 +47,17 @@ def test_assign_tiers_in_capacity_mode_cuts_shares_and_keeps_ties_together() -> 
     values = np.linspace(1.0, 0.0, 100)
     tiers = assign_tiers(values, Policy("capacity", {"A": 10, "B": 20, "C": 30}))
     assert [tiers.count(t) for t in "ABCD"] == [10, 20, 30, 40]
-    tied = assign_tiers(np.array([0.9, 0.5, 0.5, 0.5, 0.1]), Policy("capacity", {"A": 20, "B": 20, "C": 20}))
-    assert tied == ["A", "B", "B", "B", "D"]
+    # 1-99 scores tie: a share's boundary inside a run of equal scores moves to the side nearer
+    # the share. A's 2 leads: {99} (1 lead) is nearer than {99, 90, 90, 90} (4); A or B's 4 leads
+    # take the 90s; A, B or C's 7 take the 80s and the 70.
+    scores = np.array([99, 90, 90, 90, 80, 80, 70, 60, 50, 40])
+    tiers = assign_tiers(scores, Policy("capacity", {"A": 20, "B": 20, "C": 30}))
+    assert tiers == ["A", "B", "B", "B", "C", "C", "C", "D", "D", "D"]
+    for score in set(scores.tolist()):  # one score, one tier
+        assert len({t for t, s in zip(tiers, scores, strict=True) if s == score}) == 1
+    # As near either way: the run goes into the tier.
+    assert assign_tiers(np.array([99, 90, 90, 50]), Policy("capacity", {"A": 50, "B": 0, "C": 0})) == [
+        "A", "A", "A", "D"]
     # Cut on a reference distribution: 0.95 is in the top 10 % of the reference, 0.55 is not.
     ref = np.linspace(1.0, 0.0, 101)
     assert assign_tiers(np.array([0.95, 0.55]), Policy("capacity", {"A": 10, "B": 20, "C": 30}), reference=ref) == [
@@ -176,7 +185,16 @@ def test_scoring_under_a_capacity_policy_cuts_the_new_distribution(any_session: 
     summary = score_leads(any_session, as_of=AS_OF)
     assert summary.scored == 300
     current = current_scores(any_session)
-    expected = assign_tiers(current["probability"].to_numpy(), Policy("capacity", {"A": 10, "B": 20, "C": 30}))
+    expected = assign_tiers(current["score"].to_numpy(), Policy("capacity", {"A": 10, "B": 20, "C": 30}))
     assert current["tier"].tolist() == expected
-    counts = current["tier"].value_counts()
-    assert counts["A"] >= 25 and counts["A"] < counts["B"] < counts["C"]
+    for _score, tiers in current.groupby("score")["tier"]:  # a rep never sees one score in two tiers
+        assert tiers.nunique() == 1
+    # Each cumulative tier (A; A or B; A, B or C) holds the whole-score boundary nearest its share:
+    # the leads at or above some score, as near 10 %, 30 %, 60 % of the 300 as scores allow.
+    at_or_above = current["score"].value_counts().sort_index(ascending=False).cumsum().tolist()
+    ranks = {"A": 0, "B": 1, "C": 2, "D": 3}
+    for i, (tier, target) in enumerate((("A", 30), ("B", 90), ("C", 180))):
+        held = int((current["tier"].map(ranks) <= i).sum())
+        assert held in [0, *at_or_above]
+        assert abs(held - target) == min(abs(k - target) for k in [0, *at_or_above]), (tier, held)
+    assert int((current["tier"] == "A").sum()) >= 25

@@ -272,6 +272,10 @@ def tiers_preview(
     console.print(f"preview of {_describe(mode, data['thresholds'])}: {data['changes']} of "
                   f"{data['current_leads']} current leads would change tier")
     console.print(_preview_table(data))
+    if data.get("score_cutoffs"):
+        cuts = ", ".join(f"{t} >= {v}" for t, v in data["score_cutoffs"].items())
+        console.print(f"score cut-offs: {cuts} (equal scores share a tier, so each share is met to within "
+                      "one score's leads)")
     console.print(_routing_line(data["routing"]["actions"], "would be planned")
                   + (f" for {data['routing']['leads']} leads" if data["routing"]["leads"] else ""))
     if json_path is not None:
