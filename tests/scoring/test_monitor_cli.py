@@ -261,6 +261,8 @@ def test_status_labels_each_monitor_finding_with_its_level(store: Path) -> None:
     # (the factory numbers connections per test session: conn-1 alone, conn-N after other tests)
     assert re.search(r"^  warn: connection conn-\d+ has never synced successfully$", shown.output, re.M), shown.output
     assert "alert: connection conn-" not in shown.output
+    # Nothing was ever routed: said, with why, not left out as if all were well.
+    assert "routing: no action planned yet (no routing rules configured" in shown.output, shown.output
 
 
 def test_monitor_and_report_print_the_same_findings_notes_and_what_to_do_once(

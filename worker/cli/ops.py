@@ -190,9 +190,11 @@ def status() -> None:
     from scoring.monitoring.run import latest_report
 
     config_problem: str | None = None
+    rules: int | None = None  # routing rules configured (None: the config did not load)
     try:
         runtime = get_runtime()
         engine, broker_url = runtime.engine, runtime.settings.broker_url
+        rules = len(runtime.config.routing)
     except ConfigError as exc:
         # A broken YAML file stops the workers, so status matters most then: show what is stored,
         # then fail with the config's own line. (Bad settings still stop here: no database to read.)
@@ -235,6 +237,10 @@ def status() -> None:
                                                    for s, n in backlog) or "empty")), soft_wrap=True)
         if routed := routing_words(session):
             console.print(Text(f"routing: {routed}"), soft_wrap=True)
+        else:  # said, not left out: no line would read as "nothing wrong"
+            console.print("routing: no action planned yet" + (
+                "" if rules is None else " (no routing rules configured: see docs/configuration.md, 'routing')"
+                if rules == 0 else f" ({rules} routing rule(s) configured: actions are planned when a tier changes)"))
         champions = session.scalars(select(ModelVersion).where(ModelVersion.status == ModelStatus.champion)).all()
         for mv in champions:
             console.print(Text(f"model: {mv.version} ({mv.family}, segment {mv.segment or 'global'}, "
