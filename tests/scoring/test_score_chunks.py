@@ -87,3 +87,18 @@ def test_a_run_over_every_live_lead_compares_reasons_with_the_same_typical_leads
     (cached,) = [typical for (_, version), (_, typical) in champions._live_typical_cache.items()
                  if version == mv.version]
     assert cached == read
+
+
+def test_a_plan_with_probability_cutoffs_from_an_older_leadscore_is_refused() -> None:
+    """Capacity cut-offs are 1-99 scores now; an older queued plan's probabilities compared with
+    scores would tier nearly every lead A (and route it as a hot lead)."""
+    from config.errors import LeadscoreError
+
+    old = {"as_of": AS_OF.isoformat(), "model_version": "v1", "model_ids": [1], "policy_id": 1, "lead_ids": [1, 2],
+           "considered": 2, "cutoffs": {"A": 0.31, "B": 0.12, "C": 0.05}}
+    with pytest.raises(LeadscoreError, match="older leadscore"):
+        ScoringPlan.from_dict(old)
+    plan = ScoringPlan.from_dict({**{k: v for k, v in old.items() if k != "cutoffs"},
+                                  "score_cutoffs": {"A": 62.0, "B": 46.0, "C": 26.0}})
+    assert plan.cutoffs == {"A": 62.0, "B": 46.0, "C": 26.0}
+    assert ScoringPlan.from_dict(plan.to_dict()) == plan
