@@ -6,6 +6,7 @@ cut-offs, lift by decile, and the promotion decision."""
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from scoring.card_render import _num, render_model_card
@@ -64,9 +65,18 @@ def tier_cutoff_table(outcomes: list[tuple[float, int]], policy: Any) -> list[di
     return rows
 
 
+IMPORTANCE_TOP = 15  # features the card, the HTML report and the console's chart list
+
+
+def top_importance(importance: Mapping[str, float], top: int = IMPORTANCE_TOP) -> list[tuple[str, float]]:
+    """The ``top`` largest feature importances, largest first (whatever order they were stored in):
+    the same features on the card, in the HTML report and in the console's chart."""
+    return sorted(importance.items(), key=lambda kv: kv[1], reverse=True)[:top]
+
+
 def live_card_sections(mv: Any, reference: Any, policy: Any) -> str:
-    """Markdown added to a stored card by ``leadscore models show``: feature importance (top 15,
-    with the concept names reps see), precision/recall at the tier cut-offs, lift by decile and
+    """Markdown added to a stored card by ``leadscore models show``: feature importance (top
+    :data:`IMPORTANCE_TOP`, with the concept names reps see), precision/recall at the tier cut-offs, lift by decile and
     the promotion decision, from the model's reference cohort (its test period, seen at 7 days)."""
     import numpy as np
 
@@ -74,9 +84,9 @@ def live_card_sections(mv: Any, reference: Any, policy: Any) -> str:
 
     lines: list[str] = []
     if reference is not None and reference.importance:
-        lines += ["## Feature importance (top 15, share of mean absolute contribution on the reference leads)", "",
-                  "| feature | what reps see | share |", "| --- | --- | ---: |"]
-        for name, share in list(reference.importance.items())[:15]:
+        lines += [f"## Feature importance (top {IMPORTANCE_TOP}, share of mean absolute contribution on the "
+                  "reference leads)", "", "| feature | what reps see | share |", "| --- | --- | ---: |"]
+        for name, share in top_importance(reference.importance):
             lines.append(f"| {name} | {concept_label(name)} | {share:.1%} |")
         lines.append("")
     outcomes = list(reference.outcomes) if reference is not None else []

@@ -333,7 +333,7 @@ def _alert_history(history: Sequence[MonitorReport]) -> str:
 def _model_card_tables(session: Session, champion: ModelVersion | None) -> str:
     if champion is None:
         return _missing("No champion model yet.")
-    from scoring.card import concept_label, tier_cutoff_table
+    from scoring.card import concept_label, tier_cutoff_table, top_importance
     from scoring.monitor import active_tier_policy
 
     ref = Reference.from_dict(champion.params[REFERENCE_KEY]) \
@@ -341,7 +341,7 @@ def _model_card_tables(session: Session, champion: ModelVersion | None) -> str:
     if ref is None:
         return _missing("The champion has no reference yet: run `leadscore monitor` once.")
     parts = [_table(["feature", "what reps see", "share"],
-                    [[n, concept_label(n), f"{v:.1%}"] for n, v in list(ref.importance.items())[:15]])]
+                    [[n, concept_label(n), f"{v:.1%}"] for n, v in top_importance(ref.importance)])]
     cut = tier_cutoff_table(list(ref.outcomes), active_tier_policy(session))
     if cut:
         parts.append(_table(["work down to tier", "leads", "share", "precision", "recall"],

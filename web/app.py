@@ -438,7 +438,7 @@ def create_app(
 
     @app.get("/model")
     def model_page(request: Request) -> Response:
-        from scoring.card import concept_label, live_card_sections, tier_cutoff_table
+        from scoring.card import concept_label, live_card_sections, tier_cutoff_table, top_importance
         from scoring.monitor import REFERENCE_KEY, Reference, active_tier_policy, latest_report, trained_at
         from scoring.registry import champion, list_versions, recorded_test_auc
         from web import plots
@@ -469,7 +469,7 @@ def create_app(
                 reference = Reference.from_dict(stored) if isinstance(stored, dict) else None
                 if reference is not None:
                     plots_out["importance"] = plots.importance(
-                        {f"{concept_label(n)} ({n})": v for n, v in reference.importance.items()})
+                        [(f"{concept_label(n)} ({n})", v) for n, v in top_importance(reference.importance)])
                     cutoffs = tier_cutoff_table(list(reference.outcomes), policy)
                 card = (mv.card or "").rstrip("\n") + "\n\n" + live_card_sections(mv, reference, policy)
             rows = [{"mv": v, "trained": trained_at(v), "auc": recorded_test_auc(v),

@@ -101,9 +101,9 @@ def lift(test: Sequence[float | None], live: Sequence[float | None] = ()) -> str
     return _svg(fig, "lift by decile")
 
 
-def importance(values: dict[str, float], top: int = 12) -> str | None:
-    """Horizontal bars of the largest feature importances (shares of mean |contribution|)."""
-    items = sorted(values.items(), key=lambda kv: kv[1], reverse=True)[:top][::-1]
+def importance(items: list[tuple[str, float]]) -> str | None:
+    """Horizontal bars of feature importances (shares of mean |contribution|), the first on top."""
+    items = items[::-1]
     if not items:
         return None
     fig, ax = _figure(5.6, 0.3 * len(items) + 1.0)

@@ -254,6 +254,15 @@ def test_pages_show_what_exists_and_name_what_does_not(client: TestClient) -> No
     model = client.get("/model", auth=BOB).text
     assert 'id="families"' in model and model.count("<svg") >= 3  # calibration, lift, importance
     assert '<table id="precision-recall">' in model and "## Feature importance" in model
+    # The chart shows the features the card lists, largest first (it showed 12 of the card's 15, and
+    # the card listed the reference's first 15 in stored order, not the 15 largest).
+    card_rows = model.split("## Feature importance", 1)[1].split("\n\n")[1].splitlines()[2:]  # the table's rows
+    listed = [row.split("|")[1].strip() for row in card_rows if row.startswith("| ")]
+    chart = model.split('aria-label="feature importance"', 1)[1].split("</svg>", 1)[0]
+    shown = re.findall(r"\(([a-z0-9_]+)\)</text>", chart)
+    assert len(listed) >= 5 and listed == shown[::-1], (listed, shown)  # the chart's labels run bottom to top
+    shares = [float(row.split("|")[3].strip().rstrip("%")) for row in card_rows if row.startswith("| ")]
+    assert shares == sorted(shares, reverse=True), shares
     assert "Promote" not in model and "Roll back" not in model  # viewers get no write controls
 
 

@@ -19,7 +19,9 @@ def print_summary(summary: dict[str, Any]) -> None:
     console.print(Text.assemble(("leadscore demo", "bold"), f": {summary['leads']:,} leads, "
                                 f"{summary['activities']:,} activities, {summary['seconds']}s "
                                 f"({summary['cpu_seconds']}s CPU)"))
-    table = Table("CRM", "synced records", "sync API calls", "scores written", "write API calls")
+    # "CRM count": the calls each CRM counted against its API limit, account look-ups included;
+    # sync_run.api_calls counts every response its own stream got, refused (429) ones too.
+    table = Table("CRM", "synced records", "sync API calls (CRM count)", "scores written", "write API calls")
     for name in ("salesforce", "hubspot"):
         s, w = summary["sync"].get(name, {}), summary["writeback"].get(name, {})
         table.add_row(name, f"{s.get('records', 0):,}", str(s.get("api_calls", 0)), f"{w.get('records', 0):,}",
