@@ -102,10 +102,11 @@ def measure_freshness(session: Session, as_of: datetime, config: MonitoringConfi
     ).all()
     # Connections whose first successful sync is later than ``now`` (a past --as-of): not "never
     # synced", just not measurable then.
-    first_success = dict(session.execute(
-        select(SyncRun.connection_id, func.min(sync_time))
-        .where(SyncRun.status == SyncStatus.succeeded).group_by(SyncRun.connection_id)
-    ).tuples().all())
+    first_success, last_success = {}, {}
+    for conn_id, first, latest in session.execute(
+            select(SyncRun.connection_id, func.min(sync_time), func.max(sync_time))
+            .where(SyncRun.status == SyncStatus.succeeded).group_by(SyncRun.connection_id)).tuples():
+        first_success[conn_id], last_success[conn_id] = first, latest
     fresh: dict[str, Any] = {}
     limit = timedelta(hours=config.freshness_hours)
     found: list[Alert] = []
@@ -122,9 +123,14 @@ def measure_freshness(session: Session, as_of: datetime, config: MonitoringConfi
             found.append(Alert(WARN, "freshness", f"connection {name} has never synced successfully",
                                action=FRESHNESS_ACTION))
         elif now - last_utc > limit:
+            # A look-back (past --as-of) that a later sync already caught up: true then, nothing to fix now.
+            since = parse_time(last_success.get(conn_id))
+            action = FRESHNESS_ACTION if not explicit or since is None or since <= now else (
+                f"a look-back: {name} synced successfully later (last {since:%Y-%m-%d %H:%M} CRM clock), so "
+                "nothing to fix now unless `leadscore monitor` without --as-of warns too")
             found.append(Alert(ALERT, "freshness", f"connection {name}: last successful sync {age_hours:.1f} h "
                                f"ago on the CRM's clock (limit {config.freshness_hours:g} h)", age_hours,
-                               config.freshness_hours, action=FRESHNESS_ACTION))
+                               config.freshness_hours, action=action))
     out.metrics["freshness"] = fresh
     out.metrics["clock"]["crm_now"] = now
     refused, unexpected = failed_writes(session)

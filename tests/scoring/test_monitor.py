@@ -199,6 +199,9 @@ def test_freshness_and_outbox_failures_are_reported(session: Session) -> None:
     report = run_monitor(session, as_of=now, config=MonitoringConfig(freshness_hours=6))
     fresh = [a for a in report.alerts if a["kind"] == "freshness"]
     assert fresh and fresh[0]["level"] == "alert" and fresh[0]["value"] == pytest.approx(30.0)
+    from scoring.monitoring.freshness import FRESHNESS_ACTION
+
+    assert fresh[0]["action"] == FRESHNESS_ACTION  # no later sync: the failing-sync advice
     assert report.metrics["outbox"]["failed"] == 1
     assert report.status == "alert"
     # A recent success clears the freshness alert.
@@ -207,6 +210,25 @@ def test_freshness_and_outbox_failures_are_reported(session: Session) -> None:
     session.flush()
     again = run_monitor(session, as_of=now, config=MonitoringConfig(freshness_hours=6))
     assert not [a for a in again.alerts if a["kind"] == "freshness"]
+
+
+def test_a_look_back_at_a_stale_sync_that_a_later_sync_caught_up_says_nothing_to_fix_now(session: Session) -> None:
+    """`monitor --as-of` at a day the sync was 30 h old alerted, true then, but its "what to do" sent
+    revops after a failing sync that a later sync had long caught up."""
+    from scoring.monitoring.freshness import FRESHNESS_ACTION
+
+    now = as_of_day(TRAIN_DAY)
+    lead = session.scalars(select(Lead).limit(1)).one()
+    for hours in (30, -48):  # 30 h before the look-back, and 48 h after it
+        at = now - timedelta(hours=hours)
+        session.add(SyncRun(connection_id=lead.connection_id, stream="leads", status="succeeded", started_at=at,
+                            finished_at=at, server_time=at))
+    session.flush()
+    past = run_monitor(session, as_of=now, config=MonitoringConfig(freshness_hours=6))
+    fresh = [a for a in past.alerts if a["kind"] == "freshness"]
+    assert fresh and fresh[0]["value"] == pytest.approx(30.0)  # the finding stays: it was true then
+    assert fresh[0]["action"] != FRESHNESS_ACTION
+    assert fresh[0]["action"].startswith("a look-back: ") and "synced successfully later (last " in fresh[0]["action"]
 
 
 def test_a_past_as_of_before_the_first_sync_is_not_never_synced(session: Session) -> None:
