@@ -614,12 +614,14 @@ def test_tier_norms_tier_the_reference_leads_as_live_scoring_does(session: Sessi
     y = np.asarray([o[1] for o in ref.outcomes], dtype="int64")
     policy = Policy(mode="score", thresholds={"A": 80, "B": 60, "C": 40})
     # A live lead's score is its rank among the champion's score reference leads.
-    live = conversion_by_tier(y, assign_tiers(rank(p, ensure_score_reference(session, mv)["probability"]), policy))
+    scores = rank(p, ensure_score_reference(session, mv)["probability"])
+    live = conversion_by_tier(y, assign_tiers(scores, policy))
     assert tier_norms(session, ref, policy) == live
     # Ranked against each other, the reference's leads would fill every tier in fixed shares instead.
     assert conversion_by_tier(y, tiers_for(policy, p)) != live
+    # Capacity shares are cut on the same scores (whole scores, as live capacity tiers are).
     capacity = Policy(mode="capacity", thresholds={"A": 10, "B": 20, "C": 30})
-    assert tier_norms(session, ref, capacity) == conversion_by_tier(y, assign_tiers(p, capacity))
+    assert tier_norms(session, ref, capacity) == conversion_by_tier(y, assign_tiers(scores, capacity))
 
 
 def test_a_rerun_at_the_same_data_clock_replaces_its_report_and_repeats_no_webhook(
