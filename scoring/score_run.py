@@ -222,16 +222,16 @@ def _run_cutoffs(
     """Capacity tiers cut the distribution of all current 1-99 scores, which this run changes: the
     cut-offs of the current scores of the leads not rescored plus the run's new scores."""
     existing = current_scores(session)
-    others = existing.loc[~existing["lead_id"].isin(set(ids)), "score"].to_numpy(dtype="float64")
+    others = existing.loc[~existing["lead_id"].isin(set(ids)), "score"].to_numpy(dtype="int64")
     return capacity_cutoffs(np.concatenate([others, *new_scores]), policy.thresholds)
 
 
 def _scores_of(
     probs: np.ndarray, used: Sequence[ModelVersion | None], refs: Mapping[int, Mapping[str, Any]]
 ) -> np.ndarray:
-    """1-99 scores of probabilities, each ranked against the reference of the model that gave it
-    (as :func:`_finish_batch` ranks them); 0 where no model did."""
-    scores = np.zeros(len(probs), dtype="float64")
+    """1-99 scores of probabilities, each ranked against the reference of the model that gave it;
+    0 where no model did. What a batch's score rows hold, and what capacity cut-offs cut."""
+    scores = np.zeros(len(probs), dtype="int64")
     by_model: dict[int, list[int]] = {}
     for i, mv in enumerate(used):
         if mv is not None:
@@ -455,17 +455,16 @@ def _finish_batch(
     reasons thread while the calling thread writes the previous batch."""
     leads, frame, aging = batch.inputs
     size = len(frame)
-    scores = np.zeros(size, dtype="int64")
+    probs = batch.probs
+    scores = _scores_of(probs, batch.used, refs)
     fits = np.zeros(size, dtype="int64")
     engagements = np.zeros(size, dtype="int64")
     texts: list[list[str]] = [[] for _ in range(size)]
-    probs = batch.probs
     for (mv, mask, part), pending in zip(batch.groups, batch.contributions, strict=True):
         contributions = pending.result()
         ref = refs[mv.id]
         fit, engagement = split_contributions(contributions)
         rows_of = np.flatnonzero(mask)
-        scores[rows_of] = rank(probs[rows_of], ref["probability"])
         fits[rows_of] = rank(fit, ref["fit"])
         engagements[rows_of] = rank(engagement, ref["engagement"])
         typical = typicals[mv.id]

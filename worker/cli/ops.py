@@ -237,10 +237,14 @@ def status() -> None:
                                                    for s, n in backlog) or "empty")), soft_wrap=True)
         if routed := routing_words(session):
             console.print(Text(f"routing: {routed}"), soft_wrap=True)
-        else:  # said, not left out: no line would read as "nothing wrong"
-            console.print("routing: no action planned yet" + (
-                "" if rules is None else " (no routing rules configured: see docs/configuration.md, 'routing')"
-                if rules == 0 else f" ({rules} routing rule(s) configured: actions are planned when a tier changes)"))
+        elif rules == 0:  # said, not left out: no line would read as "nothing wrong"
+            console.print("routing: no action planned yet (no routing rules configured: see docs/configuration.md, "
+                          "'routing')")
+        elif rules is not None:
+            console.print(f"routing: no action planned yet ({rules} routing rule(s) configured: actions are "
+                          "planned when a tier changes)")
+        else:
+            console.print("routing: no action planned yet")
         champions = session.scalars(select(ModelVersion).where(ModelVersion.status == ModelStatus.champion)).all()
         for mv in champions:
             console.print(Text(f"model: {mv.version} ({mv.family}, segment {mv.segment or 'global'}, "
