@@ -23,7 +23,7 @@ from config.app_config import AppConfig
 from scoring import registry
 from scoring.accounts import refresh_accounts
 from scoring.hooks import TierChangeHook
-from scoring.score_run import Progress, ScoreSummary, ScoringPlan, score_chunk, score_leads
+from scoring.score_run import Progress, ScoreSummary, ScoringPlan, retier_to_plan, score_chunk, score_leads
 from scoring.tier_changes import RecentLabelled, preview, retier
 from scoring.tiers import Policy, check_policy, current_scores, set_policy, tiers_for
 from store.models import Connection, Lead, LeadScore, ModelVersion, RoutingAction
@@ -103,6 +103,18 @@ def score_chunk_and_plan(
                           tier_change_hook=routing_hook(config, route=route))
     session.flush()
     summary.routing_planned = _planned_by_type(session, before)
+    return summary
+
+
+def finish_planned_run(session: Session, config: AppConfig, plan: ScoringPlan, *, route: bool = True) -> ScoreSummary:
+    """After the last chunk of a planned run: the open leads the plan did not rescore tiered by its
+    capacity cut-offs (:func:`scoring.score_run.retier_to_plan`, routing planned as for any tier
+    change), then the accounts refreshed once over every chunk's scores."""
+    before = _last_action_id(session)
+    summary = retier_to_plan(session, plan, tier_change_hook=routing_hook(config, route=route))
+    session.flush()
+    summary.routing_planned = _planned_by_type(session, before)
+    summary.accounts = refresh_accounts(session).to_dict()
     return summary
 
 

@@ -55,7 +55,7 @@ from scoring.inputs import batch_inputs, crm_now, id_chunks, lead_features, live
 from scoring.model import PreparedRows
 from scoring.reasons import Names, Rendered, explain, reason_strings
 from scoring.reference import rank
-from scoring.score_writes import NewScore, write_scores
+from scoring.score_writes import NewScore, retier_current, write_scores
 from scoring.shadow import score_in_shadow
 from scoring.subscores import split_contributions
 from scoring.tiers import (
@@ -85,6 +85,9 @@ class ScoreSummary:
     superseded: int = 0
     tier_changes: int = 0
     tiers: dict[str, int] = field(default_factory=dict)
+    # Capacity tiers: leads not rescored whose tier the run's new cut-offs moved (re-tiered, and
+    # counted in outbox_rows and tier_changes too), so one score is one tier on every open lead.
+    retiered: int = 0
     seconds: float = 0.0
     routing_planned: dict[str, int] = field(default_factory=dict)  # by action type (scoring.pipeline)
     accounts: dict[str, int] = field(default_factory=dict)  # account refresh (scoring.pipeline)
@@ -95,6 +98,7 @@ class ScoreSummary:
             "as_of": self.as_of.isoformat(), "model": self.model_version, "considered": self.considered,
             "scored": self.scored, "unchanged": self.unchanged, "outbox_rows": self.outbox_rows,
             "superseded": self.superseded, "tier_changes": self.tier_changes, "tiers": self.tiers,
+            "retiered": self.retiered,
             "routing_planned": dict(self.routing_planned), "seconds": round(self.seconds, 3),
         }
 
@@ -104,6 +108,7 @@ class ScoreSummary:
         self.outbox_rows += chunk.outbox_rows
         self.superseded += chunk.superseded
         self.tier_changes += chunk.tier_changes
+        self.retiered += chunk.retiered
         for tier, n in chunk.tiers.items():
             self.tiers[tier] = self.tiers.get(tier, 0) + n
         for action, n in chunk.routing_planned.items():
@@ -677,7 +682,35 @@ def score_leads(
             _write_batches(session, models, predicted, plan.as_of, lambda s: _tiers(policy, s, cutoffs),
                            policy_id=policy.id, tier_change_hook=tier_change_hook, summary=summary,
                            report=done("writing"))
+            plan.cutoffs = cutoffs
+            summary.add(retier_to_plan(session, plan, tier_change_hook=tier_change_hook))
     summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def retier_to_plan(
+    session: Session, plan: ScoringPlan, *, tier_change_hook: TierChangeHook | None = None
+) -> ScoreSummary:
+    """After a capacity-tiered run: the open leads it did not rescore tiered by its cut-offs too.
+
+    The run's new scores move the cut-offs (a share of every current score), so a lead scored
+    earlier can hold a tier its score no longer makes, and one score would show in two tiers in
+    the CRM. Those leads get the tier the cut-offs give (a new current score row with the same
+    score and reasons, an outbox row and the tier-change hook, as ``tiers set`` re-tiers). The
+    summary counts them as ``retiered`` (and in ``outbox_rows`` and ``tier_changes``). Nothing to
+    do outside capacity mode (thresholds do not move) or when the plan has no cut-offs.
+    """
+    summary = ScoreSummary(as_of=plan.as_of, model_version=plan.model_version)
+    cutoffs = plan.cutoffs
+    if cutoffs is None:
+        return summary
+    stats = retier_current(
+        session, plan.policy_id,
+        lambda current: assign_tiers(current["score"].to_numpy(), Policy(mode="score", thresholds=cutoffs)),
+        tier_change_hook=tier_change_hook,
+    )
+    summary.retiered = stats.scores
+    summary.outbox_rows, summary.superseded, summary.tier_changes = stats.outbox, stats.superseded, stats.tier_changes
     return summary
 
 

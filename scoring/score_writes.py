@@ -8,22 +8,23 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from sqlalchemy import Table, func, select, update
 from sqlalchemy.orm import Session, defer
 
 from scoring.hooks import TierChangeHook
 from scoring.inputs import id_chunks
 from scoring.reasons import join_reasons
-from scoring.tiers import likelihood_percent
+from scoring.tiers import current_scores, likelihood_percent
 from store.db import JSONText, among, insert_rows
-from store.models import OUTBOX_KIND, Lead, LeadLifecycle, LeadScore, Outbox, OutboxStatus
+from store.models import OUTBOX_KIND, Lead, LeadLifecycle, LeadScore, ModelVersion, Outbox, OutboxStatus
 
 # Core inserts into the tables (executemany), not ORM bulk inserts of the mapped classes.
 _SCORE_TABLE: Table = LeadScore.__table__  # type: ignore[assignment]
@@ -328,3 +329,43 @@ def write_scores(
             before = scores[previous[lead_id].id] if lead_id in previous else None
             tier_change_hook(session, leads[lead_id], before, scores[new_ids[lead_id]])
     return stats
+
+
+def retier_current(
+    session: Session,
+    policy_id: int,
+    tiers_of: Callable[[pd.DataFrame], Sequence[str]],
+    *,
+    tier_change_hook: TierChangeHook | None = None,
+) -> WriteStats:
+    """Give the open leads' current scores the tiers ``tiers_of(current)`` assigns (``current``:
+    :func:`scoring.tiers.current_scores`, one tier per row) where they differ, without rescoring.
+
+    A changed lead gets a new current ``LeadScore`` (same probability, score, reasons and model),
+    an outbox row and a ``tier_change_hook`` call, exactly as scoring would. Used by ``tiers set``
+    and by capacity-tiered runs, whose new cut-offs also move leads they did not rescore.
+    """
+    current = current_scores(session)
+    if current.empty:
+        return WriteStats()
+    new_tiers = list(tiers_of(current))
+    changed = [i for i, (old, new) in enumerate(zip(current["tier"], new_tiers, strict=True)) if old != new]
+    if not changed:
+        return WriteStats()
+    ids = current["score_id"].to_numpy()[changed].tolist()
+    previous: dict[int, LeadScore] = {}
+    for chunk in id_chunks(ids):
+        found = session.scalars(select(LeadScore).where(among(session, LeadScore.id, chunk)))
+        previous.update({s.id: s for s in found})
+    versions = {mv_id: version for mv_id, version in session.execute(select(ModelVersion.id, ModelVersion.version))}
+    rows = []
+    for i in changed:
+        old = previous[int(current["score_id"].iloc[i])]
+        rows.append(NewScore(
+            lead_id=old.lead_id, probability=old.probability, score=old.score, tier=new_tiers[i],
+            reasons=list(old.reasons or []), model_version_id=old.model_version_id,
+            model_version=versions.get(old.model_version_id or -1, ""), inputs_hash=old.inputs_hash,
+            fit_score=old.fit_score, engagement_score=old.engagement_score, as_of=old.as_of,
+            next_aging_at=old.next_aging_at,
+        ))
+    return write_scores(session, rows, policy_id=policy_id, tier_change_hook=tier_change_hook)

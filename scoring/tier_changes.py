@@ -23,7 +23,7 @@ from scoring.inputs import crm_now
 from scoring.metrics import conversion_by_tier
 from scoring.reference import rank
 from scoring.registry import champion, load_model
-from scoring.score_writes import NewScore, write_scores
+from scoring.score_writes import retier_current
 from scoring.tiers import (
     TIERS,
     Policy,
@@ -34,7 +34,7 @@ from scoring.tiers import (
     probability_to_score,
     tiers_for,
 )
-from store.models import Lead, LeadScore, ModelVersion, TierPolicy
+from store.models import Lead, TierPolicy
 
 PREVIEW_SNAPSHOT_DAYS = 7
 
@@ -187,25 +187,8 @@ def retier(
     A changed lead gets a new current ``LeadScore`` (same probability, score, reasons and model),
     an outbox row and a ``tier_change_hook`` call, exactly as scoring would.
     """
-
-    current = current_scores(session)
-    if current.empty:
-        return 0
-    new_tiers = tiers_for(policy, current["probability"].to_numpy(), scores=current["score"].to_numpy())
-    changed = [i for i, (old, new) in enumerate(zip(current["tier"], new_tiers, strict=True)) if old != new]
-    if not changed:
-        return 0
-    ids = current["score_id"].to_numpy()[changed].tolist()
-    previous = {s.id: s for s in session.scalars(select(LeadScore).where(LeadScore.id.in_(ids)))}
-    versions = {mv.id: mv.version for mv in session.scalars(select(ModelVersion))}
-    rows = []
-    for i in changed:
-        old = previous[int(current["score_id"].iloc[i])]
-        rows.append(NewScore(
-            lead_id=old.lead_id, probability=old.probability, score=old.score, tier=new_tiers[i],
-            reasons=list(old.reasons or []), model_version_id=old.model_version_id,
-            model_version=versions.get(old.model_version_id or -1, ""), inputs_hash=old.inputs_hash,
-            fit_score=old.fit_score, engagement_score=old.engagement_score, as_of=old.as_of,
-            next_aging_at=old.next_aging_at,
-        ))
-    return write_scores(session, rows, policy_id=policy.id, tier_change_hook=tier_change_hook).scores
+    return retier_current(
+        session, policy.id,
+        lambda current: tiers_for(policy, current["probability"].to_numpy(), scores=current["score"].to_numpy()),
+        tier_change_hook=tier_change_hook,
+    ).scores

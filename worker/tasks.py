@@ -17,8 +17,7 @@ from typing import Any, TypeVar
 from connectors.base import ConnectionSecrets
 from connectors.errors import RetriableCRMError
 from connectors.partition import run_window, start_plan
-from scoring.accounts import refresh_accounts
-from scoring.pipeline import routing_hook, score_and_plan
+from scoring.pipeline import finish_planned_run, routing_hook, score_and_plan
 from scoring.score_run import ScoringPlan, plan_scoring
 from scoring.score_run import score_chunk as score_lead_chunk
 from scoring.service import NoChampionError
@@ -235,7 +234,8 @@ def score_all(self: Any) -> dict[str, Any]:
 @app.task(name="leadscore.score.chunk", bind=True, max_retries=5, retry_backoff=True, retry_backoff_max=600)
 def score_chunk(self: Any, plan: dict[str, Any]) -> dict[str, Any]:
     """Score one chunk of a planned full rescore (``plan["lead_ids"]``); the last chunk refreshes
-    the accounts (:func:`scoring.accounts.refresh_accounts`) and queues the write-back and routing."""
+    the capacity tiers of the leads outside the plan and the accounts
+    (:func:`scoring.pipeline.finish_planned_run`) and queues the write-back and routing."""
     runtime = get_runtime()
     scoring_plan = ScoringPlan.from_dict(plan)
     with unit_of_work(runtime.engine) as session:
@@ -251,7 +251,8 @@ def score_chunk(self: Any, plan: dict[str, Any]) -> dict[str, Any]:
         # The last chunk: every chunk's scores are committed, so the accounts follow all of them
         # (a chunk alone would miss the scores of chunks running beside it).
         with unit_of_work(runtime.engine) as session:
-            refresh_accounts(session)
+            # Capacity cut-offs apply to the open leads outside the plan too (one score, one tier).
+            finish_planned_run(session, runtime.config, scoring_plan)
         writeback_drain.delay()
         routing_execute.delay()
     return summary.to_dict() if hasattr(summary, "to_dict") else {"scored": summary.scored}

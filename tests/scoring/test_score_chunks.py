@@ -13,9 +13,11 @@ from sqlalchemy.orm import Session
 
 from config.app_config import TierConfig
 from scoring import registry
+from scoring.score_run import retier_to_plan
 from scoring.service import ScoringPlan, plan_scoring, score_chunk, score_leads
-from store.models import LeadScore, Outbox
-from tests.factories import BASE_TIME, synthetic_population, synthetic_training
+from scoring.tiers import Policy, assign_tiers, current_scores
+from store.models import Lead, LeadLifecycle, LeadScore, Outbox
+from tests.factories import BASE_TIME, make_activity, synthetic_population, synthetic_training
 
 AS_OF = BASE_TIME + timedelta(days=500)
 TIERS = {"capacity": TierConfig(mode="capacity", thresholds={"A": 10, "B": 20, "C": 30})}
@@ -102,3 +104,52 @@ def test_a_plan_with_probability_cutoffs_from_an_older_leadscore_is_refused() ->
                                   "score_cutoffs": {"A": 62.0, "B": 46.0, "C": 26.0}})
     assert plan.cutoffs == {"A": 62.0, "B": 46.0, "C": 26.0}
     assert ScoringPlan.from_dict(plan.to_dict()) == plan
+
+
+def _tiers_by_score(session: Session) -> dict[int, set[str]]:
+    """Per 1-99 score, the tiers the open leads' current scores hold."""
+    out: dict[int, set[str]] = {}
+    for score, tier in session.execute(
+        select(LeadScore.score, LeadScore.tier).join(Lead, Lead.id == LeadScore.lead_id)
+        .where(LeadScore.is_current.is_(True), Lead.lifecycle == LeadLifecycle.open)
+    ):
+        out.setdefault(int(score), set()).add(str(tier))
+    return out
+
+
+def test_a_capacity_run_over_some_leads_tiers_the_others_by_its_cutoffs_too(sqlite_session: Session) -> None:
+    """A run's new scores move the capacity cut-offs: the leads it did not rescore follow them, so
+    a score is one tier on every open lead (in the CRM, a lower score never outranks a higher one),
+    whether one process scores the run or workers score its chunks."""
+    session = sqlite_session
+    synthetic_population(session, leads=150, seed=6)
+    result, tset = synthetic_training()
+    registry.register(session, result, train_window=tset.window, status="champion")
+    score_leads(session, as_of=AS_OF - timedelta(days=30), all=True, tier_default=TIERS["capacity"])
+    session.commit()
+    some = sorted(_written(session))[:50]
+    for lead in session.scalars(select(Lead).where(Lead.id.in_(some))):  # they engage: their scores rise
+        for d in range(4):
+            make_activity(session, lead, "web_visit", AS_OF - timedelta(days=1, hours=d), "/pricing")
+        make_activity(session, lead, "meeting", AS_OF - timedelta(days=2))
+    session.commit()
+
+    nested = session.begin_nested()
+    whole = score_leads(session, as_of=AS_OF, all=True, lead_ids=some)
+    assert whole.scored == 50
+    assert whole.retiered > 0  # this run moved the cut-offs past some of the other 100 leads
+    assert all(len(tiers) == 1 for tiers in _tiers_by_score(session).values()), _tiers_by_score(session)
+    current = current_scores(session)
+    policy = Policy("capacity", TIERS["capacity"].thresholds)
+    assert current["tier"].tolist() == assign_tiers(current["score"].to_numpy(), policy)
+    expected = _written(session)
+    nested.rollback()
+
+    plan = ScoringPlan.from_dict(json.loads(json.dumps(plan_scoring(session, as_of=AS_OF, all=True,
+                                                                     lead_ids=some).to_dict())))
+    summary = plan.summary()
+    for chunk in plan.chunks(20):
+        summary.add(score_chunk(session, plan, chunk))
+    summary.add(retier_to_plan(session, plan))  # the last chunk's task does this
+    assert summary.retiered == whole.retiered
+    assert _written(session) == expected

@@ -114,6 +114,9 @@ def score_command(
         f"{data['model']}; {data['outbox_rows']} CRM updates queued, {data['tier_changes']} tier changes"
         + (f"; new tiers {tiers}" if data["scored"] else "")
     )
+    if data["retiered"]:
+        console.print(f"capacity cut-offs moved: {data['retiered']} leads not rescored changed tier with them "
+                      "(their tier changes are counted above)", highlight=False)
     console.print(_routing_line(data["routing_planned"], "planned"))
     accounts = data.get("accounts") or {}
     console.print(f"accounts: {accounts.get('considered', 0)} recomputed, {accounts.get('changed', 0)} account "
