@@ -25,7 +25,7 @@ def find_lead(session: Session, ref: str) -> Lead:
     if len(matches) == 1:
         if ref.isdigit() and (other := session.get(Lead, int(ref))) is not None and other.id != matches[0].id:
             raise LeadscoreError(f"{ref!r} names two leads: the one whose CRM id it is (give `id:{matches[0].id}`) "
-                                 f"and the one whose internal id it is (give `{other.crm_id}`)")
+                                 f"and the one whose internal id it is (give `id:{other.id}`)")
         return matches[0]
     if len(matches) > 1:
         raise LeadscoreError(f"CRM id {ref!r} exists in {len(matches)} connections; use the internal id")

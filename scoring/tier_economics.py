@@ -57,15 +57,19 @@ def _check(conversion_value: float, touch_cost: float, shares: Sequence[float]) 
 def policy_value(
     probabilities: np.ndarray, converted: np.ndarray, policy: PolicyLike, *, conversion_value: float,
     touch_cost: float, touch_shares: Sequence[float] = DEFAULT_TOUCH_SHARES, scores: np.ndarray | None = None,
+    reference: np.ndarray | None = None,
 ) -> float:
     """Realised value of ``policy`` on labelled leads under the touch model (module docstring).
 
-    ``scores``: the leads' 1-99 rank scores, which score-mode thresholds cut (``RecentLabelled.scores``)."""
+    ``scores``: the leads' 1-99 rank scores, which score-mode thresholds cut (``RecentLabelled.scores``).
+    ``reference``: for a capacity policy, the scores its shares are cut on (the open leads' current
+    scores, as ``tiers preview`` and ``tiers set`` cut them); default: the labelled leads' own."""
     _check(conversion_value, touch_cost, touch_shares)
     y = np.asarray(converted, dtype="float64")
     probs = np.asarray(probabilities, dtype="float64")
     # The same scores the suggestion cuts: the ranks when given, else the probability in whole percent.
-    tiers = tiers_for(policy, probs, scores=probability_to_score(probs) if scores is None else scores)
+    tiers = tiers_for(policy, probs, scores=probability_to_score(probs) if scores is None else scores,
+                      reference=reference)
     total = 0.0
     for tier, outcome in zip(tiers, y, strict=True):
         for j in range(TOUCHES[tier]):
@@ -108,6 +112,7 @@ def suggest_thresholds(
         cut = {"A": 3, "B": 2, "C": 1}
         notes.append("every lead pays for every touch: cut-offs at the lowest scores")
     thresholds = {t: float(cut[t]) for t in ("A", "B", "C")}
+    # Valued on the scores it was cut on (not the probability in whole percent).
     value = policy_value(probabilities, y, Policy("score", thresholds), conversion_value=conversion_value,
-                         touch_cost=touch_cost, touch_shares=touch_shares)
+                         touch_cost=touch_cost, touch_shares=touch_shares, scores=scores)
     return Suggestion(thresholds, value, int(len(y)), int(y.sum()), "; ".join(notes) or None)

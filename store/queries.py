@@ -140,7 +140,9 @@ def search_leads(session: Session, text: str, *, limit: int = SEARCH_LIMIT) -> l
         .outerjoin(LeadScore, (LeadScore.lead_id == Lead.id) & LeadScore.is_current.is_(True))
         .where(or_(Lead.crm_id == needle, func.lower(Lead.email).like(like), full_name.like(like),
                    func.lower(Lead.last_name).like(like)))
-        .order_by(Lead.crm_id == needle, Lead.id)
+        # Exact CRM-id matches first, before the limit cuts (a HubSpot id such as "863" is also
+        # inside many e-mail addresses and names).
+        .order_by((Lead.crm_id == needle).desc(), Lead.id)
         .limit(limit)
     )
     out = []
@@ -151,8 +153,6 @@ def search_leads(session: Session, text: str, *, limit: int = SEARCH_LIMIT) -> l
             "company": lead.company, "score": score.score if score else None, "tier": score.tier if score else None,
             "deleted": lead.is_deleted,
         })
-    # Exact CRM-id matches first (the ORDER BY above sorts False before True).
-    out.sort(key=lambda r: r["crm_id"] != needle)
     return out
 
 

@@ -384,7 +384,7 @@ def create_app(
     @app.get("/tiers/suggest")
     def tiers_suggest_fragment(request: Request) -> Response:
         from scoring.tier_economics import EconomicsError, policy_value, suggest_thresholds
-        from scoring.tiers import Policy, check_policy
+        from scoring.tiers import Policy, capacity_cutoffs, check_policy, current_scores
 
         q = request.query_params
         try:
@@ -397,18 +397,27 @@ def create_app(
             suggestion = suggest_thresholds(recent.probabilities, recent.converted, conversion_value=value,
                                             touch_cost=cost, scores=recent.scores)
             manual_value = None
+            manual_cutoffs: dict[str, float] | None = None  # what the manual thresholds cut scores at
             try:
                 mode, manual = _policy_args(request)
-                manual_value = policy_value(recent.probabilities, recent.converted,
-                                            Policy(mode, check_policy(mode, manual)), conversion_value=value,
-                                            touch_cost=cost, scores=recent.scores)
+                policy = Policy(mode, check_policy(mode, manual))
+                reference = None
+                if mode == "capacity":
+                    # Shares are cut on the open leads' current scores, as the preview and `tiers set` do.
+                    with reading() as session:
+                        reference = current_scores(session)["score"].to_numpy(dtype="int64")
+                    manual_cutoffs = capacity_cutoffs(reference, policy.thresholds)
+                elif mode == "score":
+                    manual_cutoffs = dict(policy.thresholds)
+                manual_value = policy_value(recent.probabilities, recent.converted, policy, conversion_value=value,
+                                            touch_cost=cost, scores=recent.scores, reference=reference)
             except LeadscoreError:
                 manual_value = None  # the manual thresholds are invalid right now; the preview says why
         except (EconomicsError, LeadscoreError) as exc:
             return render(request, "_suggest.html", suggestion=None, error=str(exc), manual_value=None,
-                          window={}, value=None, cost=None)
+                          manual_cutoffs=None, window={}, value=None, cost=None)
         return render(request, "_suggest.html", suggestion=suggestion, error=None, manual_value=manual_value,
-                      window=recent.window, value=value, cost=cost)
+                      manual_cutoffs=manual_cutoffs, window=recent.window, value=value, cost=cost)
 
     @app.post("/tiers")
     async def tiers_save(request: Request) -> Response:
@@ -687,7 +696,7 @@ def lead_story(session: Session, crm_id: str, config: AppConfig | None = None) -
     except LeadscoreError as exc:
         raise NotFound(str(exc)) from exc
     try:
-        explained: dict[str, Any] = explain_lead(session, crm_id)
+        explained: dict[str, Any] = explain_lead(session, f"id:{lead.id}")  # the lead found, not a namesake
     except LeadscoreError:
         explained = {"lead_id": lead.id, "crm_id": lead.crm_id, "score": None, "tier": None, "reasons": [],
                      "model": None, "scored_at": None, "probability": None}

@@ -197,7 +197,7 @@ def test_a_number_that_is_one_leads_crm_id_and_anothers_internal_id_is_refused(a
     first = make_lead(any_session, conn)
     second = make_lead(any_session, conn, crm_id=str(first.id))
     with pytest.raises(LeadscoreError, match=f"'{first.id}' names two leads: the one whose CRM id it is "
-                       f"\\(give `id:{second.id}`\\) and the one whose internal id it is \\(give `{first.crm_id}`\\)"):
+                       f"\\(give `id:{second.id}`\\) and the one whose internal id it is \\(give `id:{first.id}`\\)"):
         find_lead(any_session, str(first.id))
     assert find_lead(any_session, f"id:{first.id}").id == first.id
     assert find_lead(any_session, f"id:{second.id}").id == second.id

@@ -21,7 +21,8 @@ from typer.testing import CliRunner
 from config.app_config import load_config
 from scoring.tiers import find_active_policy, likelihood_percent
 from store.db import unit_of_work
-from store.models import Lead, LeadScore, ModelVersion, RoutingAction, TierPolicy
+from store.models import Connection, Lead, LeadScore, ModelVersion, RoutingAction, TierPolicy
+from tests.factories import make_lead
 from tests.web.conftest import AUTH_ENV, DB_PASSWORD, SECRET_KEY, USERS, World
 from web.app import create_app
 from web.auth import Authenticator, parse_users
@@ -182,6 +183,30 @@ def test_bad_thresholds_get_one_clear_line(client: TestClient) -> None:
     assert "must be a positive number" in suggest.text
 
 
+def _suggest_rows(html: str) -> dict[str, tuple[list[str], str]]:
+    """The suggestion table's rows: label -> (A, B, C cells, value)."""
+    rows = {}
+    for row in re.findall(r"<tr><td>(.*?)</tr>", html, flags=re.S):
+        cells = re.findall(r"<td[^>]*>(.*?)</td>", "<td>" + row)
+        rows[cells[0].split(" (")[0]] = (cells[1:4], cells[4])
+    return rows
+
+
+def test_the_suggestion_is_worth_what_the_same_thresholds_typed_in_are(client: TestClient) -> None:
+    first = _suggest_rows(client.get("/tiers/suggest?value=5000&cost=40&A=30&B=15&C=6", auth=ALICE).text)
+    (a, b, c), value = first["suggested"]
+    again = _suggest_rows(client.get(f"/tiers/suggest?value=5000&cost=40&A={a}&B={b}&C={c}", auth=ALICE).text)
+    assert again["your thresholds"] == ([a, b, c], value)
+
+
+def test_capacity_shares_in_the_suggestion_show_the_cutoffs_the_preview_applies(client: TestClient) -> None:
+    page = client.get("/tiers/suggest?value=5000&cost=40&mode=capacity&A=10&B=20&C=30", auth=ALICE).text
+    assert "capacity 10/20/30 %, cut on today&#39;s scores" in page or "capacity 10/20/30 %, cut on today's scores" in page
+    preview = client.get("/api/tiers/preview?mode=capacity&A=10&B=20&C=30", auth=ALICE).json()
+    cutoffs = [str(int(preview["score_cutoffs"][t])) for t in "ABC"]
+    assert _suggest_rows(page)["your thresholds"][0] == cutoffs
+
+
 @pytest.mark.parametrize(("args", "query"), [
     # Nearly every lead would move into A, whichever policy other tests of this module saved
     # before (the module shares one store): the routing count is never zero by accident.
@@ -221,10 +246,37 @@ def test_lead_api_and_page(client: TestClient, world: World) -> None:
     assert page.status_code == 200 and world.routing_ref in page.text and "<svg" in page.text
     assert client.get("/api/leads/00Qnope", auth=BOB).status_code == 404
     found = client.get(f"/leads?q={world.routed_crm_id}", auth=BOB)
-    assert f'href="/leads/{world.routed_crm_id}"' in found.text
+    # Links name the lead by its internal id: a HubSpot CRM id is a number, often another lead's id.
+    assert f'href="/leads/id:{story["lead_id"]}"' in found.text
     by_email = client.get("/leads?q=@gmail.com", auth=BOB)
-    assert by_email.text.count('href="/leads/00Q') > 0
+    assert by_email.text.count('href="/leads/id:') > 0
     assert "No lead matches" in client.get("/leads?q=zzz-nobody", auth=BOB).text
+
+
+def test_a_lead_whose_crm_id_is_another_leads_internal_id_opens_from_its_search_link(
+    client: TestClient, world: World
+) -> None:
+    """HubSpot's contact ids are numbers: in a real org most equal some other lead's internal id."""
+    with unit_of_work(world.engine) as session:
+        routed = session.scalars(select(Lead).where(Lead.crm_id == world.routed_crm_id)).one()
+        namesake = make_lead(session, session.get(Connection, routed.connection_id), crm_id=str(routed.id),
+                             email="numbered@example.org")
+        namesake_id, routed_id = namesake.id, routed.id
+    try:
+        found = client.get(f"/leads?q={routed_id}", auth=BOB)
+        link = re.search(rf'href="(/leads/[^"]+)">{routed_id}</a>', found.text)  # the row showing that CRM id
+        assert link is not None and link.group(1) == f"/leads/id:{namesake_id}"
+        page = client.get(link.group(1), auth=BOB, headers={"Accept": "text/html"})
+        assert page.status_code == 200 and "numbered@example.org" in page.text
+        api = client.get(f"/api/leads/id:{namesake_id}", auth=BOB).json()
+        assert api["crm_id"] == str(routed_id) and api["lead_id"] == namesake_id
+        # The bare number stays ambiguous, and each way out the error gives is not.
+        error = client.get(f"/api/leads/{routed_id}", auth=BOB)
+        assert error.status_code == 404
+        assert f"`id:{namesake_id}`" in error.json()["error"] and f"`id:{routed_id}`" in error.json()["error"]
+    finally:
+        with unit_of_work(world.engine) as session:
+            session.delete(session.get(Lead, namesake_id))
 
 
 def test_lead_page_shows_the_reps_feedback_as_synced(client: TestClient, world: World) -> None:
