@@ -225,6 +225,19 @@ def retrain_if_due(
     else:
         since = None  # the window has moved past the boundary
     since_note = f" (leads created since {since:%Y-%m-%d}, when the change began)" if since is not None else ""
+    if since is not None and train_start >= holdout_start:
+        # The change is too recent: none of its leads has a known outcome before the held-out days.
+        ready = train_start + (as_of - holdout_start)
+        outcome.decision = (
+            f"no challenger yet: the change began {since:%Y-%m-%d} and no lead created since then has a known "
+            f"outcome outside the held-out days (outcomes are known {horizon} days after a lead's "
+            f"{min(SNAPSHOT_OFFSETS_DAYS)}-day snapshot, and the last {holdout_days} days of those are held out): "
+            f"the first can be trained on around {ready:%Y-%m-%d}"
+        )
+        outcome.details |= {"needed": {"positives": training.min_per_class, "negatives": training.min_per_class},
+                            "trainable_from": ready.isoformat()}
+        log.info("retrain skipped: %s", outcome.decision)
+        return outcome
     say(f"retraining ({reason}): window {train_start:%Y-%m-%d}..{holdout_start:%Y-%m-%d}, "
         f"held out {holdout_start:%Y-%m-%d}..{holdout_end:%Y-%m-%d}")
     frame, spec = _examples(session, as_of=as_of, horizon_days=horizon, created_from=train_start - timedelta(days=1))

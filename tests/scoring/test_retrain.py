@@ -249,10 +249,19 @@ def test_under_a_drift_alert_the_challenger_learns_only_from_leads_since_the_cha
     assert scheduled.details["data_since"] == as_of_day(onset).isoformat()
 
     _report(session, as_of + 3, "psi_score", as_of - 40)
+    said: list[str] = []
     too_recent = retrain_if_due(session, as_of=as_of_day(as_of + 4), training=TRAINING, schedules=SCHEDULES,
-                                monitoring=MonitoringConfig(), force=True, **FAST)
+                                monitoring=MonitoringConfig(), force=True, progress=said.append, **FAST)
     assert too_recent.challenger is None
-    assert "no challenger" in too_recent.decision and "when the change began" in too_recent.decision
+    # No lead since the change has a known outcome yet: said so, with when one will, and no
+    # training window that ends before it starts.
+    change = as_of_day(as_of - 40)
+    assert f"no challenger yet: the change began {change:%Y-%m-%d}" in too_recent.decision
+    ready = datetime.fromisoformat(too_recent.details["trainable_from"])
+    assert ready == change + timedelta(days=14 + TRAINING.horizon_days + TRAINING.holdout_days)
+    assert f"trained on around {ready:%Y-%m-%d}" in too_recent.decision
+    assert too_recent.details["needed"] == {"positives": TRAINING.min_per_class, "negatives": TRAINING.min_per_class}
+    assert not any(line.startswith("retraining") for line in said), said
 
 
 def test_retraining_covers_segment_models_each_judged_on_its_own_held_out_leads(session: Session) -> None:
