@@ -282,6 +282,8 @@ def test_cli_score_explain_and_tiers(cli_env: Any, tmp_path: Path) -> None:
     result = runner.invoke(app, ["tiers", "preview", "--capacity", "A=10%", "B=20%", "C=30%", "--json",
                                  str(preview_json)])
     assert result.exit_code == 0, result.output
+    # The shares follow each other: B is the next 20 % after A, not the top 20 %.
+    assert "capacity: A top 10%, B next 20%, C next 30%" in " ".join(result.output.split())
     preview_data = json.loads(preview_json.read_text())
     shown, cuts = preview_data["tiers"], preview_data["score_cutoffs"]
     assert "score cut-offs: " + ", ".join(f"{t} >= {v}" for t, v in cuts.items()) in result.output

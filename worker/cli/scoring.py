@@ -204,7 +204,9 @@ THRESHOLDS_HELP = "A=95 B=80 C=50 (1-99 score), --likelihood A=30 B=15 C=5, or -
 
 def _describe(mode: str, thresholds: dict[str, float]) -> str:
     if mode == "capacity":
-        return "capacity: " + ", ".join(f"{t} top {thresholds[t]:g}%" for t in ("A", "B", "C"))
+        # The shares follow each other: B is the 20 % after A's 10 %, not the top 20 %.
+        return (f"capacity: A top {thresholds['A']:g}%, B next {thresholds['B']:g}%, "
+                f"C next {thresholds['C']:g}%")
     if mode == "likelihood":
         return "likelihood: " + ", ".join(f"{t} >= {thresholds[t]:g}%" for t in ("A", "B", "C"))
     return "score: " + ", ".join(f"{t} >= {thresholds[t]:g}" for t in ("A", "B", "C"))
