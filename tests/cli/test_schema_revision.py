@@ -160,3 +160,18 @@ def test_console_without_a_database_creates_none(tmp_path: Path) -> None:
                             capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
     assert_one_line_failure(result, 1, "no leadscore database at var/leadscore.db and no demo data")
     assert not (tmp_path / "var" / "leadscore.db").exists()
+
+
+def test_console_on_a_taken_port_says_so_in_one_line(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEADSCORE_")}
+    env.update(LEADSCORE_WEB_AUTH="rev:pw:editor", LEADSCORE_DATABASE_URL=f"sqlite:///{tmp_path / 'ls.db'}")
+    assert subprocess.run([sys.executable, "-m", "worker.cli", "db", "upgrade"], capture_output=True, text=True,
+                          env=env, cwd=tmp_path, timeout=120).returncode == 0
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = int(taken.getsockname()[1])
+        result = subprocess.run([sys.executable, "-m", "worker.cli", "web", "--port", str(port)],
+                                capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
+    assert_one_line_failure(result, 1, f"cannot listen on 127.0.0.1:{port}")
+    assert "console on" not in result.stdout
