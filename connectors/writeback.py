@@ -418,3 +418,50 @@ def _error_text(result: RecordResult) -> str | None:
     if result.reason and result.message:
         return f"{result.reason}: {result.message}"
     return result.reason or result.message
+
+
+def requeue_failed(
+    session: Session, *, connection: str | None = None, reason: str | None = None, now: datetime | None = None
+) -> Counter[str]:
+    """Put the writes the CRMs refused for good back in the queue, once their cause is fixed (a
+    missing field created by ``leadscore crm setup``, a permission granted): ``failed`` outbox rows
+    (scores and accounts) become ``pending`` with their attempts reset, due now. Scoring cannot do
+    this: it queues a write only when a value the CRM shows changes, and a refused write's values
+    are still the current ones.
+
+    Only each record's newest write is requeued (an older failed row with a newer write after it
+    stays as history); a lead that left "open" since is cancelled by the drain as usual.
+    ``connection``: only that connection's rows; ``reason``: only rows whose error names it (e.g.
+    ``PROPERTY_DOESNT_EXIST``). Returns the requeued rows by connection. No commit.
+    """
+    stmt = select(Outbox.id, Outbox.kind, Outbox.lead_id, Outbox.account_id, Connection.name).join(
+        Connection, Connection.id == Outbox.connection_id).where(Outbox.status == OutboxStatus.failed)
+    if connection is not None:
+        stmt = stmt.where(Connection.name == connection)
+    if reason is not None:
+        stmt = stmt.where(Outbox.last_error.contains(reason))
+    failed = session.execute(stmt).all()
+    if not failed:
+        return Counter()
+    # The newest write of each record that has a failed one (leads and accounts apart).
+    latest: dict[tuple[str, int | None, int | None], int] = {}
+    for column, ids in ((Outbox.lead_id, sorted({r.lead_id for r in failed if r.lead_id is not None})),
+                        (Outbox.account_id, sorted({r.account_id for r in failed if r.account_id is not None}))):
+        for start in range(0, len(ids), IDS_PER_STATEMENT):
+            for kind, lead_id, account_id, newest in session.execute(
+                select(Outbox.kind, Outbox.lead_id, Outbox.account_id, func.max(Outbox.id))
+                .where(among(session, column, ids[start : start + IDS_PER_STATEMENT]))
+                .group_by(Outbox.kind, Outbox.lead_id, Outbox.account_id)
+            ):
+                latest[(kind, lead_id, account_id)] = newest
+    chosen = [(row_id, name) for row_id, kind, lead_id, account_id, name in failed
+              if latest.get((kind, lead_id, account_id)) == row_id]
+    when = now or datetime.now(UTC)
+    ids = [row_id for row_id, _ in chosen]
+    for start in range(0, len(ids), IDS_PER_STATEMENT):
+        session.execute(
+            update(Outbox).where(among(session, Outbox.id, ids[start : start + IDS_PER_STATEMENT]))
+            .values(status=OutboxStatus.pending, attempts=0, next_attempt_at=when),
+            execution_options={"synchronize_session": False},
+        )
+    return Counter(name for _, name in chosen)

@@ -24,8 +24,9 @@ from store.models import (
 
 FRESHNESS_ACTION = ("scores are computed on stale CRM data: check `leadscore status` and the worker log for the "
                     "failing sync (credentials, API limits, network)")
-WRITEBACK_ACTION = ("reps see old scores for these leads: `leadscore writeback` shows why the CRM refused them "
-                    "(field permissions, deleted records, validation rules)")
+WRITEBACK_ACTION = ("reps see old scores for these leads: `leadscore status` shows why the CRM refused them "
+                    "(field permissions, missing fields, deleted records); fix the cause (e.g. `leadscore crm setup`), "
+                    "then `leadscore writeback --retry-failed` sends them again")
 
 
 def failed_writes(session: Session) -> tuple[dict[str, int], dict[str, int]]:

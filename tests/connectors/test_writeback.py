@@ -12,7 +12,7 @@ from sqlalchemy import Engine, select
 from connectors.hubspot.writeback import BATCH_SIZE as HS_BATCH
 from connectors.routing import execute_routing, plan_routing
 from connectors.salesforce.writeback import BATCH_SIZE as SF_BATCH
-from connectors.writeback import WritebackPolicy, drain_outbox
+from connectors.writeback import WritebackPolicy, drain_outbox, requeue_failed
 from crmsim.app import CRMSim
 from scoring.service import outbox_payload, payload_hash
 from store.db import unit_of_work
@@ -171,6 +171,19 @@ def test_missing_fields_fail_every_record_with_the_field_error(sim: CRMSim, sqli
         score(sqlite_engine, sf_leads.values())
         report = drain_outbox(sqlite_engine, app_config(sim), secrets_for(sim))
         assert report.connections["sf"].failed_by_reason == {"INVALID_FIELD": 3}
+        # The admin creates the fields: a rescore queues nothing (the values did not change), the
+        # refused writes are requeued and sent; a reason filter that matches none requeues none.
+        sim.salesforce.store.custom_fields_present = True
+        with unit_of_work(sqlite_engine) as session:
+            assert requeue_failed(session, reason="ENTITY_IS_DELETED") == {}
+            assert requeue_failed(session, reason="INVALID_FIELD") == {"sf": 3}
+        again = drain_outbox(sqlite_engine, app_config(sim), secrets_for(sim))
+        assert again.connections["sf"].records_written == 3 and again.connections["sf"].failed == 0
+        written = {crm_id: sim.salesforce.store.get(crm_id).values.get("Lead_Score__c")  # type: ignore[union-attr]
+                   for crm_id in sf_leads}
+        assert len(written) == 3 and all(v is not None for v in written.values()), written
+        with unit_of_work(sqlite_engine) as session:
+            assert requeue_failed(session) == {}  # nothing failed is left
 
         hs_leads = add_leads(sqlite_engine, "hs", hs_contact_ids(fresh, 2))
         score(sqlite_engine, hs_leads.values())

@@ -87,13 +87,30 @@ def writeback(
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="at most this many outbox rows")] = None,
     json_path: Annotated[str | None, typer.Option(
         "--json", help='write {"connections": {NAME: {"written", "failed", "api_calls", ...}}} here')] = None,
+    retry_failed: Annotated[bool, typer.Option(
+        "--retry-failed", help="first put the writes the CRM refused for good back in the queue (after fixing "
+        "the cause, e.g. `leadscore crm setup` for a missing field)")] = False,
+    reason: Annotated[str | None, typer.Option(
+        "--reason", help="with --retry-failed: only the writes refused for this reason (e.g. PROPERTY_DOESNT_EXIST)")
+    ] = None,
 ) -> None:
     """Send pending score (and account) writes to the CRMs now (1,000 per Salesforce call, 100 per HubSpot call)."""
-    from connectors.writeback import drain_outbox
+    from connectors.writeback import drain_outbox, requeue_failed
 
+    if reason is not None and not retry_failed:
+        raise typer.BadParameter("--reason goes with --retry-failed", param_hint="--reason")
     _, config = _runtime()
     secrets = _secrets(config, connection)
     engine = get_engine()
+    if retry_failed:
+        with unit_of_work(engine) as session:
+            requeued = requeue_failed(session, connection=connection, reason=reason)
+        which = f" refused for {reason}" if reason else ""
+        if requeued:
+            console.print(f"requeued {sum(requeued.values())} failed writes{which}: "
+                          + ", ".join(f"{name} {n}" for name, n in sorted(requeued.items())), highlight=False)
+        else:
+            console.print(f"no failed writes{which} to requeue", highlight=False)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err, transient=False) as progress:
         tasks: dict[str, Any] = {}
