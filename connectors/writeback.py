@@ -421,7 +421,7 @@ def _error_text(result: RecordResult) -> str | None:
 
 
 def requeue_failed(
-    session: Session, *, connection: str | None = None, reason: str | None = None, now: datetime | None = None
+    session: Session, *, connection: str | None = None, reason: str | None = None
 ) -> Counter[str]:
     """Put the writes the CRMs refused for good back in the queue, once their cause is fixed (a
     missing field created by ``leadscore crm setup``, a permission granted): ``failed`` outbox rows
@@ -456,7 +456,7 @@ def requeue_failed(
                 latest[(kind, lead_id, account_id)] = newest
     chosen = [(row_id, name) for row_id, kind, lead_id, account_id, name in failed
               if latest.get((kind, lead_id, account_id)) == row_id]
-    when = now or datetime.now(UTC)
+    when = datetime.now(UTC)
     ids = [row_id for row_id, _ in chosen]
     for start in range(0, len(ids), IDS_PER_STATEMENT):
         session.execute(

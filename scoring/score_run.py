@@ -682,8 +682,9 @@ def score_leads(
             _write_batches(session, models, predicted, plan.as_of, lambda s: _tiers(policy, s, cutoffs),
                            policy_id=policy.id, tier_change_hook=tier_change_hook, summary=summary,
                            report=done("writing"))
-            plan.cutoffs = cutoffs
-            summary.add(retier_to_plan(session, plan, tier_change_hook=tier_change_hook))
+            if not (all and lead_ids is None):  # a run over every live lead left none to re-tier
+                plan.cutoffs = cutoffs
+                summary.add(retier_to_plan(session, plan, tier_change_hook=tier_change_hook))
     summary.seconds = time.perf_counter() - started
     return summary
 
