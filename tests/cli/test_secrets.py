@@ -69,7 +69,9 @@ def test_no_output_or_log_line_holds_a_configured_secret(sim: CRMSim, tmp_path: 
     assert "sf: " in synced.stdout and "hs: " in synced.stdout and "FAILED" not in synced.stdout
     assert refused.returncode == 1 and "hs-refused" in refused.stderr
     assert checked.returncode == 0 and "connection hs (hubspot)" in checked.stdout
-    assert status.returncode == 0 and "succeeded" in status.stdout
+    # hs-refused's last sync failed: status shows every sync, then exits 1 naming it.
+    assert status.returncode == 1 and "succeeded" in status.stdout
+    assert "status: 1 problem(s): sync hs-refused: last run failed" in status.stderr
     debug_records = [r for r in caplog.records if r.levelno == logging.DEBUG]
     assert debug_records, "no DEBUG record captured: the check would be about nothing"
 

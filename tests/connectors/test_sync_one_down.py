@@ -83,7 +83,9 @@ def test_salesforce_down_hubspot_synced_failure_recorded(sim: CRMSim, committing
     assert all("Salesforce connection failed" in (error or "") for name, _s, error in runs if name == "salesforce")
 
     status = _leadscore(env, "status")
-    assert status.returncode == 0, status.stderr
+    # Everything shown, then the failure in the exit status too (as `sync` exits 1), for scripts.
+    assert status.returncode == 1, status.stderr
+    assert status.stderr.strip() == "error: status: 1 problem(s): sync salesforce: last run failed", status.stderr
     assert "sync salesforce: last run failed: Salesforce connection failed" in status.stdout
     assert "sync hubspot" not in status.stdout  # HubSpot's last runs succeeded: no failure line
     # Piped, as into a file or a ticket: every connection and stream name whole in its row (rich

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -184,10 +185,12 @@ def flower(
 
 @app.command()
 def status() -> None:
-    """Last sync per connection, outbox backlog, model in use, latest alerts."""
+    """Last sync per connection, workers, beat and queues, outbox backlog, model in use, latest alerts
+    (exit 1 when a sync failed or a worker, the beat or a queue's consumer is missing)."""
     from scoring.monitoring.clock import trained_at  # the scoring stack: only here, not on every command's start
     from scoring.monitoring.freshness import failed_words, failed_writes, routing_words
     from scoring.monitoring.run import latest_report
+    from worker.liveness import measure as measure_liveness
 
     config_problem: str | None = None
     rules: int | None = None  # routing rules configured (None: the config did not load)
@@ -218,8 +221,11 @@ def status() -> None:
                 Connection.name == name, SyncRun.stream == stream, SyncRun.started_at == started)
                 .order_by(SyncRun.id.desc())).first()
             if run is not None:
+                shown = str(run.status)
+                if run.status == SyncStatus.running:  # how long: a hung CRM shows as a run that stays
+                    shown += f" ({_age(run.started_at)})"
                 # Text cells: CRM error messages are shown as they are, never read as markup.
-                table.add_row(Text(name), Text(stream), f"{started:%Y-%m-%d %H:%M:%S}", Text(run.status),
+                table.add_row(Text(name), Text(stream), f"{started:%Y-%m-%d %H:%M:%S}", Text(shown),
                               str(run.records), Text((run.error or "")[:80]))
                 if run.status in (SyncStatus.failed, SyncStatus.stopped):
                     failing.setdefault(name, f"{run.status}: {run.error or 'no error recorded'}")
@@ -229,6 +235,11 @@ def status() -> None:
             console.print("sync: no sync has run yet (leadscore sync)")
         for name, problem in failing.items():
             console.print(Text(f"sync {name}: last run {problem}"), soft_wrap=True)
+        problems = [f"sync {name}: last run {problem.split(':', 1)[0]}" for name, problem in failing.items()]
+        alive = measure_liveness(broker_url)
+        for line in alive.lines():
+            console.print(Text(line), soft_wrap=True)
+        problems += alive.problems()
         backlog = session.execute(select(Outbox.status, func.count()).group_by(Outbox.status)).all()
         # Failed rows are mostly the CRM's own rules refusing a write (the monitor does not alert
         # on those): say which, as the monitor and the console do.
@@ -260,6 +271,15 @@ def status() -> None:
                 console.print(Text(f"  {alert.get('level', 'alert')}: {alert.get('message', alert)}"), soft_wrap=True)
     if config_problem is not None:
         raise LeadscoreError(f"{config_problem} (worker and beat refuse to start until it is fixed)")
+    if problems:  # shown above; the exit status says it too, for whoever runs status from a script
+        raise LeadscoreError(f"status: {len(problems)} problem(s): {'; '.join(problems)}")
+
+
+def _age(started: datetime) -> str:
+    """How long ago ``started`` was, in whole minutes (hours past two hours)."""
+    started = started if started.tzinfo is not None else started.replace(tzinfo=UTC)
+    minutes = max(0, int((datetime.now(UTC) - started).total_seconds() // 60))
+    return f"for {minutes} min" if minutes < 120 else f"for {minutes // 60} h {minutes % 60} min"
 
 
 def require_schema(engine: Engine) -> None:

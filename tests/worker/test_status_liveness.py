@@ -1,0 +1,91 @@
+"""`leadscore status` says whether workers answer, the beat schedules and each queue has a consumer,
+and exits 1 when one of them is missing: measured with real processes, never assumed.
+
+A Redis database of its own (10): other tests' workers and beats must not answer for ours.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.conftest import REDIS_BASE_URL
+from tests.services import with_db
+from tests.worker.conftest import start_worker
+
+REPO = Path(__file__).resolve().parents[2]
+REDIS_URL = with_db(REDIS_BASE_URL, 10)
+
+
+def _status(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "worker.cli", "status"], capture_output=True, text=True,
+                          env=env, cwd=REPO, timeout=120)
+
+
+def _wait_for(check: Callable[[], subprocess.CompletedProcess[str] | None], timeout: float, what: str
+              ) -> subprocess.CompletedProcess[str]:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = check()
+        if found is not None:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(1)
+
+
+@pytest.mark.slow
+def test_status_measures_workers_beat_and_queues(tmp_path: Path) -> None:
+    redis.Redis.from_url(REDIS_URL).flushdb()
+    env = dict(os.environ, LEADSCORE_BROKER_URL=REDIS_URL, LEADSCORE_RESULT_BACKEND=REDIS_URL,
+               LEADSCORE_VAR_DIR=str(tmp_path / "var"), LEADSCORE_DATABASE_URL=f"sqlite:///{tmp_path / 'st.db'}",
+               COLUMNS="200")
+    env.pop("LEADSCORE_CONFIG_FILE", None)
+    upgrade = subprocess.run([sys.executable, "-m", "worker.cli", "db", "upgrade"], capture_output=True, text=True,
+                             env=env, cwd=REPO, timeout=120)
+    assert upgrade.returncode == 0, upgrade.stderr
+
+    nobody = _status(env)
+    # Nothing runs the loop: said line by line, and in the exit status.
+    assert nobody.returncode == 1, nobody.stdout + nobody.stderr
+    assert "workers: none answered within 1 s" in nobody.stdout
+    assert "beat: not running (no beat holds the scheduler lock)" in nobody.stdout
+    assert "queues: minute 0 waiting, long 0 waiting" in nobody.stdout
+    assert "status: 2 problem(s): no worker answered" in nobody.stderr and "Traceback" not in nobody.stderr
+
+    # A task waiting on the long queue, where no worker will listen.
+    sent = subprocess.run([sys.executable, "-c", "from worker.app import app; "
+                           "app.send_task('leadscore.train.retrain', queue='long')"],
+                          capture_output=True, text=True, env=env, cwd=REPO, timeout=60)
+    assert sent.returncode == 0, sent.stderr
+    worker = start_worker(env, "minute")
+    with (tmp_path / "beat.log").open("wb") as log:
+        beat = subprocess.Popen([sys.executable, "-m", "celery", "-A", "worker.app", "beat", "-l", "info",
+                                 "-s", str(tmp_path / "beat-schedule")], env=env, cwd=REPO, stdout=log,
+                                stderr=subprocess.STDOUT)
+    try:
+        def both_up() -> subprocess.CompletedProcess[str] | None:
+            shown = _status(env)
+            up = "workers: 1 answering (minute@" in shown.stdout and "beat: scheduling" in shown.stdout
+            return shown if up else None
+
+        running = _wait_for(both_up, 90, "the worker to answer and the beat to take its lock")
+    finally:
+        for process in (worker, beat):
+            process.terminate()
+        for process in (worker, beat):
+            process.wait(timeout=30)
+    # The worker consumes minute only: the long queue's task waits for a consumer that does not exist.
+    assert running.returncode == 1, running.stdout + running.stderr
+    # (at least ours: the beat may have sent long work of its own meanwhile)
+    assert re.search(r"queues: minute \d+ waiting, long [1-9]\d* waiting", running.stdout), running.stdout
+    assert re.search(r"status: 1 problem\(s\): no worker consumes the long queue \([1-9]\d* task\(s\) waiting\)$",
+                     running.stderr.strip()), running.stderr

@@ -1,0 +1,104 @@
+"""Whether the processes that do the work are there: workers answering, the beat scheduling, tasks
+waiting per queue. What ``leadscore status`` shows an admin (docs/operations.md, "Health").
+
+Measured, never assumed: workers are the ones that answer a broadcast within the timeout (with
+the queues each consumes), the beat is the holder of its Redis scheduler lock (``worker.beat``;
+renewed every few seconds, gone 30 s after the beat dies), and a queue's depth is its Redis
+list's length. Without a broker there is nothing to measure: tasks run in the command that sends
+them, and :func:`measure` says so instead of reporting workers as fine.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import cast
+
+import redis
+
+from worker.beat import LOCK_KEY
+from worker.locks import redis_client, uses_redis
+from worker.queues import Queue
+
+logger = logging.getLogger(__name__)
+
+PING_SECONDS = 1.0
+# kombu's Redis transport keeps a queue's messages of priority p > 0 under "<queue>\x06\x16<p>".
+_PRIORITY_STEPS = (0, 3, 6, 9)
+_PRIORITY_SEP = "\x06\x16"
+
+
+@dataclass
+class Liveness:
+    """What answered. ``broker``: False without a broker (tasks run in process: nothing else is
+    measured). ``error``: the broker did not answer (nothing else could be measured)."""
+
+    broker: bool
+    error: str | None = None
+    workers: dict[str, list[str]] = field(default_factory=dict)  # hostname -> queues it consumes
+    beat: str | None = None  # the scheduler lock's holder ("beat:<pid>:<id>"), None when none holds it
+    waiting: dict[str, int] = field(default_factory=dict)  # queue -> tasks waiting
+
+    def problems(self) -> list[str]:
+        """What stops the loop: an unreachable broker, no worker, no beat, a queue nobody consumes."""
+        if not self.broker:
+            return []
+        if self.error is not None:
+            return [f"broker unreachable: {self.error}"]
+        found: list[str] = []
+        if not self.workers:
+            found.append(f"no worker answered within {PING_SECONDS:.0f} s (leadscore worker)")
+        else:
+            consumed = {q for queues in self.workers.values() for q in queues}
+            found += [f"no worker consumes the {q} queue ({self.waiting.get(q, 0)} task(s) waiting)"
+                      for q in (q.value for q in Queue) if q not in consumed]
+        if self.beat is None:
+            found.append("no beat holds the scheduler lock: nothing is scheduled (leadscore beat)")
+        return found
+
+    def lines(self) -> list[str]:
+        """One line each for workers, beat and queues, as ``leadscore status`` prints them."""
+        if not self.broker:
+            return ["workers: none needed (no broker configured: tasks run in the command that starts them)"]
+        if self.error is not None:
+            return [f"workers: cannot tell (broker unreachable: {self.error})"]
+        if self.workers:
+            listed = "; ".join(f"{host}: {', '.join(queues) or 'no queue'}"
+                               for host, queues in sorted(self.workers.items()))
+            workers = f"workers: {len(self.workers)} answering ({listed})"
+        else:
+            workers = f"workers: none answered within {PING_SECONDS:.0f} s"
+        beat = (f"beat: scheduling (holds the scheduler lock as {self.beat})" if self.beat is not None
+                else "beat: not running (no beat holds the scheduler lock)")
+        queues = "queues: " + ", ".join(f"{q} {n} waiting" for q, n in self.waiting.items())
+        return [workers, beat, queues]
+
+
+def _waiting(client: redis.Redis, queue: str) -> int:
+    keys = [queue if p == 0 else f"{queue}{_PRIORITY_SEP}{p}" for p in _PRIORITY_STEPS]
+    return sum(int(cast(int, client.llen(key))) for key in keys)
+
+
+def _text(value: object) -> str | None:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else None if value is None else str(value)
+
+
+def measure(broker_url: str | None) -> Liveness:
+    """Ask the broker who is there (about :data:`PING_SECONDS` when no worker answers)."""
+    if not broker_url:
+        return Liveness(broker=False)
+    if not uses_redis(broker_url):
+        return Liveness(broker=True, error="only a Redis broker can be asked (LEADSCORE_BROKER_URL)")
+    client = redis_client(broker_url)
+    try:
+        beat = _text(client.get(LOCK_KEY))
+        waiting = {q.value: _waiting(client, q.value) for q in Queue}
+    except redis.RedisError as exc:
+        return Liveness(broker=True, error=str(exc) or type(exc).__name__)
+    finally:
+        client.close()
+    from worker.app import app  # Celery's app (celeryconfig reads the same settings)
+
+    answers = app.control.inspect(timeout=PING_SECONDS).active_queues() or {}
+    workers = {host: sorted(str(q.get("name")) for q in queues or []) for host, queues in answers.items()}
+    return Liveness(broker=True, workers=workers, beat=beat, waiting=waiting)
