@@ -71,6 +71,32 @@ class ConnectionSecrets:
         return f"ConnectionSecrets(set={present})"
 
 
+class EnvSecrets(Mapping[str, ConnectionSecrets]):
+    """The secrets of some connections, each read from the environment when first asked for.
+
+    A connection whose variable is unset raises its own :class:`ConfigError` when its secrets are
+    asked for, not when the mapping is made: a write-back or routing pass over every connection
+    records that one connection's error and carries on with the others (as a sync does).
+    """
+
+    def __init__(self, connections: Iterator[ConnectionConfig] | list[ConnectionConfig],
+                 environ: Mapping[str, str] | None = None) -> None:
+        self._connections = {c.name: c for c in connections}
+        self._environ = environ
+        self._read: dict[str, ConnectionSecrets] = {}
+
+    def __getitem__(self, name: str) -> ConnectionSecrets:
+        if name not in self._read:
+            self._read[name] = ConnectionSecrets.from_env(self._connections[name], self._environ)
+        return self._read[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._connections)
+
+    def __len__(self) -> int:
+        return len(self._connections)
+
+
 @dataclass(frozen=True, order=True)
 class Cursor:
     """Where a stream resumes: the (modification stamp, CRM id) of the last committed record.

@@ -175,7 +175,9 @@ def execute_routing(
     Validates the routing config against every CRM that has work first (:func:`validate_routing`;
     a :class:`ConfigError` means nothing was run). ``clients`` may give already-built clients by
     connection name. A connection whose CRM refuses calls (auth, quota, still failing after
-    retries) is stopped with its error in the report; its actions are retried next run.
+    retries), or whose secrets are missing (``secrets_by_connection`` raises its ConfigError,
+    :class:`connectors.base.EnvSecrets`), is stopped with its error in the report; its actions
+    are retried next run.
     """
     report = RoutingReport()
     conns = {c.name: c for c in config.connections if c.enabled}
@@ -207,10 +209,16 @@ def execute_routing(
             continue
         client = (clients or {}).get(name)
         if client is None:
-            secrets = secrets_by_connection.get(name)
-            if secrets is None:
-                raise ConfigError(f"connection {name!r}: no credentials given for routing")
-            client = make_client(conns[name], secrets)
+            try:
+                secrets = secrets_by_connection.get(name)
+                if secrets is None:
+                    raise ConfigError(f"connection {name!r}: no credentials given for routing")
+                client = make_client(conns[name], secrets)
+            except ConfigError as exc:
+                # This connection's credentials are missing or wrong: its actions wait, the others run.
+                report.errors.append(str(exc))
+                logger.error("routing on %s stopped: %s", name, exc)
+                continue
         active[name] = client
     routers: dict[str, Router] = {}
     for name, client in active.items():

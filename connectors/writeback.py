@@ -39,7 +39,7 @@ from typing import Any
 from sqlalchemy import Engine, Select, bindparam, func, literal_column, select, update
 from sqlalchemy.orm import Session
 
-from config.app_config import AppConfig
+from config.app_config import AppConfig, ConnectionConfig
 from config.errors import ConfigError
 from connectors.errors import AuthError, CRMError, QuotaExhaustedError, RetriableCRMError
 from connectors.lifecycle import not_open_reason
@@ -92,8 +92,10 @@ def drain_outbox(
     ``clients`` may give already-built CRM clients by name instead (reused, e.g. by the demo).
     ``limit`` bounds the rows handled in this run. Each call's results are committed right
     after its response, so the function may be interrupted at any point. A connection whose CRM
-    refuses the whole call (auth, quota, still failing after retries) is stopped with its error
-    in the report; other connections proceed. Unknown ``connection`` raises ConfigError.
+    refuses the whole call (auth, quota, still failing after retries), or whose secrets are
+    missing (``secrets_by_connection`` raises its ConfigError, :class:`connectors.base.EnvSecrets`),
+    is stopped with its error in the report; other connections proceed. Unknown ``connection``
+    raises ConfigError.
     """
     clock = now or (lambda: datetime.now(UTC))
     report = WritebackReport()
@@ -119,10 +121,13 @@ def drain_outbox(
             shown = progress if progress is None or outbox_kind == OUTBOX_KIND else _labelled(progress, "accounts")
             try:
                 if client is None:
-                    secrets = secrets_by_connection.get(conn.name)
-                    if secrets is None:
-                        raise ConfigError(f"connection {conn.name!r}: no credentials given for write-back")
-                    client = make_client(conn, secrets)
+                    client = _client(conn, secrets_by_connection)
+            except ConfigError as exc:
+                # This connection's credentials are missing or wrong: its rows wait, the others go.
+                entry.error, entry.pending_left = str(exc), due
+                logger.error("write-back to %s stopped: %s", conn.name, entry.error)
+                break
+            try:
                 writer = make_writer(conn, client)
                 # Routing's owner/field changes ride only in lead records.
                 router = make_router(conn, client) if config.routing and outbox_kind == OUTBOX_KIND else None
@@ -147,6 +152,14 @@ def drain_outbox(
             if entry.error:
                 break  # the CRM refused the connection: its account rows wait for the next run too
     return report
+
+
+def _client(conn: ConnectionConfig, secrets_by_connection: Mapping[str, Any]) -> Any:
+    """The connection's CRM client from its secrets (a ConfigError when they are missing)."""
+    secrets = secrets_by_connection.get(conn.name)
+    if secrets is None:
+        raise ConfigError(f"connection {conn.name!r}: no credentials given")
+    return make_client(conn, secrets)
 
 
 def _labelled(progress: Progress, suffix: str) -> Progress:

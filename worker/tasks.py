@@ -14,7 +14,7 @@ import socket
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from connectors.base import ConnectionSecrets
+from connectors.base import ConnectionSecrets, EnvSecrets
 from connectors.errors import RetriableCRMError
 from connectors.partition import run_window, start_plan
 from scoring.pipeline import finish_planned_run, routing_hook, score_and_plan
@@ -261,7 +261,8 @@ def score_chunk(self: Any, plan: dict[str, Any]) -> dict[str, Any]:
 def _crm_pass(task: Any, lock: str, run: Any) -> dict[str, Any]:
     """Run ``run(engine, config, secrets)`` over all enabled connections under ``lock``."""
     runtime = get_runtime()
-    secrets = {c.name: ConnectionSecrets.from_env(c) for c in runtime.config.connections if c.enabled}
+    # Read per connection when used: one connection's unset variable stops that one only.
+    secrets = EnvSecrets([c for c in runtime.config.connections if c.enabled])
     try:
         report = run_locked(task, lock, lambda: run(runtime.engine, runtime.config, secrets))
     except Skipped as skipped:

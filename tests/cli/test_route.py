@@ -216,3 +216,45 @@ def _crm_ids(engine: Engine) -> dict[int, str]:
     with unit_of_work(engine) as session:
         return {lead_id: crm for lead_id, crm in session.execute(select(Lead.id, Lead.crm_id)).all()}
 
+
+
+def test_one_connection_without_its_secret_stops_only_its_own_writes_and_actions(
+        sim: CRMSim, workdir: tuple[Path, dict[str, str]]) -> None:
+    # The admin forgot sf's session variable on this machine: hs still gets its scores and its
+    # routing; sf's rows and actions wait, named in one line, until the variable is set.
+    cwd, env = workdir
+    engine = engine_for(env["LEADSCORE_DATABASE_URL"])
+    setup = leadscore_here("crm", "setup", "--connection", "hs", cwd=cwd, env=env)
+    assert setup.returncode == 0, setup.stdout + setup.stderr
+    planned = leadscore_here("tiers", "set", *(f"{t}={v}" for t, v in SECOND.items()), cwd=cwd, env=env)
+    assert planned.returncode == 0, planned.stderr
+    with unit_of_work(engine) as session:
+        actions = dict(session.execute(select(RoutingAction.id, RoutingAction.connection_id)).all())
+    assert actions, "no routing action planned: the check would be about nothing"
+    unset = {k: v for k, v in env.items() if k != "LEADSCORE_TEST_SF_SESSION"}
+    missing = "connection 'sf': environment variable LEADSCORE_TEST_SF_SESSION (session_id_env) is not set"
+
+    out = cwd / "wb.json"
+    written = leadscore_here("writeback", "--json", str(out), cwd=cwd, env=unset)
+    assert written.returncode == 1 and "Traceback" not in written.stderr
+    assert f"write-back stopped for sf: {missing} (rows stay pending)" in written.stderr, written.stderr
+    wb = json.loads(out.read_text())["connections"]
+    assert wb["hs"]["written"] == 30 and wb["hs"]["failed"] == 0, wb
+    assert wb["sf"]["written"] == 0 and wb["sf"]["pending_left"] == 30 and wb["sf"]["error"] == missing, wb
+
+    routed = leadscore_here("route", "--json", str(cwd / "route.json"), cwd=cwd, env=unset)
+    assert routed.returncode == 1 and "Traceback" not in routed.stderr
+    assert f"routing stopped for {missing} (the actions stay pending)" in routed.stderr, routed.stderr
+    report = json.loads((cwd / "route.json").read_text())["connections"]
+    assert report["hs"]["executed"] > 0 and report["hs"]["still_pending"] == 0, report
+    assert report["sf"]["executed"] == 0 and report["sf"]["still_pending"] > 0, report
+
+    # The variable set again: sf's rows and actions go, nothing of hs's twice.
+    resumed = leadscore_here("writeback", "--json", str(out), cwd=cwd, env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    wb = json.loads(out.read_text())["connections"]
+    assert wb["sf"]["written"] == 30 and wb["hs"]["written"] == 0, wb
+    rerouted = leadscore_here("route", "--json", str(cwd / "route.json"), cwd=cwd, env=env)
+    assert rerouted.returncode == 0, rerouted.stderr
+    report = json.loads((cwd / "route.json").read_text())["connections"]
+    assert report["sf"]["executed"] > 0 and report["hs"]["executed"] == 0, report

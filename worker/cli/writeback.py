@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -41,11 +42,11 @@ def _runtime() -> tuple[Any, Any]:
     return settings, config
 
 
-def _secrets(config: Any, only: str | None) -> dict[str, Any]:
-    from connectors.base import ConnectionSecrets
+def _secrets(config: Any, only: str | None) -> Mapping[str, Any]:
+    from connectors.base import EnvSecrets
 
-    targets = [config.connection(only)] if only else [c for c in config.connections if c.enabled]
-    return {c.name: ConnectionSecrets.from_env(c) for c in targets}
+    # Read per connection when used: one connection's unset variable stops that one only.
+    return EnvSecrets([config.connection(only)] if only else [c for c in config.connections if c.enabled])
 
 
 def _write_json(path: str, data: Any) -> None:
@@ -261,7 +262,7 @@ def setup(
         _write_metadata(load_config(get_settings().config_file), salesforce_metadata, connection)
         return
     _, config = _runtime()
-    results = crm_setup(config, _secrets(config, connection), connection=connection)
+    results = crm_setup(config, dict(_secrets(config, connection)), connection=connection)  # every one read first
     for result in results:
         for line in admin_instructions(result):
             console.print(line, highlight=False, soft_wrap=True)
