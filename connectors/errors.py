@@ -6,6 +6,7 @@ exception types (never from message text).
 
 from __future__ import annotations
 
+import ssl
 from urllib.parse import urlsplit
 
 from config.errors import LeadscoreError
@@ -84,6 +85,35 @@ def expected_refusal(error: str | None) -> str | None:
     return EXPECTED_REFUSALS.get(error_code(error))
 
 
+def certificate_problem(exc: BaseException) -> str | None:
+    """Why the CRM's TLS certificate was not trusted, when that is what ``exc`` is (by type:
+    ``ssl.SSLCertVerificationError`` anywhere in the chain requests and urllib3 wrap it in), else
+    None. Retrying cannot help: the CA bundle, a proxy or the certificate itself must change."""
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [exc]
+    while stack:
+        found = stack.pop()
+        if found is None or id(found) in seen:
+            continue
+        seen.add(id(found))
+        if isinstance(found, ssl.SSLCertVerificationError):
+            why = found.verify_message
+            return f"certificate verify failed: {why}" if why else "certificate verify failed"
+        linked = (getattr(found, "reason", None), *found.args)  # urllib3's MaxRetryError.reason, wrapped errors
+        stack += [found.__cause__, found.__context__, *(e for e in linked if isinstance(e, BaseException))]
+    return None
+
+
+def certificate_error(crm: str, exc: BaseException) -> FatalCRMError | None:
+    """The one-line error for an untrusted CRM certificate (None when ``exc`` is not one)."""
+    problem = certificate_problem(exc)
+    if problem is None:
+        return None
+    return FatalCRMError(f"{crm} connection failed: TLS {problem}{address_of(exc)} (the connection's ca_bundle, "
+                         "a TLS-intercepting proxy or the certificate must change: retrying cannot help)",
+                         code="CERTIFICATE_VERIFY_FAILED")
+
+
 def address_of(exc: BaseException) -> str:
     """`` (at https://host:port)`` for a connection error of requests or urllib3: where the
     CRM did not answer (an admin needs the address, not only the error's class). Empty when the
@@ -93,7 +123,8 @@ def address_of(exc: BaseException) -> str:
     if isinstance(url, str) and url:
         parts = urlsplit(url)
         return f" (at {parts.scheme}://{parts.netloc})" if parts.netloc else ""
-    pool = getattr(exc, "pool", None) or getattr(exc, "conn", None)  # urllib3's pool or connection
+    # urllib3's connection (NewConnectionError: its ``pool`` is a deprecated alias), else its pool.
+    pool = getattr(exc, "conn", None) or getattr(exc, "pool", None)
     host, port = getattr(pool, "host", None), getattr(pool, "port", None)
     if host:
         scheme = getattr(pool, "scheme", None)

@@ -36,6 +36,7 @@ from connectors.errors import (
     QuotaExhaustedError,
     RetriableCRMError,
     address_of,
+    certificate_error,
 )
 from connectors.retry import DEFAULT_POLICY, RetryPolicy, call_with_retry, retry_after_seconds
 from connectors.timeparse import parse_http_date
@@ -69,6 +70,8 @@ def map_hubspot_error(exc: BaseException) -> CRMError | None:
     """
     if isinstance(exc, urllib3.exceptions.HTTPError):
         # retry=False: a dropped connection or timeout surfaces as the urllib3 error itself.
+        if (untrusted := certificate_error("HubSpot", exc)) is not None:
+            return untrusted
         return RetriableCRMError(f"HubSpot connection failed: {exc.__class__.__name__}{address_of(exc)}")
     if not isinstance(exc, API_EXCEPTIONS):
         return None

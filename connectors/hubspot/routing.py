@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 from config.app_config import AppConfig, ConnectionConfig, RoutingActionConfig
 from connectors.actions import action_marker, actions_for, due, round_robin_pick, task_subject
-from connectors.errors import FatalCRMError, RetriableCRMError, address_of
+from connectors.errors import FatalCRMError, RetriableCRMError, address_of, certificate_error
 from connectors.hubspot.client import REQUEST_TIMEOUT
 from connectors.hubspot.writeback import BATCH_SIZE, RETRIABLE_CATEGORIES
 from connectors.protocols import ActionResult, LeadRef
@@ -48,6 +48,8 @@ def hubspot_raw(client: Any, method: str, path: str, qs: dict[str, Any] | None =
     try:
         response = client.client.api_request(options)
     except requests.RequestException as exc:
+        if (untrusted := certificate_error("HubSpot", exc)) is not None:
+            raise untrusted from exc
         raise RetriableCRMError(f"HubSpot connection failed: {exc.__class__.__name__}{address_of(exc)}") from exc
     if response.status_code >= 300:
         error = ApiException(status=response.status_code, reason=response.reason)

@@ -45,6 +45,7 @@ from connectors.errors import (
     QuotaExhaustedError,
     RetriableCRMError,
     address_of,
+    certificate_error,
 )
 from connectors.retry import DEFAULT_POLICY, RetryPolicy, call_with_retry, retry_after_seconds
 from connectors.salesforce.session import simulator_session
@@ -115,6 +116,8 @@ def map_salesforce_error(exc: BaseException, headers: Any = None) -> CRMError | 
         return AuthError(f"Salesforce login failed ({exc.code})", status=401, code=str(exc.code))
     if isinstance(exc, requests.exceptions.ConnectionError | requests.exceptions.Timeout
                   | requests.exceptions.ChunkedEncodingError):
+        if (untrusted := certificate_error("Salesforce", exc)) is not None:
+            return untrusted
         return RetriableCRMError(f"Salesforce connection failed: {exc.__class__.__name__}{address_of(exc)}")
     if not isinstance(exc, SalesforceError):
         return None
