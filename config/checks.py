@@ -97,6 +97,26 @@ def check_database_url(url: str) -> None:
             raise ValueError(f"the folder {folder} of the SQLite file does not exist (create it first)")
 
 
+# Passwords every scanner tries first: a production Flower refuses them.
+PLACEHOLDER_PASSWORDS = frozenset({"changeme", "password", "admin", "flower", "secret", "letmein", "test",
+                                   "123456", "12345678", "qwerty"})
+MIN_PASSWORD_CHARS = 8
+
+
+def weak_password(user_password: str) -> str | None:
+    """Why ``user:password`` may not guard a production dashboard (None when it may)."""
+    if ":" not in user_password:
+        return "must be user:password"
+    user, password = user_password.split(":", 1)
+    if not password:
+        return "must be user:password with a password"
+    if password.lower() in PLACEHOLDER_PASSWORDS or password.lower() == user.lower():
+        return "must be user:password with a real password (not a placeholder or the user name)"
+    if len(password) < MIN_PASSWORD_CHARS:
+        return f"must be user:password with a real password (at least {MIN_PASSWORD_CHARS} characters)"
+    return None
+
+
 def redact_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.password:

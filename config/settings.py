@@ -12,7 +12,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from config.checks import check_broker_url, check_database_url
+from config.checks import check_broker_url, check_database_url, weak_password
 from config.errors import ConfigError
 
 # Celery with Redis redelivers a task not acked within the visibility timeout; time limits stay
@@ -63,9 +63,9 @@ class Settings(BaseSettings):
                 f"(got {self.task_soft_time_limit}, {self.task_time_limit}, {self.visibility_timeout})"
             )
         if self.environment == "production" and self.flower_basic_auth is not None:
-            secret = self.flower_basic_auth.get_secret_value()
-            if ":" not in secret or secret.split(":", 1)[1] in ("", "changeme", "password"):
-                raise ValueError("flower_basic_auth must be user:password with a real password")
+            problem = weak_password(self.flower_basic_auth.get_secret_value())
+            if problem is not None:
+                raise ValueError(f"flower_basic_auth {problem}")
         return self
 
     @property

@@ -30,6 +30,10 @@ def test_secrets_are_not_printed(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"LEADSCORE_VISIBILITY_TIMEOUT": "soon"}, "LEADSCORE_VISIBILITY_TIMEOUT"),
         ({"LEADSCORE_ENVIRONMENT": "production", "LEADSCORE_FLOWER_BASIC_AUTH": "admin:changeme"},
          "real password"),
+        ({"LEADSCORE_ENVIRONMENT": "production", "LEADSCORE_FLOWER_BASIC_AUTH": "admin:admin"},
+         "not a placeholder or the user name"),
+        ({"LEADSCORE_ENVIRONMENT": "production", "LEADSCORE_FLOWER_BASIC_AUTH": "ops:short"},
+         "at least 8 characters"),
     ],
 )
 def test_bad_environment_fails_naming_the_variable(

@@ -104,6 +104,25 @@ def test_flower_credentials_file_unreadable_is_one_line(tmp_path: Path, redis_ur
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(("secret", "why"), [
+    ("admin:admin", "not a placeholder or the user name"),
+    ("admin:changeme", "not a placeholder or the user name"),
+    ("ops:s3cret", "at least 8 characters"),
+])
+def test_production_flower_refuses_a_weak_password_from_the_file_too(tmp_path: Path, redis_url: str, secret: str,
+                                                                    why: str) -> None:
+    # A mounted secret file is held to what LEADSCORE_FLOWER_BASIC_AUTH is held to in production.
+    (tmp_path / "flower-auth").write_text(secret + "\n", encoding="utf-8")
+    env = dict(os.environ, LEADSCORE_BROKER_URL=redis_url, LEADSCORE_VAR_DIR=str(tmp_path),
+               LEADSCORE_ENVIRONMENT="production", LEADSCORE_FLOWER_BASIC_AUTH_FILE=str(tmp_path / "flower-auth"))
+    env.pop("LEADSCORE_FLOWER_BASIC_AUTH", None)
+    result = subprocess.run([sys.executable, "-m", "worker.cli", "flower"], capture_output=True, text=True,
+                            env=env, cwd=REPO, timeout=60)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"LEADSCORE_FLOWER_BASIC_AUTH_FILE: {tmp_path / 'flower-auth'}: must be user:password" in result.stderr
+    assert why in result.stderr and secret.split(":", 1)[1] not in result.stderr, result.stderr
+
+
 def _wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not check():

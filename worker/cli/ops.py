@@ -16,7 +16,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from config.app_config import load_config
-from config.checks import first_line, redact_url
+from config.checks import first_line, redact_url, weak_password
 from config.errors import ConfigError, LeadscoreError
 from config.settings import get_settings
 from store.db import DatabaseUnreachable, engine_for, make_engine, unit_of_work
@@ -164,10 +164,16 @@ def flower_credentials() -> str | None:
         return None
     path = settings.flower_basic_auth_file
     try:
-        return path.read_text(encoding="utf-8").strip()
+        secret = path.read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
         raise ConfigError(f"environment: LEADSCORE_FLOWER_BASIC_AUTH_FILE: cannot read {path} ({reason})") from exc
+    # The file is held to what the variable is (config.settings checks that one as it loads).
+    problem = weak_password(secret) if settings.environment == "production" else None
+    if problem is not None:
+        raise ConfigError(f"environment: LEADSCORE_FLOWER_BASIC_AUTH_FILE: {path}: {problem} "
+                          "(LEADSCORE_ENVIRONMENT=production)")
+    return secret
 
 
 @app.command()
