@@ -35,6 +35,7 @@ class Liveness:
 
     broker: bool
     error: str | None = None
+    redis: bool = True  # the beat's lock and the queues' lists are read from Redis only
     workers: dict[str, list[str]] = field(default_factory=dict)  # hostname -> queues it consumes
     beat: str | None = None  # the scheduler lock's holder ("beat:<pid>:<id>"), None when none holds it
     waiting: dict[str, int] = field(default_factory=dict)  # queue -> tasks waiting
@@ -50,9 +51,10 @@ class Liveness:
             found.append(f"no worker answered within {PING_SECONDS:.0f} s (leadscore worker)")
         else:
             consumed = {q for queues in self.workers.values() for q in queues}
-            found += [f"no worker consumes the {q} queue ({self.waiting.get(q, 0)} task(s) waiting)"
+            found += [f"no worker consumes the {q} queue"
+                      + (f" ({self.waiting.get(q, 0)} task(s) waiting)" if self.redis else "")
                       for q in (q.value for q in Queue) if q not in consumed]
-        if self.beat is None:
+        if self.redis and self.beat is None:
             found.append("no beat holds the scheduler lock: nothing is scheduled (leadscore beat)")
         return found
 
@@ -68,6 +70,9 @@ class Liveness:
             workers = f"workers: {len(self.workers)} answering ({listed})"
         else:
             workers = f"workers: none answered within {PING_SECONDS:.0f} s"
+        if not self.redis:
+            unknown = "cannot tell (measured on a Redis broker only)"
+            return [workers, f"beat: {unknown}", f"queues: {unknown}"]
         beat = (f"beat: scheduling (holds the scheduler lock as {self.beat})" if self.beat is not None
                 else "beat: not running (no beat holds the scheduler lock)")
         queues = "queues: " + ", ".join(f"{q} {n} waiting" for q, n in self.waiting.items())
@@ -87,18 +92,20 @@ def measure(broker_url: str | None) -> Liveness:
     """Ask the broker who is there (about :data:`PING_SECONDS` when no worker answers)."""
     if not broker_url:
         return Liveness(broker=False)
-    if not uses_redis(broker_url):
-        return Liveness(broker=True, error="only a Redis broker can be asked (LEADSCORE_BROKER_URL)")
-    client = redis_client(broker_url)
-    try:
-        beat = _text(client.get(LOCK_KEY))
-        waiting = {q.value: _waiting(client, q.value) for q in Queue}
-    except redis.RedisError as exc:
-        return Liveness(broker=True, error=str(exc) or type(exc).__name__)
-    finally:
-        client.close()
+    beat: str | None = None
+    waiting: dict[str, int] = {}
+    on_redis = uses_redis(broker_url)
+    if on_redis:  # first, and briefly: Celery's own connection retries a down broker for long
+        client = redis_client(broker_url)
+        try:
+            beat = _text(client.get(LOCK_KEY))
+            waiting = {q.value: _waiting(client, q.value) for q in Queue}
+        except redis.RedisError as exc:
+            return Liveness(broker=True, error=str(exc) or type(exc).__name__)
+        finally:
+            client.close()
     from worker.app import app  # Celery's app (celeryconfig reads the same settings)
 
     answers = app.control.inspect(timeout=PING_SECONDS).active_queues() or {}
     workers = {host: sorted(str(q.get("name")) for q in queues or []) for host, queues in answers.items()}
-    return Liveness(broker=True, workers=workers, beat=beat, waiting=waiting)
+    return Liveness(broker=True, redis=on_redis, workers=workers, beat=beat, waiting=waiting)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -20,6 +21,7 @@ import redis
 from tests.conftest import REDIS_BASE_URL
 from tests.services import with_db
 from tests.worker.conftest import start_worker
+from worker.liveness import Liveness, measure
 
 REPO = Path(__file__).resolve().parents[2]
 REDIS_URL = with_db(REDIS_BASE_URL, 10)
@@ -89,3 +91,24 @@ def test_status_measures_workers_beat_and_queues(tmp_path: Path) -> None:
     assert re.search(r"queues: minute \d+ waiting, long [1-9]\d* waiting", running.stdout), running.stdout
     assert re.search(r"status: 1 problem\(s\): no worker consumes the long queue \([1-9]\d* task\(s\) waiting\)$",
                      running.stderr.strip()), running.stderr
+
+
+def test_a_down_broker_is_one_problem_not_a_wait() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    down = measure(f"redis://127.0.0.1:{port}/0")
+    assert down.error is not None and down.workers == {}
+    assert down.problems() == [f"broker unreachable: {down.error}"]
+    assert down.lines() == [f"workers: cannot tell (broker unreachable: {down.error})"]
+
+
+def test_without_a_broker_nothing_is_missing_and_another_broker_says_what_it_cannot_tell() -> None:
+    assert measure(None).problems() == []
+    assert measure(None).lines() == [
+        "workers: none needed (no broker configured: tasks run in the command that starts them)"]
+    # The beat's lock and the queue lists live in Redis: with another broker they are unknown, not missing.
+    other = Liveness(broker=True, redis=False, workers={"w@h": ["minute"]})
+    assert other.problems() == ["no worker consumes the long queue"]
+    assert other.lines()[1:] == ["beat: cannot tell (measured on a Redis broker only)",
+                                 "queues: cannot tell (measured on a Redis broker only)"]
