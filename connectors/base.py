@@ -8,7 +8,7 @@ committed; :mod:`connectors.sync` does the committing. Connectors never touch th
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -79,8 +79,7 @@ class EnvSecrets(Mapping[str, ConnectionSecrets]):
     records that one connection's error and carries on with the others (as a sync does).
     """
 
-    def __init__(self, connections: Iterator[ConnectionConfig] | list[ConnectionConfig],
-                 environ: Mapping[str, str] | None = None) -> None:
+    def __init__(self, connections: Iterable[ConnectionConfig], environ: Mapping[str, str] | None = None) -> None:
         self._connections = {c.name: c for c in connections}
         self._environ = environ
         self._read: dict[str, ConnectionSecrets] = {}

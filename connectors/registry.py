@@ -133,6 +133,16 @@ def make_client(conn: ConnectionConfig, secrets: ConnectionSecrets) -> Any:
     return crm_for(conn).make_client(conn, secrets)
 
 
+def client_from(conn: ConnectionConfig, secrets_by_connection: Mapping[str, Any]) -> Any:
+    """The client for ``conn`` from its entry in ``secrets_by_connection`` (write-back and routing).
+    A ConfigError when its secrets are missing (not given, or :class:`connectors.base.EnvSecrets`
+    raising the connection's unset variable): the caller stops that connection only."""
+    secrets = secrets_by_connection.get(conn.name)
+    if secrets is None:
+        raise ConfigError(f"connection {conn.name!r}: no credentials given")
+    return make_client(conn, secrets)
+
+
 def make_connector(conn: ConnectionConfig, secrets: ConnectionSecrets, *,
                    session: requests.Session | None = None) -> Connector:
     """The sync connector for ``conn``. ``session`` (Salesforce only) replaces the HTTP session."""

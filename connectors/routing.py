@@ -46,7 +46,7 @@ from connectors.actions import action_marker, applies, round_robin_pick
 from connectors.errors import AuthError, CRMError, QuotaExhaustedError, RetriableCRMError
 from connectors.lifecycle import not_open_reason
 from connectors.protocols import LeadRef, Router
-from connectors.registry import PAUSE_DEFAULTS, SUPPORTED, make_client, make_router
+from connectors.registry import PAUSE_DEFAULTS, SUPPORTED, client_from, make_router
 from connectors.routing_validation import routing_problems, static_problems, validate_routing
 from scoring.hooks import TierChangeHook
 from store.db import unit_of_work
@@ -210,10 +210,7 @@ def execute_routing(
         client = (clients or {}).get(name)
         if client is None:
             try:
-                secrets = secrets_by_connection.get(name)
-                if secrets is None:
-                    raise ConfigError(f"connection {name!r}: no credentials given for routing")
-                client = make_client(conns[name], secrets)
+                client = client_from(conns[name], secrets_by_connection)
             except ConfigError as exc:
                 # This connection's credentials are missing or wrong: its actions wait, the others run.
                 report.errors.append(str(exc))

@@ -39,12 +39,19 @@ from typing import Any
 from sqlalchemy import Engine, Select, bindparam, func, literal_column, select, update
 from sqlalchemy.orm import Session
 
-from config.app_config import AppConfig, ConnectionConfig
+from config.app_config import AppConfig
 from config.errors import ConfigError
 from connectors.errors import AuthError, CRMError, QuotaExhaustedError, RetriableCRMError
 from connectors.lifecycle import not_open_reason
 from connectors.protocols import OutboxItem, Outcome, RecordResult, Router, ScoreWriter
-from connectors.registry import make_account_writer, make_client, make_router, make_score_writer, score_field_names
+from connectors.registry import (
+    client_from,
+    make_account_writer,
+    make_client,
+    make_router,
+    make_score_writer,
+    score_field_names,
+)
 from connectors.riders import SPLIT, Rider, claim_riders, release_riders, settle_riders
 from connectors.writeback_report import DEFAULT_POLICY, ConnectionWriteback, WritebackPolicy, WritebackReport
 from store.db import IDS_PER_STATEMENT, among, unit_of_work
@@ -121,7 +128,7 @@ def drain_outbox(
             shown = progress if progress is None or outbox_kind == OUTBOX_KIND else _labelled(progress, "accounts")
             try:
                 if client is None:
-                    client = _client(conn, secrets_by_connection)
+                    client = client_from(conn, secrets_by_connection)
             except ConfigError as exc:
                 # This connection's credentials are missing or wrong: its rows wait, the others go.
                 entry.error, entry.pending_left = str(exc), due
@@ -152,14 +159,6 @@ def drain_outbox(
             if entry.error:
                 break  # the CRM refused the connection: its account rows wait for the next run too
     return report
-
-
-def _client(conn: ConnectionConfig, secrets_by_connection: Mapping[str, Any]) -> Any:
-    """The connection's CRM client from its secrets (a ConfigError when they are missing)."""
-    secrets = secrets_by_connection.get(conn.name)
-    if secrets is None:
-        raise ConfigError(f"connection {conn.name!r}: no credentials given")
-    return make_client(conn, secrets)
 
 
 def _labelled(progress: Progress, suffix: str) -> Progress:

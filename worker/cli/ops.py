@@ -212,6 +212,7 @@ def status() -> None:
         engine, broker_url = engine_for(settings.effective_database_url), settings.broker_url
     require_schema(engine)
     closed = close_lost_runs(engine, broker_url)
+    alive = measure_liveness(broker_url)  # up to a second of broadcast: before the session opens
     for name, count in closed.items():
         console.print(Text(f"{name}: {count} sync run(s) left running by a dead worker marked failed"))
     with unit_of_work(engine) as session:
@@ -221,7 +222,7 @@ def status() -> None:
             .join(SyncRun, SyncRun.connection_id == Connection.id)
             .group_by(Connection.name, SyncRun.stream).order_by(Connection.name, SyncRun.stream)
         ).all()
-        failing: dict[str, str] = {}
+        failing: dict[str, tuple[str, str]] = {}  # connection -> (status, error) of a failed or stopped run
         for name, stream, started in runs:
             run = session.scalars(select(SyncRun).join(Connection).where(
                 Connection.name == name, SyncRun.stream == stream, SyncRun.started_at == started)
@@ -234,15 +235,14 @@ def status() -> None:
                 table.add_row(Text(name), Text(stream), f"{started:%Y-%m-%d %H:%M:%S}", Text(shown),
                               str(run.records), Text((run.error or "")[:80]))
                 if run.status in (SyncStatus.failed, SyncStatus.stopped):
-                    failing.setdefault(name, f"{run.status}: {run.error or 'no error recorded'}")
+                    failing.setdefault(name, (str(run.status), run.error or "no error recorded"))
         if runs:
             console.print(table)
         else:
             console.print("sync: no sync has run yet (leadscore sync)")
-        for name, problem in failing.items():
-            console.print(Text(f"sync {name}: last run {problem}"), soft_wrap=True)
-        problems = [f"sync {name}: last run {problem.split(':', 1)[0]}" for name, problem in failing.items()]
-        alive = measure_liveness(broker_url)
+        for name, (state, error) in failing.items():
+            console.print(Text(f"sync {name}: last run {state}: {error}"), soft_wrap=True)
+        problems = [f"sync {name}: last run {state}" for name, (state, _error) in failing.items()]
         for line in alive.lines():
             console.print(Text(line), soft_wrap=True)
         problems += alive.problems()
