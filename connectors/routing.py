@@ -214,7 +214,7 @@ def execute_routing(
             except ConfigError as exc:
                 # This connection's credentials are missing or wrong: its actions wait, the others run.
                 report.errors.append(str(exc))
-                logger.error("routing on %s stopped: %s", name, exc)
+                logger.warning("routing on %s stopped: %s", name, exc)
                 continue
         active[name] = client
     routers: dict[str, Router] = {}

@@ -132,7 +132,7 @@ def drain_outbox(
             except ConfigError as exc:
                 # This connection's credentials are missing or wrong: its rows wait, the others go.
                 entry.error, entry.pending_left = str(exc), due
-                logger.error("write-back to %s stopped: %s", conn.name, entry.error)
+                logger.warning("write-back to %s stopped: %s", conn.name, entry.error)
                 break
             try:
                 writer = make_writer(conn, client)
