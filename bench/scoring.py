@@ -64,14 +64,14 @@ from config.app_config import TierConfig, TrainingConfig  # noqa: E402
 from connectors.sync import analyze_synced_tables  # noqa: E402
 from scoring import registry  # noqa: E402
 from scoring.model import PreparedRows  # noqa: E402
-from scoring.score_run import SHAP_ROWS  # noqa: E402
+from scoring.score_run import BATCH_SIZE, SHAP_ROWS  # noqa: E402
 from scoring.service import lead_features, live_lead_ids, score_leads, train_from_store  # noqa: E402
 from scoring.training import TrainedModel  # noqa: E402
 from store.db import make_engine  # noqa: E402
 from store.models import Base, ModelVersion  # noqa: E402
 from tests.factories import generate_world, load_world  # noqa: E402
 
-BATCH = 2000  # score_leads' default batch size
+BATCH = BATCH_SIZE  # score_leads' default batch size
 
 
 def _catboost_model(session: Session) -> tuple[TrainedModel, str]:

@@ -23,7 +23,15 @@ from config.app_config import AppConfig
 from scoring import registry
 from scoring.accounts import refresh_accounts
 from scoring.hooks import TierChangeHook
-from scoring.score_run import Progress, ScoreSummary, ScoringPlan, retier_to_plan, score_chunk, score_leads
+from scoring.score_run import (
+    BATCH_SIZE,
+    Progress,
+    ScoreSummary,
+    ScoringPlan,
+    retier_to_plan,
+    score_chunk,
+    score_leads,
+)
 from scoring.tier_changes import RecentLabelled, preview, retier
 from scoring.tiers import Policy, check_policy, current_scores, set_policy, tiers_for
 from store.models import Connection, Lead, LeadScore, ModelVersion, RoutingAction
@@ -61,7 +69,7 @@ def score_and_plan(
     all: bool = False,  # noqa: A002 - the CLI's --all
     lead_ids: Sequence[int] | None = None,
     as_of: datetime | None = None,
-    batch_size: int = 2000,
+    batch_size: int = BATCH_SIZE,
     progress: Progress | None = None,
     route: bool = True,
 ) -> ScoreSummary:
@@ -89,7 +97,7 @@ def score_chunk_and_plan(
     plan: ScoringPlan,
     lead_ids: Sequence[int],
     *,
-    batch_size: int = 2000,
+    batch_size: int = BATCH_SIZE,
     progress: Progress | None = None,
     route: bool = True,
 ) -> ScoreSummary:

@@ -90,11 +90,13 @@ def train_command(
 @app.command("score")
 def score_command(
     all_leads: bool = typer.Option(False, "--all", help="Rescore every lead, not only those whose inputs changed."),
-    batch_size: int = typer.Option(2000, "--batch-size", min=1, help="Leads per batch."),
+    batch_size: int | None = typer.Option(None, "--batch-size", min=1,
+                                          help="Leads per batch (default: scoring.score_run.BATCH_SIZE, 5,000)."),
     json_path: Path | None = typer.Option(None, "--json", help="Write the run summary as JSON here."),
 ) -> None:
     """Score the leads whose inputs changed since their last score (or all of them); plan routing."""
     from scoring.pipeline import score_and_plan
+    from scoring.score_run import BATCH_SIZE
 
     config = _config()
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -106,7 +108,8 @@ def score_command(
                 tasks[stage] = bar.add_task(stage, total=total)
             bar.update(tasks[stage], completed=done, total=total)
 
-        summary = score_and_plan(session, config, all=all_leads, batch_size=batch_size, progress=progress)
+        summary = score_and_plan(session, config, all=all_leads, batch_size=batch_size or BATCH_SIZE,
+                                 progress=progress)
         data = summary.to_dict()
     tiers = ", ".join(f"{t}: {data['tiers'].get(t, 0)}" for t in ("A", "B", "C", "D"))
     console.print(
