@@ -266,6 +266,10 @@ class RoutingActionConfig(_Strict):
     property: str | None = None
     value: str | None = None
     connections: list[str] | None = None  # None = every connection
+    # A lead back in this tier within this many days (the data's clock) does not get the action
+    # again while the earlier one is pending, running or done (one hot-lead task per flip A-B-A,
+    # not two; a round-robin owner kept). 0: every tier change.
+    repeat_after_days: Annotated[float, Field(ge=0)] = 7
 
     @model_validator(mode="after")
     def _needs(self) -> RoutingActionConfig:

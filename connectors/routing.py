@@ -34,7 +34,7 @@ import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, func, select
@@ -49,7 +49,7 @@ from connectors.protocols import LeadRef, Router
 from connectors.registry import PAUSE_DEFAULTS, SUPPORTED, client_from, make_router
 from connectors.routing_validation import routing_problems, static_problems, validate_routing
 from scoring.hooks import TierChangeHook
-from store.db import unit_of_work
+from store.db import IDS_PER_STATEMENT, among, unit_of_work
 from store.models import ActionStatus, Connection, Lead, LeadLifecycle, LeadScore, Outbox, OutboxStatus, RoutingAction
 from store.upsert import upsert_rows
 
@@ -72,23 +72,95 @@ def _applies(action: RoutingActionConfig, conn: ConnectionConfig) -> bool:
 # ------------------------------------------------------------------------------------ planning
 
 
-def actions_for_change(config: AppConfig, conn: ConnectionConfig, from_tier: str | None, to_tier: str) -> list[str]:
-    """The action types a tier change ``from_tier -> to_tier`` of a lead of ``conn`` plans, in
-    rule order (what :func:`plan_routing` inserts; ``tiers preview`` counts them)."""
+@dataclass(frozen=True)
+class PlannedAction:
+    """One action a tier change plans: its stored name (the type, ``#2`` for a rule set's second
+    of that type), its rule and position, and its configuration."""
+
+    name: str
+    rule: int
+    index: int
+    config: RoutingActionConfig
+
+
+def planned_actions(
+    config: AppConfig, conn: ConnectionConfig, from_tier: str | None, to_tier: str
+) -> list[PlannedAction]:
+    """The actions a tier change ``from_tier -> to_tier`` of a lead of ``conn`` plans, in rule
+    order, before the repeat guard (:func:`repeated`)."""
     if from_tier == to_tier or not conn.enabled:
         return []
-    return [action.type for rule in config.routing
-            if rule.to == to_tier and (rule.from_ is None or rule.from_ == from_tier)
-            for action in rule.actions if _applies(action, conn)]
+    out: list[PlannedAction] = []
+    seen: dict[str, int] = {}
+    for r_index, rule in enumerate(config.routing):
+        if rule.to != to_tier or (rule.from_ is not None and rule.from_ != from_tier):
+            continue
+        for a_index, action in enumerate(rule.actions):
+            if not _applies(action, conn):
+                continue
+            n = seen.get(action.type, 0)
+            seen[action.type] = n + 1
+            out.append(PlannedAction(action.type if n == 0 else f"{action.type}#{n + 1}", r_index, a_index, action))
+    return out
+
+
+# An earlier action in one of these states counts for the repeat guard: it will run, is running or ran.
+_LIVE = (ActionStatus.pending, ActionStatus.sending, ActionStatus.done)
+Earlier = dict[int, list[tuple[str, str, datetime]]]  # lead id -> (action name, to tier, the data's clock)
+
+
+def _clock(as_of: datetime | None, scored_at: datetime) -> datetime:
+    at = as_of or scored_at
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
+def earlier_actions(session: Session, lead_ids: Sequence[int]) -> Earlier:
+    """Per lead, its routing actions that are pending, running or done: name, tier and the data's
+    clock of the score that planned them (``as_of``, else when it was scored)."""
+    out: Earlier = {}
+    ids = sorted({int(i) for i in lead_ids})
+    for start in range(0, len(ids), IDS_PER_STATEMENT):
+        chunk = ids[start : start + IDS_PER_STATEMENT]
+        for lead_id, name, tier, as_of, scored_at in session.execute(
+            select(RoutingAction.lead_id, RoutingAction.action, RoutingAction.to_tier, LeadScore.as_of,
+                   LeadScore.scored_at)
+            .join(LeadScore, LeadScore.id == RoutingAction.lead_score_id)
+            .where(among(session, RoutingAction.lead_id, chunk), RoutingAction.status.in_(_LIVE))
+        ):
+            out.setdefault(int(lead_id), []).append((str(name), str(tier), _clock(as_of, scored_at)))
+    return out
+
+
+def repeated(action: PlannedAction, to_tier: str, at: datetime, earlier: Sequence[tuple[str, str, datetime]]) -> bool:
+    """Whether the lead already has this action for this tier from a tier change less than the
+    action's ``repeat_after_days`` before ``at`` (still to run, running or done): a lead that
+    flips A -> B -> A (a threshold tried and taken back, a score near a cut-off) gets one hot-lead
+    task and keeps its owner, not one per flip."""
+    days = action.config.repeat_after_days
+    if days <= 0:
+        return False
+    return any(name == action.name and tier == to_tier and timedelta(0) <= at - when < timedelta(days=days)
+               for name, tier, when in earlier)
+
+
+def actions_for_change(config: AppConfig, conn: ConnectionConfig, from_tier: str | None, to_tier: str,
+                       *, at: datetime | None = None,
+                       earlier: Sequence[tuple[str, str, datetime]] = ()) -> list[str]:
+    """The action types a tier change ``from_tier -> to_tier`` of a lead of ``conn`` plans, in
+    rule order (what :func:`plan_routing` inserts; ``tiers preview`` counts them). With ``at``
+    (the data's clock of the change) and the lead's ``earlier`` actions (:func:`earlier_actions`),
+    the actions the repeat guard skips are left out, as planning leaves them out."""
+    return [a.config.type for a in planned_actions(config, conn, from_tier, to_tier)
+            if at is None or not repeated(a, to_tier, at, earlier)]
 
 
 def plan_routing(config: AppConfig) -> TierChangeHook:
     """The ``tier_change_hook`` for scoring: insert the configured actions of a tier change.
 
     Runs inside the scoring transaction (no commit here). An action already planned for the same
-    (lead, score, action) is not inserted twice.
+    (lead, score, action) is not inserted twice, nor one the lead got for the same tier within the
+    action's ``repeat_after_days`` (:func:`repeated`).
     """
-    rules = list(enumerate(config.routing))
     conns_by_name = {c.name: c for c in config.connections}
     names_by_id: dict[int, str | None] = {}
 
@@ -104,25 +176,25 @@ def plan_routing(config: AppConfig) -> TierChangeHook:
         conn = conns_by_name.get(name) if name else None
         if conn is None or not conn.enabled:
             return
+        candidates = planned_actions(config, conn, from_tier, to_tier)
+        if not candidates:
+            return
+        at = _clock(current.as_of, current.scored_at)
+        earlier = earlier_actions(session, [lead.id]).get(lead.id, [])
         rows: list[dict[str, Any]] = []
-        seen: dict[str, int] = {}
-        for r_index, rule in rules:
-            if rule.to != to_tier or (rule.from_ is not None and rule.from_ != from_tier):
+        for planned in candidates:
+            if repeated(planned, to_tier, at, earlier):
                 continue
-            for a_index, action in enumerate(rule.actions):
-                if not _applies(action, conn):
-                    continue
-                n = seen.get(action.type, 0)
-                seen[action.type] = n + 1
-                params = action.model_dump(exclude_none=True)
-                params.update({"rule": r_index, "index": a_index,
-                               "config_key": f"routing.{r_index}.actions.{a_index}"})
-                rows.append({
-                    "lead_id": lead.id, "lead_score_id": current.id, "connection_id": lead.connection_id,
-                    "from_tier": from_tier, "to_tier": to_tier,
-                    "action": action.type if n == 0 else f"{action.type}#{n + 1}",
-                    "params": params, "status": ActionStatus.pending, "attempts": 0,
-                })
+            params = planned.config.model_dump(exclude_none=True)
+            params.update({"rule": planned.rule, "index": planned.index,
+                           "config_key": f"routing.{planned.rule}.actions.{planned.index}"})
+            rows.append({
+                "lead_id": lead.id, "lead_score_id": current.id, "connection_id": lead.connection_id,
+                "from_tier": from_tier, "to_tier": to_tier, "action": planned.name,
+                "params": params, "status": ActionStatus.pending, "attempts": 0,
+            })
+        if not rows:
+            return
         # INSERT ... ON CONFLICT DO NOTHING on (lead, score, action): a re-run plans nothing twice.
         upsert_rows(session, RoutingAction, rows, conflict_columns=("lead_id", "lead_score_id", "action"),
                     update_columns=())

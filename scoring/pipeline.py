@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import func, select
@@ -23,6 +23,7 @@ from config.app_config import AppConfig
 from scoring import registry
 from scoring.accounts import refresh_accounts
 from scoring.hooks import TierChangeHook
+from scoring.inputs import id_chunks
 from scoring.score_run import (
     BATCH_SIZE,
     Progress,
@@ -34,6 +35,7 @@ from scoring.score_run import (
 )
 from scoring.tier_changes import RecentLabelled, preview, retier
 from scoring.tiers import Policy, check_policy, current_scores, set_policy, tiers_for
+from store.db import among
 from store.models import Connection, Lead, LeadScore, ModelVersion, RoutingAction
 
 
@@ -163,9 +165,10 @@ def routing_preview(session: Session, config: AppConfig, mode: str, thresholds: 
     """How many routing actions of each type a new policy would plan (changes nothing).
 
     The same tiers :func:`retier` would give, per lead whose tier would change, through the same
-    rules ``plan_routing`` applies (``connectors.routing.actions_for_change``).
+    rules and repeat guard ``plan_routing`` applies (``connectors.routing.actions_for_change``; a
+    re-tier keeps each score's ``as_of``, the clock the guard compares).
     """
-    from connectors.routing import actions_for_change
+    from connectors.routing import actions_for_change, earlier_actions
 
     values = check_policy(mode, thresholds)
     current = current_scores(session)
@@ -174,13 +177,24 @@ def routing_preview(session: Session, config: AppConfig, mode: str, thresholds: 
     conn_of: dict[int, str] = {lead_id: name for lead_id, name in session.execute(
         select(Lead.id, Connection.name).join(Connection, Connection.id == Lead.connection_id)).all()}
     configured = {c.name: c for c in config.connections}
+    changed = [(int(lead_id), int(score_id), old, new) for lead_id, score_id, old, new in zip(
+        current["lead_id"].tolist(), current["score_id"].tolist(), current["tier"].tolist(), new_tiers, strict=True)
+        if old != new]
+    earlier = earlier_actions(session, [lead_id for lead_id, _, _, _ in changed])
+    clocks: dict[int, datetime] = {}
+    score_ids = [score_id for lead_id, score_id, _, _ in changed if lead_id in earlier]
+    for chunk in id_chunks(score_ids):
+        for score_id, as_of, scored_at in session.execute(
+            select(LeadScore.id, LeadScore.as_of, LeadScore.scored_at).where(among(session, LeadScore.id, chunk))
+        ):
+            at = as_of or scored_at
+            clocks[int(score_id)] = at if at.tzinfo is not None else at.replace(tzinfo=UTC)
     actions: dict[str, int] = {}
     leads = 0
-    for lead_id, old, new in zip(current["lead_id"].tolist(), current["tier"].tolist(), new_tiers, strict=True):
-        if old == new:
-            continue
-        conn = configured.get(conn_of.get(int(lead_id), ""))
-        kinds = actions_for_change(config, conn, old, new) if conn is not None else []
+    for lead_id, score_id, old, new in changed:
+        conn = configured.get(conn_of.get(lead_id, ""))
+        kinds = actions_for_change(config, conn, old, new, at=clocks.get(score_id),
+                                   earlier=earlier.get(lead_id, ())) if conn is not None else []
         if kinds:
             leads += 1
         for kind in kinds:

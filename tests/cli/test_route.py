@@ -197,6 +197,23 @@ def test_tiers_set_plans_routing_for_changed_leads_and_route_runs_each_once(
     assert len([r for r in sim.salesforce.store.records["Task"].values()
                 if "[leadscore #" in (r.values.get("Subject") or "")]) == len(to_a_sf)
 
+    # Revops takes the change back and makes it again within the week: the leads back in A keep
+    # their task and owner (repeat_after_days, 7 by default); preview and set count the same.
+    back = leadscore_here("tiers", "set", *(f"{t}={v}" for t, v in FIRST.items()), cwd=cwd, env=env)
+    assert back.returncode == 0, back.stderr
+    redo_preview_json = cwd / "redo-preview.json"
+    redo_preview = leadscore_here("tiers", "preview", *args, "--json", str(redo_preview_json), cwd=cwd, env=env)
+    assert redo_preview.returncode == 0, redo_preview.stderr
+    redo_routing = json.loads(redo_preview_json.read_text())["routing"]["actions"]
+    assert "create_task" not in redo_routing and "assign_owner" not in redo_routing, redo_routing
+    redo_json = cwd / "redo.json"
+    redo = leadscore_here("tiers", "set", *args, "--json", str(redo_json), cwd=cwd, env=env)
+    assert redo.returncode == 0, redo.stderr
+    assert json.loads(redo_json.read_text())["routing_planned"] == redo_routing
+    assert leadscore_here("route", cwd=cwd, env=env).returncode == 0
+    assert sorted(r.values["WhoId"] for r in sim.salesforce.store.records["Task"].values()
+                  if "[leadscore #" in (r.values.get("Subject") or "")) == to_a_sf
+
 
 def test_no_route_plans_nothing(workdir: tuple[Path, dict[str, str]]) -> None:
     cwd, env = workdir

@@ -16,6 +16,7 @@ from crmsim.app import CRMSim
 from store.db import unit_of_work
 from store.models import RoutingAction
 from tests.connectors.test_writeback_support import (
+    SCORED_AT,
     add_leads,
     app_config,
     hs_contact_ids,
@@ -301,3 +302,50 @@ def test_scoring_plans_the_configured_actions_through_the_hook(sqlite_session: A
                       + [(lead_id, "pause_outreach", "D", "pending") for lead_id, tier in tiers.items() if tier == "D"])
     assert sorted(tuple(row) for row in planned) == expected
     assert set(tiers.values()) == {"A", "B", "C", "D"}
+
+
+def test_a_lead_back_in_its_tier_within_the_repeat_window_gets_no_second_task(
+    sim: CRMSim, sqlite_engine: Engine
+) -> None:
+    # A -> B -> A (a threshold tried and taken back): one owner change and one hot-lead task in the
+    # CRM, whether routing ran between the flips or not; after repeat_after_days, a new task.
+    config = app_config(sim, ROUTING)
+    hook = plan_routing(config)
+    ran_between, not_yet = sf_lead_ids(sim, 2)
+    leads = add_leads(sqlite_engine, "sf", [ran_between, not_yet])
+    start = SCORED_AT
+    score(sqlite_engine, [leads[ran_between]], tier="A", score_value=90, hook=hook, when=start)
+    first = execute_routing(sqlite_engine, config, secrets_for(sim))
+    assert first.done == {"assign_owner": 1, "create_task": 1}
+    score(sqlite_engine, [leads[not_yet]], tier="A", score_value=90, hook=hook, when=start)
+    for lead in leads.values():
+        score(sqlite_engine, [lead], tier="B", score_value=70, hook=hook, when=start + timedelta(days=1))
+        score(sqlite_engine, [lead], tier="A", score_value=91, hook=hook, when=start + timedelta(days=2))
+
+    report = execute_routing(sqlite_engine, config, secrets_for(sim))
+
+    assert report.errors == [] and report.failed == {}
+    assert report.done == {"assign_owner": 1, "create_task": 1}  # the lead not routed before: its first A
+    for crm_id in (ran_between, not_yet):
+        assert len(_sf_tasks(sim, crm_id)) == 1
+    assert sorted(a.action for a in _actions(sqlite_engine)) == ["assign_owner", "assign_owner", "create_task",
+                                                                  "create_task"]
+
+    # Eight days after the first A, back in A again: the guard's 7 days are over.
+    score(sqlite_engine, [leads[ran_between]], tier="C", score_value=40, hook=hook, when=start + timedelta(days=8))
+    score(sqlite_engine, [leads[ran_between]], tier="A", score_value=92, hook=hook, when=start + timedelta(days=9))
+    later = execute_routing(sqlite_engine, config, secrets_for(sim))
+    assert later.done == {"assign_owner": 1, "create_task": 1}
+    assert len(_sf_tasks(sim, ran_between)) == 2
+
+
+def test_repeat_after_days_zero_routes_every_tier_change(sim: CRMSim, sqlite_engine: Engine) -> None:
+    rules = [{"to": "A", "actions": [{"type": "create_task", "subject": "Call hot lead", "repeat_after_days": 0}]}]
+    config = app_config(sim, rules)
+    hook = plan_routing(config)
+    crm_id = sf_lead_ids(sim, 1)[0]
+    leads = add_leads(sqlite_engine, "sf", [crm_id])
+    for day, tier in enumerate(("A", "B", "A")):
+        score(sqlite_engine, leads.values(), tier=tier, hook=hook, when=SCORED_AT + timedelta(days=day))
+        execute_routing(sqlite_engine, config, secrets_for(sim))
+    assert len(_sf_tasks(sim, crm_id)) == 2
