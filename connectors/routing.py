@@ -109,7 +109,8 @@ _LIVE = (ActionStatus.pending, ActionStatus.sending, ActionStatus.done)
 Earlier = dict[int, list[tuple[str, str, datetime]]]  # lead id -> (action name, to tier, the data's clock)
 
 
-def _clock(as_of: datetime | None, scored_at: datetime) -> datetime:
+def data_clock(as_of: datetime | None, scored_at: datetime) -> datetime:
+    """A score's time on the data's clock (its ``as_of``, else when it was scored), in UTC."""
     at = as_of or scored_at
     return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
@@ -127,7 +128,7 @@ def earlier_actions(session: Session, lead_ids: Sequence[int]) -> Earlier:
             .join(LeadScore, LeadScore.id == RoutingAction.lead_score_id)
             .where(among(session, RoutingAction.lead_id, chunk), RoutingAction.status.in_(_LIVE))
         ):
-            out.setdefault(int(lead_id), []).append((str(name), str(tier), _clock(as_of, scored_at)))
+            out.setdefault(int(lead_id), []).append((str(name), str(tier), data_clock(as_of, scored_at)))
     return out
 
 
@@ -179,8 +180,10 @@ def plan_routing(config: AppConfig) -> TierChangeHook:
         candidates = planned_actions(config, conn, from_tier, to_tier)
         if not candidates:
             return
-        at = _clock(current.as_of, current.scored_at)
-        earlier = earlier_actions(session, [lead.id]).get(lead.id, [])
+        at = data_clock(current.as_of, current.scored_at)
+        # Asked only when an action can be skipped: a rule set without the guard costs no query.
+        guarded = any(c.config.repeat_after_days > 0 for c in candidates)
+        earlier = earlier_actions(session, [lead.id]).get(lead.id, []) if guarded else []
         rows: list[dict[str, Any]] = []
         for planned in candidates:
             if repeated(planned, to_tier, at, earlier):

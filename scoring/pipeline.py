@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
@@ -168,7 +168,7 @@ def routing_preview(session: Session, config: AppConfig, mode: str, thresholds: 
     rules and repeat guard ``plan_routing`` applies (``connectors.routing.actions_for_change``; a
     re-tier keeps each score's ``as_of``, the clock the guard compares).
     """
-    from connectors.routing import actions_for_change, earlier_actions
+    from connectors.routing import actions_for_change, data_clock, earlier_actions
 
     values = check_policy(mode, thresholds)
     current = current_scores(session)
@@ -187,8 +187,7 @@ def routing_preview(session: Session, config: AppConfig, mode: str, thresholds: 
         for score_id, as_of, scored_at in session.execute(
             select(LeadScore.id, LeadScore.as_of, LeadScore.scored_at).where(among(session, LeadScore.id, chunk))
         ):
-            at = as_of or scored_at
-            clocks[int(score_id)] = at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+            clocks[int(score_id)] = data_clock(as_of, scored_at)
     actions: dict[str, int] = {}
     leads = 0
     for lead_id, score_id, old, new in changed:
