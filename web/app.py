@@ -47,6 +47,9 @@ PAGES: tuple[tuple[str, str], ...] = (
 )
 
 
+_SETTINGS = object()  # create_app's broker_url default: the one the settings name
+
+
 class Forbidden(LeadscoreError):
     """The signed-in user may not do this (viewers look, editors change)."""
 
@@ -103,13 +106,17 @@ def create_app(
     *,
     engine_factory: Callable[[], Engine] | None = None,
     config: AppConfig | None = None,
+    broker_url: str | None | object = _SETTINGS,
 ) -> FastAPI:
-    """The console app. ``engine_factory`` defaults to the configured database, ``config`` to the YAML file."""
+    """The console app. ``engine_factory`` defaults to the configured database, ``config`` to the YAML
+    file, ``broker_url`` (whose workers and beat the overview shows; None: tasks run in process) to
+    the settings' broker."""
     from config.app_config import load_config
     from config.settings import get_settings
     from store.db import get_engine
 
     app_config = config if config is not None else load_config(get_settings().config_file)
+    broker: str | None = get_settings().broker_url if broker_url is _SETTINGS else broker_url  # type: ignore[assignment]
     engine_of = engine_factory or get_engine
     env = _templates()
     # No interactive docs: they would be routes outside the console's own pages and API.
@@ -287,6 +294,12 @@ def create_app(
         return JSONResponse({"status": "ok", "database": "ok", "champion": mv.version if mv else None,
                              "leads": int(leads or 0), "current_scores": int(scored or 0)})
 
+    @app.get("/api/workers")
+    def api_workers() -> Response:
+        from worker.liveness import measure
+
+        return JSONResponse(json_safe(measure(broker).to_dict()))
+
     @app.get("/api/tiers/preview")
     def api_tiers_preview(request: Request) -> Response:
         return JSONResponse(json_safe(tier_preview(request)))
@@ -356,6 +369,14 @@ def create_app(
                 champion=mv, champion_auc=recorded_test_auc(mv) if mv else None, report=report,
                 failed_unexpected=sum(unexpected.values()), failed_words=failed_words(refused, unexpected),
             )
+
+    @app.get("/workers")
+    def workers_fragment(request: Request) -> Response:
+        """The overview's workers card, fetched after the page (a broadcast waits up to a second for
+        answers): the same measurement and lines as ``leadscore status``."""
+        from worker.liveness import PING_SECONDS, measure
+
+        return render(request, "_workers.html", alive=measure(broker), ping=PING_SECONDS)
 
     @app.get("/tiers")
     def tiers_page(request: Request) -> Response:

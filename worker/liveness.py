@@ -78,6 +78,11 @@ class Liveness:
         queues = "queues: " + ", ".join(f"{q} {n} waiting" for q, n in self.waiting.items())
         return [workers, beat, queues]
 
+    def to_dict(self) -> dict[str, object]:
+        """What the console's ``/api/workers`` returns: the measurement, its lines and its problems."""
+        return {"broker": self.broker, "error": self.error, "workers": self.workers, "beat": self.beat,
+                "waiting": self.waiting if self.redis else None, "lines": self.lines(), "problems": self.problems()}
+
 
 def _waiting(client: redis.Redis, queue: str) -> int:
     keys = [queue if p == 0 else f"{queue}{_PRIORITY_SEP}{p}" for p in _PRIORITY_STEPS]
@@ -104,8 +109,22 @@ def measure(broker_url: str | None) -> Liveness:
             return Liveness(broker=True, error=str(exc) or type(exc).__name__)
         finally:
             client.close()
+    from celery import Celery
+
     from worker.app import app  # Celery's app (celeryconfig reads the same settings)
 
-    answers = app.control.inspect(timeout=PING_SECONDS).active_queues() or {}
+    # A Celery app of its own on ``broker_url``: a broadcast is published through the app's
+    # producer pool, so leadscore's app would send it to the broker this process was configured
+    # with (in-process tasks: none), whatever connection it is handed. The control exchange and
+    # transport options are leadscore's, so the workers hear it.
+    asking = Celery("leadscore-liveness", broker=broker_url, set_as_current=False)
+    asking.conf.update(control_exchange=app.conf.control_exchange,
+                       broker_transport_options=app.conf.broker_transport_options,
+                       # a broker that does not answer is one problem, not a wait
+                       broker_connection_timeout=2 * PING_SECONDS, broker_connection_max_retries=1)
+    try:
+        answers = asking.control.inspect(timeout=PING_SECONDS).active_queues() or {}
+    finally:
+        asking.close()
     workers = {host: sorted(str(q.get("name")) for q in queues or []) for host, queues in answers.items()}
     return Liveness(broker=True, redis=on_redis, workers=workers, beat=beat, waiting=waiting)

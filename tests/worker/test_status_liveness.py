@@ -17,10 +17,15 @@ from pathlib import Path
 
 import pytest
 import redis
+from fastapi.testclient import TestClient
 
+from config.app_config import AppConfig
+from store.db import make_engine
 from tests.conftest import REDIS_BASE_URL
 from tests.services import with_db
 from tests.worker.conftest import start_worker
+from web.app import create_app
+from web.auth import Authenticator, parse_users
 from worker.liveness import Liveness, measure
 
 REPO = Path(__file__).resolve().parents[2]
@@ -80,6 +85,13 @@ def test_status_measures_workers_beat_and_queues(tmp_path: Path) -> None:
             return shown if up else None
 
         running = _wait_for(both_up, 90, "the worker to answer and the beat to take its lock")
+        # The console's overview card measures the same way and says the same (an admin or revops
+        # lead looking there instead of at a terminal).
+        console = create_app(Authenticator(parse_users("ann:pw:viewer")), config=AppConfig(), broker_url=REDIS_URL,
+                             engine_factory=lambda: make_engine(env["LEADSCORE_DATABASE_URL"]))
+        with TestClient(console) as client:
+            api = client.get("/api/workers", auth=("ann", "pw")).json()
+            card = client.get("/workers", auth=("ann", "pw")).text
     finally:
         for process in (worker, beat):
             process.terminate()
@@ -91,6 +103,14 @@ def test_status_measures_workers_beat_and_queues(tmp_path: Path) -> None:
     assert re.search(r"queues: minute \d+ waiting, long [1-9]\d* waiting", running.stdout), running.stdout
     assert re.search(r"status: 1 problem\(s\): no worker consumes the long queue \([1-9]\d* task\(s\) waiting\)$",
                      running.stderr.strip()), running.stderr
+    assert list(api["workers"]) == [h for h in api["workers"] if h.startswith("minute@")] and len(api["workers"]) == 1
+    assert api["beat"] and api["beat"].startswith("beat:")
+    assert len(api["problems"]) == 1 and api["problems"][0].startswith("no worker consumes the long queue (")
+    for line in api["lines"]:
+        assert f"<li>{line}</li>" in card
+        if not line.startswith("queues:"):  # (the beat may have sent work since status counted)
+            assert line.split(" (")[0] in running.stdout  # the status command's lines, measured again
+    assert f'<li class="alert">{api["problems"][0]}</li>' in card
 
 
 def test_a_down_broker_is_one_problem_not_a_wait() -> None:
