@@ -92,3 +92,25 @@ def psi(expected_shares: Sequence[float] | np.ndarray, actual_counts: Sequence[f
         return float("nan")
     a = np.maximum(counts / counts.sum(), SHARE_FLOOR)
     return float(np.sum((a - e) * np.log(a / e)))
+
+
+NOISE_QUANTILE = 0.99
+
+
+def psi_noise(expected_shares: Sequence[float] | np.ndarray, live: int, reference: int) -> float:
+    """The PSI that sampling alone exceeds once in a hundred times, for ``live`` leads measured
+    against a reference of ``reference`` rows with these shares, when nothing shifted.
+
+    Without a shift, PSI (a symmetric divergence) times the samples' harmonic size follows a
+    chi-square with one degree of freedom fewer than the bins both can fill (Yurdakul 2018,
+    "Statistical properties of the population stability index"): PSI ≈ χ²(B − 1) · (1/live + 1/reference).
+    At 100 live leads and 10 bins that is 0.23, above the usual 0.1 warning line: a hundred leads
+    alone cannot show a 0.1 shift. ``reference`` 0 (not recorded) counts the reference as exact.
+    """
+    from scipy.stats import chi2
+
+    if live <= 0:
+        return float("inf")
+    bins = int(np.count_nonzero(np.asarray(expected_shares, dtype="float64") > 0))
+    df = max(1, bins - 1)
+    return float(chi2.ppf(NOISE_QUANTILE, df) * (1.0 / live + (1.0 / reference if reference > 0 else 0.0)))

@@ -17,7 +17,7 @@ from scoring.features import (
 )
 from scoring.frame import prepare_frame
 from scoring.monitoring.cohorts import build_cohort, cohort_leads
-from scoring.monitoring.distributions import psi
+from scoring.monitoring.distributions import NOISE_QUANTILE, psi, psi_noise
 from scoring.monitoring.reference_cohort import Reference, ensure_reference
 from scoring.monitoring.status import ALERT, NOT_ENOUGH, WARN, Alert, Findings, worst
 from store.models import (
@@ -60,13 +60,27 @@ def measure_drift(session: Session, champion: ModelVersion, ref: Reference, as_o
     drift["score_mean"] = float(np.mean(proba))
     feature_psi = {name: psi(dist.shares, dist.counts(encoded[name])) for name, dist in ref.features.items()
                    if name in encoded.columns}
+    # What sampling alone gives on this many leads: a PSI below it is not a measured shift.
+    noise = {"score": psi_noise(ref.score.shares, len(ids), ref.rows)}
+    noise.update({name: psi_noise(ref.features[name].shares, len(ids), ref.rows) for name in feature_psi})
+    drift["score_psi_noise"] = noise["score"]
     drift["feature_psi"] = feature_psi
     drift["features_above_alert"] = above_alert(feature_psi, config)
     # Between the two lines: the "shifting" warnings (the CLI counts both, with their lines).
-    drift["features_above_warning"] = sum(1 for v in feature_psi.values()
-                                          if math.isfinite(v) and config.psi_warn < v <= config.psi_alert)
+    drift["features_above_warning"] = sum(1 for name, v in feature_psi.items() if math.isfinite(v)
+                                          and _warn_line(config, noise, name) < v <= config.psi_alert)
     drift["psi_warn"], drift["psi_alert"] = config.psi_warn, config.psi_alert
-    found = drift_alerts(drift["score_psi"], feature_psi, config)
+    quiet = [name for name, v in [("score", drift["score_psi"]), *feature_psi.items()]
+             if math.isfinite(v) and config.psi_warn < v <= _warn_line(config, noise, name)]
+    drift["within_noise"] = len(quiet)
+    if quiet:
+        out.notes.append(
+            f"drift: {len(quiet)} PSI value(s) above the warning line ({config.psi_warn:g}) but within what "
+            f"{len(ids):,} leads against {ref.rows:,} reference rows give by chance "
+            f"({NOISE_QUANTILE:.0%} line: score {noise['score']:.3f}), not counted as shifts: "
+            + ", ".join(f"{n} {drift['score_psi'] if n == 'score' else feature_psi[n]:.3f}" for n in quiet[:5])
+            + (" ..." if len(quiet) > 5 else ""))
+    found = drift_alerts(drift["score_psi"], feature_psi, config, noise)
     drift["status"] = worst(found)
     out.alerts.extend(found)
 
@@ -80,17 +94,30 @@ DRIFT_ACTION = ("the leads arriving now differ from those the model learnt from:
                 "once their outcomes are known")
 
 
+def _warn_line(config: MonitoringConfig, noise: dict[str, float] | None, name: str) -> float:
+    """The warning line for ``name``: the configured one, raised to the sampling noise of the leads
+    measured (never above the alert line)."""
+    return min(config.psi_alert, max(config.psi_warn, (noise or {}).get(name, 0.0)))
+
+
 def above_alert(feature_psi: dict[str, float], config: MonitoringConfig) -> int:
     return sum(1 for v in feature_psi.values() if math.isfinite(v) and v > config.psi_alert)
 
 
-def drift_alerts(score_psi: float, feature_psi: dict[str, float], config: MonitoringConfig) -> list[Alert]:
+def drift_alerts(score_psi: float, feature_psi: dict[str, float], config: MonitoringConfig,
+                 noise: dict[str, float] | None = None) -> list[Alert]:
     """The alerts and warnings that PSI values of the score and of the watched features call for.
 
     Inputs that moved while the scores did not change no decision (cumulative features such as the
     buying-committee size grow with the CRM's age): such a feature drift is a warning only, unless
     :data:`BROAD_SHIFT_FEATURES` of the watched features moved at once (a new lead mix: the market
     changed, whatever the stale model makes of it).
+
+    ``noise`` (by name, "score" for the score): the PSI sampling alone reaches on the leads measured
+    (:func:`~scoring.monitoring.distributions.psi_noise`). A *warning* needs the value above it as
+    well as above ``psi_warn``: between the two, a small cohort cannot tell a shift from chance.
+    The alert line and what it takes are left as configured: an alert starts a retraining, whose
+    promotion is judged again on held-out leads with its own confidence bound.
     """
     scores_moved = math.isfinite(score_psi) and score_psi > config.psi_warn
     scores_moved = scores_moved or above_alert(feature_psi, config) >= BROAD_SHIFT_FEATURES
@@ -101,6 +128,7 @@ def drift_alerts(score_psi: float, feature_psi: dict[str, float], config: Monito
             continue
         what = "score distribution" if name == "score" else f"feature {name}"
         kind = "psi_score" if name == "score" else "psi_feature"
+        warn_line = _warn_line(config, noise, name)
         if value > config.psi_alert and (name == "score" or scores_moved):
             alerts.append(Alert(ALERT, kind, f"{what} drifted: PSI {value:.3f} > {config.psi_alert:g}",
                                 value, config.psi_alert, action=DRIFT_ACTION))
@@ -108,9 +136,9 @@ def drift_alerts(score_psi: float, feature_psi: dict[str, float], config: Monito
             alerts.append(Alert(WARN, kind, f"{what} drifted (PSI {value:.3f} > {config.psi_alert:g}) but the "
                                 f"score distribution is stable (PSI {score_psi:.3f})", value, config.psi_alert,
                                 action=WATCH_ACTION))
-        elif value > config.psi_warn:
-            alerts.append(Alert(WARN, kind, f"{what} shifting: PSI {value:.3f} > {config.psi_warn:g}",
-                                value, config.psi_warn, action=DRIFT_ACTION if name == "score" else WATCH_ACTION))
+        elif value > warn_line:
+            alerts.append(Alert(WARN, kind, f"{what} shifting: PSI {value:.3f} > {warn_line:.3g}",
+                                value, warn_line, action=DRIFT_ACTION if name == "score" else WATCH_ACTION))
     return alerts
 
 

@@ -149,6 +149,37 @@ def test_a_broad_shift_of_the_top_features_alerts_with_stable_scores() -> None:
         "score distribution": "warn", "feature f": "alert"}
 
 
+def test_a_hundred_leads_from_an_unchanged_mix_do_not_read_as_a_shift() -> None:
+    """Revops saw "score distribution shifting" week after week on small cohorts drawn from the same
+    leads: at 100 leads and 10 bins, PSI passes 0.1 by chance alone about half the time. The line
+    each value must pass is raised to what sampling gives once in a hundred times."""
+    from scoring.monitoring.distributions import numeric_distribution, psi, psi_noise
+
+    rng = np.random.default_rng(7)
+    reference = numeric_distribution(rng.beta(2, 5, 2000))
+    draws = [psi(reference.shares, reference.counts(rng.beta(2, 5, 100))) for _ in range(300)]
+    noise = psi_noise(reference.shares, 100, 2000)
+    assert 0.2 < noise < 0.26  # chi-square(9) at 99 % x (1/100 + 1/2000)
+    by_chance = sum(d > MonitoringConfig().psi_warn for d in draws) / len(draws)
+    assert by_chance > 0.25  # what the plain 0.1 line called a shift
+    assert sum(d > noise for d in draws) / len(draws) < 0.03
+    # A real shift of the same size of cohort is still seen.
+    shifted = [psi(reference.shares, reference.counts(rng.beta(4, 4, 100))) for _ in range(50)]
+    assert min(shifted) > noise
+    # On many leads the noise is small and the configured lines decide.
+    assert psi_noise(reference.shares, 20_000, 2000) < MonitoringConfig().psi_warn / 2
+
+    config = MonitoringConfig()
+    quiet = drift_alerts(0.15, {"industry": 0.2}, config, {"score": noise, "industry": noise})
+    assert quiet == []
+    loud = drift_alerts(0.15, {"industry": 0.2}, config, {"score": 0.02, "industry": 0.02})
+    assert _levels(loud) == {"score distribution": "warn", "feature industry": "warn"}
+    raised = drift_alerts(0.2, {}, config, {"score": 0.18})
+    assert _levels(raised) == {"score distribution": "warn"} and "PSI 0.200 > 0.18" in raised[0].message
+    # The alert line stays as configured (an alert's retraining is judged again on held-out leads).
+    assert _levels(drift_alerts(0.3, {}, config, {"score": 0.4})) == {"score distribution": "alert"}
+
+
 # ----------------------------------------------------------------------------------- monitor run
 
 
