@@ -17,6 +17,8 @@ def _feature_lines(drift: dict[str, Any]) -> str:
         text += f" (PSI {drift['psi_alert']:g})"
     if warn is not None:
         text += f", {warn} above the warning line" + (f" ({drift['psi_warn']:g})" if "psi_warn" in drift else "")
+    if drift.get("within_noise"):  # above psi_warn, but not above what this many leads give by chance
+        text += f", {drift['within_noise']} within the sampling noise"
     return text
 
 

@@ -74,11 +74,12 @@ def measure_drift(session: Session, champion: ModelVersion, ref: Reference, as_o
              if math.isfinite(v) and config.psi_warn < v <= _warn_line(config, noise, name)]
     drift["within_noise"] = len(quiet)
     if quiet:
+        values = {"score": drift["score_psi"], **feature_psi}
         out.notes.append(
             f"drift: {len(quiet)} PSI value(s) above the warning line ({config.psi_warn:g}) but within what "
-            f"{len(ids):,} leads against {ref.rows:,} reference rows give by chance "
-            f"({NOISE_QUANTILE:.0%} line: score {noise['score']:.3f}), not counted as shifts: "
-            + ", ".join(f"{n} {drift['score_psi'] if n == 'score' else feature_psi[n]:.3f}" for n in quiet[:5])
+            f"{len(ids):,} leads against {ref.rows:,} reference rows give by chance ({NOISE_QUANTILE:.0%} line), "
+            "not counted as shifts: "
+            + ", ".join(f"{name} {values[name]:.3f} (line {noise[name]:.3f})" for name in quiet[:5])
             + (" ..." if len(quiet) > 5 else ""))
     found = drift_alerts(drift["score_psi"], feature_psi, config, noise)
     drift["status"] = worst(found)

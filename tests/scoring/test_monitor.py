@@ -712,6 +712,8 @@ def test_the_drift_line_counts_features_above_each_line_with_the_lines() -> None
              "psi_warn": 0.1, "psi_alert": 0.25}
     (line,) = [x for x in describe_measures({"drift": drift}) if x.startswith("drift")]
     assert "0 features above the alert line (PSI 0.25), 1 above the warning line (0.1)" in line
+    (noisy,) = [x for x in describe_measures({"drift": {**drift, "within_noise": 2}}) if x.startswith("drift")]
+    assert noisy.endswith("1 above the warning line (0.1), 2 within the sampling noise)")
 
 
 def test_a_past_as_of_before_the_champion_was_trained_says_it_learned_from_those_leads(session: Session) -> None:
