@@ -23,6 +23,11 @@ from websockets.sync.client import ClientConnection, connect
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
+# What Chromium answers to an evaluation that a navigation interrupted.
+_NAVIGATING = ("Inspected target navigated or closed", "Cannot find context with specified id",
+               "Execution context was destroyed")
+
+
 class BrowserError(AssertionError):
     """The page did not do what the test waited for (the message says what)."""
 
@@ -83,7 +88,13 @@ class Browser:
     def wait_for(self, expression: str, what: str, timeout: float | None = None) -> Any:
         deadline = time.monotonic() + (timeout or self.timeout)
         while time.monotonic() < deadline:
-            value = self.eval(expression)
+            try:
+                value = self.eval(expression)
+            except BrowserError as exc:
+                # A page navigating away while it is asked: the question goes to the next page.
+                if not any(m in str(exc) for m in _NAVIGATING):
+                    raise
+                value = None
             if value:
                 return value
             time.sleep(0.1)
