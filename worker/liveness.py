@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import cast
 
 import redis
+from kombu.exceptions import OperationalError
 
 from worker.beat import LOCK_KEY
 from worker.locks import redis_client, uses_redis
@@ -124,6 +125,8 @@ def measure(broker_url: str | None) -> Liveness:
                        broker_connection_timeout=2 * PING_SECONDS, broker_connection_max_retries=1)
     try:
         answers = asking.control.inspect(timeout=PING_SECONDS).active_queues() or {}
+    except (OperationalError, OSError) as exc:  # a broker other than Redis, down
+        return Liveness(broker=True, redis=on_redis, error=str(exc) or type(exc).__name__)
     finally:
         asking.close()
     workers = {host: sorted(str(q.get("name")) for q in queues or []) for host, queues in answers.items()}

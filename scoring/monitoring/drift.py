@@ -70,11 +70,11 @@ def measure_drift(session: Session, champion: ModelVersion, ref: Reference, as_o
     drift["features_above_warning"] = sum(1 for name, v in feature_psi.items() if math.isfinite(v)
                                           and _warn_line(config, noise, name) < v <= config.psi_alert)
     drift["psi_warn"], drift["psi_alert"] = config.psi_warn, config.psi_alert
-    quiet = [name for name, v in [("score", drift["score_psi"]), *feature_psi.items()]
+    values = {"score": drift["score_psi"], **feature_psi}
+    quiet = [name for name, v in values.items()
              if math.isfinite(v) and config.psi_warn < v <= _warn_line(config, noise, name)]
     drift["within_noise"] = len(quiet)
     if quiet:
-        values = {"score": drift["score_psi"], **feature_psi}
         out.notes.append(
             f"drift: {len(quiet)} PSI value(s) above the warning line ({config.psi_warn:g}) but within what "
             f"{len(ids):,} leads against {ref.rows:,} reference rows give by chance ({NOISE_QUANTILE:.0%} line), "
