@@ -17,8 +17,9 @@ other, with the world released (``{"runs": [sqlite result, postgresql result]}``
    writes): leads per second;
 3. on the same leads and the same feature frames (built by the service's own batch reader, not
    timed), the champion's CatBoost model loaded with ``scoring.registry.load_model``: the calls
-   the run makes (consecutive batches gathered into calls of ``scoring.score_run.SHAP_ROWS``
-   rows, each encoded once, predicted, then ``contributions``: exact SHAP), rows per second;
+   the run makes (its first batch alone, then consecutive batches gathered into calls of
+   ``scoring.score_run.SHAP_ROWS`` rows, each encoded once, predicted, then ``contributions``:
+   exact SHAP), rows per second;
    ``shap_seconds_one_call_per_batch`` times SHAP one call per batch, as runs before the calls
    were gathered made it;
 4. ``end_to_end_over_raw``: (2) over (3), the share of the model's own speed that scoring keeps
@@ -64,7 +65,7 @@ from config.app_config import TierConfig, TrainingConfig  # noqa: E402
 from connectors.sync import analyze_synced_tables  # noqa: E402
 from scoring import registry  # noqa: E402
 from scoring.model import PreparedRows  # noqa: E402
-from scoring.score_run import BATCH_SIZE, SHAP_ROWS  # noqa: E402
+from scoring.score_run import BATCH_SIZE, SHAP_ROWS, starts_call  # noqa: E402
 from scoring.service import lead_features, live_lead_ids, score_leads, train_from_store  # noqa: E402
 from scoring.training import TrainedModel  # noqa: E402
 from store.db import make_engine  # noqa: E402
@@ -221,13 +222,14 @@ def _encoded_and_predicted(model: TrainedModel, calls: Sequence[pd.DataFrame]) -
 
 
 def _gathered(frames: Sequence[pd.DataFrame], rows: int) -> list[pd.DataFrame]:
-    """Consecutive frames joined into calls of at least ``rows`` rows (the last may be smaller),
-    as a scoring run gathers its batches' SHAP calls."""
+    """Consecutive frames joined into calls as a scoring run gathers its batches' SHAP calls
+    (:func:`scoring.score_run.starts_call`: the first batch alone, then at least ``rows`` rows;
+    the last call with what is left)."""
     calls: list[pd.DataFrame] = []
     pending: list[pd.DataFrame] = []
     for frame in frames:
         pending.append(frame)
-        if sum(len(f) for f in pending) >= rows:
+        if starts_call(sum(len(f) for f in pending), len(calls), rows):
             calls.append(pd.concat(pending))
             pending = []
     if pending:

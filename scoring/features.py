@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from scoring import personas
 from scoring.frame import PLACEHOLDERS, FeatureSpec
-from store.db import IDS_PER_STATEMENT, among
+from store.db import IDS_PER_STATEMENT, among, driver_rows
 from store.models import ACTIVITY_TYPES, Activity, Lead
 
 # Engagement the lead did (an e-mail *sent* to them is our action, not theirs: not counted).
@@ -120,20 +120,6 @@ def _utc(s: pd.Series) -> pd.Series:
     return pd.to_datetime(s, utc=True).astype("datetime64[ns, UTC]")
 
 
-def _driver_rows(session: Session, stmt: Select[Any]) -> list[Any]:
-    """A select's rows as the database driver returns them, without SQLAlchemy's per-value result
-    processing (UTC datetimes, JSON, booleans): on 100,000 activities that processing cost more
-    than the query itself. Callers convert whole columns (:func:`_utc`, :func:`_json_objects`,
-    ``astype(bool)``); SQLite gives times as text, PostgreSQL as aware datetimes."""
-    if session.autoflush:
-        session.flush()  # what session.execute would do first
-    result = session.connection().execute(stmt)
-    try:
-        return list(result.cursor.fetchall()) if result.cursor is not None else []
-    finally:
-        result.close()
-
-
 # Times are read as text and parsed a column at a time: PostgreSQL's driver would build one
 # aware datetime object per value, which pandas then converts one by one.
 _TIME_COLUMNS = frozenset({"crm_created_at", "converted_at", "occurred_at"})
@@ -171,10 +157,10 @@ def load_leads_frame(session: Session, lead_ids: Sequence[int] | None = None) ->
     cols = [_as_text(getattr(Lead, c)) if c in _TIME_COLUMNS else getattr(Lead, c) for c in LEAD_COLUMNS]
     rows: list[Any] = []
     if lead_ids is None:
-        rows.extend(_driver_rows(session, select(*cols).order_by(Lead.id)))
+        rows.extend(driver_rows(session, select(*cols).order_by(Lead.id)))
     else:
         for chunk in _chunks(lead_ids):
-            rows.extend(_driver_rows(session, select(*cols).where(among(session, Lead.id, chunk)).order_by(Lead.id)))
+            rows.extend(driver_rows(session, select(*cols).where(among(session, Lead.id, chunk)).order_by(Lead.id)))
     df = pd.DataFrame.from_records(rows, columns=list(LEAD_COLUMNS))
     for c in ("crm_created_at", "converted_at"):
         df[c] = _utc_text(df[c])
@@ -203,10 +189,10 @@ def load_activities_frame(
         base = base.where(Activity.occurred_at >= since)
     rows: list[Any] = []
     if lead_ids is None:
-        rows.extend(_driver_rows(session, base))
+        rows.extend(driver_rows(session, base))
     else:
         for chunk in _chunks(lead_ids):
-            rows.extend(_driver_rows(session, base.where(among(session, Activity.lead_id, chunk))))
+            rows.extend(driver_rows(session, base.where(among(session, Activity.lead_id, chunk))))
     df = pd.DataFrame.from_records(rows, columns=list(ACTIVITY_COLUMNS))
     df["lead_id"] = df["lead_id"].astype("int64")
     df["occurred_at"] = _utc_text(df["occurred_at"])
@@ -229,7 +215,7 @@ def load_last_engagements(session: Session, lead_ids: Sequence[int], before: dat
               .order_by(Activity.occurred_at.desc()).limit(1).scalar_subquery())
     rows: list[Any] = []
     for chunk in _chunks(lead_ids):
-        rows.extend(_driver_rows(session, select(Lead.id, latest).where(among(session, Lead.id, chunk))))
+        rows.extend(driver_rows(session, select(Lead.id, latest).where(among(session, Lead.id, chunk))))
     df = pd.DataFrame.from_records(rows, columns=["lead_id", "occurred_at"]).dropna()
     return pd.Series(_utc_text(df["occurred_at"]).to_numpy(), index=df["lead_id"].astype("int64").to_numpy(),
                      name="occurred_at")
@@ -260,7 +246,7 @@ def load_company_peers(
                 .where(*where, Lead.crm_created_at < before, Lead.crm_created_at >= since)
                 .group_by(Lead.company_key)
             )
-        rows.extend(_driver_rows(session, stmt))
+        rows.extend(driver_rows(session, stmt))
     columns = ["id", "company_key", "crm_created_at"] if before is None else ["company_key", "crm_created_at", "count"]
     df = pd.DataFrame.from_records(rows, columns=columns)
     df["crm_created_at"] = _utc_text(df["crm_created_at"])

@@ -23,7 +23,7 @@ Each reason belongs to the fit or the engagement group, the same grouping as the
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -335,6 +335,64 @@ def explain(
     for frames explained with the same ``typical``, spares rendering a sentence twice. ``names``
     (:func:`scoring.features.crm_spellings`) shows the CRM's names as the CRM spells them.
     """
+    picks = _picks(contributions, features, positive=positive, negative=negative, min_impact=min_impact,
+                   typical=typical, rendered=rendered, names=names)
+    out: list[list[Reason]] = [[] for _ in range(picks.rows)]
+    for i, j, impact, code in picks:
+        out[i].append(Reason(picks.texts[j][code], impact, picks.groups[j]))
+    return out
+
+
+def explain_marked(
+    contributions: pd.DataFrame,
+    features: pd.DataFrame,
+    *,
+    typical: Typical | None = None,
+    rendered: Rendered | None = None,
+    names: Names | None = None,
+) -> list[list[str]]:
+    """``reason_strings`` of each row's :func:`explain` (default counts), without a
+    :class:`Reason` per pick: each distinct marked sentence is formatted once. What a scoring run
+    stores and writes for thousands of leads."""
+    picks = _picks(contributions, features, positive=3, negative=2, min_impact=MIN_IMPACT, typical=typical,
+                   rendered=rendered, names=names)
+    out: list[list[str]] = [[] for _ in range(picks.rows)]
+    marked: dict[tuple[int, int, bool], str] = {}
+    for i, j, impact, code in picks:
+        key = (j, code, impact > 0)
+        text = marked.get(key)
+        if text is None:
+            text = marked[key] = Reason(picks.texts[j][code], impact, picks.groups[j]).marked
+        out[i].append(text)
+    return out
+
+
+@dataclass
+class _Picked:
+    """The reasons :func:`explain` picks: per pick its row, concept column, impact and sentence
+    code, positives first (row by row, strongest first), then negatives."""
+
+    rows: int
+    texts: list[list[str]]  # per concept column, each code's sentence
+    groups: list[str]  # per concept column
+    picked: list[tuple[list[int], list[int], list[float], list[int]]]
+
+    def __iter__(self) -> Iterator[tuple[int, int, float, int]]:
+        for rows, cols, impacts, codes in self.picked:
+            yield from zip(rows, cols, impacts, codes, strict=True)
+
+
+def _picks(
+    contributions: pd.DataFrame,
+    features: pd.DataFrame,
+    *,
+    positive: int,
+    negative: int,
+    min_impact: float,
+    typical: Typical | None,
+    rendered: Rendered | None,
+    names: Names | None,
+) -> _Picked:
     feature_cols = [c for c in contributions.columns if not str(c).startswith("__")]
     concepts, members = _concept_columns([str(c) for c in feature_cols])
     mapping = np.zeros((len(feature_cols), len(concepts)))
@@ -369,14 +427,12 @@ def explain(
     ups = _first(np.take_along_axis((by_concept > min_impact) & up_ok, orders, axis=1), positive)
     backwards = orders[:, ::-1]
     downs = _first(np.take_along_axis((by_concept < -min_impact) & down_ok, backwards, axis=1), negative)
-    out: list[list[Reason]] = [[] for _ in range(n)]
-    for picked, order in ((ups, orders), (downs, backwards)):
-        rows, ranks = np.nonzero(picked)  # row-major: each row's picks in order
+    picked = []
+    for chosen, order in ((ups, orders), (downs, backwards)):
+        rows, ranks = np.nonzero(chosen)  # row-major: each row's picks in order
         cols = order[rows, ranks]
-        impacts = by_concept[rows, cols].tolist()
-        for i, j, impact, code in zip(rows.tolist(), cols.tolist(), impacts, codes[rows, cols].tolist(), strict=True):
-            out[i].append(Reason(texts[j][code], impact, groups[j]))
-    return out
+        picked.append((rows.tolist(), cols.tolist(), by_concept[rows, cols].tolist(), codes[rows, cols].tolist()))
+    return _Picked(rows=n, texts=texts, groups=groups, picked=picked)
 
 
 def _first(candidates: np.ndarray, k: int) -> np.ndarray:
@@ -446,6 +502,15 @@ class _Sentences:
             if (codes < 0).any():
                 codes = np.where(codes < 0, len(values), codes)
                 values.append(math.nan)
+        elif isinstance(column.dtype, pd.StringDtype) and column.dtype.na_value is not pd.NA:
+            # pandas' "str" columns (texts and NaN, which is how a feature frame's categoricals
+            # come back from pandas 3): factorize, NaN as one value, as the loop below would.
+            found_codes, uniques = pd.factorize(column, use_na_sentinel=True)
+            values = [str(v) for v in uniques]
+            codes = np.asarray(found_codes, dtype="int64")
+            if (codes < 0).any():
+                codes = np.where(codes < 0, len(values), codes)
+                values.append(column.iloc[int(np.flatnonzero(found_codes < 0)[0])])
         elif _text_or_none(column):
             # Texts and None (a feature frame's categorical column): factorize, None as one value.
             found_codes, uniques = pd.factorize(column, use_na_sentinel=True)
@@ -539,6 +604,9 @@ def reason_strings(reasons: Sequence[Reason]) -> list[str]:
 
 def join_reasons(strings: Sequence[str], limit: int = MAX_REASONS_CHARS) -> str:
     """One text for the CRM field: whole reasons joined by "; " within ``limit`` characters."""
+    joined = SEPARATOR.join(strings)
+    if len(joined) <= limit:  # most leads: every reason fits
+        return joined
     parts: list[str] = []
     length = 0
     for s in strings:

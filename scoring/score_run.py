@@ -53,7 +53,7 @@ from scoring.features import crm_spellings
 from scoring.hooks import TierChangeHook
 from scoring.inputs import batch_inputs, crm_now, id_chunks, lead_features, live_count, live_lead_ids, stale_lead_ids
 from scoring.model import PreparedRows
-from scoring.reasons import Names, Rendered, explain, reason_strings
+from scoring.reasons import Names, Rendered, explain_marked
 from scoring.reference import rank
 from scoring.score_writes import NewScore, retier_current, write_scores
 from scoring.shadow import score_in_shadow
@@ -297,22 +297,32 @@ class _Batch:
 SHAP_ROWS = 6000  # rows a SHAP call gathers (over consecutive batches) before it starts
 
 
+def starts_call(gathered: int, calls_made: int, rows: int | None = None) -> bool:
+    """Whether the batches gathered so far (``gathered`` rows) start a SHAP call now. The run's
+    first call takes its first batch alone: the write phase waits for that batch's reasons, and a
+    call gathering two batches would start (and end) a batch's read later. Later calls gather
+    consecutive batches until they hold :data:`SHAP_ROWS` (``rows``) rows."""
+    return gathered > 0 and (calls_made == 0 or gathered >= max(1, SHAP_ROWS if rows is None else rows))
+
+
 _Gathered = tuple[ModelVersion, pd.DataFrame, Future[np.ndarray], Future[pd.DataFrame]]
 _Call = tuple[PreparedRows, list[tuple[int, Future[pd.DataFrame]]]]  # rows, then each part's size and future
 
 
 class _ShapCalls:
     """The batches' predictions and contributions, in calls of about :data:`SHAP_ROWS` rows per
-    model: CatBoost's SHAP costs a fixed part per call (every tree's leaf values, ~0.09 s for the
-    default model on 2 cores), so six 2,000-row calls cost twice one 12,000-row call. A call's rows
-    are encoded once (:meth:`TrainedModel.prepare`), predicted in the calling thread when the call
-    starts, and handed to the model thread for SHAP. Each batch gets one future of each per model
-    group; :meth:`flush` starts what is gathered (a run calls it once every batch is read)."""
+    model, the first a batch alone (:func:`starts_call`): CatBoost's SHAP costs a fixed part per
+    call (every tree's leaf values, ~0.09 s for the default model on 2 cores), so six 2,000-row
+    calls cost twice one 12,000-row call. A call's rows are encoded once
+    (:meth:`TrainedModel.prepare`), predicted in the calling thread when the call starts, and
+    handed to the model thread for SHAP. Each batch gets one future of each per model group;
+    :meth:`flush` starts what is gathered (a run calls it once every batch is read)."""
 
     def __init__(self, pool: ThreadPoolExecutor) -> None:
         self.pool, self.rows = pool, max(1, SHAP_ROWS)
         self._gathered: list[_Gathered] = []
         self._count = 0
+        self._calls = 0
 
     def add(self, groups: Sequence[AlignedGroup]) -> tuple[list[Future[np.ndarray]], list[Future[pd.DataFrame]]]:
         predictions: list[Future[np.ndarray]] = []
@@ -324,13 +334,14 @@ class _ShapCalls:
             self._count += len(part)
             predictions.append(predicted)
             contributions.append(explained)
-        if self._count >= self.rows:
+        if starts_call(self._count, self._calls, self.rows):
             self.flush()
         return predictions, contributions
 
     def flush(self) -> None:
         if self._gathered:
             gathered, self._gathered, self._count = self._gathered, [], 0
+            self._calls += 1
             self.pool.submit(_contributions, _predicted(gathered))
 
 
@@ -479,9 +490,9 @@ def _finish_batch(
         fits[rows_of] = rank(fit, ref["fit"])
         engagements[rows_of] = rank(engagement, ref["engagement"])
         typical = typicals[mv.id]
-        reasons = explain(contributions, part, typical=typical, rendered=sentences.of(mv, typical), names=names)
-        for pos, r in zip(rows_of.tolist(), reasons, strict=True):
-            texts[pos] = reason_strings(r)
+        marked = explain_marked(contributions, part, typical=typical, rendered=sentences.of(mv, typical), names=names)
+        for pos, r in zip(rows_of.tolist(), marked, strict=True):
+            texts[pos] = r
     return _Scored(lead_ids=[int(i) for i in leads["id"].tolist()], hashes=leads["inputs_hash"].tolist(),
                    probs=probs, versions=[mv or models.global_mv for mv in batch.used], scores=scores, fits=fits,
                    engagements=engagements, texts=texts, aging=aging, frame=frame)
@@ -563,12 +574,17 @@ def _write_batch(
     only, never written to the CRM), then the score rows, outbox rows and hooks. Returns the
     batch's leads."""
     score_in_shadow(session, scored.frame, scored.lead_ids, as_of)
+    # Python numbers from the arrays at once (indexing an array per value costs more).
+    probs, scores = scored.probs.astype("float64").tolist(), scored.scores.astype("int64").tolist()
+    fits, engagements = scored.fits.astype("int64").tolist(), scored.engagements.astype("int64").tolist()
+    models = {id(mv): (mv.id, mv.version) for mv in {id(mv): mv for mv in scored.versions}.values()}
+    used = [models[id(mv)] for mv in scored.versions]
     rows = [
         NewScore(
-            lead_id=lead_id, probability=float(scored.probs[i]), score=int(scored.scores[i]), tier=tiers[i],
-            reasons=scored.texts[i], model_version_id=scored.versions[i].id,
-            model_version=scored.versions[i].version, inputs_hash=scored.hashes[i],
-            fit_score=int(scored.fits[i]), engagement_score=int(scored.engagements[i]), as_of=as_of,
+            lead_id=lead_id, probability=probs[i], score=scores[i], tier=tiers[i],
+            reasons=scored.texts[i], model_version_id=used[i][0], model_version=used[i][1],
+            inputs_hash=scored.hashes[i],
+            fit_score=fits[i], engagement_score=engagements[i], as_of=as_of,
             next_aging_at=scored.aging.get(lead_id),
         )
         for i, lead_id in enumerate(scored.lead_ids)

@@ -23,7 +23,7 @@ from scoring.hooks import TierChangeHook
 from scoring.inputs import id_chunks
 from scoring.reasons import join_reasons
 from scoring.tiers import current_scores, likelihood_percent
-from store.db import JSONText, among, insert_rows
+from store.db import JSONText, among, driver_rows, insert_columns
 from store.models import OUTBOX_KIND, Lead, LeadLifecycle, LeadScore, ModelVersion, Outbox, OutboxStatus
 
 # Core inserts into the tables (executemany), not ORM bulk inserts of the mapped classes.
@@ -37,9 +37,30 @@ _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_asci
 _COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
+def _reused(encoder: json.JSONEncoder) -> Callable[[Any], str]:
+    """``encoder.encode`` for flat dicts and lists, with the C encoder it would build made once:
+    ``JSONEncoder.encode`` makes a new one per call, which cost more than the encoding of a score
+    row's reasons or payload. The same text (no circular check: these values are flat)."""
+    c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+    if c_make_encoder is None:  # a Python without the _json accelerator
+        return encoder.encode
+    made = c_make_encoder(None, encoder.default, json.encoder.encode_basestring, None, encoder.key_separator,
+                          encoder.item_separator, encoder.sort_keys, encoder.skipkeys, encoder.allow_nan)
+    return lambda value: "".join(made(value, 0))
+
+
+_canonical_text = _reused(_CANONICAL)
+_compact_text = _reused(_COMPACT)
+
+
 def payload_json(payload: dict[str, Any]) -> JSONText:
     """The payload's canonical JSON (sorted keys, no spaces): what is stored and hashed."""
-    return JSONText(_CANONICAL.encode(payload))
+    return JSONText(_canonical_text(payload))
+
+
+def json_list(values: Sequence[str]) -> JSONText:
+    """A score row's reasons as their compact JSON text (what the JSON column stores)."""
+    return JSONText(_compact_text(list(values)))
 
 
 @lru_cache(maxsize=64)
@@ -211,11 +232,11 @@ def write_scores(
             )
         ):
             previous[lead_id] = _Previous(sid, score, tier, list(reasons or []), float(prob), fit, eng, change)
-        for lead_id, conn_id, crm_id, state in session.execute(
-            select(Lead.id, Lead.connection_id, Lead.crm_id, Lead.lifecycle).where(among(session, Lead.id, chunk))
-        ):
+        for lead_id, conn_id, crm_id, is_open in driver_rows(session, select(
+            Lead.id, Lead.connection_id, Lead.crm_id, Lead.lifecycle == LeadLifecycle.open
+        ).where(among(session, Lead.id, chunk))):
             lead_refs[lead_id] = (conn_id, crm_id)
-            if state != LeadLifecycle.open:
+            if not is_open:
                 not_open.add(lead_id)
     if not_open:
         # Only open leads get new scores, writes and routing (re-tiering included); the others
@@ -245,32 +266,34 @@ def write_scores(
             update(LeadScore).where(among(session, LeadScore.id, chunk)).values(is_current=False),
             execution_options={"synchronize_session": "fetch"},
         )
-    new_ids: dict[int, int] = {}
-    values = []
+    n = len(rows)
+    lead_ids = [r.lead_id for r in rows]
+    agings: list[datetime | None] = []
     for r in rows:
         aging = r.next_aging_at
         if changes[r.lead_id] != 0:
             # A non-zero change goes stale when its baseline moves: rescore the lead then.
             move = baseline_moves.get(r.lead_id, clock[r.lead_id] + timedelta(days=CHANGE_DAYS))
             aging = move if aging is None else min(aging, move)
-        values.append({
-            "lead_id": r.lead_id, "model_version_id": r.model_version_id, "tier_policy_id": policy_id,
-            "probability": r.probability, "score": r.score, "tier": r.tier,
-            "reasons": JSONText(_COMPACT.encode(list(r.reasons))),
-            "inputs_hash": r.inputs_hash, "is_current": True, "scored_at": when,
-            "fit_score": r.fit_score, "engagement_score": r.engagement_score, "score_change": changes[r.lead_id],
-            "as_of": clock[r.lead_id], "next_aging_at": aging,
-        })
-    # Plain executemany (no RETURNING, which SQLite can only keep in parameter order one row per
-    # statement), then the new ids by lead: each lead now has exactly one current row.
-    insert_rows(session, _SCORE_TABLE, values)
-    for chunk in id_chunks([r.lead_id for r in rows]):
-        new_ids.update(session.execute(
-            select(LeadScore.lead_id, LeadScore.id)
-            .where(among(session, LeadScore.lead_id, chunk), LeadScore.is_current.is_(True))
-        ).tuples().all())
-    stats.scores = len(values)
-    likelihood = dict(zip([r.lead_id for r in rows], _likelihoods([r.probability for r in rows]), strict=True))
+        agings.append(aging)
+    # Column by column (no mapping per row): plain executemany or COPY (no RETURNING, which
+    # SQLite can only keep in parameter order one row per statement), then the new ids by lead:
+    # each lead now has exactly one current row.
+    insert_columns(session, _SCORE_TABLE, {
+        "lead_id": lead_ids, "model_version_id": [r.model_version_id for r in rows],
+        "tier_policy_id": [policy_id] * n, "probability": [r.probability for r in rows],
+        "score": [r.score for r in rows], "tier": [r.tier for r in rows],
+        "reasons": [json_list(r.reasons) for r in rows], "inputs_hash": [r.inputs_hash for r in rows],
+        "is_current": [True] * n, "scored_at": [when] * n, "fit_score": [r.fit_score for r in rows],
+        "engagement_score": [r.engagement_score for r in rows], "score_change": [changes[i] for i in lead_ids],
+        "as_of": [clock[i] for i in lead_ids], "next_aging_at": agings,
+    })
+    new_ids: dict[int, int] = {}
+    for chunk in id_chunks(lead_ids):
+        new_ids.update(driver_rows(session, select(LeadScore.lead_id, LeadScore.id).where(
+            among(session, LeadScore.lead_id, chunk), LeadScore.is_current.is_(True))))
+    stats.scores = n
+    likelihood = dict(zip(lead_ids, _likelihoods([r.probability for r in rows]), strict=True))
     likelihood_before = dict(zip(previous, _likelihoods([p.probability for p in previous.values()]), strict=True))
 
     def shown(r: NewScore) -> tuple[Any, ...]:
@@ -293,22 +316,22 @@ def write_scores(
             execution_options={"synchronize_session": "fetch"},
         )
         stats.superseded += int(getattr(result, "rowcount", 0) or 0)
-    outbox_rows = []
-    for r in changed:
-        payload = outbox_payload(
-            r.score, r.tier, r.reasons, r.model_version, when,
-            likelihood=likelihood[r.lead_id], fit=r.fit_score,
-            engagement=r.engagement_score, score_change=changes[r.lead_id],
-        )
-        conn_id, crm_id = lead_refs[r.lead_id]
-        text = payload_json(payload)  # serialised once: stored as it is and hashed
-        outbox_rows.append({
-            "connection_id": conn_id, "lead_id": r.lead_id, "crm_id": crm_id, "kind": OUTBOX_KIND,
-            "payload": text, "payload_hash": payload_hash(text), "status": OutboxStatus.pending, "attempts": 0,
-            "lead_score_id": new_ids[r.lead_id], "created_at": when, "next_attempt_at": when,
-        })
-    insert_rows(session, _OUTBOX_TABLE, outbox_rows)
-    stats.outbox = len(outbox_rows)
+    texts = [
+        # Serialised once: stored as it is and hashed.
+        payload_json(outbox_payload(r.score, r.tier, r.reasons, r.model_version, when,
+                                    likelihood=likelihood[r.lead_id], fit=r.fit_score,
+                                    engagement=r.engagement_score, score_change=changes[r.lead_id]))
+        for r in changed
+    ]
+    m = len(changed)
+    insert_columns(session, _OUTBOX_TABLE, {
+        "connection_id": [lead_refs[r.lead_id][0] for r in changed], "lead_id": [r.lead_id for r in changed],
+        "crm_id": [lead_refs[r.lead_id][1] for r in changed], "kind": [OUTBOX_KIND] * m, "payload": texts,
+        "payload_hash": [payload_hash(t) for t in texts], "status": [OutboxStatus.pending] * m,
+        "attempts": [0] * m, "lead_score_id": [new_ids[r.lead_id] for r in changed], "created_at": [when] * m,
+        "next_attempt_at": [when] * m,
+    })
+    stats.outbox = m
     stats.tier_changes = len(tier_changed)
     if tier_change_hook is not None and tier_changed:
         # The hook gets ORM objects: the lead, its previous score (None for a first score) and

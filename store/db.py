@@ -160,8 +160,18 @@ class JSONText(str):
 
 
 def insert_rows(session: Session, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Insert ``rows`` (mappings with the same keys) into ``table`` in the session's transaction,
-    at the driver: SQLAlchemy's per-row parameter handling cost more than the database's work.
+    """Insert ``rows`` (mappings with the same keys) into ``table``: :func:`insert_columns` of
+    their columns."""
+    if rows:
+        names = list(rows[0])
+        insert_columns(session, table, {name: [row[name] for row in rows] for name in names})
+
+
+def insert_columns(session: Session, table: Table, columns: Mapping[str, Sequence[Any]]) -> None:
+    """Insert rows given column by column (``{name: values}``, one value per row in each) into
+    ``table`` in the session's transaction, at the driver: SQLAlchemy's per-row parameter
+    handling cost more than the database's work, and callers that hold columns need not build a
+    mapping per row.
 
     PostgreSQL: one ``COPY ... FROM STDIN`` (psycopg), an order of magnitude faster than one
     INSERT per row; JSON values go as their JSON text, enums as their values, naive datetimes
@@ -170,9 +180,12 @@ def insert_rows(session: Session, table: Table, rows: Sequence[Mapping[str, Any]
     column with a default must be given (no defaults are filled in here). A JSON column's
     :class:`JSONText` values go in as their text.
     """
-    if not rows:
+    names = list(columns)
+    sizes = {len(columns[name]) for name in names}
+    if len(sizes) > 1:
+        raise ValueError(f"insert_columns into {table.name}: columns of different lengths {sorted(sizes)}")
+    if not names or not sizes.pop():
         return
-    names = list(rows[0])
     missing = [c.name for c in table.c if c.name not in names and c.default is not None and not c.primary_key]
     if missing:
         raise ValueError(f"insert_rows into {table.name}: give {', '.join(missing)} (defaults are not applied)")
@@ -185,33 +198,47 @@ def insert_rows(session: Session, table: Table, rows: Sequence[Mapping[str, Any]
     if dialect.name != "postgresql":
         compiled = insert(table).compile(dialect=dialect, column_keys=names)
         order = list(compiled.positiontup or names)
-        columns: list[list[Any]] = []
+        processed: list[Sequence[Any]] = []
         for name in order:
             process = table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
-            values = [row[name] for row in rows]
+            values = columns[name]
             if process is None:
-                columns.append(values)
+                processed.append(values)
             elif isinstance(table.c[name].type, JSON):
-                columns.append([str(v) if isinstance(v, JSONText) else process(v) for v in values])
+                processed.append([str(v) if isinstance(v, JSONText) else process(v) for v in values])
             else:
                 # Rows of one run share their times (scored_at, as_of, ...): process each once.
                 done: dict[Any, Any] = {}
-                columns.append([done[v] if v in done else done.setdefault(v, process(v)) for v in values])
+                processed.append([done[v] if v in done else done.setdefault(v, process(v)) for v in values])
         cursor = raw.cursor()
         try:
-            cursor.executemany(str(compiled), list(zip(*columns, strict=True)))
+            cursor.executemany(str(compiled), zip(*processed, strict=True))
         finally:
             cursor.close()
         return
-    columns = [_copy_column([row[name] for row in rows], isinstance(table.c[name].type, JSON)) for name in names]
+    copied = [_copy_column(columns[name], isinstance(table.c[name].type, JSON)) for name in names]
     statement = psycopg.sql.SQL("COPY {} ({}) FROM STDIN").format(
         psycopg.sql.Identifier(table.name), psycopg.sql.SQL(", ").join(map(psycopg.sql.Identifier, names)))
     with raw.cursor() as cursor, cursor.copy(statement) as copy:
-        for row in zip(*columns, strict=True):
+        for row in zip(*copied, strict=True):
             copy.write_row(row)
 
 
-def _copy_column(values: list[Any], is_json: bool) -> list[Any]:
+def driver_rows(session: Session, stmt: Select[Any]) -> list[Any]:
+    """A select's rows as the database driver returns them, without SQLAlchemy's per-value result
+    processing (UTC datetimes, JSON, enums, booleans): for many rows that processing costs more
+    than the query itself. Callers convert what they read (SQLite gives times and JSON as text,
+    PostgreSQL as objects)."""
+    if session.autoflush:
+        session.flush()  # what session.execute would do first
+    result = session.connection().execute(stmt)
+    try:
+        return list(result.cursor.fetchall()) if result.cursor is not None else []
+    finally:
+        result.close()
+
+
+def _copy_column(values: Sequence[Any], is_json: bool) -> Sequence[Any]:
     """One column's values as COPY takes them: JSON as its text, enums as their values; naive
     datetimes refused. A column at a time: one pass per column, not one call per value."""
     if is_json:

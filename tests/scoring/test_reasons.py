@@ -8,7 +8,17 @@ import pytest
 from sqlalchemy.orm import Session
 
 from scoring.features import FEATURE_SPEC, NAMED_FIELDS, crm_spellings
-from scoring.reasons import NAMED_CONCEPTS, Reason, explain, join_reasons, reason_strings, render
+from scoring.reasons import (
+    NAMED_CONCEPTS,
+    Reason,
+    _Sentences,
+    explain,
+    explain_marked,
+    join_reasons,
+    reason_strings,
+    render,
+    typical_values,
+)
 from scoring.training import BIAS
 from tests.factories import make_connection, make_lead, synthetic_training
 
@@ -191,3 +201,39 @@ def test_crm_spellings_are_the_most_common_spelling_of_each_held_name(any_sessio
                                      "Buyer'S Checklist": "Buyer's Checklist"}
     assert spellings["industry"] == {"Saas": "SaaS"}  # "Software" is spelled as held: not listed
     assert spellings["lead_source"] == {"Other_Campaigns": "Other campaigns"}
+
+
+def test_marked_reasons_are_the_strings_of_the_explained_ones() -> None:
+    """A scoring run stores explain_marked's strings: the same as each Reason's marked text."""
+    result, tset = synthetic_training()
+    sample = tset.frame.sample(400, random_state=3)
+    contributions = result.model.contributions(sample)
+    typical = typical_values(tset.frame)
+    for kwargs in ({}, {"typical": typical}, {"typical": typical, "names": {"industry": {"Software": "SaaS"}}}):
+        marked = explain_marked(contributions, sample, **kwargs)  # type: ignore[arg-type]
+        assert marked == [reason_strings(r) for r in explain(contributions, sample, **kwargs)]  # type: ignore[arg-type]
+    assert sum(len(m) for m in marked) > 400
+
+
+def test_text_columns_code_as_their_values_whatever_their_dtype() -> None:
+    """pandas' "str" columns (texts and NaN) and object columns of the same values give each row
+    the same value, every gap one value."""
+    values = ["Software", None, "Retail", "Software", None, "Retail ", "software"]
+    as_str = pd.Series(values, dtype="str")
+    as_object = pd.Series(as_str.tolist(), dtype=object)  # texts and NaN: the general loop
+    decoded = []
+    for column in (as_str, as_object):
+        codes, held = _Sentences(pd.DataFrame({"industry": column}), None)._column_codes("industry")
+        decoded.append([held[c] for c in codes])
+        assert len(held) == 5
+    assert [type(v) for v in decoded[0]] == [type(v) for v in decoded[1]]
+    assert [v if isinstance(v, str) else "gap" for v in decoded[0]] == [
+        v if isinstance(v, str) else "gap" for v in decoded[1]] == [
+        "Software", "gap", "Retail", "Software", "gap", "Retail ", "software"]
+
+
+def test_reasons_join_whole_within_the_limit_when_all_fit_or_not() -> None:
+    fits = ["+ a" * 10, "- b" * 10]
+    assert join_reasons(fits) == "; ".join(fits)
+    assert join_reasons(["x" * 200, "y" * 53]) == "x" * 200 + "; " + "y" * 53  # 255 exactly
+    assert join_reasons(["x" * 200, "y" * 54]) == "x" * 200

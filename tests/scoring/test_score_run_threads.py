@@ -44,16 +44,16 @@ def test_the_session_and_the_hook_stay_in_the_calling_thread(
     def after(*_: Any) -> None:
         spans.append((threading.current_thread().name, started.pop(threading.get_ident()), time.perf_counter()))
 
-    insert_rows = score_writes.insert_rows
+    insert_columns = score_writes.insert_columns
 
     def timed_insert(*args: Any) -> None:  # COPY / executemany go to the driver, past the events
         before()
         try:
-            insert_rows(*args)
+            insert_columns(*args)
         finally:
             after()
 
-    monkeypatch.setattr(score_writes, "insert_rows", timed_insert)
+    monkeypatch.setattr(score_writes, "insert_columns", timed_insert)
     engine = session.get_bind().engine
     event.listen(engine, "before_cursor_execute", before)
     event.listen(engine, "after_cursor_execute", after)

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
 
-from store.db import among, insert_rows
+from store.db import among, insert_columns, insert_rows
 from store.models import Connection, Lead, Outbox, OutboxStatus
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
@@ -58,3 +58,22 @@ def test_refuses_rows_that_would_lose_a_default_or_a_zone(any_session: Session) 
         insert_rows(any_session, OUTBOX, [without])
     with pytest.raises(ValueError, match="naive datetime"):
         insert_rows(any_session, OUTBOX, [_row(lead, 1, created_at=T0.replace(tzinfo=None))])
+
+
+def test_columns_store_what_rows_store(any_session: Session) -> None:
+    lead = _lead(any_session)
+    rows = [_row(lead, n) for n in range(3)]
+    insert_columns(any_session, OUTBOX, {name: [row[name] for row in rows] for name in rows[0]})
+    stored = any_session.scalars(select(Outbox).where(among(any_session, Outbox.lead_id, [lead.id]))
+                                 .order_by(Outbox.payload_hash)).all()
+    assert [(o.payload_hash, o.payload, o.created_at) for o in stored] == [
+        (f"h{n}", _row(lead, n)["payload"], T0 + timedelta(seconds=n)) for n in range(3)]
+
+
+def test_columns_of_different_lengths_are_refused_and_nothing_is_written(any_session: Session) -> None:
+    lead = _lead(any_session)
+    columns = {name: [row[name] for row in (_row(lead, 0), _row(lead, 1))] for name in _row(lead, 0)}
+    columns["payload_hash"] = ["h0"]
+    with pytest.raises(ValueError, match="different lengths"):
+        insert_columns(any_session, OUTBOX, columns)
+    assert any_session.scalars(select(Outbox.id).where(Outbox.lead_id == lead.id)).all() == []
