@@ -23,7 +23,7 @@ Each reason belongs to the fit or the engagement group, the same grouping as the
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -347,15 +347,18 @@ def explain_marked(
     contributions: pd.DataFrame,
     features: pd.DataFrame,
     *,
+    positive: int = 3,
+    negative: int = 2,
+    min_impact: float = MIN_IMPACT,
     typical: Typical | None = None,
     rendered: Rendered | None = None,
     names: Names | None = None,
 ) -> list[list[str]]:
-    """``reason_strings`` of each row's :func:`explain` (default counts), without a
+    """``reason_strings`` of each row's :func:`explain` (the same arguments), without a
     :class:`Reason` per pick: each distinct marked sentence is formatted once. What a scoring run
     stores and writes for thousands of leads."""
-    picks = _picks(contributions, features, positive=3, negative=2, min_impact=MIN_IMPACT, typical=typical,
-                   rendered=rendered, names=names)
+    picks = _picks(contributions, features, positive=positive, negative=negative, min_impact=min_impact,
+                   typical=typical, rendered=rendered, names=names)
     out: list[list[str]] = [[] for _ in range(picks.rows)]
     marked: dict[tuple[int, int, bool], str] = {}
     for i, j, impact, code in picks:
@@ -469,6 +472,18 @@ def _text_or_none(column: pd.Series) -> bool:
     return all(v is None for v in column.to_numpy()[gaps])
 
 
+def _factorized(column: pd.Series, listed: Callable[[Any], list[Any]], gap: Any) -> tuple[np.ndarray, list[Any]]:
+    """A column of one kind of value coded by ``pd.factorize``: each row's code, and each code's
+    value (``listed(uniques)``, then ``gap`` for the missing values, when there are any)."""
+    found_codes, uniques = pd.factorize(column, use_na_sentinel=True)
+    values = listed(uniques)
+    codes = np.asarray(found_codes, dtype="int64")
+    if (codes < 0).any():
+        codes = np.where(codes < 0, len(values), codes)
+        values.append(gap)
+    return codes, values
+
+
 class _Sentences:
     """A concept's sentence (and whether it is about an absence) per row of a feature frame,
     rendered once per distinct combination of the values it reads: most leads share them. Values
@@ -496,29 +511,14 @@ class _Sentences:
         if isinstance(column.dtype, np.dtype) and column.dtype.kind in "biuf":
             # A numpy bool/int/float column holds one type: factorize it (every NaN one value, as
             # below; nullable and object columns take the loop, which keeps pd.NA and None apart).
-            found_codes, uniques = pd.factorize(column, use_na_sentinel=True)
-            values = uniques.tolist()
-            codes = np.asarray(found_codes, dtype="int64")
-            if (codes < 0).any():
-                codes = np.where(codes < 0, len(values), codes)
-                values.append(math.nan)
+            codes, values = _factorized(column, lambda uniques: uniques.tolist(), math.nan)
         elif isinstance(column.dtype, pd.StringDtype) and column.dtype.na_value is not pd.NA:
             # pandas' "str" columns (texts and NaN, which is how a feature frame's categoricals
-            # come back from pandas 3): factorize, NaN as one value, as the loop below would.
-            found_codes, uniques = pd.factorize(column, use_na_sentinel=True)
-            values = [str(v) for v in uniques]
-            codes = np.asarray(found_codes, dtype="int64")
-            if (codes < 0).any():
-                codes = np.where(codes < 0, len(values), codes)
-                values.append(column.iloc[int(np.flatnonzero(found_codes < 0)[0])])
+            # come back from pandas 3): NaN as one value, the gap the loop below would keep.
+            codes, values = _factorized(column, lambda uniques: [str(v) for v in uniques], math.nan)
         elif _text_or_none(column):
-            # Texts and None (a feature frame's categorical column): factorize, None as one value.
-            found_codes, uniques = pd.factorize(column, use_na_sentinel=True)
-            values = list(uniques)
-            codes = np.asarray(found_codes, dtype="int64")
-            if (codes < 0).any():
-                codes = np.where(codes < 0, len(values), codes)
-                values.append(None)
+            # Texts and None (a feature frame's categorical column): None as one value.
+            codes, values = _factorized(column, list, None)
         else:
             seen: dict[tuple[type, Any], int] = {}
             codes = np.empty(len(column), dtype="int64")

@@ -577,8 +577,9 @@ def _write_batch(
     # Python numbers from the arrays at once (indexing an array per value costs more).
     probs, scores = scored.probs.astype("float64").tolist(), scored.scores.astype("int64").tolist()
     fits, engagements = scored.fits.astype("int64").tolist(), scored.engagements.astype("int64").tolist()
-    models = {id(mv): (mv.id, mv.version) for mv in {id(mv): mv for mv in scored.versions}.values()}
-    used = [models[id(mv)] for mv in scored.versions]
+    # Each model's id and version read once (an ORM attribute per row costs more than a dict).
+    known: dict[int, tuple[int, str]] = {}
+    used = [known.get(id(mv)) or known.setdefault(id(mv), (mv.id, mv.version)) for mv in scored.versions]
     rows = [
         NewScore(
             lead_id=lead_id, probability=probs[i], score=scores[i], tier=tiers[i],

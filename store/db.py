@@ -155,7 +155,7 @@ def among(session: Session, column: ColumnElement[Any] | QueryableAttribute[Any]
 
 
 class JSONText(str):
-    """A value already serialised as JSON text: :func:`insert_rows` stores it as it is (the caller
+    """A value already serialised as JSON text: :func:`insert_columns` stores it as it is (the caller
     needed the text anyway, e.g. to hash it) instead of serialising the value a second time."""
 
 
@@ -188,12 +188,12 @@ def insert_columns(session: Session, table: Table, columns: Mapping[str, Sequenc
         return
     missing = [c.name for c in table.c if c.name not in names and c.default is not None and not c.primary_key]
     if missing:
-        raise ValueError(f"insert_rows into {table.name}: give {', '.join(missing)} (defaults are not applied)")
+        raise ValueError(f"insert_columns into {table.name}: give {', '.join(missing)} (defaults are not applied)")
     session.flush()  # the driver bypasses the ORM: pending objects go first
     connection = session.connection()
     raw = connection.connection.driver_connection
     if raw is None:  # a connection SQLAlchemy has already released: not in a live transaction
-        raise RuntimeError("insert_rows needs the session's open connection")
+        raise RuntimeError("insert_columns needs the session's open connection")
     dialect = connection.dialect
     if dialect.name != "postgresql":
         compiled = insert(table).compile(dialect=dialect, column_keys=names)
