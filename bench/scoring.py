@@ -18,13 +18,16 @@ other, with the world released (``{"runs": [sqlite result, postgresql result]}``
 3. on the same leads and the same feature frames (built by the service's own batch reader, not
    timed), the champion's CatBoost model loaded with ``scoring.registry.load_model``: the calls
    the run makes (its first batch alone, then consecutive batches gathered into calls of
-   ``scoring.score_run.SHAP_ROWS`` rows, each encoded once, predicted, then ``contributions``:
-   exact SHAP), rows per second;
+   ``scoring.score_run.SHAP_ROWS`` rows, each encoded once, predicted, then CatBoost's own exact
+   SHAP, ``get_feature_importance``), rows per second; ``shap_seconds_by_leaf``: the same rows'
+   SHAP values as the run computes them (:mod:`scoring.leaf_shap`, CatBoost's values by leaf);
    ``shap_seconds_one_call_per_batch`` times SHAP one call per batch, as runs before the calls
    were gathered made it;
 4. ``end_to_end_over_raw``: (2) over (3), the share of the model's own speed that scoring keeps
-   (issue #17: >= 0.5 on SQLite and on PostgreSQL). ``load_average`` is the machine's 1-minute load
-   when scoring started: on a shared machine, a high load makes every rate pessimistic.
+   (issue #17: >= 0.5 on SQLite and on PostgreSQL); ``end_to_end_over_raw_by_leaf``: the same with
+   SHAP by leaf as the raw pass (the run's own work against the model work it does).
+   ``load_average`` is the machine's 1-minute load when scoring started: on a shared machine, a
+   high load makes every rate pessimistic.
    ``cpu_seconds``: the CPU time of this process during (2), all threads; ``server_cpu_seconds``:
    that of the PostgreSQL server process serving it, when the server runs on this machine;
 5. with ``--raw-sizes 1000 2000 ...``: raw predict + SHAP of the same leads in calls of each size
@@ -168,19 +171,27 @@ def _score(engine: Engine, out: dict[str, Any], as_of: datetime, batch: int,
         rows = sum(len(f) for f in frames)
         prepared: list[PreparedRows] = []
         predict_s = _timed(lambda: prepared.extend(_encoded_and_predicted(model, calls)))
-        shap_s = _timed(lambda: [call.contributions() for call in prepared])
+        estimator = model.estimator
+        shap_s = _timed(lambda: [estimator.catboost_contributions(call.encoded) for call in prepared])
         raw_rate = rows / (predict_s + shap_s) if rows else 0.0
+        # The same rows' SHAP values as the run computes them (scoring.leaf_shap: CatBoost's values
+        # looked up by leaf; tables the run filled are in this process's model).
+        by_leaf_s = _timed(lambda: [call.contributions() for call in prepared])
         out["catboost_raw"] = {
             "model": source, "rows": rows, "predict_seconds": round(predict_s, 3),
             "shap_seconds": round(shap_s, 3), "shap_calls": len(calls), "rows_per_second": round(raw_rate, 1),
+            "shap_seconds_by_leaf": round(by_leaf_s, 3),
         }
         # For comparison with runs before SHAP calls gathered batches: one SHAP call per batch.
         out["catboost_raw"]["shap_seconds_one_call_per_batch"] = round(
-            _timed(lambda: [model.contributions(f) for f in frames]), 3)
-        # The issue's measure: end-to-end leads/s over raw predict+SHAP rows/s on the same
-        # rows (goal >= 0.5). None, not a ratio, when nothing was scored.
+            _timed(lambda: [estimator.catboost_contributions(model.prepare(f).encoded) for f in frames]), 3)
+        # The issue's measure: end-to-end leads/s over raw predict + CatBoost's SHAP rows/s on the
+        # same rows (goal >= 0.5). None, not a ratio, when nothing was scored. And the same over
+        # predict + SHAP by leaf: the share of the model's time the run's own work leaves.
         e2e_rate = summary.scored / seconds if summary.scored else 0.0
         out["end_to_end_over_raw"] = round(e2e_rate / raw_rate, 3) if rows and summary.scored else None
+        by_leaf_rate = rows / (predict_s + by_leaf_s) if rows else 0.0
+        out["end_to_end_over_raw_by_leaf"] = round(e2e_rate / by_leaf_rate, 3) if rows and summary.scored else None
         if raw_sizes:
             out["raw_seconds_by_batch_size"] = _raw_by_size(session, model, ids, as_of, raw_sizes)
     out["measured_at"] = datetime.now(UTC).isoformat(timespec="seconds")
@@ -250,8 +261,9 @@ def _raw_by_size(
         for _ in range(3):
             started = time.perf_counter()
             for frame in frames[size]:
-                model.predict_proba(frame)
-                model.contributions(frame)
+                rows = model.prepare(frame)
+                rows.proba()
+                model.estimator.catboost_contributions(rows.encoded)
             best = min(best, time.perf_counter() - started)
         out[str(size)] = round(best, 3)
     return out

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import pickle  # noqa: S403 - artifacts are written and read only by leadscore itself
+import threading
 from typing import Any
 
 import numpy as np
@@ -28,11 +29,13 @@ from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 
 from scoring.calibration import Calibrator
 from scoring.frame import FeatureSpec, prepare_frame
+from scoring.leaf_shap import LeafShap, catboost_shap, symmetric
 
 ARTIFACT_MAGIC = b"LEADSCORE-MODEL-1\n"
 BIAS = "__bias__"
 THREADS = 2
 _EPS = 1e-6
+_LEAF_SHAP_LOCK = threading.Lock()
 
 def _logit(p: np.ndarray) -> np.ndarray:
     q = np.clip(np.asarray(p, dtype="float64"), _EPS, 1 - _EPS)
@@ -47,11 +50,22 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
 
 
 class _CatBoostEstimator:
-    """CatBoost with native categoricals; contributions are exact SHAP values."""
+    """CatBoost with native categoricals; contributions are exact SHAP values (by leaf for
+    symmetric trees: :mod:`scoring.leaf_shap`)."""
 
     def __init__(self, model: Any, spec: FeatureSpec) -> None:
         self.model = model
         self.cat_idx = list(range(len(spec.numeric), len(spec.columns)))
+        self._leaf_shap: LeafShap | None = LeafShap(model) if symmetric(model) else None
+
+    def leaf_shap(self) -> LeafShap | None:
+        """The model's SHAP tables (None for trees that are not symmetric). Artifacts pickled
+        before the tables existed get empty ones, filled as they explain rows."""
+        if "_leaf_shap" not in self.__dict__:
+            with _LEAF_SHAP_LOCK:
+                if "_leaf_shap" not in self.__dict__:
+                    self._leaf_shap = LeafShap(self.model) if symmetric(self.model) else None
+        return self._leaf_shap
 
     def _pool(self, x: Any) -> Any:
         from catboost import Pool  # heavy import (~1 s), paid only where a CatBoost model scores
@@ -65,10 +79,17 @@ class _CatBoostEstimator:
     def raw(self, x: Any) -> np.ndarray:
         return np.asarray(self.model.predict(self._pool(x), prediction_type="RawFormulaVal"), dtype="float64")
 
+    def catboost_contributions(self, x: Any) -> np.ndarray:
+        """CatBoost's own SHAP values (``get_feature_importance``), not looked up by leaf: what
+        the leaf tables reproduce, and what ``bench/scoring.py`` compares with."""
+        return catboost_shap(self.model, self._pool(x), THREADS)
+
     def contributions(self, x: Any) -> np.ndarray:
         # One column per feature plus the expected value last; rows sum to the raw prediction.
-        shap = self.model.get_feature_importance(data=self._pool(x), type="ShapValues", thread_count=THREADS)
-        return np.asarray(shap, dtype="float64")
+        tables = self.leaf_shap()
+        if tables is None:
+            return catboost_shap(self.model, self._pool(x), THREADS)
+        return tables.values(self.model, self._pool(x), THREADS)
 
 
 def _column_transformer(spec: FeatureSpec, *, scale: bool, one_hot: bool) -> ColumnTransformer:
@@ -305,6 +326,11 @@ class PreparedRows:
 
     def proba(self) -> np.ndarray:
         return self.model.calibrator.transform(self.raw())
+
+    @property
+    def encoded(self) -> Any:
+        """The rows as the estimator takes them (for CatBoost, the pool)."""
+        return self._rows
 
     def contributions(self) -> pd.DataFrame:
         values = self.model.estimator.contributions(self._rows)

@@ -188,7 +188,44 @@ def _fit_catboost(
                 chosen["monotone_constraints"] = dict(monotone)
             best = (auc, model, chosen)
     assert best is not None
-    return _CatBoostEstimator(best[1], spec), best[2], best[0]
+    estimator = _CatBoostEstimator(best[1], spec)
+    tables = estimator.leaf_shap()
+    if tables is not None:
+        # SHAP values by leaf for every leaf the training rows reach, and for the leaves rows
+        # mixing their values column by column reach (rows scored later reach leaves that no
+        # training row did; each such tree costs a CatBoost call when it first does): one fill,
+        # one CatBoost call per tree.
+        rows = pd.concat([xt, _mixed_rows(xt, spec, seed=seed)], ignore_index=True)
+        tables.fill(best[1], Pool(rows, cat_features=cat_idx))
+    return estimator, best[2], best[0]
+
+
+MIXED_ROWS = 4  # mixed rows per training row (at most MIXED_ROWS_MAX) that fill the SHAP tables
+MIXED_ROWS_MAX = 200_000
+
+
+MIXED_GAPS = 0.05  # share of a mixed column's values made missing (and, categorical, never seen)
+
+
+def _mixed_rows(x: pd.DataFrame, spec: FeatureSpec, *, seed: int) -> pd.DataFrame:
+    """Rows whose every column is drawn from the training rows independently of the others, some
+    values missing or, categorical, never seen: they reach leaf combinations that the training
+    rows' own values never reach together and that leads scored later do."""
+    rng = np.random.default_rng(seed)
+    n = min(len(x) * MIXED_ROWS, MIXED_ROWS_MAX)
+    out: dict[str, np.ndarray] = {}
+    for c in x.columns:
+        values = x[c].to_numpy()[rng.integers(0, len(x), size=n)]
+        gap = rng.random(n)
+        if c in spec.categorical:
+            values = values.astype(object)
+            values[gap < MIXED_GAPS] = MISSING_TOKEN
+            values[(gap >= MIXED_GAPS) & (gap < 2 * MIXED_GAPS)] = "\x00unseen"
+        else:
+            values = values.astype("float64")
+            values[gap < MIXED_GAPS] = np.nan
+        out[c] = values
+    return pd.DataFrame(out, columns=x.columns)
 
 
 def _fit_logistic(

@@ -26,16 +26,16 @@ TIERS = TierConfig(mode="capacity", thresholds={"A": 10, "B": 20, "C": 30})
 
 @pytest.fixture
 def shap_calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
-    """The rows of every CatBoost SHAP call (the real computation, counted on its way)."""
+    """The rows of every SHAP call: each looks its rows' leaves up once (``calc_leaf_indexes``,
+    scoring.leaf_shap; the real computation, counted on its way)."""
     rows: list[int] = []
-    real = catboost.CatBoost.get_feature_importance
+    real = catboost.CatBoost.calc_leaf_indexes
 
-    def counted(self: Any, data: Any = None, type: Any = None, **kwargs: Any) -> Any:  # noqa: A002
-        if type == "ShapValues":
-            rows.append(data.num_row())
-        return real(self, data=data, type=type, **kwargs)
+    def counted(self: Any, data: Any, *args: Any, **kwargs: Any) -> Any:
+        rows.append(data.num_row())
+        return real(self, data, *args, **kwargs)
 
-    monkeypatch.setattr(catboost.CatBoost, "get_feature_importance", counted)
+    monkeypatch.setattr(catboost.CatBoost, "calc_leaf_indexes", counted)
     yield rows
 
 
@@ -86,17 +86,16 @@ def test_a_failed_shap_call_ends_the_run_with_its_error(
     result, tset = synthetic_training()
     registry.register(session, result, train_window=tset.window, status="champion")
     monkeypatch.setattr(score_run, "SHAP_ROWS", 60)
-    real = catboost.CatBoost.get_feature_importance
+    real = catboost.CatBoost.calc_leaf_indexes
     made: list[int] = []
 
-    def second_fails(self: Any, data: Any = None, type: Any = None, **kwargs: Any) -> Any:  # noqa: A002
-        if type == "ShapValues":
-            made.append(data.num_row())
-            if len(made) == 2:
-                raise catboost.CatBoostError("out of memory in SHAP")
-        return real(self, data=data, type=type, **kwargs)
+    def second_fails(self: Any, data: Any, *args: Any, **kwargs: Any) -> Any:
+        made.append(data.num_row())  # each SHAP call looks its rows' leaves up once
+        if len(made) == 2:
+            raise catboost.CatBoostError("out of memory in SHAP")
+        return real(self, data, *args, **kwargs)
 
-    monkeypatch.setattr(catboost.CatBoost, "get_feature_importance", second_fails)
+    monkeypatch.setattr(catboost.CatBoost, "calc_leaf_indexes", second_fails)
     with pytest.raises(catboost.CatBoostError, match="out of memory in SHAP"):
         score_leads(session, as_of=AS_OF, all=True, batch_size=20, tier_default=TIERS)
     # The first call's three batches may be written; none of the failed call's or later ones.
