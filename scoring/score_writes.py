@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -34,7 +35,6 @@ CHANGE_DAYS = 7  # the trend field: score change over this many days of the data
 
 # One encoder each, made once (json.dumps with options builds a new encoder per call).
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
 def _reused(encoder: json.JSONEncoder) -> Callable[[Any], str]:
@@ -50,7 +50,6 @@ def _reused(encoder: json.JSONEncoder) -> Callable[[Any], str]:
 
 
 _canonical_text = _reused(_CANONICAL)
-_compact_text = _reused(_COMPACT)
 
 
 def payload_json(payload: dict[str, Any]) -> JSONText:
@@ -58,9 +57,29 @@ def payload_json(payload: dict[str, Any]) -> JSONText:
     return JSONText(_canonical_text(payload))
 
 
+_quoted = json.encoder.encode_basestring  # a str as its JSON text (ensure_ascii=False), in C
+
+
 def json_list(values: Sequence[str]) -> JSONText:
     """A score row's reasons as their compact JSON text (what the JSON column stores)."""
-    return JSONText(_compact_text(list(values)))
+    return JSONText("[" + ",".join(map(_quoted, values)) + "]")
+
+
+def score_payload_json(
+    score: int, tier: str, reasons: Sequence[str], model: str, scored_at: datetime, *,
+    likelihood: float, fit: int, engagement: int, score_change: int,
+) -> JSONText:
+    """:func:`payload_json` of :func:`outbox_payload` with every sub-score given, the same text,
+    written straight from the values: a scoring run writes one per lead, and the dict and the
+    encoder's pass over it cost several times the text."""
+    if not math.isfinite(likelihood):  # NaN and infinities: as the encoder spells them
+        return payload_json(outbox_payload(score, tier, reasons, model, scored_at, likelihood=likelihood,
+                                           fit=fit, engagement=engagement, score_change=score_change))
+    return JSONText(
+        f'{{"engagement":{int(engagement)},"fit":{int(fit)},"likelihood":{float(likelihood)!r},'
+        f'"model":{_quoted(model)},"reasons":{_quoted(join_reasons(list(reasons)))},"score":{int(score)},'
+        f'"score_change":{int(score_change)},"scored_at":"{_iso_seconds(scored_at)}","tier":{_quoted(tier)}}}'
+    )
 
 
 @lru_cache(maxsize=64)
@@ -318,6 +337,9 @@ def write_scores(
         stats.superseded += int(getattr(result, "rowcount", 0) or 0)
     texts = [
         # Serialised once: stored as it is and hashed.
+        score_payload_json(r.score, r.tier, r.reasons, r.model_version, when, likelihood=likelihood[r.lead_id],
+                           fit=r.fit_score, engagement=r.engagement_score, score_change=changes[r.lead_id])
+        if r.fit_score is not None and r.engagement_score is not None else
         payload_json(outbox_payload(r.score, r.tier, r.reasons, r.model_version, when,
                                     likelihood=likelihood[r.lead_id], fit=r.fit_score,
                                     engagement=r.engagement_score, score_change=changes[r.lead_id]))
