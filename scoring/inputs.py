@@ -5,6 +5,7 @@ features read from the store and when those features next age.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -99,10 +100,20 @@ def lead_features(session: Session, ids: Sequence[int], as_of: datetime) -> tupl
     return leads, frame
 
 
-def batch_inputs(
-    session: Session, ids: Sequence[int], as_of: datetime
-) -> tuple[pd.DataFrame, pd.DataFrame, dict[int, datetime]]:
-    """Leads, their features at ``as_of`` and when each lead's features next age."""
+@dataclass
+class StoredInputs:
+    """What a batch's features are built from, as read from the store (:func:`read_inputs`)."""
+
+    leads: pd.DataFrame
+    activities: pd.DataFrame
+    engaged_before: pd.Series
+    peers: pd.DataFrame
+
+
+def read_inputs(session: Session, ids: Sequence[int], as_of: datetime) -> StoredInputs:
+    """A batch's database reads: its leads, their activities in the feature windows, each lead's
+    latest older engagement and its companies' other leads (:func:`build_inputs` makes the
+    features of them without the session)."""
     leads = load_leads_frame(session, ids)
     # Only the activity windows' days are read whole; older history counts only through each
     # lead's latest engagement (most of a lead's activities are older than the windows).
@@ -111,8 +122,22 @@ def batch_inputs(
     earlier = load_last_engagements(session, ids, before=since)
     keys = [k for k in leads["company_key"].dropna().unique().tolist()]
     peers = load_company_peers(session, keys, before=as_of)
-    frame = build_feature_frame(leads, activities, as_of, company_peers=peers, engaged_before=earlier)
-    return leads, frame, next_aging(activities, as_of)
+    return StoredInputs(leads=leads, activities=activities, engaged_before=earlier, peers=peers)
+
+
+def build_inputs(stored: StoredInputs, as_of: datetime) -> tuple[pd.DataFrame, pd.DataFrame, dict[int, datetime]]:
+    """Leads, their features at ``as_of`` and when each lead's features next age, from what
+    :func:`read_inputs` read. No session."""
+    frame = build_feature_frame(stored.leads, stored.activities, as_of, company_peers=stored.peers,
+                                engaged_before=stored.engaged_before)
+    return stored.leads, frame, next_aging(stored.activities, as_of)
+
+
+def batch_inputs(
+    session: Session, ids: Sequence[int], as_of: datetime
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[int, datetime]]:
+    """Leads, their features at ``as_of`` and when each lead's features next age."""
+    return build_inputs(read_inputs(session, ids, as_of), as_of)
 
 
 def next_aging(activities: pd.DataFrame, as_of: datetime) -> dict[int, datetime]:

@@ -11,13 +11,15 @@ Both entry points run inside the caller's transaction and never commit: the Cele
 command that calls them owns the unit of work. Score rows and their outbox rows are written in
 the same flush, so the CRM write exists if and only if the score does.
 
-A run has two phases. First every batch is read in the calling thread; consecutive batches are
-gathered into calls (:data:`SHAP_ROWS`: each SHAP call costs a fixed part), each call's rows
-encoded once and predicted in the calling thread, their SHAP values computed meanwhile in a model
-thread. Then each batch is written in the calling thread while a reasons thread ranks and
-explains the next one (the database's work overlaps that Python). The session, the tier-change
-hook and every query stay in the calling thread; the other threads only compute. A failed write
-ends the run with its error.
+A run has two phases. First every batch is read: a reader thread runs a batch's queries while the
+calling thread builds the features of the batch before (the database's work and the driver's
+waits overlap that Python); consecutive batches are gathered into calls (:data:`SHAP_ROWS`: each
+SHAP call costs a fixed part), each call's rows encoded once and predicted in the calling thread,
+their SHAP values computed meanwhile in a model thread. Then each batch is written in the calling
+thread while a reasons thread ranks and explains the next one. The session is used by one thread
+at a time: the reader's during the reads (the calling thread makes no query meanwhile), the
+calling thread's otherwise; the tier-change hook runs in the calling thread; the other threads
+only compute. A failed write ends the run with its error.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -51,7 +53,17 @@ from scoring.champions import (
 )
 from scoring.features import crm_spellings
 from scoring.hooks import TierChangeHook
-from scoring.inputs import batch_inputs, crm_now, id_chunks, lead_features, live_count, live_lead_ids, stale_lead_ids
+from scoring.inputs import (
+    StoredInputs,
+    build_inputs,
+    crm_now,
+    id_chunks,
+    lead_features,
+    live_count,
+    live_lead_ids,
+    read_inputs,
+    stale_lead_ids,
+)
 from scoring.model import PreparedRows
 from scoring.reasons import Names, Rendered, explain_marked
 from scoring.reference import rank
@@ -395,12 +407,10 @@ def _model_thread(models: Champions) -> Iterator[ThreadPoolExecutor]:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _read_batch(
-    session: Session, models: Champions, shap: _ShapCalls, batch: Sequence[int], as_of: datetime
-) -> _Batch:
-    """Read a batch's inputs and align them per model; their predictions and contributions come
-    from the call that gathers them (``shap``)."""
-    leads, frame, aging = batch_inputs(session, batch, as_of)
+def _read_batch(models: Champions, shap: _ShapCalls, stored: StoredInputs, as_of: datetime) -> _Batch:
+    """A batch's features built from what was read and aligned per model; their predictions and
+    contributions come from the call that gathers them (``shap``). No session."""
+    leads, frame, aging = build_inputs(stored, as_of)
     # Kept until the batch is written (a capacity run keeps every batch): of the leads, only
     # what the writes need, not their names, e-mails and custom fields.
     inputs = (leads[["id", "inputs_hash"]], frame, aging)
@@ -411,6 +421,39 @@ def _read_batch(
             used[i] = mv
     predictions, contributions = shap.add(groups)
     return _Batch(inputs=inputs, used=used, groups=groups, predictions=predictions, contributions=contributions)
+
+
+_T = TypeVar("_T")
+_Submit = Callable[..., "Future[Any]"]
+
+
+@contextmanager
+def _reads(session: Session) -> Iterator[_Submit]:
+    """``submit(read, session, *args)``: a read of the store started now, its future returned. In a
+    reader thread, so the calling thread builds one batch's features while the next is read (the
+    database's work and the driver's waits run outside the GIL); the session is that thread's
+    alone until the block ends, when any read in flight is waited for. An in-memory SQLite store
+    (its connection refuses other threads) reads in the calling thread instead."""
+    if _in_memory(session):
+        def read_here(read: Callable[..., _T], *args: Any) -> Future[_T]:
+            done: Future[_T] = Future()
+            try:
+                done.set_result(read(*args))
+            except BaseException as error:  # noqa: BLE001 - the waiter gets it, as from a thread
+                done.set_exception(error)
+            return done
+
+        yield read_here
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="scoring-reads") as reader:
+        yield reader.submit
+
+
+def _in_memory(session: Session) -> bool:
+    url = session.get_bind().engine.url
+    database = url.database or ""
+    return url.get_backend_name() == "sqlite" and (
+        database in ("", ":memory:") or url.query.get("mode") == "memory" or "mode=memory" in database)
 
 
 def _typicals(
@@ -505,23 +548,38 @@ def _read_batches(
     chunks: Sequence[Sequence[int]],
     as_of: datetime,
     report: Callable[[int], None],
-) -> deque[_Batch]:
-    """Phase one: each batch read in this thread, gathered into calls predicted here and explained
-    (SHAP) in the model thread (``pool``; the last call starts once every batch is read); ``report(leads)``
-    after each batch."""
+) -> tuple[deque[_Batch], Names]:
+    """Phase one: each batch read (a reader thread reads the next batch while this thread builds
+    the features of the last one: :func:`_reads`), gathered into calls predicted here and
+    explained (SHAP) in the model thread (``pool``; the last call starts once every batch is
+    read); ``report(leads)`` after each batch. Also the CRM's spellings of the names reasons show
+    (:func:`crm_spellings`), read after the last batch while its features are built."""
     predicted: deque[_Batch] = deque()
     shap = _ShapCalls(pool)
-    for chunk in chunks:
-        predicted.append(_read_batch(session, models, shap, chunk, as_of))
-        report(len(chunk))
+    with _reads(session) as submit:
+        pending = submit(read_inputs, session, chunks[0], as_of) if chunks else None
+        spellings = None if chunks else submit(crm_spellings, session)
+        for n, chunk in enumerate(chunks):
+            assert pending is not None
+            stored = pending.result()
+            # The next read starts while this batch's features are built (no session here).
+            if n + 1 < len(chunks):
+                pending = submit(read_inputs, session, chunks[n + 1], as_of)
+            else:
+                spellings = submit(crm_spellings, session)
+            predicted.append(_read_batch(models, shap, stored, as_of))
+            report(len(chunk))
+        assert spellings is not None
+        names = spellings.result()
     shap.flush()
-    return predicted
+    return predicted, names
 
 
 def _write_batches(
     session: Session,
     models: Champions,
     predicted: deque[_Batch],
+    names: Names,
     as_of: datetime,
     tiers_of: Callable[[_Scored], list[str]],
     *,
@@ -537,7 +595,6 @@ def _write_batches(
     refs = {mv.id: ensure_score_reference(session, mv) for mv in models.all()}
     typicals = _typicals(session, models, as_of, predicted, refs)
     sentences = _RunSentences()
-    names = crm_spellings(session)  # the CRM's spelling of the names reasons show
 
     def finish(batch: _Batch) -> _Scored:
         return _finish_batch(models, batch, refs, typicals, sentences, names)
@@ -652,9 +709,9 @@ def score_chunk(
     done = _Progress(progress, len(lead_ids))
     with _model_thread(models) as pool:
         for start in range(0, len(chunks), WINDOW):
-            predicted = _read_batches(session, models, pool, chunks[start : start + WINDOW], plan.as_of,
-                                      done("scoring"))
-            _write_batches(session, models, predicted, plan.as_of, lambda s: _tiers(policy, s, plan.cutoffs),
+            predicted, names = _read_batches(session, models, pool, chunks[start : start + WINDOW], plan.as_of,
+                                             done("scoring"))
+            _write_batches(session, models, predicted, names, plan.as_of, lambda s: _tiers(policy, s, plan.cutoffs),
                            policy_id=policy.id, tier_change_hook=tier_change_hook, summary=summary,
                            report=done("writing"))
     summary.seconds = time.perf_counter() - started
@@ -697,12 +754,13 @@ def score_leads(
     # run's cut-offs known, each batch is explained and written while later batches' SHAP runs.
     done = _Progress(progress, len(plan.lead_ids))
     with _model_thread(models) as pool:
-        predicted = _read_batches(session, models, pool, plan.chunks(batch_size), plan.as_of, done("scoring"))
+        predicted, names = _read_batches(session, models, pool, plan.chunks(batch_size), plan.as_of,
+                                         done("scoring"))
         if predicted:
             refs = {mv.id: ensure_score_reference(session, mv) for mv in models.all()}
             cutoffs = _run_cutoffs(session, policy, plan.lead_ids,
                                    [_scores_of(b.probs, b.used, refs) for b in predicted])
-            _write_batches(session, models, predicted, plan.as_of, lambda s: _tiers(policy, s, cutoffs),
+            _write_batches(session, models, predicted, names, plan.as_of, lambda s: _tiers(policy, s, cutoffs),
                            policy_id=policy.id, tier_change_hook=tier_change_hook, summary=summary,
                            report=done("writing"))
             if not (all and lead_ids is None):  # a run over every live lead left none to re-tier

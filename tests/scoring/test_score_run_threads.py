@@ -1,5 +1,7 @@
-"""A scoring run explains a batch while a writer thread writes the one before: the session is
-never used by two threads at once, and a failed write ends the run with its own error."""
+"""A scoring run reads the next batch in a reader thread while it builds a batch's features, and
+explains a batch while the calling thread writes the one before: the session is never used by two
+threads at once, the hook runs in the calling thread, and a failed write ends the run with its
+own error."""
 
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ def _champion(session: Session) -> None:
 
 
 @pytest.mark.parametrize("mode", sorted(MODES))
-def test_the_session_and_the_hook_stay_in_the_calling_thread(
+def test_the_session_is_used_by_one_thread_at_a_time_and_the_hook_in_the_calling_one(
     any_session: Session, mode: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     session = any_session
@@ -66,8 +68,14 @@ def test_the_session_and_the_hook_stay_in_the_calling_thread(
         event.remove(engine, "after_cursor_execute", after)
     here = threading.current_thread().name
     assert summary.scored == 240 and set(calls) == {here} and len(calls) == 240
-    assert {name for name, _, _ in spans} == {here}
-    assert sum(1 for name, _, _ in spans if name == here) > 16  # 8 batches: reads and writes each
+    reader = {name for name, _, _ in spans} - {here}
+    assert len(reader) == 1 and next(iter(reader)).startswith("scoring-reads")
+    assert sum(1 for name, _, _ in spans if name == here) > 8  # 8 batches written
+    assert sum(1 for name, _, _ in spans if name != here) > 8 * 4  # 8 batches read, 4 reads each
+    # Never two threads at once: in time order, each use ends before the next one starts.
+    ordered = sorted(spans, key=lambda span: span[1])
+    overlaps = [(a, b) for a, b in zip(ordered, ordered[1:]) if b[1] < a[2] and a[0] != b[0]]
+    assert overlaps == []
     current = session.scalar(select(func.count()).select_from(LeadScore).where(LeadScore.is_current.is_(True)))
     assert current == 240 == session.scalar(select(func.count()).select_from(Outbox))
 
@@ -94,8 +102,8 @@ def test_a_failed_write_ends_the_run_with_its_error_and_writes_no_later_batch(an
 
 
 def test_an_in_memory_sqlite_store_scores(tmp_path: Any) -> None:
-    """SQLite's in-memory connections refuse to be used from another thread: nothing but the
-    calling thread touches the session, so a store in memory scores like a file."""
+    """SQLite's in-memory connections refuse to be used from another thread: such a store is read
+    in the calling thread (no reader thread), so it scores like a file."""
     from store.db import make_engine
     from store.models import Base
 
