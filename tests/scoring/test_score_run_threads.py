@@ -72,9 +72,8 @@ def test_the_session_is_used_by_one_thread_at_a_time_and_the_hook_in_the_calling
     assert len(reader) == 1 and next(iter(reader)).startswith("scoring-reads")
     assert sum(1 for name, _, _ in spans if name == here) > 8  # 8 batches written
     assert sum(1 for name, _, _ in spans if name != here) > 8 * 4  # 8 batches read, 4 reads each
-    # Never two threads at once: in time order, each use ends before the next one starts.
-    ordered = sorted(spans, key=lambda span: span[1])
-    overlaps = [(a, b) for a, b in zip(ordered, ordered[1:]) if b[1] < a[2] and a[0] != b[0]]
+    # Never two threads at once: no use by one thread overlaps a use by another.
+    overlaps = [(a, b) for a in spans for b in spans if a[0] != b[0] and a[1] < b[2] and b[1] < a[2]]
     assert overlaps == []
     current = session.scalar(select(func.count()).select_from(LeadScore).where(LeadScore.is_current.is_(True)))
     assert current == 240 == session.scalar(select(func.count()).select_from(Outbox))
