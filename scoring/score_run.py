@@ -31,6 +31,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any, TypeVar
 
 import numpy as np
@@ -80,7 +81,7 @@ from scoring.tiers import (
     find_active_policy,
     tiers_for,
 )
-from store.db import IDS_PER_STATEMENT
+from store.db import IDS_PER_STATEMENT, in_memory_sqlite
 from store.models import ModelVersion, TierPolicy
 from store.types import Progress
 
@@ -424,21 +425,21 @@ def _read_batch(models: Champions, shap: _ShapCalls, stored: StoredInputs, as_of
 
 
 _T = TypeVar("_T")
-_Submit = Callable[..., "Future[Any]"]
+_Submit = Callable[[Callable[[], Any]], "Future[Any]"]
 
 
 @contextmanager
 def _reads(session: Session) -> Iterator[_Submit]:
-    """``submit(read, session, *args)``: a read of the store started now, its future returned. In a
+    """``submit(read)``: a read of the store (no arguments) started now, its future returned. In a
     reader thread, so the calling thread builds one batch's features while the next is read (the
     database's work and the driver's waits run outside the GIL); the session is that thread's
     alone until the block ends, when any read in flight is waited for. An in-memory SQLite store
     (its connection refuses other threads) reads in the calling thread instead."""
-    if _in_memory(session):
-        def read_here(read: Callable[..., _T], *args: Any) -> Future[_T]:
+    if in_memory_sqlite(session.get_bind().engine.url):
+        def read_here(read: Callable[[], _T]) -> Future[_T]:
             done: Future[_T] = Future()
             try:
-                done.set_result(read(*args))
+                done.set_result(read())
             except BaseException as error:  # noqa: BLE001 - the waiter gets it, as from a thread
                 done.set_exception(error)
             return done
@@ -447,13 +448,6 @@ def _reads(session: Session) -> Iterator[_Submit]:
         return
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="scoring-reads") as reader:
         yield reader.submit
-
-
-def _in_memory(session: Session) -> bool:
-    url = session.get_bind().engine.url
-    database = url.database or ""
-    return url.get_backend_name() == "sqlite" and (
-        database in ("", ":memory:") or url.query.get("mode") == "memory" or "mode=memory" in database)
 
 
 def _typicals(
@@ -557,20 +551,15 @@ def _read_batches(
     predicted: deque[_Batch] = deque()
     shap = _ShapCalls(pool)
     with _reads(session) as submit:
-        pending = submit(read_inputs, session, chunks[0], as_of) if chunks else None
-        spellings = None if chunks else submit(crm_spellings, session)
+        # Each read starts while the batch before it is built (no session here); the spellings last.
+        reads = [partial(read_inputs, session, chunk, as_of) for chunk in chunks] + [partial(crm_spellings, session)]
+        pending = submit(reads[0])
         for n, chunk in enumerate(chunks):
-            assert pending is not None
             stored = pending.result()
-            # The next read starts while this batch's features are built (no session here).
-            if n + 1 < len(chunks):
-                pending = submit(read_inputs, session, chunks[n + 1], as_of)
-            else:
-                spellings = submit(crm_spellings, session)
+            pending = submit(reads[n + 1])
             predicted.append(_read_batch(models, shap, stored, as_of))
             report(len(chunk))
-        assert spellings is not None
-        names = spellings.result()
+        names: Names = pending.result()
     shap.flush()
     return predicted, names
 

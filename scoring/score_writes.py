@@ -67,12 +67,12 @@ def json_list(values: Sequence[str]) -> JSONText:
 
 def score_payload_json(
     score: int, tier: str, reasons: Sequence[str], model: str, scored_at: datetime, *,
-    likelihood: float, fit: int, engagement: int, score_change: int,
+    likelihood: float, fit: int | None, engagement: int | None, score_change: int,
 ) -> JSONText:
-    """:func:`payload_json` of :func:`outbox_payload` with every sub-score given, the same text,
-    written straight from the values: a scoring run writes one per lead, and the dict and the
-    encoder's pass over it cost several times the text."""
-    if not math.isfinite(likelihood):  # NaN and infinities: as the encoder spells them
+    """:func:`payload_json` of :func:`outbox_payload`, the same text, written straight from the
+    values when every sub-score is given (a scoring run's rows): a run writes one per lead, and the
+    dict and the encoder's pass over it cost several times the text."""
+    if fit is None or engagement is None or not math.isfinite(likelihood):  # keys left out; NaN, inf
         return payload_json(outbox_payload(score, tier, reasons, model, scored_at, likelihood=likelihood,
                                            fit=fit, engagement=engagement, score_change=score_change))
     return JSONText(
@@ -339,10 +339,6 @@ def write_scores(
         # Serialised once: stored as it is and hashed.
         score_payload_json(r.score, r.tier, r.reasons, r.model_version, when, likelihood=likelihood[r.lead_id],
                            fit=r.fit_score, engagement=r.engagement_score, score_change=changes[r.lead_id])
-        if r.fit_score is not None and r.engagement_score is not None else
-        payload_json(outbox_payload(r.score, r.tier, r.reasons, r.model_version, when,
-                                    likelihood=likelihood[r.lead_id], fit=r.fit_score,
-                                    engagement=r.engagement_score, score_change=changes[r.lead_id]))
         for r in changed
     ]
     m = len(changed)

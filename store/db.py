@@ -29,7 +29,7 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.engine import ExceptionContext, make_url
+from sqlalchemy.engine import URL, ExceptionContext, make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import QueryableAttribute, Session, sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
@@ -45,7 +45,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        folder = Path(parsed.database).parent if parsed.database and parsed.database != ":memory:" else None
+        folder = None if in_memory_sqlite(parsed) else Path(str(parsed.database)).parent
         if folder is not None and not folder.is_dir():
             if not _is_embedded_default(url):
                 # Never mkdir -p a typo: a wrong path would silently start an empty database elsewhere.
@@ -68,6 +68,13 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     engine = create_engine(url, **kwargs)
     _one_line_connect_errors(engine)
     return engine
+
+
+def in_memory_sqlite(url: URL) -> bool:
+    """An SQLite database that lives in its connection (``sqlite://``, ``:memory:``, a URI with
+    ``mode=memory``): other connections, and other threads, do not see it."""
+    return url.get_backend_name() == "sqlite" and (
+        url.database in (None, "", ":memory:") or url.query.get("mode") == "memory")
 
 
 def _is_embedded_default(url: str) -> bool:

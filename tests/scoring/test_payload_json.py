@@ -53,3 +53,7 @@ def test_score_payload_text_equals_the_payload_json(reasons: list[str], likeliho
                                      score_change=change)
             assert got == expected
             assert payload_hash(got) == payload_hash(expected)
+    # A re-tier's row has no sub-scores: those keys are left out, as outbox_payload leaves them.
+    assert score_payload_json(7, "C", reasons, "m", when, likelihood=likelihood, fit=None, engagement=None,
+                              score_change=0) == payload_json(outbox_payload(7, "C", reasons, "m", when,
+                                                                             likelihood=likelihood, score_change=0))
