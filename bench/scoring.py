@@ -30,6 +30,9 @@ other, with the world released (``{"runs": [sqlite result, postgresql result]}``
    high load makes every rate pessimistic.
    ``cpu_seconds``: the CPU time of this process during (2), all threads; ``server_cpu_seconds``:
    that of the PostgreSQL server process serving it, when the server runs on this machine;
+   ``batches_done_at``: per stage of the run's progress reports ("scoring": a batch read, its
+   features built and predicted; "writing": a batch explained and written), the seconds from the
+   start at which each batch was done: a capacity run reads every batch before it writes one;
 5. with ``--raw-sizes 1000 2000 ...``: raw predict + SHAP of the same leads in calls of each size
    (best of three), ``raw_seconds_by_batch_size``: CatBoost's SHAP costs a fixed part per call.
 
@@ -144,8 +147,13 @@ def _score(engine: Engine, out: dict[str, Any], as_of: datetime, batch: int,
         server = _server_process(session)
         server_cpu = _process_cpu(server)
         cpu = resource.getrusage(resource.RUSAGE_SELF)
+        reports: dict[str, list[float]] = {}
         started = time.perf_counter()
-        summary = score_leads(session, as_of=as_of, all=True, batch_size=batch,
+
+        def progress(stage: str, _done: int, _total: int) -> None:
+            reports.setdefault(stage, []).append(round(time.perf_counter() - started, 3))
+
+        summary = score_leads(session, as_of=as_of, all=True, batch_size=batch, progress=progress,
                               tier_default=TierConfig(mode="capacity", thresholds={"A": 5, "B": 15, "C": 30}))
         session.commit()
         seconds = time.perf_counter() - started
@@ -159,6 +167,9 @@ def _score(engine: Engine, out: dict[str, Any], as_of: datetime, batch: int,
             "cpu_seconds": round(used.ru_utime + used.ru_stime - cpu.ru_utime - cpu.ru_stime, 2),
             "server_cpu_seconds": (round(server_used - server_cpu, 2)
                                    if server_cpu is not None and server_used is not None else None),
+            # Seconds from the start at which each batch was read ("scoring") and written
+            # ("writing"), from the run's own progress reports: where the time goes.
+            "batches_done_at": reports,
         }
 
         model, source = _catboost_model(session)
