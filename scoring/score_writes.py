@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Table, func, select, update
+from sqlalchemy import Table, func, or_, select, update
 from sqlalchemy.orm import Session, defer
 
 from scoring.hooks import TierChangeHook
@@ -67,18 +67,20 @@ def json_list(values: Sequence[str]) -> JSONText:
 
 def score_payload_json(
     score: int, tier: str, reasons: Sequence[str], model: str, scored_at: datetime, *,
-    likelihood: float, fit: int | None, engagement: int | None, score_change: int,
+    likelihood: float, fit: int | None, engagement: int | None, score_change: int | None,
 ) -> JSONText:
     """:func:`payload_json` of :func:`outbox_payload`, the same text, written straight from the
     values when every sub-score is given (a scoring run's rows): a run writes one per lead, and the
-    dict and the encoder's pass over it cost several times the text."""
+    dict and the encoder's pass over it cost several times the text. ``score_change`` None (a
+    lead's first score: nothing to compare with) leaves its key out, as the dict would."""
     if fit is None or engagement is None or not math.isfinite(likelihood):  # keys left out; NaN, inf
         return payload_json(outbox_payload(score, tier, reasons, model, scored_at, likelihood=likelihood,
                                            fit=fit, engagement=engagement, score_change=score_change))
+    change = "" if score_change is None else f'"score_change":{int(score_change)},'
     return JSONText(
         f'{{"engagement":{int(engagement)},"fit":{int(fit)},"likelihood":{float(likelihood)!r},'
         f'"model":{_quoted(model)},"reasons":{_quoted(join_reasons(list(reasons)))},"score":{int(score)},'
-        f'"score_change":{int(score_change)},"scored_at":"{_iso_seconds(scored_at)}","tier":{_quoted(tier)}}}'
+        f'{change}"scored_at":"{_iso_seconds(scored_at)}","tier":{_quoted(tier)}}}'
     )
 
 
@@ -177,8 +179,9 @@ def _change_baselines(
     """Per lead: the score to measure the 7-day change against, and when that baseline moves.
 
     The baseline is the lead's latest score with ``as_of`` at least :data:`CHANGE_DAYS` before
-    ``as_of``; a lead first scored within those days is measured against its first score. The
-    baseline moves when the next later score turns 7 days old.
+    ``as_of``; a lead first scored within those days is measured against its first score. A lead
+    with no score on an earlier clock (its first score, or a rescore at the same ``as_of``) has
+    none: its change is blank, not 0. The baseline moves when the next later score turns 7 days old.
     """
     cutoff = as_of - timedelta(days=CHANGE_DAYS)
     base: dict[int, int] = {}
@@ -198,7 +201,9 @@ def _change_baselines(
         if missing:
             first = (
                 select(LeadScore.lead_id, func.min(LeadScore.id).label("sid"))
-                .where(among(session, LeadScore.lead_id, missing))
+                # Scores before this clock (rows from before as_of was stored count as earlier).
+                .where(among(session, LeadScore.lead_id, missing),
+                       or_(LeadScore.as_of < as_of, LeadScore.as_of.is_(None)))
                 .group_by(LeadScore.lead_id)
                 .subquery()
             )
@@ -276,7 +281,9 @@ def write_scores(
         base, moves = _change_baselines(session, group, as_of)
         baselines.update(base)
         baseline_moves.update(moves)
-    changes = {r.lead_id: (r.score - baselines[r.lead_id]) if r.lead_id in baselines else 0 for r in rows}
+    # A lead without a score on an earlier clock has nothing to compare with: no change (blank
+    # in the CRM), not 0.
+    changes = {r.lead_id: (r.score - baselines[r.lead_id]) if r.lead_id in baselines else None for r in rows}
     # Old current rows stop being current before the new ones exist (one current row per lead).
     # "fetch" keeps LeadScore objects already loaded in this session in step (the criteria, an
     # array on PostgreSQL, cannot be evaluated in Python).
@@ -290,7 +297,7 @@ def write_scores(
     agings: list[datetime | None] = []
     for r in rows:
         aging = r.next_aging_at
-        if changes[r.lead_id] != 0:
+        if changes[r.lead_id]:  # neither 0 nor a first score's None
             # A non-zero change goes stale when its baseline moves: rescore the lead then.
             move = baseline_moves.get(r.lead_id, clock[r.lead_id] + timedelta(days=CHANGE_DAYS))
             aging = move if aging is None else min(aging, move)

@@ -46,13 +46,16 @@ def test_score_payload_text_equals_the_payload_json(reasons: list[str], likeliho
     """The text a scoring run writes straight from the values is the canonical JSON of the dict."""
     for when in (datetime(2026, 12, 1, 12, 0, 0, 999, tzinfo=UTC),
                  datetime(2026, 12, 1, 7, 0, tzinfo=timezone(timedelta(hours=-5)))):
-        for model, tier, change in (("catboost-20261201-1", "A", -3), ("m \"ü\"", "D", 0), ("", "B", 42)):
+        # None: a lead's first score, whose change is left out (blank in the CRM), not 0.
+        for model, tier, change in (("catboost-20261201-1", "A", -3), ("m \"ü\"", "D", 0), ("", "B", 42),
+                                    ("m", "C", None)):
             expected = payload_json(outbox_payload(7, tier, reasons, model, when, likelihood=likelihood, fit=4,
                                                    engagement=55, score_change=change))
             got = score_payload_json(7, tier, reasons, model, when, likelihood=likelihood, fit=4, engagement=55,
                                      score_change=change)
             assert got == expected
             assert payload_hash(got) == payload_hash(expected)
+            assert ("score_change" in json.loads(got)) is (change is not None)
     # A re-tier's row has no sub-scores: those keys are left out, as outbox_payload leaves them.
     assert score_payload_json(7, "C", reasons, "m", when, likelihood=likelihood, fit=None, engagement=None,
                               score_change=0) == payload_json(outbox_payload(7, "C", reasons, "m", when,

@@ -105,11 +105,12 @@ def test_score_writes_current_rows_outbox_and_calls_the_hook(any_session: Sessio
     assert all(1 <= s.score <= 99 and 1 <= (s.fit_score or 0) <= 99 and 1 <= (s.engagement_score or 0) <= 99
                for s in current.values())
     assert some.model_version_id == mv.id and some.tier in "ABCD" and some.reasons
-    assert some.score_change == 0 and some.as_of == AS_OF
+    # A first score has no 7-day change to show: none stored, none written (blank in the CRM).
+    assert some.score_change is None and some.as_of == AS_OF
     outbox = any_session.scalars(select(Outbox).where(Outbox.lead_id == some.lead_id)).one()
     assert outbox.status == "pending" and outbox.kind == "score_fields" and outbox.lead_score_id == some.id
     assert set(outbox.payload) == {"score", "tier", "reasons", "model", "scored_at", "likelihood", "fit",
-                                   "engagement", "score_change"}
+                                   "engagement"}
     assert outbox.payload["likelihood"] == round(100 * some.probability, 1)
     assert (outbox.payload["fit"], outbox.payload["engagement"]) == (some.fit_score, some.engagement_score)
     assert outbox.payload["score"] == some.score and outbox.payload["model"] == mv.version
