@@ -31,8 +31,9 @@ from sqlalchemy.orm import Session
 from config.app_config import ConnectionConfig
 from connectors.normalise import FREEMAIL_DOMAINS, JUNK_TOKENS, email_domain
 from store.db import unit_of_work
-from store.models import Account, Connection, Lead, LeadAccount, LeadLifecycle
+from store.models import Account, ApiPurpose, Connection, Lead, LeadAccount, LeadLifecycle
 from store.upsert import upsert_rows
+from store.usage import CallMeter, add_api_calls, record_api_calls
 
 logger = logging.getLogger(__name__)
 
@@ -179,21 +180,27 @@ def link_accounts(engine: Engine, conn: ConnectionConfig, finder: AccountFinder,
         return report
     after_id = 0
     accounts: set[int] = set()
-    while limit is None or report.checked < limit:
-        size = LINK_BATCH if limit is None else min(LINK_BATCH, limit - report.checked)
-        with unit_of_work(engine) as session:
-            leads = leads_to_link(session, connection_id, clock, after_id=after_id, limit=size)
-            if not leads:
-                break
-            found = finder.find(leads)
-            linked = store_links(session, connection_id, leads, found, clock)
-        after_id = leads[-1].lead_id
-        report.checked += len(leads)
-        report.linked += len(linked)
-        report.unmatched += len(leads) - len(linked)
-        accounts.update(linked.values())
-        for match in found.values():
-            report.by_method[match.matched_by] = report.by_method.get(match.matched_by, 0) + 1
+    meter = CallMeter(lambda: finder.api_calls, before)
+    try:
+        while limit is None or report.checked < limit:
+            size = LINK_BATCH if limit is None else min(LINK_BATCH, limit - report.checked)
+            with unit_of_work(engine) as session:
+                leads = leads_to_link(session, connection_id, clock, after_id=after_id, limit=size)
+                if not leads:
+                    break
+                found = finder.find(leads)
+                linked = store_links(session, connection_id, leads, found, clock)
+                add_api_calls(session, connection_id, ApiPurpose.accounts, meter.take())
+            after_id = leads[-1].lead_id
+            report.checked += len(leads)
+            report.linked += len(linked)
+            report.unmatched += len(leads) - len(linked)
+            accounts.update(linked.values())
+            for match in found.values():
+                report.by_method[match.matched_by] = report.by_method.get(match.matched_by, 0) + 1
+    finally:
+        # A batch the CRM refused: its calls were made all the same.
+        record_api_calls(engine, connection_id, ApiPurpose.accounts, meter.take())
     report.accounts = len(accounts)
     report.api_calls = finder.api_calls - before
     report.seconds = time.monotonic() - started

@@ -7,6 +7,7 @@ exception types (never from message text).
 from __future__ import annotations
 
 import ssl
+from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 from config.errors import LeadscoreError
@@ -89,6 +90,16 @@ def certificate_problem(exc: BaseException) -> str | None:
     """Why the CRM's TLS certificate was not trusted, when that is what ``exc`` is (by type:
     ``ssl.SSLCertVerificationError`` anywhere in the chain requests and urllib3 wrap it in), else
     None. Retrying cannot help: the CA bundle, a proxy or the certificate itself must change."""
+    for found in _chain(exc):
+        if isinstance(found, ssl.SSLCertVerificationError):
+            why = found.verify_message
+            return f"certificate verify failed: {why}" if why else "certificate verify failed"
+    return None
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and every error it wraps (causes, contexts, urllib3's ``MaxRetryError.reason``,
+    errors passed as arguments), each once."""
     seen: set[int] = set()
     stack: list[BaseException | None] = [exc]
     while stack:
@@ -96,12 +107,25 @@ def certificate_problem(exc: BaseException) -> str | None:
         if found is None or id(found) in seen:
             continue
         seen.add(id(found))
-        if isinstance(found, ssl.SSLCertVerificationError):
-            why = found.verify_message
-            return f"certificate verify failed: {why}" if why else "certificate verify failed"
-        linked = (getattr(found, "reason", None), *found.args)  # urllib3's MaxRetryError.reason, wrapped errors
+        yield found
+        linked = (getattr(found, "reason", None), *found.args)
         stack += [found.__cause__, found.__context__, *(e for e in linked if isinstance(e, BaseException))]
-    return None
+
+
+def sent_unanswered(exc: BaseException) -> bool:
+    """True when ``exc`` is a request that left for the CRM and got no response (the connection
+    dropped, the read timed out): the CRM may have served it, so it counts as a call. False for
+    a connection never made (refused, unresolved, connect timeout, TLS handshake) and for
+    anything else (an error with a response was counted with the response)."""
+    import urllib3.exceptions  # the HTTP stack of both CRM clients
+
+    chain = list(_chain(exc))
+    never_made = (urllib3.exceptions.ConnectTimeoutError,  # NewConnectionError, NameResolutionError too
+                  urllib3.exceptions.SSLError, ssl.SSLError, ConnectionRefusedError)
+    if any(isinstance(e, never_made) for e in chain):
+        return False
+    dropped = (urllib3.exceptions.ProtocolError, urllib3.exceptions.ReadTimeoutError, ConnectionError, TimeoutError)
+    return any(isinstance(e, dropped) for e in chain) and getattr(exc, "response", None) is None
 
 
 def certificate_error(crm: str, exc: BaseException) -> FatalCRMError | None:

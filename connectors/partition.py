@@ -47,7 +47,9 @@ from connectors.sync import (
     link_accounts_after_sync,
     load_cursor,
     read_range,
+    record_outside_streams,
     select_streams,
+    sync_meter,
 )
 from store.db import unit_of_work
 from store.models import Lead, SyncRun, SyncStatus, SyncWindow, WindowStatus
@@ -93,7 +95,16 @@ def start_plan(engine: Engine, conn: ConnectionConfig, secrets: ConnectionSecret
     died is run again and resumes from its cursor; one still running is skipped by its lock).
     Otherwise reads the CRM's clock (one call) and creates the first stage's units.
     """
+    handed_in = connector is not None
     connector = connector or connect_or_record(engine, conn, secrets, full=full)
+    meter = sync_meter(connector, handed_in)
+    try:
+        return _start_plan(engine, conn, connector, full)
+    finally:
+        record_outside_streams(engine, ensure_connection(engine, conn), meter, ())
+
+
+def _start_plan(engine: Engine, conn: ConnectionConfig, connector: Connector, full: bool) -> list[int]:
     stages = stages_for(conn, connector)
     connection_id = ensure_connection(engine, conn)
     with unit_of_work(engine) as session:
@@ -196,11 +207,28 @@ def run_window(engine: Engine, conn: ConnectionConfig, secrets: ConnectionSecret
         span = _span(session, conn, window)
         plan, stream = window.plan, window.stream
         records_before, calls_before = window.records, window.api_calls
+    handed_in = connector is not None
     if connector is None:
         # A window is an exact keyset range: no overlap (that is for incremental reads only).
         read_as = conn if span.advance is None else conn.model_copy(update={"overlap_seconds": 0})
         connector = make_connector(read_as, secrets)
+    meter = sync_meter(connector, handed_in)
     report = StreamReport(stream=stream)
+    outcome: WindowOutcome | None = None
+    try:
+        outcome = _read_window(engine, conn, connector, span, report, window_id, plan, records_before,
+                               calls_before)
+        return outcome
+    finally:
+        accounts = outcome.accounts if outcome is not None else None
+        record_outside_streams(engine, span.connection_id, meter, (report,),
+                               int((accounts or {}).get("api_calls", 0)))
+
+
+def _read_window(engine: Engine, conn: ConnectionConfig, connector: Connector, span: StreamRange,
+                 report: StreamReport, window_id: int, plan: int, records_before: int,
+                 calls_before: int) -> WindowOutcome:
+    stream = span.stream
     try:
         read_range(engine, connector, span, report)
     except CRMError as exc:

@@ -50,8 +50,19 @@ from connectors.registry import PAUSE_DEFAULTS, SUPPORTED, client_from, make_rou
 from connectors.routing_validation import routing_problems, static_problems, validate_routing
 from scoring.hooks import TierChangeHook
 from store.db import IDS_PER_STATEMENT, among, unit_of_work
-from store.models import ActionStatus, Connection, Lead, LeadLifecycle, LeadScore, Outbox, OutboxStatus, RoutingAction
+from store.models import (
+    ActionStatus,
+    ApiPurpose,
+    Connection,
+    Lead,
+    LeadLifecycle,
+    LeadScore,
+    Outbox,
+    OutboxStatus,
+    RoutingAction,
+)
 from store.upsert import upsert_rows
+from store.usage import CallMeter, client_calls, record_api_calls
 
 logger = logging.getLogger(__name__)
 
@@ -278,12 +289,16 @@ def execute_routing(
         statuses[action_id] = status
         kinds[action_id] = str(action_name).split("#")[0]
     active: dict[str, Any] = {}
+    meters: dict[str, CallMeter] = {}  # each client's calls not yet in api_usage
+    ids = {name: conn_id for conn_id, name in conn_names.items()}
     for conn_id in by_conn:
         name = conn_names.get(conn_id)
         if name not in conns:
             continue
         client = (clients or {}).get(name)
-        if client is None:
+        if client is not None:
+            meters[name] = CallMeter(client_calls(client))
+        else:
             try:
                 client = client_from(conns[name], secrets_by_connection)
             except ConfigError as exc:
@@ -291,7 +306,20 @@ def execute_routing(
                 report.errors.append(str(exc))
                 logger.warning("routing on %s stopped: %s", name, exc)
                 continue
+            meters[name] = CallMeter(client_calls(client), 0)
         active[name] = client
+    try:
+        _run_connections(engine, config, conns, conn_names, by_conn, statuses, kinds, active, report)
+    finally:
+        for name, meter in meters.items():
+            record_api_calls(engine, ids[name], ApiPurpose.routing, meter.take())
+    return report
+
+
+def _run_connections(engine: Engine, config: AppConfig, conns: Mapping[str, ConnectionConfig],
+                     conn_names: Mapping[int, str], by_conn: Mapping[int, list[int]],
+                     statuses: Mapping[int, str], kinds: Mapping[int, str], active: Mapping[str, Any],
+                     report: RoutingReport) -> None:
     routers: dict[str, Router] = {}
     for name, client in active.items():
         router = make_router(conns[name], client)
@@ -301,7 +329,7 @@ def execute_routing(
             raise ConfigError(problems[0] + more)
         routers[name] = router
     for conn_id, action_ids in by_conn.items():
-        name = conn_names.get(conn_id)
+        name = conn_names.get(conn_id, "")
         if name not in routers:
             continue
         client = active[name]
@@ -322,7 +350,6 @@ def execute_routing(
             logger.warning("routing on %s stopped: %s", name, exc)
         report.api_calls[name] = int(getattr(client, "api_calls", 0)) - before
         CALLS_BY_KIND[conns[name].kind] += report.api_calls[name]
-    return report
 
 
 def _run_one(engine: Engine, router: Router, action_id: int, report: RoutingReport) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -28,8 +28,9 @@ from connectors.errors import CRMError, FatalCRMError, QuotaExhaustedError
 from connectors.page_writer import apply_page
 from connectors.registry import crm_for, make_account_finder, make_connector
 from store.db import unit_of_work
-from store.models import Connection, SyncCursor, SyncRun, SyncStatus
+from store.models import ApiPurpose, Connection, SyncCursor, SyncRun, SyncStatus
 from store.upsert import upsert_rows
+from store.usage import CallMeter, add_api_calls, record_api_calls
 
 logger = logging.getLogger(__name__)
 
@@ -147,12 +148,37 @@ def sync_connection(
     """
     report = SyncReport(connection=conn.name, kind=conn.kind, full=full, started_at=datetime.now(UTC))
     started = time.monotonic()
+    handed_in = connector is not None
     if connector is None:
         try:
             connector = connect_or_record(engine, conn, secrets, full=full, streams=streams)
         except QuotaExhaustedError as exc:
             logger.error("ALERT sync %s stopped: %s", conn.name, exc)
             return exc.report  # type: ignore[attr-defined,no-any-return]
+    meter = sync_meter(connector, handed_in)
+    try:
+        return _sync_streams(engine, conn, connector, report, streams, started, progress)
+    finally:
+        # The calls no stream recorded (logins, the CRM's clock, look-ups before the streams).
+        record_outside_streams(engine, ensure_connection(engine, conn), meter, report.streams.values(),
+                               int((report.accounts or {}).get("api_calls", 0)))
+
+
+def sync_meter(connector: Connector, handed_in: bool) -> CallMeter:
+    """The connector's calls from here on (a connector made for this step: its login too)."""
+    return CallMeter(lambda: connector.api_calls, None if handed_in else 0)
+
+
+def record_outside_streams(engine: Engine, connection_id: int, meter: CallMeter,
+                           streams: Iterable[StreamReport], account_calls: int = 0) -> None:
+    """Record as ``sync`` calls the meter's calls that neither the streams' pages nor the account
+    look-up (``account_calls``) recorded."""
+    recorded = sum(s.api_calls for s in streams) + account_calls
+    record_api_calls(engine, connection_id, ApiPurpose.sync, meter.take() - recorded)
+
+
+def _sync_streams(engine: Engine, conn: ConnectionConfig, connector: Connector, report: SyncReport,
+                  streams: Sequence[str] | None, started: float, progress: ProgressCallback | None) -> SyncReport:
     selected = select_streams(conn, connector, streams)
     connection_id = ensure_connection(engine, conn)
     _close_interrupted_runs(engine, connection_id)
@@ -166,7 +192,7 @@ def sync_connection(
         report.finished_at = datetime.now(UTC)
         # The CRM did not answer before any stream started: record it on every selected stream,
         # so `leadscore status` shows the failure instead of the last success.
-        record_failed_start(engine, connection_id, selected, full, report)
+        record_failed_start(engine, connection_id, selected, report.full, report)
         if isinstance(exc, QuotaExhaustedError):
             logger.error("ALERT sync %s stopped: %s", conn.name, exc)
             return report
@@ -179,9 +205,9 @@ def sync_connection(
         report.streams[stream] = stream_report
         try:
             with unit_of_work(engine) as session:
-                stored = None if full else load_cursor(session, connection_id, stream)
+                stored = None if report.full else load_cursor(session, connection_id, stream)
             read_range(engine, connector, StreamRange(conn.name, connection_id, stream, stored, until,
-                                                      server_time, full), stream_report, progress)
+                                                      server_time, report.full), stream_report, progress)
         except CRMError as exc:
             report.status, report.error = _status_for(exc), f"{stream}: {exc}"
             report.api_calls = connector.api_calls
@@ -191,6 +217,7 @@ def sync_connection(
                 return report
             exc.report = report  # type: ignore[attr-defined]
             raise
+    # The account look-up records its own calls (purpose "accounts"), and so does not count here.
     report.accounts = link_accounts_after_sync(engine, conn, connector)
     report.status = SyncStatus.succeeded
     report.api_calls = connector.api_calls
@@ -203,11 +230,13 @@ def sync_connection(
 def link_accounts_after_sync(engine: Engine, conn: ConnectionConfig, connector: Connector) -> dict[str, Any]:
     """Place the leads that need it at their CRM accounts; a CRM error here is reported, and the
     sync (already committed) still succeeds: the next run looks those leads up again."""
+    before = connector.api_calls
     try:
         return link_accounts(engine, conn, make_account_finder(conn, connector.client)).to_dict()
     except CRMError as exc:
         logger.warning("account look-up for %s stopped: %s", conn.name, exc)
-        return {"connection": conn.name, "error": f"{type(exc).__name__}: {exc}"}
+        return {"connection": conn.name, "error": f"{type(exc).__name__}: {exc}",
+                "api_calls": connector.api_calls - before}
 
 
 def connect_or_record(engine: Engine, conn: ConnectionConfig, secrets: ConnectionSecrets, *, full: bool,
@@ -442,6 +471,8 @@ def _commit_page(engine: Engine, connector: Connector, connection_id: int, page:
                 session.execute(update(SyncRun).where(SyncRun.id == run_id).values(
                     records=report.records + page.records_read,
                     quarantined=report.quarantined + len(page.quarantined), api_calls=api_calls))
+                # Last, so the day's row is held only while this transaction commits.
+                add_api_calls(session, connection_id, ApiPurpose.sync, api_calls - report.api_calls)
             return counts
         except OperationalError as exc:
             if getattr(exc.orig, "sqlstate", None) != DEADLOCK_DETECTED or attempt == DEADLOCK_ATTEMPTS:
@@ -459,6 +490,9 @@ def _notify(progress: ProgressCallback | None, connection: str, stream: str, kin
 
 def _finish_run(engine: Engine, run_id: int, report: StreamReport) -> None:
     with unit_of_work(engine) as session:
+        run = session.execute(select(SyncRun.connection_id, SyncRun.api_calls).where(SyncRun.id == run_id)).one()
+        # The calls since the last committed page (the last, empty one; a refused request).
+        add_api_calls(session, run.connection_id, ApiPurpose.sync, report.api_calls - run.api_calls)
         session.execute(
             update(SyncRun).where(SyncRun.id == run_id).values(
                 status=report.status, error=report.error, finished_at=datetime.now(UTC),

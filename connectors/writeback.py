@@ -55,8 +55,18 @@ from connectors.registry import (
 from connectors.riders import SPLIT, Rider, claim_riders, release_riders, settle_riders
 from connectors.writeback_report import DEFAULT_POLICY, ConnectionWriteback, WritebackPolicy, WritebackReport
 from store.db import IDS_PER_STATEMENT, among, unit_of_work
-from store.models import ACCOUNT_OUTBOX_KIND, OUTBOX_KIND, Connection, Lead, LeadLifecycle, Outbox, OutboxStatus
+from store.models import (
+    ACCOUNT_OUTBOX_KIND,
+    OUTBOX_KIND,
+    ApiPurpose,
+    Connection,
+    Lead,
+    LeadLifecycle,
+    Outbox,
+    OutboxStatus,
+)
 from store.types import Progress
+from store.usage import CallMeter, add_api_calls, client_calls, record_api_calls
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +120,7 @@ def drain_outbox(
     remaining = limit
     for conn in targets:
         client = (clients or {}).get(conn.name)
+        meter: CallMeter | None = None  # the client's calls not yet in api_usage
         # Lead score fields first, then the account fields of the same connection (same client).
         for outbox_kind, make_writer, entries in ((OUTBOX_KIND, make_score_writer, report.connections),
                                            (ACCOUNT_OUTBOX_KIND, make_account_writer, report.accounts)):
@@ -129,23 +140,28 @@ def drain_outbox(
             try:
                 if client is None:
                     client = client_from(conn, secrets_by_connection)
+                    meter = CallMeter(client_calls(client), 0)
             except ConfigError as exc:
                 # This connection's credentials are missing or wrong: its rows wait, the others go.
                 entry.error, entry.pending_left = str(exc), due
                 logger.warning("write-back to %s stopped: %s", conn.name, entry.error)
                 break
+            meter = meter or CallMeter(client_calls(client))
             try:
                 writer = make_writer(conn, client)
                 # Routing's owner/field changes ride only in lead records.
                 router = make_router(conn, client) if config.routing and outbox_kind == OUTBOX_KIND else None
                 handled = _drain_connection(engine, conn_id, writer, entry, policy, clock, outbox_kind=outbox_kind,
                                             limit=remaining, total=due, progress=shown, router=router,
-                                            client=client)
+                                            client=client, meter=meter)
             except (AuthError, QuotaExhaustedError, RetriableCRMError) as exc:
                 # The CRM refused the whole call: rows stay pending (retried by the next run).
                 entry.error = f"{type(exc).__name__}: {exc}"
                 logger.warning("write-back to %s stopped: %s", conn.name, entry.error)
                 handled = 0
+            finally:
+                # Calls no batch recorded (a refused call, a login): made all the same.
+                record_api_calls(engine, conn_id, ApiPurpose.writeback, meter.take())
             (CALLS_BY_KIND if outbox_kind == OUTBOX_KIND else ACCOUNT_CALLS_BY_KIND)[conn.kind] += entry.api_calls
             LOOKUP_CALLS_BY_KIND[conn.kind] += entry.lookup_calls
             if remaining is not None:
@@ -188,6 +204,7 @@ def _drain_connection(
     progress: Progress | None,
     router: Router | None = None,
     client: Any = None,
+    meter: CallMeter | None = None,
 ) -> int:
     handled = 0
     while limit is None or handled < limit:
@@ -233,6 +250,8 @@ def _drain_connection(
         with unit_of_work(engine) as session:
             split = settle_riders(session, riders, results, entry.routing) if riders else set()
             _mark(session, results, {i.outbox_id: i for i in items}, entry, policy, clock(), resend_now=split)
+            if meter is not None:  # the batch's calls (look-ups and retries included) with its results
+                add_api_calls(session, conn_id, ApiPurpose.writeback, meter.take())
         handled += len(items)
         if progress is not None:
             progress(entry.connection, handled, total)

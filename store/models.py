@@ -6,13 +6,14 @@ a routing action by (lead, score that caused it, action); a sync cursor by (conn
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    Date,
     Enum,
     Float,
     ForeignKey,
@@ -310,6 +311,28 @@ class SyncRun(Base):
     quarantined: Mapped[int] = mapped_column(Integer, default=0)
     api_calls: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)
+
+
+class ApiPurpose(StrEnum):
+    """What leadscore's CRM calls were for (``api_usage.purpose``)."""
+
+    sync = "sync"  # stream pages, logins, the CRM's clock
+    accounts = "accounts"  # the account look-up after a sync
+    writeback = "writeback"  # score and account fields, the look-ups of owner changes riding along
+    routing = "routing"  # tasks, owner changes, campaign memberships
+
+
+class ApiUsage(Base):
+    """CRM API calls leadscore made, per connection, UTC day and purpose (``store.usage``): the
+    calls its clients counted (every response, logins and retries included), recorded in the
+    transaction of the work they served (a sync page, a write-back batch) or when the step ends."""
+
+    __tablename__ = "api_usage"
+
+    connection_id: Mapped[int] = mapped_column(ForeignKey("connection.id"), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    purpose: Mapped[str] = mapped_column(String(16), primary_key=True)  # an ApiPurpose
+    calls: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class QuarantinedRecord(Base):

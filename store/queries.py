@@ -26,6 +26,7 @@ from store.models import (
     SyncRun,
     SyncStatus,
 )
+from store.usage import calls_on, empty_counts, utc_day
 
 SEARCH_LIMIT = 50
 HISTORY_LIMIT = 500
@@ -38,9 +39,10 @@ ROUTING_COUNTED = (ActionStatus.pending, ActionStatus.failed, ActionStatus.done)
 
 def connection_activity(session: Session, *, now: datetime | None = None) -> list[dict[str, Any]]:
     """Per connection: last sync (any stream), last score and last confirmed write-back, outbox
-    rows by status, routing actions by status, and API calls its syncs made since midnight UTC."""
+    rows by status, routing actions by status, and the CRM API calls leadscore made today (UTC),
+    by purpose and in total (``store.usage``: sync, accounts, write-back, routing)."""
     now = now or datetime.now(UTC)
-    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    calls = calls_on(session, utc_day(now))
     out: list[dict[str, Any]] = []
     for conn in session.scalars(select(Connection).order_by(Connection.name)):
         last_run = session.scalars(
@@ -62,10 +64,6 @@ def connection_activity(session: Session, *, now: datetime | None = None) -> lis
             select(RoutingAction.status, func.count()).where(RoutingAction.connection_id == conn.id)
             .group_by(RoutingAction.status)
         )}
-        calls_today = session.scalar(
-            select(func.coalesce(func.sum(SyncRun.api_calls), 0)).where(
-                SyncRun.connection_id == conn.id, SyncRun.started_at >= midnight)
-        )
         leads = session.scalar(select(func.count(Lead.id)).where(Lead.connection_id == conn.id,
                                                                  Lead.is_deleted.is_(False)))
         out.append({
@@ -81,7 +79,7 @@ def connection_activity(session: Session, *, now: datetime | None = None) -> lis
             "last_writeback": last_write,
             "outbox": {s: int(outbox.get(s, 0)) for s in OUTBOX_COUNTED},
             "routing": {s: int(routing.get(s, 0)) for s in ROUTING_COUNTED},
-            "sync_api_calls_today": int(calls_today or 0),
+            "api_calls_today": calls.get(conn.id, empty_counts()),
         })
     return out
 

@@ -37,6 +37,7 @@ from connectors.errors import (
     RetriableCRMError,
     address_of,
     certificate_error,
+    sent_unanswered,
 )
 from connectors.retry import DEFAULT_POLICY, RetryPolicy, call_with_retry, retry_after_seconds
 from connectors.timeparse import parse_http_date
@@ -104,7 +105,8 @@ def missing_credentials(conn: ConnectionConfig, secrets: ConnectionSecrets) -> s
 class HubSpotClient:
     """A ``hubspot.Client`` (``.client``) with retries, budget, rate-limit headers and error mapping.
 
-    ``api_calls`` counts HTTP responses received; ``rate_limits`` holds the latest
+    ``api_calls`` counts HTTP requests sent (answered, or dropped after they left: a connection
+    never made does not count); ``rate_limits`` holds the latest
     ``X-HubSpot-RateLimit-*`` headers; ``last_server_time`` the latest ``Date`` header.
     """
 
@@ -221,6 +223,8 @@ class HubSpotClient:
                 mapped = map_hubspot_error(exc)
                 raise (mapped or FatalCRMError(f"HubSpot error {exc.__class__.__name__}")) from exc
             except urllib3.exceptions.HTTPError as exc:
+                if sent_unanswered(exc):  # dropped after it left: the CRM may have served it
+                    self._observe(None)
                 mapped = map_hubspot_error(exc)
                 raise (mapped or RetriableCRMError("HubSpot connection failed")) from exc
             self._observe(response.headers)

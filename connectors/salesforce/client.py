@@ -46,6 +46,7 @@ from connectors.errors import (
     RetriableCRMError,
     address_of,
     certificate_error,
+    sent_unanswered,
 )
 from connectors.retry import DEFAULT_POLICY, RetryPolicy, call_with_retry, retry_after_seconds
 from connectors.salesforce.session import simulator_session
@@ -169,7 +170,8 @@ def missing_credentials(conn: ConnectionConfig, secrets: ConnectionSecrets) -> s
 class SalesforceClient:
     """A logged-in ``simple_salesforce.Salesforce`` (``.sf``) with retries, budget and error mapping.
 
-    ``api_calls`` counts HTTP responses received (logins and retries included);
+    ``api_calls`` counts HTTP requests sent (logins and retries included; answered, or dropped
+    after they left: a connection never made does not count);
     ``last_limit_info`` is the latest ``Sforce-Limit-Info`` header; ``last_server_time`` the
     latest ``Date`` header (the CRM's clock).
     """
@@ -207,6 +209,12 @@ class SalesforceClient:
         else:
             self.budget.count_call()
 
+    def _count_unanswered(self) -> None:
+        """A request the CRM may have served without answering (a dropped connection, a read
+        timeout): a call all the same, for ``api_calls`` and the budget."""
+        self.api_calls += 1
+        self.budget.count_call()
+
     def _login(self) -> Salesforce:
         conn, secrets = self.conn, self.secrets
         common: dict[str, Any] = {"version": conn.api_version, "session": self.session}
@@ -225,6 +233,9 @@ class SalesforceClient:
             try:
                 return fn()
             except (SalesforceError, requests.exceptions.RequestException) as exc:
+                if not isinstance(exc, SalesforceError | requests.exceptions.ChunkedEncodingError) \
+                        and sent_unanswered(exc):
+                    self._count_unanswered()
                 mapped = map_salesforce_error(exc, self._last_headers)
                 if mapped is None:
                     raise

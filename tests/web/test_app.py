@@ -23,7 +23,7 @@ from scoring.tiers import find_active_policy, likelihood_percent
 from store.db import unit_of_work
 from store.models import Connection, Lead, LeadScore, ModelVersion, RoutingAction, TierPolicy
 from tests.factories import make_lead
-from tests.web.conftest import AUTH_ENV, DB_PASSWORD, SECRET_KEY, USERS, World
+from tests.web.conftest import AUTH_ENV, CONNECTION, DB_PASSWORD, SECRET_KEY, USERS, World
 from web.app import create_app
 from web.auth import Authenticator, parse_users
 
@@ -512,3 +512,37 @@ def test_the_auc_chart_draws_the_baseline_the_live_auc_is_judged_against(client:
     finally:
         with unit_of_work(world.engine) as session:
             session.execute(delete(MonitorReport).where(MonitorReport.id == added))
+
+
+def test_status_and_the_console_show_the_same_api_calls_today(world: World, tmp_path: Path,
+                                                               client: TestClient) -> None:
+    """The overview summed the streams' calls of today's sync runs while `leadscore sync` printed
+    every call its client made (logins, the CRM's clock, the account look-up): both now read
+    ``api_usage``, which every entry point fills (tests/connectors/test_api_usage.py)."""
+    from sqlalchemy import delete
+
+    from store.models import ApiPurpose, ApiUsage
+    from store.usage import add_api_calls
+    from tests.cli.support import leadscore_here
+
+    env = {"LEADSCORE_DATABASE_URL": world.url, "LEADSCORE_CONFIG_FILE": str(world.config_file),
+           "LEADSCORE_VAR_DIR": str(tmp_path / "var")}
+    status = leadscore_here("status", cwd=tmp_path, env=env)
+    assert "API calls today (UTC): none recorded" in status.stdout, status.stdout
+    assert "API calls today (UTC)</th>" in client.get("/", auth=BOB).text
+    with unit_of_work(world.engine) as session:
+        conn_id = session.scalar(select(Connection.id).where(Connection.name == CONNECTION))
+        assert conn_id is not None
+        add_api_calls(session, conn_id, ApiPurpose.sync, 5)
+        add_api_calls(session, conn_id, ApiPurpose.writeback, 2)
+        add_api_calls(session, conn_id, ApiPurpose.sync, 1)  # a second sync the same day adds up
+    try:
+        status = leadscore_here("status", cwd=tmp_path, env=env)
+        assert status.returncode == 0, status.stderr
+        line = f"API calls today (UTC): {CONNECTION} 8 (sync 6, accounts 0, write-back 2, routing 0)"
+        assert line in status.stdout, status.stdout
+        overview = client.get("/", auth=BOB).text
+        assert '8 <span class="muted">(sync 6, accounts 0, write-back 2, routing 0)</span>' in overview
+    finally:
+        with unit_of_work(world.engine) as session:
+            session.execute(delete(ApiUsage))

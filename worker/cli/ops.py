@@ -28,6 +28,7 @@ from worker.schedule import beat_entries
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
+    from sqlalchemy.orm import Session
 
 # Heavy imports stay inside the commands that use them (scoring: CatBoost, pandas, scikit-learn;
 # connectors: the CRM clients; web: FastAPI and uvicorn; crmsim; the demo): seconds that
@@ -243,6 +244,7 @@ def status() -> None:
         for name, (state, error) in failing.items():
             console.print(Text(f"sync {name}: last run {state}: {error}"), soft_wrap=True)
         problems = [f"sync {name}: last run {state}" for name, (state, _error) in failing.items()]
+        console.print(Text(api_calls_line(session)), soft_wrap=True)
         for line in alive.lines():
             console.print(Text(line), soft_wrap=True)
         problems += alive.problems()
@@ -279,6 +281,20 @@ def status() -> None:
         raise LeadscoreError(f"{config_problem} (worker and beat refuse to start until it is fixed)")
     if problems:  # shown above; the exit status says it too, for whoever runs status from a script
         raise LeadscoreError(f"status: {len(problems)} problem(s): {'; '.join(problems)}")
+
+
+def api_calls_line(session: Session) -> str:
+    """Today's CRM API calls per connection (``store.usage``), as the console's overview shows them."""
+    from store.usage import calls_on
+
+    names = dict(session.execute(select(Connection.id, Connection.name)).tuples().all())
+    calls = calls_on(session)
+    if not calls:
+        return "API calls today (UTC): none recorded"
+    parts = [f"{names.get(cid, cid)} {c['total']} (sync {c['sync']}, accounts {c['accounts']}, "
+             f"write-back {c['writeback']}, routing {c['routing']})" for cid, c in sorted(
+                 calls.items(), key=lambda item: str(names.get(item[0], item[0])))]
+    return "API calls today (UTC): " + "; ".join(parts)
 
 
 def _age(started: datetime) -> str:
