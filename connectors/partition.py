@@ -98,15 +98,16 @@ def start_plan(engine: Engine, conn: ConnectionConfig, secrets: ConnectionSecret
     handed_in = connector is not None
     connector = connector or connect_or_record(engine, conn, secrets, full=full)
     meter = sync_meter(connector, handed_in)
-    try:
-        return _start_plan(engine, conn, connector, full)
-    finally:
-        record_outside_streams(engine, ensure_connection(engine, conn), meter, ())
-
-
-def _start_plan(engine: Engine, conn: ConnectionConfig, connector: Connector, full: bool) -> list[int]:
-    stages = stages_for(conn, connector)
     connection_id = ensure_connection(engine, conn)
+    try:
+        return _start_plan(engine, conn, connection_id, connector, full)
+    finally:
+        record_outside_streams(engine, connection_id, meter, ())
+
+
+def _start_plan(engine: Engine, conn: ConnectionConfig, connection_id: int, connector: Connector,
+                full: bool) -> list[int]:
+    stages = stages_for(conn, connector)
     with unit_of_work(engine) as session:
         latest = session.execute(select(func.max(SyncWindow.plan))
                                  .where(SyncWindow.connection_id == connection_id)).scalar_one_or_none()

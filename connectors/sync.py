@@ -156,11 +156,12 @@ def sync_connection(
             logger.error("ALERT sync %s stopped: %s", conn.name, exc)
             return exc.report  # type: ignore[attr-defined,no-any-return]
     meter = sync_meter(connector, handed_in)
+    connection_id = ensure_connection(engine, conn)
     try:
-        return _sync_streams(engine, conn, connector, report, streams, started, progress)
+        return _sync_streams(engine, conn, connection_id, connector, report, streams, started, progress)
     finally:
         # The calls no stream recorded (logins, the CRM's clock, look-ups before the streams).
-        record_outside_streams(engine, ensure_connection(engine, conn), meter, report.streams.values(),
+        record_outside_streams(engine, connection_id, meter, report.streams.values(),
                                int((report.accounts or {}).get("api_calls", 0)))
 
 
@@ -177,10 +178,10 @@ def record_outside_streams(engine: Engine, connection_id: int, meter: CallMeter,
     record_api_calls(engine, connection_id, ApiPurpose.sync, meter.take() - recorded)
 
 
-def _sync_streams(engine: Engine, conn: ConnectionConfig, connector: Connector, report: SyncReport,
-                  streams: Sequence[str] | None, started: float, progress: ProgressCallback | None) -> SyncReport:
+def _sync_streams(engine: Engine, conn: ConnectionConfig, connection_id: int, connector: Connector,
+                  report: SyncReport, streams: Sequence[str] | None, started: float,
+                  progress: ProgressCallback | None) -> SyncReport:
     selected = select_streams(conn, connector, streams)
-    connection_id = ensure_connection(engine, conn)
     _close_interrupted_runs(engine, connection_id)
     try:
         server_time = connector.server_time()

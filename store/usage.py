@@ -61,7 +61,7 @@ def calls_on(session: Session, day: date | None = None) -> dict[int, dict[str, i
     for connection_id, purpose, calls in session.execute(
         select(ApiUsage.connection_id, ApiUsage.purpose, ApiUsage.calls).where(ApiUsage.day == day)
     ):
-        counts = out.setdefault(connection_id, {**{str(p): 0 for p in PURPOSES}, "total": 0})
+        counts = out.setdefault(connection_id, empty_counts())
         counts[purpose] = counts.get(purpose, 0) + int(calls)
         counts["total"] += int(calls)
     return out

@@ -25,12 +25,11 @@ from tests.connectors.test_writeback import FAST
 from tests.connectors.test_writeback_support import (
     add_leads,
     app_config,
-    create_hubspot_score_properties,
     hs_contact_ids,
+    running_sim,
     score,
     secrets_for,
     sf_lead_ids,
-    start_sim,
 )
 from worker.cli.ops import api_calls_line
 
@@ -90,10 +89,7 @@ def test_sync_calls_recorded_equal_what_the_crm_received_and_the_cli_printed(
 
 @pytest.fixture
 def sim() -> Iterator[CRMSim]:
-    sim = start_sim(leads=200, seed=5)
-    create_hubspot_score_properties(sim)
-    yield sim
-    sim.stop()
+    yield from running_sim(200, 5)
 
 
 def test_writeback_and_routing_calls_recorded_with_faults(sim: CRMSim, sqlite_engine: Engine) -> None:

@@ -30,11 +30,10 @@ from store.db import unit_of_work
 from store.models import Connection, Lead, LeadLifecycle, Outbox, RoutingAction
 from tests.connectors.test_writeback_support import (
     app_config,
-    create_hubspot_score_properties,
+    running_sim,
     score,
     secrets_for,
     sf_api_writes,
-    start_sim,
 )
 
 ROUTING: list[dict[str, Any]] = [{"to": "A", "actions": [
@@ -45,10 +44,7 @@ ROUTING: list[dict[str, Any]] = [{"to": "A", "actions": [
 
 @pytest.fixture
 def sim() -> Iterator[CRMSim]:
-    sim = start_sim(leads=80, seed=33)
-    create_hubspot_score_properties(sim)
-    yield sim
-    sim.stop()
+    yield from running_sim(80, 33)
 
 
 def _sf(sim: CRMSim) -> Salesforce:

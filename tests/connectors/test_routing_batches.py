@@ -21,13 +21,12 @@ from store.models import RoutingAction
 from tests.connectors.test_writeback_support import (
     add_leads,
     app_config,
-    create_hubspot_score_properties,
     hs_contact_ids,
+    running_sim,
     score,
     secrets_for,
     sf_api_writes,
     sf_lead_ids,
-    start_sim,
 )
 
 N_SF, N_HS = 250, 150
@@ -43,10 +42,7 @@ ROUTING: list[dict[str, Any]] = [{"to": "A", "actions": [
 
 @pytest.fixture
 def sim() -> Iterator[CRMSim]:
-    sim = start_sim(leads=900, seed=41)
-    create_hubspot_score_properties(sim)
-    yield sim
-    sim.stop()
+    yield from running_sim(900, 41)
 
 
 def _ceil(n: int, size: int) -> int:

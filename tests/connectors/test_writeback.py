@@ -21,11 +21,11 @@ from tests.connectors.test_writeback_support import (
     SCORED_AT,
     add_leads,
     app_config,
-    create_hubspot_score_properties,
     ensure_connections,
     hs_api_writes,
     hs_contact_ids,
     outbox_statuses,
+    running_sim,
     score,
     secrets_for,
     sf_api_writes,
@@ -38,18 +38,12 @@ FAST = WritebackPolicy(max_attempts=10, base_delay=timedelta(0))
 
 @pytest.fixture(scope="module")
 def big_sim() -> Iterator[CRMSim]:
-    sim = start_sim(leads=2600, seed=3)
-    create_hubspot_score_properties(sim)
-    yield sim
-    sim.stop()
+    yield from running_sim(2600, 3)
 
 
 @pytest.fixture
 def sim() -> Iterator[CRMSim]:
-    sim = start_sim(leads=200, seed=5)
-    create_hubspot_score_properties(sim)
-    yield sim
-    sim.stop()
+    yield from running_sim(200, 5)
 
 
 def _write_calls(sim: CRMSim) -> tuple[int, int]:

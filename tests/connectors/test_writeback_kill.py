@@ -29,15 +29,14 @@ from store.models import RoutingAction
 from tests.connectors.test_writeback_support import (
     add_leads,
     app_config,
-    create_hubspot_score_properties,
     hs_api_writes,
     hs_contact_ids,
     outbox_statuses,
+    running_sim,
     score,
     secrets_for,
     sf_api_writes,
     sf_lead_ids,
-    start_sim,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -80,10 +79,7 @@ print("finished")
 
 @pytest.fixture
 def sim() -> Iterator[CRMSim]:
-    sim = start_sim(leads=700, seed=13)
-    create_hubspot_score_properties(sim)
-    yield sim
-    sim.stop()
+    yield from running_sim(700, 13)
 
 
 def _child(sim: CRMSim, engine: Engine, job: str, *, routing: list | None = None, kill_after: list | None = None,

@@ -7,7 +7,7 @@ outbox) for leads that exist in crmsim, created through the ORM the way scoring 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -159,6 +159,14 @@ def hs_api_writes(sim: CRMSim, prop: str = "leadscore_score") -> dict[str, int]:
         if entry.source == "api" and entry.object_type == "contacts" and prop in entry.changed:
             counts[entry.object_id] = counts.get(entry.object_id, 0) + 1
     return counts
+
+
+def running_sim(leads: int, seed: int) -> Iterator[CRMSim]:
+    """A fixture's body: :func:`start_sim` with the leadscore_* HubSpot properties, stopped after."""
+    sim = start_sim(leads=leads, seed=seed)
+    create_hubspot_score_properties(sim)
+    yield sim
+    sim.stop()
 
 
 def create_hubspot_score_properties(sim: CRMSim) -> None:

@@ -26,12 +26,11 @@ from store.models import Connection, SyncRun, SyncWindow
 from tests.conftest import REDIS_BASE_URL
 from tests.connectors.test_writeback_support import (
     add_leads,
-    create_hubspot_score_properties,
     hs_conn,
     hs_contact_ids,
     outbox_statuses,
+    running_sim,
     score,
-    start_sim,
 )
 from tests.services import with_db
 from worker.locks import LOCK_TTL_SECONDS
@@ -45,10 +44,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def sim() -> Iterator[CRMSim]:
-    sim = start_sim(leads=1500, seed=21)
-    create_hubspot_score_properties(sim)
-    yield sim
-    sim.stop()
+    yield from running_sim(1500, 21)
 
 
 @pytest.fixture
