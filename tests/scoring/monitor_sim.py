@@ -1,4 +1,6 @@
-"""Monitoring and retraining against the simulated funnel, day by day (2-3 minutes per World).
+"""Monitoring and retraining against the simulated funnel, day by day (2-3 minutes per World): the
+scenarios and their checks, run by tests/scoring/test_monitor_drift_{1,2,3}.py (one World each, so
+`make test`'s workers run them side by side) and tests/scoring/test_monitor_tier_a_halving.py.
 
 A crmsim ``World`` is generated once (its future included, so outcomes of the scored leads are
 known); the store is then fed day by day with what a CRM would show on that day (new leads,
@@ -15,8 +17,8 @@ days by the champion in place then, the AUC is within 0.03 of the oracle's (the 
 probability) and better than the stale champion's, which trails the oracle by more than before
 the drift. 14 days is the end of crmsim's early window: from then on the oracle knows nothing the
 CRM does not show (before it, it also knows engagement still to come). It runs on Worlds 3, 7 and 11
-(``LEADSCORE_SIM_SEEDS`` picks others); the numbers of all three are in
-docs/monitoring.md.
+(``LEADSCORE_SIM_SEEDS`` picks others: the k-th file runs every third of them from the k-th on); the
+numbers of all three are in docs/monitoring.md.
 
 A second, smaller World (no drift) checks the early top-tier measure: from HALVING_DAY on, tier A
 converts half as often; the top-tier alert comes within 21 days and never before.
@@ -45,19 +47,16 @@ from scoring import registry
 from scoring.features import align_to_spec
 from scoring.monitor import build_cohort, cohort_leads, latest_report, run_monitor
 from scoring.monitoring.elapsed import scores_at_age
-from scoring.monitoring.tier_conversion import MIN_EARLY_EXPECTED
 from scoring.personas import company_key
 from scoring.retrain import retrain_if_due
 from scoring.service import score_leads, train_from_store
 from scoring.tiers import set_policy
 from store.models import Activity, Connection, Lead, LeadScore, SyncRun
 
-pytestmark = pytest.mark.slow
-
 # The scenario: small enough for two shared cores, large enough for a stable AUC.
-# Several Worlds, not one (each about a minute alone on two cores; the module shares each World
-# between its tests): 3, 7 and 11 by default (docs/monitoring.md has each one's numbers);
-# LEADSCORE_SIM_SEEDS picks others.
+# Several Worlds, not one (each 2-3 minutes alone on two cores; a file shares its World between its
+# checks): 3, 7 and 11 by default (docs/monitoring.md has each one's numbers); LEADSCORE_SIM_SEEDS
+# picks others.
 SEEDS = tuple(int(s) for s in os.environ.get("LEADSCORE_SIM_SEEDS",
                                              os.environ.get("LEADSCORE_SIM_SEED", "3,7,11")).split(","))
 LEADS = 16875
@@ -344,63 +343,75 @@ def run_scenario(session: Session, seed: int) -> Run:
     return run
 
 
-@pytest.fixture(scope="module", params=SEEDS, ids=lambda seed: f"seed{seed}")
-def scenario(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
-    from store.db import make_engine
-    from store.models import Base
-
-    engine = make_engine(f"sqlite:///{tmp_path_factory.mktemp('simulation') / 'sim.db'}")
-    Base.metadata.create_all(engine)
-    with Session(bind=engine, expire_on_commit=False) as session:
-        yield run_scenario(session, int(request.param))
-    engine.dispose()
+DRIFT_FILES = 3  # tests/scoring/test_monitor_drift_{1,2,3}.py
 
 
-def test_no_drift_no_alert_and_no_promotion_over_60_days(scenario: Run) -> None:
-    stable = scenario.stable
-    assert len(stable.statuses) == NO_DRIFT_DAYS
-    alerts = {d: a for d, a in stable.alerts.items() if a}
-    assert alerts == {}, alerts
-    assert len(stable.retrains) >= 5, "retraining ran too rarely for the no-promotion check to mean much"
-    assert stable.promotions == {}, stable.retrains
+def drift_world(part: int) -> Any:
+    """The module fixture ``scenario`` of the ``part``-th drift file (1-based): one Run per seed of
+    SEEDS[part - 1 :: DRIFT_FILES] (with the default seeds, one World per file)."""
+
+    @pytest.fixture(scope="module", params=SEEDS[part - 1 :: DRIFT_FILES], ids=lambda seed: f"seed{seed}")
+    def scenario(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+        from store.db import make_engine
+        from store.models import Base
+
+        engine = make_engine(f"sqlite:///{tmp_path_factory.mktemp('simulation') / 'sim.db'}")
+        Base.metadata.create_all(engine)
+        with Session(bind=engine, expire_on_commit=False) as session:
+            yield run_scenario(session, int(request.param))
+        engine.dispose()
+
+    return scenario
 
 
-def test_drift_alerts_within_14_days_and_not_before(scenario: Run) -> None:
-    drift = scenario.drift
-    before = {d: a for d, a in drift.alerts.items() if a and d < DRIFT_DAY}
-    assert before == {}, before
-    # The market shift shows in the inputs (and the scores) of the leads of the first week.
-    early = {d: a for d, a in drift.alerts.items() if a and DRIFT_DAY <= d <= DRIFT_DAY + 14}
-    assert early, {d: (drift.statuses[d], scenario.score_psi.get(d)) for d in drift.statuses if d >= DRIFT_DAY}
-    assert all(drift.statuses[d] == "alert" for d in early)
+class DriftChecks:
+    """The checks on one drifting World; each drift file subclasses this with its ``scenario``."""
+
+    def test_no_drift_no_alert_and_no_promotion_over_60_days(self, scenario: Run) -> None:
+        stable = scenario.stable
+        assert len(stable.statuses) == NO_DRIFT_DAYS
+        alerts = {d: a for d, a in stable.alerts.items() if a}
+        assert alerts == {}, alerts
+        assert len(stable.retrains) >= 5, "retraining ran too rarely for the no-promotion check to mean much"
+        assert stable.promotions == {}, stable.retrains
 
 
-def test_drift_is_real_for_the_stale_champion(scenario: Run) -> None:
-    # On the same later leads, the stale champion trails the oracle by clearly more than it did
-    # before the drift.
-    before = scenario.auc["before_drift"]
-    served = scenario.auc["served_after_promotion"]
-    before_gap = before["oracle_auc"] - before["model_auc"]
-    assert served["oracle_auc"] - served["stale_auc"] > before_gap + 0.005, scenario.auc
+    def test_drift_alerts_within_14_days_and_not_before(self, scenario: Run) -> None:
+        drift = scenario.drift
+        before = {d: a for d, a in drift.alerts.items() if a and d < DRIFT_DAY}
+        assert before == {}, before
+        # The market shift shows in the inputs (and the scores) of the leads of the first week.
+        early = {d: a for d, a in drift.alerts.items() if a and DRIFT_DAY <= d <= DRIFT_DAY + 14}
+        assert early, {d: (drift.statuses[d], scenario.score_psi.get(d)) for d in drift.statuses if d >= DRIFT_DAY}
+        assert all(drift.statuses[d] == "alert" for d in early)
 
 
-def test_a_challenger_trained_on_post_drift_leads_is_promoted(scenario: Run) -> None:
-    assert scenario.post_drift_champion is not None, (scenario.promoted, scenario.drift.retrains)
-    x, start, end = scenario.promoted[scenario.post_drift_champion]
-    assert x >= DRIFT_DAY and end is not None and end > day(DRIFT_DAY), scenario.promoted
-    # Learnt from the changed world only: its first training snapshot is of a lead created after
-    # the drift began (the monitor's onset is a few days early at most).
-    assert start is not None and start >= day(DRIFT_DAY - 7 + 14), scenario.promoted
+    def test_drift_is_real_for_the_stale_champion(self, scenario: Run) -> None:
+        # On the same later leads, the stale champion trails the oracle by clearly more than it did
+        # before the drift.
+        before = scenario.auc["before_drift"]
+        served = scenario.auc["served_after_promotion"]
+        before_gap = before["oracle_auc"] - before["model_auc"]
+        assert served["oracle_auc"] - served["stale_auc"] > before_gap + 0.005, scenario.auc
 
 
-def test_auc_on_later_leads_recovers_to_within_003_of_the_oracle(scenario: Run) -> None:
-    """Leads created after the post-drift promotion, each scored at 14 days by the champion in
-    place then: AUC within 0.03 of the oracle's on the same leads, and better than the stale
-    champion's."""
-    served = scenario.auc["served_after_promotion"]
-    assert served["positives"] >= 200, served
-    assert served["oracle_auc"] - served["model_auc"] < 0.03, served
-    assert served["model_auc"] > served["stale_auc"], served
+    def test_a_challenger_trained_on_post_drift_leads_is_promoted(self, scenario: Run) -> None:
+        assert scenario.post_drift_champion is not None, (scenario.promoted, scenario.drift.retrains)
+        x, start, end = scenario.promoted[scenario.post_drift_champion]
+        assert x >= DRIFT_DAY and end is not None and end > day(DRIFT_DAY), scenario.promoted
+        # Learnt from the changed world only: its first training snapshot is of a lead created after
+        # the drift began (the monitor's onset is a few days early at most).
+        assert start is not None and start >= day(DRIFT_DAY - 7 + 14), scenario.promoted
+
+
+    def test_auc_on_later_leads_recovers_to_within_003_of_the_oracle(self, scenario: Run) -> None:
+        """Leads created after the post-drift promotion, each scored at 14 days by the champion in
+        place then: AUC within 0.03 of the oracle's on the same leads, and better than the stale
+        champion's."""
+        served = scenario.auc["served_after_promotion"]
+        assert served["positives"] >= 200, served
+        assert served["oracle_auc"] - served["model_auc"] < 0.03, served
+        assert served["model_auc"] > served["stale_auc"], served
 
 
 # ------------------------------------------------------------------- tier A's conversion halves
@@ -475,26 +486,3 @@ def run_halving(session: Session, seed: int) -> HalvingRun:
     print(f"seed {seed}: tier A halves at day {HALVING_DAY}: dropped {run.dropped} tier-A conversions "
           f"(kept {run.kept_tier_a}); early measure (day - D, status, observed, expected): {early}; alerts {alerts}")
     return run
-
-
-@pytest.fixture(scope="module", params=(HALVING_SEED,), ids=lambda seed: f"seed{seed}")
-def halving(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HalvingRun]:
-    from store.db import make_engine
-    from store.models import Base
-
-    engine = make_engine(f"sqlite:///{tmp_path_factory.mktemp('halving') / 'sim.db'}")
-    Base.metadata.create_all(engine)
-    with Session(bind=engine, expire_on_commit=False) as session:
-        yield run_halving(session, int(request.param))
-    engine.dispose()
-
-
-def test_tier_a_conversion_halving_alerts_within_21_days_and_not_before(halving: HalvingRun) -> None:
-    assert halving.dropped > 20, "the scenario did not halve tier A's conversions"
-    before = {d: a for d, a in halving.top_tier_alerts.items() if a and d < HALVING_DAY}
-    assert before == {}, before
-    # Judged, not silent, before the change: the early measure had enough tier-A leads then.
-    judged = [d for d, e in halving.early.items() if d < HALVING_DAY and e.get("status") == "ok"]
-    assert len(judged) >= 5 and all(halving.early[d]["expected"] >= MIN_EARLY_EXPECTED for d in judged), halving.early
-    after = sorted(d for d, a in halving.top_tier_alerts.items() if a and HALVING_DAY <= d <= HALVING_DAY + 21)
-    assert after, {d - HALVING_DAY: e for d, e in halving.early.items() if d >= HALVING_DAY}
