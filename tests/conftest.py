@@ -52,6 +52,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items.sort(key=lambda item: item.path not in slow_files)  # stable: the order otherwise unchanged
 
 
+@pytest.fixture(autouse=True)
+def _no_salesforce_token_from_another_test() -> None:
+    """Salesforce clients reuse this process's token for an org (connectors.salesforce.client): a
+    test starts with none, so its login counts do not depend on the tests before it."""
+    from connectors.salesforce.client import forget_tokens
+
+    forget_tokens()
+
+
 def pytest_report_header(config: pytest.Config) -> str:
     return services.describe()
 

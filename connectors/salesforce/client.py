@@ -4,7 +4,10 @@
 Authentication, in order of preference:
 
 * OAuth client credentials (``client_id`` + ``client_secret_env`` + ``domain``): the client logs in
-  again by itself when a session expires (a 401 ``INVALID_SESSION_ID``);
+  again by itself when a session expires (a 401 ``INVALID_SESSION_ID``). The access token is kept
+  per process (:func:`cached_token`): the next client of the same org and connected app in the
+  process (a partitioned sync's next unit, write-back, routing) starts with it instead of logging
+  in again; one whose first call finds it expired logs in once and replaces it;
 * a session id (``session_id_env`` + ``instance_url``): no automatic re-login, so an expired
   session surfaces as :class:`AuthError` after one rebuild of the client.
 
@@ -15,8 +18,10 @@ it trusts that CA, ignores ``REQUESTS_CA_BUNDLE`` and sends ``*.salesforce.com``
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
+import threading
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
@@ -55,6 +60,29 @@ from connectors.timeparse import parse_http_date
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+# Access tokens by org and connected app, for this process: (session id, instance host).
+_tokens: dict[tuple[str, ...], tuple[str, str]] = {}
+_tokens_lock = threading.Lock()
+
+
+def _token_key(conn: ConnectionConfig, secret: str) -> tuple[str, ...]:
+    """The org (login domain, instance) and the connected app (its id and a digest of its
+    secret: a rotated secret never reuses a token got with the old one)."""
+    return (conn.domain or "", conn.instance_url or "", conn.client_id or "",
+            hashlib.sha256(secret.encode()).hexdigest())
+
+
+def cached_token(conn: ConnectionConfig, secret: str) -> tuple[str, str] | None:
+    """The access token this process holds for ``conn``'s org and app (session id, instance)."""
+    with _tokens_lock:
+        return _tokens.get(_token_key(conn, secret))
+
+
+def forget_tokens() -> None:
+    """Drop every access token this process holds (the next client logs in)."""
+    with _tokens_lock:
+        _tokens.clear()
 
 # errorCodes that may succeed when repeated (record locks, stale query cursors). QUERY_TIMEOUT is
 # not among them: the same query times out again; the connector re-asks with a smaller page.
@@ -189,7 +217,7 @@ class SalesforceClient:
         self.last_server_time: datetime | None = None
         self._last_headers: Any = None
         self._reauthenticated = False
-        self.sf: Salesforce = self._with_mapping(self._login)
+        self.sf: Salesforce = self._with_mapping(lambda: self._login(reuse=True))
 
     @property
     def api_usage(self) -> dict[str, Any]:
@@ -215,15 +243,24 @@ class SalesforceClient:
         self.api_calls += 1
         self.budget.count_call()
 
-    def _login(self) -> Salesforce:
+    def _login(self, *, reuse: bool = False) -> Salesforce:
+        """Log in (OAuth client credentials, or the configured session id). ``reuse``: start with
+        the process's token for this org and app when there is one (no request); a client built
+        on it cannot log in again by itself, so :meth:`request` does once if it has expired."""
         conn, secrets = self.conn, self.secrets
         common: dict[str, Any] = {"version": conn.api_version, "session": self.session}
         problem = missing_credentials(conn, secrets)
         if problem is not None:
             raise ConfigError(problem)
         if conn.client_id and secrets.client_secret:
-            return Salesforce(consumer_key=conn.client_id, consumer_secret=secrets.client_secret.get_secret_value(),
-                              domain=conn.domain, **common)
+            secret = secrets.client_secret.get_secret_value()
+            token = cached_token(conn, secret) if reuse else None
+            if token is not None:
+                return Salesforce(session_id=token[0], instance=token[1], **common)
+            sf = Salesforce(consumer_key=conn.client_id, consumer_secret=secret, domain=conn.domain, **common)
+            with _tokens_lock:
+                _tokens[_token_key(conn, secret)] = (sf.session_id, sf.sf_instance)
+            return sf
         assert secrets.session_id is not None  # missing_credentials: OAuth or a session id
         return Salesforce(session_id=secrets.session_id.get_secret_value(), instance_url=conn.instance_url, **common)
 
@@ -248,7 +285,8 @@ class SalesforceClient:
         checked first, and errors mapped to :mod:`connectors.errors`.
 
         An expired session is re-authenticated once per client (client-credentials mode already
-        re-logs in inside simple-salesforce; session-id mode rebuilds the client once).
+        re-logs in inside simple-salesforce, except on a token reused from the process: that
+        client logs in here; session-id mode rebuilds the client once).
         """
         try:
             return self._with_mapping(lambda: fn(self.sf))
