@@ -5,7 +5,6 @@ token (19 of 40 requests in a worker trial). Counted by crmsim itself."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 
 import pytest
 
@@ -17,20 +16,12 @@ from tests.connectors.conftest import salesforce_config
 TOKEN = "POST oauth2/token"
 
 
-@pytest.fixture
-def sim() -> Iterator[CRMSim]:
-    sim = CRMSim(leads=30, seed=5, history_days=30, admin=False).start()
-    try:
-        yield sim
-    finally:
-        sim.stop()
-
-
 def _count(sim: CRMSim, label: str) -> int:
     return sim.call_counts()["salesforce"].get(label, 0)
 
 
-def test_clients_of_one_process_share_a_token_and_replace_it_once_expired(sim: CRMSim) -> None:
+def test_clients_of_one_process_share_a_token_and_replace_it_once_expired(small_sim: CRMSim) -> None:
+    sim = small_sim
     conn, secrets = salesforce_config(sim, "sf")
     first = make_salesforce(conn, secrets)
     assert _count(sim, TOKEN) == 1 and first.api_calls == 1
@@ -55,7 +46,8 @@ def test_clients_of_one_process_share_a_token_and_replace_it_once_expired(sim: C
     assert fourth.api_calls == 1 and _count(sim, TOKEN) == 2
 
 
-def test_another_secret_or_a_forgotten_token_logs_in(sim: CRMSim) -> None:
+def test_another_secret_or_a_forgotten_token_logs_in(small_sim: CRMSim) -> None:
+    sim = small_sim
     conn, secrets = salesforce_config(sim, "sf")
     make_salesforce(conn, secrets)
     assert _count(sim, TOKEN) == 1

@@ -30,6 +30,7 @@ import itertools
 import os
 import zlib
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -346,20 +347,27 @@ def run_scenario(session: Session, seed: int) -> Run:
 DRIFT_FILES = 3  # tests/scoring/test_monitor_drift_{1,2,3}.py
 
 
+@contextmanager
+def sim_store(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[Session]:
+    """A session on a fresh SQLite store of its own, for one scenario (disposed after)."""
+    from store.db import make_engine
+    from store.models import Base
+
+    engine = make_engine(f"sqlite:///{tmp_path_factory.mktemp(name) / 'sim.db'}")
+    Base.metadata.create_all(engine)
+    with Session(bind=engine, expire_on_commit=False) as session:
+        yield session
+    engine.dispose()
+
+
 def drift_world(part: int) -> Any:
     """The module fixture ``scenario`` of the ``part``-th drift file (1-based): one Run per seed of
     SEEDS[part - 1 :: DRIFT_FILES] (with the default seeds, one World per file)."""
 
     @pytest.fixture(scope="module", params=SEEDS[part - 1 :: DRIFT_FILES], ids=lambda seed: f"seed{seed}")
     def scenario(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
-        from store.db import make_engine
-        from store.models import Base
-
-        engine = make_engine(f"sqlite:///{tmp_path_factory.mktemp('simulation') / 'sim.db'}")
-        Base.metadata.create_all(engine)
-        with Session(bind=engine, expire_on_commit=False) as session:
+        with sim_store(tmp_path_factory, "simulation") as session:
             yield run_scenario(session, int(request.param))
-        engine.dispose()
 
     return scenario
 

@@ -6,24 +6,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy.orm import Session
 
 from scoring.monitoring.tier_conversion import MIN_EARLY_EXPECTED
-from tests.scoring.monitor_sim import HALVING_DAY, HALVING_SEED, HalvingRun, run_halving
+from tests.scoring.monitor_sim import HALVING_DAY, HALVING_SEED, HalvingRun, run_halving, sim_store
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module", params=(HALVING_SEED,), ids=lambda seed: f"seed{seed}")
 def halving(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HalvingRun]:
-    from store.db import make_engine
-    from store.models import Base
-
-    engine = make_engine(f"sqlite:///{tmp_path_factory.mktemp('halving') / 'sim.db'}")
-    Base.metadata.create_all(engine)
-    with Session(bind=engine, expire_on_commit=False) as session:
+    with sim_store(tmp_path_factory, "halving") as session:
         yield run_halving(session, int(request.param))
-    engine.dispose()
 
 
 def test_tier_a_conversion_halving_alerts_within_21_days_and_not_before(halving: HalvingRun) -> None:
