@@ -137,6 +137,10 @@ class ConnectionConfig(_Strict):
     page_size: Annotated[int, Field(ge=1, le=2000)] | None = None
     overlap_seconds: Annotated[int, Field(ge=0, le=86_400)] = 300
     api_budget_share: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
+    # Seconds to wait for the CRM's answer to one call (connecting: 10 s). A call that gets no
+    # answer in time is tried once more, then the CRM counts as unresponsive for a while
+    # (connectors.retry.RetryPolicy): a hung CRM does not hold workers for long.
+    read_timeout_s: Annotated[float, Field(gt=0.0, le=600.0)] = 120.0
     streams: list[str] | None = None  # None = every stream the connector knows
     # Celery workers: a first load of a windowed stream is cut into this many time windows, each
     # read by its own task (docs/scaling.md); 1 = one task per stream.

@@ -40,6 +40,12 @@ class RetriableCRMError(CRMError):
         self.retry_after = retry_after
 
 
+class CRMTimeoutError(RetriableCRMError):
+    """The CRM did not answer in time: no connection within the connect timeout, or no response
+    within the connection's ``read_timeout_s``. Retried less than other retriable errors (a hung
+    CRM would hold a worker for every attempt): see :class:`connectors.retry.RetryPolicy`."""
+
+
 class AuthError(CRMError):
     """Credentials refused or session expired (after the one re-authentication we attempt)."""
 
@@ -126,6 +132,36 @@ def sent_unanswered(exc: BaseException) -> bool:
         return False
     dropped = (urllib3.exceptions.ProtocolError, urllib3.exceptions.ReadTimeoutError, ConnectionError, TimeoutError)
     return any(isinstance(e, dropped) for e in chain) and getattr(exc, "response", None) is None
+
+
+CONNECT_TIMEOUT_S = 10.0  # seconds to connect to a CRM; reading waits the connection's read_timeout_s
+
+
+def timed_out(exc: BaseException) -> str | None:
+    """``"read"`` when ``exc`` is a request that got no response within its read timeout,
+    ``"connect"`` when no connection was made within the connect timeout, else None (a refused
+    connection or an unresolved host fails at once: not a timeout, whatever urllib3's classes)."""
+    import urllib3.exceptions  # the HTTP stack of both CRM clients
+
+    chain = list(_chain(exc))
+    if any(isinstance(e, urllib3.exceptions.ReadTimeoutError) for e in chain):
+        return "read"
+    if any(isinstance(e, urllib3.exceptions.ConnectTimeoutError)
+           and not isinstance(e, urllib3.exceptions.NewConnectionError) for e in chain):
+        return "connect"
+    return None
+
+
+def timeout_error(crm: str, exc: BaseException, read_timeout_s: float) -> CRMTimeoutError | None:
+    """The one-line error for a call the CRM did not answer in time (None: ``exc`` is not one)."""
+    kind = timed_out(exc)
+    if kind is None:
+        return None
+    if kind == "read":
+        return CRMTimeoutError(f"{crm} did not answer within {read_timeout_s:g} s{address_of(exc)}",
+                               code="READ_TIMEOUT")
+    return CRMTimeoutError(f"{crm} could not be reached within {CONNECT_TIMEOUT_S:g} s{address_of(exc)}",
+                           code="CONNECT_TIMEOUT")
 
 
 def certificate_error(crm: str, exc: BaseException) -> FatalCRMError | None:

@@ -14,6 +14,9 @@ both APIs. Keys:
 ``rate_503``         share answered 503
 ``drop``             share of requests whose connection is closed without a response
 ``latency_ms``       added latency per request
+``hang``             share of requests held without an answer for ``hang_s`` seconds, then
+                     closed without a response: a CRM that hangs (the client's read timeout fires)
+``hang_s``           seconds a hung request is held (float, default 30)
 ``expire_after``     the session/token expires after this many calls (once; 0 = never)
 ``record_fail``      share of records in batch writes that fail on their own (partial success)
 ``concurrent_limit`` Salesforce only: share of requests answered 403 ``REQUEST_LIMIT_EXCEEDED``
@@ -51,6 +54,8 @@ class FaultPlan:
     rate_503: float = 0.0
     drop: float = 0.0
     latency_ms: float = 0.0
+    hang: float = 0.0
+    hang_s: float = 30.0
     expire_after: int = 0
     record_fail: float = 0.0
     concurrent_limit: float = 0.0
@@ -61,7 +66,7 @@ class FaultPlan:
 
     @property
     def any_request_fault(self) -> bool:
-        return (self.rate_429 + self.rate_500 + self.rate_503 + self.drop) > 0
+        return (self.rate_429 + self.rate_500 + self.rate_503 + self.drop + self.hang) > 0
 
 
 _FLOAT_KEYS = {f.name for f in fields(FaultPlan) if f.type in ("float", float)}
@@ -128,14 +133,14 @@ class FaultInjector:
         self.injected[kind] = self.injected.get(kind, 0) + 1
 
     def request_fault(self) -> str | None:
-        """One of ``"drop"``, ``"429"``, ``"500"``, ``"503"`` or None."""
+        """One of ``"hang"``, ``"drop"``, ``"429"``, ``"500"``, ``"503"`` or None."""
         with self._lock:
             plan = self.plan
             if not plan.any_request_fault:
                 return None
             roll = self._rng.random()
             edge = 0.0
-            for kind, rate in (("drop", plan.drop), ("429", plan.rate_429),
+            for kind, rate in (("hang", plan.hang), ("drop", plan.drop), ("429", plan.rate_429),
                                ("500", plan.rate_500), ("503", plan.rate_503)):
                 edge += rate
                 if roll < edge:

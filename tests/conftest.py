@@ -61,6 +61,15 @@ def _no_salesforce_token_from_another_test() -> None:
     forget_tokens()
 
 
+@pytest.fixture(autouse=True)
+def _no_unresponsive_crm_from_another_test() -> None:
+    """A CRM that timed out counts as unresponsive in this process for a while
+    (connectors.retry): a test starts with every CRM answering."""
+    from connectors.retry import forget_unresponsive
+
+    forget_unresponsive()
+
+
 def pytest_report_header(config: pytest.Config) -> str:
     return services.describe()
 

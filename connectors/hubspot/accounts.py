@@ -16,7 +16,6 @@ from typing import Any
 
 from config.app_config import ConnectionConfig, HubSpotFields
 from connectors.accounts import AccountMatch, LeadForAccount, website_domain
-from connectors.hubspot.client import REQUEST_TIMEOUT
 from connectors.hubspot.writeback import BATCH_SIZE, parse_batch_response, write_splitting_invalid
 from connectors.protocols import OutboxItem, RecordResult, fields_as
 
@@ -80,6 +79,6 @@ class HubSpotAccountWriter:
         def send(c: Any) -> Any:
             self._attempts += 1
             return c.api("objects.batch").update("companies", request, _preload_content=False,
-                                                 _request_timeout=REQUEST_TIMEOUT)
+                                                 _request_timeout=c.timeout)
 
         return parse_batch_response(items, self._client.request(send))

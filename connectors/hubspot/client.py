@@ -30,6 +30,7 @@ from config.errors import ConfigError
 from connectors.base import ConnectionSecrets
 from connectors.budget import ApiBudget
 from connectors.errors import (
+    CONNECT_TIMEOUT_S,
     AuthError,
     CRMError,
     FatalCRMError,
@@ -38,6 +39,7 @@ from connectors.errors import (
     address_of,
     certificate_error,
     sent_unanswered,
+    timeout_error,
 )
 from connectors.retry import DEFAULT_POLICY, RetryPolicy, call_with_retry, retry_after_seconds
 from connectors.timeparse import parse_http_date
@@ -45,7 +47,6 @@ from connectors.timeparse import parse_http_date
 logger = logging.getLogger(__name__)
 
 DEFAULT_HOST = "https://api.hubapi.com"
-REQUEST_TIMEOUT = (10.0, 120.0)
 # Every sub-package of hubspot-api-client has its own, unrelated ApiException class.
 API_EXCEPTIONS: tuple[type[Exception], ...] = (
     ObjectsApiException, AssociationsApiException, PropertiesApiException, EventsApiException, OAuthApiException,
@@ -120,6 +121,8 @@ class HubSpotClient:
         self.secrets = secrets
         self.policy = policy
         self.host = (conn.host or DEFAULT_HOST).rstrip("/")
+        # (connect, read) seconds of every call (``_request_timeout``).
+        self.timeout = (CONNECT_TIMEOUT_S, conn.read_timeout_s)
         self.client = self._build(secrets.access_token)
         self.budget = ApiBudget(conn.api_budget_share, crm="hubspot")
         self.api_calls = 0
@@ -149,7 +152,7 @@ class HubSpotClient:
                 grant_type="refresh_token", client_id=conn.client_id,
                 client_secret=secrets.client_secret.get_secret_value(),
                 refresh_token=secrets.refresh_token.get_secret_value(), _preload_content=False,
-                _request_timeout=REQUEST_TIMEOUT)
+                _request_timeout=c.timeout)
 
         body = self._call(exchange)
         token = body.get("access_token")
@@ -225,17 +228,18 @@ class HubSpotClient:
             except urllib3.exceptions.HTTPError as exc:
                 if sent_unanswered(exc):  # dropped after it left: the CRM may have served it
                     self._observe(None)
-                mapped = map_hubspot_error(exc)
+                mapped = timeout_error("HubSpot", exc, self.conn.read_timeout_s) or map_hubspot_error(exc)
                 raise (mapped or RetriableCRMError("HubSpot connection failed")) from exc
             self._observe(response.headers)
             return _body_json(response.data)
 
-        return call_with_retry(attempt, self.policy, what=f"connection {self.conn.name!r} (HubSpot)")
+        return call_with_retry(attempt, self.policy, what=f"connection {self.conn.name!r} (HubSpot)",
+                               unresponsive_key=f"hubspot:{self.conn.name}")
 
     def server_time(self) -> datetime:
         """The portal's clock: the ``Date`` header of one cheap property read."""
         self.request(lambda c: c.api("properties.core").get_by_name(
-            "contacts", "lastmodifieddate", _preload_content=False, _request_timeout=REQUEST_TIMEOUT))
+            "contacts", "lastmodifieddate", _preload_content=False, _request_timeout=c.timeout))
         if self.last_server_time is None:
             raise FatalCRMError("HubSpot sent no Date header: cannot bound the sync window")
         return self.last_server_time

@@ -15,8 +15,7 @@ from urllib.parse import quote
 
 from config.app_config import AppConfig, ConnectionConfig, RoutingActionConfig
 from connectors.actions import action_marker, actions_for, due, round_robin_pick, task_subject
-from connectors.errors import FatalCRMError, RetriableCRMError, address_of, certificate_error
-from connectors.hubspot.client import REQUEST_TIMEOUT
+from connectors.errors import FatalCRMError, RetriableCRMError, address_of, certificate_error, timeout_error
 from connectors.hubspot.writeback import BATCH_SIZE, RETRIABLE_CATEGORIES
 from connectors.protocols import ActionResult, LeadRef
 from store.models import RoutingAction
@@ -41,15 +40,22 @@ def hubspot_raw(client: Any, method: str, path: str, qs: dict[str, Any] | None =
     """
     import requests
     from hubspot.crm.objects.exceptions import ApiException
+    from hubspot.utils.requests.http_request_builder import Request
 
     options: dict[str, Any] = {"method": method, "path": path}
     if qs:
         options["qs"] = qs
+    # What ``client.client.api_request(options)`` sends (its URL, auth and headers), with the
+    # connection's timeout: api_request has none and would wait for a hung CRM forever.
+    built = Request(client.client.config, options)
     try:
-        response = client.client.api_request(options)
+        response = requests.request(built.get_method(), built.get_url(), timeout=client.timeout,
+                                    **built.get_options_for_sending())
     except requests.RequestException as exc:
         if (untrusted := certificate_error("HubSpot", exc)) is not None:
             raise untrusted from exc
+        if (late := timeout_error("HubSpot", exc, client.conn.read_timeout_s)) is not None:
+            raise late from exc
         raise RetriableCRMError(f"HubSpot connection failed: {exc.__class__.__name__}{address_of(exc)}") from exc
     if response.status_code >= 300:
         error = ApiException(status=response.status_code, reason=response.reason)
@@ -100,7 +106,7 @@ class HubSpotRouter:
     def properties(self) -> dict[str, dict[str, Any]]:
         if self._properties is None:
             body = self.client.request(lambda c: c.api("properties.core").get_all(
-                "contacts", _preload_content=False, _request_timeout=REQUEST_TIMEOUT))
+                "contacts", _preload_content=False, _request_timeout=c.timeout))
             self._properties = {str(p["name"]): p for p in body.get("results") or []}
         return self._properties
 
@@ -163,7 +169,7 @@ class HubSpotRouter:
 
         body = SimplePublicObjectInput(properties=props)
         self.client.request(lambda c: c.api("objects.basic").update(
-            "contacts", lead.crm_id, body, _preload_content=False, _request_timeout=REQUEST_TIMEOUT))
+            "contacts", lead.crm_id, body, _preload_content=False, _request_timeout=c.timeout))
 
     def _owner_for(self, action: RoutingAction, lead: LeadRef) -> str:
         queue = action.params.get("queue")
@@ -201,7 +207,7 @@ class HubSpotRouter:
             request = BatchReadInputSimplePublicObjectId(
                 inputs=[{"id": t} for t in task_ids[start:start + 100]], properties=["hs_task_subject"])
             read = self.client.request(lambda c, r=request: c.api("objects.batch").read(
-                "tasks", r, _preload_content=False, _request_timeout=REQUEST_TIMEOUT))
+                "tasks", r, _preload_content=False, _request_timeout=c.timeout))
             for task in read.get("results") or []:
                 if (task.get("properties") or {}).get("hs_task_subject") == subject:
                     return str(task.get("id"))
@@ -219,7 +225,7 @@ class HubSpotRouter:
             task = self._task_input(action, lead)
             body = SimplePublicObjectInputForCreate(properties=task["properties"], associations=task["associations"])
             created = self.client.request(lambda c: c.api("objects.basic").create(
-                "tasks", body, _preload_content=False, _request_timeout=REQUEST_TIMEOUT))
+                "tasks", body, _preload_content=False, _request_timeout=c.timeout))
             return str(created["id"])
         if kind == "enroll_workflow":
             if not lead.email:
@@ -295,12 +301,12 @@ class HubSpotRouter:
         if updates:
             request = {"inputs": [{"id": cid, "properties": props} for cid, props in updates.items()]}
             body = self.client.request(lambda c: c.api("objects.batch").update(
-                "contacts", request, _preload_content=False, _request_timeout=REQUEST_TIMEOUT))
+                "contacts", request, _preload_content=False, _request_timeout=c.timeout))
             results.extend(_update_results(body, update_actions))
         if tasks:
             create = {"inputs": [task for _, task in tasks]}
             body = self.client.request(lambda c: c.api("objects.batch").create(
-                "tasks", create, _preload_content=False, _request_timeout=REQUEST_TIMEOUT))
+                "tasks", create, _preload_content=False, _request_timeout=c.timeout))
             results.extend(_create_results(body, tasks))
         for action, lead in singles:
             try:

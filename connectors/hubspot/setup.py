@@ -15,7 +15,6 @@ from hubspot.crm.properties import PropertyCreate
 
 from config.app_config import AppConfig, ConnectionConfig, HubSpotFields
 from connectors.errors import FatalCRMError
-from connectors.hubspot.client import REQUEST_TIMEOUT
 from connectors.protocols import SetupResult, fields_as
 from scoring.feedback import TIERS
 from scoring.feedback import VALUES as FEEDBACK_VALUES
@@ -97,7 +96,7 @@ def _ensure_properties(client: Any, object_type: str, label: str, specs: list[di
                        result: SetupResult) -> None:
     """Create the missing ``specs`` on ``object_type``; report existing ones of the wrong type."""
     listing = client.request(lambda c: c.api("properties.core").get_all(
-        object_type, _preload_content=False, _request_timeout=REQUEST_TIMEOUT))
+        object_type, _preload_content=False, _request_timeout=c.timeout))
     existing = {str(p["name"]): p for p in listing.get("results") or []}
     for spec in specs:
         found = existing.get(spec["name"])
@@ -118,7 +117,7 @@ def _ensure_properties(client: Any, object_type: str, label: str, specs: list[di
         body = PropertyCreate(**{_snake(k): v for k, v in spec.items()})
         try:
             client.request(lambda c, b=body: c.api("properties.core").create(
-                object_type, b, _preload_content=False, _request_timeout=REQUEST_TIMEOUT))
+                object_type, b, _preload_content=False, _request_timeout=c.timeout))
         except FatalCRMError as exc:
             if exc.status != 409:
                 raise

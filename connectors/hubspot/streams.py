@@ -32,7 +32,7 @@ from sqlalchemy.engine import Engine
 from config.app_config import ConnectionConfig
 from connectors.base import ConnectionSecrets, Cursor, LeadRecord, Page, QuarantinedItem
 from connectors.errors import BadRecord, FatalCRMError
-from connectors.hubspot.client import REQUEST_TIMEOUT, HubSpotClient, make_hubspot
+from connectors.hubspot.client import HubSpotClient, make_hubspot
 from connectors.hubspot.records import (
     company_id_of,
     engagement_record,
@@ -80,26 +80,26 @@ def search_filter_groups(prop: str, start: Cursor | None, until: datetime) -> li
 # One generated-API call each (raw responses: the client parses JSON and reads the headers).
 def _search_call(c: HubSpotClient, *, object_type: str, body: dict[str, Any]) -> Any:
     return c.api("objects.search").do_search(object_type, body, _preload_content=False,
-                                             _request_timeout=REQUEST_TIMEOUT)
+                                             _request_timeout=c.timeout)
 
 
 def _list_call(c: HubSpotClient, *, object_type: str, kwargs: dict[str, Any]) -> Any:
     return c.api("objects.basic").get_page(object_type, _preload_content=False,
-                                           _request_timeout=REQUEST_TIMEOUT, **kwargs)
+                                           _request_timeout=c.timeout, **kwargs)
 
 
 def _batch_read_call(c: HubSpotClient, *, object_type: str, body: dict[str, Any]) -> Any:
     return c.api("objects.batch").read(object_type, body, archived=False, _preload_content=False,
-                                       _request_timeout=REQUEST_TIMEOUT)
+                                       _request_timeout=c.timeout)
 
 
 def _associations_call(c: HubSpotClient, *, object_type: str, body: dict[str, Any]) -> Any:
     return c.api("associations.batch").get_page(object_type, "contacts", body, _preload_content=False,
-                                                _request_timeout=REQUEST_TIMEOUT)
+                                                _request_timeout=c.timeout)
 
 
 def _events_call(c: HubSpotClient, *, kwargs: dict[str, Any]) -> Any:
-    return c.api("events").get_page(_preload_content=False, _request_timeout=REQUEST_TIMEOUT, **kwargs)
+    return c.api("events").get_page(_preload_content=False, _request_timeout=c.timeout, **kwargs)
 
 
 def _stamp_cursor(obj: dict[str, Any], prop: str) -> Cursor:

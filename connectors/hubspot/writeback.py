@@ -17,7 +17,6 @@ from typing import Any
 
 from config.app_config import ConnectionConfig, HubSpotFields
 from connectors.errors import FatalCRMError
-from connectors.hubspot.client import REQUEST_TIMEOUT
 from connectors.protocols import OutboxItem, RecordResult, fields_as
 from connectors.timeparse import iso_utc, parse_crm_datetime
 
@@ -169,7 +168,7 @@ class HubSpotScoreWriter:
         def send(c: Any) -> Any:
             self._attempts += 1  # every attempt, including the client's retries and dropped ones
             return c.api("objects.batch").update("contacts", request, _preload_content=False,
-                                                 _request_timeout=REQUEST_TIMEOUT)
+                                                 _request_timeout=c.timeout)
 
         response = self._client.request(send)
         results = parse_batch_response(items, response)
@@ -190,7 +189,7 @@ class HubSpotScoreWriter:
 
         def read(c: Any) -> Any:
             return c.api("objects.batch").read("contacts", request, archived=False, _preload_content=False,
-                                               _request_timeout=REQUEST_TIMEOUT)
+                                               _request_timeout=c.timeout)
 
         body = _as_dict(self._client.request(read))
         out: dict[str, str] = {}

@@ -29,7 +29,6 @@ from config.app_config import ConnectionConfig, SalesforceFields
 from connectors.accounts import AccountMatch, LeadForAccount, website_domain
 from connectors.errors import FatalCRMError
 from connectors.protocols import OutboxItem
-from connectors.salesforce.settings import REQUEST_TIMEOUT
 from connectors.salesforce.writeback import BATCH_SIZE, COLLECTION_SIZE, CompositeWriter
 
 NAMES_PER_QUERY = 100
@@ -52,7 +51,7 @@ class SalesforceAccountFinder:
         return int(self._client.api_calls)
 
     def _records(self, soql: str) -> list[dict[str, Any]]:
-        result = self._client.request(lambda sf: sf.query_all(soql, timeout=REQUEST_TIMEOUT))
+        result = self._client.request(lambda sf: sf.query_all(soql))
         if not isinstance(result, dict):
             raise FatalCRMError("Salesforce query returned no JSON object", code="BAD_RESPONSE")
         return [r for r in result.get("records") or [] if isinstance(r, dict)]

@@ -44,6 +44,7 @@ from config.errors import ConfigError
 from connectors.base import ConnectionSecrets
 from connectors.budget import ApiBudget
 from connectors.errors import (
+    CONNECT_TIMEOUT_S,
     AuthError,
     CRMError,
     FatalCRMError,
@@ -52,6 +53,7 @@ from connectors.errors import (
     address_of,
     certificate_error,
     sent_unanswered,
+    timeout_error,
 )
 from connectors.retry import DEFAULT_POLICY, RetryPolicy, call_with_retry, retry_after_seconds
 from connectors.salesforce.session import simulator_session
@@ -195,6 +197,24 @@ def missing_credentials(conn: ConnectionConfig, secrets: ConnectionSecrets) -> s
     return f"connection {conn.name!r}: set client_id + client_secret_env + domain, or session_id_env, for Salesforce"
 
 
+def _default_timeout(session: requests.Session, timeout: tuple[float, float]) -> None:
+    """Make ``timeout`` the one of every request ``session`` sends without its own (a session
+    shared by several clients takes the latest client's)."""
+    held: dict[str, Any] = session.__dict__.setdefault("_leadscore_timeout", {})
+    first = not held
+    held["timeout"] = timeout
+    if not first:
+        return
+    send = session.request
+
+    def request(method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
+        if kwargs.get("timeout") is None:
+            kwargs["timeout"] = held["timeout"]
+        return send(method, url, *args, **kwargs)
+
+    session.request = request  # type: ignore[method-assign]
+
+
 class SalesforceClient:
     """A logged-in ``simple_salesforce.Salesforce`` (``.sf``) with retries, budget and error mapping.
 
@@ -210,6 +230,10 @@ class SalesforceClient:
         self.secrets = secrets
         self.policy = policy
         self.session = session if session is not None else default_session(conn)
+        # (connect, read) seconds of every call that names no timeout of its own: simple-salesforce
+        # sends most without one, and would wait for a hung CRM forever.
+        self.timeout = (CONNECT_TIMEOUT_S, conn.read_timeout_s)
+        _default_timeout(self.session, self.timeout)
         self.session.hooks.setdefault("response", []).append(self._on_response)
         self.budget = ApiBudget(conn.api_budget_share, crm="salesforce")
         self.api_calls = 0
@@ -273,12 +297,14 @@ class SalesforceClient:
                 if not isinstance(exc, SalesforceError | requests.exceptions.ChunkedEncodingError) \
                         and sent_unanswered(exc):
                     self._count_unanswered()
-                mapped = map_salesforce_error(exc, self._last_headers)
+                mapped = timeout_error("Salesforce", exc, self.conn.read_timeout_s) \
+                    or map_salesforce_error(exc, self._last_headers)
                 if mapped is None:
                     raise
                 raise mapped from exc
 
-        return call_with_retry(attempt, self.policy, what=f"connection {self.conn.name!r} (Salesforce)")
+        return call_with_retry(attempt, self.policy, what=f"connection {self.conn.name!r} (Salesforce)",
+                               unresponsive_key=f"salesforce:{self.conn.name}")
 
     def request(self, fn: Callable[[Salesforce], T]) -> T:
         """Run ``fn(sf)`` (one REST call) with retries on :class:`RetriableCRMError`, the API budget
@@ -300,7 +326,7 @@ class SalesforceClient:
 
     def server_time(self) -> datetime:
         """The org's clock: the ``Date`` header of ``GET limits/`` (which also primes the budget)."""
-        limits = self.request(lambda sf: sf.restful("limits/", timeout=(10, 60)))
+        limits = self.request(lambda sf: sf.restful("limits/"))
         daily = (limits or {}).get("DailyApiRequests") if isinstance(limits, dict) else None
         if isinstance(daily, dict) and "Max" in daily and "Remaining" in daily:
             self.budget.observe(int(daily["Max"]) - int(daily["Remaining"]), int(daily["Max"]))

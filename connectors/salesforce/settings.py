@@ -4,7 +4,6 @@ from __future__ import annotations
 
 # Largest REST query batch Salesforce returns; one keyset query per page of this size.
 MAX_PAGE_SIZE = 2000
-REQUEST_TIMEOUT = (10.0, 120.0)  # (connect, read) seconds for one REST call
 # Bulk API 2.0 first loads: records per results page (maxRecords) and how long a job may run.
 BULK_PAGE_RECORDS = 50_000
 BULK_MAX_WAIT_SECONDS = 4 * 3600.0

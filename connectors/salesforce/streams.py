@@ -49,7 +49,7 @@ from connectors.salesforce.records import (
     stamps,
     task_record,
 )
-from connectors.salesforce.settings import MAX_PAGE_SIZE, REQUEST_TIMEOUT, STREAMS
+from connectors.salesforce.settings import MAX_PAGE_SIZE, STREAMS
 from connectors.timeparse import soql_datetime
 from store.db import unit_of_work
 from store.models import Lead
@@ -154,14 +154,14 @@ class SalesforceConnector:
         return [f for f in feedback if f]
 
     def _query(self, soql: str) -> dict[str, Any]:
-        result = self.client.request(lambda sf: sf.query(soql, include_deleted=True, timeout=REQUEST_TIMEOUT))
+        result = self.client.request(lambda sf: sf.query(soql, include_deleted=True))
         if not isinstance(result, dict):
             raise FatalCRMError("Salesforce query returned no JSON object")
         return result
 
     def _query_more(self, url: str) -> dict[str, Any]:
         result = self.client.request(
-            lambda sf: sf.query_more(url, identifier_is_url=True, timeout=REQUEST_TIMEOUT))
+            lambda sf: sf.query_more(url, identifier_is_url=True))
         if not isinstance(result, dict):
             raise FatalCRMError("Salesforce queryMore returned no JSON object")
         return result

@@ -22,7 +22,6 @@ from typing import Any
 from config.app_config import ConnectionConfig, SalesforceFields
 from connectors.errors import FatalCRMError
 from connectors.protocols import OutboxItem, Outcome, RecordResult, fields_as
-from connectors.salesforce.settings import REQUEST_TIMEOUT
 from connectors.timeparse import parse_crm_datetime
 
 COLLECTION_SIZE = 200  # records per sObject Collections request (Salesforce's maximum)
@@ -162,7 +161,7 @@ class CompositeWriter:
 
         def send(sf: Any) -> Any:
             self._attempts += 1  # every attempt, including the client's retries and dropped ones
-            return sf.restful("composite", method="POST", json=body, timeout=REQUEST_TIMEOUT)
+            return sf.restful("composite", method="POST", json=body)
 
         return parse_composite(items, self._client.request(send))
 

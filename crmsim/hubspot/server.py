@@ -1012,6 +1012,10 @@ class _HubSpotHandler(BaseHTTPRequestHandler):
         if plan.latency_ms > 0:
             time.sleep(plan.latency_ms / 1000)
         fault = hub.faults.request_fault()
+        if fault == "hang":  # held, then closed unanswered: the client's read timeout fires first
+            time.sleep(plan.hang_s)
+            self.close_connection = True
+            return
         if fault == "drop":
             # Close without a response: the client sees a dropped connection.
             self.close_connection = True

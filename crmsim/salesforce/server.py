@@ -237,6 +237,9 @@ class SalesforceServer:
         if plan.latency_ms > 0:
             time.sleep(plan.latency_ms / 1000.0)
         fault = self.faults.request_fault()
+        if fault == "hang":  # held, then closed unanswered: the client's read timeout fires first
+            time.sleep(plan.hang_s)
+            return None
         if fault == "drop":
             return None
         if fault in ("429", "503"):
