@@ -67,10 +67,12 @@ class HubSpotAccountWriter:
 
     def write(self, items: Sequence[OutboxItem]) -> list[RecordResult]:
         """One batch/update call for up to 100 companies; per-record results in input order (a batch
-        refused whole for an invalid value is split until the bad records stand alone)."""
+        refused whole for an invalid value is split until the bad records stand alone; one refused
+        for a property that does not exist fails its records at once)."""
         if len(items) > BATCH_SIZE:
             raise ValueError(f"at most {BATCH_SIZE} inputs per HubSpot batch call, got {len(items)}")
-        return write_splitting_invalid(items, self._write)
+        return write_splitting_invalid(items, self._write,
+                                       lambda item: company_properties(item.payload, self._fields).keys())
 
     def _write(self, items: Sequence[OutboxItem]) -> list[RecordResult]:
         request = {"inputs": [{"id": item.crm_id, "properties": company_properties(item.payload, self._fields)}

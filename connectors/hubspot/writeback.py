@@ -11,7 +11,7 @@ with milliseconds and ``Z``), so re-sending the same values changes nothing in t
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -118,21 +118,61 @@ def _validation_detail(exc: FatalCRMError) -> tuple[str, str]:
     return (codes[0] if codes else "VALIDATION_ERROR"), str(body.get("message") or exc)
 
 
-def write_splitting_invalid(items: Sequence[OutboxItem],
-                            send: Callable[[Sequence[OutboxItem]], list[RecordResult]]) -> list[RecordResult]:
+# Errors about a property itself, not a record's value: every record that sets it fails alike.
+PROPERTY_ERRORS = frozenset({"PROPERTY_DOESNT_EXIST", "READ_ONLY_VALUE"})
+
+
+def _property_problems(exc: FatalCRMError) -> list[tuple[str, str, str]]:
+    """(code, property, message) of each error of a whole-request 400 VALIDATION_ERROR that names a
+    property problem (:data:`PROPERTY_ERRORS`); empty when any error is about a value."""
+    raw = getattr(exc.__cause__, "body", None)
+    try:
+        body = json.loads(raw) if isinstance(raw, bytes | str) and raw else {}
+    except ValueError:
+        return []
+    details = [_as_dict(d) for d in (body.get("errors") or [])] if isinstance(body, dict) else []
+    found: list[tuple[str, str, str]] = []
+    for detail in details:
+        names = _as_dict(detail.get("context")).get("propertyName") or []
+        if detail.get("code") not in PROPERTY_ERRORS or not isinstance(names, list) or len(names) != 1:
+            return []
+        found.append((str(detail["code"]), str(names[0]), str(detail.get("message") or "")))
+    return found
+
+
+def write_splitting_invalid(items: Sequence[OutboxItem], send: Callable[[Sequence[OutboxItem]], list[RecordResult]],
+                            properties: Callable[[OutboxItem], Collection[str]] | None = None) -> list[RecordResult]:
     """``send(items)`` (one batch call); a batch HubSpot refuses whole for an invalid value (ONE 400
     ``VALIDATION_ERROR``, no id named) is split in halves and re-sent until the bad records stand
-    alone: they fail with HubSpot's code and message, the rest lands."""
+    alone: they fail with HubSpot's code and message, the rest lands.
+
+    A refusal that only names properties that do not exist or cannot be set (a score property
+    deleted in HubSpot, say) is no record's fault: every record setting those properties
+    (``properties(item)``: the ones it sets) fails at once with that code and message, without
+    halving the batch down to single records (2n-1 calls for n records), and only the others are
+    sent again. ``leadscore writeback --retry-failed --reason PROPERTY_DOESNT_EXIST`` sends them once
+    ``leadscore crm setup`` created the properties."""
     try:
         return send(items)
     except FatalCRMError as exc:
         if exc.status != 400 or exc.code != "VALIDATION_ERROR":
             raise
+        problems = _property_problems(exc) if properties is not None else []
+        if problems and properties is not None:
+            named = {name for _code, name, _message in problems}
+            code, _name, message = problems[0]
+            hit = {item.outbox_id for item in items if named & set(properties(item))}
+            if hit:
+                rest = [item for item in items if item.outbox_id not in hit]
+                sent = {r.outbox_id: r for r in (write_splitting_invalid(rest, send, properties) if rest else [])}
+                return [RecordResult(item.outbox_id, "failed", code, message) if item.outbox_id in hit
+                        else sent[item.outbox_id] for item in items]
         if len(items) == 1:
             code, message = _validation_detail(exc)
             return [RecordResult(items[0].outbox_id, "failed", code, message)]
         half = len(items) // 2
-        return write_splitting_invalid(items[:half], send) + write_splitting_invalid(items[half:], send)
+        return (write_splitting_invalid(items[:half], send, properties)
+                + write_splitting_invalid(items[half:], send, properties))
 
 
 class HubSpotScoreWriter:
@@ -159,7 +199,10 @@ class HubSpotScoreWriter:
         (nothing written, no id named), so such a batch is split in halves and re-sent until the
         bad records stand alone; they fail with HubSpot's code and message, the rest lands.
         """
-        return write_splitting_invalid(items, self._write)
+        return write_splitting_invalid(items, self._write, self._properties)
+
+    def _properties(self, item: OutboxItem) -> Collection[str]:
+        return batch_inputs([item], self._fields)[0]["properties"].keys()
 
     def _write(self, items: Sequence[OutboxItem]) -> list[RecordResult]:
         # A plain JSON body: the generated models build a Configuration per input (~0.5 ms each).

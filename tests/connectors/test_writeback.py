@@ -179,10 +179,14 @@ def test_missing_fields_fail_every_record_with_the_field_error(sim: CRMSim, sqli
         with unit_of_work(sqlite_engine) as session:
             assert requeue_failed(session) == {}  # nothing failed is left
 
-        hs_leads = add_leads(sqlite_engine, "hs", hs_contact_ids(fresh, 2))
+        hs_leads = add_leads(sqlite_engine, "hs", hs_contact_ids(fresh, 6))
+        assert len(hs_leads) == 6
         score(sqlite_engine, hs_leads.values())
         report = drain_outbox(sqlite_engine, app_config(fresh), secrets_for(fresh))
-        assert report.connections["hs"].failed_by_reason == {"PROPERTY_DOESNT_EXIST": 2}
+        assert report.connections["hs"].failed_by_reason == {"PROPERTY_DOESNT_EXIST": 6}
+        # One refused call: a missing property is every record's, not halved down to single
+        # records (11 calls for these 6 before).
+        assert _write_calls(fresh)[1] == 1 and report.connections["hs"].write_calls == 1
     finally:
         fresh.stop()
 

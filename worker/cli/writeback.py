@@ -24,6 +24,9 @@ from store.models import ActionStatus, Connection, RoutingAction
 from worker.cli.console import cli_console
 from worker.cli.stored import no_connection_error
 
+# Refusals that mean a score field or property is missing in the CRM (Salesforce, HubSpot).
+MISSING_FIELD_REASONS = frozenset({"INVALID_FIELD", "PROPERTY_DOESNT_EXIST"})
+
 # Heavy imports stay inside the commands that use them (scoring: CatBoost, pandas, scikit-learn;
 # connectors: the CRM clients; web: FastAPI and uvicorn; crmsim; the demo): seconds that
 # `leadscore --help` and every other command would otherwise wait for.
@@ -138,6 +141,10 @@ def writeback(
         console.print("nothing to write: the outbox has no due rows")
     for reason, count in report.failed_by_reason().items():
         console.print(f"  failed: {count} × {reason}")
+        if reason in MISSING_FIELD_REASONS:  # the CRM lacks leadscore's fields: a set-up step, not data
+            console.print(f"    the CRM has no such field or property (or leadscore's user cannot see it): run "
+                          f"`leadscore crm setup`, then "
+                          f"`leadscore writeback --retry-failed --reason {reason}`", highlight=False)
     for entry in report.connections.values():
         routed = ", ".join(f"{n} {kind}" for kind, n in sorted(entry.routing.done.items()))
         if routed:
