@@ -103,17 +103,21 @@ def parse_batch_response(items: Sequence[OutboxItem], response: Any) -> list[Rec
     return results
 
 
+def _validation_body(exc: FatalCRMError) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The JSON body of a whole-request 400 VALIDATION_ERROR and its ``errors[]`` ({} and [] when
+    the body is not JSON)."""
+    raw = getattr(exc.__cause__, "body", None)
+    try:
+        parsed = json.loads(raw) if isinstance(raw, bytes | str) and raw else {}
+    except ValueError:
+        parsed = {}
+    body = parsed if isinstance(parsed, dict) else {}
+    return body, [_as_dict(d) for d in body.get("errors") or []]
+
+
 def _validation_detail(exc: FatalCRMError) -> tuple[str, str]:
     """(first error code, message) of a whole-request 400 VALIDATION_ERROR."""
-    body: dict[str, Any] = {}
-    raw = getattr(exc.__cause__, "body", None)
-    if isinstance(raw, bytes | str) and raw:
-        try:
-            parsed = json.loads(raw)
-        except ValueError:
-            parsed = {}
-        body = parsed if isinstance(parsed, dict) else {}
-    details = [_as_dict(d) for d in body.get("errors") or []]
+    body, details = _validation_body(exc)
     codes = [str(d.get("code")) for d in details if d.get("code")]
     return (codes[0] if codes else "VALIDATION_ERROR"), str(body.get("message") or exc)
 
@@ -125,14 +129,8 @@ PROPERTY_ERRORS = frozenset({"PROPERTY_DOESNT_EXIST", "READ_ONLY_VALUE"})
 def _property_problems(exc: FatalCRMError) -> list[tuple[str, str, str]]:
     """(code, property, message) of each error of a whole-request 400 VALIDATION_ERROR that names a
     property problem (:data:`PROPERTY_ERRORS`); empty when any error is about a value."""
-    raw = getattr(exc.__cause__, "body", None)
-    try:
-        body = json.loads(raw) if isinstance(raw, bytes | str) and raw else {}
-    except ValueError:
-        return []
-    details = [_as_dict(d) for d in (body.get("errors") or [])] if isinstance(body, dict) else []
     found: list[tuple[str, str, str]] = []
-    for detail in details:
+    for detail in _validation_body(exc)[1]:
         names = _as_dict(detail.get("context")).get("propertyName") or []
         if detail.get("code") not in PROPERTY_ERRORS or not isinstance(names, list) or len(names) != 1:
             return []
@@ -157,8 +155,7 @@ def write_splitting_invalid(items: Sequence[OutboxItem], send: Callable[[Sequenc
     except FatalCRMError as exc:
         if exc.status != 400 or exc.code != "VALIDATION_ERROR":
             raise
-        problems = _property_problems(exc) if properties is not None else []
-        if problems and properties is not None:
+        if properties is not None and (problems := _property_problems(exc)):
             named = {name for _code, name, _message in problems}
             code, _name, message = problems[0]
             hit = {item.outbox_id for item in items if named & set(properties(item))}
