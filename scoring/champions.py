@@ -8,7 +8,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -20,9 +20,10 @@ from scoring.audit import DataError
 from scoring.dataset import SPLIT_COLUMN, TARGET, build_training_set
 from scoring.features import align_to_spec
 from scoring.inputs import crm_now, lead_features, live_lead_ids
-from scoring.model import PreparedRows
+from scoring.model import PreparedRows, TrainedModel
 from scoring.reasons import typical_values
 from scoring.reference import REFERENCE_KEY, build_reference, reference_rows, stored_reference
+from store.db import IDS_PER_STATEMENT
 from store.models import ModelVersion
 
 logger = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ logger = logging.getLogger(__name__)
 LIVE_SAMPLE = 2000
 LIVE_SAMPLE_MIN = 200
 LIVE_TYPICAL_DAYS = 7
+LIVE_TYPICAL_KEY = "live_typical"  # in a version's params: {"as_of": ISO time, "typical": typical values}
 _live_typical_cache: dict[tuple[str, str], tuple[datetime, dict[str, Any] | None]] = {}
 
 
@@ -168,6 +170,8 @@ def live_typical(
     """What the live leads scored by ``mv`` look like at ``as_of`` (reasons compare with them and
     leave out sentences most of them would get); None with fewer than LIVE_SAMPLE_MIN live leads.
 
+    Measured once per model and :data:`LIVE_TYPICAL_DAYS` of the data's clock: in this process,
+    or by the training that made ``mv`` (:func:`ready_for_live`, stored with the version).
     ``known(ids)`` may give the sample's features at ``as_of`` already built (a run scoring every
     live lead has them), rows in ``ids`` order; None reads them from the store.
     """
@@ -175,23 +179,82 @@ def live_typical(
     cached = _live_typical_cache.get(key)
     if cached is not None and abs(as_of - cached[0]) < timedelta(days=LIVE_TYPICAL_DAYS):
         return cached[1]
-    ids = live_lead_ids(session)
-    if len(ids) < LIVE_SAMPLE_MIN:
+    stored = (mv.params or {}).get(LIVE_TYPICAL_KEY)
+    if isinstance(stored, dict) and isinstance(stored.get("as_of"), str) and stored.get("typical"):
+        at = datetime.fromisoformat(stored["as_of"])
+        if abs(as_of - at) < timedelta(days=LIVE_TYPICAL_DAYS):
+            _live_typical_cache[key] = (at, stored["typical"])
+            return cast(dict[str, Any], stored["typical"])
+    ids = live_sample(live_lead_ids(session))
+    if ids is None:
         return None
-    if len(ids) > LIVE_SAMPLE:
-        ids = [ids[i] for i in np.linspace(0, len(ids) - 1, LIVE_SAMPLE).round().astype(int)]
     frame = known(ids) if known is not None else None
     if frame is None:
         _, frame = lead_features(session, ids, as_of)
-    if mv.segment and "=" in mv.segment:
-        feature, _, value = mv.segment.partition("=")
-        if feature in frame.columns:
-            frame = frame[(frame[feature].astype("string") == value).fillna(False).to_numpy()]
-    typical: dict[str, Any] | None = None
-    if len(frame) >= LIVE_SAMPLE_MIN:
-        model = registry.load_model(mv)
-        typical = typical_values(align_to_spec(frame, model.spec))
+    typical = _typical_of(registry.load_model(mv), mv.segment, frame)
     if len(_live_typical_cache) > 64:
         _live_typical_cache.clear()
     _live_typical_cache[key] = (as_of, typical)
     return typical
+
+
+def live_sample(ids: Sequence[int]) -> list[int] | None:
+    """The live leads typical values are measured on: :data:`LIVE_SAMPLE` of ``ids`` (all live
+    leads, in id order), evenly spread; None with fewer than :data:`LIVE_SAMPLE_MIN`."""
+    if len(ids) < LIVE_SAMPLE_MIN:
+        return None
+    if len(ids) > LIVE_SAMPLE:
+        return [ids[i] for i in np.linspace(0, len(ids) - 1, LIVE_SAMPLE).round().astype(int)]
+    return list(ids)
+
+
+def _in_segment(frame: pd.DataFrame, segment: str | None) -> pd.DataFrame:
+    """The rows of a segment model's segment ("feature=value"); every row for the global model."""
+    if segment and "=" in segment:
+        feature, _, value = segment.partition("=")
+        if feature in frame.columns:
+            return frame[(frame[feature].astype("string") == value).fillna(False).to_numpy()]
+    return frame
+
+
+def _typical_of(model: TrainedModel, segment: str | None, sample: pd.DataFrame) -> dict[str, Any] | None:
+    """The typical values of the live sample's rows a model scores (None: too few of them)."""
+    frame = _in_segment(sample, segment)
+    return typical_values(align_to_spec(frame, model.spec)) if len(frame) >= LIVE_SAMPLE_MIN else None
+
+
+@dataclass
+class LiveLeads:
+    """Every live lead's features at ``as_of`` (rows in ``ids`` order), read once by a training."""
+
+    as_of: datetime
+    ids: list[int]
+    frame: pd.DataFrame
+
+
+def read_live_leads(session: Session, as_of: datetime) -> LiveLeads:
+    """The features of every live lead at ``as_of``, read in batches of one id list each."""
+    ids = live_lead_ids(session)
+    frames = [lead_features(session, ids[i : i + IDS_PER_STATEMENT], as_of)[1]
+              for i in range(0, len(ids), IDS_PER_STATEMENT)]
+    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    return LiveLeads(as_of=as_of, ids=ids, frame=frame)
+
+
+def ready_for_live(model: TrainedModel, segment: str | None, live: LiveLeads | None) -> dict[str, Any]:
+    """Before a new model is registered: what its first scoring run would otherwise work out, from
+    the live leads it will score (those of its segment). Its SHAP tables get the leaves those
+    leads reach (:mod:`scoring.leaf_shap`; stored with the model, so no process fills them
+    again), and the returned params hold their typical values (:data:`LIVE_TYPICAL_KEY`, what
+    :func:`live_typical` gives for :data:`LIVE_TYPICAL_DAYS`). Nothing with no live leads."""
+    if live is None or live.frame.empty:
+        return {}
+    rows = _in_segment(live.frame, segment)
+    if len(rows):
+        model.warm(align_to_spec(rows, model.spec))
+    sample = live_sample(live.ids)
+    if sample is None:
+        return {}
+    at = np.searchsorted(np.asarray(live.ids, dtype="int64"), np.asarray(sample, dtype="int64"))
+    typical = _typical_of(model, segment, live.frame.iloc[at].reset_index(drop=True))
+    return {LIVE_TYPICAL_KEY: {"as_of": live.as_of.isoformat(), "typical": typical}} if typical else {}

@@ -109,15 +109,23 @@ class LeafShap:
             if leaves is None:
                 leaves = np.asarray(model.calc_leaf_indexes(pool, thread_count=-1), dtype="int64")
             first = self.width is None
+            # Per tree with leaves not known yet: those leaves and a row reaching each.
+            needed: list[tuple[int, int, np.ndarray, np.ndarray]] = []
             for t, offset in enumerate(self.offsets.tolist()):
                 lv = leaves[:, t]
                 missing = np.flatnonzero(~self.known[offset + lv])
-                if not len(missing):
-                    continue
-                found, at = np.unique(lv[missing], return_index=True)
+                if len(missing):
+                    found, at = np.unique(lv[missing], return_index=True)
+                    needed.append((t, offset, found, missing[at]))
+            # Those rows sliced out of the pool once (a slice costs about as much as the pool's
+            # size: one per tree took more than the trees' SHAP calls), then each tree's from them.
+            rows = np.unique(np.concatenate([r for *_, r in needed])) if needed else np.zeros(0, dtype="int64")
+            few = pool.slice(rows.tolist()) if len(rows) else None
+            for t, offset, found, reaching in needed:
+                assert few is not None
                 one = model.copy()
                 one.shrink(ntree_end=t + 1, ntree_start=t)
-                shap = catboost_shap(one, pool.slice(missing[at].tolist()), 1)
+                shap = catboost_shap(one, few.slice(np.searchsorted(rows, reaching).tolist()), 1)
                 if self.width is None:
                     self.width = shap.shape[1] - 1
                 dense = np.zeros((self.width, int(self.counts[t])))

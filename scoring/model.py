@@ -84,6 +84,12 @@ class _CatBoostEstimator:
         the leaf tables reproduce, and what ``bench/scoring.py`` compares with."""
         return catboost_shap(self.model, self._pool(x), THREADS)
 
+    def warm(self, x: Any) -> None:
+        """The SHAP tables filled for the leaves these rows reach (:meth:`LeafShap.fill`)."""
+        tables = self.leaf_shap()
+        if tables is not None and tables.usable:
+            tables.fill(self.model, self._pool(x))
+
     def contributions(self, x: Any) -> np.ndarray:
         # One column per feature plus the expected value last; rows sum to the raw prediction.
         tables = self.leaf_shap()
@@ -296,6 +302,13 @@ class TrainedModel:
         x = prepare_frame(df, self.spec)
         encode = getattr(self.estimator, "prepare", None)
         return PreparedRows(self, df.index, encode(x) if encode is not None else x)
+
+    def warm(self, df: pd.DataFrame) -> None:
+        """Work the model's explanations of these rows would do once, done now, kept with the model
+        (pickled with it): for CatBoost, the SHAP tables of the leaves the rows reach."""
+        warm = getattr(self.estimator, "warm", None)
+        if warm is not None and len(df):
+            warm(self.prepare(df).encoded)
 
     def to_bytes(self) -> bytes:
         """Serialise (pickle with a format header)."""

@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session
 from config.app_config import MonitoringConfig, ScheduleConfig, TrainingConfig
 from scoring import registry
 from scoring.audit import InsufficientDataError
+from scoring.champions import LiveLeads, read_live_leads, ready_for_live
 from scoring.compare import (
     MIN_HOLDOUT_POSITIVES,
     paired_bootstrap,
@@ -290,6 +291,8 @@ def retrain_if_due(
     y_train = train_part[TARGET].astype(int).to_numpy()
     ref_rows = reference_rows(train_part, y_train, time_col=SPLIT_COLUMN, seed=seed)
     extra[REFERENCE_KEY] = build_reference(result.model, train_part.iloc[ref_rows], labels=y_train[ref_rows])
+    live = read_live_leads(session, as_of)  # each new model readied for the leads it will score
+    extra.update(ready_for_live(result.model, None, live))
     challenger = registry.register(
         session, result, train_window=(snaps.min().to_pydatetime(), snaps.max().to_pydatetime()),
         extra_params=extra, notes="challenger (evaluation pending)",
@@ -314,14 +317,15 @@ def retrain_if_due(
         ensure_reference(session, challenger, as_of=as_of)
     log.info("retrain %s: %s", challenger.version, why)
     _retrain_segments(session, outcome, train_part, holdout, spec, training, dry_run=False, seed=seed,
-                      families=families, catboost_iterations=catboost_iterations, catboost_grid=catboost_grid, say=say)
+                      families=families, catboost_iterations=catboost_iterations, catboost_grid=catboost_grid, say=say,
+                      live=live)
     return outcome
 
 
 def _retrain_segments(
     session: Session, outcome: RetrainOutcome, train_part: pd.DataFrame, holdout: pd.DataFrame, spec: Any,
     training: TrainingConfig, *, dry_run: bool, seed: int, families: Sequence[str], catboost_iterations: int,
-    catboost_grid: Sequence[dict[str, Any]] | None, say: Callable[[str], None],
+    catboost_grid: Sequence[dict[str, Any]] | None, say: Callable[[str], None], live: LiveLeads | None = None,
 ) -> None:
     """Segment challengers (``training.segment_by``) on the same window, each judged on its
     segment's held-out leads: it becomes the segment's champion only if it beats the global
@@ -383,7 +387,7 @@ def _retrain_segments(
             session, result, segment=name, train_window=(snaps.min().to_pydatetime(), snaps.max().to_pydatetime()),
             extra_params={"segment_by": column, "segment_value": str(value), "examples": len(part), "retrain": True,
                           "as_of": outcome.as_of.isoformat(), "horizon_days": training.horizon_days,
-                          "segment_comparison": vs_global.to_dict()},
+                          "segment_comparison": vs_global.to_dict(), **ready_for_live(result.model, name, live)},
             notes=text,
         )
         decisions[name] = f"{smv.version}: {text}"

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from config.app_config import TrainingConfig
 from config.errors import LeadscoreError
 from scoring import registry
+from scoring.champions import LiveLeads, read_live_leads, ready_for_live
 from scoring.compare import segment_versus_global
 from scoring.dataset import SPLIT_COLUMN, TARGET, build_training_set
 from scoring.inputs import crm_now
@@ -104,10 +105,13 @@ def train_from_store(
         drop_leaky=False,
         **dict(training_options or {}),
     )
+    # The live leads' features, once: each new model is readied for the leads it will score.
+    say("reading the live leads the new model will score")
+    live = read_live_leads(session, as_of)
     extra = {
         "as_of": as_of.isoformat(), "horizon_days": config.horizon_days, "snapshot_offsets_days": list(tset.offsets),
         "examples": len(frame), "positives": tset.positives, "excluded": tset.excluded,
-        REFERENCE_KEY: _reference_of(result, frame, seed=seed),
+        REFERENCE_KEY: _reference_of(result, frame, seed=seed), **ready_for_live(result.model, None, live),
     }
     mv = registry.register(session, result, train_window=tset.window, extra_params=extra)
     promoted = False
@@ -121,7 +125,7 @@ def train_from_store(
     if config.segment_by:
         _train_segments(session, outcome, frame, tset.spec, config, seed=seed, families=families,
                         catboost_iterations=catboost_iterations, promote_if_first=promote_if_first, say=say,
-                        options=dict(training_options or {}))
+                        options=dict(training_options or {}), live=live)
     return outcome
 
 
@@ -145,6 +149,7 @@ def _train_segments(
     promote_if_first: bool,
     say: Callable[[str], None],
     options: dict[str, Any],
+    live: LiveLeads,
 ) -> None:
     column = str(config.segment_by)
     if column not in frame.columns:
@@ -182,7 +187,8 @@ def _train_segments(
         smv = registry.register(
             session, result, segment=name, train_window=(snaps.min().to_pydatetime(), snaps.max().to_pydatetime()),
             extra_params={"segment_by": column, "segment_value": str(value), "examples": len(part),
-                          "segment_comparison": verdict, REFERENCE_KEY: _reference_of(result, part, seed=seed)},
+                          "segment_comparison": verdict, REFERENCE_KEY: _reference_of(result, part, seed=seed),
+                          **ready_for_live(result.model, name, live)},
             notes=verdict["decision"],
         )
         if not verdict["use_segment"]:
