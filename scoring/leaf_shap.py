@@ -120,9 +120,8 @@ class LeafShap:
             # Those rows sliced out of the pool once (a slice costs about as much as the pool's
             # size: one per tree took more than the trees' SHAP calls), then each tree's from them.
             rows = np.unique(np.concatenate([r for *_, r in needed])) if needed else np.zeros(0, dtype="int64")
-            few = pool.slice(rows.tolist()) if len(rows) else None
+            few = pool.slice(rows.tolist()) if needed else pool
             for t, offset, found, reaching in needed:
-                assert few is not None
                 one = model.copy()
                 one.shrink(ntree_end=t + 1, ntree_start=t)
                 shap = catboost_shap(one, few.slice(np.searchsorted(rows, reaching).tolist()), 1)
