@@ -81,7 +81,10 @@ class LockedScheduler(PersistentScheduler):
         return interval
 
     def close(self) -> None:
+        # Celery closes the scheduler twice at SIGTERM (its signal handler, then the service's
+        # own shutdown): the lock is released once, and the second close has nothing to release.
         if self._lock is not None and self._holding:
+            self._holding = False
             try:
                 self._lock.release()
             except (LockError, *BROKER_DOWN) as exc:
