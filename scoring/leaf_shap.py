@@ -117,25 +117,30 @@ class LeafShap:
                 if len(missing):
                     found, at = np.unique(lv[missing], return_index=True)
                     needed.append((t, offset, found, missing[at]))
-            # Those rows sliced out of the pool once (a slice costs about as much as the pool's
-            # size: one per tree took more than the trees' SHAP calls), then each tree's from them.
-            rows = np.unique(np.concatenate([r for *_, r in needed])) if needed else np.zeros(0, dtype="int64")
-            few = pool.slice(rows.tolist()) if needed else pool
-            for t, offset, found, reaching in needed:
-                one = model.copy()
-                one.shrink(ntree_end=t + 1, ntree_start=t)
-                shap = catboost_shap(one, few.slice(np.searchsorted(rows, reaching).tolist()), 1)
-                if self.width is None:
-                    self.width = shap.shape[1] - 1
-                dense = np.zeros((self.width, int(self.counts[t])))
-                dense[self.columns[t]] = self.tables[t]
-                dense[:, found] = shap[:, :-1].T
-                self.columns[t] = np.flatnonzero(np.any(dense != 0, axis=1))
-                self.tables[t] = dense[self.columns[t]]
-                self.expected[t] = shap[0, -1]
-                self.known[offset + found] = True
+            if needed:
+                self._fill_trees(model, pool, needed)
             if first and self.width is not None:
                 self._check(model, pool, leaves)
+
+    def _fill_trees(self, model: Any, pool: Any, needed: list[tuple[int, int, np.ndarray, np.ndarray]]) -> None:
+        """Each tree's rows of its ``needed`` leaves (tree, offset, leaves, a row reaching each). The
+        rows are sliced out of the pool once (a slice costs about as much as the pool's size: one per
+        tree took more than the trees' SHAP calls), then each tree's rows from them."""
+        rows = np.unique(np.concatenate([r for *_, r in needed]))
+        few = pool.slice(rows.tolist())
+        for t, offset, found, reaching in needed:
+            one = model.copy()
+            one.shrink(ntree_end=t + 1, ntree_start=t)
+            shap = catboost_shap(one, few.slice(np.searchsorted(rows, reaching).tolist()), 1)
+            if self.width is None:
+                self.width = shap.shape[1] - 1
+            dense = np.zeros((self.width, int(self.counts[t])))
+            dense[self.columns[t]] = self.tables[t]
+            dense[:, found] = shap[:, :-1].T
+            self.columns[t] = np.flatnonzero(np.any(dense != 0, axis=1))
+            self.tables[t] = dense[self.columns[t]]
+            self.expected[t] = shap[0, -1]
+            self.known[offset + found] = True
 
     def _check(self, model: Any, pool: Any, leaves: np.ndarray) -> None:
         """After the first fill: the tables' values of some of its rows against CatBoost's own."""
