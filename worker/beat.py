@@ -5,6 +5,11 @@ scheduler enforces it: each tick it takes or renews ``leadscore:lock:beat`` (red
 with a TTL of a few ticks, renewed with ``reacquire``). A beat without the lock stays on standby
 and takes over when the holder dies.
 
+Only the holder opens the schedule file (``celerybeat-schedule``, a shelve): two beats on one host
+share it (``leadscore beat`` keeps it in ``LEADSCORE_VAR_DIR``), and a standby that opened it at
+start read the holder's later writes through a stale handle and crashed on takeover. A beat opens
+the file when it takes the lock and closes it (without writing) when it loses the lock.
+
 A broker outage never ends the beat: while Redis does not answer, the tick logs one line
 ("broker unreachable"), schedules nothing and tries again every few seconds; the first tick that
 reaches Redis again logs one line ("broker reachable again") and scheduling resumes.
@@ -37,8 +42,12 @@ BROKER_DOWN = (redis.ConnectionError, redis.TimeoutError, kombu.exceptions.Opera
 class LockedScheduler(PersistentScheduler):
     """PersistentScheduler that ticks only as the lock holder (no lock needed without Redis)."""
 
+    _store: Any = None  # the open schedule file (a shelve), the lock holder's only
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._outage = False
+        # Lazy: the schedule file is opened by the lock holder only (_open_schedule_file).
+        kwargs["lazy"] = True
         super().__init__(*args, **kwargs)
         url = self.app.conf.broker_url or ""
         self._redis = redis_client(url) if uses_redis(url) else None
@@ -47,8 +56,23 @@ class LockedScheduler(PersistentScheduler):
         self._token = f"beat:{os.getpid()}:{uuid.uuid4().hex}"
         self._holding = False
 
+    def _open_schedule_file(self) -> None:
+        """Open the schedule file and merge the configured entries into it (Celery's set-up)."""
+        if self._store is None:
+            self.setup_schedule()
+
+    def _drop_schedule_file(self) -> None:
+        """Close the schedule file without writing to it: another beat holds the lock now and may
+        have opened it (a shelve with writeback writes its cached entries back on close)."""
+        store: Any = self._store
+        self._store = None
+        if store is not None:
+            store.writeback = False
+            store.close()
+
     def _hold_lock(self) -> bool:
         if self._lock is None:
+            self._open_schedule_file()
             return True
         if self._holding:
             try:
@@ -57,9 +81,11 @@ class LockedScheduler(PersistentScheduler):
             except LockNotOwnedError:
                 logger.warning("beat: lost the scheduler lock (expired); trying to take it again")
                 self._holding = False
+                self._drop_schedule_file()
         self._holding = bool(self._lock.acquire(blocking=False, token=self._token))
         if self._holding:
             logger.info("beat: acquired the scheduler lock; scheduling")
+            self._open_schedule_file()
         return self._holding
 
     def tick(self, *args: Any, **kwargs: Any) -> float:
@@ -83,11 +109,15 @@ class LockedScheduler(PersistentScheduler):
     def close(self) -> None:
         # Celery closes the scheduler twice at SIGTERM (its signal handler, then the service's
         # own shutdown): the lock is released once, and the second close has nothing to release.
-        if self._lock is not None and self._holding:
-            self._holding = False
-            try:
-                self._lock.release()
-            except (LockError, *BROKER_DOWN) as exc:
-                # The lock expires by itself within its TTL: a standby beat takes over then.
-                logger.warning("beat: scheduler lock not released (%s)", exc)
-        super().close()
+        # The schedule file is written and closed first, so a standby opens it only after that.
+        holding, self._holding = self._holding, False
+        try:
+            super().close()
+            self._store = None
+        finally:
+            if self._lock is not None and holding:
+                try:
+                    self._lock.release()
+                except (LockError, *BROKER_DOWN) as exc:
+                    # The lock expires by itself within its TTL: a standby beat takes over then.
+                    logger.warning("beat: scheduler lock not released (%s)", exc)

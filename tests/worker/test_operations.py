@@ -170,3 +170,44 @@ def test_two_beats_schedule_each_tick_once(tmp_path: Path) -> None:
     assert sent_by_beat[0] == 0 and sent_by_beat[1] >= 2, sent_by_beat
     assert len(syncs) == sent_by_beat[1]
     client.flushdb()
+
+
+@pytest.mark.slow
+def test_a_standby_beat_sharing_the_schedule_file_takes_over(tmp_path: Path) -> None:
+    """Two `leadscore beat`s on one host share ``var/celerybeat-schedule``: the standby must not
+    touch the file while the holder writes it, and must take over when the holder stops (it
+    crashed with "UnpicklingError: pickle data was truncated" when it opened the file at start)."""
+    client = redis.Redis.from_url(BEAT_REDIS)
+    client.flushdb()
+    config = tmp_path / "leadscore.yaml"
+    config.write_text("schedules: {sync_seconds: 10, writeback_seconds: 3600}\n")
+    env = dict(os.environ, LEADSCORE_BROKER_URL=BEAT_REDIS, LEADSCORE_CONFIG_FILE=str(config),
+               LEADSCORE_VAR_DIR=str(tmp_path))
+    schedule = tmp_path / "celerybeat-schedule"
+    logs = [tmp_path / f"beat-{i}.log" for i in range(2)]
+    beats = [_start_beat(env, schedule, logs[0])]
+    acquired = "beat: acquired the scheduler lock; scheduling"
+    try:
+        _wait_until(lambda: logs[0].read_text().count("Sending due task sync-all-connections") >= 1, 90,
+                    "the first beat to schedule")
+        beats.append(_start_beat(env, schedule, logs[1]))
+        # The standby is up and the holder has written the file since (ticks 10 s apart).
+        _wait_until(lambda: "beat: Starting..." in logs[1].read_text(), 90, "the standby to start")
+        sent_before = logs[0].read_text().count("Sending due task sync-all-connections")
+        _wait_until(lambda: logs[0].read_text().count("Sending due task sync-all-connections") >= sent_before + 1,
+                    60, "the holder to write the schedule again")
+        assert acquired not in logs[1].read_text()
+        beats[0].terminate()
+        beats[0].wait(timeout=20)
+        sent = "Sending due task sync-all-connections"
+        _wait_until(lambda: sent in logs[1].read_text() or beats[1].poll() is not None, 90, "the standby to take over")
+        standby = logs[1].read_text()
+        assert beats[1].poll() is None, standby[-3000:]
+        assert acquired in standby and "Sending due task sync-all-connections" in standby
+        assert "Traceback" not in standby and "CRITICAL" not in standby and "Error" not in standby, standby[-3000:]
+    finally:
+        for beat in beats:
+            if beat.poll() is None:
+                beat.terminate()
+                beat.wait(timeout=20)
+        client.flushdb()
