@@ -452,6 +452,9 @@ def load_config(path: Path | str | None) -> AppConfig:
                           "(YAML would silently keep only the last one)") from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{file}: not valid YAML{where}") from exc
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        # The parser's own words ("mapping values are not allowed here"): where alone leaves the
+        # reader guessing (a value with ": " in it wants quotes, say).
+        problem = getattr(exc, "problem", None)
+        raise ConfigError(f"{file}: not valid YAML{where}" + (f": {problem}" if problem else "")) from exc
     return parse_config(data, str(file))

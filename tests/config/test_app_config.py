@@ -97,6 +97,10 @@ def test_missing_and_invalid_yaml_files(tmp_path: Path) -> None:
         load_config(tmp_path / "absent.yaml")
     with pytest.raises(ConfigError, match="not valid YAML at line 3"):
         load_config(write(tmp_path, "a: 1\nb: [unclosed\n"))
+    # An unquoted value with ": " in it: the line names the spot and the parser's reason.
+    with pytest.raises(ConfigError) as raised:
+        load_config(write(tmp_path, "routing:\n  - to: A\n    campaign: Nurture Track: Evaluators\n"))
+    assert str(raised.value).endswith("not valid YAML at line 3, column 28: mapping values are not allowed here")
 
 
 def test_no_config_file_gives_defaults() -> None:

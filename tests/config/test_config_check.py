@@ -60,6 +60,8 @@ CASES: list[tuple[str, str | None, dict[str, str], list[str]]] = [
      ["monitoring.webhook_url", "is not a URL"]),
     ("duplicate-key", "tiers:\n  mode: score\ntiers:\n  mode: capacity\n", {},
      ["line 3", "duplicate key 'tiers'"]),
+    ("yaml-colon", "routing:\n  - to: A\n    campaign: Nurture Track: Evaluators\n", {},
+     ["not valid YAML at line 3, column 28", "mapping values are not allowed here"]),
     ("latin-1", "connections:\n- {name: société, kind: hubspot}\n", {"ENCODING": "latin-1"},
      ["not UTF-8 text", "line 2"]),
     ("sqlite-folder", None, {"LEADSCORE_DATABASE_URL": "sqlite:////nonexistent/dir/x.db"},
@@ -127,6 +129,9 @@ def test_connect_tries_database_and_broker(tmp_path: Path) -> None:
     assert fresh.returncode == 0, fresh.stderr
     said = " ".join(fresh.stdout.split())  # the terminal width may wrap the line
     assert "connect: SQLite file not created yet (leadscore db upgrade creates it); broker answered" in said
+    # The YAML's tiers (built-in defaults here) in words, and what they are for.
+    assert ("tiers: score: A >= 95, B >= 80, C >= 50 (the first tier policy only; `leadscore tiers show` "
+            "prints the active one)") in said
     assert not (tmp_path / "var" / "leadscore.db").exists()  # --connect creates no empty database
     assert run(["db", "upgrade"], env).returncode == 0
     ok = run(["config", "check", "--connect"], {**env, "LEADSCORE_BROKER_URL": GOOD_BROKER})

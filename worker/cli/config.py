@@ -10,6 +10,7 @@ from config.settings import get_settings
 from worker.cli.console import cli_console
 from worker.cli.db import redact
 from worker.cli.ops import connect_problems, sqlite_file_missing
+from worker.cli.scoring import describe_tiers
 
 app = typer.Typer(help="The YAML configuration revops edit.", no_args_is_help=True)
 console = cli_console()
@@ -39,7 +40,10 @@ def config_check(
         console.print(f"  connection {conn.name} ({conn.kind})"
                       + (f", credentials from {', '.join(secrets)} (set)" if conn.enabled and secrets else "")
                       + ("" if conn.enabled else " disabled"))
-    console.print(f"  tiers: {config.tiers.mode} {config.tiers.thresholds}")
+    # The YAML's tiers create the first policy only; revops change the active one (tiers set,
+    # the console), which this file then no longer describes.
+    console.print(f"  tiers: {describe_tiers(config.tiers.mode, dict(config.tiers.thresholds))} (the first "
+                  "tier policy only; `leadscore tiers show` prints the active one)")
     console.print(f"  routing rules: {len(config.routing)}")
     console.print(f"database: {redact(settings.effective_database_url)}")
     console.print(f"tasks: {'in process' if settings.eager else redact(settings.broker_url or '')}")

@@ -205,7 +205,8 @@ def _threshold_shape(args: list[str] | None) -> list[str] | None:
 THRESHOLDS_HELP = "A=95 B=80 C=50 (1-99 score), --likelihood A=30 B=15 C=5, or --capacity A=10% B=20% C=30%."
 
 
-def _describe(mode: str, thresholds: dict[str, float]) -> str:
+def describe_tiers(mode: str, thresholds: dict[str, float]) -> str:
+    """A tier policy in words: "score: A >= 95, B >= 80, C >= 50"."""
     if mode == "capacity":
         # The shares follow each other: B is the 20 % after A's 10 %, not the top 20 %.
         return (f"capacity: A top {thresholds['A']:g}%, B next {thresholds['B']:g}%, "
@@ -232,7 +233,7 @@ def tiers_show() -> None:
         current = current_scores(session)
         counts = current["tier"].value_counts().to_dict()
         versions = session.scalar(select(func.count()).select_from(type(policy))) or 0
-        line = f"policy v{policy.version} of {versions} ({_describe(policy.mode, dict(policy.thresholds))})"
+        line = f"policy v{policy.version} of {versions} ({describe_tiers(policy.mode, dict(policy.thresholds))})"
         created = f"set by {policy.created_by or 'unknown'} at {policy.created_at:%Y-%m-%d %H:%M} UTC"
     console.print(line)
     console.print(f"  {created}")
@@ -277,7 +278,7 @@ def tiers_preview(
     with _session() as session:
         data = preview_with_routing(session, config, mode, values, recent_days=recent_days)
         session.rollback()  # a preview writes nothing, not even the first policy version
-    console.print(f"preview of {_describe(mode, data['thresholds'])}: {data['changes']} of "
+    console.print(f"preview of {describe_tiers(mode, data['thresholds'])}: {data['changes']} of "
                   f"{data['current_leads']} current leads would change tier")
     console.print(_preview_table(data))
     if data.get("score_cutoffs"):
@@ -309,7 +310,7 @@ def tiers_set(
     config = _config()
     with _session() as session:
         result = retier_and_plan(session, config, mode, values, created_by=by, route=not no_route)
-    console.print(f"tier policy v{result.version} active ({_describe(mode, values)}); "
+    console.print(f"tier policy v{result.version} active ({describe_tiers(mode, values)}); "
                   f"{result.changed} leads changed tier")
     if no_route:
         console.print("routing: not planned (--no-route)")
