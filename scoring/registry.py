@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from config.errors import LeadscoreError
 from scoring.frame import FeatureSpec
+from scoring.monitoring.stats import MIN_PERFORMANCE_POSITIVES
 from scoring.training import TrainedModel, TrainingResult
 from store.models import ModelStatus, ModelVersion
 from store.types import json_safe
@@ -229,6 +230,22 @@ def stored_spec(mv: ModelVersion) -> FeatureSpec:
     if isinstance(spec, dict):
         return FeatureSpec.from_dict(spec)
     return load_model(mv).spec
+
+
+def auc_caveat(split: dict[str, Any] | None) -> str | None:
+    """Why a test AUC cannot be judged, from its split's counts (``params["split"]``): too few test
+    leads of one class, below the bar the monitor holds the live AUC to. None when there are
+    enough, or when the split's counts were not recorded."""
+    split = split or {}
+    positives, rows = split.get("test_positives"), split.get("test_rows")
+    if not isinstance(positives, int) or not isinstance(rows, int):
+        return None
+    negatives = rows - positives
+    if min(positives, negatives) >= MIN_PERFORMANCE_POSITIVES:
+        return None
+    fewer = f"{positives} converted" if positives <= negatives else f"{negatives} unconverted"
+    return (f"the test AUC rests on {fewer} test leads: too few to judge "
+            f"({MIN_PERFORMANCE_POSITIVES} of each class needed)")
 
 
 def recorded_test_auc(mv: ModelVersion) -> float | None:

@@ -52,6 +52,8 @@ class TrainOutcome:
             "positives": self.positives,
             "excluded": self.excluded,
             "selected": self.result.selected,
+            # Rows and converted leads per part of the split (what the test metrics rest on).
+            "split": {k: v for k, v in self.result.split.items() if k.endswith(("_rows", "_positives"))},
             "metrics": {f: {part: {k: v for k, v in m.items() if isinstance(v, int | float)}
                             for part, m in parts.items()} for f, parts in self.result.metrics.items()},
             "audit": {"warnings": list(self.result.audit.warnings),

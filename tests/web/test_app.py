@@ -301,6 +301,7 @@ def test_pages_show_what_exists_and_name_what_does_not(client: TestClient) -> No
     assert "CreatedDate &#39;yesterday&#39; is not a timestamp" in sync and "00Q000000000999" in sync
     overview = client.get("/", auth=BOB).text
     assert "Monitor as of 2027-05-16" in overview and "test AUC" in overview
+    assert 'id="auc-caveat"' not in overview  # 45 converted test leads: enough to judge
     monitor = client.get("/monitor", auth=BOB).text
     assert 'id="monitor-status"' in monitor and 'id="measures"' in monitor and "monitor runs" in monitor
     model = client.get("/model", auth=BOB).text
@@ -546,3 +547,19 @@ def test_status_and_the_console_show_the_same_api_calls_today(world: World, tmp_
     finally:
         with unit_of_work(world.engine) as session:
             session.execute(delete(ApiUsage))
+
+
+def test_overview_cautions_about_a_test_auc_on_too_few_conversions(client: TestClient, world: World) -> None:
+    """The champion's test AUC, recorded on 3 converted test leads, comes with the same caution
+    `leadscore train` prints (the champion's stored split counts are what the page reads)."""
+    with unit_of_work(world.engine) as session:
+        mv = session.scalars(select(ModelVersion).where(ModelVersion.status == "champion")).one()
+        saved = dict(mv.params or {})
+        mv.params = {**saved, "split": {**saved.get("split", {}), "test_rows": 225, "test_positives": 3}}
+    try:
+        overview = client.get("/", auth=BOB).text
+        assert ('id="auc-caveat">Caution: the test AUC rests on 3 converted test leads: too few to judge '
+                "(20 of each class needed).") in overview
+    finally:
+        with unit_of_work(world.engine) as session:
+            session.scalars(select(ModelVersion).where(ModelVersion.status == "champion")).one().params = saved

@@ -62,6 +62,7 @@ def train_command(
     seed: int = typer.Option(0, help="Random seed of the split and models."),
 ) -> None:
     """Train on the synced leads (point in time) and register a model version."""
+    from scoring.registry import auc_caveat
     from scoring.service import train_from_store
 
     config = _config()
@@ -76,6 +77,9 @@ def train_command(
         f"{summary['examples']} examples, {summary['positives']} converted; "
         f"test AUC {_fmt(test.get('auc'))}, PR-AUC {_fmt(test.get('pr_auc'))}"
     )
+    caveat = auc_caveat(summary.get("split"))
+    if caveat is not None:
+        console.print(f"  caution: {caveat}", highlight=False)
     warnings = summary["audit"]["warnings"]
     for warning in warnings[:5]:
         console.print(f"  audit: {warning}", highlight=False)

@@ -1,0 +1,58 @@
+"""A test AUC measured on a handful of converted leads says so wherever it is shown.
+
+A small org's history (600 leads) trains past the guard of 20 converted leads per class, yet its
+time-ordered test part holds only a few conversions: `leadscore train` and `models list` must not
+headline that AUC as if it could be judged (the monitor refuses to judge a live AUC below 20 of
+each class; the same bar here).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from sqlalchemy.orm import Session
+
+from scoring.monitoring.stats import MIN_PERFORMANCE_POSITIVES
+from scoring.registry import auc_caveat
+from store.db import make_engine
+from store.migrate import upgrade
+from tests.cli.support import leadscore
+from tests.factories import generate_world, load_world
+
+
+def test_train_and_models_list_flag_a_test_auc_on_too_few_conversions(tmp_path: Path) -> None:
+    url = f"sqlite:///{(tmp_path / 'store.db').as_posix()}"
+    upgrade(url)
+    engine = make_engine(url)
+    world, sink = generate_world(seed=3, leads=600)
+    with Session(engine) as session:
+        load_world(session, sink)
+        session.commit()
+    engine.dispose()
+    config = tmp_path / "leadscore.yaml"
+    config.write_text("training: {min_per_class: 20}\n", encoding="utf-8")
+    env = {"LEADSCORE_DATABASE_URL": url, "LEADSCORE_CONFIG_FILE": str(config)}
+
+    trained = leadscore("train", "--json", str(tmp_path / "train.json"), cwd=tmp_path, env=env)
+    assert trained.returncode == 0, trained.stderr
+    split = json.loads((tmp_path / "train.json").read_text())["split"]
+    converted = split["test_positives"]
+    assert converted < MIN_PERFORMANCE_POSITIVES <= split["train_positives"], split  # the case itself
+    said = " ".join(trained.stdout.split())
+    assert (f"caution: the test AUC rests on {converted} converted test leads: too few to judge "
+            f"({MIN_PERFORMANCE_POSITIVES} of each class needed)") in said
+
+    listed = leadscore("models", "list", cwd=tmp_path, env=env)
+    assert listed.returncode == 0, listed.stderr
+    row = next(line for line in listed.stdout.splitlines() if line.startswith("m"))
+    assert row.split()[5].endswith("*"), listed.stdout
+    assert "* too few test leads of one class to judge the AUC" in listed.stdout
+
+
+def test_enough_of_each_class_or_no_counts_is_no_caveat() -> None:
+    enough = MIN_PERFORMANCE_POSITIVES
+    assert auc_caveat({"test_rows": 2 * enough, "test_positives": enough}) is None
+    assert auc_caveat(None) is None and auc_caveat({"kind": "time"}) is None
+    few_unconverted = auc_caveat({"test_rows": 100, "test_positives": 95})
+    assert few_unconverted is not None and "rests on 5 unconverted test leads" in few_unconverted
