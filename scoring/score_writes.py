@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -90,10 +91,18 @@ def _iso_seconds(at: datetime) -> str:
     return at.astimezone(UTC).isoformat(timespec="seconds")
 
 
+# A score payload's time of scoring, as the canonical JSON writes it (keys sorted: "scored_at"
+# is followed by "tier", so by a comma).
+_SCORED_AT = re.compile(r'"scored_at":"[^"]*",?')
+
+
 def payload_hash(payload: dict[str, Any] | JSONText) -> str:
-    """sha256 of the payload's canonical JSON (:func:`payload_json`)."""
+    """sha256 of the payload's canonical JSON (:func:`payload_json`) without its ``scored_at``: the
+    values the CRM shows. The drain skips a row whose hash equals the lead's last sent one, so a
+    tier changed and changed back before a write-back (or any rescore back to the values the CRM
+    already shows) writes nothing; the time of scoring alone is no reason to write."""
     text = payload if isinstance(payload, JSONText) else payload_json(payload)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return hashlib.sha256(_SCORED_AT.sub("", text).encode("utf-8")).hexdigest()
 
 
 def outbox_payload(

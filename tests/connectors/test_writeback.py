@@ -282,6 +282,25 @@ def pg_writeback_engine() -> Iterator[Engine]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def test_a_tier_changed_and_changed_back_before_the_drain_writes_nothing(sim: CRMSim, sqlite_engine: Engine) -> None:
+    """Revops set a threshold and set it back before the write-back: the lead's newest pending row
+    shows the values the CRM already has, only its time of scoring is later. Nothing to write (it
+    was written, `written 1`, when the hash covered ``scored_at``)."""
+    sf_ids = sf_lead_ids(sim, 2)
+    leads = add_leads(sqlite_engine, "sf", sf_ids)
+    score(sqlite_engine, leads.values(), score_value=60, tier="B")
+    assert drain_outbox(sqlite_engine, app_config(sim), secrets_for(sim)).records_written == 2
+    score(sqlite_engine, leads.values(), score_value=60, tier="A", when=SCORED_AT + timedelta(minutes=5))
+    score(sqlite_engine, leads.values(), score_value=60, tier="B", when=SCORED_AT + timedelta(minutes=6))
+    sim.reset_counts()
+    again = drain_outbox(sqlite_engine, app_config(sim), secrets_for(sim))
+    assert again.records_written == 0 and again.connections["sf"].unchanged_skipped == 2
+    assert _write_calls(sim)[0] == 0
+    # A real change after that still goes out, with its own time.
+    score(sqlite_engine, leads.values(), score_value=61, tier="B", when=SCORED_AT + timedelta(minutes=7))
+    assert drain_outbox(sqlite_engine, app_config(sim), secrets_for(sim)).records_written == 2
+
+
 def test_drain_on_postgresql(sim: CRMSim, pg_writeback_engine: Engine) -> None:
     sf_ids = sf_lead_ids(sim, 30)
     hs_ids = hs_contact_ids(sim, 30)
