@@ -248,6 +248,11 @@ def auc_caveat(split: dict[str, Any] | None) -> str | None:
             f"({MIN_PERFORMANCE_POSITIVES} of each class needed)")
 
 
+def recorded_auc_caveat(mv: ModelVersion) -> str | None:
+    """:func:`auc_caveat` of the split recorded with the version at training."""
+    return auc_caveat((mv.params or {}).get("split"))
+
+
 def recorded_test_auc(mv: ModelVersion) -> float | None:
     """The selected family's test AUC recorded at training time (None if not recorded)."""
     family = mv.family

@@ -353,7 +353,7 @@ def create_app(
     def overview(request: Request) -> Response:
         from scoring.monitor import latest_report
         from scoring.monitoring.freshness import failed_words, failed_writes
-        from scoring.registry import auc_caveat, champion, recorded_test_auc
+        from scoring.registry import champion, recorded_auc_caveat, recorded_test_auc
         from store.queries import connection_activity, outbox_totals
 
         with reading() as session:
@@ -367,7 +367,7 @@ def create_app(
             return render(
                 request, "overview.html", connections=connections, outbox=outbox_totals(session),
                 champion=mv, champion_auc=recorded_test_auc(mv) if mv else None, report=report,
-                champion_auc_caveat=auc_caveat((mv.params or {}).get("split")) if mv else None,
+                champion_auc_caveat=recorded_auc_caveat(mv) if mv else None,
                 failed_unexpected=sum(unexpected.values()), failed_words=failed_words(refused, unexpected),
             )
 

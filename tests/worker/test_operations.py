@@ -138,14 +138,19 @@ def _start_beat(env: dict[str, str], schedule: Path, log: Path) -> subprocess.Po
             env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
 
 
-@pytest.mark.slow
-def test_two_beats_schedule_each_tick_once(tmp_path: Path) -> None:
+def _beat_setting(tmp_path: Path) -> tuple[redis.Redis, dict[str, str]]:
+    """The beats' Redis database (emptied) and their environment: a sync every 10 s."""
     client = redis.Redis.from_url(BEAT_REDIS)
     client.flushdb()
     config = tmp_path / "leadscore.yaml"
     config.write_text("schedules: {sync_seconds: 10, writeback_seconds: 3600}\n")
-    env = dict(os.environ, LEADSCORE_BROKER_URL=BEAT_REDIS, LEADSCORE_CONFIG_FILE=str(config),
-               LEADSCORE_VAR_DIR=str(tmp_path))
+    return client, dict(os.environ, LEADSCORE_BROKER_URL=BEAT_REDIS, LEADSCORE_CONFIG_FILE=str(config),
+                        LEADSCORE_VAR_DIR=str(tmp_path))
+
+
+@pytest.mark.slow
+def test_two_beats_schedule_each_tick_once(tmp_path: Path) -> None:
+    client, env = _beat_setting(tmp_path)
     logs = [tmp_path / f"beat-{i}.log" for i in range(2)]
     beats = [_start_beat(env, tmp_path / f"beat-{i}", logs[i]) for i in range(2)]
 
@@ -177,12 +182,7 @@ def test_a_standby_beat_sharing_the_schedule_file_takes_over(tmp_path: Path) -> 
     """Two `leadscore beat`s on one host share ``var/celerybeat-schedule``: the standby must not
     touch the file while the holder writes it, and must take over when the holder stops (it
     crashed with "UnpicklingError: pickle data was truncated" when it opened the file at start)."""
-    client = redis.Redis.from_url(BEAT_REDIS)
-    client.flushdb()
-    config = tmp_path / "leadscore.yaml"
-    config.write_text("schedules: {sync_seconds: 10, writeback_seconds: 3600}\n")
-    env = dict(os.environ, LEADSCORE_BROKER_URL=BEAT_REDIS, LEADSCORE_CONFIG_FILE=str(config),
-               LEADSCORE_VAR_DIR=str(tmp_path))
+    client, env = _beat_setting(tmp_path)
     schedule = tmp_path / "celerybeat-schedule"
     logs = [tmp_path / f"beat-{i}.log" for i in range(2)]
     beats = [_start_beat(env, schedule, logs[0])]

@@ -184,16 +184,15 @@ def models_list() -> None:
     """Every model version, newest first, with status and test AUC."""
     from scoring.monitor import trained_at
     from scoring.monitoring.stats import MIN_PERFORMANCE_POSITIVES
-    from scoring.registry import auc_caveat, list_versions, recorded_test_auc
+    from scoring.registry import list_versions, recorded_auc_caveat, recorded_test_auc
 
     with unit_of_work() as session:
-        versions = list_versions(session)
         # "*": a test AUC on too few leads of one class to judge (the line below the table says so).
         rows = [
             (mv.version, mv.status, mv.segment or "-", mv.family, f"{trained_at(mv):%Y-%m-%d}",
-             (f"{auc:.3f}" + ("*" if auc_caveat((mv.params or {}).get("split")) else ""))
-             if (auc := recorded_test_auc(mv)) is not None else "-", (mv.notes or "")[:100])
-            for mv in versions
+             f"{auc:.3f}{'*' if recorded_auc_caveat(mv) else ''}" if (auc := recorded_test_auc(mv)) is not None
+             else "-", (mv.notes or "")[:100])
+            for mv in list_versions(session)
         ]
     if not rows:
         console.print("no model versions yet (run `leadscore train`)")
