@@ -223,18 +223,29 @@ def _set_campaigns(session: Session, connection_id: int, joined: Sequence[tuple[
 def upsert_activities(session: Session, connection_id: int, records: Sequence[ActivityRecord],
                       now: datetime) -> int:
     """Upsert activities, linking each to its lead when the lead is already stored; a lead gets a
-    new ``inputs_changed_at`` when one of its activities is new or was deleted/restored."""
+    new ``inputs_changed_at`` when one of its activities is new or was deleted/restored.
+
+    ``synced_at`` moves only when what scoring reads of the activity changed (its lead, type,
+    time, detail, campaign or deletion): scoring rescores a lead whose activity was synced after
+    its score, and a record read again unchanged (the overlap of every incremental sync, a
+    restart) must not make its lead stale. Under a CRM clock that stands still, it did so on
+    every sync.
+    """
     records = _last_by_id(records)
     if not records:
         return 0
     ids = [r.crm_id for r in records]
-    before = {
-        crm_id: (lead_crm_id, deleted)
-        for crm_id, lead_crm_id, deleted in session.execute(
-            select(Activity.crm_id, Activity.lead_crm_id, Activity.is_deleted)
-            .where(Activity.connection_id == connection_id, Activity.crm_id.in_(ids))
-        ).all()
-    }
+    before: dict[str, tuple[str | None, bool]] = {}
+    # What scoring reads of each stored activity (its lead, type, time, detail, campaign,
+    # deletion), and when it was synced.
+    stored: dict[str, tuple[tuple[Any, ...], datetime]] = {}
+    for crm_id, lead_crm_id, deleted, lead_id, kind, occurred_at, detail, campaign, synced_at in session.execute(
+        select(Activity.crm_id, Activity.lead_crm_id, Activity.is_deleted, Activity.lead_id, Activity.type,
+               Activity.occurred_at, Activity.detail, Activity.campaign, Activity.synced_at)
+        .where(Activity.connection_id == connection_id, Activity.crm_id.in_(ids))
+    ).all():
+        before[crm_id] = (lead_crm_id, deleted)
+        stored[crm_id] = ((lead_crm_id, deleted, lead_id, kind, occurred_at, detail, campaign), synced_at)
     lead_crm_ids = sorted({r.lead_crm_id for r in records if r.lead_crm_id})
     lead_ids: dict[str, int] = {
         crm_id: lead_id for crm_id, lead_id in session.execute(
@@ -243,11 +254,15 @@ def upsert_activities(session: Session, connection_id: int, records: Sequence[Ac
     rows = []
     touched: set[str] = set()
     for record in records:
+        lead_id = lead_ids.get(record.lead_crm_id) if record.lead_crm_id else None
+        read = (record.lead_crm_id, record.is_deleted, lead_id, record.type, record.occurred_at, record.detail,
+                record.campaign)
+        was = stored.get(record.crm_id)
         rows.append({
             "connection_id": connection_id,
             "crm_id": record.crm_id,
             "lead_crm_id": record.lead_crm_id,
-            "lead_id": lead_ids.get(record.lead_crm_id) if record.lead_crm_id else None,
+            "lead_id": lead_id,
             "type": record.type,
             "occurred_at": record.occurred_at,
             "detail": record.detail,
@@ -255,7 +270,7 @@ def upsert_activities(session: Session, connection_id: int, records: Sequence[Ac
             "crm_modified_at": record.crm_modified_at,
             "is_deleted": record.is_deleted,
             "raw": record.raw,
-            "synced_at": now,
+            "synced_at": was[1] if was is not None and was[0] == read else now,
         })
         previous = before.get(record.crm_id)
         if record.lead_crm_id and (previous is None or previous != (record.lead_crm_id, record.is_deleted)):
