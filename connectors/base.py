@@ -8,6 +8,7 @@ committed; :mod:`connectors.sync` does the committing. Connectors never touch th
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -192,6 +193,9 @@ class Page:
     # whose membership was created together with the lead (Salesforce CampaignMember).
     lead_campaigns: list[tuple[str, str, datetime]] = field(default_factory=list)
     records_read: int = 0
+    # Records read but not stored, by why (a Task that is no engagement, an Event without Type):
+    # counted so a sync that reads a stream and keeps none of it says so.
+    skipped: Counter[str] = field(default_factory=Counter)
 
 
 class Connector(Protocol):

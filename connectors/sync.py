@@ -56,12 +56,15 @@ class StreamReport:
     status: SyncStatus = SyncStatus.running
     error: str | None = None
     quarantined_by_reason: Counter[str] = field(default_factory=Counter)
+    # Records read and deliberately not stored (not engagement), by why: see Page.skipped.
+    skipped_by_reason: Counter[str] = field(default_factory=Counter)
 
     def to_dict(self) -> dict[str, Any]:
         return {"records": self.records, "leads": self.leads, "activities": self.activities,
                 "quarantined": self.quarantined, "pages": self.pages, "api_calls": self.api_calls,
                 "status": self.status, "error": self.error,
-                "quarantined_by_reason": dict(self.quarantined_by_reason)}
+                "quarantined_by_reason": dict(self.quarantined_by_reason),
+                "skipped_by_reason": dict(self.skipped_by_reason)}
 
 
 @dataclass
@@ -407,6 +410,7 @@ def read_range(engine: Engine, connector: Connector, span: StreamRange, report: 
             report.activities += counts["activities"]
             report.quarantined += len(page.quarantined)
             report.quarantined_by_reason.update(q.reason for q in page.quarantined)
+            report.skipped_by_reason.update(page.skipped)
             report.pages += 1
             report.api_calls = connector.api_calls - calls_at_start
             analyze_after = refresh_planner_statistics(engine, report.records, analyze_after)

@@ -118,6 +118,20 @@ def task_record(record: dict[str, Any]) -> ActivityRecord | None:
     return _who_activity(record, crm_id, modified, kind, occurred)
 
 
+def skip_reason(stream: str, record: dict[str, Any]) -> str:
+    """Why a record of ``stream`` normalised to None is not stored (the sync report counts these)."""
+    kind = clean_text(record.get("Type"))
+    if stream == "tasks":
+        subtype = clean_text(record.get("TaskSubtype"))
+        return (f"Task Type {kind!r} is not an engagement type" if kind else "Task without Type") + (
+            f" (TaskSubtype {subtype!r})" if subtype else "")
+    if stream == "events":
+        return f"Event Type {kind!r} is not Meeting, Webinar or Call" if kind else "Event without Type"
+    if stream == "campaign_members":
+        return "CampaignMember that never responded"
+    return f"{stream} record not stored"
+
+
 def event_record(record: dict[str, Any]) -> ActivityRecord | None:
     """Normalise an Event (meeting, webinar, call); None for other calendar entries."""
     crm_id, modified = stamps(record)

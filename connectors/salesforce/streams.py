@@ -46,6 +46,7 @@ from connectors.salesforce.records import (
     lead_record,
     membership,
     raw_payload,
+    skip_reason,
     stamps,
     task_record,
 )
@@ -327,6 +328,8 @@ class SalesforceConnector:
                 page.leads.append(normalised)
             elif isinstance(normalised, ActivityRecord):
                 page.activities.append(normalised)
+            else:
+                page.skipped[skip_reason(stream, record)] += 1
         if last is None and ordered:
             # Not one record had a usable (Id, SystemModstamp): the keyset cannot move past them.
             raise FatalCRMError(f"Salesforce {stream}: a page without a single valid Id/SystemModstamp")

@@ -70,3 +70,44 @@ def test_cli_sync_reads_config_and_env(small_sim: CRMSim, tmp_path: Path, monkey
         expected.assert_database_matches(engine_for(url), "cli-hs", expected.hubspot(small_sim))
     finally:
         get_settings.cache_clear()
+
+
+def test_sync_says_which_records_it_read_but_did_not_store(small_sim: CRMSim, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    # Reps log calendar entries without a Type (a lunch, a meeting typed by hand): the sync
+    # reads them and, as docs/sync.md says, stores only engagement. It printed only the
+    # stream's record count, so an org whose meetings all lack a Type lost them silently.
+    from simple_salesforce import Salesforce
+
+    from connectors.salesforce.session import simulator_session
+
+    sf = small_sim.info()["salesforce"]
+    client = Salesforce(session_id=sf["session_id"], instance_url=sf["instance_url"], version="59.0",
+                        session=simulator_session(sf["ca_bundle"], sf["instance_url"]))
+    lead = client.query("SELECT Id FROM Lead WHERE IsConverted = false LIMIT 1")["records"][0]["Id"]
+    when = small_sim.world.clock.now().strftime("%Y-%m-%dT%H:%M:%S.000+0000")
+    for subject, kind in (("Lunch", None), ("Coffee", None), ("Intro", "Other")):
+        body = {"WhoId": lead, "Subject": subject, "StartDateTime": when, "DurationInMinutes": 30}
+        client.Event.create(body if kind is None else {**body, "Type": kind})
+    config_file = tmp_path / "leadscore.yaml"
+    config_file.write_text(yaml.safe_dump({"connections": [
+        {"name": "cli-sf", "kind": "salesforce", "instance_url": sf["instance_url"], "domain": "crmsim.my",
+         "client_id": sf["client_id"], "ca_bundle": sf["ca_bundle"], "login_via_instance": True,
+         "client_secret_env": "LS_TEST_SF_SECRET"}]}))
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    upgrade(url)
+    monkeypatch.setenv("LEADSCORE_CONFIG_FILE", str(config_file))
+    monkeypatch.setenv("LEADSCORE_DATABASE_URL", url)
+    monkeypatch.setenv("LS_TEST_SF_SECRET", sf["client_secret"])
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(app, [])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    out = " ".join(result.output.split())
+    events = sum(1 for r in small_sim.salesforce.store.records["Event"].values() if not r.deleted)
+    assert re.search(rf"cli-sf events: 3 of {events} records read were not stored as activities "
+                     r"\(Event without Type: 2; Event Type 'Other' is not Meeting, Webinar or Call: 1\)", out), out
+    # Tasks that are no engagement (routing's to-dos) would be named the same way; the funnel's are all engagement.
+    assert "cli-sf tasks:" not in out

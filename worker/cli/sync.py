@@ -130,6 +130,25 @@ def sync_one(conn: ConnectionConfig, *, full: bool, progress: ProgressCallback |
     return ConnectionOutcome(conn.name, report=report, error=f"{report.status}: {report.error}" if failed else None)
 
 
+def skipped_lines(report: SyncReport) -> list[str]:
+    """Per stream, the records read but not stored and why (a Task that is no engagement, an Event
+    without Type): a stream that keeps none of what it reads says so, rather than showing only
+    its record count."""
+    lines = []
+    for name, stream in report.streams.items():
+        skipped = sum(stream.skipped_by_reason.values())
+        if not skipped:
+            continue
+        why = "; ".join(f"{reason}: {n}" for reason, n in stream.skipped_by_reason.most_common())
+        if skipped == stream.records:
+            lines.append(f"{report.connection} {name}: none of the {stream.records} records read was stored as "
+                         f"an activity ({why}; docs/sync.md, Streams)")
+        else:
+            lines.append(f"{report.connection} {name}: {skipped} of {stream.records} records read were not "
+                         f"stored as activities ({why})")
+    return lines
+
+
 def _summary(reports: Sequence[object]) -> None:
     from connectors.sync import SyncReport
 
@@ -149,6 +168,8 @@ def _summary(reports: Sequence[object]) -> None:
     console.print(table)
     for report in reports:
         assert isinstance(report, SyncReport)
+        for line in skipped_lines(report):
+            console.print(line, markup=False, highlight=False)
         accounts = report.accounts or {}
         if accounts.get("error"):
             console.print(f"{report.connection}: account look-up stopped: {accounts['error']}", markup=False,
