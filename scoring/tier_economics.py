@@ -105,12 +105,21 @@ def suggest_thresholds(
     notes = [f"no lead pays for tier {t}'s touches: {t} is left at its highest cut-off"
               for t in ("A", "B", "C") if cut[t] == 101]
     # Tiers need A > B > C within 1..100: push the lower cut-offs down (never the higher ones up).
+    natural = dict(cut)
     cut["A"] = min(cut["A"], 100)
     cut["B"] = min(cut["B"], cut["A"] - 1)
     cut["C"] = min(cut["C"], cut["B"] - 1)
     if cut["C"] < 1:
         cut = {"A": 3, "B": 2, "C": 1}
         notes.append("every lead pays for every touch: cut-offs at the lowest scores")
+    else:
+        # A pushed cut-off leaves its tier one score wide: say so, or revops read a B of one score
+        # (51/50/24) as a considered band.
+        for tier, above in (("B", "A"), ("C", "B")):
+            if natural[tier] != cut[tier] and natural[tier] <= 100 and natural[above] <= 100:
+                notes.append(f"tier {tier}'s touch pays from the same score as {above}'s ({natural[tier]}), so "
+                             f"{tier} is left one score wide (only score {cut[tier]}): treat {above} and {tier} "
+                             "as one band")
     thresholds = {t: float(cut[t]) for t in ("A", "B", "C")}
     # Valued on the scores it was cut on (not the probability in whole percent).
     value = policy_value(probabilities, y, Policy("score", thresholds), conversion_value=conversion_value,

@@ -78,3 +78,19 @@ def test_capacity_shares_are_valued_with_the_cutoffs_of_the_reference_scores() -
     assert valued == pytest.approx(as_scores)
     own = policy_value(p, y, Policy("capacity", shares), conversion_value=5000, touch_cost=40, scores=ranks)
     assert own != pytest.approx(valued)
+
+
+def test_a_tier_pushed_to_one_score_wide_is_named() -> None:
+    """Every conversion at one score: each touch pays from that score, so the ordering A > B > C
+    leaves B and C one score each. The console showed such a 51/50/24 suggestion unflagged."""
+    scores = np.repeat(np.arange(1, 100), 20)
+    y = (scores == 80).astype("float64")
+    best = suggest_thresholds(scores / 100, y, conversion_value=5000, touch_cost=10, scores=scores)
+    assert best.thresholds == {"A": 80.0, "B": 79.0, "C": 78.0}
+    assert best.note is not None
+    assert "tier B's touch pays from the same score as A's (80), so B is left one score wide (only score 79)" \
+        in best.note
+    assert "C is left one score wide (only score 78)" in best.note
+    # On spread-out data no tier is pushed, and nothing is said.
+    p, y = _labelled()
+    assert suggest_thresholds(p, y, conversion_value=5000, touch_cost=40).note is None
