@@ -455,6 +455,8 @@ class HubSpotConnector:
                 continue
             if record is not None:
                 page.activities.append(record)
+            else:
+                page.skipped[f"event type {str(event.get('eventType') or '')!r} is not scored"] += 1
         page.cursor = last
         return page
 

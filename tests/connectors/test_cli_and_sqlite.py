@@ -4,6 +4,7 @@ sync on SQLite, the embedded demo's database."""
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -111,3 +112,22 @@ def test_sync_says_which_records_it_read_but_did_not_store(small_sim: CRMSim, tm
                      r"\(Event without Type: 2; Event Type 'Other' is not Meeting, Webinar or Call: 1\)", out), out
     # Tasks that are no engagement (routing's to-dos) would be named the same way; the funnel's are all engagement.
     assert "cli-sf tasks:" not in out
+
+
+def test_hubspot_events_of_types_not_scored_are_counted(small_sim: CRMSim, sqlite_engine: Engine) -> None:
+    # The Events API returns every event type of the portal (custom behavioural events too); only
+    # page visits, forms, downloads and campaign responses are scored.
+    from crmsim.hubspot.store import Event
+
+    store = small_sim.hubspot.store
+    contact = next(str(r.id) for r in store.records["contacts"].values() if not r.archived)
+    for n in range(2):
+        store.add_event(Event(id=f"custom-{n}", event_type="pe1234_clicked_chat_widget",
+                              occurred_at=small_sim.world.clock.now() - timedelta(hours=1), object_type="contact",
+                              object_id=contact, properties={}))
+    conn, secrets = hubspot_config(small_sim, "skip-hs")
+    report = sync_connection(sqlite_engine, conn, secrets)
+    assert report.status == "succeeded", report.error
+    assert report.streams["events"].skipped_by_reason == {"event type 'pe1234_clicked_chat_widget' is not scored": 2}
+    assert report.to_dict()["streams"]["events"]["skipped_by_reason"] == {
+        "event type 'pe1234_clicked_chat_widget' is not scored": 2}
