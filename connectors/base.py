@@ -173,6 +173,12 @@ class Merge:
     at: datetime
 
 
+# Skip reasons that are the normal course of a CRM (a campaign member sent but never responding),
+# not engagement a model might miss: counted in the report, not printed by `leadscore sync`.
+NEVER_RESPONDED = "CampaignMember that never responded"
+ROUTINE_SKIPS = frozenset({NEVER_RESPONDED})
+
+
 @dataclass
 class Page:
     """One page of a stream, committed in one transaction together with ``cursor``.

@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from config.app_config import SALESFORCE_CLOSED_STATUSES
-from connectors.base import ActivityRecord, LeadRecord
+from connectors.base import NEVER_RESPONDED, ActivityRecord, LeadRecord
 from connectors.errors import BadRecord
 from connectors.lifecycle import lifecycle_of
 from connectors.normalise import (
@@ -128,7 +128,7 @@ def skip_reason(stream: str, record: dict[str, Any]) -> str:
     if stream == "events":
         return f"Event Type {kind!r} is not Meeting, Webinar or Call" if kind else "Event without Type"
     if stream == "campaign_members":
-        return "CampaignMember that never responded"
+        return NEVER_RESPONDED
     return f"{stream} record not stored"
 
 

@@ -133,13 +133,18 @@ def sync_one(conn: ConnectionConfig, *, full: bool, progress: ProgressCallback |
 def skipped_lines(report: SyncReport) -> list[str]:
     """Per stream, the records read but not stored and why (a Task that is no engagement, an Event
     without Type): a stream that keeps none of what it reads says so, rather than showing only
-    its record count."""
+    its record count. Streams whose skips are all routine (``ROUTINE_SKIPS``) print nothing."""
+    from connectors.base import ROUTINE_SKIPS
+
     lines = []
     for name, stream in report.streams.items():
         skipped = sum(stream.skipped_by_reason.values())
-        if not skipped:
-            continue
-        why = "; ".join(f"{reason}: {n}" for reason, n in stream.skipped_by_reason.most_common())
+        notable = [(reason, n) for reason, n in stream.skipped_by_reason.most_common() if reason not in ROUTINE_SKIPS]
+        if not notable:
+            continue  # only the CRM's normal course (members that never responded): in --json only
+        why = "; ".join(f"{reason}: {n}" for reason, n in notable)
+        if len(notable) < len(stream.skipped_by_reason):
+            why += "; and routine skips (see --json)"
         if skipped == stream.records:
             lines.append(f"{report.connection} {name}: none of the {stream.records} records read was stored as "
                          f"an activity ({why}; docs/sync.md, Streams)")
