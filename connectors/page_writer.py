@@ -235,17 +235,16 @@ def upsert_activities(session: Session, connection_id: int, records: Sequence[Ac
     if not records:
         return 0
     ids = [r.crm_id for r in records]
-    before: dict[str, tuple[str | None, bool]] = {}
     # What scoring reads of each stored activity (its lead, type, time, detail, campaign,
-    # deletion), and when it was synced.
-    stored: dict[str, tuple[tuple[Any, ...], datetime]] = {}
-    for crm_id, lead_crm_id, deleted, lead_id, kind, occurred_at, detail, campaign, synced_at in session.execute(
-        select(Activity.crm_id, Activity.lead_crm_id, Activity.is_deleted, Activity.lead_id, Activity.type,
-               Activity.occurred_at, Activity.detail, Activity.campaign, Activity.synced_at)
-        .where(Activity.connection_id == connection_id, Activity.crm_id.in_(ids))
-    ).all():
-        before[crm_id] = (lead_crm_id, deleted)
-        stored[crm_id] = ((lead_crm_id, deleted, lead_id, kind, occurred_at, detail, campaign), synced_at)
+    # deletion; lead CRM id and deletion first), and when it was synced.
+    stored: dict[str, tuple[tuple[Any, ...], datetime]] = {
+        crm_id: (tuple(read), synced_at)
+        for crm_id, *read, synced_at in session.execute(
+            select(Activity.crm_id, Activity.lead_crm_id, Activity.is_deleted, Activity.lead_id, Activity.type,
+                   Activity.occurred_at, Activity.detail, Activity.campaign, Activity.synced_at)
+            .where(Activity.connection_id == connection_id, Activity.crm_id.in_(ids))
+        )
+    }
     lead_crm_ids = sorted({r.lead_crm_id for r in records if r.lead_crm_id})
     lead_ids: dict[str, int] = {
         crm_id: lead_id for crm_id, lead_id in session.execute(
@@ -272,7 +271,7 @@ def upsert_activities(session: Session, connection_id: int, records: Sequence[Ac
             "raw": record.raw,
             "synced_at": was[1] if was is not None and was[0] == read else now,
         })
-        previous = before.get(record.crm_id)
+        previous = was[0][:2] if was is not None else None  # (lead CRM id, deleted) as stored
         if record.lead_crm_id and (previous is None or previous != (record.lead_crm_id, record.is_deleted)):
             touched.add(record.lead_crm_id)
             if previous is not None and previous[0] and previous[0] != record.lead_crm_id:

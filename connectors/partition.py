@@ -73,11 +73,13 @@ class WindowOutcome:
     next_windows: list[int] = field(default_factory=list)
     plan_done: bool = False
     accounts: dict[str, Any] | None = None  # the account look-up after the plan's last unit
+    skipped_by_reason: dict[str, int] = field(default_factory=dict)  # read, not stored (StreamReport's)
 
     def to_dict(self) -> dict[str, Any]:
         return {"window": self.window_id, "stream": self.stream, "status": self.status, "records": self.records,
                 "api_calls": self.api_calls, "error": self.error, "next_windows": self.next_windows,
-                "plan_done": self.plan_done, "accounts": self.accounts}
+                "plan_done": self.plan_done, "accounts": self.accounts,
+                "skipped_by_reason": dict(self.skipped_by_reason)}
 
 
 def stages_for(conn: ConnectionConfig, connector: Connector) -> list[list[str]]:
@@ -239,7 +241,8 @@ def _read_window(engine: Engine, conn: ConnectionConfig, connector: Connector, s
             logger.error("ALERT sync %s stopped in %s (window %d): %s", conn.name, stream, window_id, exc)
             return WindowOutcome(window_id, stream, status, report.records, report.api_calls, str(exc))
         raise
-    outcome = WindowOutcome(window_id, stream, DONE, report.records, report.api_calls)
+    outcome = WindowOutcome(window_id, stream, DONE, report.records, report.api_calls,
+                            skipped_by_reason=dict(report.skipped_by_reason))
     with unit_of_work(engine) as session:
         rows = _lock_plan(session, span.connection_id, plan)
         mine = next(r for r in rows if r.id == window_id)
