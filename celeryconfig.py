@@ -32,8 +32,11 @@ broker_connection_max_retries = None
 broker_channel_error_retry = True
 redis_retry_on_timeout = True
 redis_socket_keepalive = True
-broker_transport_options = {"visibility_timeout": _settings.visibility_timeout}
-result_backend_transport_options = {"visibility_timeout": _settings.visibility_timeout}
+# LEADSCORE_REDIS_NAMESPACE: every key of the queues, results and broadcasts (pidbox, events)
+# starts with "<namespace>:", as leadscore's own locks do (worker.locks.redis_key).
+_prefix = {"global_keyprefix": _settings.redis_prefix} if _settings.redis_prefix else {}
+broker_transport_options = {"visibility_timeout": _settings.visibility_timeout, **_prefix}
+result_backend_transport_options = {"visibility_timeout": _settings.visibility_timeout, **_prefix}
 result_expires = 24 * 3600
 
 task_serializer = "json"

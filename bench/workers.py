@@ -50,6 +50,7 @@ from scoring.service import train_from_store  # noqa: E402
 from store.db import make_engine, unit_of_work  # noqa: E402
 from store.migrate import upgrade  # noqa: E402
 from store.models import Activity, Connection, Lead, SyncWindow  # noqa: E402
+from worker.locks import redis_key  # noqa: E402
 from worker.processes import start_worker, stop  # noqa: E402
 from worker.tasks import SCORE_CHUNKS_KEY  # noqa: E402
 
@@ -151,7 +152,7 @@ def run_once(count: int, info: dict[str, Any], redis_url: str, tmp: Path, timeou
             started = time.monotonic()
             planned = client.send_task("leadscore.score.all", queue="long").get(timeout=timeout)
             out["rescore_chunks"] = planned.get("chunks")
-            wait_for("the rescore chunks", lambda: int(broker.get(SCORE_CHUNKS_KEY) or 0) == 0,
+            wait_for("the rescore chunks", lambda: int(broker.get(redis_key(SCORE_CHUNKS_KEY)) or 0) == 0,
                      timeout - (time.monotonic() - started))
             out["rescore_seconds"] = round(time.monotonic() - started, 2)
             out["rescored"] = planned.get("leads")

@@ -6,6 +6,7 @@ file named by ``LEADSCORE_CONFIG_FILE`` (see :mod:`config.app_config`).
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from config.errors import ConfigError
 # Celery with Redis redelivers a task not acked within the visibility timeout; time limits stay
 # below it so a long task is killed before it is duplicated.
 DEFAULT_VISIBILITY_TIMEOUT = 3600
+NAMESPACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 class Settings(BaseSettings):
@@ -28,6 +30,10 @@ class Settings(BaseSettings):
     database_url: str | None = None
     broker_url: str | None = None
     result_backend: str | None = None
+    # Prefix of every Redis key of this installation (Celery's queues, results and broadcasts,
+    # leadscore's locks): two installations on one Redis database each need their own, or the
+    # workers of one take the other's tasks and one beat schedules for both. Empty: no prefix.
+    redis_namespace: str = ""
     config_file: Path | None = None
 
     # Celery limits (seconds)
@@ -55,6 +61,14 @@ class Settings(BaseSettings):
             check_broker_url(value)
         return value
 
+    @field_validator("redis_namespace")
+    @classmethod
+    def _namespace(cls, value: str) -> str:
+        if value and not NAMESPACE.fullmatch(value):
+            raise ValueError(f"{value!r} is not a namespace: 1-64 letters, digits, '_', '-' or '.', "
+                             "starting with a letter or digit (no ':')")
+        return value
+
     @model_validator(mode="after")
     def _limits_below_visibility(self) -> Settings:
         if not self.task_soft_time_limit < self.task_time_limit < self.visibility_timeout:
@@ -74,6 +88,11 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.var_dir / 'leadscore.db').as_posix()}"
+
+    @property
+    def redis_prefix(self) -> str:
+        """What every Redis key of this installation starts with: ``"<namespace>:"``, or nothing."""
+        return f"{self.redis_namespace}:" if self.redis_namespace else ""
 
     @property
     def eager(self) -> bool:

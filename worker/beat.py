@@ -32,7 +32,6 @@ from worker.locks import lock_key, redis_client, uses_redis
 logger = logging.getLogger(__name__)
 
 LOCK_NAME = "beat"
-LOCK_KEY = lock_key(LOCK_NAME)
 LOCK_TTL_SECONDS = 30
 OUTAGE_RETRY_SECONDS = 5.0
 # What a broker outage looks like from the lock (redis-py) and from sending a task (kombu).
@@ -51,7 +50,7 @@ class LockedScheduler(PersistentScheduler):
         super().__init__(*args, **kwargs)
         url = self.app.conf.broker_url or ""
         self._redis = redis_client(url) if uses_redis(url) else None
-        self._lock = (self._redis.lock(LOCK_KEY, timeout=LOCK_TTL_SECONDS, thread_local=False)
+        self._lock = (self._redis.lock(lock_key(LOCK_NAME), timeout=LOCK_TTL_SECONDS, thread_local=False)
                       if self._redis is not None else None)
         self._token = f"beat:{os.getpid()}:{uuid.uuid4().hex}"
         self._holding = False

@@ -17,8 +17,9 @@ from typing import cast
 import redis
 from kombu.exceptions import OperationalError
 
-from worker.beat import LOCK_KEY
-from worker.locks import redis_client, uses_redis
+from config.settings import get_settings
+from worker.beat import LOCK_NAME
+from worker.locks import lock_key, redis_client, redis_key, uses_redis
 from worker.queues import Queue
 
 logger = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ class Liveness:
     workers: dict[str, list[str]] = field(default_factory=dict)  # hostname -> queues it consumes
     beat: str | None = None  # the scheduler lock's holder ("beat:<pid>:<id>"), None when none holds it
     waiting: dict[str, int] = field(default_factory=dict)  # queue -> tasks waiting
+    namespace: str = ""  # LEADSCORE_REDIS_NAMESPACE: only workers and a beat started with it are heard
 
     def problems(self) -> list[str]:
         """What stops the loop: an unreachable broker, no worker, no beat, a queue nobody consumes."""
@@ -71,6 +73,8 @@ class Liveness:
             workers = f"workers: {len(self.workers)} answering ({listed})"
         else:
             workers = f"workers: none answered within {PING_SECONDS:.0f} s"
+        if self.namespace:
+            workers += f" in Redis namespace {self.namespace!r}"
         if not self.redis:
             unknown = "cannot tell (measured on a Redis broker only)"
             return [workers, f"beat: {unknown}", f"queues: {unknown}"]
@@ -86,7 +90,7 @@ class Liveness:
 
 
 def _waiting(client: redis.Redis, queue: str) -> int:
-    keys = [queue if p == 0 else f"{queue}{_PRIORITY_SEP}{p}" for p in _PRIORITY_STEPS]
+    keys = [redis_key(queue if p == 0 else f"{queue}{_PRIORITY_SEP}{p}") for p in _PRIORITY_STEPS]
     return sum(int(cast(int, client.llen(key))) for key in keys)
 
 
@@ -101,13 +105,14 @@ def measure(broker_url: str | None) -> Liveness:
     beat: str | None = None
     waiting: dict[str, int] = {}
     on_redis = uses_redis(broker_url)
+    namespace = get_settings().redis_namespace
     if on_redis:  # first, and briefly: Celery's own connection retries a down broker for long
         client = redis_client(broker_url)
         try:
-            beat = _text(client.get(LOCK_KEY))
+            beat = _text(client.get(lock_key(LOCK_NAME)))
             waiting = {q.value: _waiting(client, q.value) for q in Queue}
         except redis.RedisError as exc:
-            return Liveness(broker=True, error=str(exc) or type(exc).__name__)
+            return Liveness(broker=True, error=str(exc) or type(exc).__name__, namespace=namespace)
         finally:
             client.close()
     from celery import Celery
@@ -126,8 +131,8 @@ def measure(broker_url: str | None) -> Liveness:
     try:
         answers = asking.control.inspect(timeout=PING_SECONDS).active_queues() or {}
     except (OperationalError, OSError) as exc:  # a broker other than Redis, down
-        return Liveness(broker=True, redis=on_redis, error=str(exc) or type(exc).__name__)
+        return Liveness(broker=True, redis=on_redis, error=str(exc) or type(exc).__name__, namespace=namespace)
     finally:
         asking.close()
     workers = {host: sorted(str(q.get("name")) for q in queues or []) for host, queues in answers.items()}
-    return Liveness(broker=True, redis=on_redis, workers=workers, beat=beat, waiting=waiting)
+    return Liveness(broker=True, redis=on_redis, workers=workers, beat=beat, waiting=waiting, namespace=namespace)

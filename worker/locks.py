@@ -25,10 +25,11 @@ import redis
 from redis.exceptions import LockError, LockNotOwnedError
 
 from config.errors import LeadscoreError
+from config.settings import get_settings
 
 logger = logging.getLogger(__name__)
 
-LOCK_PREFIX = "leadscore:lock:"
+LOCK_PREFIX = "leadscore:lock:"  # after the installation's namespace (redis_key)
 # Short enough that a dead holder's lock is gone in under a minute; long enough that a heartbeat
 # delayed by a busy machine (every TTL/3) never lets a live holder's lock lapse.
 LOCK_TTL_SECONDS = 30.0
@@ -53,8 +54,15 @@ def uses_redis(url: str | None) -> bool:
     return bool(url) and str(url).startswith(("redis://", "rediss://", "unix://"))
 
 
+def redis_key(key: str) -> str:
+    """``key`` in this installation's Redis namespace (``LEADSCORE_REDIS_NAMESPACE``): the prefix
+    Celery's transport puts on its queues (``global_keyprefix``, celeryconfig) is put on
+    leadscore's own keys too, so installations sharing a Redis database share nothing."""
+    return f"{get_settings().redis_prefix}{key}"
+
+
 def lock_key(name: str) -> str:
-    return f"{LOCK_PREFIX}{name}"
+    return redis_key(f"{LOCK_PREFIX}{name}")
 
 
 def cli_owner() -> str:
@@ -183,7 +191,7 @@ def claim_follow_up(name: str, task_id: str, *, redis_url: str | None, countdown
         return False
     assert redis_url is not None
     client = redis_client(redis_url)
-    key = f"{FOLLOW_UP_PREFIX}{name}"
+    key = redis_key(f"{FOLLOW_UP_PREFIX}{name}")
     ttl_ms = int((countdown * 3 + LOCK_TTL_SECONDS) * 1000)
     if client.set(key, task_id, nx=True, px=ttl_ms):
         return True
@@ -201,4 +209,4 @@ def release_follow_up(name: str, task_id: str, *, redis_url: str | None) -> None
     assert redis_url is not None
     client = redis_client(redis_url)
     client.eval("if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) "
-                "else return 0 end", 1, f"{FOLLOW_UP_PREFIX}{name}", task_id)
+                "else return 0 end", 1, redis_key(f"{FOLLOW_UP_PREFIX}{name}"), task_id)

@@ -29,6 +29,7 @@ from worker.locks import (
     claim_follow_up,
     exclusive,
     redis_client,
+    redis_key,
     release_follow_up,
     uses_redis,
 )
@@ -183,7 +184,7 @@ def _score(task: Any) -> dict[str, Any]:
 # A full rescore is planned once and scored in chunks of this many leads, one task each, which
 # every worker takes (docs/scaling.md); Redis counts the chunks still to write.
 SCORE_CHUNK_SIZE = 2000
-SCORE_CHUNKS_KEY = "leadscore:score:chunks-left"
+SCORE_CHUNKS_KEY = "leadscore:score:chunks-left"  # in the installation's namespace (redis_key)
 
 
 def chunks_left(redis_url: str | None) -> int:
@@ -191,7 +192,7 @@ def chunks_left(redis_url: str | None) -> int:
     if not uses_redis(redis_url):
         return 0
     assert redis_url is not None
-    value: Any = redis_client(redis_url).get(SCORE_CHUNKS_KEY)
+    value: Any = redis_client(redis_url).get(redis_key(SCORE_CHUNKS_KEY))
     return int(value or 0)
 
 
@@ -211,7 +212,7 @@ def score_all(self: Any) -> dict[str, Any]:
         if chunks and uses_redis(redis_url):
             assert redis_url is not None
             # Expires by itself: chunks lost for good never block scoring for longer than this.
-            redis_client(redis_url).set(SCORE_CHUNKS_KEY, len(chunks),
+            redis_client(redis_url).set(redis_key(SCORE_CHUNKS_KEY), len(chunks),
                                         ex=int(runtime.settings.visibility_timeout))
         head = plan.to_dict()
         for number, chunk in enumerate(chunks, start=1):
@@ -243,7 +244,7 @@ def score_chunk(self: Any, plan: dict[str, Any]) -> dict[str, Any]:
                                    tier_change_hook=routing_hook(runtime.config))
     redis_url = runtime.settings.broker_url
     if uses_redis(redis_url) and redis_url:
-        left: Any = redis_client(redis_url).decr(SCORE_CHUNKS_KEY)
+        left: Any = redis_client(redis_url).decr(redis_key(SCORE_CHUNKS_KEY))
         last = int(left) <= 0
     else:
         last = bool(plan.get("last", True))

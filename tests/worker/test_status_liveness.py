@@ -26,8 +26,9 @@ from tests.services import with_db
 from tests.worker.conftest import start_worker
 from web.app import create_app
 from web.auth import Authenticator, parse_users
-from worker.beat import LOCK_KEY
+from worker.beat import LOCK_NAME
 from worker.liveness import Liveness, measure
+from worker.locks import lock_key
 
 REPO = Path(__file__).resolve().parents[2]
 REDIS_URL = with_db(REDIS_BASE_URL, 10)
@@ -100,7 +101,7 @@ def test_status_measures_workers_beat_and_queues(tmp_path: Path) -> None:
             process.wait(timeout=30)
     # A beat stopped with SIGTERM gives its lock back at once (a standby beat takes over now, not
     # 30 s later) and says nothing alarming about it (it used to warn "lock not released").
-    assert not redis.Redis.from_url(REDIS_URL).exists(LOCK_KEY)
+    assert not redis.Redis.from_url(REDIS_URL).exists(lock_key(LOCK_NAME))
     beat_log = (tmp_path / "beat.log").read_text(errors="replace")
     assert "beat: acquired the scheduler lock" in beat_log and "not released" not in beat_log, beat_log[-2000:]
     # The worker consumes minute only: the long queue's task waits for a consumer that does not exist.
