@@ -92,8 +92,9 @@ def test_each_installation_hears_only_its_own_workers_and_tasks(tmp_path: Path) 
     finally:
         worker.terminate()
         worker.wait(timeout=30)
-    # Every key either installation left is under its namespace.
-    keys = sorted(k.decode() for k in client.keys("*"))
+    # Every key either installation left is under its namespace, but for kombu 5.7's index of
+    # expiring bindings, which its transport keeps unprefixed (bindings' deadlines, no tasks).
+    keys = sorted(k.decode() for k in client.keys("*") if k != b"_kombu.binding_deadlines")
     assert keys and all(k.startswith(("blue:", "green:")) for k in keys), keys
     client.flushdb()
 
