@@ -14,9 +14,10 @@ from typing import Any
 import requests
 
 from config.app_config import ConnectionConfig, HubSpotFields, SalesforceFields
-from config.errors import ConfigError
+from config.errors import ConfigError, LeadscoreError
 from connectors.accounts import AccountFinder
 from connectors.base import ConnectionSecrets, Connector
+from connectors.errors import CRMError
 from connectors.hubspot import settings as hubspot_settings
 from connectors.hubspot.accounts import HubSpotAccountFinder, HubSpotAccountWriter
 from connectors.hubspot.client import make_hubspot
@@ -135,12 +136,25 @@ def make_client(conn: ConnectionConfig, secrets: ConnectionSecrets) -> Any:
 
 def client_from(conn: ConnectionConfig, secrets_by_connection: Mapping[str, Any]) -> Any:
     """The client for ``conn`` from its entry in ``secrets_by_connection`` (write-back and routing).
-    A ConfigError when its secrets are missing (not given, or :class:`connectors.base.EnvSecrets`
-    raising the connection's unset variable): the caller stops that connection only."""
-    secrets = secrets_by_connection.get(conn.name)
-    if secrets is None:
-        raise ConfigError(f"connection {conn.name!r}: no credentials given")
-    return make_client(conn, secrets)
+
+    Raises :class:`ConnectionUnavailable` (naming the connection) when there is none to be had:
+    its secrets are missing (not given, or :class:`connectors.base.EnvSecrets` raising the
+    connection's unset variable), or its CRM refused or did not answer the login a client makes
+    as it is built (Salesforce's OAuth client credentials). The caller stops that connection only.
+    """
+    try:
+        secrets = secrets_by_connection.get(conn.name)
+        if secrets is None:
+            raise ConfigError(f"connection {conn.name!r}: no credentials given")
+        return make_client(conn, secrets)
+    except ConfigError as exc:
+        raise ConnectionUnavailable(str(exc)) from exc
+    except (CRMError, OSError) as exc:
+        raise ConnectionUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+
+class ConnectionUnavailable(LeadscoreError):
+    """No client for one connection (:func:`client_from`): its work waits, the others' goes on."""
 
 
 def make_connector(conn: ConnectionConfig, secrets: ConnectionSecrets, *,

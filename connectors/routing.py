@@ -46,7 +46,7 @@ from connectors.actions import action_marker, applies, round_robin_pick
 from connectors.errors import AuthError, CRMError, QuotaExhaustedError, RetriableCRMError
 from connectors.lifecycle import not_open_reason
 from connectors.protocols import LeadRef, Router
-from connectors.registry import PAUSE_DEFAULTS, SUPPORTED, client_from, make_router
+from connectors.registry import PAUSE_DEFAULTS, SUPPORTED, ConnectionUnavailable, client_from, make_router
 from connectors.routing_validation import routing_problems, static_problems, validate_routing
 from scoring.hooks import TierChangeHook
 from store.db import IDS_PER_STATEMENT, among, unit_of_work
@@ -261,9 +261,9 @@ def execute_routing(
     Validates the routing config against every CRM that has work first (:func:`validate_routing`;
     a :class:`ConfigError` means nothing was run). ``clients`` may give already-built clients by
     connection name. A connection whose CRM refuses calls (auth, quota, still failing after
-    retries), or whose secrets are missing (``secrets_by_connection`` raises its ConfigError,
-    :class:`connectors.base.EnvSecrets`), is stopped with its error in the report; its actions
-    are retried next run.
+    retries; the login, or the look-ups that check its rules), or whose secrets are missing
+    (``secrets_by_connection`` raises its ConfigError, :class:`connectors.base.EnvSecrets`), is
+    stopped with its error in the report; its actions are retried next run.
     """
     report = RoutingReport()
     conns = {c.name: c for c in config.connections if c.enabled}
@@ -301,9 +301,9 @@ def execute_routing(
         else:
             try:
                 client = client_from(conns[name], secrets_by_connection)
-            except ConfigError as exc:
-                # This connection's credentials are missing or wrong: its actions wait, the others run.
-                report.errors.append(str(exc))
+            except ConnectionUnavailable as exc:
+                # Missing credentials, or a login refused or unanswered: its actions wait, the others run.
+                report.errors.append(f"{name}: {exc}")
                 logger.warning("routing on %s stopped: %s", name, exc)
                 continue
             meters[name] = CallMeter(client_calls(client), 0)
@@ -323,7 +323,14 @@ def _run_connections(engine: Engine, config: AppConfig, conns: Mapping[str, Conn
     routers: dict[str, Router] = {}
     for name, client in active.items():
         router = make_router(conns[name], client)
-        problems = router.problems(config, conns[name])
+        try:
+            problems = router.problems(config, conns[name])
+        except (AuthError, QuotaExhaustedError, RetriableCRMError) as exc:
+            # The CRM refused the look-ups that check the rules (a bad token is first seen here):
+            # this connection's actions wait, the others run.
+            report.errors.append(f"{name}: {type(exc).__name__}: {exc}")
+            logger.warning("routing on %s stopped: %s", name, exc)
+            continue
         if problems:
             more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
             raise ConfigError(problems[0] + more)

@@ -40,11 +40,11 @@ from sqlalchemy import Engine, Select, bindparam, func, literal_column, select, 
 from sqlalchemy.orm import Session
 
 from config.app_config import AppConfig
-from config.errors import ConfigError
 from connectors.errors import AuthError, CRMError, QuotaExhaustedError, RetriableCRMError
 from connectors.lifecycle import not_open_reason
 from connectors.protocols import OutboxItem, Outcome, RecordResult, Router, ScoreWriter
 from connectors.registry import (
+    ConnectionUnavailable,
     client_from,
     make_account_writer,
     make_client,
@@ -109,8 +109,9 @@ def drain_outbox(
     ``clients`` may give already-built CRM clients by name instead (reused, e.g. by the demo).
     ``limit`` bounds the rows handled in this run. Each call's results are committed right
     after its response, so the function may be interrupted at any point. A connection whose CRM
-    refuses the whole call (auth, quota, still failing after retries), or whose secrets are
-    missing (``secrets_by_connection`` raises its ConfigError, :class:`connectors.base.EnvSecrets`),
+    refuses the whole call (auth, quota, still failing after retries), whose secrets are
+    missing (``secrets_by_connection`` raises its ConfigError, :class:`connectors.base.EnvSecrets`)
+    or whose login is refused as its client is built (:func:`connectors.registry.client_from`),
     is stopped with its error in the report; other connections proceed. Unknown ``connection``
     raises ConfigError.
     """
@@ -141,8 +142,8 @@ def drain_outbox(
                 if client is None:
                     client = client_from(conn, secrets_by_connection)
                     meter = CallMeter(client_calls(client), 0)
-            except ConfigError as exc:
-                # This connection's credentials are missing or wrong: its rows wait, the others go.
+            except ConnectionUnavailable as exc:
+                # Missing credentials, or a login refused or unanswered: its rows wait, the others go.
                 entry.error, entry.pending_left = str(exc), due
                 logger.warning("write-back to %s stopped: %s", conn.name, entry.error)
                 break

@@ -235,12 +235,22 @@ def _crm_ids(engine: Engine) -> dict[int, str]:
 
 
 
+@pytest.mark.parametrize("sf_login", ["unset", "refused"])
 def test_one_connection_without_its_secret_stops_only_its_own_writes_and_actions(
-        sim: CRMSim, workdir: tuple[Path, dict[str, str]]) -> None:
-    # The admin forgot sf's session variable on this machine: hs still gets its scores and its
-    # routing; sf's rows and actions wait, named in one line, until the variable is set.
+        sim: CRMSim, workdir: tuple[Path, dict[str, str]], sf_login: str) -> None:
+    # The admin forgot sf's secret on this machine, or set a wrong one (Salesforce's client
+    # credentials log in as the client is built): hs still gets its scores and its routing; sf's
+    # rows and actions wait, named in one line, until the secret is right.
     cwd, env = workdir
     engine = engine_for(env["LEADSCORE_DATABASE_URL"])
+    if sf_login == "refused":
+        sf = sim.info()["salesforce"]
+        config = yaml.safe_load((cwd / "leadscore.yaml").read_text())
+        config["connections"][0] = {"name": "sf", "kind": "salesforce", "instance_url": sf["instance_url"],
+                                    "domain": "crmsim.my", "client_id": sf["client_id"], "ca_bundle": sf["ca_bundle"],
+                                    "login_via_instance": True, "client_secret_env": "LEADSCORE_TEST_SF_SECRET"}
+        (cwd / "leadscore.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        env = {**env, "LEADSCORE_TEST_SF_SECRET": sf["client_secret"]}
     setup = leadscore_here("crm", "setup", "--connection", "hs", cwd=cwd, env=env)
     assert setup.returncode == 0, setup.stdout + setup.stderr
     planned = leadscore_here("tiers", "set", *(f"{t}={v}" for t, v in SECOND.items()), cwd=cwd, env=env)
@@ -248,8 +258,12 @@ def test_one_connection_without_its_secret_stops_only_its_own_writes_and_actions
     with unit_of_work(engine) as session:
         actions = dict(session.execute(select(RoutingAction.id, RoutingAction.connection_id)).all())
     assert actions, "no routing action planned: the check would be about nothing"
-    unset = {k: v for k, v in env.items() if k != "LEADSCORE_TEST_SF_SESSION"}
-    missing = "connection 'sf': environment variable LEADSCORE_TEST_SF_SESSION (session_id_env) is not set"
+    if sf_login == "unset":
+        unset = {k: v for k, v in env.items() if k != "LEADSCORE_TEST_SF_SESSION"}
+        missing = "connection 'sf': environment variable LEADSCORE_TEST_SF_SESSION (session_id_env) is not set"
+    else:
+        unset = {**env, "LEADSCORE_TEST_SF_SECRET": "not-the-secret"}
+        missing = "AuthError: Salesforce login failed (invalid_client)"
 
     out = cwd / "wb.json"
     written = leadscore_here("writeback", "--json", str(out), cwd=cwd, env=unset)
@@ -261,7 +275,7 @@ def test_one_connection_without_its_secret_stops_only_its_own_writes_and_actions
 
     routed = leadscore_here("route", "--json", str(cwd / "route.json"), cwd=cwd, env=unset)
     assert routed.returncode == 1 and "Traceback" not in routed.stderr
-    assert f"routing stopped for {missing} (the actions stay pending)" in routed.stderr, routed.stderr
+    assert f"routing stopped for sf: {missing} (the actions stay pending)" in routed.stderr, routed.stderr
     report = json.loads((cwd / "route.json").read_text())["connections"]
     assert report["hs"]["executed"] > 0 and report["hs"]["still_pending"] == 0, report
     assert report["sf"]["executed"] == 0 and report["sf"]["still_pending"] > 0, report
