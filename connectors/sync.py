@@ -253,15 +253,34 @@ def connect_or_record(engine: Engine, conn: ConnectionConfig, secrets: Connectio
     try:
         return make_connector(conn, secrets)
     except (CRMError, OSError) as exc:
-        known = [s for stage in crm_for(conn).sync_stages for s in stage]
-        wanted = set(streams if streams is not None else (conn.streams or known))
         exc.report = failed_start(engine, conn, ensure_connection(engine, conn),  # type: ignore[union-attr]
-                                  [s for s in known if s in wanted], full, started, exc)
+                                  _wanted_streams(conn, streams), full, started, exc)
         raise
 
 
+def secrets_or_record(engine: Engine, conn: ConnectionConfig, *, full: bool,
+                      streams: Sequence[str] | None = None) -> ConnectionSecrets:
+    """``conn``'s secrets from this process's environment. A variable the config names that is
+    unset is recorded as a failed start on each stream, as a refused login is
+    (:func:`connect_or_record`), and its ConfigError re-raised with ``.report``: a worker started
+    without the variable failed every sync while `leadscore status` showed the last success."""
+    started = datetime.now(UTC)
+    try:
+        return ConnectionSecrets.from_env(conn)
+    except ConfigError as exc:
+        exc.report = failed_start(engine, conn, ensure_connection(engine, conn),  # type: ignore[attr-defined]
+                                  _wanted_streams(conn, streams), full, started, exc)
+        raise
+
+
+def _wanted_streams(conn: ConnectionConfig, streams: Sequence[str] | None) -> list[str]:
+    known = [s for stage in crm_for(conn).sync_stages for s in stage]
+    wanted = set(streams if streams is not None else (conn.streams or known))
+    return [s for s in known if s in wanted]
+
+
 def failed_start(engine: Engine, conn: ConnectionConfig, connection_id: int, streams: Sequence[str], full: bool,
-                 started: datetime, exc: CRMError | OSError) -> SyncReport:
+                 started: datetime, exc: CRMError | OSError | ConfigError) -> SyncReport:
     """The report of a sync whose CRM failed before any stream started, recorded on ``streams``
     (:func:`record_failed_start`)."""
     status, error = start_failure(exc)
@@ -285,11 +304,13 @@ def record_failed_start(engine: Engine, connection_id: int, streams: Sequence[st
                                 api_calls=0))
 
 
-def start_failure(exc: CRMError | OSError) -> tuple[SyncStatus, str]:
-    """The status and error of a sync whose CRM failed before any stream started (OSError: what
-    the HTTP stack raises below the connector's own errors)."""
+def start_failure(exc: CRMError | OSError | ConfigError) -> tuple[SyncStatus, str]:
+    """The status and error of a sync that failed before any stream started (OSError: what the
+    HTTP stack raises below the connector's own errors; ConfigError: a secret that is not set)."""
     if isinstance(exc, CRMError):
         return _status_for(exc), str(exc)
+    if isinstance(exc, ConfigError):
+        return SyncStatus.failed, str(exc)
     return SyncStatus.failed, f"{exc.__class__.__name__}: {exc}"
 
 

@@ -14,9 +14,11 @@ import socket
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from config.errors import ConfigError
 from connectors.base import ConnectionSecrets, EnvSecrets
 from connectors.errors import RetriableCRMError
 from connectors.partition import run_window, start_plan
+from connectors.sync import secrets_or_record
 from scoring.pipeline import finish_planned_run, routing_hook, score_and_plan
 from scoring.score_run import ScoringPlan, plan_scoring
 from scoring.score_run import score_chunk as score_lead_chunk
@@ -109,13 +111,23 @@ def sync_connection(self: Any, name: str, full: bool = False) -> dict[str, Any]:
     runtime = get_runtime()
     conn = runtime.config.connection(name)
     try:
+        # An unset secret is recorded on the streams (status shows it), as a refused login is.
         window_ids = run_locked(self, f"sync:{name}", lambda: start_plan(
-            runtime.engine, conn, ConnectionSecrets.from_env(conn), full=full))
+            runtime.engine, conn, secrets_or_record(runtime.engine, conn, full=full), full=full))
     except Skipped as skipped:
         return {"connection": name, **skipped.summary}
     except RetriableCRMError as exc:
         raise self.retry(exc=exc) from exc
+    except ConfigError as exc:
+        return _not_started(name, exc)
     return {"connection": name, "windows": _send_windows(name, window_ids)}
+
+
+def _not_started(name: str, exc: ConfigError) -> dict[str, Any]:
+    """A sync this worker cannot run as configured (a secret not set in its environment): one
+    log line, not a traceback every minute; beat's next run tries again."""
+    logger.error("sync %s not started: %s", name, exc)
+    return {"connection": name, "error": str(exc)}
 
 
 def _send_windows(name: str, window_ids: list[int]) -> list[int]:
@@ -144,6 +156,8 @@ def sync_window(self: Any, name: str, window_id: int) -> dict[str, Any]:
         return {"connection": name, "window": window_id, **skipped.summary}
     except RetriableCRMError as exc:
         raise self.retry(exc=exc) from exc
+    except ConfigError as exc:
+        return {**_not_started(name, exc), "window": window_id}  # the unit stays open: the next start resends it
     _send_windows(name, outcome.next_windows)
     if outcome.plan_done:
         score_changed.delay()

@@ -109,14 +109,14 @@ def sync_one(conn: ConnectionConfig, *, full: bool, progress: ProgressCallback |
              redis_url: str | None) -> ConnectionOutcome:
     """Sync one connection under its lock (the one the Celery task takes); never raises for a
     failure of this connection: the failure is recorded on ``sync_run`` and returned."""
-    from connectors.base import ConnectionSecrets
     from connectors.errors import CRMError
-    from connectors.sync import sync_connection
+    from connectors.sync import secrets_or_record, sync_connection
     from worker.locks import LockBusy, exclusive
 
     try:
-        secrets = ConnectionSecrets.from_env(conn)
         with exclusive(f"sync:{conn.name}", redis_url=redis_url):
+            # An unset secret is recorded on the streams (status shows it), as a refused login is.
+            secrets = secrets_or_record(get_engine(), conn, full=full)
             report = sync_connection(get_engine(), conn, secrets, full=full, progress=progress)
     except LockBusy as exc:
         return ConnectionOutcome(conn.name, error=f"{exc} (held by {exc.holder})")
@@ -125,7 +125,7 @@ def sync_one(conn: ConnectionConfig, *, full: bool, progress: ProgressCallback |
         message = str(exc) if isinstance(exc, CRMError) else f"{exc.__class__.__name__}: {exc}"
         return ConnectionOutcome(conn.name, report=attached, error=message)
     except ConfigError as exc:
-        return ConnectionOutcome(conn.name, error=str(exc))
+        return ConnectionOutcome(conn.name, report=getattr(exc, "report", None), error=str(exc))
     failed = report.status != SyncStatus.succeeded
     return ConnectionOutcome(conn.name, report=report, error=f"{report.status}: {report.error}" if failed else None)
 

@@ -1,0 +1,117 @@
+"""A connection whose secret variable is not set where the sync runs: the failure is recorded and
+`status` shows it, from the CLI and from a worker (a worker started without the variable failed
+every sync while `status` showed the last success and exited 0).
+
+Real processes: crmsim, the CLI in-process as a user runs it, a Celery worker on the real Redis.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from celery import Celery
+from sqlalchemy import select
+
+from crmsim.app import CRMSim
+from store.db import engine_for, unit_of_work
+from store.migrate import upgrade
+from store.models import Connection, SyncRun
+from tests.cli.support import leadscore_here
+from tests.connectors.test_writeback_support import hs_conn, start_sim
+from tests.worker.conftest import start_worker
+
+MISSING = "connection 'salesforce': environment variable LS_TEST_SF_SECRET (client_secret_env) is not set"
+
+
+@pytest.fixture
+def sim() -> Iterator[CRMSim]:
+    sim = start_sim(leads=80, seed=4)
+    yield sim
+    sim.stop()
+
+
+@pytest.fixture
+def synced(sim: CRMSim, tmp_path: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """A store both connections synced into once; (env with every secret, env without sf's)."""
+    sf = sim.info()["salesforce"]
+    config = {"connections": [
+        {"name": "salesforce", "kind": "salesforce", "instance_url": sf["instance_url"], "domain": "crmsim.my",
+         "client_id": sf["client_id"], "ca_bundle": sf["ca_bundle"], "login_via_instance": True,
+         "client_secret_env": "LS_TEST_SF_SECRET"},
+        hs_conn(sim, "hubspot").model_dump(mode="json", exclude_none=True, exclude={"score_fields"}),
+    ]}
+    (tmp_path / "leadscore.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    url = f"sqlite:///{tmp_path / 'leadscore.db'}"
+    upgrade(url)
+    without = {"LEADSCORE_CONFIG_FILE": str(tmp_path / "leadscore.yaml"), "LEADSCORE_DATABASE_URL": url,
+               "LEADSCORE_VAR_DIR": str(tmp_path / "var"),
+               "LEADSCORE_TEST_HS_TOKEN": sim.info()["hubspot"]["access_token"]}
+    env = {**without, "LS_TEST_SF_SECRET": sf["client_secret"]}
+    first = leadscore_here("sync", cwd=tmp_path, env=env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    status = leadscore_here("status", cwd=tmp_path, env=env)
+    assert status.returncode == 0 and "last run failed" not in status.stdout, status.stdout + status.stderr
+    return env, without
+
+
+def _salesforce_runs(url: str) -> list[tuple[str, str | None]]:
+    with unit_of_work(engine_for(url)) as session:
+        return [(status, error) for status, error in session.execute(
+            select(SyncRun.status, SyncRun.error).join(Connection)
+            .where(Connection.name == "salesforce").order_by(SyncRun.id))]
+
+
+def _assert_status_shows_it(cwd: Path, env: dict[str, str]) -> None:
+    status = leadscore_here("status", cwd=cwd, env=env)
+    assert status.returncode == 1, status.stdout + status.stderr
+    assert f"sync salesforce: last run failed: {MISSING}" in status.stdout, status.stdout
+    assert "sync hubspot" not in status.stdout
+
+
+def test_cli_sync_records_an_unset_secret_and_status_shows_it(synced: tuple[dict[str, str], dict[str, str]],
+                                                              tmp_path: Path) -> None:
+    env, without = synced
+    before = len(_salesforce_runs(env["LEADSCORE_DATABASE_URL"]))
+
+    result = leadscore_here("sync", cwd=tmp_path, env=without)
+
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"sync failed for 1 of 2 connection(s): salesforce ({MISSING})" in result.stderr, result.stderr
+    runs = _salesforce_runs(env["LEADSCORE_DATABASE_URL"])[before:]
+    assert runs and all(run == ("failed", MISSING) for run in runs), runs
+    _assert_status_shows_it(tmp_path, without)
+    # The variable set again: the next sync succeeds and status is clean again.
+    again = leadscore_here("sync", cwd=tmp_path, env=env)
+    assert again.returncode == 0, again.stderr
+    assert leadscore_here("status", cwd=tmp_path, env=env).returncode == 0
+
+
+def test_worker_sync_records_an_unset_secret_without_a_traceback(
+        synced: tuple[dict[str, str], dict[str, str]], tmp_path: Path, worker_env: dict[str, str],
+        queue_name: str, redis_url: str) -> None:
+    env, without = synced
+    before = len(_salesforce_runs(env["LEADSCORE_DATABASE_URL"]))
+    worker = start_worker({k: v for k, v in {**worker_env, **without}.items() if k != "LS_TEST_SF_SECRET"},
+                          queue_name)
+    try:
+        client = Celery("leadscore-test", broker=redis_url, backend=redis_url)
+        client.conf.task_serializer = "json"
+        result = client.send_task("leadscore.sync.connection", args=["salesforce"], queue=queue_name)
+        assert result.get(timeout=120) == {"connection": "salesforce", "error": MISSING}
+    finally:
+        worker.terminate()
+        try:
+            output, _ = worker.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            output, _ = worker.communicate()
+    log = output.decode(errors="replace")
+    assert "Traceback" not in log, log
+    assert f"sync salesforce not started: {MISSING}" in log, log
+    runs = _salesforce_runs(env["LEADSCORE_DATABASE_URL"])[before:]
+    assert runs and all(run == ("failed", MISSING) for run in runs), runs
+    _assert_status_shows_it(tmp_path, without)
