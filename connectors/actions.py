@@ -11,6 +11,7 @@ from collections.abc import Set
 from datetime import datetime, timedelta
 
 from config.app_config import AppConfig, ConnectionConfig, RoutingActionConfig
+from connectors.protocols import LeadRef
 from store.models import RoutingAction
 
 
@@ -48,6 +49,22 @@ def task_subject(action: RoutingAction) -> str:
     subject = str(action.params.get("subject") or "Follow up")
     marker = action_marker(action.id)
     return f"{subject[:255 - len(marker) - 1]} {marker}"
+
+
+def task_description(action: RoutingAction, lead: LeadRef) -> str:
+    """A created task's body, for the rep who gets it: the tier change, the score and its reasons
+    as the lead's score fields show them, then the rule that made the task (for revops)."""
+    if action.from_tier:
+        head = f"leadscore moved this lead from tier {action.from_tier} to tier {action.to_tier}"
+    else:
+        head = f"leadscore put this lead in tier {action.to_tier} on its first score"
+    if lead.score is not None:
+        head += f" (score {lead.score} of 99)"
+    lines = [head + "."]
+    if lead.reasons:
+        lines += ["Why:", *lead.reasons]
+    lines.append(f"Made by routing rule {action.params.get('config_key')} (leadscore action {action.id}).")
+    return "\n".join(lines)
 
 
 def due(action: RoutingAction, now: datetime) -> datetime:

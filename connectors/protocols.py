@@ -120,11 +120,18 @@ class ActionResult:
 
 @dataclass
 class LeadRef:
-    """What an action needs to know about its lead."""
+    """What an action needs to know about its lead.
+
+    ``owner_crm_id`` is the lead's owner as the action finds it: for a task, the owner an
+    ``assign_owner`` of the same tier change gave it (the store learns it only at the next sync).
+    ``score`` and ``reasons`` are those of the tier change's score (a task's body shows them).
+    """
 
     crm_id: str
     email: str | None
     owner_crm_id: str | None
+    score: int | None = None
+    reasons: tuple[str, ...] = ()
 
 
 class Router(Protocol):

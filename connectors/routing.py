@@ -229,6 +229,7 @@ class RoutingReport:
     superseded: int = 0
     cancelled: int = 0  # the lead was no longer open (converted, closed, deleted, merged)
     retry_later: int = 0
+    waiting: int = 0  # tasks left pending until their tier change's owner assignment is done
     errors: list[str] = field(default_factory=list)
     api_calls: dict[str, int] = field(default_factory=dict)  # by connection
 
@@ -244,7 +245,7 @@ class RoutingReport:
         return {"done": dict(sorted(self.done.items())), "recovered": self.recovered,
                 "failed": dict(sorted(self.failed.items())), "superseded": self.superseded,
                 "cancelled": self.cancelled,
-                "retry_later": self.retry_later, "errors": list(self.errors),
+                "retry_later": self.retry_later, "waiting": self.waiting, "errors": list(self.errors),
                 "api_calls": dict(self.api_calls), **self.summary()}
 
 
@@ -347,11 +348,14 @@ def _run_connections(engine: Engine, config: AppConfig, conns: Mapping[str, Conn
             for action_id in action_ids:
                 if statuses[action_id] == ActionStatus.sending:
                     _run_one(engine, router, action_id, report)
-            # One action type per batch: each batch is one call of that type's endpoint.
+            # Sorted by type, so a batch holds few types (each type is one call of its endpoint);
+            # tasks in batches after the rest: a task goes to the owner its tier change assigned.
             pending = sorted((a for a in action_ids if statuses[a] == ActionStatus.pending),
-                             key=lambda a: (kinds[a], a))
-            for start in range(0, len(pending), router.batch_size):
-                _run_batch(engine, router, pending[start:start + router.batch_size], report)
+                             key=lambda a: (kinds[a] == "create_task", kinds[a], a))
+            tasks_from = next((i for i, a in enumerate(pending) if kinds[a] == "create_task"), len(pending))
+            for part in (pending[:tasks_from], pending[tasks_from:]):
+                for start in range(0, len(part), router.batch_size):
+                    _run_batch(engine, router, part[start:start + router.batch_size], report)
         except (AuthError, QuotaExhaustedError, RetriableCRMError) as exc:
             report.errors.append(f"{name}: {type(exc).__name__}: {exc}")
             logger.warning("routing on %s stopped: %s", name, exc)
@@ -388,7 +392,7 @@ def _run_one(engine: Engine, router: Router, action_id: int, report: RoutingRepo
         action.status = ActionStatus.sending
         action.attempts += 1
         attempts = action.attempts
-        ref = LeadRef(crm_id=lead.crm_id, email=lead.email, owner_crm_id=lead.owner_crm_id)
+        ref = lead_refs(session, [action], {lead.id: lead})[0][action.id]
     # Committed: from here on a crash leaves the action "sending", and the next run looks it up.
     kind = str(action.params.get("type"))
     try:
@@ -434,6 +438,7 @@ def _run_batch(engine: Engine, router: Router, action_ids: Sequence[int], report
             select(LeadScore.lead_id, LeadScore.tier).where(LeadScore.lead_id.in_(lead_ids),
                                                             LeadScore.is_current.is_(True)))}
         written = _last_tier_writes(session, [a.lead_id for a in actions if _property_trigger(a.params)])
+        refs, waiting = lead_refs(session, actions, leads)
         for action in actions:
             lead = leads.get(action.lead_id)
             if not admit(action, lead, tiers.get(action.lead_id), report):
@@ -441,10 +446,12 @@ def _run_batch(engine: Engine, router: Router, action_ids: Sequence[int], report
             if _property_trigger(action.params):
                 _property_triggered(action, written.get(action.lead_id), report)
                 continue
-            assert lead is not None
+            if action.id in waiting:
+                report.waiting += 1  # stays pending: its owner assignment runs first
+                continue
             action.status = ActionStatus.sending
             action.attempts += 1
-            items.append((action, LeadRef(crm_id=lead.crm_id, email=lead.email, owner_crm_id=lead.owner_crm_id)))
+            items.append((action, refs[action.id]))
     # Committed: from here on a crash leaves these actions "sending", and the next run looks them up.
     if not items:
         return
@@ -488,6 +495,47 @@ def _run_batch(engine: Engine, router: Router, action_ids: Sequence[int], report
         rows.append((action.id, None, "NO_RESULT: the CRM gave no answer for this action", ActionStatus.sending))
         report.retry_later += 1
     _finish_many(engine, rows)
+
+
+def lead_refs(session: Session, actions: Sequence[RoutingAction],
+              leads: Mapping[int, Lead]) -> tuple[dict[int, LeadRef], set[int]]:
+    """Each action's :class:`LeadRef` (by action id, for the actions whose lead is in ``leads``),
+    and the ids of the ``create_task`` actions that must wait.
+
+    A task goes to the owner the same tier change's ``assign_owner`` gave the lead (its
+    ``crm_ref``), not to the owner the store last synced: a rule that assigns a queue and creates a
+    task gave the previous rep a task for a lead no longer theirs. While that assignment is still
+    pending or being sent (the write-back may be carrying it), the task waits for the next run;
+    once it failed or was cancelled, the task goes to the owner the lead has.
+    """
+    score_ids = {a.lead_score_id for a in actions}
+    scores = {sid: (value, tuple(reasons or ())) for sid, value, reasons in session.execute(
+        select(LeadScore.id, LeadScore.score, LeadScore.reasons).where(LeadScore.id.in_(score_ids)))}
+    assigned: dict[tuple[int, int], tuple[str, str | None]] = {}
+    for lead_id, score_id, status, crm_ref in session.execute(
+            select(RoutingAction.lead_id, RoutingAction.lead_score_id, RoutingAction.status, RoutingAction.crm_ref)
+            .where(RoutingAction.lead_score_id.in_(score_ids), RoutingAction.action.startswith("assign_owner"))
+            .order_by(RoutingAction.id)):
+        key = (lead_id, score_id)
+        if assigned.get(key, ("",))[0] != ActionStatus.done:  # one done assignment decides
+            assigned[key] = (status, crm_ref)
+    refs: dict[int, LeadRef] = {}
+    waiting: set[int] = set()
+    for action in actions:
+        lead = leads.get(action.lead_id)
+        if lead is None:
+            continue
+        owner = lead.owner_crm_id
+        if action.params.get("type") == "create_task":
+            status, crm_ref = assigned.get((action.lead_id, action.lead_score_id), ("", None))
+            if status in (ActionStatus.pending, ActionStatus.sending):
+                waiting.add(action.id)
+            elif status == ActionStatus.done and crm_ref:
+                owner = crm_ref
+        value, reasons = scores.get(action.lead_score_id, (None, ()))
+        refs[action.id] = LeadRef(crm_id=lead.crm_id, email=lead.email, owner_crm_id=owner, score=value,
+                                  reasons=reasons)
+    return refs, waiting
 
 
 def admit(action: RoutingAction, lead: Lead | None, current_tier: str | None, report: RoutingReport) -> bool:

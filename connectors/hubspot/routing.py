@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import quote
 
 from config.app_config import AppConfig, ConnectionConfig, RoutingActionConfig
-from connectors.actions import action_marker, actions_for, due, round_robin_pick, task_subject
+from connectors.actions import action_marker, actions_for, due, round_robin_pick, task_description, task_subject
 from connectors.errors import FatalCRMError, RetriableCRMError, address_of, certificate_error, timeout_error
 from connectors.hubspot.writeback import BATCH_SIZE, RETRIABLE_CATEGORIES
 from connectors.protocols import ActionResult, LeadRef
@@ -253,8 +253,7 @@ class HubSpotRouter:
             str(action.params.get("priority") or "High").lower(), "HIGH")
         props = {
             "hs_task_subject": task_subject(action),
-            "hs_task_body": f"leadscore: tier {action.from_tier or '-'} -> {action.to_tier} "
-                            f"(routing action {action.id}, {action.params.get('config_key')})",
+            "hs_task_body": task_description(action, lead),
             "hs_task_status": "NOT_STARTED",
             "hs_task_priority": priority,
             "hs_task_type": "TODO",

@@ -14,7 +14,7 @@ from typing import Any
 from simple_salesforce import format_soql
 
 from config.app_config import AppConfig, ConnectionConfig, RoutingActionConfig
-from connectors.actions import actions_for, due, round_robin_pick, task_subject
+from connectors.actions import actions_for, due, round_robin_pick, task_description, task_subject
 from connectors.errors import FatalCRMError
 from connectors.protocols import ActionOutcome, ActionResult, LeadRef
 from connectors.salesforce.writeback import (
@@ -364,9 +364,10 @@ def _task_record(action: RoutingAction, lead: LeadRef) -> dict[str, Any]:
         "Priority": str(action.params.get("priority") or "High"),
         "Status": "Not Started",
         "ActivityDate": due(action, datetime.now(UTC)).date().isoformat(),
-        "Description": f"leadscore: tier {action.from_tier or '-'} -> {action.to_tier} "
-                       f"(routing action {action.id}, {action.params.get('config_key')})",
+        "Description": task_description(action, lead),
     }
+    # A user owns it; a lead just assigned to a queue leaves it with leadscore's own user (a
+    # queue cannot own a Task): it shows in the lead's open activities for whoever takes the lead.
     if lead.owner_crm_id and lead.owner_crm_id.startswith("005"):
         task["OwnerId"] = lead.owner_crm_id
     return task

@@ -77,8 +77,12 @@ def test_tier_changes_trigger_the_configured_actions_once(sim: CRMSim, sqlite_en
     hook = plan_routing(config)
     sf_ids = sf_lead_ids(sim, 3)
     hs_ids = [i for i in hs_contact_ids(sim) if sim.hubspot.store.records["contacts"][int(i)].props.get("email")][:3]
-    sf_leads = add_leads(sqlite_engine, "sf", sf_ids)
-    hs_leads = add_leads(sqlite_engine, "hs", hs_ids, emails=_hs_emails(sim, hs_ids))
+    # Each lead with the owner it has in the CRM, as a sync stores it.
+    sf_owners = {i: str(sim.salesforce.store.get(i).values["OwnerId"]) for i in sf_ids}  # type: ignore[union-attr]
+    hs_owners = {i: str(sim.hubspot.store.records["contacts"][int(i)].props.get("hubspot_owner_id") or "")
+                 for i in hs_ids}
+    sf_leads = add_leads(sqlite_engine, "sf", sf_ids, owners=sf_owners)
+    hs_leads = add_leads(sqlite_engine, "hs", hs_ids, emails=_hs_emails(sim, hs_ids), owners=hs_owners)
     score(sqlite_engine, [sf_leads[sf_ids[0]], sf_leads[sf_ids[1]], hs_leads[hs_ids[0]], hs_leads[hs_ids[1]]],
           tier="A", score_value=90, hook=hook)
     score(sqlite_engine, [sf_leads[sf_ids[2]], hs_leads[hs_ids[2]]], tier="D", score_value=8, hook=hook)
@@ -100,11 +104,22 @@ def test_tier_changes_trigger_the_configured_actions_once(sim: CRMSim, sqlite_en
     assert report.summary() == {"assigned": 4, "nurtured": 3, "paused": 2}
     sf_store = sim.salesforce.store
     queue_id = next(r.id for r in sf_store.records["Group"].values() if r.values["Name"] == "SDR Queue")
+    task_ids = {(a.lead_id, a.action.split("#")[0]): a.id for a in _actions(sqlite_engine)}
     for crm_id in sf_ids[:2]:
         assert sf_store.get(crm_id).values["OwnerId"] == queue_id  # type: ignore[union-attr]
         tasks = _sf_tasks(sim, crm_id)
         assert len(tasks) == 1 and tasks[0]["Subject"].startswith("Call hot lead [leadscore #")
         assert tasks[0]["Status"] == "Not Started" and tasks[0]["Priority"] == "High"
+        # The lead went to a queue (which cannot own a Task): not the previous rep's task, but
+        # leadscore's own user's, on the lead for whoever takes it from the queue.
+        assert sf_owners[crm_id].startswith("005")
+        assert tasks[0]["OwnerId"] != sf_owners[crm_id] and tasks[0]["OwnerId"] == sf_store.default_user_id
+        # What the rep reads: the change, the score and its reasons, then the rule.
+        task_id = task_ids[(sf_leads[crm_id], "create_task")]
+        assert tasks[0]["Description"] == (
+            "leadscore put this lead in tier A on its first score (score 90 of 99).\n"
+            "Why:\nVisited pricing 3 times\nVP-level title\n"
+            f"Made by routing rule routing.0.actions.2 (leadscore action {task_id}).")
     nurtured = sf_store.get(sf_ids[2]).values  # type: ignore[union-attr]
     assert nurtured["Status"] == "Nurturing"
     campaign_id = next(r.id for r in sf_store.records["Campaign"].values()
@@ -117,6 +132,10 @@ def test_tier_changes_trigger_the_configured_actions_once(sim: CRMSim, sqlite_en
         assert hs_store.records["contacts"][int(crm_id)].props["hubspot_owner_id"] == expected
         tasks = _hs_tasks(sim, crm_id)
         assert len(tasks) == 1 and tasks[0]["hs_task_subject"].startswith("Call hot lead [leadscore #")
+        # The task goes to the rep the same tier change assigned, not to the contact's former owner.
+        assert tasks[0]["hubspot_owner_id"] == expected
+        assert tasks[0]["hs_task_body"].startswith("leadscore put this lead in tier A on its first score "
+                                                   "(score 90 of 99).\nWhy:\nVisited pricing 3 times\n")
     assert sorted(e["contactId"] for e in hs_store.enrollments) == sorted(hs_ids[:2])
     assert hs_store.records["contacts"][int(hs_ids[2])].props["hs_lead_status"] == "BAD_TIMING"
     actions = _actions(sqlite_engine)
@@ -349,3 +368,35 @@ def test_repeat_after_days_zero_routes_every_tier_change(sim: CRMSim, sqlite_eng
         score(sqlite_engine, leads.values(), tier=tier, hook=hook, when=SCORED_AT + timedelta(days=day))
         execute_routing(sqlite_engine, config, secrets_for(sim))
     assert len(_sf_tasks(sim, crm_id)) == 2
+
+
+def test_a_task_waits_for_its_tier_changes_owner_assignment(sim: CRMSim, sqlite_engine: Engine) -> None:
+    # The write-back may be carrying the assignment (riding the score write) while routing runs:
+    # the task waits for it, then goes to the owner it set; a failed assignment leaves the owner.
+    from connectors.routing import lead_refs
+    from store.models import Lead
+
+    config = app_config(sim, ROUTING)
+    crm_id = sf_lead_ids(sim, 1)[0]
+    lead_id = add_leads(sqlite_engine, "sf", [crm_id], owners={crm_id: "005PREVIOUS"})[crm_id]
+    score(sqlite_engine, [lead_id], tier="A", score_value=90, hook=plan_routing(config))
+
+    def task_ref() -> tuple[str | None, bool]:
+        with unit_of_work(sqlite_engine) as session:
+            actions = list(session.scalars(select(RoutingAction)))
+            task = next(a for a in actions if a.action.startswith("create_task"))
+            refs, waiting = lead_refs(session, [task], {lead_id: session.get(Lead, lead_id)})  # type: ignore[dict-item]
+            return refs[task.id].owner_crm_id, task.id in waiting
+
+    def assignment(status: str, crm_ref: str | None = None) -> None:
+        with unit_of_work(sqlite_engine) as session:
+            assign = next(a for a in session.scalars(select(RoutingAction)) if a.action.startswith("assign_owner"))
+            assign.status, assign.crm_ref = status, crm_ref
+
+    assert task_ref() == ("005PREVIOUS", True)  # pending: wait
+    assignment("sending")
+    assert task_ref() == ("005PREVIOUS", True)
+    assignment("done", "00GQUEUE")
+    assert task_ref() == ("00GQUEUE", False)  # the Salesforce router then leaves OwnerId to the API user
+    assignment("failed")
+    assert task_ref() == ("005PREVIOUS", False)

@@ -246,6 +246,9 @@ def route(
             console.print(f"  done: {done}")
         for reason, count in sorted(report.failed.items()):
             console.print(f"  failed: {count} × {reason}")
+        if report.waiting:
+            console.print(f"  {report.waiting} task(s) wait for their lead's owner assignment (still being "
+                          "written): the next run creates them for the new owner")
     else:
         console.print("nothing to route: no pending routing actions")
     if json_path:
