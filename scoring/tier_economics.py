@@ -102,8 +102,18 @@ def suggest_thresholds(
         candidates = gain[1:]  # cut-offs 1..101 (a threshold of 0 is not a valid score cut-off)
         best = int(np.flatnonzero(candidates == candidates.max())[-1]) + 1  # ties: fewer touches
         cut[tier] = best
-    notes = [f"no lead pays for tier {t}'s touches: {t} is left at its highest cut-off"
-              for t in ("A", "B", "C") if cut[t] == 101]
+    if all(cut[t] == 101 for t in ("A", "B", "C")):
+        # Not even the first touch pays on any lead: "everything D" (worth 0) is what the numbers
+        # say, and no policy can be it (tiers keep A > B > C within 1-100). Say so, with the cost
+        # of the leanest policy below, instead of a note per tier and a suggestion that looks chosen.
+        touched = int(n_at_least[98])
+        notes = [f"no touch pays for itself at this value and cost (even the first touch of the best-scored "
+                 f"leads loses money): the numbers say touch no lead; tiers must keep A > B > C, so this is "
+                 f"the fewest touches they allow ({touched} leads scored 98 or more) and it still loses. "
+                 "Check the value of a converted lead and the cost of a touch"]
+    else:
+        notes = [f"no lead pays for tier {t}'s touches: {t} is left at its highest cut-off"
+                 for t in ("A", "B", "C") if cut[t] == 101]
     # Tiers need A > B > C within 1..100: push the lower cut-offs down (never the higher ones up).
     natural = dict(cut)
     cut["A"] = min(cut["A"], 100)

@@ -667,6 +667,8 @@ def _fmt_threshold(value: Any) -> str:
 
 
 def _number(raw: str | None, what: str) -> float:
+    if raw is None or not raw.strip():
+        raise LeadscoreError(f"enter the {what} (a number) to get a suggestion")
     try:
         value = float(raw or "")
     except ValueError as exc:

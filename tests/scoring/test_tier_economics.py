@@ -94,3 +94,18 @@ def test_a_tier_pushed_to_one_score_wide_is_named() -> None:
     # On spread-out data no tier is pushed, and nothing is said.
     p, y = _labelled()
     assert suggest_thresholds(p, y, conversion_value=5000, touch_cost=40).note is None
+
+
+def test_a_cost_no_lead_pays_for_is_said_plainly() -> None:
+    # A touch dearer than any lead's share of the value: touching nobody (all D, worth 0) is the
+    # answer no policy can give; the note says so instead of presenting 100/99/98 as a choice.
+    p, y = _labelled(seed=4)
+    scores = rank(p, np.sort(p))
+    best = suggest_thresholds(p, y, conversion_value=100, touch_cost=5000, scores=scores)
+    assert best.thresholds == {"A": 100.0, "B": 99.0, "C": 98.0}
+    assert best.expected_value < 0
+    touched = int((scores >= 98).sum())
+    assert touched > 0
+    assert best.note is not None and best.note.startswith("no touch pays for itself at this value and cost")
+    assert f"({touched} leads scored 98 or more) and it still loses" in best.note
+    assert "highest cut-off" not in best.note

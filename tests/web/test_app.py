@@ -181,6 +181,9 @@ def test_bad_thresholds_get_one_clear_line(client: TestClient) -> None:
     assert fragment.status_code == 200 and "is not a number" in fragment.text and "Traceback" not in fragment.text
     suggest = client.get("/tiers/suggest?value=-3&cost=40", auth=ALICE)
     assert "must be a positive number" in suggest.text
+    empty = client.get("/tiers/suggest", auth=ALICE)  # the form not filled in yet
+    assert "enter the value of a converted lead (a number) to get a suggestion" in empty.text, empty.text
+    assert "None" not in empty.text
 
 
 def _suggest_rows(html: str) -> dict[str, tuple[list[str], str]]:
