@@ -34,7 +34,7 @@ from scoring.score_run import (
     score_leads,
 )
 from scoring.tier_changes import RecentLabelled, preview, retier
-from scoring.tiers import Policy, check_policy, current_scores, set_policy, tiers_for
+from scoring.tiers import Policy, check_policy, current_scores, find_active_policy, set_policy, tiers_for
 from store.db import among
 from store.models import Connection, Lead, LeadScore, ModelVersion, RoutingAction
 
@@ -137,10 +137,12 @@ class RetierResult:
     thresholds: dict[str, float]
     changed: int
     routing_planned: dict[str, int] = field(default_factory=dict)
+    unchanged: bool = False  # the policy asked for is the active one: no new version, nothing re-tiered
 
     def to_dict(self) -> dict[str, Any]:
         return {"version": self.version, "mode": self.mode, "thresholds": self.thresholds,
-                "changed": self.changed, "routing_planned": dict(self.routing_planned)}
+                "changed": self.changed, "routing_planned": dict(self.routing_planned),
+                "unchanged": self.unchanged}
 
 
 def retier_and_plan(
@@ -152,9 +154,17 @@ def retier_and_plan(
     created_by: str | None,
     route: bool = True,
 ) -> RetierResult:
-    """Activate a new tier policy, re-tier current scores and plan routing for the changed leads."""
+    """Activate a new tier policy, re-tier current scores and plan routing for the changed leads.
+
+    The active policy asked for again (same mode and thresholds) is left as it is: no new version
+    in the history with nobody's tier changed (``unchanged``)."""
+    values = check_policy(mode, thresholds)
+    active = find_active_policy(session)
+    if active is not None and active.mode == mode and check_policy(active.mode, active.thresholds) == values:
+        return RetierResult(version=active.version, mode=active.mode, thresholds=values, changed=0,
+                            unchanged=True)
     before = _last_action_id(session)
-    policy = set_policy(session, mode, thresholds, created_by=created_by)
+    policy = set_policy(session, mode, values, created_by=created_by)
     changed = retier(session, policy, tier_change_hook=routing_hook(config, route=route))
     session.flush()
     return RetierResult(version=policy.version, mode=policy.mode, thresholds=dict(policy.thresholds),

@@ -393,7 +393,7 @@ def create_app(
             mode = q.get("mode", default_mode)
             values = {t: q.get(t, _fmt_threshold(default.get(t))) for t in ("A", "B", "C")}
             return render(request, "tiers.html", active=active, history=history, mode=mode, values=values,
-                          saved=q.get("saved"))
+                          saved=q.get("saved"), unchanged=q.get("unchanged"))
 
     @app.get("/tiers/preview")
     def tiers_preview_fragment(request: Request) -> Response:
@@ -461,6 +461,8 @@ def create_app(
                 return retier_and_plan(session, app_config, mode, values, created_by=user.name)
 
         result = await run_in_threadpool(save)  # re-tiering many leads must not block other requests
+        if result.unchanged:
+            return RedirectResponse(f"/tiers?unchanged={result.version}", status_code=303)
         planned = sum(result.routing_planned.values())
         log.info("tier policy v%s set by %s in the console (%s %s); %s leads changed tier, %s routing actions "
                  "planned", result.version, user.name, mode, values, result.changed, planned)

@@ -120,6 +120,12 @@ def test_tiers_set_plans_routing_for_changed_leads_and_route_runs_each_once(
     first = leadscore_here("tiers", "set", *(f"{t}={v}" for t, v in FIRST.items()), cwd=cwd, env=env)
     assert first.returncode == 0, first.stderr
     assert "0 leads changed tier" in first.stdout
+    # The same thresholds again: the active policy stays, no new version with nothing changed.
+    versions = _policy_versions(engine)
+    same = leadscore_here("tiers", "set", *(f"{t}={v}" for t, v in FIRST.items()), cwd=cwd, env=env)
+    assert same.returncode == 0, same.stderr
+    assert f"tier policy v{versions[-1]} is already active with these thresholds" in same.stdout, same.stdout
+    assert "no new version" in same.stdout and _policy_versions(engine) == versions
 
     setup = leadscore_here("crm", "setup", cwd=cwd, env=env)  # creates the HubSpot score properties
     assert setup.returncode == 0, setup.stdout + setup.stderr
@@ -227,6 +233,13 @@ def test_no_route_plans_nothing(workdir: tuple[Path, dict[str, str]]) -> None:
     assert moved > 0  # the tiers did change ...
     with unit_of_work(engine) as session:
         assert session.scalar(select(RoutingAction.id)) is None  # ... and nothing was planned
+
+
+def _policy_versions(engine: Engine) -> list[int]:
+    from store.models import TierPolicy
+
+    with unit_of_work(engine) as session:
+        return list(session.scalars(select(TierPolicy.version).order_by(TierPolicy.version)))
 
 
 def _crm_ids(engine: Engine) -> dict[int, str]:

@@ -170,6 +170,15 @@ def test_viewer_is_refused_and_editor_saves_with_confirmation(client: TestClient
         assert any(t == "A" for _, t in rows)
     page = client.get(saved.headers["location"], auth=ALICE)
     assert "set by" in page.text and '<b id="active-by">alice</b>' in page.text
+    # Saving the same thresholds again: no new version, and the page says why.
+    again = client.post("/tiers", auth=ALICE, data={**form, "csrf": _csrf(page.text), "confirm": "yes"},
+                        follow_redirects=False)
+    assert again.status_code == 303 and again.headers["location"] == f"/tiers?unchanged={active.version}"
+    with unit_of_work(world.engine) as session:
+        still = find_active_policy(session)
+        assert still is not None and still.id == active.id
+    shown = client.get(again.headers["location"], auth=ALICE).text
+    assert f"These thresholds are the active policy already (v{active.version})" in shown
 
 
 def test_bad_thresholds_get_one_clear_line(client: TestClient) -> None:

@@ -314,12 +314,14 @@ def tiers_set(
     config = _config()
     with _session() as session:
         result = retier_and_plan(session, config, mode, values, created_by=by, route=not no_route)
-    console.print(f"tier policy v{result.version} active ({describe_tiers(mode, values)}); "
-                  f"{result.changed} leads changed tier")
-    if no_route:
-        console.print("routing: not planned (--no-route)")
+    if result.unchanged:
+        console.print(f"tier policy v{result.version} is already active with these thresholds "
+                      f"({describe_tiers(mode, values)}): nothing changed, no new version")
     else:
-        console.print(_routing_line(result.routing_planned, "planned"))
+        console.print(f"tier policy v{result.version} active ({describe_tiers(mode, values)}); "
+                      f"{result.changed} leads changed tier")
+        console.print("routing: not planned (--no-route)" if no_route
+                      else _routing_line(result.routing_planned, "planned"))
     if json_path is not None:
         _write_json(json_path, {**result.to_dict(), "routed": not no_route})
 
