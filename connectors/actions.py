@@ -7,12 +7,15 @@ Pure helpers (no CRM calls), used by ``connectors/salesforce/routing.py`` and
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Set
 from datetime import datetime, timedelta
 
 from config.app_config import AppConfig, ConnectionConfig, RoutingActionConfig
 from connectors.protocols import LeadRef
 from store.models import RoutingAction
+
+MARKER_RE = re.compile(r"\[leadscore #\d+\]")
 
 
 def action_marker(action_id: int) -> str:

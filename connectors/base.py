@@ -176,7 +176,9 @@ class Merge:
 # Skip reasons that are the normal course of a CRM (a campaign member sent but never responding),
 # not engagement a model might miss: counted in the report, not printed by `leadscore sync`.
 NEVER_RESPONDED = "CampaignMember that never responded"
-ROUTINE_SKIPS = frozenset({NEVER_RESPONDED})
+# A Task leadscore's own routing created ("Call hot lead [leadscore #12]"): a to-do, not engagement.
+ROUTING_TASK = "a task leadscore's routing created"
+ROUTINE_SKIPS = frozenset({NEVER_RESPONDED, ROUTING_TASK})
 
 
 @dataclass

@@ -10,7 +10,8 @@ from datetime import datetime
 from typing import Any
 
 from config.app_config import SALESFORCE_CLOSED_STATUSES
-from connectors.base import NEVER_RESPONDED, ActivityRecord, LeadRecord
+from connectors.actions import MARKER_RE
+from connectors.base import NEVER_RESPONDED, ROUTING_TASK, ActivityRecord, LeadRecord
 from connectors.errors import BadRecord
 from connectors.lifecycle import lifecycle_of
 from connectors.normalise import (
@@ -122,6 +123,8 @@ def skip_reason(stream: str, record: dict[str, Any]) -> str:
     """Why a record of ``stream`` normalised to None is not stored (the sync report counts these)."""
     kind = clean_text(record.get("Type"))
     if stream == "tasks":
+        if MARKER_RE.search(str(record.get("Subject") or "")):
+            return ROUTING_TASK
         subtype = clean_text(record.get("TaskSubtype"))
         return (f"Task Type {kind!r} is not an engagement type" if kind else "Task without Type") + (
             f" (TaskSubtype {subtype!r})" if subtype else "")
