@@ -5,6 +5,8 @@ fails with one line naming the file, the key and what is wrong, and nothing star
 
 from __future__ import annotations
 
+import difflib
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -407,7 +409,46 @@ def parse_config(data: Any, source: str) -> AppConfig:
     except ValidationError as exc:
         first = exc.errors()[0]
         message = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "extra_forbidden":
+            message = _unknown_key(first["loc"])
         raise ConfigError(f"{source}: {_location(first)}: {message}") from exc
+
+
+def _unknown_key(loc: tuple[Any, ...]) -> str:
+    """``unknown key`` with the nearest keys the place in the file allows (a misspelt
+    ``client_secert_env`` read only as pydantic's "Extra inputs are not permitted")."""
+    known = _keys_at(loc[:-1])
+    if known is None:
+        return "unknown key"
+    typed = str(loc[-1])
+    close = difflib.get_close_matches(typed, known, n=1, cutoff=0.6) or [
+        k for k in known if k.startswith(typed)][:1]
+    if close:
+        return "unknown key (did you mean " + " or ".join(repr(k) for k in close) + "?)"
+    return "unknown key (allowed here: " + ", ".join(sorted(known)) + ")"
+
+
+def _keys_at(path: tuple[Any, ...]) -> list[str] | None:
+    """The keys the config model allows at ``path`` (list indexes skipped); None when unknown."""
+    model: type[BaseModel] | None = AppConfig
+    for part in path:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(str(part)) if model is not None else None
+        model = _model_in(field.annotation) if field is not None else None
+        if model is None:
+            return None
+    return list(model.model_fields) if model is not None else None
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
 
 
 class DuplicateKeyError(yaml.YAMLError):

@@ -71,7 +71,13 @@ def test_good_config_loads_with_defaults(tmp_path: Path) -> None:
         ("connections: [{name: a, kind: hubspot, bulk_threshold: 1000}]", "bulk_threshold is for salesforce"),
         ("schedules: {sync_seconds: 1}", "schedules.sync_seconds"),
         ("monitoring: {psi_warn: 0.3, psi_alert: 0.2}", "psi_warn must be below psi_alert"),
-        ("bogus: 1", "bogus: Extra inputs are not permitted"),
+        ("bogus: 1", "bogus: unknown key (allowed here: connections, "),
+        # A misspelt key names the nearest one the place in the file allows.
+        ("trainig: {min_per_class: 20}", "trainig: unknown key (did you mean 'training'?)"),
+        ("connections: [{name: hs, kind: hubspot, acess_token_env: T}]",
+         "connections.0.acess_token_env: unknown key (did you mean 'access_token_env'?)"),
+        ("routing: [{to: A, actions: [{type: create_task, subject: s, due_hour: 4}]}]",
+         "routing.0.actions.0.due_hour: unknown key (did you mean 'due_hours'?)"),
         ("- just\n- a list", "the top level must be a mapping"),
     ],
 )

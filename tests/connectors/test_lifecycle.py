@@ -242,7 +242,8 @@ def test_hubspot_lists_are_configurable_and_validated() -> None:
         ({**sf, "lifecycle": {"converted_stages": ["customer"]}}, "lifecycle.converted_stages is for hubspot"),
         ({**sf, "lifecycle": {"closed_statuses": ["Dead", "Dead"]}}, "'Dead' is listed twice"),
         ({**sf, "lifecycle": {"closed_statuses": [" "]}}, "an empty value"),
-        ({**sf, "lifecycle": {"closed": ["Dead"]}}, "connections.0.lifecycle.closed: Extra inputs"),
+        ({**sf, "lifecycle": {"closed": ["Dead"]}},
+         "connections.0.lifecycle.closed: unknown key \\(did you mean 'closed_statuses'\\?\\)"),
     ]
     for conn_data, message in cases:
         with pytest.raises(ConfigError, match=message):
