@@ -94,6 +94,7 @@ def measure_performance(session: Session, champion: ModelVersion, ref: Reference
     norms = tier_norms(session, ref, policy)
     for tier, row in by_tier.items():
         row["norm"] = (norms.get(tier) or {}).get("conversion_rate")
+        row["norm_leads"] = (norms.get(tier) or {}).get("leads")  # what the norm was measured on
     tc["by_tier"] = by_tier
     tc["norms"] = norms
     tc["policy"] = {"mode": policy.mode, "thresholds": dict(policy.thresholds)}

@@ -84,8 +84,7 @@ def describe_by_measure(metrics: dict[str, Any]) -> dict[str, list[str]]:
         if not tc.get("leads"):
             lines.append(f"tier conversion: not enough data ({tc.get('reason', 'no elapsed leads')})")
         else:
-            tiers = ", ".join(f"{t} {row['conversion_rate']:.1%} of {row['leads']:,}"
-                              + (f" (norm {row['norm']:.1%})" if row.get("norm") is not None else "")
+            tiers = ", ".join(f"{t} {row['conversion_rate']:.1%} of {row['leads']:,}" + _norm(row)
                               for t, row in sorted((tc.get("by_tier") or {}).items()))
             verdict = tc["status"] if tc["status"] != NOT_ENOUGH else f"not judged ({top.get('reason', '')})"
             lines.append(f"tier conversion: {verdict} on {tc['leads']:,} elapsed leads ({tc.get('served', 0):,} "
@@ -97,7 +96,12 @@ def describe_by_measure(metrics: dict[str, Any]) -> dict[str, list[str]]:
     lines = by.setdefault("performance", [])
     if perf:
         auc = perf.get("auc")
-        if perf.get("leads") and auc is not None:
+        if perf.get("leads") and auc is not None and perf.get("status") == NOT_ENOUGH and perf.get("reason"):
+            # Why it is not judged first: an AUC on 1 conversion read first looks like a result.
+            lines.append(f"accuracy: not enough data ({perf['reason']}); not judged yet: AUC {auc:.3f}"
+                         + (f", ECE {perf['ece']:.3f}" if perf.get("ece") is not None else "")
+                         + f" on {perf['leads']:,} elapsed leads")
+        elif perf.get("leads") and auc is not None:
             base = perf.get("baseline_auc")
             # Which checks set the status: a calibration warning is not about the AUC it heads.
             source = ", ".join(perf.get("status_from") or [])
@@ -120,6 +124,15 @@ def describe_by_measure(metrics: dict[str, Any]) -> dict[str, list[str]]:
     else:
         lines.append("freshness: no connection configured")
     return {name: found for name, found in by.items() if found}
+
+
+def _norm(row: dict[str, Any]) -> str:
+    """`` (norm 12.5% of 48)``: the reference's rate for the tier and how many leads it is on (a
+    norm of 0.0 % on 3 leads is noise, not an expectation)."""
+    if row.get("norm") is None:
+        return ""
+    base = f" of {row['norm_leads']:,}" if row.get("norm_leads") is not None else ""
+    return f" (norm {row['norm']:.1%}{base})"
 
 
 def describe_early(early: dict[str, Any]) -> str:

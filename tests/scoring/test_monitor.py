@@ -766,3 +766,22 @@ def test_every_drift_warning_says_what_to_do() -> None:
     assert all(a.action for a in alerts), [a.to_dict() for a in alerts]
     assert [a.action for a in alerts][:2] == [alerts[0].action] * 2 and "nothing to change yet" in alerts[0].action
     assert "new source" in alerts[2].action and "nothing to change yet" not in alerts[2].action
+
+
+def test_an_accuracy_not_judged_says_why_before_its_auc_and_norms_say_their_base() -> None:
+    # A user trial read "AUC 0.964" first on one conversion, and "A 0.0% < B 40%" norms as
+    # expectations: the reason leads, and each norm names the leads it was measured on.
+    from scoring.monitoring.describe import describe_measures
+
+    perf = {"status": "not enough data", "auc": 0.964, "leads": 35, "ece": 0.047,
+            "reason": "1 conversions among 35 elapsed leads; at least 20 of each class needed to judge the AUC"}
+    tc = {"status": "not enough data", "leads": 35, "served": 0, "reconstructed": 35,
+          "top_tier": {"reason": "6 tier-A leads with a known outcome; at least 20 needed"},
+          "by_tier": {"A": {"conversion_rate": 1 / 6, "leads": 6, "norm": 0.0, "norm_leads": 3},
+                      "B": {"conversion_rate": 0.5, "leads": 2, "norm": 0.4, "norm_leads": 5}}}
+    lines = describe_measures({"performance": perf, "tier_conversion": tc})
+    (accuracy,) = [x for x in lines if x.startswith("accuracy")]
+    assert accuracy == ("accuracy: not enough data (1 conversions among 35 elapsed leads; at least 20 of each class "
+                        "needed to judge the AUC); not judged yet: AUC 0.964, ECE 0.047 on 35 elapsed leads")
+    (tiers,) = [x for x in lines if x.startswith("tier conversion")]
+    assert tiers.endswith("A 16.7% of 6 (norm 0.0% of 3), B 50.0% of 2 (norm 40.0% of 5)"), tiers
