@@ -200,6 +200,21 @@ def is_absence(concept: str, values: Mapping[str, Any]) -> bool:
     return _missing(values.get(concept))
 
 
+def is_good_news(concept: str, values: Mapping[str, Any]) -> bool:
+    """True when the concept's sentence reads as good news whatever the model made of it (engaged
+    2 days ago, engagement rising, a complete record): such a sentence may explain a higher score,
+    never a lower one. A rep read "- Engagement: Last engaged 2 days ago" as a contradiction; the
+    model lowered the score through it for another reason (an interaction with other values)."""
+    if concept == "days_since_last_engagement":
+        value = values.get(concept)
+        return not _missing(value) and _count(value) < 14
+    if concept == "engagement_velocity":
+        return _count(values.get(concept)) > 0
+    if concept in ("missing_fields", "junk_flags"):
+        return _count(values.get(concept)) == 0
+    return False
+
+
 def render(concept: str, values: Mapping[str, Any], typical: Typical | None = None) -> str:
     """The sentence for one concept given the lead's feature values (one row as a mapping).
 
@@ -416,14 +431,16 @@ def _picks(
         if concept in SILENT_CONCEPTS:
             texts.append([])
             continue
-        row_codes, said, absent, _ = sentences.every(concept)
+        row_codes, said, absent, good, _ = sentences.every(concept)
         usable = np.array([t not in common for t in said], dtype=bool)
         codes[:, j] = row_codes
         texts.append(_spelled(concept, said, names))
         up_ok[:, j] = (usable & ~absent)[row_codes]
-        # "3 visits (most leads have none)" as a minus contradicts itself: the model lowered the
-        # score through this concept for another reason (recency, interactions); leave it out.
-        down_ok[:, j] = (usable & ~np.array([t.endswith(ABOVE_MOST) for t in said], dtype=bool))[row_codes]
+        # "3 visits (most leads have none)" or "Last engaged 2 days ago" as a minus contradicts
+        # itself: the model lowered the score through this concept for another reason (recency,
+        # interactions); leave it out.
+        above = np.array([t.endswith(ABOVE_MOST) for t in said], dtype=bool)
+        down_ok[:, j] = (usable & ~above & ~good)[row_codes]
     # Strongest first (a stable order, ties by column), the first ``positive`` usable concepts
     # above ``min_impact``; weakest first from the other end for the minuses.
     orders = np.argsort(-by_concept, axis=1, kind="stable")
@@ -461,7 +478,7 @@ def _key(value: Any) -> Any:
     return None if isinstance(value, float) and math.isnan(value) else value
 
 
-Rendered = dict[tuple[Any, ...], tuple[str, bool]]
+Rendered = dict[tuple[Any, ...], tuple[str, bool, bool]]
 
 
 def _text_or_none(column: pd.Series) -> bool:
@@ -544,22 +561,23 @@ class _Sentences:
             found = self._combos[concept] = (combined, coded)
         return found
 
-    def every(self, concept: str) -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray]:
-        """Each row's code of ``concept``; each code's sentence, whether it is an absence, and the
-        first row holding it (codes are dense: 0 .. count-1)."""
+    def every(self, concept: str) -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray, np.ndarray]:
+        """Each row's code of ``concept``; each code's sentence, whether it is an absence, whether
+        it is good news, and the first row holding it (codes are dense: 0 .. count-1)."""
         combined, coded = self._combined(concept)
         present, first = np.unique(combined, return_index=True)
         texts = [""] * len(present)
         absent = np.zeros(len(present), dtype=bool)
+        good = np.zeros(len(present), dtype=bool)
         for code, row in zip(present.tolist(), first.tolist(), strict=True):
             named = {name: values[codes[row]] for name, codes, values in coded}
             by_values = (concept, *((type(v), _key(v)) for v in named.values()))
             found = self._rendered.get(by_values)
             if found is None:
                 found = self._rendered[by_values] = (render(concept, named, self._typical),
-                                                     is_absence(concept, named))
-            texts[code], absent[code] = found
-        return combined, texts, absent, first
+                                                     is_absence(concept, named), is_good_news(concept, named))
+            texts[code], absent[code], good[code] = found
+        return combined, texts, absent, good, first
 
 
 def typical_values(features: pd.DataFrame, *, common_share: float = COMMON_SHARE) -> dict[str, Any]:
@@ -585,7 +603,7 @@ def typical_values(features: pd.DataFrame, *, common_share: float = COMMON_SHARE
         for concept in concepts:
             if concept in SILENT_CONCEPTS:
                 continue
-            row_codes, texts, _, first = sentences.every(concept)
+            row_codes, texts, _, _, first = sentences.every(concept)
             per_code = np.bincount(row_codes, minlength=len(texts)).tolist()
             counts: dict[str, int] = {}
             # Codes in the order their first row comes (what a row-by-row count would give).

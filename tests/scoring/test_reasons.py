@@ -237,3 +237,22 @@ def test_reasons_join_whole_within_the_limit_when_all_fit_or_not() -> None:
     assert join_reasons(fits) == "; ".join(fits)
     assert join_reasons(["x" * 200, "y" * 53]) == "x" * 200 + "; " + "y" * 53  # 255 exactly
     assert join_reasons(["x" * 200, "y" * 54]) == "x" * 200
+
+
+def test_good_news_is_never_a_minus_reason() -> None:
+    # A rep read "- Engagement: Last engaged 2 days ago" as a contradiction: the model lowered the
+    # score through recency for another reason (an interaction). Good news may only be a plus; bad
+    # news of the same concept ("No engagement for 40 days") may still be a minus.
+    features = pd.DataFrame([{"days_since_last_engagement": 2.0, "engagement_velocity": 3.0},
+                             {"days_since_last_engagement": 2.0, "engagement_velocity": 3.0},
+                             {"days_since_last_engagement": 40.0, "engagement_velocity": -2.0}])
+    contributions = pd.DataFrame({"days_since_last_engagement": [-0.9, 0.9, -0.9],
+                                  "engagement_velocity": [-0.5, 0.5, -0.5], BIAS: [0.0, 0.0, 0.0]})
+    rows = explain(contributions, features, typical=None)
+    assert rows[0] == []  # the good news the model counted against the lead: left out
+    assert sorted(r.text for r in rows[1]) == [
+        "Engagement rising: 3 more actions than in the 30 days before", "Last engaged 2 days ago"]
+    assert all(r.impact > 0 for r in rows[1])
+    assert sorted(r.text for r in rows[2]) == [
+        "Engagement falling: 2 fewer actions than in the 30 days before", "No engagement for 40 days"]
+    assert all(r.impact < 0 for r in rows[2])
