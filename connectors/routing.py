@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -272,7 +272,8 @@ def execute_routing(
     if static:
         raise ConfigError(static[0])
     with unit_of_work(engine) as session:
-        query = (select(RoutingAction.id, RoutingAction.connection_id, RoutingAction.status, RoutingAction.action)
+        query = (select(RoutingAction.id, RoutingAction.connection_id, RoutingAction.status, RoutingAction.action,
+                        RoutingAction.lead_score_id)
                  .where(RoutingAction.status.in_((ActionStatus.pending, ActionStatus.sending)))
                  .order_by(RoutingAction.id))
         if limit is not None:
@@ -285,10 +286,16 @@ def execute_routing(
     by_conn: dict[int, list[int]] = {}
     statuses: dict[int, str] = {}
     kinds: dict[int, str] = {}
-    for action_id, conn_id, status, action_name in todo:
+    change_of: dict[int, int] = {}
+    for action_id, conn_id, status, action_name, score_id in todo:
         by_conn.setdefault(conn_id, []).append(action_id)
         statuses[action_id] = status
         kinds[action_id] = str(action_name).split("#")[0]
+        change_of[action_id] = score_id
+    # A task whose tier change also assigns an owner in this run goes in a batch after the
+    # assignment's, so it is created for the new owner (lead_refs); the others keep their batch.
+    assigning = {change_of[a] for a in change_of if kinds[a] == "assign_owner"}
+    after = {a for a in change_of if kinds[a] == "create_task" and change_of[a] in assigning}
     active: dict[str, Any] = {}
     meters: dict[str, CallMeter] = {}  # each client's calls not yet in api_usage
     ids = {name: conn_id for conn_id, name in conn_names.items()}
@@ -310,7 +317,7 @@ def execute_routing(
             meters[name] = CallMeter(client_calls(client), 0)
         active[name] = client
     try:
-        _run_connections(engine, config, conns, conn_names, by_conn, statuses, kinds, active, report)
+        _run_connections(engine, config, conns, conn_names, by_conn, statuses, kinds, after, active, report)
     finally:
         for name, meter in meters.items():
             record_api_calls(engine, ids[name], ApiPurpose.routing, meter.take())
@@ -319,8 +326,8 @@ def execute_routing(
 
 def _run_connections(engine: Engine, config: AppConfig, conns: Mapping[str, ConnectionConfig],
                      conn_names: Mapping[int, str], by_conn: Mapping[int, list[int]],
-                     statuses: Mapping[int, str], kinds: Mapping[int, str], active: Mapping[str, Any],
-                     report: RoutingReport) -> None:
+                     statuses: Mapping[int, str], kinds: Mapping[int, str], after: Set[int],
+                     active: Mapping[str, Any], report: RoutingReport) -> None:
     routers: dict[str, Router] = {}
     for name, client in active.items():
         router = make_router(conns[name], client)
@@ -349,11 +356,11 @@ def _run_connections(engine: Engine, config: AppConfig, conns: Mapping[str, Conn
                 if statuses[action_id] == ActionStatus.sending:
                     _run_one(engine, router, action_id, report)
             # Sorted by type, so a batch holds few types (each type is one call of its endpoint);
-            # tasks in batches after the rest: a task goes to the owner its tier change assigned.
+            # ``after`` (tasks whose owner this run assigns) in batches of their own, after the rest.
             pending = sorted((a for a in action_ids if statuses[a] == ActionStatus.pending),
-                             key=lambda a: (kinds[a] == "create_task", kinds[a], a))
-            tasks_from = next((i for i, a in enumerate(pending) if kinds[a] == "create_task"), len(pending))
-            for part in (pending[:tasks_from], pending[tasks_from:]):
+                             key=lambda a: (a in after, kinds[a], a))
+            split = next((i for i, a in enumerate(pending) if a in after), len(pending))
+            for part in (pending[:split], pending[split:]):
                 for start in range(0, len(part), router.batch_size):
                     _run_batch(engine, router, part[start:start + router.batch_size], report)
         except (AuthError, QuotaExhaustedError, RetriableCRMError) as exc:
