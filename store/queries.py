@@ -150,6 +150,9 @@ def search_leads(session: Session, text: str, *, limit: int = SEARCH_LIMIT) -> l
             "name": " ".join(p for p in (lead.first_name, lead.last_name) if p) or None,
             "company": lead.company, "score": score.score if score else None, "tier": score.tier if score else None,
             "deleted": lead.is_deleted,
+            # open | converted | closed | deleted | merged: a converted lead's tier is its last
+            # score while open (scoring stops there), not a call to act.
+            "lifecycle": lead.lifecycle,
         })
     return out
 

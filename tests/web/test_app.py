@@ -265,6 +265,31 @@ def test_lead_api_and_page(client: TestClient, world: World) -> None:
     assert "No lead matches" in client.get("/leads?q=zzz-nobody", auth=BOB).text
 
 
+def test_lead_search_says_which_leads_left_open(client: TestClient, world: World) -> None:
+    # A converted lead keeps its last tier (scoring stops there): the search says it converted,
+    # or revops read a tier-A row as a lead to act on.
+    with unit_of_work(world.engine) as session:
+        routed = session.scalars(select(Lead).where(Lead.crm_id == world.routed_crm_id)).one()
+        won = make_lead(session, session.get(Connection, routed.connection_id), crm_id="00Qwon0000000001",
+                        email="won-deal@example.org", converted_at=datetime(2026, 6, 1, tzinfo=UTC))
+        won_score = LeadScore(lead_id=won.id, probability=0.6, score=93, tier="A", is_current=True)
+        session.add(won_score)
+        session.flush()
+        won_id, won_score_id = won.id, won_score.id
+    try:
+        rows = re.findall(r"<tr><td><a .*?</tr>", client.get("/leads?q=won-deal@", auth=BOB).text, flags=re.S)
+        assert len(rows) == 1 and '<span class="tier tier-A">A</span>' in rows[0], rows
+        assert re.search(r'<td class="status"><span class="muted"[^>]*>converted</span></td>', rows[0]), rows[0]
+        open_rows = re.findall(r"<tr><td><a .*?</tr>",
+                               client.get(f"/leads?q={world.routed_crm_id}", auth=BOB).text, flags=re.S)
+        assert open_rows and '<td class="status">open</td>' in open_rows[0], open_rows
+    finally:  # the module's world is shared: leave it as found
+        with unit_of_work(world.engine) as session:
+            session.delete(session.get(LeadScore, won_score_id))
+            session.flush()
+            session.delete(session.get(Lead, won_id))
+
+
 def test_a_lead_whose_crm_id_is_another_leads_internal_id_opens_from_its_search_link(
     client: TestClient, world: World
 ) -> None:
