@@ -518,14 +518,13 @@ def lead_refs(session: Session, actions: Sequence[RoutingAction],
     score_ids = {a.lead_score_id for a in actions}
     scores = {sid: (value, tuple(reasons or ())) for sid, value, reasons in session.execute(
         select(LeadScore.id, LeadScore.score, LeadScore.reasons).where(LeadScore.id.in_(score_ids)))}
-    assigned: dict[tuple[int, int], tuple[str, str | None]] = {}
-    for lead_id, score_id, status, crm_ref in session.execute(
-            select(RoutingAction.lead_id, RoutingAction.lead_score_id, RoutingAction.status, RoutingAction.crm_ref)
+    assigned: dict[int, tuple[str, str | None]] = {}  # by the tier change's score id
+    for score_id, status, crm_ref in session.execute(
+            select(RoutingAction.lead_score_id, RoutingAction.status, RoutingAction.crm_ref)
             .where(RoutingAction.lead_score_id.in_(score_ids), RoutingAction.action.startswith("assign_owner"))
             .order_by(RoutingAction.id)):
-        key = (lead_id, score_id)
-        if assigned.get(key, ("",))[0] != ActionStatus.done:  # one done assignment decides
-            assigned[key] = (status, crm_ref)
+        if assigned.get(score_id, ("",))[0] != ActionStatus.done:  # one done assignment decides
+            assigned[score_id] = (status, crm_ref)
     refs: dict[int, LeadRef] = {}
     waiting: set[int] = set()
     for action in actions:
@@ -534,7 +533,7 @@ def lead_refs(session: Session, actions: Sequence[RoutingAction],
             continue
         owner = lead.owner_crm_id
         if action.params.get("type") == "create_task":
-            status, crm_ref = assigned.get((action.lead_id, action.lead_score_id), ("", None))
+            status, crm_ref = assigned.get(action.lead_score_id, ("", None))
             if status in (ActionStatus.pending, ActionStatus.sending):
                 waiting.add(action.id)
             elif status == ActionStatus.done and crm_ref:

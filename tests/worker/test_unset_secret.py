@@ -21,7 +21,7 @@ from store.db import engine_for, unit_of_work
 from store.migrate import upgrade
 from store.models import Connection, SyncRun
 from tests.cli.support import leadscore_here
-from tests.connectors.test_writeback_support import hs_conn, start_sim
+from tests.connectors.test_writeback_support import hs_conn, running_sim
 from tests.worker.conftest import start_worker
 
 MISSING = "connection 'salesforce': environment variable LS_TEST_SF_SECRET (client_secret_env) is not set"
@@ -29,9 +29,7 @@ MISSING = "connection 'salesforce': environment variable LS_TEST_SF_SECRET (clie
 
 @pytest.fixture
 def sim() -> Iterator[CRMSim]:
-    sim = start_sim(leads=80, seed=4)
-    yield sim
-    sim.stop()
+    yield from running_sim(80, 4)
 
 
 @pytest.fixture
