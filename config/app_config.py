@@ -230,6 +230,11 @@ class TierConfig(_Strict):
         return self
 
 
+# Scores run from 1 to 99 (:func:`scoring.reference.rank`): a score-mode cut-off above 99 is a
+# tier no lead can reach.
+TOP_SCORE = 99
+
+
 def validate_thresholds(mode: str, thresholds: dict[str, float]) -> None:
     """Raise ValueError unless A, B, C are given, in range and leave every tier reachable."""
     unknown = sorted(set(thresholds) - {"A", "B", "C"})
@@ -239,6 +244,13 @@ def validate_thresholds(mode: str, thresholds: dict[str, float]) -> None:
     if missing:
         raise ValueError(f"tier {missing[0]} has no threshold")
     values = [float(thresholds[t]) for t in ("A", "B", "C")]
+    if mode == "score":
+        high = next(((t, v) for t, v in zip(("A", "B", "C"), values, strict=True) if v > TOP_SCORE), None)
+        if high is not None:
+            raise ValueError(f"scores run from 1 to {TOP_SCORE}: {high[0]}={high[1]:g} would leave tier {high[0]} "
+                             f"empty (score thresholds must be within (0, {TOP_SCORE}])")
+        if any(not v > 0 for v in values):
+            raise ValueError(f"score thresholds must be within (0, {TOP_SCORE}]")
     if mode in ("score", "likelihood"):
         if any(not 0 < v <= 100 for v in values):
             raise ValueError(f"{mode} thresholds must be within (0, 100]")

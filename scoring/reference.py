@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from config.app_config import TOP_SCORE
 from scoring.features import align_to_spec
 from scoring.model import TrainedModel
 from scoring.reasons import typical_values
@@ -82,7 +83,7 @@ def rank(values: np.ndarray, reference: Sequence[float] | np.ndarray) -> np.ndar
     below = np.searchsorted(ref, v, side="left")
     upto = np.searchsorted(ref, v, side="right")
     share = (below + 0.5 * (upto - below)) / len(ref)
-    return np.clip(np.rint(100.0 * share), 1, 99).astype("int64")
+    return np.clip(np.rint(100.0 * share), 1, TOP_SCORE).astype("int64")
 
 
 def stored_reference(mv: ModelVersion) -> Mapping[str, Any] | None:

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from config.app_config import TOP_SCORE
 from scoring.tiers import Policy, PolicyLike, probability_to_score, tiers_for
 
 # Touches each tier gets, and the share of a conversion the 1st, 2nd and 3rd touch win.
@@ -104,19 +105,21 @@ def suggest_thresholds(
         cut[tier] = best
     if all(cut[t] == 101 for t in ("A", "B", "C")):
         # Not even the first touch pays on any lead: "everything D" (worth 0) is what the numbers
-        # say, and no policy can be it (tiers keep A > B > C within 1-100). Say so, with the cost
+        # say, and no policy can be it (tiers keep A > B > C within 1-99). Say so, with the cost
         # of the leanest policy below, instead of a note per tier and a suggestion that looks chosen.
-        touched = int(n_at_least[98])
+        touched = int(n_at_least[TOP_SCORE - 2])
         notes = [f"no touch pays for itself at this value and cost (even the first touch of the best-scored "
                  f"leads loses money): the numbers say touch no lead; tiers must keep A > B > C, so this is "
-                 f"the fewest touches they allow ({touched} leads scored 98 or more) and it still loses. "
+                 f"the fewest touches they allow ({touched} leads scored {TOP_SCORE - 2} or more) and it "
+                 "still loses. "
                  "Check the value of a converted lead and the cost of a touch"]
     else:
         notes = [f"no lead pays for tier {t}'s touches: {t} is left at its highest cut-off"
                  for t in ("A", "B", "C") if cut[t] == 101]
-    # Tiers need A > B > C within 1..100: push the lower cut-offs down (never the higher ones up).
+    # Tiers need A > B > C within the scores (1-99): push the lower cut-offs down (never the
+    # higher ones up).
     natural = dict(cut)
-    cut["A"] = min(cut["A"], 100)
+    cut["A"] = min(cut["A"], TOP_SCORE)
     cut["B"] = min(cut["B"], cut["A"] - 1)
     cut["C"] = min(cut["C"], cut["B"] - 1)
     if cut["C"] < 1:

@@ -143,6 +143,8 @@ def test_bad_input_exits_1_in_one_line(migrated: Path) -> None:
         (["tiers", "set", "A=30", "B=60", "C=80"], {}, "tiers.thresholds"),
         (["tiers", "set", "--capacity", "A=50%", "B=40%", "C=30%"], {}, "tiers.thresholds"),
         (["tiers", "preview", "A=120", "B=60", "C=30"], {}, "tiers.thresholds"),
+        # Scores stop at 99: A=100 is an empty tier A, not a strict one.
+        (["tiers", "set", "A=100", "B=90", "C=50"], {}, "scores run from 1 to 99: A=100 would leave tier A empty"),
         (["models", "promote", "v999"], {}, "v999"),
         (["models", "rollback"], {}, "no champion"),
         (["score"], {}, "no champion model yet"),

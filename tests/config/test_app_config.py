@@ -55,7 +55,10 @@ def test_good_config_loads_with_defaults(tmp_path: Path) -> None:
     [
         ("tiers: {thresholds: {A: 50, B: 60, C: 10}}", "tiers: thresholds must be ordered A > B > C"),
         ("tiers: {thresholds: {A: 90, B: 60, C: 10, E: 5}}", "tiers: unknown tier 'E'"),
-        ("tiers: {thresholds: {A: 120, B: 60, C: 10}}", "tiers: score thresholds must be within (0, 100]"),
+        ("tiers: {thresholds: {A: 120, B: 60, C: 10}}", "tiers: scores run from 1 to 99: A=120 would leave tier A"),
+        ("tiers: {thresholds: {A: 99.5, B: 60, C: 10}}", "A=99.5 would leave tier A empty"),
+        ("tiers: {thresholds: {A: 90, B: 60, C: 0}}", "tiers: score thresholds must be within (0, 99]"),
+        ("tiers: {mode: likelihood, thresholds: {A: 120, B: 60, C: 10}}", "likelihood thresholds must be within"),
         ("tiers: {mode: capacity, thresholds: {A: 50, B: 30, C: 30}}", "must leave room for D"),
         ("routing: [{to: E, actions: []}]", "routing.0.to: unknown tier 'E'"),
         ("routing: [{to: A, actions: [{type: create_task}]}]", "routing.0.actions.0: create_task needs 'subject'"),

@@ -9,7 +9,7 @@ import pytest
 
 from scoring.reference import rank
 from scoring.tier_economics import EconomicsError, policy_value, suggest_thresholds
-from scoring.tiers import Policy, capacity_cutoffs, probability_to_score
+from scoring.tiers import Policy, capacity_cutoffs, check_policy, probability_to_score
 
 
 def _labelled(seed: int = 0, n: int = 3000) -> tuple[np.ndarray, np.ndarray]:
@@ -98,14 +98,16 @@ def test_a_tier_pushed_to_one_score_wide_is_named() -> None:
 
 def test_a_cost_no_lead_pays_for_is_said_plainly() -> None:
     # A touch dearer than any lead's share of the value: touching nobody (all D, worth 0) is the
-    # answer no policy can give; the note says so instead of presenting 100/99/98 as a choice.
+    # answer no policy can give; the note says so instead of presenting 99/98/97 as a choice.
     p, y = _labelled(seed=4)
     scores = rank(p, np.sort(p))
     best = suggest_thresholds(p, y, conversion_value=100, touch_cost=5000, scores=scores)
-    assert best.thresholds == {"A": 100.0, "B": 99.0, "C": 98.0}
+    # The fewest touches a valid policy allows: scores stop at 99, so A=99 (A=100 is refused).
+    assert best.thresholds == {"A": 99.0, "B": 98.0, "C": 97.0}
+    check_policy("score", best.thresholds)
     assert best.expected_value < 0
-    touched = int((scores >= 98).sum())
+    touched = int((scores >= 97).sum())
     assert touched > 0
     assert best.note is not None and best.note.startswith("no touch pays for itself at this value and cost")
-    assert f"({touched} leads scored 98 or more) and it still loses" in best.note
+    assert f"({touched} leads scored 97 or more) and it still loses" in best.note
     assert "highest cut-off" not in best.note
