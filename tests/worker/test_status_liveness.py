@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -51,9 +51,21 @@ def _wait_for(check: Callable[[], subprocess.CompletedProcess[str] | None], time
         time.sleep(1)
 
 
+@pytest.fixture
+def empty_redis_db() -> Iterator[redis.Redis]:
+    """This test's Redis database, empty before it and left empty after it: the task it queues on
+    the long queue (where no worker listens) must not wait there for the next test or user."""
+    client = redis.Redis.from_url(REDIS_URL)
+    client.flushdb()
+    try:
+        yield client
+    finally:
+        client.flushdb()
+        client.close()
+
+
 @pytest.mark.slow
-def test_status_measures_workers_beat_and_queues(tmp_path: Path) -> None:
-    redis.Redis.from_url(REDIS_URL).flushdb()
+def test_status_measures_workers_beat_and_queues(tmp_path: Path, empty_redis_db: redis.Redis) -> None:
     env = dict(os.environ, LEADSCORE_BROKER_URL=REDIS_URL, LEADSCORE_RESULT_BACKEND=REDIS_URL,
                LEADSCORE_VAR_DIR=str(tmp_path / "var"), LEADSCORE_DATABASE_URL=f"sqlite:///{tmp_path / 'st.db'}",
                COLUMNS="200")
@@ -101,7 +113,7 @@ def test_status_measures_workers_beat_and_queues(tmp_path: Path) -> None:
             process.wait(timeout=30)
     # A beat stopped with SIGTERM gives its lock back at once (a standby beat takes over now, not
     # 30 s later) and says nothing alarming about it (it used to warn "lock not released").
-    assert not redis.Redis.from_url(REDIS_URL).exists(lock_key(LOCK_NAME))
+    assert not empty_redis_db.exists(lock_key(LOCK_NAME))
     beat_log = (tmp_path / "beat.log").read_text(errors="replace")
     assert "beat: acquired the scheduler lock" in beat_log and "not released" not in beat_log, beat_log[-2000:]
     # The worker consumes minute only: the long queue's task waits for a consumer that does not exist.
