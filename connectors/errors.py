@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 from config.errors import LeadscoreError
@@ -20,6 +21,9 @@ class CRMError(LeadscoreError):
         super().__init__(message)
         self.status = status
         self.code = code
+        # Answers of earlier calls of the same batch, set where a later call was refused whole
+        # (:func:`refused_midway`); empty otherwise.
+        self.answered: list[Any] = []
 
 
 class RetriableCRMError(CRMError):
@@ -48,6 +52,13 @@ class CRMTimeoutError(RetriableCRMError):
 
 class AuthError(CRMError):
     """Credentials refused or session expired (after the one re-authentication we attempt)."""
+
+
+def refused_midway(error: CRMError, answered: list[Any]) -> None:
+    """Give ``error`` (a call the CRM refused whole: credentials, quota) the answers of the calls
+    it had already answered in the same piece of work (a routing batch's
+    :class:`connectors.protocols.ActionResult` list): those took effect, the rest did not."""
+    error.answered = list(answered)
 
 
 class FatalCRMError(CRMError):

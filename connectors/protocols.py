@@ -78,7 +78,10 @@ class ScoreWriter(Protocol):
         """Write ``items`` in ONE logical API call; one result per item.
 
         Whole-call failures raise :class:`CRMError` subclasses (the client already retried
-        retriable ones).
+        retriable ones). A call refused for its credentials or the quota (:class:`AuthError`,
+        :class:`QuotaExhaustedError`) after earlier calls of the batch were answered carries those
+        answers in ``answered`` (:func:`connectors.errors.refused_midway`): the engine records
+        them and gives the rest back to ``pending``, since the CRM applied nothing of a refused call.
         """
         ...
 

@@ -45,7 +45,7 @@ from config.errors import ConfigError
 from connectors.actions import action_marker, applies, round_robin_pick
 from connectors.errors import AuthError, CRMError, QuotaExhaustedError, RetriableCRMError
 from connectors.lifecycle import not_open_reason
-from connectors.protocols import LeadRef, Router
+from connectors.protocols import ActionResult, LeadRef, Router
 from connectors.registry import PAUSE_DEFAULTS, SUPPORTED, ConnectionUnavailable, client_from, make_router
 from connectors.routing_validation import routing_problems, static_problems, validate_routing
 from scoring.hooks import TierChangeHook
@@ -402,8 +402,10 @@ def _run_one(engine: Engine, router: Router, action_id: int, report: RoutingRepo
         ref = lead_refs(session, [action], {lead.id: lead})[0][action.id]
     # Committed: from here on a crash leaves the action "sending", and the next run looks it up.
     kind = str(action.params.get("type"))
+    checked = not recovering  # whether the CRM is known not to hold the action's effect
     try:
         crm_ref = router.find_existing(action, ref) if recovering else None
+        checked = True
         if crm_ref is not None:
             report.recovered += 1
         elif state != LeadLifecycle.open:
@@ -418,7 +420,11 @@ def _run_one(engine: Engine, router: Router, action_id: int, report: RoutingRepo
                 ActionStatus.failed if attempts >= MAX_ATTEMPTS else ActionStatus.sending)
         report.retry_later += 1
         raise
-    except (AuthError, QuotaExhaustedError):
+    except (AuthError, QuotaExhaustedError) as exc:
+        # Refused whole, so not applied: pending again once the CRM is known not to hold it,
+        # else still to be looked up; the attempt is not counted either way.
+        _unclaim(engine, [action_id], ActionStatus.pending if checked else ActionStatus.sending,
+                 f"{exc.code or type(exc).__name__}: {exc}")
         raise
     except CRMError as exc:
         reason = exc.code or (f"HTTP_{exc.status}" if exc.status else type(exc).__name__)
@@ -470,12 +476,27 @@ def _run_batch(engine: Engine, router: Router, action_ids: Sequence[int], report
                               for a, _ in items])
         report.retry_later += len(items)
         raise
-    except (AuthError, QuotaExhaustedError):
+    except (AuthError, QuotaExhaustedError) as exc:
+        # A call refused whole took no effect: what the CRM answered before it is recorded, the
+        # rest goes back to pending as it was (the next run sends it without looking it up first).
+        answered = {r.action_id for r in exc.answered}
+        _record_results(engine, [item for item in items if item[0].id in answered], exc.answered, report)
+        _unclaim(engine, [a.id for a, _ in items if a.id not in answered], ActionStatus.pending,
+                 f"{exc.code or type(exc).__name__}: {exc}")
         raise
     except CRMError as exc:
         reason = exc.code or (f"HTTP_{exc.status}" if exc.status else type(exc).__name__)
         _finish_many(engine, [(a.id, None, f"{reason}: {exc}", ActionStatus.failed) for a, _ in items])
         report.failed[reason] = report.failed.get(reason, 0) + len(items)
+        return
+    _record_results(engine, items, results, report)
+
+
+def _record_results(engine: Engine, items: Sequence[tuple[RoutingAction, LeadRef]],
+                    results: Sequence[ActionResult], report: RoutingReport) -> None:
+    """Each claimed action marked from the CRM's answer for it; one without an answer stays
+    ``sending`` (it may have happened: the next run looks it up before any resend)."""
+    if not items:
         return
     by_id = {a.id: a for a, _ in items}
     rows: list[tuple[int, str | None, str | None, str]] = []
@@ -598,6 +619,19 @@ def _property_triggered(action: RoutingAction, write: tuple[str, str | None] | N
     action.error = (f"NO_TIER_WRITE: workflow {workflow} enrolls on the tier property, and the write of tier "
                     f"{action.to_tier} did not land (score write {write[0] if write else 'missing'})")
     report.failed["NO_TIER_WRITE"] = report.failed.get("NO_TIER_WRITE", 0) + 1
+
+
+def _unclaim(engine: Engine, action_ids: Sequence[int], status: str, error: str) -> None:
+    """Actions claimed for a call the CRM refused whole (credentials, quota): back to ``status``
+    with the attempt not counted (nothing was applied, so it is no attempt of the action's) and
+    the refusal in ``error``, for whoever looks before the next run."""
+    if not action_ids:
+        return
+    with unit_of_work(engine) as session:
+        for action in session.scalars(select(RoutingAction).where(RoutingAction.id.in_(list(action_ids)))):
+            action.status = status
+            action.attempts = max(0, action.attempts - 1)
+            action.error = error
 
 
 def _finish_many(engine: Engine, rows: Sequence[tuple[int, str | None, str | None, str]]) -> None:

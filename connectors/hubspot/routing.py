@@ -15,7 +15,16 @@ from urllib.parse import quote
 
 from config.app_config import AppConfig, ConnectionConfig, RoutingActionConfig
 from connectors.actions import action_marker, actions_for, due, round_robin_pick, task_description, task_subject
-from connectors.errors import FatalCRMError, RetriableCRMError, address_of, certificate_error, timeout_error
+from connectors.errors import (
+    AuthError,
+    FatalCRMError,
+    QuotaExhaustedError,
+    RetriableCRMError,
+    address_of,
+    certificate_error,
+    refused_midway,
+    timeout_error,
+)
 from connectors.hubspot.writeback import BATCH_SIZE, RETRIABLE_CATEGORIES
 from connectors.protocols import ActionResult, LeadRef
 from store.models import RoutingAction
@@ -292,26 +301,36 @@ class HubSpotRouter:
                     continue
                 else:
                     raise FatalCRMError(f"action {kind!r} is not supported on HubSpot", code="UNSUPPORTED_ACTION")
+            except QuotaExhaustedError as exc:  # a look-up refused by the quota: the action is not at fault
+                refused_midway(exc, results)
+                raise
             except FatalCRMError as exc:
                 results.append(ActionResult(action.id, "failed", reason=exc.code or "FATAL", message=str(exc)))
                 continue
             updates.setdefault(lead.crm_id, {}).update(props)
             update_actions.setdefault(lead.crm_id, []).append((action.id, ref))
-        if updates:
-            request = {"inputs": [{"id": cid, "properties": props} for cid, props in updates.items()]}
-            body = self.client.request(lambda c: c.api("objects.batch").update(
-                "contacts", request, _preload_content=False, _request_timeout=c.timeout))
-            results.extend(_update_results(body, update_actions))
-        if tasks:
-            create = {"inputs": [task for _, task in tasks]}
-            body = self.client.request(lambda c: c.api("objects.batch").create(
-                "tasks", create, _preload_content=False, _request_timeout=c.timeout))
-            results.extend(_create_results(body, tasks))
-        for action, lead in singles:
-            try:
-                results.append(ActionResult(action.id, "done", crm_ref=self.perform(action, lead)))
-            except FatalCRMError as exc:
-                results.append(ActionResult(action.id, "failed", reason=exc.code or "FATAL", message=str(exc)))
+        try:
+            if updates:
+                request = {"inputs": [{"id": cid, "properties": props} for cid, props in updates.items()]}
+                body = self.client.request(lambda c: c.api("objects.batch").update(
+                    "contacts", request, _preload_content=False, _request_timeout=c.timeout))
+                results.extend(_update_results(body, update_actions))
+            if tasks:
+                create = {"inputs": [task for _, task in tasks]}
+                body = self.client.request(lambda c: c.api("objects.batch").create(
+                    "tasks", create, _preload_content=False, _request_timeout=c.timeout))
+                results.extend(_create_results(body, tasks))
+            for action, lead in singles:
+                try:
+                    results.append(ActionResult(action.id, "done", crm_ref=self.perform(action, lead)))
+                except (AuthError, QuotaExhaustedError):
+                    raise
+                except FatalCRMError as exc:
+                    results.append(ActionResult(action.id, "failed", reason=exc.code or "FATAL", message=str(exc)))
+        except (AuthError, QuotaExhaustedError) as exc:
+            # The calls answered before it took effect; the refused one did not.
+            refused_midway(exc, results)
+            raise
         return results
 
 

@@ -15,7 +15,7 @@ from simple_salesforce import format_soql
 
 from config.app_config import AppConfig, ConnectionConfig, RoutingActionConfig
 from connectors.actions import actions_for, due, round_robin_pick, task_description, task_subject
-from connectors.errors import FatalCRMError
+from connectors.errors import AuthError, FatalCRMError, QuotaExhaustedError, refused_midway
 from connectors.protocols import ActionOutcome, ActionResult, LeadRef
 from connectors.salesforce.writeback import (
     COLLECTION_SIZE,
@@ -260,6 +260,9 @@ class SalesforceRouter:
         for action, lead in items:
             try:
                 operation, record, ref = self._planned(action, lead)
+            except QuotaExhaustedError as exc:  # a look-up refused by the quota: the action is not at fault
+                refused_midway(exc, results)
+                raise
             except FatalCRMError as exc:
                 results.append(ActionResult(action.id, "failed", reason=exc.code or "FATAL", message=str(exc)))
                 continue
@@ -278,12 +281,17 @@ class SalesforceRouter:
             chunk_creates = creates[start:start + COLLECTION_SIZE]
             collections.append(("POST", [r for _, r, _ in chunk_creates], [[(a, ref)] for a, _, ref in chunk_creates]))
         self._duplicates = []
-        for start in range(0, len(collections), COLLECTIONS_PER_COMPOSITE):
-            results.extend(self._composite(collections[start:start + COLLECTIONS_PER_COMPOSITE]))
-        if self._duplicates:
-            members = self._existing_members(self._duplicates)
-            results = [ActionResult(r.action_id, r.outcome, crm_ref=members.get(r.action_id, r.crm_ref))
-                       if r.action_id in members else r for r in results]
+        try:
+            for start in range(0, len(collections), COLLECTIONS_PER_COMPOSITE):
+                results.extend(self._composite(collections[start:start + COLLECTIONS_PER_COMPOSITE]))
+            if self._duplicates:
+                members = self._existing_members(self._duplicates)
+                results = [ActionResult(r.action_id, r.outcome, crm_ref=members.get(r.action_id, r.crm_ref))
+                           if r.action_id in members else r for r in results]
+        except (AuthError, QuotaExhaustedError) as exc:
+            # The Composite calls answered before it took effect; the refused one did not.
+            refused_midway(exc, results)
+            raise
         return results
 
     def _existing_members(self, action_ids: list[int]) -> dict[int, str]:

@@ -15,6 +15,7 @@ from sqlalchemy import Engine, func, select
 from connectors.routing import execute_routing, plan_routing
 from connectors.writeback import drain_outbox
 from crmsim.app import CRMSim
+from crmsim.faults import FaultPlan
 from crmsim.salesforce.store import ValidationRule
 from store.db import unit_of_work
 from store.models import RoutingAction
@@ -174,3 +175,47 @@ def test_a_record_refused_for_a_value_is_split(sim: CRMSim, sqlite_engine: Engin
     routed = execute_routing(sqlite_engine, config, secrets_for(sim))
     assert routed.failed == {"FIELD_CUSTOM_VALIDATION_EXCEPTION": 2} and routed.done == {}
     assert {i for i in sf_ids if store.get(i).values["OwnerId"] == queue_id} == set(sf_ids) - refused  # type: ignore[union-attr]
+
+
+def test_a_token_refused_midway_records_what_was_answered_and_gives_back_the_rest(
+    sim: CRMSim, sqlite_engine: Engine
+) -> None:
+    """The contacts' batch update is answered, then the token expires and the tasks' batch create
+    is refused whole (401): the updates are done, the tasks pending again with no attempt counted
+    (the CRM applied nothing of a refused call), and the next run creates them in one call without
+    looking any action up. They stayed "sending" before: every action of the batch, answered or
+    not, was looked up one by one on the next run."""
+    config = app_config(sim, [{"to": "A", "actions": [
+        {"type": "set_property", "property": "hs_lead_status", "value": "OPEN", "connections": ["hs"]},
+        {"type": "create_task", "subject": "Call hot lead", "connections": ["hs"]},
+    ]}])
+    hs_ids = hs_contact_ids(sim, 5)
+    leads = add_leads(sqlite_engine, "hs", hs_ids)
+    score(sqlite_engine, leads.values(), tier="A", hook=plan_routing(config))
+    # Routing reads the contact properties (rule check), updates the contacts, then creates the
+    # tasks: the token expires after the second of those calls.
+    hs_store = sim.hubspot.store
+    tasks_before = {i: len(hs_store.associated("contacts", int(i), "tasks")) for i in hs_ids}
+    sim.hubspot.faults.set_plan(FaultPlan(expire_after=2))
+
+    first = execute_routing(sqlite_engine, config, secrets_for(sim))
+
+    assert len(first.errors) == 1 and "hs: AuthError" in first.errors[0], first.errors
+    assert first.done == {"set_property": 5}
+    assert {i: len(hs_store.associated("contacts", int(i), "tasks")) for i in hs_ids} == tasks_before
+    with unit_of_work(sqlite_engine) as session:
+        tasks = list(session.scalars(select(RoutingAction).where(RoutingAction.action == "create_task")))
+    assert {(a.status, a.attempts) for a in tasks} == {("pending", 0)}
+    assert all(a.error is not None and "EXPIRED_AUTHENTICATION" in a.error for a in tasks), [a.error for a in tasks]
+
+    sim.hubspot.faults.set_plan(FaultPlan())
+    sim.reset_counts()
+    second = execute_routing(sqlite_engine, config, secrets_for(sim))  # the token in use now
+
+    assert second.errors == [] and second.done == {"create_task": 5}
+    calls = sim.hubspot.call_counts()
+    assert calls.get("POST tasks/batch/create") == 1
+    assert not any("search" in endpoint for endpoint in calls), calls  # nothing looked up
+    assert {i: len(hs_store.associated("contacts", int(i), "tasks")) - n for i, n in tasks_before.items()} \
+        == dict.fromkeys(hs_ids, 1)
+    assert _statuses(sqlite_engine) == {("set_property", "done"): 5, ("create_task", "done"): 5}
