@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from config.app_config import TierConfig, load_config
@@ -82,7 +83,8 @@ from scoring.tiers import (
     tiers_for,
 )
 from store.db import IDS_PER_STATEMENT, in_memory_sqlite
-from store.models import ModelVersion, TierPolicy
+from store.models import Lead, LeadLifecycle, ModelVersion, TierPolicy
+from store.queries import connections_mid_sync
 from store.types import Progress
 
 # Leads per batch: each batch is read, written and explained as one, so a batch's pandas, SQL and
@@ -108,6 +110,9 @@ class ScoreSummary:
     # counted in outbox_rows and tier_changes too), so one score is one tier on every open lead.
     retiered: int = 0
     seconds: float = 0.0
+    # Leads held back by connection name: a worker's sync of that connection is part-way through
+    # (:func:`store.queries.connections_mid_sync`); the run after it finishes scores them.
+    held: dict[str, int] = field(default_factory=dict)
     routing_planned: dict[str, int] = field(default_factory=dict)  # by action type (scoring.pipeline)
     accounts: dict[str, int] = field(default_factory=dict)  # account refresh (scoring.pipeline)
 
@@ -117,7 +122,7 @@ class ScoreSummary:
             "as_of": self.as_of.isoformat(), "model": self.model_version, "considered": self.considered,
             "scored": self.scored, "unchanged": self.unchanged, "outbox_rows": self.outbox_rows,
             "superseded": self.superseded, "tier_changes": self.tier_changes, "tiers": self.tiers,
-            "retiered": self.retiered,
+            "retiered": self.retiered, "held": dict(self.held),
             "routing_planned": dict(self.routing_planned), "seconds": round(self.seconds, 3),
         }
 
@@ -152,6 +157,7 @@ class ScoringPlan:
     lead_ids: list[int]
     considered: int
     cutoffs: dict[str, float] | None = None
+    held: dict[str, int] = field(default_factory=dict)  # leads held back, by connection (ScoreSummary.held)
 
     def chunks(self, size: int = BATCH_SIZE) -> list[list[int]]:
         """``lead_ids`` in consecutive chunks of at most ``size`` (id ranges, in order)."""
@@ -159,13 +165,14 @@ class ScoringPlan:
 
     def summary(self) -> ScoreSummary:
         """An empty summary of this run (scoring chunks adds to it)."""
+        held = sum(self.held.values())
         return ScoreSummary(as_of=self.as_of, model_version=self.model_version, considered=self.considered,
-                            unchanged=self.considered - len(self.lead_ids))
+                            unchanged=self.considered - len(self.lead_ids) - held, held=dict(self.held))
 
     def to_dict(self) -> dict[str, Any]:
         return {"as_of": self.as_of.isoformat(), "model_version": self.model_version,
                 "model_ids": list(self.model_ids), "policy_id": self.policy_id, "lead_ids": list(self.lead_ids),
-                "considered": self.considered,
+                "considered": self.considered, "held": dict(self.held),
                 "score_cutoffs": dict(self.cutoffs) if self.cutoffs is not None else None}
 
     @classmethod
@@ -179,7 +186,8 @@ class ScoringPlan:
         return cls(as_of=datetime.fromisoformat(str(data["as_of"])), model_version=str(data["model_version"]),
                    model_ids=[int(i) for i in data["model_ids"]], policy_id=int(data["policy_id"]),
                    lead_ids=[int(i) for i in data["lead_ids"]], considered=int(data["considered"]),
-                   cutoffs={str(k): float(v) for k, v in cutoffs.items()} if cutoffs is not None else None)
+                   cutoffs={str(k): float(v) for k, v in cutoffs.items()} if cutoffs is not None else None,
+                   held={str(k): int(v) for k, v in (data.get("held") or {}).items()})
 
 
 @lean_collector()
@@ -232,12 +240,34 @@ def _plan(
     ids = live_lead_ids(session, lead_ids) if all else stale_lead_ids(
         session, models.ids, lead_ids=lead_ids, as_of=as_of)
     considered = len(live_lead_ids(session, lead_ids)) if lead_ids is not None else live_count(session)
+    # Leads asked for by id are scored as asked; otherwise a connection a worker is syncing
+    # part-way waits for the rest of its streams (a contact scored before its new meetings
+    # arrive flips tier twice, and routes twice, within seconds).
+    ids, held = (ids, {}) if lead_ids is not None else _hold_mid_sync(session, ids)
     if ids:  # built once here, not by chunks racing each other
         for mv in models.all():
             ensure_score_reference(session, mv)
     plan = ScoringPlan(as_of=as_of, model_version=models.global_mv.version, model_ids=models.ids,
-                       policy_id=policy.id, lead_ids=ids, considered=considered)
+                       policy_id=policy.id, lead_ids=ids, considered=considered, held=held)
     return plan, models, policy
+
+
+def _hold_mid_sync(session: Session, ids: list[int]) -> tuple[list[int], dict[str, int]]:
+    """``ids`` without the leads of connections a worker's sync is part-way through, and how many
+    of each connection were held back."""
+    syncing = connections_mid_sync(session) if ids else {}
+    if not syncing:
+        return ids, {}
+    theirs = {int(lead_id): int(conn_id) for lead_id, conn_id in session.execute(
+        select(Lead.id, Lead.connection_id).where(Lead.connection_id.in_(list(syncing)),
+                                                  Lead.lifecycle == LeadLifecycle.open))}
+    kept = [i for i in ids if i not in theirs]
+    held: dict[str, int] = {}
+    for i in ids:
+        if i in theirs:
+            name = syncing[theirs[i]]
+            held[name] = held.get(name, 0) + 1
+    return kept, held
 
 
 def _run_cutoffs(
@@ -752,7 +782,7 @@ def score_leads(
             _write_batches(session, models, predicted, names, plan.as_of, lambda s: _tiers(policy, s, cutoffs),
                            policy_id=policy.id, tier_change_hook=tier_change_hook, summary=summary,
                            report=done("writing"))
-            if not (all and lead_ids is None):  # a run over every live lead left none to re-tier
+            if not (all and lead_ids is None) or plan.held:  # a run over every live lead left none to re-tier
                 plan.cutoffs = cutoffs
                 summary.add(retier_to_plan(session, plan, tier_change_hook=tier_change_hook))
     summary.seconds = time.perf_counter() - started

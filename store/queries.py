@@ -6,10 +6,10 @@ datetimes). Counts that measured nothing say so with zeros, never with a missing
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import case, func, or_, select
 from sqlalchemy.orm import Session
 
 from store.models import (
@@ -25,6 +25,8 @@ from store.models import (
     SyncCursor,
     SyncRun,
     SyncStatus,
+    SyncWindow,
+    WindowStatus,
 )
 from store.usage import calls_on, empty_counts, utc_day
 
@@ -36,6 +38,35 @@ QUARANTINE_LIMIT = 200
 # The statuses the console and the API count.
 OUTBOX_COUNTED = (OutboxStatus.pending, OutboxStatus.failed, OutboxStatus.sent, OutboxStatus.superseded)
 ROUTING_COUNTED = (ActionStatus.pending, ActionStatus.failed, ActionStatus.done)
+
+# A partitioned sync whose units have not moved for this long holds nothing back: it is stuck
+# (a unit failing for good, a worker gone) and its leads are as complete as they will get.
+MID_SYNC_QUIET = timedelta(minutes=30)
+
+
+def connections_mid_sync(session: Session, *, now: datetime | None = None) -> dict[int, str]:
+    """Connections (id -> name) a worker's partitioned sync is part-way through: their latest plan
+    (:mod:`connectors.partition`) has a unit not done, and one of its units moved within
+    :data:`MID_SYNC_QUIET`. Their leads may hold some streams' records and not yet the rest (a
+    HubSpot contact updated, its new e-mails and meetings still to come). A plan's next stage is
+    created in the transaction that finishes the last unit of the one before, so between stages
+    a unit is always pending. The one-process sync (``leadscore sync``) makes no plan."""
+    now = now or datetime.now(UTC)
+    latest = (select(SyncWindow.connection_id, func.max(SyncWindow.plan).label("plan"))
+              .group_by(SyncWindow.connection_id).subquery())
+    rows = session.execute(
+        select(Connection.id, Connection.name, func.max(SyncWindow.updated_at))
+        .join(latest, latest.c.connection_id == Connection.id)
+        .join(SyncWindow, (SyncWindow.connection_id == Connection.id) & (SyncWindow.plan == latest.c.plan))
+        .group_by(Connection.id, Connection.name)
+        .having(func.sum(case((SyncWindow.status != WindowStatus.done, 1), else_=0)) > 0)
+    ).all()
+    out: dict[int, str] = {}
+    for conn_id, name, moved in rows:
+        if moved is not None and now - (moved if moved.tzinfo else moved.replace(tzinfo=UTC)) <= MID_SYNC_QUIET:
+            out[int(conn_id)] = str(name)
+    return out
+
 
 def connection_activity(session: Session, *, now: datetime | None = None) -> list[dict[str, Any]]:
     """Per connection: last sync (any stream), last score and last confirmed write-back, outbox

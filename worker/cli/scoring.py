@@ -121,6 +121,9 @@ def score_command(
         f"{data['model']}; {data['outbox_rows']} CRM updates queued, {data['tier_changes']} tier changes"
         + (f"; new tiers {tiers}" if data["scored"] else "")
     )
+    for name, n in sorted(data["held"].items()):
+        console.print(f"{n} leads of {name} wait: a worker's sync of {name} is part-way through (some streams "
+                      "read, others not yet); the scoring after it finishes scores them", highlight=False)
     if data["retiered"]:
         console.print(f"capacity cut-offs moved: {data['retiered']} leads not rescored changed tier with them "
                       "(their tier changes are counted above)", highlight=False)
