@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import jinja2
 from fastapi import FastAPI, Request
@@ -393,7 +394,7 @@ def create_app(
             mode = q.get("mode", default_mode)
             values = {t: q.get(t, _fmt_threshold(default.get(t))) for t in ("A", "B", "C")}
             return render(request, "tiers.html", active=active, history=history, mode=mode, values=values,
-                          saved=q.get("saved"), unchanged=q.get("unchanged"))
+                          saved=q.get("saved"), unchanged=q.get("unchanged"), refused=q.get("refused"))
 
     @app.get("/tiers/preview")
     def tiers_preview_fragment(request: Request) -> Response:
@@ -444,14 +445,21 @@ def create_app(
     @app.post("/tiers")
     async def tiers_save(request: Request) -> Response:
         from scoring.pipeline import retier_and_plan
-        from scoring.tiers import check_policy
+        from scoring.tiers import TierPolicyError, check_policy
 
         form = await request.form()
         check_csrf(request, str(form.get("csrf") or ""))
         user = require_editor(request)
         mode = str(form.get("mode") or "score")
         raw = {t: str(form.get(t) or "") for t in ("A", "B", "C")}
-        values = check_policy(mode, raw)
+        try:
+            values = check_policy(mode, raw)
+        except TierPolicyError as exc:
+            if not _wants_html(request):
+                raise
+            # Back to the form as it was typed, with the reason above it (not an error page).
+            return RedirectResponse("/tiers?" + urlencode({"mode": mode, **raw, "refused": str(exc)}),
+                                    status_code=303)
         if form.get("confirm") != "yes":
             with reading() as session:
                 data = run_preview(session, mode, values)

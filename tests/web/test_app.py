@@ -600,3 +600,25 @@ def test_overview_cautions_about_a_test_auc_on_too_few_conversions(client: TestC
     finally:
         with unit_of_work(world.engine) as session:
             session.scalars(select(ModelVersion).where(ModelVersion.status == "champion")).one().params = saved
+
+
+def test_refused_thresholds_come_back_to_the_form_with_the_reason(client: TestClient, world: World) -> None:
+    """A browser's form with thresholds the policy refuses (A=100: scores stop at 99) shows the
+    tiers page again with the values as typed and why, not a bare error."""
+    with unit_of_work(world.engine) as session:
+        before = session.scalars(select(TierPolicy.id)).all()
+    token = _csrf(client.get("/tiers", auth=ALICE).text)
+    typed = {"csrf": token, "mode": "score", "A": "100", "B": "90", "C": "50"}
+    sent = client.post("/tiers", auth=ALICE, headers=HTML, data=typed, follow_redirects=False)
+    assert sent.status_code == 303
+    page = client.get(sent.headers["location"], auth=ALICE, headers=HTML)
+    assert page.status_code == 200
+    assert 'id="refused"' in page.text
+    assert "Not saved: tiers.thresholds: scores run from 1 to 99: A=100 would leave tier A empty" in page.text
+    assert all(f'id="threshold-{t}" value="{typed[t]}"' in page.text for t in ("A", "B", "C"))
+    assert "score (1-99 cut-offs)" in page.text
+    # A script (no HTML asked for) still gets the reason as JSON.
+    api = client.post("/tiers", auth=ALICE, data=typed)
+    assert api.status_code == 400 and "A=100 would leave tier A empty" in api.json()["error"]
+    with unit_of_work(world.engine) as session:
+        assert session.scalars(select(TierPolicy.id)).all() == before
