@@ -231,7 +231,10 @@ class RoutingReport:
     retry_later: int = 0
     waiting: int = 0  # tasks left pending until their tier change's owner assignment is done
     errors: list[str] = field(default_factory=list)
-    api_calls: dict[str, int] = field(default_factory=dict)  # by connection
+    api_calls: dict[str, int] = field(default_factory=dict)  # by connection: the actions' calls
+    # By connection: every call the run made and recorded in api_usage (the login and the rule
+    # look-ups too): what `leadscore status` adds up for the day.
+    api_calls_recorded: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> dict[str, int]:
         """The demo's routing counts: assigned, nurtured (campaign/workflow), paused."""
@@ -246,7 +249,8 @@ class RoutingReport:
                 "failed": dict(sorted(self.failed.items())), "superseded": self.superseded,
                 "cancelled": self.cancelled,
                 "retry_later": self.retry_later, "waiting": self.waiting, "errors": list(self.errors),
-                "api_calls": dict(self.api_calls), **self.summary()}
+                "api_calls": dict(self.api_calls), "api_calls_recorded": dict(self.api_calls_recorded),
+                **self.summary()}
 
 
 def execute_routing(
@@ -320,7 +324,9 @@ def execute_routing(
         _run_connections(engine, config, conns, conn_names, by_conn, statuses, kinds, after, active, report)
     finally:
         for name, meter in meters.items():
-            record_api_calls(engine, ids[name], ApiPurpose.routing, meter.take())
+            taken = meter.take()
+            record_api_calls(engine, ids[name], ApiPurpose.routing, taken)
+            report.api_calls_recorded[name] = report.api_calls_recorded.get(name, 0) + taken
     return report
 
 

@@ -20,7 +20,8 @@ from sqlalchemy import Engine, select
 from crmsim.app import CRMSim
 from store.db import engine_for, unit_of_work
 from store.migrate import upgrade
-from store.models import Lead, LeadScore, RoutingAction
+from store.models import Connection, Lead, LeadScore, RoutingAction
+from store.usage import calls_on
 from tests.cli.support import leadscore_here
 from tests.connectors.test_writeback_support import (
     add_leads,
@@ -182,6 +183,17 @@ def test_tiers_set_plans_routing_for_changed_leads_and_route_runs_each_once(
         assert report[name]["executed"] == per_conn[name], report
         assert report[name]["failed"] == 0
         assert report[name]["api_calls"] >= 1
+    # What route says it used is what `leadscore status` counts for routing today: the only
+    # routing run so far, its login and rule look-ups included (a trial found 1 and 2 here against
+    # 5 and 4 in status).
+    with unit_of_work(engine) as session:
+        usage = calls_on(session)
+        by_name = {name: usage.get(conn_id, {}).get("routing", 0) for conn_id, name in session.execute(
+            select(Connection.id, Connection.name))}
+    for name in ("sf", "hs"):
+        assert report[name]["api_calls_recorded"] == by_name[name] >= report[name]["api_calls"], (report, by_name)
+    status = leadscore_here("status", cwd=cwd, env=env)
+    assert f"routing {by_name['sf']}" in status.stdout, status.stdout
     # In the CRM: one leadscore task per lead that moved up to A, each lead once.
     crm_ids = _crm_ids(engine)
     sf_tasks = [r.values["WhoId"] for r in sim.salesforce.store.records["Task"].values()
@@ -198,7 +210,8 @@ def test_tiers_set_plans_routing_for_changed_leads_and_route_runs_each_once(
     assert again.returncode == 0, again.stderr
     assert "nothing to route" in again.stdout
     assert json.loads(again_json.read_text())["connections"] == {
-        name: {"executed": 0, "failed": 0, "api_calls": 0, "superseded": 0, "cancelled": 0, "still_pending": 0}
+        name: {"executed": 0, "failed": 0, "api_calls": 0, "api_calls_recorded": 0, "superseded": 0, "cancelled": 0,
+               "still_pending": 0}
         for name in ("sf", "hs")}
     assert len([r for r in sim.salesforce.store.records["Task"].values()
                 if "[leadscore #" in (r.values.get("Subject") or "")]) == len(to_a_sf)

@@ -167,6 +167,12 @@ def _pending_by_connection(engine: Any) -> dict[str, set[int]]:
     return out
 
 
+def _calls(recorded: int, actions: int) -> str:
+    """A connection's routing calls as `leadscore status` counts them (login and the rules'
+    look-ups included), with the actions' share when it differs."""
+    return str(recorded) if recorded == actions else f"{recorded} ({actions} for the actions)"
+
+
 def _statuses(engine: Any, ids: set[int]) -> dict[str, int]:
     out: dict[str, int] = {}
     ordered = sorted(ids)
@@ -229,6 +235,8 @@ def route(
         result[name] = {
             "executed": counts.get(ActionStatus.done, 0), "failed": counts.get(ActionStatus.failed, 0),
             "api_calls": int(report.api_calls.get(name, 0)),
+            # Login and rule look-ups included: what `leadscore status` counts for routing today.
+            "api_calls_recorded": int(report.api_calls_recorded.get(name, 0)),
             "superseded": counts.get(ActionStatus.superseded, 0),
             "cancelled": counts.get(ActionStatus.cancelled, 0),  # the lead left "open" before the action ran
             "still_pending": counts.get(ActionStatus.pending, 0) + counts.get(ActionStatus.sending, 0),
@@ -238,7 +246,7 @@ def route(
         table.add_column(column, justify="left" if column == "connection" else "right")
     for name, row in result.items():
         table.add_row(name, str(row["executed"]), str(row["failed"]), str(row["superseded"]), str(row["cancelled"]),
-                      str(row["still_pending"]), str(row["api_calls"]))
+                      str(row["still_pending"]), _calls(row["api_calls_recorded"], row["api_calls"]))
     if before:
         console.print(table)
         done = ", ".join(f"{n} {kind}" for kind, n in sorted(report.done.items()))
