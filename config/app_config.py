@@ -244,16 +244,14 @@ def validate_thresholds(mode: str, thresholds: dict[str, float]) -> None:
     if missing:
         raise ValueError(f"tier {missing[0]} has no threshold")
     values = [float(thresholds[t]) for t in ("A", "B", "C")]
-    if mode == "score":
-        high = next(((t, v) for t, v in zip(("A", "B", "C"), values, strict=True) if v > TOP_SCORE), None)
-        if high is not None:
+    if mode in ("score", "likelihood"):
+        top = TOP_SCORE if mode == "score" else 100
+        high = next(((t, v) for t, v in zip(("A", "B", "C"), values, strict=True) if v > top), None)
+        if mode == "score" and high is not None:
             raise ValueError(f"scores run from 1 to {TOP_SCORE}: {high[0]}={high[1]:g} would leave tier {high[0]} "
                              f"empty (score thresholds must be within (0, {TOP_SCORE}])")
-        if any(not v > 0 for v in values):
-            raise ValueError(f"score thresholds must be within (0, {TOP_SCORE}]")
-    if mode in ("score", "likelihood"):
-        if any(not 0 < v <= 100 for v in values):
-            raise ValueError(f"{mode} thresholds must be within (0, 100]")
+        if high is not None or any(not v > 0 for v in values):
+            raise ValueError(f"{mode} thresholds must be within (0, {top}]")
         if not values[0] > values[1] > values[2]:
             raise ValueError(f"thresholds must be ordered A > B > C (got A={values[0]:g} B={values[1]:g} "
                              f"C={values[2]:g})")

@@ -78,10 +78,7 @@ class ScoreWriter(Protocol):
         """Write ``items`` in ONE logical API call; one result per item.
 
         Whole-call failures raise :class:`CRMError` subclasses (the client already retried
-        retriable ones). A call refused for its credentials or the quota (:class:`AuthError`,
-        :class:`QuotaExhaustedError`) after earlier calls of the batch were answered carries those
-        answers in ``answered`` (:func:`connectors.errors.refused_midway`): the engine records
-        them and gives the rest back to ``pending``, since the CRM applied nothing of a refused call.
+        retriable ones).
         """
         ...
 
@@ -171,7 +168,10 @@ class Router(Protocol):
         """Run up to ``batch_size`` actions in the fewest calls; one result per action.
 
         Whole-call failures raise :class:`CRMError` subclasses (the client already retried
-        retriable ones).
+        retriable ones). A call refused for its credentials or the quota (:class:`AuthError`,
+        :class:`QuotaExhaustedError`) after earlier calls of the batch were answered carries those
+        answers in ``answered`` (:func:`connectors.errors.refused_midway`): the engine records
+        them and gives the rest back to ``pending``, since the CRM applied nothing of a refused call.
         """
         ...
 

@@ -82,8 +82,8 @@ from scoring.tiers import (
     find_active_policy,
     tiers_for,
 )
-from store.db import IDS_PER_STATEMENT, in_memory_sqlite
-from store.models import Lead, LeadLifecycle, ModelVersion, TierPolicy
+from store.db import IDS_PER_STATEMENT, among, in_memory_sqlite
+from store.models import Lead, ModelVersion, TierPolicy
 from store.queries import connections_mid_sync
 from store.types import Progress
 
@@ -258,16 +258,14 @@ def _hold_mid_sync(session: Session, ids: list[int]) -> tuple[list[int], dict[st
     syncing = connections_mid_sync(session) if ids else {}
     if not syncing:
         return ids, {}
-    theirs = {int(lead_id): int(conn_id) for lead_id, conn_id in session.execute(
-        select(Lead.id, Lead.connection_id).where(Lead.connection_id.in_(list(syncing)),
-                                                  Lead.lifecycle == LeadLifecycle.open))}
-    kept = [i for i in ids if i not in theirs]
+    theirs: set[int] = set()
     held: dict[str, int] = {}
-    for i in ids:
-        if i in theirs:
-            name = syncing[theirs[i]]
-            held[name] = held.get(name, 0) + 1
-    return kept, held
+    for chunk in id_chunks(ids):  # only the planned leads: a syncing connection may hold 100,000
+        for lead_id, conn_id in session.execute(select(Lead.id, Lead.connection_id).where(
+                among(session, Lead.id, chunk), Lead.connection_id.in_(list(syncing)))):
+            theirs.add(int(lead_id))
+            held[syncing[conn_id]] = held.get(syncing[conn_id], 0) + 1
+    return [i for i in ids if i not in theirs], held
 
 
 def _run_cutoffs(
