@@ -6,13 +6,21 @@ the queues each consumes), the beat is the holder of its Redis scheduler lock (`
 renewed every few seconds, gone 30 s after the beat dies), and a queue's depth is its Redis
 list's length. Without a broker there is nothing to measure: tasks run in the command that sends
 them, and :func:`measure` says so instead of reporting workers as fine.
+
+A task a worker took and never acknowledged (``acks_late``) sits in the broker's ``unacked`` hash,
+in no queue, until Redis hands it back after the visibility timeout (60 min by default). One that
+no answering worker holds (active, reserved or waiting for its countdown) was taken by a worker
+that died: :attr:`Liveness.held` lists those, with when they come back.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 from dataclasses import dataclass, field
-from typing import cast
+from datetime import UTC, datetime
+from typing import Any, cast
 
 import redis
 from kombu.exceptions import OperationalError
@@ -28,6 +36,27 @@ PING_SECONDS = 1.0
 # kombu's Redis transport keeps a queue's messages of priority p > 0 under "<queue>\x06\x16<p>".
 _PRIORITY_STEPS = (0, 3, 6, 9)
 _PRIORITY_SEP = "\x06\x16"
+# kombu's Redis transport: delivered, unacknowledged messages by delivery tag, and when each was
+# delivered (a sorted set of the same tags).
+_UNACKED, _UNACKED_INDEX = "unacked", "unacked_index"
+UNACKED_READ = 500  # entries read at most (a busy installation has as many as its workers hold)
+# A task delivered this recently may not be in its worker's registry yet: not called held.
+HELD_AFTER_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class HeldTask:
+    """A task a worker took and never acknowledged, held by no worker that answers: Redis hands it
+    back to a queue at ``returns_at`` (its delivery plus the visibility timeout)."""
+
+    name: str
+    task_id: str
+    taken_at: datetime
+    returns_at: datetime
+
+    def to_dict(self) -> dict[str, str]:
+        return {"name": self.name, "id": self.task_id, "taken_at": self.taken_at.isoformat(timespec="seconds"),
+                "returns_at": self.returns_at.isoformat(timespec="seconds")}
 
 
 @dataclass
@@ -42,6 +71,8 @@ class Liveness:
     beat: str | None = None  # the scheduler lock's holder ("beat:<pid>:<id>"), None when none holds it
     waiting: dict[str, int] = field(default_factory=dict)  # queue -> tasks waiting
     namespace: str = ""  # LEADSCORE_REDIS_NAMESPACE: only workers and a beat started with it are heard
+    # Tasks taken by workers that no longer answer, back in a queue only after the visibility timeout.
+    held: list[HeldTask] = field(default_factory=list)
 
     def problems(self) -> list[str]:
         """What stops the loop: an unreachable broker, no worker, no beat, a queue nobody consumes."""
@@ -59,6 +90,8 @@ class Liveness:
                       for q in (q.value for q in Queue) if q not in consumed]
         if self.redis and self.beat is None:
             found.append("no beat holds the scheduler lock: nothing is scheduled (leadscore beat)")
+        if self.held:
+            found.append(f"{_held_words(self.held)} taken by a worker that no longer answers")
         return found
 
     def lines(self) -> list[str]:
@@ -81,17 +114,56 @@ class Liveness:
         beat = (f"beat: scheduling (holds the scheduler lock as {self.beat})" if self.beat is not None
                 else "beat: not running (no beat holds the scheduler lock)")
         queues = "queues: " + ", ".join(f"{q} {n} waiting" for q, n in self.waiting.items())
-        return [workers, beat, queues]
+        lines = [workers, beat, queues]
+        if self.held:
+            first = min(t.returns_at for t in self.held)
+            names = ", ".join(sorted({t.name for t in self.held}))
+            lines.append(f"held: {_held_words(self.held)} ({names}) taken by a worker that no longer answers: "
+                         f"in no queue until Redis hands {'it' if len(self.held) == 1 else 'them'} back "
+                         f"(visibility timeout), the first at {first:%Y-%m-%d %H:%M} UTC; to run one now, "
+                         "send it again (docs/operations.md, 'A worker killed mid-task')")
+        return lines
 
     def to_dict(self) -> dict[str, object]:
         """What the console's ``/api/workers`` returns: the measurement, its lines and its problems."""
         return {"broker": self.broker, "error": self.error, "workers": self.workers, "beat": self.beat,
-                "waiting": self.waiting if self.redis else None, "lines": self.lines(), "problems": self.problems()}
+                "waiting": self.waiting if self.redis else None, "held": [t.to_dict() for t in self.held],
+                "lines": self.lines(), "problems": self.problems()}
+
+
+def _held_words(held: list[HeldTask]) -> str:
+    return f"{len(held)} task" + ("" if len(held) == 1 else "s")
 
 
 def _waiting(client: redis.Redis, queue: str) -> int:
     keys = [redis_key(queue if p == 0 else f"{queue}{_PRIORITY_SEP}{p}") for p in _PRIORITY_STEPS]
     return sum(int(cast(int, client.llen(key))) for key in keys)
+
+
+def _unacked(client: redis.Redis, visibility_timeout: float) -> list[HeldTask]:
+    """The broker's delivered, unacknowledged tasks (at most :data:`UNACKED_READ`, the oldest
+    first), delivered over :data:`HELD_AFTER_SECONDS` ago: the candidates for :attr:`Liveness.held`."""
+    delivered = cast(list[tuple[bytes, float]], client.zrange(
+        redis_key(_UNACKED_INDEX), 0, UNACKED_READ - 1, withscores=True))
+    before = time.time() - HELD_AFTER_SECONDS
+    tags = [tag for tag, at in delivered if at <= before]
+    if not tags:
+        return []
+    raw = cast(list[bytes | None], client.hmget(redis_key(_UNACKED), tags))
+    found: list[HeldTask] = []
+    for (_tag, at), value in zip([d for d in delivered if d[1] <= before], raw, strict=True):
+        if value is None:  # acknowledged since the index was read
+            continue
+        try:
+            message: Any = json.loads(value)[0]
+            headers = message.get("headers") or {}
+            name, task_id = str(headers["task"]), str(headers["id"])
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+            continue  # not a Celery task message (another app on this Redis database)
+        taken = datetime.fromtimestamp(at, UTC)
+        found.append(HeldTask(name=name, task_id=task_id, taken_at=taken,
+                              returns_at=datetime.fromtimestamp(at + visibility_timeout, UTC)))
+    return found
 
 
 def _text(value: object) -> str | None:
@@ -104,13 +176,16 @@ def measure(broker_url: str | None) -> Liveness:
         return Liveness(broker=False)
     beat: str | None = None
     waiting: dict[str, int] = {}
+    unacked: list[HeldTask] = []
     on_redis = uses_redis(broker_url)
-    namespace = get_settings().redis_namespace
+    settings = get_settings()
+    namespace = settings.redis_namespace
     if on_redis:  # first, and briefly: Celery's own connection retries a down broker for long
         client = redis_client(broker_url)
         try:
             beat = _text(client.get(lock_key(LOCK_NAME)))
             waiting = {q.value: _waiting(client, q.value) for q in Queue}
+            unacked = _unacked(client, settings.visibility_timeout)
         except redis.RedisError as exc:
             return Liveness(broker=True, error=str(exc) or type(exc).__name__, namespace=namespace)
         finally:
@@ -130,9 +205,16 @@ def measure(broker_url: str | None) -> Liveness:
                        broker_connection_timeout=2 * PING_SECONDS, broker_connection_max_retries=1)
     try:
         answers = asking.control.inspect(timeout=PING_SECONDS).active_queues() or {}
+        known: set[str] = set()
+        if unacked and answers:  # which of them the answering workers hold (running, prefetched, counting down)
+            holding = asking.control.inspect(timeout=PING_SECONDS, limit=len(answers)).query_task(
+                [t.task_id for t in unacked]) or {}
+            known = {str(task_id) for tasks in holding.values() for task_id in (tasks or {})}
     except (OperationalError, OSError) as exc:  # a broker other than Redis, down
         return Liveness(broker=True, redis=on_redis, error=str(exc) or type(exc).__name__, namespace=namespace)
     finally:
         asking.close()
     workers = {host: sorted(str(q.get("name")) for q in queues or []) for host, queues in answers.items()}
-    return Liveness(broker=True, redis=on_redis, workers=workers, beat=beat, waiting=waiting, namespace=namespace)
+    held = [t for t in unacked if t.task_id not in known]
+    return Liveness(broker=True, redis=on_redis, workers=workers, beat=beat, waiting=waiting, namespace=namespace,
+                    held=held)

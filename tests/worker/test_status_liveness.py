@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -27,7 +28,7 @@ from tests.worker.conftest import start_worker
 from web.app import create_app
 from web.auth import Authenticator, parse_users
 from worker.beat import LOCK_NAME
-from worker.liveness import Liveness, measure
+from worker.liveness import HELD_AFTER_SECONDS, Liveness, measure
 from worker.locks import lock_key
 
 REPO = Path(__file__).resolve().parents[2]
@@ -130,6 +131,67 @@ def test_status_measures_workers_beat_and_queues(tmp_path: Path, empty_redis_db:
         if not line.startswith("queues:"):  # (the beat may have sent work since status counted)
             assert line.split(" (")[0] in running.stdout  # the status command's lines, measured again
     assert f'<li class="alert">{api["problems"][0]}</li>' in card
+
+
+def _measured(until: Callable[[Liveness], bool], timeout: float, what: str) -> Liveness:
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = measure(REDIS_URL)
+        if until(alive):
+            return alive
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}: {alive}")
+        time.sleep(0.5)
+
+
+@pytest.mark.slow
+def test_a_task_taken_by_a_killed_worker_is_shown_until_redis_hands_it_back(
+    tmp_path: Path, empty_redis_db: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """acks_late leaves a killed worker's task in Redis's ``unacked`` hash, in no queue, for the
+    visibility timeout (60 min): status used to read "0 waiting" and all well meanwhile."""
+    env = dict(os.environ, LEADSCORE_BROKER_URL=REDIS_URL, LEADSCORE_RESULT_BACKEND=REDIS_URL,
+               LEADSCORE_VAR_DIR=str(tmp_path / "var"), LEADSCORE_DATABASE_URL=f"sqlite:///{tmp_path / 'st.db'}",
+               COLUMNS="300")
+    env.pop("LEADSCORE_CONFIG_FILE", None)
+    upgrade = subprocess.run([sys.executable, "-m", "worker.cli", "db", "upgrade"], capture_output=True, text=True,
+                             env=env, cwd=REPO, timeout=120)
+    assert upgrade.returncode == 0, upgrade.stderr
+    worker = start_worker(env, "minute")
+    try:
+        # A task the worker takes and keeps unacknowledged (counting down to its run in an hour).
+        sent = subprocess.run([sys.executable, "-c", "from worker.app import app; "
+                               "print(app.send_task('leadscore.ping', queue='minute', countdown=3600).id)"],
+                              capture_output=True, text=True, env=env, cwd=REPO, timeout=60)
+        assert sent.returncode == 0, sent.stderr
+        task_id = sent.stdout.strip()
+        _measured(lambda a: len(a.workers) == 1 and bool(empty_redis_db.zcard("unacked_index")), 90,
+                  "the worker to take the task")
+        taken = time.time()
+        # Measured here at once (the status command waits HELD_AFTER_SECONDS for a new delivery
+        # to reach its worker's registry). Held by a worker that answers: nothing wrong.
+        monkeypatch.setattr("worker.liveness.HELD_AFTER_SECONDS", 0.0)
+        holding = measure(REDIS_URL)
+        assert len(holding.workers) == 1 and holding.held == [], holding
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(timeout=30)
+        gone = _measured(lambda a: not a.workers, 30, "the killed worker to stop answering")
+        assert [(t.name, t.task_id) for t in gone.held] == [("leadscore.ping", task_id)]
+        returns = gone.held[0].returns_at.timestamp()
+        assert abs(returns - (taken + 3600)) < 15  # delivery + the visibility timeout
+        # (A worker started now would not hold it either: it answers query_task for it as the live one
+        # above did, without it.)
+        time.sleep(max(0.0, taken + HELD_AFTER_SECONDS + 0.5 - time.time()))
+        shown = _status(env)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait(timeout=30)
+    at = gone.held[0].returns_at
+    assert f"held: 1 task (leadscore.ping) taken by a worker that no longer answers: in no queue until Redis " \
+           f"hands it back (visibility timeout), the first at {at:%Y-%m-%d %H:%M} UTC" in shown.stdout, shown.stdout
+    assert shown.returncode == 1
+    assert "1 task taken by a worker that no longer answers" in shown.stderr, shown.stderr
 
 
 @pytest.mark.parametrize("scheme", ["redis://127.0.0.1:{port}/0", "amqp://guest:guest@127.0.0.1:{port}//"])
