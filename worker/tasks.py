@@ -339,7 +339,8 @@ def monitor_daily() -> dict[str, Any]:
     runtime = get_runtime()
     with unit_of_work(runtime.engine) as session:
         report = run_monitor(session, config=runtime.config.monitoring,
-                             horizon_days=runtime.config.training.horizon_days)
+                             horizon_days=runtime.config.training.horizon_days,
+                             connections=[c.name for c in runtime.config.connections if c.enabled])
         metrics = report.metrics or {}
         return {"status": report.status, "as_of": report.as_of.isoformat(), "alerts": report.alerts,
                 "drift": metrics.get("drift") or {}, "tier_conversion": metrics.get("tier_conversion") or {},

@@ -122,7 +122,7 @@ def describe_by_measure(metrics: dict[str, Any]) -> dict[str, list[str]]:
                          else f"{name} never" for name, row in fresh.items())
         lines.append(f"freshness (since the last successful sync, CRM clock): {ages}")
     else:
-        lines.append("freshness: no connection configured")
+        lines.append("freshness: no connection configured or synced")
     return {name: found for name, found in by.items() if found}
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from config.app_config import TierConfig
@@ -29,13 +29,17 @@ from store.models import (
 
 
 def scores_at_age(session: Session, lead_ids: Sequence[int], age_days: int) -> pd.DataFrame:
-    """For each lead, its latest LeadScore written no later than ``created + age_days``."""
+    """For each lead, its latest LeadScore written no later than ``created + age_days``, both on
+    the CRM's clock: a score's ``as_of`` (the data clock its run scored at; ``scored_at``, the
+    machine's, only for rows written before ``as_of`` was kept). The machine's time against the
+    CRM's creation time found no served score at all where the two clocks differ (a simulated
+    CRM, an import of history), and every shadow comparison waited for data it had."""
     rows: list[Any] = []
     for i in range(0, len(lead_ids), 1000):
         chunk = list(lead_ids[i : i + 1000])
         stmt = (
-            select(LeadScore.lead_id, LeadScore.probability, LeadScore.tier, LeadScore.scored_at,
-                   LeadScore.model_version_id, Lead.crm_created_at)
+            select(LeadScore.lead_id, LeadScore.probability, LeadScore.tier,
+                   func.coalesce(LeadScore.as_of, LeadScore.scored_at), LeadScore.model_version_id, Lead.crm_created_at)
             .join(Lead, Lead.id == LeadScore.lead_id)
             .where(LeadScore.lead_id.in_(chunk))
         )

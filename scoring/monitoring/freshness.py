@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -90,7 +91,10 @@ def failed_words(refused: dict[str, int], unexpected: dict[str, int]) -> str:
 
 
 def measure_freshness(session: Session, as_of: datetime, config: MonitoringConfig, out: Findings, *,
-               explicit: bool = True) -> None:
+               explicit: bool = True, configured: Sequence[str] = ()) -> None:
+    """Each connection's last successful sync on the CRM's clock (alert past ``freshness_hours``;
+    never synced warns), and the outbox's failed and stuck writes. ``configured``: the configured
+    connections' names, so one that never synced (not in the store yet) warns too."""
     now = crm_now(session, as_of, explicit)
     # A sync's time on the CRM's clock: the server time it read (the wall clock of its end when absent).
     sync_time = func.coalesce(SyncRun.server_time, SyncRun.finished_at)
@@ -103,7 +107,8 @@ def measure_freshness(session: Session, as_of: datetime, config: MonitoringConfi
     ).all()
     # Connections whose first successful sync is later than ``now`` (a past --as-of): not "never
     # synced", just not measurable then.
-    first_success, last_success = {}, {}
+    first_success: dict[int | None, Any] = {}
+    last_success: dict[int | None, Any] = {}
     for conn_id, first, latest in session.execute(
             select(SyncRun.connection_id, func.min(sync_time), func.max(sync_time))
             .where(SyncRun.status == SyncStatus.succeeded).group_by(SyncRun.connection_id)).tuples():
@@ -111,11 +116,14 @@ def measure_freshness(session: Session, as_of: datetime, config: MonitoringConfi
     fresh: dict[str, Any] = {}
     limit = timedelta(hours=config.freshness_hours)
     found: list[Alert] = []
-    for conn_id, name, last in rows:
+    stored = {name for _id, name, _last in rows}
+    listed: list[tuple[int | None, str, Any]] = [(r[0], r[1], r[2]) for r in rows]
+    listed += [(None, name, None) for name in configured if name not in stored]
+    for listed_id, name, last in listed:
         last_utc = parse_time(last)
         age_hours = (now - last_utc).total_seconds() / 3600 if last_utc is not None else None
         fresh[name] = {"last_success": last_utc, "age_hours": age_hours}
-        later = parse_time(first_success.get(conn_id)) if last_utc is None else None
+        later = parse_time(first_success.get(listed_id)) if last_utc is None else None
         if later is not None:
             fresh[name]["first_success"] = later
             fresh[name]["reason"] = f"its first successful sync ({later:%Y-%m-%d %H:%M} CRM clock) is after the as-of"
@@ -125,7 +133,7 @@ def measure_freshness(session: Session, as_of: datetime, config: MonitoringConfi
                                action=FRESHNESS_ACTION))
         elif now - last_utc > limit:
             # A look-back (past --as-of) that a later sync already caught up: true then, nothing to fix now.
-            since = parse_time(last_success.get(conn_id))
+            since = parse_time(last_success.get(listed_id))
             action = FRESHNESS_ACTION if not explicit or since is None or since <= now else (
                 f"a look-back: {name} synced successfully later (last {since:%Y-%m-%d %H:%M} CRM clock), so "
                 "nothing to fix now unless `leadscore monitor` without --as-of warns too")
@@ -159,5 +167,5 @@ def measure_freshness(session: Session, as_of: datetime, config: MonitoringConfi
     measured = sum(1 for row in fresh.values() if "first_success" not in row)
     measure: dict[str, Any] = {"status": worst(found) if measured or found else NOT_ENOUGH, "connections": measured}
     if not measured:
-        measure["reason"] = "no connection synced by this as-of" if rows else "no connection configured"
+        measure["reason"] = "no connection synced by this as-of" if rows else "no connection configured or synced"
     out.metrics["measures"]["freshness"] = measure

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -52,8 +52,12 @@ def run_monitor(
     as_of: datetime | None = None,
     config: MonitoringConfig,
     horizon_days: int | None = None,
+    connections: Sequence[str] = (),
 ) -> MonitorReport:
     """Measure the champion's health as of ``as_of`` and write a ``monitor_report``.
+
+    ``connections``: the configured (enabled) connections' names: one that never synced warns as
+    never synced, even before its first sync put it in the store.
 
     ``as_of`` None uses the data's clock (:func:`data_clock`: the newest synced modification time),
     never the machine's. ``horizon_days`` defaults to the champion's training horizon. Each measure
@@ -114,7 +118,7 @@ def run_monitor(
             part = out.metrics.get(key) or {}
             out.metrics["measures"][key] = {"status": part.get("status", NOT_ENOUGH), "leads": part.get("leads", 0),
                                             **({"reason": part["reason"]} if part.get("reason") else {})}
-    measure_freshness(session, as_of, config, out, explicit=explicit)
+    measure_freshness(session, as_of, config, out, explicit=explicit, configured=connections)
     status = worst(out.alerts)
     if status == OK and not measured:
         status = NOT_ENOUGH
@@ -196,7 +200,11 @@ def send_webhook(url: str, report: MonitorReport, champion: ModelVersion | None)
 
 
 def latest_report(session: Session, *, as_of: datetime | None = None) -> MonitorReport | None:
-    """The most recent monitor report (by ``as_of``), optionally no later than ``as_of``."""
+    """The most recent monitor report (by ``as_of``) no later than ``as_of`` (None: the data's
+    clock, :func:`data_clock`, as the monitor and the HTML report cut it; no bound in an empty
+    store). A run before the first sync measures on the machine's clock, later than every synced
+    CRM time: bounded by the data's clock, it stops being "latest" once data has arrived."""
+    as_of = as_of or data_clock(session)
     stmt = select(MonitorReport)
     if as_of is not None:
         stmt = stmt.where(MonitorReport.as_of <= as_of)
@@ -206,7 +214,8 @@ def latest_report(session: Session, *, as_of: datetime | None = None) -> Monitor
 def reports(session: Session, *, as_of: datetime | None = None, limit: int = 365) -> list[MonitorReport]:
     """Monitor reports in time order (the last ``limit``), one per data clock and champion: of
     reports a store kept from runs repeated at the same data clock (before a rerun replaced its
-    report), the latest."""
+    report), the latest. ``as_of`` None: up to the data's clock, as :func:`latest_report`."""
+    as_of = as_of or data_clock(session)
     stmt = select(MonitorReport)
     if as_of is not None:
         stmt = stmt.where(MonitorReport.as_of <= as_of)

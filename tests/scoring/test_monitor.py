@@ -36,7 +36,7 @@ from scoring.registry import champion
 from scoring.service import score_leads, train_from_store
 from scoring.tiers import Policy
 from store.db import make_engine
-from store.models import Activity, Base, Lead, LeadScore, ModelVersion, MonitorReport, Outbox, SyncRun
+from store.models import Activity, Base, Connection, Lead, LeadScore, ModelVersion, MonitorReport, Outbox, SyncRun
 from tests.conftest import rolled_back_session
 from tests.factories import BASE_TIME, make_connection, make_lead, synthetic_population
 
@@ -241,6 +241,14 @@ def test_freshness_and_outbox_failures_are_reported(session: Session) -> None:
     session.flush()
     again = run_monitor(session, as_of=now, config=MonitoringConfig(freshness_hours=6))
     assert not [a for a in again.alerts if a["kind"] == "freshness"]
+    # A configured connection that never synced is not in the store yet: it warns all the same
+    # (it read "no connection configured" on an install with two in its YAML).
+    stored = session.scalar(select(Connection.name).where(Connection.id == lead.connection_id))
+    configured = run_monitor(session, as_of=now, config=MonitoringConfig(freshness_hours=6),
+                             connections=[stored, "hubspot-eu"])
+    assert [a["message"] for a in configured.alerts if a["kind"] == "freshness"] == [
+        "connection hubspot-eu has never synced successfully"]
+    assert configured.metrics["freshness"]["hubspot-eu"]["last_success"] is None
 
 
 def test_a_look_back_at_a_stale_sync_that_a_later_sync_caught_up_says_nothing_to_fix_now(session: Session) -> None:
@@ -409,6 +417,29 @@ def test_the_default_clock_is_the_newest_synced_modification(session: Session) -
     assert sum(r["leads"] for r in tc["by_tier"].values()) == tc["leads"]
 
 
+
+def test_a_run_before_the_first_sync_is_not_the_latest_report_once_data_has_arrived(session: Session) -> None:
+    """A first `leadscore monitor` on an empty store measures on the machine's clock, later than
+    every CRM time synced after it: report, status and the console showed that run ("no champion
+    model") for months of weekly runs."""
+    from scoring.monitor import latest_report, reports
+    from scoring.monitoring.clock import data_clock
+
+    synced_until = data_clock(session)
+    assert synced_until is not None
+    # The machine's clock at that first run: ahead of the CRM times synced since (a demo, an import).
+    machine_then = synced_until + timedelta(days=60)
+    before_any_data = MonitorReport(model_version_id=None, as_of=machine_then, status="warn",
+                                    metrics={"clock": {"source": "no synced data (machine clock)"}},
+                                    alerts=[{"level": "warn", "message": "no champion model"}])
+    session.add(before_any_data)
+    session.flush()
+    measured = run_monitor(session, config=MonitoringConfig(), horizon_days=TRAINING.horizon_days)
+    latest = latest_report(session)
+    assert latest is not None and latest.id == measured.id != before_any_data.id
+    assert reports(session)[-1].id == measured.id and before_any_data.id not in [r.id for r in reports(session)]
+
+
 # ---------------------------------------------------------------------------------------- shadow
 
 
@@ -422,8 +453,8 @@ def test_a_challenger_in_shadow_for_a_month_is_compared_live_and_never_written(s
     challenger = train_from_store(session, as_of=as_of_day(TRAIN_DAY), config=TRAINING, families=("catboost",),
                                   catboost_iterations=30, promote_if_first=False).model_version
     registry.shadow(session, challenger.version)
-    # A simulated month: each day the leads created that day are scored (the CRM's clock stamps
-    # the scores, as the scoring task would run that day).
+    # A simulated month: each day the leads created that day are scored at that day's CRM clock
+    # (the rows' scored_at is the machine's time: the monitor reads their as_of, the CRM's).
     scored = 0
     for d in range(TRAIN_DAY + 1, TRAIN_DAY + 31):
         ids = list(session.scalars(select(Lead.id).where(Lead.crm_created_at > as_of_day(d - 1),
@@ -431,8 +462,6 @@ def test_a_challenger_in_shadow_for_a_month_is_compared_live_and_never_written(s
         if not ids:
             continue
         score_leads(session, as_of=as_of_day(d), all=True, lead_ids=ids)
-        session.execute(LeadScore.__table__.update().where(LeadScore.scored_at > as_of_day(d))
-                        .values(scored_at=as_of_day(d)))
         scored += len(ids)
     shadow_rows = session.scalars(select(ShadowScore).where(ShadowScore.model_version_id == challenger.id)).all()
     assert scored > 100 and len(shadow_rows) == scored

@@ -114,14 +114,15 @@ def monitor_command(
                 f"({f'{newest:%Y-%m-%d}' if newest else 'none yet'}) and this machine's clock "
                 f"({datetime.now(UTC):%Y-%m-%d}): no CRM time is known there", param_hint="--as-of")
         if when is not None and newest is not None and when > newest + timedelta(days=1):
-            # Allowed (freshness as of a later time is what a stalled sync looks like), but this
-            # report becomes the latest one everywhere until a later --as-of.
+            # Allowed (freshness as of a later time is what a stalled sync looks like); the latest
+            # report is the latest up to the data's clock, so this one is shown here only.
             print(f"note: --as-of {when:%Y-%m-%d} is after the newest synced data ({newest:%Y-%m-%d}): this report "
-                  "will read as the latest in `status`, `report` and the console until a run as of a later time",
-                  file=sys.stderr)
+                  "is kept in the history, but `status`, `report` and the console show the latest report up to "
+                  "the newest synced data", file=sys.stderr)
         with alerts_printed_by_caller():  # printed below, with what to do
             report = run_monitor(session, as_of=when, config=config.monitoring,
-                                 horizon_days=config.training.horizon_days)
+                                 horizon_days=config.training.horizon_days,
+                                 connections=[c.name for c in config.connections if c.enabled])
         status, alerts, metrics = report.status, list(report.alerts), dict(report.metrics)
         report_as_of = report.as_of
     clock = metrics.get("clock") or {}
@@ -242,6 +243,9 @@ def models_promote(version: str = typer.Argument(..., help="The version to make 
         # The same path as `leadscore score`: rescoring, tiering and routing planning.
         mv, summary = promote_and_rescore(session, _config(), version, by="cli")
         name = mv.version
+    if summary is None:
+        console.print(f"{name} is already the champion{_of_segment(mv.segment)}: nothing changed", markup=False)
+        return
     if evidence is not None:
         console.print(f"live comparison in shadow: {describe_shadow(evidence)}", markup=False, highlight=False,
                       soft_wrap=True)
@@ -249,6 +253,10 @@ def models_promote(version: str = typer.Argument(..., help="The version to make 
         console.print(f"{name} never ran in shadow: no live comparison (`leadscore models shadow VERSION` "
                       "runs a challenger beside the champion first)", markup=False, soft_wrap=True)
     console.print(f"{name} is now the champion; {_rescored(summary)}")
+
+
+def _of_segment(segment: str | None) -> str:
+    return f" of segment {segment}" if segment else ""
 
 
 @models_app.command("shadow")
