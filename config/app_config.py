@@ -233,6 +233,7 @@ class TierConfig(_Strict):
 # Scores run from 1 to 99 (:func:`scoring.reference.rank`): a score-mode cut-off above 99 is a
 # tier no lead can reach.
 TOP_SCORE = 99
+MAX_HOLDOUT_DAYS = 365  # training.holdout_days at most (a year of labelled leads held out)
 
 
 def validate_thresholds(mode: str, thresholds: dict[str, float]) -> None:
@@ -344,7 +345,7 @@ class TrainingConfig(_Strict):
     # Retraining (`leadscore retrain`, beat): a challenger learns from the leads of the last
     # window_days before a held-out period of holdout_days, on which it meets the champion.
     window_days: Annotated[int, Field(ge=14, le=3650)] = 365
-    holdout_days: Annotated[int, Field(ge=7, le=365)] = 30
+    holdout_days: Annotated[int, Field(ge=7, le=MAX_HOLDOUT_DAYS)] = 30
     alert_window_days: Annotated[int, Field(ge=14, le=3650)] = 60
 
 

@@ -36,7 +36,7 @@ from scoring.score_run import (
 from scoring.tier_changes import RecentLabelled, preview, retier
 from scoring.tiers import Policy, check_policy, current_scores, find_active_policy, set_policy, tiers_for
 from store.db import among
-from store.models import Connection, Lead, LeadScore, ModelVersion, RoutingAction
+from store.models import Connection, Lead, LeadScore, ModelStatus, ModelVersion, RoutingAction
 
 
 def routing_hook(config: AppConfig, *, route: bool = True) -> TierChangeHook | None:
@@ -228,8 +228,11 @@ def preview_with_routing(
 def promote_and_rescore(
     session: Session, config: AppConfig, version: str, *, by: str | None = None, progress: Progress | None = None,
     route: bool = True,
-) -> tuple[ModelVersion, ScoreSummary]:
-    """Make ``version`` the champion of its segment and rescore the leads it now scores."""
+) -> tuple[ModelVersion, ScoreSummary | None]:
+    """Make ``version`` the champion of its segment and rescore the leads it now scores. Already the
+    champion: nothing is changed, recorded or rescored (summary None)."""
+    if registry.get_version(session, version).status == ModelStatus.champion:
+        return registry.get_version(session, version), None
     mv = registry.promote(session, version, by=by)
     return mv, score_and_plan(session, config, progress=progress, route=route)
 

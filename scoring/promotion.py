@@ -23,6 +23,7 @@ from typing import Any
 
 import pandas as pd
 
+from config.app_config import MAX_HOLDOUT_DAYS
 from scoring.compare import (
     CONFIDENCE,
     MIN_HOLDOUT_POSITIVES,
@@ -76,6 +77,19 @@ class Comparison:
         }
 
 
+def _too_small(c: Comparison) -> str:
+    """Why the held-out set cannot judge, and the setting that would change it: a small org's
+    30 held-out days may never hold enough conversions, and no retraining would ever say why."""
+    days = max(1, round((c.holdout_end - c.holdout_start).total_seconds() / 86400))
+    said = (f"held-out set too small to judge ({c.positives} conversions in its {days} days, "
+            f"at least {MIN_HOLDOUT_POSITIVES} needed")
+    if c.positives > 0:
+        needed = math.ceil(days * MIN_HOLDOUT_POSITIVES / c.positives)
+        if needed <= MAX_HOLDOUT_DAYS:
+            return said + f"): at this rate, training.holdout_days: {needed} would hold out enough"
+    return said + f"): too few conversions for any training.holdout_days up to {MAX_HOLDOUT_DAYS}"
+
+
 def promotion_decision(comparison: Comparison, *, tolerance: float, champion_healthy: bool,
                        why_not_healthy: str = "champion under alert") -> tuple[bool, str]:
     """The promotion rule of this module's docstring: (promote?, the reason in words).
@@ -84,7 +98,7 @@ def promotion_decision(comparison: Comparison, *, tolerance: float, champion_hea
     summary = (f"{c.metric} {c.challenger:.4f} vs champion {c.champion:.4f} on {c.leads} held-out leads "
                f"(improvement {c.improvement:+.4f}, {int(CONFIDENCE * 100)}% CI {c.ci_low:+.4f}..{c.ci_high:+.4f})")
     if c.positives < MIN_HOLDOUT_POSITIVES or not math.isfinite(c.ci_low):
-        return False, f"kept as candidate: held-out set too small to judge ({c.positives} conversions); {summary}"
+        return False, f"kept as candidate: {_too_small(c)}; {summary}"
     if champion_healthy:
         # Replacing a healthy champion needs the one-sided 99 % bound above zero: a challenger is
         # tested every few days, and at 95 % one of them wins by chance every few months.

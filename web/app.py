@@ -526,12 +526,14 @@ def create_app(
         check_csrf(request, str(form.get("csrf") or ""))
         user = require_editor(request)
         version = str(form.get("version") or "")
-        def run() -> tuple[str, int]:
+        def run() -> tuple[str, int | None]:
             with writing() as session:  # the same path as `leadscore models promote`: promote, rescore, plan
                 mv, summary = promote_and_rescore(session, app_config, version, by=user.name)
-                return mv.version, summary.scored
+                return mv.version, summary.scored if summary is not None else None
 
         name, rescored = await run_in_threadpool(run)
+        if rescored is None:
+            return RedirectResponse(f"/model?already={name}", status_code=303)
         log.info("model %s promoted by %s in the console; %s leads rescored", name, user.name, rescored)
         return RedirectResponse(f"/model?promoted={name}&rescored={rescored}", status_code=303)
 

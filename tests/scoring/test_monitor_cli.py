@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from config.settings import get_settings
 from scoring.registry import RegistryError
 from store.db import make_engine
-from store.models import Activity, Lead, ModelVersion, MonitorReport
+from store.models import Activity, Lead, LeadScore, ModelVersion, MonitorReport
 from tests.scoring.test_monitor import trained_store_copy
 from worker.cli import app
 from worker.runtime import reset_runtime
@@ -141,6 +141,21 @@ def test_promote_then_rollback_by_hand(store: Path) -> None:
     assert first in rolled.output
     statuses = _versions(store)
     assert statuses[first] == "champion" and statuses[outcome.challenger] == "retired"
+    # Promoting the champion again changes nothing (it rescored every lead and said "now the champion").
+    engine = make_engine(f"sqlite:///{store}")
+    with Session(bind=engine) as s:
+        scores_before = s.scalar(select(func.count(LeadScore.id)))
+        promotions_before = (s.scalars(select(ModelVersion).where(ModelVersion.version == first)).one().params
+                             or {}).get("promotions")
+    again = runner.invoke(app, ["models", "promote", first])
+    assert again.exit_code == 0, again.output
+    assert f"{first} is already the champion: nothing changed" in again.output
+    assert "now the champion" not in again.output and "rescored" not in again.output
+    with Session(bind=engine) as s:
+        assert s.scalar(select(func.count(LeadScore.id))) == scores_before
+        assert (s.scalars(select(ModelVersion).where(ModelVersion.version == first)).one().params
+                or {}).get("promotions") == promotions_before
+    engine.dispose()
 
 
 def test_retrain_dry_run_compares_on_the_same_leads_and_changes_nothing(store: Path) -> None:

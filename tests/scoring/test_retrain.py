@@ -109,6 +109,15 @@ def test_too_few_held_out_conversions_never_promote() -> None:
     decision, why = promotion_decision(_comparison(0.2, 0.1, 0.3, positives=5), tolerance=0.005,
                                        champion_healthy=True)
     assert not decision and "too small" in why
+    # A small org's 30 held-out days: the decision names the setting and a value that would do.
+    now = datetime(2026, 1, 1).astimezone()
+    month = Comparison("auc", 0.80, 0.82, 0.02, -0.01, 0.05, 300, 241, 7, now - timedelta(days=30), now)
+    assert promotion_decision(month, tolerance=0.005, champion_healthy=True)[1].startswith(
+        "kept as candidate: held-out set too small to judge (7 conversions in its 30 days, at least 20 needed): "
+        "at this rate, training.holdout_days: 86 would hold out enough; auc ")
+    none = Comparison("auc", 0.80, 0.82, 0.02, -0.01, 0.05, 300, 241, 0, now - timedelta(days=30), now)
+    assert "too few conversions for any training.holdout_days up to 365" in promotion_decision(
+        none, tolerance=0.005, champion_healthy=True)[1]
 
 
 def test_paired_bootstrap_sees_no_difference_between_equal_models_and_finds_a_real_one() -> None:
