@@ -77,7 +77,7 @@ def run_monitor(
     out.metrics["measures"] = {}
     if clock is None:
         clock = datetime.now(UTC)
-        out.metrics["clock"] |= {"as_of": clock, "source": "no synced data (machine clock)"}
+        out.metrics["clock"] |= {"as_of": clock, "source": NO_DATA_CLOCK}
         out.notes.append("no lead or activity synced yet: nothing to measure")
     as_of = clock
     champion = registry.champion(session)
@@ -199,29 +199,46 @@ def send_webhook(url: str, report: MonitorReport, champion: ModelVersion | None)
     return True
 
 
+NO_DATA_CLOCK = "no synced data (machine clock)"  # metrics["clock"]["source"] of a run on an empty store
+
+
+def _before_any_data(report: MonitorReport) -> bool:
+    """A run on a store with no synced data: measured on the machine's clock, usually later than
+    every CRM time synced after it."""
+    return bool(((report.metrics or {}).get("clock") or {}).get("source") == NO_DATA_CLOCK)
+
+
 def latest_report(session: Session, *, as_of: datetime | None = None) -> MonitorReport | None:
-    """The most recent monitor report (by ``as_of``) no later than ``as_of`` (None: the data's
-    clock, :func:`data_clock`, as the monitor and the HTML report cut it; no bound in an empty
-    store). A run before the first sync measures on the machine's clock, later than every synced
-    CRM time: bounded by the data's clock, it stops being "latest" once data has arrived."""
-    as_of = as_of or data_clock(session)
+    """The most recent monitor report (by ``as_of``), optionally no later than ``as_of``. A run
+    made before any data was synced (on the machine's clock) is the latest only while no run
+    measured data: report, status and the console showed a first run's "no champion model" for
+    months of weekly runs, its machine-clock date being later than the CRM's."""
+    first: MonitorReport | None = None
+    for report in _ordered(session, as_of):  # newest first, read until one measured data
+        if not _before_any_data(report):
+            return report
+        first = first or report
+    return first
+
+
+def _ordered(session: Session, as_of: datetime | None) -> Iterator[MonitorReport]:
     stmt = select(MonitorReport)
     if as_of is not None:
         stmt = stmt.where(MonitorReport.as_of <= as_of)
-    return session.scalars(stmt.order_by(MonitorReport.as_of.desc(), MonitorReport.id.desc())).first()
+    yield from session.scalars(stmt.order_by(MonitorReport.as_of.desc(), MonitorReport.id.desc()))
 
 
 def reports(session: Session, *, as_of: datetime | None = None, limit: int = 365) -> list[MonitorReport]:
     """Monitor reports in time order (the last ``limit``), one per data clock and champion: of
     reports a store kept from runs repeated at the same data clock (before a rerun replaced its
-    report), the latest. ``as_of`` None: up to the data's clock, as :func:`latest_report`."""
-    as_of = as_of or data_clock(session)
-    stmt = select(MonitorReport)
-    if as_of is not None:
-        stmt = stmt.where(MonitorReport.as_of <= as_of)
+    report), the latest. Runs made before any data was synced are left out once a run measured
+    data (:func:`latest_report`)."""
+    found = list(_ordered(session, as_of))
+    if any(not _before_any_data(r) for r in found):
+        found = [r for r in found if not _before_any_data(r)]
     rows: list[MonitorReport] = []
     seen: set[tuple[datetime, int | None]] = set()
-    for report in session.scalars(stmt.order_by(MonitorReport.as_of.desc(), MonitorReport.id.desc())):
+    for report in found:
         key = (as_utc(report.as_of), report.model_version_id)
         if key in seen:
             continue

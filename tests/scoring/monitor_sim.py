@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from config.app_config import MonitoringConfig, ScheduleConfig, TrainingConfig
@@ -52,7 +52,7 @@ from scoring.personas import company_key
 from scoring.retrain import retrain_if_due
 from scoring.service import score_leads, train_from_store
 from scoring.tiers import set_policy
-from store.models import Activity, Connection, Lead, SyncRun
+from store.models import Activity, Connection, Lead, LeadScore, SyncRun
 
 # The scenario: small enough for two shared cores, large enough for a stable AUC.
 # Several Worlds, not one (each 2-3 minutes alone on two cores; a file shares its World between its
@@ -201,8 +201,13 @@ def score_recent(session: Session, now: datetime, days: int = 8) -> None:
     ids = list(session.scalars(select(Lead.id).where(Lead.crm_created_at > now - timedelta(days=days))))
     if not ids:
         return
-    # (Rows' scored_at is the wall clock; the monitor reads their as_of, this simulation's CRM clock.)
     score_leads(session, as_of=now, lead_ids=ids)
+    # score_leads stamps rows with the wall clock; the simulation runs on the CRM's clock. (The
+    # monitor reads a score's as_of; what this keeps is staleness: the world's activities were all
+    # stored before the run, so a score stamped with the wall clock would never look older than a
+    # lead's activity, and no lead would be rescored as its activities "arrive".)
+    session.execute(update(LeadScore).where(LeadScore.scored_at > now).values(scored_at=now))
+    session.flush()
 
 
 @dataclass

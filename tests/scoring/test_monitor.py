@@ -424,13 +424,14 @@ def test_a_run_before_the_first_sync_is_not_the_latest_report_once_data_has_arri
     model") for months of weekly runs."""
     from scoring.monitor import latest_report, reports
     from scoring.monitoring.clock import data_clock
+    from scoring.monitoring.run import NO_DATA_CLOCK
 
     synced_until = data_clock(session)
     assert synced_until is not None
     # The machine's clock at that first run: ahead of the CRM times synced since (a demo, an import).
     machine_then = synced_until + timedelta(days=60)
     before_any_data = MonitorReport(model_version_id=None, as_of=machine_then, status="warn",
-                                    metrics={"clock": {"source": "no synced data (machine clock)"}},
+                                    metrics={"clock": {"source": NO_DATA_CLOCK}},
                                     alerts=[{"level": "warn", "message": "no champion model"}])
     session.add(before_any_data)
     session.flush()

@@ -114,11 +114,11 @@ def monitor_command(
                 f"({f'{newest:%Y-%m-%d}' if newest else 'none yet'}) and this machine's clock "
                 f"({datetime.now(UTC):%Y-%m-%d}): no CRM time is known there", param_hint="--as-of")
         if when is not None and newest is not None and when > newest + timedelta(days=1):
-            # Allowed (freshness as of a later time is what a stalled sync looks like); the latest
-            # report is the latest up to the data's clock, so this one is shown here only.
+            # Allowed (freshness as of a later time is what a stalled sync looks like), but this
+            # report becomes the latest one everywhere until a later --as-of.
             print(f"note: --as-of {when:%Y-%m-%d} is after the newest synced data ({newest:%Y-%m-%d}): this report "
-                  "is kept in the history, but `status`, `report` and the console show the latest report up to "
-                  "the newest synced data", file=sys.stderr)
+                  "will read as the latest in `status`, `report` and the console until a run as of a later time",
+                  file=sys.stderr)
         with alerts_printed_by_caller():  # printed below, with what to do
             report = run_monitor(session, as_of=when, config=config.monitoring,
                                  horizon_days=config.training.horizon_days,
