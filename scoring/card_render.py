@@ -100,8 +100,9 @@ def render_model_card(
         "",
         "## Calibration",
         "",
-        f"Method: {result.model.calibrator.method} (fitted on the validation part)."
-        f" Test ECE {_num(test.get('ece_before_calibration'))} before, {_num(test.get('ece'))} after;"
+        (f"Method: none: {result.model.calibrator.reason}." if result.model.calibrator.reason
+         else f"Method: {result.model.calibrator.method} (fitted on the validation part).")
+        + f" Test ECE {_num(test.get('ece_before_calibration'))} before, {_num(test.get('ece'))} after;"
         f" Brier {_num(test.get('brier_before_calibration'))} before, {_num(test.get('brier'))} after.",
         "",
     ]

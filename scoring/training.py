@@ -394,7 +394,8 @@ def train_and_compare(
         else:
             estimator, fam_params, _ = _fit_forest(xt, yt, xv, yv, clean, seed=seed, trees=forest_trees, progress=say)
         calibrator = fit_calibrator(estimator.raw(xv), yv, method=calibration)
-        fam_params = {**fam_params, "calibration": calibrator.method, "seed": seed}
+        fam_params = {**fam_params, "calibration": calibrator.method, "seed": seed,
+                      **({"calibration_note": calibrator.reason} if calibrator.reason else {})}
         models[family] = TrainedModel(family, clean, fam_params, estimator, calibrator)
         metrics[family] = {"validation": _evaluate(models[family], xv, yv)}
         params[family] = fam_params
@@ -436,7 +437,8 @@ def _train_rules(
     train, val, test, split = split_frame(df, y, time_col=time_col, seed=seed)
     estimator = _RulesEstimator(spec, x.iloc[train], y[train])
     calibrator = fit_calibrator(estimator.raw(x.iloc[val]), y[val], method=calibration)
-    params = {"calibration": calibrator.method, "seed": seed, "note": "points model for small data"}
+    params = {"calibration": calibrator.method, "seed": seed, "note": "points model for small data",
+              **({"calibration_note": calibrator.reason} if calibrator.reason else {})}
     model = TrainedModel(RULES, spec, params, estimator, calibrator)
     metrics = {
         RULES: {

@@ -260,3 +260,28 @@ def test_unknown_options_are_refused(data: pd.DataFrame) -> None:
         train_and_compare(data, target="converted", spec=SPEC, selection_metric="accuracy")
     with pytest.raises(ValueError, match="model families"):
         train_and_compare(data, target="converted", spec=SPEC, families=("xgboost",))
+
+
+def test_platt_is_applied_only_where_it_helps_out_of_fold() -> None:
+    """A validation slice with a handful of conversions stretched an already sound model's
+    log-odds (a likelihood of 91.9 % for a lead whose true chance was 22 %): Platt is kept only
+    when fits on some folds calibrate the others better than the model's own probabilities."""
+    from scoring.calibration import fit_calibrator
+
+    rng = np.random.default_rng(4)
+    z = rng.normal(-3.0, 1.0, 600)  # the model's own log-odds, already calibrated
+    y = (rng.random(600) < 1 / (1 + np.exp(-z))).astype(int)
+    assert 3 <= y.sum() <= 40
+    sound = fit_calibrator(z, y)
+    assert sound.method == "none" and sound.reason.startswith("Platt scaling not applied: fitted on part of")
+    assert np.allclose(sound.transform(z), 1 / (1 + np.exp(-z)))
+    # A model whose log-odds are off (shifted by 2, stretched 3 times): Platt is what fixes it.
+    off = 3 * z + 2
+    fixed = fit_calibrator(off, y)
+    assert fixed.method == "platt" and fixed.reason == ""
+    assert abs(fixed.transform(off).mean() - y.mean()) < 0.02
+    # One conversion cannot fit anything.
+    one = np.zeros(600, dtype=int)
+    one[0] = 1
+    assert fit_calibrator(off, one).reason == ("Platt scaling not applied: 1 conversion in the validation part "
+                                               "cannot fit it")
