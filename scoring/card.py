@@ -114,8 +114,22 @@ def live_card_sections(mv: Any, reference: Any, policy: Any) -> str:
                   f"- {comparison.get('metric')}: this model {_num(comparison.get('challenger'), 4)} vs champion "
                   f"{comparison.get('champion_version')} {_num(comparison.get('champion'), 4)} on "
                   f"{comparison.get('leads')} leads; 90% CI of the difference {_num(comparison.get('ci_low'), 4)}.."
-                  f"{_num(comparison.get('ci_high'), 4)}", f"- Decision: {mv.notes or '-'}", ""]
+                  f"{_num(comparison.get('ci_high'), 4)}", f"- Retraining's decision: {mv.notes or '-'}", ""]
     return "\n".join(lines)
 
 
-__all__ = ["concept_label", "live_card_sections", "render_model_card", "tier_cutoff_table"]
+def status_section(mv: Any) -> str:
+    """``Status: champion`` and, for a version made champion (or brought back) by hand, who did it
+    and when: the stored card's notes and retraining's decision are from its evaluation, and read
+    as "kept as candidate" on a champion promoted later."""
+    line = f"Status: {mv.status}" + (f" (segment {mv.segment})" if mv.segment else "")
+    done = [p for p in (mv.params or {}).get("promotions") or [] if isinstance(p, dict)]
+    if not done:
+        return line + "\n"
+    steps = "; ".join(f"{p.get('action', '?')} by {p.get('by', 'unknown')} at "
+                      f"{str(p.get('at', '?'))[:16].replace('T', ' ')} UTC" for p in done)
+    return (line + f"\n\nMade champion by hand: {steps} (the notes above and retraining's decision below are "
+            "from its evaluation)\n")
+
+
+__all__ = ["concept_label", "live_card_sections", "render_model_card", "status_section", "tier_cutoff_table"]

@@ -106,7 +106,7 @@ def get_version(session: Session, version: str) -> ModelVersion:
     """The model version named ``version``; raises :class:`RegistryError` if there is none."""
     mv = session.scalar(select(ModelVersion).where(ModelVersion.version == version))
     if mv is None:
-        raise RegistryError(f"unknown model version {version!r} (see the registry's list of versions)")
+        raise RegistryError(f"unknown model version {version!r} (see leadscore models list)")
     return mv
 
 

@@ -212,7 +212,7 @@ def models_list() -> None:
 def models_show(version: str = typer.Argument(..., help="The model version (see `leadscore models list`).")) -> None:
     """Print VERSION's model card: intended use, data, audit, metrics of every family, calibration,
     plus feature importance (top 15), precision/recall at the tier cut-offs and lift by decile."""
-    from scoring.card import live_card_sections
+    from scoring.card import live_card_sections, status_section
     from scoring.monitor import active_tier_policy, data_clock, ensure_reference
     from scoring.registry import get_version
 
@@ -220,8 +220,7 @@ def models_show(version: str = typer.Argument(..., help="The model version (see 
         mv = get_version(session, version)
         ref = ensure_reference(session, mv, as_of=data_clock(session))
         text = (mv.card or f"# Lead scoring model {mv.version}\n\n(no card was stored)\n").rstrip("\n")
-        status = f"\n\nStatus: {mv.status}" + (f" (segment {mv.segment})" if mv.segment else "") + "\n\n"
-        text += status + live_card_sections(mv, ref, active_tier_policy(session))
+        text += "\n\n" + status_section(mv) + "\n" + live_card_sections(mv, ref, active_tier_policy(session))
     console.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
