@@ -119,8 +119,8 @@ def live_card_sections(mv: Any, reference: Any, policy: Any) -> str:
 
 
 def status_section(mv: Any) -> str:
-    """``Status: champion`` and, for a version made champion (or brought back) by hand, who did it
-    and when: the stored card's notes and retraining's decision are from its evaluation, and read
+    """``Status: champion`` and, for a version promoted (or rolled back to) by hand, who did it and
+    when: the stored card's notes and retraining's decision are from its evaluation, and read
     as "kept as candidate" on a champion promoted later."""
     line = f"Status: {mv.status}" + (f" (segment {mv.segment})" if mv.segment else "")
     done = [p for p in (mv.params or {}).get("promotions") or [] if isinstance(p, dict)]
@@ -128,7 +128,7 @@ def status_section(mv: Any) -> str:
         return line + "\n"
     steps = "; ".join(f"{p.get('action', '?')} by {p.get('by', 'unknown')} at "
                       f"{str(p.get('at', '?'))[:16].replace('T', ' ')} UTC" for p in done)
-    return (line + f"\n\nMade champion by hand: {steps} (the notes above and retraining's decision below are "
+    return (line + f"\n\nChanged by hand: {steps} (the notes above and retraining's decision below are "
             "from its evaluation)\n")
 
 

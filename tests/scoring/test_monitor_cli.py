@@ -139,7 +139,7 @@ def test_promote_then_rollback_by_hand(store: Path) -> None:
     # Its card says who made it champion: retraining's own decision (kept as candidate) is from before.
     shown = runner.invoke(app, ["models", "show", outcome.challenger])
     assert shown.exit_code == 0, shown.output
-    assert re.search(r"Status: champion\n\nMade champion by hand: promote by cli at \d{4}-\d\d-\d\d \d\d:\d\d UTC "
+    assert re.search(r"Status: champion\n\nChanged by hand: promote by cli at \d{4}-\d\d-\d\d \d\d:\d\d UTC "
                      r"\(the notes above and retraining's decision below are from its evaluation\)", shown.output), \
         shown.output
     rolled = runner.invoke(app, ["models", "rollback"])
