@@ -59,10 +59,10 @@ def fit_calibrator(raw_log_odds: np.ndarray, y: np.ndarray, method: str = "platt
         iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0, increasing=True)
         iso.fit(z.ravel(), labels)
         return Calibrator(method="isotonic", isotonic=iso)
-    slope, intercept = _platt(z, labels)
     kept, reason = _platt_helps_out_of_fold(z, labels)
     if not kept:
         return Calibrator(method="none", reason=reason)
+    slope, intercept = _platt(z, labels)
     return Calibrator(method="platt", slope=slope, intercept=intercept)
 
 

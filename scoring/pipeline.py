@@ -231,8 +231,8 @@ def promote_and_rescore(
 ) -> tuple[ModelVersion, ScoreSummary | None]:
     """Make ``version`` the champion of its segment and rescore the leads it now scores. Already the
     champion: nothing is changed, recorded or rescored (summary None)."""
-    if registry.get_version(session, version).status == ModelStatus.champion:
-        return registry.get_version(session, version), None
+    if (current := registry.get_version(session, version)).status == ModelStatus.champion:
+        return current, None
     mv = registry.promote(session, version, by=by)
     return mv, score_and_plan(session, config, progress=progress, route=route)
 

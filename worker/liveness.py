@@ -143,15 +143,14 @@ def _waiting(client: redis.Redis, queue: str) -> int:
 def _unacked(client: redis.Redis, visibility_timeout: float) -> list[HeldTask]:
     """The broker's delivered, unacknowledged tasks (at most :data:`UNACKED_READ`, the oldest
     first), delivered over :data:`HELD_AFTER_SECONDS` ago: the candidates for :attr:`Liveness.held`."""
-    delivered = cast(list[tuple[bytes, float]], client.zrange(
-        redis_key(_UNACKED_INDEX), 0, UNACKED_READ - 1, withscores=True))
-    before = time.time() - HELD_AFTER_SECONDS
-    tags = [tag for tag, at in delivered if at <= before]
-    if not tags:
+    delivered = cast(list[tuple[bytes, float]], client.zrangebyscore(
+        redis_key(_UNACKED_INDEX), "-inf", time.time() - HELD_AFTER_SECONDS, start=0, num=UNACKED_READ,
+        withscores=True))
+    if not delivered:
         return []
-    raw = cast(list[bytes | None], client.hmget(redis_key(_UNACKED), tags))
+    raw = cast(list[bytes | None], client.hmget(redis_key(_UNACKED), [tag for tag, _at in delivered]))
     found: list[HeldTask] = []
-    for (_tag, at), value in zip([d for d in delivered if d[1] <= before], raw, strict=True):
+    for (_tag, at), value in zip(delivered, raw, strict=True):
         if value is None:  # acknowledged since the index was read
             continue
         try:

@@ -52,6 +52,19 @@ def _wait_for(check: Callable[[], subprocess.CompletedProcess[str] | None], time
         time.sleep(1)
 
 
+def _store_env(tmp_path: Path) -> dict[str, str]:
+    """The environment of a store upgraded in ``tmp_path`` on this test's Redis database, without
+    a YAML config, and wide lines (status lines are long)."""
+    env = dict(os.environ, LEADSCORE_BROKER_URL=REDIS_URL, LEADSCORE_RESULT_BACKEND=REDIS_URL,
+               LEADSCORE_VAR_DIR=str(tmp_path / "var"), LEADSCORE_DATABASE_URL=f"sqlite:///{tmp_path / 'st.db'}",
+               COLUMNS="300")
+    env.pop("LEADSCORE_CONFIG_FILE", None)
+    upgrade = subprocess.run([sys.executable, "-m", "worker.cli", "db", "upgrade"], capture_output=True, text=True,
+                             env=env, cwd=REPO, timeout=120)
+    assert upgrade.returncode == 0, upgrade.stderr
+    return env
+
+
 @pytest.fixture
 def empty_redis_db() -> Iterator[redis.Redis]:
     """This test's Redis database, empty before it and left empty after it: the task it queues on
@@ -67,13 +80,7 @@ def empty_redis_db() -> Iterator[redis.Redis]:
 
 @pytest.mark.slow
 def test_status_measures_workers_beat_and_queues(tmp_path: Path, empty_redis_db: redis.Redis) -> None:
-    env = dict(os.environ, LEADSCORE_BROKER_URL=REDIS_URL, LEADSCORE_RESULT_BACKEND=REDIS_URL,
-               LEADSCORE_VAR_DIR=str(tmp_path / "var"), LEADSCORE_DATABASE_URL=f"sqlite:///{tmp_path / 'st.db'}",
-               COLUMNS="200")
-    env.pop("LEADSCORE_CONFIG_FILE", None)
-    upgrade = subprocess.run([sys.executable, "-m", "worker.cli", "db", "upgrade"], capture_output=True, text=True,
-                             env=env, cwd=REPO, timeout=120)
-    assert upgrade.returncode == 0, upgrade.stderr
+    env = _store_env(tmp_path)
 
     nobody = _status(env)
     # Nothing runs the loop: said line by line, and in the exit status.
@@ -150,13 +157,7 @@ def test_a_task_taken_by_a_killed_worker_is_shown_until_redis_hands_it_back(
 ) -> None:
     """acks_late leaves a killed worker's task in Redis's ``unacked`` hash, in no queue, for the
     visibility timeout (60 min): status used to read "0 waiting" and all well meanwhile."""
-    env = dict(os.environ, LEADSCORE_BROKER_URL=REDIS_URL, LEADSCORE_RESULT_BACKEND=REDIS_URL,
-               LEADSCORE_VAR_DIR=str(tmp_path / "var"), LEADSCORE_DATABASE_URL=f"sqlite:///{tmp_path / 'st.db'}",
-               COLUMNS="300")
-    env.pop("LEADSCORE_CONFIG_FILE", None)
-    upgrade = subprocess.run([sys.executable, "-m", "worker.cli", "db", "upgrade"], capture_output=True, text=True,
-                             env=env, cwd=REPO, timeout=120)
-    assert upgrade.returncode == 0, upgrade.stderr
+    env = _store_env(tmp_path)
     worker = start_worker(env, "minute")
     try:
         # A task the worker takes and keeps unacknowledged (counting down to its run in an hour).
