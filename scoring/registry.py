@@ -10,6 +10,7 @@ global champion wherever a segment has none.
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
 from collections import OrderedDict
 from datetime import UTC, datetime
@@ -246,6 +247,22 @@ def auc_caveat(split: dict[str, Any] | None) -> str | None:
     fewer = f"{positives} converted" if positives <= negatives else f"{negatives} unconverted"
     return (f"the test AUC rests on {fewer} test leads: too few to judge "
             f"({MIN_PERFORMANCE_POSITIVES} of each class needed)")
+
+
+def short_note(notes: str | None, limit: int = 100) -> str:
+    """A version's notes as one line of a list: the first clause (up to the first "; "), without
+    its parenthetical asides, ending on a whole word and with " …" where anything was left out
+    (`leadscore models show` and the console's full note have the rest). Never cut mid-word."""
+    text = " ".join((notes or "").split())
+    if len(text) <= limit:
+        return text
+    first = text.split("; ", 1)[0]
+    first = re.sub(r"\s*\([^()]*\)", "", first).strip()
+    if len(first) > limit - 2:
+        cut = first[: limit - 1]
+        first = cut[: cut.rfind(" ")] if " " in cut else cut[: limit - 2]
+        first = first.rstrip(" ,:;")
+    return first + " …"
 
 
 def recorded_auc_caveat(mv: ModelVersion) -> str | None:

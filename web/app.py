@@ -81,6 +81,12 @@ def _fmt_num(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
+def _short_note(notes: str | None, limit: int = 100) -> str:
+    from scoring.registry import short_note
+
+    return short_note(notes, limit)
+
+
 def _fmt_pct(value: Any) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "-"
@@ -94,6 +100,7 @@ def _templates() -> jinja2.Environment:
     env.filters["when"] = _fmt_time
     env.filters["num"] = _fmt_num
     env.filters["pct"] = _fmt_pct
+    env.filters["short_note"] = _short_note
     env.filters["svg"] = lambda s: Markup(s) if s else ""  # noqa: S704 - our own matplotlib output
     return env
 

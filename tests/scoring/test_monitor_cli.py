@@ -55,6 +55,20 @@ def test_models_list_monitor_and_report(store: Path, tmp_path: Path) -> None:
     listed = runner.invoke(app, ["models", "list"])
     assert listed.exit_code == 0, listed.output
     assert version in listed.output and "champion" in listed.output
+    # A retraining decision's note is longer than a list's line: the list shows its first clause,
+    # whole words only, and says where the rest is.
+    note = ("kept as candidate: does not beat the champion by more than the required margin 0.005 (the "
+            "champion raised no monitor alert, so the full bar applies); auc 0.8647 vs champion 0.8681 on "
+            "773 held-out leads (improvement -0.0034, 90% CI -0.0106..+0.0034)")
+    engine = make_engine(f"sqlite:///{store}")
+    with Session(bind=engine) as s, s.begin():
+        s.scalars(select(ModelVersion)).one().notes = note
+    engine.dispose()
+    listed = runner.invoke(app, ["models", "list"])
+    assert listed.exit_code == 0, listed.output
+    line = next(ln for ln in listed.output.splitlines() if ln.startswith(version))
+    assert line.endswith("kept as candidate: does not beat the champion by more than the required margin 0.005 …"), line
+    assert "`leadscore models show VERSION` has all of it" in listed.output
 
     out = tmp_path / "monitor.json"
     monitored = runner.invoke(app, ["monitor", "--json", str(out)])

@@ -113,3 +113,12 @@ def test_segment_versus_global_uses_the_segment_model_only_when_it_is_better() -
     assert better["segment"] == pytest.approx(worse["global"]) and better["global"] == pytest.approx(worse["segment"])
     assert better["use_segment"] is True, better["decision"]
     assert better["decision"].startswith("segment model used")
+
+
+def test_short_note_keeps_whole_words_and_marks_what_it_left_out() -> None:
+    assert registry.short_note(None) == "" and registry.short_note("retired: rolled back") == "retired: rolled back"
+    long = "retired: no longer beats the global champion on its segment (" + "x" * 80 + "); auc 0.81 vs 0.84"
+    assert registry.short_note(long) == "retired: no longer beats the global champion on its segment …"
+    one_clause = "word " * 40
+    short = registry.short_note(one_clause, 30)
+    assert short.endswith("word …") and len(short) <= 30, short

@@ -3,6 +3,7 @@ auth on every route, CSRF on every form, roles, the tier save path, the JSON API
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from collections.abc import Iterator
@@ -387,6 +388,15 @@ def test_promote_and_rollback_are_recorded_with_the_user(client: TestClient, wor
         assert restored.status == "champion" and promoted.status == "retired"
     unknown = client.post("/model/promote", auth=ALICE, data={"csrf": token, "version": "m-nope"})
     assert unknown.status_code == 400 and "unknown model version" in unknown.json()["error"]
+    # A long note: the versions table shows its first clause, whole words, and opens to all of it.
+    note = ("kept as candidate: does not beat the champion by more than the required margin 0.005 (the champion "
+            "raised no monitor alert, so the full bar applies); auc 0.8647 vs champion 0.8681 on 773 held-out "
+            "leads (improvement -0.0034, 90% CI -0.0106..+0.0034)")
+    with unit_of_work(world.engine) as session:
+        session.scalars(select(ModelVersion).where(ModelVersion.version == candidate)).one().notes = note
+    model = html.unescape(client.get("/model", auth=BOB).text)
+    assert (f"<details><summary>kept as candidate: does not beat the champion by more than the required margin "
+            f"0.005 …</summary>{note}</details>") in model
 
 
 def test_no_response_contains_a_secret(client: TestClient, app: Any, world: World) -> None:
@@ -444,7 +454,6 @@ def test_lead_page_shows_the_crm_fields_likelihood_and_history_on_the_crms_clock
 def test_the_monitor_page_says_why_for_every_measure_in_the_clis_words(client: TestClient, world: World) -> None:
     """The measures table's "why" was empty unless a measure had too little data: revops read
     "warn" with nothing beside it. Each row now carries the line `leadscore monitor` prints."""
-    import html
 
     from scoring.monitor import latest_report
     from scoring.monitoring.describe import describe_by_measure

@@ -185,14 +185,14 @@ def models_list() -> None:
     """Every model version, newest first, with status and test AUC."""
     from scoring.monitor import trained_at
     from scoring.monitoring.stats import MIN_PERFORMANCE_POSITIVES
-    from scoring.registry import list_versions, recorded_auc_caveat, recorded_test_auc
+    from scoring.registry import list_versions, recorded_auc_caveat, recorded_test_auc, short_note
 
     with unit_of_work() as session:
         # "*": a test AUC on too few leads of one class to judge (the line below the table says so).
         rows = [
             (mv.version, mv.status, mv.segment or "-", mv.family, f"{trained_at(mv):%Y-%m-%d}",
              f"{auc:.3f}{'*' if recorded_auc_caveat(mv) else ''}" if (auc := recorded_test_auc(mv)) is not None
-             else "-", (mv.notes or "")[:100])
+             else "-", short_note(mv.notes))
             for mv in list_versions(session)
         ]
     if not rows:
@@ -203,6 +203,9 @@ def models_list() -> None:
     for row in [header, *rows]:
         line = "  ".join(str(v).ljust(w) for v, w in zip(row[:6], widths, strict=True))
         console.print(f"{line}  {row[6]}", markup=False, highlight=False, soft_wrap=True)
+    if any(row[6].endswith(" …") for row in rows):
+        console.print("… the note's first clause: `leadscore models show VERSION` has all of it", markup=False,
+                      highlight=False)
     if any(str(row[5]).endswith("*") for row in rows):
         console.print(f"* too few test leads of one class to judge the AUC ({MIN_PERFORMANCE_POSITIVES} of each "
                       "class needed; `leadscore models show VERSION` has the counts)", markup=False, highlight=False)
