@@ -94,6 +94,25 @@ def test_commands_that_change_stored_data_never_create_an_empty_database(tmp_pat
     assert not (tmp_path / "var" / "leadscore.db").exists()
 
 
+def test_a_named_sqlite_file_that_does_not_exist_is_refused_and_not_created(tmp_path: Path) -> None:
+    # A typo in LEADSCORE_DATABASE_URL left an empty file behind on every command, each then
+    # saying "no schema yet" about a database the user never meant to make.
+    missing = tmp_path / "ls.db"
+    config = tmp_path / "leadscore.yaml"  # a connection: without one, sync says that first
+    config.write_text("connections: [{name: hs, kind: hubspot, access_token_env: HS_TOKEN}]\n", encoding="utf-8")
+    env = {"LEADSCORE_DATABASE_URL": f"sqlite:///{missing}", "LEADSCORE_CONFIG_FILE": str(config)}
+    for args in [*INSPECTION_COMMANDS, ["explain", "00Q1"], *WRITERS_ON_STORED_DATA, ["sync"], ["writeback"],
+                 ["route"]]:
+        assert_one_line_failure(leadscore_here(*args, cwd=tmp_path, env=env), 1,
+                                f"no database at {missing} (LEADSCORE_DATABASE_URL names it): run `leadscore db "
+                                "upgrade` to create it")
+        assert not missing.exists(), args
+    # The embedded default says so too, for the commands that do not read a demo's data instead.
+    assert_one_line_failure(leadscore_here("sync", cwd=tmp_path, env={"LEADSCORE_CONFIG_FILE": str(config)}), 1,
+                            "no database at var/leadscore.db (the embedded default)")
+    assert not (tmp_path / "var" / "leadscore.db").exists()
+
+
 def test_commands_that_change_stored_data_use_the_demo_database_when_there_is_no_other(tmp_path: Path) -> None:
     demo_url = f"sqlite:///{(tmp_path / 'var' / 'demo' / 'leadscore.db').as_posix()}"
     (tmp_path / "var" / "demo").mkdir(parents=True)

@@ -9,8 +9,9 @@ from config.errors import LeadscoreError
 from config.settings import get_settings
 from worker.cli.console import cli_console
 from worker.cli.db import redact
-from worker.cli.ops import connect_problems, sqlite_file_missing
+from worker.cli.ops import connect_problems
 from worker.cli.scoring import describe_tiers
+from worker.cli.stored import sqlite_file_missing
 
 app = typer.Typer(help="The YAML configuration revops edit.", no_args_is_help=True)
 console = cli_console()

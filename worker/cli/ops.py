@@ -12,7 +12,6 @@ import typer
 from rich.table import Table
 from rich.text import Text
 from sqlalchemy import func, inspect, select, text
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from config.app_config import load_config
@@ -22,6 +21,7 @@ from config.settings import get_settings
 from store.db import DatabaseUnreachable, engine_for, make_engine, unit_of_work
 from store.models import Connection, ModelStatus, ModelVersion, Outbox, OutboxStatus, SyncRun, SyncStatus
 from worker.cli.console import cli_console
+from worker.cli.stored import sqlite_file_missing
 from worker.lost import close_lost_runs
 from worker.runtime import get_runtime
 from worker.schedule import beat_entries
@@ -84,13 +84,6 @@ def connect_problems(database_url: str, broker_url: str | None) -> list[str]:
         except (KombuError, OSError) as exc:
             problems.append(f"broker unreachable: {redact_url(broker_url)}: {first_line(exc)}")
     return problems
-
-
-def sqlite_file_missing(database_url: str) -> bool:
-    """True for a SQLite URL whose file does not exist yet (`leadscore db upgrade` creates it)."""
-    parsed = make_url(database_url)
-    return (parsed.get_backend_name() == "sqlite" and bool(parsed.database) and parsed.database != ":memory:"
-            and not Path(str(parsed.database)).exists())
 
 
 def _database_problems(database_url: str) -> list[str]:

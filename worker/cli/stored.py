@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
 
 from config.errors import LeadscoreError
 from config.settings import get_settings
@@ -22,6 +25,7 @@ def choose_database() -> None:
     later command).
     """
     if os.environ.get("LEADSCORE_DATABASE_URL"):
+        require_database_file()
         return
 
     var_dir = get_settings().var_dir
@@ -42,6 +46,27 @@ def choose_database() -> None:
     reset_runtime()
     print(f"note: reading the demo's data in {demo}{with_config} (there is no {own}; LEADSCORE_DATABASE_URL "
           "chooses another database)", file=sys.stderr)
+
+
+def sqlite_file_missing(database_url: str) -> bool:
+    """True for a SQLite URL whose file does not exist yet (`leadscore db upgrade` creates it)."""
+    parsed = make_url(database_url)
+    return (parsed.get_backend_name() == "sqlite" and bool(parsed.database) and parsed.database != ":memory:"
+            and not Path(str(parsed.database)).exists())
+
+
+def require_database_file() -> None:
+    """Refuse, in one line, a SQLite database file that does not exist, before anything connects:
+    connecting would create an empty file there (a typo in LEADSCORE_DATABASE_URL would leave
+    one behind on every command). Only `leadscore db upgrade` and `leadscore demo` create it."""
+    url = get_settings().effective_database_url
+    if not sqlite_file_missing(url):
+        return
+    named = bool(os.environ.get("LEADSCORE_DATABASE_URL"))
+    where, other = (("LEADSCORE_DATABASE_URL names it", "or correct the URL") if named
+                    else ("the embedded default", "or set LEADSCORE_DATABASE_URL"))
+    raise LeadscoreError(f"no database at {make_url(url).database} ({where}): run `leadscore db upgrade` to "
+                         f"create it, {other}")
 
 
 def no_connection_error() -> LeadscoreError:

@@ -19,7 +19,7 @@ from config.settings import get_settings
 from store.db import get_engine
 from store.models import SyncStatus
 from worker.cli.console import cli_console
-from worker.cli.stored import no_connection_error
+from worker.cli.stored import no_connection_error, require_database_file
 
 if TYPE_CHECKING:
     from config.app_config import ConnectionConfig
@@ -54,6 +54,7 @@ def sync(
         targets = [c for c in config.connections if c.enabled]
     if not targets:
         raise no_connection_error()
+    require_database_file()
     outcomes: list[ConnectionOutcome] = []
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.fields[records]} records"),
                   TextColumn("{task.fields[calls]} API calls"), TimeElapsedColumn(), console=console,

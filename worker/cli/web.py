@@ -95,7 +95,7 @@ def _check_database() -> None:
     """Fail at start (one line) rather than on the first page when the database is unusable."""
     from store.migrate import schema_problem
     from worker.cli.db import redact
-    from worker.cli.ops import sqlite_file_missing
+    from worker.cli.stored import sqlite_file_missing
 
     url = get_settings().effective_database_url
     if sqlite_file_missing(url):

@@ -22,7 +22,7 @@ from config.settings import get_settings
 from store.db import get_engine, unit_of_work
 from store.models import ActionStatus, Connection, RoutingAction
 from worker.cli.console import cli_console
-from worker.cli.stored import no_connection_error
+from worker.cli.stored import no_connection_error, require_database_file
 
 # Refusals that mean a score field or property is missing in the CRM (Salesforce, HubSpot).
 MISSING_FIELD_REASONS = frozenset({"INVALID_FIELD", "PROPERTY_DOESNT_EXIST"})
@@ -42,6 +42,7 @@ def _runtime() -> tuple[Any, Any]:
     config = load_config(settings.config_file)
     if not config.connections:
         raise no_connection_error()
+    require_database_file()
     return settings, config
 
 
