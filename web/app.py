@@ -81,6 +81,12 @@ def _fmt_num(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
+def _count_alerts(alerts: list[dict[str, Any]]) -> str:
+    from scoring.monitoring.describe import count_alerts
+
+    return count_alerts(alerts)
+
+
 def _short_note(notes: str | None, limit: int = 100) -> str:
     from scoring.registry import short_note
 
@@ -101,6 +107,7 @@ def _templates() -> jinja2.Environment:
     env.filters["num"] = _fmt_num
     env.filters["pct"] = _fmt_pct
     env.filters["short_note"] = _short_note
+    env.filters["count_alerts"] = _count_alerts
     env.filters["svg"] = lambda s: Markup(s) if s else ""  # noqa: S704 - our own matplotlib output
     return env
 

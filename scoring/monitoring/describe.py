@@ -9,6 +9,17 @@ from scoring.monitoring.shadow_compare import describe_shadow
 from scoring.monitoring.status import NOT_ENOUGH
 
 
+def count_alerts(alerts: list[dict[str, Any]]) -> str:
+    """A run's alerts by level, as the CLI and the console both say it: "2 warnings", "1 alert,
+    1 warning", "0 alerts"."""
+    alert = sum(1 for a in alerts if a.get("level") == "alert")
+    warn = len(alerts) - alert
+    parts = [f"{alert} alert{'s' if alert != 1 else ''}"] if alert or not warn else []
+    if warn:
+        parts.append(f"{warn} warning{'s' if warn != 1 else ''}")
+    return ", ".join(parts)
+
+
 def _feature_lines(drift: dict[str, Any]) -> str:
     """"0 features above the alert line (PSI 0.25), 1 above the warning line (0.1)"."""
     alert, warn = drift.get("features_above_alert", 0), drift.get("features_above_warning")

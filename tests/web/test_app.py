@@ -631,3 +631,25 @@ def test_refused_thresholds_come_back_to_the_form_with_the_reason(client: TestCl
     assert api.status_code == 400 and "A=100 would leave tier A empty" in api.json()["error"]
     with unit_of_work(world.engine) as session:
         assert session.scalars(select(TierPolicy.id)).all() == before
+
+
+def test_monitor_runs_count_alerts_and_warnings_as_the_cli_does(client: TestClient, world: World) -> None:
+    # The runs table read "alerts 7" where `leadscore report` said "5 alerts, 2 warnings".
+    from store.models import MonitorReport
+
+    alerts = [{"level": "alert", "kind": "drift", "message": "x"}] * 5 + [{"level": "warn", "kind": "psi",
+                                                                          "message": "y"}] * 2
+    with unit_of_work(world.engine) as session:
+        report = MonitorReport(as_of=datetime(2020, 1, 6, tzinfo=UTC), status="alert",
+                               metrics={"clock": {"source": "as-of given"}}, alerts=alerts)
+        session.add(report)
+        session.flush()
+        report_id = report.id
+    try:
+        page = client.get("/monitor", auth=BOB).text
+        runs = page[page.index('<table id="runs">'):]
+        runs = runs[:runs.index("</table>")]
+        assert "<td>5 alerts, 2 warnings</td>" in runs, runs[:2000]
+    finally:
+        with unit_of_work(world.engine) as session:
+            session.delete(session.get(MonitorReport, report_id))

@@ -42,7 +42,7 @@ def report_command(
 ) -> None:
     """Model health: the latest monitor status; with --html, the full report with plots."""
     from scoring.monitor import latest_report
-    from scoring.monitoring.describe import describe_report
+    from scoring.monitoring.describe import count_alerts, describe_report
     from scoring.registry import champion
     from scoring.report import render_report
 
@@ -63,19 +63,9 @@ def report_command(
             console.print("monitor: no report yet (run `leadscore monitor`)")
             return
         console.print(f"monitor as of {latest.as_of:%Y-%m-%d %H:%M} UTC: {latest.status.upper()} "
-                      f"({_counted(list(latest.alerts or []))})", markup=False, soft_wrap=True)
+                      f"({count_alerts(list(latest.alerts or []))})", markup=False, soft_wrap=True)
         for line in describe_report(dict(latest.metrics or {}), list(latest.alerts or [])):
             console.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)
-
-
-def _counted(alerts: list[dict[str, Any]]) -> str:
-    """"2 warnings", "1 alert, 1 warning", "0 alerts"."""
-    alert = sum(1 for a in alerts if a.get("level") == "alert")
-    warn = len(alerts) - alert
-    parts = [f"{alert} alert{'s' if alert != 1 else ''}"] if alert or not warn else []
-    if warn:
-        parts.append(f"{warn} warning{'s' if warn != 1 else ''}")
-    return ", ".join(parts)
 
 
 def _parse_as_of(value: str | None) -> datetime | None:
@@ -99,7 +89,7 @@ def monitor_command(
     to log, database, webhook. Windows are cut on the data's clock, never the machine's."""
     from scoring.monitor import run_monitor
     from scoring.monitoring.clock import data_clock
-    from scoring.monitoring.describe import describe_report, remeasured_line
+    from scoring.monitoring.describe import count_alerts, describe_report, remeasured_line
     from scoring.monitoring.run import alerts_printed_by_caller
 
     when = _parse_as_of(as_of)
@@ -127,7 +117,7 @@ def monitor_command(
         report_as_of = report.as_of
     clock = metrics.get("clock") or {}
     console.print(f"monitor as of {report_as_of:%Y-%m-%d %H:%M} UTC ({clock.get('source', '')}): "
-                  f"{status.upper()} ({_counted(alerts)})", markup=False,
+                  f"{status.upper()} ({count_alerts(alerts)})", markup=False,
                   soft_wrap=True)
     if (again := remeasured_line(metrics, webhook=bool(config.monitoring.webhook_url))) is not None:
         console.print(f"  {again}", markup=False, highlight=False, soft_wrap=True)
