@@ -433,8 +433,9 @@ def _when_enough(exc: InsufficientDataError, train_part: pd.DataFrame, as_of: da
         return text + f" (none arrived in the last {span:.0f} days: no date can be estimated)"
     rate = gained / span
     days = missing / rate
-    return text + (f"; at the last {span:.0f} days' rate ({rate:.1f} a day) about {days:.0f} days, "
-                   f"around {as_of + timedelta(days=days):%Y-%m-%d}")
+    # The count, not a rate a day: a small org's "0.0 a day" read as none at all.
+    return text + (f"; at the last {span:.0f} days' rate ({gained} {name} in {span:.0f} days) about {days:.0f} "
+                   f"days, around {as_of + timedelta(days=days):%Y-%m-%d}")
 
 
 __all__ = [

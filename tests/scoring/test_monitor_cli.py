@@ -218,7 +218,12 @@ def test_retrain_with_too_little_data_says_how_much_more_and_about_when(store: P
     needed = body["details"]["needed"]["positives"]
     assert needed == 5000 - body["details"]["train_positives"] > 0
     assert f"{needed} more converted labelled examples needed" in result.output
-    assert "a day) about" in result.output and "around 20" in result.output
+    # The rate as counted ("0.0 a day" read as none), and the days it gives.
+    said = re.search(r"at the last (\d+) days' rate \((\d+) converted in \1 days\) about (\d+) days, around 20",
+                     " ".join(result.output.split()))
+    assert said is not None, result.output
+    span, gained, days = (int(g) for g in said.groups())
+    assert gained > 0 and abs(days - needed * span / gained) <= 1, said.group(0)
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("training:\n  window_days: 3\n", encoding="utf-8")
