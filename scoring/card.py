@@ -118,6 +118,14 @@ def live_card_sections(mv: Any, reference: Any, policy: Any) -> str:
     return "\n".join(lines)
 
 
+def hand_changes(mv: Any) -> list[str]:
+    """Each promotion or rollback made by hand to ``mv``, oldest first: "promote by alice at
+    2026-07-02 09:15 UTC" (the model card, the HTML report's versions table)."""
+    done = [p for p in (mv.params or {}).get("promotions") or [] if isinstance(p, dict)]
+    return [f"{p.get('action', '?')} by {p.get('by', 'unknown')} at {str(p.get('at', '?'))[:16].replace('T', ' ')} UTC"
+            for p in done]
+
+
 def status_section(mv: Any) -> str:
     """``Status: champion`` and, for a version promoted (or rolled back to) by hand, who did it and
     when: the stored card's notes and retraining's decision are from its evaluation, and read
@@ -126,10 +134,11 @@ def status_section(mv: Any) -> str:
     done = [p for p in (mv.params or {}).get("promotions") or [] if isinstance(p, dict)]
     if not done:
         return line + "\n"
-    steps = "; ".join(f"{p.get('action', '?')} by {p.get('by', 'unknown')} at "
-                      f"{str(p.get('at', '?'))[:16].replace('T', ' ')} UTC" for p in done)
+    steps = "; ".join(hand_changes(mv))
     return (line + f"\n\nChanged by hand: {steps} (the notes above and retraining's decision below are "
             "from its evaluation)\n")
 
 
-__all__ = ["concept_label", "live_card_sections", "render_model_card", "status_section", "tier_cutoff_table"]
+__all__ = [
+    "concept_label", "hand_changes", "live_card_sections", "render_model_card", "status_section", "tier_cutoff_table",
+]

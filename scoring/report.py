@@ -25,6 +25,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from scoring import registry
+from scoring.card import hand_changes
 from scoring.monitor import REFERENCE_KEY, Reference, data_clock, reports, trained_at
 from scoring.monitoring.cohorts import COHORT_AGE_DAYS
 from scoring.monitoring.describe import describe_measures, unsaid_notes
@@ -259,9 +260,12 @@ def _versions_table(versions: Sequence[ModelVersion]) -> str:
     for mv in versions:
         comp = (mv.params or {}).get("comparison") or {}
         rows.append([mv.version, mv.status, mv.family, trained_at(mv), registry.recorded_test_auc(mv),
-                     comp.get("challenger"), comp.get("champion"), comp.get("improvement"), mv.notes or ""])
+                     comp.get("challenger"), comp.get("champion"), comp.get("improvement"),
+                     "; ".join(hand_changes(mv)) or "-", mv.notes or ""])
+    # "changed by hand": a champion promoted (or rolled back to) by hand read "kept as candidate"
+    # in its notes, retraining's decision at its evaluation, with nothing saying who changed it.
     return _table(["version", "status", "family", "trained as of", "test AUC", "held-out (this)",
-                   "held-out (champion then)", "improvement", "decision / notes"], rows)
+                   "held-out (champion then)", "improvement", "changed by hand", "decision / notes"], rows)
 
 
 def _top_reasons(session: Session) -> str:

@@ -121,3 +121,23 @@ def test_report_as_of_ignores_later_monitor_runs(trained_engine: Engine) -> None
     assert f"Latest monitor run {as_of_day(TRAIN_DAY):%Y-%m-%d}" in early
     assert f"Latest monitor run {as_of_day(TRAIN_DAY + 63):%Y-%m-%d}" in late
     assert f"{as_of_day(TRAIN_DAY + 63):%Y-%m-%d}" not in early
+
+
+def test_the_versions_table_says_who_changed_a_champion_by_hand(trained_engine: Engine) -> None:
+    # A champion promoted by hand read only its evaluation's "kept as candidate" in the report.
+    from sqlalchemy import select
+
+    from store.models import ModelVersion
+
+    with Session(bind=trained_engine) as session:
+        mv = session.scalars(select(ModelVersion)).first()
+        assert mv is not None
+        version = mv.version
+        mv.params = {**(mv.params or {}), "promotions": [{"action": "promote", "by": "alice",
+                                                          "at": "2025-12-20T09:15:00+00:00"}]}
+        session.flush()
+        page = render_report(session, as_of=as_of_day(TRAIN_DAY))
+        session.rollback()
+    table = page[page.index("changed by hand"):]
+    row = next(r for r in table.split("<tr>") if version in r)
+    assert "promote by alice at 2025-12-20 09:15 UTC" in row, row
