@@ -127,10 +127,15 @@ def hand_changes(mv: Any) -> list[str]:
 
 
 def status_section(mv: Any) -> str:
-    """``Status: champion`` and, for a version promoted (or rolled back to) by hand, who did it and
+    """``Status: champion``, a caution where the test AUC rests on too few test leads of one class
+    (:func:`scoring.registry.auc_caveat`) and, for a version promoted (or rolled back to) by hand, who did it and
     when: the stored card's notes and retraining's decision are from its evaluation, and read
     as "kept as candidate" on a champion promoted later."""
+    from scoring.registry import recorded_auc_caveat
+
     line = f"Status: {mv.status}" + (f" (segment {mv.segment})" if mv.segment else "")
+    if caveat := recorded_auc_caveat(mv):  # the metrics above read as judged otherwise
+        line += f"\n\nCaution: {caveat}."
     done = [p for p in (mv.params or {}).get("promotions") or [] if isinstance(p, dict)]
     if not done:
         return line + "\n"

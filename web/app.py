@@ -493,9 +493,9 @@ def create_app(
 
     @app.get("/model")
     def model_page(request: Request) -> Response:
-        from scoring.card import concept_label, live_card_sections, tier_cutoff_table, top_importance
+        from scoring.card import concept_label, live_card_sections, status_section, tier_cutoff_table, top_importance
         from scoring.monitor import REFERENCE_KEY, Reference, active_tier_policy, latest_report, trained_at
-        from scoring.registry import champion, list_versions, recorded_test_auc
+        from scoring.registry import champion, list_versions, recorded_auc_caveat, recorded_test_auc
         from web import plots
 
         with reading() as session:
@@ -526,11 +526,15 @@ def create_app(
                     plots_out["importance"] = plots.importance(
                         [(f"{concept_label(n)} ({n})", v) for n, v in top_importance(reference.importance)])
                     cutoffs = tier_cutoff_table(list(reference.outcomes), policy)
-                card = (mv.card or "").rstrip("\n") + "\n\n" + live_card_sections(mv, reference, policy)
+                # As `leadscore models show` prints it: the stored card, its status (a caution on a
+                # thin test, who changed it by hand), the live sections.
+                card = ((mv.card or "").rstrip("\n") + "\n\n" + status_section(mv) + "\n"
+                        + live_card_sections(mv, reference, policy))
             rows = [{"mv": v, "trained": trained_at(v), "auc": recorded_test_auc(v),
                      "promotions": (v.params or {}).get("promotions") or []} for v in versions]
             return render(request, "model.html", champion=mv, families=families, plots=plots_out, cutoffs=cutoffs,
-                          reference=reference, policy=policy, versions=rows, card=card)
+                          reference=reference, policy=policy, versions=rows, card=card,
+                          auc_caveat=recorded_auc_caveat(mv) if mv is not None else None)
 
     @app.post("/model/promote")
     async def model_promote(request: Request) -> Response:

@@ -8,6 +8,7 @@ each class; the same bar here).
 
 from __future__ import annotations
 
+import html
 import json
 from pathlib import Path
 
@@ -48,6 +49,26 @@ def test_train_and_models_list_flag_a_test_auc_on_too_few_conversions(tmp_path: 
     row = next(line for line in listed.stdout.splitlines() if line.startswith("m"))
     assert row.split()[5].endswith("*"), listed.stdout
     assert "* too few test leads of one class to judge the AUC" in listed.stdout
+    # The card's metrics read as judged without it: `models show` and the console's Model page say it.
+    caution = (f"Caution: the test AUC rests on {converted} converted test leads: too few to judge "
+               f"({MIN_PERFORMANCE_POSITIVES} of each class needed).")
+    shown = leadscore("models", "show", row.split()[0], cwd=tmp_path, env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert caution in " ".join(shown.stdout.split()), shown.stdout[-2000:]
+    from starlette.testclient import TestClient
+
+    from config.app_config import load_config
+    from web.app import create_app
+    from web.auth import Authenticator, parse_users
+
+    engine = make_engine(url)
+    try:
+        app = create_app(Authenticator(parse_users("ann:pw:viewer")), engine_factory=lambda: engine,
+                         config=load_config(config), broker_url=None)
+        page = TestClient(app).get("/model", auth=("ann", "pw")).text
+    finally:
+        engine.dispose()
+    assert page.count(html.escape(caution, quote=False)) == 2, page  # below the families, in the card
 
 
 def test_enough_of_each_class_or_no_counts_is_no_caveat() -> None:
