@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -143,13 +143,29 @@ def drift_alerts(score_psi: float, feature_psi: dict[str, float], config: Monito
     return alerts
 
 
+def champion_since(mv: ModelVersion) -> datetime | None:
+    """When ``mv`` last became champion: its promotion, or a later rollback to it (recorded in
+    ``params["promotions"]``)."""
+    times = [mv.promoted_at] if mv.promoted_at is not None else []
+    for step in (mv.params or {}).get("promotions") or []:
+        if isinstance(step, dict) and step.get("action") == "rollback":
+            try:
+                times.append(datetime.fromisoformat(str(step.get("at"))))
+            except ValueError:
+                continue
+    times = [t if t.tzinfo is not None else t.replace(tzinfo=UTC) for t in times]
+    return max(times) if times else None
+
+
 def previous_version(session: Session, champion: ModelVersion) -> ModelVersion | None:
-    """The version the champion replaced: the latest one promoted before it (same segment)."""
+    """The version the champion replaced: the latest one promoted before it last became champion
+    (same segment). After a rollback, the version rolled back (it said "no previous champion")."""
     stmt = select(ModelVersion).where(ModelVersion.id != champion.id, ModelVersion.promoted_at.is_not(None))
     stmt = stmt.where(ModelVersion.segment.is_(None) if champion.segment is None
                       else ModelVersion.segment == champion.segment)
-    if champion.promoted_at is not None:
-        stmt = stmt.where(ModelVersion.promoted_at < champion.promoted_at)
+    since = champion_since(champion)
+    if since is not None:
+        stmt = stmt.where(ModelVersion.promoted_at < since)
     return session.scalars(stmt.order_by(ModelVersion.promoted_at.desc(), ModelVersion.id.desc())).first()
 
 
@@ -170,3 +186,19 @@ def importance_change(session: Session, champion: ModelVersion, ref: Reference, 
     shift = 0.5 * sum(abs(now - before) for _n, now, before in pairs)
     rows = [{"feature": n, "champion": now, "previous": before} for n, now, before in pairs[:10]]
     out.metrics["importance_change"] = {"previous_version": prev.version, "shift": shift, "top_changes": rows}
+    out.notes.append(describe_importance_change(out.metrics["importance_change"]))
+
+
+def describe_importance_change(change: dict[str, Any]) -> str:
+    """The feature-importance comparison in words: how much of the weight moved from the previous
+    champion to this one and the features that moved most (computed by every monitor run, and
+    shown nowhere before)."""
+    from scoring.card import concept_label
+
+    moved = [r for r in change.get("top_changes") or [] if abs(r["champion"] - r["previous"]) >= 0.005][:3]
+    text = (f"feature importance against the previous champion {change['previous_version']}: "
+            f"{change['shift']:.0%} of the weight moved")
+    if moved:
+        text += "; most: " + ", ".join(f"{concept_label(r['feature'])} {r['previous']:.0%} → {r['champion']:.0%}"
+                                       for r in moved)
+    return text

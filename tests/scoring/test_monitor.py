@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import threading
 from collections.abc import Iterator
@@ -815,3 +816,29 @@ def test_an_accuracy_not_judged_says_why_before_its_auc_and_norms_say_their_base
                         "needed to judge the AUC); not judged yet: AUC 0.964, ECE 0.047 on 35 elapsed leads")
     (tiers,) = [x for x in lines if x.startswith("tier conversion")]
     assert tiers.endswith("A 16.7% of 6 (norm 0.0% of 3), B 50.0% of 2 (norm 40.0% of 5)"), tiers
+
+
+def test_feature_importance_is_compared_with_the_champion_replaced_also_after_a_rollback(session: Session) -> None:
+    # The comparison was computed on every run and shown nowhere; after a rollback it said "no
+    # previous champion" although the version just rolled back had been one.
+    from scoring import registry
+
+    first = champion(session)
+    assert first is not None
+    second = train_from_store(session, as_of=as_of_day(TRAIN_DAY), config=TRAINING, families=("catboost",),
+                              catboost_iterations=30, promote_if_first=False).model_version
+    as_of = as_of_day(TRAIN_DAY + 30)
+
+    def note_against(previous: str) -> str:
+        report = run_monitor(session, as_of=as_of, config=MonitoringConfig(), horizon_days=TRAINING.horizon_days)
+        change = report.metrics["importance_change"]
+        assert change["previous_version"] == previous, change
+        (note,) = [n for n in report.metrics["notes"] if n.startswith("feature importance against")]
+        assert f"the previous champion {previous}: {change['shift']:.0%} of the weight moved" in note, note
+        return note
+
+    registry.promote(session, second.version, by="test")
+    assert re.search(r"; most: [^;]+ \d+% → \d+%", note_against(first.version))
+    registry.rollback(session, by="test")
+    assert champion(session).version == first.version
+    note_against(second.version)
