@@ -10,6 +10,7 @@ import json
 import os
 import re
 import socket
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -110,7 +111,11 @@ def test_status_tells_unreachable_database_from_missing_schema(tmp_path: Path) -
     assert unreachable.returncode == 1
     assert "database unreachable" in unreachable.stderr and "Traceback" not in unreachable.stderr
     (tmp_path / "var").mkdir()
-    env["LEADSCORE_DATABASE_URL"] = f"sqlite:///{tmp_path / 'var' / 'empty.db'}"
+    path = tmp_path / "var" / "empty.db"
+    env["LEADSCORE_DATABASE_URL"] = f"sqlite:///{path}"
+    missing = _leadscore(env, "status")  # no file: refused, and none created
+    assert missing.returncode == 1 and "no database at" in missing.stderr and not path.exists(), missing.stderr
+    sqlite3.connect(path).execute("create table unrelated (x integer)").connection.close()
     empty = _leadscore(env, "status")
     assert empty.returncode == 1
     assert "no leadscore schema yet" in empty.stderr and "Traceback" not in empty.stderr

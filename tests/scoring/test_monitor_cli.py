@@ -69,6 +69,15 @@ def test_models_list_monitor_and_report(store: Path, tmp_path: Path) -> None:
     line = next(ln for ln in listed.output.splitlines() if ln.startswith(version))
     assert line.endswith("kept as candidate: does not beat the champion by more than the required margin 0.005 …"), line
     assert "`leadscore models show VERSION` has all of it" in listed.output
+    # Promoted by hand later: the list says so before the evaluation's "kept as candidate".
+    engine = make_engine(f"sqlite:///{store}")
+    with Session(bind=engine) as s, s.begin():
+        mv = s.scalars(select(ModelVersion)).one()
+        mv.params = {**(mv.params or {}), "promotions": [{"action": "promote", "by": "alice",
+                                                          "at": "2025-12-20T09:15:00+00:00"}]}
+    engine.dispose()
+    line = next(ln for ln in runner.invoke(app, ["models", "list"]).output.splitlines() if ln.startswith(version))
+    assert "by hand: promote by alice at 2025-12-20 09:15 UTC; at evaluation: kept as candidate: does not" in line
 
     out = tmp_path / "monitor.json"
     monitored = runner.invoke(app, ["monitor", "--json", str(out)])

@@ -19,7 +19,7 @@ from config.app_config import load_config
 from config.errors import LeadscoreError
 from config.settings import get_settings
 from store.db import unit_of_work
-from store.models import ModelStatus
+from store.models import ModelStatus, ModelVersion
 from worker.cli.console import cli_console
 
 # Heavy imports stay inside the commands that use them (scoring: CatBoost, pandas, scikit-learn;
@@ -175,14 +175,14 @@ def models_list() -> None:
     """Every model version, newest first, with status and test AUC."""
     from scoring.monitor import trained_at
     from scoring.monitoring.stats import MIN_PERFORMANCE_POSITIVES
-    from scoring.registry import list_versions, recorded_auc_caveat, recorded_test_auc, short_note
+    from scoring.registry import list_versions, recorded_auc_caveat, recorded_test_auc
 
     with unit_of_work() as session:
         # "*": a test AUC on too few leads of one class to judge (the line below the table says so).
         rows = [
             (mv.version, mv.status, mv.segment or "-", mv.family, f"{trained_at(mv):%Y-%m-%d}",
              f"{auc:.3f}{'*' if recorded_auc_caveat(mv) else ''}" if (auc := recorded_test_auc(mv)) is not None
-             else "-", short_note(mv.notes))
+             else "-", _list_note(mv))
             for mv in list_versions(session)
         ]
     if not rows:
@@ -199,6 +199,18 @@ def models_list() -> None:
     if any(str(row[5]).endswith("*") for row in rows):
         console.print(f"* too few test leads of one class to judge the AUC ({MIN_PERFORMANCE_POSITIVES} of each "
                       "class needed; `leadscore models show VERSION` has the counts)", markup=False, highlight=False)
+
+
+def _list_note(mv: ModelVersion) -> str:
+    """A version's notes in the list; for one changed by hand, the latest change first (a champion
+    promoted by hand read only its evaluation's "kept as candidate")."""
+    from scoring.card import hand_changes
+    from scoring.registry import short_note
+
+    hand = hand_changes(mv)
+    if not hand:
+        return short_note(mv.notes)
+    return f"by hand: {hand[-1]}; at evaluation: {short_note(mv.notes, 60) or '-'}"
 
 
 @models_app.command("show")
