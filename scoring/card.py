@@ -120,7 +120,8 @@ def live_card_sections(mv: Any, reference: Any, policy: Any) -> str:
 
 def hand_changes(mv: Any) -> list[str]:
     """Each promotion or rollback made by hand to ``mv``, oldest first: "promote by alice at
-    2026-07-02 09:15 UTC" (the model card, the HTML report's versions table)."""
+    2026-07-02 09:15 UTC" (the model card, `models list`, the console's and the HTML report's
+    versions tables)."""
     done = [p for p in (mv.params or {}).get("promotions") or [] if isinstance(p, dict)]
     return [f"{p.get('action', '?')} by {p.get('by', 'unknown')} at {str(p.get('at', '?'))[:16].replace('T', ' ')} UTC"
             for p in done]
@@ -136,10 +137,9 @@ def status_section(mv: Any) -> str:
     line = f"Status: {mv.status}" + (f" (segment {mv.segment})" if mv.segment else "")
     if caveat := recorded_auc_caveat(mv):  # the metrics above read as judged otherwise
         line += f"\n\nCaution: {caveat}."
-    done = [p for p in (mv.params or {}).get("promotions") or [] if isinstance(p, dict)]
-    if not done:
-        return line + "\n"
     steps = "; ".join(hand_changes(mv))
+    if not steps:
+        return line + "\n"
     return (line + f"\n\nChanged by hand: {steps} (the notes above and retraining's decision below are "
             "from its evaluation)\n")
 

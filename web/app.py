@@ -493,7 +493,14 @@ def create_app(
 
     @app.get("/model")
     def model_page(request: Request) -> Response:
-        from scoring.card import concept_label, live_card_sections, status_section, tier_cutoff_table, top_importance
+        from scoring.card import (
+            concept_label,
+            hand_changes,
+            live_card_sections,
+            status_section,
+            tier_cutoff_table,
+            top_importance,
+        )
         from scoring.monitor import REFERENCE_KEY, Reference, active_tier_policy, latest_report, trained_at
         from scoring.registry import champion, list_versions, recorded_auc_caveat, recorded_test_auc
         from web import plots
@@ -531,7 +538,7 @@ def create_app(
                 card = ((mv.card or "").rstrip("\n") + "\n\n" + status_section(mv) + "\n"
                         + live_card_sections(mv, reference, policy))
             rows = [{"mv": v, "trained": trained_at(v), "auc": recorded_test_auc(v),
-                     "promotions": (v.params or {}).get("promotions") or []} for v in versions]
+                     "hand_changes": hand_changes(v)} for v in versions]
             return render(request, "model.html", champion=mv, families=families, plots=plots_out, cutoffs=cutoffs,
                           reference=reference, policy=policy, versions=rows, card=card,
                           auc_caveat=recorded_auc_caveat(mv) if mv is not None else None)

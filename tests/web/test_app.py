@@ -537,8 +537,6 @@ def test_status_and_the_console_say_which_failed_writes_the_crm_refused_as_expec
 def test_the_auc_chart_draws_the_baseline_the_live_auc_is_judged_against(client: TestClient, world: World) -> None:
     """Revops read the live AUC (0.745) against the model's test AUC (0.853) and saw a collapse;
     the monitor compares it with the reference leads' AUC (0.760), which the chart now draws."""
-    from sqlalchemy import delete
-
     from store.models import MonitorReport
 
     with unit_of_work(world.engine) as session:
@@ -548,17 +546,10 @@ def test_the_auc_chart_draws_the_baseline_the_live_auc_is_judged_against(client:
                               status="warn", alerts=[],
                               metrics={"performance": {"status": "warn", "auc": 0.745, "baseline_auc": 0.7604,
                                                        "leads": 750}})
-        session.add(later)
-        session.flush()
-        added = later.id
-    try:
-        page = client.get("/monitor", auth=BOB).text
-        chart = page[page.index("<h2>Recent AUC</h2>"):]
-        chart = chart[:chart.index("</section>")]
-        assert "baseline 0.760 (reference leads)" in chart
-    finally:
-        with unit_of_work(world.engine) as session:
-            session.execute(delete(MonitorReport).where(MonitorReport.id == added))
+    page = _monitor_page_with(client, world, later)
+    chart = page[page.index("<h2>Recent AUC</h2>"):]
+    chart = chart[:chart.index("</section>")]
+    assert "baseline 0.760 (reference leads)" in chart
 
 
 def test_status_and_the_console_show_the_same_api_calls_today(world: World, tmp_path: Path,
@@ -639,17 +630,24 @@ def test_monitor_runs_count_alerts_and_warnings_as_the_cli_does(client: TestClie
 
     alerts = [{"level": "alert", "kind": "drift", "message": "x"}] * 5 + [{"level": "warn", "kind": "psi",
                                                                           "message": "y"}] * 2
+    report = MonitorReport(as_of=datetime(2020, 1, 6, tzinfo=UTC), status="alert",
+                           metrics={"clock": {"source": "as-of given"}}, alerts=alerts)
+    page = _monitor_page_with(client, world, report)
+    runs = page[page.index('<table id="runs">'):]
+    runs = runs[:runs.index("</table>")]
+    assert "<td>5 alerts, 2 warnings</td>" in runs, runs[:2000]
+
+
+def _monitor_page_with(client: TestClient, world: World, report: Any) -> str:
+    """The console's Monitor page with ``report`` stored for the request only (removed after)."""
+    from store.models import MonitorReport
+
     with unit_of_work(world.engine) as session:
-        report = MonitorReport(as_of=datetime(2020, 1, 6, tzinfo=UTC), status="alert",
-                               metrics={"clock": {"source": "as-of given"}}, alerts=alerts)
         session.add(report)
         session.flush()
-        report_id = report.id
+        added = report.id
     try:
-        page = client.get("/monitor", auth=BOB).text
-        runs = page[page.index('<table id="runs">'):]
-        runs = runs[:runs.index("</table>")]
-        assert "<td>5 alerts, 2 warnings</td>" in runs, runs[:2000]
+        return client.get("/monitor", auth=BOB).text
     finally:
         with unit_of_work(world.engine) as session:
-            session.delete(session.get(MonitorReport, report_id))
+            session.delete(session.get(MonitorReport, added))

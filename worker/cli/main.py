@@ -63,13 +63,13 @@ for _group in (writeback, scoring, monitor):
 # ------------------------------------------------------------------------------ error handling
 
 
-def _preceded(check: Callable[[], None], callback: Callable[..., Any]) -> Callable[..., Any]:
-    """``callback`` preceded by ``check`` (after its arguments were parsed, so bad usage is still
-    reported as such)."""
+def _inspecting(callback: Callable[..., Any]) -> Callable[..., Any]:
+    """``callback`` preceded by :func:`choose_database` (after its arguments were parsed, so
+    bad usage is still reported as such)."""
 
     @functools.wraps(callback)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        check()
+        choose_database()
         return callback(*args, **kwargs)
 
     return wrapper
@@ -84,14 +84,14 @@ def _name(command: Any) -> str:
 def _mark_inspection_commands() -> None:
     for command in app.registered_commands:
         if command.callback is not None and (_name(command),) in ON_STORED_DATA:
-            command.callback = _preceded(choose_database, command.callback)
+            command.callback = _inspecting(command.callback)
     for group in app.registered_groups:
         sub = group.typer_instance
         if sub is None:
             continue
         for command in sub.registered_commands:
             if command.callback is not None and (group.name or "", _name(command)) in ON_STORED_DATA:
-                command.callback = _preceded(choose_database, command.callback)
+                command.callback = _inspecting(command.callback)
 
 
 def _schema_missing(exc: BaseException) -> bool:
