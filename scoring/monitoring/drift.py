@@ -47,8 +47,9 @@ def measure_drift(session: Session, champion: ModelVersion, ref: Reference, as_o
                              "reference_rows": ref.rows}
     out.metrics["drift"] = drift
     if len(ids) < MIN_PSI_ROWS:
-        drift["reason"] = (f"{len(ids)} leads created {start:%Y-%m-%d}..{end:%Y-%m-%d} (seen at {ref.age_days} "
-                           f"days old); at least {MIN_PSI_ROWS} needed")
+        # The window has grown to its longest: say so, or revops waits for a wider one.
+        drift["reason"] = (f"{len(ids)} leads created {start:%Y-%m-%d}..{end:%Y-%m-%d} (the longest window, "
+                           f"{days} days; seen at {ref.age_days} days old); at least {MIN_PSI_ROWS} needed")
         out.notes.append(f"drift not measured: {drift['reason']}")
         return
     cohort = build_cohort(session, ids, age_days=ref.age_days)

@@ -30,7 +30,7 @@ from scoring.monitor import (
     run_monitor,
     top_tier_alert,
 )
-from scoring.monitoring.accuracy import calibration_alert
+from scoring.monitoring.accuracy import calibration_alert, reference_gap_note
 from scoring.monitoring.reference_cohort import ensure_reference
 from scoring.monitoring.tier_conversion import early_top_tier
 from scoring.registry import champion
@@ -616,6 +616,20 @@ def test_a_rate_off_the_predictions_as_on_the_reference_leads_is_no_warning() ->
     assert alert is not None and alert.level == "warn" and "(the reference leads: " in alert.message, alert
     fewer = (rng.uniform(size=750) < p * 0.6).astype(int)
     assert calibration_alert(fewer, p, ece=0.05, reference_ece=0.054, config=config, reference=(ref_y, ref_p))
+
+
+def test_the_reference_gap_note_says_what_was_to_be_expected() -> None:
+    """"12.1 % vs 2.1 % ..., as on the reference leads (8.0 % vs 4.0 %)" read as if the gaps were
+    the same; the note now says the rate the reference makes expected (2.1 % x 8/4 = 4.2 %) and
+    how few reference conversions the comparison rests on."""
+    ref_y = np.array([1] * 8 + [0] * 92, dtype="float64")
+    ref_p = np.full(100, 0.04)
+    note = reference_gap_note(0.121, 0.021, 340, (ref_y, ref_p))
+    assert note.startswith("more leads converted than predicted (12.1% of 340 elapsed leads vs 2.1% predicted)")
+    assert "(8.0% vs 4.0%): about 4.2% was to be expected" in note
+    assert "within the error of 8 reference conversions" in note and "reads low" in note
+    fewer = reference_gap_note(0.01, 0.05, 340, (np.array([1.0] * 2 + [0.0] * 98), ref_p))
+    assert fewer.startswith("fewer leads") and "about 2.5% was to be expected" in fewer and "reads high" in fewer
 
 
 def test_the_early_top_tier_measure_alerts_when_tier_a_stops_converting(session: Session) -> None:

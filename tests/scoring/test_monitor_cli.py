@@ -98,6 +98,8 @@ def test_models_list_monitor_and_report(store: Path, tmp_path: Path) -> None:
     # cohort needs holds no lead, and the monitor says so with the counts instead of "ok".
     assert body["drift"]["leads"] == 0 and body["drift"]["status"] == "not enough data", body["drift"]
     assert "drift: not enough data (0 leads created" in monitored.output
+    # ... and that waiting for a wider window will not help: the window is at its longest.
+    assert "(the longest window, 28 days; seen at" in monitored.output
     assert body["tier_conversion"]["leads"] > 0 and body["tier_conversion"]["reconstructed"] > 0, body
     assert f"on {body['tier_conversion']['leads']:,} elapsed leads" in monitored.output
 
