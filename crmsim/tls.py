@@ -8,6 +8,7 @@ with ``trust_env = False``: ``REQUESTS_CA_BUNDLE`` would otherwise override it).
 from __future__ import annotations
 
 import atexit
+import os
 import shutil
 import ssl
 import tempfile
@@ -27,6 +28,22 @@ class _Material:
 
 _lock = threading.Lock()
 _material: _Material | None = None
+_PREFIX = "crmsim-tls-"  # then the owning process's id and a random part
+
+
+def _sweep_stale(folder: Path) -> None:
+    """Remove the CA folders of crmsim processes that no longer run: a process killed outright
+    (SIGKILL, a crash) never reaches its exit hook, and each left a folder behind."""
+    for path in folder.glob(f"{_PREFIX}*-*"):
+        pid = path.name[len(_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except PermissionError:  # another user's process, alive
+            continue
 
 
 def _get_material() -> _Material:
@@ -35,7 +52,8 @@ def _get_material() -> _Material:
         if _material is None:
             ca = trustme.CA(organization_name="crmsim test CA")
             cert = ca.issue_cert("127.0.0.1", "localhost", "::1")
-            folder = tempfile.mkdtemp(prefix="crmsim-tls-")
+            _sweep_stale(Path(tempfile.gettempdir()))
+            folder = tempfile.mkdtemp(prefix=f"{_PREFIX}{os.getpid()}-")
             # The folder lives as long as the process: clients may still read it at exit.
             atexit.register(shutil.rmtree, folder, True)
             path = Path(folder) / "crmsim-ca.pem"

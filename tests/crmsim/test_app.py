@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import hubspot
@@ -182,3 +185,35 @@ def test_cli_serve_prints_and_writes_info(tmp_path: Any) -> None:
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_cli_serve_stopped_by_sigterm_cleans_up_and_a_killed_ones_folder_is_swept(tmp_path: Any) -> None:
+    """`kill` of `crmsim serve` left its CA folder in /tmp (SIGTERM's default skips exit hooks);
+    a SIGKILLed one can run no hook, so the next crmsim removes folders of processes gone."""
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait(timeout=30)
+    stale = tmp_path / f"crmsim-tls-{dead.pid}-abc"
+    stale.mkdir()
+    (stale / "crmsim-ca.pem").write_text("left by a killed crmsim")
+    info_path = tmp_path / "info.json"
+    process = subprocess.Popen(
+        [sys.executable, "-c", "from worker.cli.crmsim import app; app()", "serve", "--leads", "50",
+         "--history-days", "60", "--info-json", str(info_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if line.startswith("wrote "):
+                break
+        ca = Path(json.loads(info_path.read_text())["salesforce"]["ca_bundle"])
+        assert ca.exists() and ca.parent.parent == tmp_path and ca.parent.name.startswith(f"crmsim-tls-{process.pid}-")
+        assert not stale.exists()  # the dead process's folder, swept when this one made its own
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, err
+    assert "stopping crmsim" in out and "Traceback" not in err
+    assert not ca.parent.exists()

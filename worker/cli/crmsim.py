@@ -8,6 +8,7 @@ serves until interrupted.
 from __future__ import annotations
 
 import json
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -42,6 +43,10 @@ def _spec_check(parse: Callable[[str | None], object]) -> Callable[[str | None],
 
 _check_faults = _spec_check(parse_fault_spec)
 _check_strict = _spec_check(parse_strictness)
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 @app.command()
@@ -91,6 +96,9 @@ def serve(
     if info_json is not None:
         info_json.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
         typer.echo(f"wrote {info_json}")
+    # `kill` (SIGTERM, as service managers and `docker stop` send it) stops crmsim as Ctrl-C does:
+    # servers closed and the CA folder removed (the default action would skip both).
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         threading.Event().wait()
     except KeyboardInterrupt:
