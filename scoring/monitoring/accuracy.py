@@ -219,7 +219,7 @@ def reference_gap_note(observed: float, predicted: float, rows: int,
     were at the same age (``reference``: their outcomes and predictions): what the reference
     showed, the rate that makes expected here, and why the rest is noise."""
     ref_observed, ref_predicted = float(reference[0].mean()), float(reference[1].mean())
-    expected = min(predicted * ref_observed / ref_predicted, 1.0) if ref_predicted > 0 else predicted
+    expected = _expected_rate(predicted, reference)
     conversions = int(reference[0].sum())
     more = observed > predicted
     return (f"{'more' if more else 'fewer'} leads converted than predicted ({observed:.1%} of {rows} elapsed "
@@ -228,6 +228,15 @@ def reference_gap_note(observed: float, predicted: float, rows: int,
             f"{observed:.1%} is within the error of {conversions} reference conversion"
             f"{'' if conversions == 1 else 's'}. The likelihood field reads {'low' if more else 'high'} for "
             "leads this young, a trait of this model; a retrain would not change it")
+
+
+def _expected_rate(predicted: float, reference: tuple[np.ndarray, np.ndarray]) -> float:
+    """The conversion rate a mean prediction makes expected, off it as far as the reference leads'
+    observed rate was off theirs (``reference``: their outcomes and predictions)."""
+    ref_predicted = float(reference[1].mean()) if len(reference[1]) else 0.0
+    if ref_predicted <= 0:
+        return predicted
+    return min(predicted * float(reference[0].mean()) / ref_predicted, 1.0)
 
 
 def _mean_off(observed: float, expected: float, rows: int, extra_se: float = 0.0) -> bool:
@@ -252,7 +261,7 @@ def calibration_alert(y: np.ndarray, p: np.ndarray, *, ece: float, reference_ece
     expected, extra_se, against = predicted, 0.0, ""
     if reference is not None and len(reference[0]) and float(reference[1].mean()) > 0:
         ref_observed, ref_predicted = float(reference[0].mean()), float(reference[1].mean())
-        expected = min(predicted * ref_observed / ref_predicted, 1.0)
+        expected = _expected_rate(predicted, reference)
         extra_se = expected / math.sqrt(max(float(reference[0].sum()), 1.0))  # the reference's Poisson error
         against = f" (the reference leads: {ref_observed:.1%} vs {ref_predicted:.1%})"
     mean_off = _mean_off(observed, expected, len(y), extra_se)
