@@ -77,29 +77,30 @@ def serve(
     sim = CRMSim(leads=leads, seed=seed, history_days=history_days, faults=faults, drift_day=drift_day,
                  base_rate=base_rate, csv=str(csv) if csv else None, host=host, port_sf=port_sf,
                  port_hs=port_hs, port_admin=port_admin, strict=strict)
-    started = time.perf_counter()
-    try:
-        sim.start()
-    except (CsvImportError, OSError) as exc:
-        raise LeadscoreError(f"crmsim cannot start: {exc}") from exc
-    info = sim.info()
-    generation = sim.last_generation
-    typer.echo(f"crmsim ready in {time.perf_counter() - started:.1f}s: {generation.get('new_leads', 0)} leads, "
-               f"{generation.get('new_activities', 0)} activities, simulated now {info['now']}")
-    typer.echo(f"Salesforce  {info['salesforce']['instance_url']}  session_id={info['salesforce']['session_id']}")
-    typer.echo(f"            client_id={info['salesforce']['client_id']} "
-               f"client_secret={info['salesforce']['client_secret']}")
-    typer.echo(f"            username={info['salesforce']['username']} password={info['salesforce']['password']}")
-    typer.echo(f"            ca_bundle={info['salesforce']['ca_bundle']}")
-    typer.echo(f"HubSpot     {info['hubspot']['host']}  access_token={info['hubspot']['access_token']}")
-    typer.echo(f"Admin       {info['admin_url']}  (GET /info /truth /counts, POST /advance /faults)")
-    if info_json is not None:
-        info_json.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-        typer.echo(f"wrote {info_json}")
     # `kill` (SIGTERM, as service managers and `docker stop` send it) stops crmsim as Ctrl-C does:
-    # servers closed and the CA folder removed (the default action would skip both).
+    # servers closed and the CA folder removed (the default action would skip both). Installed before
+    # anything starts, so a SIGTERM that comes as soon as the info file is written is not lost to a race.
     signal.signal(signal.SIGTERM, _interrupt)
     try:
+        started = time.perf_counter()
+        try:
+            sim.start()
+        except (CsvImportError, OSError) as exc:
+            raise LeadscoreError(f"crmsim cannot start: {exc}") from exc
+        info = sim.info()
+        generation = sim.last_generation
+        typer.echo(f"crmsim ready in {time.perf_counter() - started:.1f}s: {generation.get('new_leads', 0)} leads, "
+                   f"{generation.get('new_activities', 0)} activities, simulated now {info['now']}")
+        sf = info["salesforce"]
+        typer.echo(f"Salesforce  {sf['instance_url']}  session_id={sf['session_id']}")
+        typer.echo(f"            client_id={sf['client_id']} client_secret={sf['client_secret']}")
+        typer.echo(f"            username={sf['username']} password={sf['password']}")
+        typer.echo(f"            ca_bundle={sf['ca_bundle']}")
+        typer.echo(f"HubSpot     {info['hubspot']['host']}  access_token={info['hubspot']['access_token']}")
+        typer.echo(f"Admin       {info['admin_url']}  (GET /info /truth /counts, POST /advance /faults)")
+        if info_json is not None:
+            info_json.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+            typer.echo(f"wrote {info_json}")
         threading.Event().wait()
     except KeyboardInterrupt:
         typer.echo("stopping crmsim")
