@@ -98,6 +98,26 @@ def error_code(error: str | None) -> str:
     return str(error or "").split(":", 1)[0].split(" ", 1)[0]
 
 
+# Expected refusals whose cause is the record's own state (converted, merged, deleted): nothing an
+# admin fixes makes the CRM take the write or action, so no retry is suggested for them.
+RECORD_STATE_REFUSALS = frozenset({"converted_lead", "merged", "deleted"})
+
+
+def fixable(error: str | None) -> bool:
+    """Whether a refusal can be fixed in the CRM and the write or action retried (an inactive owner,
+    a validation rule, a missing field), unlike a converted, merged or deleted record's."""
+    return expected_refusal(error) not in RECORD_STATE_REFUSALS
+
+
+def failure_matches(error: str | None, reason: str) -> bool:
+    """Whether a stored failure text is one ``reason`` names, as ``--retry-failed --reason`` takes it:
+    the CRM's code or any part of its text (``INACTIVE_OWNER``, ``PROPERTY_DOESNT_EXIST``), or
+    what an expected refusal means as ``leadscore status`` words it (``inactive_owner``); either
+    case."""
+    wanted = reason.strip().lower()
+    return bool(wanted) and (wanted in str(error or "").lower() or wanted == (expected_refusal(error) or ""))
+
+
 def expected_refusal(error: str | None) -> str | None:
     """What an expected CRM refusal means (an :data:`EXPECTED_REFUSALS` value), None for any other failure."""
     return EXPECTED_REFUSALS.get(error_code(error))

@@ -37,13 +37,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session
 
 from config.app_config import AppConfig, ConnectionConfig, RoutingActionConfig
 from config.errors import ConfigError
 from connectors.actions import action_marker, applies, round_robin_pick
-from connectors.errors import AuthError, CRMError, QuotaExhaustedError, RetriableCRMError
+from connectors.errors import AuthError, CRMError, QuotaExhaustedError, RetriableCRMError, failure_matches
 from connectors.lifecycle import not_open_reason
 from connectors.protocols import ActionResult, LeadRef, Router
 from connectors.registry import PAUSE_DEFAULTS, SUPPORTED, ConnectionUnavailable, client_from, make_router
@@ -67,7 +67,8 @@ from store.usage import CallMeter, client_calls, record_api_calls
 logger = logging.getLogger(__name__)
 
 __all__ = ["PAUSE_DEFAULTS", "SUPPORTED", "LeadRef", "Router", "RoutingReport", "TierChangeHook", "action_marker",
-           "execute_routing", "make_router", "plan_routing", "round_robin_pick", "routing_problems",
+           "execute_routing", "make_router", "plan_routing", "requeue_failed_actions", "round_robin_pick",
+           "routing_problems",
            "static_problems", "validate_routing"]
 
 MAX_ATTEMPTS = 8
@@ -328,6 +329,48 @@ def execute_routing(
             record_api_calls(engine, ids[name], ApiPurpose.routing, taken)
             report.api_calls_recorded[name] = report.api_calls_recorded.get(name, 0) + taken
     return report
+
+
+def requeue_failed_actions(session: Session, *, reason: str | None = None) -> Counter[str]:
+    """Put the routing actions the CRM refused for good back in the queue, once their cause is fixed
+    (the rep who left reactivated or the lead reassigned, a queue made to take Leads, a validation
+    rule relaxed): ``failed`` actions become ``pending`` with their attempts reset, and the next
+    routing run sends them. Scoring cannot do this: it plans actions only when a tier changes, and
+    a hot lead whose task was refused is still hot.
+
+    Only each lead's newest action of its kind is requeued: an older one (its tier change
+    overtaken, or a later change that planned the same kind of action) stays as history, so a lead
+    never gets a task twice. The run then checks each as it checks any pending action: a lead whose
+    tier has moved on since has it ``superseded``, one that left "open" has it ``cancelled``.
+    ``reason``: only actions whose error it names (:func:`connectors.errors.failure_matches`:
+    ``INACTIVE_OWNER_OR_USER``, or ``inactive_owner`` as ``leadscore status`` words it). Returns
+    the requeued actions by connection. No commit.
+    """
+    failed = [row for row in session.execute(
+        select(RoutingAction.id, RoutingAction.lead_id, RoutingAction.action, Connection.name, RoutingAction.error)
+        .join(Connection, Connection.id == RoutingAction.connection_id)
+        .where(RoutingAction.status == ActionStatus.failed))
+        if reason is None or failure_matches(row.error, reason)]
+    if not failed:
+        return Counter()
+    newest: dict[tuple[int, str], int] = {}
+    lead_ids = sorted({row.lead_id for row in failed})
+    for start in range(0, len(lead_ids), IDS_PER_STATEMENT):
+        for lead_id, kind, action_id in session.execute(
+            select(RoutingAction.lead_id, RoutingAction.action, func.max(RoutingAction.id))
+            .where(among(session, RoutingAction.lead_id, lead_ids[start : start + IDS_PER_STATEMENT]))
+            .group_by(RoutingAction.lead_id, RoutingAction.action)
+        ):
+            newest[(lead_id, kind)] = action_id
+    chosen = [row for row in failed if newest.get((row.lead_id, row.action)) == row.id]
+    ids = [row.id for row in chosen]
+    for start in range(0, len(ids), IDS_PER_STATEMENT):
+        session.execute(
+            update(RoutingAction).where(among(session, RoutingAction.id, ids[start : start + IDS_PER_STATEMENT]))
+            .values(status=ActionStatus.pending, attempts=0),
+            execution_options={"synchronize_session": False},
+        )
+    return Counter(row.name for row in chosen)
 
 
 def _run_connections(engine: Engine, config: AppConfig, conns: Mapping[str, ConnectionConfig],

@@ -40,7 +40,7 @@ from sqlalchemy import Engine, Select, bindparam, func, literal_column, select, 
 from sqlalchemy.orm import Session
 
 from config.app_config import AppConfig
-from connectors.errors import AuthError, CRMError, QuotaExhaustedError, RetriableCRMError
+from connectors.errors import AuthError, CRMError, QuotaExhaustedError, RetriableCRMError, failure_matches
 from connectors.lifecycle import not_open_reason
 from connectors.protocols import OutboxItem, Outcome, RecordResult, Router, ScoreWriter
 from connectors.registry import (
@@ -463,16 +463,16 @@ def requeue_failed(
 
     Only each record's newest write is requeued (an older failed row with a newer write after it
     stays as history); a lead that left "open" since is cancelled by the drain as usual.
-    ``connection``: only that connection's rows; ``reason``: only rows whose error names it (e.g.
-    ``PROPERTY_DOESNT_EXIST``). Returns the requeued rows by connection. No commit.
+    ``connection``: only that connection's rows; ``reason``: only rows whose error it names
+    (:func:`connectors.errors.failure_matches`: ``PROPERTY_DOESNT_EXIST``, or ``validation_rule``
+    as ``leadscore status`` words it). Returns the requeued rows by connection. No commit.
     """
-    stmt = select(Outbox.id, Outbox.kind, Outbox.lead_id, Outbox.account_id, Connection.name).join(
-        Connection, Connection.id == Outbox.connection_id).where(Outbox.status == OutboxStatus.failed)
+    stmt = select(Outbox.id, Outbox.kind, Outbox.lead_id, Outbox.account_id, Connection.name,
+                  Outbox.last_error).join(Connection, Connection.id == Outbox.connection_id).where(
+        Outbox.status == OutboxStatus.failed)
     if connection is not None:
         stmt = stmt.where(Connection.name == connection)
-    if reason is not None:
-        stmt = stmt.where(Outbox.last_error.contains(reason))
-    failed = session.execute(stmt).all()
+    failed = [row for row in session.execute(stmt) if reason is None or failure_matches(row.last_error, reason)]
     if not failed:
         return Counter()
     # The newest write of each record that has a failed one (leads and accounts apart).
@@ -486,7 +486,7 @@ def requeue_failed(
                 .group_by(Outbox.kind, Outbox.lead_id, Outbox.account_id)
             ):
                 latest[(kind, lead_id, account_id)] = newest
-    chosen = [(row_id, name) for row_id, kind, lead_id, account_id, name in failed
+    chosen = [(row_id, name) for row_id, kind, lead_id, account_id, name, _error in failed
               if latest.get((kind, lead_id, account_id)) == row_id]
     when = datetime.now(UTC)
     ids = [row_id for row_id, _ in chosen]

@@ -460,6 +460,12 @@ class SalesforceStore:
                 self._write(self._by_id[user_id], {"IsActive": False}, "funnel")
             return sorted(chosen)
 
+    def set_user_active(self, user_id: str, active: bool = True) -> None:
+        """An admin (re)activates or deactivates a user in Setup (the API user cannot: updates of
+        User are refused here, and need "Manage Users" in a real org)."""
+        with self.lock:
+            self._write(self._by_id[user_id], {"IsActive": active}, "funnel")
+
     def queue_objects(self, queue_id: str) -> set[str]:
         """The sObject types a queue supports (its QueueSobject rows)."""
         return {rec.values["SobjectType"] for rec in self.records["QueueSobject"].values()

@@ -193,13 +193,31 @@ def route(
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="at most this many actions")] = None,
     json_path: Annotated[str | None, typer.Option(
         "--json", help='write {"connections": {NAME: {"executed", "failed", "api_calls", ...}}} here')] = None,
+    retry_failed: Annotated[bool, typer.Option(
+        "--retry-failed", help="first put the actions the CRM refused for good back in the queue (after fixing "
+        "the cause, e.g. reactivating the rep who left)")] = False,
+    reason: Annotated[str | None, typer.Option(
+        "--reason", help="with --retry-failed: only the actions refused for this reason (e.g. inactive_owner)")
+    ] = None,
 ) -> None:
     """Run pending routing and nurture actions now (each once per lead and tier change)."""
-    from connectors.routing import execute_routing
+    from connectors.errors import fixable
+    from connectors.routing import execute_routing, requeue_failed_actions
 
+    if reason is not None and not retry_failed:
+        raise typer.BadParameter("--reason goes with --retry-failed", param_hint="--reason")
     _, config = _runtime()
     secrets = _secrets(config, None)
     engine = get_engine()
+    if retry_failed:
+        with unit_of_work(engine) as session:
+            requeued = requeue_failed_actions(session, reason=reason)
+        which = f" refused for {reason}" if reason else ""
+        if requeued:
+            console.print(f"requeued {sum(requeued.values())} failed routing actions{which}: "
+                          + ", ".join(f"{name} {n}" for name, n in sorted(requeued.items())), highlight=False)
+        else:
+            console.print(f"no failed routing actions{which} to requeue", highlight=False)
     before = _pending_by_connection(engine)
     if limit is not None:
         # execute_routing takes the lowest ids first: the run covers these.
@@ -253,8 +271,15 @@ def route(
         done = ", ".join(f"{n} {kind}" for kind, n in sorted(report.done.items()))
         if done:
             console.print(f"  done: {done}")
-        for reason, count in sorted(report.failed.items()):
-            console.print(f"  failed: {count} × {reason}")
+        for why, count in sorted(report.failed.items()):
+            console.print(f"  failed: {count} × {why}")
+        # Refused for good: never retried on their own. Once the cause is fixed in the CRM (a rep
+        # reactivated, a queue made to take Leads), the actions can go again; a converted, merged
+        # or deleted lead's cannot.
+        if retriable := sorted(why for why in report.failed if fixable(why)):
+            console.print(f"    refused actions are not retried: once the cause is fixed in the CRM, "
+                          f"`leadscore route --retry-failed --reason {retriable[0]}` sends them again",
+                          highlight=False)
         if report.waiting:
             console.print(f"  {report.waiting} task(s) wait for their lead's owner assignment (still being "
                           "written): the next run creates them for the new owner")
