@@ -22,8 +22,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 # Starts the services, proves both are the real thing, prints what it started, then waits or exits.
 CHILD = """
-import json, sys, time
+import faulthandler, json, signal, sys, time
 import psycopg, redis
+# A child that does not stop tells where it is: SIGUSR1 prints every thread's stack on stderr.
+faulthandler.register(signal.SIGUSR1, all_threads=True)
 from tests import services
 pg, rd = services.ensure_services()
 with psycopg.connect(pg, autocommit=True) as conn:
@@ -105,7 +107,16 @@ def test_a_terminated_session_stops_its_servers_and_removes_their_folder(sig: si
         assert child.stdout is not None
         info = json.loads(child.stdout.readline())
         child.send_signal(sig)
-        assert child.wait(timeout=60) == -sig
+        try:
+            # Stopping waits up to 20 s per server (PostgreSQL's shutdown checkpoint on a busy disk).
+            code = child.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            child.send_signal(signal.SIGUSR1)
+            time.sleep(2)
+            child.kill()
+            _out, err = child.communicate(timeout=30)
+            raise AssertionError(f"the child did not stop on {sig.name} in 90 s; its stacks:\n{err[-6000:]}") from None
+        assert code == -sig
         assert _wait_gone(info["pids"]) == []
         assert not Path(info["dir"]).exists()
     finally:
