@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -86,6 +86,24 @@ def writeback_json(report: Any, names: list[str]) -> dict[str, Any]:
     return {"connections": out}
 
 
+def _reason_needs_retry(reason: str | None, retry_failed: bool) -> None:
+    if reason is not None and not retry_failed:
+        raise typer.BadParameter("--reason goes with --retry-failed", param_hint="--reason")
+
+
+def _requeue(engine: Any, what: str, reason: str | None, requeue: Callable[[Any], Mapping[str, int]]) -> None:
+    """``--retry-failed``: what the CRM refused for good back in the queue (``requeue(session)``:
+    counts by connection), said in one line."""
+    with unit_of_work(engine) as session:
+        requeued = requeue(session)
+    which = f" refused for {reason}" if reason else ""
+    if requeued:
+        console.print(f"requeued {sum(requeued.values())} failed {what}{which}: "
+                      + ", ".join(f"{name} {n}" for name, n in sorted(requeued.items())), highlight=False)
+    else:
+        console.print(f"no failed {what}{which} to requeue", highlight=False)
+
+
 @app.command("writeback")
 def writeback(
     connection: Annotated[str | None, typer.Option("--connection", "-c", help="only this connection")] = None,
@@ -102,20 +120,13 @@ def writeback(
     """Send pending score (and account) writes to the CRMs now (1,000 per Salesforce call, 100 per HubSpot call)."""
     from connectors.writeback import drain_outbox, requeue_failed
 
-    if reason is not None and not retry_failed:
-        raise typer.BadParameter("--reason goes with --retry-failed", param_hint="--reason")
+    _reason_needs_retry(reason, retry_failed)
     _, config = _runtime()
     secrets = _secrets(config, connection)
     engine = get_engine()
     if retry_failed:
-        with unit_of_work(engine) as session:
-            requeued = requeue_failed(session, connection=connection, reason=reason)
-        which = f" refused for {reason}" if reason else ""
-        if requeued:
-            console.print(f"requeued {sum(requeued.values())} failed writes{which}: "
-                          + ", ".join(f"{name} {n}" for name, n in sorted(requeued.items())), highlight=False)
-        else:
-            console.print(f"no failed writes{which} to requeue", highlight=False)
+        _requeue(engine, "writes", reason,
+                 lambda session: requeue_failed(session, connection=connection, reason=reason))
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err, transient=False) as progress:
         tasks: dict[str, Any] = {}
@@ -204,20 +215,12 @@ def route(
     from connectors.errors import fixable
     from connectors.routing import execute_routing, requeue_failed_actions
 
-    if reason is not None and not retry_failed:
-        raise typer.BadParameter("--reason goes with --retry-failed", param_hint="--reason")
+    _reason_needs_retry(reason, retry_failed)
     _, config = _runtime()
     secrets = _secrets(config, None)
     engine = get_engine()
     if retry_failed:
-        with unit_of_work(engine) as session:
-            requeued = requeue_failed_actions(session, reason=reason)
-        which = f" refused for {reason}" if reason else ""
-        if requeued:
-            console.print(f"requeued {sum(requeued.values())} failed routing actions{which}: "
-                          + ", ".join(f"{name} {n}" for name, n in sorted(requeued.items())), highlight=False)
-        else:
-            console.print(f"no failed routing actions{which} to requeue", highlight=False)
+        _requeue(engine, "routing actions", reason, lambda session: requeue_failed_actions(session, reason=reason))
     before = _pending_by_connection(engine)
     if limit is not None:
         # execute_routing takes the lowest ids first: the run covers these.
