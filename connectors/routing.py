@@ -68,8 +68,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["PAUSE_DEFAULTS", "SUPPORTED", "LeadRef", "Router", "RoutingReport", "TierChangeHook", "action_marker",
            "execute_routing", "make_router", "plan_routing", "requeue_failed_actions", "round_robin_pick",
-           "routing_problems",
-           "static_problems", "validate_routing"]
+           "routing_problems", "static_problems", "validate_routing"]
 
 MAX_ATTEMPTS = 8
 # API calls routing made in this process, by CRM kind: a tally for in-process measurement (the demo
