@@ -558,7 +558,10 @@ def _finish_batch(
         marked = explain_marked(contributions, part, typical=typical, rendered=sentences.of(mv, typical), names=names)
         for pos, r in zip(rows_of.tolist(), marked, strict=True):
             texts[pos] = r
-    return _Scored(lead_ids=[int(i) for i in leads["id"].tolist()], hashes=leads["inputs_hash"].tolist(),
+    # A lead without an inputs hash reads as NaN when its batch has no hash at all: stored as NULL
+    # (PostgreSQL's text COPY stored "nan", which made the lead look changed to every later plan).
+    hashes = [h if isinstance(h, str) else None for h in leads["inputs_hash"].tolist()]
+    return _Scored(lead_ids=[int(i) for i in leads["id"].tolist()], hashes=hashes,
                    probs=probs, versions=[mv or models.global_mv for mv in batch.used], scores=scores, fits=fits,
                    engagements=engagements, texts=texts, aging=aging, frame=frame)
 

@@ -345,3 +345,21 @@ def test_cli_evaluate_writes_the_contract_json(tmp_path: Path) -> None:
     assert set(data) >= {"dataset", "audit", "models", "selected"}
     assert "Lead Number" in data["dataset"]["excluded"]
     assert data["models"][data["selected"]]["test"]["auc"] > 0.6
+
+
+def test_a_lead_without_an_inputs_hash_is_stored_without_one_and_not_rescored(any_session: Session) -> None:
+    # Leads synced before inputs were hashed have none, beside leads that have one: their score
+    # rows must say so (NULL, where pandas reads NaN), or every later run would find the lead
+    # changed and rescore it.
+    synthetic_population(any_session, leads=60, seed=8)
+    _champion(any_session)
+    hashed = any_session.scalars(select(Lead).order_by(Lead.id).limit(1)).one()
+    hashed.inputs_hash = "h1"
+    any_session.flush()
+    first = score_leads(any_session, as_of=AS_OF)
+    assert first.scored == 60
+    stored = dict(any_session.execute(select(LeadScore.lead_id, LeadScore.inputs_hash)
+                                      .where(LeadScore.is_current.is_(True))).tuples().all())
+    assert len(stored) == 60 and stored.pop(hashed.id) == "h1" and set(stored.values()) == {None}
+    again = score_leads(any_session, as_of=AS_OF)
+    assert again.scored == 0 and again.unchanged == 60
