@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any, TypeVar
 
@@ -69,7 +69,15 @@ from scoring.inputs import (
 from scoring.model import PreparedRows
 from scoring.reasons import Names, Rendered, explain_marked
 from scoring.reference import rank
-from scoring.score_writes import NewScore, retier_current, write_scores
+from scoring.score_writes import (
+    NewScore,
+    PriorScores,
+    RenderedScores,
+    apply_scores,
+    read_prior,
+    render_scores,
+    retier_current,
+)
 from scoring.shadow import score_in_shadow
 from scoring.subscores import split_contributions
 from scoring.tiers import (
@@ -609,25 +617,37 @@ def _write_batches(
     report: Callable[[int], None],
 ) -> None:
     """Phase two: each batch written in this thread (its score rows, outbox rows, tier-change hooks
-    and shadow scores) while a reasons thread ranks and explains the next one: the database's part
-    of the work overlaps that Python. The session never leaves this thread; ``report(leads)``
-    after each write."""
+    and shadow scores) while a reasons thread ranks, explains and renders the next one's rows
+    (:func:`scoring.score_writes.render_scores`, from what this thread read of the database for
+    it first): the database's part of the work overlaps that Python. The session never leaves
+    this thread; ``report(leads)`` after each write."""
     refs = {mv.id: ensure_score_reference(session, mv) for mv in models.all()}
     typicals = _typicals(session, models, as_of, predicted, refs)
     sentences = _RunSentences()
 
-    def finish(batch: _Batch) -> _Scored:
-        return _finish_batch(models, batch, refs, typicals, sentences, names)
+    def finish(batch: _Batch, prior: PriorScores) -> tuple[_Scored, list[str], RenderedScores | None]:
+        scored = _finish_batch(models, batch, refs, typicals, sentences, names)
+        tiers = tiers_of(scored)
+        rows = _new_scores(scored, tiers, as_of)
+        return scored, tiers, render_scores(rows, prior, policy_id=policy_id, when=datetime.now(UTC))
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="scoring-reasons") as reasons:
+
+        def start(batch: _Batch) -> Future[tuple[_Scored, list[str], RenderedScores | None]]:
+            # The batch's leads as the database holds them now (their current scores, whether
+            # still open): the batches before it wrote other leads only.
+            ids = [int(i) for i in batch.inputs[0]["id"].tolist()]
+            return reasons.submit(finish, batch, read_prior(session, ids, dict.fromkeys(ids, as_of)))
+
         # On an error here, leaving the block waits for the batch being explained (and drops it).
-        upcoming: Future[_Scored] | None = reasons.submit(finish, predicted.popleft()) if predicted else None
+        upcoming = start(predicted.popleft()) if predicted else None
         while upcoming is not None:
-            scored = upcoming.result()
-            # The next batch is explained while this one is written; batches go once written.
-            upcoming = reasons.submit(finish, predicted.popleft()) if predicted else None
-            report(_write_batch(session, scored, tiers_of(scored), policy_id=policy_id, as_of=as_of,
-                                tier_change_hook=tier_change_hook, summary=summary))
+            scored, tiers, rendered = upcoming.result()
+            # The next batch is explained and rendered while this one is written; batches go once
+            # written.
+            upcoming = start(predicted.popleft()) if predicted else None
+            report(_write_batch(session, scored, tiers, rendered, as_of=as_of, tier_change_hook=tier_change_hook,
+                                summary=summary))
 
 
 def _tiers(policy: PolicyLike, scored: _Scored, cutoffs: Mapping[str, float] | None) -> list[str]:
@@ -637,27 +657,15 @@ def _tiers(policy: PolicyLike, scored: _Scored, cutoffs: Mapping[str, float] | N
     return tiers_for(policy, scored.probs, scores=scored.scores)
 
 
-def _write_batch(
-    session: Session,
-    scored: _Scored,
-    tiers: Sequence[str],
-    *,
-    policy_id: int,
-    as_of: datetime,
-    tier_change_hook: TierChangeHook | None,
-    summary: ScoreSummary,
-) -> int:
-    """A batch's database work: the shadow challengers' scores of the same features (stored
-    only, never written to the CRM), then the score rows, outbox rows and hooks. Returns the
-    batch's leads."""
-    score_in_shadow(session, scored.frame, scored.lead_ids, as_of)
+def _new_scores(scored: _Scored, tiers: Sequence[str], as_of: datetime) -> list[NewScore]:
+    """A batch's new score rows. No session."""
     # Python numbers from the arrays at once (indexing an array per value costs more).
     probs, scores = scored.probs.astype("float64").tolist(), scored.scores.astype("int64").tolist()
     fits, engagements = scored.fits.astype("int64").tolist(), scored.engagements.astype("int64").tolist()
     # Each model's id and version read once (an ORM attribute per row costs more than a dict).
     known: dict[int, tuple[int, str]] = {}
     used = [known.get(id(mv)) or known.setdefault(id(mv), (mv.id, mv.version)) for mv in scored.versions]
-    rows = [
+    return [
         NewScore(
             lead_id=lead_id, probability=probs[i], score=scores[i], tier=tiers[i],
             reasons=scored.texts[i], model_version_id=used[i][0], model_version=used[i][1],
@@ -667,7 +675,23 @@ def _write_batch(
         )
         for i, lead_id in enumerate(scored.lead_ids)
     ]
-    stats = write_scores(session, rows, policy_id=policy_id, tier_change_hook=tier_change_hook)
+
+
+def _write_batch(
+    session: Session,
+    scored: _Scored,
+    tiers: Sequence[str],
+    rendered: RenderedScores | None,
+    *,
+    as_of: datetime,
+    tier_change_hook: TierChangeHook | None,
+    summary: ScoreSummary,
+) -> int:
+    """A batch's database work: the shadow challengers' scores of the same features (stored
+    only, never written to the CRM), then the score rows, outbox rows and hooks ``rendered``
+    holds. Returns the batch's leads."""
+    score_in_shadow(session, scored.frame, scored.lead_ids, as_of)
+    stats = apply_scores(session, rendered, tier_change_hook=tier_change_hook)
     summary.scored += stats.scores
     summary.outbox_rows += stats.outbox
     summary.superseded += stats.superseded

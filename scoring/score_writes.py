@@ -10,7 +10,7 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -231,28 +231,37 @@ def _change_baselines(
     return base, moves
 
 
-def write_scores(
-    session: Session,
-    rows: Sequence[NewScore],
-    *,
-    policy_id: int | None,
-    tier_change_hook: TierChangeHook | None = None,
-    scored_at: datetime | None = None,
-) -> WriteStats:
-    """Record new current scores, their outbox rows and tier-change hooks (no commit).
+@dataclass
+class PriorScores:
+    """What the database holds that new score rows depend on (:func:`read_prior`)."""
 
-    The previous current row of each lead is marked not current before the new one is inserted
-    (the partial unique index allows one current row per lead). An outbox row is written only
-    when score, tier or reasons differ from the previous score; it supersedes the lead's pending
-    outbox rows. Bulk statements (not one ORM object per row) keep a 2,000-lead batch fast.
-    Used by scoring and by re-tiering. Rows of leads that are not open (converted, closed,
-    deleted, merged) are dropped: those leads keep their current score.
-    """
-    stats = WriteStats()
-    if not rows:
-        return stats
-    when = scored_at or datetime.now(UTC)
-    ids = [r.lead_id for r in rows]
+    previous: dict[int, _Previous]  # each open lead's current score
+    lead_refs: dict[int, tuple[int, str]]  # each lead's connection id and CRM id
+    not_open: set[int]  # converted, closed, deleted or merged leads: they get no new score
+    baselines: dict[int, int]  # the score each lead's 7-day change is measured against
+    baseline_moves: dict[int, datetime]  # when that baseline moves
+
+
+@dataclass
+class RenderedScores:
+    """New score rows and their outbox rows, ready to be written (:func:`render_scores`): what
+    :func:`apply_scores` writes, computed without the session."""
+
+    when: datetime
+    lead_ids: list[int]
+    previous_ids: list[int]  # the current rows that stop being current
+    score_columns: dict[str, Sequence[Any]]
+    changed: list[int]  # leads whose CRM fields change: an outbox row each
+    superseding: list[int]  # of those, the leads that had a score (their pending rows are superseded)
+    outbox_columns: dict[str, Sequence[Any]]  # without lead_score_id (known once inserted)
+    tier_changed: list[int]
+    previous_of: dict[int, int]  # lead -> its previous current score id, for the hook
+
+
+def read_prior(session: Session, ids: Sequence[int], clock: Mapping[int, datetime]) -> PriorScores:
+    """The database's part of :func:`write_scores` before any write: the leads' current scores,
+    CRM references, which leads are no longer open, and the 7-day change baselines (at each
+    lead's data clock, ``clock``)."""
     previous: dict[int, _Previous] = {}
     lead_refs: dict[int, tuple[int, str]] = {}
     not_open: set[int] = set()
@@ -271,15 +280,9 @@ def write_scores(
             lead_refs[lead_id] = (conn_id, crm_id)
             if not is_open:
                 not_open.add(lead_id)
-    if not_open:
-        # Only open leads get new scores, writes and routing (re-tiering included); the others
-        # keep their current score as history.
-        rows = [r for r in rows if r.lead_id not in not_open]
-        previous = {k: v for k, v in previous.items() if k not in not_open}
-        if not rows:
-            return stats
-    # The 7-day change needs each row's data clock: rows without one are measured at ``when``.
-    clock = {r.lead_id: (r.as_of or when) for r in rows}
+    # Only open leads get new scores, writes and routing (re-tiering included); the others keep
+    # their current score as history.
+    previous = {k: v for k, v in previous.items() if k not in not_open}
     baselines: dict[int, int] = {}
     baseline_moves: dict[int, datetime] = {}
     # Only write_scores makes a score not current, and it always adds the lead's new current one:
@@ -290,17 +293,25 @@ def write_scores(
         base, moves = _change_baselines(session, group, as_of)
         baselines.update(base)
         baseline_moves.update(moves)
+    return PriorScores(previous, lead_refs, not_open, baselines, baseline_moves)
+
+
+def render_scores(
+    rows: Sequence[NewScore], prior: PriorScores, *, policy_id: int | None, when: datetime
+) -> RenderedScores | None:
+    """The score rows and outbox rows :func:`apply_scores` writes for ``rows`` (None when no row's
+    lead is open), from what :func:`read_prior` read. No session: a scoring run renders a batch
+    in another thread while the calling thread writes the batch before."""
+    rows = [r for r in rows if r.lead_id not in prior.not_open]
+    if not rows:
+        return None
+    previous = prior.previous
+    # The 7-day change needs each row's data clock: rows without one are measured at ``when``.
+    clock = {r.lead_id: (r.as_of or when) for r in rows}
     # A lead without a score on an earlier clock has nothing to compare with: no change (blank
     # in the CRM), not 0.
-    changes = {r.lead_id: (r.score - baselines[r.lead_id]) if r.lead_id in baselines else None for r in rows}
-    # Old current rows stop being current before the new ones exist (one current row per lead).
-    # "fetch" keeps LeadScore objects already loaded in this session in step (the criteria, an
-    # array on PostgreSQL, cannot be evaluated in Python).
-    for chunk in id_chunks([p.id for p in previous.values()]):
-        session.execute(
-            update(LeadScore).where(among(session, LeadScore.id, chunk)).values(is_current=False),
-            execution_options={"synchronize_session": "fetch"},
-        )
+    changes = {r.lead_id: (r.score - prior.baselines[r.lead_id]) if r.lead_id in prior.baselines else None
+               for r in rows}
     n = len(rows)
     lead_ids = [r.lead_id for r in rows]
     agings: list[datetime | None] = []
@@ -308,13 +319,10 @@ def write_scores(
         aging = r.next_aging_at
         if changes[r.lead_id]:  # neither 0 nor a first score's None
             # A non-zero change goes stale when its baseline moves: rescore the lead then.
-            move = baseline_moves.get(r.lead_id, clock[r.lead_id] + timedelta(days=CHANGE_DAYS))
+            move = prior.baseline_moves.get(r.lead_id, clock[r.lead_id] + timedelta(days=CHANGE_DAYS))
             aging = move if aging is None else min(aging, move)
         agings.append(aging)
-    # Column by column (no mapping per row): plain executemany or COPY (no RETURNING, which
-    # SQLite can only keep in parameter order one row per statement), then the new ids by lead:
-    # each lead now has exactly one current row.
-    insert_columns(session, _SCORE_TABLE, {
+    score_columns: dict[str, Sequence[Any]] = {
         "lead_id": lead_ids, "model_version_id": [r.model_version_id for r in rows],
         "tier_policy_id": [policy_id] * n, "probability": [r.probability for r in rows],
         "score": [r.score for r in rows], "tier": [r.tier for r in rows],
@@ -322,12 +330,7 @@ def write_scores(
         "is_current": [True] * n, "scored_at": [when] * n, "fit_score": [r.fit_score for r in rows],
         "engagement_score": [r.engagement_score for r in rows], "score_change": [changes[i] for i in lead_ids],
         "as_of": [clock[i] for i in lead_ids], "next_aging_at": agings,
-    })
-    new_ids: dict[int, int] = {}
-    for chunk in id_chunks(lead_ids):
-        new_ids.update(driver_rows(session, select(LeadScore.lead_id, LeadScore.id).where(
-            among(session, LeadScore.lead_id, chunk), LeadScore.is_current.is_(True))))
-    stats.scores = n
+    }
     likelihood = dict(zip(lead_ids, _likelihoods([r.probability for r in rows]), strict=True))
     likelihood_before = dict(zip(previous, _likelihoods([p.probability for p in previous.values()]), strict=True))
 
@@ -341,8 +344,55 @@ def write_scores(
         or _fields(p.score, p.tier, p.reasons, likelihood_before[r.lead_id], p.fit_score, p.engagement_score,
                    p.score_change) != shown(r)
     ]
-    tier_changed = [r.lead_id for r in rows if (p := previous.get(r.lead_id)) is None or p.tier != r.tier]
-    for chunk in id_chunks([r.lead_id for r in changed if r.lead_id in previous]):
+    texts = [
+        # Serialised once: stored as it is and hashed.
+        score_payload_json(r.score, r.tier, r.reasons, r.model_version, when, likelihood=likelihood[r.lead_id],
+                           fit=r.fit_score, engagement=r.engagement_score, score_change=changes[r.lead_id])
+        for r in changed
+    ]
+    m = len(changed)
+    refs = prior.lead_refs
+    return RenderedScores(
+        when=when, lead_ids=lead_ids, previous_ids=[p.id for p in previous.values()], score_columns=score_columns,
+        changed=[r.lead_id for r in changed], superseding=[r.lead_id for r in changed if r.lead_id in previous],
+        outbox_columns={
+            "connection_id": [refs[r.lead_id][0] for r in changed], "lead_id": [r.lead_id for r in changed],
+            "crm_id": [refs[r.lead_id][1] for r in changed], "kind": [OUTBOX_KIND] * m, "payload": texts,
+            "payload_hash": [payload_hash(t) for t in texts], "status": [OutboxStatus.pending] * m,
+            "attempts": [0] * m, "created_at": [when] * m, "next_attempt_at": [when] * m,
+        },
+        tier_changed=[r.lead_id for r in rows if (p := previous.get(r.lead_id)) is None or p.tier != r.tier],
+        previous_of={lead_id: p.id for lead_id, p in previous.items()},
+    )
+
+
+def apply_scores(
+    session: Session, rendered: RenderedScores | None, *, tier_change_hook: TierChangeHook | None = None
+) -> WriteStats:
+    """Write what :func:`render_scores` rendered (no commit): the previous current rows stop being
+    current, the new ones and their outbox rows are inserted (superseding the leads' pending
+    ones), and the tier-change hook is called per lead whose tier changed."""
+    stats = WriteStats()
+    if rendered is None:
+        return stats
+    # Old current rows stop being current before the new ones exist (one current row per lead).
+    # "fetch" keeps LeadScore objects already loaded in this session in step (the criteria, an
+    # array on PostgreSQL, cannot be evaluated in Python).
+    for chunk in id_chunks(rendered.previous_ids):
+        session.execute(
+            update(LeadScore).where(among(session, LeadScore.id, chunk)).values(is_current=False),
+            execution_options={"synchronize_session": "fetch"},
+        )
+    # Column by column (no mapping per row): plain executemany or COPY (no RETURNING, which
+    # SQLite can only keep in parameter order one row per statement), then the new ids by lead:
+    # each lead now has exactly one current row.
+    insert_columns(session, _SCORE_TABLE, rendered.score_columns)
+    new_ids: dict[int, int] = {}
+    for chunk in id_chunks(rendered.lead_ids):
+        new_ids.update(driver_rows(session, select(LeadScore.lead_id, LeadScore.id).where(
+            among(session, LeadScore.lead_id, chunk), LeadScore.is_current.is_(True))))
+    stats.scores = len(rendered.lead_ids)
+    for chunk in id_chunks(rendered.superseding):
         result = session.execute(
             update(Outbox)
             .where(among(session, Outbox.lead_id, chunk), Outbox.status == OutboxStatus.pending,
@@ -351,26 +401,16 @@ def write_scores(
             execution_options={"synchronize_session": "fetch"},
         )
         stats.superseded += int(getattr(result, "rowcount", 0) or 0)
-    texts = [
-        # Serialised once: stored as it is and hashed.
-        score_payload_json(r.score, r.tier, r.reasons, r.model_version, when, likelihood=likelihood[r.lead_id],
-                           fit=r.fit_score, engagement=r.engagement_score, score_change=changes[r.lead_id])
-        for r in changed
-    ]
-    m = len(changed)
     insert_columns(session, _OUTBOX_TABLE, {
-        "connection_id": [lead_refs[r.lead_id][0] for r in changed], "lead_id": [r.lead_id for r in changed],
-        "crm_id": [lead_refs[r.lead_id][1] for r in changed], "kind": [OUTBOX_KIND] * m, "payload": texts,
-        "payload_hash": [payload_hash(t) for t in texts], "status": [OutboxStatus.pending] * m,
-        "attempts": [0] * m, "lead_score_id": [new_ids[r.lead_id] for r in changed], "created_at": [when] * m,
-        "next_attempt_at": [when] * m,
-    })
-    stats.outbox = m
+        **rendered.outbox_columns, "lead_score_id": [new_ids[i] for i in rendered.changed]})
+    stats.outbox = len(rendered.changed)
+    tier_changed = rendered.tier_changed
     stats.tier_changes = len(tier_changed)
     if tier_change_hook is not None and tier_changed:
         # The hook gets ORM objects: the lead, its previous score (None for a first score) and
         # the new current score, all in this transaction.
-        score_ids = [new_ids[i] for i in tier_changed] + [previous[i].id for i in tier_changed if i in previous]
+        previous_of = rendered.previous_of
+        score_ids = [new_ids[i] for i in tier_changed] + [previous_of[i] for i in tier_changed if i in previous_of]
         scores: dict[int, LeadScore] = {}
         leads: dict[int, Lead] = {}
         for chunk in id_chunks(score_ids):
@@ -383,9 +423,35 @@ def write_scores(
                                      .where(among(session, Lead.id, chunk)))
             leads.update({lead.id: lead for lead in stored})
         for lead_id in tier_changed:
-            before = scores[previous[lead_id].id] if lead_id in previous else None
+            before = scores[previous_of[lead_id]] if lead_id in previous_of else None
             tier_change_hook(session, leads[lead_id], before, scores[new_ids[lead_id]])
     return stats
+
+
+def write_scores(
+    session: Session,
+    rows: Sequence[NewScore],
+    *,
+    policy_id: int | None,
+    tier_change_hook: TierChangeHook | None = None,
+    scored_at: datetime | None = None,
+) -> WriteStats:
+    """Record new current scores, their outbox rows and tier-change hooks (no commit):
+    :func:`read_prior`, :func:`render_scores`, :func:`apply_scores`.
+
+    The previous current row of each lead is marked not current before the new one is inserted
+    (the partial unique index allows one current row per lead). An outbox row is written only
+    when score, tier or reasons differ from the previous score; it supersedes the lead's pending
+    outbox rows. Bulk statements (not one ORM object per row) keep a 2,000-lead batch fast.
+    Used by scoring and by re-tiering. Rows of leads that are not open (converted, closed,
+    deleted, merged) are dropped: those leads keep their current score.
+    """
+    if not rows:
+        return WriteStats()
+    when = scored_at or datetime.now(UTC)
+    prior = read_prior(session, [r.lead_id for r in rows], {r.lead_id: (r.as_of or when) for r in rows})
+    return apply_scores(session, render_scores(rows, prior, policy_id=policy_id, when=when),
+                        tier_change_hook=tier_change_hook)
 
 
 def retier_current(
