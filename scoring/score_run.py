@@ -16,7 +16,8 @@ calling thread builds the features of the batch before (the database's work and 
 waits overlap that Python); consecutive batches are gathered into calls (:data:`SHAP_ROWS`: each
 SHAP call costs a fixed part), each call's rows encoded once and predicted in the calling thread,
 their SHAP values computed meanwhile in a model thread. Then each batch is written in the calling
-thread while a reasons thread ranks and explains the next one. The session is used by one thread
+thread while a reasons thread ranks and explains the next one and renders its score and outbox
+rows (from the database state the calling thread read for it first). The session is used by one thread
 at a time: the reader's during the reads (the calling thread makes no query meanwhile), the
 calling thread's otherwise; the tier-change hook runs in the calling thread; the other threads
 only compute. A failed write ends the run with its error.
