@@ -64,7 +64,7 @@ if _REPO not in sys.path:
     sys.path.insert(0, _REPO)  # tests.factories loads a World into the store without HTTP
 
 import pandas as pd  # noqa: E402
-from sqlalchemy import Engine, select, text  # noqa: E402
+from sqlalchemy import Engine, inspect, make_url, select, text  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
 from config.app_config import TierConfig, TrainingConfig  # noqa: E402
@@ -75,7 +75,7 @@ from scoring.score_run import BATCH_SIZE, SHAP_ROWS, starts_call  # noqa: E402
 from scoring.service import lead_features, live_lead_ids, score_leads, train_from_store  # noqa: E402
 from scoring.training import TrainedModel  # noqa: E402
 from store.db import make_engine  # noqa: E402
-from store.models import Base, ModelVersion  # noqa: E402
+from store.models import Base, Lead, ModelVersion  # noqa: E402
 from tests.factories import generate_world, load_world  # noqa: E402
 
 BATCH = BATCH_SIZE  # score_leads' default batch size
@@ -100,6 +100,9 @@ def run(train_leads: int, seed: int, database_urls: Sequence[str | None], batch:
     """Build one world; load and train a store per database (None: SQLite in a temporary
     directory); then, the world released, score and time each store in turn. One database: its
     result; several: ``{"runs": [...]}``, one result each, measured one after the other."""
+    for database_url in database_urls:
+        if database_url:
+            _refuse_used(database_url)
     started = time.perf_counter()
     world, sink = generate_world(seed=seed, leads=train_leads)
     world_seconds = round(time.perf_counter() - started, 2)
@@ -137,6 +140,20 @@ def run(train_leads: int, seed: int, database_urls: Sequence[str | None], batch:
         gc.collect()
         results = [_score(engine, out, as_of, batch, raw_sizes) for engine, out in stores]
     return results[0] if len(results) == 1 else {"runs": results}
+
+
+def _refuse_used(url: str) -> None:
+    """One line, before any work, for a database that already holds leads (the bench loads a world
+    of its own: a second load would collide with the first)."""
+    engine = make_engine(url)
+    try:
+        if inspect(engine).has_table(Lead.__tablename__):
+            with Session(engine) as probe:
+                if probe.scalars(select(Lead.id).limit(1)).first() is not None:
+                    raise SystemExit(f"bench/scoring.py: {make_url(url).render_as_string(hide_password=True)} "
+                                     "already holds leads: give an empty database")
+    finally:
+        engine.dispose()
 
 
 def _score(engine: Engine, out: dict[str, Any], as_of: datetime, batch: int,
