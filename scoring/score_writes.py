@@ -249,13 +249,11 @@ class RenderedScores:
 
     when: datetime
     lead_ids: list[int]
-    previous_ids: list[int]  # the current rows that stop being current
     score_columns: dict[str, Sequence[Any]]
     changed: list[int]  # leads whose CRM fields change: an outbox row each
-    superseding: list[int]  # of those, the leads that had a score (their pending rows are superseded)
     outbox_columns: dict[str, Sequence[Any]]  # without lead_score_id (known once inserted)
     tier_changed: list[int]
-    previous_of: dict[int, int]  # lead -> its previous current score id, for the hook
+    previous_of: dict[int, int]  # lead -> its current score id: it stops being current
 
 
 def read_prior(session: Session, ids: Sequence[int], clock: Mapping[int, datetime]) -> PriorScores:
@@ -353,8 +351,7 @@ def render_scores(
     m = len(changed)
     refs = prior.lead_refs
     return RenderedScores(
-        when=when, lead_ids=lead_ids, previous_ids=[p.id for p in previous.values()], score_columns=score_columns,
-        changed=[r.lead_id for r in changed], superseding=[r.lead_id for r in changed if r.lead_id in previous],
+        when=when, lead_ids=lead_ids, score_columns=score_columns, changed=[r.lead_id for r in changed],
         outbox_columns={
             "connection_id": [refs[r.lead_id][0] for r in changed], "lead_id": [r.lead_id for r in changed],
             "crm_id": [refs[r.lead_id][1] for r in changed], "kind": [OUTBOX_KIND] * m, "payload": texts,
@@ -378,7 +375,8 @@ def apply_scores(
     # Old current rows stop being current before the new ones exist (one current row per lead).
     # "fetch" keeps LeadScore objects already loaded in this session in step (the criteria, an
     # array on PostgreSQL, cannot be evaluated in Python).
-    for chunk in id_chunks(rendered.previous_ids):
+    previous_of = rendered.previous_of
+    for chunk in id_chunks(list(previous_of.values())):
         session.execute(
             update(LeadScore).where(among(session, LeadScore.id, chunk)).values(is_current=False),
             execution_options={"synchronize_session": "fetch"},
@@ -392,7 +390,8 @@ def apply_scores(
         new_ids.update(driver_rows(session, select(LeadScore.lead_id, LeadScore.id).where(
             among(session, LeadScore.lead_id, chunk), LeadScore.is_current.is_(True))))
     stats.scores = len(rendered.lead_ids)
-    for chunk in id_chunks(rendered.superseding):
+    # A changed lead that had a score: its pending outbox rows are superseded.
+    for chunk in id_chunks([i for i in rendered.changed if i in previous_of]):
         result = session.execute(
             update(Outbox)
             .where(among(session, Outbox.lead_id, chunk), Outbox.status == OutboxStatus.pending,
@@ -409,7 +408,6 @@ def apply_scores(
     if tier_change_hook is not None and tier_changed:
         # The hook gets ORM objects: the lead, its previous score (None for a first score) and
         # the new current score, all in this transaction.
-        previous_of = rendered.previous_of
         score_ids = [new_ids[i] for i in tier_changed] + [previous_of[i] for i in tier_changed if i in previous_of]
         scores: dict[int, LeadScore] = {}
         leads: dict[int, Lead] = {}
