@@ -23,6 +23,7 @@ Each reason belongs to the fit or the engagement group, the same grouping as the
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -39,6 +40,9 @@ SEPARATOR = "; "
 # How a count compares with most leads (in parentheses: "; " separates whole reasons).
 ABOVE_MOST = " (most leads have none)"
 BELOW_MOST = " (most leads have some)"
+# A count compared with the typical lead's ("3 website visits ... (typical lead: 1)"): the
+# sentence's first number is the lead's count, the one in parentheses the typical lead's.
+_TYPICAL = re.compile(r"^\D*(\d+)\D.*\(typical lead: (\d+)\)$")
 # Contributions (log-odds) smaller than this move the score by well under a point: not a reason.
 MIN_IMPACT = 0.02
 # A sentence true of more than this share of the reference leads is not a reason (the issue's
@@ -139,6 +143,21 @@ def _compare(feature: str, n: int, typical: Typical | None, noun: str) -> str:
     if n > 0 and median > 0 and median != n:
         return f" (typical lead: {median})"
     return ""
+
+
+def compared(text: str) -> int:
+    """How a sentence says the lead compares with most leads: 1 more ("(most leads have none)",
+    "3 visits ... (typical lead: 1)"), -1 fewer ("(most leads have some)", "1 visit ...
+    (typical lead: 3)"), 0 when it makes no comparison."""
+    if text.endswith(ABOVE_MOST):
+        return 1
+    if text.endswith(BELOW_MOST):
+        return -1
+    found = _TYPICAL.match(text)
+    if found is None:
+        return 0
+    n, median = int(found.group(1)), int(found.group(2))
+    return (n > median) - (n < median)
 
 
 def _render_type(activity_type: str, values: Mapping[str, Any], typical: Typical | None = None) -> str:
@@ -435,12 +454,13 @@ def _picks(
         usable = np.array([t not in common for t in said], dtype=bool)
         codes[:, j] = row_codes
         texts.append(_spelled(concept, said, names))
-        up_ok[:, j] = (usable & ~absent)[row_codes]
-        # "3 visits (most leads have none)" or "Last engaged 2 days ago" as a minus contradicts
-        # itself: the model lowered the score through this concept for another reason (recency,
-        # interactions); leave it out.
-        above = np.array([t.endswith(ABOVE_MOST) for t in said], dtype=bool)
-        down_ok[:, j] = (usable & ~above & ~good)[row_codes]
+        # "3 visits (most leads have none)", "3 visits (typical lead: 1)" or "Last engaged 2 days
+        # ago" as a minus, or "1 visit (typical lead: 3)" as a plus, contradicts itself: the model
+        # moved the score through this concept for another reason (recency, interactions); leave
+        # it out.
+        comparison = np.array([compared(t) for t in said], dtype="int64")
+        up_ok[:, j] = (usable & ~absent & (comparison >= 0))[row_codes]
+        down_ok[:, j] = (usable & (comparison <= 0) & ~good)[row_codes]
     # Strongest first (a stable order, ties by column), the first ``positive`` usable concepts
     # above ``min_impact``; weakest first from the other end for the minuses.
     orders = np.argsort(-by_concept, axis=1, kind="stable")

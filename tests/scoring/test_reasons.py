@@ -12,6 +12,7 @@ from scoring.reasons import (
     NAMED_CONCEPTS,
     Reason,
     _Sentences,
+    compared,
     explain,
     explain_marked,
     join_reasons,
@@ -168,6 +169,34 @@ def test_a_minus_reason_never_says_the_lead_has_more_than_most() -> None:
     assert minus == []
     assert [r.text for r in plus] == ["3 website visits in the last 7 days (most leads have none)"]
     assert "; " not in plus[0].text
+
+
+def test_a_reason_never_compares_the_lead_against_its_own_direction() -> None:
+    # Found in a user trial: "- Engagement: 3 website visits in the last 30 days (typical lead: 1)"
+    # on 21 of 62 minus reasons comparing with the typical lead. More than typical as a minus, or
+    # fewer than typical as a plus, reads as a contradiction: left out, as with "most leads".
+    typical = {"numeric": {f"web_visit_{w}d": {"zero": 0.2, "median": 2.0} for w in (7, 30, 90)}, "common": {}}
+    features = pd.DataFrame([{"web_visit_7d": 3, "web_visit_30d": 3, "web_visit_90d": 3}] * 2
+                            + [{"web_visit_7d": 1, "web_visit_30d": 1, "web_visit_90d": 1}] * 2)
+    contributions = pd.DataFrame({"web_visit_7d": [-0.8, 0.8, -0.8, 0.8], "web_visit_30d": [0.0] * 4,
+                                  "web_visit_90d": [0.0] * 4, BIAS: [0.0] * 4})
+    minus, plus, fewer_minus, fewer_plus = explain(contributions, features, typical=typical)
+    assert minus == [] and fewer_plus == []
+    assert [r.text for r in plus] == ["3 website visits in the last 7 days (typical lead: 2)"]
+    assert [r.text for r in fewer_minus] == ["1 website visit in the last 7 days (typical lead: 2)"]
+
+
+@pytest.mark.parametrize(("text", "direction"), [
+    ("3 website visits in the last 7 days (most leads have none)", 1),
+    ("No website visits in the last 90 days (most leads have some)", -1),
+    ("9 engagements in the last 30 days (typical lead: 2)", 1),
+    ("Engaged with 1 content piece in the last 7 days (typical lead: 4)", -1),
+    ("12 colleagues became leads in the last 90 days (typical lead: 3)", 1),
+    ("From campaign Q3 2025 webinar", 0),
+    ("Last engaged 2 days ago", 0),
+])
+def test_how_a_sentence_compares_the_lead_with_most_leads(text: str, direction: int) -> None:
+    assert compared(text) == direction
 
 
 def test_a_name_from_the_crm_reads_as_the_crm_spells_it() -> None:
