@@ -277,7 +277,12 @@ def test_cli_score_explain_and_tiers(cli_env: Any, tmp_path: Path) -> None:
     out = tmp_path / "score.json"
     result = runner.invoke(app, ["score", "--json", str(out)])
     assert result.exit_code == 0, result.output
-    assert json.loads(out.read_text())["scored"] == 150
+    scored = json.loads(out.read_text())
+    assert scored["scored"] == 150 and sum(scored["tiers"].values()) == 150
+    # The tiers printed are those of every scored lead (a user read "12 tier changes; new tiers A: 6,
+    # B: 8, C: 29, D: 9" as the tiers of the 12).
+    tiers = ", ".join(f"{t}: {scored['tiers'].get(t, 0)}" for t in "ABCD")
+    assert f"tiers of the 150 scored: {tiers}" in " ".join(result.output.split())
     result = runner.invoke(app, ["explain", crm_id])
     assert result.exit_code == 0 and "tier" in result.output and crm_id in result.output
     assert runner.invoke(app, ["tiers", "show"]).exit_code == 0

@@ -119,7 +119,8 @@ def score_command(
     console.print(
         f"scored {data['scored']} of {data['considered']} leads ({data['unchanged']} unchanged) with "
         f"{data['model']}; {data['outbox_rows']} CRM updates queued, {data['tier_changes']} tier changes"
-        + (f"; new tiers {tiers}" if data["scored"] else "")
+        # The tiers the scored leads have now (tier changes count only the leads whose tier moved).
+        + (f"; tiers of the {data['scored']} scored: {tiers}" if data["scored"] else "")
     )
     for name, n in sorted(data["held"].items()):
         console.print(f"{n} leads of {name} wait: a worker's sync of {name} is part-way through (some streams "
