@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from config.errors import LeadscoreError
 from scoring.tiers import likelihood_percent
-from store.models import Lead, LeadLifecycle, LeadScore, ModelVersion
+from store.models import Connection, Lead, LeadLifecycle, LeadScore, ModelVersion, QuarantinedRecord
 
 
 def find_lead(session: Session, ref: str) -> Lead:
@@ -33,6 +33,16 @@ def find_lead(session: Session, ref: str) -> Lead:
         lead = session.get(Lead, int(ref))
         if lead is not None:
             return lead
+    held = session.execute(
+        select(QuarantinedRecord.reason, QuarantinedRecord.stream, QuarantinedRecord.created_at, Connection.name)
+        .join(Connection, Connection.id == QuarantinedRecord.connection_id)
+        .where(QuarantinedRecord.crm_id == ref).order_by(QuarantinedRecord.id.desc()).limit(1)).first()
+    if held is not None:
+        # Read by a sync but not stored: a user trial found "no lead with CRM id" for an open lead
+        # whose head count was absurd, with nothing saying why it had no score.
+        raise LeadscoreError(
+            f"{ref} was quarantined by the {held.name} sync on {held.created_at:%Y-%m-%d} ({held.stream}: "
+            f"{held.reason}), so it has no score; fix the record in the CRM and the next sync reads it")
     raise LeadscoreError(f"no lead with CRM id or internal id {ref!r}")
 
 

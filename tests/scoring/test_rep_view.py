@@ -14,7 +14,7 @@ from scoring import registry
 from scoring.reference import rank
 from scoring.service import explain_lead, find_lead, score_leads, stale_lead_ids
 from scoring.tiers import Policy, set_policy, tiers_for
-from store.models import Lead, LeadLifecycle, LeadScore, Outbox
+from store.models import Lead, LeadLifecycle, LeadScore, Outbox, QuarantinedRecord
 from tests.factories import BASE_TIME, add_activities, make_lead, synthetic_population, synthetic_training
 
 AS_OF = BASE_TIME + timedelta(days=500)
@@ -204,3 +204,20 @@ def test_a_number_that_is_one_leads_crm_id_and_anothers_internal_id_is_refused(a
     assert find_lead(any_session, first.crm_id).id == first.id
     with pytest.raises(LeadscoreError, match="no lead with internal id 999999"):
         find_lead(any_session, "id:999999")
+
+
+def test_explain_of_a_quarantined_record_says_why_it_has_no_score(any_session: Session) -> None:
+    # A user trial: an open lead whose head count was absurd was quarantined by the sync, and
+    # `explain` said "no lead with CRM id", nothing about why a lead the rep sees has no score.
+    conn = synthetic_population(any_session, leads=3, seed=8)
+    any_session.add(QuarantinedRecord(connection_id=conn.id, stream="leads", crm_id="00QQUARANTINED1",
+                                      reason="absurd_value: NumberOfEmployees=1000000000", raw={},
+                                      created_at=BASE_TIME))
+    any_session.flush()
+    with pytest.raises(LeadscoreError) as refused:
+        find_lead(any_session, "00QQUARANTINED1")
+    assert str(refused.value) == (
+        f"00QQUARANTINED1 was quarantined by the {conn.name} sync on {BASE_TIME:%Y-%m-%d} (leads: absurd_value: "
+        "NumberOfEmployees=1000000000), so it has no score; fix the record in the CRM and the next sync reads it")
+    with pytest.raises(LeadscoreError, match="no lead with CRM id or internal id '00QNOPE'"):
+        find_lead(any_session, "00QNOPE")
