@@ -6,6 +6,8 @@ exception types (never from message text).
 
 from __future__ import annotations
 
+import http.client
+import socket
 import ssl
 from collections.abc import Iterator
 from typing import Any
@@ -203,6 +205,23 @@ def certificate_error(crm: str, exc: BaseException) -> FatalCRMError | None:
     return FatalCRMError(f"{crm} connection failed: TLS {problem}{address_of(exc)} (the connection's ca_bundle, "
                          "a TLS-intercepting proxy or the certificate must change: retrying cannot help)",
                          code="CERTIFICATE_VERIFY_FAILED")
+
+
+def connection_failure(exc: BaseException) -> str:
+    """What went wrong with a connection in words an admin reads ("connection refused": nothing
+    listens at the address, the CRM or its proxy is down; "host name not resolved"; "connection
+    closed without a response"), else the error's class name."""
+    import urllib3.exceptions  # the HTTP stack of both CRM clients
+
+    chain = list(_chain(exc))
+    if any(isinstance(e, ConnectionRefusedError) for e in chain):
+        return "connection refused"
+    if any(isinstance(e, urllib3.exceptions.NameResolutionError | socket.gaierror) for e in chain):
+        return "host name not resolved"
+    if any(isinstance(e, urllib3.exceptions.ProtocolError | http.client.RemoteDisconnected | ConnectionResetError)
+           for e in chain):
+        return "connection closed without a response"
+    return exc.__class__.__name__
 
 
 def address_of(exc: BaseException) -> str:

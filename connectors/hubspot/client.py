@@ -38,6 +38,7 @@ from connectors.errors import (
     RetriableCRMError,
     address_of,
     certificate_error,
+    connection_failure,
     sent_unanswered,
     timeout_error,
 )
@@ -74,7 +75,7 @@ def map_hubspot_error(exc: BaseException) -> CRMError | None:
         # retry=False: a dropped connection or timeout surfaces as the urllib3 error itself.
         if (untrusted := certificate_error("HubSpot", exc)) is not None:
             return untrusted
-        return RetriableCRMError(f"HubSpot connection failed: {exc.__class__.__name__}{address_of(exc)}")
+        return RetriableCRMError(f"HubSpot connection failed: {connection_failure(exc)}{address_of(exc)}")
     if not isinstance(exc, API_EXCEPTIONS):
         return None
     status = int(getattr(exc, "status", 0) or 0)

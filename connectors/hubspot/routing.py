@@ -22,6 +22,7 @@ from connectors.errors import (
     RetriableCRMError,
     address_of,
     certificate_error,
+    connection_failure,
     refused_midway,
     timeout_error,
 )
@@ -65,7 +66,7 @@ def hubspot_raw(client: Any, method: str, path: str, qs: dict[str, Any] | None =
             raise untrusted from exc
         if (late := timeout_error("HubSpot", exc, client.conn.read_timeout_s)) is not None:
             raise late from exc
-        raise RetriableCRMError(f"HubSpot connection failed: {exc.__class__.__name__}{address_of(exc)}") from exc
+        raise RetriableCRMError(f"HubSpot connection failed: {connection_failure(exc)}{address_of(exc)}") from exc
     if response.status_code >= 300:
         error = ApiException(status=response.status_code, reason=response.reason)
         error.body = response.content

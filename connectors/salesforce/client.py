@@ -52,6 +52,7 @@ from connectors.errors import (
     RetriableCRMError,
     address_of,
     certificate_error,
+    connection_failure,
     sent_unanswered,
     timeout_error,
 )
@@ -149,7 +150,7 @@ def map_salesforce_error(exc: BaseException, headers: Any = None) -> CRMError | 
                   | requests.exceptions.ChunkedEncodingError):
         if (untrusted := certificate_error("Salesforce", exc)) is not None:
             return untrusted
-        return RetriableCRMError(f"Salesforce connection failed: {exc.__class__.__name__}{address_of(exc)}")
+        return RetriableCRMError(f"Salesforce connection failed: {connection_failure(exc)}{address_of(exc)}")
     if not isinstance(exc, SalesforceError):
         return None
     code = _error_code(exc)

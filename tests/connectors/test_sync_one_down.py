@@ -74,7 +74,9 @@ def test_salesforce_down_hubspot_synced_failure_recorded(sim: CRMSim, committing
     assert set(document["connections"]) == {"salesforce", "hubspot"}
     hubspot, salesforce = document["connections"]["hubspot"], document["connections"]["salesforce"]
     assert hubspot["error"] is None and hubspot["records"] > 0 and hubspot["api_calls"] > 0
-    assert salesforce["records"] == 0 and "Salesforce connection failed" in salesforce["error"]
+    # What happened, in words (a user trial read "ConnectionError"), and where.
+    assert salesforce["records"] == 0 and "Salesforce connection failed: connection refused (at https://127.0.0.1:" \
+        in salesforce["error"]
     with unit_of_work(committing_pg_engine) as session:
         runs = session.execute(select(Connection.name, SyncRun.status, SyncRun.error).join(Connection)).all()
     by_connection: dict[str, set[str]] = {}
