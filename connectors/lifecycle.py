@@ -6,16 +6,17 @@ Each CRM's ``records.lead_record`` derives the state from the CRM record (Salesf
 (``connections[i].lifecycle`` in the YAML). Precedence: merged, deleted, converted, closed, open.
 
 Only ``open`` leads are scored anew, written and routed. When a sync learns that a lead left
-``open``, :func:`cancel_not_open` marks its pending outbox rows and routing actions
-``cancelled`` with the reason; the lead's scores stay as history. The write-back drain and the
-routing executor check the state again right before they act (:func:`not_open_reason`).
+``open``, :func:`cancel_not_open` marks its pending and failed outbox rows and routing actions
+``cancelled`` with the reason (a failure's error kept in it); the lead's scores stay as history.
+The write-back drain and the routing executor check the state again right before they act
+(:func:`not_open_reason`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from sqlalchemy import select, update
+from sqlalchemy import case, func, select, update
 from sqlalchemy.orm import Session
 
 from store.models import ActionStatus, Lead, LeadLifecycle, Outbox, OutboxStatus, RoutingAction
@@ -41,7 +42,8 @@ def not_open_reason(state: LeadLifecycle | str, what: str) -> str:
 
 
 def cancel_not_open(session: Session, connection_id: int, crm_ids: Iterable[str] | None = None) -> dict[str, int]:
-    """Cancel pending outbox rows and routing actions of the connection's leads that are not open.
+    """Cancel pending and failed outbox rows and routing actions of the connection's leads that
+    are not open (nothing is left to send or fix for them).
 
     ``crm_ids`` narrows it to the leads just synced (None = every lead of the connection).
     Runs in the caller's transaction (no commit). Returns ``{"outbox": n, "routing": n}``.
@@ -58,14 +60,28 @@ def cancel_not_open(session: Session, connection_id: int, crm_ids: Iterable[str]
         for lead_id, state in session.execute(leads):
             by_state.setdefault(LeadLifecycle(state), []).append(lead_id)
         for state, lead_ids in by_state.items():
+            # Failed ones too: a refusal waits for someone to fix its cause, and a lead that left
+            # "open" needs nothing more (a user trial saw actions refused on merged leads listed as
+            # failures to fix in `status` after the sync had recorded the merges). The refusal is
+            # kept in the reason.
+            outbox_reason = not_open_reason(state, "write")
             outbox = session.execute(
-                update(Outbox).where(Outbox.lead_id.in_(lead_ids), Outbox.status == OutboxStatus.pending)
-                .values(status=OutboxStatus.cancelled, last_error=not_open_reason(state, "write")),
+                update(Outbox).where(Outbox.lead_id.in_(lead_ids),
+                                     Outbox.status.in_([OutboxStatus.pending, OutboxStatus.failed]))
+                .values(status=OutboxStatus.cancelled, last_error=case(
+                    (Outbox.status == OutboxStatus.failed,
+                     outbox_reason + " (it had failed: " + func.coalesce(Outbox.last_error, "") + ")"),
+                    else_=outbox_reason)),
                 execution_options={"synchronize_session": False})
+            action_reason = not_open_reason(state, "action")
             routing = session.execute(
                 update(RoutingAction)
-                .where(RoutingAction.lead_id.in_(lead_ids), RoutingAction.status == ActionStatus.pending)
-                .values(status=ActionStatus.cancelled, error=not_open_reason(state, "action")),
+                .where(RoutingAction.lead_id.in_(lead_ids),
+                       RoutingAction.status.in_([ActionStatus.pending, ActionStatus.failed]))
+                .values(status=ActionStatus.cancelled, error=case(
+                    (RoutingAction.status == ActionStatus.failed,
+                     action_reason + " (it had failed: " + func.coalesce(RoutingAction.error, "") + ")"),
+                    else_=action_reason)),
                 execution_options={"synchronize_session": False})
             counts["outbox"] += int(getattr(outbox, "rowcount", 0) or 0)
             counts["routing"] += int(getattr(routing, "rowcount", 0) or 0)

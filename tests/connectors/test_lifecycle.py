@@ -184,6 +184,19 @@ def test_a_lead_converted_before_the_sync_is_refused_once_and_never_retried(sim:
     assert drain_outbox(sqlite_engine, config, secrets_for(sim)).connections == {}
     assert sum(execute_routing(sqlite_engine, config, secrets_for(sim)).done.values()) == 0
 
+    # The next sync learns the lead was converted: its refusals are no longer failures to fix
+    # (`status` listed them as such in a user trial), they are cancelled with the refusal kept.
+    sim.world.clock.advance(timedelta(minutes=5))
+    _sync(sqlite_engine, config, sim)
+    with unit_of_work(sqlite_engine) as session:
+        row = session.scalars(select(Outbox)).one()
+        actions = session.scalars(select(RoutingAction)).all()
+    assert row.status == "cancelled"
+    assert row.last_error == ("LEAD_CONVERTED: the lead was converted in the CRM before the write ran (it had "
+                              "failed: CANNOT_UPDATE_CONVERTED_LEAD: cannot reference converted lead)")
+    assert actions and all(a.status == "cancelled" and a.error.startswith("LEAD_CONVERTED: ")
+                           and "(it had failed: CANNOT_UPDATE_CONVERTED_LEAD" in a.error for a in actions)
+
 
 def _sf_record(**values: Any) -> dict[str, Any]:
     base = {"Id": "00Q000000000001AAA", "SystemModstamp": "2024-05-01T10:00:00.000+0000",
