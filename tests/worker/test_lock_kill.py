@@ -95,8 +95,10 @@ def test_killed_lock_holder_blocks_sync_and_writeback_under_a_minute(
                LEADSCORE_CONFIG_FILE=str(config), LEADSCORE_VAR_DIR=str(tmp_path / "var"),
                LEADSCORE_TEST_HS_TOKEN=sim.info()["hubspot"]["access_token"])
     client = Celery(broker=REDIS_URL)
-    # Every HubSpot call takes 3 s: the sync and the drain each hold their lock for a while.
-    sim.set_faults("hs.latency_ms=3000")
+    # HubSpot calls are slowed a little until the contacts unit runs (the units before it, companies
+    # first, took 45 s at 3 s a call), then to 3 s a call: the sync and the drain each hold their
+    # lock for a while (the contacts unit has ~28 calls left, over a minute).
+    sim.set_faults("hs.latency_ms=300")
 
     first = start_worker(env, tmp_path / "worker-1.log")
     second = None
@@ -104,6 +106,7 @@ def test_killed_lock_holder_blocks_sync_and_writeback_under_a_minute(
         # The sync's units run one stage after the other: the drain starts with the contacts' unit.
         client.send_task("leadscore.sync.connection", args=["hs"], queue="minute")
         _wait("the contacts unit running", lambda: _contacts_lock(engine, broker), 90)
+        sim.set_faults("hs.latency_ms=3000")
         client.send_task("leadscore.writeback.drain", queue="minute")
         _wait("both locks held by the first worker",
               lambda: _contacts_lock(engine, broker) and broker.exists(WRITEBACK_LOCK)
