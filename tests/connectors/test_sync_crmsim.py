@@ -291,6 +291,22 @@ def test_data_quality_faults_are_quarantined_or_normalised(committing_pg_engine:
             seen.add(kind)
         assert {"absurd", "junk", "long", "casing"} <= seen, seen
 
+        # What an admin and revops read of it: `status` counts the quarantined records per stream and
+        # says where to look, and `explain` of a quarantined lead says why it has no score.
+        env = dict(os.environ, LEADSCORE_DATABASE_URL=committing_pg_engine.url.render_as_string(hide_password=False),
+                   LEADSCORE_CONFIG_FILE=os.devnull, COLUMNS="250")
+        env.pop("LEADSCORE_BROKER_URL", None)
+        status = subprocess.run([sys.executable, "-m", "worker.cli", "status"], capture_output=True, text=True,
+                                env=env, cwd=REPO, timeout=120)
+        assert "Traceback" not in status.stderr
+        assert f"quarantined: {len(quarantined)} record(s) the sync could not store" in status.stdout, status.stdout
+        crm_id = next(crm for (_conn, crm), q in sorted(quarantined.items(), key=str) if crm and q.stream == "leads")
+        explained = subprocess.run([sys.executable, "-m", "worker.cli", "explain", crm_id], capture_output=True,
+                                   text=True, env=env, cwd=REPO, timeout=120)
+        assert explained.returncode == 1
+        assert f"{crm_id} was quarantined by the dq-sa sync on" in explained.stderr, explained.stderr
+        assert "(leads: absurd_value: " in explained.stderr and "Traceback" not in explained.stderr
+
 
 def test_quota_stops_the_sync_and_records_it(small_sim: CRMSim, committing_pg_engine: Engine) -> None:
     conn, secrets = salesforce_config(small_sim, "quota-sf", page_size=200)
