@@ -294,12 +294,13 @@ def test_data_quality_faults_are_quarantined_or_normalised(committing_pg_engine:
         # What an admin and revops read of it: `status` counts the quarantined records per stream and
         # says where to look, and `explain` of a quarantined lead says why it has no score.
         env = dict(os.environ, LEADSCORE_DATABASE_URL=committing_pg_engine.url.render_as_string(hide_password=False),
-                   LEADSCORE_CONFIG_FILE=os.devnull, COLUMNS="250")
+                   LEADSCORE_CONFIG_FILE=os.devnull, COLUMNS="400")
         env.pop("LEADSCORE_BROKER_URL", None)
         status = subprocess.run([sys.executable, "-m", "worker.cli", "status"], capture_output=True, text=True,
                                 env=env, cwd=REPO, timeout=120)
         assert "Traceback" not in status.stderr
-        assert f"quarantined: {len(quarantined)} record(s) the sync could not store" in status.stdout, status.stdout
+        assert f"quarantined: {len(quarantined)} record(s) the sync could not store (" in status.stdout, status.stdout
+        assert "dq-sa leads " in status.stdout
         crm_id = next(crm for (_conn, crm), q in sorted(quarantined.items(), key=str) if crm and q.stream == "leads")
         explained = subprocess.run([sys.executable, "-m", "worker.cli", "explain", crm_id], capture_output=True,
                                    text=True, env=env, cwd=REPO, timeout=120)

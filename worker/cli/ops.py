@@ -219,7 +219,7 @@ def status() -> None:
     for name, count in closed.items():
         console.print(Text(f"{name}: {count} sync run(s) left running by a dead worker marked failed"))
     with unit_of_work(engine) as session:
-        table = Table("connection", "stream", "last sync", "status", "records", "quarantined", "error", title="Sync")
+        table = Table("connection", "stream", "last sync", "status", "records", "error", title="Sync")
         # Records a sync could not store (absurd values, unparsable times), kept with their reason:
         # a lead among them has no score, which a rep sees and revops must be able to explain.
         quarantined: dict[tuple[str, str], int] = {
@@ -243,7 +243,7 @@ def status() -> None:
                     shown += f" ({_age(run.started_at)})"
                 # Text cells: CRM error messages are shown as they are, never read as markup.
                 table.add_row(Text(name), Text(stream), f"{started:%Y-%m-%d %H:%M:%S}", Text(shown),
-                              str(run.records), str(quarantined.get((name, stream), 0)), Text((run.error or "")[:80]))
+                              str(run.records), Text((run.error or "")[:80]))
                 if run.status in (SyncStatus.failed, SyncStatus.stopped):
                     failing.setdefault(name, (str(run.status), run.error or "no error recorded"))
         if runs:
@@ -253,9 +253,11 @@ def status() -> None:
         for name, (state, error) in failing.items():
             console.print(Text(f"sync {name}: last run {state}: {error}"), soft_wrap=True)
         if held := sum(quarantined.values()):
-            console.print(Text(f"quarantined: {held} record(s) the sync could not store, kept with their reason "
-                               "(`leadscore explain <CRM id>` says why a lead has no score; the console's Sync "
-                               "page lists them)"), soft_wrap=True)
+            # A line, not a table column: the table already fills an 80-column terminal.
+            where = ", ".join(f"{name} {stream} {n}" for (name, stream), n in sorted(quarantined.items()))
+            console.print(Text(f"quarantined: {held} record(s) the sync could not store ({where}), kept with their "
+                               "reason (`leadscore explain <CRM id>` says why a lead has no score; the console's "
+                               "Sync page lists them)"), soft_wrap=True)
         problems = [f"sync {name}: last run {state}" for name, (state, _error) in failing.items()]
         console.print(Text(api_calls_line(session)), soft_wrap=True)
         for line in alive.lines():
