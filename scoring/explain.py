@@ -9,6 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from config.errors import LeadscoreError
+from scoring.reasons import SEPARATOR, join_reasons
 from scoring.tiers import likelihood_percent
 from store.models import Connection, Lead, LeadLifecycle, LeadScore, ModelVersion, QuarantinedRecord
 
@@ -53,6 +54,12 @@ def _standing(lead: Lead) -> str:
     return f"{LeadLifecycle(lead.lifecycle).value}{when}" + (f" ({lead.status})" if lead.status else "")
 
 
+def reasons_in_crm(reasons: list[str]) -> int:
+    """How many of ``reasons``, in order, the CRM's reasons field holds (:func:`join_reasons`)."""
+    joined = join_reasons(reasons)
+    return len(joined.split(SEPARATOR)) if joined else 0
+
+
 def _score_view(row: LeadScore, version: str | None) -> dict[str, Any]:
     return {
         "score": row.score,
@@ -63,6 +70,9 @@ def _score_view(row: LeadScore, version: str | None) -> dict[str, Any]:
         "score_change": row.score_change,
         "tier": row.tier,
         "reasons": list(row.reasons or []),
+        # How many of them the CRM's reasons field holds (whole reasons within its 255 characters:
+        # a user trial read five reasons in `explain` and four in the CRM, with nothing saying why).
+        "reasons_in_crm": reasons_in_crm(list(row.reasons or [])),
         "model": version,
         "scored_at": row.scored_at.isoformat(),
         "as_of": row.as_of.isoformat() if row.as_of else None,

@@ -20,6 +20,7 @@ from config.app_config import TrainingConfig
 from config.errors import LeadscoreError
 from scoring import registry
 from scoring.features import build_feature_frame, load_activities_frame, load_leads_frame
+from scoring.reasons import join_reasons
 from scoring.service import (
     NoChampionError,
     crm_now,
@@ -33,6 +34,7 @@ from tests.factories import (
     FAST_TRAINING,
     make_activity,
     make_connection,
+    make_lead,
     synthetic_population,
     synthetic_training,
 )
@@ -368,3 +370,25 @@ def test_a_lead_without_an_inputs_hash_is_stored_without_one_and_not_rescored(an
     assert len(stored) == 60 and stored.pop(hashed.id) == "h1" and set(stored.values()) == {None}
     again = score_leads(any_session, as_of=AS_OF)
     assert again.scored == 0 and again.unchanged == 60
+
+
+def test_explain_marks_the_reasons_the_crm_field_cannot_hold(cli_env: Any) -> None:
+    # A user trial: `explain` listed five reasons, the CRM field held four (whole reasons within 255
+    # characters), and nothing said which one the rep does not see.
+    from worker.cli.scoring import app
+
+    reasons = [f"+ Engagement: {n} website visits in the last 30 days and a long tail of words to fill the field"
+               for n in (5, 4, 3)] + ["- Fit: Free-mail address", "- Fit: No colleagues became leads"]
+    with Session(cli_env) as session:
+        lead = make_lead(session, make_connection(session))
+        session.add(LeadScore(lead_id=lead.id, probability=0.3, score=80, tier="A", reasons=reasons, is_current=True))
+        session.commit()
+        crm_id = lead.crm_id
+    fits = len(join_reasons(reasons).split("; "))
+    assert 0 < fits < len(reasons)
+    result = CliRunner().invoke(app, ["explain", crm_id])
+    assert result.exit_code == 0, result.output
+    lines = [line.strip() for line in result.output.splitlines()]
+    for n, reason in enumerate(reasons):
+        shown = next(line for line in lines if line.startswith(reason))
+        assert shown.endswith("(not in the CRM field: it holds 255 characters)") == (n >= fits), shown
