@@ -15,6 +15,7 @@ The write-back drain and the routing executor check the state again right before
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from sqlalchemy import case, func, select, update
 from sqlalchemy.orm import Session
@@ -64,25 +65,26 @@ def cancel_not_open(session: Session, connection_id: int, crm_ids: Iterable[str]
             # "open" needs nothing more (a user trial saw actions refused on merged leads listed as
             # failures to fix in `status` after the sync had recorded the merges). The refusal is
             # kept in the reason.
-            outbox_reason = not_open_reason(state, "write")
             outbox = session.execute(
                 update(Outbox).where(Outbox.lead_id.in_(lead_ids),
                                      Outbox.status.in_([OutboxStatus.pending, OutboxStatus.failed]))
-                .values(status=OutboxStatus.cancelled, last_error=case(
-                    (Outbox.status == OutboxStatus.failed,
-                     outbox_reason + " (it had failed: " + func.coalesce(Outbox.last_error, "") + ")"),
-                    else_=outbox_reason)),
+                .values(status=OutboxStatus.cancelled,
+                        last_error=_reason(not_open_reason(state, "write"), Outbox.status == OutboxStatus.failed,
+                                           Outbox.last_error)),
                 execution_options={"synchronize_session": False})
-            action_reason = not_open_reason(state, "action")
             routing = session.execute(
                 update(RoutingAction)
                 .where(RoutingAction.lead_id.in_(lead_ids),
                        RoutingAction.status.in_([ActionStatus.pending, ActionStatus.failed]))
-                .values(status=ActionStatus.cancelled, error=case(
-                    (RoutingAction.status == ActionStatus.failed,
-                     action_reason + " (it had failed: " + func.coalesce(RoutingAction.error, "") + ")"),
-                    else_=action_reason)),
+                .values(status=ActionStatus.cancelled,
+                        error=_reason(not_open_reason(state, "action"),
+                              RoutingAction.status == ActionStatus.failed, RoutingAction.error)),
                 execution_options={"synchronize_session": False})
             counts["outbox"] += int(getattr(outbox, "rowcount", 0) or 0)
             counts["routing"] += int(getattr(routing, "rowcount", 0) or 0)
     return counts
+
+
+def _reason(reason: str, was_failed: Any, error: Any) -> Any:
+    """The cancelled row's reason: ``reason``, and a failed row's refusal kept after it."""
+    return case((was_failed, reason + " (it had failed: " + func.coalesce(error, "") + ")"), else_=reason)

@@ -115,6 +115,14 @@ def connection_activity(session: Session, *, now: datetime | None = None) -> lis
     return out
 
 
+def quarantine_counts(session: Session) -> dict[tuple[int, str], int]:
+    """Quarantined records per (connection id, stream): what the console's Sync page and
+    ``leadscore status`` show."""
+    return {(int(cid), str(stream)): int(n) for cid, stream, n in session.execute(
+        select(QuarantinedRecord.connection_id, QuarantinedRecord.stream, func.count(QuarantinedRecord.id))
+        .group_by(QuarantinedRecord.connection_id, QuarantinedRecord.stream))}
+
+
 def sync_streams(session: Session) -> list[dict[str, Any]]:
     """Every (connection, stream) with its cursor and its latest run."""
     rows: list[dict[str, Any]] = []
@@ -127,10 +135,9 @@ def sync_streams(session: Session) -> list[dict[str, Any]]:
                                                                                      SyncRun.stream)
     ).all()
     runs = {(cid, stream): session.get(SyncRun, rid) for cid, stream, rid in latest}
+    quarantined = quarantine_counts(session)
     for key in sorted(set(cursors) | set(runs), key=lambda k: (names.get(k[0], ""), k[1])):
         cursor, run = cursors.get(key), runs.get(key)
-        quarantined = session.scalar(select(func.count(QuarantinedRecord.id)).where(
-            QuarantinedRecord.connection_id == key[0], QuarantinedRecord.stream == key[1]))
         rows.append({
             "connection": names.get(key[0], str(key[0])),
             "stream": key[1],
@@ -141,7 +148,7 @@ def sync_streams(session: Session) -> list[dict[str, Any]]:
                 "records": run.records, "quarantined": run.quarantined, "api_calls": run.api_calls,
                 "error": run.error,
             },
-            "quarantined_total": int(quarantined or 0),
+            "quarantined_total": quarantined.get(key, 0),
         })
     return rows
 

@@ -25,10 +25,10 @@ from store.models import (
     ModelVersion,
     Outbox,
     OutboxStatus,
-    QuarantinedRecord,
     SyncRun,
     SyncStatus,
 )
+from store.queries import quarantine_counts
 from worker.cli.console import cli_console
 from worker.cli.stored import sqlite_file_missing
 from worker.lost import close_lost_runs
@@ -222,11 +222,8 @@ def status() -> None:
         table = Table("connection", "stream", "last sync", "status", "records", "error", title="Sync")
         # Records a sync could not store (absurd values, unparsable times), kept with their reason:
         # a lead among them has no score, which a rep sees and revops must be able to explain.
-        quarantined: dict[tuple[str, str], int] = {
-            (name, stream): int(n) for name, stream, n in session.execute(
-                select(Connection.name, QuarantinedRecord.stream, func.count(QuarantinedRecord.id))
-                .join(Connection, Connection.id == QuarantinedRecord.connection_id)
-                .group_by(Connection.name, QuarantinedRecord.stream))}
+        names = dict(session.execute(select(Connection.id, Connection.name)).tuples().all())
+        quarantined = {(names.get(cid, str(cid)), stream): n for (cid, stream), n in quarantine_counts(session).items()}
         runs = session.execute(
             select(Connection.name, SyncRun.stream, func.max(SyncRun.started_at))
             .join(SyncRun, SyncRun.connection_id == Connection.id)
