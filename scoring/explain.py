@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from config.errors import LeadscoreError
-from scoring.reasons import SEPARATOR, join_reasons
+from scoring.reasons import MAX_REASONS_CHARS, SEPARATOR, join_reasons
 from scoring.tiers import likelihood_percent
 from store.models import Connection, Lead, LeadLifecycle, LeadScore, ModelVersion, QuarantinedRecord
 
@@ -54,6 +54,10 @@ def _standing(lead: Lead) -> str:
     return f"{LeadLifecycle(lead.lifecycle).value}{when}" + (f" ({lead.status})" if lead.status else "")
 
 
+# Beside a reason the CRM's reasons field cannot hold (``explain`` and the console's lead page).
+NOT_IN_CRM = f"(not in the CRM field: it holds {MAX_REASONS_CHARS} characters)"
+
+
 def reasons_in_crm(reasons: list[str]) -> int:
     """How many of ``reasons``, in order, the CRM's reasons field holds (:func:`join_reasons`)."""
     joined = join_reasons(reasons)
@@ -61,6 +65,7 @@ def reasons_in_crm(reasons: list[str]) -> int:
 
 
 def _score_view(row: LeadScore, version: str | None) -> dict[str, Any]:
+    reasons = list(row.reasons or [])
     return {
         "score": row.score,
         "likelihood": float(likelihood_percent(np.array([row.probability]))[0]),
@@ -69,10 +74,10 @@ def _score_view(row: LeadScore, version: str | None) -> dict[str, Any]:
         "engagement": row.engagement_score,
         "score_change": row.score_change,
         "tier": row.tier,
-        "reasons": list(row.reasons or []),
+        "reasons": reasons,
         # How many of them the CRM's reasons field holds (whole reasons within its 255 characters:
         # a user trial read five reasons in `explain` and four in the CRM, with nothing saying why).
-        "reasons_in_crm": reasons_in_crm(list(row.reasons or [])),
+        "reasons_in_crm": reasons_in_crm(reasons),
         "model": version,
         "scored_at": row.scored_at.isoformat(),
         "as_of": row.as_of.isoformat() if row.as_of else None,

@@ -644,11 +644,13 @@ def create_app(
 
     @app.get("/leads/{crm_id}")
     def lead_page(request: Request, crm_id: str) -> Response:
+        from scoring.explain import NOT_IN_CRM
         from web import plots
 
         with reading() as session:
             story = lead_story(session, crm_id, app_config)
-        return render(request, "lead.html", story=story, chart=plots.score_history(story["history"]))
+        return render(request, "lead.html", story=story, chart=plots.score_history(story["history"]),
+                      not_in_crm=NOT_IN_CRM)
 
     @app.get("/sync")
     def sync_page(request: Request) -> Response:

@@ -20,6 +20,7 @@ from starlette.routing import Mount
 from typer.testing import CliRunner
 
 from config.app_config import load_config
+from scoring.explain import NOT_IN_CRM, reasons_in_crm
 from scoring.tiers import find_active_policy, likelihood_percent
 from store.db import unit_of_work
 from store.models import Connection, Lead, LeadScore, ModelVersion, RoutingAction, TierPolicy
@@ -651,3 +652,22 @@ def _monitor_page_with(client: TestClient, world: World, report: Any) -> str:
     finally:
         with unit_of_work(world.engine) as session:
             session.delete(session.get(MonitorReport, added))
+
+
+def test_lead_page_marks_the_reasons_the_crm_field_cannot_hold(client: TestClient, world: World) -> None:
+    # The same reasons as `explain`: whole reasons within the field's 255 characters reach the CRM,
+    # and the page says which ones do not (a user trial read five reasons in explain, four in the CRM).
+    reasons = [f"+ Engagement: {n} website visits in the last 30 days and a long tail of words to fill the field"
+               for n in (5, 4, 3)] + ["- Fit: Free-mail address"]
+    with unit_of_work(world.engine) as session:
+        score = session.scalars(select(LeadScore).join(Lead, LeadScore.lead_id == Lead.id).where(
+            LeadScore.is_current.is_(True), Lead.crm_id != world.routed_crm_id).order_by(LeadScore.id)).first()
+        assert score is not None
+        score.reasons = reasons
+        crm_id = session.get(Lead, score.lead_id).crm_id
+    fits = reasons_in_crm(reasons)
+    assert 0 < fits < len(reasons)
+    assert client.get(f"/api/leads/{crm_id}", auth=BOB).json()["reasons_in_crm"] == fits
+    page = client.get(f"/leads/{crm_id}", auth=BOB).text
+    assert page.count(NOT_IN_CRM) == len(reasons) - fits
+    assert page.index(NOT_IN_CRM) > page.index(html.escape(reasons[fits - 1], quote=True))

@@ -144,7 +144,7 @@ def explain_command(
     history: bool = typer.Option(False, "--history", help="Also show every earlier score of the lead."),
 ) -> None:
     """Show a lead's score, likelihood, fit, engagement, trend, tier and the reasons behind it."""
-    from scoring.reasons import MAX_REASONS_CHARS
+    from scoring.explain import NOT_IN_CRM
     from scoring.service import explain_lead
 
     with _session() as session:
@@ -160,8 +160,7 @@ def explain_command(
                       "leads only)", markup=False, highlight=False, soft_wrap=True)
     console.print(_score_line(info), markup=False, highlight=False, soft_wrap=True)
     for n, reason in enumerate(info["reasons"], 1):
-        left_out = f"  (not in the CRM field: it holds {MAX_REASONS_CHARS} characters)" \
-            if n > info["reasons_in_crm"] else ""
+        left_out = f"  {NOT_IN_CRM}" if n > info["reasons_in_crm"] else ""
         console.print(f"  {reason}{left_out}", markup=False, highlight=False, soft_wrap=True)
     console.print(f"model {info['model']}, scored {info['scored_at']}", markup=False, highlight=False, soft_wrap=True)
     if history:
