@@ -752,6 +752,8 @@ class SalesforceStore:
             if name == "CampaignMember" and values.get("Status") == "Responded":
                 values["HasResponded"] = True
                 values["FirstRespondedDate"] = self._now().date()
+            if self.validation_rules:  # Salesforce runs them on inserts too
+                self._validate(name, values)
             rec_id = self._insert(definition, values, "api")
             if name == "CampaignMember":
                 self._membership[(values["CampaignId"], values["LeadId"])] = rec_id

@@ -7,7 +7,15 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from crmsim.model import ACTIVITY_TYPES, Activity, Campaign, Owner, SimClock
-from crmsim.salesforce.store import ACTIVITY_MAPPING, SalesforceStore, UnknownEntity, to18, well_formed_id
+from crmsim.salesforce.store import (
+    ACTIVITY_MAPPING,
+    RecordError,
+    SalesforceStore,
+    UnknownEntity,
+    ValidationRule,
+    to18,
+    well_formed_id,
+)
 from crmsim.salesforce.testing import T0, person
 
 
@@ -150,3 +158,18 @@ def test_conversion_moves_tasks_and_events_to_a_new_contact() -> None:
     assert _values(store, task_id)["SystemModstamp"] > before  # moved activities are stamped
     store.put_activity(Activity("A3", "P000001", "call", T0 + timedelta(days=1)))
     assert _values(store, store.id_for("activity", "A3"))["WhoId"] == contact_id  # later ones too
+
+
+def test_validation_rules_run_on_inserts_as_on_updates() -> None:
+    """Salesforce evaluates validation rules when a record is created, too: a rule on Task refuses
+    a routing task's insert (crmsim ran rules on updates only)."""
+    store = _store()
+    store.put_person(person(1))
+    lead_id = store.crm_id("P000001")
+    store.validation_rules.append(ValidationRule("No_Tasks", "Task", "No tasks here.",
+                                                 lambda v: v.get("WhoId") == lead_id))
+    before = len(store.records["Task"])
+    with pytest.raises(RecordError) as refused:
+        store.api_create("Task", {"WhoId": lead_id, "Subject": "Call"})
+    assert (refused.value.code, refused.value.message) == ("FIELD_CUSTOM_VALIDATION_EXCEPTION", "No tasks here.")
+    assert len(store.records["Task"]) == before
