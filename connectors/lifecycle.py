@@ -9,7 +9,8 @@ Only ``open`` leads are scored anew, written and routed. When a sync learns that
 ``open``, :func:`cancel_not_open` marks its pending and failed outbox rows and routing actions
 ``cancelled`` with the reason (a failure's error kept in it); the lead's scores stay as history.
 The write-back drain and the routing executor check the state again right before they act
-(:func:`not_open_reason`).
+(:func:`not_open_reason`); routing also reads each lead's state from the CRM first
+(``connectors.routing.crm_states``), since a rep may have closed it after the last sync.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from connectors.base import Connector
 
 if TYPE_CHECKING:
     from config.app_config import AppConfig, ConnectionConfig
-    from store.models import RoutingAction
+    from store.models import LeadLifecycle, RoutingAction
 
 __all__ = ["ActionOutcome", "ActionResult", "Connector", "FieldSpec", "LeadRef", "OutboxItem", "Outcome",
            "ReadBack", "RecordResult", "Router", "ScoreWriter", "Setup", "SetupResult", "fields_as"]
@@ -162,6 +162,11 @@ class Router(Protocol):
         Only for ``rides_with_score`` types. Raises :class:`FatalCRMError` for what no call can fix
         (an unknown queue): the action is then left to the routing run, which fails it.
         """
+        ...
+
+    def live_states(self, crm_ids: Sequence[str]) -> dict[str, LeadLifecycle]:
+        """Each lead's lifecycle in the CRM now, by CRM id, in the fewest calls: the store's is as
+        of its last sync, and a lead closed or converted since must not get a task."""
         ...
 
     def perform_batch(self, items: Sequence[tuple[RoutingAction, LeadRef]]) -> list[ActionResult]:

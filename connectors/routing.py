@@ -21,7 +21,9 @@ however often it is called and wherever it is interrupted:
 
 Actions of a tier change that was overtaken (the lead's current tier is no longer the action's
 ``to`` tier) are marked ``superseded`` instead of being run; actions of a lead that is no longer
-open (converted, closed, deleted, merged: :mod:`connectors.lifecycle`) are marked ``cancelled``.
+open (converted, closed, deleted, merged: :mod:`connectors.lifecycle`) are marked ``cancelled``:
+open in the store as of the last sync, and open in the CRM, read right before the calls
+(:func:`crm_states`, one read per run for its pending actions' leads).
 
 ``pause_outreach`` (the lowest tier): Salesforce ``Status = 'Nurturing'``; HubSpot
 ``hs_lead_status = 'BAD_TIMING'`` ("not now": reps stop working the lead, marketing nurtures it).
@@ -71,6 +73,8 @@ __all__ = ["PAUSE_DEFAULTS", "SUPPORTED", "LeadRef", "Router", "RoutingReport", 
            "routing_problems", "static_problems", "validate_routing"]
 
 MAX_ATTEMPTS = 8
+# Why an action was cancelled for what the CRM said right before it, not the store.
+SINCE_SYNC = "read from the CRM right before the call; the next sync records it"
 # API calls routing made in this process, by CRM kind: a tally for in-process measurement (the demo
 # reads it around its steps); every run's own counts are in RoutingReport.api_calls.
 CALLS_BY_KIND: Counter[str] = Counter()
@@ -408,9 +412,10 @@ def _run_connections(engine: Engine, config: AppConfig, conns: Mapping[str, Conn
             pending = sorted((a for a in action_ids if statuses[a] == ActionStatus.pending),
                              key=lambda a: (a in after, kinds[a], a))
             split = next((i for i, a in enumerate(pending) if a in after), len(pending))
+            live = crm_states(engine, router, pending)
             for part in (pending[:split], pending[split:]):
                 for start in range(0, len(part), router.batch_size):
-                    _run_batch(engine, router, part[start:start + router.batch_size], report)
+                    _run_batch(engine, router, part[start:start + router.batch_size], report, live)
         except (AuthError, QuotaExhaustedError, RetriableCRMError) as exc:
             report.errors.append(f"{name}: {type(exc).__name__}: {exc}")
             logger.warning("routing on %s stopped: %s", name, exc)
@@ -483,9 +488,33 @@ def _run_one(engine: Engine, router: Router, action_id: int, report: RoutingRepo
     report.done[kind] = report.done.get(kind, 0) + 1
 
 
-def _run_batch(engine: Engine, router: Router, action_ids: Sequence[int], report: RoutingReport) -> None:
+def crm_states(engine: Engine, router: Router, action_ids: Sequence[int]) -> dict[int, LeadLifecycle]:
+    """By lead id, the CRM's state now of the leads these pending actions would call the CRM for
+    (open in the store; a workflow the tier property triggers makes no call): a lead a rep closed
+    or converted after the last sync gets no task (one query per 300 Salesforce leads, one batch
+    read per 100 HubSpot contacts, once per run)."""
+    by_crm_id: dict[str, int] = {}
+    with unit_of_work(engine) as session:
+        for start in range(0, len(action_ids), IDS_PER_STATEMENT):
+            chunk = action_ids[start:start + IDS_PER_STATEMENT]
+            for lead_id, crm_id, params in session.execute(
+                    select(Lead.id, Lead.crm_id, RoutingAction.params)
+                    .join(Lead, Lead.id == RoutingAction.lead_id)
+                    .where(among(session, RoutingAction.id, chunk), RoutingAction.status == ActionStatus.pending,
+                           Lead.lifecycle == LeadLifecycle.open)):
+                if not _property_trigger(params or {}):
+                    by_crm_id[str(crm_id)] = int(lead_id)
+    if not by_crm_id:
+        return {}
+    return {by_crm_id[crm_id]: state for crm_id, state in router.live_states(sorted(by_crm_id)).items()
+            if crm_id in by_crm_id}
+
+
+def _run_batch(engine: Engine, router: Router, action_ids: Sequence[int], report: RoutingReport,
+               live: Mapping[int, LeadLifecycle]) -> None:
     """Run pending actions in one batch: claimed (``sending``, attempts+1) in one transaction before
-    the CRM calls, each marked from the CRM's per-record answer right after them."""
+    the CRM calls, each marked from the CRM's per-record answer right after them. ``live``: the
+    CRM's state of the leads now (:func:`crm_states`)."""
     items: list[tuple[RoutingAction, LeadRef]] = []
     with unit_of_work(engine) as session:
         # FOR UPDATE SKIP LOCKED (PostgreSQL): an action the write-back drain is claiming to ride
@@ -502,7 +531,7 @@ def _run_batch(engine: Engine, router: Router, action_ids: Sequence[int], report
         refs, waiting = lead_refs(session, actions, leads)
         for action in actions:
             lead = leads.get(action.lead_id)
-            if not admit(action, lead, tiers.get(action.lead_id), report):
+            if not admit(action, lead, tiers.get(action.lead_id), report, live.get(action.lead_id)):
                 continue
             if _property_trigger(action.params):
                 _property_triggered(action, written.get(action.lead_id), report)
@@ -613,13 +642,20 @@ def lead_refs(session: Session, actions: Sequence[RoutingAction],
     return refs, waiting
 
 
-def admit(action: RoutingAction, lead: Lead | None, current_tier: str | None, report: RoutingReport) -> bool:
+def admit(action: RoutingAction, lead: Lead | None, current_tier: str | None, report: RoutingReport,
+          crm_state: LeadLifecycle | None = None) -> bool:
     """True when a pending action may run now; else it is marked ``cancelled`` (the lead is no
-    longer open) or ``superseded`` (the lead's tier changed again before it ran)."""
+    longer open in the store, or in the CRM: ``crm_state``, read right before) or ``superseded``
+    (the lead's tier changed again before it ran)."""
     state = LeadLifecycle.deleted if lead is None else LeadLifecycle(lead.lifecycle)
     if state != LeadLifecycle.open:
         action.status = ActionStatus.cancelled
         action.error = not_open_reason(state, "action")
+        report.cancelled += 1
+        return False
+    if crm_state is not None and crm_state != LeadLifecycle.open:
+        action.status = ActionStatus.cancelled
+        action.error = f"{not_open_reason(crm_state, 'action')} ({SINCE_SYNC})"
         report.cancelled += 1
         return False
     if current_tier is not None and current_tier != action.to_tier:

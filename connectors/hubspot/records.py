@@ -30,6 +30,7 @@ from connectors.normalise import (
     require_id,
 )
 from connectors.timeparse import parse_crm_datetime, parse_optional_datetime
+from store.models import LeadLifecycle
 
 
 def props(obj: dict[str, Any]) -> dict[str, Any]:
@@ -47,6 +48,17 @@ def object_stamp(obj: dict[str, Any], modified_property: str) -> tuple[str, date
 def company_id_of(contact: dict[str, Any]) -> str | None:
     value = clean_text(props(contact).get("associatedcompanyid"), 64)
     return value if value and value.isdigit() else None
+
+
+def contact_lifecycle(contact: dict[str, Any],
+                      closed_statuses: frozenset[str] = frozenset(HUBSPOT_CLOSED_STATUSES),
+                      converted_stages: frozenset[str] = frozenset(HUBSPOT_CONVERTED_STAGES)) -> LeadLifecycle:
+    """A contact's lifecycle from ``archived``, ``lifecyclestage`` and ``hs_lead_status``."""
+    p = props(contact)
+    stage = (clean_text(p.get("lifecyclestage")) or "").lower()
+    return lifecycle_of(deleted=bool(contact.get("archived")), merged_into=None,
+                        converted=stage in CONVERTED_STAGES or stage in converted_stages,
+                        closed=clean_text(p.get("hs_lead_status"), 64) in closed_statuses)
 
 
 def lead_record(contact: dict[str, Any], company: dict[str, Any] | None, field_map: dict[str, str],
@@ -109,9 +121,7 @@ def lead_record(contact: dict[str, Any], company: dict[str, Any] | None, field_m
         merged_into_crm_id=None,
         attributes=mapped_attributes(source, field_map),
         raw=lead_raw(contact, company),
-        lifecycle=lifecycle_of(deleted=archived, merged_into=None,
-                               converted=converted or stage in converted_stages,
-                               closed=lead_status in closed_statuses),
+        lifecycle=contact_lifecycle(contact, closed_statuses, converted_stages),
     )
 
 

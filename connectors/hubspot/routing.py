@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 from urllib.parse import quote
 
@@ -26,9 +27,11 @@ from connectors.errors import (
     refused_midway,
     timeout_error,
 )
+from connectors.hubspot.records import contact_lifecycle
+from connectors.hubspot.streams import batch_read_call
 from connectors.hubspot.writeback import BATCH_SIZE, RETRIABLE_CATEGORIES
 from connectors.protocols import ActionResult, LeadRef
-from store.models import RoutingAction
+from store.models import LeadLifecycle, RoutingAction
 
 ROUTING_ACTIONS = frozenset({"assign_owner", "create_task", "enroll_workflow", "set_property", "pause_outreach"})
 PAUSE_DEFAULT = ("hs_lead_status", "BAD_TIMING")
@@ -119,6 +122,26 @@ class HubSpotRouter:
                 "contacts", _preload_content=False, _request_timeout=c.timeout))
             self._properties = {str(p["name"]): p for p in body.get("results") or []}
         return self._properties
+
+    def live_states(self, crm_ids: Sequence[str]) -> dict[str, LeadLifecycle]:
+        """Each contact's state in HubSpot now, in ceil(n/100) batch reads. A contact not answered
+        under its own id is gone: archived (``OBJECT_NOT_FOUND``), or merged (a merged-away id
+        answers the contact it was merged into, under that contact's id)."""
+        ids = sorted(set(crm_ids))
+        out: dict[str, LeadLifecycle] = {}
+        for start in range(0, len(ids), BATCH_SIZE):
+            chunk = ids[start:start + BATCH_SIZE]
+            body = {"inputs": [{"id": i} for i in chunk], "properties": ["lifecyclestage", "hs_lead_status"]}
+            result = self.client.request(partial(batch_read_call, object_type="contacts", body=body))
+            not_found = {str(i) for error in result.get("errors") or [] if isinstance(error, dict)
+                         for i in (error.get("context") or {}).get("ids") or []}
+            answered = {str(c.get("id")): c for c in result.get("results") or [] if isinstance(c, dict)}
+            for crm_id in chunk:
+                contact = answered.get(crm_id)
+                out[crm_id] = (contact_lifecycle(contact, self.conn.closed_statuses, self.conn.converted_stages)
+                               if contact is not None else
+                               LeadLifecycle.deleted if crm_id in not_found else LeadLifecycle.merged)
+        return out
 
     def _owner_id(self, key: str) -> str | None:
         wanted = key.strip().lower()

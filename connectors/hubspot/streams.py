@@ -88,7 +88,7 @@ def _list_call(c: HubSpotClient, *, object_type: str, kwargs: dict[str, Any]) ->
                                            _request_timeout=c.timeout, **kwargs)
 
 
-def _batch_read_call(c: HubSpotClient, *, object_type: str, body: dict[str, Any]) -> Any:
+def batch_read_call(c: HubSpotClient, *, object_type: str, body: dict[str, Any]) -> Any:
     return c.api("objects.batch").read(object_type, body, archived=False, _preload_content=False,
                                        _request_timeout=c.timeout)
 
@@ -276,7 +276,7 @@ class HubSpotConnector:
         for offset in range(0, len(missing), BATCH_SIZE):
             chunk = missing[offset:offset + BATCH_SIZE]
             body = {"inputs": [{"id": i} for i in chunk], "properties": list(COMPANY_PROPERTIES)}
-            result = self.client.request(partial(_batch_read_call, object_type="companies", body=body))
+            result = self.client.request(partial(batch_read_call, object_type="companies", body=body))
             for company in result.get("results", []):
                 if isinstance(company, dict) and company.get("id") is not None:
                     self.companies[str(company["id"])] = company

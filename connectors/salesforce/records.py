@@ -26,6 +26,7 @@ from connectors.normalise import (
 )
 from connectors.salesforce.settings import EVENT_TYPE_MAP, LEAD_ID_PREFIX, TASK_SUBTYPE_MAP, TASK_TYPE_MAP
 from connectors.timeparse import parse_crm_datetime, parse_optional_datetime
+from store.models import LeadLifecycle
 
 
 def raw_payload(record: dict[str, Any]) -> dict[str, Any]:
@@ -37,6 +38,15 @@ def raw_payload(record: dict[str, Any]) -> dict[str, Any]:
 def stamps(record: dict[str, Any]) -> tuple[str, datetime]:
     """(Id, SystemModstamp) of any record; the cursor of the page is built from these."""
     return require_id(record.get("Id")), parse_crm_datetime(record.get("SystemModstamp"), "SystemModstamp")
+
+
+def lead_lifecycle(record: dict[str, Any],
+                   closed_statuses: frozenset[str] = frozenset(SALESFORCE_CLOSED_STATUSES)) -> LeadLifecycle:
+    """A Lead's lifecycle from ``IsDeleted``, ``MasterRecordId``, ``IsConverted`` and ``Status``."""
+    deleted = clean_bool(record.get("IsDeleted"))
+    master = clean_text(record.get("MasterRecordId"), 64)
+    return lifecycle_of(deleted=deleted, merged_into=master, converted=clean_bool(record.get("IsConverted")),
+                        closed=clean_text(record.get("Status"), 64) in closed_statuses)
 
 
 def lead_record(record: dict[str, Any], field_map: dict[str, str],
@@ -79,8 +89,7 @@ def lead_record(record: dict[str, Any], field_map: dict[str, str],
         merged_into_crm_id=master if deleted else None,
         attributes=mapped_attributes(record, field_map),
         raw=raw_payload(record),
-        lifecycle=lifecycle_of(deleted=deleted, merged_into=master, converted=converted,
-                               closed=status in closed_statuses),
+        lifecycle=lead_lifecycle(record, closed_statuses),
     )
 
 

@@ -17,13 +17,14 @@ from config.app_config import AppConfig, ConnectionConfig, RoutingActionConfig
 from connectors.actions import actions_for, due, round_robin_pick, task_description, task_subject
 from connectors.errors import AuthError, FatalCRMError, QuotaExhaustedError, refused_midway
 from connectors.protocols import ActionOutcome, ActionResult, LeadRef
+from connectors.salesforce.records import lead_lifecycle
 from connectors.salesforce.writeback import (
     COLLECTION_SIZE,
     COLLECTIONS_PER_COMPOSITE,
     NO_AUTO_ASSIGN,
     RETRIABLE_RECORD_CODES,
 )
-from store.models import RoutingAction
+from store.models import LeadLifecycle, RoutingAction
 
 ROUTING_ACTIONS = frozenset({"assign_owner", "create_task", "add_to_campaign", "set_property", "pause_outreach"})
 PAUSE_DEFAULT = ("Status", "Nurturing")
@@ -32,6 +33,9 @@ PAUSE_DEFAULT = ("Status", "Nurturing")
 # than they save (routing sends them in the same Composite call as its Tasks and members).
 RIDES_WITH_SCORE = frozenset({"assign_owner"})
 BATCH_SIZE = COLLECTION_SIZE * COLLECTIONS_PER_COMPOSITE  # actions per Composite call
+# Lead ids per ``Id IN (...)`` query: a REST query is a GET, and its URI with the headers may not
+# pass 16,384 bytes (414 URI Too Long); an id quoted, comma-separated and URL-encoded is 28 bytes.
+IDS_PER_QUERY = 300
 
 
 class SalesforceRouter:
@@ -89,6 +93,20 @@ class SalesforceRouter:
             described = self.client.request(lambda sf: sf.Lead.describe())
             self._lead_fields = {str(f["name"]): dict(f) for f in described.get("fields") or []}
         return self._lead_fields
+
+    def live_states(self, crm_ids: Sequence[str]) -> dict[str, LeadLifecycle]:
+        """Each Lead's state in Salesforce now (``queryAll``: deleted and merged ones answer too;
+        one gone even from the recycle bin is deleted), in ceil(n/300) queries."""
+        ids = sorted(set(crm_ids))
+        out: dict[str, LeadLifecycle] = {}
+        for start in range(0, len(ids), IDS_PER_QUERY):
+            soql = format_soql("SELECT Id, IsDeleted, MasterRecordId, IsConverted, Status FROM Lead WHERE Id IN {}",
+                               ids[start:start + IDS_PER_QUERY])
+            result = self.client.request(lambda sf, q=soql: sf.query_all(q, include_deleted=True))
+            for row in result.get("records") or []:
+                if isinstance(row, dict) and row.get("Id"):
+                    out[str(row["Id"])] = lead_lifecycle(row, self.conn.closed_statuses)
+        return {crm_id: out.get(crm_id, LeadLifecycle.deleted) for crm_id in ids}
 
     def _user(self, key: str) -> str | None:
         return self.users().get(key.lower() if "@" in key else key)
@@ -302,13 +320,15 @@ class SalesforceRouter:
             campaign_id = self.campaigns().get(str(action.params.get("campaign")))
             if campaign_id is not None:
                 wanted[(campaign_id, lead.crm_id)] = action_id
-        if not wanted:
-            return {}
-        rows = self._query(format_soql(
-            "SELECT Id, CampaignId, LeadId FROM CampaignMember WHERE CampaignId IN {} AND LeadId IN {}",
-            sorted({c for c, _ in wanted}), sorted({lead for _, lead in wanted})))
-        return {wanted[key]: str(row["Id"]) for row in rows
-                if (key := (str(row["CampaignId"]), str(row["LeadId"]))) in wanted}
+        campaigns, leads = sorted({c for c, _ in wanted}), sorted({lead for _, lead in wanted})
+        found: dict[int, str] = {}
+        for start in range(0, len(leads), IDS_PER_QUERY):
+            rows = self._query(format_soql(
+                "SELECT Id, CampaignId, LeadId FROM CampaignMember WHERE CampaignId IN {} AND LeadId IN {}",
+                campaigns, leads[start:start + IDS_PER_QUERY]))
+            found.update({wanted[key]: str(row["Id"]) for row in rows
+                          if (key := (str(row["CampaignId"]), str(row["LeadId"]))) in wanted})
+        return found
 
     def _composite(self, collections: Sequence[tuple[str, list[dict[str, Any]], list[list[tuple[int, str]]]]]
                    ) -> list[ActionResult]:

@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 MAX_COLLECTION = 200
 MAX_COMPOSITE = 25
 MAX_COMPOSITE_HEAVY = 5
+MAX_URI_AND_HEADERS = 16_384  # bytes of a REST request's URI and headers (help article 000386264)
 _VERSION_RE = re.compile(r"^v(\d+\.\d)$")
 _REF_RE = re.compile(r"@\{([A-Za-z0-9_]+)\.([^}]+)\}")
 _NOT_FOUND = "The requested resource does not exist"
@@ -1031,6 +1032,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self, method: str) -> None:
         app = self.server.app
+        # Salesforce's REST limit: URI and headers together at most 16,384 bytes (414 when the URI
+        # alone passes it, else 431), so a long ``Id IN (...)`` query must be split.
+        head = len(self.path) + sum(len(k) + len(v) + 4 for k, v in self.headers.items())
+        if len(self.path) > MAX_URI_AND_HEADERS or head > MAX_URI_AND_HEADERS:
+            too_long = len(self.path) > MAX_URI_AND_HEADERS
+            self.send_error(414 if too_long else 431, "URI Too Long" if too_long else "Request Header Fields Too Large")
+            return
         try:
             body = self._read_body()
         except ValueError:

@@ -174,8 +174,9 @@ def test_a_lead_converted_before_the_sync_is_refused_once_and_never_retried(sim:
     assert drained.failed == 1 and drained.failed_by_reason() == {"CANNOT_UPDATE_CONVERTED_LEAD": 1}
     # The owner change rode in the same record: refused with it, once.
     assert drained.connections["sf"].routing.failed == {"CANNOT_UPDATE_CONVERTED_LEAD": 1}
+    # Its task is not sent: routing reads the lead's state from Salesforce first.
     routed = execute_routing(sqlite_engine, config, secrets_for(sim))
-    assert routed.failed == {"CANNOT_UPDATE_CONVERTED_LEAD": 1} and routed.done == {}
+    assert routed.failed == {} and routed.done == {} and routed.cancelled == 1
     with unit_of_work(sqlite_engine) as session:
         row = session.scalars(select(Outbox)).one()
         assert (row.status, row.attempts) == ("failed", 1)
@@ -194,8 +195,11 @@ def test_a_lead_converted_before_the_sync_is_refused_once_and_never_retried(sim:
     assert row.status == "cancelled"
     assert row.last_error == ("LEAD_CONVERTED: the lead was converted in the CRM before the write ran (it had "
                               "failed: CANNOT_UPDATE_CONVERTED_LEAD: cannot reference converted lead)")
-    assert actions and all(a.status == "cancelled" and a.error.startswith("LEAD_CONVERTED: ")
-                           and "(it had failed: CANNOT_UPDATE_CONVERTED_LEAD" in a.error for a in actions)
+    assert sorted((a.action, a.status, a.error) for a in actions) == [
+        ("assign_owner", "cancelled", "LEAD_CONVERTED: the lead was converted in the CRM before the action ran (it "
+                                      "had failed: CANNOT_UPDATE_CONVERTED_LEAD: cannot reference converted lead)"),
+        ("create_task", "cancelled", "LEAD_CONVERTED: the lead was converted in the CRM before the action ran (read "
+                                     "from the CRM right before the call; the next sync records it)")]
 
 
 def _sf_record(**values: Any) -> dict[str, Any]:
@@ -261,3 +265,63 @@ def test_hubspot_lists_are_configurable_and_validated() -> None:
     for conn_data, message in cases:
         with pytest.raises(ConfigError, match=message):
             parse_config({"connections": [conn_data]}, "t.yaml")
+
+
+def test_a_lead_that_left_open_after_the_last_sync_gets_nothing_from_routing(sim: CRMSim,
+                                                                              sqlite_engine: Engine) -> None:
+    """`route` (or `tiers set` then `route`) runs on what the last sync stored; reps convert,
+    disqualify, delete and merge leads meanwhile. Routing reads each lead's state from the CRM
+    right before it acts, so none of those gets a task (a user trial saw a task land on a lead
+    closed after the sync: Salesforce accepts a Task on a closed Lead, HubSpot on any contact)."""
+    config = app_config(sim, [{"to": "A", "actions": [{"type": "create_task", "subject": "Call hot lead"}]}])
+    _sync(sqlite_engine, config, sim, full=True)
+    sf_open = sorted(k for k, v in _states(sqlite_engine, "sf").items() if v == LeadLifecycle.open)
+    hs_open = sorted(k for k, v in _states(sqlite_engine, "hs").items() if v == LeadLifecycle.open)
+    sf_converted, sf_closed, sf_deleted, sf_loser, sf_kept = sf_open[:5]
+    hs_converted, hs_closed, hs_archived, hs_loser, hs_survivor, hs_kept = hs_open[:6]
+    score(sqlite_engine, _lead_ids(sqlite_engine, sf_open[:5] + hs_open[:6]), tier="A", hook=plan_routing(config))
+
+    # In the CRMs, after leadscore's sync: what reps and merges do, through the real clients where
+    # the API can (a merge is the simulated org's own).
+    sim.world.clock.advance(timedelta(minutes=5))
+    sf = _sf(sim)
+    sim.salesforce.store.convert_lead(sf_converted)
+    sf.Lead.update(sf_closed, {"Status": "Closed - Not Converted"})
+    sf.Lead.delete(sf_deleted)
+    sf_store = sim.salesforce.store
+    with sf_store.lock:
+        sf_store._merge(sf_loser, next(k for (kind, k), v in sf_store._keys.items()  # noqa: SLF001
+                                       if kind == "person" and v == sf_kept))
+    contacts = _hs(sim).crm.contacts.basic_api
+    contacts.update(hs_converted, {"properties": {"lifecyclestage": "customer"}})
+    contacts.update(hs_closed, {"properties": {"hs_lead_status": "UNQUALIFIED"}})
+    contacts.archive(hs_archived)
+    hs_store = sim.hubspot.store
+    keys = {v: k for k, v in hs_store._person_ids.items()}  # noqa: SLF001
+    with hs_store.lock:
+        hs_store._merge(keys[int(hs_loser)], keys[int(hs_survivor)])  # noqa: SLF001 - a new id for both
+    sim.reset_counts()
+
+    routed = execute_routing(sqlite_engine, config, secrets_for(sim))
+
+    assert routed.errors == [] and routed.failed == {}
+    assert routed.done == {"create_task": 2} and routed.cancelled == 9
+    tasks = [r.values["WhoId"] for r in sf_store.records["Task"].values()
+             if "[leadscore #" in (r.values["Subject"] or "")]
+    assert tasks == [sf_kept]
+    assert [c for c in hs_open[:6] if int(c) in hs_store.records["contacts"]
+            and hs_store.associated("contacts", int(c), "tasks")] == [hs_kept]
+    with unit_of_work(sqlite_engine) as session:
+        errors = {crm: (a.status, a.error) for crm, a in session.execute(
+            select(Lead.crm_id, RoutingAction).join(Lead, Lead.id == RoutingAction.lead_id))}
+    expected = {sf_converted: "converted", sf_closed: "closed", sf_deleted: "deleted", sf_loser: "merged",
+                hs_converted: "converted", hs_closed: "closed", hs_archived: "deleted", hs_loser: "merged",
+                hs_survivor: "merged"}
+    assert {crm: errors[crm] for crm in expected} == {
+        crm: ("cancelled", f"LEAD_{state.upper()}: the lead was {state} in the CRM before the action ran "
+                           "(read from the CRM right before the call; the next sync records it)")
+        for crm, state in expected.items()}
+    assert errors[sf_kept][0] == errors[hs_kept][0] == "done"
+    # The states cost one Salesforce query and one HubSpot batch read.
+    assert sim.salesforce.call_counts().get("GET queryAll") == 1, sim.salesforce.call_counts()
+    assert sim.hubspot.call_counts().get("POST contacts/batch/read") == 1, sim.hubspot.call_counts()

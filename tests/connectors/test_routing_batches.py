@@ -68,9 +68,10 @@ def test_routing_runs_in_batches_within_the_call_bounds(sim: CRMSim, sqlite_engi
     first = execute_routing(sqlite_engine, config, secrets_for(sim))
     assert first.failed == {} and first.errors == []
     assert first.done == {"assign_owner": N_SF + N_HS, "create_task": N_SF + N_HS, "add_to_campaign": N_SF}
-    # Per action type: <= ceil(N/200) Salesforce calls, <= ceil(N/100) HubSpot calls.
-    assert first.api_calls["sf"] <= 3 * _ceil(N_SF, 200)
-    assert first.api_calls["hs"] <= 2 * _ceil(N_HS, 100)
+    # Per action type: <= ceil(N/200) Salesforce calls, <= ceil(N/100) HubSpot calls; and the
+    # leads' states read once per run: ceil(N/300) Salesforce queries, ceil(N/100) HubSpot reads.
+    assert first.api_calls["sf"] <= 3 * _ceil(N_SF, 200) + _ceil(N_SF, 300)
+    assert first.api_calls["hs"] <= 2 * _ceil(N_HS, 100) + _ceil(N_HS, 100)
     assert _statuses(sqlite_engine)[("enroll_workflow", "pending")] == N_HS
 
     store = sim.salesforce.store
@@ -104,17 +105,25 @@ def test_per_record_refusals_fail_that_action_only(sim: CRMSim, sqlite_engine: E
     sf_ids = sf_lead_ids(sim, 5)
     leads = add_leads(sqlite_engine, "sf", sf_ids)
     score(sqlite_engine, leads.values(), tier="A", hook=plan_routing(config))
-    sim.salesforce.store.convert_lead(sf_ids[0])  # converted after leadscore's last sync
+    # The org's rules refuse both actions for one lead (its Task and its Status change).
+    refused = sf_ids[0]
+    sim.salesforce.store.validation_rules += [
+        ValidationRule("Task_Needs_Consent", "Task", "No tasks without consent.", lambda v: v.get("WhoId") == refused),
+        ValidationRule("Status_Locked", "Lead", "Status is locked.",
+                       lambda v: v["Id"] == refused and v["Status"] == "Working - Contacted", ("Status",)),
+    ]
 
     report = execute_routing(sqlite_engine, config, secrets_for(sim))
 
     assert report.done == {"create_task": 4, "set_property": 4}
-    assert report.failed == {"CANNOT_UPDATE_CONVERTED_LEAD": 2}
+    assert report.failed == {"FIELD_CUSTOM_VALIDATION_EXCEPTION": 2}
     with unit_of_work(sqlite_engine) as session:
         failed = list(session.scalars(select(RoutingAction).where(RoutingAction.status == "failed")))
-    assert {a.lead_id for a in failed} == {leads[sf_ids[0]]}
-    assert all(a.error == "CANNOT_UPDATE_CONVERTED_LEAD: cannot reference converted lead" and a.attempts == 1
-               for a in failed)
+    assert {a.lead_id for a in failed} == {leads[refused]}
+    assert sorted(str(a.error) for a in failed) == [
+        "FIELD_CUSTOM_VALIDATION_EXCEPTION: No tasks without consent.",
+        "FIELD_CUSTOM_VALIDATION_EXCEPTION: Status is locked."]
+    assert all(a.attempts == 1 for a in failed)
     # Never retried: the next run sends nothing.
     again = execute_routing(sqlite_engine, config, secrets_for(sim))
     assert again.done == {} and again.failed == {} and sum(again.api_calls.values()) == 0
@@ -192,11 +201,11 @@ def test_a_token_refused_midway_records_what_was_answered_and_gives_back_the_res
     hs_ids = hs_contact_ids(sim, 5)
     leads = add_leads(sqlite_engine, "hs", hs_ids)
     score(sqlite_engine, leads.values(), tier="A", hook=plan_routing(config))
-    # Routing reads the contact properties (rule check), updates the contacts, then creates the
-    # tasks: the token expires after the second of those calls.
+    # Routing reads the contact properties (rule check) and the contacts' states, updates the
+    # contacts, then creates the tasks: the token expires after the third of those calls.
     hs_store = sim.hubspot.store
     tasks_before = {i: len(hs_store.associated("contacts", int(i), "tasks")) for i in hs_ids}
-    sim.hubspot.faults.set_plan(FaultPlan(expire_after=2))
+    sim.hubspot.faults.set_plan(FaultPlan(expire_after=3))
 
     first = execute_routing(sqlite_engine, config, secrets_for(sim))
 

@@ -11,11 +11,13 @@ from datetime import timedelta
 import pytest
 import requests
 from simple_salesforce import Salesforce
+from simple_salesforce.exceptions import SalesforceGeneralError
 from sqlalchemy import Engine, select
 
 from connectors.errors import QuotaExhaustedError
 from connectors.hubspot.streams import HubSpotConnector
 from connectors.retry import RetryPolicy
+from connectors.routing import execute_routing, plan_routing
 from connectors.salesforce.client import make_salesforce
 from connectors.salesforce.session import simulator_session
 from connectors.setup import crm_setup
@@ -24,7 +26,7 @@ from connectors.writeback import WritebackPolicy, drain_outbox
 from crmsim.app import CRMSim
 from crmsim.salesforce.store import AssignmentRule
 from store.db import unit_of_work
-from store.models import Lead, Outbox
+from store.models import Lead, Outbox, RoutingAction
 from tests.connectors.conftest import hubspot_config, salesforce_config
 from tests.connectors.test_writeback_support import (
     add_leads,
@@ -346,5 +348,48 @@ def test_routing_rides_out_row_locks_on_its_records(sqlite_engine: Engine) -> No
         assert sim.salesforce.faults.injected.get("record_fail", 0) > 0
         assert done == {"assign_owner": 4, "create_task": 4}
         assert all(len(_sf_tasks(sim, crm_id)) == 1 for crm_id in ids)  # a refused insert created nothing
+    finally:
+        sim.stop()
+
+
+# --- REST URI and headers at most 16,384 bytes: long Id lists are split ------------------------------
+
+def test_a_query_past_the_rest_uri_limit_is_refused_and_routing_splits_its_id_lists(sqlite_engine: Engine) -> None:
+    """Salesforce answers 414 URI Too Long when a GET's URI passes 16,384 bytes (help article
+    000386264): a SOQL ``Id IN (...)`` of 600 quoted 18-character ids is about 17 KB. Routing asks
+    for lead states and for existing campaign members by id: 650 leads must cost split queries."""
+    sim = _sim(leads=2400, seed=12)
+    try:
+        ids = sf_lead_ids(sim)[:650]
+        assert len(ids) == 650
+        def soql(some: list[str]) -> str:
+            return "SELECT Id FROM Lead WHERE Id IN (" + ", ".join(f"'{i}'" for i in some) + ")"
+
+        with pytest.raises(SalesforceGeneralError) as refused:
+            _raw_sf(sim).query(soql(ids))
+        assert refused.value.status == 414
+        assert len(_raw_sf(sim).query(soql(ids[:300]))["records"]) == 300
+
+        # Every lead already a member of the campaign (a rep added them): each create answers
+        # DUPLICATE_VALUE, and routing looks the members up by lead id.
+        store = sim.salesforce.store
+        campaign = next(r for r in store.records["Campaign"].values()
+                        if r.values["Name"] == "Nurture Track: Evaluators")
+        with store.lock:
+            for lead_id in ids:
+                if (campaign.id, lead_id) not in store._membership:  # noqa: SLF001
+                    store._add_member(campaign.id, lead_id, "Sent", None, None, "api")  # noqa: SLF001
+        config = app_config(sim, [{"to": "B", "actions": [
+            {"type": "add_to_campaign", "campaign": "Nurture Track: Evaluators", "connections": ["sf"]}]}])
+        leads = add_leads(sqlite_engine, "sf", ids)
+        score(sqlite_engine, leads.values(), tier="B", hook=plan_routing(config))
+
+        routed = execute_routing(sqlite_engine, config, secrets_for(sim))
+
+        assert routed.errors == [] and routed.failed == {} and routed.done == {"add_to_campaign": 650}
+        with unit_of_work(sqlite_engine) as session:
+            refs = {a.crm_ref for a in session.scalars(select(RoutingAction))}
+        members = {store._membership[(campaign.id, i)] for i in ids}  # noqa: SLF001
+        assert refs == members
     finally:
         sim.stop()

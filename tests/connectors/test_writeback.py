@@ -159,7 +159,7 @@ def test_permanent_failures_are_marked_with_the_crm_reason(sim: CRMSim, sqlite_e
 
 def test_missing_fields_fail_every_record_with_the_field_error(sim: CRMSim, sqlite_engine: Engine) -> None:
     sim.salesforce.store.custom_fields_present = False
-    fresh = start_sim(leads=20, seed=9)  # HubSpot without the leadscore_* properties
+    fresh = start_sim(leads=40, seed=9)  # HubSpot without the leadscore_* properties
     try:
         sf_leads = add_leads(sqlite_engine, "sf", sf_lead_ids(sim, 3))
         score(sqlite_engine, sf_leads.values())

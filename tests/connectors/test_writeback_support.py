@@ -15,10 +15,12 @@ from sqlalchemy import Engine, select, update
 
 from config.app_config import AppConfig, ConnectionConfig
 from connectors.base import ConnectionSecrets
+from connectors.hubspot.records import contact_lifecycle
+from connectors.salesforce.records import lead_lifecycle
 from crmsim.app import CRMSim
 from scoring.service import outbox_payload, payload_hash
 from store.db import unit_of_work
-from store.models import Connection, Lead, LeadScore, Outbox
+from store.models import Connection, Lead, LeadLifecycle, LeadScore, Outbox
 
 SCORED_AT = datetime(2026, 3, 2, 9, 30, 15, tzinfo=UTC)
 _seq = itertools.count(1)
@@ -57,15 +59,19 @@ def app_config(sim: CRMSim, routing: list[dict[str, Any]] | None = None) -> AppC
 
 
 def sf_lead_ids(sim: CRMSim, n: int | None = None) -> list[str]:
+    """Open Leads, as a sync stores them: leadscore writes and routes no other (converted Leads
+    refuse updates, and routing reads each lead's state from the CRM before it acts)."""
     store = sim.salesforce.store
-    # Converted Leads refuse updates (CANNOT_UPDATE_CONVERTED_LEAD) and leadscore never writes them.
-    ids = sorted(r.id for r in store.records["Lead"].values() if not r.deleted and not r.values["IsConverted"])
+    ids = sorted(r.id for r in store.records["Lead"].values()
+                 if not r.deleted and lead_lifecycle(r.values) == LeadLifecycle.open)
     return ids if n is None else ids[:n]
 
 
 def hs_contact_ids(sim: CRMSim, n: int | None = None) -> list[str]:
+    """Open contacts (see :func:`sf_lead_ids`)."""
     store = sim.hubspot.store
-    ids = sorted(str(r.id) for r in store.records["contacts"].values() if not r.archived)
+    ids = sorted(str(r.id) for r in store.records["contacts"].values()
+                 if not r.archived and contact_lifecycle({"properties": r.props}) == LeadLifecycle.open)
     return ids if n is None else ids[:n]
 
 
