@@ -53,8 +53,9 @@ def test_tasks_refused_for_a_rep_who_left_are_sent_after_the_rep_is_back(sim: CR
 
     assert refused.returncode == 0, refused.stdout + refused.stderr
     said = " ".join(refused.stdout.split())
-    assert "failed: 3 × INACTIVE_OWNER_OR_USER" in said, refused.stdout
-    assert ("once the cause is fixed in the CRM, `leadscore route --retry-failed --reason INACTIVE_OWNER_OR_USER` "
+    # The CRM's code, with the word `status` groups it under and `--reason` takes.
+    assert "failed: 3 × INACTIVE_OWNER_OR_USER (inactive_owner)" in said, refused.stdout
+    assert ("once the cause is fixed in the CRM, `leadscore route --retry-failed --reason inactive_owner` "
             "sends them again") in said, refused.stdout
     assert [lead for lead, _owner in _tasks(sim, ids)] == [ids[3]]
     status = leadscore_here("status", cwd=tmp_path, env=env)

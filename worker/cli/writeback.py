@@ -212,7 +212,7 @@ def route(
     ] = None,
 ) -> None:
     """Run pending routing and nurture actions now (each once per lead and tier change)."""
-    from connectors.errors import fixable
+    from connectors.errors import expected_refusal, fixable
     from connectors.routing import execute_routing, requeue_failed_actions
 
     _reason_needs_retry(reason, retry_failed)
@@ -275,11 +275,13 @@ def route(
         if done:
             console.print(f"  done: {done}")
         for why, count in sorted(report.failed.items()):
-            console.print(f"  failed: {count} × {why}")
+            # With the word `status` groups it under (inactive_owner), when it is an expected refusal.
+            meaning = expected_refusal(why)
+            console.print(f"  failed: {count} × {why}" + (f" ({meaning})" if meaning else ""), highlight=False)
         # Refused for good: never retried on their own. Once the cause is fixed in the CRM (a rep
         # reactivated, a queue made to take Leads), the actions can go again; a converted, merged
         # or deleted lead's cannot.
-        if retriable := sorted(why for why in report.failed if fixable(why)):
+        if retriable := sorted(expected_refusal(why) or why for why in report.failed if fixable(why)):
             console.print(f"    refused actions are not retried: once the cause is fixed in the CRM, "
                           f"`leadscore route --retry-failed --reason {retriable[0]}` sends them again",
                           highlight=False)
