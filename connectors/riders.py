@@ -10,7 +10,8 @@ own. Only the protocols are known here (:class:`connectors.protocols.Router`).
 Exactly once per lead and tier change, as for routing's own batches (:mod:`connectors.routing`):
 
 1. in the transaction that claims the outbox batch, each riding action is checked as routing
-   checks it (lead still open, tier not changed again: else ``cancelled``/``superseded``), then
+   checks it (lead still open in the store and in the CRM, read then: one query per 300 leads;
+   tier not changed again: else ``cancelled``/``superseded``), then
    marked ``sending`` (attempts+1); that is committed before the call;
 2. right after the CRM's answer, in the transaction that marks the outbox rows: the record
    written: ``done`` with the router's reference; a retriable refusal of the record: back to
@@ -75,6 +76,14 @@ def claim_riders(session: Session, router: Router, items: Sequence[OutboxItem],
     if not actions:
         return list(items), {}
     leads = {lead.id: lead for lead in session.scalars(select(Lead).where(Lead.id.in_(lead_ids)))}
+    # The CRM's state of the leads whose pending actions would ride, as routing reads it: an owner
+    # change does not go to a lead a rep closed after the last sync.
+    asking = sorted({leads[a.lead_id].crm_id for a in actions if a.status == ActionStatus.pending
+                     and a.lead_id in leads and leads[a.lead_id].lifecycle == LeadLifecycle.open})
+    try:
+        live = router.live_states(asking) if asking else {}
+    except CRMError:
+        return list(items), {}  # nothing rides: routing runs the actions (and reads the states) itself
     tiers = {lead_id: tier for lead_id, tier in session.execute(
         select(LeadScore.lead_id, LeadScore.tier).where(LeadScore.lead_id.in_(lead_ids),
                                                         LeadScore.is_current.is_(True)))}
@@ -85,7 +94,8 @@ def claim_riders(session: Session, router: Router, items: Sequence[OutboxItem],
         if action.status == ActionStatus.sending:
             if lead is None or lead.lifecycle != LeadLifecycle.open:
                 continue  # routing's recovery decides (it may have been applied before the lead left)
-        elif not admit(action, lead, tiers.get(action.lead_id), report):
+        elif not admit(action, lead, tiers.get(action.lead_id), report,
+                       live.get(lead.crm_id) if lead is not None else None):
             continue
         assert lead is not None
         try:

@@ -172,9 +172,9 @@ def test_a_lead_converted_before_the_sync_is_refused_once_and_never_retried(sim:
 
     drained = drain_outbox(sqlite_engine, config, secrets_for(sim))
     assert drained.failed == 1 and drained.failed_by_reason() == {"CANNOT_UPDATE_CONVERTED_LEAD": 1}
-    # The owner change rode in the same record: refused with it, once.
-    assert drained.connections["sf"].routing.failed == {"CANNOT_UPDATE_CONVERTED_LEAD": 1}
-    # Its task is not sent: routing reads the lead's state from Salesforce first.
+    # The owner change and the task are not sent: the drain (for what rides with the score) and
+    # routing read the lead's state from Salesforce first.
+    assert drained.connections["sf"].routing.failed == {} and drained.connections["sf"].routing.cancelled == 1
     routed = execute_routing(sqlite_engine, config, secrets_for(sim))
     assert routed.failed == {} and routed.done == {} and routed.cancelled == 1
     with unit_of_work(sqlite_engine) as session:
@@ -195,11 +195,10 @@ def test_a_lead_converted_before_the_sync_is_refused_once_and_never_retried(sim:
     assert row.status == "cancelled"
     assert row.last_error == ("LEAD_CONVERTED: the lead was converted in the CRM before the write ran (it had "
                               "failed: CANNOT_UPDATE_CONVERTED_LEAD: cannot reference converted lead)")
+    read_first = ("LEAD_CONVERTED: the lead was converted in the CRM before the action ran (read from the CRM "
+                  "right before the call; the next sync records it)")
     assert sorted((a.action, a.status, a.error) for a in actions) == [
-        ("assign_owner", "cancelled", "LEAD_CONVERTED: the lead was converted in the CRM before the action ran (it "
-                                      "had failed: CANNOT_UPDATE_CONVERTED_LEAD: cannot reference converted lead)"),
-        ("create_task", "cancelled", "LEAD_CONVERTED: the lead was converted in the CRM before the action ran (read "
-                                     "from the CRM right before the call; the next sync records it)")]
+        ("assign_owner", "cancelled", read_first), ("create_task", "cancelled", read_first)]
 
 
 def _sf_record(**values: Any) -> dict[str, Any]:
@@ -325,3 +324,30 @@ def test_a_lead_that_left_open_after_the_last_sync_gets_nothing_from_routing(sim
     # The states cost one Salesforce query and one HubSpot batch read.
     assert sim.salesforce.call_counts().get("GET queryAll") == 1, sim.salesforce.call_counts()
     assert sim.hubspot.call_counts().get("POST contacts/batch/read") == 1, sim.hubspot.call_counts()
+
+
+def test_an_owner_change_riding_a_score_write_skips_a_lead_closed_after_the_sync(sim: CRMSim,
+                                                                                  sqlite_engine: Engine) -> None:
+    """A Salesforce owner change rides in the score write's record (connectors.riders): it too is
+    checked against the lead's state in the CRM first, so a lead a rep disqualified after the sync
+    is not moved to the SDR queue."""
+    config = app_config(sim, ROUTING)
+    _sync(sqlite_engine, config, sim, full=True)
+    closed, kept = sorted(k for k, v in _states(sqlite_engine, "sf").items() if v == LeadLifecycle.open)[:2]
+    score(sqlite_engine, _lead_ids(sqlite_engine, [closed, kept]), tier="A", hook=plan_routing(config))
+    sim.world.clock.advance(timedelta(minutes=5))
+    owner_before = sim.salesforce.store.get(closed).values["OwnerId"]  # type: ignore[union-attr]
+    _sf(sim).Lead.update(closed, {"Status": "Closed - Not Converted"})
+
+    drained = drain_outbox(sqlite_engine, config, secrets_for(sim))
+
+    assert drained.failed == 0 and drained.connections["sf"].routing.done == {"assign_owner": 1}
+    queue = next(r.id for r in sim.salesforce.store.records["Group"].values() if r.values["Name"] == "SDR Queue")
+    assert sim.salesforce.store.get(kept).values["OwnerId"] == queue  # type: ignore[union-attr]
+    assert sim.salesforce.store.get(closed).values["OwnerId"] == owner_before  # type: ignore[union-attr]
+    with unit_of_work(sqlite_engine) as session:
+        owner_action = session.scalars(select(RoutingAction).join(Lead, Lead.id == RoutingAction.lead_id).where(
+            Lead.crm_id == closed, RoutingAction.action == "assign_owner")).one()
+    assert (owner_action.status, owner_action.error) == (
+        "cancelled", "LEAD_CLOSED: the lead was closed in the CRM before the action ran (read from the CRM right "
+                     "before the call; the next sync records it)")

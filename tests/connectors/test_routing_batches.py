@@ -145,10 +145,10 @@ def test_owner_changes_ride_in_the_score_write(sim: CRMSim, sqlite_engine: Engin
     assert drained.records_written == N_SF and drained.failed == 0
     assert sf.routing.done == {"assign_owner": N_SF}
     assert sf.write_calls == 1 and sf.retry_calls == 0  # one Composite call: 200 + 50 Lead records, each
-    # with OwnerId and the score; and one look-up of the queue's id
+    # with OwnerId and the score; one look-up of the queue's id, one query of the 250 leads' states
     counts = sim.salesforce.call_counts()
     assert sum(n for label, n in counts.items() if label.startswith("POST composite")) == 1, counts
-    assert sf.lookup_calls == 1 and sf.api_calls == 2
+    assert sf.lookup_calls == 2 and sf.api_calls == 3
     store = sim.salesforce.store
     queue_id = next(r.id for r in store.records["Group"].values() if r.values["Name"] == "SDR Queue")
     assert all(store.get(i).values["OwnerId"] == queue_id for i in sf_ids)  # type: ignore[union-attr]
