@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from config.errors import ConfigError
 from config.settings import get_settings
-from worker.queues import Queue, task_routes
+from worker.queues import Queue, task_routes, transport_options
 from worker.schedule import build_beat_schedule
 
 try:
@@ -34,9 +34,8 @@ redis_retry_on_timeout = True
 redis_socket_keepalive = True
 # LEADSCORE_REDIS_NAMESPACE: every key of the queues, results and broadcasts (pidbox, events)
 # starts with "<namespace>:", as leadscore's own locks do (worker.locks.redis_key).
-_prefix = {"global_keyprefix": _settings.redis_prefix} if _settings.redis_prefix else {}
-broker_transport_options = {"visibility_timeout": _settings.visibility_timeout, **_prefix}
-result_backend_transport_options = {"visibility_timeout": _settings.visibility_timeout, **_prefix}
+broker_transport_options = transport_options(_settings)
+result_backend_transport_options = transport_options(_settings)
 result_expires = 24 * 3600
 
 task_serializer = "json"

@@ -28,7 +28,7 @@ from kombu.exceptions import OperationalError
 from config.settings import get_settings
 from worker.beat import LOCK_NAME
 from worker.locks import lock_key, redis_client, redis_key, uses_redis
-from worker.queues import Queue
+from worker.queues import Queue, transport_options
 
 logger = logging.getLogger(__name__)
 
@@ -191,15 +191,13 @@ def measure(broker_url: str | None) -> Liveness:
             client.close()
     from celery import Celery
 
-    from worker.app import app  # Celery's app (celeryconfig reads the same settings)
-
     # A Celery app of its own on ``broker_url``: a broadcast is published through the app's
     # producer pool, so leadscore's app would send it to the broker this process was configured
-    # with (in-process tasks: none), whatever connection it is handed. The control exchange and
-    # transport options are leadscore's, so the workers hear it.
+    # with (in-process tasks: none), whatever connection it is handed. The transport options are
+    # leadscore's, from the settings (not leadscore's app: it refuses to load with a broken YAML
+    # file, when status matters most), so the workers hear it.
     asking = Celery("leadscore-liveness", broker=broker_url, set_as_current=False)
-    asking.conf.update(control_exchange=app.conf.control_exchange,
-                       broker_transport_options=app.conf.broker_transport_options,
+    asking.conf.update(broker_transport_options=transport_options(settings),
                        # a broker that does not answer is one problem, not a wait
                        broker_connection_timeout=2 * PING_SECONDS, broker_connection_max_retries=1)
     try:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from config.settings import Settings
 
 
 class Queue(StrEnum):
@@ -18,3 +22,11 @@ def task_routes() -> dict[str, dict[str, str]]:
         "leadscore.score.chunk": {"queue": Queue.LONG.value},
         "leadscore.*": {"queue": Queue.MINUTE.value},
     }
+
+
+def transport_options(settings: Settings) -> dict[str, Any]:
+    """The broker's (and Redis result backend's) transport options: the visibility timeout, and
+    the namespace every key starts with. From the settings alone: ``leadscore status`` asks the
+    workers with them even when the YAML file is broken (``celeryconfig`` refuses to load then)."""
+    prefix = {"global_keyprefix": settings.redis_prefix} if settings.redis_prefix else {}
+    return {"visibility_timeout": settings.visibility_timeout, **prefix}

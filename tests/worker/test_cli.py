@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -69,15 +70,25 @@ def test_config_check_refuses_connections_that_cannot_log_in(tmp_path: Path) -> 
     assert result.stdout.count(" disabled") == len(connections), result.stdout
 
 
-def test_status_with_a_broken_config_shows_the_store_then_the_configs_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize("broker", [False, True])
+def test_status_with_a_broken_config_shows_the_store_then_the_configs_line(tmp_path: Path, broker: bool,
+                                                                           request: pytest.FixtureRequest) -> None:
     # The YAML is broken, so worker and beat refuse to start: status is what the admin runs then.
+    # With a broker too (production): an admin trial saw only the config's line there, since
+    # asking the workers loaded leadscore's Celery app, which refuses a broken YAML file.
     env = {"LEADSCORE_DATABASE_URL": f"sqlite:///{tmp_path / 'store.db'}", "LEADSCORE_VAR_DIR": str(tmp_path / "var")}
+    if broker:
+        url = request.getfixturevalue("redis_url")
+        env.update({"LEADSCORE_BROKER_URL": url, "LEADSCORE_RESULT_BACKEND": url,
+                    "LEADSCORE_REDIS_NAMESPACE": f"t{uuid.uuid4().hex[:10]}"})
     assert run("db", "upgrade", env=env).returncode == 0
     bad = tmp_path / "leadscore.yaml"
     bad.write_text("tiers:\n  mode: score\ntiers:\n  mode: capacity\n")
     result = run("status", env={**env, "LEADSCORE_CONFIG_FILE": str(bad)})
     assert result.returncode == 1, (result.stdout, result.stderr)
     assert "sync: no sync has run yet" in result.stdout and "outbox: empty" in result.stdout
+    if broker:
+        assert "workers: none answered" in " ".join(result.stdout.split()), result.stdout
     assert result.stderr.strip().splitlines() == [
         f"error: {bad}: line 3: duplicate key 'tiers' (YAML would silently keep only the last one) "
         "(worker and beat refuse to start until it is fixed)"], result.stderr
