@@ -207,6 +207,20 @@ def certificate_error(crm: str, exc: BaseException) -> FatalCRMError | None:
                          code="CERTIFICATE_VERIFY_FAILED")
 
 
+_NO_BUNDLE = "Could not find a suitable TLS CA certificate bundle, invalid path: "
+
+
+def missing_ca_bundle(crm: str, exc: BaseException) -> FatalCRMError | None:
+    """The one-line error for a ``ca_bundle`` file gone since the configuration was read (a
+    worker runs for weeks; crmsim removes its CA when it stops). requests raises a bare
+    ``OSError`` naming the path, its only signal; None when ``exc`` is not that."""
+    text = str(exc)
+    if type(exc) is not OSError or not text.startswith(_NO_BUNDLE):
+        return None
+    return FatalCRMError(f"{crm} connection failed: the CA bundle {text[len(_NO_BUNDLE):]} does not exist (restore "
+                         "it or change the connection's ca_bundle: retrying cannot help)", code="CA_BUNDLE_MISSING")
+
+
 def connection_failure(exc: BaseException) -> str:
     """What went wrong with a connection in words an admin reads ("connection refused": nothing
     listens at the address, the CRM or its proxy is down; "host name not resolved"; "connection

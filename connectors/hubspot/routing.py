@@ -24,6 +24,7 @@ from connectors.errors import (
     address_of,
     certificate_error,
     connection_failure,
+    missing_ca_bundle,
     refused_midway,
     timeout_error,
 )
@@ -64,7 +65,11 @@ def hubspot_raw(client: Any, method: str, path: str, qs: dict[str, Any] | None =
     try:
         response = requests.request(built.get_method(), built.get_url(), timeout=client.timeout,
                                     **built.get_options_for_sending())
-    except requests.RequestException as exc:
+    except OSError as exc:  # requests' errors, and the bare OSError of a ca_bundle gone
+        if (gone := missing_ca_bundle("HubSpot", exc)) is not None:
+            raise gone from exc
+        if not isinstance(exc, requests.RequestException):
+            raise
         if (untrusted := certificate_error("HubSpot", exc)) is not None:
             raise untrusted from exc
         if (late := timeout_error("HubSpot", exc, client.conn.read_timeout_s)) is not None:

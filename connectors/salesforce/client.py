@@ -53,6 +53,7 @@ from connectors.errors import (
     address_of,
     certificate_error,
     connection_failure,
+    missing_ca_bundle,
     sent_unanswered,
     timeout_error,
 )
@@ -146,6 +147,8 @@ def map_salesforce_error(exc: BaseException, headers: Any = None) -> CRMError | 
     """
     if isinstance(exc, SalesforceAuthenticationFailed):
         return AuthError(f"Salesforce login failed ({exc.code})", status=401, code=str(exc.code))
+    if (gone := missing_ca_bundle("Salesforce", exc)) is not None:
+        return gone
     if isinstance(exc, requests.exceptions.ConnectionError | requests.exceptions.Timeout
                   | requests.exceptions.ChunkedEncodingError):
         if (untrusted := certificate_error("Salesforce", exc)) is not None:
@@ -294,9 +297,9 @@ class SalesforceClient:
             self.budget.check()
             try:
                 return fn()
-            except (SalesforceError, requests.exceptions.RequestException) as exc:
-                if not isinstance(exc, SalesforceError | requests.exceptions.ChunkedEncodingError) \
-                        and sent_unanswered(exc):
+            except (SalesforceError, OSError) as exc:  # OSError: requests' errors, and a ca_bundle gone
+                if isinstance(exc, requests.exceptions.RequestException) \
+                        and not isinstance(exc, requests.exceptions.ChunkedEncodingError) and sent_unanswered(exc):
                     self._count_unanswered()
                 mapped = timeout_error("Salesforce", exc, self.conn.read_timeout_s) \
                     or map_salesforce_error(exc, self._last_headers)

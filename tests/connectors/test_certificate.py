@@ -8,6 +8,8 @@ before the bundle changes).
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,16 +18,17 @@ import certifi
 import pytest
 import requests
 import yaml
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 
-from connectors.errors import FatalCRMError, RetriableCRMError
+from connectors.errors import CRMError, FatalCRMError, RetriableCRMError
 from connectors.salesforce.client import map_salesforce_error
+from connectors.sync import sync_connection
 from crmsim.app import CRMSim
 from store.db import engine_for, unit_of_work
 from store.migrate import upgrade
 from store.models import SyncRun
 from tests.cli.support import leadscore_here
-from tests.connectors.test_writeback_support import sf_conn, start_sim
+from tests.connectors.test_writeback_support import secrets_for, sf_conn, start_sim
 
 
 @pytest.fixture
@@ -74,3 +77,29 @@ def test_a_refused_connection_names_its_address_without_urllib3s_deprecated_pool
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert address_of(refused) == " (at crm.example:8443)"
+
+
+def test_a_ca_bundle_gone_since_the_config_was_read_is_one_line_not_a_traceback(sim: CRMSim, tmp_path: Path,
+                                                                                 sqlite_engine: Engine) -> None:
+    """A worker reads its configuration once and runs for weeks; the ``ca_bundle`` file can go
+    meanwhile (crmsim removes its CA when stopped). requests then raises a bare OSError, which an
+    admin trial saw as a traceback every minute in the worker's log and a raw error in `status`:
+    it is the connection's one line now, and not retried."""
+    bundle = tmp_path / "ca.pem"
+    shutil.copyfile(sim.info()["salesforce"]["ca_bundle"], bundle)
+    conn = sf_conn(sim).model_copy(update={"ca_bundle": str(bundle)})  # read while the file existed
+    bundle.unlink()
+
+    with pytest.raises(OSError, match="Could not find a suitable TLS CA certificate bundle") as raised:
+        requests.get(sim.info()["salesforce"]["instance_url"], verify=str(bundle), timeout=10)
+    expected = (f"Salesforce connection failed: the CA bundle {bundle} does not exist (restore it or change the "
+                "connection's ca_bundle: retrying cannot help)")
+    mapped = map_salesforce_error(raised.value)
+    assert isinstance(mapped, FatalCRMError) and not isinstance(mapped, RetriableCRMError)
+    assert str(mapped) == expected
+
+    with contextlib.suppress(CRMError):
+        sync_connection(sqlite_engine, conn, secrets_for(sim)["sf"])
+    with unit_of_work(sqlite_engine) as session:
+        errors = set(session.scalars(select(SyncRun.error)))
+    assert errors == {expected}, errors
