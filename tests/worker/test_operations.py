@@ -54,6 +54,22 @@ def test_flower_command_without_auth_exits_1(tmp_path: Path, redis_url: str) -> 
     assert "Traceback" not in result.stderr
 
 
+def test_flower_on_a_taken_port_is_one_line(tmp_path: Path, redis_url: str) -> None:
+    """An admin trial started Flower on a port another process held: 38 lines of traceback."""
+    env = dict(os.environ, LEADSCORE_BROKER_URL=redis_url, LEADSCORE_VAR_DIR=str(tmp_path),
+               LEADSCORE_FLOWER_BASIC_AUTH="admin:s3cret-pass-taken")
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = subprocess.run([sys.executable, "-m", "worker.cli", "flower", "--port", str(port)],
+                                capture_output=True, text=True, env=env, cwd=REPO, timeout=60)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"error: cannot listen on 127.0.0.1:{port} (Address already in use): another process has it? Choose "
+        "another with --port"], result.stderr
+
+
 @pytest.mark.parametrize("source", ["environment", "file"])
 def test_flower_with_basic_auth_rejects_anonymous_requests(tmp_path: Path, redis_url: str, source: str) -> None:
     port = free_port()

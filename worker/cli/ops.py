@@ -30,6 +30,7 @@ from store.models import (
 )
 from store.queries import quarantine_counts
 from worker.cli.console import cli_console
+from worker.cli.ports import check_port
 from worker.cli.stored import sqlite_file_missing
 from worker.lost import close_lost_runs
 from worker.runtime import get_runtime
@@ -189,6 +190,7 @@ def flower(
     """Run the Flower dashboard (basic auth from LEADSCORE_FLOWER_BASIC_AUTH or _FILE; never on argv)."""
     secret = flower_credentials()
     args = flower_args(address, port, secret, insecure_loopback)
+    check_port(address, port)  # taken: one line (Flower itself prints a traceback)
     _celery(*args, env=flower_env(secret))
 
 

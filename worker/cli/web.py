@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import socket
 import sys
 
 import typer
@@ -12,6 +11,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from config.errors import ConfigError, LeadscoreError
 from config.settings import get_settings
+from worker.cli.ports import check_port
 
 # Heavy imports stay inside the commands that use them (scoring: CatBoost, pandas, scikit-learn;
 # connectors: the CRM clients; web: FastAPI and uvicorn; crmsim; the demo): seconds that
@@ -67,7 +67,7 @@ def web_command(
     from web.app import create_app
 
     _check_database()
-    _check_port(host, port)
+    check_port(host, port)
     application = create_app(auth)
     if not _loopback(host):
         log.warning("the console listens on %s: put it behind a TLS reverse proxy (docs/operations.md)", host)
@@ -76,19 +76,6 @@ def web_command(
         application, host=host, port=port, log_level="info", access_log=True, server_header=False,
         proxy_headers=forwarded_allow_ips is not None, forwarded_allow_ips=forwarded_allow_ips,
     )
-
-
-def _check_port(host: str, port: int) -> None:
-    """Fail at start (one line) when the address is taken, before saying the console is on it
-    (uvicorn would log its own error lines after ours and exit 3)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror or exc}): another process has it? "
-                              "Choose another with --port") from exc
 
 
 def _check_database() -> None:
