@@ -1034,9 +1034,8 @@ class _Handler(BaseHTTPRequestHandler):
         app = self.server.app
         # Salesforce's REST limit: URI and headers together at most 16,384 bytes (414 when the URI
         # alone passes it, else 431), so a long ``Id IN (...)`` query must be split.
-        head = len(self.path) + sum(len(k) + len(v) + 4 for k, v in self.headers.items())
-        if len(self.path) > MAX_URI_AND_HEADERS or head > MAX_URI_AND_HEADERS:
-            too_long = len(self.path) > MAX_URI_AND_HEADERS
+        too_long = len(self.path) > MAX_URI_AND_HEADERS
+        if too_long or len(self.path) + sum(len(k) + len(v) + 4 for k, v in self.headers.items()) > MAX_URI_AND_HEADERS:
             self.send_error(414 if too_long else 431, "URI Too Long" if too_long else "Request Header Fields Too Large")
             return
         try:
