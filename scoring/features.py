@@ -123,6 +123,9 @@ def _utc(s: pd.Series) -> pd.Series:
 # Times are read as text and parsed a column at a time: PostgreSQL's driver would build one
 # aware datetime object per value, which pandas then converts one by one.
 _TIME_COLUMNS = frozenset({"crm_created_at", "converted_at", "occurred_at"})
+# JSON is read as its text too: PostgreSQL's driver would parse every row's object, where the
+# same few texts repeat (:func:`_json_objects` parses each once).
+_TEXT_COLUMNS = _TIME_COLUMNS | {"attributes"}
 
 
 def _as_text(column: Any) -> Any:
@@ -135,12 +138,19 @@ def _utc_text(s: pd.Series) -> pd.Series:
 
 
 def _json_objects(values: pd.Series) -> list[dict[str, Any]]:
-    """JSON object columns as dicts (SQLite's driver gives the text, PostgreSQL's the object)."""
+    """JSON object columns, read as text, as dicts: each distinct text parsed once (most leads
+    share a few sets of custom fields, often none), each row given its own dict."""
+    parsed: dict[str, dict[str, Any]] = {}
     out: list[dict[str, Any]] = []
     for v in values:
         if isinstance(v, str):
-            v = json.loads(v)
-        out.append(v if isinstance(v, dict) else {})
+            held = parsed.get(v)
+            if held is None:
+                loaded = json.loads(v)
+                held = parsed[v] = loaded if isinstance(loaded, dict) else {}
+            out.append(dict(held))
+        else:
+            out.append(v if isinstance(v, dict) else {})
     return out
 
 
@@ -154,7 +164,7 @@ def load_leads_frame(session: Session, lead_ids: Sequence[int] | None = None) ->
 
     ``lead_ids`` None loads every lead. Times are ``datetime64[ns, UTC]``.
     """
-    cols = [_as_text(getattr(Lead, c)) if c in _TIME_COLUMNS else getattr(Lead, c) for c in LEAD_COLUMNS]
+    cols = [_as_text(getattr(Lead, c)) if c in _TEXT_COLUMNS else getattr(Lead, c) for c in LEAD_COLUMNS]
     rows: list[Any] = []
     if lead_ids is None:
         rows.extend(driver_rows(session, select(*cols).order_by(Lead.id)))

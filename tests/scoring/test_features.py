@@ -308,3 +308,18 @@ def test_scoring_reads_only_the_windows_yet_builds_the_whole_historys_features(a
     assert np.isnan(by_id.loc[sent_only.id, "days_since_last_engagement"])
     assert np.isnan(by_id.loc[never.id, "days_since_last_engagement"])
     assert long_ago.id not in aging  # nothing of it can still leave a window
+
+
+def test_custom_fields_read_from_the_store_are_each_leads_own(any_session: Session) -> None:
+    """Custom fields are read as JSON text and each distinct text parsed once: every lead still
+    gets its own dict, equal to what was stored (nested values, unicode, numbers as stored)."""
+    conn = make_connection(any_session)
+    shared = {"Plan Interest": "enterprise", "Seats": 12, "Tags": ["a", "b"], "Région": "Île-de-France"}
+    stored = [shared, dict(shared), {}, {"Seats": 3.5}, {}]
+    leads = [make_lead(any_session, conn, attributes=a) for a in stored]
+    frame = load_leads_frame(any_session, [lead.id for lead in leads])
+    read = frame["attributes"].tolist()
+    assert read == stored
+    read[0]["Seats"] = 99
+    read[2]["Seats"] = 1
+    assert read[1]["Seats"] == 12 and read[4] == {}
