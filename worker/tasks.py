@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from config.errors import ConfigError
 from connectors.base import ConnectionSecrets, EnvSecrets
-from connectors.errors import RetriableCRMError
+from connectors.errors import CRMError, RetriableCRMError
 from connectors.partition import run_window, start_plan
 from connectors.sync import secrets_or_record
 from scoring.pipeline import finish_planned_run, routing_hook, score_and_plan
@@ -119,15 +119,25 @@ def sync_connection(self: Any, name: str, full: bool = False) -> dict[str, Any]:
     except RetriableCRMError as exc:
         raise self.retry(exc=exc) from exc
     except ConfigError as exc:
-        return _not_started(name, exc)
+        _not_started(name, exc)
+        raise
+    except CRMError as exc:
+        _failed(name, exc)
+        raise
     return {"connection": name, "windows": _send_windows(name, window_ids)}
 
 
-def _not_started(name: str, exc: ConfigError) -> dict[str, Any]:
+def _not_started(name: str, exc: ConfigError) -> None:
     """A sync this worker cannot run as configured (a secret not set in its environment): one
-    log line, not a traceback every minute; beat's next run tries again."""
+    log line, not a traceback every minute; the task ends FAILURE with it (Flower shows it, see
+    :class:`worker.app.LeadscoreTask`) and beat's next run tries again."""
     logger.error("sync %s not started: %s", name, exc)
-    return {"connection": name, "error": str(exc)}
+
+
+def _failed(name: str, exc: CRMError) -> None:
+    """A sync the CRM refused for good (login, a CA bundle gone, a malformed request): recorded on
+    its streams (`leadscore status` shows it), one log line, the task FAILURE."""
+    logger.error("sync %s failed: %s", name, exc)
 
 
 def _send_windows(name: str, window_ids: list[int]) -> list[int]:
@@ -157,7 +167,11 @@ def sync_window(self: Any, name: str, window_id: int) -> dict[str, Any]:
     except RetriableCRMError as exc:
         raise self.retry(exc=exc) from exc
     except ConfigError as exc:
-        return {**_not_started(name, exc), "window": window_id}  # the unit stays open: the next start resends it
+        _not_started(name, exc)  # the unit stays open: the next start resends it
+        raise
+    except CRMError as exc:
+        _failed(name, exc)
+        raise
     _send_windows(name, outcome.next_windows)
     if outcome.plan_done:
         score_changed.delay()

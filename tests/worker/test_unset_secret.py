@@ -7,6 +7,7 @@ Real processes: crmsim, the CLI in-process as a user runs it, a Celery worker on
 
 from __future__ import annotations
 
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -99,7 +100,10 @@ def test_worker_sync_records_an_unset_secret_without_a_traceback(
         client = Celery("leadscore-test", broker=redis_url, backend=redis_url)
         client.conf.task_serializer = "json"
         result = client.send_task("leadscore.sync.connection", args=["salesforce"], queue=queue_name)
-        assert result.get(timeout=120) == {"connection": "salesforce", "error": MISSING}
+        # A failure, as Flower and the result backend show it (a SUCCESS hid it), with its one line.
+        with pytest.raises(Exception, match=re.escape(MISSING)):
+            result.get(timeout=120)
+        assert result.state == "FAILURE"
     finally:
         worker.terminate()
         try:
@@ -113,3 +117,33 @@ def test_worker_sync_records_an_unset_secret_without_a_traceback(
     runs = _salesforce_runs(env["LEADSCORE_DATABASE_URL"])[before:]
     assert runs and all(run == ("failed", MISSING) for run in runs), runs
     _assert_status_shows_it(tmp_path, without)
+
+
+def test_worker_sync_refused_by_the_crm_fails_in_one_line(
+        synced: tuple[dict[str, str], dict[str, str]], worker_env: dict[str, str],
+        queue_name: str, redis_url: str) -> None:
+    """A secret the CRM refuses (rotated in the org, not in the worker's environment): the task
+    ends FAILURE with the CRM's one line, the worker logs it without a traceback (beat would
+    print one every minute) and the failure is recorded for `status`."""
+    env, _ = synced
+    before = len(_salesforce_runs(env["LEADSCORE_DATABASE_URL"]))
+    worker = start_worker({**worker_env, **env, "LS_TEST_SF_SECRET": "rotated-since"}, queue_name)
+    try:
+        client = Celery("leadscore-test", broker=redis_url, backend=redis_url)
+        client.conf.task_serializer = "json"
+        result = client.send_task("leadscore.sync.connection", args=["salesforce"], queue=queue_name)
+        with pytest.raises(Exception) as refused:
+            result.get(timeout=120)
+        assert result.state == "FAILURE"
+    finally:
+        worker.terminate()
+        try:
+            output, _ = worker.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            output, _ = worker.communicate()
+    log = output.decode(errors="replace")
+    assert "Traceback" not in log, log
+    assert f"sync salesforce failed: {refused.value}" in log, log
+    runs = _salesforce_runs(env["LEADSCORE_DATABASE_URL"])[before:]
+    assert runs and all(status == "failed" and error == str(refused.value) for status, error in runs), runs
