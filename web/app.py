@@ -313,7 +313,7 @@ def create_app(
     def api_workers() -> Response:
         from worker.liveness import measure
 
-        return JSONResponse(json_safe(measure(broker).to_dict()))
+        return JSONResponse(json_safe(measure(broker, engine_of()).to_dict()))
 
     @app.get("/api/tiers/preview")
     def api_tiers_preview(request: Request) -> Response:
@@ -392,7 +392,7 @@ def create_app(
         answers): the same measurement and lines as ``leadscore status``."""
         from worker.liveness import PING_SECONDS, measure
 
-        return render(request, "_workers.html", alive=measure(broker), ping=PING_SECONDS)
+        return render(request, "_workers.html", alive=measure(broker, engine_of()), ping=PING_SECONDS)
 
     @app.get("/tiers")
     def tiers_page(request: Request) -> Response:

@@ -10,17 +10,21 @@ them, and :func:`measure` says so instead of reporting workers as fine.
 A task a worker took and never acknowledged (``acks_late``) sits in the broker's ``unacked`` hash,
 in no queue, until Redis hands it back after the visibility timeout (60 min by default). One that
 no answering worker holds (active, reserved or waiting for its countdown) was taken by a worker
-that died: :attr:`Liveness.held` lists those, with when they come back.
+that died: :attr:`Liveness.held` lists those, with when they come back, and whether their work
+has been done since by the tasks after them (:mod:`worker.held`): a sync unit finished, a sync
+of the connection succeeded, nothing left that the drain or the routing pass could take. Only a
+held task whose work is still undone is a problem.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import redis
 from kombu.exceptions import OperationalError
@@ -29,6 +33,9 @@ from config.settings import get_settings
 from worker.beat import LOCK_NAME
 from worker.locks import lock_key, redis_client, redis_key, uses_redis
 from worker.queues import Queue, transport_options
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 logger = logging.getLogger(__name__)
 
@@ -53,10 +60,13 @@ class HeldTask:
     task_id: str
     taken_at: datetime
     returns_at: datetime
+    args: tuple[Any, ...] = ()
+    # What shows its work was done since it was taken (None: not done, or cannot tell).
+    done_since: str | None = None
 
-    def to_dict(self) -> dict[str, str]:
+    def to_dict(self) -> dict[str, str | None]:
         return {"name": self.name, "id": self.task_id, "taken_at": self.taken_at.isoformat(timespec="seconds"),
-                "returns_at": self.returns_at.isoformat(timespec="seconds")}
+                "returns_at": self.returns_at.isoformat(timespec="seconds"), "done_since": self.done_since}
 
 
 @dataclass
@@ -90,9 +100,13 @@ class Liveness:
                       for q in (q.value for q in Queue) if q not in consumed]
         if self.redis and self.beat is None:
             found.append("no beat holds the scheduler lock: nothing is scheduled (leadscore beat)")
-        if self.held:
-            found.append(f"{_held_words(self.held)} taken by a worker that no longer answers")
+        if undone := self.undone():
+            found.append(f"{_held_words(undone)} taken by a worker that no longer answers")
         return found
+
+    def undone(self) -> list[HeldTask]:
+        """The held tasks whose work nobody has done since."""
+        return [t for t in self.held if t.done_since is None]
 
     def lines(self) -> list[str]:
         """One line each for workers, beat and queues, as ``leadscore status`` prints them."""
@@ -115,13 +129,19 @@ class Liveness:
                 else "beat: not running (no beat holds the scheduler lock)")
         queues = "queues: " + ", ".join(f"{q} {n} waiting" for q, n in self.waiting.items())
         lines = [workers, beat, queues]
-        if self.held:
-            first = min(t.returns_at for t in self.held)
-            names = ", ".join(sorted({t.name for t in self.held}))
-            lines.append(f"held: {_held_words(self.held)} ({names}) taken by a worker that no longer answers: "
-                         f"in no queue until Redis hands {'it' if len(self.held) == 1 else 'them'} back "
+        if undone := self.undone():
+            first = min(t.returns_at for t in undone)
+            lines.append(f"held: {_held_words(undone)} ({_names(undone)}) taken by a worker that no longer answers: "
+                         f"in no queue until Redis hands {'it' if len(undone) == 1 else 'them'} back "
                          f"(visibility timeout), the first at {first:%Y-%m-%d %H:%M} UTC; to run one now, "
                          "send it again (docs/operations.md, 'A worker killed mid-task')")
+        if done := [t for t in self.held if t.done_since is not None]:
+            last = max(t.returns_at for t in done)
+            why = "; ".join(sorted({t.done_since for t in done if t.done_since}))
+            lines.append(f"held, done since: {_held_words(done)} ({_names(done)}) taken by a worker that no longer "
+                         f"answers, whose work later tasks did ({why}): nothing to do; Redis hands "
+                         f"{'it' if len(done) == 1 else 'them'} back by {last:%Y-%m-%d %H:%M} UTC and "
+                         f"{'it finds' if len(done) == 1 else 'they find'} the work done")
         return lines
 
     def to_dict(self) -> dict[str, object]:
@@ -133,6 +153,22 @@ class Liveness:
 
 def _held_words(held: list[HeldTask]) -> str:
     return f"{len(held)} task" + ("" if len(held) == 1 else "s")
+
+
+def _names(held: list[HeldTask]) -> str:
+    return ", ".join(sorted({t.name for t in held}))
+
+
+def _task_args(message: Any) -> tuple[Any, ...]:
+    """A Celery (protocol 2) message's positional arguments, () when they cannot be read."""
+    try:
+        body: Any = message["body"]
+        if (message.get("properties") or {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        args = json.loads(body)[0]
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+        return ()
+    return tuple(args) if isinstance(args, list) else ()
 
 
 def _waiting(client: redis.Redis, queue: str) -> int:
@@ -161,7 +197,8 @@ def _unacked(client: redis.Redis, visibility_timeout: float) -> list[HeldTask]:
             continue  # not a Celery task message (another app on this Redis database)
         taken = datetime.fromtimestamp(at, UTC)
         found.append(HeldTask(name=name, task_id=task_id, taken_at=taken,
-                              returns_at=datetime.fromtimestamp(at + visibility_timeout, UTC)))
+                              returns_at=datetime.fromtimestamp(at + visibility_timeout, UTC),
+                              args=_task_args(message)))
     return found
 
 
@@ -169,8 +206,9 @@ def _text(value: object) -> str | None:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else None if value is None else str(value)
 
 
-def measure(broker_url: str | None) -> Liveness:
-    """Ask the broker who is there (about :data:`PING_SECONDS` when no worker answers)."""
+def measure(broker_url: str | None, engine: Engine | None = None) -> Liveness:
+    """Ask the broker who is there (about :data:`PING_SECONDS` when no worker answers). With the
+    store's ``engine``, each held task is also checked for work done since (:mod:`worker.held`)."""
     if not broker_url:
         return Liveness(broker=False)
     beat: str | None = None
@@ -213,5 +251,21 @@ def measure(broker_url: str | None) -> Liveness:
         asking.close()
     workers = {host: sorted(str(q.get("name")) for q in queues or []) for host, queues in answers.items()}
     held = [t for t in unacked if t.task_id not in known]
+    if held and engine is not None:
+        held = _settled(engine, held)
     return Liveness(broker=True, redis=on_redis, workers=workers, beat=beat, waiting=waiting, namespace=namespace,
                     held=held)
+
+
+def _settled(engine: Engine, held: list[HeldTask]) -> list[HeldTask]:
+    """``held`` with what shows each one's work done since; unchanged when the store cannot say."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from worker.held import work_done_since
+
+    try:
+        done = work_done_since(engine, held)
+    except SQLAlchemyError as exc:  # status shows the store's own error; here the tasks stay undone
+        logger.warning("cannot tell whether held tasks' work was done since: %s", exc)
+        return held
+    return [replace(t, done_since=done.get(t.task_id)) for t in held]

@@ -33,6 +33,7 @@ from tests.connectors.test_writeback_support import (
     score,
 )
 from tests.services import with_db
+from worker.liveness import measure
 from worker.locks import LOCK_TTL_SECONDS
 from worker.processes import kill_tree, start_worker, stop
 
@@ -156,6 +157,12 @@ def test_killed_lock_holder_blocks_sync_and_writeback_under_a_minute(
             assert (by_id[run_id].error or "").startswith("worker lost"), by_id[run_id].error
         log = (tmp_path / "worker-2.log").read_text()
         assert "held by" in log and "retrying in" in log, "the new work waited for the dead lock"
+        # The dead worker's tasks stay in Redis for the visibility timeout (60 min), but their work
+        # is done by now: status lists them, not as a problem (an admin saw it exit 1 for that hour).
+        alive = measure(REDIS_URL, engine)
+        assert alive.held and all(t.done_since for t in alive.held), alive.held
+        assert not any("no longer answers" in p for p in alive.problems()), alive.problems()
+        assert any(line.startswith("held, done since: ") for line in alive.lines()), alive.lines()
     finally:
         sim.set_faults(None)
         kill_tree(first)

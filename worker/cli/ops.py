@@ -217,7 +217,7 @@ def status() -> None:
         engine, broker_url = engine_for(settings.effective_database_url), settings.broker_url
     require_schema(engine)
     closed = close_lost_runs(engine, broker_url)
-    alive = measure_liveness(broker_url)  # up to a second of broadcast: before the session opens
+    alive = measure_liveness(broker_url, engine)  # up to a second of broadcast: before the session opens
     for name, count in closed.items():
         console.print(Text(f"{name}: {count} sync run(s) left running by a dead worker marked failed"))
     with unit_of_work(engine) as session:

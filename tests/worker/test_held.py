@@ -1,0 +1,59 @@
+"""A task a dead worker holds is not a problem once the store shows its work done since
+(worker.held): measured from the task's arguments and the time it was taken, never assumed."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy.orm import Session
+
+from store.db import engine_for
+from store.migrate import upgrade
+from store.models import SyncRun, SyncWindow
+from tests.factories import make_connection
+from worker.held import work_done_since
+from worker.liveness import HeldTask
+
+TAKEN = datetime(2026, 12, 3, 9, 0, tzinfo=UTC)
+
+
+def _held(name: str, *args: object) -> HeldTask:
+    return HeldTask(name=name, task_id=f"{name}{args}", taken_at=TAKEN, returns_at=TAKEN + timedelta(hours=1),
+                    args=tuple(args))
+
+
+def test_only_work_the_store_shows_done_since_the_task_was_taken_settles_it(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'held.db'}"
+    upgrade(url)
+    engine = engine_for(url)
+    with Session(engine) as session:
+        sf, hs = make_connection(session, "sf"), make_connection(session, "hs", kind="hubspot")
+        windows = []
+        for part, status in enumerate(("done", "running")):
+            window = SyncWindow(connection_id=sf.id, plan=1, plan_until=TAKEN, server_time=TAKEN, stage=0,
+                                stream="leads", part=part, window_end=TAKEN, status=status)
+            session.add(window)
+            windows.append(window)
+        # sf: a sync succeeded after the task was taken; hs: only before it, and one failed after.
+        session.add_all([
+            SyncRun(connection_id=sf.id, stream="leads", status="succeeded", started_at=TAKEN + timedelta(minutes=2),
+                    finished_at=TAKEN + timedelta(minutes=3)),
+            SyncRun(connection_id=hs.id, stream="contacts", status="succeeded", started_at=TAKEN - timedelta(minutes=5),
+                    finished_at=TAKEN - timedelta(minutes=4)),
+            SyncRun(connection_id=hs.id, stream="contacts", status="failed", started_at=TAKEN + timedelta(minutes=2)),
+        ])
+        session.commit()
+        done_window, open_window = windows[0].id, windows[1].id
+    held = [_held("leadscore.sync.window", "sf", done_window), _held("leadscore.sync.window", "sf", open_window),
+            _held("leadscore.sync.connection", "sf"), _held("leadscore.sync.connection", "hs"),
+            _held("leadscore.writeback.drain"), _held("leadscore.train.model"),
+            _held("leadscore.sync.window")]  # arguments unreadable: cannot tell, so not settled
+    done = work_done_since(engine, held)
+    assert done == {
+        held[0].task_id: f"its sync unit {done_window} finished",
+        held[2].task_id: "a sync of sf succeeded since, at 09:03 UTC",
+        # Nothing pending in the outbox: the drain has nothing of its own left.
+        held[4].task_id: "no write queued before it is still pending",
+    }
+    engine.dispose()
