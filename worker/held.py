@@ -12,7 +12,8 @@ training, a full rescore's chunk) stays a problem until it is back.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from datetime import datetime
+from typing import Any, Protocol
 
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
@@ -29,8 +30,18 @@ from store.models import (
     SyncWindow,
 )
 
-if TYPE_CHECKING:
-    from worker.liveness import HeldTask
+
+class HeldTask(Protocol):
+    """What is known of a held task (:class:`worker.liveness.HeldTask`, which imports this module)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def task_id(self) -> str: ...
+    @property
+    def taken_at(self) -> datetime: ...
+    @property
+    def args(self) -> tuple[Any, ...]: ...
 
 
 def work_done_since(engine: Engine, held: Sequence[HeldTask]) -> dict[str, str]:
