@@ -16,6 +16,7 @@ from store.models import (
     ActionStatus,
     Connection,
     Lead,
+    LeadLifecycle,
     LeadScore,
     ModelVersion,
     Outbox,
@@ -68,12 +69,30 @@ def connections_mid_sync(session: Session, *, now: datetime | None = None) -> di
     return out
 
 
+def lead_totals(session: Session) -> dict[int, dict[str, int]]:
+    """Per connection id: its leads in the store (``leads``, the CRM's deleted ones left out), the
+    open ones among them (``open``: scored anew, written and routed) and the open ones with a
+    current score (``scored``). One grouped query; a connection without leads is absent."""
+    is_open = Lead.lifecycle == LeadLifecycle.open
+    rows = session.execute(
+        select(Lead.connection_id, func.count(Lead.id),
+               func.sum(case((is_open, 1), else_=0)),
+               func.sum(case((is_open & LeadScore.id.is_not(None), 1), else_=0)))
+        .outerjoin(LeadScore, (LeadScore.lead_id == Lead.id) & LeadScore.is_current.is_(True))
+        .where(Lead.is_deleted.is_(False))
+        .group_by(Lead.connection_id)
+    ).all()
+    return {int(cid): {"leads": int(n or 0), "open": int(o or 0), "scored": int(sc or 0)} for cid, n, o, sc in rows}
+
+
 def connection_activity(session: Session, *, now: datetime | None = None) -> list[dict[str, Any]]:
-    """Per connection: last sync (any stream), last score and last confirmed write-back, outbox
+    """Per connection: its leads (all, open, open with a current score: :func:`lead_totals`), last
+    sync (any stream), last score and last confirmed write-back, outbox
     rows by status, routing actions by status, and the CRM API calls leadscore made today (UTC),
     by purpose and in total (``store.usage``: sync, accounts, write-back, routing)."""
     now = now or datetime.now(UTC)
     calls = calls_on(session, utc_day(now))
+    totals = lead_totals(session)
     out: list[dict[str, Any]] = []
     for conn in session.scalars(select(Connection).order_by(Connection.name)):
         last_run = session.scalars(
@@ -95,12 +114,13 @@ def connection_activity(session: Session, *, now: datetime | None = None) -> lis
             select(RoutingAction.status, func.count()).where(RoutingAction.connection_id == conn.id)
             .group_by(RoutingAction.status)
         )}
-        leads = session.scalar(select(func.count(Lead.id)).where(Lead.connection_id == conn.id,
-                                                                 Lead.is_deleted.is_(False)))
         out.append({
             "name": conn.name,
             "kind": conn.kind,
-            "leads": int(leads or 0),
+            # Leads in the store, the open ones, and the open ones with a current score.
+            "leads": totals.get(conn.id, {}).get("leads", 0),
+            "open_leads": totals.get(conn.id, {}).get("open", 0),
+            "scored_leads": totals.get(conn.id, {}).get("scored", 0),
             "last_sync": None if last_run is None else {
                 "stream": last_run.stream, "status": last_run.status, "started_at": last_run.started_at,
                 "records": last_run.records, "error": last_run.error,

@@ -46,3 +46,39 @@ def test_status_names_the_latest_report_and_the_models_data_date(world: World, t
     assert f"monitor: {latest.status} as of {shown:%Y-%m-%d}" in status.stdout
     assert f"trained as of {trained:%Y-%m-%d}" in status.stdout, status.stdout[-1500:]
 
+
+
+def test_status_and_the_console_count_the_same_leads(world: World, tmp_path: Path) -> None:
+    """`leadscore status` had no lead totals (an admin trial asked whether everything was scored);
+    it and the console's overview count each connection's leads, open leads and scored ones alike."""
+    from fastapi.testclient import TestClient
+
+    from config.app_config import load_config
+    from store.models import Connection, Lead, LeadLifecycle, LeadScore
+    from tests.web.conftest import AUTH_ENV, SECRET_KEY, USERS
+    from web.app import create_app
+    from web.auth import Authenticator, parse_users
+
+    with unit_of_work(world.engine) as session:
+        conn = session.scalars(select(Connection)).one()
+        leads = session.scalars(select(Lead).where(Lead.is_deleted.is_(False))).all()
+        current = set(session.scalars(select(LeadScore.lead_id).where(LeadScore.is_current.is_(True))))
+    open_ids = [lead.id for lead in leads if lead.lifecycle == LeadLifecycle.open]
+    scored = sum(1 for i in open_ids if i in current)
+    assert len(leads) == 400 and open_ids and scored == len(open_ids)  # the world scored every open lead
+
+    env = {"LEADSCORE_DATABASE_URL": world.url, "LEADSCORE_CONFIG_FILE": str(world.config_file),
+           "LEADSCORE_VAR_DIR": str(tmp_path / "var")}
+    status = leadscore_here("status", cwd=tmp_path, env=env)
+    assert f"leads: {conn.name} {len(leads):,} ({len(open_ids):,} open, {scored:,} of them scored)" in " ".join(
+        status.stdout.split()), status.stdout
+    assert "last sync (UTC)" in status.stdout  # the times are UTC: said, not guessed
+
+    app = create_app(Authenticator(parse_users(AUTH_ENV), key=SECRET_KEY.encode()),
+                     engine_factory=lambda: world.engine, config=load_config(world.config_file))
+    with TestClient(app, base_url="http://127.0.0.1:8088") as client:
+        page = client.get("/", auth=("bob", USERS["bob"][0])).text
+    row = re.search(r"<td><b>" + re.escape(conn.name) + r"</b>.*?</tr>", page, re.S)
+    assert row, page[:2000]
+    cells = re.findall(r'<td class="num">([^<]*)</td>', row.group(0))
+    assert cells[:2] == [str(len(leads)), f"{len(open_ids)} / {scored}"], cells

@@ -28,7 +28,7 @@ from store.models import (
     SyncRun,
     SyncStatus,
 )
-from store.queries import quarantine_counts
+from store.queries import lead_totals, quarantine_counts
 from worker.cli.console import cli_console
 from worker.cli.ports import check_port
 from worker.cli.stored import sqlite_file_missing
@@ -221,7 +221,7 @@ def status() -> None:
     for name, count in closed.items():
         console.print(Text(f"{name}: {count} sync run(s) left running by a dead worker marked failed"))
     with unit_of_work(engine) as session:
-        table = Table("connection", "stream", "last sync", "status", "records", "error", title="Sync")
+        table = Table("connection", "stream", "last sync (UTC)", "status", "records", "error", title="Sync")
         # Records a sync could not store (absurd values, unparsable times), kept with their reason:
         # a lead among them has no score, which a rep sees and revops must be able to explain.
         names = dict(session.execute(select(Connection.id, Connection.name)).tuples().all())
@@ -257,6 +257,7 @@ def status() -> None:
             console.print(Text(f"quarantined: {held} record(s) the sync could not store ({where}), kept with their "
                                "reason (`leadscore explain <CRM id>` says why a lead has no score; the console's "
                                "Sync page lists them)"), soft_wrap=True)
+        console.print(Text(_leads_words(names, lead_totals(session))), soft_wrap=True)
         problems = [f"sync {name}: last run {state}" for name, (state, _error) in failing.items()]
         console.print(Text(api_calls_line(session)), soft_wrap=True)
         for line in alive.lines():
@@ -334,6 +335,21 @@ def require_schema(engine: Engine) -> None:
     problem = schema_problem(engine.url.render_as_string(hide_password=False))
     if problem is not None:
         raise LeadscoreError(f"{url}: {problem}")
+
+
+def _leads_words(names: dict[int, str], totals: dict[int, dict[str, int]]) -> str:
+    """``leads: NAME N (O open, S of them scored); ...`` per connection (the console's overview
+    shows the same :func:`store.queries.lead_totals`); open leads without a current score are
+    counted, not left to be inferred."""
+    if not any(t["leads"] for t in totals.values()):
+        return "leads: none in the store yet (leadscore sync)"
+    parts = []
+    for cid, name in sorted(names.items(), key=lambda item: item[1]):
+        t = totals.get(cid, {"leads": 0, "open": 0, "scored": 0})
+        waiting = t["open"] - t["scored"]
+        parts.append(f"{name} {t['leads']:,} ({t['open']:,} open, {t['scored']:,} of them scored"
+                     + (f", {waiting:,} not yet: leadscore score" if waiting else "") + ")")
+    return "leads: " + "; ".join(parts)
 
 
 def refuse_older_schema() -> None:
