@@ -6,9 +6,10 @@ Pure helpers (no CRM calls), used by ``connectors/salesforce/routing.py`` and
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import re
-from collections.abc import Set
+from collections.abc import Iterable, Set
 from datetime import datetime, timedelta
 
 from config.app_config import AppConfig, ConnectionConfig, RoutingActionConfig
@@ -21,6 +22,22 @@ MARKER_RE = re.compile(r"\[leadscore #\d+\]")
 def action_marker(action_id: int) -> str:
     """The tag a created record carries so a retry can find it: ``[leadscore #123]``."""
     return f"[leadscore #{action_id}]"
+
+
+NAMES_LISTED = 8  # names a refused rule's line lists of what the CRM has
+
+
+def known_names(kind: str, names: Iterable[str], wanted: str) -> str:
+    """`` (its campaigns: 'A', 'B' and 3 more)`` or `` (it has no campaigns)``: what the name a rule
+    gave (``wanted``) could have been, the closest first, so a typo is fixed from the line alone."""
+    found = sorted(set(names), key=str.casefold)
+    if not found:
+        return f" (it has no {kind})"
+    close = difflib.get_close_matches(wanted, found, n=NAMES_LISTED, cutoff=0.5)
+    found = close + [n for n in found if n not in close]
+    shown = ", ".join(repr(n) for n in found[:NAMES_LISTED])
+    more = f" and {len(found) - NAMES_LISTED} more" if len(found) > NAMES_LISTED else ""
+    return f" (its {kind}: {shown}{more})"
 
 
 def round_robin_pick(owners: list[str], crm_id: str) -> str:

@@ -15,7 +15,15 @@ from typing import Any
 from urllib.parse import quote
 
 from config.app_config import AppConfig, ConnectionConfig, RoutingActionConfig
-from connectors.actions import action_marker, actions_for, due, round_robin_pick, task_description, task_subject
+from connectors.actions import (
+    action_marker,
+    actions_for,
+    due,
+    known_names,
+    round_robin_pick,
+    task_description,
+    task_subject,
+)
 from connectors.errors import (
     AuthError,
     FatalCRMError,
@@ -193,7 +201,9 @@ class HubSpotRouter:
                         out.append(f"{key}.round_robin.{i}: no owner {owner!r} in connection {conn.name}")
             elif action.type == "enroll_workflow":
                 if str(action.workflow_id) not in self.workflows():
-                    out.append(f"{key}.workflow_id: no workflow {action.workflow_id!r} in connection {conn.name}")
+                    names = [f"{i} {w.get('name')}" if w.get("name") else i for i, w in self.workflows().items()]
+                    out.append(f"{key}.workflow_id: no workflow {action.workflow_id!r} in connection {conn.name}"
+                               + known_names("workflows", names, str(action.workflow_id)))
             elif action.type in ("set_property", "pause_outreach"):
                 name, value = self._property(action)
                 problem = self._property_problem(name, value)

@@ -14,7 +14,7 @@ from typing import Any
 from simple_salesforce import format_soql
 
 from config.app_config import AppConfig, ConnectionConfig, RoutingActionConfig
-from connectors.actions import actions_for, due, round_robin_pick, task_description, task_subject
+from connectors.actions import actions_for, due, known_names, round_robin_pick, task_description, task_subject
 from connectors.errors import AuthError, FatalCRMError, QuotaExhaustedError, refused_midway
 from connectors.protocols import ActionOutcome, ActionResult, LeadRef
 from connectors.salesforce.records import lead_lifecycle
@@ -116,13 +116,17 @@ class SalesforceRouter:
         for key, action in actions_for(config, conn, self.actions):
             if action.type == "assign_owner":
                 if action.queue and action.queue not in self.queues():
-                    out.append(f"{key}.queue: no queue named {action.queue!r} in connection {conn.name}")
+                    names = [n for n, i in self.queues().items() if n != i]
+                    out.append(f"{key}.queue: no queue named {action.queue!r} in connection {conn.name}"
+                               + known_names("queues", names, action.queue))
                 for i, owner in enumerate(action.round_robin or []):
                     if self._user(owner) is None:
                         out.append(f"{key}.round_robin.{i}: no active user {owner!r} in connection {conn.name}")
             elif action.type == "add_to_campaign":
                 if action.campaign and action.campaign not in self.campaigns():
-                    out.append(f"{key}.campaign: no campaign named {action.campaign!r} in connection {conn.name}")
+                    names = [n for n, i in self.campaigns().items() if n != i]  # names, not the ids also taken
+                    out.append(f"{key}.campaign: no campaign named {action.campaign!r} in connection {conn.name}"
+                               + known_names("campaigns", names, action.campaign))
             elif action.type in ("set_property", "pause_outreach"):
                 name, value = self._property(action)
                 problem = self._field_problem(name, value)

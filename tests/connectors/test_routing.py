@@ -10,7 +10,9 @@ import pytest
 from sqlalchemy import Engine, select
 
 from config.errors import ConfigError
+from connectors.actions import NAMES_LISTED
 from connectors.routing import action_marker, execute_routing, plan_routing, round_robin_pick, validate_routing
+from connectors.routing_validation import routing_problems
 from connectors.writeback import make_client
 from crmsim.app import CRMSim
 from store.db import unit_of_work
@@ -400,3 +402,24 @@ def test_a_task_waits_for_its_tier_changes_owner_assignment(sim: CRMSim, sqlite_
     assert task_ref() == ("00GQUEUE", False)  # the Salesforce router then leaves OwnerId to the API user
     assignment("failed")
     assert task_ref() == ("005PREVIOUS", False)
+
+
+def test_a_rule_naming_a_missing_campaign_or_workflow_lists_what_the_crm_has(sim: CRMSim) -> None:
+    """An admin trial typed a campaign's name wrong: the line said it was missing, not what to write.
+    Now it lists what the CRM has, the closest name first."""
+    config = app_config(sim, [{"to": "A", "actions": [{"type": "add_to_campaign", "campaign": "Monthly Newsleter"},
+                                                      {"type": "enroll_workflow", "workflow_id": "999"}]}])
+    conns = {c.name: c for c in config.connections}
+    secrets = secrets_for(sim)
+    # Every problem's line (`leadscore config check` prints them all; a run stops at the first).
+    text = "\n".join(routing_problems(config, {name: make_client(conns[name], secrets[name]) for name in conns}))
+    campaigns = {str(r.values["Name"]) for r in sim.salesforce.store.records["Campaign"].values()}
+    assert "Monthly Newsletter" in campaigns and len(campaigns) > NAMES_LISTED  # else the test shows nothing
+    assert ("no campaign named 'Monthly Newsleter' in connection sf (its campaigns: 'Monthly Newsletter', "
+            in text), text
+    assert f" and {len(campaigns) - NAMES_LISTED} more)" in text, text
+    workflows = sim.hubspot.store.workflows
+    assert workflows
+    assert "no workflow '999' in connection hs (its workflows: " in text, text
+    for workflow_id, workflow in workflows.items():
+        assert repr(f"{workflow_id} {workflow['name']}") in text, text
