@@ -49,7 +49,8 @@ class SalesforceRouter:
     def __init__(self, client: Any, conn: ConnectionConfig) -> None:
         self.client = client
         self.conn = conn
-        self._queues: dict[str, str] | None = None
+        self._queues: dict[str, str] | None = None  # by Name and by DeveloperName (a rule may give either)
+        self._queue_names: list[str] = []  # the Names, as a refused rule's line lists them
         self._campaigns: dict[str, str] | None = None
         self._users: dict[str, str] | None = None
         self._lead_fields: dict[str, dict[str, Any]] | None = None
@@ -65,6 +66,7 @@ class SalesforceRouter:
         if self._queues is None:
             rows = self._query("SELECT Id, Name, DeveloperName FROM Group WHERE Type = 'Queue'")
             self._queues = {}
+            self._queue_names = sorted({str(row["Name"]) for row in rows if row.get("Name")})
             for row in rows:
                 for key in (row.get("Name"), row.get("DeveloperName")):
                     if key:
@@ -116,9 +118,8 @@ class SalesforceRouter:
         for key, action in actions_for(config, conn, self.actions):
             if action.type == "assign_owner":
                 if action.queue and action.queue not in self.queues():
-                    names = [n for n, i in self.queues().items() if n != i]
                     out.append(f"{key}.queue: no queue named {action.queue!r} in connection {conn.name}"
-                               + known_names("queues", names, action.queue))
+                               + known_names("queues", self._queue_names, action.queue))
                 for i, owner in enumerate(action.round_robin or []):
                     if self._user(owner) is None:
                         out.append(f"{key}.round_robin.{i}: no active user {owner!r} in connection {conn.name}")

@@ -408,7 +408,9 @@ def test_a_rule_naming_a_missing_campaign_or_workflow_lists_what_the_crm_has(sim
     """An admin trial typed a campaign's name wrong: the line said it was missing, not what to write.
     Now it lists what the CRM has, the closest name first."""
     config = app_config(sim, [{"to": "A", "actions": [{"type": "add_to_campaign", "campaign": "Monthly Newsleter"},
-                                                      {"type": "enroll_workflow", "workflow_id": "999"}]}])
+                                                      {"type": "enroll_workflow", "workflow_id": "999"},
+                                                      {"type": "assign_owner", "queue": "SDR Queu",
+                                                       "connections": ["sf"]}]}])
     conns = {c.name: c for c in config.connections}
     secrets = secrets_for(sim)
     # Every problem's line (`leadscore config check` prints them all; a run stops at the first).
@@ -418,6 +420,12 @@ def test_a_rule_naming_a_missing_campaign_or_workflow_lists_what_the_crm_has(sim
     assert ("no campaign named 'Monthly Newsleter' in connection sf (its campaigns: 'Monthly Newsletter', "
             in text), text
     assert f" and {len(campaigns) - NAMES_LISTED} more)" in text, text
+    queues = sorted(str(r.values["Name"]) for r in sim.salesforce.store.records["Group"].values()
+                    if r.values.get("Type") == "Queue")
+    assert "SDR Queue" in queues and len(queues) <= NAMES_LISTED
+    # A queue is taken by its Name or DeveloperName; the line lists the Names, the closest first.
+    closest = ["SDR Queue"] + sorted(q for q in queues if q != "SDR Queue")
+    assert f"no queue named 'SDR Queu' in connection sf (its queues: {', '.join(map(repr, closest))})" in text, text
     workflows = sim.hubspot.store.workflows
     assert workflows
     assert "no workflow '999' in connection hs (its workflows: " in text, text
