@@ -95,7 +95,9 @@ def test_setup_refuses_routing_naming_a_missing_queue(sim: CRMSim) -> None:
     config = app_config(sim, [{"to": "A", "actions": [{"type": "assign_owner", "queue": "Tiger Team",
                                                        "connections": ["sf"]}]}])
     [result] = crm_setup(config, secrets_for(sim), connection="sf")
-    assert result.problems == ["routing.0.actions.0.queue: no queue named 'Tiger Team' in connection sf"]
+    # With what the org has (no name close to it: alphabetical), so the fix needs no look-up in Salesforce.
+    assert result.problems == ["routing.0.actions.0.queue: no queue named 'Tiger Team' in connection sf "
+                               "(its queues: 'Enterprise Queue', 'Nurture Queue', 'SDR Queue')"]
 
 
 def _cli(sim: CRMSim, tmp_path: Path, db_url: str, *args: str, routing: list | None = None
