@@ -28,6 +28,7 @@ from store.models import (
     SyncRun,
     SyncStatus,
     SyncWindow,
+    WindowStatus,
 )
 
 
@@ -58,7 +59,7 @@ def _done_since(session: Session, task: HeldTask) -> str | None:
     name, args, taken = task.name, task.args, task.taken_at
     if name == "leadscore.sync.window" and len(args) >= 2 and isinstance(args[1], int):
         window = session.get(SyncWindow, args[1])
-        if window is not None and window.status == "done":
+        if window is not None and window.status == WindowStatus.done:
             return f"its sync unit {args[1]} finished"
         return None
     if name in ("leadscore.sync.connection", "leadscore.sync.all"):
