@@ -9,7 +9,7 @@ from __future__ import annotations
 import http.client
 import socket
 import ssl
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -109,6 +109,15 @@ def fixable(error: str | None) -> bool:
     """Whether a refusal can be fixed in the CRM and the write or action retried (an inactive owner,
     a validation rule, a missing field), unlike a converted, merged or deleted record's."""
     return expected_refusal(error) not in RECORD_STATE_REFUSALS
+
+
+def unexpected_failures(counts: Mapping[str, int]) -> dict[str, int]:
+    """The failures of ``counts`` (reason -> how many) that are not :data:`EXPECTED_REFUSALS`: a
+    missing field or property, a write given up after its retries, a workflow whose tier never
+    landed. A healthy org refuses the expected ones now and then (its validation rules, a rep who
+    left, a converted or deleted lead); these say something must be fixed before the CRM takes
+    the writes or actions (``writeback`` and ``route`` exit 1 for them)."""
+    return {reason: n for reason, n in counts.items() if n and expected_refusal(reason) is None}
 
 
 def failure_matches(error: str | None, reason: str) -> bool:

@@ -38,7 +38,11 @@ def test_missing_properties_refused_in_one_call_then_sent_after_setup(sim: CRMSi
 
     refused = leadscore_here("writeback", cwd=tmp_path, env=env)
 
-    assert refused.returncode == 0, refused.stdout + refused.stderr
+    # A set-up step to do, not the org's normal refusals: exit 1 with one line saying so.
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    last = refused.stderr.strip().splitlines()[-1]
+    assert last == (f"error: the CRM refused {len(ids)} writes for a cause to fix ({len(ids)} × "
+                    "PROPERTY_DOESNT_EXIST): see the lines above, then `leadscore writeback --retry-failed`"), last
     assert f"failed: {len(ids)} × PROPERTY_DOESNT_EXIST" in refused.stdout
     hint = ("the CRM has no such field or property (or leadscore's user cannot see it): run `leadscore crm setup`, "
             "then `leadscore writeback --retry-failed --reason PROPERTY_DOESNT_EXIST`")

@@ -118,6 +118,7 @@ def writeback(
     ] = None,
 ) -> None:
     """Send pending score (and account) writes to the CRMs now (1,000 per Salesforce call, 100 per HubSpot call)."""
+    from connectors.errors import unexpected_failures
     from connectors.writeback import drain_outbox, requeue_failed
 
     _reason_needs_retry(reason, retry_failed)
@@ -165,6 +166,15 @@ def writeback(
         _write_json(json_path, writeback_json(report, list(secrets)))
     if report.errors:
         raise LeadscoreError("write-back stopped for " + "; ".join(report.errors) + " (rows stay pending)")
+    if to_fix := unexpected_failures(report.failed_by_reason()):
+        raise LeadscoreError(_refused_line("writes", to_fix, "leadscore writeback --retry-failed"))
+
+
+def _refused_line(what: str, to_fix: Mapping[str, int], retry: str) -> str:
+    """The exit-1 line of a run the CRM refused for a cause to fix (not the org's normal refusals)."""
+    return (f"the CRM refused {sum(to_fix.values()):,} {what} for a cause to fix ("
+            + ", ".join(f"{n:,} × {reason}" for reason, n in sorted(to_fix.items()))
+            + f"): see the lines above, then `{retry}`")
 
 
 def _pending_by_connection(engine: Any) -> dict[str, set[int]]:
@@ -212,7 +222,7 @@ def route(
     ] = None,
 ) -> None:
     """Run pending routing and nurture actions now (each once per lead and tier change)."""
-    from connectors.errors import expected_refusal, fixable
+    from connectors.errors import expected_refusal, fixable, unexpected_failures
     from connectors.routing import execute_routing, requeue_failed_actions
 
     _reason_needs_retry(reason, retry_failed)
@@ -294,6 +304,8 @@ def route(
         _write_json(json_path, {"connections": result})
     if report.errors:
         raise LeadscoreError("routing stopped for " + "; ".join(report.errors) + " (the actions stay pending)")
+    if to_fix := unexpected_failures(report.failed):
+        raise LeadscoreError(_refused_line("routing actions", to_fix, "leadscore route --retry-failed"))
 
 
 @crm_app.command("setup")
