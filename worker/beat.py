@@ -3,7 +3,7 @@
 Celery requires exactly one beat. Operators make mistakes (a second deploy, a stuck pod), so the
 scheduler enforces it: each tick it takes or renews ``leadscore:lock:beat`` (redis-py's ``Lock``
 with a TTL of a few ticks, renewed with ``reacquire``). A beat without the lock stays on standby
-and takes over when the holder dies.
+(saying once which beat holds it: host and pid) and takes over when the holder dies.
 
 Only the holder opens the schedule file (``celerybeat-schedule``, a shelve): two beats on one host
 share it (``leadscore beat`` keeps it in ``LEADSCORE_VAR_DIR``), and a standby that opened it at
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import uuid
 from typing import Any
 
@@ -38,6 +39,15 @@ OUTAGE_RETRY_SECONDS = 5.0
 BROKER_DOWN = (redis.ConnectionError, redis.TimeoutError, kombu.exceptions.OperationalError, ConnectionError)
 
 
+def holder_words(token: str | None) -> str:
+    """The beat a scheduler lock token (``beat:HOST:PID:ID``) names, as an admin finds it: "the
+    beat on HOST (pid PID)"; "another beat" for a token of another form (an older leadscore's)."""
+    parts = str(token or "").split(":")
+    if len(parts) == 4 and parts[0] == "beat":
+        return f"the beat on {parts[1]} (pid {parts[2]})"
+    return "another beat"
+
+
 class LockedScheduler(PersistentScheduler):
     """PersistentScheduler that ticks only as the lock holder (no lock needed without Redis)."""
 
@@ -52,8 +62,9 @@ class LockedScheduler(PersistentScheduler):
         self._redis = redis_client(url) if uses_redis(url) else None
         self._lock = (self._redis.lock(lock_key(LOCK_NAME), timeout=LOCK_TTL_SECONDS, thread_local=False)
                       if self._redis is not None else None)
-        self._token = f"beat:{os.getpid()}:{uuid.uuid4().hex}"
+        self._token = f"beat:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}"
         self._holding = False
+        self._standby_said = False  # "on standby" is logged once per stretch without the lock
 
     def _open_schedule_file(self) -> None:
         """Open the schedule file and merge the configured entries into it (Celery's set-up)."""
@@ -84,8 +95,18 @@ class LockedScheduler(PersistentScheduler):
         self._holding = bool(self._lock.acquire(blocking=False, token=self._token))
         if self._holding:
             logger.info("beat: acquired the scheduler lock; scheduling")
+            self._standby_said = False
             self._open_schedule_file()
+        elif not self._standby_said:
+            # Said once, not every 5 s: an admin who started a second beat sees why it sends nothing.
+            logger.info("beat: on standby: %s holds the scheduler lock; this beat takes over within %ds of "
+                        "it stopping", self._holder(), LOCK_TTL_SECONDS)
+            self._standby_said = True
         return self._holding
+
+    def _holder(self) -> str:
+        raw: Any = self._redis.get(lock_key(LOCK_NAME)) if self._redis is not None else None
+        return holder_words(raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw or ""))
 
     def tick(self, *args: Any, **kwargs: Any) -> float:
         try:

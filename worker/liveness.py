@@ -30,7 +30,7 @@ import redis
 from kombu.exceptions import OperationalError
 
 from config.settings import get_settings
-from worker.beat import LOCK_NAME
+from worker.beat import LOCK_NAME, holder_words
 from worker.locks import lock_key, redis_client, redis_key, uses_redis
 from worker.queues import Queue, transport_options
 
@@ -78,7 +78,7 @@ class Liveness:
     error: str | None = None
     redis: bool = True  # the beat's lock and the queues' lists are read from Redis only
     workers: dict[str, list[str]] = field(default_factory=dict)  # hostname -> queues it consumes
-    beat: str | None = None  # the scheduler lock's holder ("beat:<pid>:<id>"), None when none holds it
+    beat: str | None = None  # the scheduler lock's holder ("beat:<host>:<pid>:<id>"), None when none holds it
     waiting: dict[str, int] = field(default_factory=dict)  # queue -> tasks waiting
     namespace: str = ""  # LEADSCORE_REDIS_NAMESPACE: only workers and a beat started with it are heard
     # Tasks taken by workers that no longer answer, back in a queue only after the visibility timeout.
@@ -125,7 +125,7 @@ class Liveness:
         if not self.redis:
             unknown = "cannot tell (measured on a Redis broker only)"
             return [workers, f"beat: {unknown}", f"queues: {unknown}"]
-        beat = (f"beat: scheduling (holds the scheduler lock as {self.beat})" if self.beat is not None
+        beat = (f"beat: scheduling ({holder_words(self.beat)} holds the scheduler lock)" if self.beat is not None
                 else "beat: not running (no beat holds the scheduler lock)")
         queues = "queues: " + ", ".join(f"{q} {n} waiting" for q, n in self.waiting.items())
         lines = [workers, beat, queues]

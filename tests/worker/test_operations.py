@@ -220,6 +220,10 @@ def test_a_standby_beat_sharing_the_schedule_file_takes_over(tmp_path: Path) -> 
         _wait_until(lambda: logs[0].read_text().count("Sending due task sync-all-connections") >= sent_before + 1,
                     60, "the holder to write the schedule again")
         assert acquired not in logs[1].read_text()
+        # The standby says once why it sends nothing, naming the holder as an admin finds it.
+        said = (f"beat: on standby: the beat on {socket.gethostname()} (pid {beats[0].pid}) holds the scheduler "
+                "lock; this beat takes over within 30s of it stopping")
+        assert logs[1].read_text().count(said) == 1, logs[1].read_text()[-3000:]
         beats[0].terminate()
         beats[0].wait(timeout=20)
         sent = "Sending due task sync-all-connections"

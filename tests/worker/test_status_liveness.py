@@ -126,6 +126,9 @@ def test_status_measures_workers_beat_and_queues(tmp_path: Path, empty_redis_db:
     assert "beat: acquired the scheduler lock" in beat_log and "not released" not in beat_log, beat_log[-2000:]
     # The worker consumes minute only: the long queue's task waits for a consumer that does not exist.
     assert running.returncode == 1, running.stdout + running.stderr
+    # The beat named as an admin finds it: its host and process id.
+    said = f"beat: scheduling (the beat on {socket.gethostname()} (pid {beat.pid}) holds the scheduler lock)"
+    assert said in running.stdout, running.stdout
     # (at least ours: the beat may have sent long work of its own meanwhile)
     assert re.search(r"queues: minute \d+ waiting, long [1-9]\d* waiting", running.stdout), running.stdout
     assert re.search(r"status: 1 problem\(s\): no worker consumes the long queue \([1-9]\d* task\(s\) waiting\)$",
