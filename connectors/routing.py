@@ -43,13 +43,12 @@ from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session
 
 from config.app_config import AppConfig, ConnectionConfig, RoutingActionConfig
-from config.errors import ConfigError
 from connectors.actions import action_marker, applies, round_robin_pick
 from connectors.errors import AuthError, CRMError, QuotaExhaustedError, RetriableCRMError, failure_matches
 from connectors.lifecycle import not_open_reason
 from connectors.protocols import ActionResult, LeadRef, Router
 from connectors.registry import PAUSE_DEFAULTS, SUPPORTED, ConnectionUnavailable, client_from, make_router
-from connectors.routing_validation import routing_problems, static_problems, validate_routing
+from connectors.routing_validation import refuse_problems, routing_problems, static_problems, validate_routing
 from scoring.hooks import TierChangeHook
 from store.db import IDS_PER_STATEMENT, among, unit_of_work
 from store.models import (
@@ -276,9 +275,7 @@ def execute_routing(
     """
     report = RoutingReport()
     conns = {c.name: c for c in config.connections if c.enabled}
-    static = static_problems(config)
-    if static:
-        raise ConfigError(static[0])
+    refuse_problems(static_problems(config))
     with unit_of_work(engine) as session:
         query = (select(RoutingAction.id, RoutingAction.connection_id, RoutingAction.status, RoutingAction.action,
                         RoutingAction.lead_score_id)
@@ -391,9 +388,7 @@ def _run_connections(engine: Engine, config: AppConfig, conns: Mapping[str, Conn
             report.errors.append(f"{name}: {type(exc).__name__}: {exc}")
             logger.warning("routing on %s stopped: %s", name, exc)
             continue
-        if problems:
-            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-            raise ConfigError(problems[0] + more)
+        refuse_problems(problems)
         routers[name] = router
     for conn_id, action_ids in by_conn.items():
         name = conn_names.get(conn_id, "")

@@ -7,7 +7,7 @@ which re-exports these names).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from config.app_config import AppConfig
@@ -54,7 +54,12 @@ def validate_routing(config: AppConfig, clients: Mapping[str, Any]) -> None:
     are only checked statically). Raises :class:`ConfigError` naming the config key, e.g.
     ``routing.0.actions.1.queue: no queue named 'X' in connection sf``.
     """
-    problems = routing_problems(config, clients)
+    refuse_problems(routing_problems(config, clients))
+
+
+def refuse_problems(problems: Sequence[str]) -> None:
+    """Raise :class:`ConfigError` with the first of ``problems`` in one line, pointing at where every
+    one is listed (``leadscore crm setup``), so an admin fixes them in one pass, not one per run."""
     if problems:
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        more = f" (and {len(problems) - 1} more: `leadscore crm setup` lists them all)" if len(problems) > 1 else ""
         raise ConfigError(problems[0] + more)

@@ -429,5 +429,10 @@ def test_a_rule_naming_a_missing_campaign_or_workflow_lists_what_the_crm_has(sim
     workflows = sim.hubspot.store.workflows
     assert workflows
     assert "no workflow '999' in connection hs (its workflows: " in text, text
+    # A run refuses in one line with the first, and says where all three are listed.
+    with pytest.raises(ConfigError) as caught:
+        validate_routing(config, {name: make_client(conns[name], secrets[name]) for name in conns})
+    first = text.splitlines()[0]
+    assert str(caught.value) == f"{first} (and 2 more: `leadscore crm setup` lists them all)", caught.value
     for workflow_id, workflow in workflows.items():
         assert repr(f"{workflow_id} {workflow['name']}") in text, text
