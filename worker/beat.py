@@ -41,10 +41,13 @@ BROKER_DOWN = (redis.ConnectionError, redis.TimeoutError, kombu.exceptions.Opera
 
 def holder_words(token: str | None) -> str:
     """The beat a scheduler lock token (``beat:HOST:PID:ID``) names, as an admin finds it: "the
-    beat on HOST (pid PID)"; "another beat" for a token of another form (an older leadscore's)."""
+    beat on HOST (pid PID)"; a beat of an earlier leadscore (``beat:PID:ID``, still holding the lock
+    during an upgrade) "the beat with pid PID"; "another beat" for anything else."""
     parts = str(token or "").split(":")
     if len(parts) == 4 and parts[0] == "beat":
         return f"the beat on {parts[1]} (pid {parts[2]})"
+    if len(parts) == 3 and parts[0] == "beat" and parts[1].isdigit():
+        return f"the beat with pid {parts[1]}"
     return "another beat"
 
 

@@ -671,3 +671,26 @@ def test_lead_page_marks_the_reasons_the_crm_field_cannot_hold(client: TestClien
     page = client.get(f"/leads/{crm_id}", auth=BOB).text
     assert page.count(NOT_IN_CRM) == len(reasons) - fits
     assert page.index(NOT_IN_CRM) > page.index(html.escape(reasons[fits - 1], quote=True))
+
+
+def test_the_tiers_form_offers_every_mode_and_the_confirmation_words_each(client: TestClient) -> None:
+    """A revops trial: with a likelihood policy active, the form offered only score and capacity,
+    showed "score" with the likelihood thresholds, and its preview counted 895 of 987 leads changing
+    tier although nothing had changed (a save would have switched the policy to score cut-offs)."""
+    page = client.get("/tiers", params={"mode": "likelihood", "A": "30", "B": "15", "C": "5"}, auth=ALICE).text
+    selected = re.findall(r'<option value="(\w+)"\s+selected>', page)
+    assert selected == ["likelihood"], selected
+    assert set(re.findall(r'<option value="(\w+)"', page)) == {"score", "likelihood", "capacity"}
+    assert all(f'id="threshold-{t}" value="{v}"' in page for t, v in (("A", 30), ("B", 15), ("C", 5))), page
+    token = _csrf(page)
+    words: dict[str, str] = {}
+    forms = {"likelihood": ("30", "15", "5"), "capacity": ("5", "10", "20"), "score": ("80", "60", "35")}
+    for mode, values in forms.items():
+        form = {"csrf": token, "mode": mode, **dict(zip("ABC", values, strict=True))}
+        confirm = client.post("/tiers", auth=ALICE, data=form)
+        assert confirm.status_code == 200 and 'id="confirm"' in confirm.text, confirm.text[-2000:]
+        line = re.search(r"<p>(\w+): (.*?)</p>", confirm.text, re.S)
+        assert line is not None
+        words[line.group(1)] = " ".join(re.sub(r"<[^>]+>", "", line.group(2)).split())
+    assert words == {"likelihood": "A ≥ 30% B ≥ 15% C ≥ 5%", "capacity": "A top 5% B next 10% C next 20%",
+                     "score": "A ≥ 80 B ≥ 60 C ≥ 35"}, words

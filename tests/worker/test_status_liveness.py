@@ -89,6 +89,12 @@ def test_status_measures_workers_beat_and_queues(tmp_path: Path, empty_redis_db:
     assert "beat: not running (no beat holds the scheduler lock)" in nobody.stdout
     assert "queues: minute 0 waiting, long 0 waiting" in nobody.stdout
     assert "status: 2 problem(s): no worker answered" in nobody.stderr and "Traceback" not in nobody.stderr
+    # A beat of the leadscore before this one (token beat:PID:ID) still holding the lock during an
+    # upgrade is named by its pid, not as "another beat" (an admin would look for a second one).
+    empty_redis_db.set(lock_key(LOCK_NAME), "beat:17346:3d10c0ffee", px=30_000)
+    upgrading = _status(env)
+    assert "beat: scheduling (the beat with pid 17346 holds the scheduler lock)" in upgrading.stdout, upgrading.stdout
+    empty_redis_db.delete(lock_key(LOCK_NAME))
 
     # A task waiting on the long queue, where no worker will listen.
     sent = subprocess.run([sys.executable, "-c", "from worker.app import app; "
