@@ -33,7 +33,7 @@ from scoring.score_run import (
     score_chunk,
     score_leads,
 )
-from scoring.tier_changes import RecentLabelled, preview, retier
+from scoring.tier_changes import RecentLabelled, preview, refuse_empty_tiers, retier
 from scoring.tiers import Policy, check_policy, current_scores, find_active_policy, set_policy, tiers_for
 from store.db import among
 from store.models import Connection, Lead, LeadScore, ModelStatus, ModelVersion, RoutingAction
@@ -157,12 +157,14 @@ def retier_and_plan(
     """Activate a new tier policy, re-tier current scores and plan routing for the changed leads.
 
     The active policy asked for again (same mode and thresholds) is left as it is: no new version
-    in the history with nobody's tier changed (``unchanged``)."""
+    in the history with nobody's tier changed (``unchanged``). Capacity shares that would leave a
+    tier without a lead are refused (:func:`scoring.tier_changes.refuse_empty_tiers`)."""
     values = check_policy(mode, thresholds)
     active = find_active_policy(session)
     if active is not None and active.mode == mode and check_policy(active.mode, active.thresholds) == values:
         return RetierResult(version=active.version, mode=active.mode, thresholds=values, changed=0,
                             unchanged=True)
+    refuse_empty_tiers(session, mode, values)
     before = _last_action_id(session)
     policy = set_policy(session, mode, values, created_by=created_by)
     changed = retier(session, policy, tier_change_hook=routing_hook(config, route=route))

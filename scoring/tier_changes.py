@@ -28,9 +28,11 @@ from scoring.tiers import (
     TIERS,
     Policy,
     PolicyLike,
+    TierPolicyError,
     capacity_cutoffs,
     check_policy,
     current_scores,
+    empty_capacity_tiers,
     probability_to_score,
     tiers_for,
 )
@@ -93,6 +95,8 @@ def preview(
     if mode == "capacity" and total:
         cut = capacity_cutoffs(scores, values)
         out["score_cutoffs"] = {t: int(cut[t]) for t in ("A", "B", "C") if np.isfinite(cut[t])}
+        # Tiers the shares leave without a lead (``tiers set`` and the console refuse such shares).
+        out["empty_tiers"] = empty_capacity_tiers(scores, values)
     out["recent"] = _recent_conversion(
         session, policy, reference=scores, recent_days=recent_days, as_of=as_of, horizon_days=horizon_days,
         recent=recent,
@@ -101,6 +105,22 @@ def preview(
         out["tiers"][tier]["recent_leads"] = row["leads"]
         out["tiers"][tier]["recent_conversion_rate"] = row["conversion_rate"]
     return out
+
+
+def refuse_empty_tiers(session: Session, mode: str, thresholds: Mapping[str, float]) -> None:
+    """Raise :class:`TierPolicyError` when capacity shares would leave A, B or C without a lead
+    among the open leads' current scores (a share under one lead, or one whose leads tie with the
+    tier above): a policy saved so would route nobody as hot. Score and likelihood thresholds may
+    leave a tier empty today (no lead is that likely yet): they pass."""
+    if mode != "capacity":
+        return
+    empty = empty_capacity_tiers(current_scores(session)["score"].to_numpy(dtype="float64"), thresholds)
+    if empty:
+        tier, why = next(iter(empty.items()))
+        others = list(empty)[1:]
+        more = (f" ({'tiers' if len(others) > 1 else 'tier'} {', '.join(others)} too: `leadscore tiers preview`"
+                " shows why)") if others else ""
+        raise TierPolicyError(f"tier {tier} would hold no lead: {why}{more}")
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,8 @@ need the champion and the scoring service; this module needs neither).
 
 from __future__ import annotations
 
+import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -134,6 +136,65 @@ def capacity_cutoffs(reference: np.ndarray, shares: Mapping[str, float]) -> dict
         else:
             cutoffs[tier] = float(value)
     return cutoffs
+
+
+def _filling_share(values: np.ndarray, shares: Mapping[str, float], tier: str) -> float | None:
+    """The smallest share of ``tier`` (two significant digits, the other shares as given) with
+    which it holds a lead on ``values``; None when no share the others leave room for does. A
+    tier's holding grows with its share, so the least number of leads is found by bisection."""
+    n = len(values)
+    room = 100.0 - sum(float(v) for t, v in shares.items() if t != tier)
+
+    def holds(share: float) -> bool:
+        trial = {t: float(v) for t, v in shares.items()}
+        trial[tier] = share
+        return tier in assign_tiers(values, Policy("capacity", trial))
+
+    most = int(math.ceil(n * room / 100.0)) - 1  # the most leads a share under ``room`` takes
+    if most < 1 or not holds(most * 100.0 / n):
+        return None
+    low, high = 1, most
+    while low < high:
+        middle = (low + high) // 2
+        if holds(middle * 100.0 / n):
+            high = middle
+        else:
+            low = middle + 1
+    exact = low * 100.0 / n
+    # A share takes round(n * share / 100) leads: any share above low - 0.5 leads takes low.
+    for above in ((low - 0.5) * 100.0 / n, exact):
+        unit = 10.0 ** (math.floor(math.log10(above)) - 1)
+        shown = float(f"{math.floor(above / unit + 1) * unit:.2g}")
+        if shown < room and holds(shown):
+            return shown
+    return exact
+
+
+def empty_capacity_tiers(reference: np.ndarray, shares: Mapping[str, float]) -> dict[str, str]:
+    """Each of A, B and C that capacity ``shares`` cut on ``reference`` (the open leads' current
+    scores) leave without a lead, with why in words and the least share that gives it one: its
+    share is less than one lead, or equal scores at its cut-off go to another tier
+    (:func:`capacity_cutoffs` never splits a score). Empty when every tier holds a lead, or when
+    ``reference`` holds none (nothing to cut yet)."""
+    values = np.asarray(reference, dtype="float64")
+    n = len(values)
+    if not n:
+        return {}
+    given = {t: float(shares[t]) for t in ("A", "B", "C")}
+    held = Counter(assign_tiers(values, Policy("capacity", given)))
+    out: dict[str, str] = {}
+    for tier in ("A", "B", "C"):
+        if held[tier]:
+            continue
+        share = given[tier]
+        if int(round(n * share / 100.0)) < 1:
+            why = f"{share:g}% of {n:,} current leads is {n * share / 100.0:.2g} of a lead"
+        else:
+            why = f"equal scores share a tier, and its {share:g}% falls among leads that tie with another tier's"
+        filling = _filling_share(values, given, tier)
+        out[tier] = why + (f"; give {tier} at least {filling:g}%" if filling is not None
+                           else "; no share the other tiers leave room for gives it one: use score thresholds")
+    return out
 
 
 def assign_tiers(

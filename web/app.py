@@ -459,6 +459,7 @@ def create_app(
     @app.post("/tiers")
     async def tiers_save(request: Request) -> Response:
         from scoring.pipeline import retier_and_plan
+        from scoring.tier_changes import refuse_empty_tiers
         from scoring.tiers import TierPolicyError, check_policy
 
         form = await request.form()
@@ -468,6 +469,8 @@ def create_app(
         raw = {t: str(form.get(t) or "") for t in ("A", "B", "C")}
         try:
             values = check_policy(mode, raw)
+            with reading() as session:  # shares that leave a tier empty: refused before the confirmation
+                refuse_empty_tiers(session, mode, values)
         except TierPolicyError as exc:
             if not _wants_html(request):
                 raise
@@ -723,8 +726,8 @@ def _policy_args(request: Request) -> tuple[str, dict[str, Any]]:
 
     q = request.query_params
     mode = q.get("mode", "score")
-    if mode not in ("score", "capacity"):
-        raise TierPolicyError(f"mode: unknown mode {mode!r} (use 'score' or 'capacity')")
+    if mode not in ("score", "likelihood", "capacity"):
+        raise TierPolicyError(f"mode: unknown mode {mode!r} (use 'score', 'likelihood' or 'capacity')")
     missing = [t for t in ("A", "B", "C") if not q.get(t)]
     if missing:
         raise TierPolicyError(f"give A, B and C (missing {', '.join(missing)})")
@@ -745,6 +748,7 @@ def preview_payload(data: dict[str, Any]) -> dict[str, Any]:
            "recent": data.get("recent") or {}}
     if "score_cutoffs" in data:
         out["score_cutoffs"] = data["score_cutoffs"]
+        out["empty_tiers"] = data.get("empty_tiers", {})
     return out
 
 

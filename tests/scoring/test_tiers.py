@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from typing import Any
 
@@ -21,6 +22,7 @@ from scoring.tiers import (
     active_policy,
     assign_tiers,
     current_scores,
+    empty_capacity_tiers,
     parse_threshold_args,
     set_policy,
 )
@@ -198,3 +200,23 @@ def test_scoring_under_a_capacity_policy_cuts_the_new_distribution(any_session: 
         assert held in [0, *at_or_above]
         assert abs(held - target) == min(abs(k - target) for k in [0, *at_or_above]), (tier, held)
     assert int((current["tier"] == "A").sum()) >= 25
+
+
+def test_empty_capacity_tiers_name_the_least_share_that_fills_each() -> None:
+    """Shares under one lead, and shares whose leads tie with another tier's, leave a tier empty;
+    the share each line names is the least (at two significant digits) that gives it a lead."""
+    ties = np.array([99] * 30 + [s for s in range(1, 90) for _ in range(10)], dtype="float64")  # 920 leads
+    empty = empty_capacity_tiers(ties, {"A": 1, "B": 10, "C": 20})
+    assert list(empty) == ["A"] and empty["A"].startswith("equal scores share a tier"), empty
+    least = float(re.search(r"give A at least ([0-9.]+)%", empty["A"]).group(1))  # type: ignore[union-attr]
+    assert least == 1.6  # the 30 leads at 99 join A once its share is nearer 30 leads than none
+    assert empty_capacity_tiers(ties, {"A": least, "B": 10, "C": 20}) == {}
+    assert "A" in empty_capacity_tiers(ties, {"A": least - 0.1, "B": 10, "C": 20})
+    tiny = empty_capacity_tiers(ties, {"A": 5, "B": 0.05, "C": 20})
+    assert tiny == {"B": "0.05% of 920 current leads is 0.46 of a lead; give B at least 0.93%"}, tiny
+    # B's leads start at A's cut-off: it needs nearer the next run of ten equal scores than none.
+    assert empty_capacity_tiers(ties, {"A": 5, "B": 0.93, "C": 20}) == {}
+    assert "B" in empty_capacity_tiers(ties, {"A": 5, "B": 0.92, "C": 20})
+    crowded = empty_capacity_tiers(ties, {"A": 99, "B": 0.5, "C": 0.4})  # C's room: under 0.5%
+    assert list(crowded) == ["C"] and crowded["C"].endswith("gives it one: use score thresholds"), crowded
+    assert empty_capacity_tiers(np.array([]), {"A": 0.01, "B": 0.01, "C": 0.01}) == {}

@@ -694,3 +694,47 @@ def test_the_tiers_form_offers_every_mode_and_the_confirmation_words_each(client
         words[line.group(1)] = " ".join(re.sub(r"<[^>]+>", "", line.group(2)).split())
     assert words == {"likelihood": "A ≥ 30% B ≥ 15% C ≥ 5%", "capacity": "A top 5% B next 10% C next 20%",
                      "score": "A ≥ 80 B ≥ 60 C ≥ 35"}, words
+
+
+def test_capacity_shares_that_leave_a_tier_empty_are_refused_with_the_share_that_fills_it(
+    client: TestClient, world: World, tmp_path: Path
+) -> None:
+    """A revops trial: `tiers preview --capacity A=0.01 B=0.01 C=0.01` gave A 0, B 0, C 0 with
+    hundreds of actions, and `tiers set` saved it: no lead would have been routed as hot. The CLI
+    preview warns, `tiers set` and the console refuse in one line naming the share that fills the
+    tier, and nothing is saved. The console's preview of likelihood thresholds works (it said
+    "unknown mode 'likelihood'")."""
+    from tests.cli.support import assert_one_line_failure, leadscore_here
+
+    env = {"LEADSCORE_DATABASE_URL": world.url, "LEADSCORE_CONFIG_FILE": str(world.config_file)}
+    with world.engine.connect() as c:
+        versions = c.scalar(select(func.count()).select_from(TierPolicy))
+    tiny = ["--capacity", "A=0.01%", "B=0.01%", "C=0.01%"]
+    preview = leadscore_here("tiers", "preview", *tiny, cwd=tmp_path, env=env)
+    assert preview.returncode == 0, preview.stderr
+    warnings = [line for line in preview.stdout.splitlines() if line.startswith("warning: ")]
+    assert [w.split(":")[1].strip() for w in warnings] == [
+        "tier A would hold no lead", "tier B would hold no lead", "tier C would hold no lead"] and \
+        all("(`tiers set` refuses these shares)" in w for w in warnings), preview.stdout
+    least = re.search(r"give A at least ([0-9.]+)%", warnings[0])
+    assert least is not None, warnings[0]
+    refused = assert_one_line_failure(leadscore_here("tiers", "set", *tiny, cwd=tmp_path, env=env), 1,
+                                      "tier A would hold no lead: 0.01% of ")
+    assert "(tiers B, C too: `leadscore tiers preview` shows why)" in refused, refused
+    # The share the line names does fill the tier (in a preview: a save would route).
+    fills = leadscore_here("tiers", "preview", "--capacity", f"A={least.group(1)}%", "B=10%", "C=20%",
+                           cwd=tmp_path, env=env)
+    assert fills.returncode == 0 and "warning:" not in fills.stdout, fills.stdout
+    api = client.get(f"/api/tiers/preview?mode=capacity&A={least.group(1)}&B=10&C=20", auth=ALICE).json()
+    assert api["tiers"]["A"]["leads"] >= 1 and api["empty_tiers"] == {}, api
+    # The console: the preview says which tiers stay empty, a save comes back to the form unsaved.
+    fragment = client.get("/tiers/preview?mode=capacity&A=0.01&B=0.01&C=0.01", auth=ALICE).text
+    assert len(re.findall(r'class="flash alert empty-tier">Tier [ABC] would hold no lead', fragment)) == 3, fragment
+    page = client.get("/tiers", auth=ALICE).text
+    form = {"csrf": _csrf(page), "mode": "capacity", "A": "0.01", "B": "0.01", "C": "0.01"}
+    saved = client.post("/tiers", auth=ALICE, data=form, headers=HTML, follow_redirects=True)
+    assert "Not saved: tier A would hold no lead: 0.01% of" in html.unescape(saved.text), saved.text[-3000:]
+    with world.engine.connect() as c:
+        assert c.scalar(select(func.count()).select_from(TierPolicy)) == versions
+    likely = client.get("/tiers/preview?mode=likelihood&A=30&B=15&C=5", auth=ALICE).text
+    assert 'id="preview-table"' in likely and "unknown mode" not in likely, likely

@@ -295,6 +295,9 @@ def tiers_preview(
         cuts = ", ".join(f"{t} >= {v}" for t, v in data["score_cutoffs"].items())
         console.print(f"score cut-offs: {cuts} (equal scores share a tier, so each share is met to within "
                       "one score's leads)")
+    for tier, why in data.get("empty_tiers", {}).items():
+        console.print(f"warning: tier {tier} would hold no lead: {why} (`tiers set` refuses these shares)",
+                      markup=False)
     console.print(_routing_line(data["routing"]["actions"], "would be planned")
                   + (f" for {data['routing']['leads']} leads" if data["routing"]["leads"] else ""))
     if json_path is not None:
