@@ -91,7 +91,7 @@ from scoring.tiers import (
     find_active_policy,
     tiers_for,
 )
-from store.db import IDS_PER_STATEMENT, among, in_memory_sqlite
+from store.db import IDS_PER_STATEMENT, among
 from store.models import Lead, ModelVersion, TierPolicy
 from store.queries import connections_mid_sync
 from store.types import Progress
@@ -467,12 +467,17 @@ _Submit = Callable[[Callable[[], Any]], "Future[Any]"]
 
 @contextmanager
 def _reads(session: Session) -> Iterator[_Submit]:
-    """``submit(read)``: a read of the store (no arguments) started now, its future returned. In a
-    reader thread, so the calling thread builds one batch's features while the next is read (the
-    database's work and the driver's waits run outside the GIL); the session is that thread's
-    alone until the block ends, when any read in flight is waited for. An in-memory SQLite store
-    (its connection refuses other threads) reads in the calling thread instead."""
-    if in_memory_sqlite(session.get_bind().engine.url):
+    """``submit(read)``: a read of the store (no arguments) started now, its future returned.
+
+    PostgreSQL: in a reader thread, so the calling thread builds one batch's features while the
+    server reads the next (the server's work and the driver's waits run outside the GIL); the
+    session is that thread's alone until the block ends, when any read in flight is waited for.
+    SQLite: in the calling thread, when the read is asked for. Its database work runs in this
+    process and the driver builds each row under the GIL, so a reader thread contended with the
+    features being built: a run over the 12,000-lead bench store took 0.04-0.2 s longer with it
+    (medians of six to eight alternating runs, docs/scaling.md "Forty-first session"); an
+    in-memory store's connection refuses other threads anyway."""
+    if session.get_bind().dialect.name == "sqlite":
         def read_here(read: Callable[[], _T]) -> Future[_T]:
             done: Future[_T] = Future()
             try:
