@@ -8,6 +8,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from config.app_config import AppConfig
 from config.errors import LeadscoreError
 from scoring.reasons import MAX_REASONS_CHARS, SEPARATOR, join_reasons
 from scoring.tiers import likelihood_percent
@@ -84,9 +85,14 @@ def _score_view(row: LeadScore, version: str | None) -> dict[str, Any]:
     }
 
 
-def explain_lead(session: Session, ref: str, *, history: bool = False) -> dict[str, Any]:
+def explain_lead(session: Session, ref: str, *, history: bool = False,
+                 config: AppConfig | None = None) -> dict[str, Any]:
     """A lead's current score, likelihood, fit, engagement, change, tier, reasons and model (for
-    ``leadscore explain``); with ``history`` also every score of the lead, oldest first."""
+    ``leadscore explain`` and the console's lead page); ``rep_feedback``: the rep's feedback on the
+    score as last synced (``{"feedback", "comment"}``, the fields ``config`` names, or None); with
+    ``history`` also every score of the lead, oldest first."""
+    from scoring.feedback import lead_feedback
+
     lead = find_lead(session, ref)
     current = session.scalar(select(LeadScore).where(LeadScore.lead_id == lead.id, LeadScore.is_current.is_(True)))
     lifecycle = LeadLifecycle(lead.lifecycle)
@@ -111,6 +117,7 @@ def explain_lead(session: Session, ref: str, *, history: bool = False) -> dict[s
         "status": lead.status,
         "converted_at": lead.converted_at.isoformat() if lead.converted_at else None,
         "standing": None if lifecycle is LeadLifecycle.open else _standing(lead),
+        "rep_feedback": lead_feedback(session, lead, config),
     }
     if history:
         rows = session.scalars(

@@ -763,10 +763,12 @@ def lead_story(session: Session, crm_id: str, config: AppConfig | None = None) -
     except LeadscoreError as exc:
         raise NotFound(str(exc)) from exc
     try:
-        explained: dict[str, Any] = explain_lead(session, f"id:{lead.id}")  # the lead found, not a namesake
+        # The lead found, not a namesake; its rep feedback read as `leadscore explain` reads it.
+        explained: dict[str, Any] = explain_lead(session, f"id:{lead.id}", config=config)
     except LeadscoreError:
         explained = {"lead_id": lead.id, "crm_id": lead.crm_id, "score": None, "tier": None, "reasons": [],
-                     "model": None, "scored_at": None, "probability": None}
+                     "model": None, "scored_at": None, "probability": None,
+                     "rep_feedback": lead_feedback(session, lead, config)}
     explained.update({
         "email": lead.email, "company": lead.company, "title": lead.title, "status": lead.status,
         "name": " ".join(p for p in (lead.first_name, lead.last_name) if p) or None,
@@ -774,6 +776,6 @@ def lead_story(session: Session, crm_id: str, config: AppConfig | None = None) -
     })
     explained["history"] = score_history(session, lead.id)
     explained["routing_actions"] = routing_actions(session, lead.id)
-    found = lead_feedback(session, lead, config)
+    found = explained["rep_feedback"]
     explained["feedback"] = [" — ".join(v for v in (found["feedback"], found["comment"]) if v)] if found else []
     return explained

@@ -147,8 +147,9 @@ def explain_command(
     from scoring.explain import NOT_IN_CRM
     from scoring.service import explain_lead
 
+    config = _config()
     with _session() as session:
-        info = explain_lead(session, lead, history=history)
+        info = explain_lead(session, lead, history=history, config=config)
     if as_json:
         console.print_json(json.dumps(info, default=str))
         return
@@ -163,6 +164,9 @@ def explain_command(
         left_out = f"  {NOT_IN_CRM}" if n > info["reasons_in_crm"] else ""
         console.print(f"  {reason}{left_out}", markup=False, highlight=False, soft_wrap=True)
     console.print(f"model {info['model']}, scored {info['scored_at']}", markup=False, highlight=False, soft_wrap=True)
+    if (said := info.get("rep_feedback")) is not None:
+        words = " — ".join(v for v in (said["feedback"], said["comment"]) if v)
+        console.print(f"rep feedback (as last synced): {words}", markup=False, highlight=False, soft_wrap=True)
     if history:
         rows = info["history"]
         console.print(f"history: {len(rows)} score{'s' if len(rows) != 1 else ''}, oldest first", markup=False,
@@ -297,7 +301,7 @@ def tiers_preview(
                       "one score's leads)")
     for tier, why in data.get("empty_tiers", {}).items():
         console.print(f"warning: tier {tier} would hold no lead: {why} (`tiers set` refuses these shares)",
-                      markup=False)
+                      markup=False, highlight=False, soft_wrap=True)
     console.print(_routing_line(data["routing"]["actions"], "would be planned")
                   + (f" for {data['routing']['leads']} leads" if data["routing"]["leads"] else ""))
     if json_path is not None:
