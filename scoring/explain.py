@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from config.app_config import AppConfig
 from config.errors import LeadscoreError
+from scoring.feedback import lead_feedback
 from scoring.reasons import MAX_REASONS_CHARS, SEPARATOR, join_reasons
 from scoring.tiers import likelihood_percent
 from store.models import Connection, Lead, LeadLifecycle, LeadScore, ModelVersion, QuarantinedRecord
@@ -91,8 +92,6 @@ def explain_lead(session: Session, ref: str, *, history: bool = False,
     ``leadscore explain`` and the console's lead page); ``rep_feedback``: the rep's feedback on the
     score as last synced (``{"feedback", "comment"}``, the fields ``config`` names, or None); with
     ``history`` also every score of the lead, oldest first."""
-    from scoring.feedback import lead_feedback
-
     lead = find_lead(session, ref)
     current = session.scalar(select(LeadScore).where(LeadScore.lead_id == lead.id, LeadScore.is_current.is_(True)))
     lifecycle = LeadLifecycle(lead.lifecycle)

@@ -64,6 +64,13 @@ def lead_feedback(session: Session, lead: Lead, config: AppConfig | None = None)
     return {"feedback": value, "comment": comment}
 
 
+def feedback_words(found: Mapping[str, str | None] | None) -> str | None:
+    """:func:`lead_feedback` as one line, "Too low — asked for a demo" (None without feedback)."""
+    if not found:
+        return None
+    return " — ".join(v for v in (found.get("feedback"), found.get("comment")) if v)
+
+
 def feedback_summary(session: Session, config: AppConfig | None = None) -> dict[str, Any]:
     """Feedback by current tier and the later conversion of flagged leads vs their tier's others."""
     names = _names(config)

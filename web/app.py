@@ -467,25 +467,26 @@ def create_app(
         user = require_editor(request)
         mode = str(form.get("mode") or "score")
         raw = {t: str(form.get(t) or "") for t in ("A", "B", "C")}
+
+        def save() -> Any:
+            with writing() as session:  # the same path as `leadscore tiers set`
+                return retier_and_plan(session, app_config, mode, values, created_by=user.name)
+
         try:
             values = check_policy(mode, raw)
-            with reading() as session:  # shares that leave a tier empty: refused before the confirmation
-                refuse_empty_tiers(session, mode, values)
+            if form.get("confirm") != "yes":
+                with reading() as session:
+                    # Shares that leave a tier empty are refused before the confirmation, as the save would.
+                    refuse_empty_tiers(session, mode, values)
+                    data = run_preview(session, mode, values)
+                return render(request, "tiers_confirm.html", mode=mode, values=values, data=data)
+            result = await run_in_threadpool(save)  # re-tiering many leads must not block other requests
         except TierPolicyError as exc:
             if not _wants_html(request):
                 raise
             # Back to the form as it was typed, with the reason above it (not an error page).
             return RedirectResponse("/tiers?" + urlencode({"mode": mode, **raw, "refused": str(exc)}),
                                     status_code=303)
-        if form.get("confirm") != "yes":
-            with reading() as session:
-                data = run_preview(session, mode, values)
-            return render(request, "tiers_confirm.html", mode=mode, values=values, data=data)
-        def save() -> Any:
-            with writing() as session:  # the same path as `leadscore tiers set`
-                return retier_and_plan(session, app_config, mode, values, created_by=user.name)
-
-        result = await run_in_threadpool(save)  # re-tiering many leads must not block other requests
         if result.unchanged:
             return RedirectResponse(f"/tiers?unchanged={result.version}", status_code=303)
         planned = sum(result.routing_planned.values())
@@ -754,7 +755,7 @@ def preview_payload(data: dict[str, Any]) -> dict[str, Any]:
 
 def lead_story(session: Session, crm_id: str, config: AppConfig | None = None) -> dict[str, Any]:
     """Everything the lead page and ``/api/leads/{crm_id}`` show: explain + history + routing + feedback."""
-    from scoring.feedback import lead_feedback
+    from scoring.feedback import feedback_words, lead_feedback
     from scoring.service import explain_lead, find_lead
     from store.queries import routing_actions, score_history
 
@@ -776,6 +777,6 @@ def lead_story(session: Session, crm_id: str, config: AppConfig | None = None) -
     })
     explained["history"] = score_history(session, lead.id)
     explained["routing_actions"] = routing_actions(session, lead.id)
-    found = explained["rep_feedback"]
-    explained["feedback"] = [" — ".join(v for v in (found["feedback"], found["comment"]) if v)] if found else []
+    said = feedback_words(explained["rep_feedback"])
+    explained["feedback"] = [said] if said else []
     return explained

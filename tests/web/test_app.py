@@ -748,6 +748,9 @@ def test_capacity_shares_that_leave_a_tier_empty_are_refused_with_the_share_that
     form = {"csrf": _csrf(page), "mode": "capacity", "A": "0.01", "B": "0.01", "C": "0.01"}
     saved = client.post("/tiers", auth=ALICE, data=form, headers=HTML, follow_redirects=True)
     assert "Not saved: tier A would hold no lead: 0.01% of" in html.unescape(saved.text), saved.text[-3000:]
+    # A confirmed save is refused the same way (the leads may have changed since the confirmation).
+    confirmed = client.post("/tiers", auth=ALICE, data={**form, "confirm": "yes"}, headers=HTML, follow_redirects=True)
+    assert "Not saved: tier A would hold no lead: 0.01% of" in html.unescape(confirmed.text), confirmed.text[-3000:]
     with world.engine.connect() as c:
         assert c.scalar(select(func.count()).select_from(TierPolicy)) == versions
     likely = client.get("/tiers/preview?mode=likelihood&A=30&B=15&C=5", auth=ALICE).text

@@ -145,6 +145,7 @@ def explain_command(
 ) -> None:
     """Show a lead's score, likelihood, fit, engagement, trend, tier and the reasons behind it."""
     from scoring.explain import NOT_IN_CRM
+    from scoring.feedback import feedback_words
     from scoring.service import explain_lead
 
     config = _config()
@@ -164,9 +165,8 @@ def explain_command(
         left_out = f"  {NOT_IN_CRM}" if n > info["reasons_in_crm"] else ""
         console.print(f"  {reason}{left_out}", markup=False, highlight=False, soft_wrap=True)
     console.print(f"model {info['model']}, scored {info['scored_at']}", markup=False, highlight=False, soft_wrap=True)
-    if (said := info.get("rep_feedback")) is not None:
-        words = " — ".join(v for v in (said["feedback"], said["comment"]) if v)
-        console.print(f"rep feedback (as last synced): {words}", markup=False, highlight=False, soft_wrap=True)
+    if said := feedback_words(info.get("rep_feedback")):
+        console.print(f"rep feedback (as last synced): {said}", markup=False, highlight=False, soft_wrap=True)
     if history:
         rows = info["history"]
         console.print(f"history: {len(rows)} score{'s' if len(rows) != 1 else ''}, oldest first", markup=False,
