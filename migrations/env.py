@@ -4,10 +4,11 @@ processes never migrate at once, and short lock timeouts so a migration never st
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import text
+from sqlalchemy import make_url, text
 
 from store.db import make_engine
 from store.models import Base
+from store.references import include_object
 
 # Any number unique to leadscore: pg_advisory_lock key for migrations.
 MIGRATION_LOCK_KEY = 0x1EAD5C0E
@@ -26,8 +27,10 @@ def _url() -> str:
 
 
 def run_migrations_offline() -> None:
-    context.configure(url=_url(), target_metadata=target_metadata, literal_binds=True,
-                      render_as_batch=True, compare_type=True)
+    url = _url()
+    context.configure(url=url, target_metadata=target_metadata, literal_binds=True,
+                      render_as_batch=True, compare_type=True,
+                      include_object=include_object(make_url(url).get_backend_name()))
     with context.begin_transaction():
         context.run_migrations()
 
@@ -44,7 +47,8 @@ def run_migrations_online() -> None:
             connection.commit()
         try:
             context.configure(connection=connection, target_metadata=target_metadata,
-                              render_as_batch=not is_pg, compare_type=True)
+                              render_as_batch=not is_pg, compare_type=True,
+                              include_object=include_object(connection.dialect.name))
             with context.begin_transaction():
                 context.run_migrations()
         finally:

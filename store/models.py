@@ -24,10 +24,12 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    event,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from store.references import install, mark_set_checked
 from store.types import JSONType, UTCDateTime
 
 NAMING_CONVENTION = {
@@ -551,3 +553,8 @@ class MonitorReport(Base):
     metrics: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     alerts: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+# PostgreSQL checks the keys of lead_score and outbox once per statement (store.references).
+mark_set_checked(Base.metadata)
+event.listen(Base.metadata, "after_create", install)

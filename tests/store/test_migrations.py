@@ -11,11 +11,13 @@ from sqlalchemy import Engine, inspect
 from store.db import make_engine
 from store.migrate import current_revision, upgrade
 from store.models import Base
+from store.references import include_object
 
 
 def _diff(engine: Engine) -> list[object]:
     with engine.connect() as conn:
-        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        context = MigrationContext.configure(conn, opts={"compare_type": True,
+                                                         "include_object": include_object(conn.dialect.name)})
         return list(compare_metadata(context, Base.metadata))
 
 
