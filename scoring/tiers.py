@@ -3,11 +3,12 @@
 Score mode: A if the 1-99 rank score >= thresholds["A"], else B if >= thresholds["B"], else C if
 >= ["C"], else D. Likelihood mode: the same on the calibrated probability in percent
 (``tiers set --likelihood A=30 B=15 C=5``). Capacity mode ("top 10 % are A, the next 20 % B,
-the next 30 % C"): the shares are cut on the distribution of all current scores, ranked by
-calibrated probability (finer than the 1-99 score, so ties are rare); equal values always get
-the same tier. Exactly one policy is active; changing it creates a new version and re-tiers
-current scores without retraining (:mod:`scoring.tier_changes`: preview and re-tiering, which
-need the champion and the scoring service; this module needs neither).
+the next 30 % C"): the shares are cut on the distribution of all current 1-99 scores (what the
+CRM shows, so one score is one tier on every lead); equal scores always get the same tier, so a
+tier can be a little over or under its share (:func:`capacity_cutoffs`). Exactly one policy is
+active; changing it creates a new version and re-tiers current scores without retraining
+(:mod:`scoring.tier_changes`: preview and re-tiering, which need the champion and the scoring
+service; this module needs neither).
 """
 
 from __future__ import annotations
