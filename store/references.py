@@ -138,18 +138,20 @@ $fn$
 _FUNCTIONS = ("leadscore_check_references", "leadscore_check_referenced", "leadscore_refuse_change")
 
 
-def _children() -> dict[str, list[tuple[str, str]]]:
-    by_table: dict[str, list[tuple[str, str]]] = {}
-    for table, column, _referred in SET_CHECKED:
-        by_table.setdefault(table, []).append((table, column))
-    return by_table
+Ref = tuple[str, str, str]  # one of SET_CHECKED: (referencing table, column, referenced table)
 
 
-def _parents() -> dict[str, list[tuple[str, str]]]:
-    by_referred: dict[str, list[tuple[str, str]]] = {}
-    for table, column, referred in SET_CHECKED:
-        by_referred.setdefault(referred, []).append((table, column))
-    return by_referred
+def _grouped(position: int) -> dict[str, list[Ref]]:
+    """:data:`SET_CHECKED` by referencing table (``position`` 0) or referenced table (2)."""
+    grouped: dict[str, list[Ref]] = {}
+    for ref in SET_CHECKED:
+        grouped.setdefault(ref[position], []).append(ref)
+    return grouped
+
+
+# Each table's triggers, by name suffix: the referencing tables' two, the referenced tables' two.
+_REFERENCING_TRIGGERS = ("references", "references_fixed")
+_REFERENCED_TRIGGERS = ("referenced", "id_fixed")
 
 
 def _args(values: Sequence[str]) -> str:
@@ -159,44 +161,38 @@ def _args(values: Sequence[str]) -> str:
 def postgresql_ddl() -> list[str]:
     """The functions and triggers that check :data:`SET_CHECKED` on PostgreSQL (after the tables
     exist, without the seven declared keys)."""
+    inserted, fixed = _REFERENCING_TRIGGERS
     statements = [_CHECK_INSERTED, _CHECK_DELETED, _REFUSE_CHANGE]
-    for table, refs in _children().items():
-        pairs = [v for table_, column in refs for v in (column, _referred(table_, column))]
-        columns = [column for _, column in refs]
+    for table, refs in _grouped(0).items():
+        pairs = [v for _, column, referred in refs for v in (column, referred)]
+        columns = [column for _, column, _ in refs]
         statements.append(
-            f"CREATE TRIGGER {table}_references AFTER INSERT ON {table} REFERENCING NEW TABLE AS new_rows "
+            f"CREATE TRIGGER {table}_{inserted} AFTER INSERT ON {table} REFERENCING NEW TABLE AS new_rows "
             f"FOR EACH STATEMENT EXECUTE FUNCTION leadscore_check_references({_args(pairs)})")
         changed = " OR ".join(f"OLD.{c} IS DISTINCT FROM NEW.{c}" for c in columns)
         statements.append(
-            f"CREATE TRIGGER {table}_references_fixed BEFORE UPDATE OF {', '.join(columns)} ON {table} "
+            f"CREATE TRIGGER {table}_{fixed} BEFORE UPDATE OF {', '.join(columns)} ON {table} "
             f"FOR EACH ROW WHEN ({changed}) EXECUTE FUNCTION leadscore_refuse_change("
             f"'the references of a {table} row ({', '.join(columns)}) never change')")
-    for referred, refs in _parents().items():
-        pairs = [v for table, column in refs for v in (table, column)]
+    deleted, id_fixed = _REFERENCED_TRIGGERS
+    for referred, refs in _grouped(2).items():
+        pairs = [v for table, column, _ in refs for v in (table, column)]
         statements.append(
-            f"CREATE TRIGGER {referred}_referenced AFTER DELETE ON {referred} REFERENCING OLD TABLE AS old_rows "
+            f"CREATE TRIGGER {referred}_{deleted} AFTER DELETE ON {referred} REFERENCING OLD TABLE AS old_rows "
             f"FOR EACH STATEMENT EXECUTE FUNCTION leadscore_check_referenced({_args(pairs)})")
         statements.append(
-            f"CREATE TRIGGER {referred}_id_fixed BEFORE UPDATE OF id ON {referred} "
+            f"CREATE TRIGGER {referred}_{id_fixed} BEFORE UPDATE OF id ON {referred} "
             f"FOR EACH ROW WHEN (OLD.id IS DISTINCT FROM NEW.id) EXECUTE FUNCTION leadscore_refuse_change("
             f"'the id of a {referred} row never changes (rows of "
-            f"{', '.join(sorted({t for t, _ in refs}))} refer to it)')")
+            f"{', '.join(sorted({table for table, _, _ in refs}))} refer to it)')")
     return statements
-
-
-def _referred(table: str, column: str) -> str:
-    return next(r for t, c, r in SET_CHECKED if (t, c) == (table, column))
 
 
 def postgresql_drop_ddl() -> list[str]:
     """What :func:`postgresql_ddl` created, dropped (the triggers, then the functions)."""
-    statements = []
-    for table in _children():
-        statements += [f"DROP TRIGGER IF EXISTS {table}_references ON {table}",
-                       f"DROP TRIGGER IF EXISTS {table}_references_fixed ON {table}"]
-    for referred in _parents():
-        statements += [f"DROP TRIGGER IF EXISTS {referred}_referenced ON {referred}",
-                       f"DROP TRIGGER IF EXISTS {referred}_id_fixed ON {referred}"]
+    statements = [f"DROP TRIGGER IF EXISTS {table}_{suffix} ON {table}"
+                  for position, suffixes in ((0, _REFERENCING_TRIGGERS), (2, _REFERENCED_TRIGGERS))
+                  for table in _grouped(position) for suffix in suffixes]
     return statements + [f"DROP FUNCTION IF EXISTS {name}()" for name in _FUNCTIONS]
 
 

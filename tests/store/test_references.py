@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import psycopg
 import pytest
-from sqlalchemy import Table, delete, inspect, select, text, update
+from sqlalchemy import Engine, Table, delete, inspect, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -90,7 +90,7 @@ def test_a_referenced_lead_cannot_be_deleted_nor_a_reference_moved_to_nothing(an
     assert any_session.get(Lead, lead.id) is not None
 
 
-def test_postgresql_checks_the_keys_by_statement_however_the_schema_was_made(pg_engine: object) -> None:
+def test_postgresql_checks_the_keys_by_statement_however_the_schema_was_made(pg_engine: Engine) -> None:
     """Migrations (the session database) and create_all (the bench, some tests) give the same
     triggers and no declared key for the seven set-checked references."""
     with fresh_database("refs") as url:
@@ -108,8 +108,8 @@ def test_postgresql_checks_the_keys_by_statement_however_the_schema_was_made(pg_
     assert "fk_routing_action_lead_score_id_lead_score" in keys  # the other keys stay declared
 
 
-def _checks(engine: object) -> tuple[set[str], set[str]]:
-    with engine.connect() as conn:  # type: ignore[attr-defined]
+def _checks(engine: Engine) -> tuple[set[str], set[str]]:
+    with engine.connect() as conn:
         triggers = set(conn.execute(text("SELECT tgname FROM pg_trigger WHERE NOT tgisinternal")).scalars())
         keys = {fk["name"] for table in ("lead_score", "outbox", "routing_action")
                 for fk in inspect(conn).get_foreign_keys(table)}
