@@ -36,7 +36,10 @@ print(json.dumps({"pg": pg, "redis": rd, "pg_version": int(version), "redis_vers
                   "pids": [p.pid for p in services._running.procs], "dir": str(services._running.tmpdir)}),
       flush=True)
 if sys.argv[1] == "wait":
-    time.sleep(600)
+    # Short sleeps: a handler runs at the next wake-up even if another thread took the signal.
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
 """
 
 
@@ -97,12 +100,29 @@ def test_a_killed_session_takes_its_servers_with_it() -> None:
             child.wait()
 
 
+def _terminal_signals() -> None:
+    """In the child before it runs: SIGHUP and SIGTERM as a terminal's session has them, default
+    and unblocked (a parent that ignores or blocks one would pass that on; CI once saw a child
+    sleep through SIGHUP without running its handler)."""
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP, signal.SIGTERM})
+
+
+def _signal_state(pid: int) -> str:
+    """The process's pending, blocked, ignored and caught signal masks (/proc), for a failure message."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError as exc:
+        return f"no /proc status: {exc}"
+    masks = ("SigPnd", "ShdPnd", "SigBlk", "SigIgn", "SigCgt")
+    return ", ".join(line.replace("\t", " ") for line in lines if line.startswith(masks))
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
 def test_a_terminated_session_stops_its_servers_and_removes_their_folder(sig: signal.Signals) -> None:
     # A session run under nohup ignores SIGHUP, and so would the child: give it the default a terminal has.
     child = subprocess.Popen([sys.executable, "-c", CHILD, "wait"], cwd=REPO, env=_child_env(),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL))
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_terminal_signals)
     try:
         assert child.stdout is not None
         info = json.loads(child.stdout.readline())
@@ -111,11 +131,13 @@ def test_a_terminated_session_stops_its_servers_and_removes_their_folder(sig: si
             # Stopping waits up to 20 s per server (PostgreSQL's shutdown checkpoint on a busy disk).
             code = child.wait(timeout=90)
         except subprocess.TimeoutExpired:
+            status = _signal_state(child.pid)
             child.send_signal(signal.SIGUSR1)
             time.sleep(2)
             child.kill()
             _out, err = child.communicate(timeout=30)
-            raise AssertionError(f"the child did not stop on {sig.name} in 90 s; its stacks:\n{err[-6000:]}") from None
+            raise AssertionError(f"the child did not stop on {sig.name} in 90 s ({status}); its stacks:\n"
+                                 f"{err[-6000:]}") from None
         assert code == -sig
         assert _wait_gone(info["pids"]) == []
         assert not Path(info["dir"]).exists()
