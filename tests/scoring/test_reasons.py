@@ -11,6 +11,8 @@ from scoring.features import FEATURE_SPEC, NAMED_FIELDS, crm_spellings
 from scoring.reasons import (
     NAMED_CONCEPTS,
     Reason,
+    _dense,
+    _first_rows,
     _Sentences,
     compared,
     explain,
@@ -285,3 +287,14 @@ def test_good_news_is_never_a_minus_reason() -> None:
     assert sorted(r.text for r in rows[2]) == [
         "Engagement falling: 2 fewer actions than in the 30 days before", "No engagement for 40 days"]
     assert all(r.impact < 0 for r in rows[2])
+
+
+@pytest.mark.parametrize(("rows", "span"), [(5000, 84), (5000, 1 << 20), (7, 3), (0, 0), (1, 1)])
+def test_combinations_code_as_numpy_unique_codes_them(rows: int, span: int) -> None:
+    """The sentences' combination codes (a table of flags for small spans, a sort for large ones)
+    are np.unique's: each key's rank among the distinct keys, and each code's first row."""
+    keys = np.random.default_rng(rows + span).integers(0, max(span, 1), rows)
+    codes = _dense(keys, span)
+    assert codes.tolist() == np.unique(keys, return_inverse=True)[1].reshape(-1).tolist()
+    count = int(codes.max()) + 1 if rows else 0
+    assert _first_rows(codes, count).tolist() == np.unique(codes, return_index=True)[1].tolist()
