@@ -588,8 +588,9 @@ class _Sentences:
         found = self._codes[name] = (codes, values)
         return found
 
-    def _combined(self, concept: str) -> tuple[np.ndarray, list[tuple[str, np.ndarray, list[Any]]]]:
-        """Per row, one code for the combination of values ``concept`` reads (and those columns)."""
+    def _combined(self, concept: str) -> tuple[np.ndarray, int, list[tuple[str, np.ndarray, list[Any]]]]:
+        """Per row, one code for the combination of values ``concept`` reads; how many codes (dense:
+        0 .. count-1); and those columns."""
         found = self._combos.get(concept)
         if found is None:
             coded = [(name, *self._column_codes(name)) for name in _reads(concept) if name in self._frame.columns]
@@ -600,18 +601,17 @@ class _Sentences:
                 combined = _dense(combined * len(values) + codes, count * len(values))
                 count = int(combined.max()) + 1 if len(combined) else 0
             found = self._combos[concept] = (combined, count, coded)
-        return found[0], found[2]
+        return found
 
     def every(self, concept: str) -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray, np.ndarray]:
         """Each row's code of ``concept``; each code's sentence, whether it is an absence, whether
         it is good news, and the first row holding it (codes are dense: 0 .. count-1)."""
-        combined, coded = self._combined(concept)
-        count = self._combos[concept][1]
-        present, first = np.arange(count, dtype="int64"), _first_rows(combined, count)
-        texts = [""] * len(present)
-        absent = np.zeros(len(present), dtype=bool)
-        good = np.zeros(len(present), dtype=bool)
-        for code, row in zip(present.tolist(), first.tolist(), strict=True):
+        combined, count, coded = self._combined(concept)
+        first = _first_rows(combined, count)
+        texts = [""] * count
+        absent = np.zeros(count, dtype=bool)
+        good = np.zeros(count, dtype=bool)
+        for code, row in enumerate(first.tolist()):
             named = {name: values[codes[row]] for name, codes, values in coded}
             by_values = (concept, *((type(v), _key(v)) for v in named.values()))
             found = self._rendered.get(by_values)
