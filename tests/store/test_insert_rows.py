@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pytest
 from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
@@ -77,3 +78,34 @@ def test_columns_of_different_lengths_are_refused_and_nothing_is_written(any_ses
     with pytest.raises(ValueError, match="different lengths"):
         insert_columns(any_session, OUTBOX, columns)
     assert any_session.scalars(select(Outbox.id).where(Outbox.lead_id == lead.id)).all() == []
+
+
+def test_a_column_refuses_a_naive_datetime_after_aware_ones_and_takes_enums_beside_text(any_session: Session) -> None:
+    lead = _lead(any_session)
+    rows = [_row(lead, n, status=OutboxStatus.pending if n % 2 else "pending") for n in range(4)]
+    insert_rows(any_session, OUTBOX, rows)
+    stored = any_session.scalars(select(Outbox.status).where(Outbox.lead_id == lead.id)).all()
+    assert stored == ["pending"] * 4
+    mixed = [_row(lead, n + 10) for n in range(3)] + [_row(lead, 13, created_at=T0.replace(tzinfo=None))]
+    with pytest.raises(ValueError, match="naive datetime"):
+        insert_rows(any_session, OUTBOX, mixed)
+
+
+def test_among_finds_exactly_the_rows_of_many_ids(any_session: Session) -> None:
+    conn = Connection(name="sf", kind="salesforce")
+    any_session.add(conn)
+    any_session.flush()
+    crm_ids = [f"00Q{n}" for n in range(39)] + ['odd "id" \\ {1,2}']  # quotes, a backslash, braces
+    leads = [Lead(connection_id=conn.id, crm_id=c, crm_created_at=T0, crm_modified_at=T0) for c in crm_ids]
+    any_session.add_all(leads)
+    any_session.flush()
+    ids = [lead.id for lead in leads]
+    wanted = ids[::3] + [max(ids) + 1000]  # one id that no row has
+    found = any_session.scalars(select(Lead.id).where(among(any_session, Lead.id, wanted))).all()
+    assert sorted(found) == ids[::3]
+    as_numpy = list(np.asarray(ids[1::2], dtype="int64"))  # numpy integers, as batches hold them
+    assert sorted(any_session.scalars(select(Lead.id).where(among(any_session, Lead.id, as_numpy))).all()) == ids[1::2]
+    texts = ["00Q1", "00Q7", crm_ids[-1], "x,{}"]
+    by_crm = any_session.scalars(select(Lead.id).where(among(any_session, Lead.crm_id, texts))).all()
+    assert sorted(by_crm) == [ids[1], ids[7], ids[-1]]
+    assert any_session.scalars(select(Lead.id).where(among(any_session, Lead.id, []))).all() == []
