@@ -30,7 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from store.references import install, mark_set_checked
-from store.types import JSONType, UTCDateTime
+from store.types import JSONType, UTCDateTime, WrittenJSON
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -491,7 +491,7 @@ class Outbox(Base):
     account_id: Mapped[int | None] = mapped_column(ForeignKey("account.id"))
     crm_id: Mapped[str] = mapped_column(String(64))
     kind: Mapped[str] = mapped_column(String(32), default=OUTBOX_KIND)
-    payload: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    payload: Mapped[dict[str, Any]] = mapped_column(WrittenJSON)
     payload_hash: Mapped[str] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(16), default=OutboxStatus.pending)  # an OutboxStatus
     attempts: Mapped[int] = mapped_column(Integer, default=0)
