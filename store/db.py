@@ -180,14 +180,18 @@ class _TextArray(str):
     parameter."""
 
 
-class _IdArrayDumper(psycopg.adapt.Dumper):
-    oid = psycopg.postgres.types["int8"].array_oid
+class _ArrayLiteralDumper(psycopg.adapt.Dumper):
+    """An array literal's text, sent as a parameter of the array type ``oid`` names."""
 
     def dump(self, obj: Any) -> bytes:
         return str(obj).encode("utf-8")
 
 
-class _TextArrayDumper(_IdArrayDumper):
+class _IdArrayDumper(_ArrayLiteralDumper):
+    oid = psycopg.postgres.types["int8"].array_oid
+
+
+class _TextArrayDumper(_ArrayLiteralDumper):
     oid = psycopg.postgres.types["varchar"].array_oid
 
 
