@@ -84,6 +84,16 @@ def _pg_url(dbname: str) -> str:
     return f"{base}/{dbname}"
 
 
+def signal_state(pid: int) -> str:
+    """The process's pending, blocked, ignored and caught signal masks (/proc), for a failure message."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError as exc:
+        return f"no /proc status: {exc}"
+    masks = ("SigPnd", "ShdPnd", "SigBlk", "SigIgn", "SigCgt")
+    return ", ".join(line.replace("\t", " ") for line in lines if line.startswith(masks))
+
+
 @contextmanager
 def fresh_database(label: str) -> Iterator[str]:
     """A new, empty PostgreSQL database (dropped afterwards); its SQLAlchemy URL."""

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import signal_state
 from tests.services import DEFAULT_PG, answers, with_db
 
 REPO = Path(__file__).resolve().parents[1]
@@ -108,16 +109,6 @@ def _terminal_signals() -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP, signal.SIGTERM})
 
 
-def _signal_state(pid: int) -> str:
-    """The process's pending, blocked, ignored and caught signal masks (/proc), for a failure message."""
-    try:
-        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
-    except OSError as exc:
-        return f"no /proc status: {exc}"
-    masks = ("SigPnd", "ShdPnd", "SigBlk", "SigIgn", "SigCgt")
-    return ", ".join(line.replace("\t", " ") for line in lines if line.startswith(masks))
-
-
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
 def test_a_terminated_session_stops_its_servers_and_removes_their_folder(sig: signal.Signals) -> None:
     # A session run under nohup ignores SIGHUP, and so would the child: give it the default a terminal has.
@@ -131,7 +122,7 @@ def test_a_terminated_session_stops_its_servers_and_removes_their_folder(sig: si
             # Stopping waits up to 20 s per server (PostgreSQL's shutdown checkpoint on a busy disk).
             code = child.wait(timeout=90)
         except subprocess.TimeoutExpired:
-            status = _signal_state(child.pid)
+            status = signal_state(child.pid)
             child.send_signal(signal.SIGUSR1)
             time.sleep(2)
             child.kill()

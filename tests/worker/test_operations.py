@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -17,7 +18,7 @@ import redis
 import requests
 
 from config.errors import ConfigError
-from tests.conftest import REDIS_BASE_URL
+from tests.conftest import REDIS_BASE_URL, signal_state
 from tests.services import with_db
 from worker.cli.ops import flower_args, flower_env
 
@@ -151,8 +152,35 @@ def _wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
 def _start_beat(env: dict[str, str], schedule: Path, log: Path) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "worker.app", "beat", "-l", "info", "-s", str(schedule)],
+            # -X faulthandler: a beat that outlives SIGTERM dumps its threads' stacks on SIGABRT (_stop_beats).
+            [sys.executable, "-X", "faulthandler", "-m", "celery", "-A", "worker.app", "beat", "-l", "info", "-s",
+             str(schedule)],
             env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+
+
+def _stop_beats(beats: list[subprocess.Popen[bytes]], logs: list[Path]) -> None:
+    """SIGTERM to each running beat, as a supervisor stops one, and its exit within 20 s. A beat
+    that keeps running fails the test with its signal masks and its threads' stacks (SIGABRT:
+    faulthandler writes them to its log), and is not left behind sending ticks."""
+    running = [(beat, log) for beat, log in zip(beats, logs, strict=False) if beat.poll() is None]
+    for beat, _ in running:
+        beat.terminate()
+    stuck: list[str] = []
+    for beat, log in running:
+        try:
+            beat.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            status = signal_state(beat.pid)
+            beat.send_signal(signal.SIGABRT)
+            try:
+                beat.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                beat.kill()
+                beat.wait()
+            stuck.append(f"beat {beat.pid} did not stop within 20 s of SIGTERM ({status}); its log:\n"
+                         f"{log.read_text(errors='replace')[-6000:]}")
+    if stuck:
+        raise AssertionError("\n".join(stuck))
 
 
 def _beat_setting(tmp_path: Path) -> tuple[redis.Redis, dict[str, str]]:
@@ -188,10 +216,7 @@ def test_two_beats_schedule_each_tick_once(tmp_path: Path) -> None:
         # (CI: 2 logged, 1 queued). Wait until every logged send has reached the queue.
         _wait_until(lambda: len(queued()) >= sum(sent()), 30, "the logged sends to reach the queue")
     finally:
-        for beat in beats:
-            beat.terminate()
-        for beat in beats:
-            beat.wait(timeout=20)
+        _stop_beats(beats, logs)
     syncs = queued()
     sent_by_beat = sorted(sent())
     # Exactly one beat sent anything; the other stood by. Without the lock both send (measured: 2 + 2).
@@ -224,8 +249,7 @@ def test_a_standby_beat_sharing_the_schedule_file_takes_over(tmp_path: Path) -> 
         said = (f"beat: on standby: the beat on {socket.gethostname()} (pid {beats[0].pid}) holds the scheduler "
                 "lock; this beat takes over within 30s of it stopping")
         assert logs[1].read_text().count(said) == 1, logs[1].read_text()[-3000:]
-        beats[0].terminate()
-        beats[0].wait(timeout=20)
+        _stop_beats(beats[:1], logs[:1])
         sent = "Sending due task sync-all-connections"
         _wait_until(lambda: sent in logs[1].read_text() or beats[1].poll() is not None, 90, "the standby to take over")
         standby = logs[1].read_text()
@@ -233,8 +257,5 @@ def test_a_standby_beat_sharing_the_schedule_file_takes_over(tmp_path: Path) -> 
         assert acquired in standby and "Sending due task sync-all-connections" in standby
         assert "Traceback" not in standby and "CRITICAL" not in standby and "Error" not in standby, standby[-3000:]
     finally:
-        for beat in beats:
-            if beat.poll() is None:
-                beat.terminate()
-                beat.wait(timeout=20)
+        _stop_beats(beats, logs)  # the standby may not have started
         client.flushdb()
