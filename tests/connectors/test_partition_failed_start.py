@@ -46,7 +46,7 @@ def test_a_failed_start_is_recorded_on_every_stream(sqlite_engine: Engine) -> No
     with socket.socket() as sock:  # a CRM that does not answer at all
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    down = conn.model_copy(update={"host": f"127.0.0.1:{port}", "name": "hs-down"})
+    down = conn.model_copy(update={"host": f"https://127.0.0.1:{port}", "name": "hs-down"})
     with pytest.raises(CRMError):
         start_plan(sqlite_engine, down, secrets_for(sim)[conn.name])
     latest = _runs(sqlite_engine)[len(runs):]
