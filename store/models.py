@@ -322,6 +322,7 @@ class ApiPurpose(StrEnum):
     accounts = "accounts"  # the account look-up after a sync
     writeback = "writeback"  # score and account fields, the look-ups of owner changes riding along
     routing = "routing"  # tasks, owner changes, campaign memberships
+    setup = "setup"  # `crm setup`: field checks, HubSpot properties created, routing validated
 
 
 class ApiUsage(Base):

@@ -4,7 +4,7 @@ Every step that calls a CRM records the calls its client counted (every response
 logins and retries included, as ``sync_run.api_calls`` and the CLI's reports count them): a
 sync page in the page's own transaction (the ``sync_run`` counters and the ledger move together),
 a write-back batch with its results, the account look-up per batch, a sync's logins and clock
-reads and a routing run when they end. ``leadscore status`` and the console read the day's totals
+reads, a routing run and a ``crm setup`` when they end. ``leadscore status`` and the console read the day's totals
 from here, so they show what ``leadscore sync`` / ``writeback`` / ``route`` printed, whichever
 entry point (CLI, Celery task, console) made the calls.
 """
@@ -84,6 +84,17 @@ class CallMeter:
         now = self._counter()
         calls, self._taken = now - self._taken, now
         return calls
+
+
+def breakdown(counts: dict[str, int]) -> str:
+    """A day's counts by purpose, as ``leadscore status`` and the console's overview print them:
+    the daily loop's four purposes always, ``setup`` (an admin's occasional ``crm setup``) when
+    there were any."""
+    parts = [f"sync {counts.get('sync', 0)}", f"accounts {counts.get('accounts', 0)}",
+             f"write-back {counts.get('writeback', 0)}", f"routing {counts.get('routing', 0)}"]
+    if counts.get("setup"):
+        parts.append(f"setup {counts['setup']}")
+    return ", ".join(parts)
 
 
 def client_calls(client: Any) -> Callable[[], int]:

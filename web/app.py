@@ -35,6 +35,7 @@ from starlette.concurrency import run_in_threadpool
 from config.app_config import AppConfig
 from config.errors import LeadscoreError
 from store.types import json_safe
+from store.usage import breakdown
 from web.auth import Authenticator, User
 
 log = logging.getLogger("leadscore.web")
@@ -108,6 +109,7 @@ def _templates() -> jinja2.Environment:
     env.filters["pct"] = _fmt_pct
     env.filters["short_note"] = _short_note
     env.filters["count_alerts"] = _count_alerts
+    env.filters["by_purpose"] = breakdown  # the API calls' purposes, worded as `leadscore status` words them
     env.filters["svg"] = lambda s: Markup(s) if s else ""  # noqa: S704 - our own matplotlib output
     return env
 

@@ -99,7 +99,7 @@ class LiveLoop:
         try:
             # `leadscore crm setup`: without the HubSpot score properties every write-back batch is
             # refused and split down to single records (thousands of calls against the burst limit).
-            for result in crm_setup(config, secrets):
+            for result in crm_setup(config, secrets, engine=engine):
                 if not result.ok:
                     raise RuntimeError("crm setup failed: " + "; ".join(admin_instructions(result)))
             for conn in config.connections:

@@ -120,6 +120,36 @@ def test_writeback_and_routing_calls_recorded_with_faults(sim: CRMSim, sqlite_en
     assert ledger["sf"]["sync"] == ledger["hs"]["sync"] == 0
 
 
+def test_crm_setup_calls_recorded_equal_what_the_crm_received(sim: CRMSim, sqlite_engine: Engine) -> None:
+    """`crm setup` counts against the day's budget like every other call (it was left out: an admin
+    saw "none recorded" after it): its Salesforce login and field describes, and the HubSpot
+    properties it read and created, recorded as ``setup``."""
+    from config.app_config import AppConfig
+    from connectors.setup import crm_setup
+
+    sf, sf_secrets = salesforce_config(sim, "sf")  # client credentials: the login is a call too
+    hs, hs_secrets = hubspot_config(sim, "hs")
+    config = AppConfig.model_validate({"connections": [sf.model_dump(), hs.model_dump()]})
+    sim.reset_counts()
+    results = {r.connection: r for r in crm_setup(config, {"sf": sf_secrets, "hs": hs_secrets},
+                                                   engine=sqlite_engine)}
+    received = {name: _received(sim, crm) for name, crm in (("sf", "salesforce"), ("hs", "hubspot"))}
+
+    ledger = _ledger(sqlite_engine)
+    assert results["hs"].created  # the properties were created: calls that changed the CRM
+    for name in ("sf", "hs"):
+        assert ledger[name]["setup"] == ledger[name]["total"] == received[name] == results[name].api_calls > 0
+    with unit_of_work(sqlite_engine) as session:
+        line = api_calls_line(session)
+    assert f"sf {received['sf']} (sync 0, accounts 0, write-back 0, routing 0, setup {received['sf']})" in line
+
+    # Without a store (a setup before `db upgrade`) nothing is recorded and setup still runs.
+    sim.reset_counts()
+    [again] = crm_setup(config, {"sf": sf_secrets, "hs": hs_secrets}, connection="hs")
+    assert again.ok and again.api_calls == _received(sim, "hubspot") > 0
+    assert _ledger(sqlite_engine)["hs"]["setup"] == received["hs"]
+
+
 def test_a_dropped_request_counts_and_a_connection_never_made_does_not() -> None:
     """A server that reads the request and closes without answering may have served it: a call.
     A port nobody listens on was never reached: no call."""

@@ -15,6 +15,8 @@ from sqlalchemy import Engine
 
 from connectors.setup import admin_instructions, crm_setup
 from crmsim.app import CRMSim
+from store.db import unit_of_work
+from store.queries import connection_activity
 from tests.connectors.test_writeback_support import (
     add_leads,
     app_config,
@@ -115,6 +117,7 @@ def _cli(sim: CRMSim, tmp_path: Path, db_url: str, *args: str, routing: list | N
 def test_cli_crm_setup_and_writeback(sim: CRMSim, tmp_path: Path, sqlite_engine: Engine) -> None:
     db_url = str(sqlite_engine.url)
     sim.salesforce.store.custom_fields_present = False
+    sim.reset_counts()
     failed = _cli(sim, tmp_path, db_url, "crm", "setup")
     assert failed.returncode == 1
     assert "Lead_Scored_At__c" in failed.stdout and "Date/Time" in failed.stdout
@@ -127,6 +130,20 @@ def test_cli_crm_setup_and_writeback(sim: CRMSim, tmp_path: Path, sqlite_engine:
     done = _cli(sim, tmp_path, db_url, "crm", "setup")
     assert done.returncode == 0, done.stderr
     assert "sf (salesforce): ready" in done.stdout and "hs (hubspot): ready" in done.stdout
+    # Both runs' calls, the refused one's included, count against the day's budget.
+    with unit_of_work(sqlite_engine) as session:
+        setup_calls = {row["name"]: row["api_calls_today"]["setup"] for row in connection_activity(session)}
+    received = {crm: sum(n for label, n in counts.items() if label != "injected")
+                for crm, counts in sim.call_counts().items()}
+    assert setup_calls == {"sf": received["salesforce"], "hs": received["hubspot"]}, (setup_calls, received)
+    assert "not recorded" not in done.stdout
+
+    # A store without a schema yet: setup runs, and says its calls were not recorded.
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    early = _cli(sim, tmp_path, f"sqlite:///{empty}", "crm", "setup")
+    assert early.returncode == 0, early.stderr
+    assert "API calls are not recorded: the database has no schema yet (leadscore db upgrade)" in early.stdout
 
     leads = add_leads(sqlite_engine, "sf", sf_lead_ids(sim, 4)) | add_leads(sqlite_engine, "hs", hs_contact_ids(sim, 3))
     score(sqlite_engine, leads.values())

@@ -300,14 +300,13 @@ def status() -> None:
 
 def api_calls_line(session: Session) -> str:
     """Today's CRM API calls per connection (``store.usage``), as the console's overview shows them."""
-    from store.usage import calls_on
+    from store.usage import breakdown, calls_on
 
     names = dict(session.execute(select(Connection.id, Connection.name)).tuples().all())
     calls = calls_on(session)
     if not calls:
         return "API calls today (UTC): none recorded"
-    parts = [f"{names.get(cid, cid)} {c['total']} (sync {c['sync']}, accounts {c['accounts']}, "
-             f"write-back {c['writeback']}, routing {c['routing']})" for cid, c in sorted(
+    parts = [f"{names.get(cid, cid)} {c['total']} ({breakdown(c)})" for cid, c in sorted(
                  calls.items(), key=lambda item: str(names.get(item[0], item[0])))]
     return "API calls today (UTC): " + "; ".join(parts)
 

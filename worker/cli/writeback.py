@@ -323,16 +323,40 @@ def setup(
         _write_metadata(load_config(get_settings().config_file), salesforce_metadata, connection)
         return
     _, config = _runtime()
-    results = crm_setup(config, dict(_secrets(config, connection)), connection=connection)  # every one read first
+    engine, unrecorded = _usage_store()
+    results = crm_setup(config, dict(_secrets(config, connection)), connection=connection,  # every one read first
+                        engine=engine)
     for result in results:
         for line in admin_instructions(result):
             console.print(line, highlight=False, soft_wrap=True)
         for name in result.created:
             console.print(f"{result.connection}: created property {name}")
         console.print(result.summary(), highlight=False)
+    if unrecorded:
+        console.print(f"its {sum(r.api_calls for r in results)} API calls are not recorded: {unrecorded}",
+                      highlight=False, soft_wrap=True)
     blocked = [r for r in results if not r.ok]
     if blocked:
         raise LeadscoreError("crm setup incomplete: " + "; ".join(r.summary() for r in blocked))
+
+
+def _usage_store() -> tuple[Any, str | None]:
+    """The store's engine, where ``crm setup`` records its API calls, or why there is none: setup
+    itself needs no store (it may run before `leadscore db upgrade` on PostgreSQL)."""
+    from sqlalchemy import inspect
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from store.db import DatabaseUnreachable
+
+    engine = get_engine()
+    try:
+        with engine.connect() as connection:
+            ready = inspect(connection).has_table("api_usage")
+    except DatabaseUnreachable as exc:
+        return None, str(exc)
+    except SQLAlchemyError as exc:
+        return None, f"database unreachable ({str(getattr(exc, 'orig', None) or exc).strip().splitlines()[0]})"
+    return (engine, None) if ready else (None, "the database has no schema yet (leadscore db upgrade)")
 
 
 def _write_metadata(config: Any, out_dir: Path, connection: str | None) -> None:

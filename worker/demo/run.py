@@ -249,7 +249,7 @@ def _run_loop(sim: Any, runtime: Any, out_dir: Path, report_path: Path | None) -
     eager = runtime.settings.eager
     with _step("checking the CRM fields (creating HubSpot properties)"):
         secrets = {c.name: ConnectionSecrets.from_env(c) for c in runtime.config.connections}
-        crm_setup(runtime.config, secrets)
+        crm_setup(runtime.config, secrets, engine=runtime.engine)
 
     sync: dict[str, Any] = {}
     for conn in runtime.config.connections:
