@@ -143,7 +143,8 @@ def test_cli_crm_setup_and_writeback(sim: CRMSim, tmp_path: Path, sqlite_engine:
     empty.touch()
     early = _cli(sim, tmp_path, f"sqlite:///{empty}", "crm", "setup")
     assert early.returncode == 0, early.stderr
-    assert "API calls are not recorded: the database has no schema yet (leadscore db upgrade)" in early.stdout
+    assert f"API calls are not recorded: the database sqlite:///{empty} has no leadscore schema yet (run: leadscore " \
+        "db upgrade)" in early.stdout.replace("\n", " "), early.stdout
 
     leads = add_leads(sqlite_engine, "sf", sf_lead_ids(sim, 4)) | add_leads(sqlite_engine, "hs", hs_contact_ids(sim, 3))
     score(sqlite_engine, leads.values())

@@ -341,22 +341,17 @@ def setup(
 
 
 def _usage_store() -> tuple[Any, str | None]:
-    """The store's engine, where ``crm setup`` records its API calls, or why there is none: setup
-    itself needs no store (it may run before `leadscore db upgrade` on PostgreSQL)."""
-    from sqlalchemy import inspect
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from store.db import DatabaseUnreachable
+    """The store's engine, where ``crm setup`` records its API calls, or why there is none (the
+    line `leadscore status` would refuse with): setup itself needs no store (it may run before
+    `leadscore db upgrade` on PostgreSQL)."""
+    from worker.cli.ops import require_schema
 
     engine = get_engine()
     try:
-        with engine.connect() as connection:
-            ready = inspect(connection).has_table("api_usage")
-    except DatabaseUnreachable as exc:
+        require_schema(engine)
+    except LeadscoreError as exc:
         return None, str(exc)
-    except SQLAlchemyError as exc:
-        return None, f"database unreachable ({str(getattr(exc, 'orig', None) or exc).strip().splitlines()[0]})"
-    return (engine, None) if ready else (None, "the database has no schema yet (leadscore db upgrade)")
+    return engine, None
 
 
 def _write_metadata(config: Any, out_dir: Path, connection: str | None) -> None:
