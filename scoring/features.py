@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -269,14 +269,48 @@ def load_company_peers(
 def clean_text(s: pd.Series, *, max_len: int = 64) -> pd.Series:
     """Strip, collapse spaces, title-case; placeholders ("N/A", "Select", "-1", "none") → NA.
 
-    Cleans each distinct value once (a column of 100,000 leads holds a few hundred industries).
+    Cleans each distinct value once, in plain Python (a column of 100,000 leads holds a few hundred
+    industries; pandas' string methods cost a fixed part per call, several per column), and
+    remembers what it cleaned for the next batch (:func:`_cleaned`).
     """
+    return _by_distinct(s, lambda v: _cleaned(v, max_len))
+
+
+_SPACES = re.compile(r"\s+")
+# Distinct texts cleaned so far, by (text, max_len): the next batch's industries, sources and
+# campaigns are mostly the same. Bounded: cleared when full (it only saves work).
+_CLEANED: dict[tuple[str, int], str | None] = {}
+_CLEANED_MAX = 200_000
+
+
+def _cleaned(value: str, max_len: int) -> str | None:
+    """One text as :func:`clean_text` gives it: None for a placeholder."""
+    key = (value, max_len)
+    if key in _CLEANED:
+        return _CLEANED[key]
+    text = _SPACES.sub(" ", value.strip())
+    lower = text.lower()
+    out = None if lower in _ALL_PLACEHOLDERS else lower[:max_len].title()
+    if len(_CLEANED) >= _CLEANED_MAX:
+        _CLEANED.clear()
+    _CLEANED[key] = out
+    return out
+
+
+def _by_distinct(s: pd.Series, clean: Callable[[str], str | None]) -> pd.Series:
+    """``clean`` of each distinct text of ``s`` (values as text; missing stays NA), as a string
+    Series on ``s``'s index: one Python call per distinct value, not per row."""
     codes, uniques = pd.factorize(s.astype("string"))
-    text = pd.Series(uniques, dtype="string").str.strip().str.replace(r"\s+", " ", regex=True)
-    lower = text.str.lower()
-    text = text.where(~lower.isin(_ALL_PLACEHOLDERS).fillna(True))
-    cleaned = text.str.lower().str.slice(0, max_len).str.title()
-    return pd.Series(cleaned.array.take(codes, allow_fill=True), index=s.index, dtype="string")
+    values = pd.array([clean(u) for u in uniques.tolist()], dtype="string")
+    return pd.Series(values.take(codes, allow_fill=True), index=s.index, dtype="string")
+
+
+def _matching(s: pd.Series, test: Callable[[str], object]) -> np.ndarray:
+    """1 where ``test`` of the row's text is true, 0 where not or missing (int64): each distinct
+    text tested once."""
+    codes, uniques = pd.factorize(s.astype("string"))
+    hits = np.array([bool(test(u)) for u in uniques.tolist()] + [False], dtype="int64")
+    return hits[codes]  # code -1 (missing) takes the appended False
 
 
 # The lead's text fields a reason names (scoring.reasons.NAMED_CONCEPTS), with clean_text's length.
@@ -311,9 +345,12 @@ def crm_spellings(session: Session) -> dict[str, dict[str, str]]:
 
 def normalise_country(s: pd.Series) -> pd.Series:
     """Country names in one spelling ("usa", "U.S." → "United States")."""
-    text = s.astype("string").str.strip().str.lower()
-    mapped = text.map(lambda v: _COUNTRY_ALIASES.get(v, v) if isinstance(v, str) else v)
-    return clean_text(mapped.astype("string"))
+
+    def one(value: str) -> str | None:
+        text = value.strip().lower()
+        return _cleaned(_COUNTRY_ALIASES.get(text, text), 64)
+
+    return _by_distinct(s, one)
 
 
 def _band(values: pd.Series, bands: tuple[tuple[float, str], ...], low: float, high: float) -> pd.Series:
@@ -552,8 +589,7 @@ def build_feature_frame(
     cats["seniority"] = titles.map(seniority_of).astype("string")
     cats["department"] = titles.map(department_of).astype("string")
     emails = leads["email"]
-    free = emails.map(lambda e: personas.is_free_mail(e) if isinstance(e, str) else None)
-    cats["email_type"] = free.map({True: "Free-mail", False: "Corporate"}).astype("string")
+    cats["email_type"] = _by_distinct(emails, _email_type)
 
     present = {
         "email": cats["email_type"].notna(),
@@ -567,9 +603,9 @@ def build_feature_frame(
     }
     features["missing_fields"] = sum((~present[f]).astype("int64") for f in _DQ_FIELDS).to_numpy(dtype="float64")
     junk = (
-        leads["first_name"].astype("string").str.strip().str.match(_JUNK_NAME).fillna(False).astype("int64")
-        + leads["last_name"].astype("string").str.strip().str.match(_JUNK_NAME).fillna(False).astype("int64")
-        + emails.astype("string").str.contains(_JUNK_EMAIL, regex=True).fillna(False).astype("int64")
+        _matching(leads["first_name"], lambda v: _JUNK_NAME.match(v.strip()))
+        + _matching(leads["last_name"], lambda v: _JUNK_NAME.match(v.strip()))
+        + _matching(emails, _JUNK_EMAIL.search)
         + (emails.notna() & cats["email_type"].isna()).astype("int64")  # an address with no domain
         + _absurd(leads["employees"], MAX_EMPLOYEES)
         + _absurd(leads["annual_revenue"], MAX_REVENUE)
@@ -584,6 +620,11 @@ def build_feature_frame(
     if not attrs.empty:
         frame = pd.concat([frame, attrs], axis=1)
     return frame
+
+
+def _email_type(email: str) -> str | None:
+    free = personas.is_free_mail(email)
+    return None if free is None else "Free-mail" if free else "Corporate"
 
 
 def feature_spec_for(frame: pd.DataFrame) -> FeatureSpec:

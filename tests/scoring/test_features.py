@@ -14,9 +14,11 @@ from scoring.dataset import build_training_set
 from scoring.features import (
     FEATURE_SPEC,
     build_feature_frame,
+    clean_text,
     feature_spec_for,
     load_activities_frame,
     load_leads_frame,
+    normalise_country,
 )
 from tests.factories import BASE_TIME, add_activities, make_activity, make_connection, make_lead
 
@@ -323,3 +325,30 @@ def test_custom_fields_read_from_the_store_are_each_leads_own(any_session: Sessi
     read[0]["Seats"] = 99
     read[2]["Seats"] = 1
     assert read[1]["Seats"] == 12 and read[4] == {}
+
+
+def _pandas_clean(s: pd.Series, max_len: int = 64) -> pd.Series:
+    """clean_text as pandas' string methods wrote it before it cleaned distinct values in Python."""
+    from scoring.features import _ALL_PLACEHOLDERS
+
+    text = s.astype("string").str.strip().str.replace(r"\s+", " ", regex=True)
+    text = text.where(~text.str.lower().isin(_ALL_PLACEHOLDERS).fillna(True))
+    return text.str.lower().str.slice(0, max_len).str.title()
+
+
+@pytest.mark.parametrize("max_len", [64, 5])
+def test_clean_text_matches_the_pandas_string_methods(max_len: int) -> None:
+    values = ["  Software ", "software", "SOFTWARE\tand  services", "N/A", " n/a ", "unknown", "-1", "", "   ",
+              None, np.nan, 42, 3.5, True, "ÉCOLE  privée", "o'neil mcdonald-smith", "x" * 90, "Financial\nServices",
+              "\u00a0Retail\u00a0", "Select"]
+    s = pd.Series(values * 3, index=range(100, 100 + 3 * len(values)), dtype=object)
+    for _ in range(2):  # the second time from the values it remembered
+        got = clean_text(s, max_len=max_len)
+        pd.testing.assert_series_equal(got, _pandas_clean(s, max_len), check_names=False)
+        assert got.index.equals(s.index) and str(got.dtype) == "string"
+
+
+def test_country_spellings_per_distinct_value() -> None:
+    countries = pd.Series([" USA", "u.s.", "deutschland ", "France", None, "n/a", "united states of america"])
+    assert normalise_country(countries).tolist() == [
+        "United States", "United States", "Germany", "France", pd.NA, pd.NA, "United States"]
