@@ -109,6 +109,11 @@ LEAD_COLUMNS: tuple[str, ...] = (
     "company_key", "industry", "employees", "annual_revenue", "country", "lead_source", "campaign",
     "crm_created_at", "is_converted", "converted_at", "is_deleted", "attributes", "inputs_hash",
 )
+# What building features reads of a lead (:func:`build_feature_frame`), plus its id and inputs
+# hash: a scoring run reads no more (its CRM references, lifecycle and outcome are read where the
+# writes need them, :func:`scoring.score_writes.read_prior`).
+FEATURE_LEAD_COLUMNS: tuple[str, ...] = tuple(
+    c for c in LEAD_COLUMNS if c not in {"connection_id", "crm_id", "is_converted", "converted_at", "is_deleted"})
 ACTIVITY_COLUMNS: tuple[str, ...] = ("lead_id", "type", "occurred_at", "detail")
 _DAY_NS = 86_400 * 10**9
 
@@ -159,26 +164,34 @@ def _chunks(ids: Sequence[int]) -> list[list[int]]:
     return [unique[i : i + IDS_PER_STATEMENT] for i in range(0, len(unique), IDS_PER_STATEMENT)]
 
 
-def load_leads_frame(session: Session, lead_ids: Sequence[int] | None = None) -> pd.DataFrame:
-    """Leads as a DataFrame with :data:`LEAD_COLUMNS` (deleted leads included; callers filter).
+def load_leads_frame(
+    session: Session, lead_ids: Sequence[int] | None = None, *, columns: Sequence[str] = LEAD_COLUMNS
+) -> pd.DataFrame:
+    """Leads as a DataFrame with ``columns`` (default :data:`LEAD_COLUMNS`; deleted leads
+    included, callers filter; :data:`FEATURE_LEAD_COLUMNS` is what features need).
 
     ``lead_ids`` None loads every lead. Times are ``datetime64[ns, UTC]``.
     """
-    cols = [_as_text(getattr(Lead, c)) if c in _TEXT_COLUMNS else getattr(Lead, c) for c in LEAD_COLUMNS]
+    names = list(columns)
+    cols = [_as_text(getattr(Lead, c)) if c in _TEXT_COLUMNS else getattr(Lead, c) for c in names]
     rows: list[Any] = []
     if lead_ids is None:
         rows.extend(driver_rows(session, select(*cols).order_by(Lead.id)))
     else:
         for chunk in _chunks(lead_ids):
             rows.extend(driver_rows(session, select(*cols).where(among(session, Lead.id, chunk)).order_by(Lead.id)))
-    df = pd.DataFrame.from_records(rows, columns=list(LEAD_COLUMNS))
+    df = pd.DataFrame.from_records(rows, columns=names)
     for c in ("crm_created_at", "converted_at"):
-        df[c] = _utc_text(df[c])
+        if c in df:
+            df[c] = _utc_text(df[c])
     for c in ("employees", "annual_revenue"):
-        df[c] = pd.to_numeric(df[c], errors="coerce").astype("float64")
-    df["is_converted"] = df["is_converted"].astype(bool)
-    df["is_deleted"] = df["is_deleted"].astype(bool)
-    df["attributes"] = _json_objects(df["attributes"])
+        if c in df:
+            df[c] = pd.to_numeric(df[c], errors="coerce").astype("float64")
+    for c in ("is_converted", "is_deleted"):
+        if c in df:
+            df[c] = df[c].astype(bool)
+    if "attributes" in df:
+        df["attributes"] = _json_objects(df["attributes"])
     return df
 
 

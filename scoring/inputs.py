@@ -14,6 +14,7 @@ from sqlalchemy import exists, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from scoring.features import (
+    FEATURE_LEAD_COLUMNS,
     WINDOWS_DAYS,
     build_feature_frame,
     load_activities_frame,
@@ -114,7 +115,7 @@ def read_inputs(session: Session, ids: Sequence[int], as_of: datetime) -> Stored
     """A batch's database reads: its leads, their activities in the feature windows, each lead's
     latest older engagement and its companies' other leads (:func:`build_inputs` makes the
     features of them without the session)."""
-    leads = load_leads_frame(session, ids)
+    leads = load_leads_frame(session, ids, columns=FEATURE_LEAD_COLUMNS)
     # Only the activity windows' days are read whole; older history counts only through each
     # lead's latest engagement (most of a lead's activities are older than the windows).
     since = as_of - timedelta(days=max(WINDOWS_DAYS))
