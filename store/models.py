@@ -205,7 +205,9 @@ class Activity(Base):
     __tablename__ = "activity"
     __table_args__ = (
         UniqueConstraint("connection_id", "crm_id"),
-        Index("ix_activity_lead_time", "lead_id", "occurred_at"),
+        # Covering: a scoring run reads a batch's window activities and each lead's latest older
+        # engagement from the index alone (no table row per activity; migration 0011).
+        Index("ix_activity_lead_time", "lead_id", "occurred_at", "is_deleted", "type", "detail"),
         Index("ix_activity_connection_lead_crm", "connection_id", "lead_crm_id"),
     )
 
