@@ -293,7 +293,7 @@ _SPACES = re.compile(r"\s+")
 # Distinct texts cleaned so far, by (text, max_len): the next batch's industries, sources and
 # campaigns are mostly the same. Bounded: cleared when full (it only saves work).
 _CLEANED: dict[tuple[str, int], str | None] = {}
-_CLEANED_MAX = 200_000
+_CLEANED_MAX = 100_000
 
 
 def _cleaned(value: str, max_len: int) -> str | None:
