@@ -283,31 +283,19 @@ def clean_text(s: pd.Series, *, max_len: int = 64) -> pd.Series:
     """Strip, collapse spaces, title-case; placeholders ("N/A", "Select", "-1", "none") → NA.
 
     Cleans each distinct value once, in plain Python (a column of 100,000 leads holds a few hundred
-    industries; pandas' string methods cost a fixed part per call, several per column), and
-    remembers what it cleaned for the next batch (:func:`_cleaned`).
+    industries; pandas' string methods cost a fixed part per call, several per column).
     """
     return _by_distinct(s, lambda v: _cleaned(v, max_len))
 
 
 _SPACES = re.compile(r"\s+")
-# Distinct texts cleaned so far, by (text, max_len): the next batch's industries, sources and
-# campaigns are mostly the same. Bounded: cleared when full (it only saves work).
-_CLEANED: dict[tuple[str, int], str | None] = {}
-_CLEANED_MAX = 100_000
 
 
 def _cleaned(value: str, max_len: int) -> str | None:
     """One text as :func:`clean_text` gives it: None for a placeholder."""
-    key = (value, max_len)
-    if key in _CLEANED:
-        return _CLEANED[key]
     text = _SPACES.sub(" ", value.strip())
     lower = text.lower()
-    out = None if lower in _ALL_PLACEHOLDERS else lower[:max_len].title()
-    if len(_CLEANED) >= _CLEANED_MAX:
-        _CLEANED.clear()
-    _CLEANED[key] = out
-    return out
+    return None if lower in _ALL_PLACEHOLDERS else lower[:max_len].title()
 
 
 def _by_distinct(s: pd.Series, clean: Callable[[str], str | None]) -> pd.Series:
