@@ -142,7 +142,9 @@ class Lead(Base):
         UniqueConstraint("connection_id", "crm_id"),
         Index("ix_lead_connection_modified", "connection_id", "crm_modified_at"),
         Index("ix_lead_inputs_changed", "inputs_changed_at"),
-        Index("ix_lead_company_key", "company_key"),
+        # Covering: a scoring run counts each company's recent leads (the buying-committee feature,
+        # scoring.features.load_company_peers) from the index alone (migration 0012).
+        Index("ix_lead_company_key", "company_key", "crm_created_at", "is_deleted"),
         Index("ix_lead_lifecycle", "lifecycle"),
     )
 
