@@ -175,10 +175,16 @@ def live_typical(
     ``known(ids)`` may give the sample's features at ``as_of`` already built (a run scoring every
     live lead has them), rows in ``ids`` order; None reads them from the store.
     """
-    held, typical = held_live_typical(session, mv, as_of)
-    if held:
-        return typical
-    key = (str(session.get_bind().engine.url), mv.version)
+    key = (str(session.get_bind().engine.url), mv.version)  # one process may serve several databases (tests)
+    cached = _live_typical_cache.get(key)
+    if cached is not None and abs(as_of - cached[0]) < timedelta(days=LIVE_TYPICAL_DAYS):
+        return cached[1]
+    stored = (mv.params or {}).get(LIVE_TYPICAL_KEY)
+    if isinstance(stored, dict) and isinstance(stored.get("as_of"), str) and stored.get("typical"):
+        at = datetime.fromisoformat(stored["as_of"])
+        if abs(as_of - at) < timedelta(days=LIVE_TYPICAL_DAYS):
+            _live_typical_cache[key] = (at, stored["typical"])
+            return cast(dict[str, Any], stored["typical"])
     ids = live_sample(live_lead_ids(session))
     if ids is None:
         return None
@@ -190,25 +196,6 @@ def live_typical(
         _live_typical_cache.clear()
     _live_typical_cache[key] = (as_of, typical)
     return typical
-
-
-def held_live_typical(session: Session, mv: ModelVersion, as_of: datetime) -> tuple[bool, dict[str, Any] | None]:
-    """``(True, live_typical(...))`` when :func:`live_typical` needs no live leads' features for it
-    (measured in this process, or stored by the training that made ``mv``, within
-    :data:`LIVE_TYPICAL_DAYS` of ``as_of``); ``(False, None)`` when it would measure them. A
-    scoring run that holds every model's typical values explains each batch as soon as its SHAP
-    values are in."""
-    key = (str(session.get_bind().engine.url), mv.version)  # one process may serve several databases (tests)
-    cached = _live_typical_cache.get(key)
-    if cached is not None and abs(as_of - cached[0]) < timedelta(days=LIVE_TYPICAL_DAYS):
-        return True, cached[1]
-    stored = (mv.params or {}).get(LIVE_TYPICAL_KEY)
-    if isinstance(stored, dict) and isinstance(stored.get("as_of"), str) and stored.get("typical"):
-        at = datetime.fromisoformat(stored["as_of"])
-        if abs(as_of - at) < timedelta(days=LIVE_TYPICAL_DAYS):
-            _live_typical_cache[key] = (at, stored["typical"])
-            return True, cast(dict[str, Any], stored["typical"])
-    return False, None
 
 
 def live_sample(ids: Sequence[int]) -> list[int] | None:

@@ -17,13 +17,10 @@ waits overlap that Python); consecutive batches are gathered into calls (:data:`
 SHAP call costs a fixed part), each call's rows encoded once and predicted in the calling thread,
 their SHAP values computed meanwhile in a model thread. Then each batch is written in the calling
 thread while a reasons thread ranks and explains the next one and renders its score and outbox
-rows (from the database state the calling thread read for it first). A run that already holds
-what reasons compare with (every model's typical leads: measured in this process or stored by the
-training, :class:`_Early`) explains each batch in the model thread right after its SHAP call,
-while later batches are read: its write phase starts without waiting for the first batch's reasons.
-The session is used by one thread at a time: the reader's during the reads (the calling thread
-makes no query meanwhile), the calling thread's otherwise; the tier-change hook runs in the
-calling thread; the other threads only compute. A failed write ends the run with its error.
+rows (from the database state the calling thread read for it first). The session is used by one thread
+at a time: the reader's during the reads (the calling thread makes no query meanwhile), the
+calling thread's otherwise; the tier-change hook runs in the calling thread; the other threads
+only compute. A failed write ends the run with its error.
 """
 
 from __future__ import annotations
@@ -53,7 +50,6 @@ from scoring.champions import (
     Champions,
     aligned_groups,
     ensure_score_reference,
-    held_live_typical,
     live_typical,
     load_champions,
     predict,
@@ -104,8 +100,6 @@ from store.types import Progress
 # numpy calls are paid per batch, not per lead. 5,000 (one id list per statement,
 # store.db.IDS_PER_STATEMENT) used 20-30 % less CPU than 2,000 for the same rows (docs/scaling.md).
 BATCH_SIZE = IDS_PER_STATEMENT
-
-_T = TypeVar("_T")
 
 
 @dataclass
@@ -325,27 +319,16 @@ class _Scored:
 
 
 @dataclass
-class _Explained:
-    """A batch's fit and engagement ranks and its reasons' texts (what its contributions give)."""
-
-    fits: np.ndarray
-    engagements: np.ndarray
-    texts: list[list[str]]
-
-
-@dataclass
 class _Batch:
     """One batch read: per model, its rows (mask) and their aligned features; their predictions
     (set in the calling thread when the call gathering them starts) and contributions (SHAP,
-    set by the model thread), one future of each per group; and, when the run explains batches as
-    their SHAP values come in (:class:`_Early`), the future of its explanation."""
+    set by the model thread), one future of each per group."""
 
     inputs: tuple[pd.DataFrame, pd.DataFrame, dict[int, datetime]]
     used: list[ModelVersion | None]
     groups: list[AlignedGroup]
     predictions: list[Future[np.ndarray]]
     contributions: list[Future[pd.DataFrame]]
-    explained: Future[_Explained] | None = None
     _probs: np.ndarray | None = None
 
     @property
@@ -390,16 +373,6 @@ class _ShapCalls:
         self._gathered: list[_Gathered] = []
         self._count = 0
         self._calls = 0
-        self._after: list[Callable[[], Any]] = []
-
-    def then(self, job: Callable[[], _T]) -> Future[_T]:
-        """``job`` run in the model thread once the rows added so far have their contributions
-        (right after the call that holds them)."""
-        if not self._gathered:  # those rows' call has started: the job queues behind it
-            return self.pool.submit(job)
-        done: Future[_T] = Future()
-        self._after.append(partial(_run_into, done, job))
-        return done
 
     def add(self, groups: Sequence[AlignedGroup]) -> tuple[list[Future[np.ndarray]], list[Future[pd.DataFrame]]]:
         predictions: list[Future[np.ndarray]] = []
@@ -420,19 +393,6 @@ class _ShapCalls:
             gathered, self._gathered, self._count = self._gathered, [], 0
             self._calls += 1
             self.pool.submit(_contributions, _predicted(gathered))
-        after, self._after = self._after, []
-        for job in after:
-            self.pool.submit(job)
-
-
-def _run_into(done: Future[_T], job: Callable[[], _T]) -> None:
-    """``job``'s result or error into ``done`` (a future made before the job was submitted)."""
-    if not done.set_running_or_notify_cancel():
-        return
-    try:
-        done.set_result(job())
-    except BaseException as error:  # noqa: BLE001 - its waiter gets it
-        done.set_exception(error)
 
 
 def _predicted(gathered: Sequence[_Gathered]) -> list[_Call]:
@@ -501,6 +461,7 @@ def _read_batch(models: Champions, shap: _ShapCalls, stored: StoredInputs, as_of
     return _Batch(inputs=inputs, used=used, groups=groups, predictions=predictions, contributions=contributions)
 
 
+_T = TypeVar("_T")
 _Submit = Callable[[Callable[[], Any]], "Future[Any]"]
 
 
@@ -583,47 +544,20 @@ class _RunSentences:
         return kept[1]
 
 
-@dataclass
-class _Early:
-    """What explaining a batch takes besides the batch and the CRM's spellings, when a run knows it
-    before reading any batch: each model's score reference and typical values (held in this
-    process or stored by the training, :func:`scoring.champions.held_live_typical`) and the run's
-    sentences. Such a run explains each batch in the model thread as soon as its SHAP values are in,
-    while later batches are read: its write phase starts with the first batch's reasons ready
-    instead of waiting for them."""
-
-    refs: dict[int, Mapping[str, Any]]
-    typicals: dict[int, Any]
-    sentences: _RunSentences
-
-
-def _early(session: Session, models: Champions, as_of: datetime) -> _Early | None:
-    """:class:`_Early` of a run, or None when a model's typical values need the run's batches (or a
-    read of the live sample): the run then explains each batch in its write phase."""
-    refs = {mv.id: ensure_score_reference(session, mv) for mv in models.all()}
-    typicals: dict[int, Any] = {}
-    for mv in models.all():
-        held, typical = held_live_typical(session, mv, as_of)
-        if not held:
-            return None
-        typicals[mv.id] = typical or refs[mv.id].get("typical")  # as _typicals gives it
-    return _Early(refs=refs, typicals=typicals, sentences=_RunSentences())
-
-
-def _explain_batch(
+def _finish_batch(
+    models: Champions,
     batch: _Batch,
     refs: Mapping[int, Mapping[str, Any]],
     typicals: Mapping[int, Any],
     sentences: _RunSentences,
-    names: Names | Future[Names],
-) -> _Explained:
-    """A batch's fit and engagement ranks and its reasons, once its contributions are in (waited
-    for here). No session: this runs in the model thread right after the batch's SHAP call (a run
-    with :class:`_Early`) or in the reasons thread while the calling thread writes the batch before."""
-    _leads, frame, _aging = batch.inputs
+    names: Names,
+) -> _Scored:
+    """Ranks and reasons of a batch once its contributions are in. No session: this runs in the
+    reasons thread while the calling thread writes the previous batch."""
+    leads, frame, aging = batch.inputs
     size = len(frame)
-    if isinstance(names, Future):
-        names = names.result()
+    probs = batch.probs
+    scores = _scores_of(probs, batch.used, refs)
     fits = np.zeros(size, dtype="int64")
     engagements = np.zeros(size, dtype="int64")
     texts: list[list[str]] = [[] for _ in range(size)]
@@ -638,23 +572,12 @@ def _explain_batch(
         marked = explain_marked(contributions, part, typical=typical, rendered=sentences.of(mv, typical), names=names)
         for pos, r in zip(rows_of.tolist(), marked, strict=True):
             texts[pos] = r
-    return _Explained(fits=fits, engagements=engagements, texts=texts)
-
-
-def _finish_batch(
-    models: Champions, batch: _Batch, refs: Mapping[int, Mapping[str, Any]], explained: _Explained
-) -> _Scored:
-    """A batch's scores with its explanation. No session."""
-    leads, frame, aging = batch.inputs
-    probs = batch.probs
-    scores = _scores_of(probs, batch.used, refs)
     # A lead without an inputs hash reads as NaN when its batch has no hash at all: stored as NULL
     # (PostgreSQL's text COPY stored "nan", which made the lead look changed to every later plan).
     hashes = [h if isinstance(h, str) else None for h in leads["inputs_hash"].tolist()]
     return _Scored(lead_ids=[int(i) for i in leads["id"].tolist()], hashes=hashes,
-                   probs=probs, versions=[mv or models.global_mv for mv in batch.used], scores=scores,
-                   fits=explained.fits, engagements=explained.engagements, texts=explained.texts, aging=aging,
-                   frame=frame)
+                   probs=probs, versions=[mv or models.global_mv for mv in batch.used], scores=scores, fits=fits,
+                   engagements=engagements, texts=texts, aging=aging, frame=frame)
 
 
 def _read_batches(
@@ -664,35 +587,24 @@ def _read_batches(
     chunks: Sequence[Sequence[int]],
     as_of: datetime,
     report: Callable[[int], None],
-    early: _Early | None = None,
 ) -> tuple[deque[_Batch], Names]:
     """Phase one: each batch read (a reader thread reads the next batch while this thread builds
     the features of the last one: :func:`_reads`), gathered into calls predicted here and
     explained (SHAP) in the model thread (``pool``; the last call starts once every batch is
-    read); with ``early``, each batch's reasons follow its SHAP call in the model thread.
-    ``report(leads)`` after each batch. Also the CRM's spellings of the names reasons show
-    (:func:`crm_spellings`), read after the second batch's read is asked for."""
+    read); ``report(leads)`` after each batch. Also the CRM's spellings of the names reasons show
+    (:func:`crm_spellings`), read after the last batch while its features are built."""
     predicted: deque[_Batch] = deque()
     shap = _ShapCalls(pool)
     with _reads(session) as submit:
-        # Each read starts while the batch before it is built (no session here).
-        reads = [partial(read_inputs, session, chunk, as_of) for chunk in chunks]
-        pending = submit(reads[0]) if reads else None
-        spellings: Future[Names] | None = None
+        # Each read starts while the batch before it is built (no session here); the spellings last.
+        reads = [partial(read_inputs, session, chunk, as_of) for chunk in chunks] + [partial(crm_spellings, session)]
+        pending = submit(reads[0])
         for n, chunk in enumerate(chunks):
-            assert pending is not None
             stored = pending.result()
-            if n + 1 < len(reads):
-                pending = submit(reads[n + 1])
-            if spellings is None:
-                spellings = submit(partial(crm_spellings, session))
-            batch = _read_batch(models, shap, stored, as_of)
-            if early is not None:
-                batch.explained = shap.then(partial(_explain_batch, batch, early.refs, early.typicals,
-                                                    early.sentences, spellings))
-            predicted.append(batch)
+            pending = submit(reads[n + 1])
+            predicted.append(_read_batch(models, shap, stored, as_of))
             report(len(chunk))
-        names: Names = (spellings or submit(partial(crm_spellings, session))).result()
+        names: Names = pending.result()
     shap.flush()
     return predicted, names
 
@@ -709,24 +621,18 @@ def _write_batches(
     tier_change_hook: TierChangeHook | None,
     summary: ScoreSummary,
     report: Callable[[int], None],
-    early: _Early | None = None,
 ) -> None:
     """Phase two: each batch written in this thread (its score rows, outbox rows, tier-change hooks
     and shadow scores) while a reasons thread ranks, explains and renders the next one's rows
     (:func:`scoring.score_writes.render_scores`, from what this thread read of the database for
     it first): the database's part of the work overlaps that Python. The session never leaves
     this thread; ``report(leads)`` after each write."""
-    if early is not None:
-        refs, typicals, sentences = early.refs, early.typicals, early.sentences
-    else:
-        refs = {mv.id: ensure_score_reference(session, mv) for mv in models.all()}
-        typicals = _typicals(session, models, as_of, predicted, refs)
-        sentences = _RunSentences()
+    refs = {mv.id: ensure_score_reference(session, mv) for mv in models.all()}
+    typicals = _typicals(session, models, as_of, predicted, refs)
+    sentences = _RunSentences()
 
     def finish(batch: _Batch, prior: PriorScores) -> tuple[_Scored, list[str], RenderedScores | None]:
-        explained = (batch.explained.result() if batch.explained is not None
-                     else _explain_batch(batch, refs, typicals, sentences, names))
-        scored = _finish_batch(models, batch, refs, explained)
+        scored = _finish_batch(models, batch, refs, typicals, sentences, names)
         tiers = tiers_of(scored)
         rows = _new_scores(scored, tiers, as_of)
         return scored, tiers, render_scores(rows, prior, policy_id=policy_id, when=datetime.now(UTC))
@@ -851,14 +757,13 @@ def score_chunk(
     summary = ScoreSummary(as_of=plan.as_of, model_version=models.global_mv.version, considered=len(lead_ids))
     chunks = id_chunks(sorted(int(i) for i in lead_ids), max(1, batch_size))
     done = _Progress(progress, len(lead_ids))
-    early = _early(session, models, plan.as_of)
     with _model_thread(models) as pool:
         for start in range(0, len(chunks), WINDOW):
             predicted, names = _read_batches(session, models, pool, chunks[start : start + WINDOW], plan.as_of,
-                                             done("scoring"), early)
+                                             done("scoring"))
             _write_batches(session, models, predicted, names, plan.as_of, lambda s: _tiers(policy, s, plan.cutoffs),
                            policy_id=policy.id, tier_change_hook=tier_change_hook, summary=summary,
-                           report=done("writing"), early=early)
+                           report=done("writing"))
     summary.seconds = time.perf_counter() - started
     return summary
 
@@ -898,17 +803,16 @@ def score_leads(
     # predicted first (SHAP gathered into the model thread's calls meanwhile), then, with the
     # run's cut-offs known, each batch is explained and written while later batches' SHAP runs.
     done = _Progress(progress, len(plan.lead_ids))
-    early = _early(session, models, plan.as_of)
     with _model_thread(models) as pool:
         predicted, names = _read_batches(session, models, pool, plan.chunks(batch_size), plan.as_of,
-                                         done("scoring"), early)
+                                         done("scoring"))
         if predicted:
             refs = {mv.id: ensure_score_reference(session, mv) for mv in models.all()}
             cutoffs = _run_cutoffs(session, policy, plan.lead_ids,
                                    [_scores_of(b.probs, b.used, refs) for b in predicted])
             _write_batches(session, models, predicted, names, plan.as_of, lambda s: _tiers(policy, s, cutoffs),
                            policy_id=policy.id, tier_change_hook=tier_change_hook, summary=summary,
-                           report=done("writing"), early=early)
+                           report=done("writing"))
             if not (all and lead_ids is None) or plan.held:  # a run over every live lead left none to re-tier
                 plan.cutoffs = cutoffs
                 summary.add(retier_to_plan(session, plan, tier_change_hook=tier_change_hook))

@@ -4,7 +4,6 @@ calls are cut, and a failed call ends the run with its error."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -102,76 +101,3 @@ def test_a_failed_shap_call_ends_the_run_with_its_error(
     # The first call's three batches may be written; none of the failed call's or later ones.
     written = session.scalars(select(LeadScore.lead_id)).all()
     assert len(written) <= 60
-
-
-@pytest.mark.parametrize("gather", [100, 10_000])
-def test_a_run_that_holds_the_typical_leads_explains_each_batch_after_its_shap_call_and_writes_the_same(
-    any_session: Session, monkeypatch: pytest.MonkeyPatch, gather: int
-) -> None:
-    """Reasons compare a lead with the live leads' typical values. A run that must measure them
-    (nothing held in this process or stored by the training) explains each batch in its write
-    phase, in the reasons thread; a run that holds them explains each batch in the model thread
-    right after the batch's SHAP call, while later batches are read. Both write the same rows."""
-    from scoring import champions
-
-    session = any_session
-    synthetic_population(session, leads=240, seed=8)
-    result, tset = synthetic_training()
-    mv = registry.register(session, result, train_window=tset.window, status="champion")
-    ensure_score_reference(session, mv)
-    session.flush()
-    monkeypatch.setattr(score_run, "SHAP_ROWS", gather)
-    explained_in: list[str] = []
-    real = score_run.explain_marked
-
-    def recorded(*args: Any, **kwargs: Any) -> Any:
-        explained_in.append(threading.current_thread().name)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(score_run, "explain_marked", recorded)
-    runs: dict[str, list[tuple[Any, ...]]] = {}
-    threads: dict[str, set[str]] = {}
-    champions._live_typical_cache.clear()
-    for run in ("measures the typical leads", "holds them"):
-        assert champions.held_live_typical(session, mv, AS_OF)[0] is (run == "holds them")
-        explained_in.clear()
-        savepoint = session.begin_nested()
-        summary = score_leads(session, as_of=AS_OF, all=True, batch_size=30, tier_default=TIERS)
-        assert summary.scored == 240
-        runs[run] = _scored(session)
-        threads[run] = {name.split("_")[0] for name in explained_in}
-        savepoint.rollback()
-    assert len(explained_in) == 8  # one explanation per batch (one model)
-    assert threads == {"measures the typical leads": {"scoring-reasons"}, "holds them": {"scoring-model"}}
-    assert runs["holds them"] == runs["measures the typical leads"]
-    assert all(reasons for *_, reasons, _fit, _eng in (r for r in runs["holds them"] if len(r) == 7))
-
-
-def test_a_failed_shap_call_ends_a_run_that_explains_early_with_its_error(
-    any_session: Session, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A failed SHAP call reaches the explanation waiting for it in the model thread: the run ends
-    with the call's error, not a hang, and writes none of that call's batches."""
-    from scoring import champions
-
-    session = any_session
-    synthetic_population(session, leads=200, seed=9)
-    result, tset = synthetic_training()
-    mv = registry.register(session, result, train_window=tset.window, status="champion")
-    champions._live_typical_cache.clear()
-    champions.live_typical(session, mv, AS_OF)  # measured once: the run holds it
-    assert champions.held_live_typical(session, mv, AS_OF)[0]
-    monkeypatch.setattr(score_run, "SHAP_ROWS", 60)
-    real = catboost.CatBoost.calc_leaf_indexes
-    made: list[int] = []
-
-    def second_fails(self: Any, data: Any, *args: Any, **kwargs: Any) -> Any:
-        made.append(data.num_row())
-        if len(made) == 2:
-            raise catboost.CatBoostError("out of memory in SHAP")
-        return real(self, data, *args, **kwargs)
-
-    monkeypatch.setattr(catboost.CatBoost, "calc_leaf_indexes", second_fails)
-    with pytest.raises(catboost.CatBoostError, match="out of memory in SHAP"):
-        score_leads(session, as_of=AS_OF, all=True, batch_size=20, tier_default=TIERS)
-    assert len(session.scalars(select(LeadScore.lead_id)).all()) <= 20  # the first call: its batch alone
