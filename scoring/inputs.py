@@ -73,30 +73,26 @@ def stale_lead_ids(
         )
         .order_by(Lead.id)
     )
+    return _ids(session, stmt, lead_ids)
+
+
+def _ids(session: Session, stmt: Select[Any], lead_ids: Sequence[int] | None = None) -> list[int]:
+    """The lead ids a one-column select of ``Lead.id`` gives (restricted to ``lead_ids``, a
+    statement per chunk), sorted, from the driver's rows: the ORM's result handling of 100,000 ids
+    cost several times the query."""
     if lead_ids is None:
-        return _ids(session, stmt)
+        return [int(row[0]) for row in driver_rows(session, stmt)]
     out: list[int] = []
     for chunk in id_chunks(sorted({int(i) for i in lead_ids})):
-        out.extend(_ids(session, stmt.where(among(session, Lead.id, chunk))))
+        out.extend(int(row[0]) for row in driver_rows(session, stmt.where(among(session, Lead.id, chunk))))
     return sorted(out)
-
-
-def _ids(session: Session, stmt: Select[Any]) -> list[int]:
-    """The ids a one-column select of ids gives, from the driver's rows (the ORM's result handling
-    of 100,000 ids cost several times the query)."""
-    return [int(row[0]) for row in driver_rows(session, stmt)]
 
 
 def live_lead_ids(session: Session, lead_ids: Sequence[int] | None = None) -> list[int]:
     """Open leads (all, or those of ``lead_ids``), in id order: converted, closed, deleted and merged
     leads are never scored anew (their last score stays as history)."""
     stmt = select(Lead.id).where(Lead.lifecycle == LeadLifecycle.open).order_by(Lead.id)
-    if lead_ids is None:
-        return _ids(session, stmt)
-    out: list[int] = []
-    for chunk in id_chunks(sorted({int(i) for i in lead_ids})):
-        out.extend(_ids(session, stmt.where(among(session, Lead.id, chunk))))
-    return sorted(out)
+    return _ids(session, stmt, lead_ids)
 
 
 def live_count(session: Session) -> int:
