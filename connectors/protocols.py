@@ -242,8 +242,9 @@ class SetupResult:
 class Setup(Protocol):
     """One CRM's part of ``leadscore crm setup`` (the runner is :mod:`connectors.setup`)."""
 
-    def check_fields(self, result: SetupResult) -> None:
-        """Check (or create, where the CRM allows it) the score fields; record what was found."""
+    def check_fields(self, result: SetupResult, *, create: bool = True) -> None:
+        """Check (or create, where the CRM allows it and ``create`` is True) the score fields;
+        record what was found (``create`` False: what is missing is a problem, nothing changes)."""
         ...
 
     def check_routing(self, config: AppConfig, result: SetupResult) -> None:

@@ -39,12 +39,15 @@ def crm_setup(
     connection: str | None = None,
     clients: Mapping[str, Any] | None = None,
     engine: Engine | None = None,
+    create: bool = True,
 ) -> list[SetupResult]:
     """Check (Salesforce) or create (HubSpot) the score fields and validate routing, per connection.
 
     Returns one :class:`SetupResult` per enabled connection (or only ``connection``); a result
     with ``ok`` False lists what an admin must do. CRM errors (auth, unreachable) propagate as
     :mod:`connectors.errors` types; the calls made before one are recorded too (``engine``).
+    ``create`` False changes nothing in any CRM: a missing HubSpot property is a problem, not
+    created (``leadscore config check --connect``).
     """
     targets = [config.connection(connection)] if connection else [c for c in config.connections if c.enabled]
     results: list[SetupResult] = []
@@ -56,7 +59,7 @@ def crm_setup(
         result = SetupResult(connection=conn.name, kind=conn.kind)
         try:
             setup = make_setup(conn, client)
-            setup.check_fields(result)
+            setup.check_fields(result, create=create)
             result.problems.extend(static + make_router(conn, client).problems(config, conn))
             setup.check_routing(config, result)
         finally:

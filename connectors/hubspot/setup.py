@@ -79,25 +79,33 @@ class HubSpotSetup:
         self.client = client
         self.conn = conn
 
-    def check_fields(self, result: SetupResult) -> None:
-        _create_properties(self.conn, self.client, result)
+    def check_fields(self, result: SetupResult, *, create: bool = True) -> None:
+        _create_properties(self.conn, self.client, result, create=create)
 
     def check_routing(self, config: AppConfig, result: SetupResult) -> None:
         """Nothing beyond the router's checks (owners, workflows, properties)."""
 
 
-def _create_properties(conn: ConnectionConfig, client: Any, result: SetupResult) -> None:
+def _create_properties(conn: ConnectionConfig, client: Any, result: SetupResult, *, create: bool = True) -> None:
     fields = fields_as(conn, HubSpotFields)
-    _ensure_properties(client, "contacts", "contact", hubspot_property_specs(fields), result)
-    _ensure_properties(client, "companies", "company", hubspot_company_property_specs(fields), result)
+    _ensure_properties(client, "contacts", "contact", hubspot_property_specs(fields), result, create=create)
+    _ensure_properties(client, "companies", "company", hubspot_company_property_specs(fields), result,
+                       create=create)
 
 
 def _ensure_properties(client: Any, object_type: str, label: str, specs: list[dict[str, Any]],
-                       result: SetupResult) -> None:
-    """Create the missing ``specs`` on ``object_type``; report existing ones of the wrong type."""
+                       result: SetupResult, *, create: bool = True) -> None:
+    """Create the missing ``specs`` on ``object_type`` (``create`` False: list them as one problem,
+    creating nothing); report existing ones of the wrong type."""
     listing = client.request(lambda c: c.api("properties.core").get_all(
         object_type, _preload_content=False, _request_timeout=c.timeout))
     existing = {str(p["name"]): p for p in listing.get("results") or []}
+    absent = [spec["name"] for spec in specs if spec["name"] not in existing]
+    if absent and not create:
+        result.problems.append(f"{len(absent)} {label} propert{'ies' if len(absent) > 1 else 'y'} missing "
+                               f"({absent[0]}{', ...' if len(absent) > 1 else ''}): `leadscore crm setup` creates "
+                               f"{'them' if len(absent) > 1 else 'it'}")
+        specs = [spec for spec in specs if spec["name"] in existing]
     for spec in specs:
         found = existing.get(spec["name"])
         if found is not None:

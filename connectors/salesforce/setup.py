@@ -60,7 +60,8 @@ class SalesforceSetup:
         self.client = client
         self.conn = conn
 
-    def check_fields(self, result: SetupResult) -> None:
+    def check_fields(self, result: SetupResult, *, create: bool = True) -> None:
+        """``create`` changes nothing here: leadscore never creates Salesforce fields."""
         _check_fields(self.conn, self.client, result)
 
     def check_routing(self, config: AppConfig, result: SetupResult) -> None:

@@ -155,3 +155,54 @@ def test_cli_crm_setup_and_writeback(sim: CRMSim, tmp_path: Path, sqlite_engine:
 
     nothing = _cli(sim, tmp_path, db_url, "writeback")
     assert nothing.returncode == 0 and "nothing to write" in nothing.stdout
+
+
+def test_config_check_connect_checks_each_crm_and_creates_nothing(sim: CRMSim, tmp_path: Path,
+                                                                  sqlite_engine: Engine) -> None:
+    """An admin's misspelt queue passed `config check` and failed the first routing run: with
+    --connect, the check asks each CRM what `crm setup` asks (fields, routing names), changes
+    nothing, and says every problem in one line."""
+    db_url = str(sqlite_engine.url)
+    routing = [{"to": "A", "actions": [{"type": "assign_owner", "queue": "SDR Queu", "connections": ["sf"]}]}]
+    offline = _cli(sim, tmp_path, db_url, "config", "check", routing=routing)
+    assert offline.returncode == 0, offline.stderr  # without --connect no CRM is asked
+    # What no configured connection can run is wrong whatever the CRMs hold: refused offline.
+    campaign_on_hubspot = [{"to": "A", "actions": [{"type": "add_to_campaign", "campaign": "Webinar",
+                                                    "connections": ["hs"]}]}]
+    static = _cli(sim, tmp_path, db_url, "config", "check", routing=campaign_on_hubspot)
+    assert static.returncode == 1 and static.stderr.strip().splitlines() == [
+        "error: routing.0.actions.0.connections: add_to_campaign cannot run on hubspot connection 'hs'"], static.stderr
+    sim.reset_counts()
+    refused = _cli(sim, tmp_path, db_url, "config", "check", "--connect", routing=routing)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    [line] = refused.stderr.strip().splitlines()
+    assert "sf: routing.0.actions.0.queue: no queue named 'SDR Queu' in connection sf (its queues: 'SDR Queue'" \
+        in line, line
+    # Before `crm setup`, HubSpot lacks the score properties: named, and not created by the check.
+    assert "hs: 11 contact properties missing (leadscore_score, ...): `leadscore crm setup` creates them" in line
+    assert "hs: 2 company properties missing" in line
+    assert sim.hubspot.store.property_def("contacts", "leadscore_score") is None
+    # Its calls count against the day's budget, as crm setup's do.
+    with unit_of_work(sqlite_engine) as session:
+        recorded = {row["name"]: row["api_calls_today"]["setup"] for row in connection_activity(session)}
+    received = {crm: sum(n for label, n in counts.items() if label != "injected")
+                for crm, counts in sim.call_counts().items()}
+    assert recorded == {"sf": received["salesforce"], "hs": received["hubspot"]} and min(recorded.values()) > 0
+
+    assert _cli(sim, tmp_path, db_url, "crm", "setup").returncode == 0
+    routing[0]["actions"][0]["queue"] = "SDR Queue"
+    fine = _cli(sim, tmp_path, db_url, "config", "check", "--connect", routing=routing)
+    assert fine.returncode == 0, fine.stderr
+    assert "crm sf (salesforce): answered; 13 score fields present, routing (1 rule) checked against it" \
+        in fine.stdout, fine.stdout
+    assert "crm hs (hubspot): answered; 13 score fields present" in fine.stdout, fine.stdout
+
+    # A token the CRM refuses is a problem too (HubSpot checks no login of its own).
+    config_file = tmp_path / "leadscore.yaml"
+    env = {**os.environ, "LEADSCORE_CONFIG_FILE": str(config_file), "LEADSCORE_DATABASE_URL": db_url,
+           "LEADSCORE_TEST_SF_SESSION": sim.info()["salesforce"]["session_id"],
+           "LEADSCORE_TEST_HS_TOKEN": "pat-na1-not-a-token", "COLUMNS": "200"}
+    bad = subprocess.run([sys.executable, "-m", "worker.cli", "config", "check", "--connect"], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1 and bad.stderr.strip().splitlines() == [
+        "error: connection hs: HubSpot authentication failed (INVALID_AUTHENTICATION)"], bad.stderr
