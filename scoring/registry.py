@@ -245,7 +245,8 @@ def auc_caveat(split: dict[str, Any] | None) -> str | None:
     if min(positives, negatives) >= MIN_PERFORMANCE_POSITIVES:
         return None
     fewer = f"{positives} converted" if positives <= negatives else f"{negatives} unconverted"
-    return (f"the test AUC rests on {fewer} test leads: too few to judge "
+    plural = "s" if min(positives, negatives) != 1 else ""
+    return (f"the test AUC rests on {fewer} test lead{plural}: too few to judge "
             f"({MIN_PERFORMANCE_POSITIVES} of each class needed)")
 
 

@@ -41,7 +41,8 @@ def test_train_and_models_list_flag_a_test_auc_on_too_few_conversions(tmp_path: 
     converted = split["test_positives"]
     assert converted < MIN_PERFORMANCE_POSITIVES <= split["train_positives"], split  # the case itself
     said = " ".join(trained.stdout.split())
-    assert (f"caution: the test AUC rests on {converted} converted test leads: too few to judge "
+    leads = "lead" if converted == 1 else "leads"
+    assert (f"caution: the test AUC rests on {converted} converted test {leads}: too few to judge "
             f"({MIN_PERFORMANCE_POSITIVES} of each class needed)") in said
 
     listed = leadscore("models", "list", cwd=tmp_path, env=env)
@@ -50,11 +51,22 @@ def test_train_and_models_list_flag_a_test_auc_on_too_few_conversions(tmp_path: 
     assert row.split()[5].endswith("*"), listed.stdout
     assert "* too few test leads of one class to judge the AUC" in listed.stdout
     # The card's metrics read as judged without it: `models show` and the console's Model page say it.
-    caution = (f"Caution: the test AUC rests on {converted} converted test leads: too few to judge "
+    caution = (f"Caution: the test AUC rests on {converted} converted test {leads}: too few to judge "
                f"({MIN_PERFORMANCE_POSITIVES} of each class needed).")
     shown = leadscore("models", "show", row.split()[0], cwd=tmp_path, env=env)
     assert shown.returncode == 0, shown.stderr
     assert caution in " ".join(shown.stdout.split()), shown.stdout[-2000:]
+    # Revops reading the tiers this champion's scores fill are told too (a 200-lead trial put 81 %
+    # of the open leads in tier A under such a champion, and `tiers show` said nothing of it).
+    assert leadscore("score", "--all", cwd=tmp_path, env=env).returncode == 0
+    tiers = leadscore("tiers", "show", cwd=tmp_path, env=env)
+    assert tiers.returncode == 0, tiers.stderr
+    told = " ".join(tiers.stdout.split())
+    assert f"caution: the scores come from champion {row.split()[0]}, and the test AUC rests on {converted} " \
+        f"converted test {leads}" in told, told
+    counts = {line.split(":")[0].strip(): int(line.split()[1]) for line in tiers.stdout.splitlines()
+              if line.strip()[:2] in ("A:", "B:", "C:", "D:")}
+    assert f"{sum(counts.values())} open leads hold a score" in told and sum(counts.values()) > 0, told
     from starlette.testclient import TestClient
 
     from config.app_config import load_config
@@ -77,3 +89,5 @@ def test_enough_of_each_class_or_no_counts_is_no_caveat() -> None:
     assert auc_caveat(None) is None and auc_caveat({"kind": "time"}) is None
     few_unconverted = auc_caveat({"test_rows": 100, "test_positives": 95})
     assert few_unconverted is not None and "rests on 5 unconverted test leads" in few_unconverted
+    one = auc_caveat({"test_rows": 100, "test_positives": 1})
+    assert one is not None and "rests on 1 converted test lead: too few" in one

@@ -239,6 +239,7 @@ def _mode(capacity: bool, likelihood: bool) -> str:
 @tiers_app.command("show")
 def tiers_show() -> None:
     """Print the active tier policy and how many leads each tier holds now."""
+    from scoring.registry import champion, recorded_auc_caveat
     from scoring.tiers import TIERS, active_policy, current_scores
 
     config = _config()
@@ -249,10 +250,21 @@ def tiers_show() -> None:
         versions = session.scalar(select(func.count()).select_from(type(policy))) or 0
         line = f"policy v{policy.version} of {versions} ({describe_tiers(policy.mode, dict(policy.thresholds))})"
         created = f"set by {policy.created_by or 'unknown'} at {policy.created_at:%Y-%m-%d %H:%M} UTC"
+        mv = champion(session)
+        # The tiers are only as good as the scores: a champion judged on too few test leads says so
+        # here too, as in the console and `leadscore models list`.
+        caveat = recorded_auc_caveat(mv) if mv is not None else None
+        caution = f"caution: the scores come from champion {mv.version}, and {caveat}" if mv and caveat else None
     console.print(line)
     console.print(f"  {created}")
+    total = int(sum(counts.values()))
+    console.print(f"  {total} open leads hold a score" if total
+                  else "  no open lead holds a score yet (run `leadscore score`)")
     for tier in TIERS:
-        console.print(f"  {tier}: {int(counts.get(tier, 0))} leads")
+        n = int(counts.get(tier, 0))
+        console.print(f"  {tier}: {n} leads" + (f" ({n / total:.0%})" if total else ""))
+    if caution:
+        console.print(caution, highlight=False, soft_wrap=True)
 
 
 def _routing_line(planned: dict[str, int], verb: str) -> str:
