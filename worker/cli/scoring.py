@@ -262,7 +262,7 @@ def tiers_show() -> None:
                   else "  no open lead holds a score yet (run `leadscore score`)")
     for tier in TIERS:
         n = int(counts.get(tier, 0))
-        console.print(f"  {tier}: {n} leads" + (f" ({n / total:.0%})" if total else ""))
+        console.print(f"  {tier}: {n} leads" + (f" ({n / total:.1%})" if total else ""))
     if caution:
         console.print(caution, highlight=False, soft_wrap=True)
 
