@@ -489,8 +489,12 @@ def test_a_challenger_in_shadow_for_a_month_is_compared_live_and_never_written(s
 def _served_random_scores(session: Session, mv_id: int, start: datetime, end: datetime) -> int:
     """A bad model's served scores (random probabilities, tier from their rank) at 6 days old for the
     leads created in [start, end)."""
+    # In id order: the leads' CRM ids come from a counter shared by every test in the process, and
+    # an order they decide made which lead drew which random score depend on the tests run before
+    # (a CI run drew a live AUC of 0.59 and only a warning).
     rows = session.execute(select(Lead.id, Lead.crm_created_at).where(Lead.crm_created_at >= start,
-                                                                      Lead.crm_created_at < end)).all()
+                                                                      Lead.crm_created_at < end)
+                           .order_by(Lead.id)).all()
     rng = np.random.default_rng(3)
     proba = rng.uniform(0.01, 0.6, len(rows))
     cut = np.quantile(proba, [0.95, 0.8, 0.5])
