@@ -225,11 +225,15 @@ class SetupResult:
                    f"fields{made}"
         parts = []
         if self.missing:
-            objects = " and ".join(sorted({spec.sobject for spec in self.missing}))
-            parts.append(f"{len(self.missing)} custom fields missing on {objects} (an admin must add them)")
+            parts.append(f"{self.missing_fields()} (an admin must add them)")
         if self.problems:
             parts.append(f"{len(self.problems)} problem{'s' if len(self.problems) > 1 else ''}")
         return f"{self.connection} ({self.kind}): " + "; ".join(parts)
+
+    def missing_fields(self) -> str:
+        """``13 custom fields missing on Account and Lead`` (Salesforce: for an admin to add)."""
+        objects = " and ".join(sorted({spec.sobject for spec in self.missing}))
+        return f"{len(self.missing)} custom fields missing on {objects}"
 
     def to_dict(self) -> dict[str, Any]:
         return {"connection": self.connection, "kind": self.kind, "ok": self.ok, "present": self.present,

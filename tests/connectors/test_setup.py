@@ -197,6 +197,13 @@ def test_config_check_connect_checks_each_crm_and_creates_nothing(sim: CRMSim, t
         in fine.stdout, fine.stdout
     assert "crm hs (hubspot): answered; 13 score fields present" in fine.stdout, fine.stdout
 
+    # Salesforce fields an admin has not created yet: counted, with where the list is.
+    sim.salesforce.store.custom_fields_present = False
+    lacking = _cli(sim, tmp_path, db_url, "config", "check", "--connect", routing=routing)
+    assert lacking.returncode == 1 and lacking.stderr.strip().splitlines() == [
+        "error: sf: 13 custom fields missing on Account and Lead (`leadscore crm setup` lists them)"], lacking.stderr
+    sim.salesforce.store.custom_fields_present = True
+
     # A token the CRM refuses is a problem too (HubSpot checks no login of its own).
     config_file = tmp_path / "leadscore.yaml"
     env = {**os.environ, "LEADSCORE_CONFIG_FILE": str(config_file), "LEADSCORE_DATABASE_URL": db_url,

@@ -79,9 +79,9 @@ def _crm_problems(config: AppConfig, database_url: str) -> tuple[list[str], list
 
     engine = None
     if not sqlite_file_missing(database_url):  # connecting would create the file
-        from worker.cli.writeback import _usage_store
+        from worker.cli.writeback import usage_store
 
-        engine, _ = _usage_store()
+        engine, _ = usage_store()
     problems: list[str] = []
     checked: list[str] = []
     rules = len(config.routing)
@@ -92,9 +92,7 @@ def _crm_problems(config: AppConfig, database_url: str) -> tuple[list[str], list
             problems.append(f"connection {conn.name}: {first_line(exc)}")
             continue
         if result.missing:
-            objects = " and ".join(sorted({spec.sobject for spec in result.missing}))
-            problems.append(f"{conn.name}: {len(result.missing)} custom fields missing on {objects} "
-                            "(`leadscore crm setup` lists them)")
+            problems.append(f"{conn.name}: {result.missing_fields()} (`leadscore crm setup` lists them)")
         problems += [f"{conn.name}: {p}" for p in result.problems]  # none static: checked before
         checked.append(f"crm {conn.name} ({conn.kind}): answered; {len(result.present)} score fields present, "
                        f"routing ({rules} rule{'s' if rules != 1 else ''}) checked against it; "

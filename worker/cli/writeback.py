@@ -323,7 +323,7 @@ def setup(
         _write_metadata(load_config(get_settings().config_file), salesforce_metadata, connection)
         return
     _, config = _runtime()
-    engine, unrecorded = _usage_store()
+    engine, unrecorded = usage_store()
     results = crm_setup(config, dict(_secrets(config, connection)), connection=connection,  # every one read first
                         engine=engine)
     for result in results:
@@ -340,7 +340,7 @@ def setup(
         raise LeadscoreError("crm setup incomplete: " + "; ".join(r.summary() for r in blocked))
 
 
-def _usage_store() -> tuple[Any, str | None]:
+def usage_store() -> tuple[Any, str | None]:
     """The store's engine, where ``crm setup`` records its API calls, or why there is none (the
     line `leadscore status` would refuse with): setup itself needs no store (it may run before
     `leadscore db upgrade` on PostgreSQL)."""
