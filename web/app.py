@@ -398,11 +398,15 @@ def create_app(
 
     @app.get("/tiers")
     def tiers_page(request: Request) -> Response:
+        from scoring.registry import champion, recorded_auc_caveat
         from scoring.tiers import find_active_policy
         from store.models import TierPolicy
 
         with reading() as session:
             active = find_active_policy(session)
+            # Thresholds cut the champion's scores: when its test AUC rests on too few test leads,
+            # revops read it here too, as `leadscore tiers show` prints it.
+            mv = champion(session)
             history = list(session.scalars(select(TierPolicy).order_by(TierPolicy.version.desc()).limit(50)))
             default_mode = active.mode if active else app_config.tiers.mode
             default = dict(active.thresholds) if active else dict(app_config.tiers.thresholds)
@@ -410,6 +414,7 @@ def create_app(
             mode = q.get("mode", default_mode)
             values = {t: q.get(t, _fmt_threshold(default.get(t))) for t in ("A", "B", "C")}
             return render(request, "tiers.html", active=active, history=history, mode=mode, values=values,
+                          champion=mv, auc_caveat=recorded_auc_caveat(mv) if mv is not None else None,
                           saved=q.get("saved"), unchanged=q.get("unchanged"), refused=q.get("refused"))
 
     @app.get("/tiers/preview")

@@ -353,6 +353,7 @@ def test_pages_show_what_exists_and_name_what_does_not(client: TestClient) -> No
     overview = client.get("/", auth=BOB).text
     assert "Monitor as of 2027-05-16" in overview and "test AUC" in overview
     assert 'id="auc-caveat"' not in overview  # 45 converted test leads: enough to judge
+    assert 'id="auc-caveat"' not in client.get("/tiers", auth=BOB).text
     monitor = client.get("/monitor", auth=BOB).text
     assert 'id="monitor-status"' in monitor and 'id="measures"' in monitor and "monitor runs" in monitor
     model = client.get("/model", auth=BOB).text
@@ -604,12 +605,16 @@ def test_overview_cautions_about_a_test_auc_on_too_few_conversions(client: TestC
     `leadscore train` prints (the champion's stored split counts are what the page reads)."""
     with unit_of_work(world.engine) as session:
         mv = session.scalars(select(ModelVersion).where(ModelVersion.status == "champion")).one()
-        saved = dict(mv.params or {})
+        saved, version = dict(mv.params or {}), mv.version
         mv.params = {**saved, "split": {**saved.get("split", {}), "test_rows": 225, "test_positives": 3}}
     try:
         overview = client.get("/", auth=BOB).text
         assert ('id="auc-caveat">Caution: the test AUC rests on 3 converted test leads: too few to judge '
                 "(20 of each class needed).") in overview
+        # The tiers page cuts those scores, so revops setting thresholds read it there too.
+        tiers = client.get("/tiers", auth=BOB).text
+        assert (f'id="auc-caveat">Caution: the scores come from champion {version}, and the test AUC rests '
+                "on 3 converted test leads: too few to judge (20 of each class needed).") in tiers
     finally:
         with unit_of_work(world.engine) as session:
             session.scalars(select(ModelVersion).where(ModelVersion.status == "champion")).one().params = saved
