@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy import sparse
+from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.impute import SimpleImputer
@@ -98,12 +99,36 @@ class _CatBoostEstimator:
         return tables.values(self.model, self._pool(x), THREADS)
 
 
+class TrainingRange(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):  # type: ignore[misc]
+    """Clips a numeric column to the range it had in training (NaN stays NaN for the imputer).
+
+    The examples are leads at 14 days, so ``days_since_last_engagement`` never exceeds 14 there,
+    while a live lead can have been quiet for 470 days. A tree puts 470 where it puts 14; a linear
+    model extrapolates: 470 days sat 110 standard deviations out and gave a long-quiet lead a
+    likelihood of 100 % (a 200-lead crmsim trial, docs/model.md "Point in time"). Clipped, a value
+    outside the training range counts as the nearest value the model has seen.
+    """
+
+    def fit(self, x: Any, y: Any = None) -> TrainingRange:
+        values = np.asarray(x, dtype="float64")
+        seen = ~np.isnan(values)
+        any_seen = seen.any(axis=0)  # a column never seen stays unclipped
+        self.low_ = np.where(any_seen, np.where(seen, values, np.inf).min(axis=0), -np.inf)
+        self.high_ = np.where(any_seen, np.where(seen, values, -np.inf).max(axis=0), np.inf)
+        self.n_features_in_ = values.shape[1]
+        return self
+
+    def transform(self, x: Any) -> np.ndarray:
+        return np.clip(np.asarray(x, dtype="float64"), self.low_, self.high_)
+
+
 def _column_transformer(spec: FeatureSpec, *, scale: bool, one_hot: bool) -> ColumnTransformer:
     """One transformer per feature, so ``output_indices_`` maps output columns back to features."""
     parts: list[tuple[str, Any, list[str]]] = []
     for i, col in enumerate(spec.numeric):
         steps: list[tuple[str, Any]] = [
-            ("impute", SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True))
+            ("range", TrainingRange()),
+            ("impute", SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True)),
         ]
         if scale:
             steps.append(("scale", StandardScaler()))

@@ -123,6 +123,25 @@ def test_higher_engagement_raises_the_score_on_average(result: TrainingResult, d
     assert model.predict_proba(high).mean() > model.predict_proba(low).mean() + 0.1
 
 
+@pytest.mark.parametrize("family", ["catboost", "logistic_regression", "random_forest"])
+def test_a_value_beyond_the_training_range_counts_as_the_nearest_one_seen(
+    result: TrainingResult, data: pd.DataFrame, family: str
+) -> None:
+    """Live leads reach values no example had (quiet for 470 days where examples, 14 days old,
+    stop at 14): no family extrapolates. The logistic regression used to, and a long-quiet lead
+    got a likelihood of 100 % in a crmsim trial."""
+    model = result.models[family]
+    rows = data.iloc[:50].copy()
+    top, bottom = rows.copy(), rows.copy()
+    top["engagement"], bottom["engagement"] = data["engagement"].max(), data["engagement"].min()
+    far_up, far_down = rows.copy(), rows.copy()
+    far_up["engagement"], far_down["engagement"] = 30 * data["engagement"].max(), -30 * data["engagement"].max()
+    np.testing.assert_allclose(model.predict_proba(far_up), model.predict_proba(top), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(model.predict_proba(far_down), model.predict_proba(bottom), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(model.contributions(far_up).to_numpy(), model.contributions(top).to_numpy(),
+                               rtol=0, atol=1e-9)
+
+
 def test_monotone_constraint_never_lowers_the_score_when_engagement_rises(data: pd.DataFrame) -> None:
     res = train_and_compare(
         data,
