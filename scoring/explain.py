@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from config.app_config import AppConfig
 from config.errors import LeadscoreError
 from scoring.feedback import lead_feedback
-from scoring.reasons import MAX_REASONS_CHARS, SEPARATOR, join_reasons
+from scoring.reasons import MAX_REASONS_CHARS, crm_reason_indices
 from scoring.tiers import likelihood_percent
 from store.models import Connection, Lead, LeadLifecycle, LeadScore, ModelVersion, QuarantinedRecord
 
@@ -60,10 +60,11 @@ def _standing(lead: Lead) -> str:
 NOT_IN_CRM = f"(not in the CRM field: it holds {MAX_REASONS_CHARS} characters)"
 
 
-def reasons_in_crm(reasons: list[str]) -> int:
-    """How many of ``reasons``, in order, the CRM's reasons field holds (:func:`join_reasons`)."""
-    joined = join_reasons(reasons)
-    return len(joined.split(SEPARATOR)) if joined else 0
+def reasons_not_in_crm(reasons: list[str]) -> list[str]:
+    """The reasons the CRM's reasons field does not hold (:func:`crm_reason_indices`; a single
+    over-long reason is written cut, so it counts as held)."""
+    kept = set(crm_reason_indices(reasons)) or set(range(min(1, len(reasons))))
+    return [r for i, r in enumerate(reasons) if i not in kept]
 
 
 def _score_view(row: LeadScore, version: str | None) -> dict[str, Any]:
@@ -77,9 +78,10 @@ def _score_view(row: LeadScore, version: str | None) -> dict[str, Any]:
         "score_change": row.score_change,
         "tier": row.tier,
         "reasons": reasons,
-        # How many of them the CRM's reasons field holds (whole reasons within its 255 characters:
+        # Which of them the CRM's reasons field holds (whole reasons within its 255 characters:
         # a user trial read five reasons in `explain` and four in the CRM, with nothing saying why).
-        "reasons_in_crm": reasons_in_crm(reasons),
+        "reasons_in_crm": len(reasons) - len(left_out := reasons_not_in_crm(reasons)),
+        "reasons_not_in_crm": left_out,
         "model": version,
         "scored_at": row.scored_at.isoformat(),
         "as_of": row.as_of.isoformat() if row.as_of else None,

@@ -662,19 +662,44 @@ def reason_strings(reasons: Sequence[Reason]) -> list[str]:
     return [r.marked for r in reasons]
 
 
-def join_reasons(strings: Sequence[str], limit: int = MAX_REASONS_CHARS) -> str:
-    """One text for the CRM field: whole reasons joined by "; " within ``limit`` characters."""
-    joined = SEPARATOR.join(strings)
-    if len(joined) <= limit:  # most leads: every reason fits
-        return joined
-    parts: list[str] = []
+def _sign_and_group(reason: str) -> tuple[str, str | None]:
+    """("+" or "-", "Fit"/"Engagement" or None for an ungrouped older reason) of a stored reason."""
+    label, colon, _ = reason[2:].partition(":")
+    return reason[:1], label if colon and label in _GROUP_LABELS.values() else None
+
+
+def crm_reason_indices(strings: Sequence[str], limit: int = MAX_REASONS_CHARS) -> list[int]:
+    """Which of ``strings`` (their indices, in order) the CRM's reasons field holds: whole reasons
+    joined by "; " within ``limit`` characters.
+
+    When they do not all fit, the first reason goes first, then the first reason of the other sign,
+    then the first of a group (fit, engagement) not yet given, then the rest in order, each whole
+    reason that still fits. Taken in order, three long "+ Engagement" reasons filled the field and
+    a rep read "fit 16" beside no fit reason at all, and a lead pulled down by something beside no
+    "-" reason (a user trial on crmsim)."""
+    sizes = [len(s) for s in strings]
+    if sum(sizes) + len(SEPARATOR) * max(0, len(strings) - 1) <= limit:  # most leads: every reason fits
+        return list(range(len(strings)))
+    kinds = [_sign_and_group(s) for s in strings]
+    first = list(range(min(1, len(strings))))
+    other_sign = [next((i for i, (sign, _) in enumerate(kinds) if sign != kinds[0][0]), None)] if kinds else []
+    groups = [next(i for i, (_, g) in enumerate(kinds) if g == group)
+              for group in dict.fromkeys(g for _, g in kinds if g is not None)]
+    order = dict.fromkeys([*first, *(i for i in other_sign if i is not None), *groups, *range(len(strings))])
+    kept: list[int] = []
     length = 0
-    for s in strings:
-        extra = len(s) + (len(SEPARATOR) if parts else 0)
-        if length + extra > limit:
-            if not parts:  # a single over-long reason: cut it rather than write nothing
-                return s[: limit - 1] + "…"
-            break
-        parts.append(s)
-        length += extra
-    return SEPARATOR.join(parts)
+    for i in order:
+        extra = sizes[i] + (len(SEPARATOR) if kept else 0)
+        if length + extra <= limit:
+            kept.append(i)
+            length += extra
+    return sorted(kept)
+
+
+def join_reasons(strings: Sequence[str], limit: int = MAX_REASONS_CHARS) -> str:
+    """One text for the CRM field: the reasons :func:`crm_reason_indices` keeps, in order, joined
+    by "; " within ``limit`` characters (a single over-long reason is cut rather than none written)."""
+    kept = crm_reason_indices(strings, limit)
+    if not kept and strings:
+        return strings[0][: limit - 1] + "…"
+    return SEPARATOR.join(strings[i] for i in kept)

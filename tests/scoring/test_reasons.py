@@ -15,6 +15,7 @@ from scoring.reasons import (
     _first_rows,
     _Sentences,
     compared,
+    crm_reason_indices,
     explain,
     explain_marked,
     join_reasons,
@@ -268,6 +269,25 @@ def test_reasons_join_whole_within_the_limit_when_all_fit_or_not() -> None:
     assert join_reasons(fits) == "; ".join(fits)
     assert join_reasons(["x" * 200, "y" * 53]) == "x" * 200 + "; " + "y" * 53  # 255 exactly
     assert join_reasons(["x" * 200, "y" * 54]) == "x" * 200
+
+
+def test_the_crm_field_keeps_a_reason_of_each_sign_and_group_when_not_all_fit() -> None:
+    """A user trial on crmsim: three long "+ Engagement" reasons filled the 255 characters, and the
+    rep read "fit 16" beside no fit reason and nothing that pulled the score down (`explain` listed
+    "- Fit: Based in India" and "- Fit: Lead source: Paid Search" as not in the CRM field)."""
+    plus = [f"+ Engagement: {n} website visits in the last 30 days, more than most leads had in their first weeks"
+            for n in (9, 7, 5)]
+    minus = ["- Fit: Based in India", "- Fit: Lead source: Paid Search"]
+    joined = join_reasons(plus + minus)
+    assert len(joined) <= 255
+    assert joined == "; ".join([plus[0], plus[1], *minus])  # in their order; the third plus left out
+    # A fit reason is kept even when every reason has one sign; and a sign even within one group.
+    assert join_reasons([*plus, "+ Fit: Director-level title in Engineering"]).split("; ") == [
+        plus[0], plus[1], "+ Fit: Director-level title in Engineering"]
+    assert join_reasons([*plus, "- Engagement: No meetings"]).split("; ") == [
+        plus[0], plus[1], "- Engagement: No meetings"]
+    assert crm_reason_indices(plus + minus) == [0, 1, 3, 4]
+    assert crm_reason_indices(minus) == [0, 1]  # all fit: all, in order
 
 
 def test_good_news_is_never_a_minus_reason() -> None:

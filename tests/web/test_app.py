@@ -20,7 +20,7 @@ from starlette.routing import Mount
 from typer.testing import CliRunner
 
 from config.app_config import load_config
-from scoring.explain import NOT_IN_CRM, reasons_in_crm
+from scoring.explain import NOT_IN_CRM, reasons_not_in_crm
 from scoring.tiers import find_active_policy, likelihood_percent
 from store.db import unit_of_work
 from store.models import Connection, Lead, LeadScore, ModelVersion, RoutingAction, TierPolicy
@@ -682,12 +682,16 @@ def test_lead_page_marks_the_reasons_the_crm_field_cannot_hold(client: TestClien
         assert score is not None
         score.reasons = reasons
         crm_id = session.get(Lead, score.lead_id).crm_id
-    fits = reasons_in_crm(reasons)
-    assert 0 < fits < len(reasons)
-    assert client.get(f"/api/leads/{crm_id}", auth=BOB).json()["reasons_in_crm"] == fits
+    # The field keeps the minus reason ahead of the third plus (crm_reason_indices), so the one the
+    # rep does not see is that third plus, not the last reason.
+    left_out = reasons_not_in_crm(reasons)
+    assert left_out == [reasons[2]]
+    api = client.get(f"/api/leads/{crm_id}", auth=BOB).json()
+    assert api["reasons_in_crm"] == 3 and api["reasons_not_in_crm"] == left_out
     page = client.get(f"/leads/{crm_id}", auth=BOB).text
-    assert page.count(NOT_IN_CRM) == len(reasons) - fits
-    assert page.index(NOT_IN_CRM) > page.index(html.escape(reasons[fits - 1], quote=True))
+    assert page.count(NOT_IN_CRM) == 1
+    marked = page.index(NOT_IN_CRM)
+    assert page.index(html.escape(reasons[2], quote=True)) < marked < page.index(html.escape(reasons[3], quote=True))
 
 
 def test_the_tiers_form_offers_every_mode_and_the_confirmation_words_each(client: TestClient) -> None:

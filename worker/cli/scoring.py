@@ -161,8 +161,8 @@ def explain_command(
         console.print(f"{info['standing']}: its last score while open (leadscore rescores, writes and routes open "
                       "leads only)", markup=False, highlight=False, soft_wrap=True)
     console.print(_score_line(info), markup=False, highlight=False, soft_wrap=True)
-    for n, reason in enumerate(info["reasons"], 1):
-        left_out = f"  {NOT_IN_CRM}" if n > info["reasons_in_crm"] else ""
+    for reason in info["reasons"]:
+        left_out = f"  {NOT_IN_CRM}" if reason in info["reasons_not_in_crm"] else ""
         console.print(f"  {reason}{left_out}", markup=False, highlight=False, soft_wrap=True)
     console.print(f"model {info['model']}, scored {info['scored_at']}", markup=False, highlight=False, soft_wrap=True)
     if said := feedback_words(info.get("rep_feedback")):
