@@ -593,6 +593,7 @@ def create_app(
     def monitor_page(request: Request) -> Response:
         from scoring.monitor import reports
         from scoring.monitoring.describe import unsaid_notes
+        from scoring.monitoring.status import NOT_ENOUGH
         from web import plots
 
         with reading() as session:
@@ -605,7 +606,10 @@ def create_app(
             metrics = r.metrics or {}
             perf = metrics.get("performance") or {}
             drift = metrics.get("drift") or {}
-            if isinstance(perf.get("auc"), int | float) and math.isfinite(perf["auc"]):
+            # Only judged AUCs: one on too few conversions ("not enough data") is not a result, and
+            # a run whose 1 conversion gave 1.000 drew a line at the top of an axis above 1.
+            if (isinstance(perf.get("auc"), int | float) and math.isfinite(perf["auc"])
+                    and perf.get("status") != NOT_ENOUGH):
                 auc.append((r.as_of, float(perf["auc"])))
             if isinstance(perf.get("ece"), int | float):
                 ece.append((r.as_of, float(perf["ece"])))
@@ -627,7 +631,7 @@ def create_app(
                                      hlines=[(monitoring.psi_warn, "warn"), (monitoring.psi_alert, "alert")]),
             # The live AUC is compared with the reference leads' AUC (the monitor's baseline), not
             # with the test AUC of training: the line shows what it is judged against.
-            "auc": plots.time_series({"live AUC": auc}, ylabel="AUC", hlines=(
+            "auc": plots.time_series({"live AUC": auc}, ylabel="AUC", ylim=_auc_axis(auc, baseline), hlines=(
                 [(baseline, f"baseline {baseline:.3f} (reference leads)")] if baseline is not None else [])),
             "ece": plots.time_series({"ECE": ece}, ylabel="ECE"),
             "tiers": plots.time_series(by_tier, ylabel="converted (%)",
@@ -640,7 +644,7 @@ def create_app(
         # The notes the CLI prints: those no line of the measures table already says.
         notes = unsaid_notes(latest_metrics, [line for _, _, why in measures for line in why])
         return render(request, "monitor.html", latest=latest, metrics=latest_metrics, charts=charts, measures=measures,
-                      notes=notes,
+                      notes=notes, not_enough=NOT_ENOUGH,
                       feature_psi=feature_psi, alerts=alerts[::-1][:200], reports=history[::-1][:60],
                       monitoring=monitoring)
 
@@ -678,6 +682,16 @@ def create_app(
 
 
 _MEASURE_LABELS = {"performance": "accuracy"}  # the measures' names in the CLI's lines
+
+
+def _auc_axis(points: list[tuple[datetime, float]], baseline: float | None) -> tuple[float, float] | None:
+    """The AUC chart's value axis: around its points and baseline, never above 1 (an AUC cannot be)."""
+    values = [v for _, v in points] + ([baseline] if baseline is not None else [])
+    if not values:
+        return None
+    low, high = min(values), max(values)
+    pad = max(0.02, 0.1 * (high - low))
+    return max(0.0, low - pad), min(1.0, high + pad)
 
 
 def _measures_with_why(metrics: dict[str, Any]) -> list[tuple[str, dict[str, Any], list[str]]]:

@@ -138,8 +138,8 @@ def measure_performance(session: Session, champion: ModelVersion, ref: Reference
     before = len(out.alerts)
     _calibration(y, p, perf, config, out, ref)
     if positives < MIN_PERFORMANCE_POSITIVES or negatives < MIN_PERFORMANCE_POSITIVES:
-        perf["reason"] = (f"{positives} conversions among {len(y)} elapsed leads; at least "
-                          f"{MIN_PERFORMANCE_POSITIVES} of each class needed to judge the AUC")
+        perf["reason"] = (f"{positives} conversion{'s' if positives != 1 else ''} among {len(y)} elapsed leads; "
+                          f"at least {MIN_PERFORMANCE_POSITIVES} of each class needed to judge the AUC")
         out.notes.append(f"live AUC not judged: {perf['reason']}")
         _status(perf, out.alerts[before:])
         return

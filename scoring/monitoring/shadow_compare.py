@@ -63,9 +63,9 @@ def shadow_comparison(session: Session, mv: ModelVersion, *, as_of: datetime, ho
     pos = int(y.sum())
     out.update({"leads": int(known.sum()), "converted": pos, "awaiting_outcome": int((~known).sum())})
     if min(pos, len(y) - pos) < MIN_PERFORMANCE_POSITIVES:
-        out["reason"] = (f"{pos} conversions among {len(y)} leads with a known outcome; at least "
-                         f"{MIN_PERFORMANCE_POSITIVES} of each class needed ({int((~known).sum())} still awaiting "
-                         "their outcome)")
+        out["reason"] = (f"{pos} conversion{'s' if pos != 1 else ''} among {len(y)} leads with a known outcome; "
+                         f"at least {MIN_PERFORMANCE_POSITIVES} of each class needed "
+                         f"({int((~known).sum())} still awaiting their outcome)")
         return out
     d, low, high = paired_bootstrap(y, p_champion, p_shadow, both["lead_id"].to_numpy()[known], seed=seed)
     out.update({"status": "measured", "champion_auc": roc_auc(y, p_champion), "shadow_auc": roc_auc(y, p_shadow),

@@ -823,14 +823,14 @@ def test_an_accuracy_not_judged_says_why_before_its_auc_and_norms_say_their_base
     from scoring.monitoring.describe import describe_measures
 
     perf = {"status": "not enough data", "auc": 0.964, "leads": 35, "ece": 0.047,
-            "reason": "1 conversions among 35 elapsed leads; at least 20 of each class needed to judge the AUC"}
+            "reason": "1 conversion among 35 elapsed leads; at least 20 of each class needed to judge the AUC"}
     tc = {"status": "not enough data", "leads": 35, "served": 0, "reconstructed": 35,
           "top_tier": {"reason": "6 tier-A leads with a known outcome; at least 20 needed"},
           "by_tier": {"A": {"conversion_rate": 1 / 6, "leads": 6, "norm": 0.0, "norm_leads": 3},
                       "B": {"conversion_rate": 0.5, "leads": 2, "norm": 0.4, "norm_leads": 5}}}
     lines = describe_measures({"performance": perf, "tier_conversion": tc})
     (accuracy,) = [x for x in lines if x.startswith("accuracy")]
-    assert accuracy == ("accuracy: not enough data (1 conversions among 35 elapsed leads; at least 20 of each class "
+    assert accuracy == ("accuracy: not enough data (1 conversion among 35 elapsed leads; at least 20 of each class "
                         "needed to judge the AUC); not judged yet: AUC 0.964, ECE 0.047 on 35 elapsed leads")
     (tiers,) = [x for x in lines if x.startswith("tier conversion")]
     assert tiers.endswith("A 16.7% of 6 (norm 0.0% of 3), B 50.0% of 2 (norm 40.0% of 5)"), tiers

@@ -566,6 +566,33 @@ def test_the_auc_chart_draws_the_baseline_the_live_auc_is_judged_against(client:
     assert "baseline 0.760 (reference leads)" in chart
 
 
+def test_an_auc_on_too_few_conversions_is_not_the_monitor_headline(client: TestClient, world: World) -> None:
+    """A crmsim trial: the Monitor page's headline read "NOT ENOUGH DATA — recent AUC 1.000" (1
+    conversion among 37 elapsed leads) and its AUC chart ran from 0.96 to 1.04. The headline now
+    says the AUC is not judged and why; the chart draws judged AUCs only, on an axis ending at 1."""
+    from store.models import MonitorReport
+    from web.app import _auc_axis
+
+    reason = "1 conversion among 37 elapsed leads; at least 20 of each class needed to judge the AUC"
+    with unit_of_work(world.engine) as session:
+        latest = session.scalars(select(MonitorReport).order_by(MonitorReport.as_of.desc())).first()
+        assert latest is not None
+        later = MonitorReport(model_version_id=latest.model_version_id, as_of=latest.as_of + timedelta(days=1),
+                              status="not enough data", alerts=[],
+                              metrics={"performance": {"status": "not enough data", "auc": 1.0, "ece": 0.084,
+                                                       "rows": 37, "leads": 37, "reason": reason}})
+    page = _monitor_page_with(client, world, later)
+    headline = page[page.index('id="monitor-status"'):]
+    headline = headline[:headline.index("</p>")]
+    assert 'id="auc-not-judged">not judged</b>: ' + reason in headline, headline
+    assert "recent AUC <b>1.000</b>" not in headline
+    assert "(measured 1.000, ECE 0.084: not a result on so few)" in headline
+    t = datetime(2027, 1, 1, tzinfo=UTC)
+    assert _auc_axis([(t, 1.0)], None) == (0.98, 1.0)
+    assert _auc_axis([(t, 0.7), (t, 0.9)], 0.76) == pytest.approx((0.68, 0.92))
+    assert _auc_axis([], None) is None
+
+
 def test_status_and_the_console_show_the_same_api_calls_today(world: World, tmp_path: Path,
                                                                client: TestClient) -> None:
     """The overview summed the streams' calls of today's sync runs while `leadscore sync` printed
