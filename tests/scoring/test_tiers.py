@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from config.app_config import TierConfig
 from scoring import registry
 from scoring.service import score_leads
-from scoring.tier_changes import preview, retier
+from scoring.tier_changes import MIN_TIER_CONVERSIONS, few_conversions_caution, preview, retier
 from scoring.tiers import (
     Policy,
     TierPolicyError,
@@ -150,9 +150,32 @@ def test_preview_reports_recent_conversion_higher_in_a_than_d(sqlite_session: Se
     rest_converted = sum(t["recent_leads"] * (t["recent_conversion_rate"] or 0) for t in rest)
     assert a["recent_leads"] > 0 and rest_leads > 0
     assert a["recent_conversion_rate"] > rest_converted / rest_leads
+    # Each tier's conversions counted, and the tiers whose rate rests on too few named as such.
+    few = []
+    for tier, row in shown["tiers"].items():
+        assert row.get("recent_converted", 0) == round((row["recent_conversion_rate"] or 0) * row["recent_leads"])
+        if row["recent_leads"] and row["recent_converted"] < MIN_TIER_CONVERSIONS:
+            few.append(tier)
+    caution = shown["recent"].get("caution")
+    assert (caution is None) == (not few)
+    assert caution is None or all(f" {t} (" in caution for t in few), caution
     # Preview changed nothing.
     assert sqlite_session.scalar(select(func.count(TierPolicy.id))) == 1
     assert sqlite_session.scalar(select(func.count(LeadScore.id))) == 800
+
+
+def test_a_tier_rate_on_few_conversions_comes_with_a_caution() -> None:
+    """A crmsim trial's preview: B converted 4.3 % (2 of 46) below C's 7.4 % (4 of 54), without a word."""
+    row = {"A": {"leads": 22, "converted": 8}, "B": {"leads": 46, "converted": 2},
+           "C": {"leads": 54, "converted": 4}, "D": {"leads": 77, "converted": 1}}
+    assert few_conversions_caution(row) == (
+        "the recent conversion of tiers A (8 conversions), B (2 conversions), C (4 conversions) and D (1 conversion) "
+        "rests on fewer than 10 conversions each: too few to compare tiers by it")
+    assert few_conversions_caution({**row, "A": {"leads": 90, "converted": 30}, "B": {"leads": 0, "converted": 0},
+                                    "C": {"leads": 200, "converted": 12}}) == (
+        "the recent conversion of tier D (1 conversion) rests on fewer than 10 conversions: too few to compare it "
+        "with the other tiers")
+    assert few_conversions_caution({"A": {"leads": 90, "converted": 30}, "D": {"leads": 900, "converted": 10}}) is None
 
 
 @pytest.mark.parametrize(

@@ -274,7 +274,7 @@ def _routing_line(planned: dict[str, int], verb: str) -> str:
             else f"routing: no actions {verb}"
     parts = ", ".join(f"{n} {kind}" for kind, n in sorted(planned.items()))
     hint = " (run `leadscore route`, or let the workers)" if verb == "planned" else ""
-    return f"routing: {total} actions {verb}: {parts}{hint}"
+    return f"routing: {total} action{'s' if total != 1 else ''} {verb}: {parts}{hint}"
 
 
 def _preview_table(data: dict[str, Any]) -> Table:
@@ -314,8 +314,11 @@ def tiers_preview(
     for tier, why in data.get("empty_tiers", {}).items():
         console.print(f"warning: tier {tier} would hold no lead: {why} (`tiers set` refuses these shares)",
                       markup=False, highlight=False, soft_wrap=True)
+    if caution := (data.get("recent") or {}).get("caution"):
+        console.print(f"caution: {caution}", markup=False, highlight=False, soft_wrap=True)
+    leads = data["routing"]["leads"]
     console.print(_routing_line(data["routing"]["actions"], "would be planned")
-                  + (f" for {data['routing']['leads']} leads" if data["routing"]["leads"] else ""))
+                  + (f" for {leads} lead{'s' if leads != 1 else ''}" if leads else ""))
     if json_path is not None:
         _write_json(json_path, data)
 
