@@ -42,18 +42,27 @@ def concept_label(feature: str) -> str:
     return words + (", last 90 days" if concept == "committee_size" else "")
 
 
-def tier_cutoff_table(outcomes: list[tuple[float, int]], policy: Any) -> list[dict[str, Any]]:
+def tier_cutoff_table(outcomes: list[tuple[float, int]], policy: Any, mv: Any) -> list[dict[str, Any]]:
     """Precision and recall at each tier cut-off (A; A or B; A, B or C) of the active policy, on
-    (probability, converted) pairs: what reps get if they work the leads down to that tier."""
+    (probability, converted) pairs of ``mv``'s reference leads: what reps get if they work the
+    leads down to that tier.
+
+    The leads are tiered as live scoring tiers them: their 1-99 scores ranked against ``mv``'s
+    score reference, as the monitor's tier norms are (:func:`scoring.monitoring.tier_conversion.reference_tiers`).
+    Ranked against each other instead, tier A under "A >= 85" was the top 15 % by construction: a
+    crmsim trial's card showed 10 leads in A where the monitor's norm, on the same 65 leads, had 5."""
     import numpy as np
 
+    from scoring.reference import rank, stored_reference
     from scoring.tiers import tiers_for
 
     if not outcomes:
         return []
     p = np.asarray([o[0] for o in outcomes], dtype="float64")
     y = np.asarray([o[1] for o in outcomes], dtype="int64")
-    tiers = np.asarray(tiers_for(policy, p), dtype=object)
+    score_reference = stored_reference(mv) if mv is not None else None
+    scores = rank(p, score_reference["probability"]) if score_reference is not None else None
+    tiers = np.asarray(tiers_for(policy, p, scores=scores), dtype=object)
     total_pos = max(1, int(y.sum()))
     rows: list[dict[str, Any]] = []
     for i, tier in enumerate(("A", "B", "C")):
@@ -95,7 +104,7 @@ def live_card_sections(mv: Any, reference: Any, policy: Any) -> str:
         lines += [f"## Precision and recall at the tier cut-offs ({mode} policy, {len(outcomes)} reference leads "
                   "with known outcome)", "", "| work down to tier | leads | share | precision | recall |",
                   "| --- | ---: | ---: | ---: | ---: |"]
-        for row in tier_cutoff_table(outcomes, policy):
+        for row in tier_cutoff_table(outcomes, policy, mv):
             lines.append(f"| {row['cutoff']} | {row['leads']} | {row['share']:.1%} | {_num(row['precision'])} | "
                          f"{_num(row['recall'])} |")
         y = np.asarray([o[1] for o in outcomes], dtype="int64")

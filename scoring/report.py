@@ -346,7 +346,7 @@ def _model_card_tables(session: Session, champion: ModelVersion | None) -> str:
         return _missing("The champion has no reference yet: run `leadscore monitor` once.")
     parts = [_table(["feature", "what reps see", "share"],
                     [[n, concept_label(n), f"{v:.1%}"] for n, v in top_importance(ref.importance)])]
-    cut = tier_cutoff_table(list(ref.outcomes), active_tier_policy(session))
+    cut = tier_cutoff_table(list(ref.outcomes), active_tier_policy(session), champion)
     if cut:
         parts.append(_table(["work down to tier", "leads", "share", "precision", "recall"],
                             [[r["cutoff"], r["leads"], f"{r['share']:.1%}", r["precision"], r["recall"]]

@@ -543,7 +543,7 @@ def create_app(
                 if reference is not None:
                     plots_out["importance"] = plots.importance(
                         [(f"{concept_label(n)} ({n})", v) for n, v in top_importance(reference.importance)])
-                    cutoffs = tier_cutoff_table(list(reference.outcomes), policy)
+                    cutoffs = tier_cutoff_table(list(reference.outcomes), policy, mv)
                 # As `leadscore models show` prints it: the stored card, its status (a caution on a
                 # thin test, who changed it by hand), the live sections.
                 card = ((mv.card or "").rstrip("\n") + "\n\n" + status_section(mv) + "\n"

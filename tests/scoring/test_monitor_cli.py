@@ -275,6 +275,22 @@ def test_models_show_prints_the_card_with_importance_and_tier_cutoffs(store: Pat
     cutoffs = text.split("## Precision and recall at the tier cut-offs")[1]
     recalls = [float(line.split("|")[5]) for line in cutoffs.splitlines() if line.startswith(("| A ", "| B ", "| C "))]
     assert len(recalls) == 3 and recalls == sorted(recalls) and 0 <= recalls[0] <= recalls[-1] <= 1
+    # The cut-offs tier the reference leads as the monitor's tier norms do (ranked against the score
+    # reference, as live scoring ranks): a crmsim trial's card had 10 leads in A, the monitor 5.
+    from scoring.monitor import active_tier_policy, data_clock, ensure_reference
+    from scoring.monitoring.tier_conversion import tier_norms
+
+    engine = make_engine(f"sqlite:///{store}")
+    with Session(bind=engine) as s:  # the reference the first `models show` stored, as the monitor reads it
+        mv = s.scalars(select(ModelVersion).where(ModelVersion.version == version)).one()
+        norms = tier_norms(s, ensure_reference(s, mv, as_of=data_clock(s)), active_tier_policy(s))
+    engine.dispose()
+    again = runner.invoke(app, ["models", "show", version]).output
+    again = again.split("## Precision and recall at the tier cut-offs")[1]
+    down_to = {line.split("|")[1].strip(): int(line.split("|")[2]) for line in again.splitlines()
+               if line.startswith(("| A ", "| B ", "| C "))}
+    in_norms = {t: sum(int((norms.get(u) or {}).get("leads", 0)) for u in "ABC"[: i + 1]) for i, t in enumerate("ABC")}
+    assert down_to == in_norms and sum(int(r["leads"]) for r in norms.values()) > in_norms["C"] > 0, (down_to, norms)
     assert "Lift by score decile (reference leads" in text
     unknown = runner.invoke(app, ["models", "show", "m-nope"])
     assert unknown.exit_code != 0 and "unknown model version" in str(unknown.exception)
