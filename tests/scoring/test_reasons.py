@@ -309,6 +309,23 @@ def test_good_news_is_never_a_minus_reason() -> None:
     assert all(r.impact < 0 for r in rows[2])
 
 
+def test_a_missing_field_or_junk_is_never_a_plus_reason() -> None:
+    # A crmsim trial's second lead read "+ Fit: 1 key field missing on the record": bad news the
+    # model happened to count for the lead (an interaction). It may only be a minus; a complete
+    # record may still be a plus.
+    features = pd.DataFrame([{"missing_fields": 1.0, "junk_flags": 1.0}, {"missing_fields": 1.0, "junk_flags": 1.0},
+                             {"missing_fields": 0.0, "junk_flags": 0.0}])
+    contributions = pd.DataFrame({"missing_fields": [0.6, -0.6, 0.6], "junk_flags": [0.4, -0.4, 0.4],
+                                  BIAS: [0.0, 0.0, 0.0]})
+    rows = explain(contributions, features, typical=None)
+    assert rows[0] == []
+    assert sorted(r.text for r in rows[1]) == ["1 key field missing on the record",
+                                               "Record shows signs of test or junk data"]
+    assert all(r.impact < 0 for r in rows[1])
+    assert sorted(r.text for r in rows[2]) == ["Complete record", "Record looks genuine"]
+    assert all(r.impact > 0 for r in rows[2])
+
+
 @pytest.mark.parametrize(("rows", "span"), [(5000, 84), (5000, 1 << 20), (7, 3), (0, 0), (1, 1)])
 def test_combinations_code_as_numpy_unique_codes_them(rows: int, span: int) -> None:
     """The sentences' combination codes (a table of flags for small spans, a sort for large ones)
