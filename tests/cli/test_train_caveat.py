@@ -58,7 +58,10 @@ def test_train_and_models_list_flag_a_test_auc_on_too_few_conversions(tmp_path: 
     assert caution in " ".join(shown.stdout.split()), shown.stdout[-2000:]
     # Revops reading the tiers this champion's scores fill are told too (a 200-lead trial put 81 %
     # of the open leads in tier A under such a champion, and `tiers show` said nothing of it).
-    assert leadscore("score", "--all", cwd=tmp_path, env=env).returncode == 0
+    scored = leadscore("score", "--all", cwd=tmp_path, env=env)
+    assert scored.returncode == 0, scored.stderr
+    # Piped, the progress bar stays off: it left an empty first line in a trial's output.
+    assert scored.stdout.startswith("scored ") and scored.stderr == "", (scored.stdout[:200], scored.stderr[:200])
     tiers = leadscore("tiers", "show", cwd=tmp_path, env=env)
     assert tiers.returncode == 0, tiers.stderr
     told = " ".join(tiers.stdout.split())

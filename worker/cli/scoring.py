@@ -104,7 +104,8 @@ def score_command(
 
     config = _config()
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with _session() as session, Progress(*columns, console=err, transient=True) as bar:
+    # A transient bar on a stream that is not a terminal only leaves an empty line behind.
+    with _session() as session, Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:
         tasks: dict[str, Any] = {}
 
         def progress(stage: str, done: int, total: int) -> None:
