@@ -181,6 +181,9 @@ def test_config_check_connect_checks_each_crm_and_creates_nothing(sim: CRMSim, t
     # Before `crm setup`, HubSpot lacks the score properties: named, and not created by the check.
     assert "hs: 11 contact properties missing (leadscore_score, ...): `leadscore crm setup` creates them" in line
     assert "hs: 2 company properties missing" in line
+    # Each CRM that answered still gets its line (on stdout), before the one error line.
+    assert "crm sf (salesforce): answered; 13 score fields present" in refused.stdout, refused.stdout
+    assert "crm hs (hubspot): answered;" in refused.stdout, refused.stdout
     assert sim.hubspot.store.property_def("contacts", "leadscore_score") is None
     # Its calls count against the day's budget, as crm setup's do.
     with unit_of_work(sqlite_engine) as session:
@@ -202,6 +205,7 @@ def test_config_check_connect_checks_each_crm_and_creates_nothing(sim: CRMSim, t
     lacking = _cli(sim, tmp_path, db_url, "config", "check", "--connect", routing=routing)
     assert lacking.returncode == 1 and lacking.stderr.strip().splitlines() == [
         "error: sf: 13 custom fields missing on Account and Lead (`leadscore crm setup` lists them)"], lacking.stderr
+    assert "crm hs (hubspot): answered; 13 score fields present" in lacking.stdout, lacking.stdout
     sim.salesforce.store.custom_fields_present = True
 
     # A token the CRM refuses is a problem too (HubSpot checks no login of its own).

@@ -43,6 +43,10 @@ def config_check(
             crm, checked = _crm_problems(config, settings.effective_database_url)
             problems += crm
     if problems:
+        # What each CRM that answered said comes first (a trial before `crm setup` saw only the
+        # error line, not that Salesforce had answered fine); then the one error line.
+        for line in checked:
+            console.print(line, highlight=False, soft_wrap=True)
         raise LeadscoreError("; ".join(problems))
     source = settings.config_file or "built-in defaults (no LEADSCORE_CONFIG_FILE)"
     console.print(f"config: {source}")
