@@ -107,7 +107,7 @@ def classification_metrics(y_true: Any, proba: Any) -> dict[str, Any]:
 
 
 def conversion_by_tier(y_true: Any, tiers: Sequence[str] | Any) -> dict[str, dict[str, float | int]]:
-    """Leads and conversion rate per tier label, tiers in sorted order (A, B, C, D)."""
+    """Leads, conversions and conversion rate per tier label, tiers in sorted order (A, B, C, D)."""
     y = np.asarray(y_true, dtype="float64").ravel()
     t = np.asarray(tiers, dtype=object).ravel()
     if y.shape != t.shape:
@@ -115,5 +115,6 @@ def conversion_by_tier(y_true: Any, tiers: Sequence[str] | Any) -> dict[str, dic
     out: dict[str, dict[str, float | int]] = {}
     for tier in sorted({str(v) for v in t}):
         mask = np.array([str(v) == tier for v in t], dtype=bool)
-        out[tier] = {"leads": int(mask.sum()), "conversion_rate": float(y[mask].mean())}
+        out[tier] = {"leads": int(mask.sum()), "converted": int(y[mask].sum()),
+                     "conversion_rate": float(y[mask].mean())}
     return out

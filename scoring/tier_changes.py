@@ -193,8 +193,7 @@ def _recent_conversion(
     tiers = tiers_for(policy, recent.probabilities, scores=recent.rank_scores(),
                       reference=reference if len(reference) else None)
     y = recent.converted
-    by_tier = {t: {**row, "converted": int(round(float(row["conversion_rate"]) * int(row["leads"])))}
-               for t, row in conversion_by_tier(y, tiers).items()}
+    by_tier = conversion_by_tier(y, tiers)
     out = {**recent.window, "leads": len(y), "conversion_rate": float(y.mean()), "by_tier": by_tier}
     if caution := few_conversions_caution(by_tier):
         out["caution"] = caution

@@ -86,11 +86,8 @@ def measure_performance(session: Session, champion: ModelVersion, ref: Reference
     if not_yet:
         perf["reason"] = not_yet
         out.notes.append(f"live accuracy and tier conversion not judged: {not_yet}")
-    by_tier: dict[str, dict[str, Any]] = {}
-    for tier in sorted({str(t) for t in tiers}):
-        mask = np.array([str(t) == tier for t in tiers], dtype=bool)
-        by_tier[tier] = {"leads": int(mask.sum()), "converted": int(y[mask].sum()),
-                         "conversion_rate": float(y[mask].mean())}
+    counted = conversion_by_tier(y, tiers)
+    by_tier: dict[str, dict[str, Any]] = {tier: dict(row) for tier, row in counted.items()}
     norms = tier_norms(session, ref, policy)
     for tier, row in by_tier.items():
         row["norm"] = (norms.get(tier) or {}).get("conversion_rate")
@@ -109,7 +106,7 @@ def measure_performance(session: Session, champion: ModelVersion, ref: Reference
         out.alerts.append(alert)
     perf["conversion_rate"] = float(y.mean())
     perf["mean_predicted"] = float(p.mean())
-    perf["conversion_by_tier"] = conversion_by_tier(y, tiers)
+    perf["conversion_by_tier"] = counted
     perf["ece"] = expected_calibration_error(y, p)
     perf["calibration"] = calibration_by_band(y, p)
     perf["lift_by_decile"] = _lift(y, p)

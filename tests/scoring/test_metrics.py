@@ -59,7 +59,7 @@ def test_length_mismatch_is_refused() -> None:
 def test_conversion_by_tier() -> None:
     out = conversion_by_tier([1, 0, 1, 1, 0, 0], ["A", "A", "B", "A", "D", "B"])
     assert out == {
-        "A": {"leads": 3, "conversion_rate": pytest.approx(2 / 3)},
-        "B": {"leads": 2, "conversion_rate": 0.5},
-        "D": {"leads": 1, "conversion_rate": 0.0},
+        "A": {"leads": 3, "converted": 2, "conversion_rate": pytest.approx(2 / 3)},
+        "B": {"leads": 2, "converted": 1, "conversion_rate": 0.5},
+        "D": {"leads": 1, "converted": 0, "conversion_rate": 0.0},
     }
