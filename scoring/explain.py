@@ -63,7 +63,7 @@ NOT_IN_CRM = f"(not in the CRM field: it holds {MAX_REASONS_CHARS} characters)"
 def reasons_not_in_crm(reasons: list[str]) -> list[str]:
     """The reasons the CRM's reasons field does not hold (:func:`crm_reason_indices`; a single
     over-long reason is written cut, so it counts as held)."""
-    kept = set(crm_reason_indices(reasons)) or set(range(min(1, len(reasons))))
+    kept = set(crm_reason_indices(reasons))
     return [r for i, r in enumerate(reasons) if i not in kept]
 
 

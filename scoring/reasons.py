@@ -672,7 +672,7 @@ def _sign_and_group(reason: str) -> tuple[str, str | None]:
 
 def crm_reason_indices(strings: Sequence[str], limit: int = MAX_REASONS_CHARS) -> list[int]:
     """Which of ``strings`` (their indices, in order) the CRM's reasons field holds: whole reasons
-    joined by "; " within ``limit`` characters.
+    joined by "; " within ``limit`` characters (the first alone, cut, when none fits whole).
 
     When they do not all fit, the first reason goes first, then the first reason of the other sign,
     then the first of a group (fit, engagement) not yet given, then the rest in order, each whole
@@ -683,11 +683,11 @@ def crm_reason_indices(strings: Sequence[str], limit: int = MAX_REASONS_CHARS) -
     if sum(sizes) + len(SEPARATOR) * max(0, len(strings) - 1) <= limit:  # most leads: every reason fits
         return list(range(len(strings)))
     kinds = [_sign_and_group(s) for s in strings]
-    first = list(range(min(1, len(strings))))
-    other_sign = [next((i for i, (sign, _) in enumerate(kinds) if sign != kinds[0][0]), None)] if kinds else []
-    groups = [next(i for i, (_, g) in enumerate(kinds) if g == group)
-              for group in dict.fromkeys(g for _, g in kinds if g is not None)]
-    order = dict.fromkeys([*first, *(i for i in other_sign if i is not None), *groups, *range(len(strings))])
+    # Each sign's and each group's first reason, in that priority (dicts keep the first index of a
+    # key), then every reason in order; the first reason is the first sign's first.
+    signs = {sign: i for i, (sign, _) in reversed(list(enumerate(kinds)))}
+    groups = {group: i for i, (_, group) in reversed(list(enumerate(kinds))) if group is not None}
+    order = dict.fromkeys([*sorted(signs.values()), *sorted(groups.values()), *range(len(strings))])
     kept: list[int] = []
     length = 0
     for i in order:
@@ -695,13 +695,11 @@ def crm_reason_indices(strings: Sequence[str], limit: int = MAX_REASONS_CHARS) -
         if length + extra <= limit:
             kept.append(i)
             length += extra
-    return sorted(kept)
+    return sorted(kept) or [0]  # none fits whole: the first, cut (:func:`join_reasons`)
 
 
 def join_reasons(strings: Sequence[str], limit: int = MAX_REASONS_CHARS) -> str:
     """One text for the CRM field: the reasons :func:`crm_reason_indices` keeps, in order, joined
     by "; " within ``limit`` characters (a single over-long reason is cut rather than none written)."""
-    kept = crm_reason_indices(strings, limit)
-    if not kept and strings:
-        return strings[0][: limit - 1] + "…"
-    return SEPARATOR.join(strings[i] for i in kept)
+    joined = SEPARATOR.join(strings[i] for i in crm_reason_indices(strings, limit))
+    return joined if len(joined) <= limit else joined[: limit - 1] + "…"
