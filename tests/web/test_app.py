@@ -557,15 +557,8 @@ def test_status_and_the_console_say_which_failed_writes_the_crm_refused_as_expec
 def test_the_auc_chart_draws_the_baseline_the_live_auc_is_judged_against(client: TestClient, world: World) -> None:
     """Revops read the live AUC (0.745) against the model's test AUC (0.853) and saw a collapse;
     the monitor compares it with the reference leads' AUC (0.760), which the chart now draws."""
-    from store.models import MonitorReport
-
-    with unit_of_work(world.engine) as session:
-        latest = session.scalars(select(MonitorReport).order_by(MonitorReport.as_of.desc())).first()
-        assert latest is not None
-        later = MonitorReport(model_version_id=latest.model_version_id, as_of=latest.as_of + timedelta(days=1),
-                              status="warn", alerts=[],
-                              metrics={"performance": {"status": "warn", "auc": 0.745, "baseline_auc": 0.7604,
-                                                       "leads": 750}})
+    later = _report_after_latest(world, "warn", {"status": "warn", "auc": 0.745, "baseline_auc": 0.7604,
+                                                 "leads": 750})
     page = _monitor_page_with(client, world, later)
     chart = page[page.index("<h2>Recent AUC</h2>"):]
     chart = chart[:chart.index("</section>")]
@@ -576,17 +569,11 @@ def test_an_auc_on_too_few_conversions_is_not_the_monitor_headline(client: TestC
     """A crmsim trial: the Monitor page's headline read "NOT ENOUGH DATA — recent AUC 1.000" (1
     conversion among 37 elapsed leads) and its AUC chart ran from 0.96 to 1.04. The headline now
     says the AUC is not judged and why; the chart draws judged AUCs only, on an axis ending at 1."""
-    from store.models import MonitorReport
     from web.app import _auc_axis
 
     reason = "1 conversion among 37 elapsed leads; at least 20 of each class needed to judge the AUC"
-    with unit_of_work(world.engine) as session:
-        latest = session.scalars(select(MonitorReport).order_by(MonitorReport.as_of.desc())).first()
-        assert latest is not None
-        later = MonitorReport(model_version_id=latest.model_version_id, as_of=latest.as_of + timedelta(days=1),
-                              status="not enough data", alerts=[],
-                              metrics={"performance": {"status": "not enough data", "auc": 1.0, "ece": 0.084,
-                                                       "rows": 37, "leads": 37, "reason": reason}})
+    later = _report_after_latest(world, "not enough data", {"status": "not enough data", "auc": 1.0, "ece": 0.084,
+                                                            "rows": 37, "leads": 37, "reason": reason})
     page = _monitor_page_with(client, world, later)
     headline = page[page.index('id="monitor-status"'):]
     headline = headline[:headline.index("</p>")]
@@ -687,6 +674,17 @@ def test_monitor_runs_count_alerts_and_warnings_as_the_cli_does(client: TestClie
     runs = page[page.index('<table id="runs">'):]
     runs = runs[:runs.index("</table>")]
     assert "<td>5 alerts, 2 warnings</td>" in runs, runs[:2000]
+
+
+def _report_after_latest(world: World, status: str, performance: dict[str, Any]) -> Any:
+    """A monitor report (not stored) one day after the world's latest, with these performance metrics."""
+    from store.models import MonitorReport
+
+    with unit_of_work(world.engine) as session:
+        latest = session.scalars(select(MonitorReport).order_by(MonitorReport.as_of.desc())).first()
+        assert latest is not None
+        return MonitorReport(model_version_id=latest.model_version_id, as_of=latest.as_of + timedelta(days=1),
+                             status=status, alerts=[], metrics={"performance": performance})
 
 
 def _monitor_page_with(client: TestClient, world: World, report: Any) -> str:
