@@ -269,6 +269,9 @@ class RoutingActionConfig(_Strict):
     # assign_owner: a queue (by name) or round-robin over owners (CRM user ids or emails)
     queue: str | None = None
     round_robin: list[str] | None = None
+    # assign_owner: false = only a lead no user owns (Salesforce: owned by a queue; HubSpot: no
+    # owner) changes owner; a lead a rep owns keeps them. None (absent) = true: every lead.
+    overwrite: bool | None = None
     # create_task
     subject: str | None = None
     due_hours: Annotated[float, Field(ge=0)] = 24
@@ -301,7 +304,13 @@ class RoutingActionConfig(_Strict):
                 raise ValueError(f"{self.type} needs {key!r}")
         if self.type == "assign_owner" and not (self.queue or self.round_robin):
             raise ValueError("assign_owner needs 'queue' or a non-empty 'round_robin' list")
+        if self.overwrite is not None and self.type != "assign_owner":
+            raise ValueError(f"'overwrite' is an option of assign_owner, not of {self.type}")
         return self
+
+    def keeps_owner(self) -> bool:
+        """An ``assign_owner`` that leaves a lead a user owns with that user (``overwrite: false``)."""
+        return self.type == "assign_owner" and self.overwrite is False
 
 
 class RoutingRule(_Strict):

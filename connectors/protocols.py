@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from config.app_config import AppConfig, ConnectionConfig
     from store.models import LeadLifecycle, RoutingAction
 
-__all__ = ["ActionOutcome", "ActionResult", "Connector", "FieldSpec", "LeadRef", "OutboxItem", "Outcome",
+__all__ = ["ActionOutcome", "ActionResult", "Connector", "FieldSpec", "LeadRef", "LiveLead", "OutboxItem", "Outcome",
            "ReadBack", "RecordResult", "Router", "ScoreWriter", "Setup", "SetupResult", "fields_as"]
 
 Outcome = Literal["sent", "retry", "failed"]
@@ -134,6 +134,15 @@ class LeadRef:
     reasons: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class LiveLead:
+    """A lead as the CRM holds it right before routing calls it (the store's copy is as of its
+    last sync): its lifecycle and its owner (a user, a queue, or None)."""
+
+    state: LeadLifecycle
+    owner_crm_id: str | None
+
+
 class Router(Protocol):
     """One CRM's implementation of the routing actions."""
 
@@ -164,9 +173,15 @@ class Router(Protocol):
         """
         ...
 
-    def live_states(self, crm_ids: Sequence[str]) -> dict[str, LeadLifecycle]:
-        """Each lead's lifecycle in the CRM now, by CRM id, in the fewest calls: the store's is as
-        of its last sync, and a lead closed or converted since must not get a task."""
+    def live_states(self, crm_ids: Sequence[str]) -> dict[str, LiveLead]:
+        """Each lead's lifecycle and owner in the CRM now, by CRM id, in the fewest calls: the
+        store's are as of its last sync, and a lead closed or converted since must not get a task
+        (nor one a rep took since be moved by an ``overwrite: false`` assignment)."""
+        ...
+
+    @staticmethod
+    def owner_is_user(owner_crm_id: str | None) -> bool:
+        """Whether an owner id names a user (a rep), not a queue or no one."""
         ...
 
     def perform_batch(self, items: Sequence[tuple[RoutingAction, LeadRef]]) -> list[ActionResult]:

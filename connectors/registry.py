@@ -54,6 +54,8 @@ class CRMPackage:
     account_finder: Callable[[Any, ConnectionConfig], AccountFinder]
     account_writer: Callable[[Any, ConnectionConfig], ScoreWriter]
     routing_actions: frozenset[str]
+    # Whether a lead's owner id names a user (a rep), not a queue or no one (``overwrite: false``).
+    owner_is_user: Callable[[str | None], bool]
     pause_default: tuple[str, str]
     # Partitioned sync: stages run in order, a stage's streams side by side; windowed streams'
     # first loads may be cut into time windows (connectors/partition.py).
@@ -79,6 +81,7 @@ CRMS: dict[str, CRMPackage] = {
         account_finder=SalesforceAccountFinder,
         account_writer=SalesforceAccountWriter,
         routing_actions=SalesforceRouter.actions,
+        owner_is_user=SalesforceRouter.owner_is_user,
         pause_default=SalesforceRouter.pause_default,
         sync_stages=salesforce_settings.SYNC_STAGES,
         windowed_streams=salesforce_settings.WINDOWED_STREAMS,
@@ -98,6 +101,7 @@ CRMS: dict[str, CRMPackage] = {
         account_finder=HubSpotAccountFinder,
         account_writer=HubSpotAccountWriter,
         routing_actions=HubSpotRouter.actions,
+        owner_is_user=HubSpotRouter.owner_is_user,
         pause_default=HubSpotRouter.pause_default,
         sync_stages=hubspot_settings.SYNC_STAGES,
         windowed_streams=hubspot_settings.WINDOWED_STREAMS,
@@ -108,6 +112,7 @@ CRMS: dict[str, CRMPackage] = {
 
 # Which CRM can run which routing action (HubSpot has no campaigns API for contacts; Salesforce no workflows).
 SUPPORTED: dict[str, frozenset[str]] = {kind: crm.routing_actions for kind, crm in CRMS.items()}
+OWNER_IS_USER: dict[str, Callable[[str | None], bool]] = {kind: crm.owner_is_user for kind, crm in CRMS.items()}
 PAUSE_DEFAULTS: dict[str, tuple[str, str]] = {kind: crm.pause_default for kind, crm in CRMS.items()}
 
 

@@ -95,7 +95,7 @@ def claim_riders(session: Session, router: Router, items: Sequence[OutboxItem],
             if lead is None or lead.lifecycle != LeadLifecycle.open:
                 continue  # routing's recovery decides (it may have been applied before the lead left)
         elif not admit(action, lead, tiers.get(action.lead_id), report,
-                       live.get(lead.crm_id) if lead is not None else None):
+                       live.get(lead.crm_id) if lead is not None else None, owner_is_user=router.owner_is_user):
             continue
         assert lead is not None
         try:

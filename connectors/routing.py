@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Mapping, Sequence, Set
+from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -46,8 +46,15 @@ from config.app_config import AppConfig, ConnectionConfig, RoutingActionConfig
 from connectors.actions import action_marker, applies, round_robin_pick
 from connectors.errors import AuthError, CRMError, QuotaExhaustedError, RetriableCRMError, failure_matches
 from connectors.lifecycle import not_open_reason
-from connectors.protocols import ActionResult, LeadRef, Router
-from connectors.registry import PAUSE_DEFAULTS, SUPPORTED, ConnectionUnavailable, client_from, make_router
+from connectors.protocols import ActionResult, LeadRef, LiveLead, Router
+from connectors.registry import (
+    OWNER_IS_USER,
+    PAUSE_DEFAULTS,
+    SUPPORTED,
+    ConnectionUnavailable,
+    client_from,
+    make_router,
+)
 from connectors.routing_validation import refuse_problems, routing_problems, static_problems, validate_routing
 from scoring.hooks import TierChangeHook
 from store.db import IDS_PER_STATEMENT, among, unit_of_work
@@ -74,6 +81,8 @@ __all__ = ["PAUSE_DEFAULTS", "SUPPORTED", "LeadRef", "Router", "RoutingReport", 
 MAX_ATTEMPTS = 8
 # Why an action was cancelled for what the CRM said right before it, not the store.
 SINCE_SYNC = "read from the CRM right before the call; the next sync records it"
+# Why an ``overwrite: false`` assignment did not run (followed by the owner's id).
+OWNER_KEPT = "a user owns the lead and the rule keeps a rep's leads (overwrite: false)"
 # API calls routing made in this process, by CRM kind: a tally for in-process measurement (the demo
 # reads it around its steps); every run's own counts are in RoutingReport.api_calls.
 CALLS_BY_KIND: Counter[str] = Counter()
@@ -98,10 +107,11 @@ class PlannedAction:
 
 
 def planned_actions(
-    config: AppConfig, conn: ConnectionConfig, from_tier: str | None, to_tier: str
+    config: AppConfig, conn: ConnectionConfig, from_tier: str | None, to_tier: str, *, owner: str | None = None
 ) -> list[PlannedAction]:
-    """The actions a tier change ``from_tier -> to_tier`` of a lead of ``conn`` plans, in rule
-    order, before the repeat guard (:func:`repeated`)."""
+    """The actions a tier change ``from_tier -> to_tier`` of a lead of ``conn`` owned by ``owner``
+    (its CRM id, as last synced) plans, in rule order, before the repeat guard (:func:`repeated`).
+    An ``assign_owner`` with ``overwrite: false`` is left out for a lead a user owns."""
     if from_tier == to_tier or not conn.enabled:
         return []
     out: list[PlannedAction] = []
@@ -112,10 +122,19 @@ def planned_actions(
         for a_index, action in enumerate(rule.actions):
             if not _applies(action, conn):
                 continue
+            # Numbered before the owner guard, so an action keeps its stored name whoever owns the lead.
             n = seen.get(action.type, 0)
             seen[action.type] = n + 1
+            if action.keeps_owner() and owned_by_user(conn, owner):
+                continue
             out.append(PlannedAction(action.type if n == 0 else f"{action.type}#{n + 1}", r_index, a_index, action))
     return out
+
+
+def owned_by_user(conn: ConnectionConfig, owner: str | None) -> bool:
+    """Whether ``owner`` (a CRM owner id of a lead of ``conn``) is a user: a rep, not a queue or no one."""
+    is_user = OWNER_IS_USER.get(conn.kind)
+    return is_user is not None and is_user(owner)
 
 
 # An earlier action in one of these states counts for the repeat guard: it will run, is running or ran.
@@ -159,13 +178,14 @@ def repeated(action: PlannedAction, to_tier: str, at: datetime, earlier: Sequenc
 
 
 def actions_for_change(config: AppConfig, conn: ConnectionConfig, from_tier: str | None, to_tier: str,
-                       *, at: datetime | None = None,
-                       earlier: Sequence[tuple[str, str, datetime]] = ()) -> list[str]:
-    """The action types a tier change ``from_tier -> to_tier`` of a lead of ``conn`` plans, in
-    rule order (what :func:`plan_routing` inserts; ``tiers preview`` counts them). With ``at``
-    (the data's clock of the change) and the lead's ``earlier`` actions (:func:`earlier_actions`),
-    the actions the repeat guard skips are left out, as planning leaves them out."""
-    return [a.config.type for a in planned_actions(config, conn, from_tier, to_tier)
+                       *, at: datetime | None = None, owner: str | None = None,
+                       earlier: Sequence[tuple[str, str, datetime]] = ()) -> list[PlannedAction]:
+    """The actions a tier change ``from_tier -> to_tier`` of a lead of ``conn`` owned by
+    ``owner`` plans, in rule order (what :func:`plan_routing` inserts; ``tiers preview`` counts
+    them). With ``at`` (the data's clock of the change) and the lead's ``earlier`` actions
+    (:func:`earlier_actions`), the actions the repeat guard skips are left out, as planning leaves
+    them out."""
+    return [a for a in planned_actions(config, conn, from_tier, to_tier, owner=owner)
             if at is None or not repeated(a, to_tier, at, earlier)]
 
 
@@ -191,7 +211,7 @@ def plan_routing(config: AppConfig) -> TierChangeHook:
         conn = conns_by_name.get(name) if name else None
         if conn is None or not conn.enabled:
             return
-        candidates = planned_actions(config, conn, from_tier, to_tier)
+        candidates = planned_actions(config, conn, from_tier, to_tier, owner=lead.owner_crm_id)
         if not candidates:
             return
         at = data_clock(current.as_of, current.scored_at)
@@ -230,7 +250,8 @@ class RoutingReport:
     recovered: int = 0  # found already done in the CRM after an interruption
     failed: dict[str, int] = field(default_factory=dict)  # by reason
     superseded: int = 0
-    cancelled: int = 0  # the lead was no longer open (converted, closed, deleted, merged)
+    cancelled: int = 0  # the lead was no longer open (converted, closed, deleted, merged), or owner_kept
+    owner_kept: int = 0  # overwrite: false assignments cancelled because a user owns the lead
     retry_later: int = 0
     waiting: int = 0  # tasks left pending until their tier change's owner assignment is done
     errors: list[str] = field(default_factory=list)
@@ -250,7 +271,7 @@ class RoutingReport:
     def to_dict(self) -> dict[str, Any]:
         return {"done": dict(sorted(self.done.items())), "recovered": self.recovered,
                 "failed": dict(sorted(self.failed.items())), "superseded": self.superseded,
-                "cancelled": self.cancelled,
+                "cancelled": self.cancelled, "owner_kept": self.owner_kept,
                 "retry_later": self.retry_later, "waiting": self.waiting, "errors": list(self.errors),
                 "api_calls": dict(self.api_calls), "api_calls_recorded": dict(self.api_calls_recorded),
                 **self.summary()}
@@ -483,11 +504,12 @@ def _run_one(engine: Engine, router: Router, action_id: int, report: RoutingRepo
     report.done[kind] = report.done.get(kind, 0) + 1
 
 
-def crm_states(engine: Engine, router: Router, action_ids: Sequence[int]) -> dict[int, LeadLifecycle]:
-    """By lead id, the CRM's state now of the leads these pending actions would call the CRM for
-    (open in the store; a workflow the tier property triggers makes no call): a lead a rep closed
-    or converted after the last sync gets no task (one query per 300 Salesforce leads, one batch
-    read per 100 HubSpot contacts, once per run)."""
+def crm_states(engine: Engine, router: Router, action_ids: Sequence[int]) -> dict[int, LiveLead]:
+    """By lead id, the CRM's state and owner now of the leads these pending actions would call the
+    CRM for (open in the store; a workflow the tier property triggers makes no call): a lead a rep
+    closed or converted after the last sync gets no task, one a rep took is not moved by an
+    ``overwrite: false`` assignment (one query per 300 Salesforce leads, one batch read per 100
+    HubSpot contacts, once per run)."""
     by_crm_id: dict[str, int] = {}
     with unit_of_work(engine) as session:
         for start in range(0, len(action_ids), IDS_PER_STATEMENT):
@@ -506,7 +528,7 @@ def crm_states(engine: Engine, router: Router, action_ids: Sequence[int]) -> dic
 
 
 def _run_batch(engine: Engine, router: Router, action_ids: Sequence[int], report: RoutingReport,
-               live: Mapping[int, LeadLifecycle]) -> None:
+               live: Mapping[int, LiveLead]) -> None:
     """Run pending actions in one batch: claimed (``sending``, attempts+1) in one transaction before
     the CRM calls, each marked from the CRM's per-record answer right after them. ``live``: the
     CRM's state of the leads now (:func:`crm_states`)."""
@@ -523,10 +545,11 @@ def _run_batch(engine: Engine, router: Router, action_ids: Sequence[int], report
             select(LeadScore.lead_id, LeadScore.tier).where(LeadScore.lead_id.in_(lead_ids),
                                                             LeadScore.is_current.is_(True)))}
         written = _last_tier_writes(session, [a.lead_id for a in actions if _property_trigger(a.params)])
-        refs, waiting = lead_refs(session, actions, leads)
+        refs, waiting = lead_refs(session, actions, leads, live)
         for action in actions:
             lead = leads.get(action.lead_id)
-            if not admit(action, lead, tiers.get(action.lead_id), report, live.get(action.lead_id)):
+            if not admit(action, lead, tiers.get(action.lead_id), report, live.get(action.lead_id),
+                         owner_is_user=router.owner_is_user):
                 continue
             if _property_trigger(action.params):
                 _property_triggered(action, written.get(action.lead_id), report)
@@ -597,8 +620,8 @@ def _record_results(engine: Engine, items: Sequence[tuple[RoutingAction, LeadRef
     _finish_many(engine, rows)
 
 
-def lead_refs(session: Session, actions: Sequence[RoutingAction],
-              leads: Mapping[int, Lead]) -> tuple[dict[int, LeadRef], set[int]]:
+def lead_refs(session: Session, actions: Sequence[RoutingAction], leads: Mapping[int, Lead],
+              live: Mapping[int, LiveLead] | None = None) -> tuple[dict[int, LeadRef], set[int]]:
     """Each action's :class:`LeadRef` (by action id, for the actions whose lead is in ``leads``),
     and the ids of the ``create_task`` actions that must wait.
 
@@ -606,7 +629,8 @@ def lead_refs(session: Session, actions: Sequence[RoutingAction],
     ``crm_ref``), not to the owner the store last synced: a rule that assigns a queue and creates a
     task gave the previous rep a task for a lead no longer theirs. While that assignment is still
     pending or being sent (the write-back may be carrying it), the task waits for the next run;
-    once it failed or was cancelled, the task goes to the owner the lead has.
+    once it failed or was cancelled, the task goes to the owner the lead has: in the CRM right
+    before the call when ``live`` (:func:`crm_states`) holds it, else as last synced.
     """
     score_ids = {a.lead_score_id for a in actions}
     scores = {sid: (value, tuple(reasons or ())) for sid, value, reasons in session.execute(
@@ -624,7 +648,8 @@ def lead_refs(session: Session, actions: Sequence[RoutingAction],
         lead = leads.get(action.lead_id)
         if lead is None:
             continue
-        owner = lead.owner_crm_id
+        now = (live or {}).get(lead.id)
+        owner = now.owner_crm_id if now is not None else lead.owner_crm_id
         if action.params.get("type") == "create_task":
             status, crm_ref = assigned.get(action.lead_score_id, ("", None))
             if status in (ActionStatus.pending, ActionStatus.sending):
@@ -638,20 +663,28 @@ def lead_refs(session: Session, actions: Sequence[RoutingAction],
 
 
 def admit(action: RoutingAction, lead: Lead | None, current_tier: str | None, report: RoutingReport,
-          crm_state: LeadLifecycle | None = None) -> bool:
+          live: LiveLead | None = None, *, owner_is_user: Callable[[str | None], bool] | None = None) -> bool:
     """True when a pending action may run now; else it is marked ``cancelled`` (the lead is no
-    longer open in the store, or in the CRM: ``crm_state``, read right before) or ``superseded``
-    (the lead's tier changed again before it ran)."""
+    longer open in the store, or in the CRM: ``live``, read right before; or an ``overwrite:
+    false`` assignment finds a user owning the lead, in the CRM now or else as last synced) or
+    ``superseded`` (the lead's tier changed again before it ran)."""
     state = LeadLifecycle.deleted if lead is None else LeadLifecycle(lead.lifecycle)
     if state != LeadLifecycle.open:
         action.status = ActionStatus.cancelled
         action.error = not_open_reason(state, "action")
         report.cancelled += 1
         return False
-    if crm_state is not None and crm_state != LeadLifecycle.open:
+    if live is not None and live.state != LeadLifecycle.open:
         action.status = ActionStatus.cancelled
-        action.error = f"{not_open_reason(crm_state, 'action')} ({SINCE_SYNC})"
+        action.error = f"{not_open_reason(live.state, 'action')} ({SINCE_SYNC})"
         report.cancelled += 1
+        return False
+    owner = live.owner_crm_id if live is not None else lead.owner_crm_id if lead is not None else None
+    if owner_is_user is not None and action.params.get("overwrite") is False and owner_is_user(owner):
+        action.status = ActionStatus.cancelled
+        action.error = f"{OWNER_KEPT} ({owner})"
+        report.cancelled += 1
+        report.owner_kept += 1
         return False
     if current_tier is not None and current_tier != action.to_tier:
         action.status = ActionStatus.superseded

@@ -180,14 +180,15 @@ def routing_preview(session: Session, config: AppConfig, mode: str, thresholds: 
     rules and repeat guard ``plan_routing`` applies (``connectors.routing.actions_for_change``; a
     re-tier keeps each score's ``as_of``, the clock the guard compares).
     """
-    from connectors.routing import actions_for_change, data_clock, earlier_actions
+    from connectors.routing import actions_for_change, data_clock, earlier_actions, owned_by_user
 
     values = check_policy(mode, thresholds)
     current = current_scores(session)
     new_tiers = tiers_for(Policy(mode=mode, thresholds=values), current["probability"].to_numpy(),
                           scores=current["score"].to_numpy())
-    conn_of: dict[int, str] = {lead_id: name for lead_id, name in session.execute(
-        select(Lead.id, Connection.name).join(Connection, Connection.id == Lead.connection_id)).all()}
+    conn_of: dict[int, tuple[str, str | None]] = {
+        lead_id: (name, owner) for lead_id, name, owner in session.execute(
+            select(Lead.id, Connection.name, Lead.owner_crm_id).join(Connection, Connection.id == Lead.connection_id))}
     configured = {c.name: c for c in config.connections}
     changed = [(int(lead_id), int(score_id), old, new) for lead_id, score_id, old, new in zip(
         current["lead_id"].tolist(), current["score_id"].tolist(), current["tier"].tolist(), new_tiers, strict=True)
@@ -201,16 +202,28 @@ def routing_preview(session: Session, config: AppConfig, mode: str, thresholds: 
         ):
             clocks[int(score_id)] = data_clock(as_of, scored_at)
     actions: dict[str, int] = {}
-    leads = 0
+    leads = taken = 0
     for lead_id, score_id, old, new in changed:
-        conn = configured.get(conn_of.get(lead_id, ""))
-        kinds = actions_for_change(config, conn, old, new, at=clocks.get(score_id),
-                                   earlier=earlier.get(lead_id, ())) if conn is not None else []
-        if kinds:
+        name, owner = conn_of.get(lead_id, ("", None))
+        conn = configured.get(name)
+        planned = actions_for_change(config, conn, old, new, at=clocks.get(score_id), owner=owner,
+                                     earlier=earlier.get(lead_id, ())) if conn is not None else []
+        if planned:
             leads += 1
-        for kind in kinds:
-            actions[kind] = actions.get(kind, 0) + 1
-    return {"leads": leads, "actions": dict(sorted(actions.items())), "total": sum(actions.values())}
+        for action in planned:
+            actions[action.config.type] = actions.get(action.config.type, 0) + 1
+            if action.config.type == "assign_owner" and conn is not None and owned_by_user(conn, owner):
+                taken += 1  # an assignment that overwrites a rep's ownership (``overwrite`` left true)
+    return {"leads": leads, "actions": dict(sorted(actions.items())), "total": sum(actions.values()),
+            "reassigned_from_users": taken}
+
+
+def reassigned_from_users(n: int) -> str:
+    """What a preview says of ``n`` planned ``assign_owner`` actions that would move leads a rep
+    owns (one wording for the CLI and the console)."""
+    return (f"{n} owner assignment{'s' if n != 1 else ''} would take {'leads' if n != 1 else 'a lead'} "
+            f"from the rep{'s' if n != 1 else ''} who own{'' if n != 1 else 's'} "
+            f"{'them' if n != 1 else 'it'} (`overwrite: false` on an assign_owner keeps a rep's leads)")
 
 
 def preview_with_routing(

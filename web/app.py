@@ -766,12 +766,22 @@ def preview_payload(data: dict[str, Any]) -> dict[str, Any]:
         for t, row in data["tiers"].items()
     }
     out = {"mode": data["mode"], "thresholds": data["thresholds"], "current_leads": data["current_leads"],
-           "changes": data["changes"], "tiers": tiers, "routing_actions": data.get("routing"),
+           "changes": data["changes"], "tiers": tiers, "routing_actions": _routing_with_warning(data.get("routing")),
            "recent": data.get("recent") or {}}
     if "score_cutoffs" in data:
         out["score_cutoffs"] = data["score_cutoffs"]
         out["empty_tiers"] = data.get("empty_tiers", {})
     return out
+
+
+def _routing_with_warning(routing: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The preview's routing counts, with the wording of its warning when assignments would take
+    leads from the reps who own them (``reassigned_warning``)."""
+    from scoring.pipeline import reassigned_from_users
+
+    if not routing or not routing.get("reassigned_from_users"):
+        return routing
+    return {**routing, "reassigned_warning": reassigned_from_users(int(routing["reassigned_from_users"]))}
 
 
 def lead_story(session: Session, crm_id: str, config: AppConfig | None = None) -> dict[str, Any]:

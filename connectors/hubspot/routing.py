@@ -39,7 +39,7 @@ from connectors.errors import (
 from connectors.hubspot.records import contact_lifecycle
 from connectors.hubspot.streams import batch_read_call
 from connectors.hubspot.writeback import BATCH_SIZE, RETRIABLE_CATEGORIES
-from connectors.protocols import ActionResult, LeadRef
+from connectors.protocols import ActionResult, LeadRef, LiveLead
 from store.models import LeadLifecycle, RoutingAction
 
 ROUTING_ACTIONS = frozenset({"assign_owner", "create_task", "enroll_workflow", "set_property", "pause_outreach"})
@@ -136,25 +136,34 @@ class HubSpotRouter:
             self._properties = {str(p["name"]): p for p in body.get("results") or []}
         return self._properties
 
-    def live_states(self, crm_ids: Sequence[str]) -> dict[str, LeadLifecycle]:
-        """Each contact's state in HubSpot now, in ceil(n/100) batch reads. A contact not answered
-        under its own id is gone: archived (``OBJECT_NOT_FOUND``), or merged (a merged-away id
-        answers the contact it was merged into, under that contact's id)."""
+    def live_states(self, crm_ids: Sequence[str]) -> dict[str, LiveLead]:
+        """Each contact's state and owner in HubSpot now, in ceil(n/100) batch reads. A contact not
+        answered under its own id is gone: archived (``OBJECT_NOT_FOUND``), or merged (a
+        merged-away id answers the contact it was merged into, under that contact's id)."""
         ids = sorted(set(crm_ids))
-        out: dict[str, LeadLifecycle] = {}
+        out: dict[str, LiveLead] = {}
         for start in range(0, len(ids), BATCH_SIZE):
             chunk = ids[start:start + BATCH_SIZE]
-            body = {"inputs": [{"id": i} for i in chunk], "properties": ["lifecyclestage", "hs_lead_status"]}
+            body = {"inputs": [{"id": i} for i in chunk],
+                    "properties": ["lifecyclestage", "hs_lead_status", "hubspot_owner_id"]}
             result = self.client.request(partial(batch_read_call, object_type="contacts", body=body))
             not_found = {str(i) for error in result.get("errors") or [] if isinstance(error, dict)
                          for i in (error.get("context") or {}).get("ids") or []}
             answered = {str(c.get("id")): c for c in result.get("results") or [] if isinstance(c, dict)}
             for crm_id in chunk:
                 contact = answered.get(crm_id)
-                out[crm_id] = (contact_lifecycle(contact, self.conn.closed_statuses, self.conn.converted_stages)
-                               if contact is not None else
-                               LeadLifecycle.deleted if crm_id in not_found else LeadLifecycle.merged)
+                if contact is None:
+                    out[crm_id] = LiveLead(LeadLifecycle.deleted if crm_id in not_found else LeadLifecycle.merged, None)
+                    continue
+                owner = (contact.get("properties") or {}).get("hubspot_owner_id")
+                state = contact_lifecycle(contact, self.conn.closed_statuses, self.conn.converted_stages)
+                out[crm_id] = LiveLead(state, str(owner) if owner else None)
         return out
+
+    @staticmethod
+    def owner_is_user(owner_crm_id: str | None) -> bool:
+        """HubSpot's owners are users (it has no queues): any owner id."""
+        return bool(owner_crm_id) and str(owner_crm_id).isdigit()
 
     def _owner_id(self, key: str) -> str | None:
         wanted = key.strip().lower()
@@ -307,7 +316,7 @@ class HubSpotRouter:
             "hs_task_type": "TODO",
             "hs_timestamp": due_at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{due_at.microsecond // 1000:03d}Z",
         }
-        if lead.owner_crm_id and lead.owner_crm_id.isdigit():
+        if lead.owner_crm_id is not None and HubSpotRouter.owner_is_user(lead.owner_crm_id):
             props["hubspot_owner_id"] = lead.owner_crm_id
         return {"properties": props, "associations": [{
             "to": {"id": lead.crm_id},

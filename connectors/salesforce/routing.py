@@ -16,7 +16,7 @@ from simple_salesforce import format_soql
 from config.app_config import AppConfig, ConnectionConfig, RoutingActionConfig
 from connectors.actions import actions_for, due, known_names, round_robin_pick, task_description, task_subject
 from connectors.errors import AuthError, FatalCRMError, QuotaExhaustedError, refused_midway
-from connectors.protocols import ActionOutcome, ActionResult, LeadRef
+from connectors.protocols import ActionOutcome, ActionResult, LeadRef, LiveLead
 from connectors.salesforce.records import lead_lifecycle
 from connectors.salesforce.writeback import (
     COLLECTION_SIZE,
@@ -96,19 +96,25 @@ class SalesforceRouter:
             self._lead_fields = {str(f["name"]): dict(f) for f in described.get("fields") or []}
         return self._lead_fields
 
-    def live_states(self, crm_ids: Sequence[str]) -> dict[str, LeadLifecycle]:
-        """Each Lead's state in Salesforce now (``queryAll``: deleted and merged ones answer too;
-        one gone even from the recycle bin is deleted), in ceil(n/300) queries."""
+    def live_states(self, crm_ids: Sequence[str]) -> dict[str, LiveLead]:
+        """Each Lead's state and owner in Salesforce now (``queryAll``: deleted and merged ones
+        answer too; one gone even from the recycle bin is deleted), in ceil(n/300) queries."""
         ids = sorted(set(crm_ids))
-        out: dict[str, LeadLifecycle] = {}
+        out: dict[str, LiveLead] = {}
         for start in range(0, len(ids), IDS_PER_QUERY):
-            soql = format_soql("SELECT Id, IsDeleted, MasterRecordId, IsConverted, Status FROM Lead WHERE Id IN {}",
-                               ids[start:start + IDS_PER_QUERY])
+            soql = format_soql("SELECT Id, IsDeleted, MasterRecordId, IsConverted, Status, OwnerId FROM Lead"
+                               " WHERE Id IN {}", ids[start:start + IDS_PER_QUERY])
             result = self.client.request(lambda sf, q=soql: sf.query_all(q, include_deleted=True))
             for row in result.get("records") or []:
                 if isinstance(row, dict) and row.get("Id"):
-                    out[str(row["Id"])] = lead_lifecycle(row, self.conn.closed_statuses)
-        return {crm_id: out.get(crm_id, LeadLifecycle.deleted) for crm_id in ids}
+                    out[str(row["Id"])] = LiveLead(lead_lifecycle(row, self.conn.closed_statuses),
+                                                   str(row["OwnerId"]) if row.get("OwnerId") else None)
+        return {crm_id: out.get(crm_id, LiveLead(LeadLifecycle.deleted, None)) for crm_id in ids}
+
+    @staticmethod
+    def owner_is_user(owner_crm_id: str | None) -> bool:
+        """A User's id (key prefix 005); a queue is a Group (00G)."""
+        return bool(owner_crm_id) and str(owner_crm_id).startswith("005")
 
     def _user(self, key: str) -> str | None:
         return self.users().get(key.lower() if "@" in key else key)
@@ -401,6 +407,6 @@ def _task_record(action: RoutingAction, lead: LeadRef) -> dict[str, Any]:
     }
     # A user owns it; a lead just assigned to a queue leaves it with leadscore's own user (a
     # queue cannot own a Task): it shows in the lead's open activities for whoever takes the lead.
-    if lead.owner_crm_id and lead.owner_crm_id.startswith("005"):
+    if SalesforceRouter.owner_is_user(lead.owner_crm_id):
         task["OwnerId"] = lead.owner_crm_id
     return task

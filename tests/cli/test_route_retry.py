@@ -15,7 +15,14 @@ from crmsim.app import CRMSim
 from store.db import engine_for
 from store.migrate import upgrade
 from tests.cli.support import leadscore_here
-from tests.connectors.test_writeback_support import add_leads, score, sf_conn, sf_lead_ids, start_sim
+from tests.connectors.test_writeback_support import (
+    add_leads,
+    score,
+    sf_active_lead_ids,
+    sf_conn,
+    sf_set_owners,
+    start_sim,
+)
 
 ROUTING = [{"to": "A", "actions": [{"type": "create_task", "subject": "Call hot lead"}]}]
 
@@ -45,7 +52,8 @@ def test_tasks_refused_for_a_rep_who_left_are_sent_after_the_rep_is_back(sim: CR
     env = {"LEADSCORE_CONFIG_FILE": str(tmp_path / "leadscore.yaml"), "LEADSCORE_DATABASE_URL": url,
            "LEADSCORE_TEST_SF_SESSION": sim.info()["salesforce"]["session_id"]}
     left = sim.inactive_owner_ids[0]
-    ids = sf_lead_ids(sim, 4)
+    ids = sf_active_lead_ids(sim, 4)
+    sf_set_owners(sim, {i: left for i in ids[:3]})
     leads = add_leads(engine_for(url), "sf", ids, owners={i: left for i in ids[:3]})
     score(engine_for(url), leads.values(), tier="A", hook=plan_routing(app_config(sim, ROUTING)))
 

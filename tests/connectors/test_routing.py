@@ -284,6 +284,8 @@ def test_valid_routing_passes_validation(sim: CRMSim) -> None:
     ({"tiers": {"thresholds": {"A": 50, "B": 60, "C": 35}}}, "cfg.yaml: tiers: thresholds must be ordered A > B > C"),
     ({"routing": [{"to": "A", "actions": [{"type": "create_task"}]}]},
      "cfg.yaml: routing.0.actions.0: create_task needs 'subject'"),
+    ({"routing": [{"to": "A", "actions": [{"type": "create_task", "subject": "Call", "overwrite": False}]}]},
+     "cfg.yaml: routing.0.actions.0: 'overwrite' is an option of assign_owner, not of create_task"),
 ])
 def test_bad_routing_or_tiers_are_refused_at_load(data: dict[str, Any], message: str) -> None:
     from config.app_config import parse_config

@@ -26,6 +26,7 @@ from tests.connectors.test_writeback_support import (
     running_sim,
     score,
     secrets_for,
+    sf_active_lead_ids,
     sf_api_writes,
     sf_lead_ids,
 )
@@ -102,7 +103,7 @@ def test_per_record_refusals_fail_that_action_only(sim: CRMSim, sqlite_engine: E
         {"type": "create_task", "subject": "Call hot lead", "connections": ["sf"]},
         {"type": "set_property", "property": "Status", "value": "Working - Contacted", "connections": ["sf"]},
     ]}])
-    sf_ids = sf_lead_ids(sim, 5)
+    sf_ids = sf_active_lead_ids(sim, 5)
     leads = add_leads(sqlite_engine, "sf", sf_ids)
     score(sqlite_engine, leads.values(), tier="A", hook=plan_routing(config))
     # The org's rules refuse both actions for one lead (its Task and its Status change).

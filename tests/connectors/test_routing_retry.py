@@ -25,6 +25,7 @@ from tests.connectors.test_writeback_support import (
     score,
     secrets_for,
     sf_lead_ids,
+    sf_set_owners,
 )
 
 ROUTING = [{"to": "A", "actions": [{"type": "create_task", "subject": "Call hot lead", "connections": ["sf"]}]}]
@@ -53,7 +54,9 @@ def test_a_task_refused_for_an_inactive_owner_goes_once_the_rep_is_back(sim: CRM
     active = next(r.id for r in sim.salesforce.store.records["User"].values()
                   if r.values["IsActive"] and r.id not in sim.inactive_owner_ids)
     crm_ids = sf_lead_ids(sim, 3)
-    leads = add_leads(sqlite_engine, "sf", crm_ids, owners={crm_ids[0]: left, crm_ids[1]: active, crm_ids[2]: left})
+    owners = {crm_ids[0]: left, crm_ids[1]: active, crm_ids[2]: left}
+    sf_set_owners(sim, owners)
+    leads = add_leads(sqlite_engine, "sf", crm_ids, owners=owners)
     score(sqlite_engine, leads.values(), tier="A", hook=plan_routing(config))
 
     first = execute_routing(sqlite_engine, config, secrets_for(sim))
@@ -89,6 +92,7 @@ def test_only_a_leads_newest_action_of_its_kind_is_requeued(sim: CRMSim, sqlite_
         {"type": "create_task", "subject": "Call hot lead", "connections": ["sf"], "repeat_after_days": 0}]}])
     left = sim.inactive_owner_ids[0]
     crm_id = sf_lead_ids(sim, 1)[0]
+    sf_set_owners(sim, {crm_id: left})
     lead = add_leads(sqlite_engine, "sf", [crm_id], owners={crm_id: left})[crm_id]
     score(sqlite_engine, [lead], tier="A", hook=plan_routing(config))
     assert execute_routing(sqlite_engine, config, secrets_for(sim)).failed == {"INACTIVE_OWNER_OR_USER": 1}

@@ -67,6 +67,21 @@ def sf_lead_ids(sim: CRMSim, n: int | None = None) -> list[str]:
     return ids if n is None else ids[:n]
 
 
+def sf_active_lead_ids(sim: CRMSim, n: int | None = None) -> list[str]:
+    """Open Leads whose owner is an active rep (a task for a Lead goes to its owner in the CRM,
+    and Salesforce refuses one for a rep who left: crmsim deactivates one)."""
+    store = sim.salesforce.store
+    ids = [i for i in sf_lead_ids(sim) if store.get(i).values["OwnerId"] not in sim.inactive_owner_ids]  # type: ignore[union-attr]
+    return ids if n is None else ids[:n]
+
+
+def sf_set_owners(sim: CRMSim, owners: dict[str, str]) -> None:
+    """Leads' owners in Salesforce (what a rep or an assignment rule set), as ``add_leads`` stores them:
+    routing reads a lead's owner from the CRM right before its calls."""
+    for crm_id, owner in owners.items():
+        sim.salesforce.store.get(crm_id).values["OwnerId"] = owner  # type: ignore[union-attr]
+
+
 def hs_contact_ids(sim: CRMSim, n: int | None = None) -> list[str]:
     """Open contacts (see :func:`sf_lead_ids`)."""
     store = sim.hubspot.store

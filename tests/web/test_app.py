@@ -249,13 +249,21 @@ def test_api_preview_equals_cli_preview(client: TestClient, world: World, tmp_pa
         assert api["tiers"][tier]["leads"] == expected["tiers"][tier]["leads"]
         assert api["tiers"][tier]["conversion_rate"] == expected["tiers"][tier]["recent_conversion_rate"]
     assert sum(row["recent_leads"] for row in api["tiers"].values()) == expected["recent"]["leads"] > 0
+    # Assignments that would take leads from their reps: counted alike, warned in the same words.
+    warning = api["routing_actions"].pop("reassigned_warning", None)
     assert api["routing_actions"] == expected["routing"] and api["routing_actions"]["total"] > 0
+    taken = expected["routing"]["reassigned_from_users"]
+    assert (warning is not None) == bool(taken)
+    if warning is not None:
+        assert warning.startswith(f"{taken} owner assignment")
+        assert f"warning: {warning}" in " ".join(result.output.split())
     # A tier rate on too few conversions is cautioned the same way in the CLI, the API and the page.
     caution = expected["recent"].get("caution")
     assert api["recent"].get("caution") == caution
     assert (f"caution: {caution}" in " ".join(result.output.split())) if caution else "caution:" not in result.output
     fragment = client.get(f"/tiers/preview?{query}", auth=ALICE).text
     assert ('id="few-conversions"' in fragment) == bool(caution)
+    assert ('id="reassigned-from-users"' in fragment) == bool(taken)
 
 
 def test_lead_api_and_page(client: TestClient, world: World) -> None:

@@ -297,7 +297,7 @@ def tiers_preview(
 ) -> None:
     """Show what a tier policy would do (leads per tier, recent conversion per tier, routing actions
     it would plan); changes nothing."""
-    from scoring.pipeline import preview_with_routing
+    from scoring.pipeline import preview_with_routing, reassigned_from_users
 
     mode = _mode(capacity, likelihood)
     values = _thresholds(thresholds or [], capacity)
@@ -320,6 +320,8 @@ def tiers_preview(
     leads = data["routing"]["leads"]
     console.print(_routing_line(data["routing"]["actions"], "would be planned")
                   + (f" for {leads} lead{'s' if leads != 1 else ''}" if leads else ""))
+    if taken := data["routing"].get("reassigned_from_users"):
+        console.print(f"warning: {reassigned_from_users(taken)}", markup=False, highlight=False, soft_wrap=True)
     if json_path is not None:
         _write_json(json_path, data)
 

@@ -295,6 +295,9 @@ def route(
             console.print(f"    refused actions are not retried: once the cause is fixed in the CRM, "
                           f"`leadscore route --retry-failed --reason {retriable[0]}` sends them again",
                           highlight=False)
+        if report.owner_kept:
+            console.print(f"  {report.owner_kept} owner assignment{'s' if report.owner_kept != 1 else ''} cancelled: "
+                          "a rep owns the lead and the rule says `overwrite: false`", highlight=False)
         if report.waiting:
             console.print(f"  {report.waiting} task(s) wait for their lead's owner assignment (still being "
                           "written): the next run creates them for the new owner")
