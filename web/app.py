@@ -15,11 +15,11 @@ import logging
 import math
 import secrets
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 import jinja2
@@ -37,6 +37,9 @@ from config.errors import LeadscoreError
 from store.types import json_safe
 from store.usage import breakdown
 from web.auth import Authenticator, User
+
+if TYPE_CHECKING:
+    from store.models import ModelVersion
 
 log = logging.getLogger("leadscore.web")
 HERE = Path(__file__).resolve().parent
@@ -552,6 +555,7 @@ def create_app(
                      "hand_changes": hand_changes(v)} for v in versions]
             return render(request, "model.html", champion=mv, families=families, plots=plots_out, cutoffs=cutoffs,
                           reference=reference, policy=policy, versions=rows, card=card,
+                          selection=_selection_note(mv, families) if mv is not None else None,
                           auc_caveat=recorded_auc_caveat(mv) if mv is not None else None)
 
     @app.post("/model/promote")
@@ -772,6 +776,27 @@ def preview_payload(data: dict[str, Any]) -> dict[str, Any]:
         out["score_cutoffs"] = data["score_cutoffs"]
         out["empty_tiers"] = data.get("empty_tiers", {})
     return out
+
+
+def _selection_note(mv: ModelVersion, families: Sequence[Mapping[str, Any]]) -> str | None:
+    """How the champion's family was chosen, and, when another family has a higher test AUC, why
+    that does not make it the better choice (the test part is measured once, after the choice)."""
+    metric = str((mv.params or {}).get("selection_metric") or "auc")
+    chosen = next((f for f in families if f["selected"]), None)
+    if chosen is None:
+        return None
+    label = {"auc": "AUC", "pr_auc": "PR-AUC", "brier": "Brier score"}.get(metric, metric)
+    value = chosen["validation"].get(metric)
+    note = (f"{chosen['family']} was selected on its validation {label}"
+            + (f" ({float(value):.3f})" if isinstance(value, int | float) else "")
+            + "; the test columns were measured once, afterwards, on leads no choice looked at.")
+    tests = [(f["test"].get("auc"), f["family"]) for f in families if isinstance(f["test"].get("auc"), int | float)]
+    best = max(tests, default=None)
+    mine = chosen["test"].get("auc")
+    if best is not None and isinstance(mine, int | float) and best[0] > mine:
+        note += (f" {best[1]} has the higher test AUC ({best[0]:.3f} against {float(mine):.3f}): choosing by test"
+                 " would make the test AUC an optimistic estimate, so the choice stays with validation.")
+    return note
 
 
 def _routing_with_warning(routing: dict[str, Any] | None) -> dict[str, Any] | None:

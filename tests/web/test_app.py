@@ -385,6 +385,27 @@ def test_pages_show_what_exists_and_name_what_does_not(client: TestClient) -> No
     assert "Promote" not in model and "Roll back" not in model  # viewers get no write controls
 
 
+def test_model_page_says_how_the_champion_was_chosen(client: TestClient, world: World) -> None:
+    from scoring import registry
+    from web.app import _selection_note
+
+    with unit_of_work(world.engine) as session:
+        mv = registry.champion(session)
+        assert mv is not None
+        metrics, family = dict(mv.metrics or {}), mv.family
+    note = html.unescape(client.get("/model", auth=BOB).text).split('id="selection">', 1)[1].split("</p>", 1)[0]
+    assert note.startswith(f"{family} was selected on its validation AUC ({metrics[family]['validation']['auc']:.3f})")
+    tested = {f: m["test"]["auc"] for f, m in metrics.items() if isinstance(m, dict) and "test" in m}
+    assert ("has the higher test AUC" in note) == (max(tested.values()) > tested[family])
+    # A family that did better on test than the one validation chose: named, with why the choice stands.
+    families = [{"family": "catboost", "selected": True, "validation": {"auc": 0.86}, "test": {"auc": 0.84}},
+                {"family": "random_forest", "selected": False, "validation": {"auc": 0.85}, "test": {"auc": 0.851}}]
+    assert _selection_note(mv, families) == (
+        "catboost was selected on its validation AUC (0.860); the test columns were measured once, afterwards, on"
+        " leads no choice looked at. random_forest has the higher test AUC (0.851 against 0.840): choosing by"
+        " test would make the test AUC an optimistic estimate, so the choice stays with validation.")
+
+
 def test_health(client: TestClient) -> None:
     health = client.get("/api/health", auth=BOB).json()
     assert health["status"] == "ok" and health["leads"] == 400 and health["current_scores"] == 400
