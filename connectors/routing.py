@@ -104,6 +104,9 @@ class PlannedAction:
     rule: int
     index: int
     config: RoutingActionConfig
+    # An ``overwrite: false`` assignment of a lead a user owns: the owner's id. Planning records it
+    # as cancelled (the lead's trail says why it kept its rep); it never runs.
+    kept_by: str | None = None
 
 
 def planned_actions(
@@ -111,7 +114,7 @@ def planned_actions(
 ) -> list[PlannedAction]:
     """The actions a tier change ``from_tier -> to_tier`` of a lead of ``conn`` owned by ``owner``
     (its CRM id, as last synced) plans, in rule order, before the repeat guard (:func:`repeated`).
-    An ``assign_owner`` with ``overwrite: false`` is left out for a lead a user owns."""
+    An ``assign_owner`` with ``overwrite: false`` for a lead a user owns comes with ``kept_by``."""
     if from_tier == to_tier or not conn.enabled:
         return []
     out: list[PlannedAction] = []
@@ -125,9 +128,9 @@ def planned_actions(
             # Numbered before the owner guard, so an action keeps its stored name whoever owns the lead.
             n = seen.get(action.type, 0)
             seen[action.type] = n + 1
-            if action.keeps_owner() and owned_by_user(conn, owner):
-                continue
-            out.append(PlannedAction(action.type if n == 0 else f"{action.type}#{n + 1}", r_index, a_index, action))
+            kept = owner if action.keeps_owner() and owned_by_user(conn, owner) else None
+            out.append(PlannedAction(action.type if n == 0 else f"{action.type}#{n + 1}", r_index, a_index, action,
+                                     kept_by=kept))
     return out
 
 
@@ -186,7 +189,7 @@ def actions_for_change(config: AppConfig, conn: ConnectionConfig, from_tier: str
     (:func:`earlier_actions`), the actions the repeat guard skips are left out, as planning leaves
     them out."""
     return [a for a in planned_actions(config, conn, from_tier, to_tier, owner=owner)
-            if at is None or not repeated(a, to_tier, at, earlier)]
+            if a.kept_by is None and (at is None or not repeated(a, to_tier, at, earlier))]
 
 
 def plan_routing(config: AppConfig) -> TierChangeHook:
@@ -225,10 +228,12 @@ def plan_routing(config: AppConfig) -> TierChangeHook:
             params = planned.config.model_dump(exclude_none=True)
             params.update({"rule": planned.rule, "index": planned.index,
                            "config_key": f"routing.{planned.rule}.actions.{planned.index}"})
+            kept = planned.kept_by is not None
             rows.append({
                 "lead_id": lead.id, "lead_score_id": current.id, "connection_id": lead.connection_id,
                 "from_tier": from_tier, "to_tier": to_tier, "action": planned.name,
-                "params": params, "status": ActionStatus.pending, "attempts": 0,
+                "params": params, "status": ActionStatus.cancelled if kept else ActionStatus.pending, "attempts": 0,
+                "error": f"{OWNER_KEPT} ({planned.kept_by})" if kept else None,
             })
         if not rows:
             return

@@ -36,7 +36,7 @@ from scoring.score_run import (
 from scoring.tier_changes import RecentLabelled, preview, refuse_empty_tiers, retier
 from scoring.tiers import Policy, check_policy, current_scores, find_active_policy, set_policy, tiers_for
 from store.db import among
-from store.models import Connection, Lead, LeadScore, ModelStatus, ModelVersion, RoutingAction
+from store.models import ActionStatus, Connection, Lead, LeadScore, ModelStatus, ModelVersion, RoutingAction
 
 
 def routing_hook(config: AppConfig, *, route: bool = True) -> TierChangeHook | None:
@@ -50,10 +50,13 @@ def routing_hook(config: AppConfig, *, route: bool = True) -> TierChangeHook | N
 
 
 def _planned_by_type(session: Session, since_id: int) -> dict[str, int]:
-    """Routing actions inserted after ``since_id`` in this transaction, by action type."""
+    """Routing actions inserted after ``since_id`` in this transaction to run, by action type
+    (not the ``overwrite: false`` assignments recorded as cancelled: a rep owns their leads)."""
     out: dict[str, int] = {}
     for action, n in session.execute(
-        select(RoutingAction.action, func.count()).where(RoutingAction.id > since_id).group_by(RoutingAction.action)
+        select(RoutingAction.action, func.count()).where(RoutingAction.id > since_id,
+                                                         RoutingAction.status == ActionStatus.pending)
+        .group_by(RoutingAction.action)
     ).all():
         kind = str(action).split("#", 1)[0]  # "create_task#2": a second task of the same change
         out[kind] = out.get(kind, 0) + int(n)

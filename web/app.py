@@ -26,7 +26,7 @@ import jinja2
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
-from markupsafe import Markup
+from markupsafe import Markup, escape
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -91,6 +91,14 @@ def _count_alerts(alerts: list[dict[str, Any]]) -> str:
     return count_alerts(alerts)
 
 
+def _code_spans(text: str | None) -> Markup:
+    """A CLI sentence for a page: escaped, its `backticked` parts (commands, settings) as code."""
+    parts = str(escape(text or "")).split("`")
+    if len(parts) % 2 == 0:  # an unpaired backtick: shown as it is
+        return Markup(escape(text or ""))  # noqa: S704 - escaped just above
+    return Markup("".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts)))  # noqa: S704 - escaped
+
+
 def _short_note(notes: str | None, limit: int = 100) -> str:
     from scoring.registry import short_note
 
@@ -111,6 +119,7 @@ def _templates() -> jinja2.Environment:
     env.filters["num"] = _fmt_num
     env.filters["pct"] = _fmt_pct
     env.filters["short_note"] = _short_note
+    env.filters["code_spans"] = _code_spans
     env.filters["count_alerts"] = _count_alerts
     env.filters["by_purpose"] = breakdown  # the API calls' purposes, worded as `leadscore status` words them
     env.filters["svg"] = lambda s: Markup(s) if s else ""  # noqa: S704 - our own matplotlib output

@@ -100,10 +100,13 @@ def test_overwrite_false_keeps_a_reps_leads_in_planning_and_in_the_crm(sim: CRMS
     score(sqlite_engine, [*w["sf"].values(), *w["hs"].values()], tier="A", score_value=92, hook=plan_routing(config))
 
     planned = _statuses(sqlite_engine)
-    # The lead a rep owns gets its hot-lead task, not an assignment; the others get both.
-    for leads, ids in ((w["sf"], w["sf_ids"]), (w["hs"], w["hs_ids"])):
-        assert set(planned[leads[ids[0]]]) == {"create_task"}
-        assert set(planned[leads[ids[1]]]) == set(planned[leads[ids[2]]]) == {"assign_owner", "create_task"}
+    # The lead a rep owns gets its hot-lead task; its assignment is recorded as cancelled, with
+    # why (the lead's trail shows it), and never runs. The others get both, to run.
+    for leads, ids, owner in ((w["sf"], w["sf_ids"], w["rep"]["sf"]), (w["hs"], w["hs_ids"], w["rep"]["hs"])):
+        assert planned[leads[ids[0]]] == {"assign_owner": ("cancelled", f"{OWNER_KEPT} ({owner})"),
+                                          "create_task": ("pending", None)}
+        assert planned[leads[ids[1]]] == planned[leads[ids[2]]] == {"assign_owner": ("pending", None),
+                                                                     "create_task": ("pending", None)}
 
     _rep_takes_the_third(sim, w)
     report = execute_routing(sqlite_engine, config, secrets_for(sim))

@@ -264,6 +264,7 @@ def test_api_preview_equals_cli_preview(client: TestClient, world: World, tmp_pa
     fragment = client.get(f"/tiers/preview?{query}", auth=ALICE).text
     assert ('id="few-conversions"' in fragment) == bool(caution)
     assert ('id="reassigned-from-users"' in fragment) == bool(taken)
+    assert ("<code>overwrite: false</code> on an assign_owner" in fragment) == bool(taken)  # the setting, as code
 
 
 def test_lead_api_and_page(client: TestClient, world: World) -> None:
