@@ -14,6 +14,7 @@ from scoring.feedback import lead_feedback
 from scoring.reasons import MAX_REASONS_CHARS, crm_reason_indices
 from scoring.tiers import likelihood_percent
 from store.models import Connection, Lead, LeadLifecycle, LeadScore, ModelVersion, QuarantinedRecord
+from store.queries import routing_actions
 
 
 def find_lead(session: Session, ref: str) -> Lead:
@@ -92,8 +93,10 @@ def explain_lead(session: Session, ref: str, *, history: bool = False,
                  config: AppConfig | None = None) -> dict[str, Any]:
     """A lead's current score, likelihood, fit, engagement, change, tier, reasons and model (for
     ``leadscore explain`` and the console's lead page); ``rep_feedback``: the rep's feedback on the
-    score as last synced (``{"feedback", "comment"}``, the fields ``config`` names, or None); with
-    ``history`` also every score of the lead, oldest first."""
+    score as last synced (``{"feedback", "comment"}``, the fields ``config`` names, or None);
+    ``routing_actions``: what its tier changes planned, newest first, with each one's status and
+    error (why it was cancelled or refused); with ``history`` also every score of the lead, oldest
+    first."""
     lead = find_lead(session, ref)
     current = session.scalar(select(LeadScore).where(LeadScore.lead_id == lead.id, LeadScore.is_current.is_(True)))
     lifecycle = LeadLifecycle(lead.lifecycle)
@@ -119,6 +122,7 @@ def explain_lead(session: Session, ref: str, *, history: bool = False,
         "converted_at": lead.converted_at.isoformat() if lead.converted_at else None,
         "standing": None if lifecycle is LeadLifecycle.open else _standing(lead),
         "rep_feedback": lead_feedback(session, lead, config),
+        "routing_actions": routing_actions(session, lead.id),
     }
     if history:
         rows = session.scalars(

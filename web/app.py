@@ -841,7 +841,8 @@ def lead_story(session: Session, crm_id: str, config: AppConfig | None = None) -
         "converted": lead.is_converted, "deleted": lead.is_deleted,
     })
     explained["history"] = score_history(session, lead.id)
-    explained["routing_actions"] = routing_actions(session, lead.id)
+    if "routing_actions" not in explained:  # a lead without a score: explain_lead said why, not what was routed
+        explained["routing_actions"] = routing_actions(session, lead.id)
     said = feedback_words(explained["rep_feedback"])
     explained["feedback"] = [said] if said else []
     return explained

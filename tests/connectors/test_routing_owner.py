@@ -130,6 +130,20 @@ def test_overwrite_false_keeps_a_reps_leads_in_planning_and_in_the_crm(sim: CRMS
              if "[leadscore #" in (r.values["Subject"] or "")}
     assert tasks[w["sf_ids"][0]] == tasks[w["sf_ids"][2]] == w["rep"]["sf"]
 
+    # `leadscore explain` (and the console's lead page, from the same call) tells why the lead kept its rep.
+    from scoring.explain import explain_lead
+    from worker.cli.scoring import _routing_lines
+
+    with unit_of_work(sqlite_engine) as session:
+        told = explain_lead(session, w["sf_ids"][2])
+    task_ref = next(a["crm_ref"] for a in told["routing_actions"] if a["action"] == "create_task")
+    assert str(task_ref).startswith("00T")
+    assert _routing_lines(told["routing_actions"]) == [
+        "routing: 2 actions planned by tier changes",
+        f"  first score -> A: create_task done ({task_ref})",
+        f"  first score -> A: assign_owner cancelled ({OWNER_KEPT} ({w['rep']['sf']}))",
+    ]
+
 
 def test_overwrite_false_holds_for_an_owner_change_riding_the_score_write(sim: CRMSim, sqlite_engine: Engine) -> None:
     config = app_config(sim, _routing(False))

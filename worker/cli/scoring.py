@@ -168,6 +168,8 @@ def explain_command(
     console.print(f"model {info['model']}, scored {info['scored_at']}", markup=False, highlight=False, soft_wrap=True)
     if said := feedback_words(info.get("rep_feedback")):
         console.print(f"rep feedback (as last synced): {said}", markup=False, highlight=False, soft_wrap=True)
+    for line in _routing_lines(info.get("routing_actions") or []):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
     if history:
         rows = info["history"]
         console.print(f"history: {len(rows)} score{'s' if len(rows) != 1 else ''}, oldest first", markup=False,
@@ -177,6 +179,22 @@ def explain_command(
                           markup=False, highlight=False, soft_wrap=True)
             for reason in row["reasons"]:
                 console.print(f"      {reason}", markup=False, highlight=False, soft_wrap=True)
+
+
+ROUTING_SHOWN = 5  # a lead's newest routing actions `explain` prints (--json has them all)
+
+
+def _routing_lines(actions: list[dict[str, Any]]) -> list[str]:
+    """A lead's routing actions, newest first: the tier change, the action, its state and why."""
+    if not actions:
+        return []
+    lines = [f"routing: {len(actions)} action{'s' if len(actions) != 1 else ''} planned by tier changes"
+             + (f", the newest {ROUTING_SHOWN} (--json has all)" if len(actions) > ROUTING_SHOWN else "")]
+    for a in actions[:ROUTING_SHOWN]:
+        change = f"{a['from_tier'] or 'first score'} -> {a['to_tier']}"
+        detail = a["error"] if a["status"] in ("cancelled", "failed", "superseded") and a["error"] else a["crm_ref"]
+        lines.append(f"  {change}: {a['action']} {a['status']}" + (f" ({detail})" if detail else ""))
+    return lines
 
 
 def _score_line(info: dict[str, Any]) -> str:
