@@ -82,3 +82,37 @@ def test_status_and_the_console_count_the_same_leads(world: World, tmp_path: Pat
     assert row, page[:2000]
     cells = re.findall(r'<td class="num">([^<]*)</td>', row.group(0))
     assert cells[:2] == [str(len(leads)), f"{len(open_ids)} / {scored}"], cells
+
+
+def test_status_json_holds_what_the_text_shows(world: World, tmp_path: Path) -> None:
+    """`status --json` for scripts and monitoring: the same numbers as the text, from the store."""
+    import json
+
+    from sqlalchemy import func
+
+    from store.models import Connection, Outbox, RoutingAction
+
+    env = {"LEADSCORE_DATABASE_URL": world.url, "LEADSCORE_CONFIG_FILE": str(world.config_file),
+           "LEADSCORE_VAR_DIR": str(tmp_path / "var")}
+    out = tmp_path / "status.json"
+    status = leadscore_here("status", "--json", str(out), cwd=tmp_path, env=env)
+    assert status.returncode == 0, status.stderr
+    data = json.loads(out.read_text())
+    with unit_of_work(world.engine) as session:
+        name = session.scalars(select(Connection.name)).one()
+        outbox = {str(s): n for s, n in session.execute(select(Outbox.status, func.count()).group_by(Outbox.status))}
+        routing = {str(s): n for s, n in session.execute(
+            select(RoutingAction.status, func.count()).group_by(RoutingAction.status))}
+        champion = session.scalars(select(ModelVersion).where(ModelVersion.status == ModelStatus.champion)).one()
+        latest = latest_report(session)
+    said = " ".join(status.stdout.split())
+    totals = data["leads"][name]
+    assert f"leads: {name} {totals['leads']:,} ({totals['open']:,} open, {totals['scored']:,} of them scored)" in said
+    assert totals["leads"] == 400
+    assert data["outbox"] == outbox and sum(outbox.values()) > 0
+    assert data["routing"] == routing
+    assert [m["version"] for m in data["models"]] == [champion.version] and champion.version in said
+    assert latest is not None and data["monitor"]["status"] == latest.status
+    assert f"monitor: {data['monitor']['status']} as of {data['monitor']['as_of'][:10]}" in said
+    assert data["sync"] and all(row["connection"] == name for row in data["sync"])
+    assert data["problems"] == [] and data["config_problem"] is None and "workers" in data

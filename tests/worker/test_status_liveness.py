@@ -6,6 +6,7 @@ A Redis database of its own (10): other tests' workers and beats must not answer
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -82,9 +83,14 @@ def empty_redis_db() -> Iterator[redis.Redis]:
 def test_status_measures_workers_beat_and_queues(tmp_path: Path, empty_redis_db: redis.Redis) -> None:
     env = _store_env(tmp_path)
 
-    nobody = _status(env)
-    # Nothing runs the loop: said line by line, and in the exit status.
+    nobody = subprocess.run([sys.executable, "-m", "worker.cli", "status", "--json", str(tmp_path / "status.json")],
+                            capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+    # Nothing runs the loop: said line by line, and in the exit status; the JSON, written before
+    # that exit, holds the same problems.
     assert nobody.returncode == 1, nobody.stdout + nobody.stderr
+    written = json.loads((tmp_path / "status.json").read_text())
+    assert len(written["problems"]) == 2 and written["problems"][0].startswith("no worker answered"), written
+    assert written["workers"]["workers"] == {} and written["workers"]["beat"] is None, written["workers"]
     assert "workers: none answered within 1 s" in nobody.stdout
     assert "beat: not running (no beat holds the scheduler lock)" in nobody.stdout
     assert "queues: minute 0 waiting, long 0 waiting" in nobody.stdout

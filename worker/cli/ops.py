@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.table import Table
@@ -25,6 +26,7 @@ from store.models import (
     ModelVersion,
     Outbox,
     OutboxStatus,
+    RoutingAction,
     SyncRun,
     SyncStatus,
 )
@@ -195,12 +197,16 @@ def flower(
 
 
 @app.command()
-def status() -> None:
+def status(
+    json_path: Path | None = typer.Option(
+        None, "--json", help="Also write what it shows as JSON here (written before a failing exit: `problems`)."),
+) -> None:
     """Last sync per connection, workers, beat and queues, outbox backlog, model in use, latest alerts
     (exit 1 when a sync failed or a worker, the beat or a queue's consumer is missing)."""
     from scoring.monitoring.clock import trained_at  # the scoring stack: only here, not on every command's start
     from scoring.monitoring.freshness import failed_words, failed_writes, routing_words
     from scoring.monitoring.run import latest_report
+    from store.usage import calls_on
     from worker.liveness import measure as measure_liveness
 
     config_problem: str | None = None
@@ -220,6 +226,7 @@ def status() -> None:
     alive = measure_liveness(broker_url, engine)  # up to a second of broadcast: before the session opens
     for name, count in closed.items():
         console.print(Text(f"{name}: {count} sync run(s) left running by a dead worker marked failed"))
+    data: dict[str, Any] = {"lost_sync_runs_closed": dict(closed), "sync": [], "config_problem": config_problem}
     with unit_of_work(engine) as session:
         table = Table("connection", "stream", "last sync (UTC)", "status", "records", "error", title="Sync")
         # Records a sync could not store (absurd values, unparsable times), kept with their reason:
@@ -243,6 +250,8 @@ def status() -> None:
                 # Text cells: CRM error messages are shown as they are, never read as markup.
                 table.add_row(Text(name), Text(stream), f"{started:%Y-%m-%d %H:%M:%S}", Text(shown),
                               str(run.records), Text((run.error or "")[:80]))
+                data["sync"].append({"connection": name, "stream": stream, "started_at": started,
+                                     "status": str(run.status), "records": run.records, "error": run.error})
                 if run.status in (SyncStatus.failed, SyncStatus.stopped):
                     failing.setdefault(name, (str(run.status), run.error or "no error recorded"))
         if runs:
@@ -257,9 +266,15 @@ def status() -> None:
             console.print(Text(f"quarantined: {held} record(s) the sync could not store ({where}), kept with their "
                                "reason (`leadscore explain <CRM id>` says why a lead has no score; the console's "
                                "Sync page lists them)"), soft_wrap=True)
-        console.print(Text(_leads_words(names, lead_totals(session))), soft_wrap=True)
+        totals = lead_totals(session)
+        console.print(Text(_leads_words(names, totals)), soft_wrap=True)
         problems = [f"sync {name}: last run {state}" for name, (state, _error) in failing.items()]
         console.print(Text(api_calls_line(session)), soft_wrap=True)
+        data["quarantined"] = [{"connection": c, "stream": st, "records": n}
+                               for (c, st), n in sorted(quarantined.items())]
+        data["leads"] = {names.get(cid, str(cid)): t for cid, t in sorted(totals.items())}
+        data["api_calls_today"] = {str(names.get(cid, cid)): c for cid, c in sorted(calls_on(session).items())}
+        data["workers"] = alive.to_dict()
         for line in alive.lines():
             console.print(Text(line), soft_wrap=True)
         problems += alive.problems()
@@ -269,6 +284,9 @@ def status() -> None:
         failed = failed_words(*failed_writes(session)) if any(s == OutboxStatus.failed for s, _ in backlog) else ""
         console.print(Text("outbox: " + (", ".join(f"{s} {n}" + (f" ({failed})" if s == OutboxStatus.failed else "")
                                                    for s, n in backlog) or "empty")), soft_wrap=True)
+        data["outbox"] = {str(st): int(n) for st, n in backlog}
+        data["routing"] = {str(st): int(n) for st, n in session.execute(
+            select(RoutingAction.status, func.count(RoutingAction.id)).group_by(RoutingAction.status))}
         if routed := routing_words(session):
             console.print(Text(f"routing: {routed}"), soft_wrap=True)
         elif rules == 0:  # said, not left out: no line would read as "nothing wrong"
@@ -285,6 +303,8 @@ def status() -> None:
                                f"trained as of {trained_at(mv):%Y-%m-%d})"), soft_wrap=True)
         if not champions:
             console.print("model: none trained yet (leadscore train)")
+        data["models"] = [{"version": mv.version, "family": mv.family, "segment": mv.segment,
+                           "trained_as_of": trained_at(mv)} for mv in champions]
         report = latest_report(session)  # the one `report` and the console show
         if report is None:
             console.print("monitor: no report yet")
@@ -292,6 +312,12 @@ def status() -> None:
             console.print(f"monitor: {report.status} as of {report.as_of:%Y-%m-%d}")
             for alert in report.alerts:
                 console.print(Text(f"  {alert.get('level', 'alert')}: {alert.get('message', alert)}"), soft_wrap=True)
+        data["monitor"] = (None if report is None else
+                           {"status": report.status, "as_of": report.as_of, "alerts": list(report.alerts)})
+    data["problems"] = problems
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
     if config_problem is not None:
         raise LeadscoreError(f"{config_problem} (worker and beat refuse to start until it is fixed)")
     if problems:  # shown above; the exit status says it too, for whoever runs status from a script
