@@ -51,6 +51,13 @@ def synced(sim: CRMSim, tmp_path: Path) -> tuple[dict[str, str], dict[str, str]]
     env = {**without, "LS_TEST_SF_SECRET": sf["client_secret"]}
     first = leadscore_here("sync", cwd=tmp_path, env=env)
     assert first.returncode == 0, first.stdout + first.stderr
+    # The summary's API-call column adds up: each stream's calls, then the calls no stream made.
+    for name in ("salesforce", "hubspot"):
+        rows = [line.split("│") for line in first.stdout.splitlines() if line.startswith(f"│ {name} ")]
+        calls = {cells[2].strip(): int(cells[7]) for cells in rows}
+        total = calls.pop("total")
+        assert calls and sum(calls.values()) == total > 0, (name, calls, total, first.stdout)
+        assert calls.get("other calls", 0) > 0, first.stdout  # a login or the CRM's clock at least
     status = leadscore_here("status", cwd=tmp_path, env=env)
     assert status.returncode == 0 and "last run failed" not in status.stdout, status.stdout + status.stderr
     return env, without

@@ -169,6 +169,11 @@ def _summary(reports: Sequence[object]) -> None:
                           str(stream.quarantined), str(stream.api_calls), stream.status)
         for reason, count in report.quarantined_by_reason.items():
             reasons[reason] = reasons.get(reason, 0) + count
+        # The calls no stream made (logging in, reading the CRM's clock, the account look-ups the
+        # line below counts): shown, so the rows add up to the total.
+        other = report.api_calls - sum(stream.api_calls for stream in report.streams.values())
+        if other > 0:
+            table.add_row(report.connection, "other calls", "", "", "", "", str(other), "login, clock, accounts")
         table.add_row(report.connection, "total", str(report.records), "", "", "",
                       str(report.api_calls), f"{report.status} in {report.duration_seconds:.1f}s")
     console.print(table)
