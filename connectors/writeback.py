@@ -138,6 +138,7 @@ def drain_outbox(
             entry = ConnectionWriteback(connection=conn.name, kind=conn.kind)
             entries[conn.name] = entry
             shown = progress if progress is None or outbox_kind == OUTBOX_KIND else _labelled(progress, "accounts")
+            before = client_calls(client)() if client is not None else 0  # a client made here: its login counts
             try:
                 if client is None:
                     client = client_from(conn, secrets_by_connection)
@@ -163,6 +164,7 @@ def drain_outbox(
             finally:
                 # Calls no batch recorded (a refused call, a login): made all the same.
                 record_api_calls(engine, conn_id, ApiPurpose.writeback, meter.take())
+                entry.calls_recorded = client_calls(client)() - before
             (CALLS_BY_KIND if outbox_kind == OUTBOX_KIND else ACCOUNT_CALLS_BY_KIND)[conn.kind] += entry.api_calls
             LOOKUP_CALLS_BY_KIND[conn.kind] += entry.lookup_calls
             if remaining is not None:

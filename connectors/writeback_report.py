@@ -48,6 +48,8 @@ class ConnectionWriteback:
     write_calls: int = 0
     retry_calls: int = 0
     lookup_calls: int = 0  # queue/user/describe look-ups for routing actions riding along the writes
+    # Every call the client made for this entry, its login included: what `leadscore status` adds up.
+    calls_recorded: int = 0
     pending_left: int = 0
     error: str | None = None
     # Routing actions that rode along the score writes (connectors.riders).
@@ -72,6 +74,7 @@ class ConnectionWriteback:
             "write_calls": self.write_calls,
             "retry_calls": self.retry_calls,
             "lookup_calls": self.lookup_calls,
+            "calls_recorded": self.calls_recorded,
             "pending_left": self.pending_left,
             "routed": dict(sorted(self.routing.done.items())),
             "error": self.error,

@@ -115,6 +115,10 @@ def test_writeback_and_routing_calls_recorded_with_faults(sim: CRMSim, sqlite_en
     assert sim.salesforce.injected_counts().get("503", 0) > 0
     assert ledger["sf"]["writeback"] == written["salesforce"] >= report.connections["sf"].api_calls > 0
     assert ledger["hs"]["writeback"] == written["hubspot"] >= report.connections["hs"].api_calls > 0
+    # What `leadscore writeback` prints per connection (its login included) adds up to the ledger.
+    for name in ("sf", "hs"):
+        entries = [e for e in (report.connections.get(name), report.accounts.get(name)) if e is not None]
+        assert sum(e.calls_recorded for e in entries) == ledger[name]["writeback"], (name, entries)
     assert ledger["sf"]["routing"] == routed_calls["salesforce"] >= routing.api_calls["sf"] > 0
     assert ledger["hs"]["routing"] == routed_calls["hubspot"] >= routing.api_calls["hs"] > 0
     assert ledger["sf"]["sync"] == ledger["hs"]["sync"] == 0

@@ -147,7 +147,8 @@ def writeback(
     for label, entry in rows:
         table.add_row(label, str(entry.records_written), str(entry.unchanged_skipped),
                       str(entry.superseded), str(entry.cancelled), str(entry.retried_records), str(entry.failed),
-                      str(entry.api_calls), str(entry.retry_calls), str(entry.pending_left))
+                      _calls(entry.calls_recorded, entry.api_calls, "writes"), str(entry.retry_calls),
+                      str(entry.pending_left))
     if rows:
         console.print(table)
     else:
@@ -189,10 +190,10 @@ def _pending_by_connection(engine: Any) -> dict[str, set[int]]:
     return out
 
 
-def _calls(recorded: int, actions: int) -> str:
-    """A connection's routing calls as `leadscore status` counts them (login and the rules'
-    look-ups included), with the actions' share when it differs."""
-    return str(recorded) if recorded == actions else f"{recorded} ({actions} for the actions)"
+def _calls(recorded: int, work: int, what: str = "actions") -> str:
+    """A connection's calls as `leadscore status` counts them (the login and the look-ups
+    included), with the share of the work itself (the routing actions, the writes) when it differs."""
+    return str(recorded) if recorded == work else f"{recorded} ({work} for the {what})"
 
 
 def _statuses(engine: Any, ids: set[int]) -> dict[str, int]:
