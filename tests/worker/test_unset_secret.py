@@ -52,15 +52,31 @@ def synced(sim: CRMSim, tmp_path: Path) -> tuple[dict[str, str], dict[str, str]]
     first = leadscore_here("sync", cwd=tmp_path, env=env)
     assert first.returncode == 0, first.stdout + first.stderr
     # The summary's API-call column adds up: each stream's calls, then the calls no stream made.
-    for name in ("salesforce", "hubspot"):
-        rows = [line.split("│") for line in first.stdout.splitlines() if line.startswith(f"│ {name} ")]
-        calls = {cells[2].strip(): int(cells[7]) for cells in rows}
-        total = calls.pop("total")
-        assert calls and sum(calls.values()) == total > 0, (name, calls, total, first.stdout)
+    for name, rows in _summary_calls(first.stdout).items():
+        total = [n for stream, n in rows if stream == "total"]
+        calls = {stream: n for stream, n in rows if stream != "total"}
+        assert len(total) == 1 and sum(n for stream, n in rows if stream != "total") == total[0] > 0, (name, rows)
         assert calls.get("other calls", 0) > 0, first.stdout  # a login or the CRM's clock at least
     status = leadscore_here("status", cwd=tmp_path, env=env)
     assert status.returncode == 0 and "last run failed" not in status.stdout, status.stdout + status.stderr
     return env, without
+
+
+def _summary_calls(stdout: str) -> dict[str, list[tuple[str, int]]]:
+    """The sync summary's API calls by connection and stream, whatever the terminal's width (a
+    narrow table cuts names short and wraps a row's cells over several lines)."""
+    out: dict[str, list[tuple[str, int]]] = {}
+    row: list[str] | None = None
+    for line in [*stdout.split("sync summary", 1)[1].splitlines(), "└"]:
+        cells = [c.strip() for c in line.split("│")[1:-1]]
+        if row is not None and (not cells or cells[0]):  # a new row (or the end): the last one is whole
+            out.setdefault(row[0], []).append((row[1].strip(), int(row[6])))
+            row = None
+        if len(cells) == 8 and cells[0]:
+            row = cells
+        elif len(cells) == 8 and row is not None:
+            row = [a + (" " + b if b else "") for a, b in zip(row, cells, strict=True)]
+    return out
 
 
 def _salesforce_runs(url: str) -> list[tuple[str, str | None]]:
