@@ -614,6 +614,16 @@ def test_an_auc_on_too_few_conversions_is_not_the_monitor_headline(client: TestC
     assert _auc_axis([(t, 1.0)], None) == (0.98, 1.0)
     assert _auc_axis([(t, 0.7), (t, 0.9)], 0.76) == pytest.approx((0.68, 0.92))
     assert _auc_axis([], None) is None
+    # The same few conversions, with the calibration judged (and warned about): still no AUC result,
+    # the ECE given as one (a trial's headline read "recent AUC 0.692, ECE 0.075 on 43 elapsed leads").
+    reason = "4 conversions among 43 elapsed leads; at least 20 of each class needed to judge the AUC"
+    warned = _report_after_latest(world, "warn", {"status": "warn", "status_from": ["calibration"], "auc": 0.692,
+                                                  "ece": 0.075, "rows": 43, "leads": 43, "reason": reason})
+    page = _monitor_page_with(client, world, warned)
+    headline = page[page.index('id="monitor-status"'):]
+    headline = headline[:headline.index("</p>")]
+    assert 'id="auc-not-judged">not judged</b>: ' + reason in headline, headline
+    assert "(measured 0.692: not a result on so few)</span>; ECE <b>0.075</b> on 43 elapsed leads." in headline, headline
 
 
 def test_status_and_the_console_show_the_same_api_calls_today(world: World, tmp_path: Path,
