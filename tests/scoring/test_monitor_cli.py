@@ -294,6 +294,10 @@ def test_models_show_prints_the_card_with_importance_and_tier_cutoffs(store: Pat
     assert "Lift by score decile (reference leads" in text
     unknown = runner.invoke(app, ["models", "show", "m-nope"])
     assert unknown.exit_code != 0 and "unknown model version" in str(unknown.exception)
+    # Without a version: the champion's card (the README's `leadscore models show`).
+    champions = runner.invoke(app, ["models", "show"])
+    assert champions.exit_code == 0, champions.output
+    assert champions.output.startswith(f"# Lead scoring model {version}") and "Status: champion" in champions.output
 
 
 def test_shadow_then_promote_shows_the_live_comparison(store: Path) -> None:

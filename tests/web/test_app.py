@@ -623,7 +623,8 @@ def test_an_auc_on_too_few_conversions_is_not_the_monitor_headline(client: TestC
     headline = page[page.index('id="monitor-status"'):]
     headline = headline[:headline.index("</p>")]
     assert 'id="auc-not-judged">not judged</b>: ' + reason in headline, headline
-    assert "(measured 0.692: not a result on so few)</span>; ECE <b>0.075</b> on 43 elapsed leads." in headline, headline
+    assert "(measured 0.692: not a result on so few)</span>; ECE <b>0.075</b> on 43 elapsed leads." in headline, \
+        headline
 
 
 def test_status_and_the_console_show_the_same_api_calls_today(world: World, tmp_path: Path,

@@ -214,15 +214,24 @@ def _list_note(mv: ModelVersion) -> str:
 
 
 @models_app.command("show")
-def models_show(version: str = typer.Argument(..., help="The model version (see `leadscore models list`).")) -> None:
-    """Print VERSION's model card: intended use, data, audit, metrics of every family, calibration,
-    plus feature importance (top 15), precision/recall at the tier cut-offs and lift by decile."""
+def models_show(version: str | None = typer.Argument(
+        None, help="The model version (see `leadscore models list`); the global champion when left out.")) -> None:
+    """Print VERSION's model card (the champion's without VERSION): intended use, data, audit, metrics
+    of every family, calibration, plus feature importance (top 15), precision/recall at the tier
+    cut-offs and lift by decile."""
     from scoring.card import live_card_sections, status_section
     from scoring.monitor import active_tier_policy, data_clock, ensure_reference
-    from scoring.registry import get_version
+    from scoring.registry import champion, get_version
 
     with unit_of_work() as session:
-        mv = get_version(session, version)
+        if version is None:
+            found = champion(session)
+            if found is None:
+                raise LeadscoreError("no champion model yet: run `leadscore train` (or give a VERSION from "
+                                     "`leadscore models list`)")
+            mv = found
+        else:
+            mv = get_version(session, version)
         ref = ensure_reference(session, mv, as_of=data_clock(session))
         text = (mv.card or f"# Lead scoring model {mv.version}\n\n(no card was stored)\n").rstrip("\n")
         text += "\n\n" + status_section(mv) + "\n" + live_card_sections(mv, ref, active_tier_policy(session))
