@@ -19,20 +19,30 @@ from store.queries import routing_actions
 
 def find_lead(session: Session, ref: str) -> Lead:
     """A lead by CRM id (any connection) or, failing that, by internal id; ``id:N`` is always the
-    internal id (HubSpot's CRM ids are numbers too: "5864" may be both, of two different leads)."""
+    internal id, ``CONNECTION:CRMID`` (``hubspot:5864``) the CRM id in that connection (HubSpot's
+    CRM ids are numbers too: "5864" may be both, of two different leads)."""
     if ref.startswith("id:") and ref[3:].isdigit():
         lead = session.get(Lead, int(ref[3:]))
         if lead is None:
             raise LeadscoreError(f"no lead with internal id {ref[3:]}")
         return lead
+    name, colon, crm_id = ref.partition(":")
+    if colon and crm_id and (conn_id := session.scalar(select(Connection.id).where(Connection.name == name))):
+        found = session.scalar(select(Lead).where(Lead.connection_id == conn_id, Lead.crm_id == crm_id))
+        if found is None:
+            raise LeadscoreError(f"no lead with CRM id {crm_id!r} in connection {name}")
+        return found
     matches = list(session.scalars(select(Lead).where(Lead.crm_id == ref)))
+    names = dict(session.execute(select(Connection.id, Connection.name)).tuples().all()) if matches else {}
     if len(matches) == 1:
         if ref.isdigit() and (other := session.get(Lead, int(ref))) is not None and other.id != matches[0].id:
-            raise LeadscoreError(f"{ref!r} names two leads: the one whose CRM id it is (give `id:{matches[0].id}`) "
-                                 f"and the one whose internal id it is (give `id:{other.id}`)")
+            conn = names[matches[0].connection_id]
+            raise LeadscoreError(f"{ref!r} names two leads: the one whose {conn} CRM id it is (give `{conn}:{ref}` "
+                                 f"or `id:{matches[0].id}`) and the one whose internal id it is (give `id:{other.id}`)")
         return matches[0]
     if len(matches) > 1:
-        raise LeadscoreError(f"CRM id {ref!r} exists in {len(matches)} connections; use the internal id")
+        forms = " or ".join(f"`{names[m.connection_id]}:{ref}`" for m in matches)
+        raise LeadscoreError(f"CRM id {ref!r} exists in {len(matches)} connections: give {forms}")
     if ref.isdigit():
         lead = session.get(Lead, int(ref))
         if lead is not None:

@@ -196,9 +196,14 @@ def test_a_number_that_is_one_leads_crm_id_and_anothers_internal_id_is_refused(a
     conn = synthetic_population(any_session, leads=5, seed=8)
     first = make_lead(any_session, conn)
     second = make_lead(any_session, conn, crm_id=str(first.id))
-    with pytest.raises(LeadscoreError, match=f"'{first.id}' names two leads: the one whose CRM id it is "
-                       f"\\(give `id:{second.id}`\\) and the one whose internal id it is \\(give `id:{first.id}`\\)"):
+    with pytest.raises(LeadscoreError, match=f"'{first.id}' names two leads: the one whose {conn.name} CRM id it is "
+                       f"\\(give `{conn.name}:{first.id}` or `id:{second.id}`\\) and the one whose internal id it is "
+                       f"\\(give `id:{first.id}`\\)"):
         find_lead(any_session, str(first.id))
+    # The CRM id in its connection, as a rep copies it from the CRM: the lead whose CRM id it is.
+    assert find_lead(any_session, f"{conn.name}:{first.id}").id == second.id
+    with pytest.raises(LeadscoreError, match=f"no lead with CRM id '424242' in connection {conn.name}"):
+        find_lead(any_session, f"{conn.name}:424242")
     assert find_lead(any_session, f"id:{first.id}").id == first.id
     assert find_lead(any_session, f"id:{second.id}").id == second.id
     assert find_lead(any_session, first.crm_id).id == first.id

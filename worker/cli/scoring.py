@@ -139,8 +139,8 @@ def score_command(
 
 @app.command("explain")
 def explain_command(
-    lead: str = typer.Argument(..., help="The lead's CRM id (e.g. 00Q...) or internal id (id:N is always the "
-                               "internal id)."),
+    lead: str = typer.Argument(..., help="The lead's CRM id (e.g. 00Q...; CONNECTION:CRMID, e.g. hubspot:5864, "
+                               "in one connection) or internal id (id:N is always the internal id)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
     history: bool = typer.Option(False, "--history", help="Also show every earlier score of the lead."),
 ) -> None:
