@@ -229,9 +229,11 @@ def score_history(session: Session, lead_id: int, *, limit: int = HISTORY_LIMIT)
 
 
 def routing_actions(session: Session, lead_id: int) -> list[dict[str, Any]]:
-    """A lead's routing actions, newest first, with the CRM reference of each one done."""
-    stmt = select(RoutingAction).where(RoutingAction.lead_id == lead_id).order_by(RoutingAction.created_at.desc(),
-                                                                                   RoutingAction.id.desc())
+    """A lead's routing actions, the newest tier change's first, each change's in rule order, with
+    the CRM reference of each one done."""
+    # A tier change is a new score row: the higher its id, the newer the change.
+    stmt = select(RoutingAction).where(RoutingAction.lead_id == lead_id).order_by(
+        RoutingAction.lead_score_id.desc(), RoutingAction.id)
     return [
         {"action": a.action, "from_tier": a.from_tier, "to_tier": a.to_tier, "status": a.status,
          "crm_ref": a.crm_ref, "error": a.error, "created_at": a.created_at, "done_at": a.done_at,

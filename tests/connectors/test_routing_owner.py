@@ -140,8 +140,8 @@ def test_overwrite_false_keeps_a_reps_leads_in_planning_and_in_the_crm(sim: CRMS
     assert str(task_ref).startswith("00T")
     assert _routing_lines(told["routing_actions"]) == [
         "routing: 2 actions planned by tier changes",
-        f"  first score -> A: create_task done ({task_ref})",
         f"  first score -> A: assign_owner cancelled ({OWNER_KEPT} ({w['rep']['sf']}))",
+        f"  first score -> A: create_task done ({task_ref})",
     ]
 
 

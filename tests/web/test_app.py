@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import numpy as np
 import pytest
@@ -221,6 +222,20 @@ def test_capacity_shares_in_the_suggestion_show_the_cutoffs_the_preview_applies(
     assert _suggest_rows(page)["your thresholds"][0] == cutoffs
 
 
+def test_a_preview_of_the_active_policy_says_no_lead_would_change(client: TestClient, world: World) -> None:
+    """A trial previewed the active thresholds and read "no configured routing rule applies to
+    these tier changes" where there were no tier changes."""
+    from scoring.monitor import active_tier_policy
+
+    with unit_of_work(world.engine) as session:
+        policy = active_tier_policy(session)
+        mode, values = policy.mode, dict(policy.thresholds)
+    query = urlencode({"mode": mode, **{t: values[t] for t in "ABC"}})
+    assert client.get(f"/api/tiers/preview?{query}", auth=ALICE).json()["changes"] == 0
+    fragment = client.get(f"/tiers/preview?{query}", auth=ALICE).text
+    assert '<p id="routing-preview">None: no lead would change tier.</p>' in fragment, fragment
+
+
 @pytest.mark.parametrize(("args", "query"), [
     # Nearly every lead would move into A, whichever policy other tests of this module saved
     # before (the module shares one store): the routing count is never zero by accident.
@@ -353,7 +368,11 @@ def test_lead_page_shows_the_reps_feedback_as_synced(client: TestClient, world: 
         assert "rep feedback (as last synced): Too low — asked for a demo" in explained.stdout.splitlines(), \
             explained.stdout
         as_json = leadscore_here("explain", crm_id, "--json", cwd=tmp_path, env=env)
-        assert json.loads(as_json.stdout)["rep_feedback"] == {"feedback": "Too low", "comment": "asked for a demo"}
+        told = json.loads(as_json.stdout)
+        assert told["rep_feedback"] == {"feedback": "Too low", "comment": "asked for a demo"}
+        # One call for both: the same routing actions, their times in ISO 8601 alike.
+        assert told["routing_actions"] == story["routing_actions"]
+        assert told["scored_at"] == story["scored_at"] and "T" in told["scored_at"]
     finally:
         with unit_of_work(world.engine) as session:
             restored = session.scalars(select(Lead).where(Lead.crm_id == crm_id)).one()

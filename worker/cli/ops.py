@@ -31,6 +31,7 @@ from store.models import (
     SyncStatus,
 )
 from store.queries import lead_totals, quarantine_counts
+from store.types import json_safe
 from worker.cli.console import cli_console
 from worker.cli.ports import check_port
 from worker.cli.stored import sqlite_file_missing
@@ -317,7 +318,7 @@ def status(
     data["problems"] = problems
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+        json_path.write_text(json.dumps(json_safe(data), indent=2) + "\n", encoding="utf-8")  # times in ISO 8601
     if config_problem is not None:
         raise LeadscoreError(f"{config_problem} (worker and beat refuse to start until it is fixed)")
     if problems:  # shown above; the exit status says it too, for whoever runs status from a script

@@ -24,6 +24,7 @@ from config.app_config import load_config
 from config.settings import get_settings
 from store.db import get_engine, unit_of_work
 from store.models import ModelStatus
+from store.types import json_safe
 from worker.cli.console import cli_console
 
 # Heavy imports stay inside the commands that use them (scoring: CatBoost, pandas, scikit-learn;
@@ -153,7 +154,7 @@ def explain_command(
     with _session() as session:
         info = explain_lead(session, lead, history=history, config=config)
     if as_json:
-        console.print_json(json.dumps(info, default=str))
+        console.print_json(json.dumps(json_safe(info)))  # times in ISO 8601, as the console's API gives them
         return
     who = ", ".join(str(v) for v in (info["name"], info["title"], info["company"]) if v)
     console.print(f"lead {info['crm_id']} (id:{info['lead_id']}){': ' + who if who else ''}", markup=False,
