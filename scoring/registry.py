@@ -185,15 +185,7 @@ def rollback(session: Session, segment: str | None = None, *, by: str | None = N
     current = champion(session, segment)
     if current is None:
         raise RegistryError("no champion model to roll back")
-    stmt = select(ModelVersion).where(
-        ModelVersion.status == RETIRED,
-        ModelVersion.promoted_at.is_not(None),
-        ModelVersion.id != current.id,
-    )
-    stmt = stmt.where(ModelVersion.segment.is_(None) if segment is None else ModelVersion.segment == segment)
-    if current.promoted_at is not None:
-        stmt = stmt.where(ModelVersion.promoted_at < current.promoted_at)
-    previous = session.scalars(stmt.order_by(ModelVersion.promoted_at.desc(), ModelVersion.id.desc())).first()
+    previous = rollback_target(session, current)
     if previous is None:
         raise RegistryError(f"no earlier champion to roll back to (current: {current.version})")
     current.status = RETIRED
@@ -202,6 +194,21 @@ def rollback(session: Session, segment: str | None = None, *, by: str | None = N
         _record_promotion(previous, "rollback", by, datetime.now(UTC))
     session.flush()
     return previous
+
+
+def rollback_target(session: Session, current: ModelVersion) -> ModelVersion | None:
+    """The champion promoted before ``current`` in its segment (what :func:`rollback` brings back),
+    None when there is none (the console offers no rollback then)."""
+    stmt = select(ModelVersion).where(
+        ModelVersion.status == RETIRED,
+        ModelVersion.promoted_at.is_not(None),
+        ModelVersion.id != current.id,
+    )
+    segment = current.segment
+    stmt = stmt.where(ModelVersion.segment.is_(None) if segment is None else ModelVersion.segment == segment)
+    if current.promoted_at is not None:
+        stmt = stmt.where(ModelVersion.promoted_at < current.promoted_at)
+    return session.scalars(stmt.order_by(ModelVersion.promoted_at.desc(), ModelVersion.id.desc())).first()
 
 
 def list_versions(session: Session) -> list[ModelVersion]:

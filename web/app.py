@@ -525,7 +525,7 @@ def create_app(
             top_importance,
         )
         from scoring.monitor import REFERENCE_KEY, Reference, active_tier_policy, latest_report, trained_at
-        from scoring.registry import champion, list_versions, recorded_auc_caveat, recorded_test_auc
+        from scoring.registry import champion, list_versions, recorded_auc_caveat, recorded_test_auc, rollback_target
         from web import plots
 
         with reading() as session:
@@ -565,6 +565,7 @@ def create_app(
             return render(request, "model.html", champion=mv, families=families, plots=plots_out, cutoffs=cutoffs,
                           reference=reference, policy=policy, versions=rows, card=card,
                           selection=_selection_note(mv, families) if mv is not None else None,
+                          rollback_to=rollback_target(session, mv) if mv is not None else None,
                           auc_caveat=recorded_auc_caveat(mv) if mv is not None else None)
 
     @app.post("/model/promote")
