@@ -15,9 +15,12 @@ def test_nested_blocks_freeze_once_and_restore_the_collector() -> None:
         assert gc.get_threshold()[0] == 12_345
         frozen = gc.get_freeze_count()
         assert frozen > before_frozen  # the objects that existed at entry are not walked
+        made = [[] for _ in range(1_000)]  # tracked objects made after the freeze
         with lean_collector(threshold=99):  # a scoring run inside the demo: leaves it alone
             assert gc.get_threshold()[0] == 12_345
-        assert gc.get_threshold()[0] == 12_345 and gc.get_freeze_count() == frozen
+        # Not frozen again: the objects made since are not in the permanent generation. (Frozen
+        # objects another thread frees leave it, so the count may only fall: xdist's threads do.)
+        assert gc.get_threshold()[0] == 12_345 and gc.get_freeze_count() < frozen + len(made)
     assert gc.get_threshold() == before_threshold
     assert gc.get_freeze_count() == 0  # unfrozen: the collector sees them again
 

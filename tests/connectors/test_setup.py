@@ -181,7 +181,10 @@ def test_config_check_connect_checks_each_crm_and_creates_nothing(sim: CRMSim, t
     # Before `crm setup`, HubSpot lacks the score properties: named, and not created by the check.
     assert "hs: 11 contact properties missing (leadscore_score, ...): `leadscore crm setup` creates them" in line
     assert "hs: 2 company properties missing" in line
-    # Each CRM that answered still gets its line (on stdout), before the one error line.
+    # What was read and what answered is on stdout, before the one error line: the file, the
+    # database and the broker (a failing check left them out), then each CRM that answered.
+    assert refused.stdout.startswith("config: ") and "\ndatabase: " in refused.stdout, refused.stdout
+    assert "connect: database answered; " in refused.stdout, refused.stdout
     assert "crm sf (salesforce): answered; 13 score fields present" in refused.stdout, refused.stdout
     assert "crm hs (hubspot): answered;" in refused.stdout, refused.stdout
     assert sim.hubspot.store.property_def("contacts", "leadscore_score") is None

@@ -37,17 +37,20 @@ def config_check(
     # An action no configured connection can run: wrong whatever the CRMs hold.
     problems += static_problems(config)
     checked: list[str] = []
+    reached: list[str] = []  # the database and the broker, when both answered
     if connect:
-        problems += connect_problems(settings.effective_database_url, settings.broker_url)
+        unreachable = connect_problems(settings.effective_database_url, settings.broker_url)
+        if not unreachable:
+            database = ("SQLite file not created yet (leadscore db upgrade creates it)"
+                        if sqlite_file_missing(settings.effective_database_url) else "database answered")
+            reached.append(f"connect: {database}; {'no broker configured' if settings.eager else 'broker answered'}")
+        problems += unreachable
         if not problems:
             crm, checked = _crm_problems(config, settings.effective_database_url)
             problems += crm
-    if problems:
-        # What each CRM that answered said comes first (a trial before `crm setup` saw only the
-        # error line, not that Salesforce had answered fine); then the one error line.
-        for line in checked:
-            console.print(line, highlight=False, soft_wrap=True)
-        raise LeadscoreError("; ".join(problems))
+    # What is configured, and what answered, first, failing or not (a failing check showed only the
+    # CRMs' lines: not which file it read, nor that the database and the broker had answered); then
+    # the one error line.
     source = settings.config_file or "built-in defaults (no LEADSCORE_CONFIG_FILE)"
     console.print(f"config: {source}")
     for conn in config.connections:
@@ -62,13 +65,10 @@ def config_check(
     console.print(f"  routing rules: {len(config.routing)}")
     console.print(f"database: {redact(settings.effective_database_url)}")
     console.print(f"tasks: {'in process' if settings.eager else redact(settings.broker_url or '')}")
-    if connect:
-        database = ("SQLite file not created yet (leadscore db upgrade creates it)"
-                    if sqlite_file_missing(settings.effective_database_url) else "database answered")
-        broker = "no broker configured" if settings.eager else "broker answered"
-        console.print(f"connect: {database}; {broker}")
-        for line in checked:
-            console.print(line, highlight=False, soft_wrap=True)
+    for line in reached + checked:
+        console.print(line, highlight=False, soft_wrap=True)
+    if problems:
+        raise LeadscoreError("; ".join(problems))
 
 
 def _crm_problems(config: AppConfig, database_url: str) -> tuple[list[str], list[str]]:
