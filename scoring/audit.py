@@ -77,11 +77,21 @@ class AuditReport:
     constant_features: list[str] = field(default_factory=list)
     single_feature_auc: dict[str, float] = field(default_factory=dict)
 
+    def findings(self) -> list[str]:
+        """The warnings that are not about an excluded feature (:attr:`dropped` says why those went)."""
+        return other_findings(self.warnings, self.dropped)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (tuples become lists)."""
         d = asdict(self)
         d["correlated_pairs"] = [list(p) for p in self.correlated_pairs]
         return d
+
+
+def other_findings(warnings: list[str], dropped: dict[str, str]) -> list[str]:
+    """``warnings`` without those about a feature in ``dropped`` (``"feature: ..."``): the card and
+    ``leadscore train`` list an excluded feature once, with why it was excluded."""
+    return [w for w in warnings if w.split(":", 1)[0] not in dropped]
 
 
 def binary_target(series: pd.Series, name: str) -> np.ndarray:

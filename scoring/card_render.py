@@ -81,7 +81,7 @@ def render_model_card(
         lines += [f"| {name} | {reason} |" for name, reason in audit.dropped.items()]
         lines.append("")
     # The table already says why each excluded feature went: its warnings would repeat it.
-    findings = [w for w in audit.warnings if w.split(":", 1)[0] not in audit.dropped]
+    findings = audit.findings()
     if findings:
         lines += [f"- {w}" for w in findings]
     else:

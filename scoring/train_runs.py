@@ -57,7 +57,8 @@ class TrainOutcome:
             "metrics": {f: {part: {k: v for k, v in m.items() if isinstance(v, int | float)}
                             for part, m in parts.items()} for f, parts in self.result.metrics.items()},
             "audit": {"warnings": list(self.result.audit.warnings),
-                      "leaky_features": list(self.result.audit.leaky_features)},
+                      "leaky_features": list(self.result.audit.leaky_features),
+                      "dropped": dict(self.result.audit.dropped)},  # feature -> why it was excluded
             "segments": {name: smv.version for name, smv in self.segments.items()},
             "skipped_segments": self.skipped_segments,
         }

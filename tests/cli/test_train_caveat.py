@@ -37,7 +37,17 @@ def test_train_and_models_list_flag_a_test_auc_on_too_few_conversions(tmp_path: 
 
     trained = leadscore("train", "--json", str(tmp_path / "train.json"), cwd=tmp_path, env=env)
     assert trained.returncode == 0, trained.stderr
-    split = json.loads((tmp_path / "train.json").read_text())["split"]
+    summary = json.loads((tmp_path / "train.json").read_text())
+    split = summary["split"]
+    # Each excluded feature is named once, with why (as the card does), not again as a finding (a
+    # trial read "web_visit_90d: strongly predictive alone" for a feature the card lists as excluded).
+    dropped = summary["audit"]["dropped"]
+    assert dropped, summary["audit"]
+    lines = [" ".join(line.split()) for line in trained.stdout.splitlines()]
+    excluded = [line for line in lines if line.startswith(f"audit: {len(dropped)} feature")]
+    assert len(excluded) == 1 and all(f"{name} ({why})" in " ".join(trained.stdout.split())
+                                      for name, why in dropped.items()), trained.stdout
+    assert not [line for line in lines if any(line.startswith(f"audit: {name}:") for name in dropped)], lines
     converted = split["test_positives"]
     assert converted < MIN_PERFORMANCE_POSITIVES <= split["train_positives"], split  # the case itself
     said = " ".join(trained.stdout.split())

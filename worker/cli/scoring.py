@@ -63,6 +63,7 @@ def train_command(
     seed: int = typer.Option(0, help="Random seed of the split and models."),
 ) -> None:
     """Train on the synced leads (point in time) and register a model version."""
+    from scoring.audit import other_findings
     from scoring.registry import auc_caveat
     from scoring.service import train_from_store
 
@@ -81,7 +82,13 @@ def train_command(
     caveat = auc_caveat(summary.get("split"))
     if caveat is not None:
         console.print(f"  caution: {caveat}", highlight=False)
-    warnings = summary["audit"]["warnings"]
+    # As the model card lists them: each excluded feature once, with why; then the other findings.
+    dropped: dict[str, str] = summary["audit"]["dropped"]
+    if dropped:
+        console.print(f"  audit: {len(dropped)} feature{'s' if len(dropped) != 1 else ''} excluded: "
+                      + "; ".join(f"{name} ({why})" for name, why in dropped.items()), highlight=False,
+                      soft_wrap=True)
+    warnings = other_findings(summary["audit"]["warnings"], dropped)
     for warning in warnings[:5]:
         console.print(f"  audit: {warning}", highlight=False)
     if len(warnings) > 5:
