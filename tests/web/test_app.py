@@ -285,7 +285,8 @@ def test_api_preview_equals_cli_preview(client: TestClient, world: World, tmp_pa
 def test_lead_api_and_page(client: TestClient, world: World) -> None:
     story = client.get(f"/api/leads/{world.routed_crm_id}", auth=BOB).json()
     assert story["crm_id"] == world.routed_crm_id and story["reasons"] and story["history"]
-    assert story["routing_actions"][0]["crm_ref"] == world.routing_ref
+    # Among its routing actions (a re-tier by another test of this module may have added newer ones).
+    assert world.routing_ref in [a["crm_ref"] for a in story["routing_actions"]], story["routing_actions"]
     page = client.get(f"/leads/{world.routed_crm_id}", auth=BOB)
     assert page.status_code == 200 and world.routing_ref in page.text and "<svg" in page.text
     assert client.get("/api/leads/00Qnope", auth=BOB).status_code == 404
