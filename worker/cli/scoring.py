@@ -344,8 +344,9 @@ def tiers_preview(
     if caution := (data.get("recent") or {}).get("caution"):
         console.print(f"caution: {caution}", markup=False, highlight=False, soft_wrap=True)
     leads = data["routing"]["leads"]
-    console.print(_routing_line(data["routing"]["actions"], "would be planned")
-                  + (f" for {leads} lead{'s' if leads != 1 else ''}" if leads else ""))
+    # The leads first: "for 11 leads" after the list read as if only its last kind covered them.
+    console.print(_routing_line(data["routing"]["actions"], "would be planned"
+                                + (f" for {leads} lead{'s' if leads != 1 else ''}" if leads else "")))
     if taken := data["routing"].get("reassigned_from_users"):
         console.print(f"warning: {reassigned_from_users(taken)}", markup=False, highlight=False, soft_wrap=True)
     if json_path is not None:
