@@ -101,8 +101,14 @@ def live_card_sections(mv: Any, reference: Any, policy: Any) -> str:
     outcomes = list(reference.outcomes) if reference is not None else []
     if outcomes:
         mode = getattr(policy, "mode", "?")
+        age = getattr(reference, "age_days", None)
         lines += [f"## Precision and recall at the tier cut-offs ({mode} policy, {len(outcomes)} reference leads "
-                  "with known outcome)", "", "| work down to tier | leads | share | precision | recall |",
+                  "with known outcome)", "",
+                  # A trial read the Metrics section's test ECE and lift beside the monitor's and saw two answers.
+                  f"The reference leads are the test period's leads scored as they looked {age} days after they were"
+                  " created (what the monitor compares live leads with); the Metrics section scored training's"
+                  " snapshots of the same period, so its test calibration and lift differ from these.", "",
+                  "| work down to tier | leads | share | precision | recall |",
                   "| --- | ---: | ---: | ---: | ---: |"]
         for row in tier_cutoff_table(outcomes, policy, mv):
             lines.append(f"| {row['cutoff']} | {row['leads']} | {row['share']:.1%} | {_num(row['precision'])} | "

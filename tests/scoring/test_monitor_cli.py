@@ -292,6 +292,8 @@ def test_models_show_prints_the_card_with_importance_and_tier_cutoffs(store: Pat
     in_norms = {t: sum(int((norms.get(u) or {}).get("leads", 0)) for u in "ABC"[: i + 1]) for i, t in enumerate("ABC")}
     assert down_to == in_norms and sum(int(r["leads"]) for r in norms.values()) > in_norms["C"] > 0, (down_to, norms)
     assert "Lift by score decile (reference leads" in text
+    # Why its figures differ from the Metrics section's test ones: said on the card itself.
+    assert "scored as they looked 7 days after they were created" in " ".join(text.split())
     unknown = runner.invoke(app, ["models", "show", "m-nope"])
     assert unknown.exit_code != 0 and "unknown model version" in str(unknown.exception)
     # Without a version: the champion's card (the README's `leadscore models show`).
