@@ -46,6 +46,11 @@ def round_robin_pick(owners: list[str], crm_id: str) -> str:
     return owners[int.from_bytes(digest[:8], "big") % len(owners)]
 
 
+# Why an ``overwrite: false`` assignment did not run (followed by the owner's id); `status` counts
+# these cancellations as "owner_kept".
+OWNER_KEPT = "a user owns the lead and the rule keeps a rep's leads (overwrite: false)"
+
+
 def applies(action: RoutingActionConfig, conn: ConnectionConfig, supported: Set[str]) -> bool:
     """True when ``action`` runs on ``conn``: not narrowed to other connections, and its CRM can run it."""
     if action.connections is not None and conn.name not in action.connections:

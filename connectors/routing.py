@@ -43,7 +43,7 @@ from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session
 
 from config.app_config import AppConfig, ConnectionConfig, RoutingActionConfig
-from connectors.actions import action_marker, applies, round_robin_pick
+from connectors.actions import OWNER_KEPT, action_marker, applies, round_robin_pick
 from connectors.errors import AuthError, CRMError, QuotaExhaustedError, RetriableCRMError, failure_matches
 from connectors.lifecycle import not_open_reason
 from connectors.protocols import ActionResult, LeadRef, LiveLead, Router
@@ -81,8 +81,6 @@ __all__ = ["PAUSE_DEFAULTS", "SUPPORTED", "LeadRef", "Router", "RoutingReport", 
 MAX_ATTEMPTS = 8
 # Why an action was cancelled for what the CRM said right before it, not the store.
 SINCE_SYNC = "read from the CRM right before the call; the next sync records it"
-# Why an ``overwrite: false`` assignment did not run (followed by the owner's id).
-OWNER_KEPT = "a user owns the lead and the rule keeps a rep's leads (overwrite: false)"
 # API calls routing made in this process, by CRM kind: a tally for in-process measurement (the demo
 # reads it around its steps); every run's own counts are in RoutingReport.api_calls.
 CALLS_BY_KIND: Counter[str] = Counter()

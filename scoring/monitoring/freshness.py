@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from config.app_config import MonitoringConfig
+from connectors.actions import OWNER_KEPT
 from connectors.errors import error_code, expected_refusal
 from scoring.monitoring.clock import crm_now, parse_time
 from scoring.monitoring.status import ALERT, NOT_ENOUGH, WARN, Alert, Findings, worst
@@ -74,7 +75,17 @@ def routing_words(session: Session) -> str:
         kinds[kind] = kinds.get(kind, 0) + int(n)
     failed = "; ".join(f"{action} {sum(kinds.values())}: " + ", ".join(f"{k} {v}" for k, v in sorted(
         kinds.items(), key=lambda kv: -kv[1])) for action, kinds in sorted(why.items()))
-    return ", ".join(f"{status} {n}" + (f" ({failed})" if status == ActionStatus.failed and failed else "")
+    # Why actions were cancelled: the lead left "open" (lead_converted, ...), or an ``overwrite:
+    # false`` assignment found a rep owning the lead (owner_kept).
+    reasons: dict[str, int] = {}
+    for error, n in session.execute(
+            select(RoutingAction.error, func.count(RoutingAction.id))
+            .where(RoutingAction.status == ActionStatus.cancelled).group_by(RoutingAction.error)):
+        kind = "owner_kept" if str(error or "").startswith(OWNER_KEPT) else _code(error).lower()
+        reasons[kind] = reasons.get(kind, 0) + int(n)
+    cancelled = ", ".join(f"{k} {v}" for k, v in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0])))
+    notes: dict[str, str] = {str(ActionStatus.failed): failed, str(ActionStatus.cancelled): cancelled}
+    return ", ".join(f"{status} {n}" + (f" ({notes[str(status)]})" if notes.get(str(status)) else "")
                      for status, n in sorted(counts.items()))
 
 

@@ -130,6 +130,11 @@ def test_overwrite_false_keeps_a_reps_leads_in_planning_and_in_the_crm(sim: CRMS
              if "[leadscore #" in (r.values["Subject"] or "")}
     assert tasks[w["sf_ids"][0]] == tasks[w["sf_ids"][2]] == w["rep"]["sf"]
 
+    # `leadscore status` says why they were cancelled: two at planning, two right before the call.
+    from scoring.monitoring.freshness import routing_words
+
+    with unit_of_work(sqlite_engine) as session:
+        assert routing_words(session) == "cancelled 4 (owner_kept 4), done 8"
     # `leadscore explain` (and the console's lead page, from the same call) tells why the lead kept its rep.
     from scoring.explain import explain_lead
     from worker.cli.scoring import _routing_lines
