@@ -666,7 +666,7 @@ def lead_refs(session: Session, actions: Sequence[RoutingAction], leads: Mapping
 
 
 def admit(action: RoutingAction, lead: Lead | None, current_tier: str | None, report: RoutingReport,
-          live: LiveLead | None = None, *, owner_is_user: Callable[[str | None], bool] | None = None) -> bool:
+          live: LiveLead | None, *, owner_is_user: Callable[[str | None], bool]) -> bool:
     """True when a pending action may run now; else it is marked ``cancelled`` (the lead is no
     longer open in the store, or in the CRM: ``live``, read right before; or an ``overwrite:
     false`` assignment finds a user owning the lead, in the CRM now or else as last synced) or
@@ -683,7 +683,7 @@ def admit(action: RoutingAction, lead: Lead | None, current_tier: str | None, re
         report.cancelled += 1
         return False
     owner = live.owner_crm_id if live is not None else lead.owner_crm_id if lead is not None else None
-    if owner_is_user is not None and action.params.get("overwrite") is False and owner_is_user(owner):
+    if action.params.get("overwrite") is False and owner_is_user(owner):  # RoutingActionConfig.keeps_owner
         action.status = ActionStatus.cancelled
         action.error = f"{OWNER_KEPT} ({owner})"
         report.cancelled += 1

@@ -57,13 +57,18 @@ def _code(error: str | None) -> str:
     return code if code.isupper() and code == head else (head or "no error recorded")
 
 
-def routing_words(session: Session) -> str:
+def routing_counts(session: Session) -> dict[str, int]:
+    """Routing actions by status (``status --json``'s ``routing``)."""
+    return {str(status): int(n) for status, n in session.execute(
+        select(RoutingAction.status, func.count(RoutingAction.id)).group_by(RoutingAction.status))}
+
+
+def routing_words(session: Session, counts: dict[str, int] | None = None) -> str:
     """Routing actions by status, failed ones by action and why, as `status` says it:
     "done 491, failed 6 (create_task 4: inactive_owner 4; pause_outreach 2: validation_rule 2)"
     ("" when no action was ever planned). A failed tier-A task leaves a hot lead uncalled: the CRM's
-    reason (an inactive owner) is what revops fixes."""
-    counts = dict(session.execute(select(RoutingAction.status, func.count(RoutingAction.id))
-                                  .group_by(RoutingAction.status)).tuples().all())
+    reason (an inactive owner) is what revops fixes. ``counts``: :func:`routing_counts` already read."""
+    counts = routing_counts(session) if counts is None else counts
     if not counts:
         return ""
     why: dict[str, dict[str, int]] = {}
@@ -84,8 +89,8 @@ def routing_words(session: Session) -> str:
         kind = "owner_kept" if str(error or "").startswith(OWNER_KEPT) else _code(error).lower()
         reasons[kind] = reasons.get(kind, 0) + int(n)
     cancelled = ", ".join(f"{k} {v}" for k, v in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0])))
-    notes: dict[str, str] = {str(ActionStatus.failed): failed, str(ActionStatus.cancelled): cancelled}
-    return ", ".join(f"{status} {n}" + (f" ({notes[str(status)]})" if notes.get(str(status)) else "")
+    notes = {str(ActionStatus.failed): failed, str(ActionStatus.cancelled): cancelled}
+    return ", ".join(f"{status} {n}" + (f" ({notes[status]})" if notes.get(status) else "")
                      for status, n in sorted(counts.items()))
 
 

@@ -26,7 +26,6 @@ from store.models import (
     ModelVersion,
     Outbox,
     OutboxStatus,
-    RoutingAction,
     SyncRun,
     SyncStatus,
 )
@@ -205,7 +204,7 @@ def status(
     """Last sync per connection, workers, beat and queues, outbox backlog, model in use, latest alerts
     (exit 1 when a sync failed or a worker, the beat or a queue's consumer is missing)."""
     from scoring.monitoring.clock import trained_at  # the scoring stack: only here, not on every command's start
-    from scoring.monitoring.freshness import failed_words, failed_writes, routing_words
+    from scoring.monitoring.freshness import failed_words, failed_writes, routing_counts, routing_words
     from scoring.monitoring.run import latest_report
     from store.usage import calls_on
     from worker.liveness import measure as measure_liveness
@@ -270,11 +269,12 @@ def status(
         totals = lead_totals(session)
         console.print(Text(_leads_words(names, totals)), soft_wrap=True)
         problems = [f"sync {name}: last run {state}" for name, (state, _error) in failing.items()]
-        console.print(Text(api_calls_line(session)), soft_wrap=True)
+        today = calls_on(session)  # read once: the line and the JSON
+        console.print(Text(api_calls_line(session, today)), soft_wrap=True)
         data["quarantined"] = [{"connection": c, "stream": st, "records": n}
                                for (c, st), n in sorted(quarantined.items())]
         data["leads"] = {names.get(cid, str(cid)): t for cid, t in sorted(totals.items())}
-        data["api_calls_today"] = {str(names.get(cid, cid)): c for cid, c in sorted(calls_on(session).items())}
+        data["api_calls_today"] = {str(names.get(cid, cid)): c for cid, c in sorted(today.items())}
         data["workers"] = alive.to_dict()
         for line in alive.lines():
             console.print(Text(line), soft_wrap=True)
@@ -286,9 +286,8 @@ def status(
         console.print(Text("outbox: " + (", ".join(f"{s} {n}" + (f" ({failed})" if s == OutboxStatus.failed else "")
                                                    for s, n in backlog) or "empty")), soft_wrap=True)
         data["outbox"] = {str(st): int(n) for st, n in backlog}
-        data["routing"] = {str(st): int(n) for st, n in session.execute(
-            select(RoutingAction.status, func.count(RoutingAction.id)).group_by(RoutingAction.status))}
-        if routed := routing_words(session):
+        data["routing"] = routing_counts(session)
+        if routed := routing_words(session, data["routing"]):
             console.print(Text(f"routing: {routed}"), soft_wrap=True)
         elif rules == 0:  # said, not left out: no line would read as "nothing wrong"
             console.print("routing: no action planned yet (no routing rules configured: see docs/configuration.md, "
@@ -325,12 +324,13 @@ def status(
         raise LeadscoreError(f"status: {len(problems)} problem(s): {'; '.join(problems)}")
 
 
-def api_calls_line(session: Session) -> str:
-    """Today's CRM API calls per connection (``store.usage``), as the console's overview shows them."""
+def api_calls_line(session: Session, calls: dict[int, dict[str, int]] | None = None) -> str:
+    """Today's CRM API calls per connection (``store.usage``; ``calls``: :func:`store.usage.calls_on`
+    already read), as the console's overview shows them."""
     from store.usage import breakdown, calls_on
 
     names = dict(session.execute(select(Connection.id, Connection.name)).tuples().all())
-    calls = calls_on(session)
+    calls = calls_on(session) if calls is None else calls
     if not calls:
         return "API calls today (UTC): none recorded"
     parts = [f"{names.get(cid, cid)} {c['total']} ({breakdown(c)})" for cid, c in sorted(
