@@ -63,6 +63,7 @@ class HeldTask:
     args: tuple[Any, ...] = ()
     # What shows its work was done since it was taken (None: not done, or cannot tell).
     done_since: str | None = None
+    tag: str = ""  # the broker's delivery tag (its key in the unacknowledged hash)
 
     def to_dict(self) -> dict[str, str | None]:
         return {"name": self.name, "id": self.task_id, "taken_at": self.taken_at.isoformat(timespec="seconds"),
@@ -186,7 +187,7 @@ def _unacked(client: redis.Redis, visibility_timeout: float) -> list[HeldTask]:
         return []
     raw = cast(list[bytes | None], client.hmget(redis_key(_UNACKED), [tag for tag, _at in delivered]))
     found: list[HeldTask] = []
-    for (_tag, at), value in zip(delivered, raw, strict=True):
+    for (tag, at), value in zip(delivered, raw, strict=True):
         if value is None:  # acknowledged since the index was read
             continue
         try:
@@ -198,8 +199,18 @@ def _unacked(client: redis.Redis, visibility_timeout: float) -> list[HeldTask]:
         taken = datetime.fromtimestamp(at, UTC)
         found.append(HeldTask(name=name, task_id=task_id, taken_at=taken,
                               returns_at=datetime.fromtimestamp(at + visibility_timeout, UTC),
-                              args=_task_args(message)))
+                              args=_task_args(message), tag=tag.decode() if isinstance(tag, bytes) else str(tag)))
     return found
+
+
+def still_unacked(client: redis.Redis, held: list[HeldTask]) -> list[HeldTask]:
+    """``held`` without the tasks acknowledged since they were read: a worker that finished one
+    between that read and its answer to the broadcast no longer holds it, and it is not held either
+    (a trial's status called a just-finished task "taken by a worker that no longer answers")."""
+    if not held:
+        return held
+    raw = cast(list[bytes | None], client.hmget(redis_key(_UNACKED), [t.tag for t in held]))
+    return [t for t, value in zip(held, raw, strict=True) if value is not None]
 
 
 def _text(value: object) -> str | None:
@@ -251,6 +262,14 @@ def measure(broker_url: str | None, engine: Engine | None = None) -> Liveness:
         asking.close()
     workers = {host: sorted(str(q.get("name")) for q in queues or []) for host, queues in answers.items()}
     held = [t for t in unacked if t.task_id not in known]
+    if held and on_redis:
+        client = redis_client(broker_url)
+        try:
+            held = still_unacked(client, held)
+        except redis.RedisError:
+            pass  # read a moment ago: the first read stands
+        finally:
+            client.close()
     if held and engine is not None:
         held = _settled(engine, held)
     return Liveness(broker=True, redis=on_redis, workers=workers, beat=beat, waiting=waiting, namespace=namespace,

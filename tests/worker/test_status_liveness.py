@@ -29,7 +29,7 @@ from tests.worker.conftest import start_worker
 from web.app import create_app
 from web.auth import Authenticator, parse_users
 from worker.beat import LOCK_NAME
-from worker.liveness import HELD_AFTER_SECONDS, Liveness, measure
+from worker.liveness import HELD_AFTER_SECONDS, Liveness, measure, still_unacked
 from worker.locks import lock_key
 
 REPO = Path(__file__).resolve().parents[2]
@@ -208,6 +208,12 @@ def test_a_task_taken_by_a_killed_worker_is_shown_until_redis_hands_it_back(
            f"hands it back (visibility timeout), the first at {at:%Y-%m-%d %H:%M} UTC" in shown.stdout, shown.stdout
     assert shown.returncode == 1
     assert "1 task taken by a worker that no longer answers" in shown.stderr, shown.stderr
+    # Acknowledged after the broker was read (a worker that finished it just then): not held. A
+    # trial's status called a task the live worker had just finished "taken by a worker that no
+    # longer answers"; the candidates are read again after the workers answer.
+    assert still_unacked(empty_redis_db, gone.held) == gone.held and gone.held[0].tag
+    empty_redis_db.hdel("unacked", gone.held[0].tag)
+    assert still_unacked(empty_redis_db, gone.held) == []
 
 
 @pytest.mark.parametrize("scheme", ["redis://127.0.0.1:{port}/0", "amqp://guest:guest@127.0.0.1:{port}//"])
