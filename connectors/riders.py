@@ -38,7 +38,7 @@ from sqlalchemy.orm import Session
 
 from connectors.errors import CRMError, FatalCRMError
 from connectors.protocols import LeadRef, OutboxItem, RecordResult, Router
-from connectors.routing import MAX_ATTEMPTS, RoutingReport, admit
+from connectors.routing import MAX_ATTEMPTS, RoutingReport, admit, note_assigned_owners
 from store.models import ActionStatus, Lead, LeadLifecycle, LeadScore, RoutingAction
 
 SPLIT = "SPLIT"  # error prefix of an action refused together with a score write: it runs on its own
@@ -134,6 +134,7 @@ def settle_riders(session: Session, riders: Mapping[int, list[Rider]], results: 
                 action.status, action.error = ActionStatus.done, None
                 action.crm_ref, action.done_at = rider.ref[:128], now
                 report.done[rider.kind] = report.done.get(rider.kind, 0) + 1
+                note_assigned_owners(session, [action])
                 continue
             detail = _detail(answer)
             if answer is not None and answer.outcome == "failed" and answer.about_record:

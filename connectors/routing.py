@@ -765,6 +765,17 @@ def _finish_many(engine: Engine, rows: Sequence[tuple[int, str | None, str | Non
                 action.crm_ref = crm_ref
             if status == ActionStatus.done:
                 action.done_at = now
+        note_assigned_owners(session, list(by_id.values()))
+
+
+def note_assigned_owners(session: Session, actions: Sequence[RoutingAction]) -> None:
+    """The store's owner of each lead an ``assign_owner`` just moved (done: its ``crm_ref`` is the
+    owner the CRM took), so a preview, ``explain`` or the next tier change's planning reads the
+    owner the CRM holds without waiting for the next sync (which reads it again)."""
+    for action in actions:
+        if (action.status == ActionStatus.done and action.crm_ref
+                and str(action.params.get("type")) == "assign_owner"):
+            session.execute(update(Lead).where(Lead.id == action.lead_id).values(owner_crm_id=action.crm_ref))
 
 
 def _finish(engine: Engine, action_id: int, crm_ref: str | None, error: str | None, status: str) -> None:
@@ -778,3 +789,4 @@ def _finish(engine: Engine, action_id: int, crm_ref: str | None, error: str | No
             action.crm_ref = crm_ref
         if status == ActionStatus.done:
             action.done_at = datetime.now(UTC)
+        note_assigned_owners(session, [action])

@@ -20,7 +20,7 @@ from connectors.writeback import drain_outbox
 from crmsim.app import CRMSim
 from scoring.pipeline import routing_preview
 from store.db import unit_of_work
-from store.models import LeadScore, RoutingAction
+from store.models import Lead, LeadScore, RoutingAction
 from tests.connectors.test_writeback_support import (
     add_leads,
     app_config,
@@ -66,6 +66,19 @@ def _statuses(engine: Engine) -> dict[int, dict[str, tuple[str, str | None]]]:
         for a in session.scalars(select(RoutingAction).order_by(RoutingAction.id)):
             out.setdefault(a.lead_id, {})[a.action] = (str(a.status), a.error)
         return out
+
+
+def _store_owners(engine: Engine) -> dict[str, str | None]:
+    """The store's owner of each lead, by CRM id (what a preview and planning read)."""
+    with unit_of_work(engine) as session:
+        return {crm_id: owner for crm_id, owner in session.execute(select(Lead.crm_id, Lead.owner_crm_id))}
+
+
+def _crm_owners(sim: CRMSim, w: dict[str, Any]) -> dict[str, str | None]:
+    """The CRMs' owner of the same leads, as a sync would read them."""
+    sf = {i: _sf_owner(sim, i) for i in w["sf_ids"]}
+    hs = {i: (str(o) if (o := _hs_props(sim, i).get("hubspot_owner_id")) else None) for i in w["hs_ids"]}
+    return {**sf, **hs}
 
 
 def _world(sim: CRMSim, engine: Engine) -> dict[str, Any]:
@@ -129,6 +142,12 @@ def test_overwrite_false_keeps_a_reps_leads_in_planning_and_in_the_crm(sim: CRMS
     tasks = {r.values["WhoId"]: r.values["OwnerId"] for r in sim.salesforce.store.records["Task"].values()
              if "[leadscore #" in (r.values["Subject"] or "")}
     assert tasks[w["sf_ids"][0]] == tasks[w["sf_ids"][2]] == w["rep"]["sf"]
+    # The store took the new owners from the CRM's answers (no sync since): the leads moved read
+    # their new owner; the ones a rep took since the sync still read queue / nobody until it runs.
+    stored = _store_owners(sqlite_engine)
+    assert stored[w["sf_ids"][1]] == _queue(sim, "SDR Queue") and stored[w["sf_ids"][0]] == w["rep"]["sf"]
+    assert stored[w["hs_ids"][1]] == _hs_props(sim, w["hs_ids"][1])["hubspot_owner_id"]
+    assert stored[w["sf_ids"][2]] == w["nurture"] and stored[w["hs_ids"][2]] is None
 
     # `leadscore status` says why they were cancelled: two at planning, two right before the call.
     from scoring.monitoring.freshness import routing_words
@@ -163,6 +182,7 @@ def test_overwrite_false_holds_for_an_owner_change_riding_the_score_write(sim: C
     assert _sf_owner(sim, w["sf_ids"][1]) == _queue(sim, "SDR Queue")
     assert _sf_owner(sim, w["sf_ids"][2]) == w["rep"]["sf"]
     assert _statuses(sqlite_engine)[w["sf"][w["sf_ids"][2]]]["assign_owner"][0] == "cancelled"
+    assert _store_owners(sqlite_engine)[w["sf_ids"][1]] == _queue(sim, "SDR Queue")  # from the write's answer
 
 
 def test_overwrite_left_true_moves_every_lead_and_the_preview_counts_the_reps_leads(
@@ -184,4 +204,6 @@ def test_overwrite_left_true_moves_every_lead_and_the_preview_counts_the_reps_le
     report = execute_routing(sqlite_engine, config, secrets_for(sim))
     assert report.done == {"assign_owner": 6, "create_task": 6} and report.owner_kept == 0
     assert _sf_owner(sim, w["sf_ids"][0]) == _sf_owner(sim, w["sf_ids"][2]) == _queue(sim, "SDR Queue")
+    # Every lead moved: the store reads the owners the CRMs now hold, before any sync.
+    assert {k: v for k, v in _store_owners(sqlite_engine).items() if k in _crm_owners(sim, w)} == _crm_owners(sim, w)
 
