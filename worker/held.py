@@ -3,7 +3,8 @@
 A worker killed mid-task leaves the task unacknowledged in Redis for the visibility timeout (60
 min, :mod:`worker.liveness`). leadscore's periodic tasks do the same work again meanwhile: beat
 sends a sync every minute, and the one after the kill resumes the dead unit once its lock expires;
-the next drain and routing pass take what the dead one had. When the store shows that work done,
+the next drain and routing pass take what the dead one had, and the next scoring the leads that
+changed. When the store shows that work done,
 the held task will find nothing to do when Redis hands it back: `status` lists it, not as a
 problem. Measured per task, from its arguments and the time it was taken; any other task (a
 training, a full rescore's chunk) stays a problem until it is back.
@@ -15,13 +16,14 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, or_, select
 from sqlalchemy.orm import Session
 
-from store.db import unit_of_work
+from store.db import among, unit_of_work
 from store.models import (
     ActionStatus,
     Connection,
+    Lead,
     Outbox,
     OutboxStatus,
     RoutingAction,
@@ -76,8 +78,33 @@ def _done_since(session: Session, task: HeldTask) -> str | None:
         left = session.scalar(select(func.count()).select_from(Outbox).where(
             Outbox.status == OutboxStatus.pending, Outbox.created_at <= taken))
         return "no write queued before it is still pending" if not left else None
+    if name == "leadscore.score.changed":
+        return _scored_since(session, taken)
     if name == "leadscore.routing.execute":
         left = session.scalar(select(func.count()).select_from(RoutingAction).where(
             RoutingAction.status.in_((ActionStatus.pending, ActionStatus.sending)), RoutingAction.created_at <= taken))
         return "no routing action planned before it is still pending" if not left else None
     return None
+
+
+def _scored_since(session: Session, taken: datetime) -> str | None:
+    """A scoring of changed leads: done once no open lead whose inputs changed before it was taken
+    (or that never had a score then) still waits for one. A lead that changed after it was taken
+    is newer work: the sync that stored the change sent a scoring task of its own."""
+    from scoring.champions import NoChampionError, load_champions
+    from scoring.inputs import id_chunks, stale_lead_ids
+
+    try:
+        models = load_champions(session)
+    except NoChampionError:
+        return "no champion model to score with: it would score nothing"
+    stale = stale_lead_ids(session, models.ids)
+    older = 0
+    for chunk in id_chunks(stale):
+        before = or_(Lead.inputs_changed_at.is_(None), Lead.inputs_changed_at <= taken)
+        counted = select(func.count()).select_from(Lead).where(among(session, Lead.id, chunk), before)
+        older += session.scalar(counted) or 0
+    if older:
+        return None
+    return ("no open lead waits for a score" if not stale
+            else f"every lead that waits for a score changed after it was taken ({len(stale)}: newer tasks)")

@@ -55,6 +55,5 @@ def close_lost_runs(engine: Engine, redis_url: str | None) -> dict[str, int]:
             )
             count = int(getattr(result, "rowcount", 0) or 0)
         if count:
-            logger.warning("sync of %s: %d run(s) left running by a dead worker marked failed", name, count)
             closed[name] = count
     return closed

@@ -93,7 +93,9 @@ def sync_all() -> list[str]:
     from worker.lost import close_lost_runs
 
     runtime = get_runtime()
-    close_lost_runs(runtime.engine, runtime.settings.broker_url)
+    for name, count in close_lost_runs(runtime.engine, runtime.settings.broker_url).items():
+        # The worker's log says it; `leadscore status` prints its own line (not this log's too).
+        logger.warning("sync of %s: %d run(s) left running by a dead worker marked failed", name, count)
     names = [c.name for c in runtime.config.connections if c.enabled]
     for name in names:
         sync_connection.delay(name)

@@ -238,3 +238,25 @@ def test_without_a_broker_nothing_is_missing_and_another_broker_says_what_it_can
     assert other.problems() == ["no worker consumes the long queue"]
     assert other.lines()[1:] == ["beat: cannot tell (measured on a Redis broker only)",
                                  "queues: cannot tell (measured on a Redis broker only)"]
+
+
+def test_status_says_once_that_a_dead_workers_sync_run_was_closed(tmp_path: Path, empty_redis_db: redis.Redis) -> None:
+    """A sync run a killed worker left "running" (its lock gone) is marked failed by `status`, which
+    says so in its own line; the worker's log warning is not printed beside it (a trial saw both)."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy.orm import Session
+
+    from store.models import SyncRun
+    from tests.factories import make_connection
+
+    env = _store_env(tmp_path)
+    engine = make_engine(env["LEADSCORE_DATABASE_URL"])
+    with Session(engine) as session:
+        hs = make_connection(session, "hs", kind="hubspot")
+        session.add(SyncRun(connection_id=hs.id, stream="contacts", status="running", started_at=datetime.now(UTC)))
+        session.commit()
+    engine.dispose()
+    shown = _status(env)
+    assert shown.stdout.count("hs: 1 sync run(s) left running by a dead worker marked failed") == 1, shown.stdout
+    assert "left running by a dead worker" not in shown.stderr and "WARNING" not in shown.stderr, shown.stderr
