@@ -710,12 +710,14 @@ def _last_tier_writes(session: Session, lead_ids: Sequence[int]) -> dict[int, tu
     for start in range(0, len(ids), 500):
         latest = (select(Outbox.lead_id, func.max(Outbox.id).label("max_id"))
                   .where(Outbox.lead_id.in_(ids[start:start + 500])).group_by(Outbox.lead_id).subquery())
-        for lead_id, status, payload, error in session.execute(
-                select(Outbox.lead_id, Outbox.status, Outbox.payload, Outbox.last_error)
-                .join(latest, Outbox.id == latest.c.max_id)):
+        # The tier its score row holds (a row queued by scoring has no payload until the drain claims it).
+        for lead_id, status, tier, payload, error in session.execute(
+                select(Outbox.lead_id, Outbox.status, LeadScore.tier, Outbox.payload, Outbox.last_error)
+                .join(latest, Outbox.id == latest.c.max_id)
+                .outerjoin(LeadScore, LeadScore.id == Outbox.lead_score_id)):
             unchanged = status == OutboxStatus.superseded and str(error or "").startswith("unchanged:")
             sent = status == OutboxStatus.sent or unchanged
-            out[lead_id] = (OutboxStatus.sent if sent else status, (payload or {}).get("tier"))
+            out[lead_id] = (OutboxStatus.sent if sent else status, tier or (payload or {}).get("tier"))
     return out
 
 

@@ -54,6 +54,7 @@ from connectors.registry import (
 )
 from connectors.riders import SPLIT, Rider, claim_riders, release_riders, settle_riders
 from connectors.writeback_report import DEFAULT_POLICY, ConnectionWriteback, WritebackPolicy, WritebackReport
+from scoring.score_writes import render_queued
 from store.db import IDS_PER_STATEMENT, among, unit_of_work
 from store.models import (
     ACCOUNT_OUTBOX_KIND,
@@ -326,6 +327,9 @@ def _claim_batch(
             entry.superseded += 1
             skipped += 1
         newest[key] = row
+    # A scoring run queues a lead's row without its payload: rendered from its score row now, and
+    # kept with the row (what is sent, and the hash the next write of the lead is compared with).
+    render_queued(session, list(newest.values()))
     last_sent = _last_sent_hashes(session, conn_id, list(newest), outbox_kind)
     items: list[OutboxItem] = []
     for key, row in newest.items():
@@ -336,7 +340,7 @@ def _claim_batch(
             entry.unchanged_skipped += 1
             skipped += 1
             continue
-        items.append(OutboxItem(row.id, row.lead_id, row.crm_id, dict(row.payload), row.attempts,
+        items.append(OutboxItem(row.id, row.lead_id, row.crm_id, dict(row.payload or {}), row.attempts,
                                 account_id=row.account_id))
     session.flush()
     return items, skipped

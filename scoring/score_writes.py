@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -66,25 +65,6 @@ def json_list(values: Sequence[str]) -> JSONText:
     return JSONText("[" + ",".join(map(_quoted, values)) + "]")
 
 
-def score_payload_json(
-    score: int, tier: str, reasons: Sequence[str], model: str, scored_at: datetime, *,
-    likelihood: float, fit: int | None, engagement: int | None, score_change: int | None,
-) -> JSONText:
-    """:func:`payload_json` of :func:`outbox_payload`, the same text, written straight from the
-    values when every sub-score is given (a scoring run's rows): a run writes one per lead, and the
-    dict and the encoder's pass over it cost several times the text. ``score_change`` None (a
-    lead's first score: nothing to compare with) leaves its key out, as the dict would."""
-    if fit is None or engagement is None or not math.isfinite(likelihood):  # keys left out; NaN, inf
-        return payload_json(outbox_payload(score, tier, reasons, model, scored_at, likelihood=likelihood,
-                                           fit=fit, engagement=engagement, score_change=score_change))
-    change = "" if score_change is None else f'"score_change":{int(score_change)},'
-    return JSONText(
-        f'{{"engagement":{int(engagement)},"fit":{int(fit)},"likelihood":{float(likelihood)!r},'
-        f'"model":{_quoted(model)},"reasons":{_quoted(join_reasons(list(reasons)))},"score":{int(score)},'
-        f'{change}"scored_at":"{_iso_seconds(scored_at)}","tier":{_quoted(tier)}}}'
-    )
-
-
 @lru_cache(maxsize=64)
 def _iso_seconds(at: datetime) -> str:
     """A run's rows share their time: formatted once."""
@@ -131,6 +111,33 @@ def outbox_payload(
     extra = {"likelihood": likelihood, "fit": fit, "engagement": engagement, "score_change": score_change}
     payload.update({k: v for k, v in extra.items() if v is not None})
     return payload
+
+
+def render_queued(session: Session, rows: Sequence[Outbox]) -> int:
+    """Give each score write a scoring run queued without its payload (``payload`` None) the payload
+    and hash of the score row it carries, as :func:`outbox_payload` and :func:`payload_hash` make
+    them; rows that have theirs keep them. The write-back drain calls it on the rows it claims (in
+    the claim's transaction: a sent row keeps what was sent, and its hash is what later writes of
+    the lead are compared with). Returns the rows rendered."""
+    wanted = [r for r in rows if r.payload is None and r.lead_score_id is not None]
+    if not wanted:
+        return 0
+    scores: dict[int, tuple[Any, ...]] = {}
+    for chunk in id_chunks(sorted({int(r.lead_score_id) for r in wanted if r.lead_score_id is not None})):
+        scores.update({row[0]: tuple(row[1:]) for row in session.execute(
+            select(LeadScore.id, LeadScore.score, LeadScore.tier, LeadScore.reasons, LeadScore.probability,
+                   LeadScore.fit_score, LeadScore.engagement_score, LeadScore.score_change, LeadScore.scored_at,
+                   ModelVersion.version)
+            .outerjoin(ModelVersion, ModelVersion.id == LeadScore.model_version_id)
+            .where(among(session, LeadScore.id, chunk)))})
+    of_row = [scores[int(row.lead_score_id or 0)] for row in wanted]
+    likelihoods = _likelihoods([values[3] for values in of_row])
+    for row, values, likelihood in zip(wanted, of_row, likelihoods, strict=True):
+        score, tier, reasons, _, fit, engagement, change, scored_at, version = values
+        payload = outbox_payload(score, tier, list(reasons or []), version or "", scored_at, likelihood=likelihood,
+                                 fit=fit, engagement=engagement, score_change=change)
+        row.payload, row.payload_hash = payload, payload_hash(payload)
+    return len(wanted)
 
 
 @dataclass
@@ -342,20 +349,17 @@ def render_scores(
         or _fields(p.score, p.tier, p.reasons, likelihood_before[r.lead_id], p.fit_score, p.engagement_score,
                    p.score_change) != shown(r)
     ]
-    texts = [
-        # Serialised once: stored as it is and hashed.
-        score_payload_json(r.score, r.tier, r.reasons, r.model_version, when, likelihood=likelihood[r.lead_id],
-                           fit=r.fit_score, engagement=r.engagement_score, score_change=changes[r.lead_id])
-        for r in changed
-    ]
     m = len(changed)
     refs = prior.lead_refs
     return RenderedScores(
         when=when, lead_ids=lead_ids, score_columns=score_columns, changed=[r.lead_id for r in changed],
         outbox_columns={
             "connection_id": [refs[r.lead_id][0] for r in changed], "lead_id": [r.lead_id for r in changed],
-            "crm_id": [refs[r.lead_id][1] for r in changed], "kind": [OUTBOX_KIND] * m, "payload": texts,
-            "payload_hash": [payload_hash(t) for t in texts], "status": [OutboxStatus.pending] * m,
+            # No payload: the score row it carries holds every value, and the drain renders it when
+            # it claims the row (:func:`render_queued`). A run skips a lead's text and hash that a
+            # later score would supersede unsent anyway.
+            "crm_id": [refs[r.lead_id][1] for r in changed], "kind": [OUTBOX_KIND] * m,
+            "status": [OutboxStatus.pending] * m,
             "attempts": [0] * m, "created_at": [when] * m, "next_attempt_at": [when] * m,
         },
         tier_changed=[r.lead_id for r in rows if (p := previous.get(r.lead_id)) is None or p.tier != r.tier],

@@ -496,8 +496,11 @@ class Outbox(Base):
     account_id: Mapped[int | None] = mapped_column(ForeignKey("account.id"))
     crm_id: Mapped[str] = mapped_column(String(64))
     kind: Mapped[str] = mapped_column(String(32), default=OUTBOX_KIND)
-    payload: Mapped[dict[str, Any]] = mapped_column(WrittenJSON)
-    payload_hash: Mapped[str] = mapped_column(String(64))
+    # What the call sends, and its hash without the time of scoring (the drain skips a write equal
+    # to the last one sent). A scoring run queues a lead's row without them: the drain renders
+    # them from the score row (``lead_score_id``) when it claims the row, and keeps them.
+    payload: Mapped[dict[str, Any] | None] = mapped_column(WrittenJSON)
+    payload_hash: Mapped[str | None] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(16), default=OutboxStatus.pending)  # an OutboxStatus
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)

@@ -348,3 +348,65 @@ def test_a_partial_field_mapping_keeps_the_crms_own_defaults() -> None:
     sf = score_field_names(config.connection("sf"))
     assert (hs.score, hs.tier, hs.scored_at) == ("predicted_score", "leadscore_tier", "leadscore_scored_at")
     assert (sf.score, sf.tier) == ("Lead_Score__c", "Grade__c")
+
+
+def test_a_scoring_runs_rows_are_rendered_when_claimed_and_land_as_the_score_says(
+    sim: CRMSim, sqlite_engine: Engine,
+) -> None:
+    """Scoring's own write path (``write_scores``) queues each changed lead's row without its
+    payload; the drain renders it from the score row when it claims it, keeps it with the row, and
+    compares it with the last one sent: the CRM shows the score row's values, an unchanged rescore
+    writes nothing, and a tier changed and changed back before the drain writes nothing either."""
+    from scoring.score_writes import NewScore, write_scores
+    from scoring.tiers import likelihood_percent
+    from store.models import ModelVersion
+
+    sf_ids, hs_ids = sf_lead_ids(sim, 3), hs_contact_ids(sim, 2)
+    leads = add_leads(sqlite_engine, "sf", sf_ids) | add_leads(sqlite_engine, "hs", hs_ids)
+    with unit_of_work(sqlite_engine) as session:
+        mv = ModelVersion(version="catboost-20261205-1", status="champion", family="catboost", artifact=b"")
+        session.add(mv)
+        session.flush()
+        mv_id = mv.id
+
+    def scored(tier: str, score_value: int, at: timedelta) -> None:
+        with unit_of_work(sqlite_engine) as session:
+            write_scores(session, [
+                NewScore(lead_id=lead_id, probability=score_value / 400, score=score_value, tier=tier,
+                         reasons=["+ Engagement: Visited pricing 3 times in 7 days", f"- Fit: lead {n}"],
+                         model_version_id=mv_id, model_version="catboost-20261205-1", inputs_hash=f"h{n}",
+                         fit_score=40 + n, engagement_score=80, as_of=SCORED_AT + at)
+                for n, lead_id in enumerate(leads.values())], policy_id=None, scored_at=SCORED_AT + at)
+
+    scored("A", 91, timedelta(0))
+    with unit_of_work(sqlite_engine) as session:
+        queued = list(session.scalars(select(Outbox)))
+        assert len(queued) == 5 and all(r.payload is None and r.payload_hash is None for r in queued)
+
+    assert drain_outbox(sqlite_engine, app_config(sim), secrets_for(sim)).records_written == 5
+
+    with unit_of_work(sqlite_engine) as session:
+        for row in session.scalars(select(Outbox)):
+            current = session.get(LeadScore, row.lead_score_id)
+            assert row.status == "sent" and current is not None
+            expected = outbox_payload(91, "A", current.reasons, "catboost-20261205-1", current.scored_at,
+                                      likelihood=float(likelihood_percent(current.probability)),
+                                      fit=current.fit_score, engagement=80)
+            assert row.payload == expected and row.payload_hash == payload_hash(expected)
+    rep = sim.salesforce.store.get(sf_ids[1]).values  # type: ignore[union-attr]
+    assert (rep["Lead_Score__c"], rep["Lead_Tier__c"]) == (91, "A")
+    assert rep["Lead_Score_Reasons__c"] == "+ Engagement: Visited pricing 3 times in 7 days; - Fit: lead 1"
+    assert rep["Lead_Fit_Score__c"] == 41 and rep["Lead_Score_Model__c"] == "catboost-20261205-1"
+    hs = sim.hubspot.store.records["contacts"][int(hs_ids[0])].props
+    assert (hs["leadscore_score"], hs["leadscore_tier"]) == ("91", "A")
+
+    # A day later the same score, now with its change against the first (0, no longer blank): sent.
+    scored("A", 91, timedelta(days=1))
+    assert drain_outbox(sqlite_engine, app_config(sim), secrets_for(sim)).records_written == 5
+    # Then B and back to A before any drain: the B row is superseded, the A row equals what was sent.
+    scored("B", 70, timedelta(days=1, hours=1))
+    scored("A", 91, timedelta(days=1, hours=2))
+    sim.reset_counts()
+    again = drain_outbox(sqlite_engine, app_config(sim), secrets_for(sim))
+    assert again.records_written == 0 and _write_calls(sim) == (0, 0)
+    assert again.connections["sf"].unchanged_skipped == 3 and again.connections["hs"].unchanged_skipped == 2

@@ -34,6 +34,7 @@ from scoring.monitoring.accuracy import calibration_alert, reference_gap_note
 from scoring.monitoring.reference_cohort import ensure_reference
 from scoring.monitoring.tier_conversion import early_top_tier
 from scoring.registry import champion
+from scoring.score_writes import render_queued
 from scoring.service import score_leads, train_from_store
 from scoring.tiers import Policy
 from store.db import make_engine
@@ -468,7 +469,9 @@ def test_a_challenger_in_shadow_for_a_month_is_compared_live_and_never_written(s
     shadow_rows = session.scalars(select(ShadowScore).where(ShadowScore.model_version_id == challenger.id)).all()
     assert scored > 100 and len(shadow_rows) == scored
     # Nothing the shadow model computed reaches the CRM: every score write carries the champion.
-    models = {row.payload.get("model") for row in session.scalars(select(Outbox))}
+    writes = list(session.scalars(select(Outbox)))
+    render_queued(session, writes)  # as the drain will send them
+    models = {(row.payload or {}).get("model") for row in writes}
     assert champ.version in models and challenger.version not in models
     # After the horizon, the monitor compares both on the same leads with known outcomes.
     later = as_of_day(TRAIN_DAY + 31 + TRAINING.horizon_days + 7)

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from config.errors import LeadscoreError
 from scoring import registry
 from scoring.reference import rank
+from scoring.score_writes import render_queued
 from scoring.service import explain_lead, find_lead, score_leads, stale_lead_ids
 from scoring.tiers import Policy, set_policy, tiers_for
 from store.models import Lead, LeadLifecycle, LeadScore, Outbox, QuarantinedRecord
@@ -122,7 +123,8 @@ def test_change_over_seven_days_and_history(any_session: Session) -> None:
     assert info["score_change"] == after.score_change and info["history"][-1]["as_of"] == week.isoformat()
     assert all(h["model"] for h in info["history"])
     outbox = any_session.scalars(select(Outbox).where(Outbox.lead_id == lead.id).order_by(Outbox.id.desc())).first()
-    assert outbox is not None and outbox.payload["score_change"] == after.score_change
+    assert outbox is not None and render_queued(any_session, [outbox]) == 1  # as the drain will send it
+    assert outbox.payload is not None and outbox.payload["score_change"] == after.score_change
 
 
 def test_explain_says_a_converted_or_closed_lead_keeps_its_last_score_while_open(any_session: Session) -> None:

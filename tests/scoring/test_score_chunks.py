@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from config.app_config import TierConfig
 from scoring import registry
 from scoring.score_run import retier_to_plan
+from scoring.score_writes import render_queued
 from scoring.service import ScoringPlan, plan_scoring, score_chunk, score_leads
 from scoring.tiers import Policy, assign_tiers, current_scores
 from store.models import Lead, LeadLifecycle, LeadScore, Outbox
@@ -28,6 +29,7 @@ def _written(session: Session) -> dict[int, tuple[Any, ...]]:
     out: dict[int, tuple[Any, ...]] = {}
     for s in session.scalars(select(LeadScore).where(LeadScore.is_current.is_(True))):
         box = session.scalars(select(Outbox).where(Outbox.lead_score_id == s.id)).one_or_none()
+        render_queued(session, [box] if box else [])  # as the drain will send it
         payload = {k: v for k, v in (box.payload if box else {}).items() if k != "scored_at"}
         out[s.lead_id] = (s.score, s.tier, list(s.reasons), round(s.probability, 12), s.fit_score,
                           s.engagement_score, s.score_change, s.next_aging_at, s.model_version_id,

@@ -21,6 +21,7 @@ from config.errors import LeadscoreError
 from scoring import registry
 from scoring.features import build_feature_frame, load_activities_frame, load_leads_frame
 from scoring.reasons import join_reasons
+from scoring.score_writes import render_queued
 from scoring.service import (
     NoChampionError,
     crm_now,
@@ -111,6 +112,9 @@ def test_score_writes_current_rows_outbox_and_calls_the_hook(any_session: Sessio
     assert some.score_change is None and some.as_of == AS_OF
     outbox = any_session.scalars(select(Outbox).where(Outbox.lead_id == some.lead_id)).one()
     assert outbox.status == "pending" and outbox.kind == "score_fields" and outbox.lead_score_id == some.id
+    # Queued without its payload (the score row holds every value); the drain renders it on claim.
+    assert outbox.payload is None and outbox.payload_hash is None
+    assert render_queued(any_session, [outbox]) == 1 and outbox.payload is not None
     assert set(outbox.payload) == {"score", "tier", "reasons", "model", "scored_at", "likelihood", "fit",
                                    "engagement"}
     assert outbox.payload["likelihood"] == round(100 * some.probability, 1)

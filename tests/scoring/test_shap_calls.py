@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from config.app_config import TierConfig
 from scoring import registry, score_run
 from scoring.champions import ensure_score_reference
+from scoring.score_writes import render_queued
 from scoring.service import score_leads
 from store.models import LeadScore, Outbox
 from tests.factories import BASE_TIME, synthetic_population, synthetic_training
@@ -43,6 +44,7 @@ def _scored(session: Session) -> list[tuple[Any, ...]]:
     scores = session.execute(select(LeadScore.lead_id, LeadScore.probability, LeadScore.score, LeadScore.tier,
                                     LeadScore.reasons, LeadScore.fit_score, LeadScore.engagement_score)
                              .order_by(LeadScore.lead_id)).all()
+    assert render_queued(session, list(session.scalars(select(Outbox)))) > 0  # as the drain will send them
     writes = session.execute(select(Outbox.lead_id, Outbox.payload_hash).order_by(Outbox.lead_id)).all()
     return [tuple(r) for r in scores] + [tuple(r) for r in writes]
 
