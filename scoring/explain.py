@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from config.app_config import AppConfig
 from config.errors import LeadscoreError
 from scoring.feedback import lead_feedback
 from scoring.reasons import MAX_REASONS_CHARS, crm_reason_indices
+from scoring.score_writes import CHANGE_DAYS
 from scoring.tiers import likelihood_percent
 from store.models import Connection, Lead, LeadLifecycle, LeadScore, ModelVersion, QuarantinedRecord
 from store.queries import routing_actions
@@ -99,6 +101,25 @@ def _score_view(row: LeadScore, version: str | None) -> dict[str, Any]:
     }
 
 
+def _change_since(session: Session, current: LeadScore) -> str | None:
+    """The data clock (ISO date) of the score ``current.score_change`` is measured against, as
+    :func:`scoring.score_writes.read_prior` picks it: the lead's latest score at least
+    :data:`CHANGE_DAYS` older, else its first earlier one. None when the change is blank. The
+    change of a lead scored 10 days apart is over those 10 days, not "in 7 days"."""
+    if current.score_change is None or current.as_of is None:
+        return None
+    earlier = select(LeadScore.as_of, LeadScore.score).where(LeadScore.lead_id == current.lead_id,
+                                                            LeadScore.id != current.id)
+    base = session.execute(earlier.where(LeadScore.as_of <= current.as_of - timedelta(days=CHANGE_DAYS))
+                           .order_by(LeadScore.id.desc()).limit(1)).first()
+    if base is None:
+        base = session.execute(earlier.where(or_(LeadScore.as_of < current.as_of, LeadScore.as_of.is_(None)))
+                               .order_by(LeadScore.id).limit(1)).first()
+    if base is None or base[0] is None:
+        return None
+    return str(base[0].date().isoformat())
+
+
 def explain_lead(session: Session, ref: str, *, history: bool = False,
                  config: AppConfig | None = None) -> dict[str, Any]:
     """A lead's current score, likelihood, fit, engagement, change, tier, reasons and model (for
@@ -124,6 +145,7 @@ def explain_lead(session: Session, ref: str, *, history: bool = False,
         "company": lead.company,
         "title": lead.title,
         **_score_view(current, versions.get(current.model_version_id or -1)),
+        "score_change_since": _change_since(session, current),
         "deleted": lead.is_deleted,
         # Only open leads are rescored, written and routed: a converted or closed lead keeps its
         # last score while open, which a reader must not take for a current one.

@@ -125,6 +125,22 @@ def test_change_over_seven_days_and_history(any_session: Session) -> None:
     outbox = any_session.scalars(select(Outbox).where(Outbox.lead_id == lead.id).order_by(Outbox.id.desc())).first()
     assert outbox is not None and render_queued(any_session, [outbox]) == 1  # as the drain will send it
     assert outbox.payload is not None and outbox.payload["score_change"] == after.score_change
+    # The change names the score it is measured against: the week-old one here.
+    from worker.cli.scoring import _score_line
+
+    assert info["score_change_since"] == AS_OF.date().isoformat()
+    assert f"score {after.score} ({after.score_change:+d} since {AS_OF.date().isoformat()})," in _score_line(info)
+    # Rescored 10 days after that (no score in between): measured against the first, 10 days back.
+    later = week + timedelta(days=10)
+    add_activities(any_session, lead, [("meeting", later - timedelta(hours=2), None)])
+    any_session.execute(
+        Lead.__table__.update().where(Lead.id == lead.id).values(inputs_changed_at=later)  # type: ignore[attr-defined]
+    )
+    score_leads(any_session, as_of=later)
+    latest = _current(any_session, lead.id)
+    again = explain_lead(any_session, lead.crm_id)
+    assert again["score_change_since"] == week.date().isoformat()
+    assert latest.score_change == latest.score - after.score  # the score the date names
 
 
 def test_explain_says_a_converted_or_closed_lead_keeps_its_last_score_while_open(any_session: Session) -> None:

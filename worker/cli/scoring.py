@@ -206,9 +206,13 @@ def _routing_lines(actions: list[dict[str, Any]]) -> list[str]:
 
 
 def _score_line(info: dict[str, Any]) -> str:
-    """``score 87 (+12 in 7 days), likelihood 23.4 %, fit 71, engagement 92, tier A``."""
-    change = info.get("score_change")
-    trend = f" ({change:+d} in 7 days)" if isinstance(change, int) and change else ""
+    """``score 87 (+12 since 2026-06-25), likelihood 23.4 %, fit 71, engagement 92, tier A``: the
+    change is against the lead's latest score at least 7 days older (else its first), whose date
+    it names (a lead scored 10 days apart changed over those 10 days, not "in 7 days")."""
+    change, since = info.get("score_change"), info.get("score_change_since")
+    trend = ""
+    if isinstance(change, int) and change:
+        trend = f" ({change:+d} since {since})" if since else f" ({change:+d})"
     parts = [f"score {info['score']}{trend}", f"likelihood {info['likelihood']:.1f} %"]
     if info.get("fit") is not None:
         parts.append(f"fit {info['fit']}")
