@@ -668,13 +668,13 @@ def _new_scores(scored: _Scored, tiers: Sequence[str], as_of: datetime) -> list[
     # Python numbers from the arrays at once (indexing an array per value costs more).
     probs, scores = scored.probs.astype("float64").tolist(), scored.scores.astype("int64").tolist()
     fits, engagements = scored.fits.astype("int64").tolist(), scored.engagements.astype("int64").tolist()
-    # Each model's id and version read once (an ORM attribute per row costs more than a dict).
-    known: dict[int, tuple[int, str]] = {}
-    used = [known.get(id(mv)) or known.setdefault(id(mv), (mv.id, mv.version)) for mv in scored.versions]
+    # Each model's id read once (an ORM attribute per row costs more than a dict).
+    known: dict[int, int] = {}
+    used = [known.get(id(mv)) or known.setdefault(id(mv), mv.id) for mv in scored.versions]
     return [
         NewScore(
             lead_id=lead_id, probability=probs[i], score=scores[i], tier=tiers[i],
-            reasons=scored.texts[i], model_version_id=used[i][0], model_version=used[i][1],
+            reasons=scored.texts[i], model_version_id=used[i],
             inputs_hash=scored.hashes[i],
             fit_score=fits[i], engagement_score=engagements[i], as_of=as_of,
             next_aging_at=scored.aging.get(lead_id),

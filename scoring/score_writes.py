@@ -149,8 +149,7 @@ class NewScore:
     score: int
     tier: str
     reasons: list[str]
-    model_version_id: int | None
-    model_version: str
+    model_version_id: int | None  # the payload names its version (rendered when the drain claims the row)
     inputs_hash: str | None
     fit_score: int | None = None
     engagement_score: int | None = None
@@ -482,14 +481,12 @@ def retier_current(
     for chunk in id_chunks(ids):
         found = session.scalars(select(LeadScore).where(among(session, LeadScore.id, chunk)))
         previous.update({s.id: s for s in found})
-    versions = {mv_id: version for mv_id, version in session.execute(select(ModelVersion.id, ModelVersion.version))}
     rows = []
     for i in changed:
         old = previous[int(current["score_id"].iloc[i])]
         rows.append(NewScore(
             lead_id=old.lead_id, probability=old.probability, score=old.score, tier=new_tiers[i],
-            reasons=list(old.reasons or []), model_version_id=old.model_version_id,
-            model_version=versions.get(old.model_version_id or -1, ""), inputs_hash=old.inputs_hash,
+            reasons=list(old.reasons or []), model_version_id=old.model_version_id, inputs_hash=old.inputs_hash,
             fit_score=old.fit_score, engagement_score=old.engagement_score, as_of=old.as_of,
             next_aging_at=old.next_aging_at,
         ))

@@ -72,7 +72,7 @@ def _score_all(engine: Engine, probability_of: dict[str, tuple[float, int]]) -> 
         for lead in session.scalars(select(Lead).where(Lead.lifecycle == "open").order_by(Lead.id)):
             p, engagement = next((v for name, v in probability_of.items() if name == lead.company), (0.02, 20))
             rows.append(NewScore(lead_id=lead.id, probability=p, score=int(p * 100) or 1, tier="A", reasons=[],
-                                 model_version_id=mv.id, model_version=mv.version, inputs_hash=lead.inputs_hash,
+                                 model_version_id=mv.id, inputs_hash=lead.inputs_hash,
                                  fit_score=50, engagement_score=engagement))
         write_scores(session, rows, policy_id=None)
         return refresh_accounts(session).to_dict()

@@ -374,7 +374,7 @@ def test_a_scoring_runs_rows_are_rendered_when_claimed_and_land_as_the_score_say
             write_scores(session, [
                 NewScore(lead_id=lead_id, probability=score_value / 400, score=score_value, tier=tier,
                          reasons=["+ Engagement: Visited pricing 3 times in 7 days", f"- Fit: lead {n}"],
-                         model_version_id=mv_id, model_version="catboost-20261205-1", inputs_hash=f"h{n}",
+                         model_version_id=mv_id, inputs_hash=f"h{n}",
                          fit_score=40 + n, engagement_score=80, as_of=SCORED_AT + at)
                 for n, lead_id in enumerate(leads.values())], policy_id=None, scored_at=SCORED_AT + at)
 
