@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 import numpy as np
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from config.app_config import AppConfig
 from config.errors import LeadscoreError
 from scoring.feedback import lead_feedback
 from scoring.reasons import MAX_REASONS_CHARS, crm_reason_indices
-from scoring.score_writes import CHANGE_DAYS
+from scoring.score_writes import change_baseline_as_of
 from scoring.tiers import likelihood_percent
 from store.models import Connection, Lead, LeadLifecycle, LeadScore, ModelVersion, QuarantinedRecord
 from store.queries import routing_actions
@@ -102,22 +101,10 @@ def _score_view(row: LeadScore, version: str | None) -> dict[str, Any]:
 
 
 def _change_since(session: Session, current: LeadScore) -> str | None:
-    """The data clock (ISO date) of the score ``current.score_change`` is measured against, as
-    :func:`scoring.score_writes.read_prior` picks it: the lead's latest score at least
-    :data:`CHANGE_DAYS` older, else its first earlier one. None when the change is blank. The
-    change of a lead scored 10 days apart is over those 10 days, not "in 7 days"."""
-    if current.score_change is None or current.as_of is None:
-        return None
-    earlier = select(LeadScore.as_of, LeadScore.score).where(LeadScore.lead_id == current.lead_id,
-                                                            LeadScore.id != current.id)
-    base = session.execute(earlier.where(LeadScore.as_of <= current.as_of - timedelta(days=CHANGE_DAYS))
-                           .order_by(LeadScore.id.desc()).limit(1)).first()
-    if base is None:
-        base = session.execute(earlier.where(or_(LeadScore.as_of < current.as_of, LeadScore.as_of.is_(None)))
-                               .order_by(LeadScore.id).limit(1)).first()
-    if base is None or base[0] is None:
-        return None
-    return str(base[0].date().isoformat())
+    """The date of the score the change is measured against (a lead scored 10 days apart changed
+    over those 10 days, not "in 7 days"); None when the change is blank."""
+    base = change_baseline_as_of(session, current)
+    return base.date().isoformat() if base is not None else None
 
 
 def explain_lead(session: Session, ref: str, *, history: bool = False,

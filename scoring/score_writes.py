@@ -189,9 +189,10 @@ def _likelihoods(probabilities: Sequence[float]) -> list[float]:
 
 
 def _change_baselines(
-    session: Session, ids: Sequence[int], as_of: datetime
+    session: Session, ids: Sequence[int], as_of: datetime, since: dict[int, datetime | None] | None = None,
 ) -> tuple[dict[int, int], dict[int, datetime]]:
-    """Per lead: the score to measure the 7-day change against, and when that baseline moves.
+    """Per lead: the score to measure the 7-day change against, and when that baseline moves
+    (``since``, when given, gets each baseline's own data clock: :func:`change_baseline_as_of`).
 
     The baseline is the lead's latest score with ``as_of`` at least :data:`CHANGE_DAYS` before
     ``as_of``; a lead first scored within those days is measured against its first score. A lead
@@ -208,10 +209,13 @@ def _change_baselines(
             .group_by(LeadScore.lead_id)
             .subquery()
         )
-        for lead_id, score in session.execute(
-            select(LeadScore.lead_id, LeadScore.score).join(latest_old, LeadScore.id == latest_old.c.sid)
+        for lead_id, score, base_as_of in session.execute(
+            select(LeadScore.lead_id, LeadScore.score, LeadScore.as_of)
+            .join(latest_old, LeadScore.id == latest_old.c.sid)
         ):
             base[lead_id] = score
+            if since is not None:
+                since[lead_id] = base_as_of
         missing = [i for i in chunk if i not in base]
         if missing:
             first = (
@@ -222,10 +226,12 @@ def _change_baselines(
                 .group_by(LeadScore.lead_id)
                 .subquery()
             )
-            for lead_id, score in session.execute(
-                select(LeadScore.lead_id, LeadScore.score).join(first, LeadScore.id == first.c.sid)
+            for lead_id, score, base_as_of in session.execute(
+                select(LeadScore.lead_id, LeadScore.score, LeadScore.as_of).join(first, LeadScore.id == first.c.sid)
             ):
                 base[lead_id] = score
+                if since is not None:
+                    since[lead_id] = base_as_of
         for lead_id, when in session.execute(
             select(LeadScore.lead_id, func.min(LeadScore.as_of))
             .where(among(session, LeadScore.lead_id, chunk), LeadScore.as_of > cutoff)
@@ -235,6 +241,17 @@ def _change_baselines(
                 when = when if when.tzinfo is not None else when.replace(tzinfo=UTC)
                 moves[lead_id] = when + timedelta(days=CHANGE_DAYS)
     return base, moves
+
+
+def change_baseline_as_of(session: Session, current: LeadScore) -> datetime | None:
+    """The data clock of the score ``current.score_change`` was measured against (the baseline
+    :func:`read_prior` picked; ``current`` is the newest row, so the same rows qualify now), or
+    None when the change is blank. ``explain`` names its date."""
+    if current.score_change is None or current.as_of is None:
+        return None
+    since: dict[int, datetime | None] = {}
+    _change_baselines(session, [current.lead_id], current.as_of, since)
+    return since.get(current.lead_id)
 
 
 @dataclass
