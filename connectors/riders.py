@@ -124,6 +124,7 @@ def settle_riders(session: Session, riders: Mapping[int, list[Rider]], results: 
     split: set[int] = set()
     now = datetime.now(UTC)
     actions = _actions(session, riders)
+    done: list[RoutingAction] = []
     for outbox_id, group in riders.items():
         answer = answers.get(outbox_id)
         for rider in group:
@@ -134,7 +135,7 @@ def settle_riders(session: Session, riders: Mapping[int, list[Rider]], results: 
                 action.status, action.error = ActionStatus.done, None
                 action.crm_ref, action.done_at = rider.ref[:128], now
                 report.done[rider.kind] = report.done.get(rider.kind, 0) + 1
-                note_assigned_owners(session, [action])
+                done.append(action)
                 continue
             detail = _detail(answer)
             if answer is not None and answer.outcome == "failed" and answer.about_record:
@@ -156,6 +157,7 @@ def settle_riders(session: Session, riders: Mapping[int, list[Rider]], results: 
             else:
                 action.status, action.error = ActionStatus.pending, detail
             report.retry_later += 1
+    note_assigned_owners(session, done)  # the new owners of the assignments done here, in the store
     return split
 
 

@@ -774,10 +774,13 @@ def note_assigned_owners(session: Session, actions: Sequence[RoutingAction]) -> 
     """The store's owner of each lead an ``assign_owner`` just moved (done: its ``crm_ref`` is the
     owner the CRM took), so a preview, ``explain`` or the next tier change's planning reads the
     owner the CRM holds without waiting for the next sync (which reads it again)."""
+    by_owner: dict[str, list[int]] = {}
     for action in actions:
         if (action.status == ActionStatus.done and action.crm_ref
                 and str(action.params.get("type")) == "assign_owner"):
-            session.execute(update(Lead).where(Lead.id == action.lead_id).values(owner_crm_id=action.crm_ref))
+            by_owner.setdefault(action.crm_ref, []).append(action.lead_id)
+    for owner, lead_ids in by_owner.items():  # one statement per owner (a queue, a round-robin's reps)
+        session.execute(update(Lead).where(among(session, Lead.id, lead_ids)).values(owner_crm_id=owner))
 
 
 def _finish(engine: Engine, action_id: int, crm_ref: str | None, error: str | None, status: str) -> None:
