@@ -10,11 +10,15 @@ docs/scaling.md "Forty-second session").
 So on PostgreSQL these seven keys (:data:`SET_CHECKED`) are not declared; triggers keep what the
 keys kept:
 
-- **Inserts** (``COPY`` included): one statement-level trigger per table checks, with one set-based
-  query per key over the statement's new rows, that every referenced row exists, locking those
-  rows ``FOR KEY SHARE`` as the declared keys do (a concurrent delete of a referenced row waits,
-  then fails). A missing row fails the statement with SQLSTATE 23503 (``foreign_key_violation``,
-  an :class:`sqlalchemy.exc.IntegrityError`), worded as PostgreSQL words a key's failure.
+- **Inserts** (``COPY`` included): one statement-level trigger per table checks that every
+  referenced row exists, locking those rows ``FOR KEY SHARE`` as the declared keys do (a
+  concurrent delete of a referenced row waits, then fails). Per key, the distinct ids of the
+  statement's new rows are gathered into an array in one narrow pass, then looked up as one
+  array: on the bench store's 11,911 score and outbox rows the two triggers took 12 + 20 ms
+  against 31 + 54 ms for a count and a semi-join over the new rows per key (``0014``). A missing
+  row fails the statement with SQLSTATE 23503 (``foreign_key_violation``, an
+  :class:`sqlalchemy.exc.IntegrityError`), worded as PostgreSQL words a key's failure; its detail
+  names the lowest missing id.
 - **The referencing columns never change** after insert (a row trigger, fired only when one of
   them is set and differs): leadscore never updates them, so nothing checks a new value.
 - **The referenced rows**: deleting one still referenced fails (a statement-level trigger on the
@@ -26,7 +30,8 @@ A ``TRUNCATE`` of a referenced table is not guarded (the declared keys refused i
 turning them off changed nothing measurable there. The models declare every key (relationships
 and insert order use them); :func:`mark_set_checked` makes these seven SQLite-only DDL, and
 :func:`include_object` keeps migrations' comparisons from asking for them on PostgreSQL. Changing
-this DDL needs a migration (``0009_set_checked_keys`` created it).
+this DDL needs a migration (``0009_set_checked_keys`` created it, ``0014_set_checks_by_array``
+replaced the insert check).
 """
 
 from __future__ import annotations
@@ -81,19 +86,22 @@ def include_object(dialect: str) -> Callable[..., bool]:
 _CHECK_INSERTED = """
 CREATE OR REPLACE FUNCTION leadscore_check_references() RETURNS trigger LANGUAGE plpgsql AS $fn$
 DECLARE
-  i int := 0; col text; parent text; wanted bigint; found bigint; missing text;
+  i int := 0; col text; parent text; wanted bigint[]; found bigint; missing text;
 BEGIN
   -- Arguments: pairs of (column, referenced table); each references the referenced table's id.
   WHILE i < TG_NARGS LOOP
     col := TG_ARGV[i]; parent := TG_ARGV[i + 1]; i := i + 2;
-    EXECUTE format('SELECT count(DISTINCT %1$I) FROM new_rows', col) INTO wanted;
-    CONTINUE WHEN wanted = 0;
+    -- The distinct ids the new rows refer to, in one pass over the new rows (narrow: the column
+    -- alone), then looked up as one array (an index or hashed scan, as the planner sees fit).
+    EXECUTE format('SELECT array_agg(DISTINCT %1$I::bigint) FROM new_rows WHERE %1$I IS NOT NULL', col)
+      INTO wanted;
+    CONTINUE WHEN wanted IS NULL;
     -- The referenced rows locked as a declared key locks them: a concurrent delete waits, then fails.
-    EXECUTE format('SELECT count(*) FROM (SELECT 1 FROM %2$I p WHERE p.id IN (SELECT %1$I FROM new_rows) '
-                   'FOR KEY SHARE OF p) locked', col, parent) INTO found;
-    IF found < wanted THEN
-      EXECUTE format('SELECT c.%1$I::text FROM new_rows c WHERE c.%1$I IS NOT NULL AND NOT EXISTS '
-                     '(SELECT 1 FROM %2$I p WHERE p.id = c.%1$I) LIMIT 1', col, parent) INTO missing;
+    EXECUTE format('SELECT count(*) FROM (SELECT 1 FROM %1$I p WHERE p.id = ANY($1) FOR KEY SHARE OF p) locked',
+                   parent) INTO found USING wanted;
+    IF found < cardinality(wanted) THEN
+      EXECUTE format('SELECT w::text FROM unnest($1) w WHERE NOT EXISTS (SELECT 1 FROM %1$I p WHERE p.id = w) '
+                     'ORDER BY w LIMIT 1', parent) INTO missing USING wanted;
       RAISE EXCEPTION 'insert or update on table "%" violates foreign key constraint "fk_%_%_%"',
           TG_TABLE_NAME, TG_TABLE_NAME, col, parent
         USING ERRCODE = 'foreign_key_violation', TABLE = TG_TABLE_NAME,
@@ -156,6 +164,11 @@ _REFERENCED_TRIGGERS = ("referenced", "id_fixed")
 
 def _args(values: Sequence[str]) -> str:
     return ", ".join(f"'{v}'" for v in values)
+
+
+def check_inserted_ddl() -> str:
+    """The insert check's function (``CREATE OR REPLACE``), as :func:`postgresql_ddl` creates it."""
+    return _CHECK_INSERTED
 
 
 def postgresql_ddl() -> list[str]:
