@@ -368,8 +368,12 @@ def test_lead_page_shows_the_reps_feedback_as_synced(client: TestClient, world: 
         assert explained.returncode == 0, explained.stderr
         assert "rep feedback (as last synced): Too low — asked for a demo" in explained.stdout.splitlines(), \
             explained.stdout
-        as_json = leadscore_here("explain", crm_id, "--json", cwd=tmp_path, env=env)
+        as_json = leadscore_here("explain", crm_id, "--json", "-", cwd=tmp_path, env=env)
         told = json.loads(as_json.stdout)
+        # --json PATH writes the same JSON and prints the text, as every other command's --json does.
+        to_file = leadscore_here("explain", crm_id, "--json", str(tmp_path / "lead.json"), cwd=tmp_path, env=env)
+        assert to_file.returncode == 0 and to_file.stdout == explained.stdout, to_file.stderr
+        assert json.loads((tmp_path / "lead.json").read_text(encoding="utf-8")) == told
         assert told["rep_feedback"] == {"feedback": "Too low", "comment": "asked for a demo"}
         # One call for both: the same routing actions, their times in ISO 8601 alike.
         assert told["routing_actions"] == story["routing_actions"]

@@ -149,7 +149,9 @@ def score_command(
 def explain_command(
     lead: str = typer.Argument(..., help="The lead's CRM id (e.g. 00Q...; CONNECTION:CRMID, e.g. hubspot:5864, "
                                "in one connection) or internal id (id:N is always the internal id)."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
+    json_path: str | None = typer.Option(None, "--json", metavar="PATH",
+                                         help="Write the lead as JSON here, as the other commands' --json do "
+                                              "('-': print the JSON instead of the text)."),
     history: bool = typer.Option(False, "--history", help="Also show every earlier score of the lead."),
 ) -> None:
     """Show a lead's score, likelihood, fit, engagement, trend, tier and the reasons behind it."""
@@ -160,9 +162,11 @@ def explain_command(
     config = _config()
     with _session() as session:
         info = explain_lead(session, lead, history=history, config=config)
-    if as_json:
+    if json_path == "-":
         console.print_json(json.dumps(json_safe(info)))  # times in ISO 8601, as the console's API gives them
         return
+    if json_path is not None:
+        _write_json(Path(json_path), json_safe(info))
     who = ", ".join(str(v) for v in (info["name"], info["title"], info["company"]) if v)
     console.print(f"lead {info['crm_id']} (id:{info['lead_id']}){': ' + who if who else ''}", markup=False,
                   soft_wrap=True)
