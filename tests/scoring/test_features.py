@@ -280,9 +280,10 @@ def test_committee_from_per_company_counts_matches_per_lead_peers(sqlite_session
 
 
 def test_scoring_reads_only_the_windows_yet_builds_the_whole_historys_features(any_session: Session) -> None:
-    """batch_inputs reads activities of the last 90 days plus each lead's latest older engagement:
-    the features equal those built from every activity, for leads engaged long ago, recently,
-    both, never, or only through e-mails we sent (not an engagement) and deleted activities."""
+    """batch_inputs reads activities of the last 90 days plus the latest older engagement of each
+    lead not engaged within them: the features equal those built from every activity, for leads
+    engaged long ago, recently, both, never, or only through e-mails we sent (not an engagement,
+    long ago or lately) and deleted activities."""
     from scoring.inputs import batch_inputs
 
     conn = make_connection(any_session)
@@ -297,7 +298,10 @@ def test_scoring_reads_only_the_windows_yet_builds_the_whole_historys_features(a
     add_activities(any_session, sent_only, [("email_send", at - 150 * DAY, None)])
     make_activity(any_session, sent_only, "call", at - 130 * DAY, is_deleted=True)
     never = make_lead(any_session, conn, crm_created_at=at - 10 * DAY)
-    ids = [long_ago.id, both.id, sent_only.id, never.id]
+    # Within the windows only an e-mail we sent: its older engagement is still looked up.
+    sent_lately = make_lead(any_session, conn, crm_created_at=BASE_TIME)
+    add_activities(any_session, sent_lately, [("email_send", at - 5 * DAY, None), ("meeting", at - 200 * DAY, None)])
+    ids = [long_ago.id, both.id, sent_only.id, never.id, sent_lately.id]
 
     leads, frame, aging = batch_inputs(any_session, ids, at)
     whole = build_feature_frame(load_leads_frame(any_session, ids), load_activities_frame(any_session, ids, before=at),
@@ -309,6 +313,7 @@ def test_scoring_reads_only_the_windows_yet_builds_the_whole_historys_features(a
     assert by_id.loc[both.id, "days_since_last_engagement"] == 3
     assert np.isnan(by_id.loc[sent_only.id, "days_since_last_engagement"])
     assert np.isnan(by_id.loc[never.id, "days_since_last_engagement"])
+    assert by_id.loc[sent_lately.id, "days_since_last_engagement"] == 200
     assert long_ago.id not in aging  # nothing of it can still leave a window
 
 
