@@ -253,9 +253,11 @@ def measure(broker_url: str | None, engine: Engine | None = None) -> Liveness:
         answers = asking.control.inspect(timeout=PING_SECONDS).active_queues() or {}
         known: set[str] = set()
         if unacked and answers:  # which of them the answering workers hold (running, prefetched, counting down)
-            holding = asking.control.inspect(timeout=PING_SECONDS, limit=len(answers)).query_task(
-                [t.task_id for t in unacked]) or {}
+            inspect = asking.control.inspect(timeout=PING_SECONDS, limit=len(answers))
+            holding = inspect.query_task([t.task_id for t in unacked]) or {}
             known = {str(task_id) for tasks in holding.values() for task_id in (tasks or {})}
+            if any(t.task_id not in known for t in unacked):
+                known |= _listed(inspect)
     except (OperationalError, OSError) as exc:  # a broker other than Redis, down
         return Liveness(broker=True, redis=on_redis, error=str(exc) or type(exc).__name__, namespace=namespace)
     finally:
@@ -274,6 +276,25 @@ def measure(broker_url: str | None, engine: Engine | None = None) -> Liveness:
         held = _settled(engine, held)
     return Liveness(broker=True, redis=on_redis, workers=workers, beat=beat, waiting=waiting, namespace=namespace,
                     held=held)
+
+
+def _listed(inspect: Any) -> set[str]:
+    """The ids of the tasks the answering workers list as counting down, prefetched or running.
+
+    ``query_task`` finds a request by id in a registry that loses a task's entry when another
+    request of the same id finishes: a task retried with a countdown is a new message of the same
+    id, which the worker can take (and register) before the attempt that sent it has finished; that
+    attempt's end then drops the waiting retry from the registry, while the worker's timer still
+    holds it. A trial's `status` called such a retry, counting down in a live worker, "taken by a
+    worker that no longer answers". The three lists come from the timer and the pool's own sets."""
+    ids: set[str] = set()
+    for listing in (inspect.scheduled(), inspect.reserved(), inspect.active()):
+        for entries in (listing or {}).values():
+            for entry in entries or []:
+                request = entry.get("request", entry) if isinstance(entry, dict) else None
+                if isinstance(request, dict) and request.get("id"):
+                    ids.add(str(request["id"]))
+    return ids
 
 
 def _settled(engine: Engine, held: list[HeldTask]) -> list[HeldTask]:

@@ -216,6 +216,52 @@ def test_a_task_taken_by_a_killed_worker_is_shown_until_redis_hands_it_back(
     assert still_unacked(empty_redis_db, gone.held) == []
 
 
+@pytest.mark.slow
+def test_a_retry_counting_down_in_a_live_worker_is_not_held(
+    tmp_path: Path, empty_redis_db: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A task retried with a countdown is a new message of the same id. When the attempt that
+    sent it finishes after the worker took it, Celery's registry of requests by id drops the
+    waiting retry, so ``query_task`` no longer finds it, while the worker's timer still holds it
+    (``inspect scheduled``). A trial's `status` exited 1 during a CRM fault episode: "1 task taken
+    by a worker that no longer answers ... send it again", of a HubSpot sync retrying in 180 s."""
+    from celery import Celery
+
+    from config.settings import get_settings
+    from worker.queues import transport_options
+
+    env = _store_env(tmp_path)
+    worker = start_worker(env, "minute")
+    send = ("import sys; from worker.app import app; "
+            "r = app.send_task('leadscore.ping', queue='minute', task_id=sys.argv[1], countdown=int(sys.argv[2])); "
+            "r.get(timeout=60) if sys.argv[2] == '0' else None")
+    task_id = f"retry-{os.getpid()}-{time.monotonic_ns()}"
+    asking = Celery("test-liveness", broker=REDIS_URL, set_as_current=False)
+    asking.conf.update(broker_transport_options=transport_options(get_settings()))
+    try:
+        # The retry: counting down an hour in the worker, unacknowledged in Redis.
+        first = subprocess.run([sys.executable, "-c", send, task_id, "3600"], capture_output=True, text=True,
+                               env=env, cwd=REPO, timeout=60)
+        assert first.returncode == 0, first.stderr
+        _measured(lambda a: len(a.workers) == 1 and bool(empty_redis_db.zcard("unacked_index")), 90,
+                  "the worker to take the retry")
+        # The attempt that sent it (the same id) finishing after that.
+        attempt = subprocess.run([sys.executable, "-c", send, task_id, "0"], capture_output=True, text=True,
+                                 env=env, cwd=REPO, timeout=90)
+        assert attempt.returncode == 0, attempt.stderr
+        inspect = asking.control.inspect(timeout=2.0, limit=1)
+        assert not (inspect.query_task([task_id]) or {}).get(next(iter(inspect.ping() or {}), ""))  # lost there
+        assert [e["request"]["id"] for tasks in (inspect.scheduled() or {}).values() for e in tasks] == [task_id]
+        monkeypatch.setattr("worker.liveness.HELD_AFTER_SECONDS", 0.0)
+        alive = measure(REDIS_URL)
+        assert len(alive.workers) == 1 and alive.held == [], alive
+        assert not [p for p in alive.problems() if "no longer answers" in p], alive.problems()
+    finally:
+        asking.close()
+        worker.kill()
+        worker.wait(timeout=30)
+
+
 @pytest.mark.parametrize("scheme", ["redis://127.0.0.1:{port}/0", "amqp://guest:guest@127.0.0.1:{port}//"])
 def test_a_down_broker_is_one_problem_not_a_wait(scheme: str) -> None:
     with socket.socket() as sock:
