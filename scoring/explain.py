@@ -62,10 +62,13 @@ def find_lead(session: Session, ref: str) -> Lead:
 
 
 def _standing(lead: Lead) -> str:
-    """``converted 2026-07-01 (Closed - Converted)``: where a lead that is no longer open stands."""
+    """``converted 2026-07-01 (CRM status: Closed - Converted)``: where a lead that is no longer open
+    stands."""
     converted = lead.converted_at if lead.lifecycle == LeadLifecycle.converted else None
     when = f" {converted.date().isoformat()}" if converted is not None else ""
-    return f"{LeadLifecycle(lead.lifecycle).value}{when}" + (f" ({lead.status})" if lead.status else "")
+    # The CRM's own status beside leadscore's word: HubSpot's lead status can still read OPEN on a
+    # customer ("converted (OPEN)" read as a contradiction in a trial).
+    return f"{LeadLifecycle(lead.lifecycle).value}{when}" + (f" (CRM status: {lead.status})" if lead.status else "")
 
 
 # Beside a reason the CRM's reasons field cannot hold (``explain`` and the console's lead page).

@@ -156,10 +156,11 @@ def test_explain_says_a_converted_or_closed_lead_keeps_its_last_score_while_open
     never = make_lead(any_session, conn, lifecycle=LeadLifecycle.closed, status="Closed - Not Converted")
     any_session.flush()
     info = explain_lead(any_session, lead.crm_id)
-    assert info["standing"] == f"converted {(AS_OF + timedelta(days=2)).date().isoformat()} (Closed - Converted)"
+    converted_on = (AS_OF + timedelta(days=2)).date().isoformat()
+    assert info["standing"] == f"converted {converted_on} (CRM status: Closed - Converted)"
     assert info["lifecycle"] == "converted" and info["score"] == _current(any_session, lead.id).score
-    with pytest.raises(LeadscoreError, match="is closed \\(Closed - Not Converted\\) and was never scored: leadscore "
-                       "scores open leads only"):
+    with pytest.raises(LeadscoreError, match="is closed \\(CRM status: Closed - Not Converted\\) and was never "
+                       "scored: leadscore scores open leads only"):
         explain_lead(any_session, never.crm_id)
     opened = make_lead(any_session, conn)
     with pytest.raises(LeadscoreError, match="has no score yet: run `leadscore score`"):
