@@ -211,9 +211,12 @@ class HubSpotServer:
     # ------------------------------------------------------------------ accounting
 
     def call_counts(self) -> dict[str, int]:
-        """Requests received per endpoint label (e.g. ``"POST contacts/search"``), faults included."""
+        """Requests received per endpoint label (e.g. ``"POST contacts/search"``), faults included,
+        plus ``injected`` (the faults injected so far, as the Salesforce server counts them)."""
         with self._lock:
-            return dict(self._counts)
+            counts = dict(self._counts)
+        counts["injected"] = sum(self.faults.injected.values())
+        return counts
 
     def reset_counts(self) -> None:
         """Zero the per-endpoint counts and the API-call total (not the daily usage)."""

@@ -290,6 +290,7 @@ def test_429_get_retried_by_client_post_not(world: tuple[HubSpotServer, SimClock
     with pytest.raises(ApiException):
         client.crm.contacts.search_api.do_search(public_object_search_request={"limit": 5})
     assert server.call_counts()["POST contacts/search"] == 1
+    assert server.call_counts()["injected"] == 5  # each of them a 429 (GET /counts showed none for HubSpot)
     server.faults.set_plan(FaultPlan(retry_after=0.01, rate_429=1.0, no_retry_after=1.0))
     server.reset_counts()
     with pytest.raises(ApiException) as bare:
