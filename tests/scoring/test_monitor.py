@@ -178,8 +178,19 @@ def test_a_hundred_leads_from_an_unchanged_mix_do_not_read_as_a_shift() -> None:
     assert _levels(loud) == {"score distribution": "warn", "feature industry": "warn"}
     raised = drift_alerts(0.2, {}, config, {"score": 0.18})
     assert _levels(raised) == {"score distribution": "warn"} and "PSI 0.200 > 0.18" in raised[0].message
-    # The alert line stays as configured (an alert's retraining is judged again on held-out leads).
-    assert _levels(drift_alerts(0.3, {}, config, {"score": 0.4})) == {"score distribution": "alert"}
+    # The alert line stays as configured (an alert's retraining is judged again on held-out leads),
+    # and an alert sampling alone could give says so.
+    (within,) = drift_alerts(0.3, {}, config, {"score": 0.4})
+    assert within.level == "alert" and "PSI 0.300 is within its 99% noise line 0.400" in within.message
+    # A trial's monitor: the score at 0.170 (its line 0.233) had "moved", so country at 0.269 (its own
+    # line 0.31) raised an alert without a word, while the report's note called the 0.170 chance.
+    trial = drift_alerts(0.170, {"country": 0.269}, config, {"score": 0.233, "country": 0.31})
+    assert _levels(trial) == {"feature country": "alert"}
+    assert ("PSI 0.269 is within its 99% noise line 0.310 and the scores moved only within theirs "
+            "(PSI 0.170, line 0.233)") in trial[0].message
+    # Beyond the noise: the alert as it was, nothing added.
+    (beyond,) = drift_alerts(0.3, {"country": 0.5}, config, {"score": 0.05, "country": 0.05})[1:]
+    assert beyond.message == "feature country drifted: PSI 0.500 > 0.25"
 
 
 # ----------------------------------------------------------------------------------- monitor run
