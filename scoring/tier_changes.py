@@ -205,18 +205,19 @@ def _recent_conversion(
 MIN_TIER_CONVERSIONS = 10
 
 
-def few_conversions_caution(by_tier: Mapping[str, Mapping[str, Any]]) -> str | None:
-    """The caution for tiers whose recent conversion rests on fewer than
-    :data:`MIN_TIER_CONVERSIONS` conversions (tiers without recent leads are not named)."""
+def few_conversions_caution(by_tier: Mapping[str, Mapping[str, Any]], what: str = "recent conversion") -> str | None:
+    """The caution for tiers whose ``what`` (the tier preview's recent conversion, the monitor's
+    conversion of elapsed leads) rests on fewer than :data:`MIN_TIER_CONVERSIONS` conversions
+    (tiers without leads are not named)."""
     few = [(t, int(row["converted"])) for t, row in sorted(by_tier.items())
            if int(row["leads"]) and int(row["converted"]) < MIN_TIER_CONVERSIONS]
     if not few:
         return None
     named = [f"{t} ({n} conversion{'s' if n != 1 else ''})" for t, n in few]
     if len(named) == 1:
-        return (f"the recent conversion of tier {named[0]} rests on fewer than {MIN_TIER_CONVERSIONS} "
+        return (f"the {what} of tier {named[0]} rests on fewer than {MIN_TIER_CONVERSIONS} "
                 "conversions: too few to compare it with the other tiers")
-    return (f"the recent conversion of tiers {', '.join(named[:-1])} and {named[-1]} rests on fewer than "
+    return (f"the {what} of tiers {', '.join(named[:-1])} and {named[-1]} rests on fewer than "
             f"{MIN_TIER_CONVERSIONS} conversions each: too few to compare tiers by it")
 
 

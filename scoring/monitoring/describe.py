@@ -100,6 +100,15 @@ def describe_by_measure(metrics: dict[str, Any]) -> dict[str, list[str]]:
             verdict = tc["status"] if tc["status"] != NOT_ENOUGH else f"not judged ({top.get('reason', '')})"
             lines.append(f"tier conversion: {verdict} on {tc['leads']:,} elapsed leads ({tc.get('served', 0):,} "
                          f"served scores, {tc.get('reconstructed', 0):,} reconstructed): {tiers}")
+            # As the tier preview says it: a trial read "D 7.1% of 14" above "C 3.6% of 83" (one
+            # conversion) as D converting better than C.
+            from scoring.tier_changes import few_conversions_caution
+
+            counted = {t: {"leads": int(row.get("leads") or 0), "converted": row["converted"] if "converted" in row
+                           else round(float(row.get("conversion_rate") or 0) * int(row.get("leads") or 0))}
+                       for t, row in (tc.get("by_tier") or {}).items()}  # (reports that kept rates only)
+            if caution := few_conversions_caution(counted, "conversion of elapsed leads"):
+                lines.append(f"tier conversion caution: {caution}")
         early = tc.get("early") or {}
         if early:
             lines.append(describe_early(early))

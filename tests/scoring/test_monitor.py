@@ -779,6 +779,23 @@ def test_the_drift_line_counts_features_above_each_line_with_the_lines() -> None
     assert noisy.endswith("1 above the warning line (0.1), 2 within the sampling noise)")
 
 
+def test_tier_conversion_on_few_conversions_carries_the_tier_previews_caution() -> None:
+    """A trial read "D 7.1% of 14 (norm 3.4% of 29)" beside "C 3.6% of 83" as D converting better
+    than C, on one conversion: the line now carries the caution the tier preview gives."""
+    from scoring.monitoring.describe import describe_measures
+
+    by_tier = {"A": {"leads": 40, "converted": 22, "conversion_rate": 0.55},
+               "C": {"leads": 83, "converted": 3, "conversion_rate": 3 / 83},
+               "D": {"leads": 14, "converted": 1, "conversion_rate": 1 / 14}}
+    tc = {"status": "ok", "leads": 137, "served": 137, "reconstructed": 0, "by_tier": by_tier, "top_tier": {}}
+    lines = [x for x in describe_measures({"tier_conversion": tc}) if x.startswith("tier conversion")]
+    assert lines[1] == ("tier conversion caution: the conversion of elapsed leads of tiers C (3 conversions) and "
+                        "D (1 conversion) rests on fewer than 10 conversions each: too few to compare tiers by it")
+    enough = {t: {**row, "converted": 10} for t, row in by_tier.items()}
+    assert [x for x in describe_measures({"tier_conversion": {**tc, "by_tier": enough}})
+            if x.startswith("tier conversion caution")] == []
+
+
 def test_a_past_as_of_before_the_champion_was_trained_says_it_learned_from_those_leads(session: Session) -> None:
     """`monitor --as-of` a month before training judged the champion on leads it was trained on
     without a word; the report now says so (the accuracy it shows can read better than it was)."""
@@ -846,7 +863,7 @@ def test_an_accuracy_not_judged_says_why_before_its_auc_and_norms_say_their_base
     (accuracy,) = [x for x in lines if x.startswith("accuracy")]
     assert accuracy == ("accuracy: not enough data (1 conversion among 35 elapsed leads; at least 20 of each class "
                         "needed to judge the AUC); not judged yet: AUC 0.964, ECE 0.047 on 35 elapsed leads")
-    (tiers,) = [x for x in lines if x.startswith("tier conversion")]
+    (tiers,) = [x for x in lines if x.startswith("tier conversion:")]
     assert tiers.endswith("A 16.7% of 6 (norm 0.0% of 3), B 50.0% of 2 (norm 40.0% of 5)"), tiers
 
 
