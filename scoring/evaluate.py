@@ -41,6 +41,11 @@ def infer_spec(df: pd.DataFrame, columns: Sequence[str]) -> FeatureSpec:
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
+    if path.is_dir():
+        csvs = sorted(p.name for p in path.glob("*.csv"))
+        raise EvaluationInputError(f"{path} is a directory, not a CSV file"
+                                   + (f" (it holds {', '.join(csvs[:3])}{', ...' if len(csvs) > 3 else ''})"
+                                      if csvs else ""))
     if not path.is_file():
         raise EvaluationInputError(f"CSV file not found: {path}")
     try:

@@ -71,19 +71,23 @@ def likelihood_percent(probability: np.ndarray) -> np.ndarray:
 
 
 def check_policy(mode: str, thresholds: Mapping[str, Any]) -> dict[str, float]:
-    """Validated thresholds as floats; raises :class:`TierPolicyError` naming the offending key."""
+    """Validated thresholds as floats; raises :class:`TierPolicyError` naming the offending key.
+
+    The words name no YAML path: thresholds come from the command line and the console (the YAML
+    file's ``tiers`` are checked when the config loads, with their path). A trial's revops typed
+    ``tiers preview A=100 ...`` and read "tiers.thresholds: ..." back."""
     if mode not in ("score", "likelihood", "capacity"):
-        raise TierPolicyError(f"tiers.mode: unknown mode {mode!r} (use 'score', 'likelihood' or 'capacity')")
+        raise TierPolicyError(f"unknown tier mode {mode!r} (use 'score', 'likelihood' or 'capacity')")
     values: dict[str, float] = {}
     for key, raw in thresholds.items():
         try:
             values[str(key)] = float(raw)
         except (TypeError, ValueError) as exc:
-            raise TierPolicyError(f"tiers.thresholds.{key}: {raw!r} is not a number") from exc
+            raise TierPolicyError(f"threshold {key}: {raw!r} is not a number") from exc
     try:
         validate_thresholds(mode, values)
     except ValueError as exc:
-        raise TierPolicyError(f"tiers.thresholds: {exc}") from exc
+        raise TierPolicyError(str(exc)) from exc
     return {t: values[t] for t in ("A", "B", "C")}
 
 

@@ -159,9 +159,10 @@ def test_bad_input_exits_1_in_one_line(migrated: Path) -> None:
     (d / "markup.yaml").write_text("connections: [{name: '[red]', kind: hubspot}]\n", encoding="utf-8")
     cases: list[tuple[list[str], dict[str, str], str]] = [
         (["explain", "00QNOPE"], {}, "no lead with CRM id or internal id '00QNOPE'"),
-        (["tiers", "set", "A=30", "B=60", "C=80"], {}, "tiers.thresholds"),
-        (["tiers", "set", "--capacity", "A=50%", "B=40%", "C=30%"], {}, "tiers.thresholds"),
-        (["tiers", "preview", "A=120", "B=60", "C=30"], {}, "tiers.thresholds"),
+        # Typed on the command line: no YAML path in the words (a trial read "tiers.thresholds: ...").
+        (["tiers", "set", "A=30", "B=60", "C=80"], {}, "error: thresholds must be ordered A > B > C"),
+        (["tiers", "set", "--capacity", "A=50%", "B=40%", "C=30%"], {}, "error: capacity shares of A, B and C"),
+        (["tiers", "preview", "A=120", "B=60", "C=30"], {}, "error: scores run from 1 to 99: A=120"),
         # Scores stop at 99: A=100 is an empty tier A, not a strict one.
         (["tiers", "set", "A=100", "B=90", "C=50"], {}, "scores run from 1 to 99: A=100 would leave tier A empty"),
         (["models", "promote", "v999"], {}, "v999"),

@@ -126,5 +126,6 @@ def _inspection_after_the_demo(cwd: Path) -> None:
     preview = " ".join(outputs["tiers preview"].split())
     assert re.search(r"routing: [1-9]\d* actions would be planned for [1-9]\d* leads: ", preview), preview
     assert_one_line_failure(leadscore("explain", "00QNOSUCHLEAD", cwd=cwd), 1, "no lead with CRM id")
-    assert_one_line_failure(leadscore("tiers", "preview", "A=10", "B=20", "C=30", cwd=cwd), 1, "tiers.thresholds")
+    assert_one_line_failure(leadscore("tiers", "preview", "A=10", "B=20", "C=30", cwd=cwd), 1,
+                            "thresholds must be ordered A > B > C")
     assert not (cwd / "var" / "leadscore.db").exists()

@@ -95,6 +95,7 @@ def test_synthetic_csv_excludes_the_id_and_finds_the_signal(tmp_path: Path) -> N
     ("kwargs", "message"),
     [
         ({"path": "missing.csv", "target": "won"}, "CSV file not found"),
+        ({"path": "dir", "target": "won"}, "is a directory, not a CSV file (it holds leads.csv)"),
         ({"target": "nope"}, "target column 'nope' not in leads.csv"),
         ({"target": "score"}, "target column 'score' is not binary"),
         ({"target": "won", "exclude": ["ghost"]}, "--exclude column(s) not in leads.csv: ghost"),
@@ -107,6 +108,8 @@ def test_bad_input_is_a_one_line_leadscore_error(tmp_path: Path, kwargs: dict, m
     kwargs = {"path": csv, **kwargs}
     if kwargs["path"] == "missing.csv":
         kwargs["path"] = tmp_path / "missing.csv"
+    if kwargs["path"] == "dir":  # a trial gave the data set's folder
+        kwargs["path"] = tmp_path
     path = kwargs.pop("path")
     with pytest.raises(LeadscoreError) as caught:
         evaluate_csv(path, **kwargs)

@@ -73,9 +73,9 @@ def test_assign_tiers_in_capacity_mode_cuts_shares_and_keeps_ties_together() -> 
         ("score", {"A": 80, "B": 60}, "tier C has no threshold"),
         ("score", {"A": 80, "B": 60, "C": 35, "E": 1}, "unknown tier 'E'"),
         ("score", {"A": 180, "B": 60, "C": 35}, "within"),
-        ("score", {"A": "x", "B": 60, "C": 35}, r"tiers.thresholds.A: 'x' is not a number"),
+        ("score", {"A": "x", "B": 60, "C": 35}, r"threshold A: 'x' is not a number"),
         ("capacity", {"A": 50, "B": 30, "C": 30}, "room for D"),
-        ("ranked", {"A": 1, "B": 2, "C": 3}, "tiers.mode"),
+        ("ranked", {"A": 1, "B": 2, "C": 3}, "unknown tier mode 'ranked'"),
     ],
 )
 def test_set_policy_refuses_bad_thresholds_naming_the_key(

@@ -721,7 +721,7 @@ def test_refused_thresholds_come_back_to_the_form_with_the_reason(client: TestCl
     page = client.get(sent.headers["location"], auth=ALICE, headers=HTML)
     assert page.status_code == 200
     assert 'id="refused"' in page.text
-    assert "Not saved: tiers.thresholds: scores run from 1 to 99: A=100 would leave tier A empty" in page.text
+    assert "Not saved: scores run from 1 to 99: A=100 would leave tier A empty" in page.text
     assert all(f'id="threshold-{t}" value="{typed[t]}"' in page.text for t in ("A", "B", "C"))
     assert "score (1-99 cut-offs)" in page.text
     # A script (no HTML asked for) still gets the reason as JSON.
