@@ -12,11 +12,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from scoring.champions import ensure_score_reference
-from scoring.dataset import label_examples
+from scoring.dataset import SPLIT_COLUMN, label_examples
 from scoring.features import align_to_spec, build_feature_frame, load_activities_frame, load_leads_frame
 from scoring.hooks import TierChangeHook
 from scoring.inputs import crm_now
@@ -169,6 +170,12 @@ def recent_labelled(
     model = load_model(mv)
     frame = align_to_spec(build_feature_frame(examples, activities, examples["snapshot_at"]), model.spec)
     probs = np.asarray(model.predict_proba(frame), dtype="float64")
+    # The leads the champion learnt from or was chosen on (before its test period): their tiers'
+    # conversion reads better than it will live (a trial's window was mostly the training window).
+    test_from = ((mv.params or {}).get("split") or {}).get("test_from")
+    if test_from and SPLIT_COLUMN in examples:
+        before = pd.to_datetime(examples[SPLIT_COLUMN], utc=True) < pd.Timestamp(str(test_from))
+        window = {**window, "test_from": str(test_from), "before_test": int(before.sum())}
     return RecentLabelled(window, probs, examples["converted"].to_numpy(dtype="float64"),
                           scores=champion_scores(session, probs))
 
@@ -195,9 +202,21 @@ def _recent_conversion(
     y = recent.converted
     by_tier = conversion_by_tier(y, tiers)
     out = {**recent.window, "leads": len(y), "conversion_rate": float(y.mean()), "by_tier": by_tier}
-    if caution := few_conversions_caution(by_tier):
-        out["caution"] = caution
+    cautions = [c for c in (few_conversions_caution(by_tier), _trained_on(recent.window, len(y))) if c]
+    if cautions:
+        out["caution"] = "; ".join(cautions)
     return out
+
+
+def _trained_on(window: Mapping[str, Any], leads: int) -> str | None:
+    """The caution for recent leads the champion was trained or chosen on (created before its test
+    period): their conversion by tier can read better than the model will do live."""
+    before = int(window.get("before_test") or 0)
+    if not before:
+        return None
+    return (f"{before:,} of these {leads:,} leads came before the champion's test period (from "
+            f"{str(window.get('test_from'))[:10]}): it was trained or chosen on them, so their tiers' conversion "
+            "can read better than it will live")
 
 
 # Conversions a tier's recent rate needs before it says anything about the tier: with 2 and 4

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -156,9 +157,21 @@ def test_preview_reports_recent_conversion_higher_in_a_than_d(sqlite_session: Se
         assert row.get("recent_converted", 0) == round((row["recent_conversion_rate"] or 0) * row["recent_leads"])
         if row["recent_leads"] and row["recent_converted"] < MIN_TIER_CONVERSIONS:
             few.append(tier)
-    caution = shown["recent"].get("caution")
-    assert (caution is None) == (not few)
-    assert caution is None or all(f" {t} (" in caution for t in few), caution
+    caution = shown["recent"].get("caution") or ""
+    assert ("rests on fewer than" in caution) == bool(few), caution
+    assert all(f" {t} (" in caution for t in few), caution
+    # Leads the champion was trained or chosen on (before its test period) are said to be there.
+    mv = registry.champion(sqlite_session)
+    assert mv is not None
+    test_from = pd.Timestamp(mv.params["split"]["test_from"])
+    recent = shown["recent"]
+    created = pd.to_datetime(pd.Series(sqlite_session.scalars(select(Lead.crm_created_at).where(
+        Lead.crm_created_at >= datetime.fromisoformat(recent["created_from"]),
+        Lead.crm_created_at <= datetime.fromisoformat(recent["created_to"]))).all()), utc=True)
+    at_most = int((created + pd.Timedelta(days=recent["snapshot_days"]) < test_from).sum())
+    assert 0 < recent["before_test"] <= at_most and recent["test_from"] == mv.params["split"]["test_from"]
+    assert (f"{recent['before_test']:,} of these {recent['leads']:,} leads came before the champion's test "
+            f"period (from {str(test_from.date())})") in caution, caution
     # Preview changed nothing.
     assert sqlite_session.scalar(select(func.count(TierPolicy.id))) == 1
     assert sqlite_session.scalar(select(func.count(LeadScore.id))) == 800

@@ -349,7 +349,13 @@ def tiers_preview(
     for tier, why in data.get("empty_tiers", {}).items():
         console.print(f"warning: tier {tier} would hold no lead: {why} (`tiers set` refuses these shares)",
                       markup=False, highlight=False, soft_wrap=True)
-    if caution := (data.get("recent") or {}).get("caution"):
+    recent = data.get("recent") or {}
+    if recent.get("leads"):  # what the conversion columns were measured on, as the console says it
+        console.print(f"recent conversion: {recent['leads']:,} leads created {str(recent.get('created_from'))[:10]} "
+                      f"to {str(recent.get('created_to'))[:10]} with a known outcome, scored by {recent.get('model')} "
+                      f"as they looked {recent.get('snapshot_days')} days in", markup=False, highlight=False,
+                      soft_wrap=True)
+    if caution := recent.get("caution"):
         console.print(f"caution: {caution}", markup=False, highlight=False, soft_wrap=True)
     leads = data["routing"]["leads"]
     # The leads first: "for 11 leads" after the list read as if only its last kind covered them.
