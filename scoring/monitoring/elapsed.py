@@ -20,7 +20,7 @@ from scoring.monitoring.clock import as_utc
 from scoring.monitoring.cohorts import COHORT_AGE_DAYS, build_cohort
 from scoring.monitoring.reference_cohort import reference_window
 from scoring.tier_changes import champion_scores
-from scoring.tiers import Policy, PolicyLike, find_active_policy, tiers_for
+from scoring.tiers import Policy, PolicyLike, current_scores, find_active_policy, tiers_for
 from store.models import (
     Lead,
     LeadScore,
@@ -66,6 +66,20 @@ def active_tier_policy(session: Session) -> PolicyLike:
     return Policy(mode=default.mode, thresholds=dict(default.thresholds))
 
 
+def live_capacity_scores(session: Session, policy: PolicyLike) -> np.ndarray | None:
+    """In capacity mode, the 1-99 scores live tiers are cut on: every open lead's current score
+    (None in the other modes, or while no open lead holds a score: then a cohort is cut on its own).
+
+    A lead tiered by them gets the tier live scoring gives its score today, as the tier preview
+    tiers its recent leads. Cut within each cohort instead, the monitor's "tier A" was the top 5 %
+    of the elapsed leads, the reps' the top 5 % of the open leads: a trial read tier A converting
+    58 % in the monitor and 29 % in the preview of the same policy."""
+    if policy.mode != "capacity":
+        return None
+    scores = current_scores(session)["score"].to_numpy(dtype="float64")
+    return scores if len(scores) else None
+
+
 def elapsed_scores(session: Session, champion: ModelVersion, lead_ids: Sequence[int], policy: PolicyLike,
                    counts: dict[str, Any]) -> pd.DataFrame:
     """The score and tier each lead had at :data:`COHORT_AGE_DAYS` days old.
@@ -104,8 +118,10 @@ def elapsed_scores(session: Session, champion: ModelVersion, lead_ids: Sequence[
 
     rebuilt = pd.DataFrame({
         "lead_id": cohort.leads["id"].astype("int64").to_numpy(), "probability": proba,
-        # Score tiers rank against the champion's reference leads, as live scoring does.
-        "tier": tiers_for(policy, proba, scores=champion_scores(session, proba)),
+        # Score tiers rank against the champion's reference leads, as live scoring does; capacity
+        # shares are cut on the open leads' current scores, as live scoring cuts them.
+        "tier": tiers_for(policy, proba, scores=champion_scores(session, proba),
+                          reference=live_capacity_scores(session, policy)),
         "scored_at": cohort.snapshots.to_numpy(),
         "model_version_id": champion.id, "source": "reconstructed",
     })

@@ -36,7 +36,7 @@ from scoring.monitoring.tier_conversion import early_top_tier
 from scoring.registry import champion
 from scoring.score_writes import render_queued
 from scoring.service import score_leads, train_from_store
-from scoring.tiers import Policy
+from scoring.tiers import Policy, current_scores
 from store.db import make_engine
 from store.models import Activity, Base, Connection, Lead, LeadScore, ModelVersion, MonitorReport, Outbox, SyncRun
 from tests.conftest import rolled_back_session
@@ -713,9 +713,16 @@ def test_tier_norms_tier_the_reference_leads_as_live_scoring_does(session: Sessi
     assert tier_norms(session, ref, policy) == live
     # Ranked against each other, the reference's leads would fill every tier in fixed shares instead.
     assert conversion_by_tier(y, tiers_for(policy, p)) != live
-    # Capacity shares are cut on the same scores (whole scores, as live capacity tiers are).
+    # Capacity shares are cut on the same scores (whole scores, as live capacity tiers are), where
+    # live scoring cuts them: on the open leads' current scores (as the tier preview does). A trial
+    # read tier A converting 58 % in the monitor (the top 10 % of the reference itself) and 29 % in
+    # the preview of the same policy.
     capacity = Policy(mode="capacity", thresholds={"A": 10, "B": 20, "C": 30})
-    assert tier_norms(session, ref, capacity) == conversion_by_tier(y, assign_tiers(scores, capacity))
+    current = current_scores(session)["score"].to_numpy(dtype="float64")
+    assert len(current) > 0
+    cut_live = conversion_by_tier(y, assign_tiers(scores, capacity, reference=current))
+    assert tier_norms(session, ref, capacity) == cut_live
+    assert cut_live != conversion_by_tier(y, assign_tiers(scores, capacity))  # (the cut within the reference)
 
 
 def test_a_rerun_at_the_same_data_clock_replaces_its_report_and_repeats_no_webhook(
