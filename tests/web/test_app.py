@@ -24,7 +24,7 @@ from config.app_config import load_config
 from scoring.explain import NOT_IN_CRM, reasons_not_in_crm
 from scoring.tiers import find_active_policy, likelihood_percent
 from store.db import unit_of_work
-from store.models import Connection, Lead, LeadScore, ModelVersion, RoutingAction, TierPolicy
+from store.models import Connection, Lead, LeadLifecycle, LeadScore, ModelVersion, RoutingAction, TierPolicy
 from tests.factories import make_lead
 from tests.web.conftest import AUTH_ENV, CONNECTION, DB_PASSWORD, SECRET_KEY, USERS, World
 from web.app import create_app
@@ -431,9 +431,27 @@ def test_model_page_says_how_the_champion_was_chosen(client: TestClient, world: 
         " test would make the test AUC an optimistic estimate, so the choice stays with validation.")
 
 
-def test_health(client: TestClient) -> None:
+def test_health(client: TestClient, world: World) -> None:
+    from scoring.tiers import current_scores
+
     health = client.get("/api/health", auth=BOB).json()
     assert health["status"] == "ok" and health["leads"] == 400 and health["current_scores"] == 400
+    assert health["open_leads"] == health["open_scored"] == 400
+    # The open ones apart, as `status` and `tiers show` count them: a converted lead keeps its score.
+    with unit_of_work(world.engine) as session:
+        lead = session.scalars(select(Lead).order_by(Lead.id).limit(1)).one()
+        lead_id, lead.lifecycle = lead.id, LeadLifecycle.converted
+    try:
+        health = client.get("/api/health", auth=BOB).json()
+        with unit_of_work(world.engine) as session:
+            shown = len(current_scores(session))
+        assert (health["leads"], health["current_scores"]) == (400, 400)
+        assert health["open_leads"] == health["open_scored"] == shown == 399
+    finally:
+        with unit_of_work(world.engine) as session:
+            restored = session.get(Lead, lead_id)
+            assert restored is not None
+            restored.lifecycle = LeadLifecycle.open
 
 
 def test_promote_and_rollback_are_recorded_with_the_user(client: TestClient, world: World) -> None:
