@@ -291,6 +291,17 @@ def test_cli_score_explain_and_tiers(cli_env: Any, tmp_path: Path) -> None:
     assert f"tiers of the 150 scored: {tiers}" in " ".join(result.output.split())
     result = runner.invoke(app, ["explain", crm_id])
     assert result.exit_code == 0 and "tier" in result.output and crm_id in result.output
+    # With no sync the data clock is this machine's: one time. A score on the CRM's data of another
+    # clock names both (a trial read this machine's time beside the history's data clock).
+    assert "on the CRM's data" not in result.output
+    with Session(cli_env) as session:
+        row = session.scalars(select(LeadScore).join(Lead, Lead.id == LeadScore.lead_id).where(
+            Lead.crm_id == crm_id, LeadScore.is_current.is_(True))).one()
+        row.as_of = row.scored_at - timedelta(days=30)
+        said = f"scored {row.scored_at.isoformat()} on the CRM's data as of {row.as_of.isoformat()}"
+        session.commit()
+    result = runner.invoke(app, ["explain", crm_id])
+    assert said in " ".join(result.output.split()), result.output
     assert runner.invoke(app, ["tiers", "show"]).exit_code == 0
     preview_json = tmp_path / "preview.json"
     result = runner.invoke(app, ["tiers", "preview", "--capacity", "A=10%", "B=20%", "C=30%", "--json",

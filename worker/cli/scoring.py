@@ -177,7 +177,12 @@ def explain_command(
     for reason in info["reasons"]:
         left_out = f"  {NOT_IN_CRM}" if reason in info["reasons_not_in_crm"] else ""
         console.print(f"  {reason}{left_out}", markup=False, highlight=False, soft_wrap=True)
-    console.print(f"model {info['model']}, scored {info['scored_at']}", markup=False, highlight=False, soft_wrap=True)
+    # Two clocks: when leadscore scored it (this machine's) and the CRM data it read (the history's
+    # times); a trial read 2026-12-05T09:29 here beside 2026-06-25 in the history of the same score.
+    on_data = (f" on the CRM's data as of {info['as_of']}" if info.get("as_of")
+               and str(info["as_of"])[:16] != str(info["scored_at"])[:16] else "")
+    console.print(f"model {info['model']}, scored {info['scored_at']}{on_data}", markup=False, highlight=False,
+                  soft_wrap=True)
     if said := feedback_words(info.get("rep_feedback")):
         console.print(f"rep feedback (as last synced): {said}", markup=False, highlight=False, soft_wrap=True)
     for line in _routing_lines(info.get("routing_actions") or []):
