@@ -177,7 +177,14 @@ def test_a_hundred_leads_from_an_unchanged_mix_do_not_read_as_a_shift() -> None:
     loud = drift_alerts(0.15, {"industry": 0.2}, config, {"score": 0.02, "industry": 0.02})
     assert _levels(loud) == {"score distribution": "warn", "feature industry": "warn"}
     raised = drift_alerts(0.2, {}, config, {"score": 0.18})
-    assert _levels(raised) == {"score distribution": "warn"} and "PSI 0.200 > 0.18" in raised[0].message
+    assert _levels(raised) == {"score distribution": "warn"} and raised[0].message == (
+        "score distribution shifting: PSI 0.200 > 0.180 (the 99% line sampling alone reaches on this many leads, "
+        "above the warning line 0.1: barely past chance)")
+    # Digits enough to tell the value from its line (a trial read "PSI 0.124 > 0.124").
+    (close,) = drift_alerts(0.12446, {}, config, {"score": 0.12359})
+    assert close.message.startswith("score distribution shifting: PSI 0.1245 > 0.1236 (the 99% line")
+    (clear,) = drift_alerts(0.2, {}, config)
+    assert clear.message == "score distribution shifting: PSI 0.200 > 0.100"
     # The alert line stays as configured (an alert's retraining is judged again on held-out leads),
     # and an alert sampling alone could give says so.
     (within,) = drift_alerts(0.3, {}, config, {"score": 0.4})
