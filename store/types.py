@@ -55,6 +55,22 @@ JSONType: Any = JSON().with_variant(JSONB(), "postgresql")
 WrittenJSON: Any = JSON()
 
 
+def utc_minutes(value: Any) -> str:
+    """A time as people read it: ``2026-12-05 09:29 UTC`` (a datetime, naive as UTC, or its ISO
+    8601 text; ``-`` for None; other text as it is). The console's ``when`` and ``explain``'s text."""
+    if value is None:
+        return "-"
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return value
+    if isinstance(value, datetime):
+        value = value if value.tzinfo else value.replace(tzinfo=UTC)
+        return f"{value.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+    return str(value)
+
+
 def json_safe(value: Any) -> Any:
     """``value`` as plain JSON (for JSON columns, ``--json`` files and API answers): dict keys as
     strings, tuples as lists, NaN/inf as None, datetimes in ISO 8601, numpy scalars as Python

@@ -17,7 +17,7 @@ import secrets
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
@@ -34,7 +34,7 @@ from starlette.concurrency import run_in_threadpool
 
 from config.app_config import AppConfig
 from config.errors import LeadscoreError
-from store.types import json_safe
+from store.types import json_safe, utc_minutes
 from store.usage import breakdown
 from web.auth import Authenticator, User
 
@@ -61,20 +61,6 @@ class Forbidden(LeadscoreError):
 
 class NotFound(LeadscoreError):
     """The thing asked for does not exist."""
-
-
-def _fmt_time(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value)
-        except ValueError:
-            return value
-    if isinstance(value, datetime):
-        value = value if value.tzinfo else value.replace(tzinfo=UTC)
-        return f"{value.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
-    return str(value)
 
 
 def _fmt_num(value: Any, digits: int = 3) -> str:
@@ -115,7 +101,7 @@ def _templates() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(HERE / "templates")), autoescape=True
     )
-    env.filters["when"] = _fmt_time
+    env.filters["when"] = utc_minutes
     env.filters["num"] = _fmt_num
     env.filters["pct"] = _fmt_pct
     env.filters["short_note"] = _short_note

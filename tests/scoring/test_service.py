@@ -298,7 +298,7 @@ def test_cli_score_explain_and_tiers(cli_env: Any, tmp_path: Path) -> None:
         row = session.scalars(select(LeadScore).join(Lead, Lead.id == LeadScore.lead_id).where(
             Lead.crm_id == crm_id, LeadScore.is_current.is_(True))).one()
         row.as_of = row.scored_at - timedelta(days=30)
-        said = f"scored {row.scored_at.isoformat()} on the CRM's data as of {row.as_of.isoformat()}"
+        said = f"scored {row.scored_at:%Y-%m-%d %H:%M} UTC on the CRM's data as of {row.as_of:%Y-%m-%d %H:%M} UTC"
         session.commit()
     result = runner.invoke(app, ["explain", crm_id])
     assert said in " ".join(result.output.split()), result.output

@@ -282,6 +282,41 @@ def test_api_preview_equals_cli_preview(client: TestClient, world: World, tmp_pa
     assert ("<code>overwrite: false</code> on an assign_owner" in fragment) == bool(taken)  # the setting, as code
 
 
+def test_lead_page_says_what_explain_says_of_a_converted_lead_and_its_data_clock(
+    client: TestClient, world: World
+) -> None:
+    """A trial's lead page read "status Closed - Converted · converted ... scored 2026-12-05 09:53
+    UTC" for a lead converted on 2026-07-01 and scored on the CRM's data of 2026-06-25: the page
+    now says, as `explain` does, that it is the last score while open and which data it read."""
+    from datetime import UTC, datetime
+
+    from store.types import utc_minutes
+
+    with unit_of_work(world.engine) as session:
+        row = session.scalars(select(LeadScore).where(LeadScore.is_current.is_(True)).order_by(LeadScore.id)
+                              .limit(1)).one()
+        lead = session.get(Lead, row.lead_id)
+        assert lead is not None
+        ref, before = f"id:{lead.id}", (lead.lifecycle, lead.converted_at, lead.status)
+        lead.lifecycle, lead.converted_at, lead.status = (LeadLifecycle.converted, datetime(2026, 7, 1, tzinfo=UTC),
+                                                          "Closed - Converted")
+        scored, data = utc_minutes(row.scored_at), utc_minutes(row.as_of)
+    try:
+        story = client.get(f"/api/leads/{ref}", auth=BOB).json()
+        page = client.get(f"/leads/{ref}", auth=BOB).text
+        assert story["standing"] == "converted 2026-07-01 (CRM status: Closed - Converted)"
+        assert (f'<p class="warn" id="lead-standing">{story["standing"]}: its last score while open (leadscore '
+                "rescores, writes and routes open leads only)</p>") in page
+        assert f"scored {scored}" in page
+        assert (f'<span id="lead-data-clock">on the CRM\'s data as of {data}</span>' in page) == (data != scored)
+        assert data != scored  # (the world's scores read the CRM's data of its own clock)
+    finally:
+        with unit_of_work(world.engine) as session:
+            restored = session.get(Lead, int(ref[3:]))
+            assert restored is not None
+            restored.lifecycle, restored.converted_at, restored.status = before
+
+
 def test_lead_api_and_page(client: TestClient, world: World) -> None:
     story = client.get(f"/api/leads/{world.routed_crm_id}", auth=BOB).json()
     assert story["crm_id"] == world.routed_crm_id and story["reasons"] and story["history"]

@@ -24,7 +24,7 @@ from config.app_config import load_config
 from config.settings import get_settings
 from store.db import get_engine, unit_of_work
 from store.models import ModelStatus
-from store.types import json_safe
+from store.types import json_safe, utc_minutes
 from worker.cli.console import cli_console
 
 # Heavy imports stay inside the commands that use them (scoring: CatBoost, pandas, scikit-learn;
@@ -179,10 +179,9 @@ def explain_command(
         console.print(f"  {reason}{left_out}", markup=False, highlight=False, soft_wrap=True)
     # Two clocks: when leadscore scored it (this machine's) and the CRM data it read (the history's
     # times); a trial read 2026-12-05T09:29 here beside 2026-06-25 in the history of the same score.
-    on_data = (f" on the CRM's data as of {info['as_of']}" if info.get("as_of")
-               and str(info["as_of"])[:16] != str(info["scored_at"])[:16] else "")
-    console.print(f"model {info['model']}, scored {info['scored_at']}{on_data}", markup=False, highlight=False,
-                  soft_wrap=True)
+    scored, data = utc_minutes(info["scored_at"]), utc_minutes(info.get("as_of"))
+    on_data = f" on the CRM's data as of {data}" if info.get("as_of") and data != scored else ""
+    console.print(f"model {info['model']}, scored {scored}{on_data}", markup=False, highlight=False, soft_wrap=True)
     if said := feedback_words(info.get("rep_feedback")):
         console.print(f"rep feedback (as last synced): {said}", markup=False, highlight=False, soft_wrap=True)
     for line in _routing_lines(info.get("routing_actions") or []):
@@ -192,8 +191,9 @@ def explain_command(
         console.print(f"history: {len(rows)} score{'s' if len(rows) != 1 else ''}, oldest first", markup=False,
                       soft_wrap=True)
         for row in rows:
-            console.print(f"  {row['as_of'] or row['scored_at']}  {_score_line(row)}  model {row['model']}",
-                          markup=False, highlight=False, soft_wrap=True)
+            at = utc_minutes(row["as_of"] or row["scored_at"])
+            console.print(f"  {at}  {_score_line(row)}  model {row['model']}", markup=False, highlight=False,
+                          soft_wrap=True)
             for reason in row["reasons"]:
                 console.print(f"      {reason}", markup=False, highlight=False, soft_wrap=True)
 
