@@ -174,8 +174,10 @@ def recent_labelled(
     # conversion reads better than it will live (a trial's window was mostly the training window).
     test_from = ((mv.params or {}).get("split") or {}).get("test_from")
     if test_from and SPLIT_COLUMN in examples:
-        before = pd.to_datetime(examples[SPLIT_COLUMN], utc=True) < pd.Timestamp(str(test_from))
-        window = {**window, "test_from": str(test_from), "before_test": int(before.sum())}
+        start = pd.Timestamp(str(test_from))
+        before = pd.to_datetime(examples[SPLIT_COLUMN], utc=True) < start
+        # ISO 8601 as the window's other times (the split stores "2026-01-29 02:38:32+00:00").
+        window = {**window, "test_from": start.isoformat(), "before_test": int(before.sum())}
     return RecentLabelled(window, probs, examples["converted"].to_numpy(dtype="float64"),
                           scores=champion_scores(session, probs))
 

@@ -169,7 +169,8 @@ def test_preview_reports_recent_conversion_higher_in_a_than_d(sqlite_session: Se
         Lead.crm_created_at >= datetime.fromisoformat(recent["created_from"]),
         Lead.crm_created_at <= datetime.fromisoformat(recent["created_to"]))).all()), utc=True)
     at_most = int((created + pd.Timedelta(days=recent["snapshot_days"]) < test_from).sum())
-    assert 0 < recent["before_test"] <= at_most and recent["test_from"] == mv.params["split"]["test_from"]
+    assert 0 < recent["before_test"] <= at_most and recent["test_from"] == test_from.isoformat()
+    assert "T" in recent["test_from"]  # ISO 8601 as created_from and created_to
     assert (f"{recent['before_test']:,} of these {recent['leads']:,} leads came before the champion's test "
             f"period (from {str(test_from.date())})") in caution, caution
     # Preview changed nothing.
