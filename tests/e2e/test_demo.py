@@ -44,6 +44,15 @@ def test_demo_runs_the_whole_loop_and_writes_the_json_contract(tmp_path: Path) -
     assert "unexpected" not in refused, refused
     assert refused.get("validation_rule", 0) > 0 and sf["failed"] > 0
     assert sf["failed"] + hs["failed"] <= sum(refused.values())
+    # Said apart by where they were met, as `status` counts them (a trial read "validation_rule 113"
+    # here against status's "111 CRM writes refused" and "failed 2" routing actions).
+    by_source = summary["refused_by_source"]
+    assert {kind: sum(where.values()) for kind, where in by_source.items()} == refused
+    (said,) = [line for line in result.stdout.splitlines() if line.startswith("CRM refusals met: ")]
+    for kind, where in by_source.items():
+        parts = ", ".join(f"{n} {'write-back rows' if source == 'writeback' else 'routing actions'}"
+                          for source, n in where.items())
+        assert f"{kind} {refused[kind]} ({parts})" in said, said
     # Salesforce packs 1,000 records per Composite call, HubSpot 100 per batch (both API maxima);
     # the drain's look-ups for owner changes riding along are per drain, never per record.
     assert sf["api_calls"] - sf["lookup_calls"] <= -(-(sf["records"] + sf["failed"]) // 1000) + 1

@@ -143,16 +143,26 @@ DEMO_STRICT = "validation_rule=0.02"
 def _refused(runtime: Any) -> dict[str, int]:
     """Failed write-back rows and routing actions by the CRM refusal behind them; codes the demo
     does not expect are counted under ``unexpected``."""
+    return {kind: sum(by_source.values()) for kind, by_source in _refused_by_source(runtime).items()}
 
 
-    counts: dict[str, int] = {}
+def _refused_by_source(runtime: Any) -> dict[str, dict[str, int]]:
+    """:func:`_refused`'s counts split by where the refusal was met: ``writeback`` (failed outbox
+    rows, what `status`'s outbox line counts) and ``routing`` (failed actions, `status`'s routing
+    line). A trial read "validation_rule 113" here against `status`'s "111 CRM writes refused"."""
+    counts: dict[str, dict[str, int]] = {}
     with unit_of_work(runtime.engine) as session:
-        errors = list(session.scalars(select(Outbox.last_error).where(Outbox.status == OutboxStatus.failed)))
-        errors += list(session.scalars(select(RoutingAction.error).where(RoutingAction.status == ActionStatus.failed)))
-    for error in errors:
-        # Not a CRM code (e.g. "the lead's tier changed again"): an action skipped, not refused.
-        kind = (expected_refusal(error) or "unexpected") if error_code(error).isupper() else "skipped"
-        counts[kind] = counts.get(kind, 0) + 1
+        sources = {
+            "writeback": list(session.scalars(select(Outbox.last_error).where(Outbox.status == OutboxStatus.failed))),
+            "routing": list(session.scalars(select(RoutingAction.error)
+                                            .where(RoutingAction.status == ActionStatus.failed))),
+        }
+    for source, errors in sources.items():
+        for error in errors:
+            # Not a CRM code (e.g. "the lead's tier changed again"): an action skipped, not refused.
+            kind = (expected_refusal(error) or "unexpected") if error_code(error).isupper() else "skipped"
+            counts.setdefault(kind, {})
+            counts[kind][source] = counts[kind].get(source, 0) + 1
     return dict(sorted(counts.items()))
 
 
@@ -308,6 +318,7 @@ def _run_loop(sim: Any, runtime: Any, out_dir: Path, report_path: Path | None) -
         "routing": {**routing_counts(runtime),
                     "api_calls": tally(routing.CALLS_BY_KIND, routing_before) if eager else None},
         "refused": _refused(runtime),
+        "refused_by_source": _refused_by_source(runtime),
         "scored": scored,
         "monitor": monitor,
         "incremental_week": {"new_leads": week.get("new_leads"), "new_activities": week.get("new_activities"),

@@ -58,7 +58,14 @@ def print_summary(summary: dict[str, Any]) -> None:
                       f"(e.g. leadscore explain {rep['rescored_in_week']['example_crm_id']} --history)",
                       markup=False, highlight=False)
     refused = summary.get("refused") or {}
-    console.print("CRM refusals met: " + (", ".join(f"{k} {v}" for k, v in refused.items()) or "none"),
+    by_source = summary.get("refused_by_source") or {}
+
+    def where(kind: str) -> str:
+        parts = [f"{n} {'write-back rows' if source == 'writeback' else 'routing actions'}"
+                 for source, n in (by_source.get(kind) or {}).items()]
+        return f" ({', '.join(parts)})" if parts else ""
+
+    console.print("CRM refusals met: " + (", ".join(f"{k} {v}{where(k)}" for k, v in refused.items()) or "none"),
                   markup=False)
     _print_monitor(summary.get("monitor") or {})
 
