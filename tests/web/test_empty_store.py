@@ -41,7 +41,8 @@ def test_api_on_an_empty_store(sqlite_engine: Engine) -> None:
         health = client.get("/api/health", auth=("ann", "pw")).json()
         preview = client.get("/api/tiers/preview?A=80&B=60&C=35", auth=("ann", "pw")).json()
         lead = client.get("/api/leads/00Q1", auth=("ann", "pw"))
-    assert health == {"status": "ok", "database": "ok", "champion": None, "leads": 0, "current_scores": 0}
+    assert health == {"status": "ok", "database": "ok", "champion": None, "leads": 0, "current_scores": 0,
+                      "open_leads": 0, "open_scored": 0}
     assert preview["current_leads"] == 0 and preview["routing_actions"]["total"] == 0
     assert preview["recent"]["note"].startswith("no champion model yet")
     assert lead.status_code == 404 and "no lead with CRM id" in lead.json()["error"]
