@@ -154,10 +154,9 @@ def _past(value: float, line: float, configured: float) -> str:
         digits += 1
     said = f"PSI {value:.{digits}f} > {line:.{digits}f}"
     if line > configured:
+        barely = ": barely past chance" if value < 1.25 * line else ""
         said += (f" (the {NOISE_QUANTILE:.0%} line sampling alone reaches on this many leads, above the warning "
-                 f"line {configured:g}: barely past chance)" if value < 1.25 * line else
-                 f" (the {NOISE_QUANTILE:.0%} line sampling alone reaches on this many leads, above the warning "
-                 f"line {configured:g})")
+                 f"line {configured:g}{barely})")
     return said
 
 
