@@ -324,6 +324,17 @@ def test_cli_score_explain_and_tiers(cli_env: Any, tmp_path: Path) -> None:
     for score, tier in tiered:
         expected = next((t for t in "ABC" if t in cuts and score >= cuts[t]), "D")
         assert tier == expected, (score, tier, cuts)
+    # Without thresholds: the active policy's preview (a new admin's `tiers preview` was a usage
+    # error), the same as giving its thresholds; a mode without thresholds stays a usage error.
+    active_json = tmp_path / "active.json"
+    result = runner.invoke(app, ["tiers", "preview", "--json", str(active_json)])
+    assert result.exit_code == 0, result.output
+    assert "the active policy (version 2); give thresholds to preview others" in result.output
+    active = json.loads(active_json.read_text())
+    assert (active["mode"], active["thresholds"]) == ("capacity", {"A": 10.0, "B": 20.0, "C": 30.0})
+    assert {t: active["tiers"][t]["leads"] for t in "ABCD"} == {t: shown[t]["leads"] for t in "ABCD"}
+    assert active["changes"] == 0  # the policy in force changes no tier
+    assert runner.invoke(app, ["tiers", "preview", "--capacity"]).exit_code == 2
     result = runner.invoke(app, ["explain", "no-such-lead"])
     assert isinstance(result.exception, LeadscoreError)
 

@@ -335,13 +335,21 @@ def tiers_preview(
     json_path: Path | None = typer.Option(None, "--json", help="Write the preview as JSON here."),
 ) -> None:
     """Show what a tier policy would do (leads per tier, recent conversion per tier, routing actions
-    it would plan); changes nothing."""
+    it would plan); changes nothing. Without thresholds: the active policy (how its tiers convert)."""
     from scoring.pipeline import preview_with_routing, reassigned_from_users
+    from scoring.tiers import active_policy
 
     mode = _mode(capacity, likelihood)
-    values = _thresholds(thresholds or [], capacity)
     config = _config()
+    if not thresholds and (capacity or likelihood):
+        _thresholds([], capacity)  # a mode without its thresholds: the usage line
+    values = _thresholds(thresholds, capacity) if thresholds else None
     with _session() as session:
+        if values is None:  # a new admin's `tiers preview` (was a usage error): the policy in force
+            policy = active_policy(session, config.tiers)
+            mode, values = policy.mode, {t: float(v) for t, v in policy.thresholds.items()}
+            console.print(f"the active policy (version {policy.version}); give thresholds to preview others",
+                          markup=False, highlight=False)
         data = preview_with_routing(session, config, mode, values, recent_days=recent_days)
         session.rollback()  # a preview writes nothing, not even the first policy version
     console.print(f"preview of {describe_tiers(mode, data['thresholds'])}: {data['changes']} of "
