@@ -14,7 +14,7 @@ from scoring.feedback import lead_feedback
 from scoring.reasons import MAX_REASONS_CHARS, crm_reason_indices
 from scoring.score_writes import change_baseline_as_of
 from scoring.tiers import likelihood_percent
-from store.models import Connection, Lead, LeadLifecycle, LeadScore, ModelVersion, QuarantinedRecord
+from store.models import Connection, Lead, LeadLifecycle, LeadScore, ModelVersion, QuarantinedRecord, TierPolicy
 from store.queries import routing_actions
 
 
@@ -82,9 +82,10 @@ def reasons_not_in_crm(reasons: list[str]) -> list[str]:
     return [r for i, r in enumerate(reasons) if i not in kept]
 
 
-def _score_view(row: LeadScore, version: str | None) -> dict[str, Any]:
+def _score_view(row: LeadScore, version: str | None, policy: int | None = None) -> dict[str, Any]:
     reasons = list(row.reasons or [])
     return {
+        "tier_policy": policy,  # the tier policy's version the row was tiered under
         "score": row.score,
         "likelihood": float(likelihood_percent(np.array([row.probability]))[0]),
         "probability": round(row.probability, 4),
@@ -150,5 +151,14 @@ def explain_lead(session: Session, ref: str, *, history: bool = False,
         rows = session.scalars(
             select(LeadScore).where(LeadScore.lead_id == lead.id).order_by(LeadScore.scored_at, LeadScore.id)
         )
-        out["history"] = [_score_view(r, versions.get(r.model_version_id or -1)) for r in rows]
+        policies = dict(session.execute(select(TierPolicy.id, TierPolicy.version)).tuples().all())
+        out["history"] = []
+        for r in rows:
+            view = _score_view(r, versions.get(r.model_version_id or -1), policies.get(r.tier_policy_id or -1))
+            before = out["history"][-1] if out["history"] else None
+            # The same score on the same data, tiered again under another policy (`tiers set`): a
+            # trial read such a row as a rescore.
+            view["retier"] = (before is not None and before["tier_policy"] != view["tier_policy"]
+                              and (before["score"], before["as_of"]) == (view["score"], view["as_of"]))
+            out["history"].append(view)
     return out

@@ -29,7 +29,7 @@ from scoring.service import (
     score_leads,
     train_from_store,
 )
-from store.models import Lead, LeadLifecycle, LeadScore, Outbox, SyncRun
+from store.models import Lead, LeadLifecycle, LeadScore, Outbox, SyncRun, TierPolicy
 from tests.factories import (
     BASE_TIME,
     FAST_TRAINING,
@@ -324,6 +324,14 @@ def test_cli_score_explain_and_tiers(cli_env: Any, tmp_path: Path) -> None:
     for score, tier in tiered:
         expected = next((t for t in "ABC" if t in cuts and score >= cuts[t]), "D")
         assert tier == expected, (score, tier, cuts)
+    # A lead the new policy re-tiered: its history names the row for what it is.
+    with Session(cli_env) as session:
+        retiered = session.scalar(select(Lead.crm_id).join(LeadScore, LeadScore.lead_id == Lead.id)
+                                  .join(TierPolicy, TierPolicy.id == LeadScore.tier_policy_id)
+                                  .where(LeadScore.is_current.is_(True), TierPolicy.version == 2).limit(1))
+    assert retiered is not None
+    result = runner.invoke(app, ["explain", retiered, "--history"])
+    assert result.exit_code == 0 and "(re-tiered under tier policy v2)" in result.output, result.output
     # Without thresholds: the active policy's preview (a new admin's `tiers preview` was a usage
     # error), the same as giving its thresholds; a mode without thresholds stays a usage error.
     active_json = tmp_path / "active.json"

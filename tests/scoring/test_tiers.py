@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from config.app_config import TierConfig
 from scoring import registry
-from scoring.service import score_leads
+from scoring.service import explain_lead, score_leads
 from scoring.tier_changes import MIN_TIER_CONVERSIONS, few_conversions_caution, preview, retier
 from scoring.tiers import (
     Policy,
@@ -139,6 +139,12 @@ def test_preview_matches_what_set_then_produces(any_session: Session, mode: str,
     assert preview(any_session, mode, thresholds, as_of=AS_OF)["changes"] == 0
     assert {s.lead_id: s.tier for s in any_session.scalars(select(LeadScore).where(
         LeadScore.is_current.is_(True), LeadScore.lead_id.in_(gone)))} == kept
+    # A re-tiered lead's history says so (a trial read the row as a rescore: same score, new tier).
+    moved = after.merge(before_scores, on="lead_id", suffixes=("", "_before"))
+    lead_id = int(moved.loc[moved["tier"] != moved["tier_before"], "lead_id"].iloc[0])
+    history = explain_lead(any_session, f"id:{lead_id}", history=True)["history"]
+    assert [h["retier"] for h in history] == [False] * (len(history) - 1) + [True]
+    assert history[-1]["tier_policy"] == policy.version and history[-2]["tier_policy"] != policy.version
 
 
 def test_preview_reports_recent_conversion_higher_in_a_than_d(sqlite_session: Session) -> None:

@@ -192,8 +192,9 @@ def explain_command(
                       soft_wrap=True)
         for row in rows:
             at = utc_minutes(row["as_of"] or row["scored_at"])
-            console.print(f"  {at}  {_score_line(row)}  model {row['model']}", markup=False, highlight=False,
-                          soft_wrap=True)
+            retier = f"  (re-tiered under tier policy v{row['tier_policy']})" if row.get("retier") else ""
+            console.print(f"  {at}  {_score_line(row)}  model {row['model']}{retier}", markup=False,
+                          highlight=False, soft_wrap=True)
             for reason in row["reasons"]:
                 console.print(f"      {reason}", markup=False, highlight=False, soft_wrap=True)
 
