@@ -202,3 +202,36 @@ def test_unexpected_error_is_one_line_plus_log_and_debug_shows_the_traceback(tmp
     assert debug.returncode == 1
     assert "Traceback" in debug.stderr
     assert debug.stderr.strip().splitlines()[-1].startswith("error: unexpected")
+
+
+# Every command with --json PATH, with what else it needs to get as far as its work.
+JSON_COMMANDS = [
+    ["train"], ["score"], ["explain", "00Q1"], ["tiers", "preview", "A=80", "B=60", "C=40"],
+    ["tiers", "set", "A=80", "B=60", "C=40"], ["evaluate", "--csv", "x.csv", "--target", "y"], ["monitor"],
+    ["retrain"], ["status"], ["sync"], ["writeback"], ["route"], ["demo"],
+]
+
+
+@pytest.mark.parametrize("args", JSON_COMMANDS, ids=lambda a: "-".join(a[:2]))
+def test_a_json_path_that_cannot_be_written_is_refused_before_any_work(migrated: Path, args: list[str]) -> None:
+    """A trial's `train --json /proc/nope/t.json` trained and registered a model, then failed with
+    "unexpected FileNotFoundError"; `train --json DIR` the same with IsADirectoryError; a rerun
+    registered another model. The path is checked while the arguments are read: one usage line,
+    exit 2, before the database is even opened."""
+    folder = migrated / "out"
+    folder.mkdir()
+    said = assert_one_line_failure(leadscore(*args, "--json", str(folder), cwd=migrated), 2, "is a directory")
+    assert "--json" in said
+    blocked = migrated / "blocked"
+    blocked.write_text("a file, not a folder", encoding="utf-8")
+    assert_one_line_failure(leadscore(*args, "--json", str(blocked / "x.json"), cwd=migrated), 2,
+                            f"cannot write {blocked / 'x.json'}")
+
+
+def test_a_json_path_in_a_new_folder_is_made_and_left_only_when_written(migrated: Path) -> None:
+    target = migrated / "new" / "deeper" / "status.json"
+    done = leadscore("status", "--json", str(target), cwd=migrated)
+    assert target.is_file() and done.returncode in (0, 1), done.stderr  # written before a failing exit too
+    checked_only = migrated / "unused.json"
+    failed = leadscore("explain", "00QNOPE", "--json", str(checked_only), cwd=migrated)
+    assert failed.returncode == 1 and not checked_only.exists()  # the check leaves no empty file behind

@@ -29,7 +29,7 @@ from scoring.service import (
     score_leads,
     train_from_store,
 )
-from store.models import Lead, LeadLifecycle, LeadScore, Outbox, SyncRun, TierPolicy
+from store.models import Lead, LeadLifecycle, LeadScore, ModelVersion, Outbox, SyncRun, TierPolicy
 from tests.factories import (
     BASE_TIME,
     FAST_TRAINING,
@@ -356,6 +356,17 @@ def test_cli_train_registers_the_first_champion(cli_env: Any, tmp_path: Path) ->
     with Session(cli_env) as session:
         synthetic_population(session, leads=400, seed=12, start=datetime.now(UTC) - timedelta(days=400))
         session.commit()
+    # A --json path that cannot be written: refused before training (a trial's `train --json DIR`
+    # registered a model, then failed; a rerun registered another).
+    for bad in (tmp_path, tmp_path / "train.json" / "x.json"):
+        (tmp_path / "train.json").unlink(missing_ok=True)
+        if bad != tmp_path:
+            (tmp_path / "train.json").write_text("a file", encoding="utf-8")
+        refused = runner.invoke(app, ["train", "--json", str(bad)])
+        assert refused.exit_code == 2, refused.output
+        with Session(cli_env) as session:
+            assert session.scalar(select(func.count(ModelVersion.id))) == 0
+    (tmp_path / "train.json").unlink()
     out = tmp_path / "train.json"
     result = runner.invoke(app, ["train", "--json", str(out)])
     assert result.exit_code == 0, result.output

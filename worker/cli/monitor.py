@@ -21,6 +21,7 @@ from config.settings import get_settings
 from store.db import unit_of_work
 from store.models import ModelStatus, ModelVersion
 from worker.cli.console import cli_console
+from worker.cli.jsonout import json_target, write_json_text
 
 # Heavy imports stay inside the commands that use them (scoring: CatBoost, pandas, scikit-learn;
 # connectors: the CRM clients; web: FastAPI and uvicorn; crmsim; the demo): seconds that
@@ -81,7 +82,8 @@ def _parse_as_of(value: str | None) -> datetime | None:
 
 @app.command("monitor")
 def monitor_command(
-    json_path: Path | None = typer.Option(None, "--json", help="Also write the report's metrics as JSON."),
+    json_path: Path | None = typer.Option(None, "--json", callback=json_target,
+                                          help="Also write the report's metrics as JSON."),
     as_of: str | None = typer.Option(None, "--as-of", help="Measure as of this CRM time (ISO; default: the "
                                      "newest synced modification time)."),
 ) -> None:
@@ -127,17 +129,14 @@ def monitor_command(
         body = {"status": status, "as_of": report_as_of.isoformat(), "clock": clock,
                 "drift": metrics.get("drift") or {}, "tier_conversion": metrics.get("tier_conversion") or {},
                 "performance": metrics.get("performance") or {}, "alerts": alerts, "metrics": metrics}
-        try:
-            json_path.parent.mkdir(parents=True, exist_ok=True)
-            json_path.write_text(json.dumps(body, indent=2), encoding="utf-8")
-        except OSError as exc:
-            raise LeadscoreError(f"cannot write {json_path}: {exc.strerror}") from exc
+        write_json_text(json_path, json.dumps(body, indent=2))
 
 
 @app.command("retrain")
 def retrain_command(
     dry_run: bool = typer.Option(False, "--dry-run", help="Compare only: register and promote nothing."),
-    json_path: Path | None = typer.Option(None, "--json", help="Also write the outcome as JSON."),
+    json_path: Path | None = typer.Option(None, "--json", callback=json_target,
+                                          help="Also write the outcome as JSON."),
     as_of: str | None = typer.Option(None, "--as-of", help="Retrain as of this CRM time (ISO; default: the "
                                      "newest synced modification time)."),
 ) -> None:
@@ -161,11 +160,7 @@ def retrain_command(
                       f"snapshots)", markup=False, highlight=False, soft_wrap=True)
     console.print(f"decision: {outcome.decision or outcome.reason}", markup=False, highlight=False, soft_wrap=True)
     if json_path is not None:
-        try:
-            json_path.parent.mkdir(parents=True, exist_ok=True)
-            json_path.write_text(json.dumps(body, indent=2), encoding="utf-8")
-        except OSError as exc:
-            raise LeadscoreError(f"cannot write {json_path}: {exc.strerror}") from exc
+        write_json_text(json_path, json.dumps(body, indent=2))
     if outcome.promoted:
         console.print("run `leadscore score --all` to rescore every lead with the new champion", markup=False)
 

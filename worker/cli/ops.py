@@ -32,6 +32,7 @@ from store.models import (
 from store.queries import lead_totals, quarantine_counts
 from store.types import json_safe
 from worker.cli.console import cli_console
+from worker.cli.jsonout import json_target, write_json_text
 from worker.cli.ports import check_port
 from worker.cli.stored import sqlite_file_missing
 from worker.lost import close_lost_runs
@@ -199,7 +200,8 @@ def flower(
 @app.command()
 def status(
     json_path: Path | None = typer.Option(
-        None, "--json", help="Also write what it shows as JSON here (written before a failing exit: `problems`)."),
+        None, "--json", callback=json_target,
+        help="Also write what it shows as JSON here (written before a failing exit: `problems`)."),
 ) -> None:
     """Last sync per connection, workers, beat and queues, outbox backlog, model in use, latest alerts
     (exit 1 when a sync failed or a worker, the beat or a queue's consumer is missing)."""
@@ -316,8 +318,7 @@ def status(
                            {"status": report.status, "as_of": report.as_of, "alerts": list(report.alerts)})
     data["problems"] = problems
     if json_path is not None:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(json_safe(data), indent=2) + "\n", encoding="utf-8")  # times in ISO 8601
+        write_json_text(json_path, json.dumps(json_safe(data), indent=2))  # times in ISO 8601
     if config_problem is not None:
         raise LeadscoreError(f"{config_problem} (worker and beat refuse to start until it is fixed)")
     if problems:  # shown above; the exit status says it too, for whoever runs status from a script
@@ -400,7 +401,8 @@ def demo(
     leads: int | None = typer.Option(None, min=500, help="Leads in the simulated CRMs (default 12000; "
                                                           "3000 with --quick)."),
     seed: int = typer.Option(0, help="Seed: the same seed gives the same CRM and the same numbers."),
-    json_path: Path | None = typer.Option(None, "--json", help="Write the summary as JSON here."),
+    json_path: Path | None = typer.Option(None, "--json", callback=json_target,
+                                          help="Write the summary as JSON here."),
     report: Path | None = typer.Option(None, "--report", help="Write an HTML report with plots here."),
     min_per_class: int | None = typer.Option(None, min=10, help="Training refuses fewer labelled examples per "
                                                                 "class (default 500; 150 with --quick)."),

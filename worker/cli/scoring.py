@@ -26,6 +26,7 @@ from store.db import get_engine, unit_of_work
 from store.models import ModelStatus
 from store.types import json_safe, utc_minutes
 from worker.cli.console import cli_console
+from worker.cli.jsonout import json_target, write_json_text
 
 # Heavy imports stay inside the commands that use them (scoring: CatBoost, pandas, scikit-learn;
 # connectors: the CRM clients; web: FastAPI and uvicorn; crmsim; the demo): seconds that
@@ -49,8 +50,7 @@ def _config() -> Any:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+    write_json_text(path, json.dumps(data, indent=2, default=str))
 
 
 def _fmt(value: Any) -> str:
@@ -59,7 +59,8 @@ def _fmt(value: Any) -> str:
 
 @app.command("train")
 def train_command(
-    json_path: Path | None = typer.Option(None, "--json", help="Write the training summary as JSON here."),
+    json_path: Path | None = typer.Option(None, "--json", callback=json_target,
+                                          help="Write the training summary as JSON here."),
     seed: int = typer.Option(0, help="Random seed of the split and models."),
 ) -> None:
     """Train on the synced leads (point in time) and register a model version."""
@@ -104,7 +105,8 @@ def score_command(
     all_leads: bool = typer.Option(False, "--all", help="Rescore every lead, not only those whose inputs changed."),
     batch_size: int | None = typer.Option(None, "--batch-size", min=1,
                                           help="Leads per batch (default: scoring.score_run.BATCH_SIZE, 5,000)."),
-    json_path: Path | None = typer.Option(None, "--json", help="Write the run summary as JSON here."),
+    json_path: Path | None = typer.Option(None, "--json", callback=json_target,
+                                          help="Write the run summary as JSON here."),
 ) -> None:
     """Score the leads whose inputs changed since their last score (or all of them); plan routing."""
     from scoring.pipeline import score_and_plan
@@ -149,7 +151,7 @@ def score_command(
 def explain_command(
     lead: str = typer.Argument(..., help="The lead's CRM id (e.g. 00Q...; CONNECTION:CRMID, e.g. hubspot:5864, "
                                "in one connection) or internal id (id:N is always the internal id)."),
-    json_path: str | None = typer.Option(None, "--json", metavar="PATH",
+    json_path: str | None = typer.Option(None, "--json", metavar="PATH", callback=json_target,
                                          help="Write the lead as JSON here, as the other commands' --json do "
                                               "('-': print the JSON instead of the text)."),
     history: bool = typer.Option(False, "--history", help="Also show every earlier score of the lead."),
@@ -333,7 +335,8 @@ def tiers_preview(
     capacity: bool = typer.Option(False, "--capacity", help="Thresholds are shares of leads (top N%)."),
     likelihood: bool = typer.Option(False, "--likelihood", help="Thresholds are conversion likelihoods in %."),
     recent_days: int = typer.Option(180, "--recent-days", min=1, help="Window of recent labelled leads."),
-    json_path: Path | None = typer.Option(None, "--json", help="Write the preview as JSON here."),
+    json_path: Path | None = typer.Option(None, "--json", callback=json_target,
+                                          help="Write the preview as JSON here."),
 ) -> None:
     """Show what a tier policy would do (leads per tier, recent conversion per tier, routing actions
     it would plan); changes nothing. Without thresholds: the active policy (how its tiers convert)."""
@@ -389,7 +392,8 @@ def tiers_set(
     by: str = typer.Option("cli", "--by", help="Who made the change (recorded with the policy)."),
     no_route: bool = typer.Option(False, "--no-route",
                                   help="Do not plan routing actions for the leads whose tier changed."),
-    json_path: Path | None = typer.Option(None, "--json", help="Write what changed as JSON here."),
+    json_path: Path | None = typer.Option(None, "--json", callback=json_target,
+                                          help="Write what changed as JSON here."),
 ) -> None:
     """Activate a new tier policy, re-tier current scores (no retraining) and plan routing for the
     leads whose tier changed (unless --no-route)."""
@@ -420,7 +424,8 @@ def evaluate_command(
     csv: Path = typer.Option(..., "--csv", help="CSV file with one row per lead."),
     target: str = typer.Option(..., "--target", help="The 0/1 (or yes/no) outcome column."),
     exclude: list[str] = typer.Option([], "--exclude", help="A column to leave out (repeatable)."),
-    json_path: Path | None = typer.Option(None, "--json", help="Write the evaluation as JSON here."),
+    json_path: Path | None = typer.Option(None, "--json", callback=json_target,
+                                          help="Write the evaluation as JSON here."),
     seed: int = typer.Option(0, help="Random seed of the split and models."),
     min_per_class: int = typer.Option(500, "--min-per-class", min=1, help="Fewest examples per class to train."),
     time_column: str | None = typer.Option(

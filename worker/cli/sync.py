@@ -19,6 +19,7 @@ from config.settings import get_settings
 from store.db import get_engine
 from store.models import SyncStatus
 from worker.cli.console import cli_console
+from worker.cli.jsonout import json_target, write_json_text
 from worker.cli.stored import no_connection_error, require_database_file
 
 if TYPE_CHECKING:
@@ -38,7 +39,8 @@ def sync(
     connection: Annotated[str | None, typer.Option("--connection", "-c", help="only this connection")] = None,
     full: Annotated[bool, typer.Option("--full", help="ignore cursors and re-read everything")] = False,
     json_path: Annotated[Path | None, typer.Option(
-        "--json", help="also write {connections: {NAME: {records, api_calls, error}}} here")] = None,
+        "--json", callback=json_target,
+        help="also write {connections: {NAME: {records, api_calls, error}}} here")] = None,
 ) -> None:
     """Sync leads and activities from the configured CRMs into the database now.
 
@@ -76,7 +78,7 @@ def sync(
     _summary([o.report for o in outcomes if o.report is not None])
     if json_path is not None:
         document = {"connections": {o.name: o.to_dict() for o in outcomes}}
-        json_path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+        write_json_text(json_path, json.dumps(document, indent=2))
     for outcome in outcomes:
         line = f"{outcome.name}: {outcome.records} records, {outcome.api_calls} API calls, "
         console.print(line + (f"FAILED: {outcome.error}" if outcome.error else "ok"), markup=False, highlight=False)

@@ -22,6 +22,7 @@ from config.settings import get_settings
 from store.db import get_engine, unit_of_work
 from store.models import ActionStatus, Connection, RoutingAction
 from worker.cli.console import cli_console
+from worker.cli.jsonout import json_target, write_json_text
 from worker.cli.stored import no_connection_error, require_database_file
 
 # Refusals that mean a score field or property is missing in the CRM (Salesforce, HubSpot).
@@ -54,11 +55,7 @@ def _secrets(config: Any, only: str | None) -> Mapping[str, Any]:
 
 
 def _write_json(path: str, data: Any) -> None:
-    try:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    except OSError as exc:
-        raise LeadscoreError(f"cannot write {path}: {exc.strerror}") from exc
+    write_json_text(path, json.dumps(data, indent=2))
 
 
 def writeback_json(report: Any, names: list[str]) -> dict[str, Any]:
@@ -109,7 +106,8 @@ def writeback(
     connection: Annotated[str | None, typer.Option("--connection", "-c", help="only this connection")] = None,
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="at most this many outbox rows")] = None,
     json_path: Annotated[str | None, typer.Option(
-        "--json", help='write {"connections": {NAME: {"written", "failed", "api_calls", ...}}} here')] = None,
+        "--json", callback=json_target,
+        help='write {"connections": {NAME: {"written", "failed", "api_calls", ...}}} here')] = None,
     retry_failed: Annotated[bool, typer.Option(
         "--retry-failed", help="first put the writes the CRM refused for good back in the queue (after fixing "
         "the cause, e.g. `leadscore crm setup` for a missing field)")] = False,
@@ -214,7 +212,8 @@ def _statuses(engine: Any, ids: set[int]) -> dict[str, int]:
 def route(
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="at most this many actions")] = None,
     json_path: Annotated[str | None, typer.Option(
-        "--json", help='write {"connections": {NAME: {"executed", "failed", "api_calls", ...}}} here')] = None,
+        "--json", callback=json_target,
+        help='write {"connections": {NAME: {"executed", "failed", "api_calls", ...}}} here')] = None,
     retry_failed: Annotated[bool, typer.Option(
         "--retry-failed", help="first put the actions the CRM refused for good back in the queue (after fixing "
         "the cause, e.g. reactivating the rep who left)")] = False,
