@@ -162,7 +162,8 @@ def retrain_command(
     if json_path is not None:
         write_json_text(json_path, json.dumps(body, indent=2))
     if outcome.promoted:
-        console.print("run `leadscore score --all` to rescore every lead with the new champion", markup=False)
+        console.print("the next `leadscore score` (the workers' minute loop) rescores every open lead with the new "
+                      "champion: their scores came from another model", markup=False)
 
 
 @models_app.command("list")
