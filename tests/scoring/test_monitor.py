@@ -793,6 +793,20 @@ def test_the_drift_line_counts_features_above_each_line_with_the_lines() -> None
     assert noisy.endswith("1 above the warning line (0.1), 2 within the sampling noise)")
 
 
+def test_the_accuracy_status_names_only_the_checks_at_its_level() -> None:
+    """A trial read "accuracy: alert (auc_drop, calibration)" while the AUC's drop only warned
+    ("within sampling noise"): the status names the checks that set it, at its level."""
+    from scoring.monitoring.accuracy import _status
+    from scoring.monitoring.status import ALERT, WARN, Alert
+
+    perf: dict[str, Any] = {"auc_se": 0.03}
+    _status(perf, [Alert(WARN, "auc_drop", "live AUC 0.640 is 0.085 below baseline 0.726, within sampling noise"),
+                   Alert(ALERT, "calibration", "ECE 0.09")])
+    assert (perf["status"], perf["status_from"]) == ("alert", ["calibration"])
+    _status(perf, [Alert(WARN, "auc_drop", "..."), Alert(WARN, "calibration", "...")])
+    assert (perf["status"], perf["status_from"]) == ("warn", ["auc_drop", "calibration"])
+
+
 def test_tier_conversion_on_few_conversions_carries_the_tier_previews_caution() -> None:
     """A trial read "D 7.1% of 14 (norm 3.4% of 29)" beside "C 3.6% of 83" as D converting better
     than C, on one conversion: the line now carries the caution the tier preview gives."""
