@@ -19,7 +19,7 @@ from scoring.features import (
 from scoring.metrics import conversion_by_tier, expected_calibration_error
 from scoring.monitoring.clock import trained_at
 from scoring.monitoring.cohorts import COHORT_AGE_DAYS, cohort_leads, labels_at
-from scoring.monitoring.elapsed import active_tier_policy, elapsed_scores
+from scoring.monitoring.elapsed import elapsed_scores, live_tier_policy
 from scoring.monitoring.reference_cohort import Reference, ensure_reference
 from scoring.monitoring.stats import MIN_PERFORMANCE_POSITIVES, Z_ONE_SIDED, auc_standard_error, roc_auc
 from scoring.monitoring.status import ALERT, NOT_ENOUGH, WARN, Alert, Findings, worst
@@ -48,7 +48,7 @@ def measure_performance(session: Session, champion: ModelVersion, ref: Reference
     out.metrics["performance"] = perf
     out.metrics["tier_conversion"] = tc
     ids = cohort_leads(session, start, end)
-    policy = active_tier_policy(session)
+    policy = live_tier_policy(session)  # capacity: today's score cut-offs, as live scoring tiers
     counts: dict[str, Any] = {}
     scores = elapsed_scores(session, champion, ids, policy, counts) if ids else pd.DataFrame()
     tc.update(counts)

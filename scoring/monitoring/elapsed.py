@@ -20,7 +20,7 @@ from scoring.monitoring.clock import as_utc
 from scoring.monitoring.cohorts import COHORT_AGE_DAYS, build_cohort
 from scoring.monitoring.reference_cohort import reference_window
 from scoring.tier_changes import champion_scores
-from scoring.tiers import Policy, PolicyLike, current_scores, find_active_policy, tiers_for
+from scoring.tiers import Policy, PolicyLike, capacity_cutoffs, current_scores, find_active_policy, tiers_for
 from store.models import (
     Lead,
     LeadScore,
@@ -66,18 +66,27 @@ def active_tier_policy(session: Session) -> PolicyLike:
     return Policy(mode=default.mode, thresholds=dict(default.thresholds))
 
 
-def live_capacity_scores(session: Session, policy: PolicyLike) -> np.ndarray | None:
-    """In capacity mode, the 1-99 scores live tiers are cut on: every open lead's current score
-    (None in the other modes, or while no open lead holds a score: then a cohort is cut on its own).
+def live_tier_policy(session: Session) -> PolicyLike:
+    """The active policy as live scoring applies it today (:func:`as_live`): what the monitor tiers
+    reconstructed scores and the reference's leads by."""
+    return as_live(session, active_tier_policy(session))
 
-    A lead tiered by them gets the tier live scoring gives its score today, as the tier preview
-    tiers its recent leads. Cut within each cohort instead, the monitor's "tier A" was the top 5 %
-    of the elapsed leads, the reps' the top 5 % of the open leads: a trial read tier A converting
-    58 % in the monitor and 29 % in the preview of the same policy."""
+
+def as_live(session: Session, policy: PolicyLike) -> PolicyLike:
+    """``policy`` as live scoring applies it today: a capacity policy as the score cut-offs its
+    shares give on every open lead's current score (unchanged in the other modes, or while no open
+    lead holds a score: then a cohort is cut on its own).
+
+    A lead tiered by it gets the tier live scoring gives its score today, as the tier preview tiers
+    its recent leads. Cut within each cohort instead, the monitor's "tier A" was the top 5 % of the
+    elapsed leads, the reps' the top 5 % of the open leads: a trial read tier A converting 58 % in
+    the monitor and 29 % in the preview of the same policy."""
     if policy.mode != "capacity":
-        return None
+        return policy
     scores = current_scores(session)["score"].to_numpy(dtype="float64")
-    return scores if len(scores) else None
+    if not len(scores):
+        return policy
+    return Policy(mode="score", thresholds=capacity_cutoffs(scores, policy.thresholds))
 
 
 def elapsed_scores(session: Session, champion: ModelVersion, lead_ids: Sequence[int], policy: PolicyLike,
@@ -118,10 +127,8 @@ def elapsed_scores(session: Session, champion: ModelVersion, lead_ids: Sequence[
 
     rebuilt = pd.DataFrame({
         "lead_id": cohort.leads["id"].astype("int64").to_numpy(), "probability": proba,
-        # Score tiers rank against the champion's reference leads, as live scoring does; capacity
-        # shares are cut on the open leads' current scores, as live scoring cuts them.
-        "tier": tiers_for(policy, proba, scores=champion_scores(session, proba),
-                          reference=live_capacity_scores(session, policy)),
+        # Score tiers rank against the champion's reference leads, as live scoring does.
+        "tier": tiers_for(policy, proba, scores=champion_scores(session, proba)),
         "scored_at": cohort.snapshots.to_numpy(),
         "model_version_id": champion.id, "source": "reconstructed",
     })

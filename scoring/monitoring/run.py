@@ -17,7 +17,7 @@ from scoring import registry
 from scoring.monitoring.accuracy import measure_performance
 from scoring.monitoring.clock import as_utc, data_clock, horizon_of, trained_at
 from scoring.monitoring.drift import importance_change, measure_drift
-from scoring.monitoring.elapsed import active_tier_policy
+from scoring.monitoring.elapsed import live_tier_policy
 from scoring.monitoring.freshness import measure_freshness
 from scoring.monitoring.reference_cohort import Reference, ensure_reference
 from scoring.monitoring.shadow_compare import describe_shadow, shadow_comparison
@@ -169,7 +169,7 @@ def _early_top_tier(session: Session, ref: Reference | None, as_of: datetime, ho
                     out: Findings) -> None:
     """The early top-tier measure beside the elapsed one: ``tier_conversion["early"]``; the measure's
     status is the worse of the two that could be judged."""
-    status, alert, detail = early_top_tier(session, ref, active_tier_policy(session), as_of=as_of,
+    status, alert, detail = early_top_tier(session, ref, live_tier_policy(session), as_of=as_of,
                                            horizon_days=horizon, share=config.top_tier_share)
     tc = out.metrics["tier_conversion"]
     tc["early"] = {"status": status, **detail}

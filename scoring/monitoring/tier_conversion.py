@@ -16,7 +16,7 @@ from scoring import registry
 from scoring.metrics import conversion_by_tier
 from scoring.monitoring.clock import parse_time
 from scoring.monitoring.cohorts import COHORT_AGE_DAYS, cohort_leads
-from scoring.monitoring.elapsed import live_capacity_scores, scores_at_age
+from scoring.monitoring.elapsed import scores_at_age
 from scoring.monitoring.reference_cohort import Reference
 from scoring.monitoring.stats import Z_ONE_SIDED, wilson_upper
 from scoring.monitoring.status import ALERT, NOT_ENOUGH, OK, WARN, Alert
@@ -31,11 +31,11 @@ MIN_TOP_TIER_LEADS = 20
 def reference_tiers(session: Session, ref: Reference, policy: PolicyLike) -> list[str]:
     """The tiers of the reference's leads as live scoring gives them: in score mode their 1-99 ranks
     against the champion's score reference (not against each other), so that a tier of the
-    reference is the same kind of lead as that tier live; capacity shares are cut where live
-    scoring cuts them, on the current scores of the open leads (:func:`live_capacity_scores`)."""
+    reference is the same kind of lead as that tier live. A capacity policy is best given as live
+    scoring applies it (:func:`~scoring.monitoring.elapsed.as_live`: today's score cut-offs);
+    as it is, its shares are cut within the reference itself."""
     p = np.asarray([o[0] for o in ref.outcomes], dtype="float64")
-    return tiers_for(policy, p, scores=champion_scores(session, p) if policy.mode != "likelihood" else None,
-                     reference=live_capacity_scores(session, policy))
+    return tiers_for(policy, p, scores=champion_scores(session, p) if policy.mode != "likelihood" else None)
 
 
 def tier_norms(session: Session, ref: Reference | None, policy: PolicyLike) -> dict[str, dict[str, float | int]]:

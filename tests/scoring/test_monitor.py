@@ -31,6 +31,7 @@ from scoring.monitor import (
     top_tier_alert,
 )
 from scoring.monitoring.accuracy import calibration_alert, reference_gap_note
+from scoring.monitoring.elapsed import as_live
 from scoring.monitoring.reference_cohort import ensure_reference
 from scoring.monitoring.tier_conversion import early_top_tier
 from scoring.registry import champion
@@ -728,8 +729,17 @@ def test_tier_norms_tier_the_reference_leads_as_live_scoring_does(session: Sessi
     current = current_scores(session)["score"].to_numpy(dtype="float64")
     assert len(current) > 0
     cut_live = conversion_by_tier(y, assign_tiers(scores, capacity, reference=current))
-    assert tier_norms(session, ref, capacity) == cut_live
-    assert cut_live != conversion_by_tier(y, assign_tiers(scores, capacity))  # (the cut within the reference)
+    assert tier_norms(session, ref, as_live(session, capacity)) == cut_live
+    # (As it is, the policy's shares are cut within the reference: what the monitor used to judge.)
+    assert tier_norms(session, ref, capacity) == conversion_by_tier(y, assign_tiers(scores, capacity)) != cut_live
+    # A monitor run under an active capacity policy judges tiers by it.
+    from scoring.tiers import set_policy
+
+    set_policy(session, "capacity", {"A": 10, "B": 20, "C": 30}, created_by="test")
+    report = run_monitor(session, as_of=now, config=MonitoringConfig(), horizon_days=TRAINING.horizon_days)
+    shown = (report.metrics.get("tier_conversion") or {}).get("by_tier") or {}
+    assert shown and all(row.get("norm") == (cut_live.get(t) or {}).get("conversion_rate")
+                         for t, row in shown.items()), (shown, cut_live)
 
 
 def test_a_rerun_at_the_same_data_clock_replaces_its_report_and_repeats_no_webhook(
