@@ -140,16 +140,11 @@ def _wait_until_drained(engine: Any, timeout: float = WAIT_SECONDS) -> None:
 DEMO_STRICT = "validation_rule=0.02"
 
 
-def _refused(runtime: Any) -> dict[str, int]:
-    """Failed write-back rows and routing actions by the CRM refusal behind them; codes the demo
-    does not expect are counted under ``unexpected``."""
-    return {kind: sum(by_source.values()) for kind, by_source in _refused_by_source(runtime).items()}
-
-
 def _refused_by_source(runtime: Any) -> dict[str, dict[str, int]]:
-    """:func:`_refused`'s counts split by where the refusal was met: ``writeback`` (failed outbox
-    rows, what `status`'s outbox line counts) and ``routing`` (failed actions, `status`'s routing
-    line). A trial read "validation_rule 113" here against `status`'s "111 CRM writes refused"."""
+    """Failed write-back rows and routing actions by the CRM refusal behind them (codes the demo
+    does not expect under ``unexpected``), each split by where it was met: ``writeback`` (failed
+    outbox rows, what `status`'s outbox line counts) and ``routing`` (failed actions, `status`'s
+    routing line). A trial read "validation_rule 113" against `status`'s "111 CRM writes refused"."""
     counts: dict[str, dict[str, int]] = {}
     with unit_of_work(runtime.engine) as session:
         sources = {
@@ -302,6 +297,7 @@ def _run_loop(sim: Any, runtime: Any, out_dir: Path, report_path: Path | None) -
         monitor = _call(tasks.monitor_daily, eager=eager)  # its alerts are in the summary
 
     evaluation = evaluate(runtime, sim, trained)
+    refused = _refused_by_source(runtime)
     summary: dict[str, Any] = {
         "leads": 0,
         "activities": 0,
@@ -317,8 +313,8 @@ def _run_loop(sim: Any, runtime: Any, out_dir: Path, report_path: Path | None) -
                      "tier_a_lift": evaluation["tier_a_lift"]},
         "routing": {**routing_counts(runtime),
                     "api_calls": tally(routing.CALLS_BY_KIND, routing_before) if eager else None},
-        "refused": _refused(runtime),
-        "refused_by_source": _refused_by_source(runtime),
+        "refused": {kind: sum(where.values()) for kind, where in refused.items()},
+        "refused_by_source": refused,
         "scored": scored,
         "monitor": monitor,
         "incremental_week": {"new_leads": week.get("new_leads"), "new_activities": week.get("new_activities"),
