@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Table, func, or_, select, update
+from sqlalchemy import Table, func, insert, literal, or_, select, update
 from sqlalchemy.orm import Session, defer
 
 from scoring.hooks import TierChangeHook
@@ -259,7 +259,6 @@ class PriorScores:
     """What the database holds that new score rows depend on (:func:`read_prior`)."""
 
     previous: dict[int, _Previous]  # each open lead's current score
-    lead_refs: dict[int, tuple[int, str]]  # each lead's connection id and CRM id
     not_open: set[int]  # converted, closed, deleted or merged leads: they get no new score
     baselines: dict[int, int]  # the score each lead's 7-day change is measured against
     baseline_moves: dict[int, datetime]  # when that baseline moves
@@ -273,18 +272,16 @@ class RenderedScores:
     when: datetime
     lead_ids: list[int]
     score_columns: dict[str, Sequence[Any]]
-    changed: list[int]  # leads whose CRM fields change: an outbox row each
-    outbox_columns: dict[str, Sequence[Any]]  # without lead_score_id (known once inserted)
+    changed: list[int]  # leads whose CRM fields change: an outbox row each (made of the new score row)
     tier_changed: list[int]
     previous_of: dict[int, int]  # lead -> its current score id: it stops being current
 
 
 def read_prior(session: Session, ids: Sequence[int], clock: Mapping[int, datetime]) -> PriorScores:
     """The database's part of :func:`write_scores` before any write: the leads' current scores,
-    CRM references, which leads are no longer open, and the 7-day change baselines (at each
-    lead's data clock, ``clock``)."""
+    which leads are no longer open, and the 7-day change baselines (at each lead's data clock,
+    ``clock``)."""
     previous: dict[int, _Previous] = {}
-    lead_refs: dict[int, tuple[int, str]] = {}
     not_open: set[int] = set()
     for chunk in id_chunks(ids):
         for sid, lead_id, score, tier, reasons, prob, fit, eng, change in session.execute(
@@ -295,10 +292,9 @@ def read_prior(session: Session, ids: Sequence[int], clock: Mapping[int, datetim
             )
         ):
             previous[lead_id] = _Previous(sid, score, tier, list(reasons or []), float(prob), fit, eng, change)
-        for lead_id, conn_id, crm_id, is_open in driver_rows(session, select(
-            Lead.id, Lead.connection_id, Lead.crm_id, Lead.lifecycle == LeadLifecycle.open
+        for lead_id, is_open in driver_rows(session, select(
+            Lead.id, Lead.lifecycle == LeadLifecycle.open
         ).where(among(session, Lead.id, chunk))):
-            lead_refs[lead_id] = (conn_id, crm_id)
             if not is_open:
                 not_open.add(lead_id)
     # Only open leads get new scores, writes and routing (re-tiering included); the others keep
@@ -314,7 +310,7 @@ def read_prior(session: Session, ids: Sequence[int], clock: Mapping[int, datetim
         base, moves = _change_baselines(session, group, as_of)
         baselines.update(base)
         baseline_moves.update(moves)
-    return PriorScores(previous, lead_refs, not_open, baselines, baseline_moves)
+    return PriorScores(previous, not_open, baselines, baseline_moves)
 
 
 def render_scores(
@@ -365,19 +361,8 @@ def render_scores(
         or _fields(p.score, p.tier, p.reasons, likelihood_before[r.lead_id], p.fit_score, p.engagement_score,
                    p.score_change) != shown(r)
     ]
-    m = len(changed)
-    refs = prior.lead_refs
     return RenderedScores(
         when=when, lead_ids=lead_ids, score_columns=score_columns, changed=[r.lead_id for r in changed],
-        outbox_columns={
-            "connection_id": [refs[r.lead_id][0] for r in changed], "lead_id": [r.lead_id for r in changed],
-            # No payload: the score row it carries holds every value, and the drain renders it when
-            # it claims the row (:func:`render_queued`). A run skips a lead's text and hash that a
-            # later score would supersede unsent anyway.
-            "crm_id": [refs[r.lead_id][1] for r in changed], "kind": [OUTBOX_KIND] * m,
-            "status": [OutboxStatus.pending] * m,
-            "attempts": [0] * m, "created_at": [when] * m, "next_attempt_at": [when] * m,
-        },
         tier_changed=[r.lead_id for r in rows if (p := previous.get(r.lead_id)) is None or p.tier != r.tier],
         previous_of={lead_id: p.id for lead_id, p in previous.items()},
     )
@@ -402,13 +387,8 @@ def apply_scores(
             execution_options={"synchronize_session": "fetch"},
         )
     # Column by column (no mapping per row): plain executemany or COPY (no RETURNING, which
-    # SQLite can only keep in parameter order one row per statement), then the new ids by lead:
-    # each lead now has exactly one current row.
+    # SQLite can only keep in parameter order one row per statement).
     insert_columns(session, _SCORE_TABLE, rendered.score_columns)
-    new_ids: dict[int, int] = {}
-    for chunk in id_chunks(rendered.lead_ids):
-        new_ids.update(driver_rows(session, select(LeadScore.lead_id, LeadScore.id).where(
-            among(session, LeadScore.lead_id, chunk), LeadScore.is_current.is_(True))))
     stats.scores = len(rendered.lead_ids)
     # A changed lead that had a score: its pending outbox rows are superseded.
     for chunk in id_chunks([i for i in rendered.changed if i in previous_of]):
@@ -420,14 +400,16 @@ def apply_scores(
             execution_options={"synchronize_session": "fetch"},
         )
         stats.superseded += int(getattr(result, "rowcount", 0) or 0)
-    insert_columns(session, _OUTBOX_TABLE, {
-        **rendered.outbox_columns, "lead_score_id": [new_ids[i] for i in rendered.changed]})
-    stats.outbox = len(rendered.changed)
+    stats.outbox = _queue_writes(session, rendered.changed, rendered.when)
     tier_changed = rendered.tier_changed
     stats.tier_changes = len(tier_changed)
     if tier_change_hook is not None and tier_changed:
         # The hook gets ORM objects: the lead, its previous score (None for a first score) and
         # the new current score, all in this transaction.
+        new_ids: dict[int, int] = {}
+        for chunk in id_chunks(tier_changed):  # each lead now has exactly one current row
+            new_ids.update(driver_rows(session, select(LeadScore.lead_id, LeadScore.id).where(
+                among(session, LeadScore.lead_id, chunk), LeadScore.is_current.is_(True))))
         score_ids = [new_ids[i] for i in tier_changed] + [previous_of[i] for i in tier_changed if i in previous_of]
         scores: dict[int, LeadScore] = {}
         leads: dict[int, Lead] = {}
@@ -444,6 +426,31 @@ def apply_scores(
             before = scores[previous_of[lead_id]] if lead_id in previous_of else None
             tier_change_hook(session, leads[lead_id], before, scores[new_ids[lead_id]])
     return stats
+
+
+def _queue_writes(session: Session, lead_ids: Sequence[int], when: datetime) -> int:
+    """Per lead of ``lead_ids``, a pending outbox row for its current score row (just written),
+    made by the database from that row and the lead's: its connection, CRM id and score row id
+    are never sent back and forth (a select of the new rows' ids and a second COPY per batch
+    cost more than this statement). Rows in lead order. Returns how many were queued."""
+    columns = _OUTBOX_TABLE.c
+    queued = 0
+    for chunk in id_chunks(lead_ids):
+        rows = (
+            select(Lead.connection_id, Lead.id, Lead.crm_id, literal(OUTBOX_KIND, columns.kind.type),
+                   literal(OutboxStatus.pending.value, columns.status.type), literal(0, columns.attempts.type),
+                   literal(when, columns.created_at.type), literal(when, columns.next_attempt_at.type), LeadScore.id)
+            .join_from(LeadScore, Lead, Lead.id == LeadScore.lead_id)
+            .where(among(session, LeadScore.lead_id, chunk), LeadScore.is_current.is_(True))
+            .order_by(LeadScore.lead_id)
+        )
+        result = session.execute(insert(_OUTBOX_TABLE).from_select(
+            ["connection_id", "lead_id", "crm_id", "kind", "status", "attempts", "created_at", "next_attempt_at",
+             "lead_score_id"], rows), execution_options={"preserve_rowcount": True})  # psycopg forgets it otherwise
+        queued += int(result.rowcount or 0)  # type: ignore[attr-defined]
+    if queued != len(lead_ids):
+        raise RuntimeError(f"queued {queued} CRM writes for {len(lead_ids)} new scores: a lead lost its current score")
+    return queued
 
 
 def write_scores(
