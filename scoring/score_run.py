@@ -221,7 +221,7 @@ def plan_scoring(
     """
     plan, models, policy = _plan(session, as_of=as_of, all=all, lead_ids=lead_ids, tier_default=tier_default)
     if policy.mode == "capacity" and plan.lead_ids:
-        refs = {mv.id: ensure_score_reference(session, mv) for mv in models.all()}
+        refs = _run_refs(session, models)
         new_scores: list[np.ndarray] = []
         total = len(plan.lead_ids)
         for n, batch in enumerate(plan.chunks(batch_size), 1):
@@ -278,11 +278,14 @@ def _hold_mid_sync(session: Session, ids: list[int]) -> tuple[list[int], dict[st
 
 
 def _run_cutoffs(
-    session: Session, policy: PolicyLike, ids: Sequence[int], new_scores: Sequence[np.ndarray]
+    session: Session, policy: PolicyLike, ids: Sequence[int], new_scores: Sequence[np.ndarray],
+    existing: pd.DataFrame | None = None,
 ) -> dict[str, float]:
     """Capacity tiers cut the distribution of all current 1-99 scores, which this run changes: the
-    cut-offs of the current scores of the leads not rescored plus the run's new scores."""
-    existing = current_scores(session)
+    cut-offs of the current scores of the leads not rescored plus the run's new scores.
+    ``existing``: :func:`current_scores`, when already read."""
+    if existing is None:
+        existing = current_scores(session)
     others = existing.loc[~existing["lead_id"].isin(set(ids)), "score"].to_numpy(dtype="int64")
     return capacity_cutoffs(np.concatenate([others, *new_scores]), policy.thresholds)
 
@@ -293,13 +296,27 @@ def _scores_of(
     """1-99 scores of probabilities, each ranked against the reference of the model that gave it;
     0 where no model did. What a batch's score rows hold, and what capacity cut-offs cut."""
     scores = np.zeros(len(probs), dtype="int64")
-    by_model: dict[int, list[int]] = {}
-    for i, mv in enumerate(used):
+    # Rows by the identity of their model (no ORM attribute read per row: a batch has one model
+    # per segment at most).
+    keys = np.fromiter(map(id, used), dtype="uint64", count=len(used))
+    for mv in set(used):
         if mv is not None:
-            by_model.setdefault(mv.id, []).append(i)
-    for mv_id, rows in by_model.items():
-        scores[rows] = rank(probs[rows], refs[mv_id]["probability"])
+            rows = keys == id(mv)
+            scores[rows] = rank(probs[rows], refs[mv.id]["probability"])
     return scores
+
+
+def _run_refs(session: Session, models: Champions) -> dict[int, dict[str, Any]]:
+    """Each model's score reference (:func:`ensure_score_reference`) with its sorted samples as
+    arrays, made once per run (each rank would otherwise turn a JSON list into an array again)."""
+    refs: dict[int, dict[str, Any]] = {}
+    for mv in models.all():
+        ref = dict(ensure_score_reference(session, mv))
+        for key in ("probability", "fit", "engagement"):
+            if key in ref:
+                ref[key] = np.asarray(ref[key], dtype="float64")
+        refs[mv.id] = ref
+    return refs
 
 
 @dataclass
@@ -329,7 +346,9 @@ class _Batch:
     groups: list[AlignedGroup]
     predictions: list[Future[np.ndarray]]
     contributions: list[Future[pd.DataFrame]]
+    prior: PriorScores | None = None  # its leads' current scores and states (:class:`_Tail`)
     _probs: np.ndarray | None = None
+    _scores: np.ndarray | None = None
 
     @property
     def probs(self) -> np.ndarray:
@@ -342,6 +361,13 @@ class _Batch:
                 probs[mask] = predicted.result()
             self._probs = probs
         return self._probs
+
+    def scores(self, refs: Mapping[int, Mapping[str, Any]]) -> np.ndarray:
+        """The batch's 1-99 scores (:func:`_scores_of`; ``refs`` are the run's, the same on every
+        call): ranked once, for the capacity cut-offs and for the score rows."""
+        if self._scores is None:
+            self._scores = _scores_of(self.probs, self.used, refs)
+        return self._scores
 
 
 SHAP_ROWS = 6000  # rows a SHAP call gathers (over consecutive batches) before it starts
@@ -557,7 +583,7 @@ def _finish_batch(
     leads, frame, aging = batch.inputs
     size = len(frame)
     probs = batch.probs
-    scores = _scores_of(probs, batch.used, refs)
+    scores = batch.scores(refs)
     fits = np.zeros(size, dtype="int64")
     engagements = np.zeros(size, dtype="int64")
     texts: list[list[str]] = [[] for _ in range(size)]
@@ -580,6 +606,24 @@ def _finish_batch(
                    engagements=engagements, texts=texts, aging=aging, frame=frame)
 
 
+@dataclass
+class _Tail:
+    """What the reader reads once every batch is read, while this thread builds the last one: the
+    CRM's spellings of the names reasons show, each batch's prior scores (:func:`read_prior`: the
+    batches write their own leads only, so what later batches read is what the database will
+    hold when they are written) and, for capacity cut-offs, every open lead's current score."""
+
+    names: Names
+    priors: list[PriorScores]
+    current: pd.DataFrame | None
+
+
+def _read_tail(session: Session, batch_ids: Sequence[list[int]], as_of: datetime, current: bool) -> _Tail:
+    return _Tail(names=crm_spellings(session),
+                 priors=[read_prior(session, ids, dict.fromkeys(ids, as_of)) for ids in batch_ids],
+                 current=current_scores(session) if current else None)
+
+
 def _read_batches(
     session: Session,
     models: Champions,
@@ -587,26 +631,36 @@ def _read_batches(
     chunks: Sequence[Sequence[int]],
     as_of: datetime,
     report: Callable[[int], None],
-) -> tuple[deque[_Batch], Names]:
+    *,
+    current: bool = False,
+) -> tuple[deque[_Batch], _Tail]:
     """Phase one: each batch read (a reader thread reads the next batch while this thread builds
     the features of the last one: :func:`_reads`), gathered into calls predicted here and
     explained (SHAP) in the model thread (``pool``; the last call starts once every batch is
-    read); ``report(leads)`` after each batch. Also the CRM's spellings of the names reasons show
-    (:func:`crm_spellings`), read after the last batch while its features are built."""
+    read); ``report(leads)`` after each batch. Then what the writes need of the database
+    (:class:`_Tail`; ``current``: every current score too), read while the last batch is built:
+    the write phase that follows asks the database nothing before its first write."""
     predicted: deque[_Batch] = deque()
     shap = _ShapCalls(pool)
     with _reads(session) as submit:
-        # Each read starts while the batch before it is built (no session here); the spellings last.
-        reads = [partial(read_inputs, session, chunk, as_of) for chunk in chunks] + [partial(crm_spellings, session)]
-        pending = submit(reads[0])
+        # Each read starts while the batch before it is built (no session here); the tail last.
+        batch_ids: list[list[int]] = []
+        if not chunks:
+            pending = submit(partial(_read_tail, session, batch_ids, as_of, current))
+        else:
+            pending = submit(partial(read_inputs, session, chunks[0], as_of))
         for n, chunk in enumerate(chunks):
             stored = pending.result()
-            pending = submit(reads[n + 1])
+            batch_ids.append([int(i) for i in stored.leads["id"].tolist()])
+            pending = submit(partial(read_inputs, session, chunks[n + 1], as_of) if n + 1 < len(chunks)
+                             else partial(_read_tail, session, batch_ids, as_of, current))
             predicted.append(_read_batch(models, shap, stored, as_of))
             report(len(chunk))
-        names: Names = pending.result()
+        tail: _Tail = pending.result()
     shap.flush()
-    return predicted, names
+    for batch, prior in zip(predicted, tail.priors, strict=True):
+        batch.prior = prior
+    return predicted, tail
 
 
 def _write_batches(
@@ -627,7 +681,7 @@ def _write_batches(
     (:func:`scoring.score_writes.render_scores`, from what this thread read of the database for
     it first): the database's part of the work overlaps that Python. The session never leaves
     this thread; ``report(leads)`` after each write."""
-    refs = {mv.id: ensure_score_reference(session, mv) for mv in models.all()}
+    refs = _run_refs(session, models)
     typicals = _typicals(session, models, as_of, predicted, refs)
     sentences = _RunSentences()
 
@@ -640,10 +694,11 @@ def _write_batches(
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="scoring-reasons") as reasons:
 
         def start(batch: _Batch) -> Future[tuple[_Scored, list[str], RenderedScores | None]]:
-            # The batch's leads as the database holds them now (their current scores, whether
-            # still open): the batches before it wrote other leads only.
-            ids = [int(i) for i in batch.inputs[0]["id"].tolist()]
-            return reasons.submit(finish, batch, read_prior(session, ids, dict.fromkeys(ids, as_of)))
+            # The batch's leads as the database held them once every batch was read (their
+            # current scores, whether still open): the batches before it wrote other leads only.
+            if batch.prior is None:
+                raise RuntimeError("a batch was written before its prior scores were read")
+            return reasons.submit(finish, batch, batch.prior)
 
         # On an error here, leaving the block waits for the batch being explained (and drops it).
         upcoming = start(predicted.popleft()) if predicted else None
@@ -759,9 +814,10 @@ def score_chunk(
     done = _Progress(progress, len(lead_ids))
     with _model_thread(models) as pool:
         for start in range(0, len(chunks), WINDOW):
-            predicted, names = _read_batches(session, models, pool, chunks[start : start + WINDOW], plan.as_of,
-                                             done("scoring"))
-            _write_batches(session, models, predicted, names, plan.as_of, lambda s: _tiers(policy, s, plan.cutoffs),
+            predicted, tail = _read_batches(session, models, pool, chunks[start : start + WINDOW], plan.as_of,
+                                            done("scoring"))
+            _write_batches(session, models, predicted, tail.names, plan.as_of,
+                           lambda s: _tiers(policy, s, plan.cutoffs),
                            policy_id=policy.id, tier_change_hook=tier_change_hook, summary=summary,
                            report=done("writing"))
     summary.seconds = time.perf_counter() - started
@@ -804,13 +860,13 @@ def score_leads(
     # run's cut-offs known, each batch is explained and written while later batches' SHAP runs.
     done = _Progress(progress, len(plan.lead_ids))
     with _model_thread(models) as pool:
-        predicted, names = _read_batches(session, models, pool, plan.chunks(batch_size), plan.as_of,
-                                         done("scoring"))
+        predicted, tail = _read_batches(session, models, pool, plan.chunks(batch_size), plan.as_of,
+                                        done("scoring"), current=True)
         if predicted:
-            refs = {mv.id: ensure_score_reference(session, mv) for mv in models.all()}
-            cutoffs = _run_cutoffs(session, policy, plan.lead_ids,
-                                   [_scores_of(b.probs, b.used, refs) for b in predicted])
-            _write_batches(session, models, predicted, names, plan.as_of, lambda s: _tiers(policy, s, cutoffs),
+            refs = _run_refs(session, models)
+            cutoffs = _run_cutoffs(session, policy, plan.lead_ids, [b.scores(refs) for b in predicted],
+                                   existing=tail.current)
+            _write_batches(session, models, predicted, tail.names, plan.as_of, lambda s: _tiers(policy, s, cutoffs),
                            policy_id=policy.id, tier_change_hook=tier_change_hook, summary=summary,
                            report=done("writing"))
             if not (all and lead_ids is None) or plan.held:  # a run over every live lead left none to re-tier
