@@ -152,22 +152,24 @@ def promote(session: Session, version: str, *, by: str | None = None) -> ModelVe
     return mv
 
 
-def shadow(session: Session, version: str) -> ModelVersion:
+def shadow(session: Session, version: str) -> tuple[ModelVersion, list[ModelVersion]]:
     """Run ``version`` in shadow: from the next scoring run it scores the same leads as the champion,
     its scores are stored (``shadow_score``) and never written to the CRM. One shadow per segment:
-    a previous shadow goes back to candidate."""
+    a previous shadow stops (returned second) and goes back to what it was, a candidate, or retired
+    when it was a champion once (it stays in the rollback chain, :func:`rollback_target`)."""
     mv = get_version(session, version)
     if mv.status == CHAMPION:
         raise RegistryError(f"{version} is the champion: only a challenger can run in shadow")
     if mv.status == SHADOW:
-        return mv
+        return mv, []
     stmt = select(ModelVersion).where(ModelVersion.status == SHADOW)
     stmt = stmt.where(ModelVersion.segment.is_(None) if mv.segment is None else ModelVersion.segment == mv.segment)
-    for previous in session.scalars(stmt):
-        previous.status = CANDIDATE
+    replaced = list(session.scalars(stmt))
+    for previous in replaced:
+        previous.status = RETIRED if previous.promoted_at is not None else CANDIDATE
     mv.status = SHADOW
     session.flush()
-    return mv
+    return mv, replaced
 
 
 def shadows(session: Session) -> list[ModelVersion]:
@@ -199,8 +201,9 @@ def rollback(session: Session, segment: str | None = None, *, by: str | None = N
 def rollback_target(session: Session, current: ModelVersion) -> ModelVersion | None:
     """The champion promoted before ``current`` in its segment (what :func:`rollback` brings back),
     None when there is none (the console offers no rollback then)."""
+    # A former champion running in shadow is still one (:func:`shadow`).
     stmt = select(ModelVersion).where(
-        ModelVersion.status == RETIRED,
+        ModelVersion.status.in_([RETIRED, SHADOW]),
         ModelVersion.promoted_at.is_not(None),
         ModelVersion.id != current.id,
     )

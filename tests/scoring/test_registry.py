@@ -48,6 +48,22 @@ def test_promote_and_rollback_walk_back_through_champions(any_session: Session) 
         registry.promote(any_session, "m-nope")
 
 
+def test_a_former_champion_run_in_shadow_stays_in_the_rollback_chain(any_session: Session) -> None:
+    a, b, c, d = (_register(any_session) for _ in range(4))
+    for mv in (a, b, c):
+        registry.promote(any_session, mv.version)
+    # b, a champion once, runs in shadow beside c: a rollback still brings it back.
+    assert registry.shadow(any_session, b.version) == (b, [])
+    assert registry.rollback_target(any_session, c) == b
+    # Replaced by another shadow, it goes back to retired (not to candidate, out of the chain).
+    assert registry.shadow(any_session, d.version) == (d, [b])
+    assert (b.status, d.status) == ("retired", "shadow")
+    assert registry.rollback(any_session).version == b.version
+    # A shadow that never was a champion goes back to candidate.
+    assert registry.shadow(any_session, a.version) == (a, [d])
+    assert d.status == "candidate"
+
+
 def test_segment_champions_are_separate_from_the_global_one(any_session: Session) -> None:
     glob = _register(any_session, status="champion")
     seg = _register(any_session, segment="seniority=VP", status="champion")

@@ -275,9 +275,13 @@ def models_shadow(version: str = typer.Argument(..., help="The challenger to run
     from scoring.registry import shadow
 
     with unit_of_work() as session:
-        name = shadow(session, version).version
+        mv, replaced = shadow(session, version)
+        name = mv.version
+        stopped = [f"{old.version} no longer runs in shadow (back to {old.status})" for old in replaced]
     console.print(f"{name} runs in shadow from the next scoring run; `leadscore monitor` compares it with the "
                   "champion on the same leads as their outcomes arrive", markup=False, soft_wrap=True)
+    for line in stopped:
+        console.print(line, markup=False, soft_wrap=True)
 
 
 @models_app.command("rollback")
