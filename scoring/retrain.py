@@ -20,6 +20,8 @@ The promotion rule (a paired bootstrap over held-out leads) is in :mod:`scoring.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -125,6 +127,20 @@ class RetrainOutcome:
             "promoted": self.promoted, "decision": self.decision,
             "comparison": c.to_dict() if c is not None else None, "details": json_safe(self.details),
         }
+
+
+INPUTS_KEY = "retrain_inputs"  # a retrained version's training inputs (_inputs_key)
+
+
+def _inputs_key(train_part: pd.DataFrame, holdout: pd.DataFrame, **settings: Any) -> str:
+    """A digest of what a retraining learns from and is judged on: the examples' values (not only
+    their count: the same window can hold changed leads) and the settings that shape the model."""
+    digest = hashlib.sha256()
+    for part in (train_part, holdout):
+        digest.update(pd.util.hash_pandas_object(part, index=False).to_numpy().tobytes())
+        digest.update(",".join(map(str, part.columns)).encode())
+    digest.update(json.dumps(json_safe(settings), sort_keys=True, default=str).encode())
+    return digest.hexdigest()
 
 
 def _versions(session: Session) -> list[ModelVersion]:
@@ -251,6 +267,18 @@ def retrain_if_due(
     holdout = frame[in_holdout].reset_index(drop=True)
     outcome.details |= {"train_examples": len(train_part), "train_positives": int(train_part[TARGET].sum()),
                        "holdout_examples": len(holdout), "holdout_positives": int(holdout[TARGET].sum())}
+    inputs = _inputs_key(train_part, holdout, seed=seed, families=families, catboost_iterations=catboost_iterations,
+                         catboost_grid=catboost_grid, training=training.model_dump())
+    same = next((mv for mv in versions if (mv.params or {}).get(INPUTS_KEY) == inputs), None)
+    if same is not None and not dry_run:
+        # `leadscore retrain` twice on the same data: the same challenger again, registered twice.
+        outcome.decision = (
+            f"no new challenger: {same.version} ({same.status}) was trained on these same {len(train_part):,} "
+            f"examples with the same settings; nothing new to learn until the data moves (the next sync)"
+        )
+        outcome.details["same_as"] = same.version
+        log.info("retrain skipped: %s", outcome.decision)
+        return outcome
     try:
         result = train_and_compare(
             train_part, target=TARGET, spec=spec, time_col=SPLIT_COLUMN, seed=seed,
@@ -284,7 +312,7 @@ def retrain_if_due(
     snaps = train_part[SNAPSHOT_COLUMN]
     extra = {"as_of": as_of.isoformat(), "horizon_days": horizon, "snapshot_offsets_days": list(SNAPSHOT_OFFSETS_DAYS),
              "examples": len(train_part), "positives": int(train_part[TARGET].sum()), "retrain": True,
-             "retrain_reason": reason}
+             "retrain_reason": reason, INPUTS_KEY: inputs}
     if since is not None:
         extra[DATA_SINCE_KEY] = since.isoformat()
     # The 1-99 score ranks against the challenger's own validation and test leads (scoring/reference.py).

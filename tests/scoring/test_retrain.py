@@ -191,6 +191,27 @@ def test_a_challenger_from_the_same_stationary_funnel_is_not_promoted(session: S
     assert registry.champion(session).version == champion_before.version  # type: ignore[union-attr]
 
 
+def test_a_retrain_on_the_same_data_registers_no_second_identical_challenger(session: Session) -> None:
+    when = as_of_day(TRAIN_DAY + 12)
+    first = retrain_if_due(session, as_of=when, training=TRAINING, schedules=SCHEDULES,
+                           monitoring=MonitoringConfig(), force=True, **FAST)
+    assert first.challenger is not None, first.decision
+    count = len(registry.list_versions(session))
+    again = retrain_if_due(session, as_of=when, training=TRAINING, schedules=SCHEDULES,
+                           monitoring=MonitoringConfig(), force=True, **FAST)
+    assert again.challenger is None and len(registry.list_versions(session)) == count
+    assert again.decision.startswith(f"no new challenger: {first.challenger} (candidate) was trained on these same")
+    assert again.details["same_as"] == first.challenger
+    # Other settings shape another model: that one is trained and registered.
+    other = retrain_if_due(session, as_of=when, training=TRAINING, schedules=SCHEDULES, monitoring=MonitoringConfig(),
+                           force=True, **{**FAST, "catboost_iterations": 60})
+    assert other.challenger not in (None, first.challenger), other.decision
+    # So are the same settings on data that moved.
+    later = retrain_if_due(session, as_of=when + timedelta(days=1), training=TRAINING, schedules=SCHEDULES,
+                           monitoring=MonitoringConfig(), force=True, **FAST)
+    assert later.challenger not in (None, first.challenger, other.challenger), later.decision
+
+
 def test_rollback_restores_the_previous_champion_and_rescoring_uses_it(session: Session) -> None:
     first = registry.champion(session)
     assert first is not None
