@@ -110,8 +110,9 @@ LEAD_COLUMNS: tuple[str, ...] = (
     "crm_created_at", "is_converted", "converted_at", "is_deleted", "attributes", "inputs_hash",
 )
 # What building features reads of a lead (:func:`build_feature_frame`), plus its id and inputs
-# hash: a scoring run reads no more (its CRM references, lifecycle and outcome are read where the
-# writes need them, :func:`scoring.score_writes.read_prior`).
+# hash: a scoring run reads no more (its lifecycle is read where the writes need it,
+# :func:`scoring.score_writes.read_prior`; its CRM references are copied by the database into the
+# outbox rows it makes, :func:`scoring.score_writes.apply_scores`).
 FEATURE_LEAD_COLUMNS: tuple[str, ...] = tuple(
     c for c in LEAD_COLUMNS if c not in {"connection_id", "crm_id", "is_converted", "converted_at", "is_deleted"})
 ACTIVITY_COLUMNS: tuple[str, ...] = ("lead_id", "type", "occurred_at", "detail")

@@ -15,12 +15,13 @@ A run has two phases. First every batch is read: a reader thread runs a batch's 
 calling thread builds the features of the batch before (the database's work and the driver's
 waits overlap that Python); consecutive batches are gathered into calls (:data:`SHAP_ROWS`: each
 SHAP call costs a fixed part), each call's rows encoded once and predicted in the calling thread,
-their SHAP values computed meanwhile in a model thread. Then each batch is written in the calling
-thread while a reasons thread ranks and explains the next one and renders its score and outbox
-rows (from the database state the calling thread read for it first). The session is used by one thread
-at a time: the reader's during the reads (the calling thread makes no query meanwhile), the
-calling thread's otherwise; the tier-change hook runs in the calling thread; the other threads
-only compute. A failed write ends the run with its error.
+their SHAP values computed meanwhile in a model thread; the reader's last read, while the last
+batch is built, is what the writes need of the database (each batch's prior scores, the CRM's
+spellings, a capacity run's current scores: :class:`_Tail`). Then each batch is written in the
+calling thread while a reasons thread ranks and explains the next one and renders its score rows.
+The session is used by one thread at a time: the reader's during the reads (the calling thread
+makes no query meanwhile), the calling thread's otherwise; the tier-change hook runs in the calling
+thread; the other threads only compute. A failed write ends the run with its error.
 """
 
 from __future__ import annotations
