@@ -243,6 +243,13 @@ def stored_spec(mv: ModelVersion) -> FeatureSpec:
     return load_model(mv).spec
 
 
+# Under a list of versions with more than one test AUC (`models list`, the console's Model page):
+# each version's test leads are the latest of its own training window, so two AUCs are of two sets
+# of leads (a trial read a lower AUC as a worse model).
+AUC_ACROSS_VERSIONS = ("test AUCs are each measured on the version's own test leads, so they do not compare across "
+                       "rows; `leadscore retrain` compares two versions on the same held-out leads")
+
+
 def auc_caveat(split: dict[str, Any] | None) -> str | None:
     """Why a test AUC cannot be judged, from its split's counts (``params["split"]``): too few test
     leads of one class, below the bar the monitor holds the live AUC to. None when there are

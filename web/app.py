@@ -519,7 +519,14 @@ def create_app(
             top_importance,
         )
         from scoring.monitor import REFERENCE_KEY, Reference, active_tier_policy, latest_report, trained_at
-        from scoring.registry import champion, list_versions, recorded_auc_caveat, recorded_test_auc, rollback_target
+        from scoring.registry import (
+            AUC_ACROSS_VERSIONS,
+            champion,
+            list_versions,
+            recorded_auc_caveat,
+            recorded_test_auc,
+            rollback_target,
+        )
         from web import plots
 
         with reading() as session:
@@ -560,7 +567,8 @@ def create_app(
                           reference=reference, policy=policy, versions=rows, card=card,
                           selection=_selection_note(mv, families) if mv is not None else None,
                           rollback_to=rollback_target(session, mv) if mv is not None else None,
-                          auc_caveat=recorded_auc_caveat(mv) if mv is not None else None)
+                          auc_caveat=recorded_auc_caveat(mv) if mv is not None else None,
+                          across=AUC_ACROSS_VERSIONS if sum(r["auc"] is not None for r in rows) > 1 else None)
 
     @app.post("/model/promote")
     async def model_promote(request: Request) -> Response:

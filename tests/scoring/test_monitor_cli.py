@@ -50,6 +50,22 @@ def _versions(path: Path) -> dict[str, str]:
     return out
 
 
+def test_models_list_says_test_aucs_do_not_compare_across_versions(store: Path) -> None:
+    alone = runner.invoke(app, ["models", "list"])
+    assert alone.exit_code == 0 and "do not compare across rows" not in alone.output, alone.output
+    engine = make_engine(f"sqlite:///{store}")
+    with Session(bind=engine) as s, s.begin():
+        mv = s.scalars(select(ModelVersion)).one()
+        s.add(ModelVersion(version=f"{mv.version}-b", family=mv.family, status="candidate", artifact=mv.artifact,
+                           params=mv.params, metrics=mv.metrics, features=mv.features, card=mv.card,
+                           train_start=mv.train_start, train_end=mv.train_end))
+    engine.dispose()
+    listed = runner.invoke(app, ["models", "list"])
+    assert listed.exit_code == 0, listed.output
+    assert ("test AUCs are each measured on the version's own test leads, so they do not compare across rows; "
+            "`leadscore retrain` compares two versions on the same held-out leads") in " ".join(listed.output.split())
+
+
 def test_models_list_monitor_and_report(store: Path, tmp_path: Path) -> None:
     (version,) = _versions(store)
     listed = runner.invoke(app, ["models", "list"])

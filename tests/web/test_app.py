@@ -501,6 +501,9 @@ def test_promote_and_rollback_are_recorded_with_the_user(client: TestClient, wor
         first_version = first.version
     page = client.get("/model", auth=ALICE).text
     token = _csrf(page)
+    # Two versions' test AUCs, each on its own test leads: the page says they do not compare.
+    assert ('id="auc-across">Test AUCs are each measured on the version&#39;s own test leads, so they do not '
+            'compare across rows') in page
     # One champion so far: nothing to roll back to, so no button (the CLI refuses in one line).
     assert 'id="no-rollback"' in page and 'id="rollback-form"' not in page
     assert client.post("/model/promote", auth=BOB, data={"csrf": _csrf(client.get("/model", auth=BOB).text),

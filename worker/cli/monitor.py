@@ -171,7 +171,7 @@ def models_list() -> None:
     """Every model version, newest first, with status and test AUC."""
     from scoring.monitor import trained_at
     from scoring.monitoring.stats import MIN_PERFORMANCE_POSITIVES
-    from scoring.registry import list_versions, recorded_auc_caveat, recorded_test_auc
+    from scoring.registry import AUC_ACROSS_VERSIONS, list_versions, recorded_auc_caveat, recorded_test_auc
 
     with unit_of_work() as session:
         # "*": a test AUC on too few leads of one class to judge (the line below the table says so).
@@ -195,6 +195,8 @@ def models_list() -> None:
     if any(str(row[5]).endswith("*") for row in rows):
         console.print(f"* too few test leads of one class to judge the AUC ({MIN_PERFORMANCE_POSITIVES} of each "
                       "class needed; `leadscore models show VERSION` has the counts)", markup=False, highlight=False)
+    if sum(row[5] != "-" for row in rows) > 1:
+        console.print(AUC_ACROSS_VERSIONS, markup=False, highlight=False, soft_wrap=True)
 
 
 def _list_note(mv: ModelVersion) -> str:
