@@ -40,6 +40,10 @@ import random
 import threading
 from dataclasses import dataclass, fields
 
+# The keys of a server's ``call_counts()`` that sum its requests instead of naming an endpoint:
+# ``injected`` (faults of the plan), ``limited`` (HubSpot: 429s of the portal's own rate limits).
+COUNT_SUMMARIES = frozenset({"injected", "limited"})
+
 
 class FaultSpecError(ValueError):
     """A fault spec that cannot be parsed; the message names the offending key."""

@@ -159,6 +159,7 @@ class HubSpotServer:
         self.base_url = ""
         self._lock = threading.Lock()
         self._counts: dict[str, int] = {}
+        self._limited: dict[str, int] = {}  # 429s of the portal's own rate limits, by kind
         self._api_calls = 0
         self._daily_calls = 0
         self._daily_date = clock.now().date()
@@ -212,9 +213,12 @@ class HubSpotServer:
 
     def call_counts(self) -> dict[str, int]:
         """Requests received per endpoint label (e.g. ``"POST contacts/search"``), faults included,
-        plus ``injected`` (the faults injected so far, as the Salesforce server counts them)."""
+        plus ``injected`` (the faults injected so far, as the Salesforce server counts them) and
+        ``limited`` (429s of the portal's own rate limits, :class:`Strictness` ``burst`` and
+        ``search_rate``: what real HubSpot refuses, not faults)."""
         with self._lock:
             counts = dict(self._counts)
+            counts["limited"] = sum(self._limited.values())
         counts["injected"] = sum(self.faults.injected.values())
         return counts
 
@@ -222,6 +226,7 @@ class HubSpotServer:
         """Zero the per-endpoint counts and the API-call total (not the daily usage)."""
         with self._lock:
             self._counts.clear()
+            self._limited.clear()
             self._api_calls = 0
 
     @property
@@ -292,7 +297,7 @@ class HubSpotServer:
         while self._recent and now - self._recent[0] > BURST_INTERVAL_MS / 1000:
             self._recent.popleft()
         if org.burst and len(self._recent) >= org.burst:
-            self.faults.injected["burst_429"] = self.faults.injected.get("burst_429", 0) + 1
+            self._limited["burst_429"] = self._limited.get("burst_429", 0) + 1
             raise HubSpotAPIError(429, "", "You have reached your ten_secondly_rolling limit.",
                                   extra={"errorType": "RATE_LIMIT", "policyName": "TEN_SECONDLY_ROLLING",
                                          "requestId": str(uuid.uuid4())})
@@ -300,7 +305,7 @@ class HubSpotServer:
             while self._search_times and now - self._search_times[0] >= 1.0:
                 self._search_times.popleft()
             if len(self._search_times) >= org.search_rate:
-                self.faults.injected["search_429"] = self.faults.injected.get("search_429", 0) + 1
+                self._limited["search_429"] = self._limited.get("search_429", 0) + 1
                 raise HubSpotAPIError(429, "", "You have reached your secondly limit.",
                                       extra={"errorType": "RATE_LIMIT", "policyName": "SECONDLY",
                                              "requestId": str(uuid.uuid4())})

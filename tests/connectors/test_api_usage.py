@@ -16,6 +16,7 @@ from connectors.routing import execute_routing, plan_routing
 from connectors.sync import sync_connection
 from connectors.writeback import drain_outbox
 from crmsim.app import CRMSim
+from crmsim.faults import COUNT_SUMMARIES
 from store.db import unit_of_work
 from store.models import Connection, SyncRun
 from store.queries import connection_activity
@@ -36,7 +37,7 @@ from worker.cli.ops import api_calls_line
 
 def _received(sim: CRMSim, crm: str) -> int:
     """Every request the simulated CRM served (token requests included), by its own counters."""
-    return sum(n for label, n in sim.call_counts()[crm].items() if label != "injected")
+    return sum(n for label, n in sim.call_counts()[crm].items() if label not in COUNT_SUMMARIES)
 
 
 def _ledger(engine: Engine) -> dict[str, dict[str, int]]:

@@ -15,6 +15,7 @@ from sqlalchemy import Engine
 
 from connectors.setup import admin_instructions, crm_setup
 from crmsim.app import CRMSim
+from crmsim.faults import COUNT_SUMMARIES
 from store.db import unit_of_work
 from store.queries import connection_activity
 from tests.connectors.test_writeback_support import (
@@ -133,7 +134,7 @@ def test_cli_crm_setup_and_writeback(sim: CRMSim, tmp_path: Path, sqlite_engine:
     # Both runs' calls, the refused one's included, count against the day's budget.
     with unit_of_work(sqlite_engine) as session:
         setup_calls = {row["name"]: row["api_calls_today"]["setup"] for row in connection_activity(session)}
-    received = {crm: sum(n for label, n in counts.items() if label != "injected")
+    received = {crm: sum(n for label, n in counts.items() if label not in COUNT_SUMMARIES)
                 for crm, counts in sim.call_counts().items()}
     assert setup_calls == {"sf": received["salesforce"], "hs": received["hubspot"]}, (setup_calls, received)
     assert "not recorded" not in done.stdout
@@ -191,7 +192,7 @@ def test_config_check_connect_checks_each_crm_and_creates_nothing(sim: CRMSim, t
     # Its calls count against the day's budget, as crm setup's do.
     with unit_of_work(sqlite_engine) as session:
         recorded = {row["name"]: row["api_calls_today"]["setup"] for row in connection_activity(session)}
-    received = {crm: sum(n for label, n in counts.items() if label != "injected")
+    received = {crm: sum(n for label, n in counts.items() if label not in COUNT_SUMMARIES)
                 for crm, counts in sim.call_counts().items()}
     assert recorded == {"sf": received["salesforce"], "hs": received["hubspot"]} and min(recorded.values()) > 0
 

@@ -64,6 +64,9 @@ def test_search_rate_answers_the_secondly_429(server: HubSpotServer) -> None:
             body = json.loads(exc.body)
             assert body["policyName"] == "SECONDLY" and body["errorType"] == "RATE_LIMIT"
     assert statuses[:2] == [200, 200] and 429 in statuses[2:]
+    # The portal's own limit, not a fault: counted apart from injected faults (none are planned).
+    counts = server.call_counts()
+    assert (counts["limited"], counts["injected"]) == (statuses.count(429), 0), counts
     time.sleep(1.05)
     api.do_search(SEARCH)  # the second has passed: allowed again
 

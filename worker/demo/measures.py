@@ -16,6 +16,7 @@ from config.errors import LeadscoreError
 from connectors.base import ConnectionSecrets
 from connectors.registry import read_back
 from connectors.writeback import make_client
+from crmsim.faults import COUNT_SUMMARIES
 from scoring import registry
 from scoring.dataset import LEAD_ID_COLUMN, SPLIT_COLUMN, TARGET, build_training_set
 from scoring.feedback import feedback_summary
@@ -56,7 +57,8 @@ def calls_between(before: dict[str, Any], after: dict[str, Any]) -> PhaseCalls:
     labels = {}
     for api in ("salesforce", "hubspot"):
         labels[api] = {k: after[api].get(k, 0) - before[api].get(k, 0)
-                       for k in after[api] if k != "injected" and after[api].get(k, 0) != before[api].get(k, 0)}
+                       for k in after[api]
+                       if k not in COUNT_SUMMARIES and after[api].get(k, 0) != before[api].get(k, 0)}
     return PhaseCalls(
         salesforce=after["total"]["salesforce"] - before["total"]["salesforce"],
         hubspot=after["total"]["hubspot"] - before["total"]["hubspot"],
