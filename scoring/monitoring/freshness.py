@@ -17,6 +17,7 @@ from scoring.monitoring.status import ALERT, NOT_ENOUGH, WARN, Alert, Findings, 
 from store.models import (
     ActionStatus,
     Connection,
+    LeadScore,
     Outbox,
     OutboxStatus,
     RoutingAction,
@@ -89,7 +90,17 @@ def routing_words(session: Session, counts: dict[str, int] | None = None) -> str
         kind = "owner_kept" if str(error or "").startswith(OWNER_KEPT) else _code(error).lower()
         reasons[kind] = reasons.get(kind, 0) + int(n)
     cancelled = ", ".join(f"{k} {v}" for k, v in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0])))
-    notes = {str(ActionStatus.failed): failed, str(ActionStatus.cancelled): cancelled}
+    # A pending action for a tier its lead has left since (a rollback, a later rescore) will not
+    # run: `route` marks it superseded. Counted as work waiting, it overstated what is left.
+    stale = 0
+    if counts.get(str(ActionStatus.pending)):
+        stale = int(session.scalar(
+            select(func.count(RoutingAction.id))
+            .join(LeadScore, (LeadScore.lead_id == RoutingAction.lead_id) & LeadScore.is_current.is_(True))
+            .where(RoutingAction.status == ActionStatus.pending, LeadScore.tier != RoutingAction.to_tier)) or 0)
+    left = f"{stale} for a tier the lead has left since: `leadscore route` marks them superseded" if stale else ""
+    notes = {str(ActionStatus.failed): failed, str(ActionStatus.cancelled): cancelled,
+             str(ActionStatus.pending): left}
     return ", ".join(f"{status} {n}" + (f" ({notes[status]})" if notes.get(status) else "")
                      for status, n in sorted(counts.items()))
 

@@ -15,6 +15,7 @@ from connectors.routing import action_marker, execute_routing, plan_routing, rou
 from connectors.routing_validation import routing_problems
 from connectors.writeback import make_client
 from crmsim.app import CRMSim
+from scoring.monitoring.freshness import routing_words
 from store.db import unit_of_work
 from store.models import RoutingAction
 from tests.connectors.test_writeback_support import (
@@ -177,6 +178,10 @@ def test_an_overtaken_tier_change_is_superseded(sim: CRMSim, sqlite_engine: Engi
     leads = add_leads(sqlite_engine, "sf", [crm_id])
     score(sqlite_engine, leads.values(), tier="A", hook=hook)
     score(sqlite_engine, leads.values(), tier="D", score_value=5, hook=hook)
+    # Before `route` runs, `status` does not count the A actions as work waiting like the others.
+    with unit_of_work(sqlite_engine) as session:
+        assert routing_words(session) == ("pending 4 (2 for a tier the lead has left since: `leadscore route` marks "
+                                          "them superseded)")
 
     report = execute_routing(sqlite_engine, config, secrets_for(sim))
 
