@@ -190,29 +190,38 @@ def actions_for_change(config: AppConfig, conn: ConnectionConfig, from_tier: str
             if a.kept_by is None and (at is None or not repeated(a, to_tier, at, earlier))]
 
 
-def plan_routing(config: AppConfig) -> TierChangeHook:
+# Why a tier change planned fewer actions than its rules name, as the commands that plan say it.
+HELD_WORDS = "held back: the lead got the same action for that tier within the action's repeat_after_days"
+
+
+class RoutingPlanner:
     """The ``tier_change_hook`` for scoring: insert the configured actions of a tier change.
 
     Runs inside the scoring transaction (no commit here). An action already planned for the same
     (lead, score, action) is not inserted twice, nor one the lead got for the same tier within the
-    action's ``repeat_after_days`` (:func:`repeated`).
+    action's ``repeat_after_days`` (:func:`repeated`): ``held`` counts those, so a run that planned
+    nothing for its tier changes can say why.
     """
-    conns_by_name = {c.name: c for c in config.connections}
-    names_by_id: dict[int, str | None] = {}
 
-    def hook(session: Session, lead: Lead, previous: LeadScore | None, current: LeadScore) -> None:
+    def __init__(self, config: AppConfig) -> None:
+        self.config = config
+        self.conns_by_name = {c.name: c for c in config.connections}
+        self.names_by_id: dict[int, str | None] = {}
+        self.held = 0
+
+    def __call__(self, session: Session, lead: Lead, previous: LeadScore | None, current: LeadScore) -> None:
         from_tier = previous.tier if previous is not None else None
         to_tier = current.tier
         if from_tier == to_tier or lead.lifecycle != LeadLifecycle.open:
             return
-        if lead.connection_id not in names_by_id:
-            names_by_id[lead.connection_id] = session.scalar(
+        if lead.connection_id not in self.names_by_id:
+            self.names_by_id[lead.connection_id] = session.scalar(
                 select(Connection.name).where(Connection.id == lead.connection_id))
-        name = names_by_id[lead.connection_id]
-        conn = conns_by_name.get(name) if name else None
+        name = self.names_by_id[lead.connection_id]
+        conn = self.conns_by_name.get(name) if name else None
         if conn is None or not conn.enabled:
             return
-        candidates = planned_actions(config, conn, from_tier, to_tier, owner=lead.owner_crm_id)
+        candidates = planned_actions(self.config, conn, from_tier, to_tier, owner=lead.owner_crm_id)
         if not candidates:
             return
         at = data_clock(current.as_of, current.scored_at)
@@ -222,6 +231,7 @@ def plan_routing(config: AppConfig) -> TierChangeHook:
         rows: list[dict[str, Any]] = []
         for planned in candidates:
             if repeated(planned, to_tier, at, earlier):
+                self.held += 1
                 continue
             params = planned.config.model_dump(exclude_none=True)
             params.update({"rule": planned.rule, "index": planned.index,
@@ -239,7 +249,10 @@ def plan_routing(config: AppConfig) -> TierChangeHook:
         upsert_rows(session, RoutingAction, rows, conflict_columns=("lead_id", "lead_score_id", "action"),
                     update_columns=())
 
-    return hook
+
+def plan_routing(config: AppConfig) -> RoutingPlanner:
+    """The ``tier_change_hook`` that plans ``config``'s routing rules (:class:`RoutingPlanner`)."""
+    return RoutingPlanner(config)
 
 
 # ------------------------------------------------------------------------------------ execution

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -22,7 +22,6 @@ from sqlalchemy.orm import Session
 from config.app_config import AppConfig
 from scoring import registry
 from scoring.accounts import refresh_accounts
-from scoring.hooks import TierChangeHook
 from scoring.inputs import id_chunks
 from scoring.score_run import (
     BATCH_SIZE,
@@ -38,8 +37,11 @@ from scoring.tiers import Policy, check_policy, current_scores, find_active_poli
 from store.db import among
 from store.models import ActionStatus, Connection, Lead, LeadScore, ModelStatus, ModelVersion, RoutingAction
 
+if TYPE_CHECKING:
+    from connectors.routing import RoutingPlanner
 
-def routing_hook(config: AppConfig, *, route: bool = True) -> TierChangeHook | None:
+
+def routing_hook(config: AppConfig, *, route: bool = True) -> RoutingPlanner | None:
     """The tier-change hook that plans ``config``'s routing rules (None with ``route=False`` or
     without rules: then scoring loads no lead objects for tier changes at all)."""
     if not route or not config.routing:
@@ -47,6 +49,11 @@ def routing_hook(config: AppConfig, *, route: bool = True) -> TierChangeHook | N
     from connectors.routing import plan_routing
 
     return plan_routing(config)
+
+
+def _held(hook: RoutingPlanner | None) -> int:
+    """Actions the run's repeat guard held back (:attr:`RoutingPlanner.held`)."""
+    return hook.held if hook is not None else 0
 
 
 def _planned_by_type(session: Session, since_id: int) -> dict[str, int]:
@@ -86,12 +93,13 @@ def score_and_plan(
     """
     before = _last_action_id(session)
     last_score = session.scalar(select(func.max(LeadScore.id)))
+    hook = routing_hook(config, route=route)
     summary = score_leads(
         session, all=all, lead_ids=lead_ids, as_of=as_of, batch_size=batch_size, progress=progress,
-        tier_change_hook=routing_hook(config, route=route), tier_default=config.tiers,
+        tier_change_hook=hook, tier_default=config.tiers,
     )
     session.flush()
-    summary.routing_planned = _planned_by_type(session, before)
+    summary.routing_planned, summary.routing_held = _planned_by_type(session, before), _held(hook)
     summary.accounts = refresh_accounts(session, since_score_id=last_score).to_dict()
     return summary
 
@@ -112,10 +120,10 @@ def score_chunk_and_plan(
     here (a chunk alone would miss the scores of chunks running beside it): after the last chunk,
     call :func:`scoring.accounts.refresh_accounts` (the ``leadscore.score.chunk`` task does)."""
     before = _last_action_id(session)
-    summary = score_chunk(session, plan, lead_ids, batch_size=batch_size, progress=progress,
-                          tier_change_hook=routing_hook(config, route=route))
+    hook = routing_hook(config, route=route)
+    summary = score_chunk(session, plan, lead_ids, batch_size=batch_size, progress=progress, tier_change_hook=hook)
     session.flush()
-    summary.routing_planned = _planned_by_type(session, before)
+    summary.routing_planned, summary.routing_held = _planned_by_type(session, before), _held(hook)
     return summary
 
 
@@ -124,9 +132,10 @@ def finish_planned_run(session: Session, config: AppConfig, plan: ScoringPlan, *
     capacity cut-offs (:func:`scoring.score_run.retier_to_plan`, routing planned as for any tier
     change), then the accounts refreshed once over every chunk's scores."""
     before = _last_action_id(session)
-    summary = retier_to_plan(session, plan, tier_change_hook=routing_hook(config, route=route))
+    hook = routing_hook(config, route=route)
+    summary = retier_to_plan(session, plan, tier_change_hook=hook)
     session.flush()
-    summary.routing_planned = _planned_by_type(session, before)
+    summary.routing_planned, summary.routing_held = _planned_by_type(session, before), _held(hook)
     summary.accounts = refresh_accounts(session).to_dict()
     return summary
 
@@ -141,11 +150,12 @@ class RetierResult:
     changed: int
     routing_planned: dict[str, int] = field(default_factory=dict)
     unchanged: bool = False  # the policy asked for is the active one: no new version, nothing re-tiered
+    routing_held: int = 0  # actions the repeat guard held back (RoutingPlanner.held)
 
     def to_dict(self) -> dict[str, Any]:
         return {"version": self.version, "mode": self.mode, "thresholds": self.thresholds,
                 "changed": self.changed, "routing_planned": dict(self.routing_planned),
-                "unchanged": self.unchanged}
+                "routing_held": self.routing_held, "unchanged": self.unchanged}
 
 
 def retier_and_plan(
@@ -170,10 +180,11 @@ def retier_and_plan(
     refuse_empty_tiers(session, mode, values)
     before = _last_action_id(session)
     policy = set_policy(session, mode, values, created_by=created_by)
-    changed = retier(session, policy, tier_change_hook=routing_hook(config, route=route))
+    hook = routing_hook(config, route=route)
+    changed = retier(session, policy, tier_change_hook=hook)
     session.flush()
     return RetierResult(version=policy.version, mode=policy.mode, thresholds=dict(policy.thresholds),
-                        changed=changed, routing_planned=_planned_by_type(session, before))
+                        changed=changed, routing_planned=_planned_by_type(session, before), routing_held=_held(hook))
 
 
 def routing_preview(session: Session, config: AppConfig, mode: str, thresholds: Mapping[str, Any]) -> dict[str, Any]:

@@ -124,6 +124,7 @@ class ScoreSummary:
     # (:func:`store.queries.connections_mid_sync`); the run after it finishes scores them.
     held: dict[str, int] = field(default_factory=dict)
     routing_planned: dict[str, int] = field(default_factory=dict)  # by action type (scoring.pipeline)
+    routing_held: int = 0  # actions the routing's repeat guard held back (scoring.pipeline)
     accounts: dict[str, int] = field(default_factory=dict)  # account refresh (scoring.pipeline)
 
     def to_dict(self) -> dict[str, Any]:
@@ -133,7 +134,8 @@ class ScoreSummary:
             "scored": self.scored, "unchanged": self.unchanged, "outbox_rows": self.outbox_rows,
             "superseded": self.superseded, "tier_changes": self.tier_changes, "tiers": self.tiers,
             "retiered": self.retiered, "held": dict(self.held),
-            "routing_planned": dict(self.routing_planned), "seconds": round(self.seconds, 3),
+            "routing_planned": dict(self.routing_planned), "routing_held": self.routing_held,
+            "seconds": round(self.seconds, 3),
         }
 
     def add(self, chunk: ScoreSummary) -> None:
@@ -147,6 +149,7 @@ class ScoreSummary:
             self.tiers[tier] = self.tiers.get(tier, 0) + n
         for action, n in chunk.routing_planned.items():
             self.routing_planned[action] = self.routing_planned.get(action, 0) + n
+        self.routing_held += chunk.routing_held
 
 
 @dataclass

@@ -421,7 +421,8 @@ def create_app(
             values = {t: q.get(t, _fmt_threshold(default.get(t))) for t in ("A", "B", "C")}
             return render(request, "tiers.html", active=active, history=history, mode=mode, values=values,
                           champion=mv, auc_caveat=recorded_auc_caveat(mv) if mv is not None else None,
-                          saved=q.get("saved"), unchanged=q.get("unchanged"), refused=q.get("refused"))
+                          saved=q.get("saved"), unchanged=q.get("unchanged"), refused=q.get("refused"),
+                          held=_held_words(q.get("held")))
 
     @app.get("/tiers/preview")
     def tiers_preview_fragment(request: Request) -> Response:
@@ -505,8 +506,8 @@ def create_app(
         planned = sum(result.routing_planned.values())
         log.info("tier policy v%s set by %s in the console (%s %s); %s leads changed tier, %s routing actions "
                  "planned", result.version, user.name, mode, values, result.changed, planned)
-        return RedirectResponse(f"/tiers?saved={result.version}&changed={result.changed}&planned={planned}",
-                                status_code=303)
+        return RedirectResponse(f"/tiers?saved={result.version}&changed={result.changed}&planned={planned}"
+                                f"&held={result.routing_held}", status_code=303)
 
     @app.get("/model")
     def model_page(request: Request) -> Response:
@@ -809,6 +810,14 @@ def _selection_note(mv: ModelVersion, families: Sequence[Mapping[str, Any]]) -> 
         note += (f" {best[1]} has the higher test AUC ({best[0]:.3f} against {float(mine):.3f}): choosing by test"
                  " would make the test AUC an optimistic estimate, so the choice stays with validation.")
     return note
+
+
+def _held_words(held: str | None) -> str | None:
+    """The saved-policy line's note on actions the routing's repeat guard held back, as `tiers set`
+    prints it (None when none were)."""
+    from connectors.routing import HELD_WORDS
+
+    return f"{held} {HELD_WORDS}" if held and held.isdigit() and int(held) else None
 
 
 def _routing_with_warning(routing: dict[str, Any] | None) -> dict[str, Any] | None:

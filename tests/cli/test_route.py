@@ -229,7 +229,12 @@ def test_tiers_set_plans_routing_for_changed_leads_and_route_runs_each_once(
     redo_json = cwd / "redo.json"
     redo = leadscore_here("tiers", "set", *args, "--json", str(redo_json), cwd=cwd, env=env)
     assert redo.returncode == 0, redo.stderr
-    assert json.loads(redo_json.read_text())["routing_planned"] == redo_routing
+    redone = json.loads(redo_json.read_text())
+    assert redone["routing_planned"] == redo_routing
+    # ... and `tiers set` says why fewer actions were planned than its rules name.
+    assert redone["routing_held"] > 0, redone
+    assert (f"{redone['routing_held']} held back: the lead got the same action for that tier within the action's "
+            "repeat_after_days") in " ".join(redo.stdout.split()), redo.stdout
     assert leadscore_here("route", cwd=cwd, env=env).returncode == 0
     assert sorted(r.values["WhoId"] for r in sim.salesforce.store.records["Task"].values()
                   if "[leadscore #" in (r.values.get("Subject") or "")) == to_a_sf

@@ -300,5 +300,10 @@ def models_rollback() -> None:
 def _rescored(summary: Any) -> str:
     """One line on the rescoring a promotion or rollback ran (the same path as `leadscore score`)."""
     planned = sum(summary.routing_planned.values())
+    held = ""
+    if summary.routing_held:
+        from connectors.routing import HELD_WORDS
+
+        held = f" ({summary.routing_held} {HELD_WORDS})"
     return (f"rescored {summary.scored} leads, {summary.outbox_rows} CRM updates queued, "
-            f"{summary.tier_changes} tier changes, {planned} routing actions planned")
+            f"{summary.tier_changes} tier changes, {planned} routing actions planned{held}")

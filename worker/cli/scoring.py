@@ -139,7 +139,7 @@ def score_command(
     if data["retiered"]:
         console.print(f"capacity cut-offs moved: {data['retiered']} leads not rescored changed tier with them "
                       "(their tier changes are counted above)", highlight=False)
-    console.print(_routing_line(data["routing_planned"], "planned"))
+    console.print(_routing_line(data["routing_planned"], "planned", data.get("routing_held", 0)))
     accounts = data.get("accounts") or {}
     console.print(f"accounts: {accounts.get('considered', 0)} recomputed, {accounts.get('changed', 0)} account "
                   f"updates queued ({accounts.get('cleared', 0)} cleared: no open lead left)", highlight=False)
@@ -310,14 +310,20 @@ def tiers_show() -> None:
         console.print(caution, highlight=False, soft_wrap=True)
 
 
-def _routing_line(planned: dict[str, int], verb: str) -> str:
+def _routing_line(planned: dict[str, int], verb: str, held: int = 0) -> str:
+    """What a run planned; ``held``: the actions its repeat guard held back, said when any were."""
     total = sum(planned.values())
+    also = ""
+    if held:
+        from connectors.routing import HELD_WORDS
+
+        also = f"; {held} {HELD_WORDS}"
     if not total:
-        return f"routing: no actions {verb} (run `leadscore route` to execute pending ones)" if verb == "planned" \
-            else f"routing: no actions {verb}"
+        return (f"routing: no actions {verb}{also} (run `leadscore route` to execute pending ones)" if verb == "planned"
+                else f"routing: no actions {verb}{also}")
     parts = ", ".join(f"{n} {kind}" for kind, n in sorted(planned.items()))
     hint = " (run `leadscore route`, or let the workers)" if verb == "planned" else ""
-    return f"routing: {total} action{'s' if total != 1 else ''} {verb}: {parts}{hint}"
+    return f"routing: {total} action{'s' if total != 1 else ''} {verb}: {parts}{also}{hint}"
 
 
 def _preview_table(data: dict[str, Any]) -> Table:
@@ -411,7 +417,7 @@ def tiers_set(
         console.print(f"tier policy v{result.version} active ({describe_tiers(mode, values)}); "
                       f"{result.changed} leads changed tier")
         console.print("routing: not planned (--no-route)" if no_route
-                      else _routing_line(result.routing_planned, "planned"))
+                      else _routing_line(result.routing_planned, "planned", result.routing_held))
     if json_path is not None:
         _write_json(json_path, {**result.to_dict(), "routed": not no_route})
 
