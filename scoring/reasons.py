@@ -5,7 +5,7 @@ first summed per *concept*: the 7/30/90-day counts of one activity type are one 
 seniority and department are one ("VP-level title in Engineering"). The three concepts that
 pushed the score up most and the two that pulled it down most are rendered as short sentences
 using the lead's own values, compared with the typical reference lead where that helps ("4
-pricing/demo page visits in the last 7 days (most leads have none)", "No engagement for 45 days",
+pricing/demo page visits in the last 7 days (most leads have none)", "No engagement for over a month",
 "Free-mail address"). Raw feature names never appear.
 
 What is not a reason:
@@ -22,6 +22,7 @@ Each reason belongs to the fit or the engagement group, the same grouping as the
 
 from __future__ import annotations
 
+import bisect
 import math
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -196,6 +197,17 @@ def _spelled(concept: str, said: list[str], names: Names | None) -> list[str]:
     return [start + shown.get(t[len(start):], t[len(start):]) if t.startswith(start) else t for t in said]
 
 
+# What reasons say of the days since the last engagement, per span of the activity windows: under
+# 7 days, 7 to 29, 30 to 89, 90 and more. Each stays true until the lead's latest engagement leaves
+# the next window, when the lead is rescored (the last two stay true for good). Good news under 7
+# days, an absence from 30 (is_good_news, is_absence).
+_RECENCY = ("Engaged in the last 7 days", "Last engaged 1-4 weeks ago", "No engagement for over a month",
+            "No engagement for over 3 months")
+if WINDOWS_DAYS != (7, 30, 90):
+    raise RuntimeError("the recency sentences name the 7/30/90-day windows: say the new spans")
+_RECENT_DAYS, _QUIET_DAYS = WINDOWS_DAYS[0], WINDOWS_DAYS[1]
+
+
 def is_absence(concept: str, values: Mapping[str, Any]) -> bool:
     """True when the concept's sentence is about something the lead lacks (no visits, unknown
     industry, no colleagues): such a sentence may explain a lower score, never a higher one."""
@@ -211,7 +223,7 @@ def is_absence(concept: str, values: Mapping[str, Any]) -> bool:
         return _count(values.get(concept)) <= 0
     if concept == "days_since_last_engagement":
         value = values.get(concept)
-        return _missing(value) or _count(value) >= 14
+        return _missing(value) or _count(value) >= _QUIET_DAYS
     if concept == "persona":
         return _missing(values.get("seniority")) and _missing(values.get("department"))
     if concept in ("missing_fields", "junk_flags"):
@@ -228,7 +240,7 @@ def is_good_news(concept: str, values: Mapping[str, Any]) -> bool:
     model lowered the score through it for another reason (an interaction with other values)."""
     if concept == "days_since_last_engagement":
         value = values.get(concept)
-        return not _missing(value) and _count(value) < 14
+        return not _missing(value) and _count(value) < _RECENT_DAYS
     if concept == "engagement_velocity":
         return _count(values.get(concept)) > 0
     if concept in ("missing_fields", "junk_flags"):
@@ -278,12 +290,10 @@ def render(concept: str, values: Mapping[str, Any], typical: Typical | None = No
         value = values.get(concept)
         if _missing(value):
             return "No engagement yet"
-        days = _count(value)
-        if days <= 1:
-            return "Engaged in the last day"
-        if days < 14:
-            return f"Last engaged {days} days ago"
-        return f"No engagement for {days} days"
+        # One sentence per span between the activity windows, not the day count: a quiet lead is
+        # rescored when its latest engagement leaves a window (scoring.inputs.next_aging), and
+        # "No engagement for 45 days" stayed in the CRM for weeks after it stopped being true.
+        return _RECENCY[bisect.bisect_right(WINDOWS_DAYS, _count(value))]
     if concept == "committee_size":
         n = _count(values.get(concept))
         if n == 0:

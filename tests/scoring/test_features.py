@@ -356,3 +356,35 @@ def test_country_spellings_per_distinct_value() -> None:
     countries = pd.Series([" USA", "u.s.", "deutschland ", "France", None, "n/a", "united states of america"])
     assert normalise_country(countries).tolist() == [
         "United States", "United States", "Germany", "France", pd.NA, pd.NA, "United States"]
+
+
+def test_the_recency_reason_stays_true_until_the_lead_is_rescored(any_session: Session) -> None:
+    """What a rep reads of a lead's last engagement ("Last engaged 1-4 weeks ago", "No engagement
+    for over a month") stays true at every moment until the score's ``next_aging_at``, when the lead
+    is rescored: a quiet lead's "No engagement for 45 days" used to stay in the CRM for weeks."""
+    from scoring.inputs import batch_inputs
+    from scoring.reasons import render
+
+    conn = make_connection(any_session)
+    at = BASE_TIME + 400 * DAY
+    ago = (0.5, 3, 6.9, 7, 12, 29.5, 31, 60, 89.9, 95, 200)
+    leads = [make_lead(any_session, conn, crm_created_at=BASE_TIME) for _ in ago]
+    for lead, days in zip(leads, ago, strict=True):
+        add_activities(any_session, lead, [("web_visit", at - days * DAY, "/pricing"),
+                                           ("email_send", at - 1 * DAY, None)])  # not an engagement
+    ids = [lead.id for lead in leads]
+
+    def sentences(when: datetime) -> dict[int, str]:
+        found, frame, _ = batch_inputs(any_session, ids, when)
+        return {int(i): render("days_since_last_engagement", {"days_since_last_engagement": v})
+                for i, v in zip(found["id"], frame["days_since_last_engagement"], strict=True)}
+
+    now, aging = sentences(at), batch_inputs(any_session, ids, at)[2]
+    for lead, days in zip(leads, ago, strict=True):
+        until = aging.get(lead.id, at + 400 * DAY)  # none: nothing ages, the sentence is true for good
+        for step in np.linspace(0.0, 1.0, 9)[:-1]:
+            when = at + (until - at) * float(step)
+            assert sentences(when)[lead.id] == now[lead.id], (days, when, now[lead.id])
+    assert {now[lead.id] for lead in leads} == {
+        "Engaged in the last 7 days", "Last engaged 1-4 weeks ago", "No engagement for over a month",
+        "No engagement for over 3 months"}

@@ -80,7 +80,14 @@ def test_reasons_are_sentences_not_feature_names_and_fit_the_crm_field() -> None
          "1 pricing/demo page visit in the last 30 days"),
         ("persona", {"seniority": "VP", "department": "Engineering"}, "VP-level title in Engineering"),
         ("persona", {"seniority": None, "department": None}, "Job title shows no seniority"),
-        ("days_since_last_engagement", {"days_since_last_engagement": 45.0}, "No engagement for 45 days"),
+        ("days_since_last_engagement", {"days_since_last_engagement": 45.0}, "No engagement for over a month"),
+        ("days_since_last_engagement", {"days_since_last_engagement": 89.0}, "No engagement for over a month"),
+        ("days_since_last_engagement", {"days_since_last_engagement": 90.0}, "No engagement for over 3 months"),
+        ("days_since_last_engagement", {"days_since_last_engagement": 400.0}, "No engagement for over 3 months"),
+        ("days_since_last_engagement", {"days_since_last_engagement": 29.0}, "Last engaged 1-4 weeks ago"),
+        ("days_since_last_engagement", {"days_since_last_engagement": 7.0}, "Last engaged 1-4 weeks ago"),
+        ("days_since_last_engagement", {"days_since_last_engagement": 6.0}, "Engaged in the last 7 days"),
+        ("days_since_last_engagement", {"days_since_last_engagement": 0.0}, "Engaged in the last 7 days"),
         ("days_since_last_engagement", {"days_since_last_engagement": float("nan")}, "No engagement yet"),
         ("email_type", {"email_type": "Free-mail"}, "Free-mail address"),
         ("employee_band", {"employee_band": "1001-5000"}, "Company size 1001-5000 employees"),
@@ -196,7 +203,7 @@ def test_a_reason_never_compares_the_lead_against_its_own_direction() -> None:
     ("Engaged with 1 content piece in the last 7 days (typical lead: 4)", -1),
     ("12 colleagues became leads in the last 90 days (typical lead: 3)", 1),
     ("From campaign Q3 2025 webinar", 0),
-    ("Last engaged 2 days ago", 0),
+    ("Engaged in the last 7 days", 0),
 ])
 def test_how_a_sentence_compares_the_lead_with_most_leads(text: str, direction: int) -> None:
     assert compared(text) == direction
@@ -293,7 +300,7 @@ def test_the_crm_field_keeps_a_reason_of_each_sign_and_group_when_not_all_fit() 
 def test_good_news_is_never_a_minus_reason() -> None:
     # A rep read "- Engagement: Last engaged 2 days ago" as a contradiction: the model lowered the
     # score through recency for another reason (an interaction). Good news may only be a plus; bad
-    # news of the same concept ("No engagement for 40 days") may still be a minus.
+    # news of the same concept ("No engagement for over a month") may still be a minus.
     features = pd.DataFrame([{"days_since_last_engagement": 2.0, "engagement_velocity": 3.0},
                              {"days_since_last_engagement": 2.0, "engagement_velocity": 3.0},
                              {"days_since_last_engagement": 40.0, "engagement_velocity": -2.0}])
@@ -302,10 +309,10 @@ def test_good_news_is_never_a_minus_reason() -> None:
     rows = explain(contributions, features, typical=None)
     assert rows[0] == []  # the good news the model counted against the lead: left out
     assert sorted(r.text for r in rows[1]) == [
-        "Engagement rising: 3 more actions than in the 30 days before", "Last engaged 2 days ago"]
+        "Engaged in the last 7 days", "Engagement rising: 3 more actions than in the 30 days before"]
     assert all(r.impact > 0 for r in rows[1])
     assert sorted(r.text for r in rows[2]) == [
-        "Engagement falling: 2 fewer actions than in the 30 days before", "No engagement for 40 days"]
+        "Engagement falling: 2 fewer actions than in the 30 days before", "No engagement for over a month"]
     assert all(r.impact < 0 for r in rows[2])
 
 
