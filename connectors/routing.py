@@ -191,7 +191,8 @@ def actions_for_change(config: AppConfig, conn: ConnectionConfig, from_tier: str
 
 
 # Why a tier change planned fewer actions than its rules name, as the commands that plan say it.
-HELD_WORDS = "held back: the lead got the same action for that tier within the action's repeat_after_days"
+HELD_WORDS = ("held back: the lead already has the same action for that tier (pending, running or done) "
+              "within the action's repeat_after_days")
 
 
 class RoutingPlanner:

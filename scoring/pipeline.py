@@ -191,10 +191,10 @@ def routing_preview(session: Session, config: AppConfig, mode: str, thresholds: 
     """How many routing actions of each type a new policy would plan (changes nothing).
 
     The same tiers :func:`retier` would give, per lead whose tier would change, through the same
-    rules and repeat guard ``plan_routing`` applies (``connectors.routing.actions_for_change``; a
+    rules and repeat guard ``plan_routing`` applies (``held``: the actions the guard holds back; a
     re-tier keeps each score's ``as_of``, the clock the guard compares).
     """
-    from connectors.routing import actions_for_change, data_clock, earlier_actions, owned_by_user
+    from connectors.routing import data_clock, earlier_actions, owned_by_user, planned_actions, repeated
 
     values = check_policy(mode, thresholds)
     current = current_scores(session)
@@ -216,12 +216,19 @@ def routing_preview(session: Session, config: AppConfig, mode: str, thresholds: 
         ):
             clocks[int(score_id)] = data_clock(as_of, scored_at)
     actions: dict[str, int] = {}
-    leads = taken = 0
+    leads = taken = held = 0
     for lead_id, score_id, old, new in changed:
         name, owner = conn_of.get(lead_id, ("", None))
         conn = configured.get(name)
-        planned = actions_for_change(config, conn, old, new, at=clocks.get(score_id), owner=owner,
-                                     earlier=earlier.get(lead_id, ())) if conn is not None else []
+        planned = []
+        # As RoutingPlanner plans them: the repeat guard first (counted as held back), then an
+        # assignment that keeps a rep's lead is recorded as cancelled, not planned.
+        for action in planned_actions(config, conn, old, new, owner=owner) if conn is not None else []:
+            at = clocks.get(score_id)
+            if at is not None and repeated(action, new, at, earlier.get(lead_id, ())):
+                held += 1
+            elif action.kept_by is None:
+                planned.append(action)
         if planned:
             leads += 1
         for action in planned:
@@ -229,7 +236,7 @@ def routing_preview(session: Session, config: AppConfig, mode: str, thresholds: 
             if action.config.type == "assign_owner" and conn is not None and owned_by_user(conn, owner):
                 taken += 1  # an assignment that overwrites a rep's ownership (``overwrite`` left true)
     return {"leads": leads, "actions": dict(sorted(actions.items())), "total": sum(actions.values()),
-            "reassigned_from_users": taken}
+            "reassigned_from_users": taken, "held": held}
 
 
 def reassigned_from_users(n: int) -> str:

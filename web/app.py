@@ -822,12 +822,18 @@ def _held_words(held: str | None) -> str | None:
 
 def _routing_with_warning(routing: dict[str, Any] | None) -> dict[str, Any] | None:
     """The preview's routing counts, with the wording of its warning when assignments would take
-    leads from the reps who own them (``reassigned_warning``)."""
+    leads from the reps who own them (``reassigned_warning``) and of the actions the repeat guard
+    would hold back (``held_words``), as `tiers preview` says them."""
     from scoring.pipeline import reassigned_from_users
 
-    if not routing or not routing.get("reassigned_from_users"):
+    if not routing:
         return routing
-    return {**routing, "reassigned_warning": reassigned_from_users(int(routing["reassigned_from_users"]))}
+    out = dict(routing)
+    if routing.get("reassigned_from_users"):
+        out["reassigned_warning"] = reassigned_from_users(int(routing["reassigned_from_users"]))
+    if routing.get("held"):
+        out["held_words"] = _held_words(str(routing["held"]))
+    return out
 
 
 def lead_story(session: Session, crm_id: str, config: AppConfig | None = None) -> dict[str, Any]:

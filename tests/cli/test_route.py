@@ -153,7 +153,7 @@ def test_tiers_set_plans_routing_for_changed_leads_and_route_runs_each_once(
     assert preview.returncode == 0, preview.stderr
     assert json.loads(preview_json.read_text())["routing"] == {
         "leads": len(expected), "actions": dict(sorted(counts.items())), "total": sum(counts.values()),
-        "reassigned_from_users": 0}  # these leads have no owner
+        "reassigned_from_users": 0, "held": 0}  # these leads have no owner, nor earlier actions
     assert f"routing: {sum(counts.values())} actions would be planned" in preview.stdout
     with unit_of_work(engine) as session:
         assert session.scalar(select(RoutingAction.id)) is None  # the preview planned nothing
@@ -233,8 +233,12 @@ def test_tiers_set_plans_routing_for_changed_leads_and_route_runs_each_once(
     assert redone["routing_planned"] == redo_routing
     # ... and `tiers set` says why fewer actions were planned than its rules name.
     assert redone["routing_held"] > 0, redone
-    assert (f"{redone['routing_held']} held back: the lead got the same action for that tier within the action's "
-            "repeat_after_days") in " ".join(redo.stdout.split()), redo.stdout
+    said = ("held back: the lead already has the same action for that tier (pending, running or done) within "
+            "the action's repeat_after_days")
+    assert f"{redone['routing_held']} {said}" in " ".join(redo.stdout.split()), redo.stdout
+    # The preview said the same before: what it would plan, and what the guard would hold back.
+    held = json.loads(redo_preview_json.read_text())["routing"]["held"]
+    assert held == redone["routing_held"] and f"{held} {said}" in " ".join(redo_preview.stdout.split())
     assert leadscore_here("route", cwd=cwd, env=env).returncode == 0
     assert sorted(r.values["WhoId"] for r in sim.salesforce.store.records["Task"].values()
                   if "[leadscore #" in (r.values.get("Subject") or "")) == to_a_sf

@@ -197,7 +197,7 @@ def test_overwrite_left_true_moves_every_lead_and_the_preview_counts_the_reps_le
         assert session.scalar(select(LeadScore.id).where(LeadScore.tier == "A")) is None
     # Six leads to A, each with an assignment and a task; two of them owned by a rep.
     assert preview == {"leads": 6, "actions": {"assign_owner": 6, "create_task": 6}, "total": 12,
-                       "reassigned_from_users": 2}
+                       "reassigned_from_users": 2, "held": 0}
 
     score(sqlite_engine, [*w["sf"].values(), *w["hs"].values()], tier="A", score_value=92, hook=plan_routing(config))
     _rep_takes_the_third(sim, w)

@@ -176,8 +176,8 @@ def test_viewer_is_refused_and_editor_saves_with_confirmation(client: TestClient
     # No action held back by the repeat guard: the saved line says nothing of it; held ones it names.
     assert "held=0" in saved.headers["location"] and "held back" not in page.text
     held = html.unescape(client.get(saved.headers["location"].replace("held=0", "held=3"), auth=ALICE).text)
-    assert ("routing actions planned (3 held back: the lead got the same action for that tier within the action's "
-            "repeat_after_days).") in held
+    assert ("routing actions planned (3 held back: the lead already has the same action for that tier (pending, "
+            "running or done) within the action's repeat_after_days).") in held
     # Saving the same thresholds again: no new version, and the page says why.
     again = client.post("/tiers", auth=ALICE, data={**form, "csrf": _csrf(page.text), "confirm": "yes"},
                         follow_redirects=False)

@@ -383,7 +383,8 @@ def tiers_preview(
     leads = data["routing"]["leads"]
     # The leads first: "for 11 leads" after the list read as if only its last kind covered them.
     console.print(_routing_line(data["routing"]["actions"], "would be planned"
-                                + (f" for {leads} lead{'s' if leads != 1 else ''}" if leads else "")))
+                                + (f" for {leads} lead{'s' if leads != 1 else ''}" if leads else ""),
+                                data["routing"].get("held", 0)))
     if taken := data["routing"].get("reassigned_from_users"):
         console.print(f"warning: {reassigned_from_users(taken)}", markup=False, highlight=False, soft_wrap=True)
     if json_path is not None:
