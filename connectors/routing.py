@@ -478,7 +478,7 @@ def _run_one(engine: Engine, router: Router, action_id: int, report: RoutingRepo
             return
         if action.status == ActionStatus.pending and current_tier is not None and current_tier != action.to_tier:
             action.status = ActionStatus.superseded
-            action.error = f"the lead's tier changed again (now {current_tier}) before the action ran"
+            action.error = f"the lead's tier changed again (to {current_tier}) before the action ran"
             report.superseded += 1
             return
         recovering = action.status == ActionStatus.sending
@@ -705,7 +705,7 @@ def admit(action: RoutingAction, lead: Lead | None, current_tier: str | None, re
         return False
     if current_tier is not None and current_tier != action.to_tier:
         action.status = ActionStatus.superseded
-        action.error = f"the lead's tier changed again (now {current_tier}) before the action ran"
+        action.error = f"the lead's tier changed again (to {current_tier}) before the action ran"
         report.superseded += 1
         return False
     return True

@@ -66,6 +66,20 @@ def test_models_list_says_test_aucs_do_not_compare_across_versions(store: Path) 
             "`leadscore retrain` compares two versions on the same held-out leads") in " ".join(listed.output.split())
 
 
+def test_models_shadow_says_when_a_version_already_runs_in_shadow(store: Path) -> None:
+    engine = make_engine(f"sqlite:///{store}")
+    with Session(bind=engine) as s, s.begin():
+        mv = s.scalars(select(ModelVersion)).one()
+        challenger = f"{mv.version}-c"
+        s.add(ModelVersion(version=challenger, family=mv.family, status="candidate", artifact=mv.artifact,
+                           params=mv.params, metrics=mv.metrics, features=mv.features, card=mv.card))
+    engine.dispose()
+    first = runner.invoke(app, ["models", "shadow", challenger])
+    assert first.exit_code == 0 and f"{challenger} runs in shadow from the next scoring run" in first.output
+    again = runner.invoke(app, ["models", "shadow", challenger])
+    assert again.exit_code == 0 and again.output.strip() == f"{challenger} already runs in shadow: nothing changed"
+
+
 def test_models_list_monitor_and_report(store: Path, tmp_path: Path) -> None:
     (version,) = _versions(store)
     listed = runner.invoke(app, ["models", "list"])

@@ -274,12 +274,17 @@ def _of_segment(segment: str | None) -> str:
 def models_shadow(version: str = typer.Argument(..., help="The challenger to run in shadow.")) -> None:
     """Run VERSION in shadow: it scores the same leads as the champion, its scores are stored and
     never written to the CRM; `leadscore monitor` compares both as outcomes arrive."""
-    from scoring.registry import shadow
+    from scoring.registry import get_version, shadow
+    from store.models import ModelStatus
 
     with unit_of_work() as session:
+        already = get_version(session, version).status == ModelStatus.shadow
         mv, replaced = shadow(session, version)
         name = mv.version
         stopped = [f"{old.version} no longer runs in shadow (back to {old.status})" for old in replaced]
+    if already:
+        console.print(f"{name} already runs in shadow: nothing changed", markup=False, soft_wrap=True)
+        return
     console.print(f"{name} runs in shadow from the next scoring run; `leadscore monitor` compares it with the "
                   "champion on the same leads as their outcomes arrive", markup=False, soft_wrap=True)
     for line in stopped:
