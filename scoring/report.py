@@ -378,7 +378,9 @@ def _feedback(session: Session) -> str:
         # Not a gap in the report: reps simply have not flagged any score (yet); say so plainly.
         return (f"<p class='note'>No rep feedback yet on {data['scored_leads']} scored leads (reps set the "
                 "score feedback field in the CRM; the sync reads it back).</p>")
-    tiers = _table(["tier", "leads", *VALUES],
+    # Every lead with a score, converted and closed ones too (what later happened to flagged leads is
+    # the point): not the open leads `tiers show` counts (a trial read the two as disagreeing).
+    tiers = _table(["tier (current score)", "scored leads, open or not", *VALUES],
                    [[t, data["by_tier"][t]["leads"], *(data["by_tier"][t][v] for v in VALUES)] for t in TIERS])
     outcomes = _table(["feedback", "leads", "converted since", "their conversion", "their tiers' unflagged leads"],
                       [[v, o["leads"], o["converted"], o["conversion_rate"], o["tier_conversion_rate"]]

@@ -71,4 +71,6 @@ def test_feedback_left_in_the_crms_reaches_the_store_and_the_report(sqlite_engin
     finally:
         sim.stop()
     assert "Rep feedback on scores" in page and "Too high" in page
+    # Its table counts every scored lead, converted and closed too, and says so (not `tiers show`'s open leads).
+    assert "scored leads, open or not" in page
     assert "No rep feedback yet" not in page
