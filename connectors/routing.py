@@ -271,6 +271,7 @@ class RoutingReport:
     owner_kept: int = 0  # overwrite: false assignments cancelled because a user owns the lead
     retry_later: int = 0
     waiting: int = 0  # tasks left pending until their tier change's owner assignment is done
+    awaiting_write: int = 0  # property-triggered workflows left pending until their tier write lands
     errors: list[str] = field(default_factory=list)
     api_calls: dict[str, int] = field(default_factory=dict)  # by connection: the actions' calls
     # By connection: every call the run made and recorded in api_usage (the login and the rule
@@ -289,7 +290,8 @@ class RoutingReport:
         return {"done": dict(sorted(self.done.items())), "recovered": self.recovered,
                 "failed": dict(sorted(self.failed.items())), "superseded": self.superseded,
                 "cancelled": self.cancelled, "owner_kept": self.owner_kept,
-                "retry_later": self.retry_later, "waiting": self.waiting, "errors": list(self.errors),
+                "retry_later": self.retry_later, "waiting": self.waiting, "awaiting_write": self.awaiting_write,
+                "errors": list(self.errors),
                 "api_calls": dict(self.api_calls), "api_calls_recorded": dict(self.api_calls_recorded),
                 **self.summary()}
 
@@ -739,6 +741,7 @@ def _property_triggered(action: RoutingAction, write: tuple[str, str | None] | N
     """A workflow the written tier property triggers: done once that write landed in the CRM (no call)."""
     workflow = str(action.params.get("workflow_id"))
     if write is not None and write[0] == OutboxStatus.pending:
+        report.awaiting_write += 1
         return  # the tier is not in the CRM yet: decide on a later run
     if write is not None and write[0] == OutboxStatus.sent and write[1] == action.to_tier:
         action.status = ActionStatus.done

@@ -74,6 +74,7 @@ def test_routing_runs_in_batches_within_the_call_bounds(sim: CRMSim, sqlite_engi
     assert first.api_calls["sf"] <= 3 * _ceil(N_SF, 200) + _ceil(N_SF, 300)
     assert first.api_calls["hs"] <= 2 * _ceil(N_HS, 100) + _ceil(N_HS, 100)
     assert _statuses(sqlite_engine)[("enroll_workflow", "pending")] == N_HS
+    assert first.awaiting_write == N_HS  # counted, so `route` says why they stay pending
 
     store = sim.salesforce.store
     queue_id = next(r.id for r in store.records["Group"].values() if r.values["Name"] == "SDR Queue")

@@ -301,6 +301,14 @@ def route(
         if report.waiting:
             console.print(f"  {report.waiting} task(s) wait for their lead's owner assignment (still being "
                           "written): the next run creates them for the new owner")
+        if report.awaiting_write:
+            # Still pending, and not for an error (a trial read "still pending 65" with exit 0 as one).
+            console.print(f"  {report.awaiting_write} workflow enrollment(s) wait for their tier write to reach the "
+                          "CRM (the workflow enrolls on that property): `leadscore writeback` (or the workers) sends "
+                          "it, and the next run marks them done", highlight=False)
+        if report.retry_later:
+            console.print(f"  {report.retry_later} action(s) to retry on the next run: the CRM asked to wait or gave "
+                          "no answer (rate limits, locked records)", highlight=False)
     else:
         console.print("nothing to route: no pending routing actions")
     if json_path:
