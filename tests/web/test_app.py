@@ -178,6 +178,10 @@ def test_viewer_is_refused_and_editor_saves_with_confirmation(client: TestClient
     held = html.unescape(client.get(saved.headers["location"].replace("held=0", "held=3"), auth=ALICE).text)
     assert ("routing actions planned (3 held back: the lead already has the same action for that tier (pending, "
             "running or done) within the action's repeat_after_days).") in held
+    # A link to an earlier save shows no numbers as if they were today's (a bookmarked or shared link).
+    stale = client.get(saved.headers["location"].replace(f"saved={active.version}", "saved=1"), auth=ALICE).text
+    assert f"Tier policy v1 was saved earlier; v{active.version} is active now." in stale
+    assert "leads changed tier" not in stale
     # Saving the same thresholds again: no new version, and the page says why.
     again = client.post("/tiers", auth=ALICE, data={**form, "csrf": _csrf(page.text), "confirm": "yes"},
                         follow_redirects=False)
