@@ -178,16 +178,16 @@ def repeated(action: PlannedAction, to_tier: str, at: datetime, earlier: Sequenc
                for name, tier, when in earlier)
 
 
-def actions_for_change(config: AppConfig, conn: ConnectionConfig, from_tier: str | None, to_tier: str,
-                       *, at: datetime | None = None, owner: str | None = None,
-                       earlier: Sequence[tuple[str, str, datetime]] = ()) -> list[PlannedAction]:
-    """The actions a tier change ``from_tier -> to_tier`` of a lead of ``conn`` owned by
-    ``owner`` plans, in rule order (what :func:`plan_routing` inserts; ``tiers preview`` counts
-    them). With ``at`` (the data's clock of the change) and the lead's ``earlier`` actions
-    (:func:`earlier_actions`), the actions the repeat guard skips are left out, as planning leaves
-    them out."""
-    return [a for a in planned_actions(config, conn, from_tier, to_tier, owner=owner)
-            if a.kept_by is None and (at is None or not repeated(a, to_tier, at, earlier))]
+def without_repeats(candidates: Sequence[PlannedAction], to_tier: str, at: datetime | None,
+                    earlier: Sequence[tuple[str, str, datetime]]) -> tuple[list[PlannedAction], int]:
+    """A tier change's ``candidates`` (:func:`planned_actions`) less those the repeat guard holds
+    back (:func:`repeated`, against the lead's ``earlier`` actions at ``at``, the data's clock of
+    the change; none without ``at``), and how many it held back: what :class:`RoutingPlanner`
+    plans and counts, and what ``tiers preview`` counts."""
+    if at is None:
+        return list(candidates), 0
+    kept = [a for a in candidates if not repeated(a, to_tier, at, earlier)]
+    return kept, len(candidates) - len(kept)
 
 
 # Why a tier change planned fewer actions than its rules name, as the commands that plan say it.
@@ -229,11 +229,10 @@ class RoutingPlanner:
         # Asked only when an action can be skipped: a rule set without the guard costs no query.
         guarded = any(c.config.repeat_after_days > 0 for c in candidates)
         earlier = earlier_actions(session, [lead.id]).get(lead.id, []) if guarded else []
+        candidates, held = without_repeats(candidates, to_tier, at, earlier)
+        self.held += held
         rows: list[dict[str, Any]] = []
         for planned in candidates:
-            if repeated(planned, to_tier, at, earlier):
-                self.held += 1
-                continue
             params = planned.config.model_dump(exclude_none=True)
             params.update({"rule": planned.rule, "index": planned.index,
                            "config_key": f"routing.{planned.rule}.actions.{planned.index}"})

@@ -194,7 +194,7 @@ def routing_preview(session: Session, config: AppConfig, mode: str, thresholds: 
     rules and repeat guard ``plan_routing`` applies (``held``: the actions the guard holds back; a
     re-tier keeps each score's ``as_of``, the clock the guard compares).
     """
-    from connectors.routing import data_clock, earlier_actions, owned_by_user, planned_actions, repeated
+    from connectors.routing import data_clock, earlier_actions, owned_by_user, planned_actions, without_repeats
 
     values = check_policy(mode, thresholds)
     current = current_scores(session)
@@ -220,15 +220,12 @@ def routing_preview(session: Session, config: AppConfig, mode: str, thresholds: 
     for lead_id, score_id, old, new in changed:
         name, owner = conn_of.get(lead_id, ("", None))
         conn = configured.get(name)
-        planned = []
-        # As RoutingPlanner plans them: the repeat guard first (counted as held back), then an
-        # assignment that keeps a rep's lead is recorded as cancelled, not planned.
-        for action in planned_actions(config, conn, old, new, owner=owner) if conn is not None else []:
-            at = clocks.get(score_id)
-            if at is not None and repeated(action, new, at, earlier.get(lead_id, ())):
-                held += 1
-            elif action.kept_by is None:
-                planned.append(action)
+        # As RoutingPlanner plans them: the repeat guard first (held back), then an assignment that
+        # keeps a rep's lead is recorded as cancelled, not planned.
+        candidates = planned_actions(config, conn, old, new, owner=owner) if conn is not None else []
+        kept, n = without_repeats(candidates, new, clocks.get(score_id), earlier.get(lead_id, ()))
+        held += n
+        planned = [a for a in kept if a.kept_by is None]
         if planned:
             leads += 1
         for action in planned:

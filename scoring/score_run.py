@@ -675,6 +675,7 @@ def _write_batches(
     as_of: datetime,
     tiers_of: Callable[[_Scored], list[str]],
     *,
+    refs: Mapping[int, Mapping[str, Any]],
     policy_id: int,
     tier_change_hook: TierChangeHook | None,
     summary: ScoreSummary,
@@ -682,10 +683,10 @@ def _write_batches(
 ) -> None:
     """Phase two: each batch written in this thread (its score rows, outbox rows, tier-change hooks
     and shadow scores) while a reasons thread ranks, explains and renders the next one's rows
-    (:func:`scoring.score_writes.render_scores`, from what this thread read of the database for
-    it first): the database's part of the work overlaps that Python. The session never leaves
-    this thread; ``report(leads)`` after each write."""
-    refs = _run_refs(session, models)
+    (:func:`scoring.score_writes.render_scores`, from the prior scores the read phase read for
+    it: :class:`_Tail`): the database's part of the work overlaps that Python. ``refs``: the run's
+    references (:func:`_run_refs`). The session never leaves this thread; ``report(leads)`` after
+    each write."""
     typicals = _typicals(session, models, as_of, predicted, refs)
     sentences = _RunSentences()
 
@@ -816,12 +817,13 @@ def score_chunk(
     summary = ScoreSummary(as_of=plan.as_of, model_version=models.global_mv.version, considered=len(lead_ids))
     chunks = id_chunks(sorted(int(i) for i in lead_ids), max(1, batch_size))
     done = _Progress(progress, len(lead_ids))
+    refs = _run_refs(session, models) if chunks else {}  # the same for every window
     with _model_thread(models) as pool:
         for start in range(0, len(chunks), WINDOW):
             predicted, tail = _read_batches(session, models, pool, chunks[start : start + WINDOW], plan.as_of,
                                             done("scoring"))
             _write_batches(session, models, predicted, tail.names, plan.as_of,
-                           lambda s: _tiers(policy, s, plan.cutoffs),
+                           lambda s: _tiers(policy, s, plan.cutoffs), refs=refs,
                            policy_id=policy.id, tier_change_hook=tier_change_hook, summary=summary,
                            report=done("writing"))
     summary.seconds = time.perf_counter() - started
@@ -871,7 +873,7 @@ def score_leads(
             cutoffs = _run_cutoffs(session, policy, plan.lead_ids, [b.scores(refs) for b in predicted],
                                    existing=tail.current)
             _write_batches(session, models, predicted, tail.names, plan.as_of, lambda s: _tiers(policy, s, cutoffs),
-                           policy_id=policy.id, tier_change_hook=tier_change_hook, summary=summary,
+                           refs=refs, policy_id=policy.id, tier_change_hook=tier_change_hook, summary=summary,
                            report=done("writing"))
             if not (all and lead_ids is None) or plan.held:  # a run over every live lead left none to re-tier
                 plan.cutoffs = cutoffs
