@@ -271,6 +271,7 @@ class RoutingReport:
     retry_later: int = 0
     waiting: int = 0  # tasks left pending until their tier change's owner assignment is done
     awaiting_write: int = 0  # property-triggered workflows left pending until their tier write lands
+    riding: int = 0  # pending actions another run holds (the drain's riders, a concurrent route)
     errors: list[str] = field(default_factory=list)
     api_calls: dict[str, int] = field(default_factory=dict)  # by connection: the actions' calls
     # By connection: every call the run made and recorded in api_usage (the login and the rule
@@ -290,7 +291,7 @@ class RoutingReport:
                 "failed": dict(sorted(self.failed.items())), "superseded": self.superseded,
                 "cancelled": self.cancelled, "owner_kept": self.owner_kept,
                 "retry_later": self.retry_later, "waiting": self.waiting, "awaiting_write": self.awaiting_write,
-                "errors": list(self.errors),
+                "riding": self.riding, "errors": list(self.errors),
                 "api_calls": dict(self.api_calls), "api_calls_recorded": dict(self.api_calls_recorded),
                 **self.summary()}
 
@@ -557,6 +558,10 @@ def _run_batch(engine: Engine, router: Router, action_ids: Sequence[int], report
         actions = list(session.scalars(select(RoutingAction).where(
             RoutingAction.id.in_(list(action_ids)), RoutingAction.status == ActionStatus.pending)
             .order_by(RoutingAction.id).with_for_update(skip_locked=True)))
+        if len(actions) < len(action_ids):  # skipped: locked by the drain, or no longer pending
+            still = session.scalar(select(func.count(RoutingAction.id)).where(
+                RoutingAction.id.in_(list(action_ids)), RoutingAction.status == ActionStatus.pending)) or 0
+            report.riding += max(0, int(still) - len(actions))
         lead_ids = sorted({a.lead_id for a in actions})
         leads = {lead.id: lead for lead in session.scalars(select(Lead).where(Lead.id.in_(lead_ids)))}
         tiers = {lead_id: tier for lead_id, tier in session.execute(

@@ -171,6 +171,23 @@ def test_tier_changes_trigger_the_configured_actions_once(sim: CRMSim, sqlite_en
     assert len(_sf_tasks(sim, sf_ids[0])) == 1
 
 
+def test_an_action_another_run_holds_is_counted_not_silently_left(sim: CRMSim, committing_pg_engine: Engine) -> None:
+    """PostgreSQL: an action the write-back drain (or another route) holds is skipped, and counted,
+    so `route` can say why it is still pending; the next run completes it."""
+    config = app_config(sim, [{"to": "A", "actions": [{"type": "create_task", "subject": "Call hot lead"}]}])
+    leads = add_leads(committing_pg_engine, "sf", sf_lead_ids(sim, 2))
+    score(committing_pg_engine, leads.values(), tier="A", hook=plan_routing(config))
+    held_id, free_id = (a.id for a in _actions(committing_pg_engine))
+    with committing_pg_engine.connect() as other:
+        other.execute(select(RoutingAction.id).where(RoutingAction.id == held_id).with_for_update())
+        report = execute_routing(committing_pg_engine, config, secrets_for(sim))
+        assert (report.riding, report.done) == (1, {"create_task": 1}), report.to_dict()
+        other.rollback()
+    assert {a.id: a.status for a in _actions(committing_pg_engine)} == {held_id: "pending", free_id: "done"}
+    again = execute_routing(committing_pg_engine, config, secrets_for(sim))
+    assert (again.riding, again.done) == (0, {"create_task": 1})
+
+
 def test_an_overtaken_tier_change_is_superseded(sim: CRMSim, sqlite_engine: Engine) -> None:
     config = app_config(sim, ROUTING)
     hook = plan_routing(config)

@@ -306,6 +306,10 @@ def route(
             console.print(f"  {report.awaiting_write} workflow enrollment(s) wait for their tier write to reach the "
                           "CRM (the workflow enrolls on that property): `leadscore writeback` (or the workers) sends "
                           "it, and the next run marks them done", highlight=False)
+        if report.riding:
+            console.print(f"  {report.riding} action(s) held right now by the write-back drain (riding along its score "
+                          "write) or another routing run: that run completes them",
+                          highlight=False)
         if report.retry_later:
             console.print(f"  {report.retry_later} action(s) to retry on the next run: the CRM asked to wait or gave "
                           "no answer (rate limits, locked records)", highlight=False)
